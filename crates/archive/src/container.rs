@@ -1,0 +1,429 @@
+//! The archive file: independent zstd frames holding the tar stream, then
+//! skippable frames holding the index, the frame table and a fixed footer.
+//!
+//! ```text
+//! [data frame 0][data frame 1]…   zstd -dc sees only these: a plain tar
+//! [skippable: index, zstd-compressed, split in parts of ≤ 16 MiB]…
+//! [skippable: frame table + summary, zstd-compressed]
+//! [skippable: footer, 136 bytes, fixed]
+//! ```
+//! Every data frame starts at a known compressed and uncompressed offset,
+//! so a member is read by decompressing only the frames it lies in.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ctx, Error, Result};
+
+/// Skippable frame magic crossback uses (0x184D2A50..=0x184D2A5F are skippable).
+pub const SKIPPABLE_MAGIC: u32 = 0x184D_2A5B;
+const FOOTER_MAGIC: &[u8; 8] = b"CRBKFTR1";
+pub const FORMAT_VERSION: u32 = 1;
+const FOOTER_PAYLOAD: usize = 136;
+pub const FOOTER_LEN: u64 = 8 + FOOTER_PAYLOAD as u64;
+const INDEX_PART: usize = 16 << 20;
+
+/// Where one data frame sits.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Offset in the archive file.
+    pub c_off: u64,
+    pub c_len: u64,
+    /// Offset in the tar stream.
+    pub u_off: u64,
+    pub u_len: u64,
+}
+
+/// Counts of what `create` did, kept in the archive for `ls` and `verify`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Summary {
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub specials: u64,
+    /// Apparent bytes of regular files.
+    pub bytes: u64,
+    /// Data bytes stored (holes left out).
+    pub data_bytes: u64,
+    pub sockets_skipped: u64,
+    pub errors: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FrameTable {
+    pub frames: Vec<FrameInfo>,
+    pub summary: Summary,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Footer {
+    pub data_len: u64,
+    pub tar_len: u64,
+    pub index_off: u64,
+    pub index_len: u64,
+    pub table_off: u64,
+    pub table_len: u64,
+    pub entries: u64,
+    pub data_hash: [u8; 32],
+    pub meta_hash: [u8; 32],
+}
+
+impl Footer {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(FOOTER_LEN as usize);
+        v.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+        v.extend_from_slice(&(FOOTER_PAYLOAD as u32).to_le_bytes());
+        v.extend_from_slice(FOOTER_MAGIC);
+        v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        for n in [self.data_len, self.tar_len, self.index_off, self.index_len, self.table_off, self.table_len, self.entries] {
+            v.extend_from_slice(&n.to_le_bytes());
+        }
+        v.extend_from_slice(&self.data_hash);
+        v.extend_from_slice(&self.meta_hash);
+        debug_assert_eq!(v.len() as u64, FOOTER_LEN);
+        v
+    }
+
+    fn decode(b: &[u8]) -> Option<Footer> {
+        if b.len() != FOOTER_LEN as usize || b[0..4] != SKIPPABLE_MAGIC.to_le_bytes() || &b[8..16] != FOOTER_MAGIC {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let mut data_hash = [0u8; 32];
+        data_hash.copy_from_slice(&b[80..112]);
+        let mut meta_hash = [0u8; 32];
+        meta_hash.copy_from_slice(&b[112..144]);
+        Some(Footer {
+            data_len: u64_at(24),
+            tar_len: u64_at(32),
+            index_off: u64_at(40),
+            index_len: u64_at(48),
+            table_off: u64_at(56),
+            table_len: u64_at(64),
+            entries: u64_at(72),
+            data_hash,
+            meta_hash,
+        })
+    }
+
+    pub fn version_of(b: &[u8]) -> Option<u32> {
+        (b.len() >= 20 && &b[8..16] == FOOTER_MAGIC).then(|| u32::from_le_bytes([b[16], b[17], b[18], b[19]]))
+    }
+}
+
+fn skippable(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Writes data frames in order, then the trailer. Hashes as it writes.
+pub struct ContainerWriter<W: Write> {
+    out: W,
+    pos: u64,
+    u_pos: u64,
+    frames: Vec<FrameInfo>,
+    data_hash: blake3::Hasher,
+}
+
+impl<W: Write> ContainerWriter<W> {
+    pub fn new(out: W) -> Self {
+        ContainerWriter { out, pos: 0, u_pos: 0, frames: Vec::new(), data_hash: blake3::Hasher::new() }
+    }
+
+    /// Appends one compressed frame holding `u_len` bytes of the tar stream.
+    pub fn frame(&mut self, compressed: &[u8], u_len: u64) -> io::Result<()> {
+        self.out.write_all(compressed)?;
+        self.data_hash.update(compressed);
+        self.frames.push(FrameInfo { c_off: self.pos, c_len: compressed.len() as u64, u_off: self.u_pos, u_len });
+        self.pos += compressed.len() as u64;
+        self.u_pos += u_len;
+        Ok(())
+    }
+
+    /// Writes the index (read from `index`, a stream of encoded records),
+    /// the frame table and the footer; returns the writer and the footer.
+    pub fn finish(mut self, index: &mut dyn Read, entries: u64, summary: Summary) -> Result<(W, Footer)> {
+        let data_len = self.pos;
+        let mut meta_hash = blake3::Hasher::new();
+        // Index: compress as a stream, cut into skippable parts.
+        let index_off = self.pos;
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).map_err(ctx(|| "starting the index compressor".into()))?;
+        io::copy(index, &mut enc).map_err(ctx(|| "compressing the index".into()))?;
+        let compressed = enc.finish().map_err(ctx(|| "compressing the index".into()))?;
+        for part in compressed.chunks(INDEX_PART) {
+            let mut buf = Vec::with_capacity(part.len() + 8);
+            skippable(&mut buf, part);
+            self.out.write_all(&buf).map_err(ctx(|| "writing the index".into()))?;
+            meta_hash.update(&buf);
+            self.pos += buf.len() as u64;
+        }
+        let index_len = self.pos - index_off;
+        let table = FrameTable { frames: std::mem::take(&mut self.frames), summary };
+        let raw = postcard::to_stdvec(&table).map_err(|e| Error::Format(format!("encoding the frame table: {e}")))?;
+        let packed = zstd::bulk::compress(&raw, 3).map_err(ctx(|| "compressing the frame table".into()))?;
+        let mut buf = Vec::new();
+        skippable(&mut buf, &packed);
+        let table_off = self.pos;
+        self.out.write_all(&buf).map_err(ctx(|| "writing the frame table".into()))?;
+        meta_hash.update(&buf);
+        self.pos += buf.len() as u64;
+        let footer = Footer {
+            data_len,
+            tar_len: self.u_pos,
+            index_off,
+            index_len,
+            table_off,
+            table_len: buf.len() as u64,
+            entries,
+            data_hash: *self.data_hash.finalize().as_bytes(),
+            meta_hash: *meta_hash.finalize().as_bytes(),
+        };
+        self.out.write_all(&footer.encode()).map_err(ctx(|| "writing the archive footer".into()))?;
+        self.out.flush().map_err(ctx(|| "writing the archive".into()))?;
+        Ok((self.out, footer))
+    }
+}
+
+/// What the end of an archive file says about it.
+pub enum Trailer {
+    /// A crossback archive.
+    Indexed { footer: Footer, table: FrameTable },
+    /// No crossback footer: a plain `.tar.zst` or `.tar` (made by GNU tar, say).
+    Plain { zstd: bool },
+}
+
+/// Reads the footer and frame table. A damaged trailer is an error; the
+/// caller may fall back to reading the archive as a plain stream.
+pub fn read_trailer(file: &File) -> Result<Trailer> {
+    let len = file.metadata().map_err(ctx(|| "reading the archive's size".into()))?.len();
+    let mut magic = [0u8; 4];
+    let is_zstd = file.read_exact_at(&mut magic, 0).is_ok() && (magic == [0x28, 0xb5, 0x2f, 0xfd] || (0x184D2A50..=0x184D2A5F).contains(&u32::from_le_bytes(magic)));
+    if len < FOOTER_LEN {
+        return Ok(Trailer::Plain { zstd: is_zstd });
+    }
+    let mut b = vec![0u8; FOOTER_LEN as usize];
+    file.read_exact_at(&mut b, len - FOOTER_LEN).map_err(ctx(|| "reading the archive footer".into()))?;
+    let footer = match Footer::decode(&b) {
+        Some(f) => f,
+        None => {
+            if let Some(v) = Footer::version_of(&b) {
+                return Err(Error::Format(format!("archive format version {v} is newer than this crossback understands ({FORMAT_VERSION})")));
+            }
+            return Ok(Trailer::Plain { zstd: is_zstd });
+        }
+    };
+    if footer.table_off + footer.table_len != len - FOOTER_LEN || footer.index_off + footer.index_len != footer.table_off || footer.data_len != footer.index_off {
+        return Err(Error::Format("archive footer does not match the file's layout (truncated or appended to?)".into()));
+    }
+    let mut raw = vec![0u8; footer.table_len as usize];
+    file.read_exact_at(&mut raw, footer.table_off).map_err(ctx(|| "reading the frame table".into()))?;
+    let mut meta_hash = blake3::Hasher::new();
+    let mut idx = vec![0u8; footer.index_len as usize];
+    file.read_exact_at(&mut idx, footer.index_off).map_err(ctx(|| "reading the index".into()))?;
+    meta_hash.update(&idx);
+    meta_hash.update(&raw);
+    if *meta_hash.finalize().as_bytes() != footer.meta_hash {
+        return Err(Error::Format("the archive's index is damaged (hash mismatch)".into()));
+    }
+    let payload = raw.get(8..).ok_or_else(|| Error::Format("frame table too short".into()))?;
+    let unpacked = zstd::stream::decode_all(payload).map_err(|e| Error::Format(format!("frame table does not decompress: {e}")))?;
+    let table: FrameTable = postcard::from_bytes(&unpacked).map_err(|e| Error::Format(format!("frame table does not decode: {e}")))?;
+    Ok(Trailer::Indexed { footer, table })
+}
+
+/// The index's bytes, decompressed as a stream (memory stays small).
+pub fn index_reader<'a>(file: &'a File, footer: &Footer) -> Result<Box<dyn Read + 'a>> {
+    let parts = SkippableParts { file, pos: footer.index_off, end: footer.index_off + footer.index_len, left: 0 };
+    let dec = zstd::stream::Decoder::new(parts).map_err(ctx(|| "starting the index decompressor".into()))?;
+    Ok(Box::new(dec))
+}
+
+/// Concatenated payloads of consecutive skippable frames.
+struct SkippableParts<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+    left: u64,
+}
+
+impl Read for SkippableParts<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.left == 0 {
+            if self.pos >= self.end {
+                return Ok(0);
+            }
+            let mut h = [0u8; 8];
+            self.file.read_exact_at(&mut h, self.pos)?;
+            if h[0..4] != SKIPPABLE_MAGIC.to_le_bytes() {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "index part has a bad header"));
+            }
+            self.left = u64::from(u32::from_le_bytes([h[4], h[5], h[6], h[7]]));
+            self.pos += 8;
+        }
+        let n = (buf.len() as u64).min(self.left) as usize;
+        let n = self.file.read_at(&mut buf[..n], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "index ends early"));
+        }
+        self.pos += n as u64;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Error for a frame that does not decompress: the data it holds is lost,
+/// the frames after it are not.
+#[derive(Debug)]
+pub struct DamagedFrame {
+    pub frame: usize,
+    pub u_off: u64,
+    pub u_end: u64,
+    pub why: String,
+}
+
+impl std::fmt::Display for DamagedFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "frame {} (tar bytes {}..{}) is damaged: {}", self.frame, self.u_off, self.u_end, self.why)
+    }
+}
+impl std::error::Error for DamagedFrame {}
+
+/// Counts the compressed bytes it reads (for the random-access test and stats).
+pub static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Decompresses one frame and checks its size (the frame's own checksum is
+/// checked by zstd).
+pub fn decompress_frame(file: &File, table: &FrameTable, i: usize, dec: &mut zstd::bulk::Decompressor<'_>) -> Result<Vec<u8>, DamagedFrame> {
+    let f = table.frames[i];
+    let damaged = |why: String| DamagedFrame { frame: i, u_off: f.u_off, u_end: f.u_off + f.u_len, why };
+    let mut c = vec![0u8; f.c_len as usize];
+    file.read_exact_at(&mut c, f.c_off).map_err(|e| damaged(format!("cannot read it: {e}")))?;
+    BYTES_READ.fetch_add(f.c_len, std::sync::atomic::Ordering::Relaxed);
+    let out = dec.decompress(&c, f.u_len as usize).map_err(|e| damaged(e.to_string()))?;
+    if out.len() as u64 != f.u_len {
+        return Err(damaged(format!("holds {} bytes instead of {}", out.len(), f.u_len)));
+    }
+    Ok(out)
+}
+
+/// The tar stream of an indexed archive from any offset, decompressing
+/// frame by frame. A damaged frame gives an `InvalidData` error wrapping
+/// [`DamagedFrame`]; [`FrameStream::seek_to`] resumes after it.
+pub struct FrameStream {
+    file: Arc<File>,
+    table: Arc<FrameTable>,
+    dec: zstd::bulk::Decompressor<'static>,
+    frame: usize,
+    buf: Vec<u8>,
+    at: usize,
+    /// The frame being decompressed ahead on another thread.
+    prefetch: Option<(usize, std::thread::JoinHandle<Result<Vec<u8>, DamagedFrame>>)>,
+}
+
+impl FrameStream {
+    pub fn new(file: Arc<File>, table: Arc<FrameTable>) -> Result<Self> {
+        let dec = zstd::bulk::Decompressor::new().map_err(ctx(|| "starting the decompressor".into()))?;
+        Ok(FrameStream { file, table, dec, frame: 0, buf: Vec::new(), at: 0, prefetch: None })
+    }
+
+    /// The frame holding tar offset `u`, or `None` past the end.
+    pub fn frame_of(&self, u: u64) -> Option<usize> {
+        let i = self.table.frames.partition_point(|f| f.u_off + f.u_len <= u);
+        (i < self.table.frames.len()).then_some(i)
+    }
+
+    /// Current tar offset.
+    pub fn position(&self) -> u64 {
+        match self.table.frames.get(self.frame) {
+            Some(f) if !self.buf.is_empty() => f.u_off + self.at as u64,
+            Some(f) => f.u_off,
+            None => self.table.frames.last().map(|f| f.u_off + f.u_len).unwrap_or(0),
+        }
+    }
+
+    /// Moves to tar offset `u`; cheap when `u` lies in the current frame.
+    pub fn seek_to(&mut self, u: u64) {
+        match self.frame_of(u) {
+            Some(i) if i == self.frame && !self.buf.is_empty() => {
+                self.at = (u - self.table.frames[i].u_off) as usize;
+            }
+            Some(i) => {
+                self.frame = i;
+                self.buf.clear();
+                self.at = (u - self.table.frames[i].u_off) as usize;
+            }
+            None => {
+                self.frame = self.table.frames.len();
+                self.buf.clear();
+                self.at = 0;
+            }
+        }
+    }
+
+    fn load(&mut self) -> io::Result<()> {
+        let i = self.frame;
+        let got = match self.prefetch.take() {
+            Some((j, h)) if j == i => h.join().map_err(|_| io::Error::other("decompression thread panicked"))?,
+            _ => decompress_frame(&self.file, &self.table, i, &mut self.dec),
+        };
+        let data = got.map_err(|d| io::Error::new(io::ErrorKind::InvalidData, d))?;
+        self.buf = data;
+        // Decompress the next frame on another core while this one is used.
+        if i + 1 < self.table.frames.len() {
+            let file = Arc::clone(&self.file);
+            let table = Arc::clone(&self.table);
+            self.prefetch = Some((
+                i + 1,
+                std::thread::spawn(move || {
+                    let mut dec = zstd::bulk::Decompressor::new().map_err(|e| DamagedFrame { frame: i + 1, u_off: 0, u_end: 0, why: e.to_string() })?;
+                    decompress_frame(&file, &table, i + 1, &mut dec)
+                }),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Read for FrameStream {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.frame >= self.table.frames.len() {
+                return Ok(0);
+            }
+            if self.buf.is_empty() {
+                let at = self.at;
+                self.load()?;
+                self.at = at;
+            }
+            if self.at < self.buf.len() {
+                let n = out.len().min(self.buf.len() - self.at);
+                out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+                self.at += n;
+                return Ok(n);
+            }
+            self.frame += 1;
+            self.buf.clear();
+            self.at = 0;
+        }
+    }
+}
+
+/// Opens any archive as a plain tar stream (zstd or not), for archives
+/// without a usable index.
+pub fn plain_stream(mut file: File, zstd: bool) -> Result<Box<dyn Read>> {
+    file.seek(SeekFrom::Start(0)).map_err(ctx(|| "rewinding the archive".into()))?;
+    if zstd {
+        let d = zstd::stream::Decoder::new(file).map_err(ctx(|| "starting the decompressor".into()))?;
+        Ok(Box::new(d))
+    } else {
+        Ok(Box::new(io::BufReader::with_capacity(1 << 20, file)))
+    }
+}

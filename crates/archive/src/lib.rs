@@ -1,0 +1,27 @@
+//! crossback's archive format: a standard PAX tar stream, cut into
+//! independent zstd frames, with an index of every member (offset, BLAKE3
+//! hash, inode flags) in skippable frames at the end.
+//!
+//! What it is: the writer ([`create`]), the reader and index ([`Archive`]),
+//! safe extraction ([`extract`]) and checking ([`verify`]).
+//! What it is not: it knows nothing of systems, slots or generations.
+//!
+//! `zstd -dc ARCHIVE | tar --xattrs --xattrs-include='*' --acls
+//! --numeric-owner -xpf -` restores what the archive holds without crossback
+//! (everything but inode flags, which tar has no field for).
+
+pub mod acl;
+pub mod container;
+pub mod create;
+pub mod entry;
+pub mod error;
+pub mod index;
+mod sys;
+pub mod tarr;
+pub mod tarw;
+
+pub use container::Summary;
+pub use create::{create, CreateOptions, CreateReport, Problem, Progress};
+pub use entry::{Kind, Meta, Time};
+pub use error::{Error, Result};
+pub use index::IndexEntry;

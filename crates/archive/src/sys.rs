@@ -1,0 +1,150 @@
+//! Thin wrappers over the system calls the reader and the restorer need,
+//! with the quirks handled in one place: buffers that grow on `ERANGE`,
+//! file systems without xattrs or inode flags, `l*xattr` through
+//! `/proc/self/fd` for objects that cannot be opened (symlinks, devices).
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use rustix::fs::{IFlags, SeekFrom};
+use rustix::io::Errno;
+
+use crate::entry::Segment;
+
+fn no_xattrs(e: Errno) -> bool {
+    matches!(e, Errno::OPNOTSUPP | Errno::NODATA | Errno::PERM)
+}
+
+/// `/proc/self/fd/DIR/NAME`: names `name` inside an open directory without
+/// resolving anything but the directory's own fd.
+pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name.to_bytes());
+    CString::new(p).unwrap_or_default()
+}
+
+fn split_names(list: &[u8]) -> Vec<Vec<u8>> {
+    list.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| n.to_vec()).collect()
+}
+
+fn grow<F: FnMut(&mut Vec<u8>) -> Result<usize, Errno>>(mut f: F) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match f(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) => {
+                let len = buf.len() * 4;
+                if len > 1 << 26 {
+                    return Err(Errno::RANGE);
+                }
+                buf.resize(len, 0);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every xattr of an open file, sorted by name.
+pub fn xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let list = match grow(|b| rustix::fs::flistxattr(fd, &mut b[..])) {
+        Ok(l) => l,
+        Err(e) if no_xattrs(e) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for name in split_names(&list) {
+        let cname = CString::new(name.clone()).unwrap_or_default();
+        match grow(|b| rustix::fs::fgetxattr(fd, cname.as_c_str(), &mut b[..])) {
+            Ok(v) => out.push((name, v)),
+            Err(Errno::NODATA) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every xattr of a path, without following a final symlink.
+pub fn xattrs_path(path: &CStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let list = match grow(|b| rustix::fs::llistxattr(path, &mut b[..])) {
+        Ok(l) => l,
+        Err(e) if no_xattrs(e) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for name in split_names(&list) {
+        let cname = CString::new(name.clone()).unwrap_or_default();
+        match grow(|b| rustix::fs::lgetxattr(path, cname.as_c_str(), &mut b[..])) {
+            Ok(v) => out.push((name, v)),
+            Err(Errno::NODATA) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Inode flags, or 0 where the file system has none.
+pub fn flags(fd: BorrowedFd<'_>) -> u32 {
+    rustix::fs::ioctl_getflags(fd).map(|f| f.bits()).unwrap_or(0)
+}
+
+pub fn set_flags(fd: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
+    let current = rustix::fs::ioctl_getflags(fd).map(|f| f.bits()).unwrap_or(0);
+    let wanted = (current & !crate::entry::KEPT_FLAGS) | flags;
+    if wanted == current {
+        return Ok(());
+    }
+    rustix::fs::ioctl_setflags(fd, IFlags::from_bits_retain(wanted)).map_err(Into::into)
+}
+
+/// The data segments of a file with holes, or `None` when it has none
+/// (a file of zeros that is fully allocated stays dense).
+pub fn data_segments(fd: BorrowedFd<'_>, size: u64, blocks: u64) -> io::Result<Option<Vec<Segment>>> {
+    if size == 0 || blocks * 512 >= size {
+        return Ok(None);
+    }
+    let mut segs = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match rustix::fs::seek(fd, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(Errno::NXIO) => break,
+            Err(Errno::INVAL) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if data >= size {
+            break;
+        }
+        let hole = rustix::fs::seek(fd, SeekFrom::Hole(data))?.min(size);
+        segs.push(Segment { offset: data, len: hole - data });
+        pos = hole;
+    }
+    if segs.len() == 1 && segs[0].offset == 0 && segs[0].len == size {
+        return Ok(None);
+    }
+    // GNU tar ends a map with an empty segment at the end of a file that
+    // ends in a hole; it carries the size for readers without realsize.
+    if segs.last().map_or(true, |s| s.offset + s.len < size) {
+        segs.push(Segment { offset: size, len: 0 });
+    }
+    Ok(Some(segs))
+}
+
+/// Reads exactly `buf.len()` bytes at `offset` unless the file ends first.
+pub fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match rustix::io::pread(fd.as_fd(), &mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(got)
+}
