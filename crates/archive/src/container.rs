@@ -204,6 +204,11 @@ pub enum Trailer {
 /// caller may fall back to reading the archive as a plain stream.
 pub fn read_trailer(file: &File) -> Result<Trailer> {
     let len = file.metadata().map_err(ctx(|| "reading the archive's size".into()))?.len();
+    read_trailer_at(file, len)
+}
+
+/// As [`read_trailer`], for a file that ends at `len`.
+pub fn read_trailer_at(file: &File, len: u64) -> Result<Trailer> {
     let mut magic = [0u8; 4];
     let is_zstd = file.read_exact_at(&mut magic, 0).is_ok() && (magic == [0x28, 0xb5, 0x2f, 0xfd] || (0x184D2A50..=0x184D2A5F).contains(&u32::from_le_bytes(magic)));
     if len < FOOTER_LEN {

@@ -25,3 +25,10 @@ pub use create::{create, CreateOptions, CreateReport, Problem, Progress};
 pub use entry::{Kind, Meta, Time};
 pub use error::{Error, Result};
 pub use index::IndexEntry;
+pub mod archive;
+pub mod extract;
+pub mod restore;
+pub mod verify;
+
+pub use archive::Archive;
+pub use extract::{extract, ExtractOptions, ExtractReport};

@@ -1,0 +1,383 @@
+//! Checking an archive: every byte against its hashes, and optionally
+//! against a directory tree.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+
+use crate::archive::{Archive, Layout};
+use crate::entry::{display_path, Kind, Meta};
+use crate::error::{ctx, Result};
+use crate::sys;
+use crate::tarr::TarReader;
+use crate::tarw;
+use crate::Progress;
+
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub bytes: u64,
+    /// Damaged members, by path (empty path: the archive as a whole).
+    pub damaged: Vec<(Vec<u8>, String)>,
+    /// Differences with the tree given to `--against`.
+    pub differences: Vec<(Vec<u8>, String)>,
+}
+
+impl VerifyReport {
+    pub fn clean(&self) -> bool {
+        self.damaged.is_empty() && self.differences.is_empty()
+    }
+}
+
+fn data_hash(archive: &Archive, len: u64, progress: &Option<Arc<Progress>>) -> std::io::Result<[u8; 32]> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(buf.len() as u64) as usize;
+        archive.file().read_exact_at(&mut buf[..n], off)?;
+        h.update(&buf[..n]);
+        if let Some(p) = progress {
+            p.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        off += n as u64;
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+/// Reads a member's stored data to its end; returns its BLAKE3 (sparse map included).
+fn hash_member<R: Read>(tr: &mut TarReader<R>, meta: &Meta, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let segs: Vec<(u64, u64)> = match &meta.sparse {
+        Some(s) => {
+            hasher.update(&tarw::sparse_map(s));
+            s.iter().map(|s| (s.offset, s.len)).collect()
+        }
+        None => vec![(0, meta.size)],
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    for (off, len) in segs {
+        let mut done = 0u64;
+        while done < len {
+            let want = (len - done).min(buf.len() as u64) as usize;
+            let n = tr.read_data(&mut buf[..want])?;
+            if n == 0 {
+                return Err(crate::Error::Format("member data ends early".into()));
+            }
+            hasher.update(&buf[..n]);
+            each(off + done, &buf[..n])?;
+            done += n as u64;
+        }
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// Checks every member. With `against`, also compares each member with the
+/// object at the same path under that directory, and lists what the tree
+/// has that the archive has not.
+pub fn verify(archive: &Archive, against: Option<&Path>, progress: Option<Arc<Progress>>) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    if let Some(p) = &archive.trailer_problem {
+        report.damaged.push((Vec::new(), p.clone()));
+    }
+    let tree = match against {
+        Some(dir) => Some(Tree::open(dir)?),
+        None => None,
+    };
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    match &archive.layout {
+        Layout::Indexed { footer, .. } => {
+            match data_hash(archive, footer.data_len, &progress) {
+                Ok(h) if h == footer.data_hash => {}
+                Ok(_) => report.damaged.push((Vec::new(), "the archive's data does not match its hash".into())),
+                Err(e) => report.damaged.push((Vec::new(), format!("the archive cannot be read: {e}"))),
+            }
+            let mut stream = archive.frames()?.expect("indexed");
+            for e in archive.index()?.expect("indexed") {
+                let e = match e {
+                    Ok(e) => e,
+                    Err(err) => {
+                        report.damaged.push((Vec::new(), err.to_string()));
+                        break;
+                    }
+                };
+                report.entries += 1;
+                stream.seek_to(e.header_offset);
+                let mut tr = TarReader::at_offset(&mut stream, e.header_offset);
+                let r = (|| -> Result<Option<String>> {
+                    let Some(m) = tr.next_member()? else { return Ok(Some("missing from the archive".into())) };
+                    if m.meta.path != e.path {
+                        return Ok(Some(format!("the index and the archive disagree (found {})", display_path(&m.meta.path))));
+                    }
+                    let mut meta = m.meta;
+                    meta.flags = e.flags;
+                    let mut cmp = tree.as_ref().map(|t| t.compare(&meta, &mut report.differences));
+                    let hash = hash_member(&mut tr, &meta, |off, buf| {
+                        if let Some(Some(c)) = cmp.as_mut() {
+                            c.check(off, buf);
+                        }
+                        Ok(())
+                    })?;
+                    if let Some(Some(c)) = cmp {
+                        c.finish(&mut report.differences);
+                    }
+                    report.bytes += meta.data_len();
+                    if let Some(p) = &progress {
+                        p.files.fetch_add(1, Ordering::Relaxed);
+                        p.bytes_in.fetch_add(meta.data_len(), Ordering::Relaxed);
+                    }
+                    Ok(match e.hash {
+                        Some(want) if want != hash => Some("content does not match its hash".into()),
+                        _ => None,
+                    })
+                })();
+                match r {
+                    Ok(None) => {}
+                    Ok(Some(why)) => report.damaged.push((e.path.clone(), why)),
+                    Err(err) => report.damaged.push((e.path.clone(), err.to_string())),
+                }
+                if tree.is_some() {
+                    seen.insert(e.path);
+                }
+            }
+        }
+        Layout::Plain { .. } => {
+            let mut tr = TarReader::new(archive.plain_stream()?);
+            loop {
+                let m = match tr.next_member() {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(err) => {
+                        report.damaged.push((Vec::new(), format!("the archive cannot be read past byte {}: {err}", tr.position())));
+                        break;
+                    }
+                };
+                report.entries += 1;
+                let meta = m.meta;
+                let mut cmp = tree.as_ref().map(|t| t.compare(&meta, &mut report.differences));
+                let r = hash_member(&mut tr, &meta, |off, buf| {
+                    if let Some(Some(c)) = cmp.as_mut() {
+                        c.check(off, buf);
+                    }
+                    Ok(())
+                });
+                if let Err(err) = r {
+                    report.damaged.push((meta.path.clone(), err.to_string()));
+                    break;
+                }
+                if let Some(Some(c)) = cmp {
+                    c.finish(&mut report.differences);
+                }
+                report.bytes += meta.data_len();
+                if tree.is_some() {
+                    seen.insert(meta.path);
+                }
+            }
+        }
+    }
+    if let Some(t) = &tree {
+        t.extra(&seen, &mut report.differences)?;
+    }
+    Ok(report)
+}
+
+/// The directory given to `verify --against`, read without following symlinks.
+struct Tree {
+    root: std::os::fd::OwnedFd,
+}
+
+struct ContentCheck {
+    path: Vec<u8>,
+    file: std::fs::File,
+    size: u64,
+    /// Next offset expected to be checked; gaps (holes) must read as zeros.
+    next: u64,
+    differs: Option<String>,
+}
+
+impl ContentCheck {
+    fn zeros(&mut self, from: u64, to: u64) {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut off = from;
+        while off < to && self.differs.is_none() {
+            let n = (to - off).min(buf.len() as u64) as usize;
+            match sys::pread_full(&self.file, &mut buf[..n], off) {
+                Ok(got) if got == n && buf[..n].iter().all(|&b| b == 0) => {}
+                _ => self.differs = Some(format!("content differs in the hole at byte {off}")),
+            }
+            off += n as u64;
+        }
+    }
+
+    fn check(&mut self, off: u64, data: &[u8]) {
+        if self.differs.is_some() {
+            return;
+        }
+        if off > self.next {
+            self.zeros(self.next, off);
+        }
+        let mut buf = vec![0u8; data.len()];
+        match sys::pread_full(&self.file, &mut buf, off) {
+            Ok(n) if n == data.len() && buf == data => {}
+            _ => self.differs = Some(format!("content differs at or after byte {off}")),
+        }
+        self.next = off + data.len() as u64;
+    }
+
+    fn finish(mut self, out: &mut Vec<(Vec<u8>, String)>) {
+        if self.next < self.size {
+            let (from, to) = (self.next, self.size);
+            self.zeros(from, to);
+        }
+        if let Some(d) = self.differs {
+            out.push((self.path, d));
+        }
+    }
+}
+
+impl Tree {
+    fn open(dir: &Path) -> Result<Tree> {
+        let root = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(ctx(|| format!("opening {}", dir.display())))?;
+        Ok(Tree { root })
+    }
+
+    fn parent(&self, path: &[u8]) -> std::io::Result<(std::os::fd::OwnedFd, CString)> {
+        let (pp, name): (&[u8], &[u8]) = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (b".", path),
+        };
+        let pp: &[u8] = if pp.is_empty() { b"." } else { pp };
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let fd = rustix::fs::openat2(&self.root, CString::new(pp)?.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), resolve)?;
+        let name: &[u8] = if name.is_empty() { b"." } else { name };
+        Ok((fd, CString::new(name)?))
+    }
+
+    /// Compares metadata now; returns a content checker for regular files.
+    fn compare(&self, meta: &Meta, out: &mut Vec<(Vec<u8>, String)>) -> Option<ContentCheck> {
+        let mut diff = |what: String| out.push((meta.path.clone(), what));
+        let (parent, name) = match self.parent(&meta.path) {
+            Ok(p) => p,
+            Err(e) => {
+                diff(format!("missing from the tree ({e})"));
+                return None;
+            }
+        };
+        let st = match rustix::fs::statat(&parent, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(_) => {
+                diff("missing from the tree".into());
+                return None;
+            }
+        };
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let want = match meta.kind {
+            Kind::File | Kind::HardLink => FileType::RegularFile,
+            Kind::Dir => FileType::Directory,
+            Kind::Symlink => FileType::Symlink,
+            Kind::Fifo => FileType::Fifo,
+            Kind::CharDev => FileType::CharacterDevice,
+            Kind::BlockDev => FileType::BlockDevice,
+        };
+        if ft != want {
+            diff(format!("type differs: {:?} in the archive, {:?} in the tree", want, ft));
+            return None;
+        }
+        if meta.kind == Kind::HardLink {
+            return None;
+        }
+        if st.st_mode & 0o7777 != meta.mode && meta.kind != Kind::Symlink {
+            diff(format!("mode differs: {:o} in the archive, {:o} in the tree", meta.mode, st.st_mode & 0o7777));
+        }
+        if u64::from(st.st_uid) != meta.uid || u64::from(st.st_gid) != meta.gid {
+            diff(format!("owner differs: {}:{} in the archive, {}:{} in the tree", meta.uid, meta.gid, st.st_uid, st.st_gid));
+        }
+        if st.st_mtime != meta.mtime.sec || st.st_mtime_nsec as u32 != meta.mtime.nsec {
+            if meta.kind != Kind::Dir || true {
+                diff(format!("mtime differs: {}.{:09} in the archive, {}.{:09} in the tree", meta.mtime.sec, meta.mtime.nsec, st.st_mtime, st.st_mtime_nsec));
+            }
+        }
+        let xattrs = if meta.kind == Kind::File || meta.kind == Kind::Dir {
+            let flags = if meta.kind == Kind::Dir { OFlags::DIRECTORY } else { OFlags::empty() };
+            rustix::fs::openat(&parent, name.as_c_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags, Mode::empty()).ok().and_then(|fd| {
+                if sys::flags(fd.as_fd()) & crate::entry::KEPT_FLAGS != meta.flags {
+                    out.push((meta.path.clone(), format!("inode flags differ: {:#x} in the archive, {:#x} in the tree", meta.flags, sys::flags(fd.as_fd()) & crate::entry::KEPT_FLAGS)));
+                }
+                sys::xattrs_fd(fd.as_fd()).ok()
+            })
+        } else {
+            sys::xattrs_path(&sys::proc_path(parent.as_fd(), &name)).ok()
+        };
+        let mut a = meta.xattrs.clone();
+        a.sort();
+        if let Some(b) = xattrs {
+            if a != b {
+                out.push((meta.path.clone(), "xattrs or ACLs differ".into()));
+            }
+        }
+        match meta.kind {
+            Kind::Symlink => {
+                if let Ok(t) = rustix::fs::readlinkat(&parent, name.as_c_str(), Vec::new()) {
+                    if t.as_bytes() != meta.link.as_slice() {
+                        out.push((meta.path.clone(), "symlink target differs".into()));
+                    }
+                }
+            }
+            Kind::CharDev | Kind::BlockDev => {
+                if rustix::fs::major(st.st_rdev) != meta.rdev_major || rustix::fs::minor(st.st_rdev) != meta.rdev_minor {
+                    out.push((meta.path.clone(), "device number differs".into()));
+                }
+            }
+            Kind::File => {
+                if st.st_size as u64 != meta.size {
+                    out.push((meta.path.clone(), format!("size differs: {} in the archive, {} in the tree", meta.size, st.st_size)));
+                    return None;
+                }
+                let fd = rustix::fs::openat(&parent, name.as_c_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
+                return Some(ContentCheck { path: meta.path.clone(), file: std::fs::File::from(fd), size: meta.size, next: 0, differs: None });
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// What the tree holds that the archive does not (one file system only).
+    fn extra(&self, seen: &HashSet<Vec<u8>>, out: &mut Vec<(Vec<u8>, String)>) -> Result<()> {
+        let mut stack: Vec<(Vec<u8>, std::os::fd::OwnedFd)> = vec![(Vec::new(), rustix::io::fcntl_dupfd_cloexec(&self.root, 0).map_err(ctx(|| "reading the tree".into()))?)];
+        while let Some((path, fd)) = stack.pop() {
+            let mut dir = rustix::fs::Dir::read_from(&fd).map_err(ctx(|| format!("listing {}", display_path(&path))))?;
+            while let Some(ent) = dir.read() {
+                let Ok(ent) = ent else { break };
+                let name = ent.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let mut p = path.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(name);
+                if ent.file_type() == FileType::Socket {
+                    continue;
+                }
+                if !seen.contains(&p) {
+                    out.push((p, "only in the tree".into()));
+                    continue;
+                }
+                if ent.file_type() == FileType::Directory {
+                    if let Ok(sub) = rustix::fs::openat(&fd, ent.file_name(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                        stack.push((p, sub));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
