@@ -1,1 +1,45 @@
-fn main(){}
+//! crossback: offline, full, verifiable backups of the Linux systems on one
+//! machine. This binary is thin: `cli` says what the user typed, the
+//! `commands` do the work with the library crates, `output` prints.
+
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// How a command ended; the numbers are documented in the README.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything done.
+    Ok = 0,
+    /// Done, but some source files could not be read (listed).
+    Partial = 3,
+    /// Damaged data found (listed); what was undamaged was restored.
+    Damaged = 4,
+    /// `verify --against`: the archive and the tree differ (listed).
+    Differs = 5,
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(outcome) => ExitCode::from(outcome as u8),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("crossback: error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,99 @@
+//! What the user typed. The doc comments are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Offline, full, verifiable backups of the Linux systems on one machine.
+///
+/// Exit codes: 0 done; 1 error (nothing half-done is left as if complete);
+/// 2 bad usage; 3 partial (some source files could not be read: listed);
+/// 4 damaged data found (listed); 5 archive and tree differ (listed).
+#[derive(Parser, Debug)]
+#[command(name = "crossback", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Work with single archives (one file system tree each).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ArchiveCommand {
+    /// Archive one file system tree into a single seekable .tar.zst file.
+    ///
+    /// Example: crossback archive create /mnt/alpha -o /backup/alpha-root.tar.zst
+    Create(CreateArgs),
+    /// Restore an archive (or some paths of it) into a directory.
+    ///
+    /// Example: crossback archive extract root.tar.zst -C /mnt/restore etc/fstab home/ann
+    Extract(ExtractArgs),
+    /// List an archive's contents from its index, without decompressing it.
+    ///
+    /// Example: crossback archive ls root.tar.zst etc --json
+    Ls(LsArgs),
+    /// Check every byte of an archive against its hashes; name damaged files.
+    ///
+    /// Example: crossback archive verify root.tar.zst --against /mnt/alpha
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The directory to archive (the archive stays on its file system).
+    pub src: PathBuf,
+    /// The archive file to write.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// zstd compression level (1-19).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Compression threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Leave out paths matching this glob; without '/' it matches any name,
+    /// with a leading '/' the path from SRC. Repeatable.
+    /// Example: --exclude '*.tmp' --exclude /var/cache
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Replace ARCHIVE if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    /// The archive to read (crossback's, or any .tar.zst / .tar).
+    pub archive: PathBuf,
+    /// The directory to restore into (created if missing; must be empty).
+    #[arg(short = 'C', long = "directory")]
+    pub dir: PathBuf,
+    /// Only these paths (and what is below them).
+    pub paths: Vec<PathBuf>,
+    /// Restore into a directory that is not empty, replacing what is in the way.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    pub archive: PathBuf,
+    /// Only this path and what is below it.
+    pub path: Option<PathBuf>,
+    /// One JSON object per line: path, type, mode, uid, gid, size, mtime, link, flags.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    pub archive: PathBuf,
+    /// Also compare the archive with this directory tree and list what differs.
+    #[arg(long, value_name = "DIR")]
+    pub against: Option<PathBuf>,
+}

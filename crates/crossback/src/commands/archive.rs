@@ -1,0 +1,350 @@
+//! `crossback archive create|extract|ls|verify`.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use crossback_archive::extract::ExtractOptions;
+use crossback_archive::{Archive, CreateOptions, Kind, Progress};
+
+use crate::cli::{CreateArgs, ExtractArgs, LsArgs, VerifyArgs};
+use crate::output::{self, Bar};
+use crate::Outcome;
+
+/// Most problems listed one by one; the rest counted.
+const LIST_MAX: usize = 50;
+
+fn list(title: &str, items: &[(Vec<u8>, String)]) {
+    if items.is_empty() {
+        return;
+    }
+    eprintln!("{title}:");
+    for (p, why) in items.iter().take(LIST_MAX) {
+        eprintln!("  {}: {why}", output::path(p));
+    }
+    if items.len() > LIST_MAX {
+        eprintln!("  … and {} more", items.len() - LIST_MAX);
+    }
+}
+
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".partial");
+    out.with_file_name(name)
+}
+
+/// Used bytes of the file system holding `p`: the total for the progress bar.
+fn used_bytes(p: &Path) -> u64 {
+    rustix::fs::statvfs(p)
+        .map(|s| (s.f_blocks - s.f_bfree) * s.f_frsize)
+        .unwrap_or(0)
+}
+
+pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
+    let meta = std::fs::metadata(&a.src).with_context(|| format!("reading {}", a.src.display()))?;
+    if !meta.is_dir() {
+        bail!(
+            "{} is not a directory; give the root of the tree to archive",
+            a.src.display()
+        );
+    }
+    if a.output.exists() && !a.force {
+        bail!(
+            "{} already exists; choose another name or pass --force to replace it",
+            a.output.display()
+        );
+    }
+    let dir = a
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let partial = partial_path(&a.output);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let progress = Arc::new(Progress::default());
+    let mut opts = CreateOptions {
+        level: a.level,
+        excludes: a.excludes.clone(),
+        spool_dir: Some(dir.to_path_buf()),
+        progress: Some(Arc::clone(&progress)),
+        ..Default::default()
+    };
+    if let Some(t) = a.threads {
+        opts.threads = t.max(1);
+    }
+    let start = Instant::now();
+    let bar = Bar::start(Arc::clone(&progress), used_bytes(&a.src), "archiving");
+    let result = crossback_archive::create(&a.src, file, &opts);
+    bar.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            let hint = if e.is_disk_full() {
+                "; the output disk is full: free space or write elsewhere (the partial archive was removed)"
+            } else {
+                "; the partial archive was removed"
+            };
+            return Err(anyhow::Error::new(e).context(format!(
+                "archiving {} into {}{hint}",
+                a.src.display(),
+                a.output.display()
+            )));
+        }
+    };
+    std::fs::rename(&partial, &a.output)
+        .with_context(|| format!("renaming {} to {}", partial.display(), a.output.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    let s = &report.summary;
+    let out_len = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    let ratio = if out_len > 0 {
+        s.data_bytes as f64 / out_len as f64
+    } else {
+        0.0
+    };
+    eprintln!(
+        "archived {} entries ({} files, {} dirs, {} symlinks, {} hard links, {} special), {} in, {} out (ratio {:.2}), {}; skipped: {} sockets, {} unreadable",
+        s.entries,
+        s.files,
+        s.dirs,
+        s.symlinks,
+        s.hardlinks,
+        s.specials,
+        output::bytes(s.data_bytes),
+        output::bytes(out_len),
+        ratio,
+        output::elapsed(start),
+        s.sockets_skipped,
+        s.errors
+    );
+    let problems: Vec<(Vec<u8>, String)> = report
+        .problems
+        .iter()
+        .map(|p| (p.path.clone(), p.what.clone()))
+        .collect();
+    list("not archived as they are", &problems);
+    Ok(if problems.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Partial
+    })
+}
+
+pub fn extract(a: ExtractArgs) -> anyhow::Result<Outcome> {
+    let archive = Archive::open(&a.archive).context("reading the archive")?;
+    if !a.dir.exists() {
+        std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    } else if !a.force {
+        crossback_archive::restore::check_empty(&a.dir)?;
+    }
+    let progress = Arc::new(Progress::default());
+    let total = archive.summary().map(|s| s.data_bytes).unwrap_or(0);
+    let opts = ExtractOptions {
+        paths: a
+            .paths
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect(),
+        progress: Some(Arc::clone(&progress)),
+    };
+    let start = Instant::now();
+    let bar = Bar::start(
+        Arc::clone(&progress),
+        if opts.paths.is_empty() { total } else { 0 },
+        "restoring",
+    );
+    let report = crossback_archive::extract(&archive, &a.dir, &opts);
+    bar.finish();
+    let report = report
+        .with_context(|| format!("restoring {} into {}", a.archive.display(), a.dir.display()))?;
+    eprintln!(
+        "restored {} entries, {} of data, {}",
+        report.entries,
+        output::bytes(report.bytes),
+        output::elapsed(start)
+    );
+    if let Some(p) = &report.archive_problem {
+        eprintln!("archive: {p}");
+    }
+    list("warnings", &report.warnings);
+    list(
+        "damaged in the archive (the rest was restored)",
+        &report.damaged,
+    );
+    list("not restored", &report.failed);
+    Ok(
+        if !report.damaged.is_empty() || report.archive_problem.is_some() {
+            Outcome::Damaged
+        } else if !report.failed.is_empty() {
+            Outcome::Partial
+        } else {
+            Outcome::Ok
+        },
+    )
+}
+
+fn mode_string(kind: Kind, mode: u32) -> String {
+    let mut s = String::new();
+    s.push(kind.letter());
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
+    for (i, (bit, c)) in bits.iter().enumerate() {
+        let set = mode & bit != 0;
+        let special = match i {
+            2 => mode & 0o4000 != 0,
+            5 => mode & 0o2000 != 0,
+            8 => mode & 0o1000 != 0,
+            _ => false,
+        };
+        s.push(match (set, special, i) {
+            (true, true, 8) => 't',
+            (false, true, 8) => 'T',
+            (true, true, _) => 's',
+            (false, true, _) => 'S',
+            (true, false, _) => *c,
+            (false, false, _) => '-',
+        });
+    }
+    s
+}
+
+fn utc(sec: i64) -> String {
+    // Civil date from days since 1970 (Howard Hinnant's algorithm).
+    let days = sec.div_euclid(86400);
+    let secs = sec.rem_euclid(86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+pub fn ls(a: LsArgs) -> anyhow::Result<Outcome> {
+    let archive = Archive::open(&a.archive).context("reading the archive")?;
+    let prefix = match &a.path {
+        Some(p) => crossback_archive::entry::normalize_path(p.as_os_str().as_bytes())
+            .with_context(|| format!("{} has a '..' component", p.display()))?,
+        None => Vec::new(),
+    };
+    let Some(index) = archive.index()? else {
+        bail!("{} has no crossback index ({}); use `crossback archive extract` or `tar -t` to read it", a.archive.display(), archive.trailer_problem.clone().unwrap_or_else(|| "not made by crossback".into()));
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut found = false;
+    for e in index {
+        let e = e?;
+        if !crossback_archive::archive::under(&e.path, &prefix) {
+            continue;
+        }
+        found = true;
+        if a.json {
+            let v = serde_json::json!({
+                "path": output::path(&e.path),
+                "type": format!("{:?}", e.kind).to_lowercase(),
+                "mode": format!("{:04o}", e.mode),
+                "uid": e.uid,
+                "gid": e.gid,
+                "size": e.size,
+                "mtime": format!("{}", crossback_archive::tarw::format_time(e.mtime)),
+                "link": (!e.link.is_empty()).then(|| String::from_utf8_lossy(&e.link).into_owned()),
+                "flags": e.flags,
+            });
+            writeln!(out, "{v}")?;
+        } else {
+            let link = match e.kind {
+                Kind::Symlink => format!(" -> {}", String::from_utf8_lossy(&e.link)),
+                Kind::HardLink => format!(" link to {}", output::path(&e.link)),
+                _ => String::new(),
+            };
+            let size = match e.kind {
+                Kind::CharDev | Kind::BlockDev => format!("{},{}", e.rdev.0, e.rdev.1),
+                _ => e.size.to_string(),
+            };
+            writeln!(
+                out,
+                "{} {:>5} {:>5} {:>12} {} {}{}",
+                mode_string(e.kind, e.mode),
+                e.uid,
+                e.gid,
+                size,
+                utc(e.mtime.sec),
+                output::path(&e.path),
+                link
+            )?;
+        }
+    }
+    out.flush()?;
+    if !found {
+        bail!(
+            "{} is not in {}",
+            output::path(&prefix),
+            a.archive.display()
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn verify(a: VerifyArgs) -> anyhow::Result<Outcome> {
+    let archive = Archive::open(&a.archive).context("reading the archive")?;
+    let progress = Arc::new(Progress::default());
+    let total = archive.summary().map(|s| s.data_bytes).unwrap_or(0);
+    let start = Instant::now();
+    let bar = Bar::start(Arc::clone(&progress), total, "verifying");
+    let report = crossback_archive::verify::verify(&archive, a.against.as_deref(), Some(progress));
+    bar.finish();
+    let report = report.context("verifying the archive")?;
+    list("damaged", &report.damaged);
+    list("differences with the tree", &report.differences);
+    eprintln!(
+        "checked {} entries, {} of data, {}: {}",
+        report.entries,
+        output::bytes(report.bytes),
+        output::elapsed(start),
+        if report.damaged.is_empty() {
+            "no damage"
+        } else {
+            "DAMAGED"
+        }
+    );
+    Ok(if !report.damaged.is_empty() {
+        Outcome::Damaged
+    } else if !report.differences.is_empty() {
+        Outcome::Differs
+    } else {
+        Outcome::Ok
+    })
+}
