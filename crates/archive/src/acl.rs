@@ -112,10 +112,7 @@ mod tests {
     const BLOB: &str = "0200000001000600ffffffff02000500d204000004000400ffffffff080006003700000010000700ffffffff20000400ffffffff";
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]
@@ -123,19 +120,9 @@ mod tests {
         let blob = unhex(BLOB);
         let text = blob_to_text(&blob).unwrap();
         // What GNU tar 1.34 wrote for the same file.
-        assert_eq!(
-            text,
-            "user::rw-\nuser:1234:r-x\ngroup::r--\ngroup:55:rw-\nmask::rwx\nother::r--\n"
-        );
+        assert_eq!(text, "user::rw-\nuser:1234:r-x\ngroup::r--\ngroup:55:rw-\nmask::rwx\nother::r--\n");
         assert_eq!(text_to_blob(&text, &|_, _| None).unwrap(), blob);
-        assert_eq!(
-            text_to_blob(
-                "u::rw-,u:1234:r-x,g::r--,g:55:rw-,m::rwx,o::r--",
-                &|_, _| None
-            )
-            .unwrap(),
-            blob
-        );
+        assert_eq!(text_to_blob("u::rw-,u:1234:r-x,g::r--,g:55:rw-,m::rwx,o::r--", &|_, _| None).unwrap(), blob);
     }
 
     #[test]

@@ -7,9 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::container::{
-    self, Footer, FrameStream, FrameTable, Trailer, FOOTER_LEN, SKIPPABLE_MAGIC,
-};
+use crate::container::{self, Footer, FrameStream, FrameTable, Trailer, FOOTER_LEN, SKIPPABLE_MAGIC};
 use crate::error::{ctx, Error, Result};
 use crate::index::{IndexEntry, IndexReader};
 
@@ -19,7 +17,9 @@ pub enum Layout {
         table: Arc<FrameTable>,
     },
     /// No usable index: read from the start, in order.
-    Plain { zstd: bool },
+    Plain {
+        zstd: bool,
+    },
 }
 
 pub struct Archive {
@@ -35,49 +35,24 @@ const FOOTER_SEARCH: u64 = 1 << 20;
 
 impl Archive {
     pub fn open(path: &Path) -> Result<Archive> {
-        let file =
-            File::open(path).map_err(ctx(|| format!("opening archive {}", path.display())))?;
-        let meta = file
-            .metadata()
-            .map_err(ctx(|| format!("reading archive {}", path.display())))?;
+        let file = File::open(path).map_err(ctx(|| format!("opening archive {}", path.display())))?;
+        let meta = file.metadata().map_err(ctx(|| format!("reading archive {}", path.display())))?;
         if !meta.is_file() {
-            return Err(Error::Refused(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
+            return Err(Error::Refused(format!("{} is not a regular file", path.display())));
         }
         let file = Arc::new(file);
         let (layout, trailer_problem) = match container::read_trailer(&file) {
-            Ok(Trailer::Indexed { footer, table }) => (
-                Layout::Indexed {
-                    footer,
-                    table: Arc::new(table),
-                },
-                None,
-            ),
-            Ok(Trailer::Plain { zstd }) => match find_moved_footer(&file, meta.len()) {
-                Some((layout, extra)) => (
-                    layout,
-                    Some(format!(
-                        "{extra} bytes of something else follow the archive's end"
-                    )),
-                ),
+            Ok(Trailer::Indexed { footer, table }) => (Layout::Indexed { footer, table: Arc::new(table) }, None),
+            Ok(Trailer::Plain { zstd, crossback }) => match crossback.then(|| find_moved_footer(&file, meta.len())).flatten() {
+                Some((layout, extra)) => (layout, Some(format!("{extra} bytes of something else follow the archive's end"))),
                 None => {
-                    let problem = zstd.then(|| "no crossback index at the end of the file: truncated, or not made by crossback".to_string());
+                    let problem = crossback.then(|| "the archive's end (index and footer) is missing: the file was truncated; reading it from the start".to_string());
                     (Layout::Plain { zstd }, problem)
                 }
             },
-            Err(e) => (
-                Layout::Plain { zstd: true },
-                Some(format!("{e}; reading it without the index")),
-            ),
+            Err(e) => (Layout::Plain { zstd: true }, Some(format!("{e}; reading it without the index"))),
         };
-        Ok(Archive {
-            path: path.to_path_buf(),
-            file,
-            layout,
-            trailer_problem,
-        })
+        Ok(Archive { path: path.to_path_buf(), file, layout, trailer_problem })
     }
 
     pub fn file(&self) -> &Arc<File> {
@@ -91,9 +66,7 @@ impl Archive {
     /// The index, entry by entry; `None` when the archive has none.
     pub fn index(&self) -> Result<Option<IndexReader<Box<dyn Read + '_>>>> {
         match &self.layout {
-            Layout::Indexed { footer, .. } => Ok(Some(IndexReader::new(container::index_reader(
-                &self.file, footer,
-            )?))),
+            Layout::Indexed { footer, .. } => Ok(Some(IndexReader::new(container::index_reader(&self.file, footer)?))),
             Layout::Plain { .. } => Ok(None),
         }
     }
@@ -101,10 +74,7 @@ impl Archive {
     /// The tar stream with random access (indexed archives only).
     pub fn frames(&self) -> Result<Option<FrameStream>> {
         match &self.layout {
-            Layout::Indexed { table, .. } => Ok(Some(FrameStream::new(
-                Arc::clone(&self.file),
-                Arc::clone(table),
-            )?)),
+            Layout::Indexed { table, .. } => Ok(Some(FrameStream::new(Arc::clone(&self.file), Arc::clone(table))?)),
             Layout::Plain { .. } => Ok(None),
         }
     }
@@ -115,10 +85,7 @@ impl Archive {
             Layout::Plain { zstd } => *zstd,
             Layout::Indexed { .. } => true,
         };
-        let f = self
-            .file
-            .try_clone()
-            .map_err(ctx(|| "reopening the archive".into()))?;
+        let f = self.file.try_clone().map_err(ctx(|| "reopening the archive".into()))?;
         container::plain_stream(f, zstd)
     }
 
@@ -147,8 +114,7 @@ impl Archive {
 
 /// True when `path` is `prefix` or inside it (`prefix` empty: everything).
 pub fn under(path: &[u8], prefix: &[u8]) -> bool {
-    prefix.is_empty()
-        || (path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/'))
+    prefix.is_empty() || (path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/'))
 }
 
 /// Looks for a valid footer before the end (garbage appended to an archive).
@@ -164,13 +130,7 @@ fn find_moved_footer(file: &File, len: u64) -> Option<(Layout, u64)> {
             // Re-read the trailer as if the file ended there.
             let view = Truncated { file, len: end };
             if let Ok(Trailer::Indexed { footer, table }) = view.read() {
-                return Some((
-                    Layout::Indexed {
-                        footer,
-                        table: Arc::new(table),
-                    },
-                    len - end,
-                ));
+                return Some((Layout::Indexed { footer, table: Arc::new(table) }, len - end));
             }
         }
         if i == 0 {

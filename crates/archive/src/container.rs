@@ -2,6 +2,7 @@
 //! skippable frames holding the index, the frame table and a fixed footer.
 //!
 //! ```text
+//! [skippable: "CRBKHDR1" + format version]   marks the file as crossback's
 //! [data frame 0][data frame 1]…   zstd -dc sees only these: a plain tar
 //! [skippable: index, zstd-compressed, split in parts of ≤ 16 MiB]…
 //! [skippable: frame table + summary, zstd-compressed]
@@ -22,6 +23,9 @@ use crate::error::{ctx, Error, Result};
 /// Skippable frame magic crossback uses (0x184D2A50..=0x184D2A5F are skippable).
 pub const SKIPPABLE_MAGIC: u32 = 0x184D_2A5B;
 const FOOTER_MAGIC: &[u8; 8] = b"CRBKFTR1";
+const HEADER_MAGIC: &[u8; 8] = b"CRBKHDR1";
+/// The header frame: skippable frame header, magic, version.
+const HEADER_LEN: u64 = 8 + 12;
 pub const FORMAT_VERSION: u32 = 1;
 const FOOTER_PAYLOAD: usize = 136;
 pub const FOOTER_LEN: u64 = 8 + FOOTER_PAYLOAD as u64;
@@ -82,15 +86,7 @@ impl Footer {
         v.extend_from_slice(FOOTER_MAGIC);
         v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         v.extend_from_slice(&0u32.to_le_bytes());
-        for n in [
-            self.data_len,
-            self.tar_len,
-            self.index_off,
-            self.index_len,
-            self.table_off,
-            self.table_len,
-            self.entries,
-        ] {
+        for n in [self.data_len, self.tar_len, self.index_off, self.index_len, self.table_off, self.table_len, self.entries] {
             v.extend_from_slice(&n.to_le_bytes());
         }
         v.extend_from_slice(&self.data_hash);
@@ -100,10 +96,7 @@ impl Footer {
     }
 
     fn decode(b: &[u8]) -> Option<Footer> {
-        if b.len() != FOOTER_LEN as usize
-            || b[0..4] != SKIPPABLE_MAGIC.to_le_bytes()
-            || &b[8..16] != FOOTER_MAGIC
-        {
+        if b.len() != FOOTER_LEN as usize || b[0..4] != SKIPPABLE_MAGIC.to_le_bytes() || &b[8..16] != FOOTER_MAGIC {
             return None;
         }
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
@@ -125,8 +118,7 @@ impl Footer {
     }
 
     pub fn version_of(b: &[u8]) -> Option<u32> {
-        (b.len() >= 20 && &b[8..16] == FOOTER_MAGIC)
-            .then(|| u32::from_le_bytes([b[16], b[17], b[18], b[19]]))
+        (b.len() >= 20 && &b[8..16] == FOOTER_MAGIC).then(|| u32::from_le_bytes([b[16], b[17], b[18], b[19]]))
     }
 }
 
@@ -146,26 +138,23 @@ pub struct ContainerWriter<W: Write> {
 }
 
 impl<W: Write> ContainerWriter<W> {
-    pub fn new(out: W) -> Self {
-        ContainerWriter {
-            out,
-            pos: 0,
-            u_pos: 0,
-            frames: Vec::new(),
-            data_hash: blake3::Hasher::new(),
-        }
+    pub fn new(mut out: W) -> io::Result<Self> {
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        let mut payload = HEADER_MAGIC.to_vec();
+        payload.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        skippable(&mut header, &payload);
+        out.write_all(&header)?;
+        let mut data_hash = blake3::Hasher::new();
+        data_hash.update(&header);
+        Ok(ContainerWriter { out, pos: HEADER_LEN, u_pos: 0, frames: Vec::new(), data_hash })
     }
+
 
     /// Appends one compressed frame holding `u_len` bytes of the tar stream.
     pub fn frame(&mut self, compressed: &[u8], u_len: u64) -> io::Result<()> {
         self.out.write_all(compressed)?;
         self.data_hash.update(compressed);
-        self.frames.push(FrameInfo {
-            c_off: self.pos,
-            c_len: compressed.len() as u64,
-            u_off: self.u_pos,
-            u_len,
-        });
+        self.frames.push(FrameInfo { c_off: self.pos, c_len: compressed.len() as u64, u_off: self.u_pos, u_len });
         self.pos += compressed.len() as u64;
         self.u_pos += u_len;
         Ok(())
@@ -173,46 +162,29 @@ impl<W: Write> ContainerWriter<W> {
 
     /// Writes the index (read from `index`, a stream of encoded records),
     /// the frame table and the footer; returns the writer and the footer.
-    pub fn finish(
-        mut self,
-        index: &mut dyn Read,
-        entries: u64,
-        summary: Summary,
-    ) -> Result<(W, Footer)> {
+    pub fn finish(mut self, index: &mut dyn Read, entries: u64, summary: Summary) -> Result<(W, Footer)> {
         let data_len = self.pos;
         let mut meta_hash = blake3::Hasher::new();
         // Index: compress as a stream, cut into skippable parts.
         let index_off = self.pos;
-        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3)
-            .map_err(ctx(|| "starting the index compressor".into()))?;
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).map_err(ctx(|| "starting the index compressor".into()))?;
         io::copy(index, &mut enc).map_err(ctx(|| "compressing the index".into()))?;
-        let compressed = enc
-            .finish()
-            .map_err(ctx(|| "compressing the index".into()))?;
+        let compressed = enc.finish().map_err(ctx(|| "compressing the index".into()))?;
         for part in compressed.chunks(INDEX_PART) {
             let mut buf = Vec::with_capacity(part.len() + 8);
             skippable(&mut buf, part);
-            self.out
-                .write_all(&buf)
-                .map_err(ctx(|| "writing the index".into()))?;
+            self.out.write_all(&buf).map_err(ctx(|| "writing the index".into()))?;
             meta_hash.update(&buf);
             self.pos += buf.len() as u64;
         }
         let index_len = self.pos - index_off;
-        let table = FrameTable {
-            frames: std::mem::take(&mut self.frames),
-            summary,
-        };
-        let raw = postcard::to_stdvec(&table)
-            .map_err(|e| Error::Format(format!("encoding the frame table: {e}")))?;
-        let packed =
-            zstd::bulk::compress(&raw, 3).map_err(ctx(|| "compressing the frame table".into()))?;
+        let table = FrameTable { frames: std::mem::take(&mut self.frames), summary };
+        let raw = postcard::to_stdvec(&table).map_err(|e| Error::Format(format!("encoding the frame table: {e}")))?;
+        let packed = zstd::bulk::compress(&raw, 3).map_err(ctx(|| "compressing the frame table".into()))?;
         let mut buf = Vec::new();
         skippable(&mut buf, &packed);
         let table_off = self.pos;
-        self.out
-            .write_all(&buf)
-            .map_err(ctx(|| "writing the frame table".into()))?;
+        self.out.write_all(&buf).map_err(ctx(|| "writing the frame table".into()))?;
         meta_hash.update(&buf);
         self.pos += buf.len() as u64;
         let footer = Footer {
@@ -226,12 +198,8 @@ impl<W: Write> ContainerWriter<W> {
             data_hash: *self.data_hash.finalize().as_bytes(),
             meta_hash: *meta_hash.finalize().as_bytes(),
         };
-        self.out
-            .write_all(&footer.encode())
-            .map_err(ctx(|| "writing the archive footer".into()))?;
-        self.out
-            .flush()
-            .map_err(ctx(|| "writing the archive".into()))?;
+        self.out.write_all(&footer.encode()).map_err(ctx(|| "writing the archive footer".into()))?;
+        self.out.flush().map_err(ctx(|| "writing the archive".into()))?;
         Ok((self.out, footer))
     }
 }
@@ -240,83 +208,63 @@ impl<W: Write> ContainerWriter<W> {
 pub enum Trailer {
     /// A crossback archive.
     Indexed { footer: Footer, table: FrameTable },
-    /// No crossback footer: a plain `.tar.zst` or `.tar` (made by GNU tar, say).
-    Plain { zstd: bool },
+    /// No crossback footer: a plain `.tar.zst` or `.tar` (made by GNU tar,
+    /// say), or, when `crossback` is set, a crossback archive that lost its end.
+    Plain { zstd: bool, crossback: bool },
 }
 
 /// Reads the footer and frame table. A damaged trailer is an error; the
 /// caller may fall back to reading the archive as a plain stream.
 pub fn read_trailer(file: &File) -> Result<Trailer> {
-    let len = file
-        .metadata()
-        .map_err(ctx(|| "reading the archive's size".into()))?
-        .len();
+    let len = file.metadata().map_err(ctx(|| "reading the archive's size".into()))?.len();
     read_trailer_at(file, len)
 }
 
 /// As [`read_trailer`], for a file that ends at `len`.
 pub fn read_trailer_at(file: &File, len: u64) -> Result<Trailer> {
-    let mut magic = [0u8; 4];
-    let is_zstd = file.read_exact_at(&mut magic, 0).is_ok()
-        && (magic == [0x28, 0xb5, 0x2f, 0xfd]
-            || (0x184D2A50..=0x184D2A5F).contains(&u32::from_le_bytes(magic)));
+    let mut head = [0u8; HEADER_LEN as usize];
+    let got = file.read_at(&mut head, 0).unwrap_or(0);
+    let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let is_zstd = got >= 4 && (magic == 0xFD2F_B528 || (0x184D_2A50..=0x184D_2A5F).contains(&magic));
+    let crossback = got as u64 == HEADER_LEN && magic == SKIPPABLE_MAGIC && &head[8..16] == HEADER_MAGIC;
     if len < FOOTER_LEN {
-        return Ok(Trailer::Plain { zstd: is_zstd });
+        return Ok(Trailer::Plain { zstd: is_zstd, crossback });
     }
     let mut b = vec![0u8; FOOTER_LEN as usize];
-    file.read_exact_at(&mut b, len - FOOTER_LEN)
-        .map_err(ctx(|| "reading the archive footer".into()))?;
+    file.read_exact_at(&mut b, len - FOOTER_LEN).map_err(ctx(|| "reading the archive footer".into()))?;
     let footer = match Footer::decode(&b) {
         Some(f) => f,
         None => {
             if let Some(v) = Footer::version_of(&b) {
                 return Err(Error::Format(format!("archive format version {v} is newer than this crossback understands ({FORMAT_VERSION})")));
             }
-            return Ok(Trailer::Plain { zstd: is_zstd });
+            return Ok(Trailer::Plain { zstd: is_zstd, crossback });
         }
     };
-    if footer.table_off + footer.table_len != len - FOOTER_LEN
-        || footer.index_off + footer.index_len != footer.table_off
-        || footer.data_len != footer.index_off
+    if footer.table_off + footer.table_len != len - FOOTER_LEN || footer.index_off + footer.index_len != footer.table_off || footer.data_len != footer.index_off
     {
-        return Err(Error::Format(
-            "archive footer does not match the file's layout (truncated or appended to?)".into(),
-        ));
+        return Err(Error::Format("archive footer does not match the file's layout (truncated or appended to?)".into()));
     }
     let mut raw = vec![0u8; footer.table_len as usize];
-    file.read_exact_at(&mut raw, footer.table_off)
-        .map_err(ctx(|| "reading the frame table".into()))?;
+    file.read_exact_at(&mut raw, footer.table_off).map_err(ctx(|| "reading the frame table".into()))?;
     let mut meta_hash = blake3::Hasher::new();
     let mut idx = vec![0u8; footer.index_len as usize];
-    file.read_exact_at(&mut idx, footer.index_off)
-        .map_err(ctx(|| "reading the index".into()))?;
+    file.read_exact_at(&mut idx, footer.index_off).map_err(ctx(|| "reading the index".into()))?;
     meta_hash.update(&idx);
     meta_hash.update(&raw);
     if *meta_hash.finalize().as_bytes() != footer.meta_hash {
-        return Err(Error::Format(
-            "the archive's index is damaged (hash mismatch)".into(),
-        ));
+        return Err(Error::Format("the archive's index is damaged (hash mismatch)".into()));
     }
-    let payload = raw
-        .get(8..)
-        .ok_or_else(|| Error::Format("frame table too short".into()))?;
-    let unpacked = zstd::stream::decode_all(payload)
-        .map_err(|e| Error::Format(format!("frame table does not decompress: {e}")))?;
-    let table: FrameTable = postcard::from_bytes(&unpacked)
-        .map_err(|e| Error::Format(format!("frame table does not decode: {e}")))?;
+    let payload = raw.get(8..).ok_or_else(|| Error::Format("frame table too short".into()))?;
+    let unpacked = zstd::stream::decode_all(payload).map_err(|e| Error::Format(format!("frame table does not decompress: {e}")))?;
+    let table: FrameTable = postcard::from_bytes(&unpacked).map_err(|e| Error::Format(format!("frame table does not decode: {e}")))?;
     Ok(Trailer::Indexed { footer, table })
 }
 
 /// The index's bytes, decompressed as a stream (memory stays small).
 pub fn index_reader<'a>(file: &'a File, footer: &Footer) -> Result<Box<dyn Read + 'a>> {
-    let parts = SkippableParts {
-        file,
-        pos: footer.index_off,
-        end: footer.index_off + footer.index_len,
-        left: 0,
-    };
-    let dec = zstd::stream::Decoder::new(parts)
-        .map_err(ctx(|| "starting the index decompressor".into()))?;
+    let parts = SkippableParts { file, pos: footer.index_off, end: footer.index_off + footer.index_len, left: 0 };
+    let dec = zstd::stream::Decoder::new(parts).map_err(ctx(|| "starting the index decompressor".into()))?;
     Ok(Box::new(dec))
 }
 
@@ -337,10 +285,7 @@ impl Read for SkippableParts<'_> {
             let mut h = [0u8; 8];
             self.file.read_exact_at(&mut h, self.pos)?;
             if h[0..4] != SKIPPABLE_MAGIC.to_le_bytes() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "index part has a bad header",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "index part has a bad header"));
             }
             self.left = u64::from(u32::from_le_bytes([h[4], h[5], h[6], h[7]]));
             self.pos += 8;
@@ -348,10 +293,7 @@ impl Read for SkippableParts<'_> {
         let n = (buf.len() as u64).min(self.left) as usize;
         let n = self.file.read_at(&mut buf[..n], self.pos)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "index ends early",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "index ends early"));
         }
         self.pos += n as u64;
         self.left -= n as u64;
@@ -371,11 +313,7 @@ pub struct DamagedFrame {
 
 impl std::fmt::Display for DamagedFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "frame {} (tar bytes {}..{}) is damaged: {}",
-            self.frame, self.u_off, self.u_end, self.why
-        )
+        write!(f, "frame {} (tar bytes {}..{}) is damaged: {}", self.frame, self.u_off, self.u_end, self.why)
     }
 }
 impl std::error::Error for DamagedFrame {}
@@ -385,32 +323,15 @@ pub static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 
 /// Decompresses one frame and checks its size (the frame's own checksum is
 /// checked by zstd).
-pub fn decompress_frame(
-    file: &File,
-    table: &FrameTable,
-    i: usize,
-    dec: &mut zstd::bulk::Decompressor<'_>,
-) -> Result<Vec<u8>, DamagedFrame> {
+pub fn decompress_frame(file: &File, table: &FrameTable, i: usize, dec: &mut zstd::bulk::Decompressor<'_>) -> Result<Vec<u8>, DamagedFrame> {
     let f = table.frames[i];
-    let damaged = |why: String| DamagedFrame {
-        frame: i,
-        u_off: f.u_off,
-        u_end: f.u_off + f.u_len,
-        why,
-    };
+    let damaged = |why: String| DamagedFrame { frame: i, u_off: f.u_off, u_end: f.u_off + f.u_len, why };
     let mut c = vec![0u8; f.c_len as usize];
-    file.read_exact_at(&mut c, f.c_off)
-        .map_err(|e| damaged(format!("cannot read it: {e}")))?;
+    file.read_exact_at(&mut c, f.c_off).map_err(|e| damaged(format!("cannot read it: {e}")))?;
     BYTES_READ.fetch_add(f.c_len, std::sync::atomic::Ordering::Relaxed);
-    let out = dec
-        .decompress(&c, f.u_len as usize)
-        .map_err(|e| damaged(e.to_string()))?;
+    let out = dec.decompress(&c, f.u_len as usize).map_err(|e| damaged(e.to_string()))?;
     if out.len() as u64 != f.u_len {
-        return Err(damaged(format!(
-            "holds {} bytes instead of {}",
-            out.len(),
-            f.u_len
-        )));
+        return Err(damaged(format!("holds {} bytes instead of {}", out.len(), f.u_len)));
     }
     Ok(out)
 }
@@ -426,33 +347,18 @@ pub struct FrameStream {
     buf: Vec<u8>,
     at: usize,
     /// The frame being decompressed ahead on another thread.
-    prefetch: Option<(
-        usize,
-        std::thread::JoinHandle<Result<Vec<u8>, DamagedFrame>>,
-    )>,
+    prefetch: Option<(usize, std::thread::JoinHandle<Result<Vec<u8>, DamagedFrame>>)>,
 }
 
 impl FrameStream {
     pub fn new(file: Arc<File>, table: Arc<FrameTable>) -> Result<Self> {
-        let dec =
-            zstd::bulk::Decompressor::new().map_err(ctx(|| "starting the decompressor".into()))?;
-        Ok(FrameStream {
-            file,
-            table,
-            dec,
-            frame: 0,
-            buf: Vec::new(),
-            at: 0,
-            prefetch: None,
-        })
+        let dec = zstd::bulk::Decompressor::new().map_err(ctx(|| "starting the decompressor".into()))?;
+        Ok(FrameStream { file, table, dec, frame: 0, buf: Vec::new(), at: 0, prefetch: None })
     }
 
     /// The frame holding tar offset `u`, or `None` past the end.
     pub fn frame_of(&self, u: u64) -> Option<usize> {
-        let i = self
-            .table
-            .frames
-            .partition_point(|f| f.u_off + f.u_len <= u);
+        let i = self.table.frames.partition_point(|f| f.u_off + f.u_len <= u);
         (i < self.table.frames.len()).then_some(i)
     }
 
@@ -461,12 +367,7 @@ impl FrameStream {
         match self.table.frames.get(self.frame) {
             Some(f) if !self.buf.is_empty() => f.u_off + self.at as u64,
             Some(f) => f.u_off,
-            None => self
-                .table
-                .frames
-                .last()
-                .map(|f| f.u_off + f.u_len)
-                .unwrap_or(0),
+            None => self.table.frames.last().map(|f| f.u_off + f.u_len).unwrap_or(0),
         }
     }
 
@@ -492,9 +393,7 @@ impl FrameStream {
     fn load(&mut self) -> io::Result<()> {
         let i = self.frame;
         let got = match self.prefetch.take() {
-            Some((j, h)) if j == i => h
-                .join()
-                .map_err(|_| io::Error::other("decompression thread panicked"))?,
+            Some((j, h)) if j == i => h.join().map_err(|_| io::Error::other("decompression thread panicked"))?,
             _ => decompress_frame(&self.file, &self.table, i, &mut self.dec),
         };
         let data = got.map_err(|d| io::Error::new(io::ErrorKind::InvalidData, d))?;
@@ -506,12 +405,7 @@ impl FrameStream {
             self.prefetch = Some((
                 i + 1,
                 std::thread::spawn(move || {
-                    let mut dec = zstd::bulk::Decompressor::new().map_err(|e| DamagedFrame {
-                        frame: i + 1,
-                        u_off: 0,
-                        u_end: 0,
-                        why: e.to_string(),
-                    })?;
+                    let mut dec = zstd::bulk::Decompressor::new().map_err(|e| DamagedFrame { frame: i + 1, u_off: 0, u_end: 0, why: e.to_string() })?;
                     decompress_frame(&file, &table, i + 1, &mut dec)
                 }),
             ));
@@ -547,11 +441,9 @@ impl Read for FrameStream {
 /// Opens any archive as a plain tar stream (zstd or not), for archives
 /// without a usable index.
 pub fn plain_stream(mut file: File, zstd: bool) -> Result<Box<dyn Read>> {
-    file.seek(SeekFrom::Start(0))
-        .map_err(ctx(|| "rewinding the archive".into()))?;
+    file.seek(SeekFrom::Start(0)).map_err(ctx(|| "rewinding the archive".into()))?;
     if zstd {
-        let d =
-            zstd::stream::Decoder::new(file).map_err(ctx(|| "starting the decompressor".into()))?;
+        let d = zstd::stream::Decoder::new(file).map_err(ctx(|| "starting the decompressor".into()))?;
         Ok(Box::new(d))
     } else {
         Ok(Box::new(io::BufReader::with_capacity(1 << 20, file)))

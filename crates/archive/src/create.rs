@@ -68,18 +68,8 @@ pub struct CreateOptions {
 
 impl Default for CreateOptions {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        CreateOptions {
-            level: 3,
-            threads: cores,
-            readers: 8,
-            excludes: Vec::new(),
-            frame_size: 4 << 20,
-            spool_dir: None,
-            progress: None,
-        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        CreateOptions { level: 3, threads: cores, readers: 8, excludes: Vec::new(), frame_size: 4 << 20, spool_dir: None, progress: None }
     }
 }
 
@@ -120,13 +110,7 @@ enum Content {
 }
 
 enum Outcome {
-    Entry {
-        meta: Meta,
-        dev: u64,
-        ino: u64,
-        nlink: u64,
-        content: Content,
-    },
+    Entry { meta: Meta, dev: u64, ino: u64, nlink: u64, content: Content },
     Socket,
     Vanished,
     Failed(String),
@@ -149,11 +133,7 @@ impl Window {
     fn wait_for(&self, seq: u64, stop: &AtomicBool) {
         let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
         while seq >= *done + WINDOW && !stop.load(Ordering::Relaxed) {
-            done = self
-                .cond
-                .wait_timeout(done, std::time::Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            done = self.cond.wait_timeout(done, std::time::Duration::from_millis(100)).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 
@@ -185,9 +165,7 @@ impl Excludes {
                 .map_err(|e| Error::Refused(format!("bad --exclude pattern {p:?}: {e}")))?;
             b.add(g);
         }
-        Ok(Excludes(Some(b.build().map_err(|e| {
-            Error::Refused(format!("bad --exclude patterns: {e}"))
-        })?)))
+        Ok(Excludes(Some(b.build().map_err(|e| Error::Refused(format!("bad --exclude patterns: {e}")))?)))
     }
 
     fn matches(&self, path: &[u8]) -> bool {
@@ -209,24 +187,11 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 fn open_dir_at(parent: impl AsFd, name: &CStr) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(
-        parent,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+    rustix::fs::openat(parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
 }
 
 /// Depth first, directories before their contents, one file system only.
-fn walk(
-    root: Arc<OwnedFd>,
-    root_dev: u64,
-    excludes: &Excludes,
-    jobs: &Sender<Job>,
-    problems: &Sender<Problem>,
-    window: &Window,
-    stop: &AtomicBool,
-) {
+fn walk(root: Arc<OwnedFd>, root_dev: u64, excludes: &Excludes, jobs: &Sender<Job>, problems: &Sender<Problem>, window: &Window, stop: &AtomicBool) {
     let mut seq = 0u64;
     let mut emit = |path: Vec<u8>, target: Target| -> bool {
         window.wait_for(seq, stop);
@@ -245,18 +210,11 @@ fn walk(
     let first = match rustix::fs::Dir::read_from(&*root) {
         Ok(d) => d,
         Err(e) => {
-            let _ = problems.send(Problem {
-                path: Vec::new(),
-                what: format!("cannot list the directory: {e}"),
-            });
+            let _ = problems.send(Problem { path: Vec::new(), what: format!("cannot list the directory: {e}") });
             return;
         }
     };
-    let mut stack = vec![Frame {
-        dir: first,
-        fd: root,
-        path: Vec::new(),
-    }];
+    let mut stack = vec![Frame { dir: first, fd: root, path: Vec::new() }];
     while let Some(top) = stack.last_mut() {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -267,10 +225,7 @@ fn walk(
                 continue;
             }
             Some(Err(e)) => {
-                let _ = problems.send(Problem {
-                    path: top.path.clone(),
-                    what: format!("cannot list the directory: {e}"),
-                });
+                let _ = problems.send(Problem { path: top.path.clone(), what: format!("cannot list the directory: {e}") });
                 stack.pop();
                 continue;
             }
@@ -305,10 +260,7 @@ fn walk(
                         match rustix::fs::Dir::read_from(&*fd) {
                             Ok(dir) => stack.push(Frame { dir, fd, path }),
                             Err(e) => {
-                                let _ = problems.send(Problem {
-                                    path,
-                                    what: format!("cannot list the directory: {e}"),
-                                });
+                                let _ = problems.send(Problem { path, what: format!("cannot list the directory: {e}") });
                             }
                         }
                     }
@@ -334,10 +286,7 @@ fn meta_from_stat(path: Vec<u8>, kind: Kind, st: &rustix::fs::Stat) -> Meta {
     m.mode = st.st_mode & 0o7777;
     m.uid = u64::from(st.st_uid);
     m.gid = u64::from(st.st_gid);
-    m.mtime = Time {
-        sec: st.st_mtime,
-        nsec: st.st_mtime_nsec as u32,
-    };
+    m.mtime = Time { sec: st.st_mtime, nsec: st.st_mtime_nsec as u32 };
     if kind == Kind::File {
         m.size = st.st_size as u64;
     }
@@ -364,11 +313,7 @@ struct Budget(AtomicU64);
 
 impl Budget {
     fn take(&self, n: u64) -> bool {
-        self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + n <= INLINE_BUDGET).then_some(used + n)
-            })
-            .is_ok()
+        self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| (used + n <= INLINE_BUDGET).then_some(used + n)).is_ok()
     }
     fn give(&self, n: u64) {
         self.0.fetch_sub(n, Ordering::AcqRel);
@@ -408,16 +353,8 @@ fn prepare(job: Job, budget: &Budget) -> Prepared {
     Prepared { seq, path, outcome }
 }
 
-fn prepare_outcome(
-    path: &[u8],
-    target: Target,
-    budget: &Budget,
-) -> std::result::Result<Outcome, Errno> {
-    let (fd, st, parent_name): (
-        Option<OwnedFd>,
-        rustix::fs::Stat,
-        Option<(Arc<OwnedFd>, CString)>,
-    ) = match target {
+fn prepare_outcome(path: &[u8], target: Target, budget: &Budget) -> std::result::Result<Outcome, Errno> {
+    let (fd, st, parent_name): (Option<OwnedFd>, rustix::fs::Stat, Option<(Arc<OwnedFd>, CString)>) = match target {
         Target::Dir(fd) => {
             let st = rustix::fs::fstat(&*fd)?;
             let own = rustix::io::fcntl_dupfd_cloexec(&*fd, 0)?;
@@ -427,13 +364,8 @@ fn prepare_outcome(
             let st = rustix::fs::statat(&*parent, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
             let fd = if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
                 let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
-                let fd = rustix::fs::openat(
-                    &*parent,
-                    name.as_c_str(),
-                    flags | OFlags::NOATIME,
-                    Mode::empty(),
-                )
-                .or_else(|_| rustix::fs::openat(&*parent, name.as_c_str(), flags, Mode::empty()))?;
+                let fd = rustix::fs::openat(&*parent, name.as_c_str(), flags | OFlags::NOATIME, Mode::empty())
+                    .or_else(|_| rustix::fs::openat(&*parent, name.as_c_str(), flags, Mode::empty()))?;
                 Some(fd)
             } else {
                 None
@@ -451,17 +383,14 @@ fn prepare_outcome(
     let mut meta = meta_from_stat(path.to_vec(), kind, &st);
     match (&fd, &parent_name) {
         (Some(fd), _) => {
-            meta.xattrs = sys::xattrs_fd(fd.as_fd())
-                .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+            meta.xattrs = sys::xattrs_fd(fd.as_fd()).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
             meta.flags = sys::flags(fd.as_fd()) & KEPT_FLAGS;
         }
         (None, Some((parent, name))) => {
             let p = sys::proc_path(parent.as_fd(), name);
-            meta.xattrs =
-                sys::xattrs_path(&p).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+            meta.xattrs = sys::xattrs_path(&p).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
             if kind == Kind::Symlink {
-                meta.link =
-                    rustix::fs::readlinkat(&**parent, name.as_c_str(), Vec::new())?.into_bytes();
+                meta.link = rustix::fs::readlinkat(&**parent, name.as_c_str(), Vec::new())?.into_bytes();
             }
         }
         (None, None) => {}
@@ -469,8 +398,7 @@ fn prepare_outcome(
     let mut content = Content::None;
     if kind == Kind::File {
         let fd = fd.ok_or(Errno::BADF)?;
-        meta.sparse = sys::data_segments(fd.as_fd(), meta.size, st.st_blocks as u64)
-            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+        meta.sparse = sys::data_segments(fd.as_fd(), meta.size, st.st_blocks as u64).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
         let len = meta.data_len();
         content = Content::Stream(fd);
         if len <= INLINE_MAX && budget.take(len) {
@@ -486,13 +414,7 @@ fn prepare_outcome(
             }
         }
     }
-    Ok(Outcome::Entry {
-        meta,
-        dev: st.st_dev,
-        ino: st.st_ino,
-        nlink: st.st_nlink,
-        content,
-    })
+    Ok(Outcome::Entry { meta, dev: st.st_dev, ino: st.st_ino, nlink: st.st_nlink, content })
 }
 
 struct Chunk {
@@ -519,17 +441,9 @@ impl Serializer {
         if self.chunk.is_empty() {
             return Ok(());
         }
-        let data = std::mem::replace(
-            &mut self.chunk,
-            Vec::with_capacity(self.frame_size + 64 * 1024),
-        );
+        let data = std::mem::replace(&mut self.chunk, Vec::with_capacity(self.frame_size + 64 * 1024));
         self.chunk_start += data.len() as u64;
-        self.out
-            .send(Chunk {
-                seq: self.next_chunk,
-                data,
-            })
-            .map_err(|_| Error::Format("the archive writer stopped".into()))?;
+        self.out.send(Chunk { seq: self.next_chunk, data }).map_err(|_| Error::Format("the archive writer stopped".into()))?;
         self.next_chunk += 1;
         Ok(())
     }
@@ -559,12 +473,7 @@ impl Serializer {
 
     /// Copies a large file's data; a file that shrank or fails is padded
     /// with zeros so the archive stays valid. Returns (hash, problem).
-    fn stream_file(
-        &mut self,
-        fd: &OwnedFd,
-        meta: &Meta,
-        hasher: &mut blake3::Hasher,
-    ) -> Result<Option<String>> {
+    fn stream_file(&mut self, fd: &OwnedFd, meta: &Meta, hasher: &mut blake3::Hasher) -> Result<Option<String>> {
         let segs: Vec<(u64, u64)> = match &meta.sparse {
             Some(s) => s.iter().map(|s| (s.offset, s.len)).collect(),
             None => vec![(0, meta.size)],
@@ -585,10 +494,7 @@ impl Serializer {
                             want
                         }
                         Err(e) => {
-                            problem = Some(format!(
-                                "read error at byte {}: {e}; stored with zeros from there",
-                                off + done
-                            ));
+                            problem = Some(format!("read error at byte {}: {e}; stored with zeros from there", off + done));
                             buf[..want].fill(0);
                             want
                         }
@@ -610,16 +516,11 @@ impl Serializer {
 }
 
 fn compress_worker(level: i32, rx: Receiver<Chunk>, tx: Sender<(u64, Vec<u8>, u64)>) -> Result<()> {
-    let mut c =
-        zstd::bulk::Compressor::new(level).map_err(ctx(|| "starting the compressor".into()))?;
-    c.include_checksum(true)
-        .map_err(ctx(|| "configuring the compressor".into()))?;
-    c.include_contentsize(true)
-        .map_err(ctx(|| "configuring the compressor".into()))?;
+    let mut c = zstd::bulk::Compressor::new(level).map_err(ctx(|| "starting the compressor".into()))?;
+    c.include_checksum(true).map_err(ctx(|| "configuring the compressor".into()))?;
+    c.include_contentsize(true).map_err(ctx(|| "configuring the compressor".into()))?;
     for chunk in rx {
-        let out = c
-            .compress(&chunk.data)
-            .map_err(ctx(|| "compressing".into()))?;
+        let out = c.compress(&chunk.data).map_err(ctx(|| "compressing".into()))?;
         if tx.send((chunk.seq, out, chunk.data.len() as u64)).is_err() {
             break;
         }
@@ -627,19 +528,14 @@ fn compress_worker(level: i32, rx: Receiver<Chunk>, tx: Sender<(u64, Vec<u8>, u6
     Ok(())
 }
 
-fn write_worker(
-    out: File,
-    rx: Receiver<(u64, Vec<u8>, u64)>,
-    progress: Option<Arc<Progress>>,
-) -> Result<ContainerWriter<BufWriter<File>>> {
-    let mut w = ContainerWriter::new(BufWriter::with_capacity(4 << 20, out));
+fn write_worker(out: File, rx: Receiver<(u64, Vec<u8>, u64)>, progress: Option<Arc<Progress>>) -> Result<ContainerWriter<BufWriter<File>>> {
+    let mut w = ContainerWriter::new(BufWriter::with_capacity(4 << 20, out)).map_err(ctx(|| "writing the archive".into()))?;
     let mut pending: BTreeMap<u64, (Vec<u8>, u64)> = BTreeMap::new();
     let mut next = 0u64;
     for (seq, data, u_len) in rx {
         pending.insert(seq, (data, u_len));
         while let Some((data, u_len)) = pending.remove(&next) {
-            w.frame(&data, u_len)
-                .map_err(ctx(|| "writing the archive".into()))?;
+            w.frame(&data, u_len).map_err(ctx(|| "writing the archive".into()))?;
             if let Some(p) = &progress {
                 p.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
@@ -655,15 +551,9 @@ fn write_worker(
 /// Archives the tree at `src` (one file system) into `out`, which must be
 /// empty and positioned at 0. The caller names, syncs and renames the file.
 pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateReport> {
-    let root = rustix::fs::open(
-        src,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(ctx(|| format!("opening {}", src.display())))?;
-    let root_dev = rustix::fs::fstat(&root)
-        .map_err(ctx(|| format!("reading {}", src.display())))?
-        .st_dev;
+    let root =
+        rustix::fs::open(src, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(ctx(|| format!("opening {}", src.display())))?;
+    let root_dev = rustix::fs::fstat(&root).map_err(ctx(|| format!("reading {}", src.display())))?.st_dev;
     let root = Arc::new(root);
     let excludes = Excludes::new(&opts.excludes)?;
     let spool = match &opts.spool_dir {
@@ -684,18 +574,11 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
 
     let result = std::thread::scope(|s| -> Result<(Summary, ContainerWriter<BufWriter<File>>)> {
         {
-            let (root, window, stop, prob_tx) = (
-                Arc::clone(&root),
-                Arc::clone(&window),
-                Arc::clone(&stop),
-                prob_tx.clone(),
-            );
+            let (root, window, stop, prob_tx) = (Arc::clone(&root), Arc::clone(&window), Arc::clone(&stop), prob_tx.clone());
             let excludes = &excludes;
             std::thread::Builder::new()
                 .name("walk".into())
-                .spawn_scoped(s, move || {
-                    walk(root, root_dev, excludes, &job_tx, &prob_tx, &window, &stop)
-                })
+                .spawn_scoped(s, move || walk(root, root_dev, excludes, &job_tx, &prob_tx, &window, &stop))
                 .map_err(ctx(|| "starting the walker".into()))?;
         }
         for i in 0..opts.readers.max(1) {
@@ -755,9 +638,7 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
                 first_err.get_or_insert(e);
             }
         }
-        let written = writer
-            .join()
-            .map_err(|_| Error::Format("the writer thread panicked".into()))?;
+        let written = writer.join().map_err(|_| Error::Format("the writer thread panicked".into()))?;
         // The writer's error (a full disk, say) explains the others.
         let w = written?;
         if let Some(e) = first_err {
@@ -770,27 +651,14 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     summary.errors = problems.len() as u64;
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     let count = index.count;
-    let mut spool = index.into_inner().into_inner().map_err(|e| Error::Io {
-        what: "writing the index spool".into(),
-        source: e.into_error(),
-    })?;
-    spool
-        .seek(SeekFrom::Start(0))
-        .map_err(ctx(|| "rewinding the index spool".into()))?;
+    let mut spool = index.into_inner().into_inner().map_err(|e| Error::Io { what: "writing the index spool".into(), source: e.into_error() })?;
+    spool.seek(SeekFrom::Start(0)).map_err(ctx(|| "rewinding the index spool".into()))?;
     summary.entries = count;
     let mut spool = std::io::BufReader::with_capacity(1 << 20, spool);
     let (out, footer) = w.finish(&mut spool, count, summary.clone())?;
-    let file = out.into_inner().map_err(|e| Error::Io {
-        what: "writing the archive".into(),
-        source: e.into_error(),
-    })?;
-    file.sync_all()
-        .map_err(ctx(|| "syncing the archive to disk".into()))?;
-    Ok(CreateReport {
-        summary,
-        footer,
-        problems,
-    })
+    let file = out.into_inner().map_err(|e| Error::Io { what: "writing the archive".into(), source: e.into_error() })?;
+    file.sync_all().map_err(ctx(|| "syncing the archive to disk".into()))?;
+    Ok(CreateReport { summary, footer, problems })
 }
 
 fn serialize(
@@ -814,29 +682,17 @@ fn serialize(
                 window.advance(next);
             }
             let (mut meta, dev, ino, nlink, content) = match p.outcome {
-                Outcome::Entry {
-                    meta,
-                    dev,
-                    ino,
-                    nlink,
-                    content,
-                } => (meta, dev, ino, nlink, content),
+                Outcome::Entry { meta, dev, ino, nlink, content } => (meta, dev, ino, nlink, content),
                 Outcome::Socket => {
                     summary.sockets_skipped += 1;
                     continue;
                 }
                 Outcome::Vanished => {
-                    let _ = problems.send(Problem {
-                        path: p.path,
-                        what: "vanished before it could be read; not archived".into(),
-                    });
+                    let _ = problems.send(Problem { path: p.path, what: "vanished before it could be read; not archived".into() });
                     continue;
                 }
                 Outcome::Failed(why) => {
-                    let _ = problems.send(Problem {
-                        path: p.path,
-                        what: format!("cannot be read ({why}); not archived"),
-                    });
+                    let _ = problems.send(Problem { path: p.path, what: format!("cannot be read ({why}); not archived") });
                     continue;
                 }
             };
@@ -860,10 +716,7 @@ fn serialize(
             let data_len = tarw::write_headers(&mut headers, &meta);
             ser.put(&headers)?;
             // The sparse map is the first part of the member's data.
-            let map_len = meta
-                .sparse
-                .as_ref()
-                .map_or(0, |s| tarw::sparse_map(s).len() as u64);
+            let map_len = meta.sparse.as_ref().map_or(0, |s| tarw::sparse_map(s).len() as u64);
             let data_offset = ser.pos() - map_len;
             let mut hasher = blake3::Hasher::new();
             if map_len > 0 {
@@ -881,10 +734,7 @@ fn serialize(
                 Content::Stream(fd) => {
                     if let Some(problem) = ser.stream_file(&fd, &meta, &mut hasher)? {
                         ok = false;
-                        let _ = problems.send(Problem {
-                            path: meta.path.clone(),
-                            what: problem,
-                        });
+                        let _ = problems.send(Problem { path: meta.path.clone(), what: problem });
                     }
                 }
                 Content::None => {}

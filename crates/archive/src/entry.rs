@@ -136,10 +136,7 @@ mod tests {
     #[test]
     fn normalize_strips_and_refuses_dotdot() {
         assert_eq!(normalize_path(b"./a/b/"), Some(b"a/b".to_vec()));
-        assert_eq!(
-            normalize_path(b"/etc//passwd"),
-            Some(b"etc/passwd".to_vec())
-        );
+        assert_eq!(normalize_path(b"/etc//passwd"), Some(b"etc/passwd".to_vec()));
         assert_eq!(normalize_path(b"./"), Some(Vec::new()));
         assert_eq!(normalize_path(b"a/../../etc"), None);
         assert_eq!(normalize_path(b".."), None);

@@ -28,20 +28,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Wraps an `io::Error` with what was being done.
 pub(crate) fn ctx<E: Into<io::Error>>(what: impl FnOnce() -> String) -> impl FnOnce(E) -> Error {
-    move |e| Error::Io {
-        what: what(),
-        source: e.into(),
-    }
+    move |e| Error::Io { what: what(), source: e.into() }
 }
 
 impl Error {
     /// True when the error is the disk being full (ENOSPC or EDQUOT).
     pub fn is_disk_full(&self) -> bool {
         match self {
-            Error::Io { source, .. } => matches!(
-                source.raw_os_error(),
-                Some(libc::ENOSPC) | Some(libc::EDQUOT)
-            ),
+            Error::Io { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)),
             _ => false,
         }
     }

@@ -74,10 +74,7 @@ fn copy_data<R: Read>(
                 return Err(Error::Format("member data ends early".into()));
             }
             hasher.update(&buf[..n]);
-            write(off + done, &buf[..n]).map_err(|e| Error::Io {
-                what: format!("writing {}", display_path(&meta.path)),
-                source: e,
-            })?;
+            write(off + done, &buf[..n]).map_err(|e| Error::Io { what: format!("writing {}", display_path(&meta.path)), source: e })?;
             if let Some(p) = progress {
                 p.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
             }
@@ -91,31 +88,18 @@ fn copy_data<R: Read>(
 fn is_damage(e: &Error) -> bool {
     match e {
         Error::Format(_) => true,
-        Error::Io { source, .. } => {
-            source.kind() == std::io::ErrorKind::InvalidData
-                || source.kind() == std::io::ErrorKind::UnexpectedEof
-        }
+        Error::Io { source, .. } => source.kind() == std::io::ErrorKind::InvalidData || source.kind() == std::io::ErrorKind::UnexpectedEof,
         Error::Refused(_) => false,
     }
 }
 
 pub fn extract(archive: &Archive, dest: &Path, opts: &ExtractOptions) -> Result<ExtractReport> {
-    let mut report = ExtractReport {
-        archive_problem: archive.trailer_problem.clone(),
-        ..Default::default()
-    };
+    let mut report = ExtractReport { archive_problem: archive.trailer_problem.clone(), ..Default::default() };
     let mut restorer = Restorer::new(dest)?;
     let paths: Vec<Vec<u8>> = opts
         .paths
         .iter()
-        .map(|p| {
-            normalize_path(p).ok_or_else(|| {
-                Error::Refused(format!(
-                    "{} has a '..' component",
-                    String::from_utf8_lossy(p)
-                ))
-            })
-        })
+        .map(|p| normalize_path(p).ok_or_else(|| Error::Refused(format!("{} has a '..' component", String::from_utf8_lossy(p)))))
         .collect::<Result<_>>()?;
     if archive.is_indexed() {
         extract_indexed(archive, &mut restorer, &paths, opts, &mut report)?;
@@ -126,16 +110,8 @@ pub fn extract(archive: &Archive, dest: &Path, opts: &ExtractOptions) -> Result<
     Ok(report)
 }
 
-fn extract_indexed(
-    archive: &Archive,
-    restorer: &mut Restorer,
-    paths: &[Vec<u8>],
-    opts: &ExtractOptions,
-    report: &mut ExtractReport,
-) -> Result<()> {
-    let mut stream = archive
-        .frames()?
-        .ok_or_else(|| Error::Format("archive has no frame table".into()))?;
+fn extract_indexed(archive: &Archive, restorer: &mut Restorer, paths: &[Vec<u8>], opts: &ExtractOptions, report: &mut ExtractReport) -> Result<()> {
+    let mut stream = archive.frames()?.ok_or_else(|| Error::Format("archive has no frame table".into()))?;
     // Hard links whose first name is not being extracted get that name's data.
     let mut outside: HashMap<Vec<u8>, Option<IndexEntry>> = HashMap::new();
     if !paths.is_empty() {
@@ -179,13 +155,7 @@ fn extract_indexed(
                         t
                     }
                     None => {
-                        report.failed.push((
-                            e.path.clone(),
-                            format!(
-                                "hard link to {}, which is not in the archive",
-                                display_path(&e.link)
-                            ),
-                        ));
+                        report.failed.push((e.path.clone(), format!("hard link to {}, which is not in the archive", display_path(&e.link))));
                         continue;
                     }
                 },
@@ -198,10 +168,7 @@ fn extract_indexed(
         let member = match tr.next_member() {
             Ok(Some(m)) => m,
             Ok(None) => {
-                report.damaged.push((
-                    e.path.clone(),
-                    "not found at its offset in the archive".into(),
-                ));
+                report.damaged.push((e.path.clone(), "not found at its offset in the archive".into()));
                 continue;
             }
             Err(err) => {
@@ -210,13 +177,7 @@ fn extract_indexed(
             }
         };
         if member.meta.path != source.path {
-            report.damaged.push((
-                e.path.clone(),
-                format!(
-                    "the index and the archive disagree at this offset (found {})",
-                    display_path(&member.meta.path)
-                ),
-            ));
+            report.damaged.push((e.path.clone(), format!("the index and the archive disagree at this offset (found {})", display_path(&member.meta.path))));
             continue;
         }
         let mut meta = member.meta;
@@ -238,17 +199,11 @@ fn extract_indexed(
                 report.bytes += meta.data_len();
                 if let (Some(got), Some(want)) = (hash, source.hash) {
                     if got != want {
-                        report.damaged.push((
-                            e.path.clone(),
-                            "content does not match its hash (restored as read)".into(),
-                        ));
+                        report.damaged.push((e.path.clone(), "content does not match its hash (restored as read)".into()));
                     }
                 }
                 if meta.kind == Kind::File && source.hash.is_none() {
-                    report.warnings.push((
-                        e.path.clone(),
-                        "was not read completely when the archive was made".into(),
-                    ));
+                    report.warnings.push((e.path.clone(), "was not read completely when the archive was made".into()));
                 }
             }
             Err(err) if is_damage(&err) => report.damaged.push((e.path.clone(), err.to_string())),
@@ -268,13 +223,7 @@ fn extract_indexed(
     Ok(())
 }
 
-fn extract_plain(
-    archive: &Archive,
-    restorer: &mut Restorer,
-    paths: &[Vec<u8>],
-    opts: &ExtractOptions,
-    report: &mut ExtractReport,
-) -> Result<()> {
+fn extract_plain(archive: &Archive, restorer: &mut Restorer, paths: &[Vec<u8>], opts: &ExtractOptions, report: &mut ExtractReport) -> Result<()> {
     let mut tr = TarReader::new(archive.plain_stream()?);
     let mut matched = vec![false; paths.len()];
     loop {
@@ -287,10 +236,7 @@ fn extract_plain(
             }
         };
         if !member.path_ok {
-            report.failed.push((
-                member.raw_path.clone(),
-                "refused: the name (or its link target) leads outside the target directory".into(),
-            ));
+            report.failed.push((member.raw_path.clone(), "refused: the name (or its link target) leads outside the target directory".into()));
             continue;
         }
         let meta = member.meta;
@@ -301,9 +247,7 @@ fn extract_plain(
             matched[i] |= under(&meta.path, p);
         }
         let progress = &opts.progress;
-        let r = restorer.entry(&meta, &mut |write| {
-            copy_data(&mut tr, &meta, write, progress).map(|_| ())
-        });
+        let r = restorer.entry(&meta, &mut |write| copy_data(&mut tr, &meta, write, progress).map(|_| ()));
         match r {
             Ok(()) => {
                 report.entries += 1;

@@ -49,18 +49,13 @@ pub struct IndexWriter<W: Write> {
 
 impl<W: Write> IndexWriter<W> {
     pub fn new(out: W) -> Self {
-        IndexWriter {
-            out,
-            count: 0,
-            buf: Vec::new(),
-        }
+        IndexWriter { out, count: 0, buf: Vec::new() }
     }
 
     pub fn push(&mut self, e: &IndexEntry) -> io::Result<()> {
         self.buf.clear();
         let body = postcard::to_stdvec(e).map_err(io::Error::other)?;
-        self.buf
-            .extend_from_slice(&(body.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&body);
         self.out.write_all(&self.buf)?;
         self.count += 1;
@@ -80,10 +75,7 @@ pub struct IndexReader<R: Read> {
 
 impl<R: Read> IndexReader<R> {
     pub fn new(inner: R) -> Self {
-        IndexReader {
-            inner,
-            buf: Vec::new(),
-        }
+        IndexReader { inner, buf: Vec::new() }
     }
 }
 
@@ -95,27 +87,16 @@ impl<R: Read> Iterator for IndexReader<R> {
         match self.inner.read_exact(&mut len) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return None,
-            Err(e) => {
-                return Some(Err(Error::Format(format!(
-                    "the archive's index is damaged: {e}"
-                ))))
-            }
+            Err(e) => return Some(Err(Error::Format(format!("the archive's index is damaged: {e}")))),
         }
         let len = u32::from_le_bytes(len) as usize;
         if len > 64 << 20 {
-            return Some(Err(Error::Format(
-                "the archive's index is damaged: record too large".into(),
-            )));
+            return Some(Err(Error::Format("the archive's index is damaged: record too large".into())));
         }
         self.buf.resize(len, 0);
         if let Err(e) = self.inner.read_exact(&mut self.buf) {
-            return Some(Err(Error::Format(format!(
-                "the archive's index is damaged: {e}"
-            ))));
+            return Some(Err(Error::Format(format!("the archive's index is damaged: {e}"))));
         }
-        Some(
-            postcard::from_bytes(&self.buf)
-                .map_err(|e| Error::Format(format!("the archive's index is damaged: {e}"))),
-        )
+        Some(postcard::from_bytes(&self.buf).map_err(|e| Error::Format(format!("the archive's index is damaged: {e}"))))
     }
 }

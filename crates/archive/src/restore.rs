@@ -20,39 +20,25 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{
-    AtFlags, Dev, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid,
-};
+use rustix::fs::{AtFlags, Dev, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
 use crate::entry::{Kind, Meta, Time};
 use crate::error::{ctx, Error, Result};
 use crate::sys;
 
-const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
-    .union(ResolveFlags::NO_SYMLINKS)
-    .union(ResolveFlags::NO_MAGICLINKS);
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
 
 fn cstr(b: &[u8]) -> io::Result<CString> {
-    CString::new(b)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name holds a NUL byte"))
+    CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name holds a NUL byte"))
 }
 
 fn ts(t: Time) -> Timespec {
-    Timespec {
-        tv_sec: t.sec,
-        tv_nsec: t.nsec as _,
-    }
+    Timespec { tv_sec: t.sec, tv_nsec: t.nsec as _ }
 }
 
 fn times(t: Time) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
-        },
-        last_modification: ts(t),
-    }
+    Timestamps { last_access: Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT }, last_modification: ts(t) }
 }
 
 struct PendingDir {
@@ -84,31 +70,14 @@ fn parent_and_name(path: &[u8]) -> (&[u8], &[u8]) {
 
 impl Restorer {
     pub fn new(dest: &Path) -> Result<Restorer> {
-        let root = rustix::fs::open(
-            dest,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(ctx(|| format!("opening {}", dest.display())))?;
-        Ok(Restorer {
-            root,
-            cache: None,
-            dirs: Vec::new(),
-            flags: Vec::new(),
-            is_root: rustix::process::geteuid().is_root(),
-            warnings: Vec::new(),
-        })
+        let root = rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(ctx(|| format!("opening {}", dest.display())))?;
+        Ok(Restorer { root, cache: None, dirs: Vec::new(), flags: Vec::new(), is_root: rustix::process::geteuid().is_root(), warnings: Vec::new() })
     }
 
     fn open_beneath(&self, path: &[u8]) -> io::Result<OwnedFd> {
         let p: &[u8] = if path.is_empty() { b"." } else { path };
-        Ok(rustix::fs::openat2(
-            &self.root,
-            cstr(p)?.as_c_str(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            RESOLVE,
-        )?)
+        Ok(rustix::fs::openat2(&self.root, cstr(p)?.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)?)
     }
 
     /// The directory `path` inside the target, created (mode 0700 until
@@ -129,13 +98,7 @@ impl Restorer {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
-                    cur = rustix::fs::openat2(
-                        &cur,
-                        c.as_c_str(),
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                        Mode::empty(),
-                        RESOLVE,
-                    )?;
+                    cur = rustix::fs::openat2(&cur, c.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)?;
                 }
                 cur
             }
@@ -161,8 +124,7 @@ impl Restorer {
         let fd = match self.open_beneath(&d.path) {
             Ok(fd) => fd,
             Err(e) => {
-                self.warnings
-                    .push((d.path, format!("directory metadata not applied: {e}")));
+                self.warnings.push((d.path, format!("directory metadata not applied: {e}")));
                 return;
             }
         };
@@ -184,23 +146,14 @@ impl Restorer {
     fn set_xattrs_fd(&mut self, fd: &OwnedFd, meta: &Meta) {
         for (name, value) in &meta.xattrs {
             let Ok(n) = cstr(name) else { continue };
-            if let Err(e) =
-                rustix::fs::fsetxattr(fd, n.as_c_str(), value, rustix::fs::XattrFlags::empty())
-            {
-                self.warnings.push((
-                    meta.path.clone(),
-                    format!("xattr {} not restored: {e}", String::from_utf8_lossy(name)),
-                ));
+            if let Err(e) = rustix::fs::fsetxattr(fd, n.as_c_str(), value, rustix::fs::XattrFlags::empty()) {
+                self.warnings.push((meta.path.clone(), format!("xattr {} not restored: {e}", String::from_utf8_lossy(name))));
             }
         }
     }
 
     fn apply_fd(&mut self, fd: &OwnedFd, meta: &Meta) -> io::Result<()> {
-        self.chown_ok(rustix::fs::fchown(
-            fd,
-            Some(Uid::from_raw(meta.uid as u32)),
-            Some(Gid::from_raw(meta.gid as u32)),
-        ))?;
+        self.chown_ok(rustix::fs::fchown(fd, Some(Uid::from_raw(meta.uid as u32)), Some(Gid::from_raw(meta.gid as u32))))?;
         rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))?;
         self.set_xattrs_fd(fd, meta);
         rustix::fs::futimens(fd, &times(meta.mtime))?;
@@ -217,34 +170,16 @@ impl Restorer {
             AtFlags::SYMLINK_NOFOLLOW,
         ))?;
         if meta.kind != Kind::Symlink {
-            rustix::fs::chmodat(
-                parent,
-                name.as_c_str(),
-                Mode::from_raw_mode(meta.mode),
-                AtFlags::empty(),
-            )?;
+            rustix::fs::chmodat(parent, name.as_c_str(), Mode::from_raw_mode(meta.mode), AtFlags::empty())?;
         }
         let p = sys::proc_path(parent.as_fd(), name);
         for (xname, value) in &meta.xattrs {
             let Ok(n) = cstr(xname) else { continue };
-            if let Err(e) = rustix::fs::lsetxattr(
-                p.as_c_str(),
-                n.as_c_str(),
-                value,
-                rustix::fs::XattrFlags::empty(),
-            ) {
-                self.warnings.push((
-                    meta.path.clone(),
-                    format!("xattr {} not restored: {e}", String::from_utf8_lossy(xname)),
-                ));
+            if let Err(e) = rustix::fs::lsetxattr(p.as_c_str(), n.as_c_str(), value, rustix::fs::XattrFlags::empty()) {
+                self.warnings.push((meta.path.clone(), format!("xattr {} not restored: {e}", String::from_utf8_lossy(xname))));
             }
         }
-        rustix::fs::utimensat(
-            parent,
-            name.as_c_str(),
-            &times(meta.mtime),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?;
+        rustix::fs::utimensat(parent, name.as_c_str(), &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)?;
         Ok(())
     }
 
@@ -275,19 +210,12 @@ impl Restorer {
 
     /// Restores one member. `data` fills a regular file: it is called with
     /// the open file and writes the stored bytes (segments for a sparse file).
-    pub fn entry(
-        &mut self,
-        meta: &Meta,
-        data: &mut dyn FnMut(&mut dyn FnMut(u64, &[u8]) -> io::Result<()>) -> Result<()>,
-    ) -> Result<()> {
+    pub fn entry(&mut self, meta: &Meta, data: &mut dyn FnMut(&mut dyn FnMut(u64, &[u8]) -> io::Result<()>) -> Result<()>) -> Result<()> {
         self.leave_dirs_until(&meta.path)?;
         let what = || format!("restoring {}", crate::entry::display_path(&meta.path));
         if meta.path.is_empty() {
             if meta.kind == Kind::Dir {
-                self.dirs.push(PendingDir {
-                    path: Vec::new(),
-                    meta: meta.clone(),
-                });
+                self.dirs.push(PendingDir { path: Vec::new(), meta: meta.clone() });
             }
             return Ok(());
         }
@@ -297,24 +225,16 @@ impl Restorer {
         match meta.kind {
             Kind::Dir => {
                 if !Self::clear(&parent, &name, true).map_err(ctx(what))? {
-                    rustix::fs::mkdirat(&parent, name.as_c_str(), Mode::from_raw_mode(0o700))
-                        .map_err(ctx(what))?;
+                    rustix::fs::mkdirat(&parent, name.as_c_str(), Mode::from_raw_mode(0o700)).map_err(ctx(what))?;
                 }
-                self.dirs.push(PendingDir {
-                    path: meta.path.clone(),
-                    meta: meta.clone(),
-                });
+                self.dirs.push(PendingDir { path: meta.path.clone(), meta: meta.clone() });
             }
             Kind::File => {
                 Self::clear(&parent, &name, false).map_err(ctx(what))?;
                 let fd = rustix::fs::openat(
                     &parent,
                     name.as_c_str(),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(ctx(what))?;
@@ -343,26 +263,13 @@ impl Restorer {
                 let (tp, tn) = parent_and_name(&meta.link);
                 let tparent = self.dir(tp).map_err(ctx(what))?;
                 let tname = cstr(tn).map_err(ctx(what))?;
-                rustix::fs::linkat(
-                    &tparent,
-                    tname.as_c_str(),
-                    &parent,
-                    name.as_c_str(),
-                    AtFlags::empty(),
-                )
-                .map_err(ctx(|| {
-                    format!(
-                        "{}: linking to {}",
-                        what(),
-                        crate::entry::display_path(&meta.link)
-                    )
-                }))?;
+                rustix::fs::linkat(&tparent, tname.as_c_str(), &parent, name.as_c_str(), AtFlags::empty())
+                    .map_err(ctx(|| format!("{}: linking to {}", what(), crate::entry::display_path(&meta.link))))?;
             }
             Kind::Symlink => {
                 Self::clear(&parent, &name, false).map_err(ctx(what))?;
                 let target = cstr(&meta.link).map_err(ctx(what))?;
-                rustix::fs::symlinkat(target.as_c_str(), &parent, name.as_c_str())
-                    .map_err(ctx(what))?;
+                rustix::fs::symlinkat(target.as_c_str(), &parent, name.as_c_str()).map_err(ctx(what))?;
                 self.apply_at(&parent, &name, meta).map_err(ctx(what))?;
             }
             Kind::Fifo | Kind::CharDev | Kind::BlockDev => {
@@ -373,14 +280,7 @@ impl Restorer {
                     _ => FileType::BlockDevice,
                 };
                 let dev: Dev = rustix::fs::makedev(meta.rdev_major, meta.rdev_minor);
-                rustix::fs::mknodat(
-                    &parent,
-                    name.as_c_str(),
-                    ft,
-                    Mode::from_raw_mode(0o600),
-                    dev,
-                )
-                .map_err(ctx(what))?;
+                rustix::fs::mknodat(&parent, name.as_c_str(), ft, Mode::from_raw_mode(0o600), dev).map_err(ctx(what))?;
                 self.apply_at(&parent, &name, meta).map_err(ctx(what))?;
             }
         }
@@ -401,18 +301,12 @@ impl Restorer {
                     self.open_beneath(b"")?
                 } else {
                     let parent = self.open_beneath(pp)?;
-                    rustix::fs::openat(
-                        &parent,
-                        cstr(name)?.as_c_str(),
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-                        Mode::empty(),
-                    )?
+                    rustix::fs::openat(&parent, cstr(name)?.as_c_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())?
                 };
                 sys::set_flags(fd.as_fd(), flags)
             })();
             if let Err(e) = r {
-                self.warnings
-                    .push((path, format!("inode flags not restored: {e}")));
+                self.warnings.push((path, format!("inode flags not restored: {e}")));
             }
         }
         Ok(self.warnings)

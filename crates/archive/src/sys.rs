@@ -25,10 +25,7 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
 }
 
 fn split_names(list: &[u8]) -> Vec<Vec<u8>> {
-    list.split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| n.to_vec())
-        .collect()
+    list.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| n.to_vec()).collect()
 }
 
 fn grow<F: FnMut(&mut Vec<u8>) -> Result<usize, Errno>>(mut f: F) -> Result<Vec<u8>, Errno> {
@@ -93,15 +90,11 @@ pub fn xattrs_path(path: &CStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 
 /// Inode flags, or 0 where the file system has none.
 pub fn flags(fd: BorrowedFd<'_>) -> u32 {
-    rustix::fs::ioctl_getflags(fd)
-        .map(|f| f.bits())
-        .unwrap_or(0)
+    rustix::fs::ioctl_getflags(fd).map(|f| f.bits()).unwrap_or(0)
 }
 
 pub fn set_flags(fd: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
-    let current = rustix::fs::ioctl_getflags(fd)
-        .map(|f| f.bits())
-        .unwrap_or(0);
+    let current = rustix::fs::ioctl_getflags(fd).map(|f| f.bits()).unwrap_or(0);
     let wanted = (current & !crate::entry::KEPT_FLAGS) | flags;
     if wanted == current {
         return Ok(());
@@ -111,11 +104,7 @@ pub fn set_flags(fd: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
 
 /// The data segments of a file with holes, or `None` when it has none
 /// (a file of zeros that is fully allocated stays dense).
-pub fn data_segments(
-    fd: BorrowedFd<'_>,
-    size: u64,
-    blocks: u64,
-) -> io::Result<Option<Vec<Segment>>> {
+pub fn data_segments(fd: BorrowedFd<'_>, size: u64, blocks: u64) -> io::Result<Option<Vec<Segment>>> {
     if size == 0 || blocks * 512 >= size {
         return Ok(None);
     }
@@ -132,10 +121,7 @@ pub fn data_segments(
             break;
         }
         let hole = rustix::fs::seek(fd, SeekFrom::Hole(data))?.min(size);
-        segs.push(Segment {
-            offset: data,
-            len: hole - data,
-        });
+        segs.push(Segment { offset: data, len: hole - data });
         pos = hole;
     }
     if segs.len() == 1 && segs[0].offset == 0 && segs[0].len == size {
@@ -144,10 +130,7 @@ pub fn data_segments(
     // GNU tar ends a map with an empty segment at the end of a file that
     // ends in a hole; it carries the size for readers without realsize.
     if segs.last().map_or(true, |s| s.offset + s.len < size) {
-        segs.push(Segment {
-            offset: size,
-            len: 0,
-        });
+        segs.push(Segment { offset: size, len: 0 });
     }
     Ok(Some(segs))
 }

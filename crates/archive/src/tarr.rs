@@ -36,10 +36,7 @@ fn parse_num(field: &[u8]) -> Result<u64> {
     if field.first().is_some_and(|&b| b & 0x80 != 0) {
         let mut v: u64 = u64::from(field[0] & 0x3f);
         for &b in &field[1..] {
-            v = v
-                .checked_mul(256)
-                .and_then(|v| v.checked_add(u64::from(b)))
-                .ok_or_else(|| Error::Format("number too large in tar header".into()))?;
+            v = v.checked_mul(256).and_then(|v| v.checked_add(u64::from(b))).ok_or_else(|| Error::Format("number too large in tar header".into()))?;
         }
         return Ok(v);
     }
@@ -47,19 +44,11 @@ fn parse_num(field: &[u8]) -> Result<u64> {
     for &b in field {
         match b {
             b'0'..=b'7' => {
-                v = v
-                    .checked_mul(8)
-                    .and_then(|v| v.checked_add(u64::from(b - b'0')))
-                    .ok_or_else(|| Error::Format("number too large in tar header".into()))?
+                v = v.checked_mul(8).and_then(|v| v.checked_add(u64::from(b - b'0'))).ok_or_else(|| Error::Format("number too large in tar header".into()))?
             }
             b' ' if v == 0 => continue,
             0 | b' ' => break,
-            _ => {
-                return Err(Error::Format(format!(
-                    "bad octal number {:?} in tar header",
-                    String::from_utf8_lossy(field)
-                )))
-            }
+            _ => return Err(Error::Format(format!("bad octal number {:?} in tar header", String::from_utf8_lossy(field)))),
         }
     }
     Ok(v)
@@ -104,15 +93,9 @@ pub fn parse_time(s: &[u8]) -> Option<Time> {
     Some(if !neg {
         Time { sec: whole, nsec }
     } else if nsec == 0 {
-        Time {
-            sec: -whole,
-            nsec: 0,
-        }
+        Time { sec: -whole, nsec: 0 }
     } else {
-        Time {
-            sec: -whole - 1,
-            nsec: 1_000_000_000 - nsec,
-        }
+        Time { sec: -whole - 1, nsec: 1_000_000_000 - nsec }
     })
 }
 
@@ -123,24 +106,14 @@ pub fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if data.iter().all(|&b| b == 0) {
             break;
         }
-        let sp = data
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or_else(|| Error::Format("PAX record without length".into()))?;
-        let len: usize = std::str::from_utf8(&data[..sp])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::Format("PAX record with a bad length".into()))?;
+        let sp = data.iter().position(|&b| b == b' ').ok_or_else(|| Error::Format("PAX record without length".into()))?;
+        let len: usize =
+            std::str::from_utf8(&data[..sp]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::Format("PAX record with a bad length".into()))?;
         if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
-            return Err(Error::Format(
-                "PAX record length does not match its contents".into(),
-            ));
+            return Err(Error::Format("PAX record length does not match its contents".into()));
         }
         let rec = &data[sp + 1..len - 1];
-        let eq = rec
-            .iter()
-            .position(|&b| b == b'=')
-            .ok_or_else(|| Error::Format("PAX record without '='".into()))?;
+        let eq = rec.iter().position(|&b| b == b'=').ok_or_else(|| Error::Format("PAX record without '='".into()))?;
         out.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
         data = &data[len..];
     }
@@ -166,37 +139,17 @@ fn parse_segments(nums: &[u64]) -> Result<Vec<Segment>> {
     if nums.len() % 2 != 0 {
         return Err(Error::Format("odd number of values in a sparse map".into()));
     }
-    Ok(nums
-        .chunks(2)
-        .map(|c| Segment {
-            offset: c[0],
-            len: c[1],
-        })
-        .collect())
+    Ok(nums.chunks(2).map(|c| Segment { offset: c[0], len: c[1] }).collect())
 }
 
 impl<R: Read> TarReader<R> {
     pub fn new(inner: R) -> Self {
-        TarReader {
-            inner,
-            pos: 0,
-            remaining: 0,
-            pad: 0,
-            global: Vec::new(),
-            ended: false,
-        }
+        TarReader { inner, pos: 0, remaining: 0, pad: 0, global: Vec::new(), ended: false }
     }
 
     /// Starts at stream offset `pos` (the reader is already positioned there).
     pub fn at_offset(inner: R, pos: u64) -> Self {
-        TarReader {
-            inner,
-            pos,
-            remaining: 0,
-            pad: 0,
-            global: Vec::new(),
-            ended: false,
-        }
+        TarReader { inner, pos, remaining: 0, pad: 0, global: Vec::new(), ended: false }
     }
 
     pub fn position(&self) -> u64 {
@@ -211,15 +164,9 @@ impl<R: Read> TarReader<R> {
     fn read_exact_counted(&mut self, buf: &mut [u8]) -> Result<()> {
         self.inner.read_exact(buf).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::Format(format!(
-                    "archive ends in the middle of a member (at byte {})",
-                    self.pos
-                ))
+                Error::Format(format!("archive ends in the middle of a member (at byte {})", self.pos))
             } else {
-                Error::Io {
-                    what: format!("reading the archive at byte {}", self.pos),
-                    source: e,
-                }
+                Error::Io { what: format!("reading the archive at byte {}", self.pos), source: e }
             }
         })?;
         self.pos += buf.len() as u64;
@@ -232,20 +179,10 @@ impl<R: Read> TarReader<R> {
         while got < BLOCK {
             match self.inner.read(&mut b[got..]) {
                 Ok(0) if got == 0 => return Ok(None),
-                Ok(0) => {
-                    return Err(Error::Format(format!(
-                        "archive ends inside a header block (at byte {})",
-                        self.pos
-                    )))
-                }
+                Ok(0) => return Err(Error::Format(format!("archive ends inside a header block (at byte {})", self.pos))),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(Error::Io {
-                        what: format!("reading the archive at byte {}", self.pos),
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(Error::Io { what: format!("reading the archive at byte {}", self.pos), source: e }),
             }
         }
         self.pos += BLOCK as u64;
@@ -254,9 +191,7 @@ impl<R: Read> TarReader<R> {
 
     fn read_vec(&mut self, len: u64) -> Result<Vec<u8>> {
         if len > 1 << 30 {
-            return Err(Error::Format(format!(
-                "header member of {len} bytes is too large"
-            )));
+            return Err(Error::Format(format!("header member of {len} bytes is too large")));
         }
         let mut v = vec![0u8; len as usize];
         self.read_exact_counted(&mut v)?;
@@ -314,10 +249,7 @@ impl<R: Read> TarReader<R> {
                 return Ok(None);
             }
             if !checksum_ok(&h) {
-                return Err(Error::Format(format!(
-                    "tar header checksum mismatch at byte {}",
-                    self.pos - BLOCK as u64
-                )));
+                return Err(Error::Format(format!("tar header checksum mismatch at byte {}", self.pos - BLOCK as u64)));
             }
             let size = parse_num(&h[124..136])?;
             match h[156] {
@@ -334,16 +266,8 @@ impl<R: Read> TarReader<R> {
                 b'V' => {
                     let _ = self.read_vec(size)?;
                 }
-                b'M' => {
-                    return Err(Error::Format(
-                        "multi-volume tar archives are not supported".into(),
-                    ))
-                }
-                _ => {
-                    return self
-                        .member(h, size, header_offset, pax, long_name, long_link)
-                        .map(Some)
-                }
+                b'M' => return Err(Error::Format("multi-volume tar archives are not supported".into())),
+                _ => return self.member(h, size, header_offset, pax, long_name, long_link).map(Some),
             }
         }
     }
@@ -381,12 +305,7 @@ impl<R: Read> TarReader<R> {
             b'4' => Kind::BlockDev,
             b'5' | b'D' => Kind::Dir,
             b'6' => Kind::Fifo,
-            t => {
-                return Err(Error::Format(format!(
-                    "unknown tar member type {:?} at byte {}",
-                    t as char, header_offset
-                )))
-            }
+            t => return Err(Error::Format(format!("unknown tar member type {:?} at byte {}", t as char, header_offset))),
         };
         let mut meta = Meta::new(Vec::new(), kind);
         meta.mode = parse_num(&h[100..108])? as u32 & 0o7777;
@@ -401,10 +320,7 @@ impl<R: Read> TarReader<R> {
             }
             Time { sec: v, nsec: 0 }
         } else {
-            Time {
-                sec: parse_num(mtime)? as i64,
-                nsec: 0,
-            }
+            Time { sec: parse_num(mtime)? as i64, nsec: 0 }
         };
         if matches!(kind, Kind::CharDev | Kind::BlockDev) {
             meta.rdev_major = parse_num(&h[329..337])? as u32;
@@ -418,43 +334,26 @@ impl<R: Read> TarReader<R> {
         let mut acl_text: Vec<(Vec<u8>, String)> = Vec::new();
         let all = self.global.clone().into_iter().chain(pax);
         for (key, value) in all {
-            let num = || {
-                std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-            };
+            let num = || std::str::from_utf8(&value).ok().and_then(|s| s.trim().parse::<u64>().ok());
             match key.as_slice() {
                 b"path" => name = value.clone(),
                 b"linkpath" => link = value.clone(),
                 b"size" => size = num().ok_or_else(|| Error::Format("bad PAX size".into()))?,
                 b"uid" => meta.uid = num().ok_or_else(|| Error::Format("bad PAX uid".into()))?,
                 b"gid" => meta.gid = num().ok_or_else(|| Error::Format("bad PAX gid".into()))?,
-                b"mtime" => {
-                    meta.mtime =
-                        parse_time(&value).ok_or_else(|| Error::Format("bad PAX mtime".into()))?
-                }
+                b"mtime" => meta.mtime = parse_time(&value).ok_or_else(|| Error::Format("bad PAX mtime".into()))?,
                 b"GNU.sparse.major" => sparse_major = num(),
                 b"GNU.sparse.name" => sparse_name = Some(value.clone()),
                 b"GNU.sparse.realsize" | b"GNU.sparse.size" => real_size = num(),
-                b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => sparse_nums
-                    .push(num().ok_or_else(|| Error::Format("bad GNU.sparse value".into()))?),
+                b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => sparse_nums.push(num().ok_or_else(|| Error::Format("bad GNU.sparse value".into()))?),
                 b"GNU.sparse.map" => {
                     for v in value.split(|&b| b == b',') {
-                        let v = std::str::from_utf8(v)
-                            .ok()
-                            .and_then(|s| s.parse().ok())
-                            .ok_or_else(|| Error::Format("bad GNU.sparse.map".into()))?;
+                        let v = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::Format("bad GNU.sparse.map".into()))?;
                         sparse_nums.push(v);
                     }
                 }
-                b"SCHILY.acl.access" => acl_text.push((
-                    acl::ACCESS_XATTR.to_vec(),
-                    String::from_utf8_lossy(&value).into_owned(),
-                )),
-                b"SCHILY.acl.default" => acl_text.push((
-                    acl::DEFAULT_XATTR.to_vec(),
-                    String::from_utf8_lossy(&value).into_owned(),
-                )),
+                b"SCHILY.acl.access" => acl_text.push((acl::ACCESS_XATTR.to_vec(), String::from_utf8_lossy(&value).into_owned())),
+                b"SCHILY.acl.default" => acl_text.push((acl::DEFAULT_XATTR.to_vec(), String::from_utf8_lossy(&value).into_owned())),
                 k if k.starts_with(b"SCHILY.xattr.") => {
                     let xname = k[b"SCHILY.xattr.".len()..].to_vec();
                     meta.xattrs.retain(|(n, _)| *n != xname);
@@ -468,10 +367,7 @@ impl<R: Read> TarReader<R> {
                 continue;
             }
             // A minimal ACL (owner, group, other) is just the mode: no xattr.
-            let entries = text
-                .split(['\n', ','])
-                .filter(|s| !s.trim().is_empty())
-                .count();
+            let entries = text.split(['\n', ',']).filter(|s| !s.trim().is_empty()).count();
             if entries <= 3 {
                 continue;
             }
@@ -509,9 +405,7 @@ impl<R: Read> TarReader<R> {
             push(&h[386..482], 4)?;
             let mut extended = h[482] != 0;
             while extended {
-                let b = self
-                    .read_block()?
-                    .ok_or_else(|| Error::Format("archive ends in a sparse header".into()))?;
+                let b = self.read_block()?.ok_or_else(|| Error::Format("archive ends in a sparse header".into()))?;
                 push(&b[..504], 21)?;
                 extended = b[504] != 0;
             }
@@ -533,9 +427,7 @@ impl<R: Read> TarReader<R> {
                 let lines: Vec<&[u8]> = map.split(|&b| b == b'\n').collect();
                 let complete = &lines[..lines.len() - 1];
                 if count.is_none() && !complete.is_empty() {
-                    count = std::str::from_utf8(complete[0])
-                        .ok()
-                        .and_then(|s| s.parse().ok());
+                    count = std::str::from_utf8(complete[0]).ok().and_then(|s| s.parse().ok());
                     if count.is_none() {
                         return Err(Error::Format("bad sparse map".into()));
                     }
@@ -543,12 +435,7 @@ impl<R: Read> TarReader<R> {
                 if let Some(c) = count {
                     if complete.len() as u64 >= 1 + 2 * c {
                         for l in &complete[1..1 + 2 * c as usize] {
-                            nums.push(
-                                std::str::from_utf8(l)
-                                    .ok()
-                                    .and_then(|s| s.parse().ok())
-                                    .ok_or_else(|| Error::Format("bad sparse map".into()))?,
-                            );
+                            nums.push(std::str::from_utf8(l).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::Format("bad sparse map".into()))?);
                         }
                         break;
                     }
@@ -560,33 +447,20 @@ impl<R: Read> TarReader<R> {
             let segs = parse_segments(&sparse_nums)?;
             let stored: u64 = segs.iter().map(|s| s.len).sum();
             if stored != self.remaining {
-                return Err(Error::Format(format!(
-                    "sparse map says {} data bytes, member holds {}",
-                    stored, self.remaining
-                )));
+                return Err(Error::Format(format!("sparse map says {} data bytes, member holds {}", stored, self.remaining)));
             }
-            meta.size =
-                real_size.unwrap_or_else(|| segs.last().map(|s| s.offset + s.len).unwrap_or(0));
+            meta.size = real_size.unwrap_or_else(|| segs.last().map(|s| s.offset + s.len).unwrap_or(0));
             meta.sparse = Some(segs);
         } else if kind == Kind::File {
             meta.size = size;
         }
 
         let norm = normalize_path(&name);
-        let link_norm = if kind == Kind::HardLink {
-            normalize_path(&link)
-        } else {
-            Some(link.clone())
-        };
+        let link_norm = if kind == Kind::HardLink { normalize_path(&link) } else { Some(link.clone()) };
         let path_ok = norm.is_some() && link_norm.is_some();
         meta.path = norm.unwrap_or_default();
         meta.link = link_norm.unwrap_or_default();
-        Ok(Member {
-            meta,
-            raw_path: name,
-            path_ok,
-            header_offset,
-        })
+        Ok(Member { meta, raw_path: name, path_ok, header_offset })
     }
 }
 
@@ -597,27 +471,13 @@ mod tests {
     #[test]
     fn pax_values_may_hold_newlines() {
         let recs = parse_pax(b"30 SCHILY.xattr.user.a=x\ny\nz\n\n12 path=abc\n").unwrap();
-        assert_eq!(
-            recs[0],
-            (b"SCHILY.xattr.user.a".to_vec(), b"x\ny\nz\n".to_vec())
-        );
+        assert_eq!(recs[0], (b"SCHILY.xattr.user.a".to_vec(), b"x\ny\nz\n".to_vec()));
         assert_eq!(recs[1], (b"path".to_vec(), b"abc".to_vec()));
     }
 
     #[test]
     fn times_round_trip() {
-        for t in [
-            Time {
-                sec: -2,
-                nsec: 500_000_000,
-            },
-            Time { sec: 0, nsec: 1 },
-            Time { sec: -7, nsec: 0 },
-            Time {
-                sec: 1_700_000_000,
-                nsec: 999_999_999,
-            },
-        ] {
+        for t in [Time { sec: -2, nsec: 500_000_000 }, Time { sec: 0, nsec: 1 }, Time { sec: -7, nsec: 0 }, Time { sec: 1_700_000_000, nsec: 999_999_999 }] {
             assert_eq!(parse_time(crate::tarw::format_time(t).as_bytes()), Some(t));
         }
     }

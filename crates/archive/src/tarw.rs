@@ -70,20 +70,10 @@ fn ustar_header(name: &[u8], meta: &Meta, typeflag: u8, size: u64, link: &[u8]) 
     let n = name.len().min(100);
     h[..n].copy_from_slice(&name[..n]);
     put_num(&mut h[100..108], u64::from(meta.mode & 0o7777));
-    put_num(
-        &mut h[108..116],
-        if fits_octal(meta.uid, 7) { meta.uid } else { 0 },
-    );
-    put_num(
-        &mut h[116..124],
-        if fits_octal(meta.gid, 7) { meta.gid } else { 0 },
-    );
+    put_num(&mut h[108..116], if fits_octal(meta.uid, 7) { meta.uid } else { 0 });
+    put_num(&mut h[116..124], if fits_octal(meta.gid, 7) { meta.gid } else { 0 });
     put_num(&mut h[124..136], size);
-    let mtime = if meta.mtime.sec >= 0 && fits_octal(meta.mtime.sec as u64, 11) {
-        meta.mtime.sec as u64
-    } else {
-        0
-    };
+    let mtime = if meta.mtime.sec >= 0 && fits_octal(meta.mtime.sec as u64, 11) { meta.mtime.sec as u64 } else { 0 };
     put_num(&mut h[136..148], mtime);
     h[156] = typeflag;
     let l = link.len().min(100);
@@ -104,13 +94,7 @@ fn ustar_header(name: &[u8], meta: &Meta, typeflag: u8, size: u64, link: &[u8]) 
 fn pax_header(out: &mut Vec<u8>, name: &[u8], records: &[u8], typeflag: u8) {
     let mut meta = Meta::new(Vec::new(), Kind::File);
     meta.mode = 0o644;
-    out.extend_from_slice(&ustar_header(
-        name,
-        &meta,
-        typeflag,
-        records.len() as u64,
-        b"",
-    ));
+    out.extend_from_slice(&ustar_header(name, &meta, typeflag, records.len() as u64, b""));
     out.extend_from_slice(records);
     out.resize(out.len() + padding(records.len() as u64), 0);
 }
@@ -170,11 +154,7 @@ pub fn write_headers(out: &mut Vec<u8>, meta: &Meta) -> u64 {
         pax_record(&mut rec, b"GNU.sparse.major", b"1");
         pax_record(&mut rec, b"GNU.sparse.minor", b"0");
         pax_record(&mut rec, b"GNU.sparse.name", &name);
-        pax_record(
-            &mut rec,
-            b"GNU.sparse.realsize",
-            meta.size.to_string().as_bytes(),
-        );
+        pax_record(&mut rec, b"GNU.sparse.realsize", meta.size.to_string().as_bytes());
         let base = name.rsplit(|&b| b == b'/').next().unwrap_or(b"");
         header_name = b"./GNUSparseFile.0/".to_vec();
         header_name.extend_from_slice(base);
@@ -199,11 +179,7 @@ pub fn write_headers(out: &mut Vec<u8>, meta: &Meta) -> u64 {
     for (key, value) in &meta.xattrs {
         if key == acl::ACCESS_XATTR || key == acl::DEFAULT_XATTR {
             if let Some(text) = acl::blob_to_text(value) {
-                let k: &[u8] = if key == acl::ACCESS_XATTR {
-                    b"SCHILY.acl.access"
-                } else {
-                    b"SCHILY.acl.default"
-                };
+                let k: &[u8] = if key == acl::ACCESS_XATTR { b"SCHILY.acl.access" } else { b"SCHILY.acl.default" };
                 pax_record(&mut rec, k, text.as_bytes());
             }
         }
@@ -245,13 +221,7 @@ mod tests {
 
     #[test]
     fn negative_times() {
-        assert_eq!(
-            format_time(Time {
-                sec: -2,
-                nsec: 500_000_000
-            }),
-            "-1.500000000"
-        );
+        assert_eq!(format_time(Time { sec: -2, nsec: 500_000_000 }), "-1.500000000");
         assert_eq!(format_time(Time { sec: -1, nsec: 1 }), "-0.999999999");
         assert_eq!(format_time(Time { sec: -5, nsec: 0 }), "-5");
         assert_eq!(format_time(Time { sec: 7, nsec: 5 }), "7.000000005");

@@ -36,11 +36,7 @@ impl VerifyReport {
     }
 }
 
-fn data_hash(
-    archive: &Archive,
-    len: u64,
-    progress: &Option<Arc<Progress>>,
-) -> std::io::Result<[u8; 32]> {
+fn data_hash(archive: &Archive, len: u64, progress: &Option<Arc<Progress>>) -> std::io::Result<[u8; 32]> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 4 << 20];
     let mut off = 0u64;
@@ -57,11 +53,7 @@ fn data_hash(
 }
 
 /// Reads a member's stored data to its end; returns its BLAKE3 (sparse map included).
-fn hash_member<R: Read>(
-    tr: &mut TarReader<R>,
-    meta: &Meta,
-    mut each: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<[u8; 32]> {
+fn hash_member<R: Read>(tr: &mut TarReader<R>, meta: &Meta, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<[u8; 32]> {
     let mut hasher = blake3::Hasher::new();
     let segs: Vec<(u64, u64)> = match &meta.sparse {
         Some(s) => {
@@ -90,11 +82,7 @@ fn hash_member<R: Read>(
 /// Checks every member. With `against`, also compares each member with the
 /// object at the same path under that directory, and lists what the tree
 /// has that the archive has not.
-pub fn verify(
-    archive: &Archive,
-    against: Option<&Path>,
-    progress: Option<Arc<Progress>>,
-) -> Result<VerifyReport> {
+pub fn verify(archive: &Archive, against: Option<&Path>, progress: Option<Arc<Progress>>) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     if let Some(p) = &archive.trailer_problem {
         report.damaged.push((Vec::new(), p.clone()));
@@ -108,13 +96,8 @@ pub fn verify(
         Layout::Indexed { footer, .. } => {
             match data_hash(archive, footer.data_len, &progress) {
                 Ok(h) if h == footer.data_hash => {}
-                Ok(_) => report.damaged.push((
-                    Vec::new(),
-                    "the archive's data does not match its hash".into(),
-                )),
-                Err(e) => report
-                    .damaged
-                    .push((Vec::new(), format!("the archive cannot be read: {e}"))),
+                Ok(_) => report.damaged.push((Vec::new(), "the archive's data does not match its hash".into())),
+                Err(e) => report.damaged.push((Vec::new(), format!("the archive cannot be read: {e}"))),
             }
             let mut stream = archive.frames()?.expect("indexed");
             for e in archive.index()?.expect("indexed") {
@@ -133,16 +116,11 @@ pub fn verify(
                         return Ok(Some("missing from the archive".into()));
                     };
                     if m.meta.path != e.path {
-                        return Ok(Some(format!(
-                            "the index and the archive disagree (found {})",
-                            display_path(&m.meta.path)
-                        )));
+                        return Ok(Some(format!("the index and the archive disagree (found {})", display_path(&m.meta.path))));
                     }
                     let mut meta = m.meta;
                     meta.flags = e.flags;
-                    let mut cmp = tree
-                        .as_ref()
-                        .map(|t| t.compare(&meta, &mut report.differences));
+                    let mut cmp = tree.as_ref().map(|t| t.compare(&meta, &mut report.differences));
                     let hash = hash_member(&mut tr, &meta, |off, buf| {
                         if let Some(Some(c)) = cmp.as_mut() {
                             c.check(off, buf);
@@ -158,9 +136,7 @@ pub fn verify(
                         p.bytes_in.fetch_add(meta.data_len(), Ordering::Relaxed);
                     }
                     Ok(match e.hash {
-                        Some(want) if want != hash => {
-                            Some("content does not match its hash".into())
-                        }
+                        Some(want) if want != hash => Some("content does not match its hash".into()),
                         _ => None,
                     })
                 })();
@@ -181,21 +157,13 @@ pub fn verify(
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(err) => {
-                        report.damaged.push((
-                            Vec::new(),
-                            format!(
-                                "the archive cannot be read past byte {}: {err}",
-                                tr.position()
-                            ),
-                        ));
+                        report.damaged.push((Vec::new(), format!("the archive cannot be read past byte {}: {err}", tr.position())));
                         break;
                     }
                 };
                 report.entries += 1;
                 let meta = m.meta;
-                let mut cmp = tree
-                    .as_ref()
-                    .map(|t| t.compare(&meta, &mut report.differences));
+                let mut cmp = tree.as_ref().map(|t| t.compare(&meta, &mut report.differences));
                 let r = hash_member(&mut tr, &meta, |off, buf| {
                     if let Some(Some(c)) = cmp.as_mut() {
                         c.check(off, buf);
@@ -278,12 +246,8 @@ impl ContentCheck {
 
 impl Tree {
     fn open(dir: &Path) -> Result<Tree> {
-        let root = rustix::fs::open(
-            dir,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(ctx(|| format!("opening {}", dir.display())))?;
+        let root =
+            rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(ctx(|| format!("opening {}", dir.display())))?;
         Ok(Tree { root })
     }
 
@@ -293,15 +257,8 @@ impl Tree {
             None => (b".", path),
         };
         let pp: &[u8] = if pp.is_empty() { b"." } else { pp };
-        let resolve =
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        let fd = rustix::fs::openat2(
-            &self.root,
-            CString::new(pp)?.as_c_str(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            resolve,
-        )?;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let fd = rustix::fs::openat2(&self.root, CString::new(pp)?.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), resolve)?;
         let name: &[u8] = if name.is_empty() { b"." } else { name };
         Ok((fd, CString::new(name)?))
     }
@@ -333,58 +290,30 @@ impl Tree {
             Kind::BlockDev => FileType::BlockDevice,
         };
         if ft != want {
-            diff(format!(
-                "type differs: {:?} in the archive, {:?} in the tree",
-                want, ft
-            ));
+            diff(format!("type differs: {:?} in the archive, {:?} in the tree", want, ft));
             return None;
         }
         if meta.kind == Kind::HardLink {
             return None;
         }
         if st.st_mode & 0o7777 != meta.mode && meta.kind != Kind::Symlink {
-            diff(format!(
-                "mode differs: {:o} in the archive, {:o} in the tree",
-                meta.mode,
-                st.st_mode & 0o7777
-            ));
+            diff(format!("mode differs: {:o} in the archive, {:o} in the tree", meta.mode, st.st_mode & 0o7777));
         }
         if u64::from(st.st_uid) != meta.uid || u64::from(st.st_gid) != meta.gid {
-            diff(format!(
-                "owner differs: {}:{} in the archive, {}:{} in the tree",
-                meta.uid, meta.gid, st.st_uid, st.st_gid
-            ));
+            diff(format!("owner differs: {}:{} in the archive, {}:{} in the tree", meta.uid, meta.gid, st.st_uid, st.st_gid));
         }
         if st.st_mtime != meta.mtime.sec || st.st_mtime_nsec as u32 != meta.mtime.nsec {
             if meta.kind != Kind::Dir || true {
-                diff(format!(
-                    "mtime differs: {}.{:09} in the archive, {}.{:09} in the tree",
-                    meta.mtime.sec, meta.mtime.nsec, st.st_mtime, st.st_mtime_nsec
-                ));
+                diff(format!("mtime differs: {}.{:09} in the archive, {}.{:09} in the tree", meta.mtime.sec, meta.mtime.nsec, st.st_mtime, st.st_mtime_nsec));
             }
         }
         let xattrs = if meta.kind == Kind::File || meta.kind == Kind::Dir {
-            let flags = if meta.kind == Kind::Dir {
-                OFlags::DIRECTORY
-            } else {
-                OFlags::empty()
-            };
-            rustix::fs::openat(
-                &parent,
-                name.as_c_str(),
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
-                Mode::empty(),
-            )
-            .ok()
-            .and_then(|fd| {
+            let flags = if meta.kind == Kind::Dir { OFlags::DIRECTORY } else { OFlags::empty() };
+            rustix::fs::openat(&parent, name.as_c_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags, Mode::empty()).ok().and_then(|fd| {
                 if sys::flags(fd.as_fd()) & crate::entry::KEPT_FLAGS != meta.flags {
                     out.push((
                         meta.path.clone(),
-                        format!(
-                            "inode flags differ: {:#x} in the archive, {:#x} in the tree",
-                            meta.flags,
-                            sys::flags(fd.as_fd()) & crate::entry::KEPT_FLAGS
-                        ),
+                        format!("inode flags differ: {:#x} in the archive, {:#x} in the tree", meta.flags, sys::flags(fd.as_fd()) & crate::entry::KEPT_FLAGS),
                     ));
                 }
                 sys::xattrs_fd(fd.as_fd()).ok()
@@ -408,37 +337,17 @@ impl Tree {
                 }
             }
             Kind::CharDev | Kind::BlockDev => {
-                if rustix::fs::major(st.st_rdev) != meta.rdev_major
-                    || rustix::fs::minor(st.st_rdev) != meta.rdev_minor
-                {
+                if rustix::fs::major(st.st_rdev) != meta.rdev_major || rustix::fs::minor(st.st_rdev) != meta.rdev_minor {
                     out.push((meta.path.clone(), "device number differs".into()));
                 }
             }
             Kind::File => {
                 if st.st_size as u64 != meta.size {
-                    out.push((
-                        meta.path.clone(),
-                        format!(
-                            "size differs: {} in the archive, {} in the tree",
-                            meta.size, st.st_size
-                        ),
-                    ));
+                    out.push((meta.path.clone(), format!("size differs: {} in the archive, {} in the tree", meta.size, st.st_size)));
                     return None;
                 }
-                let fd = rustix::fs::openat(
-                    &parent,
-                    name.as_c_str(),
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .ok()?;
-                return Some(ContentCheck {
-                    path: meta.path.clone(),
-                    file: std::fs::File::from(fd),
-                    size: meta.size,
-                    next: 0,
-                    differs: None,
-                });
+                let fd = rustix::fs::openat(&parent, name.as_c_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
+                return Some(ContentCheck { path: meta.path.clone(), file: std::fs::File::from(fd), size: meta.size, next: 0, differs: None });
             }
             _ => {}
         }
@@ -447,14 +356,10 @@ impl Tree {
 
     /// What the tree holds that the archive does not (one file system only).
     fn extra(&self, seen: &HashSet<Vec<u8>>, out: &mut Vec<(Vec<u8>, String)>) -> Result<()> {
-        let mut stack: Vec<(Vec<u8>, std::os::fd::OwnedFd)> = vec![(
-            Vec::new(),
-            rustix::io::fcntl_dupfd_cloexec(&self.root, 0)
-                .map_err(ctx(|| "reading the tree".into()))?,
-        )];
+        let mut stack: Vec<(Vec<u8>, std::os::fd::OwnedFd)> =
+            vec![(Vec::new(), rustix::io::fcntl_dupfd_cloexec(&self.root, 0).map_err(ctx(|| "reading the tree".into()))?)];
         while let Some((path, fd)) = stack.pop() {
-            let mut dir = rustix::fs::Dir::read_from(&fd)
-                .map_err(ctx(|| format!("listing {}", display_path(&path))))?;
+            let mut dir = rustix::fs::Dir::read_from(&fd).map_err(ctx(|| format!("listing {}", display_path(&path))))?;
             while let Some(ent) = dir.read() {
                 let Ok(ent) = ent else { break };
                 let name = ent.file_name().to_bytes();
@@ -474,12 +379,9 @@ impl Tree {
                     continue;
                 }
                 if ent.file_type() == FileType::Directory {
-                    if let Ok(sub) = rustix::fs::openat(
-                        &fd,
-                        ent.file_name(),
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    ) {
+                    if let Ok(sub) =
+                        rustix::fs::openat(&fd, ent.file_name(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                    {
                         stack.push((p, sub));
                     }
                 }

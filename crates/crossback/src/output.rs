@@ -28,10 +28,7 @@ pub fn path(p: &[u8]) -> String {
 
 /// A progress bar on a terminal (stderr), nothing otherwise.
 pub struct Bar {
-    stop: Option<(
-        Arc<std::sync::atomic::AtomicBool>,
-        std::thread::JoinHandle<()>,
-    )>,
+    stop: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 impl Bar {
@@ -40,16 +37,10 @@ impl Bar {
         if !std::io::stderr().is_terminal() {
             return Bar { stop: None };
         }
-        let bar = if total > 0 {
-            indicatif::ProgressBar::new(total)
-        } else {
-            indicatif::ProgressBar::no_length()
-        };
-        let style = indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        let bar = if total > 0 { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::no_length() };
+        let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(verb);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -62,9 +53,7 @@ impl Bar {
             }
             bar.finish_and_clear();
         });
-        Bar {
-            stop: Some((stop, h)),
-        }
+        Bar { stop: Some((stop, h)) }
     }
 
     pub fn finish(mut self) {

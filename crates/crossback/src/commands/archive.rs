@@ -31,47 +31,27 @@ fn list(title: &str, items: &[(Vec<u8>, String)]) {
 }
 
 fn partial_path(out: &Path) -> PathBuf {
-    let mut name = out
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".partial");
     out.with_file_name(name)
 }
 
 /// Used bytes of the file system holding `p`: the total for the progress bar.
 fn used_bytes(p: &Path) -> u64 {
-    rustix::fs::statvfs(p)
-        .map(|s| (s.f_blocks - s.f_bfree) * s.f_frsize)
-        .unwrap_or(0)
+    rustix::fs::statvfs(p).map(|s| (s.f_blocks - s.f_bfree) * s.f_frsize).unwrap_or(0)
 }
 
 pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
     let meta = std::fs::metadata(&a.src).with_context(|| format!("reading {}", a.src.display()))?;
     if !meta.is_dir() {
-        bail!(
-            "{} is not a directory; give the root of the tree to archive",
-            a.src.display()
-        );
+        bail!("{} is not a directory; give the root of the tree to archive", a.src.display());
     }
     if a.output.exists() && !a.force {
-        bail!(
-            "{} already exists; choose another name or pass --force to replace it",
-            a.output.display()
-        );
+        bail!("{} already exists; choose another name or pass --force to replace it", a.output.display());
     }
-    let dir = a
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let partial = partial_path(&a.output);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let progress = Arc::new(Progress::default());
     let mut opts = CreateOptions {
         level: a.level,
@@ -96,25 +76,16 @@ pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
             } else {
                 "; the partial archive was removed"
             };
-            return Err(anyhow::Error::new(e).context(format!(
-                "archiving {} into {}{hint}",
-                a.src.display(),
-                a.output.display()
-            )));
+            return Err(anyhow::Error::new(e).context(format!("archiving {} into {}{hint}", a.src.display(), a.output.display())));
         }
     };
-    std::fs::rename(&partial, &a.output)
-        .with_context(|| format!("renaming {} to {}", partial.display(), a.output.display()))?;
+    std::fs::rename(&partial, &a.output).with_context(|| format!("renaming {} to {}", partial.display(), a.output.display()))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     let s = &report.summary;
     let out_len = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
-    let ratio = if out_len > 0 {
-        s.data_bytes as f64 / out_len as f64
-    } else {
-        0.0
-    };
+    let ratio = if out_len > 0 { s.data_bytes as f64 / out_len as f64 } else { 0.0 };
     eprintln!(
         "archived {} entries ({} files, {} dirs, {} symlinks, {} hard links, {} special), {} in, {} out (ratio {:.2}), {}; skipped: {} sockets, {} unreadable",
         s.entries,
@@ -130,17 +101,9 @@ pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
         s.sockets_skipped,
         s.errors
     );
-    let problems: Vec<(Vec<u8>, String)> = report
-        .problems
-        .iter()
-        .map(|p| (p.path.clone(), p.what.clone()))
-        .collect();
+    let problems: Vec<(Vec<u8>, String)> = report.problems.iter().map(|p| (p.path.clone(), p.what.clone())).collect();
     list("not archived as they are", &problems);
-    Ok(if problems.is_empty() {
-        Outcome::Ok
-    } else {
-        Outcome::Partial
-    })
+    Ok(if problems.is_empty() { Outcome::Ok } else { Outcome::Partial })
 }
 
 pub fn extract(a: ExtractArgs) -> anyhow::Result<Outcome> {
@@ -152,64 +115,32 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<Outcome> {
     }
     let progress = Arc::new(Progress::default());
     let total = archive.summary().map(|s| s.data_bytes).unwrap_or(0);
-    let opts = ExtractOptions {
-        paths: a
-            .paths
-            .iter()
-            .map(|p| p.as_os_str().as_bytes().to_vec())
-            .collect(),
-        progress: Some(Arc::clone(&progress)),
-    };
+    let opts = ExtractOptions { paths: a.paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(), progress: Some(Arc::clone(&progress)) };
     let start = Instant::now();
-    let bar = Bar::start(
-        Arc::clone(&progress),
-        if opts.paths.is_empty() { total } else { 0 },
-        "restoring",
-    );
+    let bar = Bar::start(Arc::clone(&progress), if opts.paths.is_empty() { total } else { 0 }, "restoring");
     let report = crossback_archive::extract(&archive, &a.dir, &opts);
     bar.finish();
-    let report = report
-        .with_context(|| format!("restoring {} into {}", a.archive.display(), a.dir.display()))?;
-    eprintln!(
-        "restored {} entries, {} of data, {}",
-        report.entries,
-        output::bytes(report.bytes),
-        output::elapsed(start)
-    );
+    let report = report.with_context(|| format!("restoring {} into {}", a.archive.display(), a.dir.display()))?;
+    eprintln!("restored {} entries, {} of data, {}", report.entries, output::bytes(report.bytes), output::elapsed(start));
     if let Some(p) = &report.archive_problem {
         eprintln!("archive: {p}");
     }
     list("warnings", &report.warnings);
-    list(
-        "damaged in the archive (the rest was restored)",
-        &report.damaged,
-    );
+    list("damaged in the archive (the rest was restored)", &report.damaged);
     list("not restored", &report.failed);
-    Ok(
-        if !report.damaged.is_empty() || report.archive_problem.is_some() {
-            Outcome::Damaged
-        } else if !report.failed.is_empty() {
-            Outcome::Partial
-        } else {
-            Outcome::Ok
-        },
-    )
+    Ok(if !report.damaged.is_empty() || report.archive_problem.is_some() {
+        Outcome::Damaged
+    } else if !report.failed.is_empty() {
+        Outcome::Partial
+    } else {
+        Outcome::Ok
+    })
 }
 
 fn mode_string(kind: Kind, mode: u32) -> String {
     let mut s = String::new();
     s.push(kind.letter());
-    let bits = [
-        (0o400, 'r'),
-        (0o200, 'w'),
-        (0o100, 'x'),
-        (0o040, 'r'),
-        (0o020, 'w'),
-        (0o010, 'x'),
-        (0o004, 'r'),
-        (0o002, 'w'),
-        (0o001, 'x'),
-    ];
+    let bits = [(0o400, 'r'), (0o200, 'w'), (0o100, 'x'), (0o040, 'r'), (0o020, 'w'), (0o010, 'x'), (0o004, 'r'), (0o002, 'w'), (0o001, 'x')];
     for (i, (bit, c)) in bits.iter().enumerate() {
         let set = mode & bit != 0;
         let special = match i {
@@ -244,23 +175,21 @@ fn utc(sec: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 pub fn ls(a: LsArgs) -> anyhow::Result<Outcome> {
     let archive = Archive::open(&a.archive).context("reading the archive")?;
     let prefix = match &a.path {
-        Some(p) => crossback_archive::entry::normalize_path(p.as_os_str().as_bytes())
-            .with_context(|| format!("{} has a '..' component", p.display()))?,
+        Some(p) => crossback_archive::entry::normalize_path(p.as_os_str().as_bytes()).with_context(|| format!("{} has a '..' component", p.display()))?,
         None => Vec::new(),
     };
     let Some(index) = archive.index()? else {
-        bail!("{} has no crossback index ({}); use `crossback archive extract` or `tar -t` to read it", a.archive.display(), archive.trailer_problem.clone().unwrap_or_else(|| "not made by crossback".into()));
+        bail!(
+            "{} has no crossback index ({}); use `crossback archive extract` or `tar -t` to read it",
+            a.archive.display(),
+            archive.trailer_problem.clone().unwrap_or_else(|| "not made by crossback".into())
+        );
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -294,26 +223,12 @@ pub fn ls(a: LsArgs) -> anyhow::Result<Outcome> {
                 Kind::CharDev | Kind::BlockDev => format!("{},{}", e.rdev.0, e.rdev.1),
                 _ => e.size.to_string(),
             };
-            writeln!(
-                out,
-                "{} {:>5} {:>5} {:>12} {} {}{}",
-                mode_string(e.kind, e.mode),
-                e.uid,
-                e.gid,
-                size,
-                utc(e.mtime.sec),
-                output::path(&e.path),
-                link
-            )?;
+            writeln!(out, "{} {:>5} {:>5} {:>12} {} {}{}", mode_string(e.kind, e.mode), e.uid, e.gid, size, utc(e.mtime.sec), output::path(&e.path), link)?;
         }
     }
     out.flush()?;
     if !found {
-        bail!(
-            "{} is not in {}",
-            output::path(&prefix),
-            a.archive.display()
-        );
+        bail!("{} is not in {}", output::path(&prefix), a.archive.display());
     }
     Ok(Outcome::Ok)
 }
@@ -334,11 +249,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<Outcome> {
         report.entries,
         output::bytes(report.bytes),
         output::elapsed(start),
-        if report.damaged.is_empty() {
-            "no damage"
-        } else {
-            "DAMAGED"
-        }
+        if report.damaged.is_empty() { "no damage" } else { "DAMAGED" }
     );
     Ok(if !report.damaged.is_empty() {
         Outcome::Damaged
