@@ -20,14 +20,14 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Dev, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid};
+use rustix::fs::{AtFlags, Dev, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
 use crate::entry::{Kind, Meta, Time};
 use crate::error::{ctx, Error, Result};
 use crate::sys;
 
-const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
+const RESOLVE: rustix::fs::ResolveFlags = sys::BENEATH;
 
 fn cstr(b: &[u8]) -> io::Result<CString> {
     CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name holds a NUL byte"))
@@ -76,9 +76,9 @@ impl Restorer {
     }
 
     fn open_beneath(&self, path: &[u8]) -> io::Result<OwnedFd> {
-        let p: &[u8] = if path.is_empty() { b"." } else { path };
-        Ok(rustix::fs::openat2(&self.root, cstr(p)?.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)?)
+        sys::open_dir_beneath(self.root.as_fd(), path)
     }
+
 
     /// The directory `path` inside the target, created (mode 0700 until
     /// its own member says otherwise) where missing.

@@ -148,3 +148,32 @@ pub fn pread_full(fd: impl AsFd, buf: &mut [u8], offset: u64) -> io::Result<usiz
     }
     Ok(got)
 }
+
+/// Resolution that stays inside the starting directory and follows no symlink.
+pub const BENEATH: rustix::fs::ResolveFlags =
+    rustix::fs::ResolveFlags::BENEATH.union(rustix::fs::ResolveFlags::NO_SYMLINKS).union(rustix::fs::ResolveFlags::NO_MAGICLINKS);
+
+/// Opens the directory `path` (relative, `/`-separated; empty: `root`
+/// itself) beneath `root`, never leaving it and following no symlink.
+/// Paths longer than the kernel takes at once are walked in pieces.
+pub fn open_dir_beneath(root: BorrowedFd<'_>, path: &[u8]) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if path.is_empty() {
+        return Ok(rustix::fs::openat2(root, c".", flags, Mode::empty(), BENEATH)?);
+    }
+    let mut cur: Option<std::os::fd::OwnedFd> = None;
+    let mut rest = path;
+    while !rest.is_empty() {
+        // Cut at a '/' within 2048 bytes (a component is at most 255).
+        let cut = if rest.len() <= 2048 { rest.len() } else { rest[..2048].iter().rposition(|&b| b == b'/').unwrap_or(rest.len()) };
+        let piece = CString::new(&rest[..cut]).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+        let fd = match &cur {
+            Some(c) => rustix::fs::openat2(c, piece.as_c_str(), flags, Mode::empty(), BENEATH)?,
+            None => rustix::fs::openat2(root, piece.as_c_str(), flags, Mode::empty(), BENEATH)?,
+        };
+        cur = Some(fd);
+        rest = rest.get(cut + 1..).unwrap_or(&[]);
+    }
+    Ok(cur.expect("path is not empty"))
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::archive::{Archive, Layout};
 use crate::entry::{display_path, Kind, Meta};
@@ -256,9 +256,8 @@ impl Tree {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (b".", path),
         };
-        let pp: &[u8] = if pp.is_empty() { b"." } else { pp };
-        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        let fd = rustix::fs::openat2(&self.root, CString::new(pp)?.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), resolve)?;
+        let pp: &[u8] = if pp == b"." { b"" } else { pp };
+        let fd = sys::open_dir_beneath(self.root.as_fd(), pp)?;
         let name: &[u8] = if name.is_empty() { b"." } else { name };
         Ok((fd, CString::new(name)?))
     }

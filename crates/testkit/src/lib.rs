@@ -1,1 +1,124 @@
+//! Test helpers for crossback: file systems in image files on their own
+//! loop devices, and trees full of edge cases. Everything a helper makes
+//! is torn down in `Drop`, also when the test panics.
+//!
+//! Tests that need root call [`require_root`]: without root they are
+//! skipped with a message, unless `CROSSBACK_REQUIRE_ROOT_TESTS=1` (set by
+//! `.ci/run`), where a skip is a failure.
 
+pub mod compare;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// True when the test may go on; false (after a message) when it must skip.
+pub fn require_root(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CROSSBACK_REQUIRE_ROOT_TESTS").is_some_and(|v| v == "1") {
+        panic!("{test} needs root, and CROSSBACK_REQUIRE_ROOT_TESTS=1 forbids skipping it");
+    }
+    eprintln!("SKIPPED {test}: needs root (loop devices, mounts, device nodes)");
+    false
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!("{cmd:?} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A directory for test images: `CROSSBACK_TEST_DIR`, or the system's temp dir.
+pub fn scratch() -> tempfile::TempDir {
+    let base = std::env::var_os("CROSSBACK_TEST_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new().prefix("crossback-test-").tempdir_in(base).expect("creating a scratch directory")
+}
+
+/// A file system in an image file, on its own loop device, mounted.
+pub struct LoopFs {
+    pub image: PathBuf,
+    pub device: String,
+    pub mountpoint: PathBuf,
+    mounted: bool,
+    attached: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopFs {
+    /// `fstype`: ext4, xfs, btrfs, vfat (vfat is made but cannot be mounted here).
+    pub fn new(fstype: &str, size_mib: u64) -> LoopFs {
+        Self::with_mkfs_args(fstype, size_mib, &[])
+    }
+
+    pub fn with_mkfs_args(fstype: &str, size_mib: u64, args: &[&str]) -> LoopFs {
+        let dir = scratch();
+        let image = dir.path().join(format!("{fstype}.img"));
+        let f = std::fs::File::create(&image).expect("creating the image file");
+        f.set_len(size_mib << 20).expect("sizing the image file");
+        drop(f);
+        let mut mkfs = Command::new(format!("mkfs.{fstype}"));
+        match fstype {
+            "ext4" | "ext3" | "ext2" => mkfs.arg("-q").arg("-F"),
+            "xfs" | "btrfs" => mkfs.arg("-q").arg("-f"),
+            _ => &mut mkfs,
+        };
+        mkfs.args(args).arg(&image);
+        run(&mut mkfs);
+        let device = run(Command::new("losetup").args(["--find", "--show"]).arg(&image)).trim().to_string();
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).expect("creating the mount point");
+        let mut fs = LoopFs { image, device, mountpoint, mounted: false, attached: true, _dir: dir };
+        if fstype != "vfat" {
+            fs.mount(&[]);
+        }
+        fs
+    }
+
+    pub fn mount(&mut self, opts: &[&str]) {
+        let mut cmd = Command::new("mount");
+        if !opts.is_empty() {
+            cmd.arg("-o").arg(opts.join(","));
+        }
+        run(cmd.arg(&self.device).arg(&self.mountpoint));
+        self.mounted = true;
+    }
+
+    pub fn unmount(&mut self) {
+        if self.mounted {
+            run(Command::new("umount").arg(&self.mountpoint));
+            self.mounted = false;
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Free bytes on the mounted file system.
+    pub fn free(&self) -> u64 {
+        let s = rustix::fs::statvfs(&self.mountpoint).expect("statvfs");
+        s.f_bavail * s.f_frsize
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            // Lazy as a last resort, so a busy mount never outlives the test.
+            let ok = Command::new("umount").arg(&self.mountpoint).status().is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&self.mountpoint).status();
+            }
+        }
+        if self.attached {
+            // BLKROSET outlives detach on loop devices: clear it first.
+            let _ = Command::new("blockdev").arg("--setrw").arg(&self.device).status();
+            let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+        }
+    }
+}
