@@ -125,7 +125,7 @@ fn node(dir: &OwnedFd, name: &CString) -> Option<Node> {
         n.target = rustix::fs::readlinkat(dir, name.as_c_str(), Vec::new()).expect("readlink").into_bytes();
     }
     if matches!(ft, FileType::RegularFile | FileType::Directory) {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         if let Ok(fd) = rustix::fs::openat(dir, name.as_c_str(), flags, Mode::empty()) {
             n.flags = rustix::fs::ioctl_getflags(&fd).map(|f| f.bits()).unwrap_or(0) & USER_FLAGS;
             if ft == FileType::RegularFile {
@@ -138,8 +138,8 @@ fn node(dir: &OwnedFd, name: &CString) -> Option<Node> {
 
 fn walk(root: &Path) -> BTreeMap<Vec<u8>, Node> {
     let mut out = BTreeMap::new();
-    let rootfd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).expect("open root");
-    let parent = rustix::fs::open(root.parent().unwrap_or(Path::new("/")), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).expect("open parent");
+    let rootfd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).expect("open root");
+    let parent = rustix::fs::open(root.parent().unwrap_or(Path::new("/")), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).expect("open parent");
     let rootname = CString::new(root.file_name().map(|n| std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec()).unwrap_or_else(|| b".".to_vec())).expect("name");
     if let Some(n) = node(&parent, &rootname) {
         out.insert(Vec::new(), n);
@@ -160,7 +160,7 @@ fn walk(root: &Path) -> BTreeMap<Vec<u8>, Node> {
             p.extend_from_slice(name.as_bytes());
             let Some(n) = node(&fd, &name) else { continue };
             if n.kind == "dir" {
-                let sub = rustix::fs::openat(&fd, name.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW, Mode::empty()).expect("open dir");
+                let sub = rustix::fs::openat(&fd, name.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).expect("open dir");
                 stack.push((p.clone(), sub));
             }
             out.insert(p, n);

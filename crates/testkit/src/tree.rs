@@ -34,7 +34,7 @@ fn write(path: &Path, data: &[u8], mode: u32) {
 }
 
 fn flags(path: &Path, f: IFlags) {
-    let fd = rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK, Mode::empty()).expect("open for flags");
+    let fd = rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC, Mode::empty()).expect("open for flags");
     let cur = rustix::fs::ioctl_getflags(&fd).unwrap_or(IFlags::empty());
     rustix::fs::ioctl_setflags(&fd, cur | f).expect("setting inode flags");
 }
@@ -115,13 +115,13 @@ pub fn build(root: &Path) {
     write(&root.join(format!("names/{}", "n".repeat(255))), b"max name", 0o644);
     // 20 levels of 250-byte names: past PATH_MAX, so made with *at calls.
     fs::create_dir(root.join("deep")).expect("mkdir deep");
-    let mut cur = rustix::fs::open(&root.join("deep"), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, Mode::empty()).expect("open deep");
+    let mut cur = rustix::fs::open(&root.join("deep"), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty()).expect("open deep");
     for i in 0..20 {
         let name = format!("{i:02}-{}", "x".repeat(250));
         rustix::fs::mkdirat(&cur, name.as_str(), Mode::from_raw_mode(0o755)).expect("mkdirat");
-        cur = rustix::fs::openat(&cur, name.as_str(), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, Mode::empty()).expect("openat");
+        cur = rustix::fs::openat(&cur, name.as_str(), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty()).expect("openat");
     }
-    let fd = rustix::fs::openat(&cur, "bottom", rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE, Mode::from_raw_mode(0o644)).expect("create bottom");
+    let fd = rustix::fs::openat(&cur, "bottom", rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC, Mode::from_raw_mode(0o644)).expect("create bottom");
     rustix::io::write(&fd, b"deep").expect("write bottom");
     // Owners and times.
     d("owners", 0o755);
