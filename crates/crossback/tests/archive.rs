@@ -195,3 +195,208 @@ fn root_verify_against_lists_changes() {
     assert!(e.contains("/owners/f0: mtime differs"), "{e}");
     assert!(e.contains("/files/new: only in the tree"), "{e}");
 }
+
+/// A raw tar member, written by hand: what a hostile archive may hold.
+fn member(out: &mut Vec<u8>, name: &[u8], typeflag: u8, link: &[u8], data: &[u8]) {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"14000000000\0");
+    h[156] = typeflag;
+    h[157..157 + link.len()].copy_from_slice(link);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+#[test]
+fn root_hostile_archives_cannot_write_outside_the_target() {
+    if !require_root("root_hostile_archives_cannot_write_outside_the_target") {
+        return;
+    }
+    let fs = LoopFs::new("ext4", 64);
+    let outside = fs.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"precious").unwrap();
+    let mut t = Vec::new();
+    member(&mut t, b"../escape-dotdot", b'0', b"", b"x");
+    member(&mut t, b"a/../../escape-inner", b'0', b"", b"x");
+    member(&mut t, b"/abs-escape", b'0', b"", b"absolute names land inside");
+    // A symlink pointing out, then a file written through it.
+    let out_str = outside.to_str().unwrap().as_bytes().to_vec();
+    member(&mut t, b"link", b'2', &out_str, b"");
+    member(&mut t, b"link/planted", b'0', b"", b"x");
+    // A hard link to a file outside (by absolute and by relative name).
+    let victim = [out_str.as_slice(), b"/victim"].concat();
+    member(&mut t, b"hard-abs", b'1', &victim, b"");
+    member(&mut t, b"hard-rel", b'1', b"../outside/victim", b"");
+    // A symlink to / named etc, then a directory of the same name and a file in it.
+    member(&mut t, b"etc", b'2', b"/", b"");
+    member(&mut t, b"etc/", b'5', b"", b"");
+    member(&mut t, b"etc/crossback-planted", b'0', b"", b"x");
+    // Duplicates: the last one wins, inside.
+    member(&mut t, b"dup", b'0', b"", b"first");
+    member(&mut t, b"dup", b'0', b"", b"second");
+    // A directory turned into a symlink to the outside, then written through.
+    member(&mut t, b"dir/", b'5', b"", b"");
+    member(&mut t, b"dir", b'2', &out_str, b"");
+    member(&mut t, b"dir/through", b'0', b"", b"x");
+    t.extend_from_slice(&[0u8; 1024]);
+    let archive = fs.path().join("hostile.tar");
+    std::fs::write(&archive, &t).unwrap();
+    let dest = fs.path().join("dest");
+    let out = crossback().args(["archive", "extract"]).arg(&archive).arg("-C").arg(&dest).output().unwrap();
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "refusals make a non-zero exit: {err}");
+    // Nothing outside changed.
+    let names: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("victim")], "{err}");
+    assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"precious");
+    assert!(!fs.path().join("escape-dotdot").exists() && !fs.path().join("escape-inner").exists());
+    assert!(!Path::new("/etc/crossback-planted").exists());
+    assert!(!Path::new("/abs-escape").exists());
+    // What could be made safely is inside.
+    assert_eq!(std::fs::read(dest.join("abs-escape")).unwrap(), b"absolute names land inside");
+    assert_eq!(std::fs::read(dest.join("dup")).unwrap(), b"second");
+    assert!(std::fs::symlink_metadata(dest.join("link")).unwrap().file_type().is_symlink());
+    // Hard links to "outside" names resolve inside the target, where there is no such file.
+    assert!(!dest.join("hard-rel").exists() && !dest.join("hard-abs").exists());
+    assert!(err.contains("escape-dotdot") && err.contains("leads outside"), "{err}");
+    assert!(err.contains("/link/planted"), "{err}");
+}
+
+/// The (offset, length) of a member's data in the decompressed stream is
+/// not needed: flip bytes in the compressed file at several offsets.
+fn flip(path: &Path, offsets: &[u64]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    for &o in offsets {
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, o).unwrap();
+        b[0] ^= 0x5a;
+        f.write_all_at(&b, o).unwrap();
+    }
+}
+
+#[test]
+fn root_damage_is_found_and_named_and_the_rest_restores() {
+    if !require_root("root_damage_is_found_and_named_and_the_rest_restores") {
+        return;
+    }
+    let src = LoopFs::new("ext4", 1024);
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    // 40 files of 1 MiB of noise: several frames of 4 MiB.
+    for i in 0..40 {
+        std::fs::write(tree.join(format!("f{i:02}")), tree::noise(i + 10, 1 << 20)).unwrap();
+    }
+    let good = src.path().join("good.tar.zst");
+    run_ok(crossback().args(["archive", "create"]).arg(&tree).arg("-o").arg(&good));
+    run_ok(crossback().args(["archive", "verify"]).arg(&good));
+    let len = std::fs::metadata(&good).unwrap().len();
+
+    // Flipped bytes in two places: the members there are named; the rest restores.
+    let bad = src.path().join("flipped.tar.zst");
+    std::fs::copy(&good, &bad).unwrap();
+    flip(&bad, &[len / 5, len / 2]);
+    let out = crossback().args(["archive", "verify"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    let named: Vec<&str> = err.lines().filter(|l| l.starts_with("  /f")).collect();
+    assert!(named.len() >= 2 && named.len() < 20, "damaged files named, not everything: {err}");
+    let dest = src.path().join("from-flipped");
+    let out = crossback().args(["archive", "extract"]).arg(&bad).arg("-C").arg(&dest).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let mut intact = 0;
+    for i in 0..40u64 {
+        let name = format!("f{i:02}");
+        let damaged = stderr(&out).contains(&format!("/{name}:"));
+        if !damaged {
+            assert_eq!(std::fs::read(dest.join(&name)).unwrap(), tree::noise(i + 10, 1 << 20), "{name} restored intact");
+            intact += 1;
+        }
+    }
+    assert!(intact >= 20, "most files come back: {intact}");
+
+    // Truncated: the end (index) is gone; what is before the cut restores.
+    let cut = src.path().join("cut.tar.zst");
+    std::fs::copy(&good, &cut).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&cut).unwrap().set_len(len * 2 / 3).unwrap();
+    let out = crossback().args(["archive", "verify"]).arg(&cut).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+    let dest = src.path().join("from-cut");
+    let out = crossback().args(["archive", "extract"]).arg(&cut).arg("-C").arg(&dest).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dest.join("f00")).unwrap(), tree::noise(10, 1 << 20));
+
+    // Garbage appended: found, reported, and the archive still reads in full.
+    let long = src.path().join("appended.tar.zst");
+    std::fs::copy(&good, &long).unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&long).unwrap();
+    std::io::Write::write_all(&mut f, &tree::noise(99, 5000)).unwrap();
+    let out = crossback().args(["archive", "verify"]).arg(&long).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("5000 bytes of something else"), "{}", stderr(&out));
+    let dest = src.path().join("from-appended");
+    let _ = crossback().args(["archive", "extract"]).arg(&long).arg("-C").arg(&dest).output().unwrap();
+    assert_same(&tree, &dest);
+}
+
+#[test]
+fn root_full_output_disk_removes_the_partial_archive() {
+    if !require_root("root_full_output_disk_removes_the_partial_archive") {
+        return;
+    }
+    let src = LoopFs::new("ext4", 256);
+    let small = LoopFs::new("ext4", 16);
+    for i in 0..40 {
+        std::fs::write(src.path().join(format!("f{i:02}")), tree::noise(i + 1, 1 << 20)).unwrap();
+    }
+    let out = crossback().args(["archive", "create"]).arg(src.path()).arg("-o").arg(small.path().join("a.tar.zst")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("full"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(small.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(left, vec!["lost+found".to_string()], "nothing left behind");
+}
+
+#[test]
+fn root_unreadable_files_are_reported_and_the_archive_stays_valid() {
+    if !require_root("root_unreadable_files_are_reported_and_the_archive_stays_valid") {
+        return;
+    }
+    // Run as nobody: files only root can read are then unreadable.
+    let fs = LoopFs::new("ext4", 64);
+    let tree = fs.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("readable"), b"yes").unwrap();
+    std::fs::write(tree.join("secret"), b"no").unwrap();
+    std::fs::set_permissions(tree.join("secret"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let outdir = fs.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    std::os::unix::fs::chown(&outdir, Some(65534), Some(65534)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_crossback"))
+        .args(["archive", "create"])
+        .arg(&tree)
+        .arg("-o")
+        .arg(outdir.join("a.tar.zst"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "partial: {}", stderr(&out));
+    assert!(stderr(&out).contains("/secret: cannot be read"), "{}", stderr(&out));
+    run_ok(crossback().args(["archive", "verify"]).arg(outdir.join("a.tar.zst")));
+    let listing = run_ok(crossback().args(["archive", "ls"]).arg(outdir.join("a.tar.zst")));
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(text.contains("/readable") && !text.contains("/secret"), "{text}");
+}
