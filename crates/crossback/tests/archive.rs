@@ -400,3 +400,42 @@ fn root_unreadable_files_are_reported_and_the_archive_stays_valid() {
     let text = String::from_utf8_lossy(&listing.stdout);
     assert!(text.contains("/readable") && !text.contains("/secret"), "{text}");
 }
+
+/// `rchar` of a crossback run: bytes its read calls returned (CROSSBACK_REPORT_IO).
+fn rchar(out: &Output) -> u64 {
+    let e = stderr(out);
+    let line = e.lines().find(|l| l.starts_with("crossback-io:")).expect("io report");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "rchar:").expect("rchar");
+    words[i + 1].parse().unwrap()
+}
+
+#[test]
+fn root_one_file_from_a_big_archive_reads_little_of_it() {
+    if !require_root("root_one_file_from_a_big_archive_reads_little_of_it") {
+        return;
+    }
+    let fs = LoopFs::new("ext4", 3 * 1024);
+    let tree = fs.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    // 1 GiB of incompressible data around one small file.
+    let chunk = tree::noise(7, 16 << 20);
+    for i in 0..64u32 {
+        let mut data = chunk.clone();
+        data[..4].copy_from_slice(&i.to_le_bytes());
+        std::fs::write(tree.join(format!("big-{i:02}")), &data).unwrap();
+        if i == 40 {
+            std::fs::write(tree.join("big-40-needle"), b"the one file we want").unwrap();
+        }
+    }
+    let a = fs.path().join("big.tar.zst");
+    run_ok(crossback().args(["archive", "create", "--level", "1"]).arg(&tree).arg("-o").arg(&a));
+    assert!(std::fs::metadata(&a).unwrap().len() >= 1 << 30);
+    let dest = fs.path().join("one");
+    let out = run_ok(crossback().env("CROSSBACK_REPORT_IO", "1").args(["archive", "extract"]).arg(&a).arg("-C").arg(&dest).arg("big-40-needle"));
+    assert_eq!(std::fs::read(dest.join("big-40-needle")).unwrap(), b"the one file we want");
+    let read = rchar(&out);
+    assert!(read < 32 << 20, "read {read} bytes to extract one small file");
+    let out = run_ok(crossback().env("CROSSBACK_REPORT_IO", "1").args(["archive", "ls"]).arg(&a));
+    assert!(rchar(&out) < 32 << 20, "ls read {} bytes", rchar(&out));
+}

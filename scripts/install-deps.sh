@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages crossback's build, tests and demo need,
+# only those that are missing. Needs root. The Rust toolchain (>= 1.85) is
+# expected to be there already (rustup); Debian's own rustc is too old.
+set -euo pipefail
+
+packages=(
+  pkg-config gcc        # building zstd-sys
+  zstd tar              # the format's interop oracles
+  e2fsprogs xfsprogs btrfs-progs dosfstools  # mkfs for test file systems
+  util-linux mount      # losetup, setpriv, blockdev, mount
+  acl attr e2fsprogs    # setfacl/getfattr/chattr for the benchmark trees
+  python3               # the shared tree builder and comparator (oracle check)
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "install-deps: cargo not found; install Rust >= 1.85 with rustup (https://rustup.rs) and run again" >&2
+  exit 1
+fi
