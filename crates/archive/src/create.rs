@@ -69,7 +69,7 @@ pub struct CreateOptions {
 impl Default for CreateOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        CreateOptions { level: 3, threads: cores, readers: 8, excludes: Vec::new(), frame_size: 4 << 20, spool_dir: None, progress: None }
+        CreateOptions { level: 3, threads: cores, readers: 8, excludes: Vec::new(), frame_size: 8 << 20, spool_dir: None, progress: None }
     }
 }
 
@@ -515,8 +515,13 @@ impl Serializer {
     }
 }
 
-fn compress_worker(level: i32, rx: Receiver<Chunk>, tx: Sender<(u64, Vec<u8>, u64)>) -> Result<()> {
+fn compress_worker(level: i32, frame_size: usize, rx: Receiver<Chunk>, tx: Sender<(u64, Vec<u8>, u64)>) -> Result<()> {
     let mut c = zstd::bulk::Compressor::new(level).map_err(ctx(|| "starting the compressor".into()))?;
+    // A window as large as the frame: the whole frame can refer back to
+    // itself, which wins back what independent frames lose against one
+    // long stream (the decompressor needs no more memory than the frame).
+    let window_log = (usize::BITS - frame_size.saturating_sub(1).leading_zeros()).clamp(19, 27);
+    c.set_parameter(zstd::zstd_safe::CParameter::WindowLog(window_log)).map_err(ctx(|| "configuring the compressor".into()))?;
     c.include_checksum(true).map_err(ctx(|| "configuring the compressor".into()))?;
     c.include_contentsize(true).map_err(ctx(|| "configuring the compressor".into()))?;
     for chunk in rx {
@@ -598,11 +603,11 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
         drop(prep_tx);
         let mut compressors = Vec::new();
         for i in 0..opts.threads.max(1) {
-            let (rx, tx, level) = (chunk_rx.clone(), frame_tx.clone(), opts.level);
+            let (rx, tx, level, frame_size) = (chunk_rx.clone(), frame_tx.clone(), opts.level, opts.frame_size);
             compressors.push(
                 std::thread::Builder::new()
                     .name(format!("zstd-{i}"))
-                    .spawn_scoped(s, move || compress_worker(level, rx, tx))
+                    .spawn_scoped(s, move || compress_worker(level, frame_size, rx, tx))
                     .map_err(ctx(|| "starting a compressor".into()))?,
             );
         }

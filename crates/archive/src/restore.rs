@@ -19,6 +19,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::rc::Rc;
 
 use rustix::fs::{AtFlags, Dev, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
@@ -51,7 +52,7 @@ struct PendingDir {
 pub struct Restorer {
     root: OwnedFd,
     /// Cached fd of the last parent directory used.
-    cache: Option<(Vec<u8>, OwnedFd)>,
+    cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
     /// Directories entered and not yet left, outermost first.
     dirs: Vec<PendingDir>,
     flags: Vec<(Vec<u8>, u32)>,
@@ -82,10 +83,10 @@ impl Restorer {
 
     /// The directory `path` inside the target, created (mode 0700 until
     /// its own member says otherwise) where missing.
-    fn dir(&mut self, path: &[u8]) -> io::Result<OwnedFd> {
+    fn dir(&mut self, path: &[u8]) -> io::Result<Rc<OwnedFd>> {
         if let Some((p, fd)) = &self.cache {
             if p == path {
-                return Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?);
+                return Ok(Rc::clone(fd));
             }
         }
         let fd = match self.open_beneath(path) {
@@ -104,7 +105,8 @@ impl Restorer {
             }
             Err(e) => return Err(e),
         };
-        self.cache = Some((path.to_vec(), rustix::io::fcntl_dupfd_cloexec(&fd, 0)?));
+        let fd = Rc::new(fd);
+        self.cache = Some((path.to_vec(), Rc::clone(&fd)));
         Ok(fd)
     }
 
@@ -183,6 +185,18 @@ impl Restorer {
         Ok(())
     }
 
+    /// Runs `create`; if something stands in the way, removes it and tries
+    /// once more. (Cheaper than looking first: a restore target is mostly empty.)
+    fn create(parent: &OwnedFd, name: &CString, mut create: impl FnMut() -> rustix::io::Result<()>) -> io::Result<()> {
+        match create() {
+            Err(Errno::EXIST) => {
+                Self::clear(parent, name, false)?;
+                Ok(create()?)
+            }
+            r => Ok(r?),
+        }
+    }
+
     /// Removes what stands at `name` unless it is a directory and `keep_dir`.
     fn clear(parent: &OwnedFd, name: &CString, keep_dir: bool) -> io::Result<bool> {
         match rustix::fs::statat(parent, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -224,8 +238,13 @@ impl Restorer {
         let name = cstr(name).map_err(ctx(what))?;
         match meta.kind {
             Kind::Dir => {
-                if !Self::clear(&parent, &name, true).map_err(ctx(what))? {
-                    rustix::fs::mkdirat(&parent, name.as_c_str(), Mode::from_raw_mode(0o700)).map_err(ctx(what))?;
+                match rustix::fs::mkdirat(&*parent, name.as_c_str(), Mode::from_raw_mode(0o700)) {
+                    Err(Errno::EXIST) => {
+                        if !Self::clear(&parent, &name, true).map_err(ctx(what))? {
+                            rustix::fs::mkdirat(&*parent, name.as_c_str(), Mode::from_raw_mode(0o700)).map_err(ctx(what))?;
+                        }
+                    }
+                    r => r.map_err(ctx(what))?,
                 }
                 self.dirs.push(PendingDir { path: meta.path.clone(), meta: meta.clone() });
             }
@@ -253,6 +272,9 @@ impl Restorer {
                     Ok(())
                 };
                 data(&mut write)?;
+                if meta.data_len() >= 1 << 20 {
+                    sys::start_writeback(fd.as_fd());
+                }
                 self.apply_fd(&fd, meta).map_err(ctx(what))?;
                 if meta.flags != 0 {
                     self.flags.push((meta.path.clone(), meta.flags));
@@ -267,20 +289,18 @@ impl Restorer {
                     .map_err(ctx(|| format!("{}: linking to {}", what(), crate::entry::display_path(&meta.link))))?;
             }
             Kind::Symlink => {
-                Self::clear(&parent, &name, false).map_err(ctx(what))?;
                 let target = cstr(&meta.link).map_err(ctx(what))?;
-                rustix::fs::symlinkat(target.as_c_str(), &parent, name.as_c_str()).map_err(ctx(what))?;
+                Self::create(&parent, &name, || rustix::fs::symlinkat(target.as_c_str(), &*parent, name.as_c_str())).map_err(ctx(what))?;
                 self.apply_at(&parent, &name, meta).map_err(ctx(what))?;
             }
             Kind::Fifo | Kind::CharDev | Kind::BlockDev => {
-                Self::clear(&parent, &name, false).map_err(ctx(what))?;
                 let ft = match meta.kind {
                     Kind::Fifo => FileType::Fifo,
                     Kind::CharDev => FileType::CharacterDevice,
                     _ => FileType::BlockDevice,
                 };
                 let dev: Dev = rustix::fs::makedev(meta.rdev_major, meta.rdev_minor);
-                rustix::fs::mknodat(&parent, name.as_c_str(), ft, Mode::from_raw_mode(0o600), dev).map_err(ctx(what))?;
+                Self::create(&parent, &name, || rustix::fs::mknodat(&*parent, name.as_c_str(), ft, Mode::from_raw_mode(0o600), dev)).map_err(ctx(what))?;
                 self.apply_at(&parent, &name, meta).map_err(ctx(what))?;
             }
         }
