@@ -165,18 +165,15 @@ impl<W: Write> ContainerWriter<W> {
     pub fn finish(mut self, index: &mut dyn Read, entries: u64, summary: Summary) -> Result<(W, Footer)> {
         let data_len = self.pos;
         let mut meta_hash = blake3::Hasher::new();
-        // Index: compress as a stream, cut into skippable parts.
+        // Index: compressed as a stream straight into skippable parts, so
+        // memory stays at one part whatever the number of entries.
         let index_off = self.pos;
-        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).map_err(ctx(|| "starting the index compressor".into()))?;
-        io::copy(index, &mut enc).map_err(ctx(|| "compressing the index".into()))?;
-        let compressed = enc.finish().map_err(ctx(|| "compressing the index".into()))?;
-        for part in compressed.chunks(INDEX_PART) {
-            let mut buf = Vec::with_capacity(part.len() + 8);
-            skippable(&mut buf, part);
-            self.out.write_all(&buf).map_err(ctx(|| "writing the index".into()))?;
-            meta_hash.update(&buf);
-            self.pos += buf.len() as u64;
-        }
+        let parts = PartWriter { out: &mut self.out, buf: Vec::with_capacity(1 << 20), written: 0, hash: &mut meta_hash };
+        let mut enc = zstd::stream::Encoder::new(parts, 3).map_err(ctx(|| "starting the index compressor".into()))?;
+        io::copy(index, &mut enc).map_err(ctx(|| "writing the index".into()))?;
+        let mut parts = enc.finish().map_err(ctx(|| "writing the index".into()))?;
+        parts.flush_part().map_err(ctx(|| "writing the index".into()))?;
+        self.pos += parts.written;
         let index_len = self.pos - index_off;
         let table = FrameTable { frames: std::mem::take(&mut self.frames), summary };
         let raw = postcard::to_stdvec(&table).map_err(|e| Error::Format(format!("encoding the frame table: {e}")))?;
@@ -201,6 +198,47 @@ impl<W: Write> ContainerWriter<W> {
         self.out.write_all(&footer.encode()).map_err(ctx(|| "writing the archive footer".into()))?;
         self.out.flush().map_err(ctx(|| "writing the archive".into()))?;
         Ok((self.out, footer))
+    }
+}
+
+/// Cuts what is written into skippable frames of at most `INDEX_PART` bytes.
+struct PartWriter<'a, W: Write> {
+    out: &'a mut W,
+    buf: Vec<u8>,
+    written: u64,
+    hash: &'a mut blake3::Hasher,
+}
+
+impl<W: Write> PartWriter<'_, W> {
+    fn flush_part(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut head = Vec::with_capacity(8);
+        head.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+        head.extend_from_slice(&(self.buf.len() as u32).to_le_bytes());
+        self.out.write_all(&head)?;
+        self.out.write_all(&self.buf)?;
+        self.hash.update(&head);
+        self.hash.update(&self.buf);
+        self.written += (head.len() + self.buf.len()) as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for PartWriter<'_, W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(INDEX_PART - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == INDEX_PART {
+            self.flush_part()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -248,9 +286,14 @@ pub fn read_trailer_at(file: &File, len: u64) -> Result<Trailer> {
     let mut raw = vec![0u8; footer.table_len as usize];
     file.read_exact_at(&mut raw, footer.table_off).map_err(ctx(|| "reading the frame table".into()))?;
     let mut meta_hash = blake3::Hasher::new();
-    let mut idx = vec![0u8; footer.index_len as usize];
-    file.read_exact_at(&mut idx, footer.index_off).map_err(ctx(|| "reading the index".into()))?;
-    meta_hash.update(&idx);
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut off = footer.index_off;
+    while off < footer.table_off {
+        let n = (footer.table_off - off).min(chunk.len() as u64) as usize;
+        file.read_exact_at(&mut chunk[..n], off).map_err(ctx(|| "reading the index".into()))?;
+        meta_hash.update(&chunk[..n]);
+        off += n as u64;
+    }
     meta_hash.update(&raw);
     if *meta_hash.finalize().as_bytes() != footer.meta_hash {
         return Err(Error::Format("the archive's index is damaged (hash mismatch)".into()));

@@ -64,12 +64,15 @@ pub struct CreateOptions {
     /// Where the index is spooled while the archive is written.
     pub spool_dir: Option<PathBuf>,
     pub progress: Option<Arc<Progress>>,
+    /// Files never to archive, by (device, inode): the archive being
+    /// written, when it lies inside the source tree.
+    pub skip_inodes: Vec<(u64, u64)>,
 }
 
 impl Default for CreateOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        CreateOptions { level: 3, threads: cores, readers: 8, excludes: Vec::new(), frame_size: 8 << 20, spool_dir: None, progress: None }
+        CreateOptions { level: 3, threads: cores, readers: 8, excludes: Vec::new(), frame_size: 8 << 20, spool_dir: None, progress: None, skip_inodes: Vec::new() }
     }
 }
 
@@ -112,6 +115,8 @@ enum Content {
 enum Outcome {
     Entry { meta: Meta, dev: u64, ino: u64, nlink: u64, content: Content },
     Socket,
+    /// The archive itself, or another file the caller excluded by inode.
+    Skipped,
     Vanished,
     Failed(String),
 }
@@ -343,9 +348,9 @@ fn read_inline(fd: &OwnedFd, meta: &Meta) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
-fn prepare(job: Job, budget: &Budget) -> Prepared {
+fn prepare(job: Job, budget: &Budget, skip: &[(u64, u64)]) -> Prepared {
     let Job { seq, path, target } = job;
-    let outcome = match prepare_outcome(&path, target, budget) {
+    let outcome = match prepare_outcome(&path, target, budget, skip) {
         Ok(o) => o,
         Err(e) if e == Errno::NOENT => Outcome::Vanished,
         Err(e) => Outcome::Failed(e.to_string()),
@@ -353,7 +358,7 @@ fn prepare(job: Job, budget: &Budget) -> Prepared {
     Prepared { seq, path, outcome }
 }
 
-fn prepare_outcome(path: &[u8], target: Target, budget: &Budget) -> std::result::Result<Outcome, Errno> {
+fn prepare_outcome(path: &[u8], target: Target, budget: &Budget, skip: &[(u64, u64)]) -> std::result::Result<Outcome, Errno> {
     let (fd, st, parent_name): (Option<OwnedFd>, rustix::fs::Stat, Option<(Arc<OwnedFd>, CString)>) = match target {
         Target::Dir(fd) => {
             let st = rustix::fs::fstat(&*fd)?;
@@ -376,6 +381,9 @@ fn prepare_outcome(path: &[u8], target: Target, budget: &Budget) -> std::result:
     let Some(kind) = kind_of(st.st_mode) else {
         return Ok(Outcome::Socket);
     };
+    if skip.contains(&(st.st_dev, st.st_ino)) {
+        return Ok(Outcome::Skipped);
+    }
     let st = match &fd {
         Some(fd) => rustix::fs::fstat(fd)?,
         None => st,
@@ -587,12 +595,12 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
                 .map_err(ctx(|| "starting the walker".into()))?;
         }
         for i in 0..opts.readers.max(1) {
-            let (rx, tx, budget) = (job_rx.clone(), prep_tx.clone(), Arc::clone(&budget));
+            let (rx, tx, budget, skip) = (job_rx.clone(), prep_tx.clone(), Arc::clone(&budget), &opts.skip_inodes);
             std::thread::Builder::new()
                 .name(format!("read-{i}"))
                 .spawn_scoped(s, move || {
                     for job in rx {
-                        if tx.send(prepare(job, &budget)).is_err() {
+                        if tx.send(prepare(job, &budget, skip)).is_err() {
                             break;
                         }
                     }
@@ -692,6 +700,7 @@ fn serialize(
                     summary.sockets_skipped += 1;
                     continue;
                 }
+                Outcome::Skipped => continue,
                 Outcome::Vanished => {
                     let _ = problems.send(Problem { path: p.path, what: "vanished before it could be read; not archived".into() });
                     continue;

@@ -439,3 +439,16 @@ fn root_one_file_from_a_big_archive_reads_little_of_it() {
     let out = run_ok(crossback().env("CROSSBACK_REPORT_IO", "1").args(["archive", "ls"]).arg(&a));
     assert!(rchar(&out) < 32 << 20, "ls read {} bytes", rchar(&out));
 }
+
+#[test]
+fn root_an_archive_inside_its_source_does_not_hold_itself() {
+    if !require_root("root_an_archive_inside_its_source_does_not_hold_itself") {
+        return;
+    }
+    let fs = LoopFs::new("ext4", 64);
+    std::fs::write(fs.path().join("data"), tree::noise(5, 100_000)).unwrap();
+    run_ok(crossback().args(["archive", "create"]).arg(fs.path()).arg("-o").arg(fs.path().join("self.tar.zst")));
+    let out = run_ok(crossback().args(["archive", "ls"]).arg(fs.path().join("self.tar.zst")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" /data") && !text.contains("self.tar.zst"), "{text}");
+}

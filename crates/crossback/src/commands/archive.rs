@@ -53,6 +53,7 @@ pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
     let partial = partial_path(&a.output);
     let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let progress = Arc::new(Progress::default());
+    let me = file.metadata().with_context(|| format!("reading {}", partial.display()))?;
     let mut opts = CreateOptions {
         level: a.level,
         excludes: a.excludes.clone(),
@@ -63,6 +64,8 @@ pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
     if let Some(t) = a.threads {
         opts.threads = t.max(1);
     }
+    // The archive may be written inside the tree it archives: never into itself.
+    opts.skip_inodes.push((std::os::unix::fs::MetadataExt::dev(&me), std::os::unix::fs::MetadataExt::ino(&me)));
     let start = Instant::now();
     let bar = Bar::start(Arc::clone(&progress), used_bytes(&a.src), "archiving");
     let result = crossback_archive::create(&a.src, file, &opts);
