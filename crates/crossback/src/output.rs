@@ -32,12 +32,17 @@ pub struct Bar {
 }
 
 impl Bar {
-    /// `total` bytes expected (0: unknown); `out` counts bytes written instead of read.
+    /// `total` bytes expected (0: unknown).
     pub fn start(progress: Arc<Progress>, total: u64, verb: &'static str) -> Bar {
+        Self::start_with(progress, Arc::new(std::sync::atomic::AtomicU64::new(total)), verb)
+    }
+
+    /// As [`Bar::start`], with a total that may be filled in later (by a pre-scan).
+    pub fn start_with(progress: Arc<Progress>, total: Arc<std::sync::atomic::AtomicU64>, verb: &'static str) -> Bar {
         if !std::io::stderr().is_terminal() {
             return Bar { stop: None };
         }
-        let bar = if total > 0 { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::no_length() };
+        let bar = indicatif::ProgressBar::new(total.load(Ordering::Relaxed));
         let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -47,6 +52,7 @@ impl Bar {
         let s = Arc::clone(&stop);
         let h = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
+                bar.set_length(total.load(Ordering::Relaxed));
                 bar.set_position(progress.bytes_in.load(Ordering::Relaxed));
                 bar.set_message(format!("{} files", progress.files.load(Ordering::Relaxed)));
                 std::thread::sleep(Duration::from_millis(200));

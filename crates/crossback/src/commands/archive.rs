@@ -1,6 +1,8 @@
 //! `crossback archive create|extract|ls|verify`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,9 +38,43 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// Used bytes of the file system holding `p`: the total for the progress bar.
-fn used_bytes(p: &Path) -> u64 {
-    rustix::fs::statvfs(p).map(|s| (s.f_blocks - s.f_bfree) * s.f_frsize).unwrap_or(0)
+/// The bytes `create` will read, for the progress bar: the used bytes of
+/// the file system when SRC is its root (instant), otherwise a pre-scan of
+/// allocated bytes on another thread (the bar shows no total until it ends).
+fn expected_bytes(src: &Path) -> Arc<AtomicU64> {
+    let total = Arc::new(AtomicU64::new(0));
+    if !std::io::stderr().is_terminal() {
+        return total;
+    }
+    let is_root = |p: &Path| -> Option<bool> {
+        let me = std::fs::metadata(p).ok()?;
+        let up = std::fs::metadata(p.join("..")).ok()?;
+        Some(me.dev() != up.dev() || me.ino() == up.ino())
+    };
+    if is_root(src) == Some(true) {
+        let used = rustix::fs::statvfs(src).map(|s| (s.f_blocks - s.f_bfree) * s.f_frsize).unwrap_or(0);
+        total.store(used, Ordering::Relaxed);
+        return total;
+    }
+    let (t, src) = (Arc::clone(&total), src.to_path_buf());
+    std::thread::spawn(move || {
+        let dev = std::fs::metadata(&src).map(|m| m.dev()).unwrap_or(0);
+        let mut sum = 0u64;
+        let mut stack = vec![src];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let Ok(m) = e.metadata() else { continue };
+                if m.is_dir() && m.dev() == dev {
+                    stack.push(e.path());
+                } else if m.is_file() {
+                    sum += (m.blocks() * 512).min(m.len());
+                }
+            }
+        }
+        t.store(sum, Ordering::Relaxed);
+    });
+    total
 }
 
 pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
@@ -65,9 +101,9 @@ pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
         opts.threads = t.max(1);
     }
     // The archive may be written inside the tree it archives: never into itself.
-    opts.skip_inodes.push((std::os::unix::fs::MetadataExt::dev(&me), std::os::unix::fs::MetadataExt::ino(&me)));
+    opts.skip_inodes.push((me.dev(), me.ino()));
     let start = Instant::now();
-    let bar = Bar::start(Arc::clone(&progress), used_bytes(&a.src), "archiving");
+    let bar = Bar::start_with(Arc::clone(&progress), expected_bytes(&a.src), "archiving");
     let result = crossback_archive::create(&a.src, file, &opts);
     bar.finish();
     let report = match result {
