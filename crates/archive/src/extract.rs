@@ -48,14 +48,10 @@ fn selected(path: &[u8], paths: &[Vec<u8>]) -> bool {
     paths.is_empty() || paths.iter().any(|p| under(path, p))
 }
 
-/// Restores a member's data from `tr` through `write`; returns the BLAKE3 of
-/// the stored bytes (sparse map included, as the index hashes them).
-fn copy_data<R: Read>(
-    tr: &mut TarReader<R>,
-    meta: &Meta,
-    write: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
-    progress: &Option<Arc<Progress>>,
-) -> Result<[u8; 32]> {
+/// Reads the current member's stored data to its end, handing each piece
+/// to `each` with its offset in the file; returns the BLAKE3 of the stored
+/// bytes (a sparse file's map included), as the index hashes them.
+pub(crate) fn read_member_data<R: Read>(tr: &mut TarReader<R>, meta: &Meta, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<[u8; 32]> {
     let mut hasher = blake3::Hasher::new();
     let segs: Vec<(u64, u64)> = match &meta.sparse {
         Some(s) => {
@@ -74,14 +70,22 @@ fn copy_data<R: Read>(
                 return Err(Error::Format("member data ends early".into()));
             }
             hasher.update(&buf[..n]);
-            write(off + done, &buf[..n]).map_err(|e| Error::Io { what: format!("writing {}", display_path(&meta.path)), source: e })?;
-            if let Some(p) = progress {
-                p.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-            }
+            each(off + done, &buf[..n])?;
             done += n as u64;
         }
     }
     Ok(*hasher.finalize().as_bytes())
+}
+
+/// Restores a member's data through `write`; returns its hash.
+fn copy_data<R: Read>(tr: &mut TarReader<R>, meta: &Meta, write: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>, progress: &Option<Arc<Progress>>) -> Result<[u8; 32]> {
+    read_member_data(tr, meta, |off, buf| {
+        write(off, buf).map_err(|e| Error::Io { what: format!("writing {}", display_path(&meta.path)), source: e })?;
+        if let Some(p) = progress {
+            p.bytes_in.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    })
 }
 
 /// Data or metadata lost, as opposed to a target that refused a write.

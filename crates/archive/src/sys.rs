@@ -48,18 +48,19 @@ fn grow<F: FnMut(&mut Vec<u8>) -> Result<usize, Errno>>(mut f: F) -> Result<Vec<
     }
 }
 
-/// Every xattr of an open file, sorted by name.
-pub fn xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let list = match grow(|b| rustix::fs::flistxattr(fd, &mut b[..])) {
+/// Every xattr, sorted by name, from a `list` and a `get` system call.
+fn collect_xattrs(list: impl Fn(&mut [u8]) -> Result<usize, Errno>, get: impl Fn(&CStr, &mut [u8]) -> Result<usize, Errno>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = match grow(|b| list(&mut b[..])) {
         Ok(l) => l,
         Err(e) if no_xattrs(e) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
     let mut out = Vec::new();
-    for name in split_names(&list) {
+    for name in split_names(&names) {
         let cname = CString::new(name.clone()).unwrap_or_default();
-        match grow(|b| rustix::fs::fgetxattr(fd, cname.as_c_str(), &mut b[..])) {
+        match grow(|b| get(cname.as_c_str(), &mut b[..])) {
             Ok(v) => out.push((name, v)),
+            // Removed between the list and the get.
             Err(Errno::NODATA) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -68,24 +69,14 @@ pub fn xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Every xattr of an open file, sorted by name.
+pub fn xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    collect_xattrs(|b| rustix::fs::flistxattr(fd, b), |n, b| rustix::fs::fgetxattr(fd, n, b))
+}
+
 /// Every xattr of a path, without following a final symlink.
 pub fn xattrs_path(path: &CStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let list = match grow(|b| rustix::fs::llistxattr(path, &mut b[..])) {
-        Ok(l) => l,
-        Err(e) if no_xattrs(e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for name in split_names(&list) {
-        let cname = CString::new(name.clone()).unwrap_or_default();
-        match grow(|b| rustix::fs::lgetxattr(path, cname.as_c_str(), &mut b[..])) {
-            Ok(v) => out.push((name, v)),
-            Err(Errno::NODATA) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    out.sort();
-    Ok(out)
+    collect_xattrs(|b| rustix::fs::llistxattr(path, b), |n, b| rustix::fs::lgetxattr(path, n, b))
 }
 
 /// Inode flags, or 0 where the file system has none.

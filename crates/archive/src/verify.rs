@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -17,7 +16,6 @@ use crate::entry::{display_path, Kind, Meta};
 use crate::error::{ctx, Result};
 use crate::sys;
 use crate::tarr::TarReader;
-use crate::tarw;
 use crate::Progress;
 
 #[derive(Debug, Default)]
@@ -50,33 +48,6 @@ fn data_hash(archive: &Archive, len: u64, progress: &Option<Arc<Progress>>) -> s
         off += n as u64;
     }
     Ok(*h.finalize().as_bytes())
-}
-
-/// Reads a member's stored data to its end; returns its BLAKE3 (sparse map included).
-fn hash_member<R: Read>(tr: &mut TarReader<R>, meta: &Meta, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<[u8; 32]> {
-    let mut hasher = blake3::Hasher::new();
-    let segs: Vec<(u64, u64)> = match &meta.sparse {
-        Some(s) => {
-            hasher.update(&tarw::sparse_map(s));
-            s.iter().map(|s| (s.offset, s.len)).collect()
-        }
-        None => vec![(0, meta.size)],
-    };
-    let mut buf = vec![0u8; 256 * 1024];
-    for (off, len) in segs {
-        let mut done = 0u64;
-        while done < len {
-            let want = (len - done).min(buf.len() as u64) as usize;
-            let n = tr.read_data(&mut buf[..want])?;
-            if n == 0 {
-                return Err(crate::Error::Format("member data ends early".into()));
-            }
-            hasher.update(&buf[..n]);
-            each(off + done, &buf[..n])?;
-            done += n as u64;
-        }
-    }
-    Ok(*hasher.finalize().as_bytes())
 }
 
 /// Checks every member. With `against`, also compares each member with the
@@ -121,7 +92,7 @@ pub fn verify(archive: &Archive, against: Option<&Path>, progress: Option<Arc<Pr
                     let mut meta = m.meta;
                     meta.flags = e.flags;
                     let mut cmp = tree.as_ref().map(|t| t.compare(&meta, &mut report.differences));
-                    let hash = hash_member(&mut tr, &meta, |off, buf| {
+                    let hash = crate::extract::read_member_data(&mut tr, &meta, |off, buf| {
                         if let Some(Some(c)) = cmp.as_mut() {
                             c.check(off, buf);
                         }
@@ -164,7 +135,7 @@ pub fn verify(archive: &Archive, against: Option<&Path>, progress: Option<Arc<Pr
                 report.entries += 1;
                 let meta = m.meta;
                 let mut cmp = tree.as_ref().map(|t| t.compare(&meta, &mut report.differences));
-                let r = hash_member(&mut tr, &meta, |off, buf| {
+                let r = crate::extract::read_member_data(&mut tr, &meta, |off, buf| {
                     if let Some(Some(c)) = cmp.as_mut() {
                         c.check(off, buf);
                     }
