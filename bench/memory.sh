@@ -19,7 +19,7 @@ mkdir "$work/mnt" && mount "$loop" "$work/mnt"
 
 echo "| files | create peak RSS | extract peak RSS | create time | extract time |"
 echo "| --- | --- | --- | --- | --- |"
-for n in 10000 1000000; do
+for n in 10000 100000 300000 1000000; do
   src=$work/mnt/src-$n
   # 1000 files of ~100 bytes per directory.
   python3 - "$src" "$n" <<'PY'

@@ -1,0 +1,24 @@
+//! Errors of the host crate: each says what was being done, to which
+//! device or path, and why; the binary adds what the user can do next.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command crossback runs (blkid, mount helpers) failed.
+    #[error("{0}")]
+    Command(String),
+    /// Something on the machine is not as it must be.
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn ctx<E: Into<std::io::Error>>(what: impl FnOnce() -> String) -> impl FnOnce(E) -> Error {
+    move |e| Error::Io { what: what(), source: e.into() }
+}

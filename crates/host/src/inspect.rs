@@ -1,0 +1,221 @@
+//! Looking inside a filesystem without changing it: what Linux systems it
+//! holds (`os-release`, `fstab`, an init), whether it is a crossback slot,
+//! and its free space.
+//!
+//! The work happens in a child process — this executable started again
+//! with [`CHILD_ARG`] — that first unshares its mount namespace and makes
+//! every mount private: the read-only mount it makes is invisible to the
+//! rest of the machine and disappears with the child, even on `kill -9`.
+//! The device is set read-only (BLKROSET) for the time of the mount unless
+//! it is mounted elsewhere already, and journals are not replayed
+//! (`noload`, `norecovery`, `rescue=nologreplay`).
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::Command;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::blockdev::Device;
+use crate::error::{Error, Result};
+
+/// The hidden first argument that makes the executable serve one inspection.
+pub const CHILD_ARG: &str = "__crossback-inspect";
+
+/// A Linux system found inside a filesystem.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundRoot {
+    /// btrfs subvolume holding it (`@`), empty for the filesystem's top level.
+    pub subvol: String,
+    pub os_release: BTreeMap<String, String>,
+    /// The system's `/etc/fstab`, as text (empty if it has none).
+    pub fstab: String,
+    pub has_init: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inspection {
+    pub roots: Vec<FoundRoot>,
+    /// `crossback/slot.toml`, when the filesystem is a crossback slot.
+    pub slot_marker: Option<String>,
+    /// Top-level names in the filesystem (to tell an empty one from a used one).
+    pub top_level: Vec<String>,
+    pub size: u64,
+    pub free: u64,
+    pub used: u64,
+}
+
+/// Mount options that keep a read-only mount from writing: no journal replay.
+pub fn no_replay_options(fstype: &str) -> &'static str {
+    match fstype {
+        "ext3" | "ext4" => "noload",
+        "xfs" => "norecovery",
+        "btrfs" => "rescue=nologreplay",
+        _ => "",
+    }
+}
+
+/// Inspects `dev` in a child process with its own mount namespace.
+/// `mounted_elsewhere`: the device is mounted already (it is then not set
+/// read-only, which would break the other mount).
+pub fn inspect(dev: &Device, mounted_elsewhere: bool) -> Result<Inspection> {
+    let exe = std::env::current_exe().map_err(crate::error::ctx(|| "finding crossback's own executable".into()))?;
+    let out = Command::new(exe)
+        .arg(CHILD_ARG)
+        .arg(&dev.path)
+        .arg(&dev.fstype)
+        .arg(if mounted_elsewhere { "shared" } else { "exclusive" })
+        .output()
+        .map_err(crate::error::ctx(|| format!("starting the inspection of {}", dev.path.display())))?;
+    if !out.status.success() {
+        return Err(Error::Command(format!("cannot look inside {} ({}): {}", dev.path.display(), dev.fstype, String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| Error::Command(format!("inspection of {} gave unreadable output: {e}", dev.path.display())))
+}
+
+/// The child's side: called by `main` when `args[1] == CHILD_ARG`.
+/// Prints the [`Inspection`] as JSON; returns the exit code.
+pub fn serve(args: &[String]) -> i32 {
+    match serve_inner(args) {
+        Ok(i) => {
+            println!("{}", serde_json::to_string(&i).unwrap_or_default());
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// Makes this process's mounts private to it. Must run before any thread
+/// is started (it changes the calling thread's namespace).
+pub fn private_namespace() -> Result<()> {
+    // SAFETY: CLONE_NEWNS does not unshare the file descriptor table; the
+    // only hazard the function guards against (FILES) does not apply.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(crate::error::ctx(|| "creating a private mount namespace".into()))?;
+    rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE).map_err(crate::error::ctx(|| "making mounts private".into()))?;
+    Ok(())
+}
+
+/// A scratch directory in the private namespace: a tmpfs over /tmp, so
+/// nothing is created on the machine's disks.
+pub fn scratch_dir(name: &str) -> Result<std::path::PathBuf> {
+    rustix::mount::mount("crossback", "/tmp", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=0700,size=1m")).map_err(crate::error::ctx(|| "mounting a private tmpfs".into()))?;
+    let dir = Path::new("/tmp").join(name);
+    std::fs::create_dir_all(&dir).map_err(crate::error::ctx(|| format!("creating {}", dir.display())))?;
+    Ok(dir)
+}
+
+fn serve_inner(args: &[String]) -> Result<Inspection> {
+    let (dev, fstype, shared) = match args {
+        [_, _, dev, fstype, mode, ..] => (Path::new(dev), fstype.as_str(), mode == "shared"),
+        _ => return Err(Error::Refused("usage: __crossback-inspect DEVICE FSTYPE shared|exclusive".into())),
+    };
+    private_namespace()?;
+    let mnt = scratch_dir("fs")?;
+    let _ro = if shared { None } else { Some(crate::rodev::ReadOnly::set(dev)?) };
+    let mut opts = no_replay_options(fstype).to_string();
+    if fstype == "btrfs" {
+        opts.push_str(",subvolid=5");
+    }
+    let data = CString::new(opts.trim_matches(',')).unwrap_or_default();
+    rustix::mount::mount(dev, &mnt, fstype, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, Some(data.as_c_str()))
+        .map_err(|e| Error::Command(format!("mounting {} ({fstype}) read-only: {e}", dev.display())))?;
+    let result = look(&mnt, fstype);
+    let _ = rustix::mount::unmount(&mnt, UnmountFlags::DETACH);
+    result
+}
+
+fn open_root(p: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(crate::error::ctx(|| format!("opening {}", p.display())))
+}
+
+/// Reads `path` inside the tree at `root` as if `root` were `/` (absolute
+/// symlinks such as `etc/os-release -> /usr/lib/os-release` stay inside).
+pub fn read_in_root(root: &OwnedFd, path: &str, limit: u64) -> Option<Vec<u8>> {
+    let fd = rustix::fs::openat2(root, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS).ok()?;
+    let mut f = std::fs::File::from(fd);
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    f.by_ref().take(limit).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+fn exists_in_root(root: &OwnedFd, path: &str) -> bool {
+    rustix::fs::openat2(root, path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS).is_ok()
+}
+
+/// `os-release` as key/value pairs (quotes removed).
+pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\''))).unwrap_or(v);
+            (k.trim().to_string(), v.replace("\\\"", "\"").replace("\\$", "$").replace("\\\\", "\\"))
+        })
+        .collect()
+}
+
+/// A system root inside `dir`, if there is one.
+pub fn find_root(dir: &Path, subvol: &str) -> Result<Option<FoundRoot>> {
+    let root = open_root(dir)?;
+    let os = read_in_root(&root, "etc/os-release", 1 << 16).or_else(|| read_in_root(&root, "usr/lib/os-release", 1 << 16));
+    let Some(os) = os else { return Ok(None) };
+    let has_init = ["sbin/init", "usr/sbin/init", "lib/systemd/systemd", "usr/lib/systemd/systemd", "bin/init"].iter().any(|p| exists_in_root(&root, p));
+    let fstab = read_in_root(&root, "etc/fstab", 1 << 20).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    Ok(Some(FoundRoot { subvol: subvol.to_string(), os_release: parse_os_release(&String::from_utf8_lossy(&os)), fstab, has_init }))
+}
+
+fn look(mnt: &Path, fstype: &str) -> Result<Inspection> {
+    let mut i = Inspection::default();
+    if let Some(r) = find_root(mnt, "")? {
+        i.roots.push(r);
+    }
+    let mut top: Vec<String> = std::fs::read_dir(mnt).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    top.sort();
+    if fstype == "btrfs" {
+        // Subvolumes at the top level (their root inode is 256): @, @home, …
+        for name in &top {
+            let p = mnt.join(name);
+            if let Ok(st) = rustix::fs::stat(&p) {
+                if st.st_ino == 256 && rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+                    if let Some(r) = find_root(&p, name)? {
+                        i.roots.push(r);
+                    }
+                }
+            }
+        }
+    }
+    let root = open_root(mnt)?;
+    i.slot_marker = read_in_root(&root, "crossback/slot.toml", 1 << 16).map(|b| String::from_utf8_lossy(&b).into_owned());
+    i.top_level = top;
+    if let Ok(s) = rustix::fs::statvfs(mnt) {
+        i.size = s.f_blocks * s.f_frsize;
+        i.free = s.f_bavail * s.f_frsize;
+        i.used = (s.f_blocks - s.f_bfree) * s.f_frsize;
+    }
+    Ok(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_quotes() {
+        let m = parse_os_release("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n# comment\nVERSION_ID='12'\n");
+        assert_eq!(m["PRETTY_NAME"], "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(m["ID"], "debian");
+        assert_eq!(m["VERSION_ID"], "12");
+    }
+}
