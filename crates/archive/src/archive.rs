@@ -46,7 +46,8 @@ impl Archive {
             Ok(Trailer::Plain { zstd, crossback }) => match crossback.then(|| find_moved_footer(&file, meta.len())).flatten() {
                 Some((layout, extra)) => (layout, Some(format!("{extra} bytes of something else follow the archive's end"))),
                 None => {
-                    let problem = crossback.then(|| "the archive's end (index and footer) is missing: the file was truncated; reading it from the start".to_string());
+                    let problem =
+                        crossback.then(|| "the archive's end (index and footer) is missing: the file was truncated; reading it from the start".to_string());
                     (Layout::Plain { zstd }, problem)
                 }
             },

@@ -149,7 +149,6 @@ impl<W: Write> ContainerWriter<W> {
         Ok(ContainerWriter { out, pos: HEADER_LEN, u_pos: 0, frames: Vec::new(), data_hash })
     }
 
-
     /// Appends one compressed frame holding `u_len` bytes of the tar stream.
     pub fn frame(&mut self, compressed: &[u8], u_len: u64) -> io::Result<()> {
         self.out.write_all(compressed)?;

@@ -72,7 +72,16 @@ pub struct CreateOptions {
 impl Default for CreateOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        CreateOptions { level: 3, threads: cores, readers: 8, excludes: Vec::new(), frame_size: 8 << 20, spool_dir: None, progress: None, skip_inodes: Vec::new() }
+        CreateOptions {
+            level: 3,
+            threads: cores,
+            readers: 8,
+            excludes: Vec::new(),
+            frame_size: 8 << 20,
+            spool_dir: None,
+            progress: None,
+            skip_inodes: Vec::new(),
+        }
     }
 }
 
@@ -113,7 +122,13 @@ enum Content {
 }
 
 enum Outcome {
-    Entry { meta: Meta, dev: u64, ino: u64, nlink: u64, content: Content },
+    Entry {
+        meta: Meta,
+        dev: u64,
+        ino: u64,
+        nlink: u64,
+        content: Content,
+    },
     Socket,
     /// The archive itself, or another file the caller excluded by inode.
     Skipped,

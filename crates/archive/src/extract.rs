@@ -78,7 +78,12 @@ pub(crate) fn read_member_data<R: Read>(tr: &mut TarReader<R>, meta: &Meta, mut 
 }
 
 /// Restores a member's data through `write`; returns its hash.
-fn copy_data<R: Read>(tr: &mut TarReader<R>, meta: &Meta, write: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>, progress: &Option<Arc<Progress>>) -> Result<[u8; 32]> {
+fn copy_data<R: Read>(
+    tr: &mut TarReader<R>,
+    meta: &Meta,
+    write: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
+    progress: &Option<Arc<Progress>>,
+) -> Result<[u8; 32]> {
     read_member_data(tr, meta, |off, buf| {
         write(off, buf).map_err(|e| Error::Io { what: format!("writing {}", display_path(&meta.path)), source: e })?;
         if let Some(p) = progress {

@@ -80,7 +80,6 @@ impl Restorer {
         sys::open_dir_beneath(self.root.as_fd(), path)
     }
 
-
     /// The directory `path` inside the target, created (mode 0700 until
     /// its own member says otherwise) where missing.
     fn dir(&mut self, path: &[u8]) -> io::Result<Rc<OwnedFd>> {

@@ -49,7 +49,10 @@ fn grow<F: FnMut(&mut Vec<u8>) -> Result<usize, Errno>>(mut f: F) -> Result<Vec<
 }
 
 /// Every xattr, sorted by name, from a `list` and a `get` system call.
-fn collect_xattrs(list: impl Fn(&mut [u8]) -> Result<usize, Errno>, get: impl Fn(&CStr, &mut [u8]) -> Result<usize, Errno>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+fn collect_xattrs(
+    list: impl Fn(&mut [u8]) -> Result<usize, Errno>,
+    get: impl Fn(&CStr, &mut [u8]) -> Result<usize, Errno>,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let names = match grow(|b| list(&mut b[..])) {
         Ok(l) => l,
         Err(e) if no_xattrs(e) => return Ok(Vec::new()),

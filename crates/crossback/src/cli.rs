@@ -12,12 +12,23 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "crossback", version, about, long_about)]
 pub struct Cli {
+    /// The configuration file (default: $CROSSBACK_CONFIG, else /etc/crossback/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Find the Linux systems and backup slots on this machine and write the configuration.
+    ///
+    /// Example: crossback init --only debian,fedora
+    Init(InitArgs),
+    /// Show the configured systems (running or not, their filesystems) and the backup slots.
+    ///
+    /// Example: crossback status --json
+    Status(StatusArgs),
     /// Work with single archives (one file system tree each).
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -96,4 +107,24 @@ pub struct VerifyArgs {
     /// Also compare the archive with this directory tree and list what differs.
     #[arg(long, value_name = "DIR")]
     pub against: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Write the configuration without asking, also over an existing one.
+    #[arg(long)]
+    pub yes: bool,
+    /// Keep only these systems (names as shown), e.g. when an unrelated Linux is attached.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub only: Vec<String>,
+    /// Look at these block devices only (default: every one).
+    #[arg(long, value_delimiter = ',', value_name = "DEV,...")]
+    pub devices: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// One JSON object (keys documented in the README).
+    #[arg(long)]
+    pub json: bool,
 }

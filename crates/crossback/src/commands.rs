@@ -1,12 +1,17 @@
 //! One module per command; `run` dispatches.
 
 mod archive;
+mod init;
+mod status;
 
 use crate::cli::{ArchiveCommand, Cli, Command};
 use crate::Outcome;
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let config = crate::config::path(cli.config.as_deref());
     match cli.command {
+        Command::Init(a) => init::run(&config, a),
+        Command::Status(a) => status::run(&config, a),
         Command::Archive(cmd) => match cmd {
             ArchiveCommand::Create(a) => archive::create(a),
             ArchiveCommand::Extract(a) => archive::extract(a),

@@ -4,6 +4,8 @@
 
 mod cli;
 mod commands;
+mod config;
+mod machine;
 mod output;
 
 use std::process::ExitCode;
@@ -24,6 +26,12 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    // A child crossback started to look inside one filesystem in a private
+    // mount namespace (see crossback_host::inspect): before any thread starts.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(crossback_host::inspect::CHILD_ARG) {
+        return ExitCode::from(crossback_host::inspect::serve(&args) as u8);
+    }
     let cli = cli::Cli::parse();
     let code = run(cli);
     // For tests and benchmarks: what the kernel counted this process reading.

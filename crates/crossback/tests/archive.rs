@@ -83,11 +83,7 @@ fn root_gnu_tar_restores_our_archive() {
     run_ok(crossback().args(["archive", "create", "--exclude", "/deep"]).arg(w.tree()).arg("-o").arg(&archive));
     let dest = w.out.path().join("by-gnu-tar");
     std::fs::create_dir(&dest).unwrap();
-    let script = format!(
-        "zstd -dc '{}' | tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf - -C '{}'",
-        archive.display(),
-        dest.display()
-    );
+    let script = format!("zstd -dc '{}' | tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf - -C '{}'", archive.display(), dest.display());
     let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
     assert!(out.status.success(), "GNU tar failed: {}", stderr(&out));
     let diffs: Vec<String> = compare::trees_with(&w.tree(), &dest, true).into_iter().filter(|d| !d.contains("dev/socket") && !d.contains(": deep")).collect();

@@ -71,12 +71,13 @@ pub fn device(name: &str) -> Result<Option<Device>> {
     if size == 0 || !path.exists() {
         return Ok(None);
     }
-    let devno = read_sys(&sys, "dev")
-        .and_then(|s| s.split_once(':').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?))))
-        .unwrap_or((0, 0));
+    let devno = read_sys(&sys, "dev").and_then(|s| s.split_once(':').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))).unwrap_or((0, 0));
     // A partition's sysfs directory sits inside its disk's.
     let disk = if sys.join("partition").exists() {
-        std::fs::canonicalize(&sys).ok().and_then(|p| p.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned())).unwrap_or_else(|| name.to_string())
+        std::fs::canonicalize(&sys)
+            .ok()
+            .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| name.to_string())
     } else {
         name.to_string()
     };
@@ -92,7 +93,13 @@ pub fn device(name: &str) -> Result<Option<Device>> {
 
 /// `blkid -p -o export DEV`: the superblock read now, not a cached answer.
 pub fn probe(dev: &Path) -> Result<BTreeMap<String, String>> {
-    let out = Command::new("blkid").arg("-p").arg("-o").arg("export").arg(dev).output().map_err(|e| Error::Command(format!("running blkid (util-linux) to probe {}: {e}; install util-linux", dev.display())))?;
+    let out = Command::new("blkid")
+        .arg("-p")
+        .arg("-o")
+        .arg("export")
+        .arg(dev)
+        .output()
+        .map_err(|e| Error::Command(format!("running blkid (util-linux) to probe {}: {e}; install util-linux", dev.display())))?;
     // Exit 2: nothing found on the device. Other failures: unreadable.
     match out.status.code() {
         Some(0) => Ok(parse_export(&String::from_utf8_lossy(&out.stdout))),

@@ -98,15 +98,18 @@ pub fn serve(args: &[String]) -> i32 {
 pub fn private_namespace() -> Result<()> {
     // SAFETY: CLONE_NEWNS does not unshare the file descriptor table; the
     // only hazard the function guards against (FILES) does not apply.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(crate::error::ctx(|| "creating a private mount namespace".into()))?;
-    rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE).map_err(crate::error::ctx(|| "making mounts private".into()))?;
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .map_err(crate::error::ctx(|| "creating a private mount namespace".into()))?;
+    rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)
+        .map_err(crate::error::ctx(|| "making mounts private".into()))?;
     Ok(())
 }
 
 /// A scratch directory in the private namespace: a tmpfs over /tmp, so
 /// nothing is created on the machine's disks.
 pub fn scratch_dir(name: &str) -> Result<std::path::PathBuf> {
-    rustix::mount::mount("crossback", "/tmp", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=0700,size=1m")).map_err(crate::error::ctx(|| "mounting a private tmpfs".into()))?;
+    rustix::mount::mount("crossback", "/tmp", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=0700,size=1m"))
+        .map_err(crate::error::ctx(|| "mounting a private tmpfs".into()))?;
     let dir = Path::new("/tmp").join(name);
     std::fs::create_dir_all(&dir).map_err(crate::error::ctx(|| format!("creating {}", dir.display())))?;
     Ok(dir)
@@ -139,7 +142,14 @@ fn open_root(p: &Path) -> Result<OwnedFd> {
 /// Reads `path` inside the tree at `root` as if `root` were `/` (absolute
 /// symlinks such as `etc/os-release -> /usr/lib/os-release` stay inside).
 pub fn read_in_root(root: &OwnedFd, path: &str, limit: u64) -> Option<Vec<u8>> {
-    let fd = rustix::fs::openat2(root, path, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS).ok()?;
+    let fd = rustix::fs::openat2(
+        root,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
     let mut f = std::fs::File::from(fd);
     if !f.metadata().ok()?.is_file() {
         return None;
@@ -181,7 +191,8 @@ fn look(mnt: &Path, fstype: &str) -> Result<Inspection> {
     if let Some(r) = find_root(mnt, "")? {
         i.roots.push(r);
     }
-    let mut top: Vec<String> = std::fs::read_dir(mnt).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let mut top: Vec<String> =
+        std::fs::read_dir(mnt).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
     top.sort();
     if fstype == "btrfs" {
         // Subvolumes at the top level (their root inode is 256): @, @home, …

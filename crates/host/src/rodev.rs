@@ -96,7 +96,8 @@ pub fn restore_leftovers() -> Result<Vec<PathBuf>> {
             }
         }
         if let Ok(f) = File::open(&dev) {
-            ioctl_set(&f, false).map_err(|e| Error::Io { what: format!("setting {} writable again (a killed crossback left it read-only)", dev.display()), source: e })?;
+            ioctl_set(&f, false)
+                .map_err(|e| Error::Io { what: format!("setting {} writable again (a killed crossback left it read-only)", dev.display()), source: e })?;
             restored.push(dev);
         }
         let _ = std::fs::remove_file(e.path());

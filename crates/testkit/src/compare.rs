@@ -139,7 +139,8 @@ fn node(dir: &OwnedFd, name: &CString) -> Option<Node> {
 fn walk(root: &Path) -> BTreeMap<Vec<u8>, Node> {
     let mut out = BTreeMap::new();
     let rootfd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).expect("open root");
-    let parent = rustix::fs::open(root.parent().unwrap_or(Path::new("/")), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).expect("open parent");
+    let parent =
+        rustix::fs::open(root.parent().unwrap_or(Path::new("/")), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).expect("open parent");
     let rootname = CString::new(root.file_name().map(|n| std::os::unix::ffi::OsStrExt::as_bytes(n).to_vec()).unwrap_or_else(|| b".".to_vec())).expect("name");
     if let Some(n) = node(&parent, &rootname) {
         out.insert(Vec::new(), n);
@@ -160,7 +161,8 @@ fn walk(root: &Path) -> BTreeMap<Vec<u8>, Node> {
             p.extend_from_slice(name.as_bytes());
             let Some(n) = node(&fd, &name) else { continue };
             if n.kind == "dir" {
-                let sub = rustix::fs::openat(&fd, name.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).expect("open dir");
+                let sub = rustix::fs::openat(&fd, name.as_c_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                    .expect("open dir");
                 stack.push((p.clone(), sub));
             }
             out.insert(p, n);
@@ -222,7 +224,11 @@ pub fn trees_with(a: &Path, b: &Path, ignore_flags: bool) -> Vec<String> {
             d("rdev", na.rdev.to_string(), nb.rdev.to_string());
         }
         if na.xattrs != nb.xattrs {
-            d("xattrs", format!("{:?}", na.xattrs.iter().map(|x| show(&x.0)).collect::<Vec<_>>()), format!("{:?}", nb.xattrs.iter().map(|x| show(&x.0)).collect::<Vec<_>>()));
+            d(
+                "xattrs",
+                format!("{:?}", na.xattrs.iter().map(|x| show(&x.0)).collect::<Vec<_>>()),
+                format!("{:?}", nb.xattrs.iter().map(|x| show(&x.0)).collect::<Vec<_>>()),
+            );
         }
         if na.flags != nb.flags && !ignore_flags {
             d("flags", format!("{:#x}", na.flags), format!("{:#x}", nb.flags));

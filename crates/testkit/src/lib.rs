@@ -7,6 +7,7 @@
 //! `.ci/run`), where a skip is a failure.
 
 pub mod compare;
+pub mod machine;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
@@ -97,6 +98,11 @@ impl LoopFs {
 
     pub fn path(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// The filesystem UUID, as blkid reads it from the device.
+    pub fn uuid(&self) -> String {
+        run(Command::new("blkid").args(["-p", "-s", "UUID", "-o", "value"]).arg(&self.device)).trim().to_string()
     }
 
     /// Free bytes on the mounted file system.

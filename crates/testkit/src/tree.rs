@@ -34,7 +34,8 @@ fn write(path: &Path, data: &[u8], mode: u32) {
 }
 
 fn flags(path: &Path, f: IFlags) {
-    let fd = rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC, Mode::empty()).expect("open for flags");
+    let fd =
+        rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC, Mode::empty()).expect("open for flags");
     let cur = rustix::fs::ioctl_getflags(&fd).unwrap_or(IFlags::empty());
     rustix::fs::ioctl_setflags(&fd, cur | f).expect("setting inode flags");
 }
@@ -109,19 +110,25 @@ pub fn build(root: &Path) {
     xattr(&root.join("symlinks/labelled"), "trusted.note", b"on a symlink");
     // Names: any bytes but '/' and NUL; long components; deep paths past 4096 bytes.
     d("names", 0o755);
-    for name in [&b"new\nline"[..], b"tab\there", b"\xff\xfe not utf-8", b"back\\slash", b" leading space", b"-dash", b"=equals", b"%percent", "ünïcødé ✓".as_bytes()] {
+    for name in
+        [&b"new\nline"[..], b"tab\there", b"\xff\xfe not utf-8", b"back\\slash", b" leading space", b"-dash", b"=equals", b"%percent", "ünïcødé ✓".as_bytes()]
+    {
         write(&p(root, &[&b"names/"[..], name].concat()), name, 0o644);
     }
     write(&root.join(format!("names/{}", "n".repeat(255))), b"max name", 0o644);
     // 20 levels of 250-byte names: past PATH_MAX, so made with *at calls.
     fs::create_dir(root.join("deep")).expect("mkdir deep");
-    let mut cur = rustix::fs::open(&root.join("deep"), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty()).expect("open deep");
+    let mut cur = rustix::fs::open(&root.join("deep"), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty())
+        .expect("open deep");
     for i in 0..20 {
         let name = format!("{i:02}-{}", "x".repeat(250));
         rustix::fs::mkdirat(&cur, name.as_str(), Mode::from_raw_mode(0o755)).expect("mkdirat");
-        cur = rustix::fs::openat(&cur, name.as_str(), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty()).expect("openat");
+        cur = rustix::fs::openat(&cur, name.as_str(), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty())
+            .expect("openat");
     }
-    let fd = rustix::fs::openat(&cur, "bottom", rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC, Mode::from_raw_mode(0o644)).expect("create bottom");
+    let fd =
+        rustix::fs::openat(&cur, "bottom", rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC, Mode::from_raw_mode(0o644))
+            .expect("create bottom");
     rustix::io::write(&fd, b"deep").expect("write bottom");
     // Owners and times.
     d("owners", 0o755);
@@ -131,7 +138,8 @@ pub fn build(root: &Path) {
         own(&f, *uid, *gid);
     }
     d("times", 0o755);
-    for (i, (s, ns)) in [(0i64, 0i64), (-1, 999_999_999), (-86400 * 365 * 10, 123_456_789), (4_102_444_800, 999_999_999), (1_700_000_000, 1)].iter().enumerate() {
+    for (i, (s, ns)) in [(0i64, 0i64), (-1, 999_999_999), (-86400 * 365 * 10, 123_456_789), (4_102_444_800, 999_999_999), (1_700_000_000, 1)].iter().enumerate()
+    {
         let f = root.join(format!("times/t{i}"));
         write(&f, b"t", 0o644);
         set_time(&f, *s, *ns);
@@ -156,12 +164,17 @@ pub fn build(root: &Path) {
     write(&af, b"acl", 0o664);
     xattr(&af, "system.posix_acl_access", &newline_acl);
     d("xattrs/default-acl", 0o775);
-    xattr(&root.join("xattrs/default-acl"), "system.posix_acl_default", &acl(&[(1, 7, u32::MAX), (2, 7, 1000), (4, 5, u32::MAX), (0x10, 7, u32::MAX), (0x20, 5, u32::MAX)]));
+    xattr(
+        &root.join("xattrs/default-acl"),
+        "system.posix_acl_default",
+        &acl(&[(1, 7, u32::MAX), (2, 7, 1000), (4, 5, u32::MAX), (0x10, 7, u32::MAX), (0x20, 5, u32::MAX)]),
+    );
     xattr(&root.join("xattrs/default-acl"), "user.on-dir", b"dir");
     // Special files.
     d("dev", 0o755);
     rustix::fs::mknodat(CWD, &root.join("dev/null"), FileType::CharacterDevice, Mode::from_raw_mode(0o666), rustix::fs::makedev(1, 3)).expect("mknod");
-    rustix::fs::mknodat(CWD, &root.join("dev/loop-big"), FileType::BlockDevice, Mode::from_raw_mode(0o660), rustix::fs::makedev(259, 1_048_575)).expect("mknod");
+    rustix::fs::mknodat(CWD, &root.join("dev/loop-big"), FileType::BlockDevice, Mode::from_raw_mode(0o660), rustix::fs::makedev(259, 1_048_575))
+        .expect("mknod");
     rustix::fs::mknodat(CWD, &root.join("dev/fifo"), FileType::Fifo, Mode::from_raw_mode(0o640), 0).expect("mkfifo");
     let _sock = std::os::unix::net::UnixListener::bind(root.join("dev/socket")).expect("socket");
     xattr(&root.join("dev/fifo"), "trusted.fifo", b"f");

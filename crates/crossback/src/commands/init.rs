@@ -1,0 +1,99 @@
+//! `crossback init`: find the systems and slots, write the configuration.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use toml::Spanned;
+
+use crate::cli::InitArgs;
+use crate::config::{self, Config, SystemConfig};
+use crate::machine::{self, Machine};
+use crate::Outcome;
+
+fn spanned(s: &str) -> Spanned<String> {
+    Spanned::new(0..0, s.to_string())
+}
+
+pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
+    machine::require_root("init")?;
+    let m = Machine::scan(&a.devices)?;
+    let (mut found, slots, warnings) = machine::discover(&m)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if !a.only.is_empty() {
+        for n in &a.only {
+            if !found.iter().any(|f| &f.name == n) {
+                bail!("--only {n}: no system of that name was found (found: {})", found.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "));
+            }
+        }
+        found.retain(|f| a.only.contains(&f.name));
+    }
+    if found.is_empty() {
+        bail!("no Linux system found on this machine's filesystems (a system is a filesystem with etc/os-release and an init)");
+    }
+    println!("Linux systems found:");
+    for f in &found {
+        let sv = if f.subvol.is_empty() { String::new() } else { format!(" subvol={}", f.subvol) };
+        println!("  {:<12} {}{}", f.name, f.pretty_name, if f.running { "  (running now: back it up from another system)" } else { "" });
+        println!("      /  {} UUID={}{} on {}", f.device.fstype, f.device.uuid, sv, f.device.path.display());
+        for e in f.fstab.mounts.iter().filter(|e| e.mountpoint != "/") {
+            let dev = crossback_host::blockdev::find(&m.devices, &e.spec).ok().flatten();
+            let at = dev.map(|d| format!("on {}", d.path.display())).unwrap_or_else(|| "MISSING".into());
+            println!("      {}  {} {} {}", e.mountpoint, e.fstype, e.spec.to_fstab(), at);
+        }
+        for w in &f.fstab.warnings {
+            println!("      fstab {w}");
+        }
+    }
+    if slots.is_empty() {
+        println!("Backup slots: none prepared yet (see `crossback media prepare`)");
+    } else {
+        println!("Backup slots found:");
+        for (d, i) in &slots {
+            println!("  {} UUID={} {}", d.path.display(), d.uuid, i.slot_marker.as_deref().unwrap_or("").lines().collect::<Vec<_>>().join(" "));
+        }
+    }
+
+    // Keep what the user wrote before: the media, and per system (by root) excludes and overrides.
+    let old = if path.exists() { Config::load(path).ok() } else { None };
+    let mut cfg = Config {
+        media: old.as_ref().and_then(|o| o.media.as_ref()).map(|mm| config::Media { id: mm.id.clone(), slot_a: mm.slot_a.clone(), slot_b: mm.slot_b.clone() }),
+        systems: Vec::new(),
+    };
+    for f in &found {
+        let prev = old
+            .as_ref()
+            .and_then(|o| o.systems.iter().find(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid) && s.subvol.clone().unwrap_or_default() == f.subvol));
+        cfg.systems.push(SystemConfig {
+            name: spanned(&f.name),
+            root: spanned(&f.device.uuid),
+            subvol: (!f.subvol.is_empty()).then(|| f.subvol.clone()),
+            exclude: prev.map(|p| p.exclude.clone()).unwrap_or_default(),
+            mounts: prev.map(|p| p.mounts.clone()).unwrap_or_default(),
+        });
+    }
+    let text = config::render(&cfg);
+    Config::parse(&text, path).context("the configuration crossback made does not check (a bug)")?;
+    if path.exists() && !a.yes {
+        if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
+            println!("{} is up to date", path.display());
+            return Ok(Outcome::Ok);
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!("{} exists; pass --yes to replace it", path.display());
+        }
+        print!("{} exists. Replace it? [y/N] ", path.display());
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("left {} as it was", path.display());
+            return Ok(Outcome::Ok);
+        }
+    }
+    config::write(path, &text)?;
+    println!("wrote {}", path.display());
+    Ok(Outcome::Ok)
+}

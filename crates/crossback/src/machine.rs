@@ -1,0 +1,291 @@
+//! The machine as crossback sees it: its block devices, what is mounted
+//! where (in every namespace it can see), which system is running, and the
+//! Linux systems and slots on its filesystems.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use crossback_host::blockdev::{self, Device, Spec};
+use crossback_host::fstab::{self, Fstab};
+use crossback_host::inspect::{self, Inspection};
+use crossback_host::mountinfo::{self, Mount};
+use serde::Serialize;
+
+use crate::config::{Config, SystemConfig};
+
+pub struct Machine {
+    pub devices: Vec<Device>,
+    /// Mounts in every namespace crossback can see.
+    pub mounts: Vec<Mount>,
+    /// Mounts of crossback's own namespace.
+    pub own: Vec<Mount>,
+}
+
+/// crossback needs root for everything that touches devices: say so first.
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("`crossback {what}` needs root: it reads block devices and mounts filesystems read-only; run it with sudo");
+    }
+    Ok(())
+}
+
+impl Machine {
+    /// Scans the machine; `only`: look at these devices alone.
+    pub fn scan(only: &[PathBuf]) -> anyhow::Result<Machine> {
+        let mut devices = blockdev::scan()?;
+        if !only.is_empty() {
+            let wanted: Vec<PathBuf> = only.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
+            for w in &wanted {
+                if !devices.iter().any(|d| &d.path == w) {
+                    bail!("{} is not a block device with a filesystem on this machine", w.display());
+                }
+            }
+            devices.retain(|d| wanted.contains(&d.path));
+        }
+        Ok(Machine { devices, mounts: mountinfo::everywhere(), own: mountinfo::own() })
+    }
+
+    /// Mounts of this device anywhere.
+    pub fn mounts_of(&self, d: &Device) -> Vec<&Mount> {
+        self.mounts.iter().filter(|m| m.devno == d.devno).collect()
+    }
+
+    /// True when the device is mounted writable anywhere crossback can see.
+    pub fn mounted_rw(&self, d: &Device) -> bool {
+        self.mounts_of(d).iter().any(|m| m.is_rw())
+    }
+
+    /// The running system's root: its device, and its btrfs subvolume ("" for none).
+    pub fn running_root(&self) -> Option<(&Device, String)> {
+        let root = mountinfo::root_mount(&self.own)?;
+        let dev = self.devices.iter().find(|d| d.devno == root.devno)?;
+        let subvol = if dev.fstype == "btrfs" { root.root.trim_start_matches('/').to_string() } else { String::new() };
+        Some((dev, subvol))
+    }
+
+    pub fn by_uuid(&self, uuid: &str) -> anyhow::Result<Option<&Device>> {
+        Ok(blockdev::find(&self.devices, &Spec::Uuid(uuid.to_lowercase()))?)
+    }
+
+    pub fn inspect(&self, d: &Device) -> anyhow::Result<Inspection> {
+        Ok(inspect::inspect(d, !self.mounts_of(d).is_empty())?)
+    }
+}
+
+/// One filesystem of a system.
+#[derive(Clone, Debug, Serialize)]
+pub struct Filesystem {
+    pub mountpoint: String,
+    pub fstype: String,
+    /// How the system names it (`UUID=…`, `LABEL=…`).
+    pub spec: String,
+    pub uuid: Option<String>,
+    pub subvol: Option<String>,
+    pub options: Vec<String>,
+    /// The device holding it, when attached.
+    pub device: Option<PathBuf>,
+    pub found: bool,
+    /// The fstab line it comes from (empty for the root and overrides).
+    pub fstab_line: String,
+}
+
+/// A configured system, resolved against the machine.
+#[derive(Clone, Debug, Serialize)]
+pub struct System {
+    pub name: String,
+    pub pretty_name: String,
+    pub root_uuid: String,
+    pub subvol: String,
+    pub running: bool,
+    pub filesystems: Vec<Filesystem>,
+    /// Swap files named by fstab: left out of backups.
+    pub swap_files: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// A system found on the machine by `init`.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub id: String,
+    pub name: String,
+    pub pretty_name: String,
+    pub device: Device,
+    pub subvol: String,
+    pub running: bool,
+    pub fstab: Fstab,
+}
+
+/// Every Linux system on the machine's filesystems, and the devices that
+/// are crossback slots already. Names come from `os-release`'s `ID`, made
+/// unique in a fixed order (so any system of the machine finds the same).
+pub fn discover(m: &Machine) -> anyhow::Result<(Vec<Found>, Vec<(Device, Inspection)>, Vec<String>)> {
+    let running = m.running_root().map(|(d, s)| (d.devno, s));
+    let mut found = Vec::new();
+    let mut slots = Vec::new();
+    let mut warnings = Vec::new();
+    for d in m.devices.iter().filter(|d| d.is_linux_fs()) {
+        let insp = match m.inspect(d) {
+            Ok(i) => i,
+            Err(e) => {
+                warnings.push(format!("{} ({}): {e:#}", d.path.display(), d.fstype));
+                continue;
+            }
+        };
+        for r in &insp.roots {
+            if !r.has_init {
+                warnings.push(format!(
+                    "{}{}: has os-release but no init; not a bootable system, left out",
+                    d.path.display(),
+                    if r.subvol.is_empty() { String::new() } else { format!(" subvolume {}", r.subvol) }
+                ));
+                continue;
+            }
+            let id = r.os_release.get("ID").cloned().unwrap_or_else(|| "linux".into());
+            let pretty = r.os_release.get("PRETTY_NAME").or(r.os_release.get("NAME")).cloned().unwrap_or_else(|| id.clone());
+            let fstab = fstab::parse(&r.fstab);
+            let is_running = running.as_ref().is_some_and(|(devno, sv)| *devno == d.devno && *sv == r.subvol);
+            found.push(Found {
+                id: sanitize(&id),
+                name: String::new(),
+                pretty_name: pretty,
+                device: d.clone(),
+                subvol: r.subvol.clone(),
+                running: is_running,
+                fstab,
+            });
+        }
+        if insp.slot_marker.is_some() {
+            slots.push((d.clone(), insp));
+        }
+    }
+    found.sort_by(|a, b| (&a.id, &a.device.uuid, &a.subvol).cmp(&(&b.id, &b.device.uuid, &b.subvol)));
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &mut found {
+        let n = count.entry(f.id.clone()).or_default();
+        *n += 1;
+        f.name = if *n == 1 { f.id.clone() } else { format!("{}-{}", f.id, n) };
+    }
+    Ok((found, slots, warnings))
+}
+
+fn sanitize(id: &str) -> String {
+    let s: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c.to_ascii_lowercase() } else { '-' }).collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("linux{s}")
+    } else {
+        s
+    }
+}
+
+/// Resolves a configured system: its root, then its own fstab (read from
+/// its root, read-only), with the config's overrides applied.
+pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
+    let name = cfg.name.get_ref().clone();
+    let root_uuid = cfg.root.get_ref().to_lowercase();
+    let subvol = cfg.subvol.clone().unwrap_or_default();
+    let mut sys = System {
+        name: name.clone(),
+        pretty_name: String::new(),
+        root_uuid: root_uuid.clone(),
+        subvol: subvol.clone(),
+        running: false,
+        filesystems: Vec::new(),
+        swap_files: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let root_dev = m.by_uuid(&root_uuid)?;
+    let running = m.running_root().map(|(d, s)| (d.devno, s));
+    let mut fstab = Fstab::default();
+    if let Some(d) = root_dev {
+        sys.running = running.as_ref().is_some_and(|(devno, sv)| *devno == d.devno && *sv == subvol);
+        let insp = m.inspect(d).with_context(|| format!("reading system {name:?} from {}", d.path.display()))?;
+        match insp.roots.iter().find(|r| r.subvol == subvol) {
+            Some(r) => {
+                sys.pretty_name = r.os_release.get("PRETTY_NAME").cloned().unwrap_or_default();
+                fstab = fstab::parse(&r.fstab);
+            }
+            None => sys.warnings.push(format!(
+                "{} holds no Linux system (no os-release{}): is root = {root_uuid:?} right?",
+                d.path.display(),
+                if subvol.is_empty() { String::new() } else { format!(" in subvolume {subvol}") }
+            )),
+        }
+    }
+    sys.warnings.extend(fstab.warnings.iter().map(|w| format!("{name}'s /etc/fstab {w}")));
+    sys.swap_files = fstab.swap_files.clone();
+    // The root first, as the configuration names it.
+    let root_fstype = root_dev.map(|d| d.fstype.clone()).unwrap_or_default();
+    let root_entry = fstab.mounts.iter().find(|e| e.mountpoint == "/");
+    sys.filesystems.push(Filesystem {
+        mountpoint: "/".into(),
+        fstype: root_entry.map(|e| e.fstype.clone()).filter(|t| t != "auto").unwrap_or(root_fstype),
+        spec: format!("UUID={root_uuid}"),
+        uuid: Some(root_uuid.clone()),
+        subvol: (!subvol.is_empty()).then(|| subvol.clone()),
+        options: root_entry.map(|e| e.options.clone()).unwrap_or_default(),
+        device: root_dev.map(|d| d.path.clone()),
+        found: root_dev.is_some(),
+        fstab_line: root_entry.map(|e| e.line.clone()).unwrap_or_default(),
+    });
+    for e in fstab.mounts.iter().filter(|e| e.mountpoint != "/") {
+        let ov = cfg.mounts.iter().find(|o| o.mountpoint == e.mountpoint);
+        if ov.is_some_and(|o| o.skip) {
+            continue;
+        }
+        let spec = match ov.and_then(|o| o.uuid.as_ref()) {
+            Some(u) => Spec::Uuid(u.get_ref().to_lowercase()),
+            None => e.spec.clone(),
+        };
+        let dev = blockdev::find(&m.devices, &spec)?;
+        let fstype = ov.and_then(|o| o.fstype.clone()).unwrap_or_else(|| {
+            if e.fstype == "auto" {
+                dev.map(|d| d.fstype.clone()).unwrap_or_default()
+            } else {
+                e.fstype.clone()
+            }
+        });
+        let options = ov.and_then(|o| o.options.as_ref()).map(|o| o.split(',').map(str::to_string).collect()).unwrap_or_else(|| e.options.clone());
+        let uuid = match &spec {
+            Spec::Uuid(u) => Some(u.clone()),
+            _ => dev.map(|d| d.uuid.clone()).filter(|u| !u.is_empty()),
+        };
+        sys.filesystems.push(Filesystem {
+            mountpoint: e.mountpoint.clone(),
+            fstype,
+            spec: spec.to_fstab(),
+            uuid,
+            subvol: e.subvol(),
+            options,
+            device: dev.map(|d| d.path.clone()),
+            found: dev.is_some(),
+            fstab_line: e.line.clone(),
+        });
+    }
+    // Overrides for mount points fstab does not have add filesystems.
+    let known: Vec<String> = sys.filesystems.iter().map(|f| f.mountpoint.clone()).collect();
+    for o in cfg.mounts.iter().filter(|o| !o.skip && !known.contains(&o.mountpoint)) {
+        let Some(u) = &o.uuid else {
+            sys.warnings.push(format!("mount override {} names no uuid and fstab has no such mount point; ignored", o.mountpoint));
+            continue;
+        };
+        let dev = m.by_uuid(u.get_ref())?;
+        sys.filesystems.push(Filesystem {
+            mountpoint: o.mountpoint.clone(),
+            fstype: o.fstype.clone().or_else(|| dev.map(|d| d.fstype.clone())).unwrap_or_default(),
+            spec: format!("UUID={}", u.get_ref().to_lowercase()),
+            uuid: Some(u.get_ref().to_lowercase()),
+            subvol: None,
+            options: o.options.as_ref().map(|o| o.split(',').map(str::to_string).collect()).unwrap_or_default(),
+            device: dev.map(|d| d.path.clone()),
+            found: dev.is_some(),
+            fstab_line: String::new(),
+        });
+    }
+    Ok(sys)
+}
+
+/// Every configured system, resolved.
+pub fn systems(m: &Machine, cfg: &Config) -> anyhow::Result<Vec<System>> {
+    cfg.systems.iter().map(|s| resolve(m, s)).collect()
+}

@@ -1,0 +1,172 @@
+//! `crossback init` and `status` on a machine made of loop devices (see
+//! `crossback_testkit::machine`). These tests need root.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crossback_testkit::machine::TestMachine;
+use crossback_testkit::require_root;
+
+fn crossback(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
+    c.arg("--config").arg(config);
+    c
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running crossback");
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn root_init_writes_exactly_the_expected_config_and_status_describes_it() {
+    if !require_root("root_init_writes_exactly_the_expected_config_and_status_describes_it") {
+        return;
+    }
+    let m = TestMachine::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let out = ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    let said = text(&out.stdout);
+    assert!(said.contains("alpha") && said.contains("Alpha Linux 1") && said.contains("Beta OS 2"), "{said}");
+    let expected = format!(
+        "# crossback configuration: the same file is valid on every system of this machine.\n\
+         # Written by `crossback init`; edit freely (see the README for every key).\n\
+         \n[[system]]\nname = \"alpha\"\nroot = \"{}\"\n\
+         \n[[system]]\nname = \"beta\"\nroot = \"{}\"\nsubvol = \"@\"\n",
+        m.alpha_root.uuid(),
+        m.beta.uuid()
+    );
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), expected);
+    // Nothing stays mounted, and the devices are writable again.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for d in m.devices() {
+        let name = d.display().to_string();
+        assert!(!mounts.contains(&format!(" {name} ")), "{name} left mounted");
+        assert_eq!(std::fs::read_to_string(format!("/sys/class/block/{}/ro", d.file_name().unwrap().to_str().unwrap())).unwrap().trim(), "0");
+    }
+    // Running it again finds the same.
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), expected);
+
+    // Slots in the config (as `media prepare` will write them), then status.
+    let with_media = expected.replace(
+        "\n[[system]]\nname = \"alpha\"",
+        &format!("\n[media]\nid = \"test-media\"\nslot_a = \"{}\"\nslot_b = \"{}\"\n\n[[system]]\nname = \"alpha\"", m.slot_a.uuid(), m.slot_b.uuid()),
+    );
+    std::fs::write(&cfg, &with_media).unwrap();
+    let out = ok(crossback(&cfg).args(["status", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sys = v["systems"].as_array().unwrap();
+    assert_eq!(sys.len(), 2);
+    assert_eq!(sys[0]["name"], "alpha");
+    assert_eq!(sys[0]["pretty_name"], "Alpha Linux 1");
+    assert_eq!(sys[0]["running"], false);
+    let fs: Vec<(String, String, bool)> = sys[0]["filesystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["mountpoint"].as_str().unwrap().to_string(), f["fstype"].as_str().unwrap().to_string(), f["found"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(fs, vec![("/".into(), "ext4".into(), true), ("/home".into(), "ext4".into(), true), ("/boot/efi".into(), "vfat".into(), true)]);
+    assert_eq!(sys[0]["filesystems"][2]["uuid"], m.alpha_efi.uuid().to_lowercase());
+    assert_eq!(sys[1]["name"], "beta");
+    let subvols: Vec<String> = sys[1]["filesystems"].as_array().unwrap().iter().map(|f| f["subvol"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(subvols, ["@", "@home"]);
+    assert_eq!(sys[1]["swap_files"][0], "/swapfile");
+    let slots = v["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 2);
+    assert_eq!(slots[0]["letter"], "A");
+    assert_eq!(slots[0]["found"], true);
+    assert_eq!(slots[0]["mounted"], false);
+    assert!(slots[1]["free"].as_u64().unwrap() > 100 << 20);
+    // The human view says the same.
+    let out = ok(crossback(&cfg).args(["status"]));
+    let s = text(&out.stdout);
+    assert!(s.contains("alpha") && s.contains("offline") && s.contains("/boot/efi"), "{s}");
+}
+
+#[test]
+fn root_init_only_keeps_the_named_systems() {
+    if !require_root("root_init_only_keeps_the_named_systems") {
+        return;
+    }
+    let m = TestMachine::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--only", "beta", "--devices", &m.devices_arg()]));
+    let c = std::fs::read_to_string(&cfg).unwrap();
+    assert!(c.contains("name = \"beta\"") && !c.contains("alpha"), "{c}");
+    let out = crossback(&cfg).args(["init", "--yes", "--only", "gamma", "--devices", &m.devices_arg()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--only gamma: no system of that name was found (found: alpha, beta)"), "{}", text(&out.stderr));
+    // Without --yes and without a terminal, an existing config is not replaced.
+    std::fs::write(&cfg, "# mine\n").unwrap();
+    let out = crossback(&cfg).args(["init", "--devices", &m.devices_arg()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("pass --yes"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "# mine\n");
+}
+
+#[test]
+fn root_status_marks_what_is_missing_and_warns_about_bad_fstab_lines() {
+    if !require_root("root_status_marks_what_is_missing_and_warns_about_bad_fstab_lines") {
+        return;
+    }
+    let mut m = TestMachine::new();
+    // alpha's fstab gets a garbage line and names a filesystem that is not attached.
+    m.alpha_root.mount(&[]);
+    let fstab = m.alpha_root.path().join("etc/fstab");
+    let mut f = std::fs::read_to_string(&fstab).unwrap();
+    f.push_str("garbage here\nUUID=0a1b2c3d-0000-4000-8000-00000000dead /srv ext4 defaults 0 2\n");
+    std::fs::write(&fstab, f).unwrap();
+    m.alpha_root.unmount();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let gone = "0a1b2c3d-0000-4000-8000-00000000beef";
+    std::fs::write(
+        &cfg,
+        format!("[[system]]\nname = \"alpha\"\nroot = \"{}\"\n\n[[system]]\nname = \"gone\"\nroot = \"{gone}\"\n\n[[system]]\nname = \"notasystem\"\nroot = \"{}\"\n", m.alpha_root.uuid(), m.slot_a.uuid()),
+    )
+    .unwrap();
+    let out = ok(crossback(&cfg).args(["status", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let alpha = &v["systems"][0];
+    let srv = alpha["filesystems"].as_array().unwrap().iter().find(|f| f["mountpoint"] == "/srv").unwrap();
+    assert_eq!(srv["found"], false);
+    let warnings = alpha["warnings"].to_string();
+    assert!(warnings.contains("line 6: skipped, not an fstab entry: garbage here"), "{warnings}");
+    assert_eq!(v["systems"][1]["filesystems"][0]["found"], false);
+    assert!(v["systems"][2]["warnings"].to_string().contains("holds no Linux system"), "{}", v["systems"][2]);
+    let out = ok(crossback(&cfg).arg("status"));
+    assert!(text(&out.stdout).contains("MISSING"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn root_bad_configs_and_no_root_are_clear_errors() {
+    if !require_root("root_bad_configs_and_no_root_are_clear_errors") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "this is = not [toml").unwrap();
+    let out = crossback(&cfg).arg("status").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("config.toml") && text(&out.stderr).contains("line 1"), "{}", text(&out.stderr));
+    let out = crossback(&dir.path().join("none.toml")).arg("status").output().unwrap();
+    assert!(text(&out.stderr).contains("run `crossback init`"), "{}", text(&out.stderr));
+    // Not root: said before anything is tried.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_crossback"))
+        .args(["init", "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("needs root"), "{}", text(&out.stderr));
+}
