@@ -234,7 +234,7 @@ pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
             continue;
         }
         let spec = match ov.and_then(|o| o.uuid.as_ref()) {
-            Some(u) => Spec::Uuid(u.get_ref().to_lowercase()),
+            Some(u) => Spec::Uuid(u.get_ref().clone()),
             None => e.spec.clone(),
         };
         let dev = blockdev::find(&m.devices, &spec)?;

@@ -33,6 +33,7 @@ fn root_init_writes_exactly_the_expected_config_and_status_describes_it() {
     let cfg = dir.path().join("config.toml");
     let out = ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
     let said = text(&out.stdout);
+    eprintln!("{said}");
     assert!(said.contains("alpha") && said.contains("Alpha Linux 1") && said.contains("Beta OS 2"), "{said}");
     let expected = format!(
         "# crossback configuration: the same file is valid on every system of this machine.\n\
@@ -74,7 +75,7 @@ fn root_init_writes_exactly_the_expected_config_and_status_describes_it() {
         .map(|f| (f["mountpoint"].as_str().unwrap().to_string(), f["fstype"].as_str().unwrap().to_string(), f["found"].as_bool().unwrap()))
         .collect();
     assert_eq!(fs, vec![("/".into(), "ext4".into(), true), ("/home".into(), "ext4".into(), true), ("/boot/efi".into(), "vfat".into(), true)]);
-    assert_eq!(sys[0]["filesystems"][2]["uuid"], m.alpha_efi.uuid().to_lowercase());
+    assert_eq!(sys[0]["filesystems"][2]["uuid"], m.alpha_efi.uuid());
     assert_eq!(sys[1]["name"], "beta");
     let subvols: Vec<String> = sys[1]["filesystems"].as_array().unwrap().iter().map(|f| f["subvol"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(subvols, ["@", "@home"]);
@@ -88,6 +89,7 @@ fn root_init_writes_exactly_the_expected_config_and_status_describes_it() {
     // The human view says the same.
     let out = ok(crossback(&cfg).args(["status"]));
     let s = text(&out.stdout);
+    eprintln!("{s}");
     assert!(s.contains("alpha") && s.contains("offline") && s.contains("/boot/efi"), "{s}");
 }
 

@@ -124,13 +124,13 @@ impl Spec {
     pub fn parse(s: &str) -> Option<Spec> {
         let unq = |v: &str| v.trim_matches('"').to_string();
         if let Some(v) = s.strip_prefix("UUID=") {
-            return Some(Spec::Uuid(unq(v).to_lowercase()));
+            return Some(Spec::Uuid(unq(v)));
         }
         if let Some(v) = s.strip_prefix("LABEL=") {
             return Some(Spec::Label(unq(v)));
         }
         if let Some(v) = s.strip_prefix("PARTUUID=") {
-            return Some(Spec::PartUuid(unq(v).to_lowercase()));
+            return Some(Spec::PartUuid(unq(v)));
         }
         if let Some(v) = s.strip_prefix("PARTLABEL=") {
             return Some(Spec::PartLabel(unq(v)));
@@ -142,8 +142,7 @@ impl Spec {
             ("/dev/disk/by-partlabel/", Spec::PartLabel),
         ] {
             if let Some(v) = s.strip_prefix(prefix) {
-                let v = crate::fstab::unescape(v);
-                return Some(make(if prefix.contains("uuid") { v.to_lowercase() } else { v }));
+                return Some(make(crate::fstab::unescape(v)));
             }
         }
         s.starts_with("/dev/").then(|| Spec::Path(s.to_string()))
@@ -193,10 +192,11 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert_eq!(Spec::parse("UUID=ABCD-1234"), Some(Spec::Uuid("abcd-1234".into())));
+        assert_eq!(Spec::parse("UUID=ABCD-1234"), Some(Spec::Uuid("ABCD-1234".into())));
+        assert!(Spec::parse("UUID=ABCD-1234").unwrap().matches(&Device { uuid: "abcd-1234".into(), ..Default::default() }));
         assert_eq!(Spec::parse("LABEL=\"my root\""), Some(Spec::Label("my root".into())));
         assert_eq!(Spec::parse("/dev/disk/by-label/my\\040root"), Some(Spec::Label("my root".into())));
-        assert_eq!(Spec::parse("/dev/disk/by-partuuid/0FC63DAF-8483"), Some(Spec::PartUuid("0fc63daf-8483".into())));
+        assert_eq!(Spec::parse("/dev/disk/by-partuuid/0FC63DAF-8483"), Some(Spec::PartUuid("0FC63DAF-8483".into())));
         assert_eq!(Spec::parse("/dev/sda2"), Some(Spec::Path("/dev/sda2".into())));
         assert_eq!(Spec::parse("tmpfs"), None);
     }
