@@ -11,6 +11,8 @@ packages=(
   util-linux mount      # losetup, setpriv, blockdev, mount
   acl attr e2fsprogs    # setfacl/getfattr/chattr for the benchmark trees
   python3               # the shared tree builder and comparator (oracle check)
+  busybox-static        # a shell inside the test systems (chroot tests)
+  fusefat               # vfat through FUSE where the kernel has no vfat driver
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -29,6 +29,21 @@ pub enum Command {
     ///
     /// Example: crossback status --json
     Status(StatusArgs),
+    /// Run a command (default: a shell) inside an offline system, as arch-chroot does.
+    ///
+    /// The system's filesystems are mounted (read-write unless --read-only), with /proc,
+    /// /sys, /dev, /run, /tmp and resolv.conf, in private mount and PID namespaces: nothing
+    /// stays mounted afterwards. The command's exit code is crossback's.
+    /// Example: crossback chroot alpha -- grub-install /dev/sda
+    Chroot(ChrootArgs),
+    /// Mount an offline system's filesystems at /mnt/crossback/SYSTEM (read-only unless --rw).
+    ///
+    /// Example: crossback mount alpha --rw
+    Mount(MountArgs),
+    /// Unmount what `crossback mount` mounted, last first; names what keeps it busy.
+    ///
+    /// Example: crossback umount alpha
+    Umount(UmountArgs),
     /// Work with single archives (one file system tree each).
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -127,4 +142,41 @@ pub struct StatusArgs {
     /// One JSON object (keys documented in the README).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ChrootArgs {
+    /// The system (a name from the configuration).
+    pub system: String,
+    /// Mount it read-only (and its devices read-only): look, change nothing.
+    #[arg(long)]
+    pub read_only: bool,
+    /// With --read-only: mount filesystems that were not cleanly unmounted, without replaying their journals.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Mount filesystems that are mounted read-write elsewhere.
+    #[arg(long)]
+    pub allow_mounted: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    pub system: String,
+    /// Mount read-write (default: read-only, journals not replayed).
+    #[arg(long)]
+    pub rw: bool,
+    /// Where to mount it (default: /mnt/crossback/SYSTEM).
+    #[arg(long, value_name = "DIR")]
+    pub at: Option<PathBuf>,
+    /// Read-only: mount filesystems that were not cleanly unmounted, without replaying their journals.
+    #[arg(long)]
+    pub allow_dirty: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UmountArgs {
+    pub system: String,
 }

@@ -1,7 +1,9 @@
 //! One module per command; `run` dispatches.
 
 mod archive;
+mod chroot;
 mod init;
+mod mount;
 mod status;
 
 use crate::cli::{ArchiveCommand, Cli, Command};
@@ -12,6 +14,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Init(a) => init::run(&config, a),
         Command::Status(a) => status::run(&config, a),
+        Command::Chroot(a) => chroot::run(&config, a),
+        Command::Mount(a) => mount::mount(&config, a),
+        Command::Umount(a) => mount::umount(&config, a),
         Command::Archive(cmd) => match cmd {
             ArchiveCommand::Create(a) => archive::create(a),
             ArchiveCommand::Extract(a) => archive::extract(a),

@@ -27,6 +27,10 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!("`crossback {what}` needs root: it reads block devices and mounts filesystems read-only; run it with sudo");
     }
+    // Devices a killed crossback left read-only (its guard died too, say).
+    for dev in crossback_host::rodev::restore_leftovers()? {
+        eprintln!("note: {} was left read-only by an earlier crossback that did not finish; made writable again", dev.display());
+    }
     Ok(())
 }
 
@@ -101,6 +105,9 @@ pub struct System {
     pub filesystems: Vec<Filesystem>,
     /// Swap files named by fstab: left out of backups.
     pub swap_files: Vec<String>,
+    /// Swap partitions named by fstab, with their device and type as found
+    /// (`swsuspend` when a hibernation image is in them).
+    pub swap: Vec<Filesystem>,
     pub warnings: Vec<String>,
 }
 
@@ -192,6 +199,7 @@ pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
         running: false,
         filesystems: Vec::new(),
         swap_files: Vec::new(),
+        swap: Vec::new(),
         warnings: Vec::new(),
     };
     let root_dev = m.by_uuid(&root_uuid)?;
@@ -214,6 +222,20 @@ pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
     }
     sys.warnings.extend(fstab.warnings.iter().map(|w| format!("{name}'s /etc/fstab {w}")));
     sys.swap_files = fstab.swap_files.clone();
+    for e in &fstab.swap {
+        let dev = blockdev::find(&m.devices, &e.spec)?;
+        sys.swap.push(Filesystem {
+            mountpoint: "swap".into(),
+            fstype: dev.map(|d| d.fstype.clone()).unwrap_or_else(|| "swap".into()),
+            spec: e.spec.to_fstab(),
+            uuid: dev.map(|d| d.uuid.clone()).filter(|u| !u.is_empty()),
+            subvol: None,
+            options: e.options.clone(),
+            device: dev.map(|d| d.path.clone()),
+            found: dev.is_some(),
+            fstab_line: e.line.clone(),
+        });
+    }
     // The root first, as the configuration names it.
     let root_fstype = root_dev.map(|d| d.fstype.clone()).unwrap_or_default();
     let root_entry = fstab.mounts.iter().find(|e| e.mountpoint == "/");
@@ -283,6 +305,17 @@ pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
         });
     }
     Ok(sys)
+}
+
+/// The configured system called `name`, resolved.
+pub fn system(m: &Machine, cfg: &Config, name: &str) -> anyhow::Result<System> {
+    match cfg.system(name) {
+        Some(s) => resolve(m, s),
+        None => bail!(
+            "no system called {name:?} in the configuration (configured: {})",
+            cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 /// Every configured system, resolved.

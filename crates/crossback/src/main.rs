@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod config;
 mod machine;
+mod offline;
 mod output;
 
 use std::process::ExitCode;
@@ -16,13 +17,27 @@ use clap::Parser;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Everything done.
-    Ok = 0,
+    Ok,
     /// Done, but some source files could not be read (listed).
-    Partial = 3,
+    Partial,
     /// Damaged data found (listed); what was undamaged was restored.
-    Damaged = 4,
+    Damaged,
     /// `verify --against`: the archive and the tree differ (listed).
-    Differs = 5,
+    Differs,
+    /// The exit code of a command crossback ran (chroot).
+    Child(u8),
+}
+
+impl Outcome {
+    pub fn code(self) -> u8 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Partial => 3,
+            Outcome::Damaged => 4,
+            Outcome::Differs => 5,
+            Outcome::Child(c) => c,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -31,6 +46,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(crossback_host::inspect::CHILD_ARG) {
         return ExitCode::from(crossback_host::inspect::serve(&args) as u8);
+    }
+    if args.get(1).map(String::as_str) == Some(crossback_host::ns::GUARD_ARG) {
+        return ExitCode::from(crossback_host::ns::serve_guard() as u8);
     }
     let cli = cli::Cli::parse();
     let code = run(cli);
@@ -45,7 +63,7 @@ fn main() -> ExitCode {
 
 fn run(cli: cli::Cli) -> ExitCode {
     match commands::run(cli) {
-        Ok(outcome) => ExitCode::from(outcome as u8),
+        Ok(outcome) => ExitCode::from(outcome.code()),
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;

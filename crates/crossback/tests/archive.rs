@@ -316,7 +316,8 @@ fn root_damage_is_found_and_named_and_the_rest_restores() {
         let name = format!("f{i:02}");
         let damaged = stderr(&out).contains(&format!("/{name}:"));
         if !damaged {
-            assert_eq!(std::fs::read(dest.join(&name)).unwrap(), tree::noise(i + 10, 1 << 20), "{name} restored intact");
+            let got = std::fs::read(dest.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}; extract said: {}", stderr(&out)));
+            assert!(got == tree::noise(i + 10, 1 << 20), "{name} restored intact");
             intact += 1;
         }
     }
@@ -332,7 +333,17 @@ fn root_damage_is_found_and_named_and_the_rest_restores() {
     let dest = src.path().join("from-cut");
     let out = crossback().args(["archive", "extract"]).arg(&cut).arg("-C").arg(&dest).output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert_eq!(std::fs::read(dest.join("f00")).unwrap(), tree::noise(10, 1 << 20));
+    // The walk order is the directory's, so which files precede the cut varies.
+    let mut before_cut = 0;
+    for i in 0..40u64 {
+        if let Ok(got) = std::fs::read(dest.join(format!("f{i:02}"))) {
+            // The last one may be cut short: it is reported, the others are intact.
+            if got == tree::noise(i + 10, 1 << 20) {
+                before_cut += 1;
+            }
+        }
+    }
+    assert!(before_cut >= 15, "files before the cut restore intact: {before_cut}; {}", stderr(&out));
 
     // Garbage appended: found, reported, and the archive still reads in full.
     let long = src.path().join("appended.tar.zst");

@@ -123,13 +123,25 @@ fn serve_inner(args: &[String]) -> Result<Inspection> {
     private_namespace()?;
     let mnt = scratch_dir("fs")?;
     let _ro = if shared { None } else { Some(crate::rodev::ReadOnly::set(dev)?) };
-    let mut opts = no_replay_options(fstype).to_string();
+    let mut opts = if shared { String::new() } else { no_replay_options(fstype).to_string() };
     if fstype == "btrfs" {
         opts.push_str(",subvolid=5");
     }
     let data = CString::new(opts.trim_matches(',')).unwrap_or_default();
-    rustix::mount::mount(dev, &mnt, fstype, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, Some(data.as_c_str()))
-        .map_err(|e| Error::Command(format!("mounting {} ({fstype}) read-only: {e}", dev.display())))?;
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let mounted = rustix::mount::mount(dev, &mnt, fstype, flags | MountFlags::RDONLY, Some(data.as_c_str()));
+    match mounted {
+        Ok(()) => {}
+        // Mounted read-write elsewhere: the superblock is shared and stays
+        // read-write; this mount alone is made read-only.
+        Err(rustix::io::Errno::BUSY) if shared => {
+            rustix::mount::mount(dev, &mnt, fstype, flags, Some(data.as_c_str()))
+                .map_err(|e| Error::Command(format!("mounting {} ({fstype}) a second time: {e}", dev.display())))?;
+            rustix::mount::mount_remount(&mnt, MountFlags::BIND | MountFlags::RDONLY | flags, "")
+                .map_err(|e| Error::Command(format!("making the second mount of {} read-only: {e}", dev.display())))?;
+        }
+        Err(e) => return Err(Error::Command(format!("mounting {} ({fstype}) read-only: {e}", dev.display()))),
+    }
     let result = look(&mnt, fstype);
     let _ = rustix::mount::unmount(&mnt, UnmountFlags::DETACH);
     result

@@ -14,6 +14,8 @@ pub mod error;
 pub mod fstab;
 pub mod inspect;
 pub mod mountinfo;
+pub mod ns;
+pub mod offline;
 pub mod rodev;
 
 pub use error::{Error, Result};

@@ -40,6 +40,20 @@ pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("crossback-test-").tempdir_in(base).expect("creating a scratch directory")
 }
 
+/// Waits until a detached loop device is really gone (the kernel finishes a
+/// detach when the last opener, a concurrent blkid say, closes it).
+pub fn wait_detached(device: &str) {
+    let name = Path::new(device).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let size = Path::new("/sys/class/block").join(&name).join("size");
+    for _ in 0..200 {
+        if std::fs::read_to_string(&size).map(|s| s.trim() == "0").unwrap_or(true) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{device} was not detached after 5 s");
+}
+
 /// A file system in an image file, on its own loop device, mounted.
 pub struct LoopFs {
     pub image: PathBuf,
@@ -62,7 +76,7 @@ impl LoopFs {
         let f = std::fs::File::create(&image).expect("creating the image file");
         f.set_len(size_mib << 20).expect("sizing the image file");
         drop(f);
-        let mut mkfs = Command::new(format!("mkfs.{fstype}"));
+        let mut mkfs = Command::new(if fstype == "swap" { "mkswap".to_string() } else { format!("mkfs.{fstype}") });
         match fstype {
             "ext4" | "ext3" | "ext2" => mkfs.arg("-q").arg("-F"),
             "xfs" | "btrfs" => mkfs.arg("-q").arg("-f"),
@@ -74,7 +88,7 @@ impl LoopFs {
         let mountpoint = dir.path().join("mnt");
         std::fs::create_dir(&mountpoint).expect("creating the mount point");
         let mut fs = LoopFs { image, device, mountpoint, mounted: false, attached: true, _dir: dir };
-        if fstype != "vfat" {
+        if fstype != "vfat" && fstype != "swap" {
             fs.mount(&[]);
         }
         fs
@@ -94,6 +108,21 @@ impl LoopFs {
             run(Command::new("umount").arg(&self.mountpoint));
             self.mounted = false;
         }
+    }
+
+    /// Copies the image while the filesystem is mounted read-write (what a
+    /// disk holds after a crash: the journal needs recovery), then puts the
+    /// copy in the original's place on a new loop device.
+    pub fn replace_with_copy_taken_while_mounted(&mut self) {
+        assert!(self.mounted, "mount it first");
+        let copy = self.image.with_extension("crashed.img");
+        run(Command::new("cp").arg("--sparse=always").arg(&self.image).arg(&copy));
+        self.unmount();
+        let _ = Command::new("blockdev").arg("--setrw").arg(&self.device).status();
+        run(Command::new("losetup").arg("-d").arg(&self.device));
+        wait_detached(&self.device);
+        self.device = run(Command::new("losetup").args(["--find", "--show"]).arg(&copy)).trim().to_string();
+        self.image = copy;
     }
 
     pub fn path(&self) -> &Path {

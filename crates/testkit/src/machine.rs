@@ -33,8 +33,16 @@ pub fn make_root(root: &Path, id: &str, pretty: &str, fstab: &str) {
     fs::write(root.join("sbin/init"), "#!/bin/sh\n").expect("init");
     fs::set_permissions(root.join("sbin/init"), fs::Permissions::from_mode(0o755)).expect("chmod");
     fs::write(root.join("etc/fstab"), fstab).expect("fstab");
-    fs::create_dir_all(root.join("home")).expect("mkdir home");
-    fs::create_dir_all(root.join("boot/efi")).expect("mkdir efi");
+    for d in ["home", "boot/efi", "proc", "sys", "dev", "run", "tmp", "root", "bin"] {
+        fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    // A shell and the usual tools: Debian's static busybox.
+    if Path::new("/bin/busybox").exists() {
+        fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+        for tool in ["sh", "cat", "echo", "ls", "sleep", "find", "test", "touch", "true", "sha256sum", "mount", "grep"] {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(tool));
+        }
+    }
 }
 
 impl TestMachine {

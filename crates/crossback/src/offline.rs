@@ -1,0 +1,84 @@
+//! The offline rules (DESIGN.md O1–O3) applied to one system before any
+//! of its filesystems is mounted: each refusal says what was found and
+//! what to do.
+
+use anyhow::bail;
+use crossback_host::offline::{self, FsMount};
+
+use crate::machine::{Machine, System};
+
+/// What the user allowed explicitly.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Allow {
+    /// Mount a filesystem whose journal needs recovery, or of a hibernated
+    /// system, without replaying anything (read-only only).
+    pub dirty: bool,
+    /// Mount a filesystem that is mounted read-write elsewhere.
+    pub mounted: bool,
+}
+
+/// Checks `sys` may be mounted (`rw`: read-write) and returns its filesystems.
+pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -> anyhow::Result<Vec<FsMount>> {
+    if sys.running {
+        bail!(
+            "{} is the running system (its root is mounted on /): {purpose} it from another system or a live USB; a running system's files come back broken",
+            sys.name
+        );
+    }
+    let mut out = Vec::new();
+    for f in &sys.filesystems {
+        let Some(dev) = &f.device else {
+            bail!(
+                "{}'s {} ({}) is not attached: attach its disk, or leave it out with a [[system.mount]] entry `mountpoint = {:?}` and `skip = true` in the configuration",
+                sys.name,
+                f.mountpoint,
+                f.spec,
+                f.mountpoint
+            );
+        };
+        let d = m.devices.iter().find(|d| &d.path == dev).expect("resolved from these devices");
+        let rw_at: Vec<String> = m.mounts_of(d).iter().filter(|mm| mm.is_rw()).map(|mm| mm.mountpoint.clone()).collect();
+        if !rw_at.is_empty() && !allow.mounted {
+            bail!(
+                "{}'s {} ({}) is mounted read-write at {}: something may be writing to it. Unmount it first (or pass --allow-mounted to read it as it is)",
+                sys.name,
+                f.mountpoint,
+                dev.display(),
+                rw_at.join(", ")
+            );
+        }
+        if rw_at.is_empty() {
+            if let Some(why) = offline::dirty(dev, &f.fstype)? {
+                if rw || !allow.dirty {
+                    bail!(
+                        "{}'s {} ({}): {why}. Boot {} and shut it down cleanly (or run fsck on it){}",
+                        sys.name,
+                        f.mountpoint,
+                        dev.display(),
+                        sys.name,
+                        if rw { String::new() } else { "; --allow-dirty reads it without replaying the journal (the last changes may be missing)".to_string() }
+                    );
+                }
+            }
+        }
+        out.push(FsMount {
+            mountpoint: f.mountpoint.clone(),
+            device: dev.clone(),
+            fstype: f.fstype.clone(),
+            subvol: f.subvol.clone(),
+            options: f.options.clone(),
+        });
+    }
+    for s in &sys.swap {
+        if s.fstype == "swsuspend" && (rw || !allow.dirty) {
+            bail!(
+                "{} is hibernated: its memory image is in swap {} ({}). Resume it and shut it down{}",
+                sys.name,
+                s.spec,
+                s.device.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
+                if rw { "; writing to a hibernated system's filesystems loses data" } else { "; --allow-dirty reads it as it is on disk" }
+            );
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,283 @@
+//! Reading a system that is not running without changing it: the checks
+//! that say whether a filesystem may be mounted at all, and the mounts.
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use rustix::mount::{MountFlags, UnmountFlags};
+
+use crate::error::{Error, Result};
+use crate::rodev::ReadOnly;
+
+/// One filesystem to mount.
+#[derive(Clone, Debug)]
+pub struct FsMount {
+    pub mountpoint: String,
+    pub device: PathBuf,
+    pub fstype: String,
+    pub subvol: Option<String>,
+    /// The system's own options (fstab), used for read-write mounts.
+    pub options: Vec<String>,
+}
+
+/// Why a filesystem was not cleanly unmounted, if it was not: a journal
+/// or log that a mount would replay (and so write).
+pub fn dirty(dev: &Path, fstype: &str) -> Result<Option<String>> {
+    let run = |cmd: &mut Command| -> Result<String> {
+        let out = cmd.stderr(Stdio::null()).output().map_err(|e| Error::Command(format!("running {cmd:?}: {e}")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    match fstype {
+        "ext2" | "ext3" | "ext4" => {
+            let text = run(Command::new("dumpe2fs").arg("-h").arg(dev))?;
+            let features = text.lines().find(|l| l.starts_with("Filesystem features:")).unwrap_or("");
+            let state = text.lines().find(|l| l.starts_with("Filesystem state:")).unwrap_or("");
+            if features.split_whitespace().any(|f| f == "needs_recovery") {
+                return Ok(Some("its journal needs recovery (it was not cleanly unmounted)".into()));
+            }
+            if !state.contains("clean") || state.contains("not clean") {
+                return Ok(Some(format!("it was not cleanly unmounted ({})", state.trim())));
+            }
+            Ok(None)
+        }
+        "xfs" => {
+            // Only the first lines matter; the rest can be long.
+            let mut child = Command::new("xfs_logprint")
+                .arg("-t")
+                .arg(dev)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| Error::Command(format!("running xfs_logprint: {e}")))?;
+            let mut state = String::new();
+            if let Some(out) = child.stdout.take() {
+                for line in BufReader::new(out).lines().take(20).map_while(|l| l.ok()) {
+                    if line.contains("state:") {
+                        state = line;
+                        break;
+                    }
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            Ok(state.contains("DIRTY").then(|| "its log is dirty (it was not cleanly unmounted)".into()))
+        }
+        "btrfs" => {
+            let text = run(Command::new("btrfs").args(["inspect-internal", "dump-super"]).arg(dev))?;
+            let log_root =
+                text.lines().find(|l| l.starts_with("log_root\t") || l.starts_with("log_root ")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("0");
+            Ok((log_root != "0").then(|| "its log tree needs replaying (it was not cleanly unmounted)".into()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Options for a read-only mount that writes nothing, journal included.
+fn ro_options(m: &FsMount) -> String {
+    let mut o: Vec<String> = Vec::new();
+    let nr = crate::inspect::no_replay_options(&m.fstype);
+    if !nr.is_empty() {
+        o.push(nr.to_string());
+    }
+    if let Some(sv) = &m.subvol {
+        o.push(format!("subvol={sv}"));
+    }
+    o.join(",")
+}
+
+/// Options for a read-write mount: the system's own, less what only makes
+/// sense to its boot (`noauto`, `x-systemd.*`, `nofail`, …).
+fn rw_options(m: &FsMount) -> String {
+    let mut o: Vec<String> = m
+        .options
+        .iter()
+        .filter(|o| {
+            !matches!(o.as_str(), "defaults" | "auto" | "noauto" | "nofail" | "user" | "users" | "nouser" | "owner" | "_netdev" | "rw" | "ro")
+                && !o.starts_with("x-")
+                && !o.starts_with("comment=")
+                && !o.starts_with("errors=")
+                && !o.starts_with("subvol")
+        })
+        .cloned()
+        .collect();
+    if let Some(sv) = &m.subvol {
+        o.push(format!("subvol={sv}"));
+    }
+    o.join(",")
+}
+
+/// A FUSE driver for a filesystem the kernel cannot mount (vfat without
+/// its module, say), if one is installed.
+fn fuse_driver(fstype: &str) -> Option<&'static str> {
+    let candidates: &[&'static str] = match fstype {
+        "vfat" | "msdos" | "fat" => &["fusefat"],
+        "exfat" => &["mount.exfat-fuse", "exfat-fuse"],
+        "ntfs" => &["ntfs-3g"],
+        _ => &[],
+    };
+    candidates.iter().copied().find(|c| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(c).is_file())))
+}
+
+/// What is mounted, to be unmounted in reverse order.
+#[derive(Debug, Default)]
+pub struct Mounted {
+    pub points: Vec<PathBuf>,
+    read_only: Vec<ReadOnly>,
+    /// FUSE drivers serving some of the mounts (they die with crossback).
+    fuse: Vec<std::process::Child>,
+    /// Mounts meant to outlive crossback (`crossback mount`): FUSE drivers
+    /// are then started as daemons.
+    pub persistent: bool,
+}
+
+impl Mounted {
+    /// Unmounts everything, last first. Returns what could not be unmounted.
+    pub fn unmount(&mut self) -> Vec<(PathBuf, String)> {
+        let mut failed = Vec::new();
+        while let Some(p) = self.points.pop() {
+            if let Err(e) = rustix::mount::unmount(&p, UnmountFlags::empty()) {
+                failed.push((p, e.to_string()));
+            }
+        }
+        for mut c in self.fuse.drain(..) {
+            let _ = c.wait();
+        }
+        if failed.is_empty() {
+            self.read_only.clear();
+        }
+        failed
+    }
+}
+
+impl Mounted {
+    /// Leaves everything mounted (a persistent mount); returns the mount points in order.
+    pub fn keep(mut self) -> Vec<PathBuf> {
+        self.read_only.clear();
+        // Persistent mounts keep their FUSE drivers running after crossback.
+        self.fuse.clear();
+        std::mem::take(&mut self.points)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        while let Some(p) = self.points.pop() {
+            if rustix::mount::unmount(&p, UnmountFlags::empty()).is_err() {
+                let _ = rustix::mount::unmount(&p, UnmountFlags::DETACH);
+            }
+        }
+        for mut c in self.fuse.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn is_mount_point(at: &Path) -> bool {
+    let at = std::fs::canonicalize(at).unwrap_or_else(|_| at.to_path_buf());
+    crate::mountinfo::own().iter().any(|m| Path::new(&m.mountpoint) == at)
+}
+
+/// Mounts one filesystem at `at`: read-only without journal replay (the
+/// device set read-only first when `set_ro`), or read-write with the
+/// system's options. Falls back to a FUSE driver when the kernel does not
+/// know the type.
+pub fn mount_one(m: &FsMount, at: &Path, rw: bool, set_ro: bool, into: &mut Mounted) -> Result<()> {
+    if !rw && set_ro {
+        into.read_only.push(ReadOnly::set(&m.device)?);
+    }
+    let data = CString::new(if rw { rw_options(m) } else { ro_options(m) }).unwrap_or_default();
+    let flags = if rw { MountFlags::empty() } else { MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV };
+    match rustix::mount::mount(&m.device, at, m.fstype.as_str(), flags, Some(data.as_c_str())) {
+        Ok(()) => {
+            into.points.push(at.to_path_buf());
+            Ok(())
+        }
+        Err(rustix::io::Errno::NODEV) => {
+            let Some(driver) = fuse_driver(&m.fstype) else {
+                return Err(Error::Refused(format!(
+                    "cannot mount {} ({}) at {}: this kernel has no {} driver and no FUSE driver for it is installed (for vfat: apt-get install fusefat)",
+                    m.device.display(),
+                    m.fstype,
+                    m.mountpoint,
+                    m.fstype
+                )));
+            };
+            // In the foreground, as crossback's child: it dies with crossback
+            // (a daemon would keep the private namespace and its mounts alive).
+            let mut cmd = Command::new(driver);
+            cmd.arg("-f").arg(&m.device).arg(at).arg("-o").arg(if rw { "rw+" } else { "ro" }).stdout(Stdio::null()).stderr(Stdio::piped());
+            if into.persistent {
+                // Detached from crossback: it must outlive it.
+                // SAFETY: only setsid between fork and exec.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                        rustix::process::setsid()?;
+                        Ok(())
+                    });
+                }
+            } else {
+                // SAFETY: only prctl between fork and exec.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+                        Ok(())
+                    });
+                }
+            }
+            let mut child = cmd.spawn().map_err(|e| Error::Command(format!("running {driver}: {e}")))?;
+            let start = std::time::Instant::now();
+            while !is_mount_point(at) {
+                if let Ok(Some(st)) = child.try_wait() {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    return Err(Error::Command(format!("{driver} could not mount {} at {} ({st}): {}", m.device.display(), at.display(), err.trim())));
+                }
+                if start.elapsed() > std::time::Duration::from_secs(10) {
+                    let _ = child.kill();
+                    return Err(Error::Command(format!("{driver} did not mount {} at {} within 10 s", m.device.display(), at.display())));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            into.points.push(at.to_path_buf());
+            into.fuse.push(child);
+            Ok(())
+        }
+        Err(e) => Err(Error::Command(format!(
+            "mounting {} ({}) {} at {}: {e}",
+            m.device.display(),
+            m.fstype,
+            if rw { "read-write" } else { "read-only" },
+            at.display()
+        ))),
+    }
+}
+
+/// Mounts a system's filesystems as one tree under `target`: the root
+/// first, then the others in fstab order (parents before children).
+pub fn mount_tree(target: &Path, fs: &[FsMount], rw: bool, set_ro: bool, persistent: bool) -> Result<Mounted> {
+    let mut mounted = Mounted::default();
+    mounted.persistent = persistent;
+    let mut order: Vec<&FsMount> = fs.iter().collect();
+    order.sort_by_key(|m| if m.mountpoint == "/" { 0 } else { m.mountpoint.matches('/').count() });
+    for m in order {
+        let at = target.join(m.mountpoint.trim_start_matches('/'));
+        if !at.is_dir() {
+            if rw {
+                std::fs::create_dir_all(&at).map_err(crate::error::ctx(|| format!("creating mount point {}", at.display())))?;
+            } else {
+                return Err(Error::Refused(format!(
+                    "mount point {} does not exist in the system's root: cannot mount {} there read-only",
+                    m.mountpoint,
+                    m.device.display()
+                )));
+            }
+        }
+        mount_one(m, &at, rw, set_ro, &mut mounted)?;
+    }
+    Ok(mounted)
+}
