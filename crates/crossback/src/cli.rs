@@ -44,6 +44,19 @@ pub enum Command {
     ///
     /// Example: crossback umount alpha
     Umount(UmountArgs),
+    /// Prepare the backup disk: mark two filesystems as its slots A and B.
+    #[command(subcommand)]
+    Media(MediaCommand),
+    /// Back up every offline system (or the named ones) into the slot the rotation chooses.
+    ///
+    /// From a live USB that is every configured system; from one system of a dual boot,
+    /// the other one. The last system of a generation seals it.
+    /// Example: crossback backup
+    Backup(BackupArgs),
+    /// Check the archives of the backup generations byte for byte.
+    ///
+    /// Example: crossback verify --generation 7
+    Verify(VerifyGenArgs),
     /// Work with single archives (one file system tree each).
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -179,4 +192,61 @@ pub struct MountArgs {
 #[derive(Args, Debug)]
 pub struct UmountArgs {
     pub system: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MediaCommand {
+    /// Mark two empty filesystems (devices or UUIDs) as slots A and B of one backup media.
+    ///
+    /// Example: crossback media prepare /dev/sdb1 /dev/sdb2 --label backup-my-linux
+    Prepare(PrepareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    pub slot_a: String,
+    pub slot_b: String,
+    /// Label the filesystems PREFIX-A and PREFIX-B.
+    #[arg(long, value_name = "PREFIX")]
+    pub label: Option<String>,
+    /// Format both as ext4 first (destroys what is on them; asks, unless --yes).
+    #[arg(long)]
+    pub mkfs: bool,
+    /// With --mkfs: do not ask.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Systems to back up (default: every one not running and not yet in the open generation).
+    pub systems: Vec<String>,
+    /// Abandon the open generation and start a new one.
+    #[arg(long)]
+    pub new_generation: bool,
+    /// Skip reading each archive back from the disk after writing it.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Read filesystems that were not cleanly unmounted, without replaying their journals.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// zstd level.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Compression threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyGenArgs {
+    /// Only this generation (default: every one present).
+    #[arg(long)]
+    pub generation: Option<u64>,
+    /// Only the generation in this slot.
+    #[arg(long, value_parser = ["A", "B"])]
+    pub slot: Option<String>,
+    /// Only this system's archives.
+    #[arg(long)]
+    pub system: Option<String>,
 }

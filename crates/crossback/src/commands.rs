@@ -1,12 +1,15 @@
 //! One module per command; `run` dispatches.
 
 mod archive;
+mod backup;
+mod media;
+mod verify;
 mod chroot;
 mod init;
 mod mount;
 mod status;
 
-use crate::cli::{ArchiveCommand, Cli, Command};
+use crate::cli::{ArchiveCommand, Cli, Command, MediaCommand};
 use crate::Outcome;
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -15,6 +18,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Init(a) => init::run(&config, a),
         Command::Status(a) => status::run(&config, a),
         Command::Chroot(a) => chroot::run(&config, a),
+        Command::Media(MediaCommand::Prepare(a)) => media::prepare(&config, a),
+        Command::Backup(a) => backup::run(&config, a),
+        Command::Verify(a) => verify::run(&config, a),
         Command::Mount(a) => mount::mount(&config, a),
         Command::Umount(a) => mount::umount(&config, a),
         Command::Archive(cmd) => match cmd {

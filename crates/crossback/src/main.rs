@@ -5,8 +5,11 @@
 mod cli;
 mod commands;
 mod config;
+mod durable;
 mod machine;
+mod media;
 mod offline;
+mod slots;
 mod output;
 
 use std::process::ExitCode;

@@ -200,22 +200,6 @@ fn mode_string(kind: Kind, mode: u32) -> String {
     s
 }
 
-fn utc(sec: i64) -> String {
-    // Civil date from days since 1970 (Howard Hinnant's algorithm).
-    let days = sec.div_euclid(86400);
-    let secs = sec.rem_euclid(86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
-}
 
 pub fn ls(a: LsArgs) -> anyhow::Result<Outcome> {
     let archive = Archive::open(&a.archive).context("reading the archive")?;
@@ -262,7 +246,7 @@ pub fn ls(a: LsArgs) -> anyhow::Result<Outcome> {
                 Kind::CharDev | Kind::BlockDev => format!("{},{}", e.rdev.0, e.rdev.1),
                 _ => e.size.to_string(),
             };
-            writeln!(out, "{} {:>5} {:>5} {:>12} {} {}{}", mode_string(e.kind, e.mode), e.uid, e.gid, size, utc(e.mtime.sec), output::path(&e.path), link)?;
+            writeln!(out, "{} {:>5} {:>5} {:>12} {} {}{}", mode_string(e.kind, e.mode), e.uid, e.gid, size, output::utc(e.mtime.sec), output::path(&e.path), link)?;
         }
     }
     out.flush()?;

@@ -1,0 +1,170 @@
+//! `crossback media prepare SLOT_A SLOT_B`: mark two filesystems as the
+//! slots of one backup media, and record them in the configuration.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use crossback_host::blockdev::Device;
+use crossback_host::{ns, offline};
+use toml::Spanned;
+
+use crate::cli::PrepareArgs;
+use crate::config::{self, Config, Media};
+use crate::machine::{self, Machine};
+use crate::media::{self, Marker};
+use crate::Outcome;
+
+fn device_for(m: &Machine, arg: &str) -> anyhow::Result<Device> {
+    if arg.starts_with('/') {
+        let p = std::fs::canonicalize(arg).with_context(|| format!("{arg}: no such device"))?;
+        let found = m.devices.iter().find(|d| d.path == p).cloned();
+        return found.with_context(|| format!("{arg} is not a block device of this machine"));
+    }
+    m.by_uuid(arg)?.cloned().with_context(|| format!("no filesystem with UUID {arg} is attached (`blkid` lists them)"))
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    print!("{question} ");
+    std::io::stdout().flush()?;
+    let mut a = String::new();
+    std::io::stdin().lock().read_line(&mut a)?;
+    Ok(a.trim() == "yes")
+}
+
+pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
+    machine::require_root("media prepare")?;
+    let mut cfg = if path.exists() { Config::load(path)? } else { Config::default() };
+    let m = Machine::scan(&[])?;
+    let mut devs = [device_for(&m, &a.slot_a)?, device_for(&m, &a.slot_b)?];
+    if devs[0].path == devs[1].path {
+        bail!("slot A and slot B are the same device ({}): give two filesystems", devs[0].path.display());
+    }
+    let systems = machine::systems(&m, &cfg)?;
+    for (letter, d) in ["A", "B"].iter().zip(&devs) {
+        for s in &systems {
+            if s.filesystems.iter().chain(s.swap.iter()).any(|f| f.device.as_ref() == Some(&d.path)) {
+                bail!("{} (for slot {letter}) is part of system {}: choose filesystems on the backup disk", d.path.display(), s.name);
+            }
+        }
+        if !m.mounts_of(d).is_empty() {
+            bail!(
+                "{} (for slot {letter}) is mounted at {}: unmount it first (and turn off automounting of the backup disk)",
+                d.path.display(),
+                m.mounts_of(d).iter().map(|x| x.mountpoint.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if a.mkfs {
+        let list: Vec<String> = devs.iter().map(|d| format!("{} ({}{})", d.path.display(), if d.fstype.is_empty() { "no filesystem" } else { &d.fstype }, if d.label.is_empty() { String::new() } else { format!(" \"{}\"", d.label) })).collect();
+        println!("--mkfs formats as ext4, destroying everything on: {}", list.join(", "));
+        if !a.yes && !confirm("Type yes to format them:")? {
+            bail!("not formatted: pass --yes with --mkfs to format without asking");
+        }
+        for (letter, d) in ["A", "B"].iter().zip(devs.iter()) {
+            let label = a.label.as_ref().map(|p| format!("{p}-{letter}")).unwrap_or_else(|| format!("crossback-{letter}"));
+            run_tool(Command::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&d.path))?;
+        }
+        let m2 = Machine::scan(&[])?;
+        devs = [device_for(&m2, &devs[0].path.display().to_string())?, device_for(&m2, &devs[1].path.display().to_string())?];
+    }
+    for (letter, d) in ["A", "B"].iter().zip(&devs) {
+        if d.fstype.is_empty() || !d.is_linux_fs() {
+            bail!(
+                "{} (for slot {letter}) holds {}: a slot must be a Linux filesystem (ext4, xfs, btrfs); pass --mkfs to format it as ext4",
+                d.path.display(),
+                if d.fstype.is_empty() { "no filesystem".to_string() } else { d.fstype.clone() }
+            );
+        }
+    }
+
+    let media_id = match &cfg.media {
+        Some(mm) => mm.id.get_ref().clone(),
+        None => media::new_media_id()?,
+    };
+    ns::enter_private()?;
+    let base = crossback_host::inspect::scratch_dir("crossback-prepare")?;
+    for (letter, d) in ["A", "B"].iter().zip(&devs) {
+        let root = base.join(letter);
+        std::fs::create_dir_all(&root)?;
+        let mut mounted = offline::Mounted::default();
+        let fm = offline::FsMount { mountpoint: format!("slot {letter}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: vec![] };
+        offline::mount_one(&fm, &root, true, false, &mut mounted)?;
+        let dir = root.join(media::DIR);
+        let existing = std::fs::read_to_string(dir.join(media::MARKER)).ok().and_then(|t| toml::from_str::<Marker>(&t).ok());
+        match &existing {
+            Some(mk) if mk.media_id != media_id => bail!(
+                "{} is already slot {} of another backup media ({}): crossback will not take over another media's slot; choose another filesystem, or wipe it yourself if you are sure",
+                d.path.display(),
+                mk.slot,
+                mk.media_id
+            ),
+            Some(mk) if mk.slot != *letter => bail!("{} is already slot {} of this media; give the slots in the same order as before", d.path.display(), mk.slot),
+            _ => {}
+        }
+        if existing.is_none() {
+            let mut foreign: Vec<String> = std::fs::read_dir(&root)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "lost+found" && n != media::DIR).collect();
+            if dir.exists() {
+                foreign.extend(std::fs::read_dir(&dir)?.flatten().map(|e| format!("{}/{}", media::DIR, e.file_name().to_string_lossy())).filter(|n| !n.ends_with(".new")));
+            }
+            if !foreign.is_empty() {
+                foreign.sort();
+                bail!("{} (for slot {letter}) is not empty: it holds {}. A slot must hold nothing but lost+found; move these away or choose an empty filesystem (or --mkfs)", d.path.display(), foreign.join(", "));
+            }
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join(media::README), media::readme(&media_id, letter))?;
+            let marker = Marker { format: media::FORMAT, media_id: media_id.clone(), slot: letter.to_string(), prepared: crate::output::now() };
+            crate::durable::write(&dir.join(media::MARKER), toml::to_string(&marker)?.as_bytes())?;
+            println!("slot {letter}: {} (UUID={}) prepared", d.path.display(), d.uuid);
+        } else {
+            println!("slot {letter}: {} (UUID={}) was prepared already", d.path.display(), d.uuid);
+        }
+        let busy = mounted.unmount();
+        if !busy.is_empty() {
+            bail!("could not unmount slot {letter}: {:?}", busy);
+        }
+    }
+    if let Some(prefix) = &a.label {
+        for (letter, d) in ["A", "B"].iter().zip(&devs) {
+            let label = format!("{prefix}-{letter}");
+            let mut cmd = match d.fstype.as_str() {
+                "ext2" | "ext3" | "ext4" => {
+                    let mut c = Command::new("e2label");
+                    c.arg(&d.path).arg(&label);
+                    c
+                }
+                "xfs" => {
+                    let mut c = Command::new("xfs_admin");
+                    c.arg("-L").arg(&label).arg(&d.path);
+                    c
+                }
+                "btrfs" => {
+                    let mut c = Command::new("btrfs");
+                    c.args(["filesystem", "label"]).arg(&d.path).arg(&label);
+                    c
+                }
+                other => bail!("cannot label a {other} filesystem"),
+            };
+            run_tool(&mut cmd)?;
+        }
+    }
+    let spanned = |s: &str| Spanned::new(0..0, s.to_string());
+    cfg.media = Some(Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid) });
+    let text = config::render(&cfg);
+    Config::parse(&text, path)?;
+    config::write(path, &text)?;
+    println!("media {media_id} recorded in {}", path.display());
+    Ok(Outcome::Ok)
+}
+
+fn run_tool(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}

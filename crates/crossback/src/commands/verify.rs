@@ -1,0 +1,95 @@
+//! `crossback verify`: every archive of the chosen generations, byte for
+//! byte, against the hashes in the archive and in `generation.toml`.
+
+use std::path::Path;
+
+use anyhow::bail;
+use crossback_archive::Archive;
+use crossback_host::ns;
+
+use crate::cli::VerifyGenArgs;
+use crate::config::Config;
+use crate::machine::{self, Machine};
+use crate::media::{self, GenEntry, State};
+use crate::{output, slots, Outcome};
+
+pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
+    machine::require_root("verify")?;
+    let cfg = Config::load(path)?;
+    let Some(media_cfg) = &cfg.media else { bail!("no backup media in {}: run `crossback media prepare`", path.display()) };
+    let m = Machine::scan(&[])?;
+    let devs = slots::find(&m, media_cfg, &[], false)?;
+    ns::start_guard()?;
+    ns::enter_private()?;
+    let scratch = crossback_host::inspect::scratch_dir("crossback-verify")?;
+    let (slot_list, mut mounts) = slots::mount(&devs, media_cfg.id.get_ref(), &scratch, false)?;
+    let mut checked = 0;
+    let mut damaged = 0;
+    for s in &slot_list {
+        if a.slot.as_deref().is_some_and(|l| l != s.letter) {
+            continue;
+        }
+        for g in &s.contents.generations {
+            let GenEntry::Valid { dir, generation } = g else {
+                println!("slot {}: {} is a leftover of an interrupted run (removed by the next backup)", s.letter, g.dir());
+                continue;
+            };
+            if a.generation.is_some_and(|n| n != generation.seq) {
+                continue;
+            }
+            println!("generation {} (slot {}, {}):", generation.seq, s.letter, if generation.state == State::Sealed { "sealed" } else { "open" });
+            for rec in &generation.recorded {
+                if a.system.as_ref().is_some_and(|n| n != &rec.name) {
+                    continue;
+                }
+                for ar in &rec.archives {
+                    checked += 1;
+                    let file = s.dir().join(dir).join(&rec.name).join(&ar.file);
+                    let problems = check_one(&file, ar);
+                    if problems.is_empty() {
+                        println!("  {} {:<10} ok ({} entries, {})", rec.name, ar.mountpoint, ar.entries, output::bytes(ar.bytes));
+                    } else {
+                        damaged += 1;
+                        println!("  {} {:<10} DAMAGED:", rec.name, ar.mountpoint);
+                        for p in problems.iter().take(50) {
+                            println!("      {p}");
+                        }
+                        if problems.len() > 50 {
+                            println!("      … and {} more", problems.len() - 50);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = mounts.unmount();
+    if checked == 0 {
+        bail!("nothing to verify: no generation matches");
+    }
+    println!("{checked} archives checked, {damaged} damaged");
+    Ok(if damaged > 0 { Outcome::Damaged } else { Outcome::Ok })
+}
+
+fn check_one(file: &Path, rec: &media::ArchiveRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    match std::fs::metadata(file) {
+        Err(e) => return vec![format!("{}: missing ({e})", file.display())],
+        Ok(md) if md.len() != rec.bytes => out.push(format!("size is {} bytes, the manifest says {}", md.len(), rec.bytes)),
+        Ok(_) => {}
+    }
+    let archive = match Archive::open(file) {
+        Ok(a) => a,
+        Err(e) => return vec![format!("cannot be read: {e}")],
+    };
+    if let crossback_archive::archive::Layout::Indexed { footer, .. } = &archive.layout {
+        let h: String = footer.data_hash.iter().map(|b| format!("{b:02x}")).collect();
+        if h != rec.hash {
+            out.push("its hash differs from the one recorded in generation.toml".into());
+        }
+    }
+    match crossback_archive::verify::verify(&archive, None, None) {
+        Ok(r) => out.extend(r.damaged.iter().map(|(p, w)| if p.is_empty() { w.clone() } else { format!("{}: {w}", output::path(p)) })),
+        Err(e) => out.push(format!("cannot be checked: {e}")),
+    }
+    out
+}
