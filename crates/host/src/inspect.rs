@@ -105,12 +105,17 @@ pub fn private_namespace() -> Result<()> {
     Ok(())
 }
 
-/// A scratch directory in the private namespace: a tmpfs over /tmp, so
-/// nothing is created on the machine's disks.
+/// Where private scratch space is mounted: an empty directory on the
+/// machine; inside a private namespace, a tmpfs that only it sees.
+pub const SCRATCH: &str = "/run/crossback/private";
+
+/// A scratch directory in the private namespace: a tmpfs over
+/// [`SCRATCH`], so nothing is created on the machine's disks and other
+/// processes (and paths such as /tmp) are not affected.
 pub fn scratch_dir(name: &str) -> Result<std::path::PathBuf> {
-    rustix::mount::mount("crossback", "/tmp", "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=0700,size=1m"))
-        .map_err(crate::error::ctx(|| "mounting a private tmpfs".into()))?;
-    let dir = Path::new("/tmp").join(name);
+    std::fs::create_dir_all(SCRATCH).map_err(crate::error::ctx(|| format!("creating {SCRATCH}")))?;
+    rustix::mount::mount("crossback", SCRATCH, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=0700,size=1m")).map_err(crate::error::ctx(|| "mounting a private tmpfs".into()))?;
+    let dir = Path::new(SCRATCH).join(name);
     std::fs::create_dir_all(&dir).map_err(crate::error::ctx(|| format!("creating {}", dir.display())))?;
     Ok(dir)
 }

@@ -1,0 +1,118 @@
+//! Slots, generations and the A/B rotation, on a machine of loop devices.
+//! These tests need root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crossback_testkit::machine::TestMachine;
+use crossback_testkit::{require_root, run, LoopFs};
+
+fn crossback(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
+    c.arg("--config").arg(config);
+    c
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running crossback");
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+pub struct Setup {
+    pub m: TestMachine,
+    pub _dir: tempfile::TempDir,
+    pub cfg: PathBuf,
+}
+
+pub fn setup() -> Setup {
+    let m = TestMachine::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    ok(crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
+    Setup { m, _dir: dir, cfg }
+}
+
+/// The generations a slot holds: (dir name, manifest text).
+fn generations(slot: &mut LoopFs) -> Vec<(String, String)> {
+    slot.mount(&["ro"]);
+    let dir = slot.path().join("crossback");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gen-"))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path().join("generation.toml")).unwrap_or_default()))
+        .collect();
+    out.sort();
+    slot.unmount();
+    out
+}
+
+#[test]
+fn root_rotation_keeps_the_previous_complete_set() {
+    if !require_root("root_rotation_keeps_the_previous_complete_set") {
+        return;
+    }
+    let mut s = setup();
+    let c = std::fs::read_to_string(&s.cfg).unwrap();
+    assert!(c.contains("[media]") && c.contains(&s.m.slot_a.uuid()), "{c}");
+    ok(crossback(&s.cfg).arg("backup"));
+    let a = generations(&mut s.m.slot_a);
+    assert_eq!(a.len(), 1);
+    assert!(a[0].0 == "gen-000001" && a[0].1.contains("state = \"sealed\""), "{a:?}");
+    assert!(generations(&mut s.m.slot_b).is_empty());
+    ok(crossback(&s.cfg).arg("verify"));
+    for round in 2..=4u64 {
+        ok(crossback(&s.cfg).arg("backup"));
+        let (new, old) = if round % 2 == 0 { (&mut s.m.slot_b, &mut s.m.slot_a) } else { (&mut s.m.slot_a, &mut s.m.slot_b) };
+        let n = generations(new);
+        let o = generations(old);
+        assert_eq!(n.len(), 1, "round {round}: {n:?}");
+        assert_eq!(n[0].0, format!("gen-{round:06}"));
+        assert!(n[0].1.contains("state = \"sealed\""));
+        assert_eq!(o.len(), 1, "the previous generation stays: {o:?}");
+        assert_eq!(o[0].0, format!("gen-{:06}", round - 1));
+    }
+    let out = ok(crossback(&s.cfg).arg("verify"));
+    assert!(text(&out).contains("4 archives checked, 0 damaged") || text(&out).contains("10 archives checked, 0 damaged"), "{}", text(&out));
+}
+
+#[test]
+fn root_foreign_files_and_other_media_are_refused() {
+    if !require_root("root_foreign_files_and_other_media_are_refused") {
+        return;
+    }
+    let mut s = setup();
+    ok(crossback(&s.cfg).arg("backup"));
+    // A file crossback did not write, in the slot the next backup would wipe.
+    s.m.slot_b.mount(&[]);
+    std::fs::write(s.m.slot_b.path().join("my-photos.tar"), "mine").unwrap();
+    s.m.slot_b.unmount();
+    let out = crossback(&s.cfg).arg("backup").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("slot B holds files crossback did not write: my-photos.tar"), "{}", text(&out));
+    s.m.slot_b.mount(&[]);
+    assert_eq!(std::fs::read_to_string(s.m.slot_b.path().join("my-photos.tar")).unwrap(), "mine");
+    std::fs::remove_file(s.m.slot_b.path().join("my-photos.tar")).unwrap();
+    // Another media's marker.
+    let marker = s.m.slot_b.path().join("crossback/slot.toml");
+    let t = std::fs::read_to_string(&marker).unwrap();
+    let other = t.lines().map(|l| if l.starts_with("media_id") { "media_id = \"0000othermedia\"".to_string() } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+    std::fs::write(&marker, other).unwrap();
+    s.m.slot_b.unmount();
+    let out = crossback(&s.cfg).arg("backup").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("slot B belongs to another backup media"), "{}", text(&out));
+    // A missing slot.
+    let cfg2 = s.cfg.with_file_name("c2.toml");
+    std::fs::write(&cfg2, std::fs::read_to_string(&s.cfg).unwrap().replace(&s.m.slot_b.uuid(), "0a1b2c3d-0000-4000-8000-00000000dead")).unwrap();
+    let out = crossback(&cfg2).arg("backup").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("slot B (UUID=0a1b2c3d-0000-4000-8000-00000000dead) is not attached"), "{}", text(&out));
+    let _ = run(&mut Command::new("true"));
+}
