@@ -57,6 +57,15 @@ pub enum Command {
     ///
     /// Example: crossback verify --generation 7
     Verify(VerifyGenArgs),
+    /// List a system's backup like a directory (all its filesystems), from the indexes.
+    ///
+    /// Example: crossback ls alpha /home/ann --generation 7
+    Ls(LsSystemArgs),
+    /// Restore files, a whole system into a directory, or a system onto its filesystems.
+    ///
+    /// Examples: crossback restore alpha --to /mnt/rescue /etc/fstab /home/ann/thesis
+    ///           crossback restore alpha --bare-metal --device /=/dev/sda2 --device /home=/dev/sda3
+    Restore(RestoreArgs),
     /// Work with single archives (one file system tree each).
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -249,4 +258,45 @@ pub struct VerifyGenArgs {
     /// Only this system's archives.
     #[arg(long)]
     pub system: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsSystemArgs {
+    pub system: String,
+    /// A path in the system (default: /).
+    pub path: Option<String>,
+    /// From this generation (default: the newest holding the system).
+    #[arg(long)]
+    pub generation: Option<u64>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    pub system: String,
+    /// Only these paths of the system (with --to).
+    pub paths: Vec<String>,
+    /// Restore into this directory (each filesystem at its mount point under it).
+    #[arg(long, value_name = "DIR", conflicts_with = "bare_metal")]
+    pub to: Option<PathBuf>,
+    /// Recreate the system's filesystems (type, UUID, label) and restore onto them.
+    #[arg(long)]
+    pub bare_metal: bool,
+    /// With --bare-metal: the device for a mount point (default: the one with the recorded UUID).
+    #[arg(long = "device", value_name = "MOUNTPOINT=DEV")]
+    pub devices: Vec<String>,
+    /// With --bare-metal: give the filesystems new UUIDs and rewrite fstab/crypttab.
+    #[arg(long)]
+    pub new_uuids: bool,
+    /// From this generation (default: the newest holding the system).
+    #[arg(long)]
+    pub generation: Option<u64>,
+    /// With --to: write into a directory that is not empty.
+    #[arg(long)]
+    pub force: bool,
+    /// With --bare-metal: do not ask before wiping the devices.
+    #[arg(long)]
+    pub yes: bool,
 }

@@ -1,13 +1,14 @@
 //! One module per command; `run` dispatches.
 
-mod archive;
-mod backup;
-mod media;
-mod verify;
+pub mod archive;
+pub mod backup;
 mod chroot;
 mod init;
+mod media;
 mod mount;
+mod restore;
 mod status;
+mod verify;
 
 use crate::cli::{ArchiveCommand, Cli, Command, MediaCommand};
 use crate::Outcome;
@@ -21,6 +22,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Media(MediaCommand::Prepare(a)) => media::prepare(&config, a),
         Command::Backup(a) => backup::run(&config, a),
         Command::Verify(a) => verify::run(&config, a),
+        Command::Ls(a) => restore::ls(&config, a),
+        Command::Restore(a) => restore::restore(&config, a),
         Command::Mount(a) => mount::mount(&config, a),
         Command::Umount(a) => mount::umount(&config, a),
         Command::Archive(cmd) => match cmd {

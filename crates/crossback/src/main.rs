@@ -2,6 +2,7 @@
 //! machine. This binary is thin: `cli` says what the user typed, the
 //! `commands` do the work with the library crates, `output` prints.
 
+mod backups;
 mod cli;
 mod commands;
 mod config;
@@ -9,8 +10,8 @@ mod durable;
 mod machine;
 mod media;
 mod offline;
-mod slots;
 mod output;
+mod slots;
 
 use std::process::ExitCode;
 

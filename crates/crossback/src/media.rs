@@ -101,10 +101,16 @@ pub fn seq_of(name: &str) -> Option<u64> {
 /// What one generation directory holds.
 #[derive(Clone, Debug)]
 pub enum GenEntry {
-    Valid { dir: String, generation: Generation },
+    Valid {
+        dir: String,
+        generation: Generation,
+    },
     /// A leftover: a directory being wiped, or one whose manifest is missing
     /// or unreadable (a crash while it was made).
-    Leftover { dir: String, why: String },
+    Leftover {
+        dir: String,
+        why: String,
+    },
 }
 
 impl GenEntry {
@@ -147,7 +153,10 @@ pub fn read_slot(root: &Path, letter: &str, media_id: &str) -> anyhow::Result<(M
         );
     }
     if marker.slot != letter {
-        bail!("the filesystem configured as slot {letter} says it is slot {}: the configuration and the disk disagree; run `crossback media prepare` again", marker.slot);
+        bail!(
+            "the filesystem configured as slot {letter} says it is slot {}: the configuration and the disk disagree; run `crossback media prepare` again",
+            marker.slot
+        );
     }
     if marker.format > FORMAT {
         bail!("slot {letter} was written by a newer crossback (format {}); upgrade crossback", marker.format);
@@ -215,7 +224,11 @@ pub fn plan(slots: &[SlotContents; 2], new_generation: bool) -> Plan {
     let all: Vec<(usize, &Generation)> = valid(0).chain(valid(1)).collect();
     let protected = all.iter().filter(|(_, g)| g.state == State::Sealed).max_by_key(|(_, g)| g.seq).map(|(i, g)| (*i, g.seq));
     let max_seq = slots.iter().flat_map(|s| s.generations.iter()).filter_map(|g| seq_of(g.dir())).max().unwrap_or(0);
-    let open = all.iter().filter(|(i, g)| g.state == State::Open && protected.is_none_or(|(pi, ps)| g.seq > ps && *i != pi)).max_by_key(|(_, g)| g.seq).map(|(i, g)| (*i, g.seq));
+    let open = all
+        .iter()
+        .filter(|(i, g)| g.state == State::Open && protected.is_none_or(|(pi, ps)| g.seq > ps && *i != pi))
+        .max_by_key(|(_, g)| g.seq)
+        .map(|(i, g)| (*i, g.seq));
     let target = match (open, protected) {
         (Some((i, _)), _) => i,
         (None, Some((pi, _))) => 1 - pi,
@@ -346,7 +359,20 @@ mod tests {
             started: "2026-11-26T06:00:00Z".into(),
             sealed: None,
             systems: vec!["alpha".into()],
-            recorded: vec![SystemRecord { name: "alpha".into(), pretty_name: "A".into(), finished: "x".into(), archives: vec![ArchiveRecord { mountpoint: "/".into(), file: "root.tar.zst".into(), bytes: 1, hash: "h".into(), entries: 2, data_bytes: 3, unreadable: 0 }] }],
+            recorded: vec![SystemRecord {
+                name: "alpha".into(),
+                pretty_name: "A".into(),
+                finished: "x".into(),
+                archives: vec![ArchiveRecord {
+                    mountpoint: "/".into(),
+                    file: "root.tar.zst".into(),
+                    bytes: 1,
+                    hash: "h".into(),
+                    entries: 2,
+                    data_bytes: 3,
+                    unreadable: 0,
+                }],
+            }],
         };
         let t = toml::to_string(&g).unwrap();
         assert_eq!(toml::from_str::<Generation>(&t).unwrap(), g);

@@ -102,7 +102,8 @@ fn root_foreign_files_and_other_media_are_refused() {
     // Another media's marker.
     let marker = s.m.slot_b.path().join("crossback/slot.toml");
     let t = std::fs::read_to_string(&marker).unwrap();
-    let other = t.lines().map(|l| if l.starts_with("media_id") { "media_id = \"0000othermedia\"".to_string() } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+    let other =
+        t.lines().map(|l| if l.starts_with("media_id") { "media_id = \"0000othermedia\"".to_string() } else { l.to_string() }).collect::<Vec<_>>().join("\n");
     std::fs::write(&marker, other).unwrap();
     s.m.slot_b.unmount();
     let out = crossback(&s.cfg).arg("backup").output().unwrap();

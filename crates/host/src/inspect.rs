@@ -43,6 +43,9 @@ pub struct Inspection {
     pub roots: Vec<FoundRoot>,
     /// `crossback/slot.toml`, when the filesystem is a crossback slot.
     pub slot_marker: Option<String>,
+    /// `crossback/gen-*/generation.toml` of a slot: (directory, text; empty if unreadable).
+    #[serde(default)]
+    pub generations: Vec<(String, String)>,
     /// Top-level names in the filesystem (to tell an empty one from a used one).
     pub top_level: Vec<String>,
     pub size: u64,
@@ -114,7 +117,8 @@ pub const SCRATCH: &str = "/run/crossback/private";
 /// processes (and paths such as /tmp) are not affected.
 pub fn scratch_dir(name: &str) -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(SCRATCH).map_err(crate::error::ctx(|| format!("creating {SCRATCH}")))?;
-    rustix::mount::mount("crossback", SCRATCH, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=0700,size=1m")).map_err(crate::error::ctx(|| "mounting a private tmpfs".into()))?;
+    rustix::mount::mount("crossback", SCRATCH, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=0700,size=1m"))
+        .map_err(crate::error::ctx(|| "mounting a private tmpfs".into()))?;
     let dir = Path::new(SCRATCH).join(name);
     std::fs::create_dir_all(&dir).map_err(crate::error::ctx(|| format!("creating {}", dir.display())))?;
     Ok(dir)
@@ -226,6 +230,17 @@ fn look(mnt: &Path, fstype: &str) -> Result<Inspection> {
     }
     let root = open_root(mnt)?;
     i.slot_marker = read_in_root(&root, "crossback/slot.toml", 1 << 16).map(|b| String::from_utf8_lossy(&b).into_owned());
+    if i.slot_marker.is_some() {
+        let mut gens: Vec<String> = std::fs::read_dir(mnt.join("crossback"))
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("gen-")).collect())
+            .unwrap_or_default();
+        gens.sort();
+        for g in gens {
+            let text =
+                read_in_root(&root, &format!("crossback/{g}/generation.toml"), 1 << 22).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            i.generations.push((g, text));
+        }
+    }
     i.top_level = top;
     if let Ok(s) = rustix::fs::statvfs(mnt) {
         i.size = s.f_blocks * s.f_frsize;

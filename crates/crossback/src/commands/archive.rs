@@ -200,6 +200,45 @@ fn mode_string(kind: Kind, mode: u32) -> String {
     s
 }
 
+/// One listing line (or JSON object) for an index entry; `prefix` is the
+/// mount point the archive belongs under ("" for a lone archive).
+pub fn write_entry(out: &mut dyn Write, e: &crossback_archive::IndexEntry, prefix: &str, json: bool) -> std::io::Result<()> {
+    let shown = |p: &[u8]| {
+        let inner = output::path(p);
+        if prefix.is_empty() || prefix == "/" {
+            inner
+        } else if inner == "/" {
+            prefix.to_string()
+        } else {
+            format!("{prefix}{inner}")
+        }
+    };
+    if json {
+        let v = serde_json::json!({
+            "path": shown(&e.path),
+            "type": format!("{:?}", e.kind).to_lowercase(),
+            "mode": format!("{:04o}", e.mode),
+            "uid": e.uid,
+            "gid": e.gid,
+            "size": e.size,
+            "mtime": crossback_archive::tarw::format_time(e.mtime),
+            "link": (!e.link.is_empty()).then(|| if e.kind == Kind::HardLink { shown(&e.link) } else { String::from_utf8_lossy(&e.link).into_owned() }),
+            "flags": e.flags,
+        });
+        writeln!(out, "{v}")
+    } else {
+        let link = match e.kind {
+            Kind::Symlink => format!(" -> {}", String::from_utf8_lossy(&e.link)),
+            Kind::HardLink => format!(" link to {}", shown(&e.link)),
+            _ => String::new(),
+        };
+        let size = match e.kind {
+            Kind::CharDev | Kind::BlockDev => format!("{},{}", e.rdev.0, e.rdev.1),
+            _ => e.size.to_string(),
+        };
+        writeln!(out, "{} {:>5} {:>5} {:>12} {} {}{}", mode_string(e.kind, e.mode), e.uid, e.gid, size, output::utc(e.mtime.sec), shown(&e.path), link)
+    }
+}
 
 pub fn ls(a: LsArgs) -> anyhow::Result<Outcome> {
     let archive = Archive::open(&a.archive).context("reading the archive")?;
@@ -223,31 +262,7 @@ pub fn ls(a: LsArgs) -> anyhow::Result<Outcome> {
             continue;
         }
         found = true;
-        if a.json {
-            let v = serde_json::json!({
-                "path": output::path(&e.path),
-                "type": format!("{:?}", e.kind).to_lowercase(),
-                "mode": format!("{:04o}", e.mode),
-                "uid": e.uid,
-                "gid": e.gid,
-                "size": e.size,
-                "mtime": format!("{}", crossback_archive::tarw::format_time(e.mtime)),
-                "link": (!e.link.is_empty()).then(|| String::from_utf8_lossy(&e.link).into_owned()),
-                "flags": e.flags,
-            });
-            writeln!(out, "{v}")?;
-        } else {
-            let link = match e.kind {
-                Kind::Symlink => format!(" -> {}", String::from_utf8_lossy(&e.link)),
-                Kind::HardLink => format!(" link to {}", output::path(&e.link)),
-                _ => String::new(),
-            };
-            let size = match e.kind {
-                Kind::CharDev | Kind::BlockDev => format!("{},{}", e.rdev.0, e.rdev.1),
-                _ => e.size.to_string(),
-            };
-            writeln!(out, "{} {:>5} {:>5} {:>12} {} {}{}", mode_string(e.kind, e.mode), e.uid, e.gid, size, output::utc(e.mtime.sec), output::path(&e.path), link)?;
-        }
+        write_entry(&mut out, &e, "", a.json)?;
     }
     out.flush()?;
     if !found {

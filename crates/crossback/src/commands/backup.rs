@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use crossback_archive::{Archive, CreateOptions, Progress};
-use crossback_host::offline::{self, FsMount, Mounted};
 use crossback_host::ns;
+use crossback_host::offline::{self, FsMount, Mounted};
 use serde::Serialize;
 
 use crate::cli::BackupArgs;
@@ -91,6 +91,17 @@ fn excludes_for(sys_excludes: &[String], swap_files: &[String], mountpoint: &str
     out
 }
 
+/// fusefat shows a FAT volume's label as an empty file at the root, in
+/// 8.3 form ("ALPHA-EFI" → "ALPHA-EF.I"); it is not a file and cannot be
+/// restored as one: leave it out. (The kernel's vfat driver hides it.)
+fn fat_label_entry(label: &str) -> Option<String> {
+    if label.is_empty() {
+        return None;
+    }
+    let (base, ext) = label.split_at(label.len().min(8));
+    Some(if ext.is_empty() { format!("/{base}") } else { format!("/{base}.{ext}") })
+}
+
 /// Drops the file's pages from the cache, so the check reads the disk.
 fn drop_cache(path: &Path) {
     if let Ok(f) = std::fs::File::open(path) {
@@ -104,7 +115,16 @@ struct Timing {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn backup_system(m: &Machine, sys: &System, fs: &[FsMount], cfg_excludes: &[String], gen_dir: &Path, scratch: &Path, a: &BackupArgs, t: &mut Timing) -> anyhow::Result<SystemRecord> {
+fn backup_system(
+    m: &Machine,
+    sys: &System,
+    fs: &[FsMount],
+    cfg_excludes: &[String],
+    gen_dir: &Path,
+    scratch: &Path,
+    a: &BackupArgs,
+    t: &mut Timing,
+) -> anyhow::Result<SystemRecord> {
     let dir = gen_dir.join(&sys.name);
     if dir.exists() {
         // Left by an interrupted run: start this system again.
@@ -139,9 +159,18 @@ fn backup_system(m: &Machine, sys: &System, fs: &[FsMount], cfg_excludes: &[Stri
         let partial = dir.join(format!("{file}.partial"));
         let out = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
         let progress = Arc::new(Progress::default());
-        let mut opts = CreateOptions { level: a.level, excludes: excludes_for(cfg_excludes, &sys.swap_files, &f.mountpoint, &all_mounts), spool_dir: Some(dir.clone()), progress: Some(Arc::clone(&progress)), ..Default::default() };
+        let mut opts = CreateOptions {
+            level: a.level,
+            excludes: excludes_for(cfg_excludes, &sys.swap_files, &f.mountpoint, &all_mounts),
+            spool_dir: Some(dir.clone()),
+            progress: Some(Arc::clone(&progress)),
+            ..Default::default()
+        };
         if let Some(th) = a.threads {
             opts.threads = th.max(1);
+        }
+        if let Some(n) = d.filter(|d| d.fstype == "vfat").and_then(|d| fat_label_entry(&d.label)) {
+            opts.excludes.push(n);
         }
         let start = Instant::now();
         let bar = Bar::start(Arc::clone(&progress), used, "archiving");
@@ -167,7 +196,13 @@ fn backup_system(m: &Machine, sys: &System, fs: &[FsMount], cfg_excludes: &[Stri
             let archive = Archive::open(&partial).with_context(|| format!("reading back {}", partial.display()))?;
             let check = crossback_archive::verify::verify(&archive, None, None).with_context(|| format!("checking {}", partial.display()))?;
             if !check.clean() {
-                bail!("the archive of {}'s {} does not read back correctly from the slot ({} damaged: {:?}): the backup disk may be failing", sys.name, f.mountpoint, check.damaged.len(), check.damaged.iter().take(3).map(|(p, w)| format!("{}: {w}", output::path(p))).collect::<Vec<_>>());
+                bail!(
+                    "the archive of {}'s {} does not read back correctly from the slot ({} damaged: {:?}): the backup disk may be failing",
+                    sys.name,
+                    f.mountpoint,
+                    check.damaged.len(),
+                    check.damaged.iter().take(3).map(|(p, w)| format!("{}: {w}", output::path(p))).collect::<Vec<_>>()
+                );
             }
             t.check += start.elapsed();
         }
@@ -184,7 +219,15 @@ fn backup_system(m: &Machine, sys: &System, fs: &[FsMount], cfg_excludes: &[Stri
             data_bytes: report.summary.data_bytes,
             unreadable: report.summary.errors,
         });
-        println!("  {} {:<10} {} entries, {} → {} in {:.1}s", sys.name, f.mountpoint, report.summary.entries, output::bytes(report.summary.data_bytes), output::bytes(bytes), start.elapsed().as_secs_f64());
+        println!(
+            "  {} {:<10} {} entries, {} → {} in {:.1}s",
+            sys.name,
+            f.mountpoint,
+            report.summary.entries,
+            output::bytes(report.summary.data_bytes),
+            output::bytes(bytes),
+            start.elapsed().as_secs_f64()
+        );
     }
     crate::durable::write(&dir.join("mounts.toml"), toml::to_string(&mounts_file)?.as_bytes())?;
     let busy = mounted.unmount();
@@ -209,7 +252,10 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     }
     for n in &a.systems {
         if cfg.system(n).is_none() {
-            bail!("no system called {n:?} in the configuration (configured: {})", cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect::<Vec<_>>().join(", "));
+            bail!(
+                "no system called {n:?} in the configuration (configured: {})",
+                cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect::<Vec<_>>().join(", ")
+            );
         }
     }
     let m = Machine::scan(&[])?;
@@ -252,7 +298,11 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
             std::fs::create_dir_all(&gd).with_context(|| format!("creating {}", gd.display()))?;
             crate::durable::fsync_dir(&slot_dir)?;
             write_manifest(&gd, &g)?;
-            println!("generation {seq} started in slot {}{}", target.letter, plan.protected.map(|(s, q)| format!("; generation {q} in slot {} stays as it is", slots::LETTERS[s])).unwrap_or_default());
+            println!(
+                "generation {seq} started in slot {}{}",
+                target.letter,
+                plan.protected.map(|(s, q)| format!("; generation {q} in slot {} stays as it is", slots::LETTERS[s])).unwrap_or_default()
+            );
             g
         }
     };
@@ -318,7 +368,11 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
         generation.seq,
         target.letter,
         if generation.state == State::Sealed { "sealed: complete".to_string() } else { format!("open, missing {}", generation.missing().join(", ")) },
-        if skipped_running.is_empty() { String::new() } else { format!(" ({} is running: boot another system or a live USB and run `crossback backup` to add it)", skipped_running.join(", ")) },
+        if skipped_running.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} is running: boot another system or a live USB and run `crossback backup` to add it)", skipped_running.join(", "))
+        },
         timing.archive.as_secs_f64(),
         timing.check.as_secs_f64(),
         started.elapsed().as_secs_f64()

@@ -60,7 +60,17 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
         }
     }
     if a.mkfs {
-        let list: Vec<String> = devs.iter().map(|d| format!("{} ({}{})", d.path.display(), if d.fstype.is_empty() { "no filesystem" } else { &d.fstype }, if d.label.is_empty() { String::new() } else { format!(" \"{}\"", d.label) })).collect();
+        let list: Vec<String> = devs
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} ({}{})",
+                    d.path.display(),
+                    if d.fstype.is_empty() { "no filesystem" } else { &d.fstype },
+                    if d.label.is_empty() { String::new() } else { format!(" \"{}\"", d.label) }
+                )
+            })
+            .collect();
         println!("--mkfs formats as ext4, destroying everything on: {}", list.join(", "));
         if !a.yes && !confirm("Type yes to format them:")? {
             bail!("not formatted: pass --yes with --mkfs to format without asking");
@@ -107,9 +117,15 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
             _ => {}
         }
         if existing.is_none() {
-            let mut foreign: Vec<String> = std::fs::read_dir(&root)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "lost+found" && n != media::DIR).collect();
+            let mut foreign: Vec<String> = std::fs::read_dir(&root)?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "lost+found" && n != media::DIR)
+                .collect();
             if dir.exists() {
-                foreign.extend(std::fs::read_dir(&dir)?.flatten().map(|e| format!("{}/{}", media::DIR, e.file_name().to_string_lossy())).filter(|n| !n.ends_with(".new")));
+                foreign.extend(
+                    std::fs::read_dir(&dir)?.flatten().map(|e| format!("{}/{}", media::DIR, e.file_name().to_string_lossy())).filter(|n| !n.ends_with(".new")),
+                );
             }
             if !foreign.is_empty() {
                 foreign.sort();

@@ -11,6 +11,25 @@ use crate::output;
 use crate::Outcome;
 
 #[derive(Serialize)]
+struct GenStatus {
+    seq: u64,
+    /// `open` or `sealed`.
+    state: crate::media::State,
+    started: String,
+    sealed: Option<String>,
+    systems: Vec<GenSystem>,
+    missing: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct GenSystem {
+    name: String,
+    finished: String,
+    bytes: u64,
+    data_bytes: u64,
+}
+
+#[derive(Serialize)]
 struct SlotStatus {
     letter: &'static str,
     uuid: String,
@@ -21,6 +40,10 @@ struct SlotStatus {
     mounted_rw: bool,
     size: Option<u64>,
     free: Option<u64>,
+    /// The generation in the slot (the newest, if a crash left more).
+    generation: Option<GenStatus>,
+    /// Generation directories left by interrupted runs (removed by the next backup).
+    leftovers: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -28,6 +51,36 @@ struct Status {
     config: String,
     systems: Vec<System>,
     slots: Vec<SlotStatus>,
+}
+
+/// What to do next, in words: finish an open generation, or make a new one.
+fn advice(st: &Status, now: i64) {
+    let newest_sealed = st.slots.iter().filter_map(|s| s.generation.as_ref()).filter(|g| g.state == crate::media::State::Sealed).max_by_key(|g| g.seq);
+    let open = st.slots.iter().filter_map(|s| s.generation.as_ref()).filter(|g| g.state == crate::media::State::Open).max_by_key(|g| g.seq);
+    if let Some(g) = open {
+        for name in &g.missing {
+            let hint = match st.systems.iter().find(|s| &s.name == name) {
+                Some(s) if s.running => format!("boot into another system (or a live USB) and run `crossback backup` to add {name}"),
+                _ => format!("run `crossback backup` (from a system other than {name}, or a live USB)"),
+            };
+            println!("to complete generation {}: {hint}", g.seq);
+        }
+        if let Some(t) = output::parse_time(&g.started) {
+            if now - t > 7 * 86400 {
+                println!("warning: generation {} has been open for {}; until it is sealed, the newest complete set is older", g.seq, output::age(now - t));
+            }
+        }
+    }
+    match newest_sealed {
+        None => println!("no complete backup yet: run `crossback backup`"),
+        Some(g) => {
+            if let Some(t) = g.sealed.as_deref().and_then(output::parse_time) {
+                if now - t > 30 * 86400 {
+                    println!("warning: the newest complete backup (generation {}) is {} old", g.seq, output::age(now - t));
+                }
+            }
+        }
+    }
 }
 
 pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
@@ -48,6 +101,8 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
                 mounted_rw: false,
                 size: None,
                 free: None,
+                generation: None,
+                leftovers: Vec::new(),
             };
             if let Some(d) = dev {
                 s.mounted = !m.mounts_of(d).is_empty();
@@ -55,12 +110,37 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
                 if let Ok(i) = m.inspect(d) {
                     s.size = Some(i.size);
                     s.free = Some(i.free);
+                    for (dir, text) in &i.generations {
+                        match toml::from_str::<crate::media::Generation>(text) {
+                            Ok(g) if g.media_id == *media.id.get_ref() && s.generation.as_ref().is_none_or(|x| x.seq < g.seq) => {
+                                s.generation = Some(GenStatus {
+                                    seq: g.seq,
+                                    state: g.state,
+                                    started: g.started.clone(),
+                                    sealed: g.sealed.clone(),
+                                    missing: g.missing().iter().map(|x| x.to_string()).collect(),
+                                    systems: g
+                                        .recorded
+                                        .iter()
+                                        .map(|r| GenSystem {
+                                            name: r.name.clone(),
+                                            finished: r.finished.clone(),
+                                            bytes: r.archives.iter().map(|a| a.bytes).sum(),
+                                            data_bytes: r.archives.iter().map(|a| a.data_bytes).sum(),
+                                        })
+                                        .collect(),
+                                });
+                            }
+                            _ => s.leftovers.push(dir.clone()),
+                        }
+                    }
                 }
             }
             slots.push(s);
         }
     }
     let st = Status { config: path.display().to_string(), systems, slots };
+    let now = output::parse_time(&output::now()).unwrap_or(0);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
         return Ok(Outcome::Ok);
@@ -98,7 +178,27 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
             };
             let free = s.free.map(|f| format!(", {} free of {}", output::bytes(f), output::bytes(s.size.unwrap_or(0)))).unwrap_or_default();
             println!("  {}  UUID={}  {}{}", s.letter, s.uuid, state, free);
+            match &s.generation {
+                None => println!("     no generation yet"),
+                Some(g) => {
+                    let when = g.sealed.as_ref().unwrap_or(&g.started);
+                    let ago = output::parse_time(when).map(|t| output::age(now - t)).unwrap_or_default();
+                    match g.state {
+                        crate::media::State::Sealed => println!("     generation {}: sealed {} ({} ago), complete", g.seq, when, ago),
+                        crate::media::State::Open => {
+                            println!("     generation {}: OPEN since {} ({} ago), missing {}", g.seq, g.started, ago, g.missing.join(", "))
+                        }
+                    }
+                    for sy in &g.systems {
+                        println!("       {:<12} {} ({} of data) at {}", sy.name, output::bytes(sy.bytes), output::bytes(sy.data_bytes), sy.finished);
+                    }
+                }
+            }
+            if !s.leftovers.is_empty() {
+                println!("     leftovers of an interrupted run (the next backup removes them): {}", s.leftovers.join(", "));
+            }
         }
+        advice(&st, now);
     }
     Ok(Outcome::Ok)
 }

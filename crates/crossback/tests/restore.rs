@@ -1,0 +1,166 @@
+//! `crossback ls` and `restore` from real backups, on a machine of loop
+//! devices. These tests need root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crossback_testkit::machine::TestMachine;
+use crossback_testkit::{compare, require_root, run, tree, LoopFs};
+
+fn crossback(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
+    c.arg("--config").arg(config);
+    c
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running crossback");
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+struct Setup {
+    m: TestMachine,
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+}
+
+/// alpha's /home gets the edge-case tree; then one full backup.
+fn setup() -> Setup {
+    let mut m = TestMachine::new();
+    m.alpha_home.mount(&[]);
+    tree::build(&m.alpha_home.path().join("edge"));
+    tree::clear_flags(m.alpha_home.path());
+    m.alpha_home.unmount();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    ok(crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
+    ok(crossback(&cfg).arg("backup"));
+    Setup { m, dir, cfg }
+}
+
+/// Differences between a filesystem and its restore, outside the given subtrees.
+fn diffs(a: &Path, b: &Path, skip: &[&str]) -> Vec<String> {
+    compare::trees(a, b)
+        .into_iter()
+        .filter(|d| {
+            !d.contains("dev/socket") && !skip.iter().any(|s| d.contains(&format!(" {s}/")) || d.contains(&format!(" {s}:")) || d.ends_with(&format!(" {s}")))
+        })
+        .collect()
+}
+
+#[test]
+fn root_ls_and_restore_files_and_whole_systems() {
+    if !require_root("root_ls_and_restore_files_and_whole_systems") {
+        return;
+    }
+    let mut s = setup();
+    let out = ok(crossback(&s.cfg).args(["ls", "alpha", "/home/ann"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" /home/ann/notes.txt"), "{text}");
+    let out = ok(crossback(&s.cfg).args(["ls", "alpha", "--json"]));
+    let all = String::from_utf8_lossy(&out.stdout);
+    for p in ["\"/\"", "\"/etc/fstab\"", "\"/home/ann/notes.txt\"", "\"/home/edge/files/sparse-9g\""] {
+        assert!(all.contains(&format!("\"path\":{p}")), "{p} missing from ls");
+    }
+    // One file.
+    let one = s.dir.path().join("one");
+    ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&one).arg("/home/ann/notes.txt"));
+    assert_eq!(std::fs::read_to_string(one.join("home/ann/notes.txt")).unwrap(), "alpha's home\n");
+    assert!(!one.join("etc").exists());
+    // Non-empty target refused.
+    let out = crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&one).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
+    // Whole systems, compared with their filesystems.
+    let whole = s.dir.path().join("alpha");
+    ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&whole));
+    s.m.alpha_home.mount(&["ro"]);
+    let d = diffs(s.m.alpha_home.path(), &whole.join("home"), &[]);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    s.m.alpha_home.unmount();
+    s.m.alpha_root.mount(&["ro"]);
+    let d = diffs(s.m.alpha_root.path(), &whole, &["home", "boot/efi", "lost+found"]);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    s.m.alpha_root.unmount();
+    assert!(whole.join("boot/efi").is_dir());
+    let beta = s.dir.path().join("beta");
+    ok(crossback(&s.cfg).args(["restore", "beta", "--to"]).arg(&beta));
+    assert_eq!(std::fs::read_to_string(beta.join("home/bob.txt")).unwrap(), "beta's home\n");
+    assert!(beta.join("etc/fstab").exists() && !beta.join("@").exists());
+}
+
+#[test]
+fn root_bare_metal_restore_recreates_the_filesystems() {
+    if !require_root("root_bare_metal_restore_recreates_the_filesystems") {
+        return;
+    }
+    let mut s = setup();
+    let reference = s.dir.path().join("reference");
+    ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&reference));
+    let ids: Vec<(String, String)> = [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi]
+        .iter()
+        .map(|f| (f.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&f.device)).trim().to_string()))
+        .collect();
+    // The disk "fails": every filesystem of alpha is gone.
+    for f in [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi] {
+        run(Command::new("wipefs").args(["-a", "-q"]).arg(&f.device));
+    }
+    let out = crossback(&s.cfg).args(["restore", "alpha", "--bare-metal"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "asks first");
+    let out = ok(crossback(&s.cfg).args([
+        "restore",
+        "alpha",
+        "--bare-metal",
+        "--yes",
+        "--device",
+        &format!("/={}", s.m.alpha_root.device),
+        "--device",
+        &format!("/home={}", s.m.alpha_home.device),
+        "--device",
+        &format!("/boot/efi={}", s.m.alpha_efi.device),
+    ]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("crossback chroot alpha"), "{}", String::from_utf8_lossy(&out.stdout));
+    let now: Vec<(String, String)> = [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi]
+        .iter()
+        .map(|f| (f.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&f.device)).trim().to_string()))
+        .collect();
+    assert_eq!(ids, now, "same UUIDs and labels");
+    s.m.alpha_home.mount(&["ro"]);
+    let d = diffs(&reference.join("home"), s.m.alpha_home.path(), &[]);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    s.m.alpha_home.unmount();
+    // The restored system works at once: chroot into it.
+    let out = ok(crossback(&s.cfg).args(["chroot", "alpha", "--", "cat", "/home/ann/notes.txt"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alpha's home\n");
+
+    // Onto new filesystems with new UUIDs: fstab follows.
+    let new_root = LoopFs::new("ext4", 64);
+    let new_home = LoopFs::new("ext4", 128);
+    let new_efi = LoopFs::with_mkfs_args("vfat", 64, &[]);
+    let mut fresh = [new_root, new_home, new_efi];
+    for f in fresh.iter_mut() {
+        f.unmount();
+    }
+    let out = ok(crossback(&s.cfg).args([
+        "restore",
+        "alpha",
+        "--bare-metal",
+        "--yes",
+        "--new-uuids",
+        "--device",
+        &format!("/={}", fresh[0].device),
+        "--device",
+        &format!("/home={}", fresh[1].device),
+        "--device",
+        &format!("/boot/efi={}", fresh[2].device),
+    ]));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("rewrote etc/fstab"), "{said}");
+    fresh[0].mount(&["ro"]);
+    let fstab = std::fs::read_to_string(fresh[0].path().join("etc/fstab")).unwrap();
+    fresh[0].unmount();
+    assert!(fstab.contains(&fresh[1].uuid()) && !fstab.contains(&ids[1].0), "{fstab}");
+    assert!(fstab.contains(&fresh[0].uuid()), "{fstab}");
+}
