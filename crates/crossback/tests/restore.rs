@@ -138,7 +138,7 @@ fn root_bare_metal_restore_recreates_the_filesystems() {
     // Onto new filesystems with new UUIDs: fstab follows.
     let new_root = LoopFs::new("ext4", 64);
     let new_home = LoopFs::new("ext4", 128);
-    let new_efi = LoopFs::with_mkfs_args("vfat", 64, &[]);
+    let new_efi = LoopFs::with_mkfs_args("vfat", 64, &["-i", &crossback_testkit::random_vfat_id()]);
     let mut fresh = [new_root, new_home, new_efi];
     for f in fresh.iter_mut() {
         f.unmount();

@@ -190,7 +190,19 @@ pub fn mount_one(m: &FsMount, at: &Path, rw: bool, set_ro: bool, into: &mut Moun
     }
     let data = CString::new(if rw { rw_options(m) } else { ro_options(m) }).unwrap_or_default();
     let flags = if rw { MountFlags::empty() } else { MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV };
-    match rustix::mount::mount(&m.device, at, m.fstype.as_str(), flags, Some(data.as_c_str())) {
+    // EBUSY can be passing: a probe (blkid, udev) holding the device open
+    // exclusively for a moment. Try again for up to 3 seconds.
+    let mut tries = 0;
+    let result = loop {
+        match rustix::mount::mount(&m.device, at, m.fstype.as_str(), flags, Some(data.as_c_str())) {
+            Err(rustix::io::Errno::BUSY) if tries < 30 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => break r,
+        }
+    };
+    match result {
         Ok(()) => {
             into.points.push(at.to_path_buf());
             Ok(())

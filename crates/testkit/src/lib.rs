@@ -54,6 +54,14 @@ pub fn wait_detached(device: &str) {
     panic!("{device} was not detached after 5 s");
 }
 
+/// A random vfat volume id (mkfs.vfat derives one from the clock, so two
+/// made in the same second, by tests running side by side, would collide).
+pub fn random_vfat_id() -> String {
+    let mut b = [0u8; 4];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").expect("urandom"), &mut b).expect("urandom");
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
 /// A file system in an image file, on its own loop device, mounted.
 pub struct LoopFs {
     pub image: PathBuf,

@@ -50,7 +50,7 @@ impl TestMachine {
         let alpha_home = LoopFs::new("ext4", 64);
         fs::create_dir_all(alpha_home.path().join("ann")).expect("home");
         fs::write(alpha_home.path().join("ann/notes.txt"), "alpha's home\n").expect("write");
-        let alpha_efi = LoopFs::with_mkfs_args("vfat", 64, &["-n", "ALPHA-EFI"]);
+        let alpha_efi = LoopFs::with_mkfs_args("vfat", 64, &["-n", "ALPHA-EFI", "-i", &crate::random_vfat_id()]);
         let alpha_root = LoopFs::new("ext4", 64);
         let fstab = format!(
             "# /etc/fstab of alpha\nUUID={} / ext4 errors=remount-ro 0 1\nUUID={} /home ext4 defaults 0 2\nUUID={} /boot/efi vfat umask=0077 0 1\ntmpfs /tmp tmpfs defaults 0 0\n",
