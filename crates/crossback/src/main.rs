@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         return ExitCode::from(crossback_host::inspect::serve(&args) as u8);
     }
     if args.get(1).map(String::as_str) == Some(crossback_host::ns::GUARD_ARG) {
-        return ExitCode::from(crossback_host::ns::serve_guard() as u8);
+        return ExitCode::from(crossback_host::ns::serve_guard(&args) as u8);
     }
     let cli = cli::Cli::parse();
     let code = run(cli);

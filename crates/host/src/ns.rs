@@ -54,7 +54,7 @@ pub fn start_guard() -> Result<()> {
 }
 
 /// The guard's side: called by `main` when `args[1] == GUARD_ARG`.
-pub fn serve_guard() -> i32 {
+pub fn serve_guard(args: &[String]) -> i32 {
     // Leave crossback's process group and ignore the terminal's signals:
     // Ctrl-C must not kill the guard before crossback.
     let _ = rustix::process::setsid();
@@ -66,6 +66,14 @@ pub fn serve_guard() -> i32 {
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
+        }
+    }
+    // The pipe closes while crossback is still exiting: wait until it is
+    // gone (or a zombie), or its records would look like a live run's.
+    if let Some(pid) = args.get(2).and_then(|p| p.parse::<u32>().ok()) {
+        let start = std::time::Instant::now();
+        while crate::rodev::alive(pid) && start.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
     match crate::rodev::restore_leftovers() {

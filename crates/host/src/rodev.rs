@@ -89,7 +89,7 @@ pub fn restore_leftovers() -> Result<Vec<PathBuf>> {
         let pid: u32 = lines.next().and_then(|p| p.parse().ok()).unwrap_or(0);
         let dev = PathBuf::from(lines.next().unwrap_or(""));
         // Still held by a live crossback: leave it.
-        if pid != 0 && pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != 0 && pid != std::process::id() && alive(pid) {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if comm.trim() == "crossback" {
                 continue;
@@ -103,6 +103,19 @@ pub fn restore_leftovers() -> Result<Vec<PathBuf>> {
         let _ = std::fs::remove_file(e.path());
     }
     Ok(restored)
+}
+
+/// A process that exists and is not a zombie (a killed crossback stays a
+/// zombie until its parent reaps it; its devices are free already).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // "pid (comm) S ...": the state follows the last ')'.
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).unwrap_or("");
+            !matches!(state, "Z" | "X" | "x")
+        }
+        Err(_) => false,
+    }
 }
 
 /// True when the device is read-only now.

@@ -1,0 +1,213 @@
+//! R5: a crash, kill, full disk or power cut at any instant leaves the
+//! newest sealed generation intact, and the next run carries on.
+//! These tests need root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crossback_testkit::machine::TestMachine;
+use crossback_testkit::{require_root, run, tree, LoopFs};
+
+fn crossback(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
+    c.arg("--config").arg(config);
+    c
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running crossback");
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A little randomness without a crate: the clock's nanoseconds.
+fn rand_below(n: u64) -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    (t.subsec_nanos() as u64).wrapping_mul(6364136223846793005).rotate_left(17) % n.max(1)
+}
+
+fn with_data(m: &mut TestMachine, mib: usize) {
+    m.alpha_home.mount(&[]);
+    std::fs::write(m.alpha_home.path().join("ann/big"), tree::noise(1, mib << 20)).unwrap();
+    m.alpha_home.unmount();
+    m.beta.mount(&[]);
+    std::fs::write(m.beta.path().join("@home/big"), tree::noise(2, mib << 20)).unwrap();
+    m.beta.unmount();
+}
+
+fn setup(mib: usize) -> (TestMachine, tempfile::TempDir, PathBuf) {
+    let mut m = TestMachine::new();
+    with_data(&mut m, mib);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    ok(crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
+    (m, dir, cfg)
+}
+
+/// The newest sealed generation's number, from `status --json`.
+fn newest_sealed(cfg: &Path) -> Option<u64> {
+    let out = ok(crossback(cfg).args(["status", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["slots"].as_array().unwrap().iter().filter(|s| s["generation"]["state"] == "sealed").filter_map(|s| s["generation"]["seq"].as_u64()).max()
+}
+
+fn ro_flags_clear(m: &TestMachine) -> bool {
+    m.devices().iter().all(|d| std::fs::read_to_string(format!("/sys/class/block/{}/ro", d.file_name().unwrap().to_str().unwrap())).unwrap().trim() == "0")
+}
+
+#[test]
+fn root_kill_9_at_random_moments_never_loses_the_newest_complete_set() {
+    if !require_root("root_kill_9_at_random_moments_never_loses_the_newest_complete_set") {
+        return;
+    }
+    let (m, _dir, cfg) = setup(12);
+    let start = Instant::now();
+    ok(crossback(&cfg).arg("backup"));
+    let full = start.elapsed();
+    assert_eq!(newest_sealed(&cfg), Some(1));
+    let mut kills = 0;
+    for round in 0..40 {
+        if kills >= 20 {
+            break;
+        }
+        let mut child = crossback(&cfg).arg("backup").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // Spread over the whole run: wiping, writing, checking, renaming, recording.
+        let at = Duration::from_micros(rand_below(full.as_micros() as u64 * 9 / 10));
+        std::thread::sleep(at);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ro_flags_clear(&m) {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: devices left read-only: records {:?}; guards: {}",
+                std::fs::read_dir("/run/crossback/blkro")
+                    .map(|r| r.flatten().map(|e| (e.file_name(), std::fs::read_to_string(e.path()).unwrap_or_default())).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+                run(Command::new("sh").arg("-c").arg("ps -eo pid,stat,args | grep crossback | grep -v grep || true"))
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let sealed = newest_sealed(&cfg).expect("a sealed generation survives");
+        ok(crossback(&cfg).args(["verify", "--generation", &sealed.to_string()]));
+    }
+    assert!(kills >= 20, "only {kills} runs were killed mid-way");
+    // The next run completes the cycle.
+    let before = newest_sealed(&cfg).unwrap();
+    ok(crossback(&cfg).arg("backup"));
+    let after = newest_sealed(&cfg).unwrap();
+    assert!(after > before, "a rerun seals a new generation ({before} → {after})");
+    ok(crossback(&cfg).arg("verify"));
+}
+
+#[test]
+fn root_power_cut_copies_keep_the_newest_sealed_generation() {
+    if !require_root("root_power_cut_copies_keep_the_newest_sealed_generation") {
+        return;
+    }
+    let (m, dir, cfg) = setup(12);
+    ok(crossback(&cfg).arg("backup"));
+    let start = Instant::now();
+    ok(crossback(&cfg).arg("backup"));
+    let full = start.elapsed();
+    for round in 0..10 {
+        let mut child = crossback(&cfg).arg("backup").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(rand_below(full.as_micros() as u64)));
+        // What the disks held at this instant: both images, no sync first.
+        let copies: Vec<PathBuf> = [&m.slot_a, &m.slot_b]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let c = dir.path().join(format!("cut-{round}-{i}.img"));
+                run(Command::new("cp").arg("--sparse=always").arg(&s.image).arg(&c));
+                c
+            })
+            .collect();
+        child.wait().unwrap();
+        // fsck, mount each copy, find the newest sealed generation, check its archives.
+        let mut best: Option<(u64, PathBuf, String)> = None;
+        let mut mounts = Vec::new();
+        for c in &copies {
+            let _ = Command::new("e2fsck").args(["-f", "-y", "-q"]).arg(c).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let mnt = c.with_extension("mnt");
+            std::fs::create_dir_all(&mnt).unwrap();
+            run(Command::new("mount").args(["-o", "loop,ro,noload"]).arg(c).arg(&mnt));
+            for e in std::fs::read_dir(mnt.join("crossback")).unwrap().flatten() {
+                let Ok(t) = std::fs::read_to_string(e.path().join("generation.toml")) else { continue };
+                let Some(seq) = t.lines().find_map(|l| l.strip_prefix("seq = ")).and_then(|s| s.parse::<u64>().ok()) else { continue };
+                if t.contains("state = \"sealed\"") && best.as_ref().is_none_or(|b| b.0 < seq) {
+                    best = Some((seq, e.path(), t));
+                }
+            }
+            mounts.push(mnt);
+        }
+        let (seq, gdir, manifest) = best.unwrap_or_else(|| panic!("round {round}: no sealed generation on the cut disks"));
+        let v: toml::Value = toml::from_str(&manifest).unwrap();
+        for sys in v["system"].as_array().unwrap() {
+            for ar in sys["archive"].as_array().unwrap() {
+                let a = gdir.join(sys["name"].as_str().unwrap()).join(ar["file"].as_str().unwrap());
+                ok(crossback(&cfg).args(["archive", "verify"]).arg(&a));
+            }
+        }
+        assert!(seq >= 2, "round {round}: generation {seq}");
+        for mnt in &mounts {
+            run(Command::new("umount").arg(mnt));
+        }
+        // The copies hold the slots' UUIDs: they must be gone before crossback looks again.
+        for c in &copies {
+            for _ in 0..200 {
+                if run(Command::new("losetup").arg("-j").arg(c)).trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
+        for c in &copies {
+            let _ = std::fs::remove_file(c);
+        }
+    }
+    // Whatever the last run left, status makes sense of it and a run completes.
+    ok(crossback(&cfg).arg("status"));
+    ok(crossback(&cfg).arg("backup"));
+    ok(crossback(&cfg).arg("verify"));
+}
+
+#[test]
+fn root_a_full_slot_records_nothing_and_the_other_slot_is_untouched() {
+    if !require_root("root_a_full_slot_records_nothing_and_the_other_slot_is_untouched") {
+        return;
+    }
+    let mut m = TestMachine::new();
+    with_data(&mut m, 30);
+    let small = LoopFs::new("ext4", 24);
+    let mut small = small;
+    small.unmount();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    ok(crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &small.device]));
+    ok(crossback(&cfg).arg("backup"));
+    let out = crossback(&cfg).arg("backup").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("slot is full") && e.contains("nothing was recorded"), "{e}");
+    ok(crossback(&cfg).args(["verify", "--generation", "1"]));
+    let out = ok(crossback(&cfg).args(["status", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["slots"][0]["generation"]["state"], "sealed");
+    assert_eq!(v["slots"][1]["generation"]["systems"].as_array().map(|a| a.len()), Some(0), "{}", v["slots"][1]);
+    // With less data the next run cleans up and completes.
+    m.alpha_home.mount(&[]);
+    std::fs::remove_file(m.alpha_home.path().join("ann/big")).unwrap();
+    m.alpha_home.unmount();
+    m.beta.mount(&[]);
+    std::fs::remove_file(m.beta.path().join("@home/big")).unwrap();
+    m.beta.unmount();
+    ok(crossback(&cfg).arg("backup"));
+    ok(crossback(&cfg).arg("verify"));
+}
