@@ -67,7 +67,11 @@ fn root_rotation_keeps_the_previous_complete_set() {
     assert!(a[0].0 == "gen-000001" && a[0].1.contains("state = \"sealed\""), "{a:?}");
     assert!(generations(&mut s.m.slot_b).is_empty());
     ok(crossback(&s.cfg).arg("verify"));
-    for round in 2..=4u64 {
+    // Five more rotations, with files changed before each.
+    for round in 2..=6u64 {
+        s.m.alpha_home.mount(&[]);
+        std::fs::write(s.m.alpha_home.path().join("ann/round.txt"), format!("round {round}\n")).unwrap();
+        s.m.alpha_home.unmount();
         ok(crossback(&s.cfg).arg("backup"));
         let (new, old) = if round % 2 == 0 { (&mut s.m.slot_b, &mut s.m.slot_a) } else { (&mut s.m.slot_a, &mut s.m.slot_b) };
         let n = generations(new);
@@ -77,9 +81,45 @@ fn root_rotation_keeps_the_previous_complete_set() {
         assert!(n[0].1.contains("state = \"sealed\""));
         assert_eq!(o.len(), 1, "the previous generation stays: {o:?}");
         assert_eq!(o[0].0, format!("gen-{:06}", round - 1));
+        // Both complete sets restore what was there at their time.
+        for (seq, want) in [(round, format!("round {round}\n")), (round - 1, if round > 2 { format!("round {}\n", round - 1) } else { String::new() })] {
+            let dest = s._dir.path().join(format!("r{round}-{seq}"));
+            ok(crossback(&s.cfg).args(["restore", "alpha", "--generation", &seq.to_string(), "--to"]).arg(&dest).arg("/home/ann"));
+            let got = std::fs::read_to_string(dest.join("home/ann/round.txt")).unwrap_or_default();
+            assert_eq!(got, want, "generation {seq}");
+        }
     }
+    let out = ok(crossback(&s.cfg).args(["status", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["slots"][0]["generation"]["seq"], 5);
+    assert_eq!(v["slots"][1]["generation"]["seq"], 6);
+    assert_eq!(v["slots"][1]["generation"]["state"], "sealed");
+    let names: Vec<&str> = v["slots"][1]["generation"]["systems"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta"]);
     let out = ok(crossback(&s.cfg).arg("verify"));
-    assert!(text(&out).contains("4 archives checked, 0 damaged") || text(&out).contains("10 archives checked, 0 damaged"), "{}", text(&out));
+    assert!(text(&out).contains("10 archives checked, 0 damaged"), "{}", text(&out));
+}
+
+#[test]
+fn root_an_open_generation_is_completed_from_the_other_system() {
+    if !require_root("root_an_open_generation_is_completed_from_the_other_system") {
+        return;
+    }
+    let s = setup();
+    ok(crossback(&s.cfg).args(["backup", "beta"]));
+    let out = ok(crossback(&s.cfg).arg("status"));
+    let t = text(&out);
+    assert!(t.contains("generation 1: OPEN") && t.contains("missing alpha"), "{t}");
+    assert!(t.contains("to complete generation 1"), "{t}");
+    let out = crossback(&s.cfg).args(["backup", "beta"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("beta is in generation 1 already"), "{}", text(&out));
+    let out = ok(crossback(&s.cfg).arg("backup"));
+    assert!(text(&out).contains("continuing generation 1") && text(&out).contains("sealed: complete"), "{}", text(&out));
+    // --new-generation abandons an open one and starts again in the same slot.
+    ok(crossback(&s.cfg).args(["backup", "alpha"]));
+    let out = ok(crossback(&s.cfg).args(["backup", "--new-generation", "alpha"]));
+    assert!(text(&out).contains("generation 3 started in slot B"), "{}", text(&out));
 }
 
 #[test]
