@@ -258,6 +258,9 @@ pub struct VerifyGenArgs {
     /// Only this system's archives.
     #[arg(long)]
     pub system: Option<String>,
+    /// Also compare each archive with the offline system itself (read-only) and list what changed since.
+    #[arg(long)]
+    pub against_source: bool,
 }
 
 #[derive(Args, Debug)]

@@ -84,9 +84,6 @@ impl Generation {
         self.systems.iter().filter(|s| !self.recorded.iter().any(|r| &r.name == *s)).map(String::as_str).collect()
     }
 
-    pub fn record(&self, name: &str) -> Option<&SystemRecord> {
-        self.recorded.iter().find(|r| r.name == name)
-    }
 }
 
 pub fn gen_dir(seq: u64) -> String {
@@ -114,6 +111,14 @@ pub enum GenEntry {
 }
 
 impl GenEntry {
+    /// Why a leftover is one (empty for a valid generation).
+    pub fn why(&self) -> &str {
+        match self {
+            GenEntry::Valid { .. } => "",
+            GenEntry::Leftover { why, .. } => why,
+        }
+    }
+
     pub fn dir(&self) -> &str {
         match self {
             GenEntry::Valid { dir, .. } | GenEntry::Leftover { dir, .. } => dir,

@@ -9,16 +9,14 @@ use crossback_host::offline::{self, FsMount, Mounted};
 
 use crate::config::Media;
 use crate::machine::{Machine, System};
-use crate::media::{self, Marker, SlotContents};
+use crate::media::{self, SlotContents};
 
 pub const LETTERS: [&str; 2] = ["A", "B"];
 
 pub struct Slot {
     pub letter: &'static str,
-    pub device: Device,
     /// Where it is mounted (privately).
     pub root: PathBuf,
-    pub marker: Option<Marker>,
     pub contents: SlotContents,
 }
 
@@ -74,8 +72,8 @@ pub fn mount(devs: &[Device; 2], media_id: &str, base: &std::path::Path, write: 
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let fm = FsMount { mountpoint: format!("slot {letter}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: Vec::new() };
         offline::mount_one(&fm, &root, write, !write, &mut mounted).with_context(|| format!("mounting slot {letter} ({})", d.path.display()))?;
-        let (marker, contents) = media::read_slot(&root, letter, media_id)?;
-        slots.push(Slot { letter, device: d.clone(), root, marker: Some(marker), contents });
+        let (_marker, contents) = media::read_slot(&root, letter, media_id)?;
+        slots.push(Slot { letter, root, contents });
     }
     Ok((slots, mounted))
 }

@@ -85,6 +85,14 @@ fn root_ls_and_restore_files_and_whole_systems() {
     assert!(d.is_empty(), "{}", d.join("\n"));
     s.m.alpha_root.unmount();
     assert!(whole.join("boot/efi").is_dir());
+    // What changed on the system since its backup.
+    ok(crossback(&s.cfg).args(["verify", "--against-source", "--system", "beta"]));
+    s.m.alpha_home.mount(&[]);
+    std::fs::write(s.m.alpha_home.path().join("ann/notes.txt"), "changed\n").unwrap();
+    s.m.alpha_home.unmount();
+    let out = crossback(&s.cfg).args(["verify", "--against-source", "--system", "alpha"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/home/ann/notes.txt: size differs"), "{}", String::from_utf8_lossy(&out.stdout));
     let beta = s.dir.path().join("beta");
     ok(crossback(&s.cfg).args(["restore", "beta", "--to"]).arg(&beta));
     assert_eq!(std::fs::read_to_string(beta.join("home/bob.txt")).unwrap(), "beta's home\n");

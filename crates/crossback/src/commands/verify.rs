@@ -25,13 +25,15 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     let (slot_list, mut mounts) = slots::mount(&devs, media_cfg.id.get_ref(), &scratch, false)?;
     let mut checked = 0;
     let mut damaged = 0;
+    let mut changed = 0;
+    let systems = if a.against_source { machine::systems(&m, &cfg)? } else { Vec::new() };
     for s in &slot_list {
         if a.slot.as_deref().is_some_and(|l| l != s.letter) {
             continue;
         }
         for g in &s.contents.generations {
             let GenEntry::Valid { dir, generation } = g else {
-                println!("slot {}: {} is a leftover of an interrupted run (removed by the next backup)", s.letter, g.dir());
+                println!("slot {}: {} is a leftover of an interrupted run, {} (the next backup removes it)", s.letter, g.dir(), g.why());
                 continue;
             };
             if a.generation.is_some_and(|n| n != generation.seq) {
@@ -42,9 +44,47 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                 if a.system.as_ref().is_some_and(|n| n != &rec.name) {
                     continue;
                 }
+                // The offline system, mounted read-only, to compare with.
+                let mut source = None;
+                if a.against_source {
+                    match systems.iter().find(|x| x.name == rec.name).map(|sys| crate::offline::check(&m, sys, crate::offline::Allow::default(), false, "compare against")) {
+                        Some(Ok(fs)) => {
+                            let mut mounted = crossback_host::offline::Mounted::default();
+                            let mut points = Vec::new();
+                            for (i, f) in fs.iter().enumerate() {
+                                let at = scratch.join(format!("src-{}-{i}", rec.name));
+                                std::fs::create_dir_all(&at)?;
+                                crossback_host::offline::mount_one(f, &at, false, true, &mut mounted)?;
+                                points.push((f.mountpoint.clone(), at));
+                            }
+                            source = Some((mounted, points));
+                        }
+                        Some(Err(e)) => println!("  {}: not compared with the system: {e:#}", rec.name),
+                        None => println!("  {}: not in the configuration; not compared", rec.name),
+                    }
+                }
                 for ar in &rec.archives {
                     checked += 1;
                     let file = s.dir().join(dir).join(&rec.name).join(&ar.file);
+                    if let Some((_, points)) = &source {
+                        if let Some((_, at)) = points.iter().find(|(mp, _)| *mp == ar.mountpoint) {
+                            if let Ok(archive) = Archive::open(&file) {
+                                let r = crossback_archive::verify::verify(&archive, Some(at), None)?;
+                                if r.differences.is_empty() {
+                                    println!("  {} {:<10} same as the system", rec.name, ar.mountpoint);
+                                } else {
+                                    changed += 1;
+                                    println!("  {} {:<10} changed since the backup:", rec.name, ar.mountpoint);
+                                    for (p, w) in r.differences.iter().take(50) {
+                                        println!("      {}{}: {w}", ar.mountpoint.trim_end_matches('/'), output::path(p));
+                                    }
+                                    if r.differences.len() > 50 {
+                                        println!("      … and {} more", r.differences.len() - 50);
+                                    }
+                                }
+                            }
+                        }
+                    }
                     let problems = check_one(&file, ar);
                     if problems.is_empty() {
                         println!("  {} {:<10} ok ({} entries, {})", rec.name, ar.mountpoint, ar.entries, output::bytes(ar.bytes));
@@ -66,8 +106,14 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     if checked == 0 {
         bail!("nothing to verify: no generation matches");
     }
-    println!("{checked} archives checked, {damaged} damaged");
-    Ok(if damaged > 0 { Outcome::Damaged } else { Outcome::Ok })
+    println!("{checked} archives checked, {damaged} damaged{}", if a.against_source { format!(", {changed} differ from their system") } else { String::new() });
+    Ok(if damaged > 0 {
+        Outcome::Damaged
+    } else if changed > 0 {
+        Outcome::Differs
+    } else {
+        Outcome::Ok
+    })
 }
 
 fn check_one(file: &Path, rec: &media::ArchiveRecord) -> Vec<String> {
