@@ -34,6 +34,7 @@ pub enum Command {
     /// The system's filesystems are mounted (read-write unless --read-only), with /proc,
     /// /sys, /dev, /run, /tmp and resolv.conf, in private mount and PID namespaces: nothing
     /// stays mounted afterwards. The command's exit code is crossback's.
+    ///
     /// Example: crossback chroot alpha -- grub-install /dev/sda
     Chroot(ChrootArgs),
     /// Mount an offline system's filesystems at /mnt/crossback/SYSTEM (read-only unless --rw).
@@ -51,6 +52,7 @@ pub enum Command {
     ///
     /// From a live USB that is every configured system; from one system of a dual boot,
     /// the other one. The last system of a generation seals it.
+    ///
     /// Example: crossback backup
     Backup(BackupArgs),
     /// Check the archives of the backup generations byte for byte.
@@ -63,12 +65,24 @@ pub enum Command {
     Ls(LsSystemArgs),
     /// Restore files, a whole system into a directory, or a system onto its filesystems.
     ///
-    /// Examples: crossback restore alpha --to /mnt/rescue /etc/fstab /home/ann/thesis
-    ///           crossback restore alpha --bare-metal --device /=/dev/sda2 --device /home=/dev/sda3
+    /// Examples:
+    ///   crossback restore alpha --to /mnt/rescue /etc/fstab /home/ann/thesis
+    ///   crossback restore alpha --bare-metal --device /=/dev/sda2 --device /home=/dev/sda3
     Restore(RestoreArgs),
     /// Work with single archives (one file system tree each).
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Print shell completions.
+    ///
+    /// Example: crossback completions bash > /etc/bash_completion.d/crossback
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    ///
+    /// Example: crossback manpage > /usr/share/man/man1/crossback.1
+    Manpage,
 }
 
 #[derive(Subcommand, Debug)]

@@ -23,6 +23,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Backup(a) => backup::run(&config, a),
         Command::Verify(a) => verify::run(&config, a),
         Command::Ls(a) => restore::ls(&config, a),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "crossback", &mut std::io::stdout());
+            Ok(Outcome::Ok)
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(Outcome::Ok)
+        }
         Command::Restore(a) => restore::restore(&config, a),
         Command::Mount(a) => mount::mount(&config, a),
         Command::Umount(a) => mount::umount(&config, a),
