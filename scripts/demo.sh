@@ -1,53 +1,115 @@
 #!/usr/bin/env bash
-# A safe first look at crossback: everything happens on file systems made
-# from image files in a temporary directory, never on a real disk.
-# It builds crossback, makes a tree full of edge cases on an ext4 loop file
-# system, archives it, lists and verifies the archive, restores it, and
-# checks the restore against the original. Cleans up on exit and Ctrl-C.
+# crossback's whole job on a virtual dual-boot machine made of image files
+# in a temporary directory — never a real disk. Two systems (alpha: a real
+# Debian root when ../shared/bench/make-rootfs.sh can build one, else a
+# generated one; beta: a small generated root), each with a root and a /home
+# filesystem named by UUID in its fstab, and a backup disk with two slots.
+# It runs: init, media prepare, backup, a change, backup (the rotation),
+# status, a bare-metal restore of alpha onto fresh images, a fidelity check.
+# Everything is cleaned up at the end, also on Ctrl-C.
 # Usage: sudo scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it makes loop devices): sudo $0" >&2; exit 1; }
 scripts/install-deps.sh
+echo "building crossback (release)…"
 cargo build --release --locked -q
 bin=$PWD/target/release/crossback
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/crossback-demo.XXXXXX")
-loop=""
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/crossback-demo.XXXXXX")
+cfg=$work/config.toml
+loops=()
+mnts=()
 cleanup() {
   set +e
-  chattr -R -i -a "$work/mnt" >/dev/null 2>&1
-  umount "$work/mnt" 2>/dev/null
-  [ -n "$loop" ] && { blockdev --setrw "$loop"; losetup -d "$loop"; }
-  rm -rf "$work"
+  for ((i=${#mnts[@]}-1; i>=0; i--)); do umount "${mnts[i]}" 2>/dev/null || umount -l "${mnts[i]}"; done
+  for l in "${loops[@]}"; do blockdev --setrw "$l" 2>/dev/null; losetup -d "$l" 2>/dev/null; done
+  rm -rf --one-file-system "$work"
+  echo "demo: cleaned up $work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-step() { printf '\n== %s\n' "$*"; }
-step "a 4 GiB ext4 file system in $work/fs.img, on its own loop device"
-truncate -s 4G "$work/fs.img"
-mkfs.ext4 -q -F "$work/fs.img"
-loop=$(losetup --find --show "$work/fs.img")
-mkdir "$work/mnt" && mount "$loop" "$work/mnt"
-if [ -f ../shared/bench/make-tree.py ]; then
-  python3 ../shared/bench/make-tree.py "$work/mnt/src" --scale 0.05 | tail -1
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+  step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 else
-  # Without the shared tree builder: a copy of /usr and /etc will do.
-  mkdir "$work/mnt/src" && cp -a /etc /usr/share/doc "$work/mnt/src/"
+  step() { printf '\n== %s\n' "$*"; }
 fi
+t0=$(date +%s.%N)
+took() { printf '   (%.1fs)\n' "$(echo "$(date +%s.%N) - $t0" | bc)"; t0=$(date +%s.%N); }
+disk() { # NAME SIZE TYPE → sets DEV to the new loop device (no subshell: cleanup must see it)
+  truncate -s "$2" "$work/$1.img"
+  case $3 in ext4) mkfs.ext4 -q -F "$work/$1.img" ;; esac
+  DEV=$(losetup --find --show "$work/$1.img"); loops+=("$DEV")
+}
+uuid() { blkid -p -s UUID -o value "$1"; }
+with_mounted() { # DEV CMD… : runs CMD with $M mounted
+  local dev=$1; shift; export M=$work/mnt; mkdir -p "$M"; mount "$dev" "$M"; mnts+=("$M")
+  "$@"; umount "$M"; mnts=("${mnts[@]:0:${#mnts[@]}-1}")
+}
+mini_root() { # ROOT ID PRETTY
+  mkdir -p "$1"/{etc,bin,sbin,usr/lib,home,proc,sys,dev,run,tmp,root}
+  printf 'ID=%s\nPRETTY_NAME="%s"\n' "$2" "$3" > "$1/usr/lib/os-release"
+  ln -sf ../usr/lib/os-release "$1/etc/os-release"
+  cp /bin/busybox "$1/bin/busybox"; ln -sf busybox "$1/bin/sh"; ln -sf ../bin/busybox "$1/sbin/init"
+  mkdir -p "$1/etc/demo"; seq 1 20000 > "$1/etc/demo/numbers"
+}
 
-step "crossback archive create"
-"$bin" archive create "$work/mnt/src" -o "$work/mnt/src.tar.zst"
-step "crossback archive ls (from the index, first lines)"
-"$bin" archive ls "$work/mnt/src.tar.zst" | head -8
-step "crossback archive verify --against the source"
-"$bin" archive verify "$work/mnt/src.tar.zst" --against "$work/mnt/src"
-step "crossback archive extract into an empty directory"
-"$bin" archive extract "$work/mnt/src.tar.zst" -C "$work/mnt/restored"
-step "the restore compared with the original"
-"$bin" archive verify "$work/mnt/src.tar.zst" --against "$work/mnt/restored"
-step "the same archive restored by zstd + GNU tar alone"
-mkdir "$work/mnt/by-tar"
-zstd -dc "$work/mnt/src.tar.zst" | tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf - -C "$work/mnt/by-tar" 2>/dev/null
-du -sh "$work/mnt/by-tar"
-step "done; cleaning up"
+step "a virtual machine: alpha and beta (root + /home each) and a backup disk (slots A, B)"
+disk alpha-root 2G ext4; a_root=$DEV; disk alpha-home 256M ext4; a_home=$DEV
+disk beta-root 256M ext4; b_root=$DEV; disk beta-home 256M ext4; b_home=$DEV
+disk slot-a 2G ext4; slot_a=$DEV; disk slot-b 2G ext4; slot_b=$DEV
+fill_alpha() {
+  if [ -x ../shared/bench/make-rootfs.sh ] && ../shared/bench/make-rootfs.sh "$M/debian" >/dev/null 2>&1; then
+    (shopt -s dotglob; mv "$M"/debian/* "$M"/ && rmdir "$M/debian")
+    # debootstrap's minbase has no init; an installed system does.
+    [ -e "$M/sbin/init" ] || ln -s /bin/sh "$M/sbin/init"
+    echo "   alpha: a Debian root from debootstrap (cached)"
+  else
+    rm -rf "$M/debian"; mini_root "$M" alpha "Alpha Linux (generated)"
+    echo "   alpha: a generated root (no Debian mirror reachable)"
+  fi
+  printf 'UUID=%s / ext4 errors=remount-ro 0 1\nUUID=%s /home ext4 defaults 0 2\n' "$(uuid "$a_root")" "$(uuid "$a_home")" > "$M/etc/fstab"
+  mkdir -p "$M/home"
+}
+with_mounted "$a_root" fill_alpha
+with_mounted "$a_home" sh -c 'mkdir -p "$M/ann" && echo "my thesis, chapter 1" > "$M/ann/thesis.txt" && head -c 20000000 /dev/urandom > "$M/ann/photo.raw"'
+fill_beta() { mini_root "$M" beta "Beta OS 2"; printf 'UUID=%s / ext4 defaults 0 1\nUUID=%s /home ext4 defaults 0 2\n' "$(uuid "$b_root")" "$(uuid "$b_home")" > "$M/etc/fstab"; }
+with_mounted "$b_root" fill_beta
+with_mounted "$b_home" sh -c 'mkdir -p "$M/bob" && echo "bob was here" > "$M/bob/notes.txt"'
+took
+
+devs=$a_root,$a_home,$b_root,$b_home,$slot_a,$slot_b
+step "crossback init   (finds the systems by UUID; writes $cfg)"
+"$bin" --config "$cfg" init --yes --devices "$devs"; took
+step "crossback media prepare $slot_a $slot_b"
+"$bin" --config "$cfg" media prepare "$slot_a" "$slot_b"; took
+step "crossback backup   (both systems are offline, as from a live USB)"
+"$bin" --config "$cfg" backup; took
+step "a change on alpha, then crossback backup again (the rotation: slot B)"
+with_mounted "$a_home" sh -c 'echo "chapter 2" >> "$M/ann/thesis.txt"'
+"$bin" --config "$cfg" backup; took
+step "crossback status"
+"$bin" --config "$cfg" status; took
+# alpha's name comes from its os-release: "debian" for the Debian root.
+alpha=$(grep -m1 -B0 '^name = ' "$cfg" | head -1 | cut -d'"' -f2)
+[ "$alpha" = beta ] && alpha=$(grep '^name = ' "$cfg" | sed -n 2p | cut -d'"' -f2)
+step "crossback ls $alpha /home/ann"
+"$bin" --config "$cfg" ls "$alpha" /home/ann; took
+
+step "alpha's disk dies: a bare-metal restore of $alpha onto two new images, with new UUIDs"
+disk new-root 2G none; n_root=$DEV; disk new-home 256M none; n_home=$DEV
+"$bin" --config "$cfg" restore "$alpha" --bare-metal --yes --new-uuids --device "/=$n_root" --device "/home=$n_home"; took
+
+step "fidelity: the restored alpha against the original, file by file"
+mkdir -p "$work/orig" "$work/new"
+mount -o ro "$a_root" "$work/orig"; mnts+=("$work/orig"); mount -o ro "$a_home" "$work/orig/home"; mnts+=("$work/orig/home")
+mount -o ro "$n_root" "$work/new"; mnts+=("$work/new"); mount -o ro "$n_home" "$work/new/home"; mnts+=("$work/new/home")
+if [ -f ../shared/bench/treediff.py ]; then
+  python3 ../shared/bench/treediff.py "$work/orig" "$work/new" --ignore-atime --ignore-sockets | tail -12 || true
+  echo "   (etc/fstab differs on purpose: it now names the new UUIDs)"
+else
+  diff -r --no-dereference "$work/orig" "$work/new" && echo "   identical"
+fi
+grep -c UUID "$work/new/etc/fstab" >/dev/null && echo "   restored fstab:" && sed 's/^/     /' "$work/new/etc/fstab"
+took
+step "done"
