@@ -53,6 +53,18 @@ fn newest_sealed(cfg: &Path) -> Option<u64> {
     v["slots"].as_array().unwrap().iter().filter(|s| s["generation"]["state"] == "sealed").filter_map(|s| s["generation"]["seq"].as_u64()).max()
 }
 
+/// Unmounts the power-cut copies also when an assertion fails (mount -o
+/// loop detaches their loop devices with them).
+struct Unmount(Vec<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for m in self.0.iter().rev() {
+            let _ = Command::new("umount").arg(m).status();
+        }
+    }
+}
+
 fn ro_flags_clear(m: &TestMachine) -> bool {
     m.devices().iter().all(|d| std::fs::read_to_string(format!("/sys/class/block/{}/ro", d.file_name().unwrap().to_str().unwrap())).unwrap().trim() == "0")
 }
@@ -131,7 +143,7 @@ fn root_power_cut_copies_keep_the_newest_sealed_generation() {
         child.wait().unwrap();
         // fsck, mount each copy, find the newest sealed generation, check its archives.
         let mut best: Option<(u64, PathBuf, String)> = None;
-        let mut mounts = Vec::new();
+        let mut mounts = Unmount(Vec::new());
         for c in &copies {
             let _ = Command::new("e2fsck").args(["-f", "-y", "-q"]).arg(c).stdout(Stdio::null()).stderr(Stdio::null()).status();
             let mnt = c.with_extension("mnt");
@@ -144,7 +156,7 @@ fn root_power_cut_copies_keep_the_newest_sealed_generation() {
                     best = Some((seq, e.path(), t));
                 }
             }
-            mounts.push(mnt);
+            mounts.0.push(mnt);
         }
         let (seq, gdir, manifest) = best.unwrap_or_else(|| panic!("round {round}: no sealed generation on the cut disks"));
         let v: toml::Value = toml::from_str(&manifest).unwrap();
@@ -155,9 +167,7 @@ fn root_power_cut_copies_keep_the_newest_sealed_generation() {
             }
         }
         assert!(seq >= 2, "round {round}: generation {seq}");
-        for mnt in &mounts {
-            run(Command::new("umount").arg(mnt));
-        }
+        drop(mounts);
         // The copies hold the slots' UUIDs: they must be gone before crossback looks again.
         for c in &copies {
             for _ in 0..200 {
