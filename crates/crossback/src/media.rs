@@ -83,7 +83,6 @@ impl Generation {
     pub fn missing(&self) -> Vec<&str> {
         self.systems.iter().filter(|s| !self.recorded.iter().any(|r| &r.name == *s)).map(String::as_str).collect()
     }
-
 }
 
 pub fn gen_dir(seq: u64) -> String {

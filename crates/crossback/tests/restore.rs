@@ -172,3 +172,35 @@ fn root_bare_metal_restore_recreates_the_filesystems() {
     assert!(fstab.contains(&fresh[1].uuid()) && !fstab.contains(&ids[1].0), "{fstab}");
     assert!(fstab.contains(&fresh[0].uuid()), "{fstab}");
 }
+
+#[test]
+fn root_a_damaged_archive_in_a_slot_is_named_and_the_rest_restores() {
+    if !require_root("root_a_damaged_archive_in_a_slot_is_named_and_the_rest_restores") {
+        return;
+    }
+    let mut s = setup();
+    // Flip bytes in the middle of alpha's /home archive, on the slot itself.
+    s.m.slot_a.mount(&[]);
+    let file = s.m.slot_a.path().join("crossback/gen-000001/alpha/home.tar.zst");
+    let len = std::fs::metadata(&file).unwrap().len();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&file).unwrap();
+        let mut b = [0u8; 64];
+        f.read_exact_at(&mut b, len / 3).unwrap();
+        for x in b.iter_mut() {
+            *x ^= 0xa5;
+        }
+        f.write_all_at(&b, len / 3).unwrap();
+    }
+    s.m.slot_a.unmount();
+    let out = crossback(&s.cfg).arg("verify").output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("alpha /home      DAMAGED") && said.contains("alpha /          ok"), "{said}");
+    let dest = s.dir.path().join("after-damage");
+    let out = crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&dest).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("damaged in the backup"));
+    assert!(dest.join("etc/fstab").exists(), "the undamaged root archive is restored");
+}

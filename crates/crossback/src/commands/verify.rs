@@ -47,7 +47,11 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                 // The offline system, mounted read-only, to compare with.
                 let mut source = None;
                 if a.against_source {
-                    match systems.iter().find(|x| x.name == rec.name).map(|sys| crate::offline::check(&m, sys, crate::offline::Allow::default(), false, "compare against")) {
+                    match systems
+                        .iter()
+                        .find(|x| x.name == rec.name)
+                        .map(|sys| crate::offline::check(&m, sys, crate::offline::Allow::default(), false, "compare against"))
+                    {
                         Some(Ok(fs)) => {
                             let mut mounted = crossback_host::offline::Mounted::default();
                             let mut points = Vec::new();
