@@ -74,6 +74,7 @@ fn root_kill_9_at_random_moments_never_loses_the_newest_complete_set() {
     if !require_root("root_kill_9_at_random_moments_never_loses_the_newest_complete_set") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let (m, _dir, cfg) = setup(12);
     let start = Instant::now();
     ok(crossback(&cfg).arg("backup"));
@@ -122,6 +123,7 @@ fn root_power_cut_copies_keep_the_newest_sealed_generation() {
     if !require_root("root_power_cut_copies_keep_the_newest_sealed_generation") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let (m, dir, cfg) = setup(12);
     ok(crossback(&cfg).arg("backup"));
     let start = Instant::now();
@@ -192,6 +194,7 @@ fn root_a_full_slot_records_nothing_and_the_other_slot_is_untouched() {
     if !require_root("root_a_full_slot_records_nothing_and_the_other_slot_is_untouched") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let mut m = TestMachine::new();
     with_data(&mut m, 30);
     let small = LoopFs::new("ext4", 24);

@@ -28,6 +28,7 @@ fn root_init_writes_exactly_the_expected_config_and_status_describes_it() {
     if !require_root("root_init_writes_exactly_the_expected_config_and_status_describes_it") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let m = TestMachine::new();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
@@ -98,6 +99,7 @@ fn root_init_only_keeps_the_named_systems() {
     if !require_root("root_init_only_keeps_the_named_systems") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let m = TestMachine::new();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
@@ -120,6 +122,7 @@ fn root_status_marks_what_is_missing_and_warns_about_bad_fstab_lines() {
     if !require_root("root_status_marks_what_is_missing_and_warns_about_bad_fstab_lines") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let mut m = TestMachine::new();
     // alpha's fstab gets a garbage line and names a filesystem that is not attached.
     m.alpha_root.mount(&[]);
@@ -154,6 +157,7 @@ fn root_bad_configs_and_no_root_are_clear_errors() {
     if !require_root("root_bad_configs_and_no_root_are_clear_errors") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, "this is = not [toml").unwrap();

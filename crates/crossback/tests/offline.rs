@@ -63,6 +63,7 @@ fn root_chroot_runs_the_command_returns_its_code_and_leaves_nothing_mounted() {
     if !require_root("root_chroot_runs_the_command_returns_its_code_and_leaves_nothing_mounted") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let (mut m, _dir, cfg) = setup();
     let out = crossback(&cfg).args(["chroot", "alpha", "--", "sh", "-c", "exit 7"]).output().unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", err(&out));
@@ -85,6 +86,7 @@ fn root_read_only_views_change_no_byte() {
     if !require_root("root_read_only_views_change_no_byte") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let (m, _dir, cfg) = setup();
     let images = [&m.alpha_root.image, &m.alpha_home.image, &m.alpha_efi.image, &m.beta.image];
     let before: Vec<String> = images.iter().map(|i| sha256(i)).collect();
@@ -117,6 +119,7 @@ fn root_kill_9_leaves_no_mounts_and_the_devices_writable() {
     if !require_root("root_kill_9_leaves_no_mounts_and_the_devices_writable") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let (m, _dir, cfg) = setup();
     for read_only in [true, false] {
         let mut cmd = crossback(&cfg);
@@ -149,6 +152,7 @@ fn root_offline_refusals() {
     if !require_root("root_offline_refusals") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let (mut m, dir, cfg) = setup();
 
     // Mounted read-write elsewhere.
@@ -199,6 +203,7 @@ fn root_the_running_system_is_refused_from_inside_it() {
     if !require_root("root_the_running_system_is_refused_from_inside_it") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let (mut m, dir, cfg) = setup();
     // Run crossback inside a chroot of alpha's root, with the machine's
     // programs and /dev, /proc, /sys bound in: alpha is then "/".
@@ -250,6 +255,7 @@ fn root_umount_names_what_keeps_it_busy() {
     if !require_root("root_umount_names_what_keeps_it_busy") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let (_m, _dir, cfg) = setup();
     let at = tempfile::tempdir().unwrap();
     ok(crossback(&cfg).args(["mount", "alpha", "--at"]).arg(at.path()));

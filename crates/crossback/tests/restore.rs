@@ -55,6 +55,7 @@ fn root_ls_and_restore_files_and_whole_systems() {
     if !require_root("root_ls_and_restore_files_and_whole_systems") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let mut s = setup();
     let out = ok(crossback(&s.cfg).args(["ls", "alpha", "/home/ann"]));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -104,6 +105,7 @@ fn root_bare_metal_restore_recreates_the_filesystems() {
     if !require_root("root_bare_metal_restore_recreates_the_filesystems") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let mut s = setup();
     let reference = s.dir.path().join("reference");
     ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&reference));
@@ -178,6 +180,7 @@ fn root_a_damaged_archive_in_a_slot_is_named_and_the_rest_restores() {
     if !require_root("root_a_damaged_archive_in_a_slot_is_named_and_the_rest_restores") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let mut s = setup();
     // Flip bytes in the middle of alpha's /home archive, on the slot itself.
     s.m.slot_a.mount(&[]);

@@ -58,6 +58,7 @@ fn root_rotation_keeps_the_previous_complete_set() {
     if !require_root("root_rotation_keeps_the_previous_complete_set") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let mut s = setup();
     let c = std::fs::read_to_string(&s.cfg).unwrap();
     assert!(c.contains("[media]") && c.contains(&s.m.slot_a.uuid()), "{c}");
@@ -105,6 +106,7 @@ fn root_an_open_generation_is_completed_from_the_other_system() {
     if !require_root("root_an_open_generation_is_completed_from_the_other_system") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let s = setup();
     ok(crossback(&s.cfg).args(["backup", "beta"]));
     let out = ok(crossback(&s.cfg).arg("status"));
@@ -127,6 +129,7 @@ fn root_foreign_files_and_other_media_are_refused() {
     if !require_root("root_foreign_files_and_other_media_are_refused") {
         return;
     }
+    let _serial = crossback_testkit::serial();
     let mut s = setup();
     ok(crossback(&s.cfg).arg("backup"));
     // A file crossback did not write, in the slot the next backup would wipe.

@@ -103,7 +103,7 @@ pub fn private_namespace() -> Result<()> {
     // only hazard the function guards against (FILES) does not apply.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
         .map_err(crate::error::ctx(|| "creating a private mount namespace".into()))?;
-    rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)
+    rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::DOWNSTREAM)
         .map_err(crate::error::ctx(|| "making mounts private".into()))?;
     Ok(())
 }

@@ -22,12 +22,14 @@ use crate::error::{ctx, Result};
 pub const GUARD_ARG: &str = "__crossback-guard";
 
 /// Moves this process into a new mount namespace whose mounts propagate
-/// nowhere. Call it before starting any thread.
+/// nowhere (slave: unmounts made on the machine still reach it, so it does
+/// not keep others' filesystems busy where `/` is shared, as under
+/// systemd). Call it before starting any thread.
 pub fn enter_private() -> Result<()> {
     // SAFETY: CLONE_NEWNS does not unshare the fd table; the hazard the
     // function is marked unsafe for (CLONE_FILES) does not apply.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(ctx(|| "creating a private mount namespace".into()))?;
-    rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)
+    rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::DOWNSTREAM)
         .map_err(ctx(|| "making this process's mounts private".into()))?;
     Ok(())
 }

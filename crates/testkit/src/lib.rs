@@ -13,6 +13,15 @@ pub mod tree;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Serializes the tests that run crossback commands with private mount
+/// namespaces: such a namespace holds a copy of every mount that existed
+/// when it was made (where `/` is private, as on this test machine), so a
+/// test running beside it would find its own filesystems "mounted elsewhere".
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// True when the test may go on; false (after a message) when it must skip.
 pub fn require_root(test: &str) -> bool {
     if rustix::process::geteuid().is_root() {
