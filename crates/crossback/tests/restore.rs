@@ -207,3 +207,140 @@ fn root_a_damaged_archive_in_a_slot_is_named_and_the_rest_restores() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("damaged in the backup"));
     assert!(dest.join("etc/fstab").exists(), "the undamaged root archive is restored");
 }
+
+#[test]
+fn root_bare_metal_round_trip_of_both_systems_onto_smaller_devices() {
+    if !require_root("root_bare_metal_round_trip_of_both_systems_onto_smaller_devices") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut s = setup();
+    // A bootloader file that names alpha's root UUID: reported after --new-uuids.
+    s.m.alpha_root.mount(&[]);
+    std::fs::create_dir_all(s.m.alpha_root.path().join("boot/grub")).unwrap();
+    std::fs::write(s.m.alpha_root.path().join("boot/grub/grub.cfg"), format!("linux /vmlinuz root=UUID={}\n", s.m.alpha_root.uuid())).unwrap();
+    s.m.alpha_root.unmount();
+    s.m.alpha_home.mount(&[]);
+    std::fs::write(s.m.alpha_home.path().join("ann/big"), tree::noise(3, 12 << 20)).unwrap();
+    s.m.alpha_home.unmount();
+    ok(crossback(&s.cfg).args(["backup", "--new-generation"]));
+    // Copies of every filesystem as backed up, to compare with.
+    let copy = s.dir.path().join("copy");
+    ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(copy.join("alpha")));
+    ok(crossback(&s.cfg).args(["restore", "beta", "--to"]).arg(copy.join("beta")));
+    let ids = |fs: &[&LoopFs]| -> Vec<(String, String)> {
+        fs.iter().map(|f| (f.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&f.device)).trim().to_string())).collect()
+    };
+    let before = ids(&[&s.m.alpha_root, &s.m.alpha_home, &s.m.beta]);
+    for f in [&s.m.alpha_root, &s.m.alpha_home, &s.m.beta] {
+        run(Command::new("wipefs").args(["-a", "-q"]).arg(&f.device));
+    }
+    // Wiped: their UUIDs are gone, so the devices are named.
+    ok(crossback(&s.cfg).args([
+        "restore",
+        "alpha",
+        "--bare-metal",
+        "--yes",
+        "--device",
+        &format!("/={}", s.m.alpha_root.device),
+        "--device",
+        &format!("/home={}", s.m.alpha_home.device),
+    ]));
+    ok(crossback(&s.cfg).args([
+        "restore",
+        "beta",
+        "--bare-metal",
+        "--yes",
+        "--device",
+        &format!("/={}", s.m.beta.device),
+        "--device",
+        &format!("/home={}", s.m.beta.device),
+    ]));
+    assert_eq!(before, ids(&[&s.m.alpha_root, &s.m.alpha_home, &s.m.beta]), "recorded UUIDs and labels");
+    s.m.alpha_home.mount(&["ro"]);
+    let d = diffs(&copy.join("alpha/home"), s.m.alpha_home.path(), &[]);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    s.m.alpha_home.unmount();
+    // beta: a btrfs with subvolumes @ and @home again, its fstab resolving.
+    let out = ok(crossback(&s.cfg).args(["chroot", "beta", "--read-only", "--", "cat", "/home/bob.txt", "/etc/fstab"]));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("beta's home\n"));
+    s.m.beta.mount(&["ro"]);
+    let d = diffs(&copy.join("beta/home"), &s.m.beta.path().join("@home"), &[]);
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    s.m.beta.unmount();
+
+    // Smaller devices are fine while the data fits; too small is refused with the sizes.
+    let small_root = LoopFs::new("ext4", 40);
+    let tiny_home = LoopFs::new("ext4", 8);
+    let mut fresh = [small_root, tiny_home];
+    for f in fresh.iter_mut() {
+        f.unmount();
+    }
+    let out = crossback(&s.cfg)
+        .args([
+            "restore",
+            "alpha",
+            "--bare-metal",
+            "--yes",
+            "--new-uuids",
+            "--device",
+            &format!("/={}", fresh[0].device),
+            "--device",
+            &format!("/home={}", fresh[1].device),
+            "--device",
+            &format!("/boot/efi={}", s.m.alpha_efi.device),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("is too small for /home") && e.contains("needed") && e.contains("available"), "{e}");
+    let bigger_home = LoopFs::new("ext4", 48);
+    let mut bigger_home = bigger_home;
+    bigger_home.unmount();
+    let out = ok(crossback(&s.cfg).args([
+        "restore",
+        "alpha",
+        "--bare-metal",
+        "--yes",
+        "--new-uuids",
+        "--device",
+        &format!("/={}", fresh[0].device),
+        "--device",
+        &format!("/home={}", bigger_home.device),
+        "--device",
+        &format!("/boot/efi={}", s.m.alpha_efi.device),
+    ]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("still name an old UUID") && said.contains("/boot/grub/grub.cfg"), "{said}");
+}
+
+#[test]
+fn root_a_hostile_archive_in_a_slot_cannot_write_outside_the_target() {
+    if !require_root("root_a_hostile_archive_in_a_slot_cannot_write_outside_the_target") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut s = setup();
+    let outside = s.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    // Replace alpha's root archive with a tar that tries to escape.
+    let mut t = Vec::new();
+    let out_str = outside.to_str().unwrap().as_bytes().to_vec();
+    crossback_testkit::member(&mut t, b"link", b'2', &out_str, b"");
+    crossback_testkit::member(&mut t, b"link/planted", b'0', b"", b"pwned");
+    crossback_testkit::member(&mut t, b"../../escaped", b'0', b"", b"x");
+    crossback_testkit::member(&mut t, b"hard", b'1', &[out_str.as_slice(), b"/x"].concat(), b"");
+    t.extend_from_slice(&[0u8; 1024]);
+    let tar = s.dir.path().join("evil.tar");
+    std::fs::write(&tar, &t).unwrap();
+    s.m.slot_a.mount(&[]);
+    let target = s.m.slot_a.path().join("crossback/gen-000001/alpha/root.tar.zst");
+    run(Command::new("zstd").arg("-q").arg("-f").arg(&tar).arg("-o").arg(&target));
+    s.m.slot_a.unmount();
+    let dest = s.dir.path().join("restored");
+    let out = crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&dest).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "nothing written outside: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!s.dir.path().join("escaped").exists() && !Path::new("/escaped").exists());
+}
