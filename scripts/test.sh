@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # crossback's tests: the Rust test suite (unit and integration tests; most
 # need root for loop devices), then the oracle check against GNU tar and
-# the shared tree comparator. Run as root: sudo scripts/test.sh
+# the shared tree comparator. Run as root: scripts/test.sh (as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
