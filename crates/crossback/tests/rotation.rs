@@ -160,3 +160,44 @@ fn root_foreign_files_and_other_media_are_refused() {
     assert!(text(&out).contains("slot B (UUID=0a1b2c3d-0000-4000-8000-00000000dead) is not attached"), "{}", text(&out));
     let _ = run(&mut Command::new("true"));
 }
+
+#[test]
+fn root_media_prepare_refuses_what_is_not_an_empty_filesystem() {
+    if !require_root("root_media_prepare_refuses_what_is_not_an_empty_filesystem") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut m = TestMachine::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    // A filesystem of a system.
+    let out = crossback(&cfg).args(["media", "prepare", &m.alpha_home.device, &m.slot_b.device]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("is part of system alpha"), "{}", text(&out));
+    // The same device twice.
+    let out = crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_a.device]).output().unwrap();
+    assert!(text(&out).contains("are the same device"), "{}", text(&out));
+    // A filesystem holding files.
+    m.slot_b.mount(&[]);
+    std::fs::write(m.slot_b.path().join("vacation.jpg"), "x").unwrap();
+    m.slot_b.unmount();
+    let out = crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("is not empty: it holds vacation.jpg"), "{}", text(&out));
+    // No filesystem at all, without and with --mkfs.
+    let raw = LoopFs::new("ext4", 64);
+    let mut raw = raw;
+    raw.unmount();
+    run(Command::new("wipefs").args(["-a", "-q"]).arg(&raw.device));
+    let out = crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &raw.device]).output().unwrap();
+    assert!(text(&out).contains("holds no filesystem") && text(&out).contains("--mkfs"), "{}", text(&out));
+    let out = crossback(&cfg).args(["media", "prepare", "--mkfs", &m.slot_a.device, &raw.device]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "--mkfs asks first: {}", text(&out));
+    ok(crossback(&cfg).args(["media", "prepare", "--mkfs", "--yes", "--label", "bk", &m.slot_a.device, &raw.device]));
+    assert_eq!(run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&raw.device)).trim(), "bk-B");
+    // Preparing again is fine (same media), and the config names both slots.
+    ok(crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &raw.device]));
+    let c = std::fs::read_to_string(&cfg).unwrap();
+    assert!(c.contains(&m.slot_a.uuid()) && c.contains(&raw.uuid()), "{c}");
+}
