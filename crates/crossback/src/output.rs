@@ -127,3 +127,8 @@ pub fn age(secs: i64) -> String {
         _ => format!("{} days", s / 86400),
     }
 }
+
+/// "1 entry", "2 entries".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

@@ -220,10 +220,10 @@ fn backup_system(
             unreadable: report.summary.errors,
         });
         println!(
-            "  {} {:<10} {} entries, {} → {} in {:.1}s",
+            "  {} {:<10} {}, {} → {} in {:.1}s",
             sys.name,
             f.mountpoint,
-            report.summary.entries,
+            output::count(report.summary.entries, "entry", "entries"),
             output::bytes(report.summary.data_bytes),
             output::bytes(bytes),
             start.elapsed().as_secs_f64()

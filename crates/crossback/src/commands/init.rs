@@ -35,13 +35,20 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     }
     println!("Linux systems found:");
     for f in &found {
-        let sv = if f.subvol.is_empty() { String::new() } else { format!(" subvol={}", f.subvol) };
         println!("  {:<12} {}{}", f.name, f.pretty_name, if f.running { "  (running now: back it up from another system)" } else { "" });
-        println!("      /  {} UUID={}{} on {}", f.device.fstype, f.device.uuid, sv, f.device.path.display());
+        let sv = |s: Option<String>| s.map(|s| format!(" subvol={s}")).unwrap_or_default();
+        println!(
+            "      {:<12} {:<6} UUID={}{}  {}",
+            "/",
+            f.device.fstype,
+            f.device.uuid,
+            sv((!f.subvol.is_empty()).then(|| f.subvol.clone())),
+            f.device.path.display()
+        );
         for e in f.fstab.mounts.iter().filter(|e| e.mountpoint != "/") {
             let dev = crossback_host::blockdev::find(&m.devices, &e.spec).ok().flatten();
-            let at = dev.map(|d| format!("on {}", d.path.display())).unwrap_or_else(|| "MISSING".into());
-            println!("      {}  {} {} {}", e.mountpoint, e.fstype, e.spec.to_fstab(), at);
+            let at = dev.map(|d| d.path.display().to_string()).unwrap_or_else(|| "MISSING".into());
+            println!("      {:<12} {:<6} {}{}  {}", e.mountpoint, e.fstype, e.spec.to_fstab(), sv(e.subvol()), at);
         }
         for w in &f.fstab.warnings {
             println!("      fstab {w}");

@@ -122,7 +122,7 @@ fn restore_into(b: &SystemBackup, target: &Path, paths: &[String]) -> anyhow::Re
         for (p, w) in &r.warnings {
             eprintln!("  warning: {}: {w}", shown(p));
         }
-        println!("  {:<10} {} entries from {}", ar.mountpoint, r.entries, ar.file);
+        println!("  {:<10} {} from {}", ar.mountpoint, output::count(r.entries, "entry", "entries"), ar.file);
     }
     Ok((entries, damaged, failed))
 }
