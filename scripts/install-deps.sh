@@ -13,6 +13,7 @@ packages=(
   python3               # the shared tree builder and comparator (oracle check)
   busybox-static        # a shell inside the test systems (chroot tests)
   fusefat               # vfat through FUSE where the kernel has no vfat driver
+  duplicity             # the old scripts' backups, for the adopt tests
 )
 missing=()
 for p in "${packages[@]}"; do

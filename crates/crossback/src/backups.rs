@@ -16,6 +16,8 @@ pub struct SystemBackup {
     pub record: SystemRecord,
     /// `crossback/gen-NNNNNN/SYSTEM/` in the (privately mounted) slot.
     pub dir: PathBuf,
+    /// The slot's root (where an adopted duplicity backup lives).
+    pub slot_root: PathBuf,
     pub mounts: MountsFile,
 }
 
@@ -65,13 +67,16 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
     };
     let record = g.recorded.iter().find(|r| r.name == system).cloned().expect("filtered above");
     let sysdir = slot.dir().join(dir).join(system);
-    let mounts: MountsFile =
+    let mounts: MountsFile = if record.legacy.is_some() {
+        MountsFile { filesystems: Vec::new() }
+    } else {
         toml::from_str(&std::fs::read_to_string(sysdir.join("mounts.toml")).with_context(|| format!("reading {}/mounts.toml", sysdir.display()))?)
-            .with_context(|| format!("{}/mounts.toml is damaged", sysdir.display()))?;
+            .with_context(|| format!("{}/mounts.toml is damaged", sysdir.display()))?
+    };
     if g.state == State::Open {
         eprintln!("note: generation {} is not complete (open); {system}'s backup in it is", g.seq);
     }
-    Ok(SystemBackup { generation: g.clone(), slot: slot.letter, record, dir: sysdir, mounts })
+    Ok(SystemBackup { generation: g.clone(), slot: slot.letter, record, dir: sysdir, slot_root: slot.root.clone(), mounts })
 }
 
 /// A directory restore refuses to write into unless it is empty or forced.

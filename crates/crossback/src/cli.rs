@@ -223,6 +223,22 @@ pub enum MediaCommand {
     ///
     /// Example: crossback media prepare /dev/sdb1 /dev/sdb2 --label backup-my-linux
     Prepare(PrepareArgs),
+    /// Take over a backup disk made by the old duplicity scripts, keeping its backups as generation 0.
+    ///
+    /// Example: crossback media adopt /dev/sdb1 /dev/sdb2 --root-backup debian --hidden-backup fedora
+    Adopt(AdoptArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AdoptArgs {
+    pub slot_a: String,
+    pub slot_b: String,
+    /// The system whose duplicity backup lies at the root of its partition.
+    #[arg(long, value_name = "SYSTEM")]
+    pub root_backup: Option<String>,
+    /// The system whose duplicity backup lies in the hidden directory.
+    #[arg(long, value_name = "SYSTEM")]
+    pub hidden_backup: Option<String>,
 }
 
 #[derive(Args, Debug)]

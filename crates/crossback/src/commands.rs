@@ -20,6 +20,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Status(a) => status::run(&config, a),
         Command::Chroot(a) => chroot::run(&config, a),
         Command::Media(MediaCommand::Prepare(a)) => media::prepare(&config, a),
+        Command::Media(MediaCommand::Adopt(a)) => media::adopt(&config, a),
         Command::Backup(a) => backup::run(&config, a),
         Command::Verify(a) => verify::run(&config, a),
         Command::Ls(a) => restore::ls(&config, a),

@@ -6,6 +6,7 @@ mod backups;
 mod cli;
 mod commands;
 mod config;
+mod duplicity;
 mod durable;
 mod machine;
 mod media;

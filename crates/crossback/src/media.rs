@@ -58,8 +58,11 @@ pub struct SystemRecord {
     #[serde(default)]
     pub pretty_name: String,
     pub finished: String,
-    #[serde(rename = "archive")]
+    #[serde(rename = "archive", default)]
     pub archives: Vec<ArchiveRecord>,
+    /// A full backup made by the old duplicity scripts (generation 0), adopted as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy: Option<crate::duplicity::Set>,
 }
 
 /// `crossback/gen-NNNNNN/generation.toml`.
@@ -77,6 +80,10 @@ pub struct Generation {
     pub systems: Vec<String>,
     #[serde(default, rename = "system")]
     pub recorded: Vec<SystemRecord>,
+    /// Generation 0 only: the paths (from the slot's root) that the adopted
+    /// duplicity backups consist of; wiping the generation removes exactly these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_files: Vec<String>,
 }
 
 impl Generation {
@@ -190,6 +197,14 @@ pub fn read_slot(root: &Path, letter: &str, media_id: &str) -> anyhow::Result<(M
         };
         contents.generations.push(entry);
     }
+    // What an adopted duplicity generation consists of is crossback's to keep or wipe.
+    let legacy: Vec<&String> = contents
+        .generations
+        .iter()
+        .filter_map(|g| if let GenEntry::Valid { generation, .. } = g { Some(generation.legacy_files.iter()) } else { None })
+        .flatten()
+        .collect();
+    foreign.retain(|f| !legacy.iter().any(|l| *l == f || l.split('/').next() == Some(f.as_str())));
     if !foreign.is_empty() {
         foreign.sort();
         bail!(
@@ -249,6 +264,22 @@ pub fn plan(slots: &[SlotContents; 2], new_generation: bool) -> Plan {
     Plan { target, wipe, resume, start: resume.is_none().then_some(max_seq + 1), protected }
 }
 
+/// Removes what an adopted duplicity generation consists of (its listed
+/// files, and directories they leave empty), before the generation itself.
+pub fn wipe_legacy(slot_root: &Path, files: &[String]) -> anyhow::Result<()> {
+    for f in files {
+        let p = slot_root.join(f);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+            Ok(_) => std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?,
+            Err(_) => continue,
+        }
+    }
+    crate::durable::fsync_dir(slot_root)
+}
+
 /// Wipes a generation: renamed first (so a half-deleted one is never taken
 /// for a whole one), then removed.
 pub fn wipe(slot_dir: &Path, name: &str) -> anyhow::Result<()> {
@@ -305,7 +336,17 @@ mod tests {
     fn gen(seq: u64, state: State) -> GenEntry {
         GenEntry::Valid {
             dir: gen_dir(seq),
-            generation: Generation { format: 1, media_id: "m".into(), seq, state, started: String::new(), sealed: None, systems: vec![], recorded: vec![] },
+            generation: Generation {
+                format: 1,
+                media_id: "m".into(),
+                seq,
+                state,
+                started: String::new(),
+                sealed: None,
+                systems: vec![],
+                recorded: vec![],
+                legacy_files: vec![],
+            },
         }
     }
 

@@ -234,7 +234,7 @@ fn backup_system(
     if !busy.is_empty() {
         eprintln!("  warning: could not unmount {:?} (they go away when crossback exits)", busy);
     }
-    Ok(SystemRecord { name: sys.name.clone(), pretty_name: sys.pretty_name.clone(), finished: output::now(), archives: records })
+    Ok(SystemRecord { name: sys.name.clone(), pretty_name: sys.pretty_name.clone(), finished: output::now(), archives: records, legacy: None })
 }
 
 fn write_manifest(gen_dir: &Path, g: &Generation) -> anyhow::Result<()> {
@@ -273,6 +273,16 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     let slot_dir = target.dir();
     for w in &plan.wipe {
         println!("slot {}: wiping {w} (older than the newest complete generation)", target.letter);
+        // An adopted duplicity generation: its files go first (the manifest that
+        // lists them goes last, so an interrupted wipe is finished next time).
+        let legacy = target.contents.generations.iter().find_map(|g| match g {
+            media::GenEntry::Valid { dir, generation } if dir == w && !generation.legacy_files.is_empty() => Some(generation.legacy_files.clone()),
+            _ => None,
+        });
+        if let Some(files) = legacy {
+            println!("slot {}: removing the duplicity backup it adopted: {}", target.letter, files.join(", "));
+            media::wipe_legacy(&target.root, &files)?;
+        }
         media::wipe(&slot_dir, w)?;
     }
     let mut generation = match plan.resume {
@@ -293,6 +303,7 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
                 sealed: None,
                 systems: cfg.systems.iter().map(|s| s.name.get_ref().clone()).collect(),
                 recorded: Vec::new(),
+                legacy_files: Vec::new(),
             };
             let gd = slot_dir.join(media::gen_dir(seq));
             std::fs::create_dir_all(&gd).with_context(|| format!("creating {}", gd.display()))?;

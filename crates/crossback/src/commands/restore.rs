@@ -44,6 +44,39 @@ pub fn ls(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut found = false;
+    if let Some(set) = &b.record.legacy {
+        let prefix = crossback_archive::entry::normalize_path(want.as_bytes()).context("a '..' in the path")?;
+        crate::duplicity::walk(&b.slot_root, set, |meta, _| {
+            if crossback_archive::archive::under(&meta.path, &prefix) {
+                found = true;
+                let e = crossback_archive::IndexEntry {
+                    path: meta.path,
+                    kind: meta.kind,
+                    mode: meta.mode,
+                    uid: meta.uid,
+                    gid: meta.gid,
+                    mtime: meta.mtime,
+                    size: meta.size,
+                    link: meta.link,
+                    rdev: (meta.rdev_major, meta.rdev_minor),
+                    flags: 0,
+                    header_offset: 0,
+                    data_offset: 0,
+                    stored_len: 0,
+                    hash: None,
+                };
+                crate::commands::archive::write_entry(&mut out, &e, "", a.json)?;
+            }
+            Ok(())
+        })?;
+        out.flush()?;
+        drop(out);
+        let _ = mounts.unmount();
+        if !found {
+            bail!("{want} is not in {}'s backup in generation {}", a.system, b.generation.seq);
+        }
+        return Ok(Outcome::Ok);
+    }
     // The archive holding the path, and those of mount points below it.
     let (_, rest) = b.locate(&want).context("no archive holds that path")?;
     let norm = format!("/{}", want.trim_matches('/'));
@@ -162,6 +195,12 @@ pub fn restore(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
     println!("restoring {} from generation {} (slot {}) into {}", a.system, b.generation.seq, b.slot, to.display());
     let start = Instant::now();
     std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+    if let Some(set) = &b.record.legacy {
+        let paths: Vec<Vec<u8>> = a.paths.iter().filter_map(|p| crossback_archive::entry::normalize_path(p.as_bytes())).collect();
+        let (entries, problems) = crate::duplicity::restore(&b.slot_root, set, &to, &paths)?;
+        let _ = mounts.unmount();
+        return Ok(report(entries, &[], &problems, start));
+    }
     let (entries, damaged, failed) = restore_into(&b, &to, &a.paths)?;
     let _ = mounts.unmount();
     Ok(report(entries, &damaged, &failed, start))
@@ -246,6 +285,13 @@ fn mkfs(t: &Target) -> anyhow::Result<()> {
 pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
     let explicit = parse_devices(&a.devices)?;
     let (cfg, m, _slots, mut slot_mounts, b) = open(path, &a.system, a.generation)?;
+    if b.record.legacy.is_some() {
+        bail!(
+            "generation {} of {} is a duplicity backup: it records no filesystem layout; restore it with --to DIR, or bare-metal from a crossback generation",
+            b.generation.seq,
+            a.system
+        );
+    }
     // Group the records by filesystem (UUID), find or take each device.
     let mut targets: Vec<Target> = Vec::new();
     for r in &b.mounts.filesystems {

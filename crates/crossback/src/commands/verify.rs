@@ -44,6 +44,20 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                 if a.system.as_ref().is_some_and(|n| n != &rec.name) {
                     continue;
                 }
+                if let Some(set) = &rec.legacy {
+                    checked += 1;
+                    let problems = crate::duplicity::verify(&s.root, set);
+                    if problems.is_empty() {
+                        println!("  {} (duplicity backup of {}, {} volumes) ok", rec.name, set.time, set.volumes.len());
+                    } else {
+                        damaged += 1;
+                        println!("  {} (duplicity backup of {}) DAMAGED:", rec.name, set.time);
+                        for p in &problems {
+                            println!("      {p}");
+                        }
+                    }
+                    continue;
+                }
                 // The offline system, mounted read-only, to compare with.
                 let mut source = None;
                 if a.against_source {

@@ -1,0 +1,211 @@
+//! Reading the full backups the old duplicity scripts made, natively (no
+//! Python at restore time): a set is `duplicity-full.TIME.manifest`, its
+//! volumes `duplicity-full.TIME.volN.difftar[.gz]` and its signatures.
+//! Volumes are tar streams; `snapshot/PATH` members are whole entries,
+//! `multivol_snapshot/PATH/N` members are the pieces of a file split
+//! across members and volumes. The manifest holds each volume's SHA1.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use crossback_archive::entry::{normalize_path, Kind, Meta};
+use crossback_archive::restore::Restorer;
+use crossback_archive::tarr::TarReader;
+use sha1::Digest;
+
+/// One full duplicity backup in a directory.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Set {
+    /// The directory holding it, relative to the slot's root ("" for the root).
+    pub dir: String,
+    /// `20261126T064749Z`.
+    pub time: String,
+    /// Every file of the set (manifest, volumes, signatures), names relative to `dir`.
+    pub files: Vec<String>,
+    /// (volume number, file name, SHA1 from the manifest).
+    pub volumes: Vec<(u32, String, String)>,
+}
+
+/// Finds the duplicity sets in `dir` (names relative to `root`). Encrypted
+/// and incremental backups are refused with what to do.
+pub fn find_sets(root: &Path, rel: &str) -> anyhow::Result<Vec<Set>> {
+    let dir = root.join(rel);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    if names.iter().any(|n| n.starts_with("duplicity-inc.") || n.starts_with("duplicity-new-signatures.")) {
+        bail!(
+            "{} holds incremental duplicity backups: crossback adopts full backups only; restore the chain with duplicity itself, or keep it elsewhere",
+            dir.display()
+        );
+    }
+    let mut sets = Vec::new();
+    for n in &names {
+        let Some(time) = n.strip_prefix("duplicity-full.").and_then(|r| r.strip_suffix(".manifest").or_else(|| r.strip_suffix(".manifest.gpg"))) else {
+            continue;
+        };
+        if n.ends_with(".gpg") {
+            bail!("{}/{n}: the duplicity backup is encrypted; decrypt its files with gpg first (crossback reads unencrypted sets)", dir.display());
+        }
+        let text = std::fs::read_to_string(dir.join(n)).with_context(|| format!("reading {}/{n}", dir.display()))?;
+        let mut volumes = Vec::new();
+        let mut current: Option<u32> = None;
+        for line in text.lines() {
+            let l = line.trim();
+            if let Some(v) = l.strip_prefix("Volume ").and_then(|v| v.strip_suffix(':')) {
+                current = v.parse().ok();
+            } else if let (Some(v), Some(h)) = (current, l.strip_prefix("Hash SHA1 ")) {
+                volumes.push((v, String::new(), h.trim().to_string()));
+            }
+        }
+        let prefix = format!("duplicity-full.{time}.");
+        let files: Vec<String> =
+            names.iter().filter(|x| x.starts_with(&prefix) || x.starts_with(&format!("duplicity-full-signatures.{time}."))).cloned().collect();
+        for (v, file, _) in volumes.iter_mut() {
+            let want = format!("{prefix}vol{v}.difftar");
+            match files.iter().find(|f| f.starts_with(&want) && (f.len() == want.len() || f[want.len()..] == *".gz")) {
+                Some(f) => *file = f.clone(),
+                None => {
+                    if files.iter().any(|f| f.starts_with(&want) && f.ends_with(".gpg")) {
+                        bail!("{}: volume {v} is encrypted; decrypt the set with gpg first", dir.display());
+                    }
+                    bail!("{}: volume {v} of the duplicity backup of {time} is missing", dir.display());
+                }
+            }
+        }
+        if volumes.is_empty() {
+            bail!("{}/{n}: the manifest lists no volumes", dir.display());
+        }
+        sets.push(Set { dir: rel.to_string(), time: time.to_string(), files, volumes });
+    }
+    Ok(sets)
+}
+
+/// Checks every volume against the SHA1 in the manifest; returns the problems.
+pub fn verify(root: &Path, set: &Set) -> Vec<String> {
+    let mut out = Vec::new();
+    for (v, file, want) in &set.volumes {
+        let p = root.join(&set.dir).join(file);
+        let mut h = sha1::Sha1::new();
+        let hashed = std::fs::File::open(&p).and_then(|mut f| {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                h.update(&buf[..n]);
+            }
+        });
+        match hashed {
+            Ok(()) => {
+                let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                if got != *want {
+                    out.push(format!("volume {v} ({file}) does not match its SHA1 in the manifest: damaged"));
+                }
+            }
+            Err(e) => out.push(format!("volume {v} ({file}) cannot be read: {e}")),
+        }
+    }
+    out
+}
+
+/// The tar stream of all volumes, one after the other.
+fn volume_reader(root: &Path, set: &Set, v: usize) -> anyhow::Result<Box<dyn Read>> {
+    let (_, file, _) = &set.volumes[v];
+    let p = root.join(&set.dir).join(file);
+    let f = std::io::BufReader::new(std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?);
+    Ok(if file.ends_with(".gz") { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) })
+}
+
+/// Walks the backup's entries in order: `each(meta, data)`, where data is
+/// the whole content of a regular file (pieces joined).
+pub fn walk(root: &Path, set: &Set, mut each: impl FnMut(Meta, Vec<u8>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    // A file split into pieces: its metadata (from piece 1) and data so far.
+    let mut pending: Option<(Meta, Vec<u8>)> = None;
+    for v in 0..set.volumes.len() {
+        let mut tr = TarReader::new(volume_reader(root, set, v)?);
+        while let Some(m) = tr.next_member().with_context(|| format!("reading volume {} of the backup of {}", set.volumes[v].0, set.time))? {
+            let raw = String::from_utf8_lossy(&m.raw_path).into_owned();
+            let mut data = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = tr.read_data(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+            }
+            if let Some(rest) = raw.strip_prefix("multivol_snapshot/") {
+                let Some((path, _piece)) = rest.trim_end_matches('/').rsplit_once('/') else { continue };
+                let path = normalize_path(path.as_bytes()).context("a '..' in a duplicity path")?;
+                match &mut pending {
+                    Some((pm, pd)) if pm.path == path => pd.extend_from_slice(&data),
+                    _ => {
+                        if let Some((pm, pd)) = pending.take() {
+                            finish(pm, pd, &mut each)?;
+                        }
+                        let mut meta = m.meta.clone();
+                        meta.path = path;
+                        pending = Some((meta, data));
+                    }
+                }
+                continue;
+            }
+            if let Some((pm, pd)) = pending.take() {
+                finish(pm, pd, &mut each)?;
+            }
+            let Some(_) = raw.strip_prefix("snapshot/") else { continue };
+            if !m.path_ok {
+                bail!("{raw}: a '..' in a duplicity path");
+            }
+            let mut meta = m.meta;
+            meta.path = normalize_path(&meta.path.strip_prefix(b"snapshot").unwrap_or(&meta.path).to_vec()).unwrap_or_default();
+            if meta.kind == Kind::HardLink {
+                meta.link = normalize_path(meta.link.strip_prefix(b"snapshot/").unwrap_or(&meta.link)).unwrap_or_default();
+            }
+            each(meta, data)?;
+        }
+    }
+    if let Some((pm, pd)) = pending.take() {
+        finish(pm, pd, &mut each)?;
+    }
+    Ok(())
+}
+
+fn finish(mut meta: Meta, data: Vec<u8>, each: &mut impl FnMut(Meta, Vec<u8>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    meta.kind = Kind::File;
+    meta.size = data.len() as u64;
+    each(meta, data)
+}
+
+/// Restores the set (or the entries under `paths`) into `dest`, confined
+/// like any restore. Returns (entries, problems).
+pub fn restore(root: &Path, set: &Set, dest: &Path, paths: &[Vec<u8>]) -> anyhow::Result<(u64, Vec<String>)> {
+    let mut r = Restorer::new(dest)?;
+    let mut n = 0;
+    let mut problems = Vec::new();
+    let selected = |p: &[u8]| paths.is_empty() || paths.iter().any(|s| crossback_archive::archive::under(p, s));
+    walk(root, set, |meta, data| {
+        if !selected(&meta.path) {
+            return Ok(());
+        }
+        let res = r.entry(&meta, &mut |write| {
+            write(0, &data).map_err(|e| crossback_archive::Error::Io { what: "writing".into(), source: e })?;
+            Ok(())
+        });
+        match res {
+            Ok(()) => n += 1,
+            Err(e) => problems.push(format!("{}: {e}", crate::output::path(&meta.path))),
+        }
+        Ok(())
+    })?;
+    for (p, w) in r.finish()? {
+        problems.push(format!("{}: {w}", crate::output::path(&p)));
+    }
+    Ok((n, problems))
+}

@@ -1,0 +1,132 @@
+//! `crossback media adopt`: a disk made by the old duplicity scripts, built
+//! with the real duplicity, taken over without losing its backups.
+//! These tests need root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crossback_testkit::machine::TestMachine;
+use crossback_testkit::{compare, require_root, run, tree};
+
+fn crossback(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
+    c.arg("--config").arg(config);
+    c
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running crossback");
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A small tree: directories, a file that spans volumes, a symlink, modes, owners, old times.
+fn make_tree(root: &Path, seed: u64) {
+    std::fs::create_dir_all(root.join("docs/deep/er")).unwrap();
+    std::fs::write(root.join("big.bin"), tree::noise(seed, 3 << 20)).unwrap();
+    std::fs::write(root.join("docs/a.txt"), format!("tree {seed}\n")).unwrap();
+    std::fs::write(root.join("docs/deep/er/b.txt"), "deep\n").unwrap();
+    std::os::unix::fs::symlink("a.txt", root.join("docs/link")).unwrap();
+    run(Command::new("chmod").arg("4750").arg(root.join("docs/a.txt")));
+    run(Command::new("chown").arg("1234:5678").arg(root.join("docs/deep/er/b.txt")));
+    run(Command::new("touch").args(["-h", "-d", "2001-02-03 04:05:06"]).arg(root.join("docs/deep/er/b.txt")));
+}
+
+fn duplicity(args: &[&str], extra: &[&Path]) {
+    let mut c = Command::new("duplicity");
+    c.args(args).args(extra).env("PASSPHRASE", "").env("HOME", "/root");
+    run(&mut c);
+}
+
+#[test]
+fn root_adopt_a_duplicity_disk_then_rotate_it_away() {
+    if !require_root("root_adopt_a_duplicity_disk_then_rotate_it_away") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut m = TestMachine::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    // The old layout on slot B: alpha's backup at the root, beta's in a hidden directory.
+    let (ta, tb) = (dir.path().join("tree-a"), dir.path().join("tree-b"));
+    make_tree(&ta, 1);
+    make_tree(&tb, 2);
+    m.slot_b.mount(&[]);
+    let sb = m.slot_b.path().to_path_buf();
+    std::fs::create_dir(sb.join(".os_b_backups")).unwrap();
+    let url = |p: &Path| format!("file://{}", p.display());
+    let cache = dir.path().join("dup-cache");
+    let cache_arg = format!("--archive-dir={}", cache.display());
+    duplicity(&["full", "--no-encryption", "--volsize", "1", &cache_arg, ta.to_str().unwrap(), &url(&sb)], &[]);
+    duplicity(&["full", "--no-encryption", "--volsize", "1", &cache_arg, tb.to_str().unwrap(), &url(&sb.join(".os_b_backups"))], &[]);
+    let before: Vec<String> = std::fs::read_dir(&sb).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(before.iter().filter(|n| n.contains(".vol")).count() >= 4, "volumes spanned: {before:?}");
+    // What duplicity itself restores, to compare with.
+    let dup_a = dir.path().join("dup-restore-a");
+    duplicity(&["restore", "--no-encryption", &cache_arg, &url(&sb), dup_a.to_str().unwrap()], &[]);
+    m.slot_b.unmount();
+
+    // Which system is which must be said.
+    let out = crossback(&cfg).args(["media", "adopt", &m.slot_a.device, &m.slot_b.device]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("--root-backup SYSTEM --hidden-backup SYSTEM"), "{}", text(&out));
+    ok(crossback(&cfg).args(["media", "adopt", &m.slot_a.device, &m.slot_b.device, "--root-backup", "alpha", "--hidden-backup", "beta"]));
+
+    // ls lists every file; verify passes.
+    let out = ok(crossback(&cfg).args(["ls", "alpha", "--generation", "0"]));
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    for p in [" /big.bin", " /docs/a.txt", " /docs/deep/er/b.txt", " /docs/link -> a.txt"] {
+        assert!(listing.contains(p), "{p} missing: {listing}");
+    }
+    ok(crossback(&cfg).args(["verify", "--generation", "0"]));
+    // restore --to gives what duplicity restore gives.
+    let ours = dir.path().join("ours-a");
+    ok(crossback(&cfg).args(["restore", "alpha", "--generation", "0", "--to"]).arg(&ours));
+    let d: Vec<String> = compare::trees(&dup_a, &ours)
+        .into_iter()
+        // duplicity does not restore a symlink's time (it takes the restore's); crossback does.
+        .filter(|d| !(d.starts_with("mtime differs at docs/link")))
+        .collect();
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    let beta = dir.path().join("ours-b");
+    ok(crossback(&cfg).args(["restore", "beta", "--generation", "0", "--to"]).arg(&beta).arg("/docs/a.txt"));
+    assert_eq!(std::fs::read_to_string(beta.join("docs/a.txt")).unwrap(), "tree 2\n");
+
+    // A flipped byte in a volume is found.
+    m.slot_b.mount(&[]);
+    let vol = std::fs::read_dir(&sb).unwrap().flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains(".vol2.")).unwrap();
+    let mut bytes = std::fs::read(&vol).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&vol, &bytes).unwrap();
+    m.slot_b.unmount();
+    let out = crossback(&cfg).args(["verify", "--generation", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out).contains("volume 2") && text(&out).contains("damaged"), "{}", text(&out));
+    m.slot_b.mount(&[]);
+    bytes[mid] ^= 0xff;
+    std::fs::write(&vol, &bytes).unwrap();
+    m.slot_b.unmount();
+
+    // One full crossback cycle: generation 1 goes to slot A, generation 2 to slot B,
+    // which wipes the duplicity files and nothing else.
+    let out = ok(crossback(&cfg).arg("backup"));
+    assert!(text(&out).contains("generation 1 started in slot A"), "{}", text(&out));
+    m.slot_b.mount(&[]);
+    assert!(sb.join(".os_b_backups").exists(), "kept while generation 0 is the previous complete set");
+    m.slot_b.unmount();
+    let out = ok(crossback(&cfg).arg("backup"));
+    assert!(text(&out).contains("removing the duplicity backup it adopted"), "{}", text(&out));
+    m.slot_b.mount(&[]);
+    let mut after: Vec<String> = std::fs::read_dir(&sb).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    after.sort();
+    assert_eq!(after, ["crossback", "lost+found"]);
+    m.slot_b.unmount();
+    ok(crossback(&cfg).arg("verify"));
+    let _ = PathBuf::new();
+}
