@@ -417,7 +417,9 @@ mod tests {
                     data_bytes: 3,
                     unreadable: 0,
                 }],
+                legacy: None,
             }],
+            legacy_files: vec![],
         };
         let t = toml::to_string(&g).unwrap();
         assert_eq!(toml::from_str::<Generation>(&t).unwrap(), g);
