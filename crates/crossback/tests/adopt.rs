@@ -2,27 +2,14 @@
 //! with the real duplicity, taken over without losing its backups.
 //! These tests need root.
 
+mod common;
+#[allow(unused_imports)]
+use common::{crossback, err, ok, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crossback_testkit::machine::TestMachine;
 use crossback_testkit::{compare, require_root, run, tree};
-
-fn crossback(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
-    c.arg("--config").arg(config);
-    c
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("running crossback");
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 /// A small tree: directories, a file that spans volumes, a symlink, modes, owners, old times.
 fn make_tree(root: &Path, seed: u64) {

@@ -1,27 +1,17 @@
 //! `crossback init` and `status` on a machine made of loop devices (see
 //! `crossback_testkit::machine`). These tests need root.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+#[allow(unused_imports)]
+use common::{crossback, err, ok, text};
+
+fn utf8(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+use std::process::Command;
 
 use crossback_testkit::machine::TestMachine;
 use crossback_testkit::require_root;
-
-fn crossback(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
-    c.arg("--config").arg(config);
-    c
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("running crossback");
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[test]
 fn root_init_writes_exactly_the_expected_config_and_status_describes_it() {
@@ -33,7 +23,7 @@ fn root_init_writes_exactly_the_expected_config_and_status_describes_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     let out = ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
-    let said = text(&out.stdout);
+    let said = utf8(&out.stdout);
     eprintln!("{said}");
     assert!(said.contains("alpha") && said.contains("Alpha Linux 1") && said.contains("Beta OS 2"), "{said}");
     let expected = format!(
@@ -89,7 +79,7 @@ fn root_init_writes_exactly_the_expected_config_and_status_describes_it() {
     assert!(slots[1]["free"].as_u64().unwrap() > 100 << 20);
     // The human view says the same.
     let out = ok(crossback(&cfg).args(["status"]));
-    let s = text(&out.stdout);
+    let s = utf8(&out.stdout);
     eprintln!("{s}");
     assert!(s.contains("alpha") && s.contains("offline") && s.contains("/boot/efi"), "{s}");
 }
@@ -108,12 +98,12 @@ fn root_init_only_keeps_the_named_systems() {
     assert!(c.contains("name = \"beta\"") && !c.contains("alpha"), "{c}");
     let out = crossback(&cfg).args(["init", "--yes", "--only", "gamma", "--devices", &m.devices_arg()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--only gamma: no system of that name was found (found: alpha, beta)"), "{}", text(&out.stderr));
+    assert!(utf8(&out.stderr).contains("--only gamma: no system of that name was found (found: alpha, beta)"), "{}", utf8(&out.stderr));
     // Without --yes and without a terminal, an existing config is not replaced.
     std::fs::write(&cfg, "# mine\n").unwrap();
     let out = crossback(&cfg).args(["init", "--devices", &m.devices_arg()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("pass --yes"), "{}", text(&out.stderr));
+    assert!(utf8(&out.stderr).contains("pass --yes"), "{}", utf8(&out.stderr));
     assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "# mine\n");
 }
 
@@ -149,7 +139,7 @@ fn root_status_marks_what_is_missing_and_warns_about_bad_fstab_lines() {
     assert_eq!(v["systems"][1]["filesystems"][0]["found"], false);
     assert!(v["systems"][2]["warnings"].to_string().contains("holds no Linux system"), "{}", v["systems"][2]);
     let out = ok(crossback(&cfg).arg("status"));
-    assert!(text(&out.stdout).contains("MISSING"), "{}", text(&out.stdout));
+    assert!(utf8(&out.stdout).contains("MISSING"), "{}", utf8(&out.stdout));
 }
 
 #[test]
@@ -163,9 +153,9 @@ fn root_bad_configs_and_no_root_are_clear_errors() {
     std::fs::write(&cfg, "this is = not [toml").unwrap();
     let out = crossback(&cfg).arg("status").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("config.toml") && text(&out.stderr).contains("line 1"), "{}", text(&out.stderr));
+    assert!(utf8(&out.stderr).contains("config.toml") && utf8(&out.stderr).contains("line 1"), "{}", utf8(&out.stderr));
     let out = crossback(&dir.path().join("none.toml")).arg("status").output().unwrap();
-    assert!(text(&out.stderr).contains("run `crossback init`"), "{}", text(&out.stderr));
+    assert!(utf8(&out.stderr).contains("run `crossback init`"), "{}", utf8(&out.stderr));
     // Not root: said before anything is tried.
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -174,5 +164,5 @@ fn root_bad_configs_and_no_root_are_clear_errors() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("needs root"), "{}", text(&out.stderr));
+    assert!(utf8(&out.stderr).contains("needs root"), "{}", utf8(&out.stderr));
 }

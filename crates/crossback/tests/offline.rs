@@ -1,28 +1,15 @@
 //! Offline access: read-only views, chroot, mount/umount and the offline
 //! refusals, on a machine of loop devices. These tests need root.
 
+mod common;
+#[allow(unused_imports)]
+use common::{crossback, err, ok, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crossback_testkit::machine::TestMachine;
 use crossback_testkit::{require_root, run};
-
-fn crossback(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
-    c.arg("--config").arg(config);
-    c
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("running crossback");
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn err(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// The machine and a configuration for it, written by `crossback init`.
 fn setup() -> (TestMachine, tempfile::TempDir, PathBuf) {

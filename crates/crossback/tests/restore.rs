@@ -1,23 +1,14 @@
 //! `crossback ls` and `restore` from real backups, on a machine of loop
 //! devices. These tests need root.
 
+mod common;
+#[allow(unused_imports)]
+use common::{crossback, err, ok, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crossback_testkit::machine::TestMachine;
 use crossback_testkit::{compare, require_root, run, tree, LoopFs};
-
-fn crossback(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
-    c.arg("--config").arg(config);
-    c
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("running crossback");
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
 
 struct Setup {
     m: TestMachine,

@@ -1,27 +1,14 @@
 //! Slots, generations and the A/B rotation, on a machine of loop devices.
 //! These tests need root.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+#[allow(unused_imports)]
+use common::{crossback, err, ok, text};
+use std::path::PathBuf;
+use std::process::Command;
 
 use crossback_testkit::machine::TestMachine;
 use crossback_testkit::{require_root, run, LoopFs};
-
-fn crossback(config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
-    c.arg("--config").arg(config);
-    c
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("running crossback");
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 pub struct Setup {
     pub m: TestMachine,

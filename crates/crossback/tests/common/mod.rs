@@ -1,0 +1,28 @@
+//! What the integration tests share: running the real binary.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `crossback --config CONFIG`.
+pub fn crossback(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crossback"));
+    c.arg("--config").arg(config);
+    c
+}
+
+/// Runs it, failing the test with its output unless it succeeds.
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running crossback");
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Both streams, for messages that may go to either.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
