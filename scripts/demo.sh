@@ -113,7 +113,20 @@ else
   differing=$(diff -rq --no-dereference "$work/orig" "$work/new" 2>&1 | sed -n 's|.*/new/\([^ ]*\) differ|\1|p' | tr '\n' ' ' | sed 's/ $//')
 fi
 grep -c UUID "$work/new/etc/fstab" >/dev/null && echo "   restored fstab:" && sed 's/^/     /' "$work/new/etc/fstab"
+for m in "$work/new/home" "$work/new" "$work/orig/home" "$work/orig"; do umount "$m"; done
+mnts=()
 took
+if [ "$alpha" = debian ]; then
+  step "the restored Debian works: crossback chroot $alpha -- getcap /usr/bin/ping; dpkg --verify"
+  caps=$("$bin" --config "$cfg" chroot "$alpha" -- /usr/sbin/getcap /usr/bin/ping 2>&1 || true)
+  echo "   $caps"
+  verify=$("$bin" --config "$cfg" chroot "$alpha" -- dpkg --verify 2>&1 || echo "dpkg --verify failed")
+  echo "   dpkg --verify: ${verify:-nothing changed}"
+  case $caps in *cap_net_raw*) ;; *) echo "demo: FAILED: ping lost its capability" >&2; exit 1 ;; esac
+  [ -z "$verify" ] || { echo "demo: FAILED: dpkg --verify reports changes" >&2; exit 1; }
+  took
+fi
+
 step "result"
 gens=$("$bin" --config "$cfg" status --json | python3 -c 'import json,sys; v=json.load(sys.stdin); print(" ".join("%s:%s:%s" % (s["letter"], (s["generation"] or {}).get("seq"), (s["generation"] or {}).get("state")) for s in v["slots"]))')
 echo "demo: slots: $gens"

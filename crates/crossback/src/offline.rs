@@ -47,6 +47,18 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
                 rw_at.join(", ")
             );
         }
+        if rw && !allow.mounted {
+            let at: Vec<String> = m.mounts_of(d).iter().map(|mm| mm.mountpoint.clone()).collect();
+            if !at.is_empty() {
+                bail!(
+                    "{}'s {} ({}) is mounted at {}: it cannot be mounted read-write while it is; unmount it first",
+                    sys.name,
+                    f.mountpoint,
+                    dev.display(),
+                    at.join(", ")
+                );
+            }
+        }
         if rw_at.is_empty() {
             if let Some(why) = offline::dirty(dev, &f.fstype)? {
                 if rw || !allow.dirty {

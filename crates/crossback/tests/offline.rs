@@ -148,6 +148,15 @@ fn root_offline_refusals() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err(&out).contains("/home") && err(&out).contains("is mounted read-write at"), "{}", err(&out));
 
+    // Mounted read-only elsewhere: reading is fine, a read-write chroot is not.
+    m.alpha_home.unmount();
+    m.alpha_home.mount(&["ro"]);
+    let out = crossback(&cfg).args(["chroot", "alpha", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err(&out).contains("cannot be mounted read-write while it is"), "{}", err(&out));
+    m.alpha_home.unmount();
+    m.alpha_home.mount(&[]);
+
     // A journal that needs recovery: the image copied while mounted.
     std::fs::write(m.alpha_home.path().join("ann/new.txt"), "written while mounted\n").unwrap();
     run(&mut Command::new("sync"));
