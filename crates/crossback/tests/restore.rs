@@ -214,6 +214,13 @@ fn root_bare_metal_round_trip_of_both_systems_onto_smaller_devices() {
     s.m.alpha_home.mount(&[]);
     std::fs::write(s.m.alpha_home.path().join("ann/big"), tree::noise(3, 12 << 20)).unwrap();
     s.m.alpha_home.unmount();
+    // beta swaps on a partition of its own, with a label.
+    let swap = LoopFs::with_mkfs_args("swap", 16, &["-L", "beta-swap"]);
+    s.m.beta.mount(&[]);
+    let fstab = s.m.beta.path().join("@/etc/fstab");
+    let t = std::fs::read_to_string(&fstab).unwrap() + &format!("UUID={} none swap sw 0 0\n", swap.uuid());
+    std::fs::write(&fstab, t).unwrap();
+    s.m.beta.unmount();
     ok(crossback(&s.cfg).args(["backup", "--new-generation"]));
     // Copies of every filesystem as backed up, to compare with.
     let copy = s.dir.path().join("copy");
@@ -222,8 +229,8 @@ fn root_bare_metal_round_trip_of_both_systems_onto_smaller_devices() {
     let ids = |fs: &[&LoopFs]| -> Vec<(String, String)> {
         fs.iter().map(|f| (f.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&f.device)).trim().to_string())).collect()
     };
-    let before = ids(&[&s.m.alpha_root, &s.m.alpha_home, &s.m.beta]);
-    for f in [&s.m.alpha_root, &s.m.alpha_home, &s.m.beta] {
+    let before = ids(&[&s.m.alpha_root, &s.m.alpha_home, &s.m.beta, &swap]);
+    for f in [&s.m.alpha_root, &s.m.alpha_home, &s.m.beta, &swap] {
         run(Command::new("wipefs").args(["-a", "-q"]).arg(&f.device));
     }
     // Wiped: their UUIDs are gone, so the devices are named.
@@ -246,8 +253,11 @@ fn root_bare_metal_round_trip_of_both_systems_onto_smaller_devices() {
         &format!("/={}", s.m.beta.device),
         "--device",
         &format!("/home={}", s.m.beta.device),
+        "--device",
+        &format!("swap={}", swap.device),
     ]));
-    assert_eq!(before, ids(&[&s.m.alpha_root, &s.m.alpha_home, &s.m.beta]), "recorded UUIDs and labels");
+    assert_eq!(before, ids(&[&s.m.alpha_root, &s.m.alpha_home, &s.m.beta, &swap]), "recorded UUIDs and labels (swap too)");
+    assert_eq!(run(Command::new("blkid").args(["-p", "-s", "TYPE", "-o", "value"]).arg(&swap.device)).trim(), "swap");
     s.m.alpha_home.mount(&["ro"]);
     let d = diffs(&copy.join("alpha/home"), s.m.alpha_home.path(), &[]);
     assert!(d.is_empty(), "{}", d.join("\n"));

@@ -229,6 +229,23 @@ fn backup_system(
             start.elapsed().as_secs_f64()
         );
     }
+    // Swap partitions: no archive, but bare-metal restore recreates them (same UUID and label).
+    for sw in &sys.swap {
+        let Some(d) = sw.device.as_ref().and_then(|p| m.devices.iter().find(|d| &d.path == p)) else { continue };
+        mounts_file.filesystems.push(FsRecord {
+            mountpoint: "swap".into(),
+            fstype: "swap".into(),
+            uuid: d.uuid.clone(),
+            label: d.label.clone(),
+            partuuid: d.partuuid.clone(),
+            subvol: None,
+            size: d.size,
+            used: 0,
+            options: sw.options.clone(),
+            fstab_line: sw.fstab_line.clone(),
+            archive: String::new(),
+        });
+    }
     crate::durable::write(&dir.join("mounts.toml"), toml::to_string(&mounts_file)?.as_bytes())?;
     let busy = mounted.unmount();
     if !busy.is_empty() {

@@ -268,6 +268,15 @@ fn mkfs(t: &Target) -> anyhow::Result<()> {
                 cmd.args(["-L", &r.label]);
             }
         }
+        "swap" => {
+            cmd = Command::new("mkswap");
+            if keep {
+                cmd.args(["-U", uuid]);
+            }
+            if !r.label.is_empty() {
+                cmd.args(["-L", &r.label]);
+            }
+        }
         "vfat" => {
             cmd = Command::new("mkfs.vfat");
             if keep {
@@ -413,7 +422,7 @@ pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
             }
             let _ = mm.unmount();
         }
-        for r in &t.records {
+        for r in t.records.iter().filter(|r| r.fstype != "swap") {
             fs_mounts.push(FsMount {
                 mountpoint: r.mountpoint.clone(),
                 device: t.device.clone(),
