@@ -345,3 +345,32 @@ fn root_a_hostile_archive_in_a_slot_cannot_write_outside_the_target() {
     assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "nothing written outside: {}", String::from_utf8_lossy(&out.stderr));
     assert!(!s.dir.path().join("escaped").exists() && !Path::new("/escaped").exists());
 }
+
+#[test]
+fn root_an_xfs_system_is_recreated_with_its_identity() {
+    if !require_root("root_an_xfs_system_is_recreated_with_its_identity") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut root = LoopFs::with_mkfs_args("xfs", 320, &["-L", "gamma-root"]);
+    let fstab = format!("UUID={} / xfs defaults 0 1\n", root.uuid());
+    crossback_testkit::machine::make_root(root.path(), "gamma", "Gamma on XFS", &fstab);
+    std::fs::write(root.path().join("etc/motd"), "welcome to gamma\n").unwrap();
+    root.unmount();
+    let mut slots = [LoopFs::new("ext4", 128), LoopFs::new("ext4", 128)];
+    for s in slots.iter_mut() {
+        s.unmount();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &format!("{},{},{}", root.device, slots[0].device, slots[1].device)]));
+    ok(crossback(&cfg).args(["media", "prepare", &slots[0].device, &slots[1].device]));
+    ok(crossback(&cfg).arg("backup"));
+    let id = (root.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&root.device)).trim().to_string());
+    run(Command::new("wipefs").args(["-a", "-q"]).arg(&root.device));
+    ok(crossback(&cfg).args(["restore", "gamma", "--bare-metal", "--yes", "--device", &format!("/={}", root.device)]));
+    assert_eq!(id, (root.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&root.device)).trim().to_string()));
+    assert_eq!(run(Command::new("blkid").args(["-p", "-s", "TYPE", "-o", "value"]).arg(&root.device)).trim(), "xfs");
+    root.mount(&["ro"]);
+    assert_eq!(std::fs::read_to_string(root.path().join("etc/motd")).unwrap(), "welcome to gamma\n");
+}
