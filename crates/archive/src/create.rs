@@ -807,3 +807,30 @@ fn serialize(
     window.advance(u64::MAX / 2);
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name the walk saw that is gone when it is read: reported as
+    /// vanished (the archive goes on without it), not an error.
+    #[test]
+    fn a_file_that_vanished_after_the_walk_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("here"), b"x").unwrap();
+        let parent = Arc::new(rustix::fs::open(dir.path(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap());
+        let budget = Budget(AtomicU64::new(0));
+        let job = |name: &str| Job { seq: 0, path: name.as_bytes().to_vec(), target: Target::Child { parent: Arc::clone(&parent), name: CString::new(name).unwrap() } };
+        assert!(matches!(prepare(job("gone"), &budget, &[]).outcome, Outcome::Vanished));
+        match prepare(job("here"), &budget, &[]).outcome {
+            Outcome::Entry { meta, content: Content::Inline(d), .. } => {
+                assert_eq!(meta.size, 1);
+                assert_eq!(d, b"x");
+            }
+            _ => panic!("a present file is read"),
+        }
+        // Skipped by inode: the archive being written.
+        let st = rustix::fs::stat(dir.path().join("here")).unwrap();
+        assert!(matches!(prepare(job("here"), &budget, &[(st.st_dev, st.st_ino)]).outcome, Outcome::Skipped));
+    }
+}
