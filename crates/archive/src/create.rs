@@ -820,7 +820,11 @@ mod tests {
         std::fs::write(dir.path().join("here"), b"x").unwrap();
         let parent = Arc::new(rustix::fs::open(dir.path(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap());
         let budget = Budget(AtomicU64::new(0));
-        let job = |name: &str| Job { seq: 0, path: name.as_bytes().to_vec(), target: Target::Child { parent: Arc::clone(&parent), name: CString::new(name).unwrap() } };
+        let job = |name: &str| Job {
+            seq: 0,
+            path: name.as_bytes().to_vec(),
+            target: Target::Child { parent: Arc::clone(&parent), name: CString::new(name).unwrap() },
+        };
         assert!(matches!(prepare(job("gone"), &budget, &[]).outcome, Outcome::Vanished));
         match prepare(job("here"), &budget, &[]).outcome {
             Outcome::Entry { meta, content: Content::Inline(d), .. } => {

@@ -71,7 +71,14 @@ pub fn mount(devs: &[Device; 2], media_id: &str, base: &std::path::Path, write: 
         let root = base.join(format!("slot-{letter}"));
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         let fm = FsMount { mountpoint: format!("slot {letter}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: Vec::new() };
-        offline::mount_one(&fm, &root, write, !write, &mut mounted).with_context(|| format!("mounting slot {letter} ({})", d.path.display()))?;
+        offline::mount_one(&fm, &root, write, !write, &mut mounted).with_context(|| {
+            format!(
+                "slot {letter} ({}, {}) cannot be mounted: check it with fsck (e.g. `e2fsck -f {}`) or look at the disk's health; nothing was changed",
+                d.path.display(),
+                d.fstype,
+                d.path.display()
+            )
+        })?;
         let (_marker, contents) = media::read_slot(&root, letter, media_id)?;
         slots.push(Slot { letter, root, contents });
     }

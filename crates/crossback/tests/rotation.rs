@@ -188,3 +188,27 @@ fn root_media_prepare_refuses_what_is_not_an_empty_filesystem() {
     let c = std::fs::read_to_string(&cfg).unwrap();
     assert!(c.contains(&m.slot_a.uuid()) && c.contains(&raw.uuid()), "{c}");
 }
+
+#[test]
+fn root_unreadable_slots_are_refused_and_nothing_is_written() {
+    if !require_root("root_unreadable_slots_are_refused_and_nothing_is_written") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let s = setup();
+    ok(crossback(&s.cfg).arg("backup"));
+    // Both slots' metadata destroyed: blkid still finds them, the kernel cannot mount them.
+    for slot in [&s.m.slot_a, &s.m.slot_b] {
+        run(Command::new("dd").args(["if=/dev/zero", "bs=1024", "seek=2", "count=1024", "conv=notrunc", "status=none"]).arg(format!("of={}", slot.device)));
+        run(Command::new("blockdev").arg("--flushbufs").arg(&slot.device));
+    }
+    let sums = |m: &TestMachine| -> Vec<String> { [&m.slot_a.image, &m.slot_b.image].iter().map(|i| run(Command::new("sha256sum").arg(i))).collect() };
+    let before = sums(&s.m);
+    let out = crossback(&s.cfg).arg("backup").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("slot A") && text(&out).contains("cannot be mounted: check it with fsck"), "{}", text(&out));
+    let out = crossback(&s.cfg).arg("verify").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("cannot be mounted"), "{}", text(&out));
+    assert_eq!(before, sums(&s.m), "nothing was written to the slots");
+}
