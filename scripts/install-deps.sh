@@ -14,6 +14,7 @@ packages=(
   busybox-static        # a shell inside the test systems (chroot tests)
   fusefat               # vfat through FUSE where the kernel has no vfat driver
   duplicity             # the old scripts' backups, for the adopt tests
+  gnupg                 # encrypted duplicity volumes
 )
 missing=()
 for p in "${packages[@]}"; do

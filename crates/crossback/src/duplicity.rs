@@ -25,6 +25,61 @@ pub struct Set {
     pub files: Vec<String>,
     /// (volume number, file name, SHA1 from the manifest).
     pub volumes: Vec<(u32, String, String)>,
+    /// Encrypted with gpg (symmetric, as `duplicity` without --no-encryption
+    /// makes it): read through `gpg` with the passphrase in $PASSPHRASE.
+    #[serde(default)]
+    pub encrypted: bool,
+}
+
+/// A file decrypted by `gpg` as it is read. The passphrase comes from
+/// $PASSPHRASE, as for duplicity; gpg runs with a throw-away home.
+struct Gpg {
+    child: std::process::Child,
+    out: std::process::ChildStdout,
+    path: std::path::PathBuf,
+    _home: tempfile::TempDir,
+}
+
+impl Read for Gpg {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.out.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let st = self.child.wait()?;
+            if !st.success() {
+                let mut e = String::new();
+                if let Some(mut err) = self.child.stderr.take() {
+                    let _ = err.read_to_string(&mut e);
+                }
+                return Err(std::io::Error::other(format!("gpg could not decrypt {} (wrong $PASSPHRASE?): {}", self.path.display(), e.trim())));
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn gpg_decrypt(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    let Some(pass) = std::env::var_os("PASSPHRASE") else {
+        bail!("{} is encrypted: set PASSPHRASE to the duplicity passphrase (as for duplicity itself) and run again", path.display());
+    };
+    let home = tempfile::tempdir().context("creating a home for gpg")?;
+    let mut child = std::process::Command::new("gpg")
+        .args(["--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--passphrase-fd", "0", "--homedir"])
+        .arg(home.path())
+        .arg("--decrypt")
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("{} is encrypted and gpg cannot be run ({e}): install gnupg, or decrypt the files first", path.display()))?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("gpg's stdin")?;
+        stdin.write_all(std::os::unix::ffi::OsStrExt::as_bytes(pass.as_os_str()))?;
+        stdin.write_all(b"\n")?;
+    }
+    let out = child.stdout.take().context("gpg's stdout")?;
+    Ok(Box::new(Gpg { child, out, path: path.to_path_buf(), _home: home }))
 }
 
 /// Finds the duplicity sets in `dir` (names relative to `root`). Encrypted
@@ -48,10 +103,14 @@ pub fn find_sets(root: &Path, rel: &str) -> anyhow::Result<Vec<Set>> {
         let Some(time) = n.strip_prefix("duplicity-full.").and_then(|r| r.strip_suffix(".manifest").or_else(|| r.strip_suffix(".manifest.gpg"))) else {
             continue;
         };
-        if n.ends_with(".gpg") {
-            bail!("{}/{n}: the duplicity backup is encrypted; decrypt its files with gpg first (crossback reads unencrypted sets)", dir.display());
-        }
-        let text = std::fs::read_to_string(dir.join(n)).with_context(|| format!("reading {}/{n}", dir.display()))?;
+        let encrypted = n.ends_with(".gpg");
+        let text = if encrypted {
+            let mut t = String::new();
+            gpg_decrypt(&dir.join(n))?.read_to_string(&mut t).with_context(|| format!("decrypting {}/{n}", dir.display()))?;
+            t
+        } else {
+            std::fs::read_to_string(dir.join(n)).with_context(|| format!("reading {}/{n}", dir.display()))?
+        };
         let mut volumes = Vec::new();
         let mut current: Option<u32> = None;
         for line in text.lines() {
@@ -67,20 +126,15 @@ pub fn find_sets(root: &Path, rel: &str) -> anyhow::Result<Vec<Set>> {
             names.iter().filter(|x| x.starts_with(&prefix) || x.starts_with(&format!("duplicity-full-signatures.{time}."))).cloned().collect();
         for (v, file, _) in volumes.iter_mut() {
             let want = format!("{prefix}vol{v}.difftar");
-            match files.iter().find(|f| f.starts_with(&want) && (f.len() == want.len() || f[want.len()..] == *".gz")) {
+            match files.iter().find(|f| f.starts_with(&want) && matches!(&f[want.len()..], "" | ".gz" | ".gpg" | ".gz.gpg")) {
                 Some(f) => *file = f.clone(),
-                None => {
-                    if files.iter().any(|f| f.starts_with(&want) && f.ends_with(".gpg")) {
-                        bail!("{}: volume {v} is encrypted; decrypt the set with gpg first", dir.display());
-                    }
-                    bail!("{}: volume {v} of the duplicity backup of {time} is missing", dir.display());
-                }
+                None => bail!("{}: volume {v} of the duplicity backup of {time} is missing", dir.display()),
             }
         }
         if volumes.is_empty() {
             bail!("{}/{n}: the manifest lists no volumes", dir.display());
         }
-        sets.push(Set { dir: rel.to_string(), time: time.to_string(), files, volumes });
+        sets.push(Set { dir: rel.to_string(), time: time.to_string(), files, volumes, encrypted });
     }
     Ok(sets)
 }
@@ -118,8 +172,11 @@ pub fn verify(root: &Path, set: &Set) -> Vec<String> {
 fn volume_reader(root: &Path, set: &Set, v: usize) -> anyhow::Result<Box<dyn Read>> {
     let (_, file, _) = &set.volumes[v];
     let p = root.join(&set.dir).join(file);
-    let f = std::io::BufReader::new(std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?);
-    Ok(if file.ends_with(".gz") { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) })
+    let (plain, name): (Box<dyn Read>, &str) = match file.strip_suffix(".gpg") {
+        Some(inner) => (gpg_decrypt(&p)?, inner),
+        None => (Box::new(std::io::BufReader::new(std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?)), file.as_str()),
+    };
+    Ok(if name.ends_with(".gz") { Box::new(flate2::read::GzDecoder::new(plain)) } else { plain })
 }
 
 /// Walks the backup's entries in order: `each(meta, data)`, where data is

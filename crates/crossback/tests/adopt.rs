@@ -117,3 +117,56 @@ fn root_adopt_a_duplicity_disk_then_rotate_it_away() {
     ok(crossback(&cfg).arg("verify"));
     let _ = PathBuf::new();
 }
+
+#[test]
+fn root_adopt_encrypted_duplicity_backups_through_gpg() {
+    if !require_root("root_adopt_encrypted_duplicity_backups_through_gpg") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut m = TestMachine::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    let (ta, tb) = (dir.path().join("tree-a"), dir.path().join("tree-b"));
+    make_tree(&ta, 3);
+    make_tree(&tb, 4);
+    m.slot_a.mount(&[]);
+    let sa = m.slot_a.path().to_path_buf();
+    std::fs::create_dir(sa.join(".os_b_backups")).unwrap();
+    let url = |p: &Path| format!("file://{}", p.display());
+    let cache_arg = format!("--archive-dir={}", dir.path().join("dup-cache").display());
+    for (src, dst) in [(&ta, sa.clone()), (&tb, sa.join(".os_b_backups"))] {
+        let mut c = Command::new("duplicity");
+        c.args(["full", "--volsize", "1", &cache_arg]).arg(src).arg(url(&dst)).env("PASSPHRASE", "s3cret").env("HOME", "/root");
+        run(&mut c);
+    }
+    assert!(std::fs::read_dir(&sa).unwrap().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".difftar.gpg")));
+    m.slot_a.unmount();
+    // Without the passphrase: said what to do.
+    let out = crossback(&cfg)
+        .args(["media", "adopt", &m.slot_a.device, &m.slot_b.device, "--root-backup", "beta", "--hidden-backup", "alpha"])
+        .env_remove("PASSPHRASE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("is encrypted: set PASSPHRASE"), "{}", text(&out));
+    // A wrong one: gpg says so.
+    let out = crossback(&cfg)
+        .args(["media", "adopt", &m.slot_a.device, &m.slot_b.device, "--root-backup", "beta", "--hidden-backup", "alpha"])
+        .env("PASSPHRASE", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("wrong $PASSPHRASE"), "{}", text(&out));
+    ok(crossback(&cfg)
+        .args(["media", "adopt", &m.slot_a.device, &m.slot_b.device, "--root-backup", "beta", "--hidden-backup", "alpha"])
+        .env("PASSPHRASE", "s3cret"));
+    ok(crossback(&cfg).args(["verify", "--generation", "0"]));
+    let out = ok(crossback(&cfg).args(["ls", "alpha", "--generation", "0", "/docs"]).env("PASSPHRASE", "s3cret"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" /docs/deep/er/b.txt"), "{}", String::from_utf8_lossy(&out.stdout));
+    let dest = dir.path().join("ours");
+    ok(crossback(&cfg).args(["restore", "beta", "--generation", "0", "--to"]).arg(&dest).env("PASSPHRASE", "s3cret"));
+    assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), tree::noise(3, 3 << 20));
+    assert_eq!(std::fs::read_to_string(dest.join("docs/a.txt")).unwrap(), "tree 3\n");
+}
