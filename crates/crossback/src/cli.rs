@@ -10,7 +10,13 @@ use clap::{Args, Parser, Subcommand};
 /// 2 bad usage; 3 partial (some source files could not be read: listed);
 /// 4 damaged data found (listed); 5 archive and tree differ (listed).
 #[derive(Parser, Debug)]
-#[command(name = "crossback", version, about, long_about)]
+#[command(
+    name = "crossback",
+    version,
+    about,
+    long_about,
+    after_help = "Start here (as root, from one system or a live USB, with the backup disk attached):\n  crossback init\n  crossback media prepare /dev/sdb1 /dev/sdb2\n  crossback backup\n  crossback status"
+)]
 pub struct Cli {
     /// The configuration file (default: $CROSSBACK_CONFIG, else /etc/crossback/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
