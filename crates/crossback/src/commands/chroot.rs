@@ -62,9 +62,12 @@ fn bind_resolv_conf(root: &Path, mounted: &mut Vec<PathBuf>) {
                 return;
             }
             let rel = if link.is_absolute() { link.strip_prefix("/").unwrap_or(&link).to_path_buf() } else { PathBuf::from("etc").join(&link) };
+            // /run is the tmpfs mounted a moment ago, empty and ours: making
+            // directories in it by path cannot reach outside the target.
             if let Some(parent) = rel.parent() {
-                let _ = rustix::fs::openat2(&rootfd, parent, rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty(), resolve)
-                    .or_else(|_| std::fs::create_dir_all(root.join(parent)).map_err(|_| rustix::io::Errno::IO).and_then(|_| Err(rustix::io::Errno::AGAIN)));
+                if std::fs::create_dir_all(root.join(parent)).is_err() {
+                    return;
+                }
             }
             match open(rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC) {
                 Ok(_) => match open(rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC) {
