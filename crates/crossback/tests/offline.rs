@@ -55,17 +55,27 @@ fn root_chroot_runs_the_command_returns_its_code_and_leaves_nothing_mounted() {
     let out = crossback(&cfg).args(["chroot", "alpha", "--", "sh", "-c", "exit 7"]).output().unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", err(&out));
     // /proc of its own PID namespace, /dev/null, /dev/pts; a file written lands on alpha's root.
-    let script = "test \"$$\" = 1 && test -r /proc/self/status && echo x > /dev/null && test -d /dev/pts && test -c /dev/pts/ptmx && ls /home/ann/notes.txt && touch /boot/efi/CHROOT.TXT && echo made > /made-in-chroot";
+    let script = "test \"$$\" = 1 && test -r /proc/self/status && echo x > /dev/null && test -d /dev/pts && test -c /dev/pts/ptmx && ls /home/ann/notes.txt && touch /boot/efi/CHROOT.TXT && echo made > /made-in-chroot && cat /etc/resolv.conf > /resolv-seen";
     ok(crossback(&cfg).args(["chroot", "alpha", "--", "sh", "-c", script]));
     for d in m.devices() {
         assert!(!mounted_anywhere(&d.display().to_string()), "{} still mounted somewhere", d.display());
     }
     m.alpha_root.mount(&[]);
     assert_eq!(std::fs::read_to_string(m.alpha_root.path().join("made-in-chroot")).unwrap(), "made\n");
+    // The machine's resolv.conf was bound in (and the bind is gone: alpha's own file is empty).
+    assert_eq!(std::fs::read_to_string(m.alpha_root.path().join("resolv-seen")).unwrap(), std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    assert_eq!(std::fs::read_to_string(m.alpha_root.path().join("etc/resolv.conf")).unwrap(), "");
     m.alpha_root.unmount();
-    // beta: btrfs subvolumes @ and @home as its fstab says.
-    let out = ok(crossback(&cfg).args(["chroot", "beta", "--", "cat", "/home/bob.txt"]));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "beta's home\n");
+    // beta: btrfs subvolumes @ and @home as its fstab says; its resolv.conf is
+    // systemd-resolved's absolute symlink into /run, which must not be followed out.
+    m.beta.mount(&[]);
+    std::os::unix::fs::symlink("/run/systemd/resolve/stub-resolv.conf", m.beta.path().join("@/etc/resolv.conf")).unwrap();
+    m.beta.unmount();
+    let stub = Path::new("/run/systemd/resolve");
+    let stub_before = stub.exists();
+    let out = ok(crossback(&cfg).args(["chroot", "beta", "--", "cat", "/home/bob.txt", "/etc/resolv.conf"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("beta's home\n{}", std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()));
+    assert_eq!(stub.exists(), stub_before, "the machine's own /run was not touched");
 }
 
 #[test]

@@ -50,12 +50,24 @@ fn bind_resolv_conf(root: &Path, mounted: &mut Vec<PathBuf>) {
         return;
     };
     let resolve = rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS;
-    let open = |flags| rustix::fs::openat2(&rootfd, "etc/resolv.conf", flags, rustix::fs::Mode::from_raw_mode(0o644), resolve);
+    // openat2 wants a mode only with O_CREAT.
+    let open = |flags: rustix::fs::OFlags| {
+        let mode = if flags.contains(rustix::fs::OFlags::CREATE) { rustix::fs::Mode::from_raw_mode(0o644) } else { rustix::fs::Mode::empty() };
+        rustix::fs::openat2(&rootfd, "etc/resolv.conf", flags, mode, resolve)
+    };
     // A dangling symlink into the fresh /run (systemd-resolved's stub): create its target there.
     let fd = match open(rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC) {
         Ok(fd) => fd,
         Err(_) => {
-            let Ok(link) = rustix::fs::readlinkat(&rootfd, "etc/resolv.conf", Vec::new()) else { return };
+            let Ok(link) = rustix::fs::readlinkat(&rootfd, "etc/resolv.conf", Vec::new()) else {
+                // No resolv.conf at all: an empty one to bind over, as arch-chroot makes.
+                match open(rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL | rustix::fs::OFlags::CLOEXEC)
+                    .and_then(|_| open(rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC))
+                {
+                    Ok(fd) => return bind_over(host, &fd, mounted),
+                    Err(_) => return,
+                }
+            };
             let link = PathBuf::from(std::ffi::OsStr::new(&*link.to_string_lossy()));
             let in_run = if link.is_absolute() { link.starts_with("/run") } else { root.join("etc").join(&link).starts_with(root.join("run")) };
             if !in_run {
@@ -78,12 +90,21 @@ fn bind_resolv_conf(root: &Path, mounted: &mut Vec<PathBuf>) {
             }
         }
     };
-    let at = PathBuf::from(format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&fd)));
-    if rustix::mount::mount_bind(host, &at).is_ok() {
-        // Where it landed, for the unmount: the path the fd names.
-        if let Ok(real) = std::fs::read_link(&at) {
-            mounted.push(real);
+    bind_over(host, &fd, mounted);
+}
+
+/// Binds `host` over the file `fd` names (resolved inside the target already).
+fn bind_over(host: &Path, fd: &rustix::fd::OwnedFd, mounted: &mut Vec<PathBuf>) {
+    let at = PathBuf::from(format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(fd)));
+    // Where it lands, for the unmount: the path the fd names.
+    let real = std::fs::read_link(&at);
+    match rustix::mount::mount_bind(host, &at) {
+        Ok(()) => {
+            if let Ok(real) = real {
+                mounted.push(real);
+            }
         }
+        Err(e) => eprintln!("note: the machine's resolv.conf was not bound into the chroot: {e}"),
     }
 }
 
