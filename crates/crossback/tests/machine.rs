@@ -166,3 +166,35 @@ fn root_bad_configs_and_no_root_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(utf8(&out.stderr).contains("needs root"), "{}", utf8(&out.stderr));
 }
+
+#[test]
+fn root_config_overrides_change_what_fstab_says() {
+    if !require_root("root_config_overrides_change_what_fstab_says") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let m = TestMachine::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    // Leave alpha's EFI partition out; name its /home by another filesystem (slot B's, for the test).
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("root = \"{}\"\n", m.alpha_root.uuid()),
+        &format!("root = \"{}\"\nexclude = [\"*.tmp\"]\n\n[[system.mount]]\nmountpoint = \"/boot/efi\"\nskip = true\n\n[[system.mount]]\nmountpoint = \"/home\"\nuuid = \"{}\"\n", m.alpha_root.uuid(), m.slot_b.uuid()),
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let out = ok(crossback(&cfg).args(["status", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fs: Vec<(String, String)> = v["systems"][0]["filesystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["mountpoint"].as_str().unwrap().to_string(), f["uuid"].as_str().unwrap_or("").to_string()))
+        .collect();
+    assert_eq!(fs, vec![("/".to_string(), m.alpha_root.uuid()), ("/home".to_string(), m.slot_b.uuid())]);
+    // A skip without a mount point fstab has, or an unknown key, are told apart.
+    std::fs::write(&cfg, text.replace("skip = true", "skip = true\ncolour = 1")).unwrap();
+    let out = crossback(&cfg).arg("status").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(utf8(&out.stderr).contains("unknown field `colour`"), "{}", utf8(&out.stderr));
+}

@@ -279,3 +279,21 @@ fn root_umount_names_what_keeps_it_busy() {
 fn crossback_host_is_mounted(p: &Path) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(p.to_str().unwrap()))
 }
+
+#[test]
+fn root_mount_rw_writes_to_the_system_and_umount_undoes_it() {
+    if !require_root("root_mount_rw_writes_to_the_system_and_umount_undoes_it") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let (mut m, _dir, cfg) = setup();
+    let at = tempfile::tempdir().unwrap();
+    let out = ok(crossback(&cfg).args(["mount", "beta", "--rw", "--at"]).arg(at.path()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("read-write"));
+    std::fs::write(at.path().join("home/written-through-mount"), "hi\n").unwrap();
+    let out = crossback(&cfg).args(["mount", "beta", "--at"]).arg(at.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "mounted already: {}", err(&out));
+    ok(crossback(&cfg).args(["umount", "beta"]));
+    m.beta.mount(&["ro"]);
+    assert_eq!(std::fs::read_to_string(m.beta.path().join("@home/written-through-mount")).unwrap(), "hi\n");
+}
