@@ -212,3 +212,30 @@ fn root_unreadable_slots_are_refused_and_nothing_is_written() {
     assert!(text(&out).contains("cannot be mounted"), "{}", text(&out));
     assert_eq!(before, sums(&s.m), "nothing was written to the slots");
 }
+
+#[test]
+fn root_status_warns_about_old_and_long_open_generations() {
+    if !require_root("root_status_warns_about_old_and_long_open_generations") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut s = setup();
+    ok(crossback(&s.cfg).arg("backup"));
+    ok(crossback(&s.cfg).args(["backup", "beta"]));
+    // Age both generations by hand: sealed a year ago, open for a month.
+    for (slot, from, to) in
+        [(&mut s.m.slot_a, "sealed = \"", "sealed = \"2025-01-01T00:00:00Z\"\n#"), (&mut s.m.slot_b, "started = \"", "started = \"2026-10-01T00:00:00Z\"\n#")]
+    {
+        slot.mount(&[]);
+        let gen =
+            std::fs::read_dir(slot.path().join("crossback")).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with("gen-")).unwrap().path();
+        let t = std::fs::read_to_string(gen.join("generation.toml")).unwrap();
+        let t: String = t.lines().map(|l| if l.starts_with(from) { to.replace('#', "") } else { format!("{l}\n") }).collect();
+        std::fs::write(gen.join("generation.toml"), t).unwrap();
+        slot.unmount();
+    }
+    let out = ok(crossback(&s.cfg).arg("status"));
+    let t = text(&out);
+    assert!(t.contains("generation 2 has been open for") && t.contains("days"), "{t}");
+    assert!(t.contains("the newest complete backup (generation 1) is") && t.contains("days old"), "{t}");
+}
