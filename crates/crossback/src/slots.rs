@@ -84,3 +84,27 @@ pub fn mount(devs: &[Device; 2], media_id: &str, base: &std::path::Path, write: 
     }
     Ok((slots, mounted))
 }
+
+/// For reading the backups (ls, restore, verify): the configuration, the
+/// machine, and both slots mounted read-only in a private namespace (their
+/// devices set read-only meanwhile, the guard started).
+pub struct ReadOnlyView {
+    pub cfg: crate::config::Config,
+    pub machine: Machine,
+    pub slots: Vec<Slot>,
+    pub mounts: Mounted,
+    /// Private scratch space for more mounts.
+    pub scratch: std::path::PathBuf,
+}
+
+pub fn open_read_only(config: &std::path::Path, name: &str) -> anyhow::Result<ReadOnlyView> {
+    let cfg = crate::config::Config::load(config)?;
+    let Some(media_cfg) = &cfg.media else { bail!("no backup media in {}: run `crossback media prepare`", config.display()) };
+    let machine = Machine::scan(&[])?;
+    let devs = find(&machine, media_cfg, &[], false)?;
+    crossback_host::ns::start_guard()?;
+    crossback_host::ns::enter_private()?;
+    let scratch = crossback_host::inspect::scratch_dir(name)?;
+    let (slots, mounts) = mount(&devs, media_cfg.id.get_ref(), &scratch, false)?;
+    Ok(ReadOnlyView { cfg, machine, slots, mounts, scratch })
+}

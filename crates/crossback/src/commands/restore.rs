@@ -12,7 +12,6 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use crossback_archive::extract::ExtractOptions;
 use crossback_archive::{Archive, Progress};
-use crossback_host::ns;
 use crossback_host::offline::{self, FsMount};
 
 use crate::backups::{self, SystemBackup};
@@ -25,16 +24,9 @@ use crate::{slots, Outcome};
 
 /// Mounts the slots read-only (privately) and finds the system's backup.
 fn open(path: &Path, system: &str, generation: Option<u64>) -> anyhow::Result<(Config, Machine, Vec<slots::Slot>, offline::Mounted, SystemBackup)> {
-    let cfg = Config::load(path)?;
-    let Some(media_cfg) = &cfg.media else { bail!("no backup media in {}: run `crossback media prepare`", path.display()) };
-    let m = Machine::scan(&[])?;
-    let devs = slots::find(&m, media_cfg, &[], false)?;
-    ns::start_guard()?;
-    ns::enter_private()?;
-    let scratch = crossback_host::inspect::scratch_dir("crossback-restore")?;
-    let (slot_list, mounts) = slots::mount(&devs, media_cfg.id.get_ref(), &scratch, false)?;
-    let b = backups::find(&slot_list, system, generation)?;
-    Ok((cfg, m, slot_list, mounts, b))
+    let v = slots::open_read_only(path, "crossback-restore")?;
+    let b = backups::find(&v.slots, system, generation)?;
+    Ok((v.cfg, v.machine, v.slots, v.mounts, b))
 }
 
 pub fn ls(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {

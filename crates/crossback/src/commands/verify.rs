@@ -5,24 +5,15 @@ use std::path::Path;
 
 use anyhow::bail;
 use crossback_archive::Archive;
-use crossback_host::ns;
 
 use crate::cli::VerifyGenArgs;
-use crate::config::Config;
-use crate::machine::{self, Machine};
+use crate::machine;
 use crate::media::{self, GenEntry, State};
 use crate::{output, slots, Outcome};
 
 pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     machine::require_root("verify")?;
-    let cfg = Config::load(path)?;
-    let Some(media_cfg) = &cfg.media else { bail!("no backup media in {}: run `crossback media prepare`", path.display()) };
-    let m = Machine::scan(&[])?;
-    let devs = slots::find(&m, media_cfg, &[], false)?;
-    ns::start_guard()?;
-    ns::enter_private()?;
-    let scratch = crossback_host::inspect::scratch_dir("crossback-verify")?;
-    let (slot_list, mut mounts) = slots::mount(&devs, media_cfg.id.get_ref(), &scratch, false)?;
+    let slots::ReadOnlyView { cfg, machine: m, slots: slot_list, mut mounts, scratch } = slots::open_read_only(path, "crossback-verify")?;
     let mut checked = 0;
     let mut damaged = 0;
     let mut changed = 0;
