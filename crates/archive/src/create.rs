@@ -784,24 +784,14 @@ fn serialize(
                 pr.files.fetch_add(1, Ordering::Relaxed);
             }
             let has_data = meta.kind == Kind::File;
-            index
-                .push(&IndexEntry {
-                    path: meta.path,
-                    kind: meta.kind,
-                    mode: meta.mode,
-                    uid: meta.uid,
-                    gid: meta.gid,
-                    mtime: meta.mtime,
-                    size: meta.size,
-                    link: meta.link,
-                    rdev: (meta.rdev_major, meta.rdev_minor),
-                    flags: meta.flags,
-                    header_offset,
-                    data_offset,
-                    stored_len: if has_data { data_len + map_len } else { 0 },
-                    hash: (has_data && ok).then(|| *hasher.finalize().as_bytes()),
-                })
-                .map_err(ctx(|| "writing the index spool".into()))?;
+            let entry = IndexEntry {
+                header_offset,
+                data_offset,
+                stored_len: if has_data { data_len + map_len } else { 0 },
+                hash: (has_data && ok).then(|| *hasher.finalize().as_bytes()),
+                ..IndexEntry::of(meta)
+            };
+            index.push(&entry).map_err(ctx(|| "writing the index spool".into()))?;
         }
     }
     window.advance(u64::MAX / 2);

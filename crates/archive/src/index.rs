@@ -35,6 +35,27 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// The entry for a member's metadata; where it lies in the tar stream
+    /// and its hash are filled in by the writer (zero / `None` otherwise).
+    pub fn of(meta: crate::entry::Meta) -> IndexEntry {
+        IndexEntry {
+            path: meta.path,
+            kind: meta.kind,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            mtime: meta.mtime,
+            size: meta.size,
+            link: meta.link,
+            rdev: (meta.rdev_major, meta.rdev_minor),
+            flags: meta.flags,
+            header_offset: 0,
+            data_offset: 0,
+            stored_len: 0,
+            hash: None,
+        }
+    }
+
     pub fn end_offset(&self) -> u64 {
         self.data_offset + self.stored_len + crate::tarw::padding(self.stored_len) as u64
     }

@@ -41,22 +41,7 @@ pub fn ls(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
         crate::duplicity::walk(&b.slot_root, set, |meta, _| {
             if crossback_archive::archive::under(&meta.path, &prefix) {
                 found = true;
-                let e = crossback_archive::IndexEntry {
-                    path: meta.path,
-                    kind: meta.kind,
-                    mode: meta.mode,
-                    uid: meta.uid,
-                    gid: meta.gid,
-                    mtime: meta.mtime,
-                    size: meta.size,
-                    link: meta.link,
-                    rdev: (meta.rdev_major, meta.rdev_minor),
-                    flags: 0,
-                    header_offset: 0,
-                    data_offset: 0,
-                    stored_len: 0,
-                    hash: None,
-                };
+                let e = crossback_archive::IndexEntry::of(meta);
                 crate::commands::archive::write_entry(&mut out, &e, "", a.json)?;
             }
             Ok(())
