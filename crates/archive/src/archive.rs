@@ -129,8 +129,7 @@ fn find_moved_footer(file: &File, len: u64) -> Option<(Layout, u64)> {
         if buf[i..i + 4] == magic && &buf[i + 8..i + 16] == b"CRBKFTR1" {
             let end = start + i as u64 + FOOTER_LEN;
             // Re-read the trailer as if the file ended there.
-            let view = Truncated { file, len: end };
-            if let Ok(Trailer::Indexed { footer, table }) = view.read() {
+            if let Ok(Trailer::Indexed { footer, table }) = container::read_trailer_at(file, end) {
                 return Some((Layout::Indexed { footer, table: Arc::new(table) }, len - end));
             }
         }
@@ -138,16 +137,5 @@ fn find_moved_footer(file: &File, len: u64) -> Option<(Layout, u64)> {
             return None;
         }
         i -= 1;
-    }
-}
-
-struct Truncated<'a> {
-    file: &'a File,
-    len: u64,
-}
-
-impl Truncated<'_> {
-    fn read(&self) -> Result<Trailer> {
-        container::read_trailer_at(self.file, self.len)
     }
 }

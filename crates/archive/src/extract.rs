@@ -140,7 +140,6 @@ fn extract_indexed(archive: &Archive, restorer: &mut Restorer, paths: &[Vec<u8>]
         }
     }
     let mut redirect: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    let found_any = paths.is_empty();
     let mut matched = vec![false; paths.len()];
     for e in archive.index()?.into_iter().flatten() {
         let e = e?;
@@ -222,11 +221,9 @@ fn extract_indexed(archive: &Archive, restorer: &mut Restorer, paths: &[Vec<u8>]
             p.files.fetch_add(1, Ordering::Relaxed);
         }
     }
-    if !found_any {
-        for (p, m) in paths.iter().zip(matched) {
-            if !m {
-                report.failed.push((p.clone(), "not in the archive".into()));
-            }
+    for (p, m) in paths.iter().zip(matched) {
+        if !m {
+            report.failed.push((p.clone(), "not in the archive".into()));
         }
     }
     Ok(())

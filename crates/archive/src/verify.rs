@@ -287,9 +287,7 @@ impl Tree {
             diff(format!("owner differs: {}:{} in the archive, {}:{} in the tree", meta.uid, meta.gid, st.st_uid, st.st_gid));
         }
         if st.st_mtime != meta.mtime.sec || st.st_mtime_nsec as u32 != meta.mtime.nsec {
-            if meta.kind != Kind::Dir || true {
-                diff(format!("mtime differs: {}.{:09} in the archive, {}.{:09} in the tree", meta.mtime.sec, meta.mtime.nsec, st.st_mtime, st.st_mtime_nsec));
-            }
+            diff(format!("mtime differs: {}.{:09} in the archive, {}.{:09} in the tree", meta.mtime.sec, meta.mtime.nsec, st.st_mtime, st.st_mtime_nsec));
         }
         let xattrs = if meta.kind == Kind::File || meta.kind == Kind::Dir {
             let flags = if meta.kind == Kind::Dir { OFlags::DIRECTORY } else { OFlags::empty() };

@@ -22,6 +22,15 @@ pub struct Machine {
     pub own: Vec<Mount>,
 }
 
+/// Runs one of the machine's tools (mkfs, e2label, btrfs…); its stderr says why it failed.
+pub fn run_tool(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
 /// crossback needs root for everything that touches devices: say so first.
 pub fn require_root(what: &str) -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {

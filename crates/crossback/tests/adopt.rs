@@ -23,10 +23,32 @@ fn make_tree(root: &Path, seed: u64) {
     run(Command::new("touch").args(["-h", "-d", "2001-02-03 04:05:06"]).arg(root.join("docs/deep/er/b.txt")));
 }
 
-fn duplicity(args: &[&str], extra: &[&Path]) {
+/// duplicity with its cache under the test's directory; `passphrase`: encrypt (None: --no-encryption).
+fn duplicity(args: &[&str], cache: &Path, passphrase: Option<&str>) {
     let mut c = Command::new("duplicity");
-    c.args(args).args(extra).env("PASSPHRASE", "").env("HOME", "/root");
-    run(&mut c);
+    c.args(&args[..1]).arg(format!("--archive-dir={}", cache.display())).env("HOME", "/root");
+    match passphrase {
+        Some(p) => c.env("PASSPHRASE", p),
+        None => c.arg("--no-encryption").env("PASSPHRASE", ""),
+    };
+    run(c.args(&args[1..]));
+}
+
+fn url(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+/// The old scripts' layout on `slot`: a full backup of one tree at the
+/// root, one of another in the hidden directory; returns the two trees.
+fn old_layout(slot: &Path, dir: &Path, seeds: (u64, u64), passphrase: Option<&str>) -> (PathBuf, PathBuf) {
+    let (ta, tb) = (dir.join("tree-a"), dir.join("tree-b"));
+    make_tree(&ta, seeds.0);
+    make_tree(&tb, seeds.1);
+    std::fs::create_dir(slot.join(".os_b_backups")).unwrap();
+    let cache = dir.join("dup-cache");
+    duplicity(&["full", "--volsize", "1", ta.to_str().unwrap(), &url(slot)], &cache, passphrase);
+    duplicity(&["full", "--volsize", "1", tb.to_str().unwrap(), &url(&slot.join(".os_b_backups"))], &cache, passphrase);
+    (ta, tb)
 }
 
 #[test]
@@ -40,22 +62,14 @@ fn root_adopt_a_duplicity_disk_then_rotate_it_away() {
     let cfg = dir.path().join("config.toml");
     ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
     // The old layout on slot B: alpha's backup at the root, beta's in a hidden directory.
-    let (ta, tb) = (dir.path().join("tree-a"), dir.path().join("tree-b"));
-    make_tree(&ta, 1);
-    make_tree(&tb, 2);
     m.slot_b.mount(&[]);
     let sb = m.slot_b.path().to_path_buf();
-    std::fs::create_dir(sb.join(".os_b_backups")).unwrap();
-    let url = |p: &Path| format!("file://{}", p.display());
-    let cache = dir.path().join("dup-cache");
-    let cache_arg = format!("--archive-dir={}", cache.display());
-    duplicity(&["full", "--no-encryption", "--volsize", "1", &cache_arg, ta.to_str().unwrap(), &url(&sb)], &[]);
-    duplicity(&["full", "--no-encryption", "--volsize", "1", &cache_arg, tb.to_str().unwrap(), &url(&sb.join(".os_b_backups"))], &[]);
+    old_layout(&sb, dir.path(), (1, 2), None);
     let before: Vec<String> = std::fs::read_dir(&sb).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(before.iter().filter(|n| n.contains(".vol")).count() >= 4, "volumes spanned: {before:?}");
     // What duplicity itself restores, to compare with.
     let dup_a = dir.path().join("dup-restore-a");
-    duplicity(&["restore", "--no-encryption", &cache_arg, &url(&sb), dup_a.to_str().unwrap()], &[]);
+    duplicity(&["restore", &url(&sb), dup_a.to_str().unwrap()], &dir.path().join("dup-cache"), None);
     m.slot_b.unmount();
 
     // Which system is which must be said.
@@ -115,7 +129,6 @@ fn root_adopt_a_duplicity_disk_then_rotate_it_away() {
     assert_eq!(after, ["crossback", "lost+found"]);
     m.slot_b.unmount();
     ok(crossback(&cfg).arg("verify"));
-    let _ = PathBuf::new();
 }
 
 #[test]
@@ -128,19 +141,9 @@ fn root_adopt_encrypted_duplicity_backups_through_gpg() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
-    let (ta, tb) = (dir.path().join("tree-a"), dir.path().join("tree-b"));
-    make_tree(&ta, 3);
-    make_tree(&tb, 4);
     m.slot_a.mount(&[]);
     let sa = m.slot_a.path().to_path_buf();
-    std::fs::create_dir(sa.join(".os_b_backups")).unwrap();
-    let url = |p: &Path| format!("file://{}", p.display());
-    let cache_arg = format!("--archive-dir={}", dir.path().join("dup-cache").display());
-    for (src, dst) in [(&ta, sa.clone()), (&tb, sa.join(".os_b_backups"))] {
-        let mut c = Command::new("duplicity");
-        c.args(["full", "--volsize", "1", &cache_arg]).arg(src).arg(url(&dst)).env("PASSPHRASE", "s3cret").env("HOME", "/root");
-        run(&mut c);
-    }
+    old_layout(&sa, dir.path(), (3, 4), Some("s3cret"));
     assert!(std::fs::read_dir(&sa).unwrap().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".difftar.gpg")));
     m.slot_a.unmount();
     // Without the passphrase: said what to do.

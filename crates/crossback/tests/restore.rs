@@ -100,10 +100,7 @@ fn root_bare_metal_restore_recreates_the_filesystems() {
     let mut s = setup();
     let reference = s.dir.path().join("reference");
     ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&reference));
-    let ids: Vec<(String, String)> = [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi]
-        .iter()
-        .map(|f| (f.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&f.device)).trim().to_string()))
-        .collect();
+    let ids: Vec<(String, String)> = [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi].iter().map(|f| (f.uuid(), f.label())).collect();
     // The disk "fails": every filesystem of alpha is gone.
     for f in [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi] {
         run(Command::new("wipefs").args(["-a", "-q"]).arg(&f.device));
@@ -123,10 +120,7 @@ fn root_bare_metal_restore_recreates_the_filesystems() {
         &format!("/boot/efi={}", s.m.alpha_efi.device),
     ]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("crossback chroot alpha"), "{}", String::from_utf8_lossy(&out.stdout));
-    let now: Vec<(String, String)> = [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi]
-        .iter()
-        .map(|f| (f.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&f.device)).trim().to_string()))
-        .collect();
+    let now: Vec<(String, String)> = [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi].iter().map(|f| (f.uuid(), f.label())).collect();
     assert_eq!(ids, now, "same UUIDs and labels");
     s.m.alpha_home.mount(&["ro"]);
     let d = diffs(&reference.join("home"), s.m.alpha_home.path(), &[]);
@@ -226,9 +220,7 @@ fn root_bare_metal_round_trip_of_both_systems_onto_smaller_devices() {
     let copy = s.dir.path().join("copy");
     ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(copy.join("alpha")));
     ok(crossback(&s.cfg).args(["restore", "beta", "--to"]).arg(copy.join("beta")));
-    let ids = |fs: &[&LoopFs]| -> Vec<(String, String)> {
-        fs.iter().map(|f| (f.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&f.device)).trim().to_string())).collect()
-    };
+    let ids = |fs: &[&LoopFs]| -> Vec<(String, String)> { fs.iter().map(|f| (f.uuid(), f.label())).collect() };
     let before = ids(&[&s.m.alpha_root, &s.m.alpha_home, &s.m.beta, &swap]);
     for f in [&s.m.alpha_root, &s.m.alpha_home, &s.m.beta, &swap] {
         run(Command::new("wipefs").args(["-a", "-q"]).arg(&f.device));
@@ -366,10 +358,10 @@ fn root_an_xfs_system_is_recreated_with_its_identity() {
     ok(crossback(&cfg).args(["init", "--yes", "--devices", &format!("{},{},{}", root.device, slots[0].device, slots[1].device)]));
     ok(crossback(&cfg).args(["media", "prepare", &slots[0].device, &slots[1].device]));
     ok(crossback(&cfg).arg("backup"));
-    let id = (root.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&root.device)).trim().to_string());
+    let id = (root.uuid(), root.label());
     run(Command::new("wipefs").args(["-a", "-q"]).arg(&root.device));
     ok(crossback(&cfg).args(["restore", "gamma", "--bare-metal", "--yes", "--device", &format!("/={}", root.device)]));
-    assert_eq!(id, (root.uuid(), run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&root.device)).trim().to_string()));
+    assert_eq!(id, (root.uuid(), root.label()));
     assert_eq!(run(Command::new("blkid").args(["-p", "-s", "TYPE", "-o", "value"]).arg(&root.device)).trim(), "xfs");
     root.mount(&["ro"]);
     assert_eq!(std::fs::read_to_string(root.path().join("etc/motd")).unwrap(), "welcome to gamma\n");

@@ -46,8 +46,6 @@ pub struct Inspection {
     /// `crossback/gen-*/generation.toml` of a slot: (directory, text; empty if unreadable).
     #[serde(default)]
     pub generations: Vec<(String, String)>,
-    /// Top-level names in the filesystem (to tell an empty one from a used one).
-    pub top_level: Vec<String>,
     pub size: u64,
     pub free: u64,
     pub used: u64,
@@ -241,7 +239,6 @@ fn look(mnt: &Path, fstype: &str) -> Result<Inspection> {
             i.generations.push((g, text));
         }
     }
-    i.top_level = top;
     if let Ok(s) = rustix::fs::statvfs(mnt) {
         i.size = s.f_blocks * s.f_frsize;
         i.free = s.f_bavail * s.f_frsize;

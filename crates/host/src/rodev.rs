@@ -117,9 +117,3 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
-
-/// True when the device is read-only now.
-pub fn is_read_only(dev: &Path) -> Result<bool> {
-    let f = File::open(dev).map_err(ctx(|| format!("opening {}", dev.display())))?;
-    ioctl_get(&f).map_err(ctx(|| format!("reading the read-only flag of {}", dev.display())))
-}

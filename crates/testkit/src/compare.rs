@@ -242,12 +242,9 @@ pub fn trees_with(a: &Path, b: &Path, ignore_flags: bool) -> Vec<String> {
                 }
             }
         }
-        if ga.get(p).map(|f| &ta[f].ino) != None || gb.get(p).is_some() {
-            let fa = ga.get(p);
-            let fb = gb.get(p);
-            if fa != fb {
-                d("hard links", format!("{:?}", fa.map(|f| show(f))), format!("{:?}", fb.map(|f| show(f))));
-            }
+        let (fa, fb) = (ga.get(p), gb.get(p));
+        if fa != fb {
+            d("hard links", format!("{:?}", fa.map(|f| show(f))), format!("{:?}", fb.map(|f| show(f))));
         }
     }
     for p in tb.keys() {

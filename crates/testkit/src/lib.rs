@@ -151,6 +151,11 @@ impl LoopFs {
         run(Command::new("blkid").args(["-p", "-s", "UUID", "-o", "value"]).arg(&self.device)).trim().to_string()
     }
 
+    /// The filesystem label, as blkid reads it ("" when it has none).
+    pub fn label(&self) -> String {
+        run(Command::new("blkid").args(["-p", "-s", "LABEL", "-o", "value"]).arg(&self.device)).trim().to_string()
+    }
+
     /// Free bytes on the mounted file system.
     pub fn free(&self) -> u64 {
         let s = rustix::fs::statvfs(&self.mountpoint).expect("statvfs");

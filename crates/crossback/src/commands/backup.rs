@@ -38,6 +38,18 @@ pub fn archive_name(mountpoint: &str) -> String {
     }
 }
 
+/// The slot ran out of space: the generation does not fit.
+#[derive(Debug)]
+struct SlotFull;
+
+impl std::fmt::Display for SlotFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no space left on the slot")
+    }
+}
+
+impl std::error::Error for SlotFull {}
+
 /// `mounts.toml`: what bare-metal restore needs to recreate each filesystem.
 #[derive(Serialize, serde::Deserialize, Debug, Clone)]
 pub struct MountsFile {
@@ -181,7 +193,7 @@ fn backup_system(
             Err(e) => {
                 let _ = std::fs::remove_file(&partial);
                 if e.is_disk_full() {
-                    bail!("slot is full while archiving {}'s {} ({} of it archived so far): the generation does not fit; use a larger disk or exclude more (nothing was recorded; the other slot is untouched)", sys.name, f.mountpoint, output::bytes(progress.bytes_out.load(std::sync::atomic::Ordering::Relaxed)));
+                    return Err(anyhow::Error::new(SlotFull).context(format!("slot is full while archiving {}'s {} ({} of it archived so far): the generation does not fit; use a larger disk or exclude more (nothing was recorded; the other slot is untouched)", sys.name, f.mountpoint, output::bytes(progress.bytes_out.load(std::sync::atomic::Ordering::Relaxed)))));
                 }
                 return Err(anyhow::Error::new(e).context(format!("archiving {}'s {}", sys.name, f.mountpoint)));
             }
@@ -381,7 +393,8 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
                 let _ = std::fs::remove_dir_all(gen_dir.join(&s.name));
                 eprintln!("{}: not backed up: {e:#}", s.name);
                 failures.push(s.name.clone());
-                if e.to_string().contains("slot is full") {
+                // A full slot fails every system after it too: stop here.
+                if e.downcast_ref::<SlotFull>().is_some() {
                     break;
                 }
             }

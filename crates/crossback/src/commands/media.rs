@@ -77,7 +77,7 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
         }
         for (letter, d) in ["A", "B"].iter().zip(devs.iter()) {
             let label = a.label.as_ref().map(|p| format!("{p}-{letter}")).unwrap_or_else(|| format!("crossback-{letter}"));
-            run_tool(Command::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&d.path))?;
+            machine::run_tool(Command::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&d.path))?;
         }
         let m2 = Machine::scan(&[])?;
         devs = [device_for(&m2, &devs[0].path.display().to_string())?, device_for(&m2, &devs[1].path.display().to_string())?];
@@ -165,7 +165,7 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
                 }
                 other => bail!("cannot label a {other} filesystem"),
             };
-            run_tool(&mut cmd)?;
+            machine::run_tool(&mut cmd)?;
         }
     }
     let spanned = |s: &str| Spanned::new(0..0, s.to_string());
@@ -175,14 +175,6 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     config::write(path, &text)?;
     println!("media {media_id} recorded in {}", path.display());
     Ok(Outcome::Ok)
-}
-
-fn run_tool(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
 }
 
 /// duplicity's `20261126T064749Z` as RFC 3339.

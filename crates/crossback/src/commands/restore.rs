@@ -200,14 +200,6 @@ fn parse_devices(list: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     Ok(out)
 }
 
-fn run_tool(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
 /// `mkfs` with the recorded identity (or a new one).
 fn mkfs(t: &Target) -> anyhow::Result<()> {
     let r = &t.records[0];
@@ -265,7 +257,7 @@ fn mkfs(t: &Target) -> anyhow::Result<()> {
         }
         other => bail!("cannot recreate a {other} filesystem (for {})", r.mountpoint),
     }
-    run_tool(cmd.arg(&t.device))
+    machine::run_tool(cmd.arg(&t.device))
 }
 
 pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
@@ -394,7 +386,7 @@ pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
             )?;
             for r in &t.records {
                 if let Some(sv) = &r.subvol {
-                    run_tool(Command::new("btrfs").args(["-q", "subvolume", "create"]).arg(top.join(sv)))?;
+                    machine::run_tool(Command::new("btrfs").args(["-q", "subvolume", "create"]).arg(top.join(sv)))?;
                 }
             }
             let _ = mm.unmount();
