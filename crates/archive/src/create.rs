@@ -495,7 +495,7 @@ impl Serializer {
     }
 
     /// Copies a large file's data; a file that shrank or fails is padded
-    /// with zeros so the archive stays valid. Returns (hash, problem).
+    /// with zeros so the archive stays valid. Returns what went wrong, if anything.
     fn stream_file(&mut self, fd: &OwnedFd, meta: &Meta, hasher: &mut blake3::Hasher) -> Result<Option<String>> {
         let segs: Vec<(u64, u64)> = match &meta.sparse {
             Some(s) => s.iter().map(|s| (s.offset, s.len)).collect(),
