@@ -36,6 +36,11 @@ const FOOTER_SEARCH: u64 = 1 << 20;
 impl Archive {
     pub fn open(path: &Path) -> Result<Archive> {
         let file = File::open(path).map_err(ctx(|| format!("opening archive {}", path.display())))?;
+        Self::from_file(file, path)
+    }
+
+    /// An archive already open (beneath a directory, say); `path` names it in messages.
+    pub fn from_file(file: File, path: &Path) -> Result<Archive> {
         let meta = file.metadata().map_err(ctx(|| format!("reading archive {}", path.display())))?;
         if !meta.is_file() {
             return Err(Error::Refused(format!("{} is not a regular file", path.display())));
@@ -51,6 +56,8 @@ impl Archive {
                     (Layout::Plain { zstd }, problem)
                 }
             },
+            // A format this crossback does not know is not read as something else.
+            Err(e @ Error::Refused(_)) => return Err(e),
             Err(e) => (Layout::Plain { zstd: true }, Some(format!("{e}; reading it without the index"))),
         };
         Ok(Archive { path: path.to_path_buf(), file, layout, trailer_problem })

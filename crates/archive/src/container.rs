@@ -30,6 +30,8 @@ pub const FORMAT_VERSION: u32 = 1;
 const FOOTER_PAYLOAD: usize = 136;
 pub const FOOTER_LEN: u64 = 8 + FOOTER_PAYLOAD as u64;
 const INDEX_PART: usize = 16 << 20;
+/// The largest frame table (compressed or not) a reader accepts.
+pub const TABLE_CAP: u64 = 64 << 20;
 
 /// Where one data frame sits.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -97,6 +99,9 @@ impl Footer {
 
     fn decode(b: &[u8]) -> Option<Footer> {
         if b.len() != FOOTER_LEN as usize || b[0..4] != SKIPPABLE_MAGIC.to_le_bytes() || &b[8..16] != FOOTER_MAGIC {
+            return None;
+        }
+        if Footer::version_of(b) != Some(FORMAT_VERSION) {
             return None;
         }
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
@@ -264,6 +269,12 @@ pub fn read_trailer_at(file: &File, len: u64) -> Result<Trailer> {
     let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let is_zstd = got >= 4 && (magic == 0xFD2F_B528 || (0x184D_2A50..=0x184D_2A5F).contains(&magic));
     let crossback = got as u64 == HEADER_LEN && magic == SKIPPABLE_MAGIC && &head[8..16] == HEADER_MAGIC;
+    if crossback {
+        let v = u32::from_le_bytes([head[16], head[17], head[18], head[19]]);
+        if v != FORMAT_VERSION {
+            return Err(Error::Refused(format!("archive format version {v} is not the one this crossback understands ({FORMAT_VERSION}); use a newer crossback")));
+        }
+    }
     if len < FOOTER_LEN {
         return Ok(Trailer::Plain { zstd: is_zstd, crossback });
     }
@@ -273,14 +284,21 @@ pub fn read_trailer_at(file: &File, len: u64) -> Result<Trailer> {
         Some(f) => f,
         None => {
             if let Some(v) = Footer::version_of(&b) {
-                return Err(Error::Format(format!("archive format version {v} is newer than this crossback understands ({FORMAT_VERSION})")));
+                return Err(Error::Refused(format!("archive format version {v} is not the one this crossback understands ({FORMAT_VERSION}); use a newer crossback")));
             }
             return Ok(Trailer::Plain { zstd: is_zstd, crossback });
         }
     };
-    if footer.table_off + footer.table_len != len - FOOTER_LEN || footer.index_off + footer.index_len != footer.table_off || footer.data_len != footer.index_off
-    {
+    // Every size from the disk is checked against the file before it is used.
+    let fits = footer.table_off.checked_add(footer.table_len) == Some(len - FOOTER_LEN)
+        && footer.index_off.checked_add(footer.index_len) == Some(footer.table_off)
+        && footer.data_len == footer.index_off
+        && footer.data_len >= HEADER_LEN;
+    if !fits {
         return Err(Error::Format("archive footer does not match the file's layout (truncated or appended to?)".into()));
+    }
+    if footer.table_len > TABLE_CAP {
+        return Err(Error::Format(format!("the frame table is {} bytes, more than a table can be ({TABLE_CAP})", footer.table_len)));
     }
     let mut raw = vec![0u8; footer.table_len as usize];
     file.read_exact_at(&mut raw, footer.table_off).map_err(ctx(|| "reading the frame table".into()))?;
@@ -298,15 +316,40 @@ pub fn read_trailer_at(file: &File, len: u64) -> Result<Trailer> {
         return Err(Error::Format("the archive's index is damaged (hash mismatch)".into()));
     }
     let payload = raw.get(8..).ok_or_else(|| Error::Format("frame table too short".into()))?;
-    let unpacked = zstd::stream::decode_all(payload).map_err(|e| Error::Format(format!("frame table does not decompress: {e}")))?;
+    // Decompressed with a cap: a table that is a zstd bomb is damage, not memory.
+    let mut unpacked = Vec::new();
+    bounded_decoder(payload)
+        .and_then(|d| d.take(TABLE_CAP + 1).read_to_end(&mut unpacked))
+        .map_err(|e| Error::Format(format!("frame table does not decompress: {e}")))?;
+    if unpacked.len() as u64 > TABLE_CAP {
+        return Err(Error::Format(format!("the frame table decompresses to more than {TABLE_CAP} bytes")));
+    }
     let table: FrameTable = postcard::from_bytes(&unpacked).map_err(|e| Error::Format(format!("frame table does not decode: {e}")))?;
+    check_frames(&table, &footer)?;
     Ok(Trailer::Indexed { footer, table })
+}
+
+/// The frames must tile the data exactly: one after the other from the
+/// header to the index, in the file and in the tar stream.
+fn check_frames(table: &FrameTable, footer: &Footer) -> Result<()> {
+    let (mut c, mut u) = (HEADER_LEN, 0u64);
+    for (i, f) in table.frames.iter().enumerate() {
+        if f.c_off != c || f.u_off != u || f.c_len == 0 {
+            return Err(Error::Format(format!("frame {i} of the frame table is not where the frames before it end")));
+        }
+        c = c.checked_add(f.c_len).filter(|&e| e <= footer.data_len).ok_or_else(|| Error::Format(format!("frame {i} runs past the archive's data")))?;
+        u = u.checked_add(f.u_len).ok_or_else(|| Error::Format(format!("frame {i} is too long")))?;
+    }
+    if c != footer.data_len || u != footer.tar_len {
+        return Err(Error::Format("the frame table does not cover the archive's data".into()));
+    }
+    Ok(())
 }
 
 /// The index's bytes, decompressed as a stream (memory stays small).
 pub fn index_reader<'a>(file: &'a File, footer: &Footer) -> Result<Box<dyn Read + 'a>> {
     let parts = SkippableParts { file, pos: footer.index_off, end: footer.index_off + footer.index_len, left: 0 };
-    let dec = zstd::stream::Decoder::new(parts).map_err(ctx(|| "starting the index decompressor".into()))?;
+    let dec = bounded_decoder(io::BufReader::with_capacity(1 << 16, parts)).map_err(ctx(|| "starting the index decompressor".into()))?;
     Ok(Box::new(dec))
 }
 
@@ -363,39 +406,148 @@ impl std::error::Error for DamagedFrame {}
 /// Counts the compressed bytes it reads (for the random-access test and stats).
 pub static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Decompresses one frame and checks its size (the frame's own checksum is
-/// checked by zstd).
-pub fn decompress_frame(file: &File, table: &FrameTable, i: usize, dec: &mut zstd::bulk::Decompressor<'_>) -> Result<Vec<u8>, DamagedFrame> {
-    let f = table.frames[i];
-    let damaged = |why: String| DamagedFrame { frame: i, u_off: f.u_off, u_end: f.u_off + f.u_len, why };
-    let mut c = vec![0u8; f.c_len as usize];
-    file.read_exact_at(&mut c, f.c_off).map_err(|e| damaged(format!("cannot read it: {e}")))?;
-    BYTES_READ.fetch_add(f.c_len, std::sync::atomic::Ordering::Relaxed);
-    let out = dec.decompress(&c, f.u_len as usize).map_err(|e| damaged(e.to_string()))?;
-    if out.len() as u64 != f.u_len {
-        return Err(damaged(format!("holds {} bytes instead of {}", out.len(), f.u_len)));
+/// The largest zstd window a reader accepts (2^25 = 32 MiB): whatever an
+/// archive says, decompressing it never needs more memory than that.
+pub const WINDOW_LOG_MAX: u32 = 25;
+
+/// Decompressed data moves between threads in blocks of this size.
+const BLOCK: usize = 1 << 20;
+/// Blocks decompressed ahead of the reader.
+const AHEAD: usize = 4;
+
+/// A byte range of the file, read in order.
+struct Range {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for Range {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.end - self.pos) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..n], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file ends inside a frame"));
+        }
+        self.pos += n as u64;
+        BYTES_READ.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
     }
-    Ok(out)
+}
+
+/// A zstd stream decoder whose memory is bounded by [`WINDOW_LOG_MAX`].
+pub fn bounded_decoder<'a, R: io::BufRead + 'a>(r: R) -> io::Result<zstd::stream::read::Decoder<'a, R>> {
+    let mut d = zstd::stream::read::Decoder::with_buffer(r)?;
+    d.window_log_max(WINDOW_LOG_MAX)?;
+    Ok(d)
+}
+
+/// Decompressed bytes of the tar stream, from tar offset `start`.
+struct Block {
+    start: u64,
+    data: Vec<u8>,
+}
+
+type Msg = Result<Block, DamagedFrame>;
+
+/// Decompresses frames `first..` on another thread, as blocks; the first
+/// `skip` bytes of the first frame are decompressed but not sent. Stops at
+/// the first damaged frame (after saying so) or when the reader goes.
+fn decode_frames(file: Arc<File>, table: Arc<FrameTable>, first: usize, skip: u64, tx: crossbeam_channel::Sender<Msg>) {
+    let mut skip = skip;
+    for i in first..table.frames.len() {
+        let f = table.frames[i];
+        let damaged = |why: String| DamagedFrame { frame: i, u_off: f.u_off, u_end: f.u_off + f.u_len, why };
+        let range = Range { file: Arc::clone(&file), pos: f.c_off, end: f.c_off + f.c_len };
+        let mut dec = match bounded_decoder(io::BufReader::with_capacity(1 << 16, range)) {
+            Ok(d) => d.single_frame(),
+            Err(e) => {
+                let _ = tx.send(Err(damaged(e.to_string())));
+                return;
+            }
+        };
+        let mut done: u64 = 0;
+        loop {
+            let mut data = vec![0u8; BLOCK];
+            let mut n = 0;
+            // Fill a whole block (or reach the frame's end).
+            while n < BLOCK {
+                match dec.read(&mut data[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(damaged(e.to_string())));
+                        return;
+                    }
+                }
+            }
+            if done + n as u64 > f.u_len {
+                let _ = tx.send(Err(damaged(format!("holds more than the {} bytes recorded", f.u_len))));
+                return;
+            }
+            data.truncate(n);
+            let start = f.u_off + done;
+            done += n as u64;
+            if n == 0 {
+                break;
+            }
+            let s = skip.min(n as u64) as usize;
+            skip -= s as u64;
+            if s < n {
+                if s > 0 {
+                    data.drain(..s);
+                }
+                if tx.send(Ok(Block { start: start + s as u64, data })).is_err() {
+                    return;
+                }
+            }
+        }
+        if done != f.u_len {
+            let _ = tx.send(Err(damaged(format!("holds {done} bytes instead of {}", f.u_len))));
+            return;
+        }
+    }
+}
+
+/// The decompressing thread and its channel; dropping it stops the thread.
+struct Pipeline {
+    rx: Option<crossbeam_channel::Receiver<Msg>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Closing the channel makes the thread's next send fail: it ends.
+        drop(self.rx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// The tar stream of an indexed archive from any offset, decompressing
-/// frame by frame. A damaged frame gives an `InvalidData` error wrapping
-/// [`DamagedFrame`]; [`FrameStream::seek_to`] resumes after it.
+/// frame by frame on another thread as a stream: memory stays at a few
+/// blocks and one zstd window, whatever the size of a frame. A damaged
+/// frame gives an `InvalidData` error wrapping [`DamagedFrame`];
+/// [`FrameStream::seek_to`] resumes after it.
 pub struct FrameStream {
     file: Arc<File>,
     table: Arc<FrameTable>,
-    dec: zstd::bulk::Decompressor<'static>,
-    frame: usize,
-    buf: Vec<u8>,
-    at: usize,
-    /// The frame being decompressed ahead on another thread.
-    prefetch: Option<(usize, std::thread::JoinHandle<Result<Vec<u8>, DamagedFrame>>)>,
+    pipeline: Option<Pipeline>,
+    cur: Option<Block>,
+    /// The current tar offset.
+    pos: u64,
+    end: u64,
 }
 
 impl FrameStream {
     pub fn new(file: Arc<File>, table: Arc<FrameTable>) -> Result<Self> {
-        let dec = zstd::bulk::Decompressor::new().map_err(ctx(|| "starting the decompressor".into()))?;
-        Ok(FrameStream { file, table, dec, frame: 0, buf: Vec::new(), at: 0, prefetch: None })
+        let end = table.frames.last().map(|f| f.u_off + f.u_len).unwrap_or(0);
+        Ok(FrameStream { file, table, pipeline: None, cur: None, pos: 0, end })
     }
 
     /// The frame holding tar offset `u`, or `None` past the end.
@@ -406,76 +558,74 @@ impl FrameStream {
 
     /// Current tar offset.
     pub fn position(&self) -> u64 {
-        match self.table.frames.get(self.frame) {
-            Some(f) if !self.buf.is_empty() => f.u_off + self.at as u64,
-            Some(f) => f.u_off,
-            None => self.table.frames.last().map(|f| f.u_off + f.u_len).unwrap_or(0),
-        }
+        self.pos
     }
 
-    /// Moves to tar offset `u`; cheap when `u` lies in the current frame.
+    /// Moves to tar offset `u`. Forward within the frame being decompressed
+    /// (or the next one) the stream carries on; elsewhere it starts again at
+    /// the frame holding `u`.
     pub fn seek_to(&mut self, u: u64) {
-        match self.frame_of(u) {
-            Some(i) if i == self.frame && !self.buf.is_empty() => {
-                self.at = (u - self.table.frames[i].u_off) as usize;
-            }
-            Some(i) => {
-                self.frame = i;
-                self.buf.clear();
-                self.at = (u - self.table.frames[i].u_off) as usize;
-            }
-            None => {
-                self.frame = self.table.frames.len();
-                self.buf.clear();
-                self.at = 0;
-            }
+        let u = u.min(self.end);
+        let near = u >= self.pos && self.pipeline.is_some() && match (self.frame_of(self.pos), self.frame_of(u)) {
+            (Some(a), Some(b)) => b <= a + 1,
+            _ => false,
+        };
+        if !near {
+            self.pipeline = None;
+            self.cur = None;
         }
+        self.pos = u;
     }
 
-    fn load(&mut self) -> io::Result<()> {
-        let i = self.frame;
-        let got = match self.prefetch.take() {
-            Some((j, h)) if j == i => h.join().map_err(|_| io::Error::other("decompression thread panicked"))?,
-            _ => decompress_frame(&self.file, &self.table, i, &mut self.dec),
-        };
-        let data = got.map_err(|d| io::Error::new(io::ErrorKind::InvalidData, d))?;
-        self.buf = data;
-        // Decompress the next frame on another core while this one is used.
-        if i + 1 < self.table.frames.len() {
-            let file = Arc::clone(&self.file);
-            let table = Arc::clone(&self.table);
-            self.prefetch = Some((
-                i + 1,
-                std::thread::spawn(move || {
-                    let mut dec = zstd::bulk::Decompressor::new().map_err(|e| DamagedFrame { frame: i + 1, u_off: 0, u_end: 0, why: e.to_string() })?;
-                    decompress_frame(&file, &table, i + 1, &mut dec)
-                }),
-            ));
-        }
-        Ok(())
+    fn start(&mut self) {
+        let Some(i) = self.frame_of(self.pos) else { return };
+        let skip = self.pos - self.table.frames[i].u_off;
+        let (tx, rx) = crossbeam_channel::bounded(AHEAD);
+        let (file, table) = (Arc::clone(&self.file), Arc::clone(&self.table));
+        let handle = std::thread::spawn(move || decode_frames(file, table, i, skip, tx));
+        self.pipeline = Some(Pipeline { rx: Some(rx), handle: Some(handle) });
     }
 }
 
 impl Read for FrameStream {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.frame >= self.table.frames.len() {
+            if self.pos >= self.end || out.is_empty() {
                 return Ok(0);
             }
-            if self.buf.is_empty() {
-                let at = self.at;
-                self.load()?;
-                self.at = at;
+            if let Some(b) = &self.cur {
+                if self.pos >= b.start && self.pos < b.start + b.data.len() as u64 {
+                    let at = (self.pos - b.start) as usize;
+                    let n = out.len().min(b.data.len() - at);
+                    out[..n].copy_from_slice(&b.data[at..at + n]);
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
             }
-            if self.at < self.buf.len() {
-                let n = out.len().min(self.buf.len() - self.at);
-                out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-                self.at += n;
-                return Ok(n);
+            if self.pipeline.is_none() {
+                self.start();
             }
-            self.frame += 1;
-            self.buf.clear();
-            self.at = 0;
+            let got = self.pipeline.as_ref().and_then(|p| p.rx.as_ref()).map(|rx| rx.recv());
+            match got {
+                Some(Ok(Ok(b))) => {
+                    if b.start > self.pos {
+                        // A gap: the stream is not where we are; start again.
+                        self.pipeline = None;
+                        self.cur = None;
+                        continue;
+                    }
+                    self.cur = Some(b);
+                }
+                Some(Ok(Err(d))) => {
+                    self.pipeline = None;
+                    self.cur = None;
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, d));
+                }
+                _ => {
+                    self.pipeline = None;
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the frames end at tar byte {} before the recorded end", self.pos)));
+                }
+            }
         }
     }
 }
@@ -485,7 +635,7 @@ impl Read for FrameStream {
 pub fn plain_stream(mut file: File, zstd: bool) -> Result<Box<dyn Read>> {
     file.seek(SeekFrom::Start(0)).map_err(ctx(|| "rewinding the archive".into()))?;
     if zstd {
-        let d = zstd::stream::Decoder::new(file).map_err(ctx(|| "starting the decompressor".into()))?;
+        let d = bounded_decoder(io::BufReader::with_capacity(1 << 20, file)).map_err(ctx(|| "starting the decompressor".into()))?;
         Ok(Box::new(d))
     } else {
         Ok(Box::new(io::BufReader::with_capacity(1 << 20, file)))

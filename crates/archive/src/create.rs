@@ -165,6 +165,12 @@ impl Window {
 
 struct Excludes(Option<globset::GlobSet>);
 
+/// Checks one exclude pattern as `create` will read it: the error says
+/// what is wrong with it. For configuration files checked before any work.
+pub fn check_exclude(pattern: &str) -> Result<()> {
+    Excludes::new(&[pattern.to_string()]).map(|_| ())
+}
+
 impl Excludes {
     fn new(patterns: &[String]) -> Result<Excludes> {
         if patterns.is_empty() {
@@ -543,7 +549,9 @@ fn compress_worker(level: i32, frame_size: usize, rx: Receiver<Chunk>, tx: Sende
     // A window as large as the frame: the whole frame can refer back to
     // itself, which wins back what independent frames lose against one
     // long stream (the decompressor needs no more memory than the frame).
-    let window_log = (usize::BITS - frame_size.saturating_sub(1).leading_zeros()).clamp(19, 27);
+    // At most 8 MiB, whatever the frame size: readers accept no more than
+    // `container::WINDOW_LOG_MAX`, to keep their memory bounded.
+    let window_log = (usize::BITS - frame_size.saturating_sub(1).leading_zeros()).clamp(19, 23);
     c.set_parameter(zstd::zstd_safe::CParameter::WindowLog(window_log)).map_err(ctx(|| "configuring the compressor".into()))?;
     c.include_checksum(true).map_err(ctx(|| "configuring the compressor".into()))?;
     c.include_contentsize(true).map_err(ctx(|| "configuring the compressor".into()))?;

@@ -125,13 +125,43 @@ pub fn normalize_path(raw: &[u8]) -> Option<Vec<u8>> {
 /// Shows a path for people: `/` for the root, invalid UTF-8 escaped.
 pub fn display_path(path: &[u8]) -> String {
     let mut s = String::from("/");
-    s.push_str(&String::from_utf8_lossy(path));
+    s.push_str(&escape(path));
     s
+}
+
+/// Bytes for a terminal: valid UTF-8 as it is, but control characters,
+/// backslashes and bytes that are not UTF-8 escaped (`\n`, `\\`, `\xff`),
+/// so that a crafted name cannot move the cursor or hide what it is.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_makes_names_safe_to_print() {
+        assert_eq!(escape(b"plain/name.txt"), "plain/name.txt");
+        assert_eq!(escape("café".as_bytes()), "café");
+        assert_eq!(escape(b"a\nb\x1b[2Jc\xff\\"), "a\\nb\\u{1b}[2Jc\\xff\\\\");
+    }
 
     #[test]
     fn normalize_strips_and_refuses_dotdot() {

@@ -111,7 +111,7 @@ impl<R: Read> Iterator for IndexReader<R> {
             Err(e) => return Some(Err(Error::Format(format!("the archive's index is damaged: {e}")))),
         }
         let len = u32::from_le_bytes(len) as usize;
-        if len > 64 << 20 {
+        if len > 16 << 20 {
             return Some(Err(Error::Format("the archive's index is damaged: record too large".into())));
         }
         self.buf.resize(len, 0);

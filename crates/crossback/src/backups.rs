@@ -1,30 +1,32 @@
 //! Reading what the slots hold: finding a system's archives in a
 //! generation, for `ls`, `restore` and `verify`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use crossback_archive::Archive;
+use crossback_host::beneath::Dir;
 
-use crate::commands::backup::MountsFile;
-use crate::media::{GenEntry, Generation, State, SystemRecord};
+use crate::error::{refuse, Refusal};
+use crate::layout::{self, ArchiveRecord, Generation, MountsFile, SlotId, State, SystemRecord};
 use crate::slots::Slot;
 
 /// One system's backup in one generation.
 pub struct SystemBackup {
     pub generation: Generation,
-    pub slot: &'static str,
+    pub slot: SlotId,
     pub record: SystemRecord,
     /// `crossback/gen-NNNNNN/SYSTEM/` in the (privately mounted) slot.
-    pub dir: PathBuf,
+    pub dir: Dir,
     /// The slot's root (where an adopted duplicity backup lives).
-    pub slot_root: PathBuf,
+    pub slot_root: Dir,
     pub mounts: MountsFile,
 }
 
 impl SystemBackup {
     /// The archive holding `path` (an absolute path in the system), and
     /// the path inside that archive.
-    pub fn locate<'a>(&'a self, path: &str) -> Option<(&'a crate::media::ArchiveRecord, String)> {
+    pub fn locate<'a>(&'a self, path: &str) -> Option<(&'a ArchiveRecord, String)> {
         let p = format!("/{}", path.trim_matches('/'));
         self.record
             .archives
@@ -40,50 +42,81 @@ impl SystemBackup {
             })
     }
 
-    pub fn archive_path(&self, a: &crate::media::ArchiveRecord) -> PathBuf {
-        self.dir.join(&a.file)
+    /// Opens a recorded archive, checked against its record: the same size,
+    /// and the same data hash in its footer. Another file put in its place
+    /// is refused, not restored.
+    pub fn open_archive(&self, a: &ArchiveRecord) -> anyhow::Result<Archive> {
+        let file = self.dir.open_file(&a.file).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
+        let len = file.metadata().with_context(|| format!("reading {}", self.dir.shown().join(&a.file).display()))?.len();
+        if len != a.bytes {
+            return Err(refuse(
+                Refusal::ArchiveMismatch,
+                format!(
+                    "{} is {len} bytes, but generation {} records {} for it: it is not the archive that was written (replaced or damaged); run `crossback verify`",
+                    self.dir.shown().join(&a.file).display(),
+                    self.generation.seq,
+                    a.bytes
+                ),
+            ));
+        }
+        let archive = Archive::from_file(file, &self.dir.shown().join(&a.file))?;
+        if let crossback_archive::archive::Layout::Indexed { footer, .. } = &archive.layout {
+            let hash: String = footer.data_hash.iter().map(|b| format!("{b:02x}")).collect();
+            if !hash.eq_ignore_ascii_case(&a.hash) {
+                return Err(refuse(
+                    Refusal::ArchiveMismatch,
+                    format!(
+                        "{} is not the archive generation {} records (its data hash differs): replaced or damaged; run `crossback verify`",
+                        self.dir.shown().join(&a.file).display(),
+                        self.generation.seq
+                    ),
+                ));
+            }
+        }
+        Ok(archive)
     }
 }
 
 /// The newest generation holding `system` (sealed or open), or generation `seq`.
 pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<SystemBackup> {
-    let mut best: Option<(&Slot, &str, &Generation)> = None;
+    let mut best: Option<(&Slot, &Generation)> = None;
     for s in slots {
-        for g in &s.contents.generations {
-            let GenEntry::Valid { dir, generation } = g else { continue };
-            if seq.is_some_and(|n| n != generation.seq) || generation.recorded.iter().all(|r| r.name != system) {
+        for g in s.view.generations.iter().filter_map(|g| g.valid()) {
+            if seq.is_some_and(|n| n != g.seq) || g.system(system).is_none() {
                 continue;
             }
-            if best.is_none_or(|(_, _, b)| generation.seq > b.seq) {
-                best = Some((s, dir, generation));
+            if best.is_none_or(|(_, b)| g.seq > b.seq) {
+                best = Some((s, g));
             }
         }
     }
-    let Some((slot, dir, g)) = best else {
+    let Some((slot, g)) = best else {
         match seq {
-            Some(n) => bail!("generation {n} holds no backup of {system} (see `crossback status`)"),
-            None => bail!("no generation holds a backup of {system} yet (see `crossback status`)"),
+            Some(n) => crate::refuse!(Refusal::NoBackup, "generation {n} holds no backup of {system} (see `crossback status`)"),
+            None => crate::refuse!(Refusal::NoBackup, "no generation holds a backup of {system} yet (see `crossback status`)"),
         }
     };
-    let record = g.recorded.iter().find(|r| r.name == system).cloned().expect("filtered above");
-    let sysdir = slot.dir().join(dir).join(system);
+    let record = g.system(system).cloned().context("the system was just found in the generation")?;
+    let sysdir = slot.dir()?.dir(&layout::GenName::dir(g.seq)).and_then(|d| d.dir(system)).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
     let mounts: MountsFile = if record.legacy.is_some() {
         MountsFile { filesystems: Vec::new() }
     } else {
-        toml::from_str(&std::fs::read_to_string(sysdir.join("mounts.toml")).with_context(|| format!("reading {}/mounts.toml", sysdir.display()))?)
-            .with_context(|| format!("{}/mounts.toml is damaged", sysdir.display()))?
+        let m: MountsFile = layout::read_toml(&sysdir, layout::MOUNTS, layout::MOUNTS_CAP).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e:#}")))?;
+        m.check().map_err(|e| refuse(Refusal::SlotDamaged, format!("{}/{}: {e:#}", sysdir.shown().display(), layout::MOUNTS)))?;
+        m
     };
     if g.state == State::Open {
         eprintln!("note: generation {} is not complete (open); {system}'s backup in it is", g.seq);
     }
-    Ok(SystemBackup { generation: g.clone(), slot: slot.letter, record, dir: sysdir, slot_root: slot.root.clone(), mounts })
+    let slot_root = slot.root.dir(".")?;
+    Ok(SystemBackup { generation: g.clone(), slot: slot.id, record, dir: sysdir, slot_root, mounts })
 }
 
 /// A directory restore refuses to write into unless it is empty or forced.
 pub fn check_target(dir: &Path, force: bool) -> anyhow::Result<()> {
     if dir.exists() && !force {
         if std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.next().is_some() {
-            bail!("{} is not empty; restore into an empty directory, or pass --force to write over what is there", dir.display());
+            crate::refuse!(Refusal::TargetNotEmpty, "{} is not empty; restore into an empty directory, or pass --force to write over what is there", dir.display());
         }
     }
     Ok(())

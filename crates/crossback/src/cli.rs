@@ -281,6 +281,12 @@ pub struct BackupArgs {
     /// Compression threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Record SYSTEM even though it lost most of its files (or its
+    /// os-release or fstab) since its previous backup. Without it, such a
+    /// system is refused (exit 1): it looks broken, and sealing it would push
+    /// its last good backup out of the rotation.
+    #[arg(long, value_name = "SYSTEM")]
+    pub accept_shrunk: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
+
+use crate::error::{refuse, Refusal};
 
 pub const DEFAULT_PATH: &str = "/etc/crossback/config.toml";
 
@@ -95,17 +98,13 @@ pub fn valid_uuid(u: &str) -> bool {
 impl Config {
     /// Parses and checks a configuration; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Config> {
-        let cfg: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", origin.display()))?;
-        cfg.check(text, origin)?;
+        let cfg: Config = toml::from_str(text).map_err(|e| refuse(Refusal::Config, format!("{}: {e}", origin.display())))?;
+        cfg.check(text, origin).map_err(|e| refuse(Refusal::Config, format!("{e:#}")))?;
         Ok(cfg)
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("no configuration at {}: run `crossback init` to write one", path.display()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
+        let text = read(path)?;
         Self::parse(&text, path)
     }
 
@@ -139,6 +138,13 @@ impl Config {
                 bail!("{}: system name {name:?} is used twice (first on line {prev})", at(&s.name.span()));
             }
             claim(&s.root, format!("the root of system {name:?}"), "system.root")?;
+            // Checked now, as `backup` will read them: a bad pattern found
+            // after the older generation was wiped would cost a backup.
+            for e in &s.exclude {
+                if let Err(err) = crossback_archive::create::check_exclude(e) {
+                    bail!("{}: system {name:?}: exclude pattern {:?}: {err}", at(&s.name.span()), crate::output::text(e));
+                }
+            }
             for m in &s.mounts {
                 if let Some(u) = &m.uuid {
                     claim(u, format!("{} of system {name:?}", m.mountpoint), "system.mount.uuid")?;
@@ -153,40 +159,128 @@ impl Config {
     }
 }
 
-/// The configuration as text, with comments for people.
+/// The file's text; one that is not UTF-8 is refused with the line of the
+/// first bad byte.
+fn read(path: &Path) -> anyhow::Result<String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(refuse(Refusal::Config, format!("no configuration at {}: run `crossback init` to write one", path.display())))
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        refuse(Refusal::Config, format!("{} line {line}: a byte that is not UTF-8 (at offset {at}); the configuration must be UTF-8 text", path.display()))
+    })
+}
+
+fn strings(list: &[String]) -> Array {
+    list.iter().map(String::as_str).collect()
+}
+
+fn media_table(m: &Media) -> Table {
+    let mut t = Table::new();
+    t["id"] = value(m.id.get_ref().as_str());
+    t["slot_a"] = value(m.slot_a.get_ref().as_str());
+    t["slot_b"] = value(m.slot_b.get_ref().as_str());
+    t
+}
+
+/// The configuration as text (TOML's own escaping), with comments for people.
 pub fn render(cfg: &Config) -> String {
-    let mut t = String::from(
+    let mut doc = DocumentMut::new();
+    doc.decor_mut().set_prefix(
         "# crossback configuration: the same file is valid on every system of this machine.\n\
          # Written by `crossback init`; edit freely (see the README for every key).\n",
     );
     if let Some(m) = &cfg.media {
-        t.push_str(&format!("\n[media]\nid = {:?}\nslot_a = {:?}\nslot_b = {:?}\n", m.id.get_ref(), m.slot_a.get_ref(), m.slot_b.get_ref()));
+        doc["media"] = Item::Table(media_table(m));
     }
+    let mut systems = ArrayOfTables::new();
     for s in &cfg.systems {
-        t.push_str(&format!("\n[[system]]\nname = {:?}\nroot = {:?}\n", s.name.get_ref(), s.root.get_ref()));
+        let mut t = Table::new();
+        t["name"] = value(s.name.get_ref().as_str());
+        t["root"] = value(s.root.get_ref().as_str());
         if let Some(sv) = &s.subvol {
-            t.push_str(&format!("subvol = {sv:?}\n"));
+            t["subvol"] = value(sv.as_str());
         }
         if !s.exclude.is_empty() {
-            t.push_str(&format!("exclude = [{}]\n", s.exclude.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ")));
+            t["exclude"] = value(strings(&s.exclude));
         }
+        let mut mounts = ArrayOfTables::new();
         for m in &s.mounts {
-            t.push_str(&format!("\n[[system.mount]]\nmountpoint = {:?}\n", m.mountpoint));
+            let mut mt = Table::new();
+            mt["mountpoint"] = value(m.mountpoint.as_str());
             if let Some(u) = &m.uuid {
-                t.push_str(&format!("uuid = {:?}\n", u.get_ref()));
+                mt["uuid"] = value(u.get_ref().as_str());
             }
             if let Some(f) = &m.fstype {
-                t.push_str(&format!("fstype = {f:?}\n"));
+                mt["fstype"] = value(f.as_str());
             }
             if let Some(o) = &m.options {
-                t.push_str(&format!("options = {o:?}\n"));
+                mt["options"] = value(o.as_str());
             }
             if m.skip {
-                t.push_str("skip = true\n");
+                mt["skip"] = value(true);
             }
+            mounts.push(mt);
         }
+        if !mounts.is_empty() {
+            t["mount"] = Item::ArrayOfTables(mounts);
+        }
+        systems.push(t);
     }
-    t
+    if !systems.is_empty() {
+        doc["system"] = Item::ArrayOfTables(systems);
+    }
+    doc.to_string()
+}
+
+/// Changes the file in place (the user's comments and order stay), checks
+/// the result as a whole, and writes it durably.
+fn edit(path: &Path, change: impl FnOnce(&mut DocumentMut) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let text = if path.exists() { read(path)? } else { String::new() };
+    let mut doc: DocumentMut = text.parse().map_err(|e| refuse(Refusal::Config, format!("{}: {e}", path.display())))?;
+    change(&mut doc)?;
+    let new = doc.to_string();
+    Config::parse(&new, path).context("the configuration crossback changed does not check (a bug; the file was not written)")?;
+    write(path, &new)
+}
+
+/// Sets `key` to a string, keeping the comment around the old value.
+fn set_keep(t: &mut Table, key: &str, v: &str) {
+    let mut new = toml_edit::Value::from(v);
+    if let Some(old) = t.get(key).and_then(Item::as_value) {
+        *new.decor_mut() = old.decor().clone();
+    }
+    t[key] = Item::Value(new);
+}
+
+/// Records the media (`media prepare`, `media adopt`).
+pub fn set_media(path: &Path, m: &Media) -> anyhow::Result<()> {
+    edit(path, |doc| {
+        match doc.get_mut("media").and_then(Item::as_table_mut) {
+            Some(t) => {
+                set_keep(t, "id", m.id.get_ref());
+                set_keep(t, "slot_a", m.slot_a.get_ref());
+                set_keep(t, "slot_b", m.slot_b.get_ref());
+            }
+            None => doc["media"] = Item::Table(media_table(m)),
+        }
+        Ok(())
+    })
+}
+
+/// Records a system's new root UUID (after a bare-metal restore with new UUIDs).
+pub fn set_system_root(path: &Path, name: &str, uuid: &str) -> anyhow::Result<()> {
+    edit(path, |doc| {
+        let systems = doc.get_mut("system").and_then(Item::as_array_of_tables_mut).context("no [[system]] in the configuration")?;
+        let s = systems.iter_mut().find(|t| t.get("name").and_then(Item::as_str) == Some(name)).with_context(|| format!("no system {name:?}"))?;
+        set_keep(s, "root", uuid);
+        Ok(())
+    })
 }
 
 /// Writes the configuration durably.
@@ -229,5 +323,46 @@ mod tests {
         assert!(e.contains("line 3") && e.contains("system.root") && e.contains("not a filesystem UUID"), "{e}");
         let e = parse("this is not toml").unwrap_err().to_string();
         assert!(e.contains("config.toml") && e.contains("line 1"), "{e}");
+    }
+
+    /// Issue 11.10: a bad exclude pattern is found when the file is read.
+    #[test]
+    fn issue_11_10_exclude_patterns_are_checked_when_read() {
+        let e = parse("[[system]]\nname = \"a\"\nroot = \"ABCD-1234\"\nexclude = [\"/home/[unclosed\"]\n").unwrap_err();
+        assert_eq!(crate::error::kind_of(&e), Some(Refusal::Config));
+        let e = format!("{e:#}");
+        assert!(e.contains("line 2") && e.contains("exclude pattern") && e.contains("[unclosed"), "{e}");
+    }
+
+    /// Issue 11.13: a byte that is not UTF-8 is named with its line.
+    #[test]
+    fn issue_11_13_non_utf8_config_names_the_line() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("config.toml");
+        std::fs::write(&p, b"[[system]]\nname = \"a\"\nroot = \"AB\xffD-1234\"\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert_eq!(crate::error::kind_of(&e), Some(Refusal::Config));
+        assert!(e.to_string().contains("line 3") && e.to_string().contains("not UTF-8"), "{e}");
+    }
+
+    /// Issue 11.15: TOML's escaping, not Rust's; the user's comments survive an update.
+    #[test]
+    fn issue_11_15_config_is_written_with_toml_escaping_and_keeps_comments() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("config.toml");
+        let text = format!("# my machine\n[[system]]\nname = \"alpha\"\nroot = \"{U1}\"  # the SSD\nexclude = [\"/home/*/caf\u{e9}\\\\x\", \"\\u0007bell\"]\n");
+        std::fs::write(&p, &text).unwrap();
+        let cfg = Config::load(&p).unwrap();
+        assert_eq!(cfg.systems[0].exclude, ["/home/*/caf\u{e9}\\x", "\u{7}bell"]);
+        // Rendered, it reads back the same (Rust's {:?} would write \u{7}, which TOML rejects).
+        let again = parse(&render(&cfg)).unwrap();
+        assert_eq!(again.systems[0].exclude, cfg.systems[0].exclude);
+        set_system_root(&p, "alpha", U2).unwrap();
+        let after = std::fs::read_to_string(&p).unwrap();
+        assert!(after.contains("# my machine") && after.contains("# the SSD") && after.contains(U2), "{after}");
+        set_media(&p, &Media { id: Spanned::new(0..0, "m1".into()), slot_a: Spanned::new(0..0, "ABCD-0001".into()), slot_b: Spanned::new(0..0, "ABCD-0002".into()) }).unwrap();
+        let after = std::fs::read_to_string(&p).unwrap();
+        assert!(after.contains("# my machine") && after.contains("slot_b = \"ABCD-0002\""), "{after}");
+        Config::load(&p).unwrap();
     }
 }

@@ -6,13 +6,19 @@
 //! across members and volumes. The manifest holds each volume's SHA1.
 
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::Path;
+
+use crossback_host::beneath::Dir;
 
 use anyhow::{bail, Context};
 use crossback_archive::entry::{normalize_path, Kind, Meta};
 use crossback_archive::restore::Restorer;
 use crossback_archive::tarr::TarReader;
 use sha1::Digest;
+
+/// The largest manifest a set may have.
+const MANIFEST_CAP: u64 = 64 << 20;
 
 /// One full duplicity backup in a directory.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,6 +37,21 @@ pub struct Set {
     pub encrypted: bool,
 }
 
+impl Set {
+    /// What a set read from a slot's manifest must be: plain names, all of
+    /// them in the one directory `dir`.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.dir.is_empty() && !crate::layout::clean_relative(&self.dir) {
+            bail!("an adopted backup's directory {:?} is not a plain path", crate::output::text(&self.dir));
+        }
+        let plain = |n: &str| !n.is_empty() && n != "." && n != ".." && !n.contains('/');
+        if !self.files.iter().all(|f| plain(f)) || !self.volumes.iter().all(|(_, f, _)| plain(f)) || !plain(&self.time) {
+            bail!("an adopted backup names a file that is not a plain name");
+        }
+        Ok(())
+    }
+}
+
 /// A file decrypted by `gpg` as it is read. The passphrase comes from
 /// $PASSPHRASE, as for duplicity; gpg runs with a throw-away home.
 struct Gpg {
@@ -38,6 +59,8 @@ struct Gpg {
     out: std::process::ChildStdout,
     path: std::path::PathBuf,
     _home: tempfile::TempDir,
+    /// Open until gpg is done with it.
+    _file: std::fs::File,
 }
 
 impl Read for Gpg {
@@ -57,9 +80,18 @@ impl Read for Gpg {
     }
 }
 
-fn gpg_decrypt(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+/// A file of the set, opened beneath the slot's root (no symlink followed).
+fn open(root: &Dir, set_dir: &str, file: &str) -> anyhow::Result<std::fs::File> {
+    let rel = if set_dir.is_empty() { file.to_string() } else { format!("{set_dir}/{file}") };
+    Ok(root.open_file(&rel)?)
+}
+
+/// gpg reads the file crossback opened (through its descriptor), not a path
+/// that something could have changed meanwhile.
+fn gpg_decrypt(file: std::fs::File, shown: &Path) -> anyhow::Result<Box<dyn Read>> {
+    let path = std::path::PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd()));
     let Some(pass) = std::env::var_os("PASSPHRASE") else {
-        bail!("{} is encrypted: set PASSPHRASE to the duplicity passphrase (as for duplicity itself) and run again", path.display());
+        bail!("{} is encrypted: set PASSPHRASE to the duplicity passphrase (as for duplicity itself) and run again", shown.display());
     };
     let home = tempfile::tempdir().context("creating a home for gpg")?;
     let mut child = std::process::Command::new("gpg")
@@ -71,7 +103,7 @@ fn gpg_decrypt(path: &Path) -> anyhow::Result<Box<dyn Read>> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| anyhow::anyhow!("{} is encrypted and gpg cannot be run ({e}): install gnupg, or decrypt the files first", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{} is encrypted and gpg cannot be run ({e}): install gnupg, or decrypt the files first", shown.display()))?;
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().context("gpg's stdin")?;
@@ -79,18 +111,15 @@ fn gpg_decrypt(path: &Path) -> anyhow::Result<Box<dyn Read>> {
         stdin.write_all(b"\n")?;
     }
     let out = child.stdout.take().context("gpg's stdout")?;
-    Ok(Box::new(Gpg { child, out, path: path.to_path_buf(), _home: home }))
+    Ok(Box::new(Gpg { child, out, path: shown.to_path_buf(), _home: home, _file: file }))
 }
 
 /// Finds the duplicity sets in `dir` (names relative to `root`). Encrypted
 /// and incremental backups are refused with what to do.
-pub fn find_sets(root: &Path, rel: &str) -> anyhow::Result<Vec<Set>> {
-    let dir = root.join(rel);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+pub fn find_sets(root: &Dir, rel: &str) -> anyhow::Result<Vec<Set>> {
+    let d = if rel.is_empty() { root.dir(".")? } else { root.dir(rel)? };
+    let dir = d.shown().to_path_buf();
+    let mut names: Vec<String> = d.entries()?.into_iter().filter_map(|(n, _)| n.into_string().ok()).collect();
     names.sort();
     if names.iter().any(|n| n.starts_with("duplicity-inc.") || n.starts_with("duplicity-new-signatures.")) {
         bail!(
@@ -104,13 +133,14 @@ pub fn find_sets(root: &Path, rel: &str) -> anyhow::Result<Vec<Set>> {
             continue;
         };
         let encrypted = n.ends_with(".gpg");
-        let text = if encrypted {
-            let mut t = String::new();
-            gpg_decrypt(&dir.join(n))?.read_to_string(&mut t).with_context(|| format!("decrypting {}/{n}", dir.display()))?;
-            t
-        } else {
-            std::fs::read_to_string(dir.join(n)).with_context(|| format!("reading {}/{n}", dir.display()))?
-        };
+        // Bytes, not text: the manifest names files, and a name may be any bytes.
+        let mut raw = Vec::new();
+        let reader: Box<dyn Read> = if encrypted { gpg_decrypt(open(root, rel, n)?, &dir.join(n))? } else { Box::new(open(root, rel, n)?) };
+        reader.take(MANIFEST_CAP + 1).read_to_end(&mut raw).with_context(|| format!("reading {}/{n}", dir.display()))?;
+        if raw.len() as u64 > MANIFEST_CAP {
+            bail!("{}/{n} is larger than a duplicity manifest can be ({MANIFEST_CAP} bytes): not adopted", dir.display());
+        }
+        let text = String::from_utf8_lossy(&raw);
         let mut volumes = Vec::new();
         let mut current: Option<u32> = None;
         for line in text.lines() {
@@ -140,12 +170,11 @@ pub fn find_sets(root: &Path, rel: &str) -> anyhow::Result<Vec<Set>> {
 }
 
 /// Checks every volume against the SHA1 in the manifest; returns the problems.
-pub fn verify(root: &Path, set: &Set) -> Vec<String> {
+pub fn verify(root: &Dir, set: &Set) -> Vec<String> {
     let mut out = Vec::new();
     for (v, file, want) in &set.volumes {
-        let p = root.join(&set.dir).join(file);
         let mut h = sha1::Sha1::new();
-        let hashed = std::fs::File::open(&p).and_then(|mut f| {
+        let hashed = open(root, &set.dir, file).map_err(std::io::Error::other).and_then(|mut f| {
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = f.read(&mut buf)?;
@@ -169,25 +198,26 @@ pub fn verify(root: &Path, set: &Set) -> Vec<String> {
 }
 
 /// The tar stream of all volumes, one after the other.
-fn volume_reader(root: &Path, set: &Set, v: usize) -> anyhow::Result<Box<dyn Read>> {
+fn volume_reader(root: &Dir, set: &Set, v: usize) -> anyhow::Result<Box<dyn Read>> {
     let (_, file, _) = &set.volumes[v];
-    let p = root.join(&set.dir).join(file);
+    let f = open(root, &set.dir, file)?;
     let (plain, name): (Box<dyn Read>, &str) = match file.strip_suffix(".gpg") {
-        Some(inner) => (gpg_decrypt(&p)?, inner),
-        None => (Box::new(std::io::BufReader::new(std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?)), file.as_str()),
+        Some(inner) => (gpg_decrypt(f, &root.shown().join(&set.dir).join(file))?, inner),
+        None => (Box::new(std::io::BufReader::new(f)), file.as_str()),
     };
     Ok(if name.ends_with(".gz") { Box::new(flate2::read::GzDecoder::new(plain)) } else { plain })
 }
 
 /// Walks the backup's entries in order: `each(meta, data)`, where data is
 /// the whole content of a regular file (pieces joined).
-pub fn walk(root: &Path, set: &Set, mut each: impl FnMut(Meta, Vec<u8>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub fn walk(root: &Dir, set: &Set, mut each: impl FnMut(Meta, Vec<u8>) -> anyhow::Result<()>) -> anyhow::Result<()> {
     // A file split into pieces: its metadata (from piece 1) and data so far.
     let mut pending: Option<(Meta, Vec<u8>)> = None;
     for v in 0..set.volumes.len() {
         let mut tr = TarReader::new(volume_reader(root, set, v)?);
         while let Some(m) = tr.next_member().with_context(|| format!("reading volume {} of the backup of {}", set.volumes[v].0, set.time))? {
-            let raw = String::from_utf8_lossy(&m.raw_path).into_owned();
+            // Names are bytes: any byte string is a valid name.
+            let raw = m.raw_path.clone();
             let mut data = Vec::new();
             let mut buf = vec![0u8; 1 << 16];
             loop {
@@ -197,9 +227,10 @@ pub fn walk(root: &Path, set: &Set, mut each: impl FnMut(Meta, Vec<u8>) -> anyho
                 }
                 data.extend_from_slice(&buf[..n]);
             }
-            if let Some(rest) = raw.strip_prefix("multivol_snapshot/") {
-                let Some((path, _piece)) = rest.trim_end_matches('/').rsplit_once('/') else { continue };
-                let path = normalize_path(path.as_bytes()).context("a '..' in a duplicity path")?;
+            if let Some(rest) = raw.strip_prefix(b"multivol_snapshot/") {
+                let rest = rest.strip_suffix(b"/").unwrap_or(rest);
+                let Some(cut) = rest.iter().rposition(|&b| b == b'/') else { continue };
+                let path = normalize_path(&rest[..cut]).context("a '..' in a duplicity path")?;
                 match &mut pending {
                     Some((pm, pd)) if pm.path == path => pd.extend_from_slice(&data),
                     _ => {
@@ -216,9 +247,9 @@ pub fn walk(root: &Path, set: &Set, mut each: impl FnMut(Meta, Vec<u8>) -> anyho
             if let Some((pm, pd)) = pending.take() {
                 finish(pm, pd, &mut each)?;
             }
-            let Some(_) = raw.strip_prefix("snapshot/") else { continue };
+            let Some(_) = raw.strip_prefix(b"snapshot/") else { continue };
             if !m.path_ok {
-                bail!("{raw}: a '..' in a duplicity path");
+                bail!("{}: a '..' in a duplicity path", crate::output::path(&raw));
             }
             let mut meta = m.meta;
             meta.path = normalize_path(&meta.path.strip_prefix(b"snapshot").unwrap_or(&meta.path).to_vec()).unwrap_or_default();
@@ -242,7 +273,7 @@ fn finish(mut meta: Meta, data: Vec<u8>, each: &mut impl FnMut(Meta, Vec<u8>) ->
 
 /// Restores the set (or the entries under `paths`) into `dest`, confined
 /// like any restore. Returns (entries, problems).
-pub fn restore(root: &Path, set: &Set, dest: &Path, paths: &[Vec<u8>]) -> anyhow::Result<(u64, Vec<String>)> {
+pub fn restore(root: &Dir, set: &Set, dest: &Path, paths: &[Vec<u8>]) -> anyhow::Result<(u64, Vec<String>)> {
     let mut r = Restorer::new(dest)?;
     let mut n = 0;
     let mut problems = Vec::new();

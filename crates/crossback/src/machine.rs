@@ -34,7 +34,8 @@ pub fn run_tool(cmd: &mut std::process::Command) -> anyhow::Result<()> {
 /// crossback needs root for everything that touches devices: say so first.
 pub fn require_root(what: &str) -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {
-        bail!("`crossback {what}` needs root: it reads block devices and mounts filesystems read-only; run it with sudo");
+        crate::refuse!(
+            crate::error::Refusal::NotRoot,"`crossback {what}` needs root: it reads block devices and mounts filesystems read-only; run it with sudo");
     }
     // Devices a killed crossback left read-only (its guard died too, say).
     for dev in crossback_host::rodev::restore_leftovers()? {
@@ -171,7 +172,7 @@ pub fn discover(m: &Machine) -> anyhow::Result<(Vec<Found>, Vec<(Device, Inspect
                 fstab,
             });
         }
-        if insp.slot_marker.is_some() {
+        if crate::layout::slot_of(&insp.extra).is_some() {
             slots.push((d.clone(), insp));
         }
     }

@@ -8,6 +8,8 @@ mod commands;
 mod config;
 mod duplicity;
 mod durable;
+mod error;
+mod layout;
 mod machine;
 mod media;
 mod offline;
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
     // mount namespace (see crossback_host::inspect): before any thread starts.
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(crossback_host::inspect::CHILD_ARG) {
-        return ExitCode::from(crossback_host::inspect::serve(&args) as u8);
+        return ExitCode::from(crossback_host::inspect::serve(&args, layout::inspect_slot) as u8);
     }
     if args.get(1).map(String::as_str) == Some(crossback_host::ns::GUARD_ARG) {
         return ExitCode::from(crossback_host::ns::serve_guard(&args) as u8);
@@ -73,8 +75,14 @@ fn run(cli: cli::Cli) -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("crossback: error: {err:#}");
-            ExitCode::from(1)
+            let kind = error::kind_of(&err);
+            let shown = output::printable(&format!("{err:#}"));
+            match kind {
+                Some(kind) => eprintln!("crossback: error[{}]: {shown}", kind.name()),
+                None => eprintln!("crossback: error: {shown}"),
+            }
+            // Bad usage is 2, as for the options clap refuses.
+            ExitCode::from(if kind == Some(error::Refusal::Usage) { 2 } else { 1 })
         }
     }
 }

@@ -5,221 +5,15 @@
 //! The decisions are plain functions of what the slots hold ([`plan`]),
 //! so the safety rules are tested without disks.
 
-use std::path::{Path, PathBuf};
+use anyhow::Context;
+use crossback_host::beneath::Dir;
 
-use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
-
-pub const FORMAT: u32 = 1;
-pub const DIR: &str = "crossback";
-pub const MARKER: &str = "slot.toml";
-pub const README: &str = "README.txt";
-pub const MANIFEST: &str = "generation.toml";
-
-/// `crossback/slot.toml`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Marker {
-    pub format: u32,
-    pub media_id: String,
-    /// "A" or "B".
-    pub slot: String,
-    pub prepared: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Open,
-    Sealed,
-}
-
-/// One archive of one filesystem, as recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArchiveRecord {
-    pub mountpoint: String,
-    pub file: String,
-    /// Size of the archive file, and BLAKE3 of all of it (hex).
-    pub bytes: u64,
-    pub hash: String,
-    pub entries: u64,
-    /// Bytes of file data archived.
-    pub data_bytes: u64,
-    /// Source files that could not be read completely (listed when backed up).
-    #[serde(default)]
-    pub unreadable: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SystemRecord {
-    pub name: String,
-    #[serde(default)]
-    pub pretty_name: String,
-    pub finished: String,
-    #[serde(rename = "archive", default)]
-    pub archives: Vec<ArchiveRecord>,
-    /// A full backup made by the old duplicity scripts (generation 0), adopted as it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub legacy: Option<crate::duplicity::Set>,
-}
-
-/// `crossback/gen-NNNNNN/generation.toml`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Generation {
-    pub format: u32,
-    pub media_id: String,
-    pub seq: u64,
-    pub state: State,
-    pub started: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sealed: Option<String>,
-    /// The systems this generation needs before it is sealed.
-    pub systems: Vec<String>,
-    #[serde(default, rename = "system")]
-    pub recorded: Vec<SystemRecord>,
-    /// Generation 0 only: the paths (from the slot's root) that the adopted
-    /// duplicity backups consist of; wiping the generation removes exactly these.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub legacy_files: Vec<String>,
-}
-
-impl Generation {
-    pub fn missing(&self) -> Vec<&str> {
-        self.systems.iter().filter(|s| !self.recorded.iter().any(|r| &r.name == *s)).map(String::as_str).collect()
-    }
-}
-
-pub fn gen_dir(seq: u64) -> String {
-    format!("gen-{seq:06}")
-}
-
-/// The sequence number in a `gen-NNNNNN` name (leftovers included: `gen-000003.wiping`).
-pub fn seq_of(name: &str) -> Option<u64> {
-    name.strip_prefix("gen-")?.get(..6)?.parse().ok()
-}
-
-/// What one generation directory holds.
-#[derive(Clone, Debug)]
-pub enum GenEntry {
-    Valid {
-        dir: String,
-        generation: Generation,
-    },
-    /// A leftover: a directory being wiped, or one whose manifest is missing
-    /// or unreadable (a crash while it was made).
-    Leftover {
-        dir: String,
-        why: String,
-    },
-}
-
-impl GenEntry {
-    /// Why a leftover is one (empty for a valid generation).
-    pub fn why(&self) -> &str {
-        match self {
-            GenEntry::Valid { .. } => "",
-            GenEntry::Leftover { why, .. } => why,
-        }
-    }
-
-    pub fn dir(&self) -> &str {
-        match self {
-            GenEntry::Valid { dir, .. } | GenEntry::Leftover { dir, .. } => dir,
-        }
-    }
-}
-
-/// What a slot's `crossback/` holds.
-#[derive(Clone, Debug, Default)]
-pub struct SlotContents {
-    pub generations: Vec<GenEntry>,
-}
-
-/// Reads `crossback/` of a mounted slot: the marker must be this media's,
-/// and nothing may be there that crossback did not write.
-pub fn read_slot(root: &Path, letter: &str, media_id: &str) -> anyhow::Result<(Marker, SlotContents)> {
-    let mut foreign: Vec<String> = Vec::new();
-    for e in std::fs::read_dir(root).with_context(|| format!("listing slot {letter}"))? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        if name != "lost+found" && name != DIR {
-            foreign.push(name);
-        }
-    }
-    let dir = root.join(DIR);
-    let marker_text = match std::fs::read_to_string(dir.join(MARKER)) {
-        Ok(t) => t,
-        Err(_) => bail!(
-            "slot {letter} has no crossback marker ({DIR}/{MARKER}){}: it was never prepared, or preparing it did not finish; run `crossback media prepare`",
-            if foreign.is_empty() { String::new() } else { format!(" and holds {}", foreign.join(", ")) }
-        ),
-    };
-    let marker: Marker = toml::from_str(&marker_text).with_context(|| format!("slot {letter}: {DIR}/{MARKER} is damaged"))?;
-    if marker.media_id != media_id {
-        bail!(
-            "slot {letter} belongs to another backup media (media id {}; this machine's configuration names media {media_id}): is it the right disk? A disk is never wiped for another machine's backups",
-            marker.media_id
-        );
-    }
-    if marker.slot != letter {
-        bail!(
-            "the filesystem configured as slot {letter} says it is slot {}: the configuration and the disk disagree; run `crossback media prepare` again",
-            marker.slot
-        );
-    }
-    if marker.format > FORMAT {
-        bail!("slot {letter} was written by a newer crossback (format {}); upgrade crossback", marker.format);
-    }
-    let mut contents = SlotContents::default();
-    for e in std::fs::read_dir(&dir).with_context(|| format!("listing slot {letter}"))? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name == MARKER || name == README || name.ends_with(".new") {
-            continue;
-        }
-        if seq_of(&name).is_none() || !e.file_type()?.is_dir() {
-            foreign.push(format!("{DIR}/{name}"));
-            continue;
-        }
-        if name.ends_with(".wiping") || name.len() != 10 {
-            contents.generations.push(GenEntry::Leftover { dir: name, why: "left by an interrupted wipe".into() });
-            continue;
-        }
-        let entry = match std::fs::read_to_string(e.path().join(MANIFEST)) {
-            Err(_) => GenEntry::Leftover { dir: name, why: "no manifest (interrupted while starting)".into() },
-            Ok(t) => match toml::from_str::<Generation>(&t) {
-                Ok(g) if g.media_id == media_id && gen_dir(g.seq) == name => GenEntry::Valid { dir: name, generation: g },
-                Ok(_) => GenEntry::Leftover { dir: name, why: "its manifest names another media or number".into() },
-                Err(err) => GenEntry::Leftover { dir: name, why: format!("its manifest does not read: {err}") },
-            },
-        };
-        contents.generations.push(entry);
-    }
-    // What an adopted duplicity generation consists of is crossback's to keep or wipe.
-    let legacy: Vec<&String> = contents
-        .generations
-        .iter()
-        .filter_map(|g| if let GenEntry::Valid { generation, .. } = g { Some(generation.legacy_files.iter()) } else { None })
-        .flatten()
-        .collect();
-    foreign.retain(|f| !legacy.iter().any(|l| *l == f || l.split('/').next() == Some(f.as_str())));
-    if !foreign.is_empty() {
-        foreign.sort();
-        bail!(
-            "slot {letter} holds files crossback did not write: {}. crossback wipes only its own generations; move these away (or use another disk) and run again",
-            foreign.join(", ")
-        );
-    }
-    Ok((marker, contents))
-}
+use crate::layout::{GenEntry, GenName, Generation, SlotId, State};
 
 /// Where a backup goes, and what must go first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// 0 for slot A, 1 for slot B.
-    pub target: usize,
+    pub target: SlotId,
     /// Generation directories to wipe in the target slot.
     pub wipe: Vec<String>,
     /// The open generation to continue, if any.
@@ -227,22 +21,17 @@ pub struct Plan {
     /// The number of a new generation, if one starts.
     pub start: Option<u64>,
     /// The newest sealed generation: (slot, seq). Never touched.
-    pub protected: Option<(usize, u64)>,
+    pub protected: Option<(SlotId, u64)>,
 }
 
 /// R1–R2: the target is the slot with the open generation, if any;
 /// otherwise the slot without the newest sealed generation, wiped first.
-/// The newest sealed generation is never in the target.
-pub fn plan(slots: &[SlotContents; 2], new_generation: bool) -> Plan {
-    let valid = |i: usize| {
-        slots[i].generations.iter().filter_map(move |g| match g {
-            GenEntry::Valid { generation, .. } => Some((i, generation)),
-            GenEntry::Leftover { .. } => None,
-        })
-    };
-    let all: Vec<(usize, &Generation)> = valid(0).chain(valid(1)).collect();
+/// The newest sealed generation is never in the target. Fails only when
+/// the generation numbers are used up.
+pub fn plan(slots: [&[GenEntry]; 2], new_generation: bool) -> anyhow::Result<Plan> {
+    let all: Vec<(SlotId, &Generation)> = SlotId::BOTH.iter().flat_map(|&id| slots[id.index()].iter().filter_map(move |g| g.valid().map(|g| (id, g)))).collect();
     let protected = all.iter().filter(|(_, g)| g.state == State::Sealed).max_by_key(|(_, g)| g.seq).map(|(i, g)| (*i, g.seq));
-    let max_seq = slots.iter().flat_map(|s| s.generations.iter()).filter_map(|g| seq_of(g.dir())).max().unwrap_or(0);
+    let max_seq = slots.iter().flat_map(|s| s.iter()).map(GenEntry::seq).max().unwrap_or(0);
     let open = all
         .iter()
         .filter(|(i, g)| g.state == State::Open && protected.is_none_or(|(pi, ps)| g.seq > ps && *i != pi))
@@ -250,51 +39,63 @@ pub fn plan(slots: &[SlotContents; 2], new_generation: bool) -> Plan {
         .map(|(i, g)| (*i, g.seq));
     let target = match (open, protected) {
         (Some((i, _)), _) => i,
-        (None, Some((pi, _))) => 1 - pi,
-        (None, None) => 0,
+        (None, Some((pi, _))) => pi.other(),
+        (None, None) => SlotId::A,
     };
     let resume = open.filter(|_| !new_generation).map(|(_, s)| s);
-    let wipe = slots[target]
-        .generations
+    let wipe = slots[target.index()]
         .iter()
-        .filter(|g| Some(seq_of(g.dir()).unwrap_or(0)) != resume || matches!(g, GenEntry::Leftover { .. }))
-        .filter(|g| protected.is_none_or(|(pi, ps)| pi != target || seq_of(g.dir()) != Some(ps)))
+        .filter(|g| Some(g.seq()) != resume || g.valid().is_none())
+        .filter(|g| protected.is_none_or(|(pi, ps)| pi != target || g.seq() != ps || g.valid().is_none()))
         .map(|g| g.dir().to_string())
         .collect();
-    Plan { target, wipe, resume, start: resume.is_none().then_some(max_seq + 1), protected }
+    let start = match resume {
+        Some(_) => None,
+        None => Some(max_seq.checked_add(1).filter(|n| *n < u64::MAX / 2).context("the generation numbers are used up on this media: prepare a new media")?),
+    };
+    Ok(Plan { target, wipe, resume, start, protected })
 }
 
 /// Removes what an adopted duplicity generation consists of (its listed
 /// files, and directories they leave empty), before the generation itself.
-pub fn wipe_legacy(slot_root: &Path, files: &[String]) -> anyhow::Result<()> {
+/// Each path is resolved beneath the slot's root; nothing is followed.
+pub fn wipe_legacy(slot_root: &Dir, files: &[String]) -> anyhow::Result<()> {
     for f in files {
-        let p = slot_root.join(f);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {
-                std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
-            }
-            Ok(_) => std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?,
-            Err(_) => continue,
-        }
+        let (parent, name) = match f.rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, f.as_str()),
+        };
+        let dir = match parent {
+            Some(p) => match slot_root.dir(p) {
+                Ok(d) => d,
+                Err(crossback_host::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            },
+            None => slot_root.dir(".")?,
+        };
+        dir.remove_entry(name)?;
+        dir.sync()?;
     }
-    crate::durable::fsync_dir(slot_root)
+    slot_root.sync()?;
+    Ok(())
 }
 
 /// Wipes a generation: renamed first (so a half-deleted one is never taken
-/// for a whole one), then removed.
-pub fn wipe(slot_dir: &Path, name: &str) -> anyhow::Result<()> {
-    let from = slot_dir.join(name);
-    let doomed: PathBuf = if name.ends_with(".wiping") { from.clone() } else { slot_dir.join(format!("{}.wiping", &name[..name.len().min(10)])) };
-    if from != doomed {
-        std::fs::rename(&from, &doomed).with_context(|| format!("renaming {} for wiping", from.display()))?;
-        crate::durable::fsync_dir(slot_dir)?;
+/// for a whole one), then removed — all beneath the slot's `crossback/`.
+pub fn wipe(slot_dir: &Dir, name: &str) -> anyhow::Result<()> {
+    let g = GenName::parse(name).with_context(|| format!("{name} is not a generation directory"))?;
+    let doomed = GenName::wiping_dir(g.seq);
+    if !g.wiping {
+        slot_dir.rename(name, &doomed)?;
+        slot_dir.sync()?;
     }
-    std::fs::remove_dir_all(&doomed).with_context(|| format!("wiping {}", doomed.display()))?;
-    crate::durable::fsync_dir(slot_dir)
+    slot_dir.remove_entry(&doomed)?;
+    slot_dir.sync()?;
+    Ok(())
 }
 
 /// The README written on each slot: how to restore without crossback.
-pub fn readme(media_id: &str, letter: &str) -> String {
+pub fn readme(media_id: &str, letter: SlotId) -> String {
     format!(
         "This filesystem is slot {letter} of a crossback backup disk (media {media_id}).\n\
          \n\
@@ -332,10 +133,11 @@ pub fn new_media_id() -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::classify::Leftover;
 
     fn gen(seq: u64, state: State) -> GenEntry {
         GenEntry::Valid {
-            dir: gen_dir(seq),
+            dir: GenName::dir(seq),
             generation: Generation {
                 format: 1,
                 media_id: "m".into(),
@@ -350,78 +152,66 @@ mod tests {
         }
     }
 
-    fn slots(a: Vec<GenEntry>, b: Vec<GenEntry>) -> [SlotContents; 2] {
-        [SlotContents { generations: a }, SlotContents { generations: b }]
+    fn left(seq: u64, why: Leftover) -> GenEntry {
+        let dir = if why == Leftover::Wiping { GenName::wiping_dir(seq) } else { GenName::dir(seq) };
+        GenEntry::Leftover { dir, seq, why }
     }
+
+    fn plan2(a: &[GenEntry], b: &[GenEntry], new: bool) -> Plan {
+        plan([a, b], new).unwrap()
+    }
+
+    use SlotId::{A, B};
 
     #[test]
     fn first_backup_goes_to_slot_a() {
-        let p = plan(&slots(vec![], vec![]), false);
-        assert_eq!(p, Plan { target: 0, wipe: vec![], resume: None, start: Some(1), protected: None });
+        let p = plan2(&[], &[], false);
+        assert_eq!(p, Plan { target: A, wipe: vec![], resume: None, start: Some(1), protected: None });
     }
 
     #[test]
     fn r1_never_the_slot_with_the_newest_sealed() {
-        let p = plan(&slots(vec![gen(1, State::Sealed)], vec![]), false);
-        assert_eq!((p.target, p.start, p.protected), (1, Some(2), Some((0, 1))));
-        let p = plan(&slots(vec![gen(3, State::Sealed)], vec![gen(2, State::Sealed)]), false);
-        assert_eq!((p.target, p.wipe.clone(), p.start), (1, vec![gen_dir(2)], Some(4)));
+        let p = plan2(&[gen(1, State::Sealed)], &[], false);
+        assert_eq!((p.target, p.start, p.protected), (B, Some(2), Some((A, 1))));
+        let p = plan2(&[gen(3, State::Sealed)], &[gen(2, State::Sealed)], false);
+        assert_eq!((p.target, p.wipe.clone(), p.start), (B, vec![GenName::dir(2)], Some(4)));
     }
 
     #[test]
     fn r2_an_open_generation_is_continued_or_restarted() {
-        let p = plan(&slots(vec![gen(3, State::Sealed)], vec![gen(4, State::Open)]), false);
-        assert_eq!((p.target, p.resume, p.start, p.wipe.clone()), (1, Some(4), None, vec![]));
-        let p = plan(&slots(vec![gen(3, State::Sealed)], vec![gen(4, State::Open)]), true);
-        assert_eq!((p.target, p.resume, p.start, p.wipe.clone()), (1, None, Some(5), vec![gen_dir(4)]));
+        let p = plan2(&[gen(3, State::Sealed)], &[gen(4, State::Open)], false);
+        assert_eq!((p.target, p.resume, p.start, p.wipe.clone()), (B, Some(4), None, vec![]));
+        let p = plan2(&[gen(3, State::Sealed)], &[gen(4, State::Open)], true);
+        assert_eq!((p.target, p.resume, p.start, p.wipe.clone()), (B, None, Some(5), vec![GenName::dir(4)]));
     }
 
     #[test]
     fn r5_leftovers_are_wiped_and_numbers_never_reused() {
-        let left = GenEntry::Leftover { dir: "gen-000007.wiping".into(), why: String::new() };
-        let p = plan(&slots(vec![gen(5, State::Sealed)], vec![left, gen(6, State::Sealed)]), false);
+        let p = plan2(&[gen(5, State::Sealed)], &[left(7, Leftover::Wiping), gen(6, State::Sealed)], false);
         // gen 6 is the newest sealed: the target is A, which holds gen 5.
-        assert_eq!((p.target, p.wipe.clone(), p.start), (0, vec![gen_dir(5)], Some(8)));
-        let broken = GenEntry::Leftover { dir: gen_dir(9), why: String::new() };
-        let p = plan(&slots(vec![gen(8, State::Sealed)], vec![broken]), false);
-        assert_eq!((p.target, p.wipe.clone(), p.start), (1, vec![gen_dir(9)], Some(10)));
+        assert_eq!((p.target, p.wipe.clone(), p.start), (A, vec![GenName::dir(5)], Some(8)));
+        let p = plan2(&[gen(8, State::Sealed)], &[left(9, Leftover::NoManifest)], false);
+        assert_eq!((p.target, p.wipe.clone(), p.start), (B, vec![GenName::dir(9)], Some(10)));
     }
 
     #[test]
     fn an_open_generation_in_the_protected_slot_is_left_alone() {
-        let p = plan(&slots(vec![gen(2, State::Sealed), gen(3, State::Open)], vec![gen(1, State::Sealed)]), false);
-        assert_eq!(p.target, 1);
-        assert_eq!(p.wipe, vec![gen_dir(1)]);
+        let p = plan2(&[gen(2, State::Sealed), gen(3, State::Open)], &[gen(1, State::Sealed)], false);
+        assert_eq!(p.target, B);
+        assert_eq!(p.wipe, vec![GenName::dir(1)]);
     }
 
+    /// Issue 11.4: past gen-999999 the next generation is gen-1000000, a
+    /// generation like any other: sealed, protected, never taken for a leftover.
     #[test]
-    fn manifests_round_trip() {
-        let g = Generation {
-            format: 1,
-            media_id: "m".into(),
-            seq: 2,
-            state: State::Open,
-            started: "2026-11-26T06:00:00Z".into(),
-            sealed: None,
-            systems: vec!["alpha".into()],
-            recorded: vec![SystemRecord {
-                name: "alpha".into(),
-                pretty_name: "A".into(),
-                finished: "x".into(),
-                archives: vec![ArchiveRecord {
-                    mountpoint: "/".into(),
-                    file: "root.tar.zst".into(),
-                    bytes: 1,
-                    hash: "h".into(),
-                    entries: 2,
-                    data_bytes: 3,
-                    unreadable: 0,
-                }],
-                legacy: None,
-            }],
-            legacy_files: vec![],
-        };
-        let t = toml::to_string(&g).unwrap();
-        assert_eq!(toml::from_str::<Generation>(&t).unwrap(), g);
+    fn issue_11_4_sequence_numbers_past_six_digits() {
+        let p = plan2(&[gen(999_999, State::Sealed)], &[gen(999_998, State::Sealed)], false);
+        assert_eq!((p.target, p.start), (B, Some(1_000_000)));
+        let p = plan2(&[gen(999_999, State::Sealed)], &[gen(1_000_000, State::Sealed)], false);
+        assert_eq!((p.target, p.wipe.clone(), p.protected), (A, vec![GenName::dir(999_999)], Some((B, 1_000_000))));
+        // A wiping leftover with the protected number is not the protected generation.
+        let p = plan2(&[gen(10, State::Sealed)], &[left(9, Leftover::Wiping)], false);
+        assert_eq!((p.target, p.protected), (B, Some((A, 10))));
+        assert!(plan([&[gen(u64::MAX - 1, State::Sealed)], &[]], false).is_err());
     }
 }

@@ -2,10 +2,11 @@
 //! of its filesystems is mounted: each refusal says what was found and
 //! what to do.
 
-use anyhow::bail;
 use crossback_host::offline::{self, FsMount};
 
+use crate::error::Refusal;
 use crate::machine::{Machine, System};
+use crate::refuse;
 
 /// What the user allowed explicitly.
 #[derive(Clone, Copy, Debug, Default)]
@@ -15,12 +16,15 @@ pub struct Allow {
     pub dirty: bool,
     /// Mount a filesystem that is mounted read-write elsewhere.
     pub mounted: bool,
+    /// The command has an option that allows that (named in the refusal).
+    pub mounted_option: Option<&'static str>,
 }
 
 /// Checks `sys` may be mounted (`rw`: read-write) and returns its filesystems.
 pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -> anyhow::Result<Vec<FsMount>> {
     if sys.running {
-        bail!(
+        refuse!(
+            Refusal::SystemRunning,
             "{} is the running system (its root is mounted on /): {purpose} it from another system or a live USB; a running system's files come back broken",
             sys.name
         );
@@ -28,7 +32,8 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
     let mut out = Vec::new();
     for f in &sys.filesystems {
         let Some(dev) = &f.device else {
-            bail!(
+            refuse!(
+                Refusal::SystemIncomplete,
                 "{}'s {} ({}) is not attached: attach its disk, or leave it out with a [[system.mount]] entry `mountpoint = {:?}` and `skip = true` in the configuration",
                 sys.name,
                 f.mountpoint,
@@ -39,18 +44,21 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
         let d = m.devices.iter().find(|d| &d.path == dev).expect("resolved from these devices");
         let rw_at: Vec<String> = m.mounts_of(d).iter().filter(|mm| mm.is_rw()).map(|mm| mm.mountpoint.clone()).collect();
         if !rw_at.is_empty() && !allow.mounted {
-            bail!(
-                "{}'s {} ({}) is mounted read-write at {}: something may be writing to it. Unmount it first (or pass --allow-mounted to read it as it is)",
+            refuse!(
+                Refusal::SystemMounted,
+                "{}'s {} ({}) is mounted read-write at {}: something may be writing to it, and a backup of it would come back inconsistent. Unmount it first{}",
                 sys.name,
                 f.mountpoint,
                 dev.display(),
-                rw_at.join(", ")
+                rw_at.join(", "),
+                allow.mounted_option.map(|o| format!(" (or pass {o} to use it as it is)")).unwrap_or_default()
             );
         }
         if rw && !allow.mounted {
             let at: Vec<String> = m.mounts_of(d).iter().map(|mm| mm.mountpoint.clone()).collect();
             if !at.is_empty() {
-                bail!(
+                refuse!(
+                    Refusal::SystemMounted,
                     "{}'s {} ({}) is mounted at {}: it cannot be mounted read-write while it is; unmount it first",
                     sys.name,
                     f.mountpoint,
@@ -62,7 +70,8 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
         if rw_at.is_empty() {
             if let Some(why) = offline::dirty(dev, &f.fstype)? {
                 if rw || !allow.dirty {
-                    bail!(
+                    refuse!(
+                        Refusal::SystemDirty,
                         "{}'s {} ({}): {why}. Boot {} and shut it down cleanly (or run fsck on it){}",
                         sys.name,
                         f.mountpoint,
@@ -83,7 +92,8 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
     }
     for s in &sys.swap {
         if s.fstype == "swsuspend" && (rw || !allow.dirty) {
-            bail!(
+            refuse!(
+                Refusal::SystemDirty,
                 "{} is hibernated: its memory image is in swap {} ({}). Resume it and shut it down{}",
                 sys.name,
                 s.spec,

@@ -26,6 +26,18 @@ pub fn path(p: &[u8]) -> String {
     crossback_archive::entry::display_path(p)
 }
 
+/// A whole message for a terminal: control characters other than line
+/// breaks and tabs escaped, whatever part of it came from a disk.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { format!("\\u{{{:x}}}", c as u32) } else { c.to_string() }).collect()
+}
+
+/// Text from a disk or a user (fstab lines, labels, names) for a terminal:
+/// control characters escaped.
+pub fn text(s: &str) -> String {
+    crossback_archive::entry::escape(s.as_bytes())
+}
+
 /// A progress bar on a terminal (stderr), nothing otherwise.
 pub struct Bar {
     stop: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
@@ -131,4 +143,19 @@ pub fn age(secs: i64) -> String {
 /// "1 entry", "2 entries".
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The one confirmation prompt: on a terminal, asks `question` and returns
+/// true only for the answer `yes`; without a terminal, never asks and
+/// returns false (the caller then names the option that confirms).
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    print!("{question} [type yes] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
 }

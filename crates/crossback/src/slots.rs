@@ -1,51 +1,72 @@
 //! Finding and mounting the media's two slots (privately: the caller has
-//! entered its own mount namespace), with the refusals of R6 and O3.
+//! entered its own mount namespace), with the refusals of R6 and O3, and
+//! the lock of R8.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use crossback_host::beneath::Dir;
 use crossback_host::blockdev::Device;
+use crossback_host::lock::{self, Lock};
 use crossback_host::offline::{self, FsMount, Mounted};
 
 use crate::config::Media;
+use crate::error::{refuse, Refusal};
+use crate::layout::{self, SlotId, SlotView};
 use crate::machine::{Machine, System};
-use crate::media::{self, SlotContents};
-
-pub const LETTERS: [&str; 2] = ["A", "B"];
 
 pub struct Slot {
-    pub letter: &'static str,
-    /// Where it is mounted (privately).
-    pub root: PathBuf,
-    pub contents: SlotContents,
+    pub id: SlotId,
+    /// The slot's filesystem root, mounted privately.
+    pub root: Dir,
+    pub view: SlotView,
 }
 
 impl Slot {
-    pub fn dir(&self) -> PathBuf {
-        self.root.join(media::DIR)
+    /// `crossback/` on the slot.
+    pub fn dir(&self) -> anyhow::Result<Dir> {
+        self.root.dir(layout::DIR).map_err(|e| refuse(Refusal::SlotHostile, format!("slot {}: {e}", self.id)))
     }
+}
+
+/// R8: one crossback at a time per media (readers may share it).
+pub fn lock_media(media_id: &str, mode: lock::Mode) -> anyhow::Result<Lock> {
+    let id: String = media_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(64).collect();
+    Ok(lock::take(&format!("media-{id}"), mode).map_err(|e| refuse(Refusal::Locked, format!("the backup media: {e}")))?)
+}
+
+/// R8: one crossback at a time per system (by its root filesystem's UUID,
+/// which is what makes it that system on every machine).
+pub fn lock_system(name: &str, root_uuid: &str) -> anyhow::Result<Lock> {
+    let id: String = root_uuid.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    Ok(lock::take(&format!("system-{id}"), lock::Mode::Exclusive).map_err(|e| refuse(Refusal::Locked, format!("system {name}: {e}")))?)
 }
 
 /// Both slot devices, or a refusal that says what is missing or wrong.
 /// `systems`: the systems about to be read (a slot on one of their disks is refused).
 pub fn find(m: &Machine, media: &Media, systems: &[&System], write: bool) -> anyhow::Result<[Device; 2]> {
     let mut out = Vec::new();
-    for (letter, uuid) in LETTERS.iter().zip([media.slot_a.get_ref(), media.slot_b.get_ref()]) {
+    for (id, uuid) in SlotId::BOTH.into_iter().zip([media.slot_a.get_ref(), media.slot_b.get_ref()]) {
         let Some(d) = m.by_uuid(uuid)? else {
-            bail!("slot {letter} (UUID={uuid}) is not attached: plug in the backup disk (both of its filesystems must be there)");
+            crate::refuse!(Refusal::SlotMissing, "slot {id} (UUID={uuid}) is not attached: plug in the backup disk (both of its filesystems must be there)");
         };
         if write {
             let rw: Vec<String> = m.mounts_of(d).iter().filter(|mm| mm.is_rw()).map(|mm| mm.mountpoint.clone()).collect();
             if !rw.is_empty() {
-                bail!("slot {letter} ({}) is mounted read-write at {}: something else may be writing to it; unmount it (and turn off automounting of the backup disk)", d.path.display(), rw.join(", "));
+                crate::refuse!(
+                    Refusal::SlotMountedReadWrite,
+                    "slot {id} ({}) is mounted read-write at {}: something else may be writing to it; unmount it (and turn off automounting of the backup disk)",
+                    d.path.display(),
+                    rw.join(", ")
+                );
             }
         }
         for s in systems {
             for f in &s.filesystems {
                 let Some(fd) = f.device.as_ref().and_then(|p| m.devices.iter().find(|x| &x.path == p)) else { continue };
                 if fd.disk == d.disk {
-                    bail!(
-                        "slot {letter} ({}) is on the same disk ({}) as {}'s {}: a backup on the disk it protects is lost with it; use another disk for the slots",
+                    crate::refuse!(
+                        Refusal::SlotOnSystemDisk,
+                        "slot {id} ({}) is on the same disk ({}) as {}'s {}: a backup on the disk it protects is lost with it; use another disk for the slots",
                         d.path.display(),
                         d.disk,
                         s.name,
@@ -58,53 +79,92 @@ pub fn find(m: &Machine, media: &Media, systems: &[&System], write: bool) -> any
     }
     let [a, b]: [Device; 2] = out.try_into().map_err(|_| anyhow::anyhow!("two slots expected"))?;
     if a.path == b.path {
-        bail!("slots A and B are the same filesystem ({}): the configuration is wrong", a.path.display());
+        crate::refuse!(Refusal::Config, "slots A and B are the same filesystem ({}): the configuration is wrong", a.path.display());
     }
     Ok([a, b])
 }
 
-/// Mounts both slots under `base` and reads them (marker, foreign files, generations).
-pub fn mount(devs: &[Device; 2], media_id: &str, base: &std::path::Path, write: bool) -> anyhow::Result<(Vec<Slot>, Mounted)> {
+/// Why a slot could not be mounted, in words that send the user the right way.
+fn mount_refusal(id: SlotId, d: &Device, err: &crossback_host::Error) -> anyhow::Error {
+    let errno = match err {
+        crossback_host::Error::Io { source, .. } => source.raw_os_error(),
+        _ => None,
+    };
+    let dev = d.path.display();
+    match errno {
+        Some(libc::EBUSY) => refuse(
+            Refusal::SlotBusy,
+            format!("slot {id} ({dev}) is busy: another program has it open or mounted (an automounter, a file manager, another crossback); close it or unmount it, then run again; nothing was changed"),
+        ),
+        Some(libc::EIO) => refuse(
+            Refusal::SlotIo,
+            format!("slot {id} ({dev}) gave an I/O error: the backup disk or its cable may be failing; look at `dmesg` and the disk's health (`smartctl -a`), and copy what you can; nothing was changed"),
+        ),
+        Some(libc::EROFS) | Some(libc::EACCES) => refuse(
+            Refusal::SlotIo,
+            format!("slot {id} ({dev}) cannot be written: the disk is read-only (a write-protect switch, or the kernel made it read-only after errors; see `dmesg`)"),
+        ),
+        _ => refuse(
+            Refusal::SlotDamaged,
+            format!(
+                "slot {id} ({dev}, {}) cannot be mounted ({err}): its filesystem may be damaged; check it with fsck (e.g. `e2fsck -f {dev}`); nothing was changed",
+                d.fstype
+            ),
+        ),
+    }
+}
+
+/// Mounts both slots under `base` and reads them (marker, foreign files,
+/// generations), refusing a slot that is not this media's.
+pub fn mount(devs: &[Device; 2], media_id: &str, base: &Path, write: bool) -> anyhow::Result<(Vec<Slot>, Mounted)> {
     let mut mounted = Mounted::default();
     let mut slots = Vec::new();
-    for (letter, d) in LETTERS.iter().zip(devs.iter()) {
-        let root = base.join(format!("slot-{letter}"));
-        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-        let fm = FsMount { mountpoint: format!("slot {letter}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: Vec::new() };
-        offline::mount_one(&fm, &root, write, !write, &mut mounted).with_context(|| {
-            format!(
-                "slot {letter} ({}, {}) cannot be mounted: check it with fsck (e.g. `e2fsck -f {}`) or look at the disk's health; nothing was changed",
+    for (id, d) in SlotId::BOTH.into_iter().zip(devs.iter()) {
+        let at: PathBuf = base.join(format!("slot-{id}"));
+        std::fs::create_dir_all(&at)?;
+        let fm = FsMount { mountpoint: format!("slot {id}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: Vec::new() };
+        offline::mount_one(&fm, &at, write, !write, &mut mounted).map_err(|e| mount_refusal(id, d, &e))?;
+        let root = Dir::open(&at)?;
+        let view = match layout::classify(&root)? {
+            Ok(v) => v,
+            Err(names) => crate::refuse!(
+                Refusal::SlotNotPrepared,
+                "slot {id} ({}) has no crossback marker ({}/{}){}: it was never prepared, or preparing it did not finish; run `crossback media prepare`",
                 d.path.display(),
-                d.fstype,
-                d.path.display()
-            )
-        })?;
-        let (_marker, contents) = media::read_slot(&root, letter, media_id)?;
-        slots.push(Slot { letter, root, contents });
+                layout::DIR,
+                layout::MARKER,
+                if names.is_empty() { String::new() } else { format!(" and holds {}", names.join(", ")) }
+            ),
+        };
+        view.check_owner(id, media_id)?;
+        slots.push(Slot { id, root, view });
     }
     Ok((slots, mounted))
 }
 
 /// For reading the backups (ls, restore, verify): the configuration, the
 /// machine, and both slots mounted read-only in a private namespace (their
-/// devices set read-only meanwhile, the guard started).
+/// devices set read-only meanwhile, the guard started), the media locked
+/// for reading.
 pub struct ReadOnlyView {
     pub cfg: crate::config::Config,
     pub machine: Machine,
     pub slots: Vec<Slot>,
     pub mounts: Mounted,
     /// Private scratch space for more mounts.
-    pub scratch: std::path::PathBuf,
+    pub scratch: PathBuf,
+    pub _lock: Lock,
 }
 
-pub fn open_read_only(config: &std::path::Path, name: &str) -> anyhow::Result<ReadOnlyView> {
+pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView> {
     let cfg = crate::config::Config::load(config)?;
-    let Some(media_cfg) = &cfg.media else { bail!("no backup media in {}: run `crossback media prepare`", config.display()) };
+    let Some(media_cfg) = &cfg.media else { crate::refuse!(Refusal::Config, "no backup media in {}: run `crossback media prepare`", config.display()) };
+    let lock = lock_media(media_cfg.id.get_ref(), lock::Mode::Shared)?;
     let machine = Machine::scan(&[])?;
     let devs = find(&machine, media_cfg, &[], false)?;
     crossback_host::ns::start_guard()?;
     crossback_host::ns::enter_private()?;
     let scratch = crossback_host::inspect::scratch_dir(name)?;
     let (slots, mounts) = mount(&devs, media_cfg.id.get_ref(), &scratch, false)?;
-    Ok(ReadOnlyView { cfg, machine, slots, mounts, scratch })
+    Ok(ReadOnlyView { cfg, machine, slots, mounts, scratch, _lock: lock })
 }

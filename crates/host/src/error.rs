@@ -15,6 +15,9 @@ pub enum Error {
     /// Something on the machine is not as it must be.
     #[error("{0}")]
     Refused(String),
+    /// Another process holds a lock crossback needs.
+    #[error("{name} is in use by {holder}: wait until it ends, then run again")]
+    Locked { name: String, holder: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -94,6 +94,15 @@ const NOT_LOCAL: &[&str] = &[
     "udf",
 ];
 
+/// An absolute path of plain components: no `..`, `.`, empty parts or
+/// control characters, so that joined to a directory it stays beneath it.
+pub fn clean_mountpoint(mp: &str) -> bool {
+    mp.starts_with('/')
+        && mp.len() <= 4096
+        && !mp.chars().any(char::is_control)
+        && (mp == "/" || mp[1..].split('/').all(|c| !c.is_empty() && c != "." && c != ".."))
+}
+
 pub fn parse(text: &str) -> Fstab {
     let mut f = Fstab::default();
     for (i, raw) in text.lines().enumerate() {
@@ -104,13 +113,13 @@ pub fn parse(text: &str) -> Fstab {
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.len() < 3 || fields.len() > 6 {
-            f.warnings.push(format!("line {line_no}: skipped, not an fstab entry: {line}"));
+            f.warnings.push(format!("line {line_no}: skipped, not an fstab entry: {line:?}"));
             continue;
         }
         let (spec_s, mp, fstype) = (fields[0], unescape(fields[1]), fields[2].to_string());
         let options: Vec<String> = fields.get(3).map(|o| o.split(',').map(str::to_string).collect()).unwrap_or_default();
         if fields.get(4).is_some_and(|v| v.parse::<u32>().is_err()) || fields.get(5).is_some_and(|v| v.parse::<u32>().is_err()) {
-            f.warnings.push(format!("line {line_no}: skipped, dump and pass fields must be numbers: {line}"));
+            f.warnings.push(format!("line {line_no}: skipped, dump and pass fields must be numbers: {line:?}"));
             continue;
         }
         if NOT_LOCAL.contains(&fstype.as_str()) || fstype.starts_with("fuse") || fstype.starts_with("nfs") {
@@ -127,7 +136,7 @@ pub fn parse(text: &str) -> Fstab {
                 continue;
             }
             None => {
-                f.warnings.push(format!("line {line_no}: skipped, {spec_s:?} names no local device: {line}"));
+                f.warnings.push(format!("line {line_no}: skipped, {spec_s:?} names no local device: {line:?}"));
                 continue;
             }
         };
@@ -136,8 +145,9 @@ pub fn parse(text: &str) -> Fstab {
             f.swap.push(Entry { spec, mountpoint: "none".into(), fstype, options, line: raw.to_string(), line_no });
             continue;
         }
-        if !mp.starts_with('/') {
-            f.warnings.push(format!("line {line_no}: skipped, mount point {mp:?} is not an absolute path: {line}"));
+        let mp = if mp.len() > 1 { mp.trim_end_matches('/').to_string() } else { mp };
+        if !clean_mountpoint(&mp) {
+            f.warnings.push(format!("line {line_no}: skipped, mount point {mp:?} is not a plain absolute path: {line:?}"));
             continue;
         }
         f.mounts.push(Entry { spec, mountpoint: mp, fstype, options, line: raw.to_string(), line_no });
@@ -148,6 +158,24 @@ pub fn parse(text: &str) -> Fstab {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11.1: a mount point that climbs out of the system's root is not
+    /// a filesystem of the system; it is skipped with a warning.
+    #[test]
+    fn issue_11_1_mountpoints_with_dotdot_are_skipped() {
+        let f = parse("UUID=0a1b2c3d-0000-4000-8000-000000000001 /home/../../../../somewhere ext4 defaults 0 2\nUUID=0a1b2c3d-0000-4000-8000-000000000002 /srv/./x ext4 defaults 0 2\nUUID=0a1b2c3d-0000-4000-8000-000000000003 /data/ ext4 defaults 0 2\n");
+        assert_eq!(f.mounts.len(), 1, "{:?}", f.mounts);
+        assert_eq!(f.mounts[0].mountpoint, "/data");
+        assert_eq!(f.warnings.len(), 2);
+        assert!(f.warnings[0].contains("not a plain absolute path"));
+    }
+
+    #[test]
+    fn control_characters_in_warnings_are_escaped() {
+        let f = parse("garbage\x1b[2J here\n");
+        assert!(f.warnings[0].contains("\\u{1b}"), "{:?}", f.warnings);
+        assert!(!f.warnings[0].contains('\x1b'));
+    }
 
     #[test]
     fn a_real_looking_fstab() {

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::mount::{MountFlags, UnmountFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::blockdev::Device;
@@ -41,24 +41,13 @@ pub struct FoundRoot {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inspection {
     pub roots: Vec<FoundRoot>,
-    /// `crossback/slot.toml`, when the filesystem is a crossback slot.
-    pub slot_marker: Option<String>,
-    /// `crossback/gen-*/generation.toml` of a slot: (directory, text; empty if unreadable).
+    /// What the caller's own look at the mounted filesystem found (see
+    /// [`serve`]): this crate does not know what it means.
     #[serde(default)]
-    pub generations: Vec<(String, String)>,
+    pub extra: Option<serde_json::Value>,
     pub size: u64,
     pub free: u64,
     pub used: u64,
-}
-
-/// Mount options that keep a read-only mount from writing: no journal replay.
-pub fn no_replay_options(fstype: &str) -> &'static str {
-    match fstype {
-        "ext3" | "ext4" => "noload",
-        "xfs" => "norecovery",
-        "btrfs" => "rescue=nologreplay",
-        _ => "",
-    }
 }
 
 /// Inspects `dev` in a child process with its own mount namespace.
@@ -79,10 +68,14 @@ pub fn inspect(dev: &Device, mounted_elsewhere: bool) -> Result<Inspection> {
     serde_json::from_slice(&out.stdout).map_err(|e| Error::Command(format!("inspection of {} gave unreadable output: {e}", dev.path.display())))
 }
 
+/// The caller's own look at a mounted filesystem (its root), in the child.
+pub type Look = fn(&Path) -> Option<serde_json::Value>;
+
 /// The child's side: called by `main` when `args[1] == CHILD_ARG`.
-/// Prints the [`Inspection`] as JSON; returns the exit code.
-pub fn serve(args: &[String]) -> i32 {
-    match serve_inner(args) {
+/// Prints the [`Inspection`] as JSON; returns the exit code. `extra` looks
+/// at the filesystem for the caller (a crossback slot's contents, say).
+pub fn serve(args: &[String], extra: Look) -> i32 {
+    match serve_inner(args, extra) {
         Ok(i) => {
             println!("{}", serde_json::to_string(&i).unwrap_or_default());
             0
@@ -92,18 +85,6 @@ pub fn serve(args: &[String]) -> i32 {
             1
         }
     }
-}
-
-/// Makes this process's mounts private to it. Must run before any thread
-/// is started (it changes the calling thread's namespace).
-pub fn private_namespace() -> Result<()> {
-    // SAFETY: CLONE_NEWNS does not unshare the file descriptor table; the
-    // only hazard the function guards against (FILES) does not apply.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-        .map_err(crate::error::ctx(|| "creating a private mount namespace".into()))?;
-    rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::DOWNSTREAM)
-        .map_err(crate::error::ctx(|| "making mounts private".into()))?;
-    Ok(())
 }
 
 /// Where private scratch space is mounted: an empty directory on the
@@ -122,19 +103,19 @@ pub fn scratch_dir(name: &str) -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-fn serve_inner(args: &[String]) -> Result<Inspection> {
+fn serve_inner(args: &[String], extra: Look) -> Result<Inspection> {
     let (dev, fstype, shared) = match args {
         [_, _, dev, fstype, mode, ..] => (Path::new(dev), fstype.as_str(), mode == "shared"),
         _ => return Err(Error::Refused("usage: __crossback-inspect DEVICE FSTYPE shared|exclusive".into())),
     };
-    private_namespace()?;
+    crate::ns::enter_private()?;
     let mnt = scratch_dir("fs")?;
     let _ro = if shared { None } else { Some(crate::rodev::ReadOnly::set(dev)?) };
-    let mut opts = if shared { String::new() } else { no_replay_options(fstype).to_string() };
+    let mut opts = if shared { String::new() } else { crate::fstype::of(fstype).map_or("", |t| t.no_replay).to_string() };
     if fstype == "btrfs" {
         opts.push_str(",subvolid=5");
     }
-    let data = CString::new(opts.trim_matches(',')).unwrap_or_default();
+    let data = CString::new(opts.trim_matches(',')).map_err(|_| Error::Refused("mount options with a NUL byte".into()))?;
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let mounted = rustix::mount::mount(dev, &mnt, fstype, flags | MountFlags::RDONLY, Some(data.as_c_str()));
     match mounted {
@@ -149,7 +130,10 @@ fn serve_inner(args: &[String]) -> Result<Inspection> {
         }
         Err(e) => return Err(Error::Command(format!("mounting {} ({fstype}) read-only: {e}", dev.display()))),
     }
-    let result = look(&mnt, fstype);
+    let result = look(&mnt, fstype).map(|mut i| {
+        i.extra = extra(&mnt);
+        i
+    });
     let _ = rustix::mount::unmount(&mnt, UnmountFlags::DETACH);
     result
 }
@@ -224,19 +208,6 @@ fn look(mnt: &Path, fstype: &str) -> Result<Inspection> {
                     }
                 }
             }
-        }
-    }
-    let root = open_root(mnt)?;
-    i.slot_marker = read_in_root(&root, "crossback/slot.toml", 1 << 16).map(|b| String::from_utf8_lossy(&b).into_owned());
-    if i.slot_marker.is_some() {
-        let mut gens: Vec<String> = std::fs::read_dir(mnt.join("crossback"))
-            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("gen-")).collect())
-            .unwrap_or_default();
-        gens.sort();
-        for g in gens {
-            let text =
-                read_in_root(&root, &format!("crossback/{g}/generation.toml"), 1 << 22).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-            i.generations.push((g, text));
         }
     }
     if let Ok(s) = rustix::fs::statvfs(mnt) {

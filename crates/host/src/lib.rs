@@ -9,10 +9,13 @@
 //! [`inspect::CHILD_ARG`]) that unshares its mount namespace first: its
 //! mounts die with it, whatever happens to it.
 
+pub mod beneath;
 pub mod blockdev;
 pub mod error;
 pub mod fstab;
+pub mod fstype;
 pub mod inspect;
+pub mod lock;
 pub mod mountinfo;
 pub mod ns;
 pub mod offline;

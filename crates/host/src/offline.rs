@@ -2,7 +2,6 @@
 //! that say whether a filesystem may be mounted at all, and the mounts.
 
 use std::ffi::CString;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -25,59 +24,13 @@ pub struct FsMount {
 /// Why a filesystem was not cleanly unmounted, if it was not: a journal
 /// or log that a mount would replay (and so write).
 pub fn dirty(dev: &Path, fstype: &str) -> Result<Option<String>> {
-    let run = |cmd: &mut Command| -> Result<String> {
-        let out = cmd.stderr(Stdio::null()).output().map_err(|e| Error::Command(format!("running {cmd:?}: {e}")))?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    match fstype {
-        "ext2" | "ext3" | "ext4" => {
-            let text = run(Command::new("dumpe2fs").arg("-h").arg(dev))?;
-            let features = text.lines().find(|l| l.starts_with("Filesystem features:")).unwrap_or("");
-            let state = text.lines().find(|l| l.starts_with("Filesystem state:")).unwrap_or("");
-            if features.split_whitespace().any(|f| f == "needs_recovery") {
-                return Ok(Some("its journal needs recovery (it was not cleanly unmounted)".into()));
-            }
-            if !state.contains("clean") || state.contains("not clean") {
-                return Ok(Some(format!("it was not cleanly unmounted ({})", state.trim())));
-            }
-            Ok(None)
-        }
-        "xfs" => {
-            // Only the first lines matter; the rest can be long.
-            let mut child = Command::new("xfs_logprint")
-                .arg("-t")
-                .arg(dev)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| Error::Command(format!("running xfs_logprint: {e}")))?;
-            let mut state = String::new();
-            if let Some(out) = child.stdout.take() {
-                for line in BufReader::new(out).lines().take(20).map_while(|l| l.ok()) {
-                    if line.contains("state:") {
-                        state = line;
-                        break;
-                    }
-                }
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            Ok(state.contains("DIRTY").then(|| "its log is dirty (it was not cleanly unmounted)".into()))
-        }
-        "btrfs" => {
-            let text = run(Command::new("btrfs").args(["inspect-internal", "dump-super"]).arg(dev))?;
-            let log_root =
-                text.lines().find(|l| l.starts_with("log_root\t") || l.starts_with("log_root ")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("0");
-            Ok((log_root != "0").then(|| "its log tree needs replaying (it was not cleanly unmounted)".into()))
-        }
-        _ => Ok(None),
-    }
+    crate::fstype::of(fstype).map_or(Ok(None), |t| t.dirty(dev))
 }
 
 /// Options for a read-only mount that writes nothing, journal included.
 fn ro_options(m: &FsMount) -> String {
     let mut o: Vec<String> = Vec::new();
-    let nr = crate::inspect::no_replay_options(&m.fstype);
+    let nr = crate::fstype::of(&m.fstype).map_or("", |t| t.no_replay);
     if !nr.is_empty() {
         o.push(nr.to_string());
     }
@@ -106,18 +59,6 @@ fn rw_options(m: &FsMount) -> String {
         o.push(format!("subvol={sv}"));
     }
     o.join(",")
-}
-
-/// A FUSE driver for a filesystem the kernel cannot mount (vfat without
-/// its module, say), if one is installed.
-fn fuse_driver(fstype: &str) -> Option<&'static str> {
-    let candidates: &[&'static str] = match fstype {
-        "vfat" | "msdos" | "fat" => &["fusefat"],
-        "exfat" => &["mount.exfat-fuse", "exfat-fuse"],
-        "ntfs" => &["ntfs-3g"],
-        _ => &[],
-    };
-    candidates.iter().copied().find(|c| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(c).is_file())))
 }
 
 /// What is mounted, to be unmounted in reverse order.
@@ -188,7 +129,10 @@ pub fn mount_one(m: &FsMount, at: &Path, rw: bool, set_ro: bool, into: &mut Moun
     if !rw && set_ro {
         into.read_only.push(ReadOnly::set(&m.device)?);
     }
-    let data = CString::new(if rw { rw_options(m) } else { ro_options(m) }).unwrap_or_default();
+    // Fail closed: options that cannot be passed (a NUL byte from a crafted
+    // fstab) must not become no options, which would drop `noload`.
+    let data = CString::new(if rw { rw_options(m) } else { ro_options(m) })
+        .map_err(|_| Error::Refused(format!("the mount options of {} hold a NUL byte: refused", m.mountpoint)))?;
     let flags = if rw { MountFlags::empty() } else { MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV };
     // EBUSY can be passing: a probe (blkid, udev) holding the device open
     // exclusively for a moment. Try again for up to 3 seconds.
@@ -208,7 +152,7 @@ pub fn mount_one(m: &FsMount, at: &Path, rw: bool, set_ro: bool, into: &mut Moun
             Ok(())
         }
         Err(rustix::io::Errno::NODEV) => {
-            let Some(driver) = fuse_driver(&m.fstype) else {
+            let Some(driver) = crate::fstype::of(&m.fstype).and_then(|t| t.fuse_driver()) else {
                 return Err(Error::Refused(format!(
                     "cannot mount {} ({}) at {}: this kernel has no {} driver and no FUSE driver for it is installed (for vfat: apt-get install fusefat)",
                     m.device.display(),
@@ -259,13 +203,10 @@ pub fn mount_one(m: &FsMount, at: &Path, rw: bool, set_ro: bool, into: &mut Moun
             into.fuse.push(child);
             Ok(())
         }
-        Err(e) => Err(Error::Command(format!(
-            "mounting {} ({}) {} at {}: {e}",
-            m.device.display(),
-            m.fstype,
-            if rw { "read-write" } else { "read-only" },
-            at.display()
-        ))),
+        Err(e) => Err(Error::Io {
+            what: format!("mounting {} ({}) {} at {}", m.device.display(), m.fstype, if rw { "read-write" } else { "read-only" }, at.display()),
+            source: e.into(),
+        }),
     }
 }
 
@@ -277,13 +218,21 @@ pub fn mount_tree(target: &Path, fs: &[FsMount], rw: bool, set_ro: bool, persist
     let mut order: Vec<&FsMount> = fs.iter().collect();
     order.sort_by_key(|m| if m.mountpoint == "/" { 0 } else { m.mountpoint.matches('/').count() });
     for m in order {
-        let at = target.join(m.mountpoint.trim_start_matches('/'));
-        if !at.is_dir() {
-            if rw {
-                std::fs::create_dir_all(&at).map_err(crate::error::ctx(|| format!("creating mount point {}", at.display())))?;
-            } else {
+        // The mount point comes from the system's fstab or a slot's record:
+        // it must be a plain path, and resolve beneath the target without a
+        // symlink (the system's own `/home -> /elsewhere` must not lead the
+        // mount out of its root).
+        if !crate::fstab::clean_mountpoint(&m.mountpoint) {
+            return Err(Error::Refused(format!("mount point {:?} is not a plain absolute path: refused", m.mountpoint)));
+        }
+        let rel = m.mountpoint.trim_start_matches('/');
+        let at = target.join(rel);
+        if !rel.is_empty() {
+            let root = crate::beneath::Dir::open(target)?;
+            let found = if rw { root.create_dirs(rel).map(|_| ()) } else { root.dir(rel).map(|_| ()) };
+            if let Err(e) = found {
                 return Err(Error::Refused(format!(
-                    "mount point {} does not exist in the system's root: cannot mount {} there read-only",
+                    "mount point {} is not a directory in the system's root ({e}): cannot mount {} there",
                     m.mountpoint,
                     m.device.display()
                 )));

@@ -10,33 +10,24 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use crossback_archive::{Archive, CreateOptions, Progress};
+use crossback_host::beneath::Dir;
+use crossback_host::lock;
 use crossback_host::ns;
 use crossback_host::offline::{self, FsMount, Mounted};
-use serde::Serialize;
 
 use crate::cli::BackupArgs;
 use crate::config::Config;
+use crate::error::{refuse, Refusal};
+use crate::layout::{self, archive_file, ArchiveRecord, FsRecord, GenEntry, GenName, Generation, MountsFile, State, SystemRecord};
 use crate::machine::{self, Machine, System};
-use crate::media::{self, ArchiveRecord, Generation, State, SystemRecord};
 use crate::offline::Allow;
 use crate::output::{self, Bar};
-use crate::{slots, Outcome};
-
-/// The archive's file name for a mount point: `/` → root, `/boot/efi` → boot-efi.
-pub fn archive_name(mountpoint: &str) -> String {
-    let t = mountpoint.trim_matches('/');
-    if t.is_empty() {
-        "root".into()
-    } else {
-        t.replace('/', "-")
-    }
-}
+use crate::{media, slots, Outcome};
 
 /// The slot ran out of space: the generation does not fit.
 #[derive(Debug)]
@@ -50,28 +41,8 @@ impl std::fmt::Display for SlotFull {
 
 impl std::error::Error for SlotFull {}
 
-/// `mounts.toml`: what bare-metal restore needs to recreate each filesystem.
-#[derive(Serialize, serde::Deserialize, Debug, Clone)]
-pub struct MountsFile {
-    #[serde(rename = "filesystem")]
-    pub filesystems: Vec<FsRecord>,
-}
-
-#[derive(Serialize, serde::Deserialize, Debug, Clone)]
-pub struct FsRecord {
-    pub mountpoint: String,
-    pub fstype: String,
-    pub uuid: String,
-    pub label: String,
-    pub partuuid: String,
-    pub subvol: Option<String>,
-    /// Size of the filesystem's device, and bytes used on it.
-    pub size: u64,
-    pub used: u64,
-    pub options: Vec<String>,
-    pub fstab_line: String,
-    pub archive: String,
-}
+/// Files whose presence makes a root a system: one that loses them is broken (R9).
+const ESSENTIALS: [&str; 2] = ["etc/os-release", "etc/fstab"];
 
 /// Excludes for one filesystem: the system's (anchored ones made relative
 /// to this mount point), and swap files that live on it.
@@ -115,10 +86,8 @@ fn fat_label_entry(label: &str) -> Option<String> {
 }
 
 /// Drops the file's pages from the cache, so the check reads the disk.
-fn drop_cache(path: &Path) {
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = rustix::fs::fadvise(f.as_fd(), 0, None, rustix::fs::Advice::DontNeed);
-    }
+fn drop_cache(f: &std::fs::File) {
+    let _ = rustix::fs::fadvise(f.as_fd(), 0, None, rustix::fs::Advice::DontNeed);
 }
 
 struct Timing {
@@ -126,35 +95,48 @@ struct Timing {
     check: Duration,
 }
 
+/// What one system's backup did, for the summary and the exit code.
+struct Done {
+    record: SystemRecord,
+    unreadable: u64,
+}
+
+/// Archives every filesystem of `sys` into `gen/SYSTEM/` on the slot.
 #[allow(clippy::too_many_arguments)]
 fn backup_system(
     m: &Machine,
     sys: &System,
     fs: &[FsMount],
     cfg_excludes: &[String],
-    gen_dir: &Path,
-    scratch: &Path,
+    gen: &Dir,
+    scratch: &std::path::Path,
     a: &BackupArgs,
     t: &mut Timing,
-) -> anyhow::Result<SystemRecord> {
-    let dir = gen_dir.join(&sys.name);
-    if dir.exists() {
-        // Left by an interrupted run: start this system again.
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing the unfinished {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+) -> anyhow::Result<Done> {
+    // Left by an interrupted run: start this system again.
+    gen.remove_entry(&sys.name)?;
+    let dir = gen.create_dir(&sys.name)?;
     let all_mounts: Vec<String> = fs.iter().map(|f| f.mountpoint.clone()).collect();
     let mut mounted = Mounted::default();
     let mut records = Vec::new();
+    let mut unreadable = 0;
+    let mut essentials = Vec::new();
     let mut mounts_file = MountsFile { filesystems: Vec::new() };
     for (i, f) in fs.iter().enumerate() {
         let at = scratch.join(format!("{}-{i}", sys.name));
         std::fs::create_dir_all(&at)?;
         offline::mount_one(f, &at, false, true, &mut mounted).with_context(|| format!("mounting {}'s {} read-only", sys.name, f.mountpoint))?;
+        if f.mountpoint == "/" {
+            let root = Dir::open(&at)?;
+            for e in ESSENTIALS {
+                if root.dir("etc").ok().and_then(|d| d.kind(e.trim_start_matches("etc/")).ok().flatten()).is_some() {
+                    essentials.push(e.to_string());
+                }
+            }
+        }
         let d = m.devices.iter().find(|d| d.path == f.device);
         let (size, used) = rustix::fs::statvfs(&at).map(|s| (s.f_blocks * s.f_frsize, (s.f_blocks - s.f_bfree) * s.f_frsize)).unwrap_or((0, 0));
-        let name = archive_name(&f.mountpoint);
-        let file = format!("{name}.tar.zst");
+        let file = archive_file(&f.mountpoint);
         mounts_file.filesystems.push(FsRecord {
             mountpoint: f.mountpoint.clone(),
             fstype: f.fstype.clone(),
@@ -168,13 +150,14 @@ fn backup_system(
             fstab_line: sys.filesystems.iter().find(|x| x.mountpoint == f.mountpoint).map(|x| x.fstab_line.clone()).unwrap_or_default(),
             archive: file.clone(),
         });
-        let partial = dir.join(format!("{file}.partial"));
-        let out = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        let partial = format!("{file}.partial");
+        let out = dir.create_file(&partial)?;
         let progress = Arc::new(Progress::default());
         let mut opts = CreateOptions {
             level: a.level,
             excludes: excludes_for(cfg_excludes, &sys.swap_files, &f.mountpoint, &all_mounts),
-            spool_dir: Some(dir.clone()),
+            // Through the open directory: the spool cannot be led elsewhere.
+            spool_dir: Some(dir.fd_path()),
             progress: Some(Arc::clone(&progress)),
             ..Default::default()
         };
@@ -191,25 +174,36 @@ fn backup_system(
         let report = match made {
             Ok(r) => r,
             Err(e) => {
-                let _ = std::fs::remove_file(&partial);
+                let _ = dir.remove_entry(&partial);
                 if e.is_disk_full() {
-                    return Err(anyhow::Error::new(SlotFull).context(format!("slot is full while archiving {}'s {} ({} of it archived so far): the generation does not fit; use a larger disk or exclude more (nothing was recorded; the other slot is untouched)", sys.name, f.mountpoint, output::bytes(progress.bytes_out.load(std::sync::atomic::Ordering::Relaxed)))));
+                    return Err(anyhow::Error::new(SlotFull).context(refuse(
+                        Refusal::SlotFull,
+                        format!(
+                            "slot is full while archiving {}'s {} ({} of it archived so far): the generation does not fit; use a larger disk or exclude more (nothing was recorded; the other slot is untouched)",
+                            sys.name,
+                            f.mountpoint,
+                            output::bytes(progress.bytes_out.load(std::sync::atomic::Ordering::Relaxed))
+                        ),
+                    )));
                 }
                 return Err(anyhow::Error::new(e).context(format!("archiving {}'s {}", sys.name, f.mountpoint)));
             }
         };
         t.archive += start.elapsed();
         for p in &report.problems {
-            eprintln!("  warning: {}:{}: {}", sys.name, output::path(&p.path), p.what);
+            eprintln!("  warning: {}:{}: {}", sys.name, output::path(&p.path), output::text(&p.what));
         }
+        unreadable += report.summary.errors;
         if !a.no_verify {
             let start = Instant::now();
-            drop_cache(&partial);
-            let archive = Archive::open(&partial).with_context(|| format!("reading back {}", partial.display()))?;
-            let check = crossback_archive::verify::verify(&archive, None, None).with_context(|| format!("checking {}", partial.display()))?;
+            let back = dir.open_file(&partial)?;
+            drop_cache(&back);
+            let archive = Archive::from_file(back, &dir.shown().join(&partial)).with_context(|| format!("reading back {partial}"))?;
+            let check = crossback_archive::verify::verify(&archive, None, None).with_context(|| format!("checking {partial}"))?;
             if !check.clean() {
-                bail!(
-                    "the archive of {}'s {} does not read back correctly from the slot ({} damaged: {:?}): the backup disk may be failing",
+                crate::refuse!(
+                    Refusal::SlotIo,
+                    "the archive of {}'s {} does not read back correctly from the slot ({} damaged: {:?}): the backup disk may be failing; look at `dmesg` and its health (`smartctl -a`)",
                     sys.name,
                     f.mountpoint,
                     check.damaged.len(),
@@ -218,10 +212,9 @@ fn backup_system(
             }
             t.check += start.elapsed();
         }
-        let final_path = dir.join(&file);
-        std::fs::rename(&partial, &final_path).with_context(|| format!("renaming {}", partial.display()))?;
-        crate::durable::fsync_dir(&dir)?;
-        let bytes = std::fs::metadata(&final_path)?.len();
+        dir.rename(&partial, &file)?;
+        dir.sync()?;
+        let bytes = dir.open_file(&file)?.metadata()?.len();
         records.push(ArchiveRecord {
             mountpoint: f.mountpoint.clone(),
             file,
@@ -258,34 +251,80 @@ fn backup_system(
             archive: String::new(),
         });
     }
-    crate::durable::write(&dir.join("mounts.toml"), toml::to_string(&mounts_file)?.as_bytes())?;
+    dir.write_durable(layout::MOUNTS, toml::to_string(&mounts_file)?.as_bytes())?;
     let busy = mounted.unmount();
     if !busy.is_empty() {
         eprintln!("  warning: could not unmount {:?} (they go away when crossback exits)", busy);
     }
-    Ok(SystemRecord { name: sys.name.clone(), pretty_name: sys.pretty_name.clone(), finished: output::now(), archives: records, legacy: None })
+    let record = SystemRecord {
+        name: sys.name.clone(),
+        pretty_name: sys.pretty_name.clone(),
+        finished: output::now(),
+        archives: records,
+        legacy: None,
+        essentials,
+    };
+    Ok(Done { record, unreadable })
 }
 
-fn write_manifest(gen_dir: &Path, g: &Generation) -> anyhow::Result<()> {
-    crate::durable::write(&gen_dir.join(media::MANIFEST), toml::to_string(g)?.as_bytes())
+/// R9: what a system lost since its previous backup that makes it look
+/// broken (a restore killed early, a disk that lost its tree): most of its
+/// entries or bytes, or its os-release or fstab. Empty when it looks whole.
+pub fn shrunk(previous: &SystemRecord, now: &SystemRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    if previous.legacy.is_some() {
+        return out;
+    }
+    let (pe, ne) = (previous.entries(), now.entries());
+    if ne * 2 < pe {
+        out.push(format!("{ne} entries instead of {pe}"));
+    }
+    let (pb, nb) = (previous.data_bytes(), now.data_bytes());
+    if nb * 2 < pb {
+        out.push(format!("{} of data instead of {}", output::bytes(nb), output::bytes(pb)));
+    }
+    for e in &previous.essentials {
+        if !now.essentials.contains(e) {
+            out.push(format!("no /{e}"));
+        }
+    }
+    out
 }
 
-pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
+/// The newest backup of `name` in any slot, other than in generation `except`.
+fn previous<'a>(slots: &'a [slots::Slot], name: &str, except: u64) -> Option<(u64, &'a SystemRecord)> {
+    slots
+        .iter()
+        .flat_map(|s| s.view.generations.iter().filter_map(GenEntry::valid))
+        .filter(|g| g.seq != except)
+        .filter_map(|g| g.system(name).map(|r| (g.seq, r)))
+        .max_by_key(|(seq, _)| *seq)
+}
+
+pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     machine::require_root("backup")?;
     let cfg = Config::load(path)?;
     let Some(media_cfg) = &cfg.media else {
-        bail!("no backup media in {}: run `crossback media prepare SLOT_A SLOT_B` first", path.display());
+        crate::refuse!(Refusal::Config, "no backup media in {}: run `crossback media prepare SLOT_A SLOT_B` first", path.display());
     };
     if cfg.systems.is_empty() {
-        bail!("no systems in {}: run `crossback init`", path.display());
+        crate::refuse!(Refusal::Config, "no systems in {}: run `crossback init`", path.display());
     }
-    for n in &a.systems {
+    for n in a.systems.iter().chain(a.accept_shrunk.iter()) {
         if cfg.system(n).is_none() {
-            bail!(
-                "no system called {n:?} in the configuration (configured: {})",
+            crate::refuse!(
+                Refusal::UnknownSystem,
+                "no system called {:?} in the configuration (configured: {})",
+                output::text(n),
                 cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect::<Vec<_>>().join(", ")
             );
         }
+    }
+    // R8: before anything is read or written.
+    let _media_lock = slots::lock_media(media_cfg.id.get_ref(), lock::Mode::Exclusive)?;
+    let mut system_locks = Vec::new();
+    for s in cfg.systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(s.name.get_ref())) {
+        system_locks.push(slots::lock_system(s.name.get_ref(), s.root.get_ref())?);
     }
     let m = Machine::scan(&[])?;
     let systems = machine::systems(&m, &cfg)?;
@@ -296,35 +335,33 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     ns::enter_private()?;
     let scratch = crossback_host::inspect::scratch_dir("crossback-backup")?;
     let (slot_list, mut slot_mounts) = slots::mount(&devs, media_cfg.id.get_ref(), &scratch, true)?;
-    let contents = [slot_list[0].contents.clone(), slot_list[1].contents.clone()];
-    let plan = media::plan(&contents, a.new_generation);
-    let target = &slot_list[plan.target];
-    let slot_dir = target.dir();
+    let plan = media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation)?;
+    let target = &slot_list[plan.target.index()];
+    let slot_dir = target.dir()?;
     for w in &plan.wipe {
-        println!("slot {}: wiping {w} (older than the newest complete generation)", target.letter);
+        println!("slot {}: wiping {w} (older than the newest complete generation)", target.id);
         // An adopted duplicity generation: its files go first (the manifest that
         // lists them goes last, so an interrupted wipe is finished next time).
-        let legacy = target.contents.generations.iter().find_map(|g| match g {
-            media::GenEntry::Valid { dir, generation } if dir == w && !generation.legacy_files.is_empty() => Some(generation.legacy_files.clone()),
+        let legacy = target.view.generations.iter().find_map(|g| match g {
+            GenEntry::Valid { dir, generation } if dir == w && !generation.legacy_files.is_empty() => Some(generation.legacy_files.clone()),
             _ => None,
         });
         if let Some(files) = legacy {
-            println!("slot {}: removing the duplicity backup it adopted: {}", target.letter, files.join(", "));
+            println!("slot {}: removing the duplicity backup it adopted: {}", target.id, files.join(", "));
             media::wipe_legacy(&target.root, &files)?;
         }
         media::wipe(&slot_dir, w)?;
     }
-    let mut generation = match plan.resume {
+    let (mut generation, gen) = match plan.resume {
         Some(seq) => {
-            let text = std::fs::read_to_string(slot_dir.join(media::gen_dir(seq)).join(media::MANIFEST))?;
-            let g: Generation = toml::from_str(&text)?;
-            println!("continuing generation {seq} in slot {} (still missing: {})", target.letter, g.missing().join(", "));
-            g
+            let g = target.view.generations.iter().filter_map(GenEntry::valid).find(|g| g.seq == seq).cloned().context("the open generation was just classified")?;
+            println!("continuing generation {seq} in slot {} (still missing: {})", target.id, g.missing().join(", "));
+            (g, slot_dir.dir(&GenName::dir(seq))?)
         }
         None => {
-            let seq = plan.start.expect("a plan starts or resumes");
+            let seq = plan.start.context("a plan starts or resumes")?;
             let g = Generation {
-                format: media::FORMAT,
+                format: layout::FORMAT,
                 media_id: media_cfg.id.get_ref().clone(),
                 seq,
                 state: State::Open,
@@ -334,19 +371,17 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
                 recorded: Vec::new(),
                 legacy_files: Vec::new(),
             };
-            let gd = slot_dir.join(media::gen_dir(seq));
-            std::fs::create_dir_all(&gd).with_context(|| format!("creating {}", gd.display()))?;
-            crate::durable::fsync_dir(&slot_dir)?;
-            write_manifest(&gd, &g)?;
+            let gd = slot_dir.create_dir(&GenName::dir(seq))?;
+            slot_dir.sync()?;
+            gd.write_durable(layout::MANIFEST, toml::to_string(&g)?.as_bytes())?;
             println!(
                 "generation {seq} started in slot {}{}",
-                target.letter,
-                plan.protected.map(|(s, q)| format!("; generation {q} in slot {} stays as it is", slots::LETTERS[s])).unwrap_or_default()
+                target.id,
+                plan.protected.map(|(s, q)| format!("; generation {q} in slot {s} stays as it is")).unwrap_or_default()
             );
-            g
+            (g, gd)
         }
     };
-    let gen_dir = slot_dir.join(media::gen_dir(generation.seq));
     // Which systems now: the named ones, or every one not running and not yet in.
     let recorded: BTreeSet<String> = generation.recorded.iter().map(|r| r.name.clone()).collect();
     let mut todo = Vec::new();
@@ -354,7 +389,7 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     for s in &wanted {
         if recorded.contains(&s.name) {
             if !a.systems.is_empty() {
-                bail!("{} is in generation {} already; pass --new-generation to start a new one", s.name, generation.seq);
+                crate::refuse!(Refusal::Usage, "{} is in generation {} already; pass --new-generation to start a new one", s.name, generation.seq);
             }
             continue;
         }
@@ -365,34 +400,55 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
         todo.push(*s);
     }
     let mut timing = Timing { archive: Duration::ZERO, check: Duration::ZERO };
-    let mut failures = Vec::new();
+    let mut failures: Vec<(String, Option<Refusal>)> = Vec::new();
+    let mut unreadable = 0;
     let started = Instant::now();
     for s in todo {
-        let allow = Allow { dirty: a.allow_dirty, mounted: false };
+        let allow = Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None };
         let fs = match crate::offline::check(&m, s, allow, false, "back up") {
             Ok(fs) => fs,
             Err(e) => {
                 eprintln!("{}: not backed up: {e:#}", s.name);
-                failures.push(s.name.clone());
+                failures.push((s.name.clone(), crate::error::kind_of(&e)));
                 continue;
             }
         };
-        println!("{}: {}", s.name, if s.pretty_name.is_empty() { "" } else { &s.pretty_name });
+        println!("{}: {}", s.name, output::text(&s.pretty_name));
         let excludes = cfg.system(&s.name).map(|c| c.exclude.clone()).unwrap_or_default();
-        match backup_system(&m, s, &fs, &excludes, &gen_dir, &scratch, &a, &mut timing) {
-            Ok(rec) => {
-                generation.recorded.retain(|r| r.name != rec.name);
-                generation.recorded.push(rec);
+        let done = backup_system(&m, s, &fs, &excludes, &gen, &scratch, &a, &mut timing).and_then(|done| {
+            // R9: a system that lost most of itself does not push out its last good backup.
+            if let Some((seq, prev)) = previous(&slot_list, &s.name, generation.seq) {
+                let lost = shrunk(prev, &done.record);
+                if !lost.is_empty() && !a.accept_shrunk.contains(&s.name) {
+                    let what = lost.join(", ");
+                    let ok = output::confirm(&format!("{} looks broken since generation {seq}: {what}. Record it anyway?", s.name))?;
+                    if !ok {
+                        crate::refuse!(
+                            Refusal::SystemShrunk,
+                            "{} has {what} compared with its backup in generation {seq}: it looks broken (an interrupted restore, a lost disk), so it is not recorded and the generation is not sealed over it; the older backups stay. If this is what you want, run again with --accept-shrunk {}",
+                            s.name,
+                            s.name
+                        );
+                    }
+                }
+            }
+            Ok(done)
+        });
+        match done {
+            Ok(done) => {
+                unreadable += done.unreadable;
+                generation.recorded.retain(|r| r.name != done.record.name);
+                generation.recorded.push(done.record);
                 if generation.missing().is_empty() {
                     generation.state = State::Sealed;
                     generation.sealed = Some(output::now());
                 }
-                write_manifest(&gen_dir, &generation)?;
+                gen.write_durable(layout::MANIFEST, toml::to_string(&generation)?.as_bytes())?;
             }
             Err(e) => {
-                let _ = std::fs::remove_dir_all(gen_dir.join(&s.name));
+                let _ = gen.remove_entry(&s.name);
                 eprintln!("{}: not backed up: {e:#}", s.name);
-                failures.push(s.name.clone());
+                failures.push((s.name.clone(), crate::error::kind_of(&e)));
                 // A full slot fails every system after it too: stop here.
                 if e.downcast_ref::<SlotFull>().is_some() {
                     break;
@@ -407,7 +463,7 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     println!(
         "generation {} in slot {}: {}{}; archiving {:.1}s, read-back check {:.1}s, total {:.1}s",
         generation.seq,
-        target.letter,
+        target.id,
         if generation.state == State::Sealed { "sealed: complete".to_string() } else { format!("open, missing {}", generation.missing().join(", ")) },
         if skipped_running.is_empty() {
             String::new()
@@ -419,7 +475,18 @@ pub fn run(path: &Path, a: BackupArgs) -> anyhow::Result<Outcome> {
         started.elapsed().as_secs_f64()
     );
     if !failures.is_empty() {
-        bail!("not backed up: {} (see above)", failures.join(", "));
+        let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+        // One kind for the whole run: the first refusal's, if every failure was one.
+        let kind = failures.iter().map(|(_, k)| *k).collect::<Option<Vec<_>>>().and_then(|k| k.first().copied());
+        let msg = format!("not backed up: {} (see above)", names.join(", "));
+        return Err(match kind {
+            Some(k) => refuse(k, msg),
+            None => anyhow::anyhow!(msg),
+        });
+    }
+    if unreadable > 0 {
+        eprintln!("{} could not be read completely (listed above): the backup is recorded, but without them", output::count(unreadable, "file", "files"));
+        return Ok(Outcome::Partial);
     }
     Ok(Outcome::Ok)
 }
@@ -430,8 +497,6 @@ mod tests {
 
     #[test]
     fn names_and_excludes() {
-        assert_eq!(archive_name("/"), "root");
-        assert_eq!(archive_name("/boot/efi"), "boot-efi");
         let mounts = vec!["/".to_string(), "/home".to_string()];
         let ex = excludes_for(&["/home/*/.cache".into(), "/var/tmp".into(), "*.tmp".into()], &["/swapfile".into()], "/home", &mounts);
         assert_eq!(ex, ["/*/.cache", "*.tmp"]);

@@ -59,7 +59,12 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     } else {
         println!("Backup slots found:");
         for (d, i) in &slots {
-            println!("  {} UUID={} {}", d.path.display(), d.uuid, i.slot_marker.as_deref().unwrap_or("").lines().collect::<Vec<_>>().join(" "));
+            let what = match crate::layout::slot_of(&i.extra) {
+                Some(Ok(v)) => format!("slot {} of media {}", v.marker.slot, crate::output::text(&v.marker.media_id)),
+                Some(Err(why)) => format!("a crossback slot that does not read: {why}"),
+                None => String::new(),
+            };
+            println!("  {} UUID={} {what}", d.path.display(), d.uuid);
         }
     }
 

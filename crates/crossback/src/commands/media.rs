@@ -1,7 +1,6 @@
 //! `crossback media prepare SLOT_A SLOT_B`: mark two filesystems as the
 //! slots of one backup media, and record them in the configuration.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::Command;
 
@@ -13,8 +12,11 @@ use toml::Spanned;
 use crate::cli::PrepareArgs;
 use crate::config::{self, Config, Media};
 use crate::machine::{self, Machine};
-use crate::media::{self, Marker};
-use crate::Outcome;
+use crate::layout::{self, Marker, SlotId};
+use crate::media;
+use crossback_host::beneath::Dir;
+use crate::error::Refusal;
+use crate::{refuse, Outcome};
 
 fn device_for(m: &Machine, arg: &str) -> anyhow::Result<Device> {
     if arg.starts_with('/') {
@@ -25,27 +27,16 @@ fn device_for(m: &Machine, arg: &str) -> anyhow::Result<Device> {
     m.by_uuid(arg)?.cloned().with_context(|| format!("no filesystem with UUID {arg} is attached (`blkid` lists them)"))
 }
 
-fn confirm(question: &str) -> anyhow::Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        return Ok(false);
-    }
-    print!("{question} ");
-    std::io::stdout().flush()?;
-    let mut a = String::new();
-    std::io::stdin().lock().read_line(&mut a)?;
-    Ok(a.trim() == "yes")
-}
-
 pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     machine::require_root("media prepare")?;
-    let mut cfg = if path.exists() { Config::load(path)? } else { Config::default() };
+    let cfg = if path.exists() { Config::load(path)? } else { Config::default() };
     let m = Machine::scan(&[])?;
     let mut devs = [device_for(&m, &a.slot_a)?, device_for(&m, &a.slot_b)?];
     if devs[0].path == devs[1].path {
         bail!("slot A and slot B are the same device ({}): give two filesystems", devs[0].path.display());
     }
     let systems = machine::systems(&m, &cfg)?;
-    for (letter, d) in ["A", "B"].iter().zip(&devs) {
+    for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
         for s in &systems {
             if s.filesystems.iter().chain(s.swap.iter()).any(|f| f.device.as_ref() == Some(&d.path)) {
                 bail!("{} (for slot {letter}) is part of system {}: choose filesystems on the backup disk", d.path.display(), s.name);
@@ -72,17 +63,17 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
             })
             .collect();
         println!("--mkfs formats as ext4, destroying everything on: {}", list.join(", "));
-        if !a.yes && !confirm("Type yes to format them:")? {
+        if !a.yes && !crate::output::confirm("Format them?")? {
             bail!("not formatted: pass --yes with --mkfs to format without asking");
         }
-        for (letter, d) in ["A", "B"].iter().zip(devs.iter()) {
+        for (letter, d) in SlotId::BOTH.iter().zip(devs.iter()) {
             let label = a.label.as_ref().map(|p| format!("{p}-{letter}")).unwrap_or_else(|| format!("crossback-{letter}"));
             machine::run_tool(Command::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&d.path))?;
         }
         let m2 = Machine::scan(&[])?;
         devs = [device_for(&m2, &devs[0].path.display().to_string())?, device_for(&m2, &devs[1].path.display().to_string())?];
     }
-    for (letter, d) in ["A", "B"].iter().zip(&devs) {
+    for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
         if d.fstype.is_empty() || !d.is_linux_fs() {
             bail!(
                 "{} (for slot {letter}) holds {}: a slot must be a Linux filesystem (ext4, xfs, btrfs); pass --mkfs to format it as ext4",
@@ -98,54 +89,50 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     };
     ns::enter_private()?;
     let base = crossback_host::inspect::scratch_dir("crossback-prepare")?;
-    for (letter, d) in ["A", "B"].iter().zip(&devs) {
-        let root = base.join(letter);
-        std::fs::create_dir_all(&root)?;
+    for (&letter, d) in SlotId::BOTH.iter().zip(&devs) {
+        let at = base.join(letter.letter());
+        std::fs::create_dir_all(&at)?;
         let mut mounted = offline::Mounted::default();
         let fm = offline::FsMount { mountpoint: format!("slot {letter}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: vec![] };
-        offline::mount_one(&fm, &root, true, false, &mut mounted)?;
-        let dir = root.join(media::DIR);
-        let existing = std::fs::read_to_string(dir.join(media::MARKER)).ok().and_then(|t| toml::from_str::<Marker>(&t).ok());
-        match &existing {
-            Some(mk) if mk.media_id != media_id => bail!(
+        offline::mount_one(&fm, &at, true, false, &mut mounted)?;
+        let root = Dir::open(&at)?;
+        match layout::classify(&root)? {
+            Ok(view) if view.marker.media_id != media_id => refuse!(
+                Refusal::SlotOfAnotherMedia,
                 "{} is already slot {} of another backup media ({}): crossback will not take over another media's slot; choose another filesystem, or wipe it yourself if you are sure",
                 d.path.display(),
-                mk.slot,
-                mk.media_id
+                view.marker.slot,
+                crate::output::text(&view.marker.media_id)
             ),
-            Some(mk) if mk.slot != *letter => bail!("{} is already slot {} of this media; give the slots in the same order as before", d.path.display(), mk.slot),
-            _ => {}
-        }
-        if existing.is_none() {
-            let mut foreign: Vec<String> = std::fs::read_dir(&root)?
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "lost+found" && n != media::DIR)
-                .collect();
-            if dir.exists() {
-                foreign.extend(
-                    std::fs::read_dir(&dir)?.flatten().map(|e| format!("{}/{}", media::DIR, e.file_name().to_string_lossy())).filter(|n| !n.ends_with(".new")),
-                );
+            Ok(view) if view.marker.slot != letter => {
+                refuse!(Refusal::SlotOfAnotherMedia, "{} is already slot {} of this media; give the slots in the same order as before", d.path.display(), view.marker.slot)
             }
-            if !foreign.is_empty() {
-                foreign.sort();
-                bail!("{} (for slot {letter}) is not empty: it holds {}. A slot must hold nothing but lost+found; move these away or choose an empty filesystem (or --mkfs)", d.path.display(), foreign.join(", "));
+            Ok(_) => println!("slot {letter}: {} (UUID={}) was prepared already", d.path.display(), d.uuid),
+            Err(mut foreign) => {
+                if let Ok(dir) = root.dir(layout::DIR) {
+                    foreign.extend(dir.entries()?.into_iter().map(|(n, _)| format!("{}/{}", layout::DIR, crate::output::text(&n.to_string_lossy()))));
+                }
+                if !foreign.is_empty() {
+                    foreign.sort();
+                    refuse!(
+                        Refusal::SlotHoldsForeignFiles,
+                        "{} (for slot {letter}) is not empty: it holds {}. A slot must hold nothing but lost+found; move these away or choose an empty filesystem (or --mkfs)",
+                        d.path.display(),
+                        foreign.join(", ")
+                    );
+                }
+                Marker::new(&media_id, letter).write(&root)?;
+                println!("slot {letter}: {} (UUID={}) prepared", d.path.display(), d.uuid);
             }
-            std::fs::create_dir_all(&dir)?;
-            std::fs::write(dir.join(media::README), media::readme(&media_id, letter))?;
-            let marker = Marker { format: media::FORMAT, media_id: media_id.clone(), slot: letter.to_string(), prepared: crate::output::now() };
-            crate::durable::write(&dir.join(media::MARKER), toml::to_string(&marker)?.as_bytes())?;
-            println!("slot {letter}: {} (UUID={}) prepared", d.path.display(), d.uuid);
-        } else {
-            println!("slot {letter}: {} (UUID={}) was prepared already", d.path.display(), d.uuid);
         }
+        drop(root);
         let busy = mounted.unmount();
         if !busy.is_empty() {
             bail!("could not unmount slot {letter}: {:?}", busy);
         }
     }
     if let Some(prefix) = &a.label {
-        for (letter, d) in ["A", "B"].iter().zip(&devs) {
+        for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
             let label = format!("{prefix}-{letter}");
             let mut cmd = match d.fstype.as_str() {
                 "ext2" | "ext3" | "ext4" => {
@@ -169,10 +156,7 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
         }
     }
     let spanned = |s: &str| Spanned::new(0..0, s.to_string());
-    cfg.media = Some(Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid) });
-    let text = config::render(&cfg);
-    Config::parse(&text, path)?;
-    config::write(path, &text)?;
+    config::set_media(path, &Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid) })?;
     println!("media {media_id} recorded in {}", path.display());
     Ok(Outcome::Ok)
 }
@@ -186,9 +170,10 @@ fn dup_time(t: &str) -> String {
     }
 }
 
-fn hostname_of(root: &Path, set: &crate::duplicity::Set) -> String {
-    let m = root.join(&set.dir).join(format!("duplicity-full.{}.manifest", set.time));
-    let text = std::fs::read_to_string(m).unwrap_or_default();
+fn hostname_of(root: &Dir, set: &crate::duplicity::Set) -> String {
+    let name = format!("duplicity-full.{}.manifest", set.time);
+    let rel = if set.dir.is_empty() { name } else { format!("{}/{name}", set.dir) };
+    let text = root.read_capped(&rel, 64 << 20).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap_or_default();
     format!("made on host {:?} from {:?}", get("Hostname "), get("Localdir "))
 }
@@ -199,7 +184,7 @@ fn hostname_of(root: &Path, set: &crate::duplicity::Set) -> String {
 /// generation 0; the empty slot takes the first crossback generation.
 pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
     machine::require_root("media adopt")?;
-    let mut cfg = Config::load(path)?;
+    let cfg = Config::load(path)?;
     let m = Machine::scan(&[])?;
     let devs = [device_for(&m, &a.slot_a)?, device_for(&m, &a.slot_b)?];
     if devs[0].path == devs[1].path {
@@ -227,18 +212,16 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
     let base = crossback_host::inspect::scratch_dir("crossback-adopt")?;
     let mut mounted = offline::Mounted::default();
     let mut roots = Vec::new();
-    for (letter, d) in ["A", "B"].iter().zip(&devs) {
-        let root = base.join(letter);
-        std::fs::create_dir_all(&root)?;
+    for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
+        let at = base.join(letter.letter());
+        std::fs::create_dir_all(&at)?;
         let fm = offline::FsMount { mountpoint: format!("slot {letter}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: vec![] };
-        offline::mount_one(&fm, &root, true, false, &mut mounted)?;
-        roots.push(root);
+        offline::mount_one(&fm, &at, true, false, &mut mounted)?;
+        roots.push(Dir::open(&at)?);
     }
     // Which slot holds the duplicity backups, which is empty.
-    let names = |r: &Path| -> anyhow::Result<Vec<String>> {
-        let mut v: Vec<String> = std::fs::read_dir(r)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "lost+found").collect();
-        v.sort();
-        Ok(v)
+    let names = |r: &Dir| -> anyhow::Result<Vec<String>> {
+        Ok(r.entries()?.into_iter().map(|(n, _)| n.to_string_lossy().into_owned()).filter(|n| n != "lost+found").collect())
     };
     let contents = [names(&roots[0])?, names(&roots[1])?];
     let has_dup = |v: &[String]| v.iter().any(|n| n.starts_with("duplicity-"));
@@ -249,16 +232,16 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         (true, true) => bail!("both filesystems hold duplicity backups: the old scripts kept one complete set on one partition only; move one set away first"),
     };
     if !contents[empty].is_empty() {
-        bail!("slot {} ({}) should hold nothing but lost+found, and holds {}", ["A", "B"][empty], devs[empty].path.display(), contents[empty].join(", "));
+        bail!("slot {} ({}) should hold nothing but lost+found, and holds {}", SlotId::BOTH[empty], devs[empty].path.display(), contents[empty].join(", "));
     }
     let droot = &roots[dup];
     let root_sets = crate::duplicity::find_sets(droot, "")?;
-    let hidden: Vec<&String> = contents[dup].iter().filter(|n| n.starts_with('.') && droot.join(n).is_dir()).collect();
+    let hidden: Vec<&String> = contents[dup].iter().filter(|n| n.starts_with('.') && droot.kind(n).ok().flatten() == Some(crossback_host::beneath::Kind::Dir)).collect();
     let foreign: Vec<&String> = contents[dup].iter().filter(|n| !n.starts_with("duplicity-") && *n != "duplicity_empty" && !hidden.contains(n)).collect();
     if !foreign.is_empty() {
         bail!(
             "slot {} also holds {}: not part of the duplicity backups; move them away, then adopt",
-            ["A", "B"][dup],
+            SlotId::BOTH[dup],
             foreign.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         );
     }
@@ -294,55 +277,51 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         bail!("--root-backup and --hidden-backup name the same system");
     }
     // Markers on both slots, generation 0 on the duplicity one.
-    for (i, letter) in ["A", "B"].iter().enumerate() {
-        let dir = roots[i].join(media::DIR);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join(media::README), media::readme(&media_id, letter))?;
-        let marker = Marker { format: media::FORMAT, media_id: media_id.clone(), slot: letter.to_string(), prepared: crate::output::now() };
-        crate::durable::write(&dir.join(media::MARKER), toml::to_string(&marker)?.as_bytes())?;
+    for (i, &letter) in SlotId::BOTH.iter().enumerate() {
+        Marker::new(&media_id, letter).write(&roots[i])?;
     }
     let mut legacy_files: Vec<String> = root_set.files.clone();
     legacy_files.push(hidden[0].clone());
     if contents[dup].iter().any(|n| n == "duplicity_empty") {
         legacy_files.push("duplicity_empty".into());
     }
-    let rec = |name: &str, set: &crate::duplicity::Set| crate::media::SystemRecord {
+    let rec = |name: &str, set: &crate::duplicity::Set| layout::SystemRecord {
         name: name.to_string(),
         pretty_name: String::new(),
         finished: dup_time(&set.time),
         archives: vec![],
         legacy: Some(set.clone()),
+        essentials: vec![],
     };
-    let g = crate::media::Generation {
-        format: media::FORMAT,
+    let g = layout::Generation {
+        format: layout::FORMAT,
         media_id: media_id.clone(),
         seq: 0,
-        state: crate::media::State::Sealed,
+        state: layout::State::Sealed,
         started: dup_time(&root_set.time.clone().min(hidden_set.time.clone())),
         sealed: Some(dup_time(&root_set.time.clone().max(hidden_set.time.clone()))),
         systems: vec![root_name.clone(), hidden_name.clone()],
         recorded: vec![rec(&root_name, root_set), rec(&hidden_name, hidden_set)],
         legacy_files: legacy_files.clone(),
     };
-    let gd = roots[dup].join(media::DIR).join(media::gen_dir(0));
-    std::fs::create_dir_all(&gd)?;
-    crate::durable::write(&gd.join(media::MANIFEST), toml::to_string(&g)?.as_bytes())?;
+    g.check().context("the generation made of the duplicity backups does not check")?;
+    let gd = roots[dup].dir(layout::DIR)?.create_dir(&layout::GenName::dir(0))?;
+    gd.write_durable(layout::MANIFEST, toml::to_string(&g)?.as_bytes())?;
+    drop(gd);
+    drop(roots);
     let busy = mounted.unmount();
     if !busy.is_empty() {
         bail!("could not unmount the slots: {busy:?}");
     }
     let spanned = |s: &str| Spanned::new(0..0, s.to_string());
-    cfg.media = Some(Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid) });
-    let text = config::render(&cfg);
-    Config::parse(&text, path)?;
-    config::write(path, &text)?;
+    config::set_media(path, &Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid) })?;
     println!(
         "adopted: slot {} holds generation 0 (duplicity: {root_name} from the root, {hidden_name} from {}), {} files; slot {} takes the first crossback generation",
-        ["A", "B"][dup],
+        SlotId::BOTH[dup],
         hidden[0],
         legacy_files.len(),
-        ["A", "B"][empty]
+        SlotId::BOTH[empty]
     );
-    println!("the duplicity files stay until a newer generation is complete in slot {} and rotation needs slot {} again", ["A", "B"][empty], ["A", "B"][dup]);
+    println!("the duplicity files stay until a newer generation is complete in slot {} and rotation needs slot {} again", SlotId::BOTH[empty], SlotId::BOTH[dup]);
     Ok(Outcome::Ok)
 }

@@ -2,8 +2,7 @@
 //! browsed like a directory, and restored — some paths, the whole system
 //! into a directory, or onto its own (or new) filesystems.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -11,27 +10,91 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use crossback_archive::extract::ExtractOptions;
-use crossback_archive::{Archive, Progress};
+use crossback_archive::Progress;
+use crossback_host::beneath::Dir;
+use crossback_host::lock::Lock;
 use crossback_host::offline::{self, FsMount};
 
 use crate::backups::{self, SystemBackup};
 use crate::cli::{LsSystemArgs, RestoreArgs};
-use crate::commands::backup::FsRecord;
 use crate::config::Config;
+use crate::error::{refuse, Refusal};
+use crate::layout::FsRecord;
 use crate::machine::{self, Machine};
 use crate::output::{self, Bar};
-use crate::{slots, Outcome};
+use crate::{refuse, slots, Outcome};
 
-/// Mounts the slots read-only (privately) and finds the system's backup.
-fn open(path: &Path, system: &str, generation: Option<u64>) -> anyhow::Result<(Config, Machine, Vec<slots::Slot>, offline::Mounted, SystemBackup)> {
+/// What the slots' read-only view and the system's backup hold open.
+struct Opened {
+    cfg: Config,
+    machine: Machine,
+    _slots: Vec<slots::Slot>,
+    mounts: offline::Mounted,
+    backup: SystemBackup,
+    _locks: Vec<Lock>,
+}
+
+/// Locks the system (`write`: its filesystems are about to be written),
+/// mounts the slots read-only (privately) and finds the system's backup.
+fn open(path: &Path, system: &str, generation: Option<u64>, write: bool) -> anyhow::Result<Opened> {
+    let mut locks = Vec::new();
+    if write {
+        let cfg = Config::load(path)?;
+        let sys = cfg.system(system).with_context(|| refuse(Refusal::UnknownSystem, format!("no system called {:?} in the configuration", output::text(system))))?;
+        locks.push(slots::lock_system(system, sys.root.get_ref())?);
+    }
     let v = slots::open_read_only(path, "crossback-restore")?;
-    let b = backups::find(&v.slots, system, generation)?;
-    Ok((v.cfg, v.machine, v.slots, v.mounts, b))
+    let backup = backups::find(&v.slots, system, generation)?;
+    locks.push(v._lock);
+    Ok(Opened { cfg: v.cfg, machine: v.machine, _slots: v.slots, mounts: v.mounts, backup, _locks: locks })
+}
+
+/// What `restore` was asked to do, resolved and checked before any work
+/// (options that do not apply to the mode are errors, not ignored).
+enum Mode {
+    /// Some paths, or the whole system, into a directory.
+    Into { to: PathBuf, paths: Vec<String>, force: bool },
+    /// Recreate the filesystems and restore onto them.
+    BareMetal { devices: Vec<(String, PathBuf)>, new_uuids: bool, yes: bool },
+}
+
+fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
+    let usage = |m: String| Err(refuse(Refusal::Usage, m));
+    if a.bare_metal {
+        if !a.paths.is_empty() {
+            return usage(format!(
+                "--bare-metal restores the whole system; it takes no paths ({} given). To restore some files, use --to DIR {}",
+                a.paths.iter().map(|p| output::text(p)).collect::<Vec<_>>().join(" "),
+                a.paths.iter().map(|p| output::text(p)).collect::<Vec<_>>().join(" ")
+            ));
+        }
+        if a.force {
+            return usage("--force goes with --to DIR; --bare-metal asks before wiping (--yes answers for you)".into());
+        }
+        let mut devices: Vec<(String, PathBuf)> = Vec::new();
+        for d in &a.devices {
+            let Some((mp, dev)) = d.split_once('=') else { return usage(format!("--device {}: write MOUNTPOINT=DEVICE, e.g. --device /home=/dev/sdb2", output::text(d))) };
+            if devices.iter().any(|(m, _)| m == mp) {
+                return usage(format!("--device names {} twice", output::text(mp)));
+            }
+            devices.push((mp.to_string(), PathBuf::from(dev)));
+        }
+        return Ok(Mode::BareMetal { devices, new_uuids: a.new_uuids, yes: a.yes });
+    }
+    for (set, opt) in [(!a.devices.is_empty(), "--device"), (a.new_uuids, "--new-uuids"), (a.yes, "--yes")] {
+        if set {
+            return usage(format!("{opt} goes with --bare-metal only"));
+        }
+    }
+    let Some(to) = a.to.clone() else {
+        return usage("say where: --to DIR (files or the whole system into a directory) or --bare-metal (onto its filesystems)".into());
+    };
+    Ok(Mode::Into { to, paths: a.paths.clone(), force: a.force })
 }
 
 pub fn ls(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
     machine::require_root("ls")?;
-    let (_cfg, _m, _slots, mut mounts, b) = open(path, &a.system, a.generation)?;
+    let Opened { mut mounts, backup: b, .. } = open(path, &a.system, a.generation, false)?;
     let want = a.path.clone().unwrap_or_else(|| "/".into());
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -50,12 +113,12 @@ pub fn ls(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
         drop(out);
         let _ = mounts.unmount();
         if !found {
-            bail!("{want} is not in {}'s backup in generation {}", a.system, b.generation.seq);
+            refuse!(Refusal::NotInBackup, "{} is not in {}'s backup in generation {}", output::text(&want), a.system, b.generation.seq);
         }
         return Ok(Outcome::Ok);
     }
     // The archive holding the path, and those of mount points below it.
-    let (_, rest) = b.locate(&want).context("no archive holds that path")?;
+    let (_, rest) = b.locate(&want).with_context(|| refuse(Refusal::NotInBackup, format!("no archive of {} holds {}", a.system, output::text(&want))))?;
     let norm = format!("/{}", want.trim_matches('/'));
     for ar in &b.record.archives {
         let mp = ar.mountpoint.trim_end_matches('/');
@@ -66,7 +129,7 @@ pub fn ls(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
         } else {
             continue;
         };
-        let archive = Archive::open(&b.archive_path(ar))?;
+        let archive = b.open_archive(ar)?;
         let Some(index) = archive.index()? else { bail!("{} has no index: it is damaged; run `crossback verify`", ar.file) };
         for e in index {
             let e = e?;
@@ -80,13 +143,15 @@ pub fn ls(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
     drop(out);
     let _ = mounts.unmount();
     if !found {
-        bail!("{want} is not in {}'s backup in generation {}", a.system, b.generation.seq);
+        refuse!(Refusal::NotInBackup, "{} is not in {}'s backup in generation {}", output::text(&want), a.system, b.generation.seq);
     }
     Ok(Outcome::Ok)
 }
 
-/// Restores every archive (or the given paths) under `target`, each at its mount point.
-fn restore_into(b: &SystemBackup, target: &Path, paths: &[String]) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
+/// Restores every archive (or the given paths) beneath `target`, each at
+/// its mount point (a recorded mount point is a plain path, and is resolved
+/// beneath the target without following anything).
+fn restore_into(b: &SystemBackup, target: &Dir, paths: &[String]) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
     let mut entries = 0;
     let mut damaged = Vec::new();
     let mut failed = Vec::new();
@@ -114,14 +179,14 @@ fn restore_into(b: &SystemBackup, target: &Path, paths: &[String]) -> anyhow::Re
                 sel.clear();
             }
         }
-        let dest = target.join(ar.mountpoint.trim_start_matches('/'));
-        std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
-        let archive = Archive::open(&b.archive_path(ar))?;
+        let dest_dir = target.create_dirs(ar.mountpoint.trim_start_matches('/')).map_err(|e| refuse(Refusal::SlotHostile, format!("restoring {}: {e}", ar.mountpoint)))?;
+        let dest = dest_dir.fd_path();
+        let archive = b.open_archive(ar)?;
         let progress = Arc::new(Progress::default());
         let bar = Bar::start(Arc::clone(&progress), if sel.is_empty() { ar.data_bytes } else { 0 }, "restoring");
         let r = crossback_archive::extract(&archive, &dest, &ExtractOptions { paths: sel, progress: Some(progress) });
         bar.finish();
-        let r = r.with_context(|| format!("restoring {} into {}", ar.file, dest.display()))?;
+        let r = r.with_context(|| format!("restoring {} into {}", ar.file, dest_dir.shown().display()))?;
         entries += r.entries;
         let shown = |p: &[u8]| format!("{}{}", ar.mountpoint.trim_end_matches('/'), output::path(p));
         damaged.extend(r.damaged.iter().map(|(p, w)| format!("{}: {w}", shown(p))));
@@ -161,24 +226,36 @@ fn report(entries: u64, damaged: &[String], failed: &[String], start: Instant) -
 
 pub fn restore(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
     machine::require_root("restore")?;
-    if a.bare_metal {
-        return bare_metal(path, a);
+    let mode = resolve(&a)?;
+    match mode {
+        Mode::BareMetal { devices, new_uuids, yes } => bare_metal(path, &a, &devices, new_uuids, yes),
+        Mode::Into { to, paths, force } => into_dir(path, &a, to, &paths, force),
     }
-    let Some(to) = a.to.clone() else { bail!("say where: --to DIR (files or the whole system into a directory) or --bare-metal (onto its filesystems)") };
+}
+
+fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: bool) -> anyhow::Result<Outcome> {
+    let mut selected: Vec<Vec<u8>> = Vec::new();
+    for p in paths {
+        match crossback_archive::entry::normalize_path(p.as_bytes()) {
+            Some(n) => selected.push(n),
+            None => refuse!(Refusal::Usage, "{}: a path with '..' names nothing in the backup", output::text(p)),
+        }
+    }
     // The target is resolved before the private namespace hides nothing of it.
     let to = if to.is_absolute() { to } else { std::env::current_dir()?.join(to) };
-    backups::check_target(&to, a.force)?;
-    let (_cfg, _m, _slots, mut mounts, b) = open(path, &a.system, a.generation)?;
+    backups::check_target(&to, force)?;
+    std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+    let to = std::fs::canonicalize(&to).with_context(|| format!("resolving {}", to.display()))?;
+    let target = Dir::open(&to)?;
+    let Opened { mut mounts, backup: b, .. } = open(path, &a.system, a.generation, false)?;
     println!("restoring {} from generation {} (slot {}) into {}", a.system, b.generation.seq, b.slot, to.display());
     let start = Instant::now();
-    std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
     if let Some(set) = &b.record.legacy {
-        let paths: Vec<Vec<u8>> = a.paths.iter().filter_map(|p| crossback_archive::entry::normalize_path(p.as_bytes())).collect();
-        let (entries, problems) = crate::duplicity::restore(&b.slot_root, set, &to, &paths)?;
+        let (entries, problems) = crate::duplicity::restore(&b.slot_root, set, &target.fd_path(), &selected)?;
         let _ = mounts.unmount();
         return Ok(report(entries, &[], &problems, start));
     }
-    let (entries, damaged, failed) = restore_into(&b, &to, &a.paths)?;
+    let (entries, damaged, failed) = restore_into(&b, &target, paths)?;
     let _ = mounts.unmount();
     Ok(report(entries, &damaged, &failed, start))
 }
@@ -191,135 +268,157 @@ struct Target {
     new_uuid: Option<String>,
 }
 
-fn parse_devices(list: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let mut out = BTreeMap::new();
-    for d in list {
-        let Some((mp, dev)) = d.split_once('=') else { bail!("--device {d}: write MOUNTPOINT=DEVICE, e.g. --device /home=/dev/sdb2") };
-        out.insert(mp.to_string(), PathBuf::from(dev));
-    }
-    Ok(out)
-}
-
-/// `mkfs` with the recorded identity (or a new one).
+/// `mkfs` with the recorded identity (or a new one). What was on the device
+/// is wiped first: a filesystem made over its own old copy (btrfs, say)
+/// must not see the old superblock and take its UUID for someone else's.
 fn mkfs(t: &Target) -> anyhow::Result<()> {
     let r = &t.records[0];
-    let uuid = t.new_uuid.as_deref().unwrap_or(&r.uuid);
     let keep = t.new_uuid.is_none();
-    let mut cmd;
-    match r.fstype.as_str() {
-        "ext2" | "ext3" | "ext4" => {
-            cmd = Command::new(format!("mkfs.{}", r.fstype));
-            cmd.args(["-q", "-F"]);
-            if keep {
-                cmd.args(["-U", uuid]);
-            }
-            if !r.label.is_empty() {
-                cmd.args(["-L", &r.label]);
-            }
-        }
-        "xfs" => {
-            cmd = Command::new("mkfs.xfs");
-            cmd.args(["-q", "-f"]);
-            if keep {
-                cmd.args(["-m", &format!("uuid={uuid}")]);
-            }
-            if !r.label.is_empty() {
-                cmd.args(["-L", &r.label]);
-            }
-        }
-        "btrfs" => {
-            cmd = Command::new("mkfs.btrfs");
-            cmd.args(["-q", "-f"]);
-            if keep {
-                cmd.args(["-U", uuid]);
-            }
-            if !r.label.is_empty() {
-                cmd.args(["-L", &r.label]);
-            }
-        }
-        "swap" => {
-            cmd = Command::new("mkswap");
-            if keep {
-                cmd.args(["-U", uuid]);
-            }
-            if !r.label.is_empty() {
-                cmd.args(["-L", &r.label]);
-            }
-        }
-        "vfat" => {
-            cmd = Command::new("mkfs.vfat");
-            if keep {
-                cmd.args(["-i", &uuid.replace('-', "")]);
-            }
-            if !r.label.is_empty() {
-                cmd.args(["-n", &r.label]);
-            }
-        }
-        other => bail!("cannot recreate a {other} filesystem (for {})", r.mountpoint),
+    let ft = crossback_host::fstype::of(&r.fstype).with_context(|| refuse(Refusal::Unsupported, format!("cannot recreate a {} filesystem (for {})", r.fstype, r.mountpoint)))?;
+    let mut cmd = ft
+        .mkfs(&t.device, keep.then_some(r.uuid.as_str()), &r.label)
+        .with_context(|| refuse(Refusal::Unsupported, format!("cannot recreate a {} filesystem (for {})", r.fstype, r.mountpoint)))?;
+    machine::run_tool(Command::new("wipefs").args(["-a", "-q"]).arg(&t.device))?;
+    if r.fstype == "btrfs" {
+        // The kernel remembers btrfs devices by filesystem UUID.
+        let _ = Command::new("btrfs").args(["device", "scan", "--forget"]).arg(&t.device).output();
     }
-    machine::run_tool(cmd.arg(&t.device))
+    machine::run_tool(&mut cmd)
 }
 
-pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
-    let explicit = parse_devices(&a.devices)?;
-    let (cfg, m, _slots, mut slot_mounts, b) = open(path, &a.system, a.generation)?;
-    if b.record.legacy.is_some() {
-        bail!(
-            "generation {} of {} is a duplicity backup: it records no filesystem layout; restore it with --to DIR, or bare-metal from a crossback generation",
-            b.generation.seq,
-            a.system
-        );
+/// Which device each recorded filesystem goes to, grouped by filesystem.
+fn targets(b: &SystemBackup, m: &Machine, explicit: &[(String, PathBuf)], system: &str) -> anyhow::Result<Vec<Target>> {
+    for (mp, _) in explicit {
+        if !b.mounts.filesystems.iter().any(|r| &r.mountpoint == mp) {
+            refuse!(
+                Refusal::Usage,
+                "--device {}=…: {system}'s backup has no filesystem mounted there (it has: {})",
+                output::text(mp),
+                b.mounts.filesystems.iter().map(|r| r.mountpoint.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
     }
-    // Group the records by filesystem (UUID), find or take each device.
     let mut targets: Vec<Target> = Vec::new();
     for r in &b.mounts.filesystems {
+        let given = explicit.iter().find(|(mp, _)| mp == &r.mountpoint).map(|(_, d)| d);
         if let Some(t) = targets.iter_mut().find(|t| !r.uuid.is_empty() && t.records[0].uuid == r.uuid) {
+            if let Some(d) = given {
+                let d = std::fs::canonicalize(d).with_context(|| refuse(Refusal::Usage, format!("--device {}={}: no such device", r.mountpoint, d.display())))?;
+                if d != t.device {
+                    refuse!(
+                        Refusal::Usage,
+                        "{} and {} are one filesystem (UUID={}): give them one device",
+                        t.records[0].mountpoint,
+                        r.mountpoint,
+                        r.uuid
+                    );
+                }
+            }
             t.records.push(r.clone());
             continue;
         }
-        let device = match explicit.get(&r.mountpoint) {
-            Some(d) => std::fs::canonicalize(d).with_context(|| format!("--device {}={}: no such device", r.mountpoint, d.display()))?,
+        let device = match given {
+            Some(d) => std::fs::canonicalize(d).with_context(|| refuse(Refusal::Usage, format!("--device {}={}: no such device", r.mountpoint, d.display())))?,
             None => {
                 let by = |f: &dyn Fn(&crossback_host::blockdev::Device) -> bool| m.devices.iter().find(|d| f(d)).map(|d| d.path.clone());
                 let found = by(&|d| !r.uuid.is_empty() && d.uuid.eq_ignore_ascii_case(&r.uuid))
                     .or_else(|| by(&|d| !r.partuuid.is_empty() && d.partuuid.eq_ignore_ascii_case(&r.partuuid)));
                 found.with_context(|| {
-                    format!("{}'s {} (UUID={}) is not attached: give the new device with --device {}=/dev/…", a.system, r.mountpoint, r.uuid, r.mountpoint)
+                    refuse(
+                        Refusal::SystemIncomplete,
+                        format!("{system}'s {} (UUID={}) is not attached: give the new device with --device {}=/dev/…", r.mountpoint, r.uuid, r.mountpoint),
+                    )
                 })?
             }
         };
-        targets.push(Target { records: vec![r.clone()], device, new_uuid: None });
-    }
-    // Checks before anything is written.
-    let slot_uuids: Vec<String> = cfg.media.iter().flat_map(|mm| [mm.slot_a.get_ref().to_lowercase(), mm.slot_b.get_ref().to_lowercase()]).collect();
-    let running = m.running_root().map(|(d, _)| d.path.clone());
-    for t in &targets {
-        let d = m.devices.iter().find(|d| d.path == t.device).with_context(|| format!("{} is not a block device of this machine", t.device.display()))?;
-        let need: u64 = t.records.iter().map(|r| r.used).sum();
-        if d.size < need {
-            bail!(
-                "{} is too small for {}: {} needed (used at backup time), {} available",
-                d.path.display(),
-                t.records[0].mountpoint,
-                output::bytes(need),
-                output::bytes(d.size)
+        if let Some(other) = targets.iter().find(|t| t.device == device) {
+            refuse!(
+                Refusal::Usage,
+                "{} is given for {} and for {}: each filesystem needs its own device (formatting it twice would leave one of them lost)",
+                device.display(),
+                other.records[0].mountpoint,
+                r.mountpoint
             );
         }
+        targets.push(Target { records: vec![r.clone()], device, new_uuid: None });
+    }
+    Ok(targets)
+}
+
+/// Everything that must hold before the first byte is written (item 5 and 6 of the hardening).
+fn check_targets(targets: &[Target], m: &Machine, cfg: &Config, new_uuids: bool) -> anyhow::Result<()> {
+    let slot_uuids: Vec<String> = cfg.media.iter().flat_map(|mm| [mm.slot_a.get_ref().to_lowercase(), mm.slot_b.get_ref().to_lowercase()]).collect();
+    let slot_disks: Vec<&str> = m.devices.iter().filter(|d| slot_uuids.contains(&d.uuid.to_lowercase())).map(|d| d.disk.as_str()).collect();
+    let running = m.running_root().map(|(d, _)| d.path.clone());
+    for t in targets {
+        let r = &t.records[0];
+        let d = m
+            .devices
+            .iter()
+            .find(|d| d.path == t.device)
+            .with_context(|| refuse(Refusal::Usage, format!("{} is not a block device of this machine", t.device.display())))?;
+        if Some(&d.path) == running.as_ref() {
+            refuse!(Refusal::TargetInUse, "{} holds the running system: restore from another system or a live USB", d.path.display());
+        }
+        if slot_uuids.contains(&d.uuid.to_lowercase()) || (d.name == d.disk && slot_disks.contains(&d.name.as_str())) {
+            refuse!(Refusal::TargetInUse, "{} is (or holds) a slot of the backup media: restoring onto it would destroy the backups", d.path.display());
+        }
         if !m.mounts_of(d).is_empty() {
-            bail!(
-                "{} is mounted at {}: unmount it first",
+            refuse!(
+                Refusal::TargetInUse,
+                "{} is mounted at {}: unmount it first (nothing was written)",
                 d.path.display(),
                 m.mounts_of(d).iter().map(|x| x.mountpoint.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
-        if Some(&d.path) == running.as_ref() || m.devices.iter().any(|x| Some(&x.path) == running.as_ref() && x.disk == d.disk && x.path == d.path) {
-            bail!("{} holds the running system: restore from another system or a live USB", d.path.display());
+        // What the data needs: the bytes used on the old filesystem (once per
+        // filesystem, whatever the number of subvolumes), plus what the new
+        // filesystem takes itself on this device.
+        let used = t.records.iter().map(|r| r.used).max().unwrap_or(0);
+        let fits = crossback_host::fstype::of(&r.fstype).is_some_and(|ft| ft.fits(used, d.size));
+        if !fits {
+            refuse!(
+                Refusal::TargetTooSmall,
+                "{} ({}) is too small for {} ({}): {} of data was used at backup time, and a {} filesystem needs room of its own; use a larger device",
+                d.path.display(),
+                output::bytes(d.size),
+                t.records.iter().map(|r| r.mountpoint.as_str()).collect::<Vec<_>>().join(" + "),
+                r.fstype,
+                output::bytes(used),
+                r.fstype
+            );
         }
-        if slot_uuids.contains(&d.uuid.to_lowercase()) {
-            bail!("{} is a slot of the backup media: restoring onto it would destroy the backups", d.path.display());
+        // Two filesystems with one UUID: the old one is still attached.
+        if !new_uuids && !r.uuid.is_empty() {
+            if let Some(old) = m.devices.iter().find(|x| x.path != d.path && x.uuid.eq_ignore_ascii_case(&r.uuid)) {
+                refuse!(
+                    Refusal::DuplicateUuid,
+                    "{}'s filesystem with UUID={} is still attached at {}: recreating it on {} would leave two filesystems with one UUID (systems then mount either). Detach the old disk, restore onto {} itself, or pass --new-uuids",
+                    r.mountpoint,
+                    r.uuid,
+                    old.path.display(),
+                    d.path.display(),
+                    old.path.display()
+                );
+            }
         }
     }
-    if a.new_uuids {
+    Ok(())
+}
+
+fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_uuids: bool, yes: bool) -> anyhow::Result<Outcome> {
+    let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, .. } = open(path, &a.system, a.generation, true)?;
+    if b.record.legacy.is_some() {
+        refuse!(
+            Refusal::Unsupported,
+            "generation {} of {} is a duplicity backup: it records no filesystem layout; restore it with --to DIR, or bare-metal from a crossback generation",
+            b.generation.seq,
+            a.system
+        );
+    }
+    let mut targets = targets(&b, &m, explicit, &a.system)?;
+    check_targets(&targets, &m, &cfg, new_uuids)?;
+    if new_uuids {
         for t in &mut targets {
             t.new_uuid = Some(String::new());
         }
@@ -327,29 +426,20 @@ pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
     println!("bare-metal restore of {} from generation {} (slot {}): these filesystems will be WIPED and recreated:", a.system, b.generation.seq, b.slot);
     for t in &targets {
         let r = &t.records[0];
-        let d = m.devices.iter().find(|d| d.path == t.device).expect("checked");
+        let d = m.devices.iter().find(|d| d.path == t.device).context("checked above")?;
         println!(
             "  {} ({} now{}) ← {} {} {}{}",
             t.device.display(),
             if d.fstype.is_empty() { "empty".to_string() } else { d.fstype.clone() },
-            if d.label.is_empty() { String::new() } else { format!(", \"{}\"", d.label) },
+            if d.label.is_empty() { String::new() } else { format!(", \"{}\"", output::text(&d.label)) },
             t.records.iter().map(|r| r.mountpoint.as_str()).collect::<Vec<_>>().join(" + "),
             r.fstype,
-            if a.new_uuids { "with a new UUID".to_string() } else { format!("UUID={}", r.uuid) },
-            if r.label.is_empty() { String::new() } else { format!(" LABEL={}", r.label) }
+            if new_uuids { "with a new UUID".to_string() } else { format!("UUID={}", r.uuid) },
+            if r.label.is_empty() { String::new() } else { format!(" LABEL={}", output::text(&r.label)) }
         );
     }
-    if !a.yes {
-        let ok = std::io::stdin().is_terminal() && {
-            print!("Type yes to wipe them: ");
-            std::io::stdout().flush()?;
-            let mut s = String::new();
-            std::io::stdin().lock().read_line(&mut s)?;
-            s.trim() == "yes"
-        };
-        if !ok {
-            bail!("nothing written: pass --yes to restore without asking");
-        }
+    if !yes && !output::confirm("Wipe them?")? {
+        refuse!(Refusal::NotConfirmed, "nothing written: pass --yes to restore without asking");
     }
     let start = Instant::now();
     for t in &targets {
@@ -360,7 +450,7 @@ pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
     for t in &mut targets {
         let probed = crossback_host::blockdev::probe(&t.device)?;
         let now = probed.get("UUID").cloned().unwrap_or_default();
-        if a.new_uuids {
+        if new_uuids {
             uuid_map.push((t.records[0].uuid.clone(), now.clone()));
             t.new_uuid = Some(now);
         } else if !now.eq_ignore_ascii_case(&t.records[0].uuid) {
@@ -386,7 +476,8 @@ pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
             )?;
             for r in &t.records {
                 if let Some(sv) = &r.subvol {
-                    machine::run_tool(Command::new("btrfs").args(["-q", "subvolume", "create"]).arg(top.join(sv)))?;
+                    // Checked as a plain relative path when mounts.toml was read.
+                    machine::run_tool(Command::new("btrfs").args(["-q", "subvolume", "create"]).arg(top.join(sv.trim_start_matches('/'))))?;
                 }
             }
             let _ = mm.unmount();
@@ -402,20 +493,23 @@ pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
         }
     }
     let mut mounted = offline::mount_tree(&tree, &fs_mounts, true, false, false)?;
-    let (entries, damaged, failed) = restore_into(&b, &tree, &[])?;
-    // New UUIDs: fstab and crypttab follow; other files are named.
-    if a.new_uuids {
-        for f in ["etc/fstab", "etc/crypttab"] {
-            let p = tree.join(f);
-            if let Ok(text) = std::fs::read_to_string(&p) {
-                let mut t = text.clone();
-                for (old, new) in &uuid_map {
-                    t = replace_ci(&t, old, new);
-                }
-                if t != text {
-                    std::fs::write(&p, t)?;
-                    println!("rewrote {} for the new UUIDs", f);
-                }
+    let root = Dir::open(&tree)?;
+    let (entries, damaged, failed) = restore_into(&b, &root, &[])?;
+    // New UUIDs: fstab and crypttab follow; other files are named. The
+    // restored tree came from an archive: its files are read and written
+    // beneath it, never through a symlink it holds.
+    if new_uuids {
+        for f in ["fstab", "crypttab"] {
+            let Ok(etc) = root.dir("etc") else { continue };
+            let Ok(bytes) = etc.read_capped(f, 1 << 20) else { continue };
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let mut t = text.clone();
+            for (old, new) in &uuid_map {
+                t = replace_ci(&t, old, new);
+            }
+            if t != text {
+                etc.write_durable(f, t.as_bytes())?;
+                println!("rewrote /etc/{f} for the new UUIDs");
             }
         }
         let mut others = Vec::new();
@@ -425,12 +519,13 @@ pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
         if !others.is_empty() {
             println!("these files still name an old UUID; fix them in `crossback chroot {}` (e.g. update-grub, update-initramfs -u):", a.system);
             for o in &others {
-                println!("  {o}");
+                println!("  {}", output::text(o));
             }
         }
     }
     // The restored fstab must resolve to what exists now.
-    let fstab = crossback_host::fstab::parse(&std::fs::read_to_string(tree.join("etc/fstab")).unwrap_or_default());
+    let fstab_text = root.dir("etc").and_then(|d| d.read_capped("fstab", 1 << 20)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let fstab = crossback_host::fstab::parse(&fstab_text);
     let now_devices = crossback_host::blockdev::scan()?;
     let mut unresolved = Vec::new();
     for e in fstab.mounts.iter().chain(fstab.swap.iter()) {
@@ -438,19 +533,19 @@ pub fn bare_metal(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
             unresolved.push(format!("{} {}", e.spec.to_fstab(), e.mountpoint));
         }
     }
+    drop(root);
     let busy = mounted.unmount();
     let _ = slot_mounts.unmount();
     if !busy.is_empty() {
         eprintln!("warning: could not unmount {busy:?}");
     }
     if !unresolved.is_empty() {
-        eprintln!("warning: the restored /etc/fstab names filesystems that are not attached: {}", unresolved.join("; "));
+        eprintln!("warning: the restored /etc/fstab names filesystems that are not attached: {}", output::text(&unresolved.join("; ")));
     }
     let outcome = report(entries, &damaged, &failed, start);
-    if a.new_uuids {
+    if new_uuids {
         if let Some(root) = uuid_map.iter().find(|(old, _)| cfg.system(&a.system).is_some_and(|s| s.root.get_ref().eq_ignore_ascii_case(old))) {
-            let text = std::fs::read_to_string(path)?.replace(&root.0, &root.1);
-            crate::config::write(path, &text)?;
+            crate::config::set_system_root(path, &a.system, &root.1)?;
             println!("{} now names {}'s new root UUID {}", path.display(), a.system, root.1);
         }
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
+use crate::layout::{GenEntry, SlotId, SlotView, State};
 use crate::config::Config;
 use crate::machine::{self, Machine, System};
 use crate::output;
@@ -14,7 +15,7 @@ use crate::Outcome;
 struct GenStatus {
     seq: u64,
     /// `open` or `sealed`.
-    state: crate::media::State,
+    state: State,
     started: String,
     sealed: Option<String>,
     systems: Vec<GenSystem>,
@@ -44,6 +45,33 @@ struct SlotStatus {
     generation: Option<GenStatus>,
     /// Generation directories left by interrupted runs (removed by the next backup).
     leftovers: Vec<String>,
+    /// Why the slot cannot be used as it is (another media, foreign files, damage).
+    problem: Option<String>,
+}
+
+/// The slot's newest valid generation and its leftovers, from the one classification.
+fn fill(s: &mut SlotStatus, view: &SlotView, id: SlotId, media_id: &str) {
+    if let Err(e) = view.check_owner(id, media_id) {
+        s.problem = Some(format!("{e:#}"));
+    }
+    s.leftovers = view.leftovers().map(|g| format!("{} ({})", g.dir(), match g {
+        GenEntry::Leftover { why, .. } => why.to_string(),
+        GenEntry::Valid { .. } => String::new(),
+    })).collect();
+    if let Some(g) = view.newest() {
+        s.generation = Some(GenStatus {
+            seq: g.seq,
+            state: g.state,
+            started: g.started.clone(),
+            sealed: g.sealed.clone(),
+            missing: g.missing().iter().map(|x| x.to_string()).collect(),
+            systems: g
+                .recorded
+                .iter()
+                .map(|r| GenSystem { name: r.name.clone(), finished: r.finished.clone(), bytes: r.archives.iter().map(|a| a.bytes).sum(), data_bytes: r.data_bytes() })
+                .collect(),
+        });
+    }
 }
 
 #[derive(Serialize)]
@@ -55,8 +83,8 @@ struct Status {
 
 /// What to do next, in words: finish an open generation, or make a new one.
 fn advice(st: &Status, now: i64) {
-    let newest_sealed = st.slots.iter().filter_map(|s| s.generation.as_ref()).filter(|g| g.state == crate::media::State::Sealed).max_by_key(|g| g.seq);
-    let open = st.slots.iter().filter_map(|s| s.generation.as_ref()).filter(|g| g.state == crate::media::State::Open).max_by_key(|g| g.seq);
+    let newest_sealed = st.slots.iter().filter_map(|s| s.generation.as_ref()).filter(|g| g.state == State::Sealed).max_by_key(|g| g.seq);
+    let open = st.slots.iter().filter_map(|s| s.generation.as_ref()).filter(|g| g.state == State::Open).max_by_key(|g| g.seq);
     if let Some(g) = open {
         for name in &g.missing {
             let hint = match st.systems.iter().find(|s| &s.name == name) {
@@ -90,10 +118,11 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
     let systems = machine::systems(&m, &cfg)?;
     let mut slots = Vec::new();
     if let Some(media) = &cfg.media {
-        for (letter, uuid) in [("A", media.slot_a.get_ref()), ("B", media.slot_b.get_ref())] {
+        for (id, uuid) in SlotId::BOTH.into_iter().zip([media.slot_a.get_ref(), media.slot_b.get_ref()]) {
             let dev = m.by_uuid(uuid)?;
             let mut s = SlotStatus {
-                letter,
+                letter: id.letter(),
+                problem: None,
                 uuid: uuid.clone(),
                 found: dev.is_some(),
                 device: dev.map(|d| d.path.display().to_string()),
@@ -107,33 +136,17 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
             if let Some(d) = dev {
                 s.mounted = !m.mounts_of(d).is_empty();
                 s.mounted_rw = m.mounted_rw(d);
-                if let Ok(i) = m.inspect(d) {
-                    s.size = Some(i.size);
-                    s.free = Some(i.free);
-                    for (dir, text) in &i.generations {
-                        match toml::from_str::<crate::media::Generation>(text) {
-                            Ok(g) if g.media_id == *media.id.get_ref() && s.generation.as_ref().is_none_or(|x| x.seq < g.seq) => {
-                                s.generation = Some(GenStatus {
-                                    seq: g.seq,
-                                    state: g.state,
-                                    started: g.started.clone(),
-                                    sealed: g.sealed.clone(),
-                                    missing: g.missing().iter().map(|x| x.to_string()).collect(),
-                                    systems: g
-                                        .recorded
-                                        .iter()
-                                        .map(|r| GenSystem {
-                                            name: r.name.clone(),
-                                            finished: r.finished.clone(),
-                                            bytes: r.archives.iter().map(|a| a.bytes).sum(),
-                                            data_bytes: r.archives.iter().map(|a| a.data_bytes).sum(),
-                                        })
-                                        .collect(),
-                                });
-                            }
-                            _ => s.leftovers.push(dir.clone()),
+                match m.inspect(d) {
+                    Ok(i) => {
+                        s.size = Some(i.size);
+                        s.free = Some(i.free);
+                        match crate::layout::slot_of(&i.extra) {
+                            Some(Ok(view)) => fill(&mut s, &view, id, media.id.get_ref()),
+                            Some(Err(why)) => s.problem = Some(why),
+                            None => s.problem = Some("no crossback marker: not prepared (run `crossback media prepare`)".into()),
                         }
                     }
+                    Err(e) => s.problem = Some(format!("cannot be read: {e:#}")),
                 }
             }
             slots.push(s);
@@ -184,8 +197,8 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
                     let when = g.sealed.as_ref().unwrap_or(&g.started);
                     let ago = output::parse_time(when).map(|t| output::age(now - t)).unwrap_or_default();
                     match g.state {
-                        crate::media::State::Sealed => println!("     generation {}: sealed {} ({} ago), complete", g.seq, when, ago),
-                        crate::media::State::Open => {
+                        State::Sealed => println!("     generation {}: sealed {} ({} ago), complete", g.seq, when, ago),
+                        State::Open => {
                             println!("     generation {}: OPEN since {} ({} ago), missing {}", g.seq, g.started, ago, g.missing.join(", "))
                         }
                     }
@@ -193,6 +206,9 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
                         println!("       {:<12} {} ({} of data) at {}", sy.name, output::bytes(sy.bytes), output::bytes(sy.data_bytes), sy.finished);
                     }
                 }
+            }
+            if let Some(p) = &s.problem {
+                println!("     PROBLEM: {p}");
             }
             if !s.leftovers.is_empty() {
                 println!("     leftovers of an interrupted run (the next backup removes them): {}", s.leftovers.join(", "));

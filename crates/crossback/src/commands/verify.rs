@@ -3,34 +3,38 @@
 
 use std::path::Path;
 
-use anyhow::bail;
 use crossback_archive::Archive;
+use crossback_host::beneath::Dir;
 
 use crate::cli::VerifyGenArgs;
 use crate::machine;
-use crate::media::{self, GenEntry, State};
+use crate::error::Refusal;
+use crate::layout::{ArchiveRecord, GenEntry, GenName, SlotId, State};
 use crate::{output, slots, Outcome};
 
 pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     machine::require_root("verify")?;
-    let slots::ReadOnlyView { cfg, machine: m, slots: slot_list, mut mounts, scratch } = slots::open_read_only(path, "crossback-verify")?;
+    let slots::ReadOnlyView { cfg, machine: m, slots: slot_list, mut mounts, scratch, _lock } = slots::open_read_only(path, "crossback-verify")?;
     let mut checked = 0;
     let mut damaged = 0;
     let mut changed = 0;
     let systems = if a.against_source { machine::systems(&m, &cfg)? } else { Vec::new() };
     for s in &slot_list {
-        if a.slot.as_deref().is_some_and(|l| l != s.letter) {
+        if a.slot.as_deref().and_then(SlotId::parse).is_some_and(|l| l != s.id) {
             continue;
         }
-        for g in &s.contents.generations {
-            let GenEntry::Valid { dir, generation } = g else {
-                println!("slot {}: {} is a leftover of an interrupted run, {} (the next backup removes it)", s.letter, g.dir(), g.why());
+        let slot_dir = s.dir()?;
+        for g in &s.view.generations {
+            let GenEntry::Valid { generation, .. } = g else {
+                if let GenEntry::Leftover { why, .. } = g {
+                    println!("slot {}: {} is a leftover of an interrupted run, {why} (the next backup removes it)", s.id, g.dir());
+                }
                 continue;
             };
             if a.generation.is_some_and(|n| n != generation.seq) {
                 continue;
             }
-            println!("generation {} (slot {}, {}):", generation.seq, s.letter, if generation.state == State::Sealed { "sealed" } else { "open" });
+            println!("generation {} (slot {}, {}):", generation.seq, s.id, if generation.state == State::Sealed { "sealed" } else { "open" });
             for rec in &generation.recorded {
                 if a.system.as_ref().is_some_and(|n| n != &rec.name) {
                     continue;
@@ -74,10 +78,10 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                 }
                 for ar in &rec.archives {
                     checked += 1;
-                    let file = s.dir().join(dir).join(&rec.name).join(&ar.file);
-                    if let Some((_, points)) = &source {
+                    let sys_dir = slot_dir.dir(&GenName::dir(generation.seq)).and_then(|d| d.dir(&rec.name));
+                    if let (Some((_, points)), Ok(sd)) = (&source, &sys_dir) {
                         if let Some((_, at)) = points.iter().find(|(mp, _)| *mp == ar.mountpoint) {
-                            if let Ok(archive) = Archive::open(&file) {
+                            if let Ok(archive) = sd.open_file(&ar.file).map_err(anyhow::Error::from).and_then(|f| Ok(Archive::from_file(f, &sd.shown().join(&ar.file))?)) {
                                 let r = crossback_archive::verify::verify(&archive, Some(at), None)?;
                                 if r.differences.is_empty() {
                                     println!("  {} {:<10} same as the system", rec.name, ar.mountpoint);
@@ -94,7 +98,10 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                             }
                         }
                     }
-                    let problems = check_one(&file, ar);
+                    let problems = match &sys_dir {
+                        Ok(sd) => check_one(sd, ar),
+                        Err(e) => vec![format!("cannot be opened: {e}")],
+                    };
                     if problems.is_empty() {
                         println!("  {} {:<10} ok ({} entries, {})", rec.name, ar.mountpoint, ar.entries, output::bytes(ar.bytes));
                     } else {
@@ -113,7 +120,7 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     }
     let _ = mounts.unmount();
     if checked == 0 {
-        bail!("nothing to verify: no generation matches");
+        crate::refuse!(Refusal::NoBackup, "nothing to verify: no generation matches");
     }
     println!("{checked} archives checked, {damaged} damaged{}", if a.against_source { format!(", {changed} differ from their system") } else { String::new() });
     Ok(if damaged > 0 {
@@ -125,14 +132,18 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-fn check_one(file: &Path, rec: &media::ArchiveRecord) -> Vec<String> {
+fn check_one(dir: &Dir, rec: &ArchiveRecord) -> Vec<String> {
     let mut out = Vec::new();
-    match std::fs::metadata(file) {
-        Err(e) => return vec![format!("{}: missing ({e})", file.display())],
+    let file = match dir.open_file(&rec.file) {
+        Err(e) => return vec![format!("{}: missing or not a regular file ({e})", rec.file)],
+        Ok(f) => f,
+    };
+    match file.metadata() {
+        Err(e) => return vec![format!("{}: cannot be read ({e})", rec.file)],
         Ok(md) if md.len() != rec.bytes => out.push(format!("size is {} bytes, the manifest says {}", md.len(), rec.bytes)),
         Ok(_) => {}
     }
-    let archive = match Archive::open(file) {
+    let archive = match Archive::from_file(file, &dir.shown().join(&rec.file)) {
         Ok(a) => a,
         Err(e) => return vec![format!("cannot be read: {e}")],
     };

@@ -1,0 +1,77 @@
+//! The slot's on-disk layout, and nothing else: every file crossback keeps
+//! on a slot has its type here, one file per type (after rustic_core's
+//! `repofile/`), and [`classify`] is the one reading of what a slot holds
+//! that `status`, `backup`, `ls`, `restore` and `verify` all use.
+//!
+//! ```text
+//! <slot>/crossback/slot.toml                   Marker
+//! <slot>/crossback/README.txt
+//! <slot>/crossback/gen-NNNNNN/generation.toml  Generation (with SystemRecord, ArchiveRecord)
+//! <slot>/crossback/gen-NNNNNN/SYSTEM/mounts.toml  MountsFile (FsRecord)
+//! <slot>/crossback/gen-NNNNNN/SYSTEM/root.tar.zst …
+//! ```
+//!
+//! Everything here is read from a disk anyone can write to (R7): files are
+//! read beneath the slot's root by descriptor, only when regular and no
+//! larger than their cap, and every value is checked before it is used
+//! (names are plain names, mount points are clean absolute paths, archive
+//! files are named after their mount point).
+
+pub mod classify;
+mod generation;
+mod marker;
+mod mounts;
+mod slot_id;
+
+pub use classify::{classify, GenEntry, SlotView};
+pub use generation::{archive_file, clean_relative, ArchiveRecord, GenName, Generation, State, SystemRecord};
+pub use marker::Marker;
+pub use mounts::{FsRecord, MountsFile};
+pub use slot_id::SlotId;
+
+/// The slot's own directory; nothing outside it is ever written or wiped.
+pub const DIR: &str = "crossback";
+pub const MARKER: &str = "slot.toml";
+pub const README: &str = "README.txt";
+pub const MANIFEST: &str = "generation.toml";
+pub const MOUNTS: &str = "mounts.toml";
+/// The layout version this crossback writes and understands.
+pub const FORMAT: u32 = 1;
+
+/// Caps on what a metadata file may weigh: a bigger one is not ours.
+pub const MARKER_CAP: u64 = 64 << 10;
+pub const MANIFEST_CAP: u64 = 16 << 20;
+pub const MOUNTS_CAP: u64 = 1 << 20;
+
+/// A system's name is a plain name: it becomes a directory on the slot.
+pub fn valid_system_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Reads and parses a TOML metadata file beneath `dir`, bounded by `cap`.
+pub fn read_toml<T: serde::de::DeserializeOwned>(dir: &crossback_host::beneath::Dir, name: &str, cap: u64) -> anyhow::Result<T> {
+    let bytes = dir.read_capped(name, cap)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| anyhow::anyhow!("{}/{name} is not UTF-8 text (byte {})", dir.shown().display(), e.valid_up_to()))?;
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}/{name} does not read: {}", dir.shown().display(), e.message()))
+}
+
+/// For the inspection child (see `crossback_host::inspect::serve`): a
+/// slot's classification, when the filesystem at `root` holds `crossback/`.
+pub fn inspect_slot(root: &std::path::Path) -> Option<serde_json::Value> {
+    let dir = crossback_host::beneath::Dir::open(root).ok()?;
+    let found: Result<SlotView, String> = match classify(&dir) {
+        Ok(Ok(view)) => Ok(view),
+        Ok(Err(_)) if dir.kind(DIR).ok().flatten().is_none() => return None,
+        Ok(Err(_)) => Err(format!("{DIR}/ holds no marker")),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    serde_json::to_value(found).ok()
+}
+
+/// What [`inspect_slot`] found, read back from an inspection.
+pub fn slot_of(extra: &Option<serde_json::Value>) -> Option<Result<SlotView, String>> {
+    extra.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok())
+}

@@ -1,0 +1,178 @@
+//! What a slot holds, read once and the same way for every command: the
+//! marker, each generation directory as a valid generation or a leftover,
+//! and anything crossback did not write.
+
+use std::fmt;
+
+use anyhow::Context;
+use crossback_host::beneath::{Dir, Kind};
+use serde::{Deserialize, Serialize};
+
+use super::{GenName, Generation, Marker, SlotId, DIR, MANIFEST, MANIFEST_CAP, MARKER, MARKER_CAP, README};
+use crate::error::{refuse, Refusal};
+
+/// Why a generation directory is not a usable generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Leftover {
+    /// Renamed for wiping; the wipe did not finish.
+    Wiping,
+    /// No manifest: interrupted while it was being started.
+    NoManifest,
+    /// The manifest does not read, or does not check (what is wrong).
+    Unreadable(String),
+    /// The manifest names another media or another number.
+    NotThis,
+}
+
+impl fmt::Display for Leftover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Leftover::Wiping => f.write_str("left by an interrupted wipe"),
+            Leftover::NoManifest => f.write_str("no manifest (interrupted while starting)"),
+            Leftover::Unreadable(why) => write!(f, "its manifest does not read: {why}"),
+            Leftover::NotThis => f.write_str("its manifest names another media or number"),
+        }
+    }
+}
+
+/// One generation directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum GenEntry {
+    Valid { dir: String, generation: Generation },
+    Leftover { dir: String, seq: u64, why: Leftover },
+}
+
+impl GenEntry {
+    pub fn dir(&self) -> &str {
+        match self {
+            GenEntry::Valid { dir, .. } | GenEntry::Leftover { dir, .. } => dir,
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            GenEntry::Valid { generation, .. } => generation.seq,
+            GenEntry::Leftover { seq, .. } => *seq,
+        }
+    }
+
+    pub fn valid(&self) -> Option<&Generation> {
+        match self {
+            GenEntry::Valid { generation, .. } => Some(generation),
+            GenEntry::Leftover { .. } => None,
+        }
+    }
+}
+
+/// A slot as read: its marker, its generation directories, and what else is on it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SlotView {
+    pub marker: Marker,
+    pub generations: Vec<GenEntry>,
+    /// Names (from the slot's root) that crossback did not write, shown escaped.
+    pub foreign: Vec<String>,
+}
+
+impl SlotView {
+    /// The newest valid generation in this slot.
+    pub fn newest(&self) -> Option<&Generation> {
+        self.generations.iter().filter_map(GenEntry::valid).max_by_key(|g| g.seq)
+    }
+
+    pub fn leftovers(&self) -> impl Iterator<Item = &GenEntry> {
+        self.generations.iter().filter(|g| g.valid().is_none())
+    }
+
+    /// R6: this slot is `id` of media `media_id`, written by a crossback that
+    /// understands it, and holds nothing crossback did not write.
+    pub fn check_owner(&self, id: SlotId, media_id: &str) -> anyhow::Result<()> {
+        if self.marker.media_id != media_id {
+            return Err(refuse(
+                Refusal::SlotOfAnotherMedia,
+                format!(
+                    "slot {id} belongs to another backup media (media id {}; this machine's configuration names media {media_id}): is it the right disk? A disk is never wiped for another machine's backups",
+                    crate::output::text(&self.marker.media_id)
+                ),
+            ));
+        }
+        if self.marker.slot != id {
+            return Err(refuse(
+                Refusal::SlotOfAnotherMedia,
+                format!("the filesystem configured as slot {id} says it is slot {}: the configuration and the disk disagree; run `crossback media prepare` again", self.marker.slot),
+            ));
+        }
+        if self.marker.format > super::FORMAT {
+            return Err(refuse(Refusal::NewerFormat, format!("slot {id} was written by a newer crossback (format {}); upgrade crossback", self.marker.format)));
+        }
+        if !self.foreign.is_empty() {
+            return Err(refuse(
+                Refusal::SlotHoldsForeignFiles,
+                format!(
+                    "slot {id} holds files crossback did not write: {}. crossback wipes only its own generations; move these away (or use another disk) and run again",
+                    self.foreign.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn shown(name: &std::ffi::OsStr) -> String {
+    crate::output::text(&name.to_string_lossy())
+}
+
+/// Reads the slot whose filesystem root is `root`. `Ok(None)`: no marker
+/// (not a slot, or preparing it did not finish); the names found are given.
+pub fn classify(root: &Dir) -> anyhow::Result<Result<SlotView, Vec<String>>> {
+    let mut foreign: Vec<String> = Vec::new();
+    let mut has_dir = false;
+    for (name, kind) in root.entries()? {
+        match (name.to_str(), kind) {
+            (Some("lost+found"), Kind::Dir) => {}
+            (Some(DIR), Kind::Dir) => has_dir = true,
+            _ => foreign.push(shown(&name)),
+        }
+    }
+    if !has_dir {
+        return Ok(Err(foreign));
+    }
+    let dir = root.dir(DIR).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
+    let marker: Marker = match dir.kind(MARKER)? {
+        None => return Ok(Err(foreign)),
+        Some(_) => super::read_toml(&dir, MARKER, MARKER_CAP).map_err(|e| refuse(Refusal::SlotDamaged, format!("{DIR}/{MARKER} is damaged: {e:#}")))?,
+    };
+    let mut generations = Vec::new();
+    for (name, kind) in dir.entries()? {
+        let Some(n) = name.to_str() else {
+            foreign.push(format!("{DIR}/{}", shown(&name)));
+            continue;
+        };
+        if (n == MARKER || n == README || n == format!("{MARKER}.new") || n == format!("{README}.new")) && kind == Kind::File {
+            continue;
+        }
+        let Some(g) = GenName::parse(n).filter(|_| kind == Kind::Dir) else {
+            foreign.push(format!("{DIR}/{}", crate::output::text(n)));
+            continue;
+        };
+        if g.wiping {
+            generations.push(GenEntry::Leftover { dir: n.to_string(), seq: g.seq, why: Leftover::Wiping });
+            continue;
+        }
+        let gdir = dir.dir(n).with_context(|| format!("opening {DIR}/{n}"))?;
+        let entry = match gdir.kind(MANIFEST)? {
+            None => GenEntry::Leftover { dir: n.to_string(), seq: g.seq, why: Leftover::NoManifest },
+            Some(_) => match super::read_toml::<Generation>(&gdir, MANIFEST, MANIFEST_CAP).and_then(|m| m.check().map(|_| m)) {
+                Ok(m) if m.seq == g.seq && m.media_id == marker.media_id => GenEntry::Valid { dir: n.to_string(), generation: m },
+                Ok(_) => GenEntry::Leftover { dir: n.to_string(), seq: g.seq, why: Leftover::NotThis },
+                Err(e) => GenEntry::Leftover { dir: n.to_string(), seq: g.seq, why: Leftover::Unreadable(format!("{e:#}")) },
+            },
+        };
+        generations.push(entry);
+    }
+    generations.sort_by_key(|g| (g.seq(), g.dir().to_string()));
+    // What an adopted duplicity generation consists of is crossback's to keep or wipe.
+    let legacy: Vec<&String> = generations.iter().filter_map(GenEntry::valid).flat_map(|g| g.legacy_files.iter()).collect();
+    foreign.retain(|f| !legacy.iter().any(|l| *l == f || l.split('/').next() == Some(f.as_str())));
+    foreign.sort();
+    Ok(Ok(SlotView { marker, generations, foreign }))
+}

@@ -1,0 +1,90 @@
+//! `crossback/gen-NNNNNN/SYSTEM/mounts.toml`: what a bare-metal restore
+//! needs to recreate each of the system's filesystems.
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MountsFile {
+    #[serde(rename = "filesystem")]
+    pub filesystems: Vec<FsRecord>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FsRecord {
+    /// The mount point, or `swap` for a swap partition.
+    pub mountpoint: String,
+    pub fstype: String,
+    pub uuid: String,
+    pub label: String,
+    pub partuuid: String,
+    pub subvol: Option<String>,
+    /// Size of the filesystem's device, and bytes used on it.
+    pub size: u64,
+    pub used: u64,
+    pub options: Vec<String>,
+    pub fstab_line: String,
+    /// The archive's file name (empty for swap).
+    pub archive: String,
+}
+
+impl MountsFile {
+    /// Checks what was read from a slot before anything is made from it.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for f in &self.filesystems {
+            if f.fstype == "swap" {
+                if f.mountpoint != "swap" || !f.archive.is_empty() {
+                    bail!("a swap record with mount point {:?}", crate::output::text(&f.mountpoint));
+                }
+            } else {
+                check_mountpoint(&f.mountpoint)?;
+                if f.archive != super::archive_file(&f.mountpoint) {
+                    bail!("{}: archive {:?} is not named after its mount point", f.mountpoint, crate::output::text(&f.archive));
+                }
+            }
+            if !f.uuid.is_empty() && !crate::config::valid_uuid(&f.uuid) {
+                bail!("{}: {:?} is not a filesystem UUID", f.mountpoint, crate::output::text(&f.uuid));
+            }
+            if let Some(sv) = &f.subvol {
+                if !super::generation::clean_relative(sv.trim_start_matches('/')) {
+                    bail!("{}: subvolume {:?} is not a plain path", f.mountpoint, crate::output::text(sv));
+                }
+            }
+            if f.label.chars().any(char::is_control) {
+                bail!("{}: the label holds control characters", f.mountpoint);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A mount point crossback will join to a target directory: absolute, and
+/// made of plain components (no `..`, `.`, empty parts or control bytes), so
+/// that it names a place beneath the target and nowhere else.
+pub fn check_mountpoint(mp: &str) -> anyhow::Result<()> {
+    if !mp.starts_with('/') || mp.len() > 4096 || mp.chars().any(char::is_control) {
+        bail!("mount point {:?} is not an absolute path", crate::output::text(mp));
+    }
+    if mp == "/" {
+        return Ok(());
+    }
+    if mp[1..].split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        bail!("mount point {:?} is not a plain path (it holds '..', '.' or '//')", crate::output::text(mp));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountpoints_that_leave_the_target_are_refused() {
+        for ok in ["/", "/home", "/boot/efi", "/srv/data.d"] {
+            check_mountpoint(ok).unwrap();
+        }
+        for bad in ["/home/../../../../somewhere", "home", "/home/", "/a//b", "/./x", "/..", "", "/a\nb"] {
+            assert!(check_mountpoint(bad).is_err(), "{bad:?}");
+        }
+    }
+}
