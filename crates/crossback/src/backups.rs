@@ -97,7 +97,9 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
         }
     };
     let record = g.system(system).cloned().context("the system was just found in the generation")?;
-    let sysdir = slot.dir()?.dir(&layout::GenName::dir(g.seq)).and_then(|d| d.dir(system)).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
+    let gendir = slot.dir()?.dir(&layout::GenName::dir(g.seq)).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
+    // An adopted duplicity backup has no directory of its own in the generation.
+    let sysdir = if record.legacy.is_some() { gendir } else { gendir.dir(system).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))? };
     let mounts: MountsFile = if record.legacy.is_some() {
         MountsFile { filesystems: Vec::new() }
     } else {

@@ -54,6 +54,8 @@ pub enum Refusal {
     ArchiveMismatch,
     Unsupported,
     NotConfirmed,
+    /// The system is in the open generation already.
+    AlreadyRecorded,
 }
 
 impl Refusal {

@@ -21,6 +21,9 @@ use rustix::io::Errno;
 use crate::error::{Error, Result};
 
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_XDEV).union(ResolveFlags::NO_MAGICLINKS);
+/// For a tree crossback mounted itself (a restore target): mounts in it are
+/// crossed, symlinks and `..` still are not.
+const RESOLVE_MOUNTS: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
 
 /// What a directory entry is, without following it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +40,8 @@ pub struct Dir {
     fd: OwnedFd,
     /// How the directory is shown in messages.
     shown: PathBuf,
+    /// Mounts beneath it may be crossed.
+    mounts: bool,
 }
 
 fn io_err(what: impl FnOnce() -> String) -> impl FnOnce(Errno) -> Error {
@@ -61,7 +66,22 @@ impl Dir {
         let c = cname(path.as_os_str())?;
         let fd = rustix::fs::open(c.as_c_str(), OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(io_err(|| format!("opening {}", path.display())))?;
-        Ok(Dir { fd, shown: path.to_path_buf() })
+        Ok(Dir { fd, shown: path.to_path_buf(), mounts: false })
+    }
+
+    /// As [`Dir::open`], for a tree whose mounts crossback made itself (a
+    /// restore target, a user's target directory): paths may cross into
+    /// filesystems mounted beneath it, never through symlinks or `..`.
+    pub fn open_crossing_mounts(path: &Path) -> Result<Dir> {
+        Ok(Dir { mounts: true, ..Dir::open(path)? })
+    }
+
+    fn resolve(&self) -> ResolveFlags {
+        if self.mounts {
+            RESOLVE_MOUNTS
+        } else {
+            RESOLVE
+        }
     }
 
     /// How this directory is named in messages.
@@ -85,7 +105,7 @@ impl Dir {
 
     fn open_rel(&self, rel: &str, flags: OFlags, mode: Mode) -> Result<OwnedFd> {
         let c = cname(OsStr::new(rel))?;
-        rustix::fs::openat2(self.fd.as_fd(), c.as_c_str(), flags | OFlags::CLOEXEC | OFlags::NOFOLLOW, mode, RESOLVE)
+        rustix::fs::openat2(self.fd.as_fd(), c.as_c_str(), flags | OFlags::CLOEXEC | OFlags::NOFOLLOW, mode, self.resolve())
             .map_err(|e| self.refusal_or_io(rel, e))
     }
 
@@ -103,7 +123,7 @@ impl Dir {
     /// The directory `rel` (one or more components) beneath this one.
     pub fn dir(&self, rel: &str) -> Result<Dir> {
         let fd = self.open_rel(rel, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())?;
-        Ok(Dir { fd, shown: self.at(rel) })
+        Ok(Dir { fd, shown: self.at(rel), mounts: self.mounts })
     }
 
     /// Whether `name` exists here, and as what (not following it).
@@ -214,7 +234,8 @@ impl Dir {
     /// Creates every directory of `rel` (components separated by `/`),
     /// refusing anything that is not a plain directory on the way.
     pub fn create_dirs(&self, rel: &str) -> Result<Dir> {
-        let mut cur = Dir { fd: self.fd.try_clone().map_err(|e| Error::Io { what: "duplicating a descriptor".into(), source: e })?, shown: self.shown.clone() };
+        let mut cur =
+            Dir { fd: self.fd.try_clone().map_err(|e| Error::Io { what: "duplicating a descriptor".into(), source: e })?, shown: self.shown.clone(), mounts: self.mounts };
         for part in rel.split('/').filter(|p| !p.is_empty()) {
             cur = cur.create_dir(part)?;
         }
@@ -265,9 +286,9 @@ impl Dir {
         let c = cname(name)?;
         let st = rustix::fs::statat(self.fd.as_fd(), c.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err(|| format!("looking at {}", self.shown.display())))?;
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-            let fd = rustix::fs::openat2(self.fd.as_fd(), c.as_c_str(), OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty(), RESOLVE)
+            let fd = rustix::fs::openat2(self.fd.as_fd(), c.as_c_str(), OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty(), self.resolve())
                 .map_err(|e| self.refusal_or_io(&name.to_string_lossy(), e))?;
-            Dir { fd, shown: self.shown.join(name) }.remove_contents()?;
+            Dir { fd, shown: self.shown.join(name), mounts: self.mounts }.remove_contents()?;
             return unlink(self.fd.as_fd(), &c, AtFlags::REMOVEDIR).map_err(io_err(|| format!("removing in {}", self.shown.display())));
         }
         unlink(self.fd.as_fd(), &c, AtFlags::empty()).map_err(io_err(|| format!("removing in {}", self.shown.display())))

@@ -94,6 +94,12 @@ const NOT_LOCAL: &[&str] = &[
     "udf",
 ];
 
+/// A line for a message: control characters escaped (a binary fstab must
+/// not write to the terminal).
+fn printable(line: &str) -> String {
+    line.chars().map(|c| if c.is_control() { format!("\\u{{{:x}}}", c as u32) } else { c.to_string() }).collect()
+}
+
 /// An absolute path of plain components: no `..`, `.`, empty parts or
 /// control characters, so that joined to a directory it stays beneath it.
 pub fn clean_mountpoint(mp: &str) -> bool {
@@ -113,13 +119,13 @@ pub fn parse(text: &str) -> Fstab {
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.len() < 3 || fields.len() > 6 {
-            f.warnings.push(format!("line {line_no}: skipped, not an fstab entry: {line:?}"));
+            f.warnings.push(format!("line {line_no}: skipped, not an fstab entry: {}", printable(line)));
             continue;
         }
         let (spec_s, mp, fstype) = (fields[0], unescape(fields[1]), fields[2].to_string());
         let options: Vec<String> = fields.get(3).map(|o| o.split(',').map(str::to_string).collect()).unwrap_or_default();
         if fields.get(4).is_some_and(|v| v.parse::<u32>().is_err()) || fields.get(5).is_some_and(|v| v.parse::<u32>().is_err()) {
-            f.warnings.push(format!("line {line_no}: skipped, dump and pass fields must be numbers: {line:?}"));
+            f.warnings.push(format!("line {line_no}: skipped, dump and pass fields must be numbers: {}", printable(line)));
             continue;
         }
         if NOT_LOCAL.contains(&fstype.as_str()) || fstype.starts_with("fuse") || fstype.starts_with("nfs") {
@@ -136,7 +142,7 @@ pub fn parse(text: &str) -> Fstab {
                 continue;
             }
             None => {
-                f.warnings.push(format!("line {line_no}: skipped, {spec_s:?} names no local device: {line:?}"));
+                f.warnings.push(format!("line {line_no}: skipped, {spec_s:?} names no local device: {}", printable(line)));
                 continue;
             }
         };
@@ -147,7 +153,7 @@ pub fn parse(text: &str) -> Fstab {
         }
         let mp = if mp.len() > 1 { mp.trim_end_matches('/').to_string() } else { mp };
         if !clean_mountpoint(&mp) {
-            f.warnings.push(format!("line {line_no}: skipped, mount point {mp:?} is not a plain absolute path: {line:?}"));
+            f.warnings.push(format!("line {line_no}: skipped, mount point {mp:?} is not a plain absolute path: {}", printable(line)));
             continue;
         }
         f.mounts.push(Entry { spec, mountpoint: mp, fstype, options, line: raw.to_string(), line_no });

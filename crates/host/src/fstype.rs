@@ -271,7 +271,13 @@ impl FsType {
     /// What a device of `size` must at least offer to hold `used` bytes of
     /// this filesystem's data.
     pub fn fits(&self, used: u64, size: u64) -> bool {
-        used.saturating_add((self.overhead)(size)) <= size
+        self.needs(used, size) <= size
+    }
+
+    /// Bytes a device of `size` must have to hold `used` bytes of data in
+    /// this filesystem: the data and what the filesystem takes itself.
+    pub fn needs(&self, used: u64, size: u64) -> u64 {
+        used.saturating_add((self.overhead)(size))
     }
 
     /// An installed FUSE driver for it, if any.

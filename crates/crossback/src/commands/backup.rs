@@ -389,7 +389,7 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     for s in &wanted {
         if recorded.contains(&s.name) {
             if !a.systems.is_empty() {
-                crate::refuse!(Refusal::Usage, "{} is in generation {} already; pass --new-generation to start a new one", s.name, generation.seq);
+                crate::refuse!(Refusal::AlreadyRecorded, "{} is in generation {} already; pass --new-generation to start a new one", s.name, generation.seq);
             }
             continue;
         }
@@ -456,6 +456,9 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
+    // What holds the slots open goes before they are unmounted.
+    let target_id = target.id;
+    drop((gen, slot_dir, slot_list));
     let busy = slot_mounts.unmount();
     if !busy.is_empty() {
         eprintln!("warning: could not unmount a slot: {busy:?}");
@@ -463,7 +466,7 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     println!(
         "generation {} in slot {}: {}{}; archiving {:.1}s, read-back check {:.1}s, total {:.1}s",
         generation.seq,
-        target.id,
+        target_id,
         if generation.state == State::Sealed { "sealed: complete".to_string() } else { format!("open, missing {}", generation.missing().join(", ")) },
         if skipped_running.is_empty() {
             String::new()

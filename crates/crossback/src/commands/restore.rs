@@ -246,7 +246,7 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
     backups::check_target(&to, force)?;
     std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
     let to = std::fs::canonicalize(&to).with_context(|| format!("resolving {}", to.display()))?;
-    let target = Dir::open(&to)?;
+    let target = Dir::open_crossing_mounts(&to)?;
     let Opened { mut mounts, backup: b, .. } = open(path, &a.system, a.generation, false)?;
     println!("restoring {} from generation {} (slot {}) into {}", a.system, b.generation.seq, b.slot, to.display());
     let start = Instant::now();
@@ -375,17 +375,18 @@ fn check_targets(targets: &[Target], m: &Machine, cfg: &Config, new_uuids: bool)
         // filesystem, whatever the number of subvolumes), plus what the new
         // filesystem takes itself on this device.
         let used = t.records.iter().map(|r| r.used).max().unwrap_or(0);
-        let fits = crossback_host::fstype::of(&r.fstype).is_some_and(|ft| ft.fits(used, d.size));
-        if !fits {
+        let need = crossback_host::fstype::of(&r.fstype).map_or(u64::MAX, |ft| ft.needs(used, d.size));
+        if need > d.size {
             refuse!(
                 Refusal::TargetTooSmall,
-                "{} ({}) is too small for {} ({}): {} of data was used at backup time, and a {} filesystem needs room of its own; use a larger device",
+                "{} is too small for {} ({}): {} needed ({} used at backup time, and what a {} filesystem takes itself), {} available; use a larger device",
                 d.path.display(),
-                output::bytes(d.size),
                 t.records.iter().map(|r| r.mountpoint.as_str()).collect::<Vec<_>>().join(" + "),
                 r.fstype,
+                output::bytes(need),
                 output::bytes(used),
-                r.fstype
+                r.fstype,
+                output::bytes(d.size)
             );
         }
         // Two filesystems with one UUID: the old one is still attached.
@@ -493,7 +494,7 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
         }
     }
     let mut mounted = offline::mount_tree(&tree, &fs_mounts, true, false, false)?;
-    let root = Dir::open(&tree)?;
+    let root = Dir::open_crossing_mounts(&tree)?;
     let (entries, damaged, failed) = restore_into(&b, &root, &[])?;
     // New UUIDs: fstab and crypttab follow; other files are named. The
     // restored tree came from an archive: its files are read and written
@@ -509,7 +510,7 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
             }
             if t != text {
                 etc.write_durable(f, t.as_bytes())?;
-                println!("rewrote /etc/{f} for the new UUIDs");
+                println!("rewrote etc/{f} for the new UUIDs");
             }
         }
         let mut others = Vec::new();
