@@ -81,7 +81,7 @@ pub struct Footer {
 }
 
 impl Footer {
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(FOOTER_LEN as usize);
         v.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
         v.extend_from_slice(&(FOOTER_PAYLOAD as u32).to_le_bytes());

@@ -182,3 +182,28 @@ pub fn start_writeback(fd: BorrowedFd<'_>) {
         libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
+
+/// The uid (`user`) or gid of a name in this machine's user database, for
+/// ACLs that GNU tar wrote by name. The reentrant calls: extraction runs on
+/// several threads, and `getpwnam` shares one static buffer among them.
+pub fn lookup_id(user: bool, name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 1 << 16];
+    // SAFETY: every pointer is valid for the call: the name is NUL-terminated,
+    // the record and the result pointer live on this stack frame, and `buf`
+    // is as long as the length passed. The record's strings point into
+    // `buf`, and only its numeric id is read, before `buf` is freed.
+    unsafe {
+        if user {
+            let mut rec: libc::passwd = std::mem::zeroed();
+            let mut out: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwnam_r(cname.as_ptr(), &mut rec, buf.as_mut_ptr(), buf.len(), &mut out);
+            (rc == 0 && !out.is_null()).then_some(rec.pw_uid)
+        } else {
+            let mut rec: libc::group = std::mem::zeroed();
+            let mut out: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(cname.as_ptr(), &mut rec, buf.as_mut_ptr(), buf.len(), &mut out);
+            (rc == 0 && !out.is_null()).then_some(rec.gr_gid)
+        }
+    }
+}

@@ -120,21 +120,6 @@ pub fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-fn lookup_id(user: bool, name: &str) -> Option<u32> {
-    let cname = std::ffi::CString::new(name).ok()?;
-    // getpwnam/getgrnam are not thread-safe in general, but the returned
-    // pointer is only read before any other call on this thread.
-    unsafe {
-        if user {
-            let p = libc::getpwnam(cname.as_ptr());
-            (!p.is_null()).then(|| (*p).pw_uid)
-        } else {
-            let g = libc::getgrnam(cname.as_ptr());
-            (!g.is_null()).then(|| (*g).gr_gid)
-        }
-    }
-}
-
 fn parse_segments(nums: &[u64]) -> Result<Vec<Segment>> {
     if nums.len() % 2 != 0 {
         return Err(Error::Format("odd number of values in a sparse map".into()));
@@ -371,7 +356,7 @@ impl<R: Read> TarReader<R> {
             if entries <= 3 {
                 continue;
             }
-            if let Some(blob) = acl::text_to_blob(&text, &lookup_id) {
+            if let Some(blob) = acl::text_to_blob(&text, &crate::sys::lookup_id) {
                 meta.xattrs.push((xname, blob));
             }
         }

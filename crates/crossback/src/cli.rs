@@ -132,6 +132,10 @@ pub struct CreateArgs {
     /// Replace ARCHIVE if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Uncompressed bytes per zstd frame (default 8 MiB). For tests: an
+    /// archive with huge frames, as another writer could make.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub frame_size: Option<usize>,
 }
 
 #[derive(Args, Debug)]

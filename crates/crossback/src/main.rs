@@ -57,6 +57,7 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(crossback_host::ns::GUARD_ARG) {
         return ExitCode::from(crossback_host::ns::serve_guard(&args) as u8);
     }
+    crossback_host::ns::quiet_on_closed_pipe();
     let cli = cli::Cli::parse();
     let code = run(cli);
     // For tests and benchmarks: what the kernel counted this process reading.

@@ -16,6 +16,8 @@ use crate::machine::{Machine, System};
 
 pub struct Slot {
     pub id: SlotId,
+    /// Where it is mounted.
+    pub at: PathBuf,
     /// The slot's filesystem root, mounted privately.
     pub root: Dir,
     pub view: SlotView,
@@ -114,16 +116,53 @@ fn mount_refusal(id: SlotId, d: &Device, err: &crossback_host::Error) -> anyhow:
     }
 }
 
+/// How the slots are mounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read-only, the devices set read-only too (ls, restore, verify).
+    Read,
+    /// Read-only for now: `backup` makes only its target writable, once it
+    /// knows which one it is (the slot holding the newest complete set is
+    /// never mounted writable).
+    Backup,
+}
+
 /// Mounts both slots under `base` and reads them (marker, foreign files,
 /// generations), refusing a slot that is not this media's.
-pub fn mount(devs: &[Device; 2], media_id: &str, base: &Path, write: bool) -> anyhow::Result<(Vec<Slot>, Mounted)> {
+pub fn mount(devs: &[Device; 2], media_id: &str, base: &Path, access: Access) -> anyhow::Result<(Vec<Slot>, Mounted)> {
     let mut mounted = Mounted::default();
     let mut slots = Vec::new();
     for (id, d) in SlotId::BOTH.into_iter().zip(devs.iter()) {
         let at: PathBuf = base.join(format!("slot-{id}"));
         std::fs::create_dir_all(&at)?;
-        let fm = FsMount { mountpoint: format!("slot {id}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: Vec::new() };
-        offline::mount_one(&fm, &at, write, !write, &mut mounted).map_err(|e| mount_refusal(id, d, &e))?;
+        let fs = slot_fs(id, d);
+        match access {
+            Access::Read => offline::mount_one(&fs, &at, false, true, &mut mounted),
+            Access::Backup => offline::mount_replaying(&fs, &at, &mut mounted),
+        }
+        .map_err(|e| mount_refusal(id, d, &e))?;
+        slots.push(read(id, d, at, media_id)?);
+    }
+    Ok((slots, mounted))
+}
+
+fn slot_fs(id: SlotId, d: &Device) -> FsMount {
+    FsMount { mountpoint: format!("slot {id}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: Vec::new() }
+}
+
+/// Mounts `slot` again, writable (for `backup`'s target), and reads it again.
+pub fn make_writable(slot: Slot, d: &Device, media_id: &str, mounted: &mut Mounted) -> anyhow::Result<Slot> {
+    let Slot { id, at, root, .. } = slot;
+    drop(root);
+    rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty()).map_err(|e| refuse(Refusal::SlotBusy, format!("slot {id}: unmounting it to write to it: {e}")))?;
+    mounted.points.retain(|p| p != &at);
+    offline::mount_one(&slot_fs(id, d), &at, true, false, mounted).map_err(|e| mount_refusal(id, d, &e))?;
+    read(id, d, at, media_id)
+}
+
+/// Reads a mounted slot: its classification, checked to be this media's.
+fn read(id: SlotId, d: &Device, at: PathBuf, media_id: &str) -> anyhow::Result<Slot> {
+    {
         let root = Dir::open(&at)?;
         let view = match layout::classify(&root)? {
             Ok(v) => v,
@@ -137,9 +176,8 @@ pub fn mount(devs: &[Device; 2], media_id: &str, base: &Path, write: bool) -> an
             ),
         };
         view.check_owner(id, media_id)?;
-        slots.push(Slot { id, root, view });
+        Ok(Slot { id, at, root, view })
     }
-    Ok((slots, mounted))
 }
 
 /// For reading the backups (ls, restore, verify): the configuration, the
@@ -165,6 +203,6 @@ pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView>
     crossback_host::ns::start_guard()?;
     crossback_host::ns::enter_private()?;
     let scratch = crossback_host::inspect::scratch_dir(name)?;
-    let (slots, mounts) = mount(&devs, media_cfg.id.get_ref(), &scratch, false)?;
+    let (slots, mounts) = mount(&devs, media_cfg.id.get_ref(), &scratch, Access::Read)?;
     Ok(ReadOnlyView { cfg, machine, slots, mounts, scratch, _lock: lock })
 }

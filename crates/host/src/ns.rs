@@ -86,3 +86,14 @@ pub fn serve_guard(args: &[String]) -> i32 {
         }
     }
 }
+
+/// Makes a write to a closed pipe end the process quietly, as it ends `tar`
+/// or `ls` (`crossback ls … | head -1`), instead of an error at every print.
+/// Rust ignores SIGPIPE by default. Call it first thing in `main`.
+pub fn quiet_on_closed_pipe() {
+    // SAFETY: resetting one signal's disposition to its default touches no
+    // memory and runs before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

@@ -27,6 +27,10 @@ pub fn dirty(dev: &Path, fstype: &str) -> Result<Option<String>> {
     crate::fstype::of(fstype).map_or(Ok(None), |t| t.dirty(dev))
 }
 
+fn subvol_option(m: &FsMount) -> String {
+    m.subvol.as_ref().map(|sv| format!("subvol={sv}")).unwrap_or_default()
+}
+
 /// Options for a read-only mount that writes nothing, journal included.
 fn ro_options(m: &FsMount) -> String {
     let mut o: Vec<String> = Vec::new();
@@ -126,12 +130,24 @@ fn is_mount_point(at: &Path) -> bool {
 /// system's options. Falls back to a FUSE driver when the kernel does not
 /// know the type.
 pub fn mount_one(m: &FsMount, at: &Path, rw: bool, set_ro: bool, into: &mut Mounted) -> Result<()> {
+    mount_with(m, at, rw, set_ro, false, into)
+}
+
+/// A read-only mount of one of crossback's own filesystems (a slot) that
+/// replays its journal first, as any mount would: after a power cut the
+/// journal holds the last manifests written, and a view without them
+/// would be an old one.
+pub fn mount_replaying(m: &FsMount, at: &Path, into: &mut Mounted) -> Result<()> {
+    mount_with(m, at, false, false, true, into)
+}
+
+fn mount_with(m: &FsMount, at: &Path, rw: bool, set_ro: bool, replay: bool, into: &mut Mounted) -> Result<()> {
     if !rw && set_ro {
         into.read_only.push(ReadOnly::set(&m.device)?);
     }
     // Fail closed: options that cannot be passed (a NUL byte from a crafted
     // fstab) must not become no options, which would drop `noload`.
-    let data = CString::new(if rw { rw_options(m) } else { ro_options(m) })
+    let data = CString::new(if rw { rw_options(m) } else if replay { subvol_option(m) } else { ro_options(m) })
         .map_err(|_| Error::Refused(format!("the mount options of {} hold a NUL byte: refused", m.mountpoint)))?;
     let flags = if rw { MountFlags::empty() } else { MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV };
     // EBUSY can be passing: a probe (blkid, udev) holding the device open

@@ -111,6 +111,14 @@ impl LoopFs {
         fs
     }
 
+    /// A device of `size_mib` with nothing on it (a new disk's partition).
+    pub fn blank(size_mib: u64) -> LoopFs {
+        let mut fs = LoopFs::new("ext4", size_mib);
+        fs.unmount();
+        run(Command::new("wipefs").args(["-a", "-q"]).arg(&fs.device));
+        fs
+    }
+
     pub fn mount(&mut self, opts: &[&str]) {
         let mut cmd = Command::new("mount");
         if !opts.is_empty() {

@@ -100,6 +100,9 @@ pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
     if let Some(t) = a.threads {
         opts.threads = t.max(1);
     }
+    if let Some(f) = a.frame_size {
+        opts.frame_size = f.max(64 << 10);
+    }
     // The archive may be written inside the tree it archives: never into itself.
     opts.skip_inodes.push((me.dev(), me.ino()));
     let start = Instant::now();

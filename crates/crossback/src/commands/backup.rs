@@ -334,9 +334,17 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     ns::start_guard()?;
     ns::enter_private()?;
     let scratch = crossback_host::inspect::scratch_dir("crossback-backup")?;
-    let (slot_list, mut slot_mounts) = slots::mount(&devs, media_cfg.id.get_ref(), &scratch, true)?;
+    let (mut slot_list, mut slot_mounts) = slots::mount(&devs, media_cfg.id.get_ref(), &scratch, slots::Access::Backup)?;
     let plan = media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation)?;
-    let target = &slot_list[plan.target.index()];
+    // Only the target is made writable; it is read again once it is.
+    let i = plan.target.index();
+    let t = slot_list.remove(i);
+    let t = slots::make_writable(t, &devs[i], media_cfg.id.get_ref(), &mut slot_mounts)?;
+    slot_list.insert(i, t);
+    if media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation)? != plan {
+        crate::refuse!(Refusal::SlotBusy, "slot {} changed while crossback was reading it: is another program writing to it? Nothing was written", plan.target);
+    }
+    let target = &slot_list[i];
     let slot_dir = target.dir()?;
     for w in &plan.wipe {
         println!("slot {}: wiping {w} (older than the newest complete generation)", target.id);

@@ -241,13 +241,13 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
             None => refuse!(Refusal::Usage, "{}: a path with '..' names nothing in the backup", output::text(p)),
         }
     }
-    // The target is resolved before the private namespace hides nothing of it.
     let to = if to.is_absolute() { to } else { std::env::current_dir()?.join(to) };
     backups::check_target(&to, force)?;
+    // Locked and found before the target is made: a refusal writes nothing.
+    let Opened { mut mounts, backup: b, .. } = open(path, &a.system, a.generation, false)?;
     std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
     let to = std::fs::canonicalize(&to).with_context(|| format!("resolving {}", to.display()))?;
     let target = Dir::open_crossing_mounts(&to)?;
-    let Opened { mut mounts, backup: b, .. } = open(path, &a.system, a.generation, false)?;
     println!("restoring {} from generation {} (slot {}) into {}", a.system, b.generation.seq, b.slot, to.display());
     let start = Instant::now();
     if let Some(set) = &b.record.legacy {
