@@ -463,7 +463,7 @@ fn root_issue_11_8_a_second_run_is_refused_and_names_the_holder() {
     let media = cfg.lines().find_map(|l| l.strip_prefix("id = \"")).unwrap().trim_end_matches('"').to_string();
     let lock = format!("/run/crossback/lock/media-{media}.lock");
     std::fs::create_dir_all("/run/crossback/lock").unwrap();
-    let mut holder = Command::new("flock").args(["-x", &lock, "sleep", "60"]).spawn().unwrap();
+    let mut holder = Command::new("flock").args(["-x", "-F", &lock, "sleep", "60"]).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     std::fs::write(&lock, format!("{} backup\n", holder.id())).unwrap();
     let _ = std::fs::remove_dir("/tmp/crossback-never");
