@@ -141,16 +141,7 @@ pub fn find_sets(root: &Dir, rel: &str) -> anyhow::Result<Vec<Set>> {
             bail!("{}/{n} is larger than a duplicity manifest can be ({MANIFEST_CAP} bytes): not adopted", dir.display());
         }
         let text = String::from_utf8_lossy(&raw);
-        let mut volumes = Vec::new();
-        let mut current: Option<u32> = None;
-        for line in text.lines() {
-            let l = line.trim();
-            if let Some(v) = l.strip_prefix("Volume ").and_then(|v| v.strip_suffix(':')) {
-                current = v.parse().ok();
-            } else if let (Some(v), Some(h)) = (current, l.strip_prefix("Hash SHA1 ")) {
-                volumes.push((v, String::new(), h.trim().to_string()));
-            }
-        }
+        let mut volumes: Vec<(u32, String, String)> = parse_manifest(&text).into_iter().map(|(v, h)| (v, String::new(), h)).collect();
         let prefix = format!("duplicity-full.{time}.");
         let files: Vec<String> =
             names.iter().filter(|x| x.starts_with(&prefix) || x.starts_with(&format!("duplicity-full-signatures.{time}."))).cloned().collect();
@@ -167,6 +158,26 @@ pub fn find_sets(root: &Dir, rel: &str) -> anyhow::Result<Vec<Set>> {
         sets.push(Set { dir: rel.to_string(), time: time.to_string(), files, volumes, encrypted });
     }
     Ok(sets)
+}
+
+/// The volumes a duplicity manifest lists: (number, SHA1 as hex). Lines it
+/// does not know are skipped; a hash that is not 40 hex digits is dropped
+/// (that volume is then reported missing its hash).
+pub fn parse_manifest(text: &str) -> Vec<(u32, String)> {
+    let mut volumes = Vec::new();
+    let mut current: Option<u32> = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Volume ").and_then(|v| v.strip_suffix(':')) {
+            current = v.parse().ok();
+        } else if let (Some(v), Some(h)) = (current, l.strip_prefix("Hash SHA1 ")) {
+            let h = h.trim();
+            if h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()) && !volumes.iter().any(|(n, _)| *n == v) {
+                volumes.push((v, h.to_ascii_lowercase()));
+            }
+        }
+    }
+    volumes
 }
 
 /// Checks every volume against the SHA1 in the manifest; returns the problems.

@@ -75,3 +75,47 @@ pub fn inspect_slot(root: &std::path::Path) -> Option<serde_json::Value> {
 pub fn slot_of(extra: &Option<serde_json::Value>) -> Option<Result<SlotView, String>> {
     extra.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Whatever a slot's metadata files hold, reading them never panics, and
+    /// what passes `check` names only plain paths beneath the slot.
+    #[test]
+    fn slot_metadata_parsers_never_panic_and_check_what_they_pass() {
+        let mut r = crossback_testkit::fuzz_runner(512);
+        r.run(&any::<String>(), |text| {
+            let _ = toml::from_str::<Marker>(&text);
+            let _ = toml::from_str::<MountsFile>(&text).map(|m| m.check());
+            let _ = toml::from_str::<Generation>(&text).map(|g| g.check());
+            let _ = crate::config::Config::parse(&text, std::path::Path::new("c.toml"));
+            let _ = crate::duplicity::parse_manifest(&text);
+            Ok(())
+        })
+        .unwrap();
+        let path = prop_oneof![Just("/".to_string()), Just("/home".to_string()), Just("/home/../../x".to_string()), Just("/a//b".to_string()), Just("..".to_string()), "(/[a-z.]{0,4}){0,4}", any::<String>()];
+        let file = prop_oneof![Just("root.tar.zst".to_string()), Just("home.tar.zst".to_string()), Just("../../home.tar.zst".to_string()), any::<String>()];
+        let name = prop_oneof![Just("alpha".to_string()), Just("..".to_string()), Just("a/b".to_string()), any::<String>()];
+        r.run(&(proptest::collection::vec((path, file), 0..4), name), |(archives, name)| {
+            let mut t = format!("format = 1\nmedia_id = \"m\"\nseq = 1\nstate = \"open\"\nstarted = \"x\"\nsystems = [{name:?}]\n[[system]]\nname = {name:?}\nfinished = \"x\"\n");
+            for (mp, f) in &archives {
+                t.push_str(&format!("[[system.archive]]\nmountpoint = {mp:?}\nfile = {f:?}\nbytes = 1\nhash = \"{}\"\nentries = 1\ndata_bytes = 1\n", "0".repeat(64)));
+            }
+            if let Ok(g) = toml::from_str::<Generation>(&t) {
+                if g.check().is_ok() {
+                    for s in &g.recorded {
+                        prop_assert!(valid_system_name(&s.name));
+                        for a in &s.archives {
+                            prop_assert!(crossback_host::fstab::clean_mountpoint(&a.mountpoint), "{:?}", a.mountpoint);
+                            prop_assert!(!a.file.contains('/') && a.file != ".." && a.file == archive_file(&a.mountpoint));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+}

@@ -206,3 +206,25 @@ pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView>
     let (slots, mounts) = mount(&devs, media_cfg.id.get_ref(), &scratch, Access::Read)?;
     Ok(ReadOnlyView { cfg, machine, slots, mounts, scratch, _lock: lock })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11.12: a busy slot is not sent to fsck, an I/O error points at
+    /// the disk's health; each by its kind.
+    #[test]
+    fn issue_11_12_mount_failures_send_the_user_the_right_way() {
+        let d = Device { path: "/dev/sdz1".into(), fstype: "ext4".into(), ..Default::default() };
+        let err = |errno: i32| crossback_host::Error::Io { what: "mounting".into(), source: std::io::Error::from_raw_os_error(errno) };
+        let busy = mount_refusal(SlotId::A, &d, &err(libc::EBUSY));
+        assert_eq!(crate::error::kind_of(&busy), Some(Refusal::SlotBusy));
+        assert!(!busy.to_string().contains("fsck"), "{busy}");
+        let io = mount_refusal(SlotId::B, &d, &err(libc::EIO));
+        assert_eq!(crate::error::kind_of(&io), Some(Refusal::SlotIo));
+        assert!(io.to_string().contains("health"), "{io}");
+        let bad = mount_refusal(SlotId::A, &d, &err(libc::EUCLEAN));
+        assert_eq!(crate::error::kind_of(&bad), Some(Refusal::SlotDamaged));
+        assert!(bad.to_string().contains("fsck"), "{bad}");
+    }
+}

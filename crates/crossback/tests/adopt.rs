@@ -8,6 +8,8 @@ use common::{crossback, err, ok, text};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::os::unix::ffi::OsStrExt;
+
 use crossback_testkit::machine::TestMachine;
 use crossback_testkit::{compare, require_root, run, tree};
 
@@ -18,6 +20,11 @@ fn make_tree(root: &Path, seed: u64) {
     std::fs::write(root.join("docs/a.txt"), format!("tree {seed}\n")).unwrap();
     std::fs::write(root.join("docs/deep/er/b.txt"), "deep\n").unwrap();
     std::os::unix::fs::symlink("a.txt", root.join("docs/link")).unwrap();
+    // Issue 11.14: a name that is not UTF-8 (Latin-1 "café"), and one that
+    // spans volumes: any byte string is a valid name, in adopted sets too.
+    let latin1 = std::ffi::OsStr::from_bytes(b"docs/caf\xe9.txt");
+    std::fs::write(root.join(latin1), "latin-1\n").unwrap();
+    std::fs::write(root.join(std::ffi::OsStr::from_bytes(b"big-\xff.bin")), tree::noise(seed + 7, 2 << 20)).unwrap();
     run(Command::new("chmod").arg("4750").arg(root.join("docs/a.txt")));
     run(Command::new("chown").arg("1234:5678").arg(root.join("docs/deep/er/b.txt")));
     run(Command::new("touch").args(["-h", "-d", "2001-02-03 04:05:06"]).arg(root.join("docs/deep/er/b.txt")));
@@ -81,7 +88,7 @@ fn root_adopt_a_duplicity_disk_then_rotate_it_away() {
     // ls lists every file; verify passes.
     let out = ok(crossback(&cfg).args(["ls", "alpha", "--generation", "0"]));
     let listing = String::from_utf8_lossy(&out.stdout).to_string();
-    for p in [" /big.bin", " /docs/a.txt", " /docs/deep/er/b.txt", " /docs/link -> a.txt"] {
+    for p in [" /big.bin", " /docs/a.txt", " /docs/deep/er/b.txt", " /docs/link -> a.txt", " /docs/caf\\xe9.txt"] {
         assert!(listing.contains(p), "{p} missing: {listing}");
     }
     ok(crossback(&cfg).args(["verify", "--generation", "0"]));
@@ -94,6 +101,7 @@ fn root_adopt_a_duplicity_disk_then_rotate_it_away() {
         .filter(|d| !(d.starts_with("mtime differs at docs/link")))
         .collect();
     assert!(d.is_empty(), "{}", d.join("\n"));
+    assert_eq!(std::fs::read(ours.join(std::ffi::OsStr::from_bytes(b"docs/caf\xe9.txt"))).unwrap(), b"latin-1\n", "issue 11.14: a name that is not UTF-8");
     let beta = dir.path().join("ours-b");
     ok(crossback(&cfg).args(["restore", "beta", "--generation", "0", "--to"]).arg(&beta).arg("/docs/a.txt"));
     assert_eq!(std::fs::read_to_string(beta.join("docs/a.txt")).unwrap(), "tree 2\n");

@@ -555,3 +555,26 @@ fn root_issue_11_13_closed_pipes_and_control_bytes() {
         assert!(!all.iter().any(|&b| b == 0x1b || b == 0x07 || b == 0), "raw control bytes printed: {}", text(out));
     }
 }
+
+/// Issue 11.11: files that could not be read make `backup` exit 3 (the
+/// README's "partial"), after recording what it could.
+#[test]
+fn root_issue_11_11_unreadable_files_make_backup_exit_3() {
+    if !require_root("root_issue_11_11_unreadable_files_make_backup_exit_3") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut s = setup();
+    s.m.alpha_home.mount(&[]);
+    std::fs::write(s.m.alpha_home.path().join("ann/broken.txt"), "x".repeat(8192)).unwrap();
+    s.m.alpha_home.unmount();
+    // Its extent tree destroyed: the kernel refuses to read it (EFSCORRUPTED).
+    run(Command::new("debugfs").args(["-w", "-R", "sif /ann/broken.txt block[0] 0"]).arg(&s.m.alpha_home.image));
+    run(Command::new("blockdev").arg("--flushbufs").arg(&s.m.alpha_home.device));
+    let o = crossback(&s.cfg).arg("backup").output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(err(&o).contains("broken.txt") && err(&o).contains("could not be read"), "{}", err(&o));
+    let st = ok(crossback(&s.cfg).args(["status", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["slots"][0]["generation"]["state"], "sealed", "the rest is recorded");
+}

@@ -208,3 +208,15 @@ pub fn member(out: &mut Vec<u8>, name: &[u8], typeflag: u8, link: &[u8], data: &
     out.extend_from_slice(data);
     out.resize(out.len().div_ceil(512) * 512, 0);
 }
+
+/// A proptest runner with a fixed number of cases and a fixed seed, so
+/// that CI runs the same cases every time; `CROSSBACK_PROPTEST_SEED=N`
+/// replays another seed (a failure prints the seed it ran with).
+pub fn fuzz_runner(cases: u32) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let seed = std::env::var("CROSSBACK_PROPTEST_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0x00c0_ffee);
+    eprintln!("proptest: seed {seed} (CROSSBACK_PROPTEST_SEED), {cases} cases");
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    TestRunner::new_with_rng(Config { cases, failure_persistence: None, ..Config::default() }, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+}

@@ -176,3 +176,77 @@ pub fn classify(root: &Dir) -> anyhow::Result<Result<SlotView, Vec<String>>> {
     foreign.sort();
     Ok(Ok(SlotView { marker, generations, foreign }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{GenName, Generation, State};
+
+    fn manifest(seq: u64, state: State) -> String {
+        let g = Generation {
+            format: 1,
+            media_id: "m".into(),
+            seq,
+            state,
+            started: "2026-11-27T00:00:00Z".into(),
+            sealed: None,
+            systems: vec!["alpha".into()],
+            recorded: vec![],
+            legacy_files: vec![],
+        };
+        toml::to_string(&g).unwrap()
+    }
+
+    fn slot(gens: &[(&str, Option<String>)]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join(DIR);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(MARKER), toml::to_string(&Marker::new("m", SlotId::A)).unwrap()).unwrap();
+        for (name, m) in gens {
+            std::fs::create_dir_all(d.join(name)).unwrap();
+            if let Some(m) = m {
+                std::fs::write(d.join(name).join(MANIFEST), m).unwrap();
+            }
+        }
+        t
+    }
+
+    /// Issue 11.4: one classification for every command. A half-wiped
+    /// generation is a leftover, whatever its manifest says; numbers past
+    /// six digits are generations like the others.
+    #[test]
+    fn issue_11_4_one_classification_of_a_slot() {
+        let t = slot(&[
+            (&GenName::wiping_dir(7), Some(manifest(7, State::Sealed))),
+            (&GenName::dir(999_999), Some(manifest(999_999, State::Sealed))),
+            (&GenName::dir(1_000_000), Some(manifest(1_000_000, State::Open))),
+            (&GenName::dir(8), None),
+            (&GenName::dir(9), Some(manifest(10, State::Sealed))),
+            (&GenName::dir(11), Some("state = [".into())),
+        ]);
+        let v = classify(&Dir::open(t.path()).unwrap()).unwrap().unwrap();
+        assert!(v.foreign.is_empty(), "{:?}", v.foreign);
+        let kinds: Vec<(u64, bool)> = v.generations.iter().map(|g| (g.seq(), g.valid().is_some())).collect();
+        assert_eq!(kinds, [(7, false), (8, false), (9, false), (11, false), (999_999, true), (1_000_000, true)]);
+        assert_eq!(v.newest().map(|g| g.seq), Some(1_000_000));
+        assert!(matches!(&v.generations[0], GenEntry::Leftover { why: Leftover::Wiping, .. }));
+        assert!(matches!(&v.generations[2], GenEntry::Leftover { why: Leftover::NotThis, .. }));
+    }
+
+    /// Planted entries are foreign, not generations: a symlink named like a
+    /// generation, a file named like one, a `crossback` that is a symlink.
+    #[test]
+    fn planted_entries_are_foreign() {
+        let t = slot(&[(&GenName::dir(1), Some(manifest(1, State::Sealed)))]);
+        let d = t.path().join(DIR);
+        std::os::unix::fs::symlink("/etc", d.join(GenName::dir(2))).unwrap();
+        std::fs::write(d.join(GenName::dir(3)), "x").unwrap();
+        std::os::unix::fs::symlink("/", d.join("generation.toml.new")).unwrap();
+        let v = classify(&Dir::open(t.path()).unwrap()).unwrap().unwrap();
+        assert_eq!(v.foreign, ["crossback/gen-000002", "crossback/gen-000003", "crossback/generation.toml.new"]);
+        assert!(v.check_owner(SlotId::A, "m").is_err());
+        let t2 = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(d, t2.path().join(DIR)).unwrap();
+        assert_eq!(classify(&Dir::open(t2.path()).unwrap()).unwrap().unwrap_err(), ["crossback"]);
+    }
+}
