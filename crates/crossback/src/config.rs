@@ -16,6 +16,8 @@ use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 use crate::error::{refuse, Refusal};
 
 pub const DEFAULT_PATH: &str = "/etc/crossback/config.toml";
+/// The largest configuration crossback reads.
+const CONFIG_CAP: u64 = 1 << 20;
 
 #[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -162,13 +164,22 @@ impl Config {
 /// The file's text; one that is not UTF-8 is refused with the line of the
 /// first bad byte.
 fn read(path: &Path) -> anyhow::Result<String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, regular, bounded: `--config /dev/zero` or a FIFO is refused, not read forever.
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(refuse(Refusal::Config, format!("no configuration at {}: run `crossback init` to write one", path.display())))
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    let meta = file.metadata().with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() || meta.len() > CONFIG_CAP {
+        return Err(refuse(Refusal::Config, format!("{} is not a configuration file (a regular file of at most {CONFIG_CAP} bytes)", path.display())));
+    }
+    let mut bytes = Vec::new();
+    file.take(CONFIG_CAP).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;

@@ -219,39 +219,40 @@ fn volume_reader(root: &Dir, set: &Set, v: usize) -> anyhow::Result<Box<dyn Read
     Ok(if name.ends_with(".gz") { Box::new(flate2::read::GzDecoder::new(plain)) } else { plain })
 }
 
-/// Walks the backup's entries in order: `each(meta, data)`, where data is
-/// the whole content of a regular file (pieces joined).
-pub fn walk(root: &Dir, set: &Set, mut each: impl FnMut(Meta, Vec<u8>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+/// The data of the member being read, as a reader.
+struct MemberData<'a, R: Read>(&'a mut TarReader<R>);
+
+impl<R: Read> Read for MemberData<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read_data(buf).map_err(std::io::Error::other)
+    }
+}
+
+/// Walks the backup's entries in order: `each(meta, data)`, where data
+/// reads the whole content of a regular file. Nothing is held in memory:
+/// a file split across members and volumes is joined in a temporary file.
+pub fn walk(root: &Dir, set: &Set, mut each: impl FnMut(Meta, &mut dyn Read) -> anyhow::Result<()>) -> anyhow::Result<()> {
     // A file split into pieces: its metadata (from piece 1) and data so far.
-    let mut pending: Option<(Meta, Vec<u8>)> = None;
+    let mut pending: Option<(Meta, std::fs::File)> = None;
     for v in 0..set.volumes.len() {
         let mut tr = TarReader::new(volume_reader(root, set, v)?);
         while let Some(m) = tr.next_member().with_context(|| format!("reading volume {} of the backup of {}", set.volumes[v].0, set.time))? {
             // Names are bytes: any byte string is a valid name.
             let raw = m.raw_path.clone();
-            let mut data = Vec::new();
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = tr.read_data(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                data.extend_from_slice(&buf[..n]);
-            }
             if let Some(rest) = raw.strip_prefix(b"multivol_snapshot/") {
                 let rest = rest.strip_suffix(b"/").unwrap_or(rest);
                 let Some(cut) = rest.iter().rposition(|&b| b == b'/') else { continue };
                 let path = normalize_path(&rest[..cut]).context("a '..' in a duplicity path")?;
-                match &mut pending {
-                    Some((pm, pd)) if pm.path == path => pd.extend_from_slice(&data),
-                    _ => {
-                        if let Some((pm, pd)) = pending.take() {
-                            finish(pm, pd, &mut each)?;
-                        }
-                        let mut meta = m.meta.clone();
-                        meta.path = path;
-                        pending = Some((meta, data));
+                if pending.as_ref().is_none_or(|(pm, _)| pm.path != path) {
+                    if let Some((pm, pd)) = pending.take() {
+                        finish(pm, pd, &mut each)?;
                     }
+                    let mut meta = m.meta.clone();
+                    meta.path = path;
+                    pending = Some((meta, tempfile::tempfile().context("creating a temporary file to join a file's pieces")?));
+                }
+                if let Some((_, pd)) = pending.as_mut() {
+                    std::io::copy(&mut MemberData(&mut tr), pd).context("joining a file's pieces")?;
                 }
                 continue;
             }
@@ -267,7 +268,7 @@ pub fn walk(root: &Dir, set: &Set, mut each: impl FnMut(Meta, Vec<u8>) -> anyhow
             if meta.kind == Kind::HardLink {
                 meta.link = normalize_path(meta.link.strip_prefix(b"snapshot/").unwrap_or(&meta.link)).unwrap_or_default();
             }
-            each(meta, data)?;
+            each(meta, &mut MemberData(&mut tr))?;
         }
     }
     if let Some((pm, pd)) = pending.take() {
@@ -276,10 +277,12 @@ pub fn walk(root: &Dir, set: &Set, mut each: impl FnMut(Meta, Vec<u8>) -> anyhow
     Ok(())
 }
 
-fn finish(mut meta: Meta, data: Vec<u8>, each: &mut impl FnMut(Meta, Vec<u8>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn finish(mut meta: Meta, mut data: std::fs::File, each: &mut impl FnMut(Meta, &mut dyn Read) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    use std::io::Seek;
     meta.kind = Kind::File;
-    meta.size = data.len() as u64;
-    each(meta, data)
+    meta.size = data.stream_position()?;
+    data.rewind()?;
+    each(meta, &mut data)
 }
 
 /// Restores the set (or the entries under `paths`) into `dest`, confined
@@ -294,8 +297,16 @@ pub fn restore(root: &Dir, set: &Set, dest: &Path, paths: &[Vec<u8>]) -> anyhow:
             return Ok(());
         }
         let res = r.entry(&meta, &mut |write| {
-            write(0, &data).map_err(|e| crossback_archive::Error::Io { what: "writing".into(), source: e })?;
-            Ok(())
+            let mut buf = vec![0u8; 1 << 20];
+            let mut at = 0u64;
+            loop {
+                let n = data.read(&mut buf).map_err(|e| crossback_archive::Error::Io { what: "reading the backup".into(), source: e })?;
+                if n == 0 {
+                    return Ok(());
+                }
+                write(at, &buf[..n]).map_err(|e| crossback_archive::Error::Io { what: "writing".into(), source: e })?;
+                at += n as u64;
+            }
         });
         match res {
             Ok(()) => n += 1,
