@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec;
 use crate::error::{ctx, Error, Result};
 
 /// Skippable frame magic crossback uses (0x184D2A50..=0x184D2A5F are skippable).
@@ -173,7 +174,7 @@ impl<W: Write> ContainerWriter<W> {
         // memory stays at one part whatever the number of entries.
         let index_off = self.pos;
         let parts = PartWriter { out: &mut self.out, buf: Vec::with_capacity(1 << 20), written: 0, hash: &mut meta_hash };
-        let mut enc = zstd::stream::Encoder::new(parts, 3).map_err(ctx(|| "starting the index compressor".into()))?;
+        let mut enc = codec::metadata_encoder(parts)?;
         io::copy(index, &mut enc).map_err(ctx(|| "writing the index".into()))?;
         let mut parts = enc.finish().map_err(ctx(|| "writing the index".into()))?;
         parts.flush_part().map_err(ctx(|| "writing the index".into()))?;
@@ -181,7 +182,7 @@ impl<W: Write> ContainerWriter<W> {
         let index_len = self.pos - index_off;
         let table = FrameTable { frames: std::mem::take(&mut self.frames), summary };
         let raw = postcard::to_stdvec(&table).map_err(|e| Error::Format(format!("encoding the frame table: {e}")))?;
-        let packed = zstd::bulk::compress(&raw, 3).map_err(ctx(|| "compressing the frame table".into()))?;
+        let packed = codec::compress_metadata(&raw)?;
         let mut buf = Vec::new();
         skippable(&mut buf, &packed);
         let table_off = self.pos;
@@ -318,7 +319,7 @@ pub fn read_trailer_at(file: &File, len: u64) -> Result<Trailer> {
     let payload = raw.get(8..).ok_or_else(|| Error::Format("frame table too short".into()))?;
     // Decompressed with a cap: a table that is a zstd bomb is damage, not memory.
     let mut unpacked = Vec::new();
-    bounded_decoder(payload)
+    codec::decoder(payload)
         .and_then(|d| d.take(TABLE_CAP + 1).read_to_end(&mut unpacked))
         .map_err(|e| Error::Format(format!("frame table does not decompress: {e}")))?;
     if unpacked.len() as u64 > TABLE_CAP {
@@ -349,7 +350,7 @@ fn check_frames(table: &FrameTable, footer: &Footer) -> Result<()> {
 /// The index's bytes, decompressed as a stream (memory stays small).
 pub fn index_reader<'a>(file: &'a File, footer: &Footer) -> Result<Box<dyn Read + 'a>> {
     let parts = SkippableParts { file, pos: footer.index_off, end: footer.index_off + footer.index_len, left: 0 };
-    let dec = bounded_decoder(io::BufReader::with_capacity(1 << 16, parts)).map_err(ctx(|| "starting the index decompressor".into()))?;
+    let dec = codec::decoder(io::BufReader::with_capacity(1 << 16, parts)).map_err(ctx(|| "starting the index decompressor".into()))?;
     Ok(Box::new(dec))
 }
 
@@ -406,10 +407,6 @@ impl std::error::Error for DamagedFrame {}
 /// Counts the compressed bytes it reads (for the random-access test and stats).
 pub static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The largest zstd window a reader accepts (2^25 = 32 MiB): whatever an
-/// archive says, decompressing it never needs more memory than that.
-pub const WINDOW_LOG_MAX: u32 = 25;
-
 /// Decompressed data moves between threads in blocks of this size.
 const BLOCK: usize = 1 << 20;
 /// Blocks decompressed ahead of the reader.
@@ -438,13 +435,6 @@ impl Read for Range {
     }
 }
 
-/// A zstd stream decoder whose memory is bounded by [`WINDOW_LOG_MAX`].
-pub fn bounded_decoder<'a, R: io::BufRead + 'a>(r: R) -> io::Result<zstd::stream::read::Decoder<'a, R>> {
-    let mut d = zstd::stream::read::Decoder::with_buffer(r)?;
-    d.window_log_max(WINDOW_LOG_MAX)?;
-    Ok(d)
-}
-
 /// Decompressed bytes of the tar stream, from tar offset `start`.
 struct Block {
     start: u64,
@@ -462,7 +452,7 @@ fn decode_frames(file: Arc<File>, table: Arc<FrameTable>, first: usize, skip: u6
         let f = table.frames[i];
         let damaged = |why: String| DamagedFrame { frame: i, u_off: f.u_off, u_end: f.u_off + f.u_len, why };
         let range = Range { file: Arc::clone(&file), pos: f.c_off, end: f.c_off + f.c_len };
-        let mut dec = match bounded_decoder(io::BufReader::with_capacity(1 << 16, range)) {
+        let mut dec = match codec::decoder(io::BufReader::with_capacity(1 << 16, range)) {
             Ok(d) => d.single_frame(),
             Err(e) => {
                 let _ = tx.send(Err(damaged(e.to_string())));
@@ -635,7 +625,7 @@ impl Read for FrameStream {
 pub fn plain_stream(mut file: File, zstd: bool) -> Result<Box<dyn Read>> {
     file.seek(SeekFrom::Start(0)).map_err(ctx(|| "rewinding the archive".into()))?;
     if zstd {
-        let d = bounded_decoder(io::BufReader::with_capacity(1 << 20, file)).map_err(ctx(|| "starting the decompressor".into()))?;
+        let d = codec::decoder(io::BufReader::with_capacity(1 << 20, file)).map_err(ctx(|| "starting the decompressor".into()))?;
         Ok(Box::new(d))
     } else {
         Ok(Box::new(io::BufReader::with_capacity(1 << 20, file)))

@@ -11,6 +11,7 @@
 //! (everything but inode flags, which tar has no field for).
 
 pub mod acl;
+pub mod codec;
 pub mod container;
 pub mod create;
 pub mod entry;

@@ -12,10 +12,28 @@ use std::time::{Duration, Instant};
 use crossback_testkit::machine::TestMachine;
 use crossback_testkit::{require_root, run, tree, LoopFs};
 
-/// A little randomness without a crate: the clock's nanoseconds.
-fn rand_below(n: u64) -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    (t.subsec_nanos() as u64).wrapping_mul(6364136223846793005).rotate_left(17) % n.max(1)
+/// The moments to kill at: a seeded generator, the seed printed so that a
+/// failure can be replayed (`CROSSBACK_KILL_SEED=N`; the moments are drawn
+/// from the same numbers, scaled to how long this machine's runs take).
+struct Moments(u64);
+
+impl Moments {
+    fn new(test: &str) -> Moments {
+        let seed = std::env::var("CROSSBACK_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            t.as_nanos() as u64
+        });
+        eprintln!("{test}: seed {seed} (replay with CROSSBACK_KILL_SEED={seed})");
+        Moments(seed | 1)
+    }
+
+    /// A number below `n` (xorshift64*).
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
 }
 
 fn with_data(m: &mut TestMachine, mib: usize) {
@@ -66,6 +84,7 @@ fn root_kill_9_at_random_moments_never_loses_the_newest_complete_set() {
         return;
     }
     let _serial = crossback_testkit::serial();
+    let mut moments = Moments::new("root_kill_9_at_random_moments_never_loses_the_newest_complete_set");
     let (m, _dir, cfg) = setup(12);
     let start = Instant::now();
     ok(crossback(&cfg).arg("backup"));
@@ -79,7 +98,7 @@ fn root_kill_9_at_random_moments_never_loses_the_newest_complete_set() {
         let started = Instant::now();
         let mut child = crossback(&cfg).arg("backup").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         // Spread over the whole run: wiping, writing, checking, renaming, recording.
-        let at = Duration::from_micros(rand_below(full.as_micros() as u64 * 9 / 10));
+        let at = Duration::from_micros(moments.below(full.as_micros() as u64 * 9 / 10));
         std::thread::sleep(at);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
@@ -119,6 +138,7 @@ fn root_power_cut_copies_keep_the_newest_sealed_generation() {
         return;
     }
     let _serial = crossback_testkit::serial();
+    let mut moments = Moments::new("root_power_cut_copies_keep_the_newest_sealed_generation");
     let (m, dir, cfg) = setup(12);
     ok(crossback(&cfg).arg("backup"));
     let start = Instant::now();
@@ -126,7 +146,7 @@ fn root_power_cut_copies_keep_the_newest_sealed_generation() {
     let full = start.elapsed();
     for round in 0..10 {
         let mut child = crossback(&cfg).arg("backup").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        std::thread::sleep(Duration::from_micros(rand_below(full.as_micros() as u64)));
+        std::thread::sleep(Duration::from_micros(moments.below(full.as_micros() as u64)));
         // What the disks held at this instant: both images, no sync first.
         let copies: Vec<PathBuf> = [&m.slot_a, &m.slot_b]
             .iter()

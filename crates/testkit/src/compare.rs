@@ -35,7 +35,9 @@ struct Node {
     nlink: u64,
 }
 
-const USER_FLAGS: u32 = 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x10000;
+/// chattr flags a user sets on purpose: S (sync), i, a, d (nodump), A (noatime),
+/// D (dirsync), C (no copy-on-write, FS_NOCOW_FL).
+const USER_FLAGS: u32 = 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x10000 | 0x0080_0000;
 
 fn fnv(h: &mut u64, data: &[u8]) {
     for &b in data {

@@ -1,6 +1,6 @@
 //! `crossback init`: find the systems and slots, write the configuration.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -94,13 +94,9 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Ok);
         }
         if !std::io::stdin().is_terminal() {
-            bail!("{} exists; pass --yes to replace it", path.display());
+            crate::refuse!(crate::error::Refusal::NotConfirmed, "{} exists; pass --yes to replace it", path.display());
         }
-        print!("{} exists. Replace it? [y/N] ", path.display());
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !crate::output::confirm(&format!("{} exists. Replace it?", path.display()))? {
             println!("left {} as it was", path.display());
             return Ok(Outcome::Ok);
         }

@@ -134,24 +134,9 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     if let Some(prefix) = &a.label {
         for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
             let label = format!("{prefix}-{letter}");
-            let mut cmd = match d.fstype.as_str() {
-                "ext2" | "ext3" | "ext4" => {
-                    let mut c = Command::new("e2label");
-                    c.arg(&d.path).arg(&label);
-                    c
-                }
-                "xfs" => {
-                    let mut c = Command::new("xfs_admin");
-                    c.arg("-L").arg(&label).arg(&d.path);
-                    c
-                }
-                "btrfs" => {
-                    let mut c = Command::new("btrfs");
-                    c.args(["filesystem", "label"]).arg(&d.path).arg(&label);
-                    c
-                }
-                other => bail!("cannot label a {other} filesystem"),
-            };
+            let mut cmd = crossback_host::fstype::of(&d.fstype)
+                .and_then(|t| t.relabel(&d.path, &label))
+                .with_context(|| crate::error::refuse(Refusal::Unsupported, format!("cannot label a {} filesystem", d.fstype)))?;
             machine::run_tool(&mut cmd)?;
         }
     }
