@@ -15,6 +15,8 @@ packages=(
   fusefat               # vfat through FUSE where the kernel has no vfat driver
   duplicity             # the old scripts' backups, for the adopt tests
   gnupg                 # encrypted duplicity volumes
+  debootstrap           # the demo's real Debian root (scripts/debian-root.sh)
+  libcap2-bin           # getcap: the demo checks capabilities survive
 )
 missing=()
 for p in "${packages[@]}"; do

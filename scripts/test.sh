@@ -21,7 +21,7 @@ if grep -q "^SKIPPED" "$log" && [ "${CROSSBACK_REQUIRE_ROOT_TESTS:-0}" = 1 ]; th
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
-  scripts/oracle-check.sh target/debug/crossback
+  scripts/oracle-check.sh "${CARGO_TARGET_DIR:-target}/debug/crossback"
 else
   echo "test.sh: oracle check SKIPPED (needs root)" >&2
 fi

@@ -180,8 +180,17 @@ pub fn trees(a: &Path, b: &Path) -> Vec<String> {
 
 /// As [`trees`]; `ignore_flags` for restores by tools that cannot set inode flags (GNU tar).
 pub fn trees_with(a: &Path, b: &Path, ignore_flags: bool) -> Vec<String> {
-    let ta = walk(a);
-    let tb = walk(b);
+    trees_except(a, b, ignore_flags, &[])
+}
+
+/// As [`trees_with`], leaving out the paths in `except` (relative to the
+/// roots, e.g. `etc/fstab`) and what is below them.
+pub fn trees_except(a: &Path, b: &Path, ignore_flags: bool, except: &[&[u8]]) -> Vec<String> {
+    let kept = |p: &Vec<u8>| !except.iter().any(|e| p.starts_with(e) && (p.len() == e.len() || p[e.len()] == b'/'));
+    let mut ta = walk(a);
+    let mut tb = walk(b);
+    ta.retain(|p, _| kept(p));
+    tb.retain(|p, _| kept(p));
     let mut diffs = Vec::new();
     let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
     // Hard-link groups: the first path of each inode, per tree.
