@@ -1,0 +1,137 @@
+//! The format, tested without root (temporary directories only): a tree
+//! goes in and comes back, the container's parts (header, frames, index,
+//! frame table, footer) are where the footer says, the frame stream seeks,
+//! one file is read without reading the rest, and a hostile tar cannot
+//! write outside the target. `cargo test -p crossback-archive` as a normal
+//! user covers the format.
+
+use std::io::Read;
+use std::path::Path;
+
+use crossback_archive::archive::Layout;
+use crossback_archive::container::{read_trailer, Trailer, FOOTER_LEN};
+use crossback_archive::extract::ExtractOptions;
+use crossback_archive::{Archive, CreateOptions, Kind};
+
+/// The tests of this file one at a time: one of them counts bytes read.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn tree(root: &Path) {
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    for i in 0..200 {
+        // Incompressible: frames have their real size.
+        std::fs::write(root.join(format!("a/f{i:03}")), crossback_testkit::tree::noise(i as u64, 2000 + 37 * i)).unwrap();
+    }
+    std::fs::write(root.join("a/b/c/deep.txt"), "deep\n").unwrap();
+    std::os::unix::fs::symlink("../f001", root.join("a/b/link")).unwrap();
+    std::fs::hard_link(root.join("a/f002"), root.join("a/b/hard")).unwrap();
+    // Sparse: a hole, then data.
+    let f = std::fs::File::create(root.join("sparse")).unwrap();
+    f.set_len(8 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"tail", 8 << 20).unwrap();
+}
+
+fn make(dir: &Path, frame_size: usize) -> std::path::PathBuf {
+    let src = dir.join("src");
+    tree(&src);
+    let out = dir.join("a.tar.zst");
+    let opts = CreateOptions { frame_size, ..Default::default() };
+    let r = crossback_archive::create(&src, std::fs::File::create(&out).unwrap(), &opts).unwrap();
+    assert_eq!(r.summary.errors, 0);
+    out
+}
+
+#[test]
+fn a_tree_goes_in_and_comes_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let a = make(t.path(), 64 << 10);
+    let archive = Archive::open(&a).unwrap();
+    let dest = t.path().join("out");
+    std::fs::create_dir(&dest).unwrap();
+    let r = crossback_archive::extract(&archive, &dest, &ExtractOptions::default()).unwrap();
+    assert!(r.damaged.is_empty() && r.archive_problem.is_none(), "{:?}", r.damaged);
+    // Ownership may not be settable as a normal user; everything else must be equal.
+    let diffs: Vec<String> = crossback_testkit::compare::trees(&t.path().join("src"), &dest).into_iter().filter(|d| !d.starts_with("owner")).collect();
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    let v = crossback_archive::verify::verify(&archive, Some(&dest), None).unwrap();
+    assert!(v.damaged.is_empty(), "{:?}", v.damaged);
+}
+
+#[test]
+fn the_footer_describes_the_file() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let a = make(t.path(), 64 << 10);
+    let f = std::fs::File::open(&a).unwrap();
+    let len = f.metadata().unwrap().len();
+    let Trailer::Indexed { footer, table } = read_trailer(&f).unwrap() else { panic!("no trailer") };
+    assert_eq!(footer.table_off + footer.table_len + FOOTER_LEN, len);
+    assert_eq!(footer.index_off + footer.index_len, footer.table_off);
+    assert_eq!(footer.data_len, footer.index_off);
+    assert!(table.frames.len() > 3, "small frames: several of them");
+    assert_eq!(table.frames.last().map(|f| f.u_off + f.u_len), Some(footer.tar_len));
+    assert_eq!(table.summary.entries, footer.entries);
+    // `zstd -dc` semantics: the data frames alone are the whole tar stream.
+    let mut all = Vec::new();
+    zstd::stream::read::Decoder::new(std::fs::File::open(&a).unwrap()).unwrap().read_to_end(&mut all).unwrap();
+    assert_eq!(all.len() as u64, footer.tar_len);
+}
+
+#[test]
+fn the_frame_stream_seeks_and_one_file_reads_little() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let a = make(t.path(), 64 << 10);
+    let archive = Archive::open(&a).unwrap();
+    let Layout::Indexed { footer, .. } = &archive.layout else { panic!() };
+    let mut whole = Vec::new();
+    archive.frames().unwrap().unwrap().read_to_end(&mut whole).unwrap();
+    assert_eq!(whole.len() as u64, footer.tar_len);
+    // Every member's header is where the index says, whatever order we seek in.
+    let entries: Vec<_> = archive.index().unwrap().unwrap().map(|e| e.unwrap()).collect();
+    let mut s = archive.frames().unwrap().unwrap();
+    for e in entries.iter().rev().chain(entries.iter()) {
+        s.seek_to(e.header_offset);
+        let mut h = [0u8; 512];
+        s.read_exact(&mut h).unwrap();
+        assert_eq!(&h[..], &whole[e.header_offset as usize..e.header_offset as usize + 512]);
+    }
+    // One small file: only the frames it lies in are read.
+    let before = crossback_archive::container::BYTES_READ.load(std::sync::atomic::Ordering::Relaxed);
+    let dest = t.path().join("one");
+    std::fs::create_dir(&dest).unwrap();
+    let opts = ExtractOptions { paths: vec![b"a/b/c/deep.txt".to_vec()], ..Default::default() };
+    let r = crossback_archive::extract(&archive, &dest, &opts).unwrap();
+    assert!(r.failed.is_empty() && r.damaged.is_empty());
+    assert_eq!(std::fs::read_to_string(dest.join("a/b/c/deep.txt")).unwrap(), "deep\n");
+    let read = crossback_archive::container::BYTES_READ.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(read < footer.data_len / 2, "read {read} of {} bytes of frames", footer.data_len);
+    assert!(entries.iter().any(|e| e.kind == Kind::HardLink));
+}
+
+#[test]
+fn a_hostile_tar_cannot_write_outside_the_target() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let mut tar = Vec::new();
+    let up = format!("../{}", "../".repeat(8));
+    crossback_testkit::member(&mut tar, format!("{up}tmp/escaped").as_bytes(), b'0', b"", b"x");
+    crossback_testkit::member(&mut tar, b"link", b'2', outside.to_str().unwrap().as_bytes(), b"");
+    crossback_testkit::member(&mut tar, b"link/through", b'0', b"", b"y");
+    crossback_testkit::member(&mut tar, b"hard", b'1', b"../../../etc/passwd", b"");
+    crossback_testkit::member(&mut tar, b"ok.txt", b'0', b"", b"fine");
+    tar.extend_from_slice(&[0u8; 1024]);
+    let path = t.path().join("evil.tar");
+    std::fs::write(&path, &tar).unwrap();
+    let dest = t.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let archive = Archive::open(&path).unwrap();
+    let r = crossback_archive::extract(&archive, &dest, &ExtractOptions::default()).unwrap();
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written through the symlink");
+    assert!(!t.path().join("tmp/escaped").exists() && !Path::new("/tmp/escaped").exists());
+    assert_eq!(std::fs::read_to_string(dest.join("ok.txt")).unwrap(), "fine");
+    assert!(r.failed.len() >= 2, "the hostile members are listed as not restored: {:?}", r.failed);
+}
