@@ -23,8 +23,8 @@ pub struct FsType {
     pub linux: bool,
     /// Why it was not cleanly unmounted, if it was not.
     dirty: Option<fn(&Path) -> Result<Option<String>>>,
-    /// The command that makes it on `dev`, with `uuid` (None: a new one) and `label`.
-    mkfs: Option<fn(&Path, Option<&str>, &str) -> Command>,
+    /// The command that makes it (type name, `dev`, `uuid` (None: a new one), `label`).
+    mkfs: Option<fn(&str, &Path, Option<&str>, &str) -> Command>,
     relabel: Option<fn(&Path, &str) -> Command>,
     /// Bytes it takes itself on a device of `size` (journal, inode tables,
     /// metadata), beyond the data; a conservative estimate.
@@ -37,8 +37,8 @@ fn cmd(prog: &str) -> Command {
     Command::new(prog)
 }
 
-fn ext_mkfs_with(prog: &str, dev: &Path, uuid: Option<&str>, label: &str) -> Command {
-    let mut c = cmd(prog);
+fn ext_mkfs(name: &str, dev: &Path, uuid: Option<&str>, label: &str) -> Command {
+    let mut c = cmd(&format!("mkfs.{name}"));
     c.args(["-q", "-F"]);
     if let Some(u) = uuid {
         c.args(["-U", u]);
@@ -97,59 +97,29 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-const EXT_OVERHEAD: fn(u64) -> u64 = |size| size / 20 + 16 * MIB;
+fn e2label(dev: &Path, label: &str) -> Command {
+    let mut c = cmd("e2label");
+    c.arg(dev).arg(label);
+    c
+}
+
+/// ext2, ext3 and ext4: one family. Its overhead: inode tables, the
+/// journal, reserved group descriptors.
+const fn ext(name: &'static str, no_replay: &'static str) -> FsType {
+    FsType { name, no_replay, fuse: &[], linux: true, dirty: Some(ext_dirty), mkfs: Some(ext_mkfs), relabel: Some(e2label), overhead: |size| size / 20 + 16 * MIB }
+}
 
 pub static TYPES: &[FsType] = &[
-    FsType {
-        name: "ext4",
-        no_replay: "noload",
-        fuse: &[],
-        linux: true,
-        dirty: Some(ext_dirty),
-        mkfs: Some(|d, u, l| ext_mkfs_with("mkfs.ext4", d, u, l)),
-        relabel: Some(|d, l| {
-            let mut c = cmd("e2label");
-            c.arg(d).arg(l);
-            c
-        }),
-        // Inode tables, the journal, reserved group descriptors.
-        overhead: EXT_OVERHEAD,
-    },
-    FsType {
-        name: "ext3",
-        no_replay: "noload",
-        fuse: &[],
-        linux: true,
-        dirty: Some(ext_dirty),
-        mkfs: Some(|d, u, l| ext_mkfs_with("mkfs.ext3", d, u, l)),
-        relabel: Some(|d, l| {
-            let mut c = cmd("e2label");
-            c.arg(d).arg(l);
-            c
-        }),
-        overhead: EXT_OVERHEAD,
-    },
-    FsType {
-        name: "ext2",
-        no_replay: "",
-        fuse: &[],
-        linux: true,
-        dirty: Some(ext_dirty),
-        mkfs: Some(|d, u, l| ext_mkfs_with("mkfs.ext2", d, u, l)),
-        relabel: Some(|d, l| {
-            let mut c = cmd("e2label");
-            c.arg(d).arg(l);
-            c
-        }),
-        overhead: EXT_OVERHEAD,
-    },
+    ext("ext4", "noload"),
+    ext("ext3", "noload"),
+    ext("ext2", ""),
     FsType {
         name: "xfs",
         no_replay: "norecovery",
         fuse: &[],
         linux: true,
         dirty: Some(xfs_dirty),
-        mkfs: Some(|d, u, l| {
+        mkfs: Some(|_, d, u, l| {
             let mut c = cmd("mkfs.xfs");
             c.args(["-q", "-f"]);
             if let Some(u) = u {
@@ -175,7 +145,7 @@ pub static TYPES: &[FsType] = &[
         fuse: &[],
         linux: true,
         dirty: Some(btrfs_dirty),
-        mkfs: Some(|d, u, l| {
+        mkfs: Some(|_, d, u, l| {
             let mut c = cmd("mkfs.btrfs");
             c.args(["-q", "-f"]);
             if let Some(u) = u {
@@ -201,7 +171,7 @@ pub static TYPES: &[FsType] = &[
         fuse: &["fusefat"],
         linux: false,
         dirty: None,
-        mkfs: Some(|d, u, l| {
+        mkfs: Some(|_, d, u, l| {
             let mut c = cmd("mkfs.vfat");
             if let Some(u) = u {
                 c.args(["-i", &u.replace('-', "")]);
@@ -226,7 +196,7 @@ pub static TYPES: &[FsType] = &[
         fuse: &[],
         linux: false,
         dirty: None,
-        mkfs: Some(|d, u, l| {
+        mkfs: Some(|_, d, u, l| {
             let mut c = cmd("mkswap");
             if let Some(u) = u {
                 c.args(["-U", u]);
@@ -261,7 +231,7 @@ impl FsType {
 
     /// The command that makes this filesystem on `dev`; `None`: crossback cannot make it.
     pub fn mkfs(&self, dev: &Path, uuid: Option<&str>, label: &str) -> Option<Command> {
-        self.mkfs.map(|f| f(dev, uuid, label))
+        self.mkfs.map(|f| f(self.name, dev, uuid, label))
     }
 
     pub fn relabel(&self, dev: &Path, label: &str) -> Option<Command> {
