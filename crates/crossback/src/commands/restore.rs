@@ -509,7 +509,14 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
                 t = replace_ci(&t, old, new);
             }
             if t != text {
+                // The directory keeps its restored times: only the file changed.
+                let before = rustix::fs::fstat(etc.as_fd()).context("reading /etc's times")?;
                 etc.write_durable(f, t.as_bytes())?;
+                let times = rustix::fs::Timestamps {
+                    last_access: rustix::fs::Timespec { tv_sec: before.st_atime, tv_nsec: before.st_atime_nsec as _ },
+                    last_modification: rustix::fs::Timespec { tv_sec: before.st_mtime, tv_nsec: before.st_mtime_nsec as _ },
+                };
+                rustix::fs::futimens(etc.as_fd(), &times).context("putting back /etc's times")?;
                 println!("rewrote etc/{f} for the new UUIDs");
             }
         }
