@@ -410,7 +410,10 @@ pub static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 /// Decompressed data moves between threads in blocks of this size.
 const BLOCK: usize = 1 << 20;
 /// Blocks decompressed ahead of the reader.
-const AHEAD: usize = 4;
+const AHEAD: usize = 2;
+/// Frames up to this size (compressed and not) are decompressed in one
+/// piece; larger ones as a stream.
+const BULK_MAX: u64 = 16 << 20;
 
 /// A byte range of the file, read in order.
 struct Range {
@@ -448,9 +451,43 @@ type Msg = Result<Block, DamagedFrame>;
 /// the first damaged frame (after saying so) or when the reader goes.
 fn decode_frames(file: Arc<File>, table: Arc<FrameTable>, first: usize, skip: u64, tx: crossbeam_channel::Sender<Msg>) {
     let mut skip = skip;
+    let mut bulk = zstd::bulk::Decompressor::new().ok();
+    if let Some(b) = bulk.as_mut() {
+        let _ = b.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(codec::WINDOW_LOG_MAX));
+    }
     for i in first..table.frames.len() {
         let f = table.frames[i];
         let damaged = |why: String| DamagedFrame { frame: i, u_off: f.u_off, u_end: f.u_off + f.u_len, why };
+        // A frame of the usual size is decompressed in one piece (the fast
+        // path); a larger one as a stream, so memory stays bounded.
+        if let (Some(dec), true) = (bulk.as_mut(), f.u_len <= BULK_MAX && f.c_len <= BULK_MAX) {
+            let mut c = vec![0u8; f.c_len as usize];
+            if let Err(e) = file.read_exact_at(&mut c, f.c_off) {
+                let _ = tx.send(Err(damaged(format!("cannot read it: {e}"))));
+                return;
+            }
+            BYTES_READ.fetch_add(f.c_len, std::sync::atomic::Ordering::Relaxed);
+            let mut data = match dec.decompress(&c, f.u_len as usize) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = tx.send(Err(damaged(e.to_string())));
+                    return;
+                }
+            };
+            if data.len() as u64 != f.u_len {
+                let _ = tx.send(Err(damaged(format!("holds {} bytes instead of {}", data.len(), f.u_len))));
+                return;
+            }
+            let s = skip.min(f.u_len) as usize;
+            skip -= s as u64;
+            if s < data.len() {
+                data.drain(..s);
+                if tx.send(Ok(Block { start: f.u_off + s as u64, data })).is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
         let range = Range { file: Arc::clone(&file), pos: f.c_off, end: f.c_off + f.c_len };
         let mut dec = match codec::decoder(io::BufReader::with_capacity(1 << 16, range)) {
             Ok(d) => d.single_frame(),

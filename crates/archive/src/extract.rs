@@ -4,7 +4,6 @@
 //! inside it and nothing after.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,9 +12,8 @@ use crate::archive::{under, Archive};
 use crate::entry::{display_path, normalize_path, Kind, Meta};
 use crate::error::{Error, Result};
 use crate::index::IndexEntry;
+use crate::members::{self, Data, Sink};
 use crate::restore::Restorer;
-use crate::tarr::TarReader;
-use crate::tarw;
 use crate::Progress;
 
 #[derive(Debug, Default)]
@@ -48,60 +46,7 @@ fn selected(path: &[u8], paths: &[Vec<u8>]) -> bool {
     paths.is_empty() || paths.iter().any(|p| under(path, p))
 }
 
-/// Reads the current member's stored data to its end, handing each piece
-/// to `each` with its offset in the file; returns the BLAKE3 of the stored
-/// bytes (a sparse file's map included), as the index hashes them.
-pub(crate) fn read_member_data<R: Read>(tr: &mut TarReader<R>, meta: &Meta, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<[u8; 32]> {
-    let mut hasher = blake3::Hasher::new();
-    let segs: Vec<(u64, u64)> = match &meta.sparse {
-        Some(s) => {
-            hasher.update(&tarw::sparse_map(s));
-            s.iter().map(|s| (s.offset, s.len)).collect()
-        }
-        None => vec![(0, meta.size)],
-    };
-    let mut buf = vec![0u8; 256 * 1024];
-    for (off, len) in segs {
-        let mut done = 0u64;
-        while done < len {
-            let want = (len - done).min(buf.len() as u64) as usize;
-            let n = tr.read_data(&mut buf[..want])?;
-            if n == 0 {
-                return Err(Error::Format("member data ends early".into()));
-            }
-            hasher.update(&buf[..n]);
-            each(off + done, &buf[..n])?;
-            done += n as u64;
-        }
-    }
-    Ok(*hasher.finalize().as_bytes())
-}
-
-/// Restores a member's data through `write`; returns its hash.
-fn copy_data<R: Read>(
-    tr: &mut TarReader<R>,
-    meta: &Meta,
-    write: &mut dyn FnMut(u64, &[u8]) -> std::io::Result<()>,
-    progress: &Option<Arc<Progress>>,
-) -> Result<[u8; 32]> {
-    read_member_data(tr, meta, |off, buf| {
-        write(off, buf).map_err(|e| Error::Io { what: format!("writing {}", display_path(&meta.path)), source: e })?;
-        if let Some(p) = progress {
-            p.bytes_in.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        }
-        Ok(())
-    })
-}
-
-/// Data or metadata lost, as opposed to a target that refused a write.
-fn is_damage(e: &Error) -> bool {
-    match e {
-        Error::Format(_) => true,
-        Error::Io { source, .. } => source.kind() == std::io::ErrorKind::InvalidData || source.kind() == std::io::ErrorKind::UnexpectedEof,
-        Error::Refused(_) => false,
-    }
-}
-
+/// Extracts `archive` (or `opts.paths`) under `dest`.
 pub fn extract(archive: &Archive, dest: &Path, opts: &ExtractOptions) -> Result<ExtractReport> {
     let mut report = ExtractReport { archive_problem: archive.trailer_problem.clone(), ..Default::default() };
     let mut restorer = Restorer::new(dest)?;
@@ -110,166 +55,142 @@ pub fn extract(archive: &Archive, dest: &Path, opts: &ExtractOptions) -> Result<
         .iter()
         .map(|p| normalize_path(p).ok_or_else(|| Error::Refused(format!("{} has a '..' component", String::from_utf8_lossy(p)))))
         .collect::<Result<_>>()?;
+    let mut sink = Extractor::new(&mut restorer, &paths, &opts.progress, &mut report);
     if archive.is_indexed() {
-        extract_indexed(archive, &mut restorer, &paths, opts, &mut report)?;
-    } else {
-        extract_plain(archive, &mut restorer, &paths, opts, &mut report)?;
+        sink.outside = outside_links(archive, &paths)?;
     }
+    members::walk(archive, &mut sink)?;
+    sink.finish();
     report.warnings.extend(restorer.finish()?);
+    // The trailer's problem is reported once, as the archive's.
+    report.damaged.retain(|(p, w)| !(p.is_empty() && Some(w) == archive.trailer_problem.as_ref()));
     Ok(report)
 }
 
-fn extract_indexed(archive: &Archive, restorer: &mut Restorer, paths: &[Vec<u8>], opts: &ExtractOptions, report: &mut ExtractReport) -> Result<()> {
-    let mut stream = archive.frames()?.ok_or_else(|| Error::Format("archive has no frame table".into()))?;
-    // Hard links whose first name is not being extracted get that name's data.
+/// Hard links being extracted whose first name is not: that name's index
+/// entry, whose data they get.
+fn outside_links(archive: &Archive, paths: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, Option<IndexEntry>>> {
     let mut outside: HashMap<Vec<u8>, Option<IndexEntry>> = HashMap::new();
-    if !paths.is_empty() {
+    if paths.is_empty() {
+        return Ok(outside);
+    }
+    for e in archive.index()?.into_iter().flatten() {
+        let e = e?;
+        if e.kind == Kind::HardLink && selected(&e.path, paths) && !selected(&e.link, paths) {
+            outside.insert(e.link.clone(), None);
+        }
+    }
+    if !outside.is_empty() {
         for e in archive.index()?.into_iter().flatten() {
             let e = e?;
-            if e.kind == Kind::HardLink && selected(&e.path, paths) && !selected(&e.link, paths) {
-                outside.insert(e.link.clone(), None);
-            }
-        }
-        if !outside.is_empty() {
-            for e in archive.index()?.into_iter().flatten() {
-                let e = e?;
-                if let Some(slot) = outside.get_mut(&e.path) {
-                    slot.get_or_insert(e);
-                }
+            if let Some(slot) = outside.get_mut(&e.path) {
+                slot.get_or_insert(e);
             }
         }
     }
-    let mut redirect: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    let mut matched = vec![false; paths.len()];
-    for e in archive.index()?.into_iter().flatten() {
-        let e = e?;
-        if !selected(&e.path, paths) {
-            continue;
-        }
-        for (i, p) in paths.iter().enumerate() {
-            matched[i] |= under(&e.path, p);
-        }
-        // A hard link to a file outside the selection: restore that file's data here.
-        let (source, mut link_target) = (e.clone(), None);
-        let source = if e.kind == Kind::HardLink && !selected(&e.link, paths) {
-            match redirect.get(&e.link) {
-                Some(first) => {
-                    link_target = Some(first.clone());
-                    source
-                }
-                None => match outside.get(&e.link).cloned().flatten() {
-                    Some(t) => {
-                        redirect.insert(e.link.clone(), e.path.clone());
-                        t
-                    }
-                    None => {
-                        report.failed.push((e.path.clone(), format!("hard link to {}, which is not in the archive", display_path(&e.link))));
-                        continue;
-                    }
-                },
+    Ok(outside)
+}
+
+/// The sink that restores members through a [`Restorer`] (what `extract`
+/// uses; crossback's reader of duplicity volumes too).
+pub struct Extractor<'a> {
+    restorer: &'a mut Restorer,
+    paths: &'a [Vec<u8>],
+    matched: Vec<bool>,
+    outside: HashMap<Vec<u8>, Option<IndexEntry>>,
+    /// A hard link's first name outside the selection → where its data went.
+    redirect: HashMap<Vec<u8>, Vec<u8>>,
+    /// For the member being read: restore it as a hard link to this path.
+    link_to: Option<Vec<u8>>,
+    progress: &'a Option<Arc<Progress>>,
+    report: &'a mut ExtractReport,
+}
+
+impl<'a> Extractor<'a> {
+    /// Restores the members under `paths` (empty: all), reporting into `report`.
+    pub fn new(restorer: &'a mut Restorer, paths: &'a [Vec<u8>], progress: &'a Option<Arc<Progress>>, report: &'a mut ExtractReport) -> Extractor<'a> {
+        Extractor { restorer, paths, matched: vec![false; paths.len()], outside: HashMap::new(), redirect: HashMap::new(), link_to: None, progress, report }
+    }
+
+    /// Reports the paths asked for that were not found.
+    pub fn finish(self) {
+        for (p, m) in self.paths.iter().zip(self.matched) {
+            if !m {
+                self.report.failed.push((p.clone(), "not in the archive".into()));
             }
-        } else {
-            source
-        };
-        stream.seek_to(source.header_offset);
-        let mut tr = TarReader::at_offset(&mut stream, source.header_offset);
-        let member = match tr.next_member() {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                report.damaged.push((e.path.clone(), "not found at its offset in the archive".into()));
-                continue;
-            }
-            Err(err) => {
-                report.damaged.push((e.path.clone(), err.to_string()));
-                continue;
-            }
-        };
-        if member.meta.path != source.path {
-            report.damaged.push((e.path.clone(), format!("the index and the archive disagree at this offset (found {})", display_path(&member.meta.path))));
-            continue;
         }
-        let mut meta = member.meta;
-        meta.flags = source.flags;
-        meta.path = e.path.clone();
-        if let Some(first) = link_target {
+    }
+}
+
+impl Sink for Extractor<'_> {
+    fn wants(&mut self, path: &[u8]) -> bool {
+        if !selected(path, self.paths) {
+            return false;
+        }
+        for (i, p) in self.paths.iter().enumerate() {
+            self.matched[i] |= under(path, p);
+        }
+        true
+    }
+
+    fn source(&mut self, e: &IndexEntry) -> Option<IndexEntry> {
+        self.link_to = None;
+        if e.kind != Kind::HardLink || selected(&e.link, self.paths) {
+            return Some(e.clone());
+        }
+        // A hard link to a file outside the selection: that file's data, here.
+        if let Some(first) = self.redirect.get(&e.link) {
+            self.link_to = Some(first.clone());
+            return Some(e.clone());
+        }
+        match self.outside.get(&e.link).cloned().flatten() {
+            Some(t) => {
+                self.redirect.insert(e.link.clone(), e.path.clone());
+                Some(t)
+            }
+            None => {
+                self.report.failed.push((e.path.clone(), format!("hard link to {}, which is not in the archive", display_path(&e.link))));
+                None
+            }
+        }
+    }
+
+    fn member(&mut self, mut meta: Meta, entry: Option<&IndexEntry>, data: &mut Data<'_>) -> Result<()> {
+        if let Some(e) = entry {
+            meta.path = e.path.clone();
+        }
+        if let Some(first) = self.link_to.take() {
             meta.kind = Kind::HardLink;
             meta.link = first;
         }
-        let mut hash = None;
-        let progress = &opts.progress;
-        let r = restorer.entry(&meta, &mut |write| {
-            hash = Some(copy_data(&mut tr, &meta, write, progress)?);
-            Ok(())
+        let progress = self.progress;
+        let r = self.restorer.entry(&meta, &mut |write| {
+            data.read(&mut |off, buf| {
+                write(off, buf).map_err(|e| Error::Io { what: format!("writing {}", display_path(&meta.path)), source: e })?;
+                if let Some(p) = progress {
+                    p.bytes_in.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+            .map(|_| ())
         });
-        match r {
-            Ok(()) => {
-                report.entries += 1;
-                report.bytes += meta.data_len();
-                if let (Some(got), Some(want)) = (hash, source.hash) {
-                    if got != want {
-                        report.damaged.push((e.path.clone(), "content does not match its hash (restored as read)".into()));
-                    }
-                }
-                if meta.kind == Kind::File && source.hash.is_none() {
-                    report.warnings.push((e.path.clone(), "was not read completely when the archive was made".into()));
-                }
-            }
-            Err(err) if is_damage(&err) => report.damaged.push((e.path.clone(), err.to_string())),
-            Err(err) => report.failed.push((e.path.clone(), err.to_string())),
-        }
-        if let Some(p) = &opts.progress {
+        if let Some(p) = progress {
             p.files.fetch_add(1, Ordering::Relaxed);
         }
-    }
-    for (p, m) in paths.iter().zip(matched) {
-        if !m {
-            report.failed.push((p.clone(), "not in the archive".into()));
+        r?;
+        self.report.entries += 1;
+        self.report.bytes += meta.data_len();
+        if members::incomplete(&meta, entry) {
+            self.report.warnings.push((meta.path.clone(), "was not read completely when the archive was made".into()));
         }
+        Ok(())
     }
-    Ok(())
-}
 
-fn extract_plain(archive: &Archive, restorer: &mut Restorer, paths: &[Vec<u8>], opts: &ExtractOptions, report: &mut ExtractReport) -> Result<()> {
-    let mut tr = TarReader::new(archive.plain_stream()?);
-    let mut matched = vec![false; paths.len()];
-    loop {
-        let member = match tr.next_member() {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(err) => {
-                report.damaged.push((Vec::new(), format!("the archive cannot be read past byte {}: {err}; members after that point are lost", tr.position())));
-                break;
-            }
-        };
-        if !member.path_ok {
-            report.failed.push((member.raw_path.clone(), "refused: the name (or its link target) leads outside the target directory".into()));
-            continue;
-        }
-        let meta = member.meta;
-        if !selected(&meta.path, paths) {
-            continue;
-        }
-        for (i, p) in paths.iter().enumerate() {
-            matched[i] |= under(&meta.path, p);
-        }
-        let progress = &opts.progress;
-        let r = restorer.entry(&meta, &mut |write| copy_data(&mut tr, &meta, write, progress).map(|_| ()));
-        match r {
-            Ok(()) => {
-                report.entries += 1;
-                report.bytes += meta.data_len();
-            }
-            Err(err) if is_damage(&err) => {
-                report.damaged.push((meta.path.clone(), err.to_string()));
-                break;
-            }
-            Err(err) => report.failed.push((meta.path.clone(), err.to_string())),
-        }
+    fn damaged(&mut self, path: &[u8], why: String) {
+        self.report.damaged.push((path.to_vec(), why));
     }
-    for (p, m) in paths.iter().zip(matched) {
-        if !m {
-            report.failed.push((p.clone(), "not in the archive".into()));
-        }
+
+    fn refused(&mut self, raw_path: &[u8], why: String) {
+        self.report.failed.push((raw_path.to_vec(), why));
     }
-    Ok(())
 }

@@ -17,6 +17,7 @@ pub mod create;
 pub mod entry;
 pub mod error;
 pub mod index;
+pub mod members;
 mod sys;
 pub mod tarr;
 pub mod tarw;

@@ -15,7 +15,7 @@ use crate::archive::{Archive, Layout};
 use crate::entry::{display_path, Kind, Meta};
 use crate::error::{ctx, Result};
 use crate::sys;
-use crate::tarr::TarReader;
+use crate::members::{self, Data, Sink};
 use crate::Progress;
 
 #[derive(Debug, Default)]
@@ -55,110 +55,72 @@ fn data_hash(archive: &Archive, len: u64, progress: &Option<Arc<Progress>>) -> s
 /// has that the archive has not.
 pub fn verify(archive: &Archive, against: Option<&Path>, progress: Option<Arc<Progress>>) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    if let Some(p) = &archive.trailer_problem {
-        report.damaged.push((Vec::new(), p.clone()));
-    }
     let tree = match against {
         Some(dir) => Some(Tree::open(dir)?),
         None => None,
     };
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    match &archive.layout {
-        Layout::Indexed { footer, .. } => {
-            match data_hash(archive, footer.data_len, &progress) {
-                Ok(h) if h == footer.data_hash => {}
-                Ok(_) => report.damaged.push((Vec::new(), "the archive's data does not match its hash".into())),
-                Err(e) => report.damaged.push((Vec::new(), format!("the archive cannot be read: {e}"))),
-            }
-            let mut stream = archive.frames()?.expect("indexed");
-            for e in archive.index()?.expect("indexed") {
-                let e = match e {
-                    Ok(e) => e,
-                    Err(err) => {
-                        report.damaged.push((Vec::new(), err.to_string()));
-                        break;
-                    }
-                };
-                report.entries += 1;
-                stream.seek_to(e.header_offset);
-                let mut tr = TarReader::at_offset(&mut stream, e.header_offset);
-                let r = (|| -> Result<Option<String>> {
-                    let Some(m) = tr.next_member()? else {
-                        return Ok(Some("missing from the archive".into()));
-                    };
-                    if m.meta.path != e.path {
-                        return Ok(Some(format!("the index and the archive disagree (found {})", display_path(&m.meta.path))));
-                    }
-                    let mut meta = m.meta;
-                    meta.flags = e.flags;
-                    let mut cmp = tree.as_ref().map(|t| t.compare(&meta, &mut report.differences));
-                    let hash = crate::extract::read_member_data(&mut tr, &meta, |off, buf| {
-                        if let Some(Some(c)) = cmp.as_mut() {
-                            c.check(off, buf);
-                        }
-                        Ok(())
-                    })?;
-                    if let Some(Some(c)) = cmp {
-                        c.finish(&mut report.differences);
-                    }
-                    report.bytes += meta.data_len();
-                    if let Some(p) = &progress {
-                        p.files.fetch_add(1, Ordering::Relaxed);
-                        p.bytes_in.fetch_add(meta.data_len(), Ordering::Relaxed);
-                    }
-                    Ok(match e.hash {
-                        Some(want) if want != hash => Some("content does not match its hash".into()),
-                        _ => None,
-                    })
-                })();
-                match r {
-                    Ok(None) => {}
-                    Ok(Some(why)) => report.damaged.push((e.path.clone(), why)),
-                    Err(err) => report.damaged.push((e.path.clone(), err.to_string())),
-                }
-                if tree.is_some() {
-                    seen.insert(e.path);
-                }
-            }
-        }
-        Layout::Plain { .. } => {
-            let mut tr = TarReader::new(archive.plain_stream()?);
-            loop {
-                let m = match tr.next_member() {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(err) => {
-                        report.damaged.push((Vec::new(), format!("the archive cannot be read past byte {}: {err}", tr.position())));
-                        break;
-                    }
-                };
-                report.entries += 1;
-                let meta = m.meta;
-                let mut cmp = tree.as_ref().map(|t| t.compare(&meta, &mut report.differences));
-                let r = crate::extract::read_member_data(&mut tr, &meta, |off, buf| {
-                    if let Some(Some(c)) = cmp.as_mut() {
-                        c.check(off, buf);
-                    }
-                    Ok(())
-                });
-                if let Err(err) = r {
-                    report.damaged.push((meta.path.clone(), err.to_string()));
-                    break;
-                }
-                if let Some(Some(c)) = cmp {
-                    c.finish(&mut report.differences);
-                }
-                report.bytes += meta.data_len();
-                if tree.is_some() {
-                    seen.insert(meta.path);
-                }
-            }
+    if let Layout::Indexed { footer, .. } = &archive.layout {
+        match data_hash(archive, footer.data_len, &progress) {
+            Ok(h) if h == footer.data_hash => {}
+            Ok(_) => report.damaged.push((Vec::new(), "the archive's data does not match its hash".into())),
+            Err(e) => report.damaged.push((Vec::new(), format!("the archive cannot be read: {e}"))),
         }
     }
+    let mut sink = Checker { tree: tree.as_ref(), report: &mut report, seen: HashSet::new(), progress: &progress };
+    members::walk(archive, &mut sink)?;
+    let seen = std::mem::take(&mut sink.seen);
     if let Some(t) = &tree {
         t.extra(&seen, &mut report.differences)?;
     }
     Ok(report)
+}
+
+/// The sink that checks members: their hashes (the walk compares them with
+/// the index), and with `--against`, the tree.
+struct Checker<'a> {
+    tree: Option<&'a Tree>,
+    report: &'a mut VerifyReport,
+    /// Paths of the archive, to find what only the tree has.
+    seen: HashSet<Vec<u8>>,
+    progress: &'a Option<Arc<Progress>>,
+}
+
+impl Sink for Checker<'_> {
+    fn wants(&mut self, path: &[u8]) -> bool {
+        self.report.entries += 1;
+        if self.tree.is_some() {
+            self.seen.insert(path.to_vec());
+        }
+        true
+    }
+
+    fn member(&mut self, meta: Meta, _entry: Option<&crate::index::IndexEntry>, data: &mut Data<'_>) -> Result<()> {
+        let differences = &mut self.report.differences;
+        let mut cmp = self.tree.and_then(|t| t.compare(&meta, differences));
+        data.read(&mut |off, buf| {
+            if let Some(c) = cmp.as_mut() {
+                c.check(off, buf);
+            }
+            Ok(())
+        })?;
+        if let Some(c) = cmp {
+            c.finish(&mut self.report.differences);
+        }
+        self.report.bytes += meta.data_len();
+        if let Some(p) = self.progress {
+            p.files.fetch_add(1, Ordering::Relaxed);
+            p.bytes_in.fetch_add(meta.data_len(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn damaged(&mut self, path: &[u8], why: String) {
+        self.report.damaged.push((path.to_vec(), why));
+    }
+
+    fn refused(&mut self, raw_path: &[u8], why: String) {
+        self.report.damaged.push((raw_path.to_vec(), why));
+    }
 }
 
 /// The directory given to `verify --against`, read without following symlinks.

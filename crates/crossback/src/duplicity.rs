@@ -286,36 +286,45 @@ fn finish(mut meta: Meta, mut data: std::fs::File, each: &mut impl FnMut(Meta, &
 }
 
 /// Restores the set (or the entries under `paths`) into `dest`, confined
-/// like any restore. Returns (entries, problems).
+/// like any restore, through the archive crate's restoring sink. Returns
+/// (entries, problems).
 pub fn restore(root: &Dir, set: &Set, dest: &Path, paths: &[Vec<u8>]) -> anyhow::Result<(u64, Vec<String>)> {
+    use crossback_archive::members::{is_damage, Data, Sink};
     let mut r = Restorer::new(dest)?;
-    let mut n = 0;
-    let mut problems = Vec::new();
-    let selected = |p: &[u8]| paths.is_empty() || paths.iter().any(|s| crossback_archive::archive::under(p, s));
+    let mut report = crossback_archive::ExtractReport::default();
+    let no_progress = None;
+    let mut sink = crossback_archive::extract::Extractor::new(&mut r, paths, &no_progress, &mut report);
     walk(root, set, |meta, data| {
-        if !selected(&meta.path) {
+        if !sink.wants(&meta.path) {
             return Ok(());
         }
-        let res = r.entry(&meta, &mut |write| {
+        let path = meta.path.clone();
+        // duplicity keeps no hash per file (its volumes' SHA1 are checked by
+        // `verify`): nothing compares the hash this returns.
+        let mut read = |each: &mut dyn FnMut(u64, &[u8]) -> crossback_archive::Result<()>| -> crossback_archive::Result<[u8; 32]> {
             let mut buf = vec![0u8; 1 << 20];
             let mut at = 0u64;
             loop {
                 let n = data.read(&mut buf).map_err(|e| crossback_archive::Error::Io { what: "reading the backup".into(), source: e })?;
                 if n == 0 {
-                    return Ok(());
+                    return Ok([0; 32]);
                 }
-                write(at, &buf[..n]).map_err(|e| crossback_archive::Error::Io { what: "writing".into(), source: e })?;
+                each(at, &buf[..n])?;
                 at += n as u64;
             }
-        });
-        match res {
-            Ok(()) => n += 1,
-            Err(e) => problems.push(format!("{}: {e}", crate::output::path(&meta.path))),
+        };
+        match sink.member(meta, None, &mut Data::new(&mut read)) {
+            Ok(()) => {}
+            Err(e) if is_damage(&e) => sink.damaged(&path, e.to_string()),
+            Err(e) => sink.refused(&path, e.to_string()),
         }
         Ok(())
     })?;
+    sink.finish();
+    let mut problems: Vec<String> = report.failed.iter().chain(report.damaged.iter()).map(|(p, w)| format!("{}: {w}", crate::output::path(p))).collect();
     for (p, w) in r.finish()? {
         problems.push(format!("{}: {w}", crate::output::path(&p)));
     }
-    Ok((n, problems))
+    Ok((report.entries, problems))
 }
+
