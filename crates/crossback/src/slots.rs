@@ -127,6 +127,22 @@ pub enum Access {
     Backup,
 }
 
+/// An I/O error while reading a slot points at the disk's health.
+fn io_hint(id: SlotId, d: &Device, e: anyhow::Error) -> anyhow::Error {
+    let eio = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()) == Some(libc::EIO)
+            || matches!(c.downcast_ref::<crossback_host::Error>(), Some(crossback_host::Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EIO))
+    });
+    if eio {
+        refuse(
+            Refusal::SlotIo,
+            format!("slot {id} ({}) gave an I/O error while it was read ({e:#}): the backup disk or its cable may be failing; look at `dmesg` and the disk's health (`smartctl -a`)", d.path.display()),
+        )
+    } else {
+        e
+    }
+}
+
 /// Mounts both slots under `base` and reads them (marker, foreign files,
 /// generations), refusing a slot that is not this media's.
 pub fn mount(devs: &[Device; 2], media_id: &str, base: &Path, access: Access) -> anyhow::Result<(Vec<Slot>, Mounted)> {
@@ -164,7 +180,7 @@ pub fn make_writable(slot: Slot, d: &Device, media_id: &str, mounted: &mut Mount
 fn read(id: SlotId, d: &Device, at: PathBuf, media_id: &str) -> anyhow::Result<Slot> {
     {
         let root = Dir::open(&at)?;
-        let view = match layout::classify(&root)? {
+        let view = match layout::classify(&root).map_err(|e| io_hint(id, d, e))? {
             Ok(v) => v,
             Err(names) => crate::refuse!(
                 Refusal::SlotNotPrepared,

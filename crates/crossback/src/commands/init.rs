@@ -20,7 +20,7 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     let m = Machine::scan(&a.devices)?;
     let (mut found, slots, warnings) = machine::discover(&m)?;
     for w in &warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", crate::output::text(w));
     }
     if !a.only.is_empty() {
         for n in &a.only {
@@ -35,7 +35,7 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     }
     println!("Linux systems found:");
     for f in &found {
-        println!("  {:<12} {}{}", f.name, f.pretty_name, if f.running { "  (running now: back it up from another system)" } else { "" });
+        println!("  {:<12} {}{}", f.name, crate::output::text(&f.pretty_name), if f.running { "  (running now: back it up from another system)" } else { "" });
         let sv = |s: Option<String>| s.map(|s| format!(" subvol={s}")).unwrap_or_default();
         println!(
             "      {:<12} {:<6} UUID={}{}  {}",
@@ -48,10 +48,17 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
         for e in f.fstab.mounts.iter().filter(|e| e.mountpoint != "/") {
             let dev = crossback_host::blockdev::find(&m.devices, &e.spec).ok().flatten();
             let at = dev.map(|d| d.path.display().to_string()).unwrap_or_else(|| "MISSING".into());
-            println!("      {:<12} {:<6} {}{}  {}", e.mountpoint, e.fstype, e.spec.to_fstab(), sv(e.subvol()), at);
+            println!(
+                "      {:<12} {:<6} {}{}  {}",
+                e.mountpoint,
+                crate::output::text(&e.fstype),
+                crate::output::text(&e.spec.to_fstab()),
+                crate::output::text(&sv(e.subvol())),
+                at
+            );
         }
         for w in &f.fstab.warnings {
-            println!("      fstab {w}");
+            println!("      fstab {}", crate::output::text(w));
         }
     }
     if slots.is_empty() {

@@ -33,17 +33,22 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     let m = Machine::scan(&[])?;
     let mut devs = [device_for(&m, &a.slot_a)?, device_for(&m, &a.slot_b)?];
     if devs[0].path == devs[1].path {
-        bail!("slot A and slot B are the same device ({}): give two filesystems", devs[0].path.display());
+        refuse!(Refusal::Usage, "slot A and slot B are the same device ({}): give two filesystems", devs[0].path.display());
     }
     let systems = machine::systems(&m, &cfg)?;
+    let running = m.running_root().map(|(d, _)| d.path.clone());
     for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
+        if running.as_ref() == Some(&d.path) {
+            refuse!(Refusal::SystemRunning, "{} (for slot {letter}) holds the running system: choose the backup disk's filesystems", d.path.display());
+        }
         for s in &systems {
             if s.filesystems.iter().chain(s.swap.iter()).any(|f| f.device.as_ref() == Some(&d.path)) {
-                bail!("{} (for slot {letter}) is part of system {}: choose filesystems on the backup disk", d.path.display(), s.name);
+                refuse!(Refusal::TargetInUse, "{} (for slot {letter}) is part of system {}: choose filesystems on the backup disk", d.path.display(), s.name);
             }
         }
         if !m.mounts_of(d).is_empty() {
-            bail!(
+            refuse!(
+                Refusal::TargetInUse,
                 "{} (for slot {letter}) is mounted at {}: unmount it first (and turn off automounting of the backup disk)",
                 d.path.display(),
                 m.mounts_of(d).iter().map(|x| x.mountpoint.as_str()).collect::<Vec<_>>().join(", ")
@@ -87,6 +92,7 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
         Some(mm) => mm.id.get_ref().clone(),
         None => media::new_media_id()?,
     };
+    let _lock = crate::slots::lock_media(&media_id, crossback_host::lock::Mode::Exclusive)?;
     ns::enter_private()?;
     let base = crossback_host::inspect::scratch_dir("crossback-prepare")?;
     for (&letter, d) in SlotId::BOTH.iter().zip(&devs) {
@@ -193,6 +199,7 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         Some(mm) => mm.id.get_ref().clone(),
         None => media::new_media_id()?,
     };
+    let _lock = crate::slots::lock_media(&media_id, crossback_host::lock::Mode::Exclusive)?;
     ns::enter_private()?;
     let base = crossback_host::inspect::scratch_dir("crossback-adopt")?;
     let mut mounted = offline::Mounted::default();

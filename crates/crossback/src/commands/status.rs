@@ -168,14 +168,14 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
         } else {
             "incomplete"
         };
-        println!("  {:<12} {:<40} {}", s.name, s.pretty_name, state);
+        println!("  {:<12} {:<40} {}", s.name, output::text(&s.pretty_name), state);
         for f in &s.filesystems {
             let sv = f.subvol.as_ref().map(|s| format!(" subvol={s}")).unwrap_or_default();
             let at = f.device.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "MISSING".into());
-            println!("      {:<12} {:<6} {}{}  {}", f.mountpoint, f.fstype, f.spec, sv, at);
+            println!("      {:<12} {:<6} {}{}  {}", f.mountpoint, output::text(&f.fstype), output::text(&f.spec), output::text(&sv), at);
         }
         for w in &s.warnings {
-            println!("      warning: {w}");
+            println!("      warning: {}", output::text(w));
         }
     }
     if st.slots.is_empty() {
@@ -203,7 +203,7 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
                         }
                     }
                     for sy in &g.systems {
-                        println!("       {:<12} {} ({} of data) at {}", sy.name, output::bytes(sy.bytes), output::bytes(sy.data_bytes), sy.finished);
+                        println!("       {:<12} {} ({} of data) at {}", sy.name, output::bytes(sy.bytes), output::bytes(sy.data_bytes), output::text(&sy.finished));
                     }
                 }
             }
