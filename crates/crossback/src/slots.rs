@@ -43,6 +43,12 @@ pub fn lock_system(name: &str, root_uuid: &str) -> anyhow::Result<Lock> {
     Ok(lock::take(&format!("system-{id}"), lock::Mode::Exclusive).map_err(|e| refuse(Refusal::Locked, format!("system {name}: {e}")))?)
 }
 
+/// R8 for a command on one configured system (mount, chroot), before
+/// anything is read; an unknown name is refused later with the list.
+pub fn lock_configured(cfg: &crate::config::Config, name: &str) -> anyhow::Result<Option<Lock>> {
+    cfg.system(name).map(|s| lock_system(name, s.root.get_ref())).transpose()
+}
+
 /// Both slot devices, or a refusal that says what is missing or wrong.
 /// `systems`: the systems about to be read (a slot on one of their disks is refused).
 pub fn find(m: &Machine, media: &Media, systems: &[&System], write: bool) -> anyhow::Result<[Device; 2]> {

@@ -111,11 +111,7 @@ fn bind_over(host: &Path, fd: &rustix::fd::OwnedFd, mounted: &mut Vec<PathBuf>) 
 pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     machine::require_root("chroot")?;
     let cfg = Config::load(config)?;
-    // R8: one crossback at a time per system, before anything is read.
-    let _lock = match cfg.system(&a.system) {
-        Some(s) => Some(crate::slots::lock_system(&a.system, s.root.get_ref())?),
-        None => None,
-    };
+    let _lock = crate::slots::lock_configured(&cfg, &a.system)?;
     let m = Machine::scan(&[])?;
     let sys = machine::system(&m, &cfg, &a.system)?;
     let rw = !a.read_only;

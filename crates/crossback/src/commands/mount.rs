@@ -21,11 +21,7 @@ fn record(system: &str) -> PathBuf {
 pub fn mount(config: &Path, a: MountArgs) -> anyhow::Result<Outcome> {
     machine::require_root("mount")?;
     let cfg = Config::load(config)?;
-    // R8: one crossback at a time per system, before anything is read.
-    let _lock = match cfg.system(&a.system) {
-        Some(s) => Some(crate::slots::lock_system(&a.system, s.root.get_ref())?),
-        None => None,
-    };
+    let _lock = crate::slots::lock_configured(&cfg, &a.system)?;
     let m = Machine::scan(&[])?;
     let sys = machine::system(&m, &cfg, &a.system)?;
     if record(&sys.name).exists() {
