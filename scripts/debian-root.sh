@@ -18,20 +18,9 @@ die() { say "FAILED: $*"; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap makes device nodes and sets owners)"
 tarball=$cache/debian-$suite.tar
 
-# The first Debian mirror in this machine's apt sources (one-line or deb822
-# format), not the security archive.
-mirror() {
-  local uris
-  uris=$( { grep -hE '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-              | sed -E 's/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?//' | awk '{print $1}'
-            grep -hiE '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -E 's/^[^:]*:[[:space:]]*//' | tr ' ' '\n'
-          } | grep -E '^https?://' | grep -v security || true)
-  echo "${MIRROR:-$(echo "$uris" | head -1)}"
-}
-
 if [ ! -s "$tarball" ]; then
   command -v debootstrap >/dev/null || die "debootstrap is not installed (scripts/install-deps.sh installs it)"
-  m=$(mirror)
+  m=$("$(dirname "$0")/apt-mirror.sh")
   [ -n "$m" ] || die "no Debian mirror in /etc/apt/sources.list*: set MIRROR=http://…/debian"
   say "building a Debian $suite root from $m (once; cached in $tarball)"
   mkdir -p "$cache"
