@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The lab's virtual dual-boot PC (issue 17), built once and cached:
+#   one GPT system disk: ESP (vfat), system A = Debian 12 on ext4 (/) + ext4
+#   (/home), system B = Debian 13 on btrfs (subvolumes @ and @home); each with
+#   Debian's cloud kernel, systemd, udev and GRUB EFI with its own boot entry.
+# The roots are made on the host (debootstrap); GRUB is installed in a
+# provisioning boot of the guest (the host has no vfat driver, and grub in a
+# host chroot would name the host's loop devices). QEMU with TCG and OVMF.
+#
+# Usage (as root): lab/build-pc.sh      → $LAB_CACHE/pc.raw, $LAB_CACHE/vars.fd
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+[ -s "$LAB_CACHE/pc.raw" ] && [ -s "$LAB_CACHE/vars.fd" ] && { say "cached: $LAB_CACHE/pc.raw"; exit 0; }
+need_packages qemu-system-x86 ovmf debootstrap btrfs-progs dosfstools e2fsprogs fdisk
+mkdir -p "$LAB_CACHE"
+work=$(mktemp -d "$LAB_CACHE/build.XXXXXX")
+loops=(); mounts=()
+cleanup() {
+  set +e
+  for ((i=${#mounts[@]}-1; i>=0; i--)); do umount "${mounts[i]}" 2>/dev/null || umount -l "${mounts[i]}"; done
+  for l in "${loops[@]}"; do partx -d "$l" 2>/dev/null; losetup -d "$l" 2>/dev/null; done
+  rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+
+# The roots, each cached as a tarball.
+root_tar() { # SUITE NAME
+  local tar=$LAB_CACHE/$2.tar
+  if [ ! -s "$tar" ]; then
+    say "debootstrap $1 for $2 (once)"
+    local d=$work/$2
+    debootstrap --variant=minbase \
+      --include=linux-image-cloud-amd64,systemd-sysv,udev,grub-efi-amd64,efibootmgr,btrfs-progs,dosfstools,e2fsprogs,kmod,iproute2,iputils-ping,libcap2-bin,passwd \
+      "$1" "$d" "$(mirror)" >"$work/$2.log" 2>&1 || { tail -20 "$work/$2.log" >&2; die "debootstrap $1 failed"; }
+    rm -f "$d"/var/cache/apt/archives/*.deb
+    tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$d" -cf "$tar.partial" . && mv "$tar.partial" "$tar"
+    rm -rf --one-file-system "$d"
+  fi
+  echo "$tar"
+}
+tar_a=$(root_tar bookworm system-a)
+tar_b=$(root_tar trixie system-b)
+
+say "partitioning the system disk"
+disk=$work/pc.raw
+truncate -s "${LAB_DISK_MIB}M" "$disk"
+sfdisk -q "$disk" <<EOF
+label: gpt
+size=256MiB, type=U, name="ESP"
+size=2560MiB, type=L, name="A-root"
+size=512MiB, type=L, name="A-home"
+type=L, name="B"
+EOF
+dev=$(losetup --find --show "$disk"); loops+=("$dev")
+partx -a "$dev"
+esp=${dev}p1; a_root=${dev}p2; a_home=${dev}p3; b=${dev}p4
+mkfs.vfat -F 32 -n ESP "$esp" >/dev/null
+mkfs.ext4 -q -L A-root "$a_root"; mkfs.ext4 -q -L A-home "$a_home"; mkfs.btrfs -q -L B "$b"
+uuid() { blkid -p -s UUID -o value "$1"; }
+
+say "system A (Debian 12, ext4)"
+m=$work/m; mkdir -p "$m"
+mount "$a_root" "$m"; mounts+=("$m")
+tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$m" -xpf "$tar_a"
+cat > "$m/etc/fstab" <<EOF
+UUID=$(uuid "$a_root") / ext4 errors=remount-ro 0 1
+UUID=$(uuid "$a_home") /home ext4 defaults 0 2
+UUID=$(uuid "$esp") /boot/efi vfat umask=0077 0 1
+EOF
+prepare_root "$m" system-a
+umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
+
+say "system B (Debian 13, btrfs @ and @home)"
+mount "$b" "$m"; mounts+=("$m")
+btrfs -q subvolume create "$m/@"; btrfs -q subvolume create "$m/@home"
+tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$m/@" -xpf "$tar_b"
+cat > "$m/@/etc/fstab" <<EOF
+UUID=$(uuid "$b") / btrfs subvol=@ 0 0
+UUID=$(uuid "$b") /home btrfs subvol=@home 0 0
+UUID=$(uuid "$esp") /boot/efi vfat umask=0077 0 1
+EOF
+prepare_root "$m/@" system-b
+umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
+
+# The provisioning boot runs A's own kernel with this script as init: it
+# installs GRUB for both systems into the ESP and their NVRAM entries.
+mount "$a_root" "$m"; mounts+=("$m")
+cp "$here/guest/provision.sh" "$m/provision.sh"; chmod +x "$m/provision.sh"
+printf 'A_ROOT=%s\nB=%s\nESP=%s\n' "$(uuid "$a_root")" "$(uuid "$b")" "$(uuid "$esp")" > "$m/provision.env"
+kernel=$(ls "$m"/boot/vmlinuz-* | sort -V | tail -1); initrd=$(ls "$m"/boot/initrd.img-* | sort -V | tail -1)
+cp "$kernel" "$work/vmlinuz"; cp "$initrd" "$work/initrd.img"
+a_uuid=$(uuid "$a_root")
+umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
+partx -d "$dev"; losetup -d "$dev"; loops=()
+
+say "provisioning boot (GRUB for A and B, NVRAM entries)"
+cp "$OVMF_VARS" "$work/vars.fd"
+run_qemu "$work/provision.log" 600 \
+  -drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" -drive if=pflash,format=raw,file="$work/vars.fd" \
+  -drive file="$disk",format=raw,if=virtio \
+  -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
+  -append "root=UUID=$a_uuid rw init=/provision.sh console=ttyS0 panic=-1" -no-reboot
+grep -q "^provision: OK" "$work/provision.log" || { tail -30 "$work/provision.log" >&2; die "the provisioning boot did not finish"; }
+mv "$disk" "$LAB_CACHE/pc.raw"; mv "$work/vars.fd" "$LAB_CACHE/vars.fd"
+say "built $LAB_CACHE/pc.raw ($(du -h --apparent-size "$LAB_CACHE/pc.raw" | cut -f1) apparent, $(du -h "$LAB_CACHE/pc.raw" | cut -f1) used)"

@@ -1,0 +1,54 @@
+# Shared by the lab's scripts: messages, packages, the mirror, QEMU.
+LAB_CACHE=${LAB_CACHE:-/var/cache/crossback/lab}
+LAB_DISK_MIB=${LAB_DISK_MIB:-6144}
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+here_lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+say() { echo "lab: $*" >&2; }
+die() { echo "lab: FAILED: $*"; exit 1; }
+
+need_packages() {
+  local missing=() p
+  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+  if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+  fi
+}
+
+mirror() { "$here_lib/../scripts/apt-mirror.sh"; }
+
+# Makes a debootstrapped root bootable and observable: hostname, a root
+# password, the serial console, GRUB's settings, a fresh machine-id.
+prepare_root() { # ROOT HOSTNAME
+  local r=$1
+  echo "$2" > "$r/etc/hostname"
+  printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$2" > "$r/etc/hosts"
+  chroot "$r" sh -c 'echo root:crossback | chpasswd'
+  : > "$r/etc/machine-id"
+  chroot "$r" systemd-machine-id-setup >/dev/null 2>&1 || true
+  mkdir -p "$r/etc/default" "$r/boot/efi"
+  cat > "$r/etc/default/grub" <<'G'
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=1
+GRUB_DISTRIBUTOR=`( . /etc/os-release && echo ${NAME} ${VERSION_ID} )`
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=ttyS0,115200 systemd.show_status=1"
+GRUB_TERMINAL=serial
+GRUB_SERIAL_COMMAND="serial --speed=115200"
+GRUB_DISABLE_OS_PROBER=true
+G
+  install -m 0755 "$here_lib/guest/lab-job" "$r/usr/local/sbin/lab-job"
+  install -m 0644 "$here_lib/guest/lab-job.service" "$r/etc/systemd/system/lab-job.service"
+  mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
+  ln -sf /etc/systemd/system/lab-job.service "$r/etc/systemd/system/multi-user.target.wants/lab-job.service"
+}
+
+# Runs QEMU (TCG: KVM guests hang on these machines) with the serial
+# console in LOG until it powers off or TIMEOUT seconds pass.
+run_qemu() { # LOG TIMEOUT QEMU-ARGS…
+  local log=$1 t=$2; shift 2
+  timeout "$t" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 -machine q35 \
+    -display none -monitor none -serial "file:$log" "$@" || true
+}
