@@ -101,6 +101,15 @@ fn root_bare_metal_restore_recreates_the_filesystems() {
     let reference = s.dir.path().join("reference");
     ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&reference));
     let ids: Vec<(String, String)> = [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi].iter().map(|f| (f.uuid(), f.label())).collect();
+    // The mount point directories on the root filesystem, under the mounts.
+    let mount_points = |root: &mut LoopFs| -> Vec<(String, i64, i64, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        root.mount(&["ro"]);
+        let v = ["home", "boot/efi"].iter().map(|d| std::fs::metadata(root.path().join(d)).unwrap()).map(|m| (format!("{:o}", m.mode()), m.mtime(), m.mtime_nsec(), m.uid())).collect();
+        root.unmount();
+        v
+    };
+    let before = mount_points(&mut s.m.alpha_root);
     // The disk "fails": every filesystem of alpha is gone.
     for f in [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi] {
         run(Command::new("wipefs").args(["-a", "-q"]).arg(&f.device));
@@ -122,6 +131,7 @@ fn root_bare_metal_restore_recreates_the_filesystems() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("crossback chroot alpha"), "{}", String::from_utf8_lossy(&out.stdout));
     let now: Vec<(String, String)> = [&s.m.alpha_root, &s.m.alpha_home, &s.m.alpha_efi].iter().map(|f| (f.uuid(), f.label())).collect();
     assert_eq!(ids, now, "same UUIDs and labels");
+    assert_eq!(mount_points(&mut s.m.alpha_root), before, "mount point directories keep their recorded mode and times");
     s.m.alpha_home.mount(&["ro"]);
     let d = diffs(&reference.join("home"), s.m.alpha_home.path(), &[]);
     assert!(d.is_empty(), "{}", d.join("\n"));

@@ -19,7 +19,7 @@ use crate::backups::{self, SystemBackup};
 use crate::cli::{LsSystemArgs, RestoreArgs};
 use crate::config::Config;
 use crate::error::{refuse, Refusal};
-use crate::layout::FsRecord;
+use crate::layout::{ArchiveRecord, FsRecord};
 use crate::machine::{self, Machine};
 use crate::output::{self, Bar};
 use crate::{refuse, slots, Outcome};
@@ -148,10 +148,10 @@ pub fn ls(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// Restores every archive (or the given paths) beneath `target`, each at
-/// its mount point (a recorded mount point is a plain path, and is resolved
-/// beneath the target without following anything).
-fn restore_into(b: &SystemBackup, target: &Dir, paths: &[String]) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
+/// Restores every archive (or the given paths), each into the directory
+/// `dest_for` gives for it (its mount point beneath a target directory, or
+/// its own new filesystem).
+fn restore_into(b: &SystemBackup, dest_for: &dyn Fn(&ArchiveRecord) -> anyhow::Result<Dir>, paths: &[String]) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
     let mut entries = 0;
     let mut damaged = Vec::new();
     let mut failed = Vec::new();
@@ -179,7 +179,7 @@ fn restore_into(b: &SystemBackup, target: &Dir, paths: &[String]) -> anyhow::Res
                 sel.clear();
             }
         }
-        let dest_dir = target.create_dirs(ar.mountpoint.trim_start_matches('/')).map_err(|e| refuse(Refusal::SlotHostile, format!("restoring {}: {e}", ar.mountpoint)))?;
+        let dest_dir = dest_for(ar)?;
         let dest = dest_dir.fd_path();
         let archive = b.open_archive(ar)?;
         let progress = Arc::new(Progress::default());
@@ -255,7 +255,11 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
         let _ = mounts.unmount();
         return Ok(report(entries, &[], &problems, start));
     }
-    let (entries, damaged, failed) = restore_into(&b, &target, paths)?;
+    // A recorded mount point is a plain path, resolved beneath the target without following anything.
+    let beneath = |ar: &ArchiveRecord| -> anyhow::Result<Dir> {
+        target.create_dirs(ar.mountpoint.trim_start_matches('/')).map_err(|e| refuse(Refusal::SlotHostile, format!("restoring {}: {e}", ar.mountpoint)))
+    };
+    let (entries, damaged, failed) = restore_into(&b, &beneath, paths)?;
     let _ = mounts.unmount();
     Ok(report(entries, &damaged, &failed, start))
 }
@@ -458,10 +462,8 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
             bail!("{} got UUID {now} instead of {}: mkfs did not keep it", t.device.display(), t.records[0].uuid);
         }
     }
-    // btrfs subvolumes, then the tree, mounted privately, restored.
+    // btrfs subvolumes, then each filesystem, mounted privately, restored.
     let base = crossback_host::inspect::SCRATCH;
-    let tree = Path::new(base).join("crossback-restore").join("target");
-    std::fs::create_dir_all(&tree)?;
     let mut fs_mounts = Vec::new();
     for t in &targets {
         if t.records[0].fstype == "btrfs" && t.records.iter().any(|r| r.subvol.is_some()) {
@@ -493,9 +495,25 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
             });
         }
     }
-    let mut mounted = offline::mount_tree(&tree, &fs_mounts, true, false, false)?;
-    let root = Dir::open_crossing_mounts(&tree)?;
-    let (entries, damaged, failed) = restore_into(&b, &root, &[])?;
+    // Each filesystem mounted on its own, not as a tree: the root
+    // archive then restores the mount point directories (/home, /boot/efi)
+    // with their own recorded owner, mode and times, as they are beneath
+    // the mounts on the real machine.
+    let mut mounted = offline::Mounted::default();
+    let mut dests: Vec<(String, PathBuf)> = Vec::new();
+    for (i, f) in fs_mounts.iter().enumerate() {
+        let at = Path::new(base).join("crossback-restore").join(format!("fs-{i}"));
+        std::fs::create_dir_all(&at)?;
+        offline::mount_one(f, &at, true, false, &mut mounted).with_context(|| format!("mounting the new {}", f.mountpoint))?;
+        dests.push((f.mountpoint.clone(), at));
+    }
+    let tree = dests.iter().find(|(mp, _)| mp == "/").map(|(_, at)| at.clone()).context("the backup records no root filesystem")?;
+    let own_fs = |ar: &ArchiveRecord| -> anyhow::Result<Dir> {
+        let (_, at) = dests.iter().find(|(mp, _)| *mp == ar.mountpoint).with_context(|| format!("no new filesystem for {}", ar.mountpoint))?;
+        Ok(Dir::open(at)?)
+    };
+    let (entries, damaged, failed) = restore_into(&b, &own_fs, &[])?;
+    let root = Dir::open(&tree)?;
     // New UUIDs: fstab and crypttab follow; other files are named. The
     // restored tree came from an archive: its files are read and written
     // beneath it, never through a symlink it holds.
