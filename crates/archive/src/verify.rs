@@ -44,6 +44,8 @@ fn data_hash(archive: &Archive, len: u64, progress: &Option<Arc<Progress>>) -> s
         h.update(&buf[..n]);
         if let Some(p) = progress {
             p.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+            // Progress is what was read: the archive once, then its members.
+            p.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         }
         off += n as u64;
     }

@@ -52,7 +52,7 @@ impl Bar {
     /// As [`Bar::start`], with a total that may be filled in later (by a pre-scan).
     pub fn start_with(progress: Arc<Progress>, total: Arc<std::sync::atomic::AtomicU64>, verb: &'static str) -> Bar {
         if !std::io::stderr().is_terminal() {
-            return Bar { stop: None };
+            return Bar::lines(progress, total, verb);
         }
         let bar = indicatif::ProgressBar::new(total.load(Ordering::Relaxed));
         let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}")
@@ -70,6 +70,29 @@ impl Bar {
                 std::thread::sleep(Duration::from_millis(200));
             }
             bar.finish_and_clear();
+        });
+        Bar { stop: Some((stop, h)) }
+    }
+
+    /// Without a terminal (a log, a service's journal): a line every
+    /// `CROSSBACK_PROGRESS_SECS` seconds (default 30), so that a long run
+    /// is never silent.
+    fn lines(progress: Arc<Progress>, total: Arc<std::sync::atomic::AtomicU64>, verb: &'static str) -> Bar {
+        let every = std::env::var("CROSSBACK_PROGRESS_SECS").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(30).max(1);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let start = Instant::now();
+        let h = std::thread::spawn(move || {
+            let mut next = Duration::from_secs(every);
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if start.elapsed() >= next {
+                    next += Duration::from_secs(every);
+                    let (done, of) = (progress.bytes_in.load(Ordering::Relaxed), total.load(Ordering::Relaxed));
+                    let of = if of >= done && of > 0 { format!(" of about {}", bytes(of)) } else { String::new() };
+                    eprintln!("  {verb}: {}{of}, {} files, {:.0}s", bytes(done), progress.files.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
+                }
+            }
         });
         Bar { stop: Some((stop, h)) }
     }

@@ -199,7 +199,11 @@ fn backup_system(
             let back = dir.open_file(&partial)?;
             drop_cache(&back);
             let archive = Archive::from_file(back, &dir.shown().join(&partial)).with_context(|| format!("reading back {partial}"))?;
-            let check = crossback_archive::verify::verify(&archive, None, None).with_context(|| format!("checking {partial}"))?;
+            let checked = Arc::new(Progress::default());
+            let bar = Bar::start(Arc::clone(&checked), archive.file().metadata().map(|m| m.len()).unwrap_or(0) + report.summary.data_bytes, "checking");
+            let check = crossback_archive::verify::verify(&archive, None, Some(checked));
+            bar.finish();
+            let check = check.with_context(|| format!("checking {partial}"))?;
             if !check.clean() {
                 crate::refuse!(
                     Refusal::SlotIo,
