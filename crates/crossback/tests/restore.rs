@@ -79,7 +79,12 @@ fn root_ls_and_restore_files_and_whole_systems() {
     assert!(whole.join("boot/efi").is_dir());
     // What changed on the system since its backup.
     ok(crossback(&s.cfg).args(["verify", "--against-source", "--system", "beta"]));
+    // A system that cannot be compared (its /home is mounted read-write) is
+    // not reported as the same: exit 3, "NOT COMPARED".
     s.m.alpha_home.mount(&[]);
+    let out = crossback(&s.cfg).args(["verify", "--against-source", "--system", "alpha"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", common::text(&out));
+    assert!(common::text(&out).contains("NOT COMPARED") && common::text(&out).contains("0 differ from their system"), "{}", common::text(&out));
     std::fs::write(s.m.alpha_home.path().join("ann/notes.txt"), "changed\n").unwrap();
     s.m.alpha_home.unmount();
     let out = crossback(&s.cfg).args(["verify", "--against-source", "--system", "alpha"]).output().unwrap();

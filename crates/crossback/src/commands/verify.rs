@@ -18,6 +18,9 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     let mut checked = 0;
     let mut damaged = 0;
     let mut changed = 0;
+    // With --against-source: archives that could not be compared (their
+    // system not offline, not attached, not configured).
+    let mut not_compared = 0;
     let systems = if a.against_source { machine::systems(&m, &cfg)? } else { Vec::new() };
     for s in &slot_list {
         if a.slot.as_deref().and_then(SlotId::parse).is_some_and(|l| l != s.id) {
@@ -72,8 +75,14 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                             }
                             source = Some((mounted, points));
                         }
-                        Some(Err(e)) => println!("  {}: not compared with the system: {e:#}", rec.name),
-                        None => println!("  {}: not in the configuration; not compared", rec.name),
+                        Some(Err(e)) => {
+                            not_compared += rec.archives.len();
+                            println!("  {}: NOT COMPARED with the system: {e:#}", rec.name)
+                        }
+                        None => {
+                            not_compared += rec.archives.len();
+                            println!("  {}: not in the configuration; NOT COMPARED", rec.name)
+                        }
                     }
                 }
                 for ar in &rec.archives {
@@ -122,11 +131,17 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     if checked == 0 {
         crate::refuse!(Refusal::NoBackup, "nothing to verify: no generation matches");
     }
-    println!("{checked} archives checked, {damaged} damaged{}", if a.against_source { format!(", {changed} differ from their system") } else { String::new() });
+    println!(
+        "{checked} archives checked, {damaged} damaged{}",
+        if a.against_source { format!(", {changed} differ from their system, {not_compared} not compared") } else { String::new() }
+    );
     Ok(if damaged > 0 {
         Outcome::Damaged
     } else if changed > 0 {
         Outcome::Differs
+    } else if not_compared > 0 {
+        // Not "same as the system": the comparison asked for was not made.
+        Outcome::Partial
     } else {
         Outcome::Ok
     })
