@@ -181,6 +181,12 @@ pub struct InitArgs {
     /// Look at these block devices only (default: every one).
     #[arg(long, value_delimiter = ',', value_name = "DEV,...")]
     pub devices: Vec<PathBuf>,
+    /// Make a new configuration from what is found here, even when a backup
+    /// media attached holds one (by default, where there is no configuration
+    /// yet, the media's copy is taken: the second system and a rescue system
+    /// then back up and restore exactly what the first one set up).
+    #[arg(long)]
+    pub ignore_media: bool,
 }
 
 #[derive(Args, Debug)]

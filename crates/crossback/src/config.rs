@@ -161,6 +161,11 @@ impl Config {
     }
 }
 
+/// The configuration file's text as it is (comments included).
+pub fn text(path: &Path) -> anyhow::Result<String> {
+    read(path)
+}
+
 /// The file's text; one that is not UTF-8 is refused with the line of the
 /// first bad byte.
 fn read(path: &Path) -> anyhow::Result<String> {

@@ -6,6 +6,7 @@
 //! ```text
 //! <slot>/crossback/slot.toml                   Marker
 //! <slot>/crossback/README.txt
+//! <slot>/crossback/config.toml                 the configuration, as last used by `backup`
 //! <slot>/crossback/gen-NNNNNN/generation.toml  Generation (with SystemRecord, ArchiveRecord)
 //! <slot>/crossback/gen-NNNNNN/SYSTEM/mounts.toml  MountsFile (FsRecord)
 //! <slot>/crossback/gen-NNNNNN/SYSTEM/root.tar.zst …
@@ -35,6 +36,9 @@ pub const MARKER: &str = "slot.toml";
 pub const README: &str = "README.txt";
 pub const MANIFEST: &str = "generation.toml";
 pub const MOUNTS: &str = "mounts.toml";
+/// A copy of the configuration, for the other systems and a rescue system.
+pub const CONFIG: &str = "config.toml";
+pub const CONFIG_CAP: u64 = 1 << 20;
 /// The layout version this crossback writes and understands.
 pub const FORMAT: u32 = 1;
 

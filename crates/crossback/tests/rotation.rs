@@ -239,3 +239,29 @@ fn root_status_warns_about_old_and_long_open_generations() {
     assert!(t.contains("generation 2 has been open for") && t.contains("days"), "{t}");
     assert!(t.contains("the newest complete backup (generation 1) is") && t.contains("days old"), "{t}");
 }
+
+/// The second system and a rescue system need the same configuration: every
+/// backup leaves a copy on the media, and `init` where there is no
+/// configuration yet takes it (issue 17: the user had to dig it out of a backup).
+#[test]
+fn root_init_takes_the_configuration_from_the_media() {
+    if !require_root("root_init_takes_the_configuration_from_the_media") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let s = setup();
+    // A comment of the user's, which the copy keeps.
+    let mut original = std::fs::read_to_string(&s.cfg).unwrap();
+    original.push_str("# kept by the copy\n");
+    std::fs::write(&s.cfg, &original).unwrap();
+    ok(crossback(&s.cfg).arg("backup"));
+    let elsewhere = s._dir.path().join("rescue.toml");
+    let out = ok(crossback(&elsewhere).args(["init", "--devices", &s.m.devices_arg()]));
+    assert!(text(&out).contains("took the configuration from the backup media"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), original);
+    ok(crossback(&elsewhere).args(["ls", "alpha", "/home"]));
+    // Opting out makes a fresh one, without the media.
+    let fresh = s._dir.path().join("fresh.toml");
+    ok(crossback(&fresh).args(["init", "--ignore-media", "--devices", &s.m.devices_arg()]));
+    assert!(!std::fs::read_to_string(&fresh).unwrap().contains("[media]"));
+}

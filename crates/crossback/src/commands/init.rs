@@ -75,6 +75,19 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
         }
     }
 
+    if !path.exists() && !a.ignore_media {
+        if let Some((text, from)) = media_copy(&slots, path) {
+            config::write(path, &text)?;
+            let cfg = Config::parse(&text, path)?;
+            let named: Vec<&str> = cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect();
+            let here: Vec<&str> = found.iter().filter(|f| !cfg.systems.iter().any(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid))).map(|f| f.name.as_str()).collect();
+            println!("took the configuration from the backup media ({from}): systems {}; wrote {}", named.join(", "), path.display());
+            if !here.is_empty() {
+                println!("found here but not in it (not added): {}; `crossback init --ignore-media` makes a new configuration instead", here.join(", "));
+            }
+            return Ok(Outcome::Ok);
+        }
+    }
     // Keep what the user wrote before: the media, and per system (by root) excludes and overrides.
     let old = if path.exists() { Config::load(path).ok() } else { None };
     let mut cfg = Config {
@@ -111,4 +124,22 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     config::write(path, &text)?;
     println!("wrote {}", path.display());
     Ok(Outcome::Ok)
+}
+
+/// The configuration a backup left on the media, from the slot with the
+/// newest generation, if both of the media's slots are attached and it checks.
+fn media_copy(slots: &[(crossback_host::blockdev::Device, crossback_host::inspect::Inspection)], path: &Path) -> Option<(String, String)> {
+    let views: Vec<(&crossback_host::blockdev::Device, crate::layout::SlotView)> =
+        slots.iter().filter_map(|(d, i)| crate::layout::slot_of(&i.extra).and_then(Result::ok).map(|v| (d, v))).collect();
+    let (d, v) = views.iter().filter(|(_, v)| v.config.is_some()).max_by_key(|(_, v)| v.newest().map(|g| g.seq))?;
+    let text = v.config.clone()?;
+    let cfg = Config::parse(&text, path).ok()?;
+    let media = cfg.media.as_ref()?;
+    // Both slots of that media are here: it is this machine's media.
+    let attached = |u: &str| views.iter().any(|(d, w)| d.uuid.eq_ignore_ascii_case(u) && w.marker.media_id == v.marker.media_id);
+    if media.id.get_ref() != &v.marker.media_id || !attached(media.slot_a.get_ref()) || !attached(media.slot_b.get_ref()) {
+        return None;
+    }
+    let generation = v.newest().map(|g| format!(", generation {}", g.seq)).unwrap_or_default();
+    Some((text, format!("slot {} on {}{generation}", v.marker.slot, d.path.display())))
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use crossback_host::beneath::{Dir, Kind};
 use serde::{Deserialize, Serialize};
 
-use super::{GenName, Generation, Marker, SlotId, DIR, MANIFEST, MANIFEST_CAP, MARKER, MARKER_CAP, README};
+use super::{GenName, Generation, Marker, SlotId, CONFIG, CONFIG_CAP, DIR, MANIFEST, MANIFEST_CAP, MARKER, MARKER_CAP, README};
 use crate::error::{refuse, Refusal};
 
 /// Why a generation directory is not a usable generation.
@@ -71,6 +71,9 @@ pub struct SlotView {
     pub generations: Vec<GenEntry>,
     /// Names (from the slot's root) that crossback did not write, shown escaped.
     pub foreign: Vec<String>,
+    /// The configuration `backup` left on the slot, if it reads.
+    #[serde(default)]
+    pub config: Option<String>,
 }
 
 impl SlotView {
@@ -147,7 +150,8 @@ pub fn classify(root: &Dir) -> anyhow::Result<Result<SlotView, Vec<String>>> {
             foreign.push(format!("{DIR}/{}", shown(&name)));
             continue;
         };
-        if (n == MARKER || n == README || n == format!("{MARKER}.new") || n == format!("{README}.new")) && kind == Kind::File {
+        let ours = [MARKER, README, CONFIG].iter().any(|f| n == *f || n == format!("{f}.new"));
+        if ours && kind == Kind::File {
             continue;
         }
         let Some(g) = GenName::parse(n).filter(|_| kind == Kind::Dir) else {
@@ -174,7 +178,8 @@ pub fn classify(root: &Dir) -> anyhow::Result<Result<SlotView, Vec<String>>> {
     let legacy: Vec<&String> = generations.iter().filter_map(GenEntry::valid).flat_map(|g| g.legacy_files.iter()).collect();
     foreign.retain(|f| !legacy.iter().any(|l| *l == f || l.split('/').next() == Some(f.as_str())));
     foreign.sort();
-    Ok(Ok(SlotView { marker, generations, foreign }))
+    let config = dir.read_capped(CONFIG, CONFIG_CAP).ok().and_then(|b| String::from_utf8(b).ok());
+    Ok(Ok(SlotView { marker, generations, foreign, config }))
 }
 
 #[cfg(test)]
