@@ -23,8 +23,13 @@ pub struct FsType {
     pub linux: bool,
     /// Why it was not cleanly unmounted, if it was not.
     dirty: Option<fn(&Path) -> Result<Option<String>>>,
-    /// The command that makes it (type name, `dev`, `uuid` (None: a new one), `label`).
-    mkfs: Option<fn(&str, &Path, Option<&str>, &str) -> Command>,
+    /// The command that makes it (type name, `dev`, `uuid` (None: a new one),
+    /// `label`, and the parameters [`FsType::params`] recorded).
+    mkfs: Option<fn(&str, &Path, Option<&str>, &str, &Params) -> Command>,
+    /// What makes this filesystem what it is beyond UUID and label (FAT type
+    /// and cluster size, ext4 features and inode size), read from `dev`, so
+    /// that it is made again the same, not as a newer mkfs would choose.
+    params: Option<fn(&Path) -> Result<Vec<String>>>,
     relabel: Option<fn(&Path, &str) -> Command>,
     /// Bytes it takes itself on a device of `size` (journal, inode tables,
     /// metadata), beyond the data; a conservative estimate.
@@ -37,9 +42,19 @@ fn cmd(prog: &str) -> Command {
     Command::new(prog)
 }
 
-fn ext_mkfs(name: &str, dev: &Path, uuid: Option<&str>, label: &str) -> Command {
+fn ext_mkfs(name: &str, dev: &Path, uuid: Option<&str>, label: &str, p: &Params) -> Command {
     let mut c = cmd(&format!("mkfs.{name}"));
     c.args(["-q", "-F"]);
+    if let Some(f) = p.words("features") {
+        // "none" first: exactly these features, whatever this mke2fs's defaults.
+        c.arg("-O").arg(format!("none,{}", f.join(",")));
+    }
+    if let Some(n) = p.number("inode_size") {
+        c.arg("-I").arg(n.to_string());
+    }
+    if let Some(n) = p.number("block_size") {
+        c.arg("-b").arg(n.to_string());
+    }
     if let Some(u) = uuid {
         c.args(["-U", u]);
     }
@@ -106,7 +121,81 @@ fn e2label(dev: &Path, label: &str) -> Command {
 /// ext2, ext3 and ext4: one family. Its overhead: inode tables, the
 /// journal, reserved group descriptors.
 const fn ext(name: &'static str, no_replay: &'static str) -> FsType {
-    FsType { name, no_replay, fuse: &[], linux: true, dirty: Some(ext_dirty), mkfs: Some(ext_mkfs), relabel: Some(e2label), overhead: |size| size / 20 + 16 * MIB }
+    FsType {
+        name,
+        no_replay,
+        fuse: &[],
+        linux: true,
+        dirty: Some(ext_dirty),
+        mkfs: Some(ext_mkfs),
+        params: Some(ext_params),
+        relabel: Some(e2label),
+        overhead: |size| size / 20 + 16 * MIB,
+    }
+}
+
+/// ext2/3/4: the features (less the state flags a mount sets), inode and block size.
+fn ext_params(dev: &Path) -> Result<Vec<String>> {
+    let text = output(Command::new("dumpe2fs").arg("-h").arg(dev))?;
+    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
+    let mut out = Vec::new();
+    if let Some(f) = field("Filesystem features:") {
+        let kept: Vec<&str> = f.split_whitespace().filter(|w| !matches!(*w, "needs_recovery" | "orphan_present")).collect();
+        out.push(format!("features={}", kept.join(",")));
+    }
+    for (k, key) in [("Inode size:", "inode_size"), ("Block size:", "block_size")] {
+        if let Some(v) = field(k) {
+            out.push(format!("{key}={v}"));
+        }
+    }
+    Ok(out)
+}
+
+/// FAT: its type (12, 16, 32), sectors per cluster and sector size, from the boot sector.
+fn fat_params(dev: &Path) -> Result<Vec<String>> {
+    use std::io::Read;
+    let mut b = [0u8; 512];
+    std::fs::File::open(dev)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::Io { what: format!("reading the boot sector of {}", dev.display()), source: e })?;
+    let u16_at = |i: usize| u64::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    let u32_at = |i: usize| u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+    let (bps, spc, reserved, fats, root_entries) = (u16_at(11), u64::from(b[13]), u16_at(14), u64::from(b[16]), u16_at(17));
+    if bps == 0 || spc == 0 {
+        return Err(Error::Refused(format!("{} has no FAT boot sector", dev.display())));
+    }
+    let fat_size = if u16_at(22) != 0 { u16_at(22) } else { u32_at(36) };
+    let total = if u16_at(19) != 0 { u16_at(19) } else { u32_at(32) };
+    let root_sectors = (root_entries * 32).div_ceil(bps);
+    let clusters = total.saturating_sub(reserved + fats * fat_size + root_sectors) / spc;
+    let fat = if u16_at(22) == 0 {
+        32
+    } else if clusters < 4085 {
+        12
+    } else {
+        16
+    };
+    Ok(vec![format!("fat={fat}"), format!("cluster_sectors={spc}"), format!("sector_size={bps}")])
+}
+
+/// Recorded parameters, read with care: they come from a slot.
+pub struct Params<'a>(pub &'a [String]);
+
+impl Params<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find_map(|p| p.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    }
+
+    fn number(&self, key: &str) -> Option<u32> {
+        self.get(key)?.parse().ok()
+    }
+
+    /// A comma-separated list of plain words (a-z, 0-9, _).
+    fn words(&self, key: &str) -> Option<Vec<&str>> {
+        let v = self.get(key)?;
+        let w: Vec<&str> = v.split(',').filter(|w| !w.is_empty()).collect();
+        (!w.is_empty() && w.iter().all(|w| w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))).then_some(w)
+    }
 }
 
 pub static TYPES: &[FsType] = &[
@@ -115,11 +204,12 @@ pub static TYPES: &[FsType] = &[
     ext("ext2", ""),
     FsType {
         name: "xfs",
+        params: None,
         no_replay: "norecovery",
         fuse: &[],
         linux: true,
         dirty: Some(xfs_dirty),
-        mkfs: Some(|_, d, u, l| {
+        mkfs: Some(|_, d, u, l, _| {
             let mut c = cmd("mkfs.xfs");
             c.args(["-q", "-f"]);
             if let Some(u) = u {
@@ -141,11 +231,12 @@ pub static TYPES: &[FsType] = &[
     },
     FsType {
         name: "btrfs",
+        params: None,
         no_replay: "rescue=nologreplay",
         fuse: &[],
         linux: true,
         dirty: Some(btrfs_dirty),
-        mkfs: Some(|_, d, u, l| {
+        mkfs: Some(|_, d, u, l, _| {
             let mut c = cmd("mkfs.btrfs");
             c.args(["-q", "-f"]);
             if let Some(u) = u {
@@ -171,8 +262,14 @@ pub static TYPES: &[FsType] = &[
         fuse: &["fusefat"],
         linux: false,
         dirty: None,
-        mkfs: Some(|_, d, u, l| {
+        params: Some(fat_params),
+        mkfs: Some(|_, d, u, l, p| {
             let mut c = cmd("mkfs.vfat");
+            for (flag, key) in [("-F", "fat"), ("-s", "cluster_sectors"), ("-S", "sector_size")] {
+                if let Some(n) = p.number(key) {
+                    c.arg(flag).arg(n.to_string());
+                }
+            }
             if let Some(u) = u {
                 c.args(["-i", &u.replace('-', "")]);
             }
@@ -192,11 +289,12 @@ pub static TYPES: &[FsType] = &[
     },
     FsType {
         name: "swap",
+        params: None,
         no_replay: "",
         fuse: &[],
         linux: false,
         dirty: None,
-        mkfs: Some(|_, d, u, l| {
+        mkfs: Some(|_, d, u, l, _| {
             let mut c = cmd("mkswap");
             if let Some(u) = u {
                 c.args(["-U", u]);
@@ -210,8 +308,8 @@ pub static TYPES: &[FsType] = &[
         relabel: None,
         overhead: |_| MIB,
     },
-    FsType { name: "exfat", no_replay: "", fuse: &["mount.exfat-fuse", "exfat-fuse"], linux: false, dirty: None, mkfs: None, relabel: None, overhead: |size| size / 50 + MIB },
-    FsType { name: "ntfs", no_replay: "", fuse: &["ntfs-3g"], linux: false, dirty: None, mkfs: None, relabel: None, overhead: |size| size / 20 + 16 * MIB },
+    FsType { name: "exfat", no_replay: "", fuse: &["mount.exfat-fuse", "exfat-fuse"], linux: false, dirty: None, mkfs: None, params: None, relabel: None, overhead: |size| size / 50 + MIB },
+    FsType { name: "ntfs", no_replay: "", fuse: &["ntfs-3g"], linux: false, dirty: None, mkfs: None, params: None, relabel: None, overhead: |size| size / 20 + 16 * MIB },
 ];
 
 /// The row for `name` (blkid's name; `msdos` and `fat` are vfat).
@@ -230,8 +328,14 @@ impl FsType {
     }
 
     /// The command that makes this filesystem on `dev`; `None`: crossback cannot make it.
-    pub fn mkfs(&self, dev: &Path, uuid: Option<&str>, label: &str) -> Option<Command> {
-        self.mkfs.map(|f| f(self.name, dev, uuid, label))
+    pub fn mkfs(&self, dev: &Path, uuid: Option<&str>, label: &str, params: &[String]) -> Option<Command> {
+        self.mkfs.map(|f| f(self.name, dev, uuid, label, &Params(params)))
+    }
+
+    /// The parameters to record for the filesystem on `dev` (empty when
+    /// this type has none crossback recreates).
+    pub fn params(&self, dev: &Path) -> Result<Vec<String>> {
+        self.params.map_or(Ok(Vec::new()), |f| f(dev))
     }
 
     pub fn relabel(&self, dev: &Path, label: &str) -> Option<Command> {
@@ -260,6 +364,36 @@ impl FsType {
 mod tests {
     use super::*;
 
+    /// Made again from what was recorded, a filesystem is what it was, not
+    /// what mkfs would choose by default (issue 17: a restored ESP got 4 KiB
+    /// clusters instead of 512 bytes). Image files only: no root needed.
+    #[test]
+    fn filesystems_are_made_again_with_their_parameters() {
+        let t = tempfile::tempdir().unwrap();
+        let img = |n: &str| {
+            let p = t.path().join(n);
+            std::fs::File::create(&p).unwrap().set_len(64 * MIB).unwrap();
+            p
+        };
+        let run = |c: &mut Command| assert!(c.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success(), "{c:?}");
+        for (ty, custom) in [("vfat", vec!["-F", "32", "-s", "1"]), ("ext4", vec!["-q", "-F", "-I", "128", "-O", "^metadata_csum,^64bit"])] {
+            let a = img(&format!("{ty}-a"));
+            run(Command::new(format!("mkfs.{ty}")).args(&custom).arg(&a));
+            let t = of(ty).unwrap();
+            let p = t.params(&a).unwrap();
+            let b = img(&format!("{ty}-b"));
+            run(&mut t.mkfs(&b, None, "", &p).unwrap());
+            assert_eq!(t.params(&b).unwrap(), p, "{ty}");
+            let c = img(&format!("{ty}-c"));
+            run(&mut t.mkfs(&c, None, "", &[]).unwrap());
+            assert_ne!(t.params(&c).unwrap(), p, "{ty}: the defaults differ, so the test means something");
+        }
+        // Values from a slot are words and numbers only.
+        let hostile = ["features=has_journal,-E,x".to_string(), "inode_size=128 -O x".to_string()];
+        let c = of("ext4").unwrap().mkfs(Path::new("/dev/x"), None, "", &hostile).unwrap();
+        assert_eq!(c.get_args().collect::<Vec<_>>(), ["-q", "-F", "/dev/x"]);
+    }
+
     #[test]
     fn every_row_answers() {
         for t in TYPES {
@@ -270,9 +404,9 @@ mod tests {
         let ext4 = of("ext4").unwrap();
         assert!(ext4.fits(100 * MIB, 1024 * MIB));
         assert!(!ext4.fits(100 * MIB, 100 * MIB), "a device as small as the data does not hold it");
-        let c = ext4.mkfs(Path::new("/dev/x"), Some("u"), "L").unwrap();
+        let c = ext4.mkfs(Path::new("/dev/x"), Some("u"), "L", &[]).unwrap();
         assert_eq!(c.get_args().collect::<Vec<_>>(), ["-q", "-F", "-U", "u", "-L", "L", "/dev/x"]);
-        let c = of("vfat").unwrap().mkfs(Path::new("/dev/x"), Some("ABCD-1234"), "").unwrap();
+        let c = of("vfat").unwrap().mkfs(Path::new("/dev/x"), Some("ABCD-1234"), "", &[]).unwrap();
         assert_eq!(c.get_args().collect::<Vec<_>>(), ["-i", "ABCD1234", "/dev/x"]);
     }
 }

@@ -85,6 +85,19 @@ fn fat_label_entry(label: &str) -> Option<String> {
     Some(if ext.is_empty() { format!("/{base}") } else { format!("/{base}.{ext}") })
 }
 
+/// The filesystem's parameters to record; a failure to read them is said,
+/// and the restore then uses mkfs's defaults.
+fn fs_params(fstype: &str, dev: &std::path::Path) -> Vec<String> {
+    match crossback_host::fstype::of(fstype).map(|t| t.params(dev)) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            eprintln!("  warning: the parameters of {} ({fstype}) could not be read ({e}); a bare-metal restore will use mkfs's defaults", dev.display());
+            Vec::new()
+        }
+        None => Vec::new(),
+    }
+}
+
 /// Drops the file's pages from the cache, so the check reads the disk.
 fn drop_cache(f: &std::fs::File) {
     let _ = rustix::fs::fadvise(f.as_fd(), 0, None, rustix::fs::Advice::DontNeed);
@@ -149,6 +162,7 @@ fn backup_system(
             options: f.options.clone(),
             fstab_line: sys.filesystems.iter().find(|x| x.mountpoint == f.mountpoint).map(|x| x.fstab_line.clone()).unwrap_or_default(),
             archive: file.clone(),
+            params: fs_params(&f.fstype, &f.device),
         });
         let partial = format!("{file}.partial");
         let out = dir.create_file(&partial)?;
@@ -253,6 +267,7 @@ fn backup_system(
             options: sw.options.clone(),
             fstab_line: sw.fstab_line.clone(),
             archive: String::new(),
+            params: Vec::new(),
         });
     }
     dir.write_durable(layout::MOUNTS, toml::to_string(&mounts_file)?.as_bytes())?;

@@ -280,7 +280,7 @@ fn mkfs(t: &Target) -> anyhow::Result<()> {
     let keep = t.new_uuid.is_none();
     let ft = crossback_host::fstype::of(&r.fstype).with_context(|| refuse(Refusal::Unsupported, format!("cannot recreate a {} filesystem (for {})", r.fstype, r.mountpoint)))?;
     let mut cmd = ft
-        .mkfs(&t.device, keep.then_some(r.uuid.as_str()), &r.label)
+        .mkfs(&t.device, keep.then_some(r.uuid.as_str()), &r.label, &r.params)
         .with_context(|| refuse(Refusal::Unsupported, format!("cannot recreate a {} filesystem (for {})", r.fstype, r.mountpoint)))?;
     machine::run_tool(Command::new("wipefs").args(["-a", "-q"]).arg(&t.device))?;
     if r.fstype == "btrfs" {

@@ -26,6 +26,11 @@ pub struct FsRecord {
     pub fstab_line: String,
     /// The archive's file name (empty for swap).
     pub archive: String,
+    /// What makes the filesystem what it is beyond UUID and label, as
+    /// `key=value` (FAT type and cluster size; ext4 features, inode and
+    /// block size), so that it is made again the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
 }
 
 impl MountsFile {
@@ -49,6 +54,9 @@ impl MountsFile {
                 if !super::generation::clean_relative(sv.trim_start_matches('/')) {
                     bail!("{}: subvolume {:?} is not a plain path", f.mountpoint, crate::output::text(sv));
                 }
+            }
+            if !f.params.iter().all(|p| p.contains('=') && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_,=".contains(&b))) {
+                bail!("{}: a filesystem parameter that is not a plain key=value", f.mountpoint);
             }
             if f.label.chars().any(char::is_control) {
                 bail!("{}: the label holds control characters", f.mountpoint);
