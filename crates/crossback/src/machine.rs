@@ -125,6 +125,8 @@ pub struct System {
 #[derive(Clone, Debug)]
 pub struct Found {
     pub id: String,
+    /// `VERSION_CODENAME` (or `VERSION_ID`), for names when IDs repeat.
+    pub release: String,
     pub name: String,
     pub pretty_name: String,
     pub device: Device,
@@ -162,8 +164,10 @@ pub fn discover(m: &Machine) -> anyhow::Result<(Vec<Found>, Vec<(Device, Inspect
             let pretty = r.os_release.get("PRETTY_NAME").or(r.os_release.get("NAME")).cloned().unwrap_or_else(|| id.clone());
             let fstab = fstab::parse(&r.fstab);
             let is_running = running.as_ref().is_some_and(|(devno, sv)| *devno == d.devno && *sv == r.subvol);
+            let release = r.os_release.get("VERSION_CODENAME").or(r.os_release.get("VERSION_ID")).map(|v| sanitize(v)).unwrap_or_default();
             found.push(Found {
                 id: sanitize(&id),
+                release,
                 name: String::new(),
                 pretty_name: pretty,
                 device: d.clone(),
@@ -177,13 +181,34 @@ pub fn discover(m: &Machine) -> anyhow::Result<(Vec<Found>, Vec<(Device, Inspect
         }
     }
     found.sort_by(|a, b| (&a.id, &a.device.uuid, &a.subvol).cmp(&(&b.id, &b.device.uuid, &b.subvol)));
-    let mut count: BTreeMap<String, usize> = BTreeMap::new();
-    for f in &mut found {
-        let n = count.entry(f.id.clone()).or_default();
-        *n += 1;
-        f.name = if *n == 1 { f.id.clone() } else { format!("{}-{}", f.id, n) };
+    let named = names(&found.iter().map(|f| (f.id.as_str(), f.release.as_str())).collect::<Vec<_>>());
+    for (f, n) in found.iter_mut().zip(named) {
+        f.name = n;
     }
     Ok((found, slots, warnings))
+}
+
+/// Names for systems, in a fixed order: the os-release `ID` alone when it
+/// is unique; with the release (`debian-bookworm`, `debian-trixie`) when
+/// several share it, so that which is which is plain; numbered when even
+/// that repeats.
+fn names(systems: &[(&str, &str)]) -> Vec<String> {
+    let shared = |id: &str| systems.iter().filter(|(i, _)| *i == id).count() > 1;
+    let first: Vec<String> =
+        systems.iter().map(|(id, rel)| if shared(id) && !rel.is_empty() { format!("{id}-{rel}") } else { id.to_string() }).collect();
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    first
+        .iter()
+        .map(|n| {
+            let k = count.entry(n.clone()).or_default();
+            *k += 1;
+            if *k == 1 {
+                n.clone()
+            } else {
+                format!("{n}-{k}")
+            }
+        })
+        .collect()
 }
 
 fn sanitize(id: &str) -> String {
@@ -331,4 +356,18 @@ pub fn system(m: &Machine, cfg: &Config, name: &str) -> anyhow::Result<System> {
 /// Every configured system, resolved.
 pub fn systems(m: &Machine, cfg: &Config) -> anyhow::Result<Vec<System>> {
     cfg.systems.iter().map(|s| resolve(m, s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two Debian systems are `debian-bookworm` and `debian-trixie`, not
+    /// `debian` and `debian-2` (issue 17: which was which was not obvious).
+    #[test]
+    fn systems_sharing_an_id_are_named_by_release() {
+        assert_eq!(names(&[("alpha", "1"), ("beta", "2")]), ["alpha", "beta"]);
+        assert_eq!(names(&[("debian", "bookworm"), ("debian", "trixie"), ("fedora", "41")]), ["debian-bookworm", "debian-trixie", "fedora"]);
+        assert_eq!(names(&[("debian", "bookworm"), ("debian", "bookworm"), ("debian", "")]), ["debian-bookworm", "debian-bookworm-2", "debian"]);
+    }
 }
