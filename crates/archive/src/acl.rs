@@ -19,7 +19,7 @@ pub const DEFAULT_XATTR: &[u8] = b"system.posix_acl_default";
 /// Text form of an ACL blob, numeric ids, one entry per line as GNU tar
 /// writes it. `None` when the blob is not a valid version-2 ACL.
 pub fn blob_to_text(blob: &[u8]) -> Option<String> {
-    if blob.len() < 4 || (blob.len() - 4) % 8 != 0 {
+    if blob.len() < 4 || !(blob.len() - 4).is_multiple_of(8) {
         return None;
     }
     if u32::from_le_bytes(blob[0..4].try_into().ok()?) != VERSION {

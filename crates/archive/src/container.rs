@@ -273,7 +273,9 @@ pub fn read_trailer_at(file: &File, len: u64) -> Result<Trailer> {
     if crossback {
         let v = u32::from_le_bytes([head[16], head[17], head[18], head[19]]);
         if v != FORMAT_VERSION {
-            return Err(Error::Refused(format!("archive format version {v} is not the one this crossback understands ({FORMAT_VERSION}); use a newer crossback")));
+            return Err(Error::Refused(format!(
+                "archive format version {v} is not the one this crossback understands ({FORMAT_VERSION}); use a newer crossback"
+            )));
         }
     }
     if len < FOOTER_LEN {
@@ -285,7 +287,9 @@ pub fn read_trailer_at(file: &File, len: u64) -> Result<Trailer> {
         Some(f) => f,
         None => {
             if let Some(v) = Footer::version_of(&b) {
-                return Err(Error::Refused(format!("archive format version {v} is not the one this crossback understands ({FORMAT_VERSION}); use a newer crossback")));
+                return Err(Error::Refused(format!(
+                    "archive format version {v} is not the one this crossback understands ({FORMAT_VERSION}); use a newer crossback"
+                )));
             }
             return Ok(Trailer::Plain { zstd: is_zstd, crossback });
         }
@@ -593,10 +597,12 @@ impl FrameStream {
     /// the frame holding `u`.
     pub fn seek_to(&mut self, u: u64) {
         let u = u.min(self.end);
-        let near = u >= self.pos && self.pipeline.is_some() && match (self.frame_of(self.pos), self.frame_of(u)) {
-            (Some(a), Some(b)) => b <= a + 1,
-            _ => false,
-        };
+        let near = u >= self.pos
+            && self.pipeline.is_some()
+            && match (self.frame_of(self.pos), self.frame_of(u)) {
+                (Some(a), Some(b)) => b <= a + 1,
+                _ => false,
+            };
         if !near {
             self.pipeline = None;
             self.cur = None;

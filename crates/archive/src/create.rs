@@ -44,8 +44,8 @@ mod walk;
 
 use read::{prepare, Budget};
 use serialize::{serialize, Serializer};
-use walk::{walk, Excludes, Window};
 pub use walk::check_exclude;
+use walk::{walk, Excludes, Window};
 
 /// Files up to this size are read by the reader threads.
 const INLINE_MAX: u64 = 1 << 20;
@@ -303,4 +303,3 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     file.sync_all().map_err(ctx(|| "syncing the archive to disk".into()))?;
     Ok(CreateReport { summary, footer, problems })
 }
-

@@ -207,7 +207,7 @@ impl Restorer {
                 }
                 rustix::fs::unlinkat(parent, name.as_c_str(), AtFlags::REMOVEDIR).map_err(|e| {
                     if e == Errno::NOTEMPTY {
-                        io::Error::new(io::ErrorKind::Other, "a non-empty directory stands there")
+                        io::Error::other("a non-empty directory stands there")
                     } else {
                         e.into()
                     }

@@ -123,7 +123,7 @@ pub fn data_segments(fd: BorrowedFd<'_>, size: u64, blocks: u64) -> io::Result<O
     }
     // GNU tar ends a map with an empty segment at the end of a file that
     // ends in a hole; it carries the size for readers without realsize.
-    if segs.last().map_or(true, |s| s.offset + s.len < size) {
+    if segs.last().is_none_or(|s| s.offset + s.len < size) {
         segs.push(Segment { offset: size, len: 0 });
     }
     Ok(Some(segs))

@@ -121,7 +121,7 @@ pub fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 fn parse_segments(nums: &[u64]) -> Result<Vec<Segment>> {
-    if nums.len() % 2 != 0 {
+    if !nums.len().is_multiple_of(2) {
         return Err(Error::Format("odd number of values in a sparse map".into()));
     }
     Ok(nums.chunks(2).map(|c| Segment { offset: c[0], len: c[1] }).collect())
@@ -418,7 +418,7 @@ impl<R: Read> TarReader<R> {
                     }
                 }
                 if let Some(c) = count {
-                    if complete.len() as u64 >= 1 + 2 * c {
+                    if complete.len() as u64 > 2 * c {
                         for l in &complete[1..1 + 2 * c as usize] {
                             nums.push(std::str::from_utf8(l).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::Format("bad sparse map".into()))?);
                         }

@@ -150,7 +150,7 @@ pub fn write_headers(out: &mut Vec<u8>, meta: &Meta) -> u64 {
 
     let mut rec = Vec::new();
     let mut header_name = name.clone();
-    if let Some(_) = &map {
+    if map.is_some() {
         pax_record(&mut rec, b"GNU.sparse.major", b"1");
         pax_record(&mut rec, b"GNU.sparse.minor", b"0");
         pax_record(&mut rec, b"GNU.sparse.name", &name);

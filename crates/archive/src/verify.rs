@@ -14,8 +14,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use crate::archive::{Archive, Layout};
 use crate::entry::{display_path, Kind, Meta};
 use crate::error::{ctx, Result};
-use crate::sys;
 use crate::members::{self, Data, Sink};
+use crate::sys;
 use crate::Progress;
 
 #[derive(Debug, Default)]
@@ -282,10 +282,8 @@ impl Tree {
                     }
                 }
             }
-            Kind::CharDev | Kind::BlockDev => {
-                if rustix::fs::major(st.st_rdev) != meta.rdev_major || rustix::fs::minor(st.st_rdev) != meta.rdev_minor {
-                    out.push((meta.path.clone(), "device number differs".into()));
-                }
+            Kind::CharDev | Kind::BlockDev if (rustix::fs::major(st.st_rdev) != meta.rdev_major || rustix::fs::minor(st.st_rdev) != meta.rdev_minor) => {
+                out.push((meta.path.clone(), "device number differs".into()));
             }
             Kind::File => {
                 if st.st_size as u64 != meta.size {

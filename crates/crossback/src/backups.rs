@@ -116,10 +116,8 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
 
 /// A directory restore refuses to write into unless it is empty or forced.
 pub fn check_target(dir: &Path, force: bool) -> anyhow::Result<()> {
-    if dir.exists() && !force {
-        if std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.next().is_some() {
-            crate::refuse!(Refusal::TargetNotEmpty, "{} is not empty; restore into an empty directory, or pass --force to write over what is there", dir.display());
-        }
+    if dir.exists() && !force && std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.next().is_some() {
+        crate::refuse!(Refusal::TargetNotEmpty, "{} is not empty; restore into an empty directory, or pass --force to write over what is there", dir.display());
     }
     Ok(())
 }

@@ -376,7 +376,11 @@ mod tests {
         set_system_root(&p, "alpha", U2).unwrap();
         let after = std::fs::read_to_string(&p).unwrap();
         assert!(after.contains("# my machine") && after.contains("# the SSD") && after.contains(U2), "{after}");
-        set_media(&p, &Media { id: Spanned::new(0..0, "m1".into()), slot_a: Spanned::new(0..0, "ABCD-0001".into()), slot_b: Spanned::new(0..0, "ABCD-0002".into()) }).unwrap();
+        set_media(
+            &p,
+            &Media { id: Spanned::new(0..0, "m1".into()), slot_a: Spanned::new(0..0, "ABCD-0001".into()), slot_b: Spanned::new(0..0, "ABCD-0002".into()) },
+        )
+        .unwrap();
         let after = std::fs::read_to_string(&p).unwrap();
         assert!(after.contains("# my machine") && after.contains("slot_b = \"ABCD-0002\""), "{after}");
         Config::load(&p).unwrap();

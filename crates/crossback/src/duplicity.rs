@@ -264,7 +264,7 @@ pub fn walk(root: &Dir, set: &Set, mut each: impl FnMut(Meta, &mut dyn Read) -> 
                 bail!("{}: a '..' in a duplicity path", crate::output::path(&raw));
             }
             let mut meta = m.meta;
-            meta.path = normalize_path(&meta.path.strip_prefix(b"snapshot").unwrap_or(&meta.path).to_vec()).unwrap_or_default();
+            meta.path = normalize_path(meta.path.strip_prefix(b"snapshot").unwrap_or(&meta.path)).unwrap_or_default();
             if meta.kind == Kind::HardLink {
                 meta.link = normalize_path(meta.link.strip_prefix(b"snapshot/").unwrap_or(&meta.link)).unwrap_or_default();
             }
@@ -327,4 +327,3 @@ pub fn restore(root: &Dir, set: &Set, dest: &Path, paths: &[Vec<u8>]) -> anyhow:
     }
     Ok((report.entries, problems))
 }
-

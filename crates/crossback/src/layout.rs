@@ -49,10 +49,7 @@ pub const MOUNTS_CAP: u64 = 1 << 20;
 
 /// A system's name is a plain name: it becomes a directory on the slot.
 pub fn valid_system_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// Reads and parses a TOML metadata file beneath `dir`, bounded by `cap`.
@@ -99,7 +96,15 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let path = prop_oneof![Just("/".to_string()), Just("/home".to_string()), Just("/home/../../x".to_string()), Just("/a//b".to_string()), Just("..".to_string()), "(/[a-z.]{0,4}){0,4}", any::<String>()];
+        let path = prop_oneof![
+            Just("/".to_string()),
+            Just("/home".to_string()),
+            Just("/home/../../x".to_string()),
+            Just("/a//b".to_string()),
+            Just("..".to_string()),
+            "(/[a-z.]{0,4}){0,4}",
+            any::<String>()
+        ];
         let file = prop_oneof![Just("root.tar.zst".to_string()), Just("home.tar.zst".to_string()), Just("../../home.tar.zst".to_string()), any::<String>()];
         let name = prop_oneof![Just("alpha".to_string()), Just("..".to_string()), Just("a/b".to_string()), any::<String>()];
         r.run(&(proptest::collection::vec((path, file), 0..4), name), |(archives, name)| {

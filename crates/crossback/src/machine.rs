@@ -35,7 +35,9 @@ pub fn run_tool(cmd: &mut std::process::Command) -> anyhow::Result<()> {
 pub fn require_root(what: &str) -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {
         crate::refuse!(
-            crate::error::Refusal::NotRoot,"`crossback {what}` needs root: it reads block devices and mounts filesystems read-only; run it with sudo");
+            crate::error::Refusal::NotRoot,
+            "`crossback {what}` needs root: it reads block devices and mounts filesystems read-only; run it with sudo"
+        );
     }
     // Devices a killed crossback left read-only (its guard died too, say).
     for dev in crossback_host::rodev::restore_leftovers()? {
@@ -194,8 +196,7 @@ pub fn discover(m: &Machine) -> anyhow::Result<(Vec<Found>, Vec<(Device, Inspect
 /// that repeats.
 fn names(systems: &[(&str, &str)]) -> Vec<String> {
     let shared = |id: &str| systems.iter().filter(|(i, _)| *i == id).count() > 1;
-    let first: Vec<String> =
-        systems.iter().map(|(id, rel)| if shared(id) && !rel.is_empty() { format!("{id}-{rel}") } else { id.to_string() }).collect();
+    let first: Vec<String> = systems.iter().map(|(id, rel)| if shared(id) && !rel.is_empty() { format!("{id}-{rel}") } else { id.to_string() }).collect();
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     first
         .iter()

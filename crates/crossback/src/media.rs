@@ -29,7 +29,8 @@ pub struct Plan {
 /// The newest sealed generation is never in the target. Fails only when
 /// the generation numbers are used up.
 pub fn plan(slots: [&[GenEntry]; 2], new_generation: bool) -> anyhow::Result<Plan> {
-    let all: Vec<(SlotId, &Generation)> = SlotId::BOTH.iter().flat_map(|&id| slots[id.index()].iter().filter_map(move |g| g.valid().map(|g| (id, g)))).collect();
+    let all: Vec<(SlotId, &Generation)> =
+        SlotId::BOTH.iter().flat_map(|&id| slots[id.index()].iter().filter_map(move |g| g.valid().map(|g| (id, g)))).collect();
     let protected = all.iter().filter(|(_, g)| g.state == State::Sealed).max_by_key(|(_, g)| g.seq).map(|(i, g)| (*i, g.seq));
     let max_seq = slots.iter().flat_map(|s| s.iter()).map(GenEntry::seq).max().unwrap_or(0);
     let open = all

@@ -33,14 +33,14 @@ impl Slot {
 /// R8: one crossback at a time per media (readers may share it).
 pub fn lock_media(media_id: &str, mode: lock::Mode) -> anyhow::Result<Lock> {
     let id: String = media_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(64).collect();
-    Ok(lock::take(&format!("media-{id}"), mode).map_err(|e| refuse(Refusal::Locked, format!("the backup media: {e}")))?)
+    lock::take(&format!("media-{id}"), mode).map_err(|e| refuse(Refusal::Locked, format!("the backup media: {e}")))
 }
 
 /// R8: one crossback at a time per system (by its root filesystem's UUID,
 /// which is what makes it that system on every machine).
 pub fn lock_system(name: &str, root_uuid: &str) -> anyhow::Result<Lock> {
     let id: String = root_uuid.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    Ok(lock::take(&format!("system-{id}"), lock::Mode::Exclusive).map_err(|e| refuse(Refusal::Locked, format!("system {name}: {e}")))?)
+    lock::take(&format!("system-{id}"), lock::Mode::Exclusive).map_err(|e| refuse(Refusal::Locked, format!("system {name}: {e}")))
 }
 
 /// R8 for a command on one configured system (mount, chroot), before
@@ -176,7 +176,8 @@ fn slot_fs(id: SlotId, d: &Device) -> FsMount {
 pub fn make_writable(slot: Slot, d: &Device, media_id: &str, mounted: &mut Mounted) -> anyhow::Result<Slot> {
     let Slot { id, at, root, .. } = slot;
     drop(root);
-    rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty()).map_err(|e| refuse(Refusal::SlotBusy, format!("slot {id}: unmounting it to write to it: {e}")))?;
+    rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty())
+        .map_err(|e| refuse(Refusal::SlotBusy, format!("slot {id}: unmounting it to write to it: {e}")))?;
     mounted.points.retain(|p| p != &at);
     offline::mount_one(&slot_fs(id, d), &at, true, false, mounted).map_err(|e| mount_refusal(id, d, &e))?;
     read(id, d, at, media_id)

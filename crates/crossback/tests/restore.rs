@@ -110,7 +110,11 @@ fn root_bare_metal_restore_recreates_the_filesystems() {
     let mount_points = |root: &mut LoopFs| -> Vec<(String, i64, i64, u32)> {
         use std::os::unix::fs::MetadataExt;
         root.mount(&["ro"]);
-        let v = ["home", "boot/efi"].iter().map(|d| std::fs::metadata(root.path().join(d)).unwrap()).map(|m| (format!("{:o}", m.mode()), m.mtime(), m.mtime_nsec(), m.uid())).collect();
+        let v = ["home", "boot/efi"]
+            .iter()
+            .map(|d| std::fs::metadata(root.path().join(d)).unwrap())
+            .map(|m| (format!("{:o}", m.mode()), m.mtime(), m.mtime_nsec(), m.uid()))
+            .collect();
         root.unmount();
         v
     };

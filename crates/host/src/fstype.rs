@@ -308,8 +308,28 @@ pub static TYPES: &[FsType] = &[
         relabel: None,
         overhead: |_| MIB,
     },
-    FsType { name: "exfat", no_replay: "", fuse: &["mount.exfat-fuse", "exfat-fuse"], linux: false, dirty: None, mkfs: None, params: None, relabel: None, overhead: |size| size / 50 + MIB },
-    FsType { name: "ntfs", no_replay: "", fuse: &["ntfs-3g"], linux: false, dirty: None, mkfs: None, params: None, relabel: None, overhead: |size| size / 20 + 16 * MIB },
+    FsType {
+        name: "exfat",
+        no_replay: "",
+        fuse: &["mount.exfat-fuse", "exfat-fuse"],
+        linux: false,
+        dirty: None,
+        mkfs: None,
+        params: None,
+        relabel: None,
+        overhead: |size| size / 50 + MIB,
+    },
+    FsType {
+        name: "ntfs",
+        no_replay: "",
+        fuse: &["ntfs-3g"],
+        linux: false,
+        dirty: None,
+        mkfs: None,
+        params: None,
+        relabel: None,
+        overhead: |size| size / 20 + 16 * MIB,
+    },
 ];
 
 /// The row for `name` (blkid's name; `msdos` and `fat` are vfat).

@@ -147,8 +147,14 @@ fn mount_with(m: &FsMount, at: &Path, rw: bool, set_ro: bool, replay: bool, into
     }
     // Fail closed: options that cannot be passed (a NUL byte from a crafted
     // fstab) must not become no options, which would drop `noload`.
-    let data = CString::new(if rw { rw_options(m) } else if replay { subvol_option(m) } else { ro_options(m) })
-        .map_err(|_| Error::Refused(format!("the mount options of {} hold a NUL byte: refused", m.mountpoint)))?;
+    let data = CString::new(if rw {
+        rw_options(m)
+    } else if replay {
+        subvol_option(m)
+    } else {
+        ro_options(m)
+    })
+    .map_err(|_| Error::Refused(format!("the mount options of {} hold a NUL byte: refused", m.mountpoint)))?;
     let flags = if rw { MountFlags::empty() } else { MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV };
     // EBUSY can be passing: a probe (blkid, udev) holding the device open
     // exclusively for a moment. Try again for up to 3 seconds.

@@ -118,7 +118,7 @@ pub fn build(root: &Path) {
     write(&root.join(format!("names/{}", "n".repeat(255))), b"max name", 0o644);
     // 20 levels of 250-byte names: past PATH_MAX, so made with *at calls.
     fs::create_dir(root.join("deep")).expect("mkdir deep");
-    let mut cur = rustix::fs::open(&root.join("deep"), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty())
+    let mut cur = rustix::fs::open(root.join("deep"), rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, Mode::empty())
         .expect("open deep");
     for i in 0..20 {
         let name = format!("{i:02}-{}", "x".repeat(250));
@@ -172,10 +172,9 @@ pub fn build(root: &Path) {
     xattr(&root.join("xattrs/default-acl"), "user.on-dir", b"dir");
     // Special files.
     d("dev", 0o755);
-    rustix::fs::mknodat(CWD, &root.join("dev/null"), FileType::CharacterDevice, Mode::from_raw_mode(0o666), rustix::fs::makedev(1, 3)).expect("mknod");
-    rustix::fs::mknodat(CWD, &root.join("dev/loop-big"), FileType::BlockDevice, Mode::from_raw_mode(0o660), rustix::fs::makedev(259, 1_048_575))
-        .expect("mknod");
-    rustix::fs::mknodat(CWD, &root.join("dev/fifo"), FileType::Fifo, Mode::from_raw_mode(0o640), 0).expect("mkfifo");
+    rustix::fs::mknodat(CWD, root.join("dev/null"), FileType::CharacterDevice, Mode::from_raw_mode(0o666), rustix::fs::makedev(1, 3)).expect("mknod");
+    rustix::fs::mknodat(CWD, root.join("dev/loop-big"), FileType::BlockDevice, Mode::from_raw_mode(0o660), rustix::fs::makedev(259, 1_048_575)).expect("mknod");
+    rustix::fs::mknodat(CWD, root.join("dev/fifo"), FileType::Fifo, Mode::from_raw_mode(0o640), 0).expect("mkfifo");
     let _sock = std::os::unix::net::UnixListener::bind(root.join("dev/socket")).expect("socket");
     xattr(&root.join("dev/fifo"), "trusted.fifo", b"f");
     // Directories that forbid writing into them, with contents.

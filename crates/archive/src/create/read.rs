@@ -1,8 +1,8 @@
 //! Stage 2: reading — stat, xattrs, flags, holes and the data of small files, on many threads (what keeps a cold disk busy).
 
+use super::walk::{kind_of, meta_from_stat};
 #[allow(unused_imports)]
 use super::*;
-use super::walk::{kind_of, meta_from_stat};
 
 pub(super) struct Budget(pub(super) AtomicU64);
 
@@ -115,7 +115,6 @@ pub(super) fn prepare_outcome(path: &[u8], target: Target, budget: &Budget, skip
     Ok(Found::Entry { meta, dev: st.st_dev, ino: st.st_ino, nlink: st.st_nlink, content })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,4 +145,3 @@ mod tests {
         assert!(matches!(prepare(job("here"), &budget, &[(st.st_dev, st.st_ino)]).outcome, Found::Skipped));
     }
 }
-

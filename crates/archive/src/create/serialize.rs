@@ -113,7 +113,7 @@ pub(super) fn serialize(
         pending.insert(p.seq, p);
         while let Some(p) = pending.remove(&next) {
             next += 1;
-            if next % 256 == 0 {
+            if next.is_multiple_of(256) {
                 window.advance(next);
             }
             let (mut meta, dev, ino, nlink, content) = match p.outcome {
@@ -204,4 +204,3 @@ pub(super) fn serialize(
     window.advance(u64::MAX / 2);
     Ok(summary)
 }
-

@@ -195,4 +195,3 @@ pub(super) fn kind_of(mode: u32) -> Option<Kind> {
         _ => return None,
     })
 }
-

@@ -275,14 +275,8 @@ fn backup_system(
     if !busy.is_empty() {
         eprintln!("  warning: could not unmount {:?} (they go away when crossback exits)", busy);
     }
-    let record = SystemRecord {
-        name: sys.name.clone(),
-        pretty_name: sys.pretty_name.clone(),
-        finished: output::now(),
-        archives: records,
-        legacy: None,
-        essentials,
-    };
+    let record =
+        SystemRecord { name: sys.name.clone(), pretty_name: sys.pretty_name.clone(), finished: output::now(), archives: records, legacy: None, essentials };
     Ok(Done { record, unreadable })
 }
 
@@ -381,7 +375,14 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     }
     let (mut generation, gen) = match plan.resume {
         Some(seq) => {
-            let g = target.view.generations.iter().filter_map(GenEntry::valid).find(|g| g.seq == seq).cloned().context("the open generation was just classified")?;
+            let g = target
+                .view
+                .generations
+                .iter()
+                .filter_map(GenEntry::valid)
+                .find(|g| g.seq == seq)
+                .cloned()
+                .context("the open generation was just classified")?;
             println!("continuing generation {seq} in slot {} (still missing: {})", target.id, g.missing().join(", "));
             (g, slot_dir.dir(&GenName::dir(seq))?)
         }

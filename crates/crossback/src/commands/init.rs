@@ -80,7 +80,8 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             config::write(path, &text)?;
             let cfg = Config::parse(&text, path)?;
             let named: Vec<&str> = cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect();
-            let here: Vec<&str> = found.iter().filter(|f| !cfg.systems.iter().any(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid))).map(|f| f.name.as_str()).collect();
+            let here: Vec<&str> =
+                found.iter().filter(|f| !cfg.systems.iter().any(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid))).map(|f| f.name.as_str()).collect();
             println!("took the configuration from the backup media ({from}): systems {}; wrote {}", named.join(", "), path.display());
             if !here.is_empty() {
                 println!("found here but not in it (not added): {}; `crossback init --ignore-media` makes a new configuration instead", here.join(", "));

@@ -11,12 +11,12 @@ use toml::Spanned;
 
 use crate::cli::PrepareArgs;
 use crate::config::{self, Config, Media};
-use crate::machine::{self, Machine};
-use crate::layout::{self, Marker, SlotId};
-use crate::media;
-use crossback_host::beneath::Dir;
 use crate::error::Refusal;
+use crate::layout::{self, Marker, SlotId};
+use crate::machine::{self, Machine};
+use crate::media;
 use crate::{refuse, Outcome};
+use crossback_host::beneath::Dir;
 
 fn device_for(m: &Machine, arg: &str) -> anyhow::Result<Device> {
     if arg.starts_with('/') {
@@ -228,7 +228,8 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
     }
     let droot = &roots[dup];
     let root_sets = crate::duplicity::find_sets(droot, "")?;
-    let hidden: Vec<&String> = contents[dup].iter().filter(|n| n.starts_with('.') && droot.kind(n).ok().flatten() == Some(crossback_host::beneath::Kind::Dir)).collect();
+    let hidden: Vec<&String> =
+        contents[dup].iter().filter(|n| n.starts_with('.') && droot.kind(n).ok().flatten() == Some(crossback_host::beneath::Kind::Dir)).collect();
     let foreign: Vec<&String> = contents[dup].iter().filter(|n| !n.starts_with("duplicity-") && *n != "duplicity_empty" && !hidden.contains(n)).collect();
     if !foreign.is_empty() {
         bail!(
@@ -314,6 +315,10 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         legacy_files.len(),
         SlotId::BOTH[empty]
     );
-    println!("the duplicity files stay until a newer generation is complete in slot {} and rotation needs slot {} again", SlotId::BOTH[empty], SlotId::BOTH[dup]);
+    println!(
+        "the duplicity files stay until a newer generation is complete in slot {} and rotation needs slot {} again",
+        SlotId::BOTH[empty],
+        SlotId::BOTH[dup]
+    );
     Ok(Outcome::Ok)
 }

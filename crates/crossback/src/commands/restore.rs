@@ -40,7 +40,8 @@ fn open(path: &Path, system: &str, generation: Option<u64>, write: bool) -> anyh
     let mut locks = Vec::new();
     if write {
         let cfg = Config::load(path)?;
-        let sys = cfg.system(system).with_context(|| refuse(Refusal::UnknownSystem, format!("no system called {:?} in the configuration", output::text(system))))?;
+        let sys =
+            cfg.system(system).with_context(|| refuse(Refusal::UnknownSystem, format!("no system called {:?} in the configuration", output::text(system))))?;
         locks.push(slots::lock_system(system, sys.root.get_ref())?);
     }
     let v = slots::open_read_only(path, "crossback-restore")?;
@@ -73,7 +74,9 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
         }
         let mut devices: Vec<(String, PathBuf)> = Vec::new();
         for d in &a.devices {
-            let Some((mp, dev)) = d.split_once('=') else { return usage(format!("--device {}: write MOUNTPOINT=DEVICE, e.g. --device /home=/dev/sdb2", output::text(d))) };
+            let Some((mp, dev)) = d.split_once('=') else {
+                return usage(format!("--device {}: write MOUNTPOINT=DEVICE, e.g. --device /home=/dev/sdb2", output::text(d)));
+            };
             if devices.iter().any(|(m, _)| m == mp) {
                 return usage(format!("--device names {} twice", output::text(mp)));
             }
@@ -151,7 +154,11 @@ pub fn ls(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
 /// Restores every archive (or the given paths), each into the directory
 /// `dest_for` gives for it (its mount point beneath a target directory, or
 /// its own new filesystem).
-fn restore_into(b: &SystemBackup, dest_for: &dyn Fn(&ArchiveRecord) -> anyhow::Result<Dir>, paths: &[String]) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
+fn restore_into(
+    b: &SystemBackup,
+    dest_for: &dyn Fn(&ArchiveRecord) -> anyhow::Result<Dir>,
+    paths: &[String],
+) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
     let mut entries = 0;
     let mut damaged = Vec::new();
     let mut failed = Vec::new();
@@ -278,7 +285,8 @@ struct Target {
 fn mkfs(t: &Target) -> anyhow::Result<()> {
     let r = &t.records[0];
     let keep = t.new_uuid.is_none();
-    let ft = crossback_host::fstype::of(&r.fstype).with_context(|| refuse(Refusal::Unsupported, format!("cannot recreate a {} filesystem (for {})", r.fstype, r.mountpoint)))?;
+    let ft = crossback_host::fstype::of(&r.fstype)
+        .with_context(|| refuse(Refusal::Unsupported, format!("cannot recreate a {} filesystem (for {})", r.fstype, r.mountpoint)))?;
     let mut cmd = ft
         .mkfs(&t.device, keep.then_some(r.uuid.as_str()), &r.label, &r.params)
         .with_context(|| refuse(Refusal::Unsupported, format!("cannot recreate a {} filesystem (for {})", r.fstype, r.mountpoint)))?;
@@ -307,22 +315,19 @@ fn targets(b: &SystemBackup, m: &Machine, explicit: &[(String, PathBuf)], system
         let given = explicit.iter().find(|(mp, _)| mp == &r.mountpoint).map(|(_, d)| d);
         if let Some(t) = targets.iter_mut().find(|t| !r.uuid.is_empty() && t.records[0].uuid == r.uuid) {
             if let Some(d) = given {
-                let d = std::fs::canonicalize(d).with_context(|| refuse(Refusal::Usage, format!("--device {}={}: no such device", r.mountpoint, d.display())))?;
+                let d =
+                    std::fs::canonicalize(d).with_context(|| refuse(Refusal::Usage, format!("--device {}={}: no such device", r.mountpoint, d.display())))?;
                 if d != t.device {
-                    refuse!(
-                        Refusal::Usage,
-                        "{} and {} are one filesystem (UUID={}): give them one device",
-                        t.records[0].mountpoint,
-                        r.mountpoint,
-                        r.uuid
-                    );
+                    refuse!(Refusal::Usage, "{} and {} are one filesystem (UUID={}): give them one device", t.records[0].mountpoint, r.mountpoint, r.uuid);
                 }
             }
             t.records.push(r.clone());
             continue;
         }
         let device = match given {
-            Some(d) => std::fs::canonicalize(d).with_context(|| refuse(Refusal::Usage, format!("--device {}={}: no such device", r.mountpoint, d.display())))?,
+            Some(d) => {
+                std::fs::canonicalize(d).with_context(|| refuse(Refusal::Usage, format!("--device {}={}: no such device", r.mountpoint, d.display())))?
+            }
             None => {
                 let by = |f: &dyn Fn(&crossback_host::blockdev::Device) -> bool| m.devices.iter().find(|d| f(d)).map(|d| d.path.clone());
                 let found = by(&|d| !r.uuid.is_empty() && d.uuid.eq_ignore_ascii_case(&r.uuid))

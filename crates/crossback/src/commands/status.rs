@@ -5,8 +5,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
-use crate::layout::{GenEntry, SlotId, SlotView, State};
 use crate::config::Config;
+use crate::layout::{GenEntry, SlotId, SlotView, State};
 use crate::machine::{self, Machine, System};
 use crate::output;
 use crate::Outcome;
@@ -54,10 +54,19 @@ fn fill(s: &mut SlotStatus, view: &SlotView, id: SlotId, media_id: &str) {
     if let Err(e) = view.check_owner(id, media_id) {
         s.problem = Some(format!("{e:#}"));
     }
-    s.leftovers = view.leftovers().map(|g| format!("{} ({})", g.dir(), match g {
-        GenEntry::Leftover { why, .. } => why.to_string(),
-        GenEntry::Valid { .. } => String::new(),
-    })).collect();
+    s.leftovers = view
+        .leftovers()
+        .map(|g| {
+            format!(
+                "{} ({})",
+                g.dir(),
+                match g {
+                    GenEntry::Leftover { why, .. } => why.to_string(),
+                    GenEntry::Valid { .. } => String::new(),
+                }
+            )
+        })
+        .collect();
     if let Some(g) = view.newest() {
         s.generation = Some(GenStatus {
             seq: g.seq,
@@ -68,7 +77,12 @@ fn fill(s: &mut SlotStatus, view: &SlotView, id: SlotId, media_id: &str) {
             systems: g
                 .recorded
                 .iter()
-                .map(|r| GenSystem { name: r.name.clone(), finished: r.finished.clone(), bytes: r.archives.iter().map(|a| a.bytes).sum(), data_bytes: r.data_bytes() })
+                .map(|r| GenSystem {
+                    name: r.name.clone(),
+                    finished: r.finished.clone(),
+                    bytes: r.archives.iter().map(|a| a.bytes).sum(),
+                    data_bytes: r.data_bytes(),
+                })
                 .collect(),
         });
     }
@@ -203,7 +217,13 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
                         }
                     }
                     for sy in &g.systems {
-                        println!("       {:<12} {} ({} of data) at {}", sy.name, output::bytes(sy.bytes), output::bytes(sy.data_bytes), output::text(&sy.finished));
+                        println!(
+                            "       {:<12} {} ({} of data) at {}",
+                            sy.name,
+                            output::bytes(sy.bytes),
+                            output::bytes(sy.data_bytes),
+                            output::text(&sy.finished)
+                        );
                     }
                 }
             }

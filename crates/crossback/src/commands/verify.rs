@@ -7,9 +7,9 @@ use crossback_archive::Archive;
 use crossback_host::beneath::Dir;
 
 use crate::cli::VerifyGenArgs;
-use crate::machine;
 use crate::error::Refusal;
 use crate::layout::{ArchiveRecord, GenEntry, GenName, SlotId, State};
+use crate::machine;
 use crate::{output, slots, Outcome};
 
 pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
@@ -90,7 +90,9 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                     let sys_dir = slot_dir.dir(&GenName::dir(generation.seq)).and_then(|d| d.dir(&rec.name));
                     if let (Some((_, points)), Ok(sd)) = (&source, &sys_dir) {
                         if let Some((_, at)) = points.iter().find(|(mp, _)| *mp == ar.mountpoint) {
-                            if let Ok(archive) = sd.open_file(&ar.file).map_err(anyhow::Error::from).and_then(|f| Ok(Archive::from_file(f, &sd.shown().join(&ar.file))?)) {
+                            if let Ok(archive) =
+                                sd.open_file(&ar.file).map_err(anyhow::Error::from).and_then(|f| Ok(Archive::from_file(f, &sd.shown().join(&ar.file))?))
+                            {
                                 let r = crossback_archive::verify::verify(&archive, Some(at), None)?;
                                 if r.differences.is_empty() {
                                     println!("  {} {:<10} same as the system", rec.name, ar.mountpoint);

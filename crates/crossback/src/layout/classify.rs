@@ -101,7 +101,10 @@ impl SlotView {
         if self.marker.slot != id {
             return Err(refuse(
                 Refusal::SlotOfAnotherMedia,
-                format!("the filesystem configured as slot {id} says it is slot {}: the configuration and the disk disagree; run `crossback media prepare` again", self.marker.slot),
+                format!(
+                    "the filesystem configured as slot {id} says it is slot {}: the configuration and the disk disagree; run `crossback media prepare` again",
+                    self.marker.slot
+                ),
             ));
         }
         if self.marker.format > super::FORMAT {
