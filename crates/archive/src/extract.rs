@@ -62,8 +62,6 @@ pub fn extract(archive: &Archive, dest: &Path, opts: &ExtractOptions) -> Result<
     members::walk(archive, &mut sink)?;
     sink.finish();
     report.warnings.extend(restorer.finish()?);
-    // The trailer's problem is reported once, as the archive's.
-    report.damaged.retain(|(p, w)| !(p.is_empty() && Some(w) == archive.trailer_problem.as_ref()));
     Ok(report)
 }
 

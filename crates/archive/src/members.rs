@@ -104,10 +104,9 @@ pub fn is_damage(e: &Error) -> bool {
 }
 
 /// Walks every member of `archive` into `sink`.
+/// (A problem with the archive's end, `archive.trailer_problem`, is the
+/// caller's to report: extract and verify report it differently.)
 pub fn walk(archive: &Archive, sink: &mut dyn Sink) -> Result<()> {
-    if let Some(p) = &archive.trailer_problem {
-        sink.damaged(&[], p.clone());
-    }
     if archive.is_indexed() {
         walk_indexed(archive, sink)
     } else {

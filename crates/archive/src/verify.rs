@@ -57,6 +57,9 @@ fn data_hash(archive: &Archive, len: u64, progress: &Option<Arc<Progress>>) -> s
 /// has that the archive has not.
 pub fn verify(archive: &Archive, against: Option<&Path>, progress: Option<Arc<Progress>>) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
+    if let Some(p) = &archive.trailer_problem {
+        report.damaged.push((Vec::new(), p.clone()));
+    }
     let tree = match against {
         Some(dir) => Some(Tree::open(dir)?),
         None => None,

@@ -301,7 +301,13 @@ pub fn set_system_root(path: &Path, name: &str, uuid: &str) -> anyhow::Result<()
 
 /// Writes the configuration durably.
 pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    crate::durable::write(path, text.as_bytes())
+    // The configuration's directory is the user's (it may be a symlink); the
+    // file is written as everything on a slot is: new file, fsync, rename, fsync.
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).with_context(|| format!("{} is not a file name crossback can write", path.display()))?;
+    Ok(crossback_host::beneath::Dir::open(&dir)?.write_durable(name, text.as_bytes())?)
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ pub fn inspect_slot(root: &std::path::Path) -> Option<serde_json::Value> {
 
 /// What [`inspect_slot`] found, read back from an inspection.
 pub fn slot_of(extra: &Option<serde_json::Value>) -> Option<Result<SlotView, String>> {
-    extra.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok())
+    extra.as_ref().and_then(|v| serde::Deserialize::deserialize(v).ok())
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ mod cli;
 mod commands;
 mod config;
 mod duplicity;
-mod durable;
 mod error;
 mod layout;
 mod machine;

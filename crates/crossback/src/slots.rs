@@ -214,7 +214,8 @@ pub struct ReadOnlyView {
     pub mounts: Mounted,
     /// Private scratch space for more mounts.
     pub scratch: PathBuf,
-    pub _lock: Lock,
+    /// The media's lock, shared with other readers.
+    pub lock: Lock,
 }
 
 pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView> {
@@ -227,7 +228,7 @@ pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView>
     crossback_host::ns::enter_private()?;
     let scratch = crossback_host::inspect::scratch_dir(name)?;
     let (slots, mounts) = mount(&devs, media_cfg.id.get_ref(), &scratch, Access::Read)?;
-    Ok(ReadOnlyView { cfg, machine, slots, mounts, scratch, _lock: lock })
+    Ok(ReadOnlyView { cfg, machine, slots, mounts, scratch, lock })
 }
 
 #[cfg(test)]

@@ -223,6 +223,11 @@ fn fs_on(dev: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// `crossback status --json`.
+fn status(cfg: &Path) -> serde_json::Value {
+    serde_json::from_slice(&ok(crossback(cfg).args(["status", "--json"])).stdout).unwrap()
+}
+
 fn sha(path: impl AsRef<std::ffi::OsStr>) -> String {
     run(Command::new("sha256sum").arg(path))
 }
@@ -291,8 +296,7 @@ fn root_issue_11_2_planted_symlinks_on_a_slot_are_not_followed() {
     s.m.slot_a.unmount();
     ok(crossback(&s.cfg).args(["backup", "beta"]));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "the symlink's target is untouched");
-    let st = ok(crossback(&s.cfg).args(["status", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let v = status(&s.cfg);
     assert_eq!(v["slots"][0]["generation"]["state"], "sealed");
     // crossback/ on slot B replaced by a symlink into another filesystem.
     let elsewhere = LoopFs::new("ext4", 64);
@@ -529,20 +533,17 @@ fn root_issue_11_9_a_broken_system_does_not_replace_the_good_backups() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert_eq!(kind(&o).as_deref(), Some("system-shrunk"), "{}", err(&o));
     assert!(err(&o).contains("no /etc/fstab") && err(&o).contains("--accept-shrunk alpha"), "{}", err(&o));
-    let st = ok(crossback(&s.cfg).args(["status", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let v = status(&s.cfg);
     assert_eq!(v["slots"][0]["generation"]["state"], "sealed", "generation 1 stays the newest complete set");
     assert_eq!(v["slots"][1]["generation"]["state"], "open");
     assert_eq!(v["slots"][1]["generation"]["missing"], serde_json::json!(["alpha"]));
     // Rotation again: generation 1 must still not be wiped.
     let o = crossback(&s.cfg).arg("backup").output().unwrap();
     assert_eq!(kind(&o).as_deref(), Some("system-shrunk"));
-    let st = ok(crossback(&s.cfg).args(["status", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let v = status(&s.cfg);
     assert_eq!(v["slots"][0]["generation"]["seq"], 1);
     ok(crossback(&s.cfg).args(["backup", "--accept-shrunk", "alpha"]));
-    let st = ok(crossback(&s.cfg).args(["status", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let v = status(&s.cfg);
     assert_eq!(v["slots"][1]["generation"]["state"], "sealed");
 }
 
@@ -596,7 +597,6 @@ fn root_issue_11_11_unreadable_files_make_backup_exit_3() {
     let o = crossback(&s.cfg).arg("backup").output().unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(err(&o).contains("broken.txt") && err(&o).contains("could not be read"), "{}", err(&o));
-    let st = ok(crossback(&s.cfg).args(["status", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let v = status(&s.cfg);
     assert_eq!(v["slots"][0]["generation"]["state"], "sealed", "the rest is recorded");
 }

@@ -8,7 +8,7 @@
 //! only regular files, never more than a cap, opened non-blocking so that a
 //! FIFO planted in a file's place cannot hang the reader.
 
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -301,14 +301,10 @@ impl Dir {
             )
             .map_err(|e| self.refusal_or_io(&name.to_string_lossy(), e))?;
             Dir { fd, shown: self.shown.join(name), mounts: self.mounts }.remove_contents()?;
-            return unlink(self.fd.as_fd(), &c, AtFlags::REMOVEDIR).map_err(io_err(|| format!("removing in {}", self.shown.display())));
+            return rustix::fs::unlinkat(self.fd.as_fd(), c.as_c_str(), AtFlags::REMOVEDIR).map_err(io_err(|| format!("removing in {}", self.shown.display())));
         }
-        unlink(self.fd.as_fd(), &c, AtFlags::empty()).map_err(io_err(|| format!("removing in {}", self.shown.display())))
+        rustix::fs::unlinkat(self.fd.as_fd(), c.as_c_str(), AtFlags::empty()).map_err(io_err(|| format!("removing in {}", self.shown.display())))
     }
-}
-
-fn unlink(dir: BorrowedFd<'_>, name: &CStr, flags: AtFlags) -> rustix::io::Result<()> {
-    rustix::fs::unlinkat(dir, name, flags)
 }
 
 fn kind_of(t: FileType) -> Kind {

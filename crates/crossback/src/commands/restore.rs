@@ -46,7 +46,7 @@ fn open(path: &Path, system: &str, generation: Option<u64>, write: bool) -> anyh
     }
     let v = slots::open_read_only(path, "crossback-restore")?;
     let backup = backups::find(&v.slots, system, generation)?;
-    locks.push(v._lock);
+    locks.push(v.lock);
     Ok(Opened { cfg: v.cfg, machine: v.machine, _slots: v.slots, mounts: v.mounts, backup, _locks: locks })
 }
 

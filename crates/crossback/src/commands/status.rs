@@ -55,16 +55,11 @@ fn fill(s: &mut SlotStatus, view: &SlotView, id: SlotId, media_id: &str) {
         s.problem = Some(format!("{e:#}"));
     }
     s.leftovers = view
-        .leftovers()
-        .map(|g| {
-            format!(
-                "{} ({})",
-                g.dir(),
-                match g {
-                    GenEntry::Leftover { why, .. } => why.to_string(),
-                    GenEntry::Valid { .. } => String::new(),
-                }
-            )
+        .generations
+        .iter()
+        .filter_map(|g| match g {
+            GenEntry::Leftover { dir, why, .. } => Some(format!("{dir} ({why})")),
+            GenEntry::Valid { .. } => None,
         })
         .collect();
     if let Some(g) = view.newest() {

@@ -14,7 +14,7 @@ use crate::{output, slots, Outcome};
 
 pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     machine::require_root("verify")?;
-    let slots::ReadOnlyView { cfg, machine: m, slots: slot_list, mut mounts, scratch, _lock } = slots::open_read_only(path, "crossback-verify")?;
+    let slots::ReadOnlyView { cfg, machine: m, slots: slot_list, mut mounts, scratch, lock: _lock } = slots::open_read_only(path, "crossback-verify")?;
     let mut checked = 0;
     let mut damaged = 0;
     let mut changed = 0;

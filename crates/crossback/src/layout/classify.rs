@@ -82,10 +82,6 @@ impl SlotView {
         self.generations.iter().filter_map(GenEntry::valid).max_by_key(|g| g.seq)
     }
 
-    pub fn leftovers(&self) -> impl Iterator<Item = &GenEntry> {
-        self.generations.iter().filter(|g| g.valid().is_none())
-    }
-
     /// R6: this slot is `id` of media `media_id`, written by a crossback that
     /// understands it, and holds nothing crossback did not write.
     pub fn check_owner(&self, id: SlotId, media_id: &str) -> anyhow::Result<()> {
