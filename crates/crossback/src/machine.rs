@@ -46,6 +46,21 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A btrfs mount shows an anonymous device number (0:N) in mountinfo, not
+/// its block device's: take the block device's, from the mount's source,
+/// so that a btrfs filesystem mounted (or running as `/`) is seen as such.
+fn block_devno(m: &mut Mount) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if m.devno.0 != 0 || m.fstype != "btrfs" {
+        return;
+    }
+    if let Ok(md) = std::fs::metadata(&m.source) {
+        if md.file_type().is_block_device() {
+            m.devno = (rustix::fs::major(md.rdev()), rustix::fs::minor(md.rdev()));
+        }
+    }
+}
+
 impl Machine {
     /// Scans the machine; `only`: look at these devices alone.
     pub fn scan(only: &[PathBuf]) -> anyhow::Result<Machine> {
@@ -59,12 +74,19 @@ impl Machine {
             }
             devices.retain(|d| wanted.contains(&d.path));
         }
-        Ok(Machine { devices, mounts: mountinfo::everywhere(), own: mountinfo::own() })
+        let mut mounts = mountinfo::everywhere();
+        let mut own = mountinfo::own();
+        for m in mounts.iter_mut().chain(own.iter_mut()) {
+            block_devno(m);
+        }
+        Ok(Machine { devices, mounts, own })
     }
 
-    /// Mounts of this device anywhere.
+    /// Mounts of this device anywhere (of any device of the same btrfs
+    /// filesystem: a mount names only one of them).
     pub fn mounts_of(&self, d: &Device) -> Vec<&Mount> {
-        self.mounts.iter().filter(|m| m.devno == d.devno).collect()
+        let same_btrfs = |m: &Mount| d.fstype == "btrfs" && self.devices.iter().any(|x| x.devno == m.devno && x.fstype == "btrfs" && x.uuid == d.uuid);
+        self.mounts.iter().filter(|m| m.devno == d.devno || same_btrfs(m)).collect()
     }
 
     /// True when the device is mounted writable anywhere crossback can see.

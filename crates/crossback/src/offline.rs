@@ -18,6 +18,9 @@ pub struct Allow {
     pub mounted: bool,
     /// The command has an option that allows that (named in the refusal).
     pub mounted_option: Option<&'static str>,
+    /// Read a filesystem (not the root) that this system has mounted
+    /// read-write through a read-only view of that mount (backup, verify).
+    pub view: bool,
 }
 
 /// Checks `sys` may be mounted (`rw`: read-write) and returns its filesystems.
@@ -43,15 +46,31 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
         };
         let d = m.devices.iter().find(|d| &d.path == dev).expect("resolved from these devices");
         let rw_at: Vec<String> = m.mounts_of(d).iter().filter(|mm| mm.is_rw()).map(|mm| mm.mountpoint.clone()).collect();
+        let mut view_of = None;
         if !rw_at.is_empty() && !allow.mounted {
-            refuse!(
-                Refusal::SystemMounted,
-                "{}'s {} ({}) is mounted read-write at {}: something may be writing to it, and a backup of it would come back inconsistent. Unmount it first{}",
+            // A filesystem other than the root that the running system has
+            // mounted read-write (every dual boot's shared ESP at
+            // /boot/efi) is read through a read-only view of that mount.
+            view_of = if rw || !allow.view { None } else { read_only_view(m, sys, f, d) };
+            if view_of.is_none() {
+                refuse!(
+                    Refusal::SystemMounted,
+                    "{}'s {} ({}) is mounted read-write at {}: something may be writing to it, and a backup of it would come back inconsistent. Unmount it first{}",
+                    sys.name,
+                    f.mountpoint,
+                    dev.display(),
+                    rw_at.join(", "),
+                    allow.mounted_option.map(|o| format!(" (or pass {o} to use it as it is)")).unwrap_or_default()
+                );
+            }
+        }
+        if let Some(at) = &view_of {
+            eprintln!(
+                "note: {}'s {} ({}) is mounted read-write at {} by this system: it is read through a read-only view of that mount, and its device stays writable",
                 sys.name,
                 f.mountpoint,
                 dev.display(),
-                rw_at.join(", "),
-                allow.mounted_option.map(|o| format!(" (or pass {o} to use it as it is)")).unwrap_or_default()
+                at.display()
             );
         }
         if rw && !allow.mounted {
@@ -88,6 +107,7 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
             fstype: f.fstype.clone(),
             subvol: f.subvol.clone(),
             options: f.options.clone(),
+            view_of,
         });
     }
     for s in &sys.swap {
@@ -103,4 +123,23 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
         }
     }
     Ok(out)
+}
+
+/// Where the running system has `f` mounted read-write, whole (the
+/// filesystem's own root, or the same btrfs subvolume), in crossback's own
+/// mount namespace: a read-only bind of it is a view of exactly `f`. None
+/// for a system's root (a system whose root is mounted read-write is in
+/// use) and for a filesystem mounted only in another namespace.
+fn read_only_view(m: &Machine, sys: &System, f: &crate::machine::Filesystem, d: &crossback_host::blockdev::Device) -> Option<std::path::PathBuf> {
+    if f.mountpoint == "/" || sys.running {
+        return None;
+    }
+    let want = f.subvol.as_deref().map_or("/".to_string(), |sv| format!("/{}", sv.trim_start_matches('/')));
+    // The last mount at a path is the one the path leads to.
+    let on_top = |i: usize, at: &str| !m.own[i + 1..].iter().any(|later| later.mountpoint == at);
+    m.own
+        .iter()
+        .enumerate()
+        .find(|(i, mm)| mm.devno == d.devno && mm.is_rw() && mm.root == want && crossback_host::fstab::clean_mountpoint(&mm.mountpoint) && on_top(*i, &mm.mountpoint))
+        .map(|(_, mm)| std::path::PathBuf::from(&mm.mountpoint))
 }

@@ -169,7 +169,7 @@ pub fn mount(devs: &[Device; 2], media_id: &str, base: &Path, access: Access) ->
 }
 
 fn slot_fs(id: SlotId, d: &Device) -> FsMount {
-    FsMount { mountpoint: format!("slot {id}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: Vec::new() }
+    FsMount { mountpoint: format!("slot {id}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: Vec::new(), view_of: None }
 }
 
 /// Mounts `slot` again, writable (for `backup`'s target), and reads it again.

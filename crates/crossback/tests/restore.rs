@@ -79,17 +79,24 @@ fn root_ls_and_restore_files_and_whole_systems() {
     assert!(whole.join("boot/efi").is_dir());
     // What changed on the system since its backup.
     ok(crossback(&s.cfg).args(["verify", "--against-source", "--system", "beta"]));
-    // A system that cannot be compared (its /home is mounted read-write) is
-    // not reported as the same: exit 3, "NOT COMPARED".
-    s.m.alpha_home.mount(&[]);
+    // A system that cannot be compared (its root is mounted read-write: it
+    // is in use) is not reported as the same: exit 3, "NOT COMPARED".
+    s.m.alpha_root.mount(&[]);
     let out = crossback(&s.cfg).args(["verify", "--against-source", "--system", "alpha"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", common::text(&out));
     assert!(common::text(&out).contains("NOT COMPARED") && common::text(&out).contains("0 differ from their system"), "{}", common::text(&out));
+    s.m.alpha_root.unmount();
+    // Its /home mounted read-write here (as a running system has the shared
+    // ESP) is compared through a read-only view of that mount, and what
+    // changed is seen; the device is not set read-only under the writer.
+    s.m.alpha_home.mount(&[]);
     std::fs::write(s.m.alpha_home.path().join("ann/notes.txt"), "changed\n").unwrap();
-    s.m.alpha_home.unmount();
     let out = crossback(&s.cfg).args(["verify", "--against-source", "--system", "alpha"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(5), "{}", common::text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("/home/ann/notes.txt: size differs"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(common::text(&out).contains("read-only view of that mount"), "{}", common::text(&out));
+    std::fs::write(s.m.alpha_home.path().join("ann/after.txt"), "still writable\n").unwrap();
+    s.m.alpha_home.unmount();
     let beta = s.dir.path().join("beta");
     ok(crossback(&s.cfg).args(["restore", "beta", "--to"]).arg(&beta));
     assert_eq!(std::fs::read_to_string(beta.join("home/bob.txt")).unwrap(), "beta's home\n");

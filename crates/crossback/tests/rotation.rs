@@ -265,3 +265,45 @@ fn root_init_takes_the_configuration_from_the_media() {
     ok(crossback(&fresh).args(["init", "--ignore-media", "--devices", &s.m.devices_arg()]));
     assert!(!std::fs::read_to_string(&fresh).unwrap().contains("[media]"));
 }
+
+/// The kind of the refusal in stderr: `error[KIND]`.
+fn kind(o: &std::process::Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    e.find("error[").map(|s| e[s + 6..].split(']').next().unwrap_or("").to_string()).unwrap_or_default()
+}
+
+#[test]
+fn root_a_filesystem_this_system_has_mounted_is_read_through_a_view() {
+    if !require_root("root_a_filesystem_this_system_has_mounted_is_read_through_a_view") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut s = setup();
+    // alpha's /home mounted read-write here, as a running system has the
+    // ESP it shares with the other one: backed up through a read-only view.
+    s.m.alpha_home.mount(&[]);
+    std::fs::write(s.m.alpha_home.path().join("ann/live.txt"), "written while mounted\n").unwrap();
+    let out = crossback(&s.cfg).args(["backup", "alpha"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("alpha's /home") && e.contains("read-only view of that mount"), "{e}");
+    // The writer was not disturbed: still writable, the device not read-only.
+    std::fs::write(s.m.alpha_home.path().join("ann/after.txt"), "still writable\n").unwrap();
+    let dev = std::path::Path::new(&s.m.alpha_home.device).file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(std::fs::read_to_string(format!("/sys/class/block/{dev}/ro")).unwrap().trim(), "0");
+    s.m.alpha_home.unmount();
+    let dest = s._dir.path().join("r");
+    ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&dest).arg("/home/ann"));
+    assert_eq!(std::fs::read_to_string(dest.join("home/ann/live.txt")).unwrap(), "written while mounted\n");
+    assert!(!dest.join("home/ann/after.txt").exists());
+
+    // The root of a system mounted read-write is the system in use: refused,
+    // and nothing on the slots changes.
+    let before = (generations(&mut s.m.slot_a), generations(&mut s.m.slot_b));
+    s.m.beta.mount(&[]);
+    let out = crossback(&s.cfg).args(["backup", "beta"]).output().unwrap();
+    s.m.beta.unmount();
+    assert_eq!(out.status.code(), Some(1), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(kind(&out), "system-mounted", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(before, (generations(&mut s.m.slot_a), generations(&mut s.m.slot_b)));
+}

@@ -19,6 +19,11 @@ pub struct FsMount {
     pub subvol: Option<String>,
     /// The system's own options (fstab), used for read-write mounts.
     pub options: Vec<String>,
+    /// Where this filesystem is already mounted read-write (by the running
+    /// system, e.g. a shared ESP at `/boot/efi`): a read-only mount of the
+    /// device is then impossible, so it is read through a read-only bind of
+    /// that mount instead, and its device is left writable.
+    pub view_of: Option<PathBuf>,
 }
 
 /// Why a filesystem was not cleanly unmounted, if it was not: a journal
@@ -141,7 +146,20 @@ pub fn mount_replaying(m: &FsMount, at: &Path, into: &mut Mounted) -> Result<()>
     mount_with(m, at, false, false, true, into)
 }
 
+/// A read-only bind of the mount at `from`: the filesystem as the running
+/// system sees it, through a mount that cannot write.
+fn mount_view(from: &Path, at: &Path, into: &mut Mounted) -> Result<()> {
+    let io = |what: &str, e: rustix::io::Errno| Error::Io { what: format!("{what} {} at {}", from.display(), at.display()), source: e.into() };
+    rustix::mount::mount_bind(from, at).map_err(|e| io("binding", e))?;
+    into.points.push(at.to_path_buf());
+    let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+    rustix::mount::mount_remount(at, flags | MountFlags::BIND, "").map_err(|e| io("making read-only the view of", e))
+}
+
 fn mount_with(m: &FsMount, at: &Path, rw: bool, set_ro: bool, replay: bool, into: &mut Mounted) -> Result<()> {
+    if let Some(from) = m.view_of.as_deref().filter(|_| !rw) {
+        return mount_view(from, at, into);
+    }
     if !rw && set_ro {
         into.read_only.push(ReadOnly::set(&m.device)?);
     }

@@ -435,7 +435,7 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     let mut unreadable = 0;
     let started = Instant::now();
     for s in todo {
-        let allow = Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None };
+        let allow = Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: true };
         let fs = match crate::offline::check(&m, s, allow, false, "back up") {
             Ok(fs) => fs,
             Err(e) => {

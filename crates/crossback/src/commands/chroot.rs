@@ -116,7 +116,7 @@ pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     let sys = machine::system(&m, &cfg, &a.system)?;
     let rw = !a.read_only;
     let fs =
-        crate::offline::check(&m, &sys, Allow { dirty: a.allow_dirty, mounted: a.allow_mounted, mounted_option: Some("--allow-mounted") }, rw, "chroot into")?;
+        crate::offline::check(&m, &sys, Allow { dirty: a.allow_dirty, mounted: a.allow_mounted, mounted_option: Some("--allow-mounted"), view: false }, rw, "chroot into")?;
     if !rw {
         ns::start_guard()?;
     }

@@ -476,7 +476,7 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
             std::fs::create_dir_all(&top)?;
             let mut mm = offline::Mounted::default();
             offline::mount_one(
-                &FsMount { mountpoint: "btrfs top".into(), device: t.device.clone(), fstype: "btrfs".into(), subvol: None, options: vec![] },
+                &FsMount { mountpoint: "btrfs top".into(), device: t.device.clone(), fstype: "btrfs".into(), subvol: None, options: vec![], view_of: None },
                 &top,
                 true,
                 false,
@@ -497,6 +497,7 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
                 fstype: r.fstype.clone(),
                 subvol: r.subvol.clone(),
                 options: vec![],
+                view_of: None,
             });
         }
     }

@@ -62,7 +62,7 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                     match systems
                         .iter()
                         .find(|x| x.name == rec.name)
-                        .map(|sys| crate::offline::check(&m, sys, crate::offline::Allow::default(), false, "compare against"))
+                        .map(|sys| crate::offline::check(&m, sys, crate::offline::Allow { view: true, ..Default::default() }, false, "compare against"))
                     {
                         Some(Ok(fs)) => {
                             let mut mounted = crossback_host::offline::Mounted::default();
