@@ -12,8 +12,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-[ -s "$LAB_CACHE/pc.raw" ] && [ -s "$LAB_CACHE/vars.fd" ] && { say "cached: $LAB_CACHE/pc.raw"; exit 0; }
-need_packages qemu-system-x86 ovmf debootstrap btrfs-progs dosfstools e2fsprogs fdisk
+# The cache is keyed by this script and the guest files: a change rebuilds.
+key=$(cat "$here/build-pc.sh" "$here/lib.sh" "$here"/guest/* | sha256sum | cut -c1-16)
+[ -s "$LAB_CACHE/pc.raw" ] && [ -s "$LAB_CACHE/vars.fd" ] && [ "$(cat "$LAB_CACHE/pc.key" 2>/dev/null)" = "$key" ] && { say "cached: $LAB_CACHE/pc.raw"; exit 0; }
+rm -f "$LAB_CACHE/pc.raw" "$LAB_CACHE/vars.fd" "$LAB_CACHE/pc.key"
+need_packages qemu-system-x86 ovmf debootstrap btrfs-progs dosfstools e2fsprogs fdisk attr libcap2-bin
 mkdir -p "$LAB_CACHE"
 work=$(mktemp -d "$LAB_CACHE/build.XXXXXX")
 loops=(); mounts=()
@@ -25,14 +28,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The roots, each cached as a tarball.
+# The roots, each cached as a tarball (keyed by the package list).
+packages=linux-image-cloud-amd64,systemd-sysv,udev,grub-efi-amd64,efibootmgr,btrfs-progs,dosfstools,e2fsprogs,fdisk,zstd,kmod,iproute2,iputils-ping,libcap2-bin,attr,passwd
 root_tar() { # SUITE NAME
-  local tar=$LAB_CACHE/$2.tar
+  local tar=$LAB_CACHE/$2-$(echo "$packages" | sha256sum | cut -c1-8).tar
   if [ ! -s "$tar" ]; then
     say "debootstrap $1 for $2 (once)"
     local d=$work/$2
     debootstrap --variant=minbase \
-      --include=linux-image-cloud-amd64,systemd-sysv,udev,grub-efi-amd64,efibootmgr,btrfs-progs,dosfstools,e2fsprogs,kmod,iproute2,iputils-ping,libcap2-bin,passwd \
+      --include="$packages" \
       "$1" "$d" "$(mirror)" >"$work/$2.log" 2>&1 || { tail -20 "$work/$2.log" >&2; die "debootstrap $1 failed"; }
     rm -f "$d"/var/cache/apt/archives/*.deb
     tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$d" -cf "$tar.partial" . && mv "$tar.partial" "$tar"
@@ -70,6 +74,7 @@ UUID=$(uuid "$a_home") /home ext4 defaults 0 2
 UUID=$(uuid "$esp") /boot/efi vfat umask=0077 0 1
 EOF
 prepare_root "$m" system-a
+lab_data "$m" system-a
 umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
 
 say "system B (Debian 13, btrfs @ and @home)"
@@ -82,6 +87,8 @@ UUID=$(uuid "$b") /home btrfs subvol=@home 0 0
 UUID=$(uuid "$esp") /boot/efi vfat umask=0077 0 1
 EOF
 prepare_root "$m/@" system-b
+lab_data "$m/@" system-b
+mkdir -p "$m/@home/ann" && echo "B's home" > "$m/@home/ann/notes.txt"
 umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
 
 # The provisioning boot runs A's own kernel with this script as init: it
@@ -103,5 +110,5 @@ run_qemu "$work/provision.log" 600 \
   -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
   -append "root=UUID=$a_uuid rw init=/provision.sh console=ttyS0 panic=-1" -no-reboot
 grep -q "^provision: OK" "$work/provision.log" || { tail -30 "$work/provision.log" >&2; die "the provisioning boot did not finish"; }
-mv "$disk" "$LAB_CACHE/pc.raw"; mv "$work/vars.fd" "$LAB_CACHE/vars.fd"
+mv "$disk" "$LAB_CACHE/pc.raw"; mv "$work/vars.fd" "$LAB_CACHE/vars.fd"; echo "$key" > "$LAB_CACHE/pc.key"
 say "built $LAB_CACHE/pc.raw ($(du -h --apparent-size "$LAB_CACHE/pc.raw" | cut -f1) apparent, $(du -h "$LAB_CACHE/pc.raw" | cut -f1) used)"

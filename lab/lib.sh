@@ -39,10 +39,23 @@ GRUB_TERMINAL=serial
 GRUB_SERIAL_COMMAND="serial --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
 G
-  install -m 0755 "$here_lib/guest/lab-job" "$r/usr/local/sbin/lab-job"
+  install -m 0755 "$here_lib/guest/lab-job" "$here_lib/guest/lab-data-state" "$r/usr/local/sbin/"
   install -m 0644 "$here_lib/guest/lab-job.service" "$r/etc/systemd/system/lab-job.service"
   mkdir -p "$r/etc/systemd/system/multi-user.target.wants"
   ln -sf /etc/systemd/system/lab-job.service "$r/etc/systemd/system/multi-user.target.wants/lab-job.service"
+}
+
+# Files the restored system must bring back as they were (issue 17's
+# acceptance): an xattr, a file capability, a hard-link set; and their
+# expected state in /lab-data/expected, with the machine-id.
+lab_data() { # ROOT NAME
+  local d=$1/lab-data
+  mkdir -p "$d"
+  echo "written at build time on $2" > "$d/xattr.txt"
+  setfattr -n user.crossback -v "lab $2" "$d/xattr.txt"
+  cp "$1/usr/bin/ping" "$d/ping-copy" && setcap cap_net_raw+ep "$d/ping-copy"
+  echo "one of three names" > "$d/link1"; ln "$d/link1" "$d/link2"; ln "$d/link1" "$d/link3"
+  "$here_lib/guest/lab-data-state" "$1" > "$d/expected"
 }
 
 # Runs QEMU (TCG: KVM guests hang on these machines) with the serial

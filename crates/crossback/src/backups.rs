@@ -101,7 +101,7 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
     // An adopted duplicity backup has no directory of its own in the generation.
     let sysdir = if record.legacy.is_some() { gendir } else { gendir.dir(system).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))? };
     let mounts: MountsFile = if record.legacy.is_some() {
-        MountsFile { filesystems: Vec::new() }
+        MountsFile { filesystems: Vec::new(), disks: Vec::new(), boot_entries: Vec::new() }
     } else {
         let m: MountsFile = layout::read_toml(&sysdir, layout::MOUNTS, layout::MOUNTS_CAP).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e:#}")))?;
         m.check().map_err(|e| refuse(Refusal::SlotDamaged, format!("{}/{}: {e:#}", sysdir.shown().display(), layout::MOUNTS)))?;

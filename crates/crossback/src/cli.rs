@@ -74,6 +74,7 @@ pub enum Command {
     /// Examples:
     ///   crossback restore alpha --to /mnt/rescue /etc/fstab /home/ann/thesis
     ///   crossback restore alpha --bare-metal --device /=/dev/sda2 --device /home=/dev/sda3
+    ///   crossback restore --bare-metal --disk /dev/nvme0n1     (a new disk: every system that was on the old one)
     Restore(RestoreArgs),
     /// Work with single archives (one file system tree each).
     #[command(subcommand)]
@@ -330,7 +331,9 @@ pub struct LsSystemArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    pub system: String,
+    /// The system (with --bare-metal --disk: default every system that was on the disk).
+    #[arg(required_unless_present = "disk")]
+    pub system: Option<String>,
     /// Only these paths of the system (with --to).
     pub paths: Vec<String>,
     /// Restore into this directory (each filesystem at its mount point under it).
@@ -342,6 +345,12 @@ pub struct RestoreArgs {
     /// With --bare-metal: the device for a mount point (default: the one with the recorded UUID).
     #[arg(long = "device", value_name = "MOUNTPOINT=DEV")]
     pub devices: Vec<String>,
+    /// With --bare-metal: make the recorded partition table again on this blank disk (shrunk to fit), and restore every system that was on it.
+    #[arg(long, value_name = "DEV")]
+    pub disk: Option<PathBuf>,
+    /// With --disk: leave the firmware's boot entries as they are.
+    #[arg(long)]
+    pub no_boot_repair: bool,
     /// With --bare-metal: give the filesystems new UUIDs and rewrite fstab/crypttab.
     #[arg(long)]
     pub new_uuids: bool,

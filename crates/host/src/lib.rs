@@ -11,6 +11,7 @@
 
 pub mod beneath;
 pub mod blockdev;
+pub mod efi;
 pub mod error;
 pub mod fstab;
 pub mod fstype;
@@ -19,6 +20,7 @@ pub mod lock;
 pub mod mountinfo;
 pub mod ns;
 pub mod offline;
+pub mod partitions;
 pub mod rodev;
 
 pub use error::{Error, Result};

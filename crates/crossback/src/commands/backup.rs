@@ -23,6 +23,8 @@ use crossback_host::offline::{self, FsMount, Mounted};
 use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::error::{refuse, Refusal};
+use crossback_host::efi::BootEntry;
+use crossback_host::partitions::Table;
 use crate::layout::{self, archive_file, ArchiveRecord, FsRecord, GenEntry, GenName, Generation, MountsFile, State, SystemRecord};
 use crate::machine::{self, Machine, System};
 use crate::offline::Allow;
@@ -115,6 +117,39 @@ struct Done {
 }
 
 /// Archives every filesystem of `sys` into `gen/SYSTEM/` on the slot.
+/// The partition tables of the disks holding `devices`, and the firmware's
+/// boot entries that start a loader from one of their partitions: what
+/// `restore --bare-metal --disk` makes again. What cannot be read is a
+/// warning (the files are backed up all the same).
+fn disk_layout(m: &Machine, devices: &[&std::path::Path]) -> (Vec<Table>, Vec<BootEntry>) {
+    let mut disks: Vec<String> = Vec::new();
+    for p in devices {
+        if let Some(d) = m.devices.iter().find(|d| d.path == *p).filter(|d| d.disk != d.name) {
+            if !disks.contains(&d.disk) {
+                disks.push(d.disk.clone());
+            }
+        }
+    }
+    let mut tables = Vec::new();
+    for disk in disks {
+        match crossback_host::partitions::read(&std::path::Path::new("/dev").join(&disk)) {
+            Ok(Some(t)) => tables.push(t),
+            Ok(None) => {}
+            Err(e) => eprintln!("  warning: the partition table of /dev/{disk} was not recorded ({e}); `restore --disk` will not be able to make it again"),
+        }
+    }
+    let mut entries = match crossback_host::efi::entries() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("  warning: the firmware's boot entries were not recorded ({e})");
+            Vec::new()
+        }
+    };
+    entries.retain(|e| tables.iter().any(|t| t.partitions.iter().any(|p| p.uuid.eq_ignore_ascii_case(&e.partuuid))));
+    entries.sort_by_key(|e| e.order.unwrap_or(u32::MAX));
+    (tables, entries)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn backup_system(
     m: &Machine,
@@ -134,7 +169,7 @@ fn backup_system(
     let mut records = Vec::new();
     let mut unreadable = 0;
     let mut essentials = Vec::new();
-    let mut mounts_file = MountsFile { filesystems: Vec::new() };
+    let mut mounts_file = MountsFile { filesystems: Vec::new(), disks: Vec::new(), boot_entries: Vec::new() };
     for (i, f) in fs.iter().enumerate() {
         let at = scratch.join(format!("{}-{i}", sys.name));
         std::fs::create_dir_all(&at)?;
@@ -270,6 +305,8 @@ fn backup_system(
             params: Vec::new(),
         });
     }
+    let devices: Vec<&std::path::Path> = fs.iter().map(|f| f.device.as_path()).chain(sys.swap.iter().filter_map(|s| s.device.as_deref())).collect();
+    (mounts_file.disks, mounts_file.boot_entries) = disk_layout(m, &devices);
     dir.write_durable(layout::MOUNTS, toml::to_string(&mounts_file)?.as_bytes())?;
     let busy = mounted.unmount();
     if !busy.is_empty() {

@@ -24,6 +24,8 @@ use crate::machine::{self, Machine};
 use crate::output::{self, Bar};
 use crate::{refuse, slots, Outcome};
 
+mod disk;
+
 /// What the slots' read-only view and the system's backup hold open.
 struct Opened {
     cfg: Config,
@@ -57,6 +59,9 @@ enum Mode {
     Into { to: PathBuf, paths: Vec<String>, force: bool },
     /// Recreate the filesystems and restore onto them.
     BareMetal { devices: Vec<(String, PathBuf)>, new_uuids: bool, yes: bool },
+    /// Recreate a disk's partition table, its filesystems, and restore
+    /// every system (or the one named) that was on it; then the boot entries.
+    Disk { disk: PathBuf, system: Option<String>, yes: bool, boot_repair: bool },
 }
 
 fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
@@ -72,6 +77,18 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
         if a.force {
             return usage("--force goes with --to DIR; --bare-metal asks before wiping (--yes answers for you)".into());
         }
+        if let Some(disk) = &a.disk {
+            if !a.devices.is_empty() || a.new_uuids {
+                return usage("--disk makes the recorded partitions with their recorded identities: it takes no --device or --new-uuids (for a layout of your own, partition the disk and give --device MOUNTPOINT=DEV)".into());
+            }
+            return Ok(Mode::Disk { disk: disk.clone(), system: a.system.clone(), yes: a.yes, boot_repair: !a.no_boot_repair });
+        }
+        if a.system.is_none() {
+            return usage("name the system to restore (only --disk restores every system of a disk)".into());
+        }
+        if a.no_boot_repair {
+            return usage("--no-boot-repair goes with --disk".into());
+        }
         let mut devices: Vec<(String, PathBuf)> = Vec::new();
         for d in &a.devices {
             let Some((mp, dev)) = d.split_once('=') else {
@@ -84,7 +101,7 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
         }
         return Ok(Mode::BareMetal { devices, new_uuids: a.new_uuids, yes: a.yes });
     }
-    for (set, opt) in [(!a.devices.is_empty(), "--device"), (a.new_uuids, "--new-uuids"), (a.yes, "--yes")] {
+    for (set, opt) in [(!a.devices.is_empty(), "--device"), (a.new_uuids, "--new-uuids"), (a.yes, "--yes"), (a.disk.is_some(), "--disk"), (a.no_boot_repair, "--no-boot-repair")] {
         if set {
             return usage(format!("{opt} goes with --bare-metal only"));
         }
@@ -156,7 +173,7 @@ pub fn ls(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
 /// its own new filesystem).
 fn restore_into(
     b: &SystemBackup,
-    dest_for: &dyn Fn(&ArchiveRecord) -> anyhow::Result<Dir>,
+    dest_for: &dyn Fn(&ArchiveRecord) -> anyhow::Result<Option<Dir>>,
     paths: &[String],
 ) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
     let mut entries = 0;
@@ -186,7 +203,8 @@ fn restore_into(
                 sel.clear();
             }
         }
-        let dest_dir = dest_for(ar)?;
+        // None: this archive's filesystem is restored by someone else.
+        let Some(dest_dir) = dest_for(ar)? else { continue };
         let dest = dest_dir.fd_path();
         let archive = b.open_archive(ar)?;
         let progress = Arc::new(Progress::default());
@@ -236,11 +254,13 @@ pub fn restore(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
     let mode = resolve(&a)?;
     match mode {
         Mode::BareMetal { devices, new_uuids, yes } => bare_metal(path, &a, &devices, new_uuids, yes),
+        Mode::Disk { disk, system, yes, boot_repair } => disk::run(path, &disk, system.as_deref(), a.generation, yes, boot_repair),
         Mode::Into { to, paths, force } => into_dir(path, &a, to, &paths, force),
     }
 }
 
 fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: bool) -> anyhow::Result<Outcome> {
+    let system = a.system.as_deref().context("clap requires it without --disk")?;
     let mut selected: Vec<Vec<u8>> = Vec::new();
     for p in paths {
         match crossback_archive::entry::normalize_path(p.as_bytes()) {
@@ -251,11 +271,11 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
     let to = if to.is_absolute() { to } else { std::env::current_dir()?.join(to) };
     backups::check_target(&to, force)?;
     // Locked and found before the target is made: a refusal writes nothing.
-    let Opened { mut mounts, backup: b, .. } = open(path, &a.system, a.generation, false)?;
+    let Opened { mut mounts, backup: b, .. } = open(path, system, a.generation, false)?;
     std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
     let to = std::fs::canonicalize(&to).with_context(|| format!("resolving {}", to.display()))?;
     let target = Dir::open_crossing_mounts(&to)?;
-    println!("restoring {} from generation {} (slot {}) into {}", a.system, b.generation.seq, b.slot, to.display());
+    println!("restoring {system} from generation {} (slot {}) into {}", b.generation.seq, b.slot, to.display());
     let start = Instant::now();
     if let Some(set) = &b.record.legacy {
         let (entries, problems) = crate::duplicity::restore(&b.slot_root, set, &target.fd_path(), &selected)?;
@@ -263,8 +283,8 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
         return Ok(report(entries, &[], &problems, start));
     }
     // A recorded mount point is a plain path, resolved beneath the target without following anything.
-    let beneath = |ar: &ArchiveRecord| -> anyhow::Result<Dir> {
-        target.create_dirs(ar.mountpoint.trim_start_matches('/')).map_err(|e| refuse(Refusal::SlotHostile, format!("restoring {}: {e}", ar.mountpoint)))
+    let beneath = |ar: &ArchiveRecord| -> anyhow::Result<Option<Dir>> {
+        target.create_dirs(ar.mountpoint.trim_start_matches('/')).map(Some).map_err(|e| refuse(Refusal::SlotHostile, format!("restoring {}: {e}", ar.mountpoint)))
     };
     let (entries, damaged, failed) = restore_into(&b, &beneath, paths)?;
     let _ = mounts.unmount();
@@ -416,48 +436,44 @@ fn check_targets(targets: &[Target], m: &Machine, cfg: &Config, new_uuids: bool)
     Ok(())
 }
 
-fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_uuids: bool, yes: bool) -> anyhow::Result<Outcome> {
-    let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, .. } = open(path, &a.system, a.generation, true)?;
-    if b.record.legacy.is_some() {
-        refuse!(
-            Refusal::Unsupported,
-            "generation {} of {} is a duplicity backup: it records no filesystem layout; restore it with --to DIR, or bare-metal from a crossback generation",
-            b.generation.seq,
-            a.system
-        );
-    }
-    let mut targets = targets(&b, &m, explicit, &a.system)?;
-    check_targets(&targets, &m, &cfg, new_uuids)?;
-    if new_uuids {
-        for t in &mut targets {
-            t.new_uuid = Some(String::new());
-        }
-    }
-    println!("bare-metal restore of {} from generation {} (slot {}): these filesystems will be WIPED and recreated:", a.system, b.generation.seq, b.slot);
-    for t in &targets {
+/// What one system's bare-metal restore did.
+struct Restored {
+    entries: u64,
+    damaged: Vec<String>,
+    failed: Vec<String>,
+    /// Old UUID → new one (with --new-uuids).
+    uuid_map: Vec<(String, String)>,
+}
+
+/// Prints what will be wiped and made: one line a filesystem.
+fn show_plan(m: &Machine, targets: &[Target], new_uuids: bool) {
+    for t in targets {
         let r = &t.records[0];
-        let d = m.devices.iter().find(|d| d.path == t.device).context("checked above")?;
+        let now = m.devices.iter().find(|d| d.path == t.device);
+        let fs_now = now.map_or("new partition".to_string(), |d| if d.fstype.is_empty() { "empty".to_string() } else { d.fstype.clone() });
+        let label_now = now.filter(|d| !d.label.is_empty()).map(|d| format!(", \"{}\"", output::text(&d.label))).unwrap_or_default();
         println!(
-            "  {} ({} now{}) ← {} {} {}{}",
+            "  {} ({fs_now} now{label_now}) ← {} {} {}{}",
             t.device.display(),
-            if d.fstype.is_empty() { "empty".to_string() } else { d.fstype.clone() },
-            if d.label.is_empty() { String::new() } else { format!(", \"{}\"", output::text(&d.label)) },
             t.records.iter().map(|r| r.mountpoint.as_str()).collect::<Vec<_>>().join(" + "),
             r.fstype,
             if new_uuids { "with a new UUID".to_string() } else { format!("UUID={}", r.uuid) },
             if r.label.is_empty() { String::new() } else { format!(" LABEL={}", output::text(&r.label)) }
         );
     }
-    if !yes && !output::confirm("Wipe them?")? {
-        refuse!(Refusal::NotConfirmed, "nothing written: pass --yes to restore without asking");
-    }
-    let start = Instant::now();
-    for t in &targets {
+}
+
+/// Makes `targets`' filesystems again and restores `b`'s archives of them
+/// (each filesystem mounted on its own); with `new_uuids`, rewrites the
+/// restored fstab and crypttab. The archives of filesystems not among the
+/// targets (a shared ESP another system's backup restores) are left out.
+fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: bool) -> anyhow::Result<Restored> {
+    for t in targets.iter() {
         mkfs(t).with_context(|| format!("recreating {}", t.records[0].mountpoint))?;
     }
     // The new identities, as blkid now reads them.
     let mut uuid_map: Vec<(String, String)> = Vec::new();
-    for t in &mut targets {
+    for t in targets.iter_mut() {
         let probed = crossback_host::blockdev::probe(&t.device)?;
         let now = probed.get("UUID").cloned().unwrap_or_default();
         if new_uuids {
@@ -468,11 +484,11 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
         }
     }
     // btrfs subvolumes, then each filesystem, mounted privately, restored.
-    let base = crossback_host::inspect::SCRATCH;
+    let base = Path::new(crossback_host::inspect::SCRATCH).join("crossback-restore").join(system);
     let mut fs_mounts = Vec::new();
-    for t in &targets {
+    for t in targets.iter() {
         if t.records[0].fstype == "btrfs" && t.records.iter().any(|r| r.subvol.is_some()) {
-            let top = Path::new(base).join("crossback-restore").join("btrfs-top");
+            let top = base.join("btrfs-top");
             std::fs::create_dir_all(&top)?;
             let mut mm = offline::Mounted::default();
             offline::mount_one(
@@ -508,81 +524,117 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
     let mut mounted = offline::Mounted::default();
     let mut dests: Vec<(String, PathBuf)> = Vec::new();
     for (i, f) in fs_mounts.iter().enumerate() {
-        let at = Path::new(base).join("crossback-restore").join(format!("fs-{i}"));
+        let at = base.join(format!("fs-{i}"));
         std::fs::create_dir_all(&at)?;
         offline::mount_one(f, &at, true, false, &mut mounted).with_context(|| format!("mounting the new {}", f.mountpoint))?;
         dests.push((f.mountpoint.clone(), at));
     }
-    let tree = dests.iter().find(|(mp, _)| mp == "/").map(|(_, at)| at.clone()).context("the backup records no root filesystem")?;
-    let own_fs = |ar: &ArchiveRecord| -> anyhow::Result<Dir> {
-        let (_, at) = dests.iter().find(|(mp, _)| *mp == ar.mountpoint).with_context(|| format!("no new filesystem for {}", ar.mountpoint))?;
-        Ok(Dir::open(at)?)
+    let own_fs = |ar: &ArchiveRecord| -> anyhow::Result<Option<Dir>> {
+        dests.iter().find(|(mp, _)| *mp == ar.mountpoint).map(|(_, at)| Dir::open(at).map_err(Into::into)).transpose()
     };
-    let (entries, damaged, failed) = restore_into(&b, &own_fs, &[])?;
-    let root = Dir::open(&tree)?;
-    // New UUIDs: fstab and crypttab follow; other files are named. The
-    // restored tree came from an archive: its files are read and written
-    // beneath it, never through a symlink it holds.
-    if new_uuids {
-        for f in ["fstab", "crypttab"] {
-            let Ok(etc) = root.dir("etc") else { continue };
-            let Ok(bytes) = etc.read_capped(f, 1 << 20) else { continue };
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let mut t = text.clone();
-            for (old, new) in &uuid_map {
-                t = replace_ci(&t, old, new);
-            }
-            if t != text {
-                // The directory keeps its restored times: only the file changed.
-                let before = rustix::fs::fstat(etc.as_fd()).context("reading /etc's times")?;
-                etc.write_durable(f, t.as_bytes())?;
-                let times = rustix::fs::Timestamps {
-                    last_access: rustix::fs::Timespec { tv_sec: before.st_atime, tv_nsec: before.st_atime_nsec as _ },
-                    last_modification: rustix::fs::Timespec { tv_sec: before.st_mtime, tv_nsec: before.st_mtime_nsec as _ },
-                };
-                rustix::fs::futimens(etc.as_fd(), &times).context("putting back /etc's times")?;
-                println!("rewrote etc/{f} for the new UUIDs");
+    let (entries, damaged, failed) = restore_into(b, &own_fs, &[])?;
+    if let Some((_, tree)) = dests.iter().find(|(mp, _)| mp == "/") {
+        let root = Dir::open(tree)?;
+        if new_uuids {
+            rewrite_uuids(&root, tree, &uuid_map, system)?;
+        }
+        // The restored fstab must resolve to what exists now.
+        let fstab_text = root.dir("etc").and_then(|d| d.read_capped("fstab", 1 << 20)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let fstab = crossback_host::fstab::parse(&fstab_text);
+        let now_devices = crossback_host::blockdev::scan()?;
+        let mut unresolved = Vec::new();
+        for e in fstab.mounts.iter().chain(fstab.swap.iter()) {
+            if crossback_host::blockdev::find(&now_devices, &e.spec)?.is_none() {
+                unresolved.push(format!("{} {}", e.spec.to_fstab(), e.mountpoint));
             }
         }
-        let mut others = Vec::new();
-        for dir in ["etc/default", "etc/kernel", "boot", "etc/crypttab.initramfs"] {
-            find_mentions(&tree.join(dir), &tree, &uuid_map, &mut others);
-        }
-        if !others.is_empty() {
-            println!("these files still name an old UUID; fix them in `crossback chroot {}` (e.g. update-grub, update-initramfs -u):", a.system);
-            for o in &others {
-                println!("  {}", output::text(o));
-            }
+        if !unresolved.is_empty() {
+            eprintln!("warning: {system}'s restored /etc/fstab names filesystems that are not attached: {}", output::text(&unresolved.join("; ")));
         }
     }
-    // The restored fstab must resolve to what exists now.
-    let fstab_text = root.dir("etc").and_then(|d| d.read_capped("fstab", 1 << 20)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let fstab = crossback_host::fstab::parse(&fstab_text);
-    let now_devices = crossback_host::blockdev::scan()?;
-    let mut unresolved = Vec::new();
-    for e in fstab.mounts.iter().chain(fstab.swap.iter()) {
-        if crossback_host::blockdev::find(&now_devices, &e.spec)?.is_none() {
-            unresolved.push(format!("{} {}", e.spec.to_fstab(), e.mountpoint));
-        }
-    }
-    drop(root);
     let busy = mounted.unmount();
-    let _ = slot_mounts.unmount();
     if !busy.is_empty() {
         eprintln!("warning: could not unmount {busy:?}");
     }
-    if !unresolved.is_empty() {
-        eprintln!("warning: the restored /etc/fstab names filesystems that are not attached: {}", output::text(&unresolved.join("; ")));
-    }
-    let outcome = report(entries, &damaged, &failed, start);
-    if new_uuids {
-        if let Some(root) = uuid_map.iter().find(|(old, _)| cfg.system(&a.system).is_some_and(|s| s.root.get_ref().eq_ignore_ascii_case(old))) {
-            crate::config::set_system_root(path, &a.system, &root.1)?;
-            println!("{} now names {}'s new root UUID {}", path.display(), a.system, root.1);
+    Ok(Restored { entries, damaged, failed, uuid_map })
+}
+
+/// New UUIDs: fstab and crypttab follow; other files are named. The
+/// restored tree came from an archive: its files are read and written
+/// beneath it, never through a symlink it holds.
+fn rewrite_uuids(root: &Dir, tree: &Path, uuid_map: &[(String, String)], system: &str) -> anyhow::Result<()> {
+    for f in ["fstab", "crypttab"] {
+        let Ok(etc) = root.dir("etc") else { continue };
+        let Ok(bytes) = etc.read_capped(f, 1 << 20) else { continue };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let mut t = text.clone();
+        for (old, new) in uuid_map {
+            t = replace_ci(&t, old, new);
+        }
+        if t != text {
+            // The directory keeps its restored times: only the file changed.
+            let before = rustix::fs::fstat(etc.as_fd()).context("reading /etc's times")?;
+            etc.write_durable(f, t.as_bytes())?;
+            let times = rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec { tv_sec: before.st_atime, tv_nsec: before.st_atime_nsec as _ },
+                last_modification: rustix::fs::Timespec { tv_sec: before.st_mtime, tv_nsec: before.st_mtime_nsec as _ },
+            };
+            rustix::fs::futimens(etc.as_fd(), &times).context("putting back /etc's times")?;
+            println!("rewrote etc/{f} for the new UUIDs");
         }
     }
-    println!("next: `crossback chroot {}` to reinstall the bootloader or drivers (e.g. grub-install, update-initramfs -u)", a.system);
+    let mut others = Vec::new();
+    for dir in ["etc/default", "etc/kernel", "boot", "etc/crypttab.initramfs"] {
+        find_mentions(&tree.join(dir), tree, uuid_map, &mut others);
+    }
+    if !others.is_empty() {
+        println!("these files still name an old UUID; fix them in `crossback chroot {system}` (e.g. update-grub, update-initramfs -u):");
+        for o in &others {
+            println!("  {}", output::text(o));
+        }
+    }
+    Ok(())
+}
+
+fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_uuids: bool, yes: bool) -> anyhow::Result<Outcome> {
+    let system = a.system.as_deref().context("checked when the mode was resolved")?;
+    let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, .. } = open(path, system, a.generation, true)?;
+    refuse_legacy(&b, system)?;
+    let mut targets = targets(&b, &m, explicit, system)?;
+    check_targets(&targets, &m, &cfg, new_uuids)?;
+    if new_uuids {
+        for t in &mut targets {
+            t.new_uuid = Some(String::new());
+        }
+    }
+    println!("bare-metal restore of {system} from generation {} (slot {}): these filesystems will be WIPED and recreated:", b.generation.seq, b.slot);
+    show_plan(&m, &targets, new_uuids);
+    if !yes && !output::confirm("Wipe them?")? {
+        refuse!(Refusal::NotConfirmed, "nothing written: pass --yes to restore without asking");
+    }
+    let start = Instant::now();
+    let r = recreate(&b, system, &mut targets, new_uuids)?;
+    let _ = slot_mounts.unmount();
+    let outcome = report(r.entries, &r.damaged, &r.failed, start);
+    if new_uuids {
+        if let Some(root) = r.uuid_map.iter().find(|(old, _)| cfg.system(system).is_some_and(|s| s.root.get_ref().eq_ignore_ascii_case(old))) {
+            crate::config::set_system_root(path, system, &root.1)?;
+            println!("{} now names {system}'s new root UUID {}", path.display(), root.1);
+        }
+    }
+    println!("next: `crossback chroot {system}` to reinstall the bootloader or drivers (e.g. grub-install, update-initramfs -u)");
     Ok(outcome)
+}
+
+fn refuse_legacy(b: &SystemBackup, system: &str) -> anyhow::Result<()> {
+    if b.record.legacy.is_some() {
+        refuse!(
+            Refusal::Unsupported,
+            "generation {} of {system} is a duplicity backup: it records no filesystem layout; restore it with --to DIR, or bare-metal from a crossback generation",
+            b.generation.seq
+        );
+    }
+    Ok(())
 }
 
 fn replace_ci(text: &str, old: &str, new: &str) -> String {

@@ -2,12 +2,22 @@
 //! needs to recreate each of the system's filesystems.
 
 use anyhow::bail;
+use crossback_host::efi::BootEntry;
+use crossback_host::partitions::Table;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MountsFile {
     #[serde(rename = "filesystem")]
     pub filesystems: Vec<FsRecord>,
+    /// The partition tables of the disks holding these filesystems, for
+    /// `restore --bare-metal --disk`.
+    #[serde(rename = "disk", default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<Table>,
+    /// The firmware's boot entries that start a loader from one of these
+    /// disks' partitions, in boot order.
+    #[serde(rename = "boot_entry", default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_entries: Vec<BootEntry>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -60,6 +70,20 @@ impl MountsFile {
             }
             if f.label.chars().any(char::is_control) {
                 bail!("{}: the label holds control characters", f.mountpoint);
+            }
+        }
+        for d in &self.disks {
+            d.check().map_err(|e| anyhow::anyhow!("disk {}: {e}", crate::output::text(&d.id)))?;
+        }
+        for e in &self.boot_entries {
+            let plain = e.loader.starts_with('\\')
+                && e.loader.len() < 256
+                && e.loader.chars().all(|c| c.is_ascii_alphanumeric() || "\\._-".contains(c))
+                && !e.label.is_empty()
+                && e.label.len() < 128
+                && !e.label.chars().any(char::is_control);
+            if !plain {
+                bail!("boot entry {:?}: a label or loader path that is not plain", crate::output::text(&e.label));
             }
         }
         Ok(())

@@ -1,0 +1,294 @@
+//! `crossback restore [SYSTEM] --bare-metal --disk DEV`: after a disk
+//! failure, the dead disk's partition table made again on a new disk
+//! (same disk and partition identifiers and types, shrunk to fit a smaller
+//! disk while the data fits), every system that was on it restored onto its
+//! partitions — a filesystem several systems share (the ESP) once, from the
+//! newest backup of it — and the firmware's boot entries made again.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use crossback_host::partitions::{self, Partition, Table};
+
+use super::{check_targets, recreate, refuse_legacy, report, show_plan, targets, Target};
+use crate::backups::{self, SystemBackup};
+use crate::config::Config;
+use crate::error::{refuse, Refusal};
+use crate::layout::FsRecord;
+use crate::machine::Machine;
+use crate::{output, refuse, slots, Outcome};
+
+/// The disk the systems were on, as the newest of their backups recorded it.
+fn recorded_table(backups: &[SystemBackup]) -> anyhow::Result<Table> {
+    let newest = backups.iter().filter(|b| !b.mounts.disks.is_empty()).max_by(|a, b| a.record.finished.cmp(&b.record.finished));
+    let Some(b) = newest else {
+        refuse!(
+            Refusal::Unsupported,
+            "no backup of {} records a partition table (made by an older crossback, or not on a partitioned disk): partition the disk yourself and restore each system with --bare-metal --device MOUNTPOINT=DEV",
+            backups.iter().map(|b| b.record.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    };
+    // The disk holding the root filesystem.
+    let root = b.mounts.filesystems.iter().find(|r| r.mountpoint == "/").map(|r| r.partuuid.as_str()).unwrap_or("");
+    let t = b.mounts.disks.iter().find(|t| t.partitions.iter().any(|p| p.uuid.eq_ignore_ascii_case(root))).unwrap_or(&b.mounts.disks[0]);
+    Ok(t.clone())
+}
+
+fn on_table<'a>(t: &'a Table, r: &FsRecord) -> Option<&'a Partition> {
+    t.partitions.iter().find(|p| !r.partuuid.is_empty() && p.uuid.eq_ignore_ascii_case(&r.partuuid))
+}
+
+/// What a partition must hold at least: its filesystem's data and what the
+/// filesystem takes itself (None: a partition crossback has no backup of,
+/// made again empty at its old size).
+fn minimum(t: &Table, backups: &[SystemBackup], p: &Partition) -> Option<u64> {
+    let recs: Vec<&FsRecord> = backups.iter().flat_map(|b| b.mounts.filesystems.iter()).filter(|r| on_table(t, r).is_some_and(|x| x.number == p.number)).collect();
+    let r = recs.first()?;
+    let bytes = if r.fstype == "swap" {
+        1 << 20
+    } else {
+        let used = recs.iter().map(|r| r.used).max().unwrap_or(0);
+        crossback_host::fstype::of(&r.fstype).map_or(p.size * t.sector_size, |ft| ft.needs(used, p.size * t.sector_size))
+    };
+    Some(bytes.div_ceil(t.sector_size))
+}
+
+/// What is on `disk` now: its table and the filesystems of it and its partitions.
+fn contents(m: &Machine, disk: &Path, name: &str) -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    if let Some(t) = partitions::read(disk)? {
+        found.push(format!("a {} partition table with {} partitions", t.label, t.partitions.len()));
+    }
+    for d in m.devices.iter().filter(|d| d.disk == name && !d.fstype.is_empty()) {
+        found.push(format!(
+            "{}: {}{}{}",
+            d.path.display(),
+            d.fstype,
+            if d.label.is_empty() { String::new() } else { format!(" \"{}\"", output::text(&d.label)) },
+            if d.uuid.is_empty() { String::new() } else { format!(" UUID={}", d.uuid) }
+        ));
+    }
+    Ok(found)
+}
+
+pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>, yes: bool, boot_repair: bool) -> anyhow::Result<Outcome> {
+    let cfg = Config::load(path)?;
+    let disk = std::fs::canonicalize(disk).with_context(|| refuse(Refusal::Usage, format!("--disk {}: no such device", disk.display())))?;
+    let name = disk.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sys = Path::new("/sys/class/block").join(&name);
+    if !sys.is_dir() {
+        refuse!(Refusal::Usage, "--disk {}: not a block device", disk.display());
+    }
+    if sys.join("partition").exists() {
+        refuse!(Refusal::Usage, "--disk {}: a partition; --disk takes the whole disk (its partitions are made from the backup)", disk.display());
+    }
+    let v = slots::open_read_only(path, "crossback-restore")?;
+    let m = &v.machine;
+    // The generation: the one asked for, or the newest.
+    let seq = match generation {
+        Some(n) => n,
+        None => v.slots.iter().flat_map(|s| s.view.generations.iter().filter_map(|g| g.valid())).filter(|g| !g.recorded.is_empty()).map(|g| g.seq).max().context(refuse(Refusal::NoBackup, "no generation holds a backup yet (see `crossback status`)"))?,
+    };
+    let names: Vec<String> = match only {
+        Some(s) => vec![s.to_string()],
+        None => v
+            .slots
+            .iter()
+            .flat_map(|s| s.view.generations.iter().filter_map(|g| g.valid()))
+            .filter(|g| g.seq == seq)
+            .flat_map(|g| g.recorded.iter().map(|r| r.name.clone()))
+            .fold(Vec::new(), |mut acc, n| {
+                if !acc.contains(&n) {
+                    acc.push(n);
+                }
+                acc
+            }),
+    };
+    let mut all = Vec::new();
+    for n in &names {
+        let b = backups::find(&v.slots, n, Some(seq))?;
+        refuse_legacy(&b, n)?;
+        all.push(b);
+    }
+    let table = recorded_table(&all)?;
+    // The systems that were on that disk; each entirely on it.
+    let backups: Vec<SystemBackup> = all.into_iter().filter(|b| b.mounts.filesystems.iter().any(|r| on_table(&table, r).is_some())).collect();
+    if backups.is_empty() {
+        refuse!(Refusal::NoBackup, "no system of generation {seq} was on disk {}", table.id);
+    }
+    for b in &backups {
+        if let Some(r) = b.mounts.filesystems.iter().find(|r| on_table(&table, r).is_none()) {
+            refuse!(
+                Refusal::Unsupported,
+                "{}'s {} was on another disk than the one recorded ({}): restore {} with --bare-metal --device MOUNTPOINT=DEV for each of its filesystems",
+                b.record.name,
+                r.mountpoint,
+                table.id,
+                b.record.name
+            );
+        }
+    }
+    let mut locks = Vec::new();
+    for b in &backups {
+        let sc = cfg.system(&b.record.name).with_context(|| {
+            refuse(Refusal::UnknownSystem, format!("{} is not in {}: run `crossback init` with the media attached first", b.record.name, path.display()))
+        })?;
+        locks.push(slots::lock_system(&b.record.name, sc.root.get_ref())?);
+    }
+
+    // The disk: not the media's, not the running system's, nothing mounted.
+    let slot_uuids: Vec<String> = cfg.media.iter().flat_map(|mm| [mm.slot_a.get_ref().to_lowercase(), mm.slot_b.get_ref().to_lowercase()]).collect();
+    let on_disk: Vec<&crossback_host::blockdev::Device> = m.devices.iter().filter(|d| d.disk == name).collect();
+    if on_disk.iter().any(|d| slot_uuids.contains(&d.uuid.to_lowercase())) {
+        refuse!(Refusal::TargetInUse, "{} holds a slot of the backup media: restoring onto it would destroy the backups", disk.display());
+    }
+    if let Some((root, _)) = m.running_root() {
+        if root.disk == name {
+            refuse!(Refusal::TargetInUse, "{} holds the running system: restore from another system or a live USB", disk.display());
+        }
+    }
+    let mounted: Vec<String> = on_disk.iter().flat_map(|d| m.mounts_of(d)).map(|x| x.mountpoint.clone()).collect();
+    if !mounted.is_empty() {
+        refuse!(Refusal::TargetInUse, "{} is in use: mounted at {}; unmount it first (nothing was written)", disk.display(), mounted.join(", "));
+    }
+    let ss = std::fs::read_to_string(sys.join("queue/logical_block_size")).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(512);
+    if ss != table.sector_size {
+        refuse!(Refusal::Unsupported, "{} has {ss}-byte sectors, the recorded disk had {}: partition it yourself and use --device", disk.display(), table.sector_size);
+    }
+    let size_512: u64 = std::fs::read_to_string(sys.join("size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let sectors = size_512 * 512 / ss;
+    let new = table
+        .fit(sectors, &|p| minimum(&table, &backups, p))
+        .map_err(|e| refuse(Refusal::TargetTooSmall, format!("{} ({}) is too small for the recorded disk's partitions: {e}", disk.display(), output::bytes(sectors * ss))))?;
+
+    // Each filesystem restored once: a shared one (the ESP) by the system
+    // whose backup of it is the newest.
+    let newest_of = |r: &FsRecord| {
+        backups.iter().filter(|b| b.mounts.filesystems.iter().any(|x| x.uuid == r.uuid && !r.uuid.is_empty())).max_by(|a, b| a.record.finished.cmp(&b.record.finished)).map(|b| b.record.name.clone())
+    };
+    println!(
+        "bare-metal restore onto {} ({}) from generation {seq}: the partition table of disk {} ({} partitions{}) and these systems: {}",
+        disk.display(),
+        output::bytes(sectors * ss),
+        table.id,
+        new.partitions.len(),
+        if new.partitions == table.partitions { String::new() } else { ", shrunk to fit".into() },
+        backups.iter().map(|b| b.record.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    for (old, p) in table.partitions.iter().zip(&new.partitions) {
+        let what: Vec<String> = backups
+            .iter()
+            .flat_map(|b| b.mounts.filesystems.iter().filter(|r| on_table(&table, r).is_some_and(|x| x.number == p.number)).map(|r| format!("{}:{}", b.record.name, r.mountpoint)))
+            .collect();
+        println!(
+            "  {} {:>9} → {:>9}  {}{}",
+            partitions::partition_device(&disk, p.number).display(),
+            output::bytes(old.size * ss),
+            output::bytes(p.size * ss),
+            if what.is_empty() { "(no backup: made empty)".to_string() } else { what.join(", ") },
+            if p.name.is_empty() { String::new() } else { format!("  \"{}\"", output::text(&p.name)) }
+        );
+    }
+    let now = contents(m, &disk, &name)?;
+    if now.is_empty() {
+        println!("{} is blank.", disk.display());
+    } else {
+        println!("{} is NOT blank; all of this will be lost:", disk.display());
+        for n in &now {
+            println!("  {n}");
+        }
+    }
+    if !yes && !output::confirm(&format!("Write the partition table to {} and restore?", disk.display()))? {
+        refuse!(Refusal::NotConfirmed, "nothing written: pass --yes to restore without asking");
+    }
+    let start = Instant::now();
+    partitions::write(&disk, &new).with_context(|| format!("writing the partition table to {}", disk.display()))?;
+    println!("wrote the partition table of disk {} to {}", table.id, disk.display());
+
+    let m = Machine::scan(&[])?;
+    let mut entries = 0;
+    let mut damaged = Vec::new();
+    let mut failed = Vec::new();
+    for b in &backups {
+        let name = &b.record.name;
+        let explicit: Vec<(String, PathBuf)> = b
+            .mounts
+            .filesystems
+            .iter()
+            .filter_map(|r| on_table(&table, r).map(|p| (r.mountpoint.clone(), partitions::partition_device(&disk, p.number))))
+            .collect();
+        let mut ts: Vec<Target> = targets(b, &m, &explicit, name)?;
+        ts.retain(|t| newest_of(&t.records[0]).is_none_or(|owner| &owner == name));
+        check_targets(&ts, &m, &cfg, false)?;
+        println!("{name} (backed up {}):", b.record.finished);
+        show_plan(&m, &ts, false);
+        let r = recreate(b, name, &mut ts, false)?;
+        entries += r.entries;
+        damaged.extend(r.damaged);
+        failed.extend(r.failed);
+    }
+    if boot_repair {
+        repair_boot(&disk, &table, &backups);
+    } else {
+        println!("boot entries left as they are (--no-boot-repair)");
+    }
+    drop(locks);
+    Ok(report(entries, &damaged, &failed, start))
+}
+
+/// The firmware's entries for the loaders on the restored disk, made again
+/// as recorded (the partitions kept their PARTUUIDs, so the entries lead to
+/// them), in their recorded order; the fallback loader checked.
+fn repair_boot(disk: &Path, table: &Table, backups: &[SystemBackup]) {
+    fallback_loader(table, backups);
+    let newest = backups.iter().filter(|b| !b.mounts.boot_entries.is_empty()).max_by(|a, b| a.record.finished.cmp(&b.record.finished));
+    let recorded = newest.map(|b| b.mounts.boot_entries.clone()).unwrap_or_default();
+    if recorded.is_empty() {
+        println!("boot: no firmware boot entries were recorded; the disk starts through the firmware's fallback loader (EFI/BOOT/BOOTX64.EFI) or its BIOS boot code");
+        return;
+    }
+    if !crossback_host::efi::available() {
+        println!(
+            "boot: this system was not started by UEFI (no EFI variables): the recorded entries ({}) were not made; the disk starts through the fallback loader, or make them from one of the restored systems",
+            recorded.iter().map(|e| e.label.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        return;
+    }
+    let existing = crossback_host::efi::entries().unwrap_or_default();
+    // efibootmgr puts each new entry first: make them last to first.
+    for e in recorded.iter().rev() {
+        let Some(p) = table.partitions.iter().find(|p| p.uuid.eq_ignore_ascii_case(&e.partuuid)) else { continue };
+        if existing.iter().any(|x| x.label == e.label && x.partuuid.eq_ignore_ascii_case(&e.partuuid) && x.loader.eq_ignore_ascii_case(&e.loader)) {
+            println!("boot: entry {} ({}) is there already", output::text(&e.label), e.loader);
+            continue;
+        }
+        match crossback_host::efi::create(disk, p.number, &e.label, &e.loader) {
+            Ok(()) => println!("boot: made the firmware entry {} → partition {} {}", output::text(&e.label), p.number, e.loader),
+            Err(err) => eprintln!("warning: the firmware entry {} was not made: {err}", output::text(&e.label)),
+        }
+    }
+}
+
+
+/// Says whether the restored ESP has the firmware's fallback loader, the
+/// one a firmware without entries (a new motherboard) starts.
+fn fallback_loader(table: &Table, backups: &[SystemBackup]) {
+    const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+    for b in backups {
+        for r in b.mounts.filesystems.iter().filter(|r| on_table(table, r).is_some_and(|p| p.kind.eq_ignore_ascii_case(ESP) || p.kind == "ef")) {
+            let Some(ar) = b.record.archives.iter().find(|a| a.mountpoint == r.mountpoint) else { continue };
+            let is_fallback = |p: &[u8]| String::from_utf8_lossy(p).trim_start_matches("./").eq_ignore_ascii_case("efi/boot/bootx64.efi");
+            let has = b.open_archive(ar).ok().is_some_and(|a| a.index().ok().flatten().is_some_and(|mut index| index.any(|e| e.is_ok_and(|e| is_fallback(&e.path)))));
+            if has {
+                println!("boot: the ESP ({}) has the fallback loader EFI/BOOT/BOOTX64.EFI: a firmware without entries starts it", r.mountpoint);
+            } else {
+                println!(
+                    "boot: the ESP ({}) has no fallback loader (EFI/BOOT/BOOTX64.EFI): a firmware without entries will not start it; `crossback chroot {} -- grub-install --removable` adds one",
+                    r.mountpoint, b.record.name
+                );
+            }
+            return;
+        }
+    }
+}
