@@ -153,12 +153,26 @@ impl Restorer {
         }
     }
 
+    /// A filesystem without the notion (owners on FAT through FUSE) says
+    /// ENOSYS or EOPNOTSUPP: the file is there, the metadata is a warning.
+    fn unsupported_ok(&mut self, meta: &Meta, what: &str, r: rustix::io::Result<()>) -> io::Result<()> {
+        match r {
+            Err(e @ (Errno::NOSYS | Errno::OPNOTSUPP)) => {
+                self.warnings.push((meta.path.clone(), format!("{what} not kept: {e}")));
+                Ok(())
+            }
+            r => r.map_err(Into::into),
+        }
+    }
+
     fn apply_fd(&mut self, fd: &OwnedFd, meta: &Meta) -> io::Result<()> {
-        self.chown_ok(rustix::fs::fchown(fd, Some(Uid::from_raw(meta.uid as u32)), Some(Gid::from_raw(meta.gid as u32))))?;
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))?;
+        let r = self.chown_ok(rustix::fs::fchown(fd, Some(Uid::from_raw(meta.uid as u32)), Some(Gid::from_raw(meta.gid as u32))));
+        self.unsupported_ok(meta, "owner", r.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
+        let r = rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode));
+        self.unsupported_ok(meta, "mode", r)?;
         self.set_xattrs_fd(fd, meta);
-        rustix::fs::futimens(fd, &times(meta.mtime))?;
-        Ok(())
+        let r = rustix::fs::futimens(fd, &times(meta.mtime));
+        self.unsupported_ok(meta, "times", r)
     }
 
     /// Metadata of an object that cannot be opened (symlink, device, fifo).

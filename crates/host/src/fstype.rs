@@ -34,6 +34,8 @@ pub struct FsType {
     /// Bytes it takes itself on a device of `size` (journal, inode tables,
     /// metadata), beyond the data; a conservative estimate.
     overhead: fn(u64) -> u64,
+    /// The smallest device its mkfs makes it on.
+    min_size: u64,
 }
 
 const MIB: u64 = 1 << 20;
@@ -131,6 +133,7 @@ const fn ext(name: &'static str, no_replay: &'static str) -> FsType {
         params: Some(ext_params),
         relabel: Some(e2label),
         overhead: |size| size / 20 + 16 * MIB,
+        min_size: 0,
     }
 }
 
@@ -228,6 +231,8 @@ pub static TYPES: &[FsType] = &[
         }),
         // The log (at least 64 MiB on recent mkfs.xfs) and allocation groups.
         overhead: |size| size / 50 + 80 * MIB,
+        // mkfs.xfs refuses filesystems under 300 MiB.
+        min_size: 300 * MIB,
     },
     FsType {
         name: "btrfs",
@@ -255,6 +260,8 @@ pub static TYPES: &[FsType] = &[
         }),
         // Metadata is duplicated (DUP) and allocated in chunks.
         overhead: |size| size / 10 + 64 * MIB,
+        // mkfs.btrfs: "minimum size for each btrfs device is 114294784".
+        min_size: 128 * MIB,
     },
     FsType {
         name: "vfat",
@@ -286,6 +293,7 @@ pub static TYPES: &[FsType] = &[
         }),
         // Two FATs and the clusters' rounding.
         overhead: |size| size / 50 + MIB,
+        min_size: 0,
     },
     FsType {
         name: "swap",
@@ -307,6 +315,7 @@ pub static TYPES: &[FsType] = &[
         }),
         relabel: None,
         overhead: |_| MIB,
+        min_size: 0,
     },
     FsType {
         name: "exfat",
@@ -318,6 +327,7 @@ pub static TYPES: &[FsType] = &[
         params: None,
         relabel: None,
         overhead: |size| size / 50 + MIB,
+        min_size: 0,
     },
     FsType {
         name: "ntfs",
@@ -329,6 +339,7 @@ pub static TYPES: &[FsType] = &[
         params: None,
         relabel: None,
         overhead: |size| size / 20 + 16 * MIB,
+        min_size: 0,
     },
 ];
 
@@ -371,7 +382,7 @@ impl FsType {
     /// Bytes a device of `size` must have to hold `used` bytes of data in
     /// this filesystem: the data and what the filesystem takes itself.
     pub fn needs(&self, used: u64, size: u64) -> u64 {
-        used.saturating_add((self.overhead)(size))
+        used.saturating_add((self.overhead)(size)).max(self.min_size)
     }
 
     /// An installed FUSE driver for it, if any.

@@ -220,3 +220,60 @@ pub fn fuzz_runner(cases: u32) -> proptest::test_runner::TestRunner {
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     TestRunner::new_with_rng(Config { cases, failure_persistence: None, ..Config::default() }, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
+
+/// A whole disk on a loop device, partitioned with an sfdisk script; its
+/// partitions added with partx (the kernel here has no partition-table
+/// parser). Partitions and device are removed in Drop.
+pub struct LoopDisk {
+    pub image: PathBuf,
+    pub device: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopDisk {
+    /// A disk of `size_mib` with nothing on it.
+    pub fn blank(size_mib: u64) -> LoopDisk {
+        let dir = scratch();
+        let image = dir.path().join("disk.img");
+        std::fs::File::create(&image).and_then(|f| f.set_len(size_mib << 20)).expect("making the disk image");
+        let device = run(Command::new("losetup").args(["--find", "--show"]).arg(&image)).trim().to_string();
+        LoopDisk { image, device, _dir: dir }
+    }
+
+    /// A disk of `size_mib` partitioned by `script` (sfdisk's input).
+    pub fn partitioned(size_mib: u64, script: &str) -> LoopDisk {
+        let d = LoopDisk::blank(size_mib);
+        let mut child = Command::new("sfdisk").args(["-q", &d.device]).stdin(std::process::Stdio::piped()).spawn().expect("sfdisk");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), script.as_bytes()).expect("sfdisk script");
+        assert!(child.wait().expect("sfdisk").success(), "sfdisk failed");
+        let _ = Command::new("partx").args(["-a", &d.device]).status();
+        d
+    }
+
+    /// The device of partition `n`.
+    pub fn part(&self, n: u32) -> String {
+        format!("{}p{n}", self.device)
+    }
+
+    /// The partitions the kernel shows now.
+    pub fn parts(&self) -> Vec<String> {
+        let name = Path::new(&self.device).file_name().expect("name").to_string_lossy().into_owned();
+        let mut out: Vec<String> = std::fs::read_dir(format!("/sys/class/block/{name}"))
+            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&format!("{name}p"))).map(|n| format!("/dev/{n}")).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        for p in self.parts() {
+            let _ = Command::new("umount").arg(&p).output();
+            let _ = Command::new("blockdev").arg("--setrw").arg(&p).status();
+        }
+        let _ = Command::new("partx").args(["-d", &self.device]).output();
+        let _ = Command::new("blockdev").arg("--setrw").arg(&self.device).status();
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}

@@ -443,6 +443,8 @@ struct Restored {
     failed: Vec<String>,
     /// Old UUID → new one (with --new-uuids).
     uuid_map: Vec<(String, String)>,
+    /// The restored root's /etc/fstab ("" when the root was not among them).
+    fstab: String,
 }
 
 /// Prints what will be wiped and made: one line a filesystem.
@@ -533,30 +535,35 @@ fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: b
         dests.iter().find(|(mp, _)| *mp == ar.mountpoint).map(|(_, at)| Dir::open(at).map_err(Into::into)).transpose()
     };
     let (entries, damaged, failed) = restore_into(b, &own_fs, &[])?;
+    let mut fstab = String::new();
     if let Some((_, tree)) = dests.iter().find(|(mp, _)| mp == "/") {
         let root = Dir::open(tree)?;
         if new_uuids {
             rewrite_uuids(&root, tree, &uuid_map, system)?;
         }
-        // The restored fstab must resolve to what exists now.
-        let fstab_text = root.dir("etc").and_then(|d| d.read_capped("fstab", 1 << 20)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-        let fstab = crossback_host::fstab::parse(&fstab_text);
-        let now_devices = crossback_host::blockdev::scan()?;
-        let mut unresolved = Vec::new();
-        for e in fstab.mounts.iter().chain(fstab.swap.iter()) {
-            if crossback_host::blockdev::find(&now_devices, &e.spec)?.is_none() {
-                unresolved.push(format!("{} {}", e.spec.to_fstab(), e.mountpoint));
-            }
-        }
-        if !unresolved.is_empty() {
-            eprintln!("warning: {system}'s restored /etc/fstab names filesystems that are not attached: {}", output::text(&unresolved.join("; ")));
-        }
+        fstab = root.dir("etc").and_then(|d| d.read_capped("fstab", 1 << 20)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     }
     let busy = mounted.unmount();
     if !busy.is_empty() {
         eprintln!("warning: could not unmount {busy:?}");
     }
-    Ok(Restored { entries, damaged, failed, uuid_map })
+    Ok(Restored { entries, damaged, failed, uuid_map, fstab })
+}
+
+/// Warns when a restored fstab names filesystems that do not exist now.
+fn check_fstab(system: &str, text: &str) -> anyhow::Result<()> {
+    let fstab = crossback_host::fstab::parse(text);
+    let now_devices = crossback_host::blockdev::scan()?;
+    let mut unresolved = Vec::new();
+    for e in fstab.mounts.iter().chain(fstab.swap.iter()) {
+        if crossback_host::blockdev::find(&now_devices, &e.spec)?.is_none() {
+            unresolved.push(format!("{} {}", e.spec.to_fstab(), e.mountpoint));
+        }
+    }
+    if !unresolved.is_empty() {
+        eprintln!("warning: {system}'s restored /etc/fstab names filesystems that are not attached: {}", output::text(&unresolved.join("; ")));
+    }
+    Ok(())
 }
 
 /// New UUIDs: fstab and crypttab follow; other files are named. The
@@ -614,6 +621,7 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
     }
     let start = Instant::now();
     let r = recreate(&b, system, &mut targets, new_uuids)?;
+    check_fstab(system, &r.fstab)?;
     let _ = slot_mounts.unmount();
     let outcome = report(r.entries, &r.damaged, &r.failed, start);
     if new_uuids {

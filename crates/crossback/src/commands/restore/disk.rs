@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use crossback_host::partitions::{self, Partition, Table};
 
-use super::{check_targets, recreate, refuse_legacy, report, show_plan, targets, Target};
+use super::{check_fstab, check_targets, recreate, refuse_legacy, report, show_plan, targets, Target};
 use crate::backups::{self, SystemBackup};
 use crate::config::Config;
 use crate::error::{refuse, Refusal};
@@ -45,6 +45,11 @@ fn on_table<'a>(t: &'a Table, r: &FsRecord) -> Option<&'a Partition> {
 fn minimum(t: &Table, backups: &[SystemBackup], p: &Partition) -> Option<u64> {
     let recs: Vec<&FsRecord> = backups.iter().flat_map(|b| b.mounts.filesystems.iter()).filter(|r| on_table(t, r).is_some_and(|x| x.number == p.number)).collect();
     let r = recs.first()?;
+    // A FAT filesystem (the ESP) keeps its size: its FAT type and cluster
+    // size, which are recorded and made again, set its smallest size.
+    if r.fstype == "vfat" {
+        return None;
+    }
     let bytes = if r.fstype == "swap" {
         1 << 20
     } else {
@@ -210,6 +215,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     let mut entries = 0;
     let mut damaged = Vec::new();
     let mut failed = Vec::new();
+    let mut fstabs = Vec::new();
     for b in &backups {
         let name = &b.record.name;
         let explicit: Vec<(String, PathBuf)> = b
@@ -227,6 +233,10 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
         entries += r.entries;
         damaged.extend(r.damaged);
         failed.extend(r.failed);
+        fstabs.push((name.clone(), r.fstab));
+    }
+    for (name, text) in &fstabs {
+        check_fstab(name, text)?;
     }
     if boot_repair {
         repair_boot(&disk, &table, &backups);

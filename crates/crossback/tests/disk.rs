@@ -1,0 +1,171 @@
+//! A dead disk replaced by a blank, smaller one: `restore --bare-metal
+//! --disk` makes the recorded partition table again (same identifiers,
+//! shrunk), the filesystems (same UUIDs), restores both systems that were
+//! on it and their shared ESP once; and refuses, touching nothing, a disk
+//! that is too small, not blank without confirmation, a partition, or the
+//! media's. These tests need root.
+
+mod common;
+use common::{crossback, err, ok, text};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crossback_testkit::machine::make_root;
+use crossback_testkit::{require_root, run, LoopDisk, LoopFs};
+
+fn kind(o: &Output) -> String {
+    let e = err(o);
+    e.find("error[").map(|s| e[s + 6..].split(']').next().unwrap_or("").to_string()).unwrap_or_default()
+}
+
+fn blkid(dev: &str, tag: &str) -> String {
+    let out = Command::new("blkid").args(["-p", "-s", tag, "-o", "value", dev]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn table(dev: &str) -> Option<serde_json::Value> {
+    let out = Command::new("sfdisk").args(["--json", dev]).output().unwrap();
+    out.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["partitiontable"].clone())
+}
+
+/// Runs `f` with the vfat filesystem on `dev` mounted read-write through fusefat.
+fn with_vfat(dev: &str, f: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("fusefat").args(["-f", dev]).arg(dir.path()).args(["-o", "rw+"]).stderr(Stdio::null()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !run(Command::new("sh").arg("-c").arg(format!("grep -c ' {} ' /proc/self/mountinfo || true", dir.path().display()))).trim().starts_with('1') {
+        assert!(start.elapsed().as_secs() < 10, "fusefat did not mount {dev}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    f(dir.path());
+    run(Command::new("fusermount").arg("-u").arg(dir.path()));
+    let _ = child.wait();
+}
+
+struct Old {
+    disk: LoopDisk,
+    esp_uuid: String,
+    alpha_uuid: String,
+    beta_uuid: String,
+}
+
+/// The old disk: GPT with an ESP shared by alpha (ext4) and beta (btrfs, @ and @home).
+fn old_disk() -> Old {
+    let disk = LoopDisk::partitioned(
+        420,
+        "label: gpt\nsize=40MiB, type=U, name=\"EFI system\"\nsize=140MiB, type=L, name=\"alpha\"\ntype=L, name=\"beta\"\n",
+    );
+    let (esp, a, b) = (disk.part(1), disk.part(2), disk.part(3));
+    run(Command::new("mkfs.vfat").args(["-F", "32", "-n", "ESP", "-i", &crossback_testkit::random_vfat_id(), &esp]));
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "alpha", &a]));
+    run(Command::new("mkfs.btrfs").args(["-q", "-f", "-L", "beta", &b]));
+    let (esp_uuid, alpha_uuid, beta_uuid) = (blkid(&esp, "UUID"), blkid(&a, "UUID"), blkid(&b, "UUID"));
+    let mnt = tempfile::tempdir().unwrap();
+    run(Command::new("mount").arg(&a).arg(mnt.path()));
+    make_root(mnt.path(), "alphaos", "Alpha OS 1", &format!("UUID={alpha_uuid} / ext4 errors=remount-ro 0 1\nUUID={esp_uuid} /boot/efi vfat umask=0077 0 1\n"));
+    std::fs::write(mnt.path().join("root/alpha.txt"), "alpha's file\n").unwrap();
+    run(Command::new("umount").arg(mnt.path()));
+    run(Command::new("mount").arg(&b).arg(mnt.path()));
+    run(Command::new("btrfs").args(["-q", "subvolume", "create"]).arg(mnt.path().join("@")));
+    run(Command::new("btrfs").args(["-q", "subvolume", "create"]).arg(mnt.path().join("@home")));
+    make_root(
+        &mnt.path().join("@"),
+        "betaos",
+        "Beta OS 2",
+        &format!("UUID={beta_uuid} / btrfs subvol=@ 0 0\nUUID={beta_uuid} /home btrfs subvol=@home 0 0\nUUID={esp_uuid} /boot/efi vfat umask=0077 0 1\n"),
+    );
+    std::fs::write(mnt.path().join("@home/beta.txt"), "beta's home\n").unwrap();
+    run(Command::new("umount").arg(mnt.path()));
+    with_vfat(&esp, |m| {
+        std::fs::create_dir_all(m.join("EFI/BOOT")).unwrap();
+        std::fs::write(m.join("EFI/BOOT/BOOTX64.EFI"), "the first loader\n").unwrap();
+    });
+    Old { disk, esp_uuid, alpha_uuid, beta_uuid }
+}
+
+#[test]
+fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
+    if !require_root("root_a_dead_disk_comes_back_on_a_smaller_blank_one") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let old = old_disk();
+    let mut slot_a = LoopFs::new("ext4", 160);
+    let mut slot_b = LoopFs::new("ext4", 160);
+    slot_a.unmount();
+    slot_b.unmount();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let devices = [old.disk.part(1), old.disk.part(2), old.disk.part(3), slot_a.device.clone(), slot_b.device.clone()].join(",");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &devices]));
+    ok(crossback(&cfg).args(["media", "prepare", &slot_a.device, &slot_b.device]));
+    ok(crossback(&cfg).arg("backup"));
+    // A generation made as from a dual boot, one system at a time; the ESP
+    // changes between the two backups: the newest backup of it wins.
+    let names: Vec<String> = std::fs::read_to_string(&cfg).unwrap().lines().filter_map(|l| l.strip_prefix("name = ").map(|n| n.trim_matches('"').to_string())).collect();
+    let alpha = names.iter().find(|n| n.contains("alpha")).expect("alpha's name").clone();
+    let beta = names.iter().find(|n| n.contains("beta")).expect("beta's name").clone();
+    ok(crossback(&cfg).args(["backup", "--new-generation", &alpha]));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    with_vfat(&old.disk.part(1), |m| std::fs::write(m.join("EFI/BOOT/BOOTX64.EFI"), "the newer loader\n").unwrap());
+    ok(crossback(&cfg).args(["backup", &beta]));
+    let before = table(&old.disk.device).unwrap();
+    drop(old.disk);
+
+    let slots_before = (blkid(&slot_a.device, "UUID"), blkid(&slot_b.device, "UUID"));
+    // Refused, nothing written: a disk too small for the data.
+    let tiny = LoopDisk::blank(120);
+    let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &tiny.device, "--yes"]).output().unwrap();
+    assert_eq!(kind(&out), "target-too-small", "{}", text(&out));
+    assert!(table(&tiny.device).is_none(), "a refused restore wrote a table");
+    // The media's disk.
+    let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &slot_a.device, "--yes"]).output().unwrap();
+    assert_eq!(kind(&out), "target-in-use", "{}", text(&out));
+    // A partition.
+    let parted = LoopDisk::partitioned(64, "label: gpt\ntype=L\n");
+    let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &parted.part(1), "--yes"]).output().unwrap();
+    assert_eq!(kind(&out), "usage", "{}", text(&out));
+    assert_eq!(slots_before, (blkid(&slot_a.device, "UUID"), blkid(&slot_b.device, "UUID")));
+    // A disk that holds something, without --yes: listed, and not touched.
+    let new = LoopDisk::blank(340);
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious", &new.device]));
+    let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &new.device]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(kind(&out), "not-confirmed", "{}", text(&out));
+    assert!(text(&out).contains("NOT blank") && text(&out).contains("precious"), "{}", text(&out));
+    assert_eq!(blkid(&new.device, "LABEL"), "precious");
+
+    // Restored: the table with its identifiers, shrunk; the filesystems with theirs.
+    let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &new.device, "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("shrunk to fit"), "{}", text(&out));
+    let after = table(&new.device).unwrap();
+    assert_eq!(after["id"], before["id"]);
+    let (bp, ap) = (before["partitions"].as_array().unwrap(), after["partitions"].as_array().unwrap());
+    assert_eq!(bp.len(), ap.len());
+    for (b, a) in bp.iter().zip(ap) {
+        for k in ["uuid", "type", "name"] {
+            assert_eq!(a[k], b[k], "{k}: {a} vs {b}");
+        }
+    }
+    assert_eq!(ap[0]["size"], bp[0]["size"], "the ESP keeps its size");
+    let end = ap.last().unwrap()["start"].as_u64().unwrap() + ap.last().unwrap()["size"].as_u64().unwrap();
+    assert!(end <= 340 * 2048 - 33, "{after}");
+    let parts = new.parts();
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    assert_eq!(blkid(&parts[0], "UUID"), old.esp_uuid);
+    assert_eq!(blkid(&parts[1], "UUID"), old.alpha_uuid);
+    assert_eq!(blkid(&parts[2], "UUID"), old.beta_uuid);
+    let mnt = tempfile::tempdir().unwrap();
+    run(Command::new("mount").args(["-o", "ro"]).arg(&parts[1]).arg(mnt.path()));
+    let alpha = std::fs::read_to_string(mnt.path().join("root/alpha.txt"));
+    run(Command::new("umount").arg(mnt.path()));
+    assert_eq!(alpha.unwrap(), "alpha's file\n");
+    run(Command::new("mount").args(["-o", "ro,subvol=@home"]).arg(&parts[2]).arg(mnt.path()));
+    let beta = std::fs::read_to_string(mnt.path().join("beta.txt"));
+    run(Command::new("umount").arg(mnt.path()));
+    assert_eq!(beta.unwrap(), "beta's home\n");
+    let mut loader = String::new();
+    with_vfat(&parts[0], |m| loader = std::fs::read_to_string(m.join("EFI/BOOT/BOOTX64.EFI")).unwrap());
+    assert_eq!(loader, "the newer loader\n", "the shared ESP comes from its newest backup");
+    assert!(text(&out).contains("boot:"), "{}", text(&out));
+}
