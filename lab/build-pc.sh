@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # The cache is keyed by this script and the guest files: a change rebuilds.
 key=$(cat "$here/build-pc.sh" "$here/lib.sh" "$here"/guest/* | sha256sum | cut -c1-16)
-[ -s "$LAB_CACHE/pc.raw" ] && [ -s "$LAB_CACHE/vars.fd" ] && [ "$(cat "$LAB_CACHE/pc.key" 2>/dev/null)" = "$key" ] && { say "cached: $LAB_CACHE/pc.raw"; exit 0; }
+[ -s "$LAB_CACHE/pc.raw" ] && [ -s "$LAB_CACHE/vars.fd" ] && [ -s "$LAB_CACHE/rescue.raw" ] && [ "$(cat "$LAB_CACHE/pc.key" 2>/dev/null)" = "$key" ] && { say "cached: $LAB_CACHE/pc.raw"; exit 0; }
 rm -f "$LAB_CACHE/pc.raw" "$LAB_CACHE/vars.fd" "$LAB_CACHE/pc.key"
 need_packages qemu-system-x86 ovmf debootstrap btrfs-progs dosfstools e2fsprogs fdisk attr libcap2-bin
 mkdir -p "$LAB_CACHE"
@@ -91,6 +91,19 @@ lab_data "$m/@" system-b
 mkdir -p "$m/@home/ann" && echo "B's home" > "$m/@home/ann/notes.txt"
 umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
 
+say "the rescue system (Debian 12 on a disk of its own, neither A nor B)"
+rescue=$work/rescue.raw
+truncate -s 2G "$rescue"
+mkfs.ext4 -q -F -L RESCUE "$rescue"
+mount -o loop "$rescue" "$m"; mounts+=("$m")
+tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$m" -xpf "$tar_a"
+echo "UUID=$(uuid "$rescue") / ext4 errors=remount-ro 0 1" > "$m/etc/fstab"
+prepare_root "$m" rescue
+cp "$(ls "$m"/boot/vmlinuz-* | sort -V | tail -1)" "$work/rescue-vmlinuz"
+cp "$(ls "$m"/boot/initrd.img-* | sort -V | tail -1)" "$work/rescue-initrd.img"
+uuid "$rescue" > "$work/rescue.uuid"
+umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
+
 # The provisioning boot runs A's own kernel with this script as init: it
 # installs GRUB for both systems into the ESP and their NVRAM entries.
 mount "$a_root" "$m"; mounts+=("$m")
@@ -110,5 +123,6 @@ run_qemu "$work/provision.log" 600 \
   -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
   -append "root=UUID=$a_uuid rw init=/provision.sh console=ttyS0 panic=-1" -no-reboot
 grep -q "^provision: OK" "$work/provision.log" || { tail -30 "$work/provision.log" >&2; die "the provisioning boot did not finish"; }
+mv "$rescue" "$work/rescue-vmlinuz" "$work/rescue-initrd.img" "$work/rescue.uuid" "$LAB_CACHE/"
 mv "$disk" "$LAB_CACHE/pc.raw"; mv "$work/vars.fd" "$LAB_CACHE/vars.fd"; echo "$key" > "$LAB_CACHE/pc.key"
 say "built $LAB_CACHE/pc.raw ($(du -h --apparent-size "$LAB_CACHE/pc.raw" | cut -f1) apparent, $(du -h "$LAB_CACHE/pc.raw" | cut -f1) used)"

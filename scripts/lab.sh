@@ -3,13 +3,24 @@
 # (lab/build-pc.sh). Usage (as root): scripts/lab.sh [SCENARIO]
 #
 # Scenarios:
+#   dualboot  (the default) the user's procedure, then a dead disk: crossback
+#          installed from its .deb in A; init, media prepare, backup (B);
+#          reboot into B: init (from the media), backup (A, sealed), status,
+#          verify, a second round into the other slot; then the system disk
+#          is replaced by a blank one of 80 % the size, a rescue system
+#          (neither A nor B) restores both with `restore --bare-metal --disk`
+#          on fresh firmware variables; the restored disk boots into A and
+#          into B (from the entries crossback made) and, with no entries at
+#          all, into A through the fallback loader; in each: no failed
+#          units, the fidelity data, `dpkg --verify` and the machine-id as
+#          before the backup.
 #   boot   the dual-boot PC: A boots to multi-user from the firmware's first
 #          entry, sets BootNext to B and reboots; B boots to multi-user.
 # The last line is `lab: OK: …` or `lab: FAILED: …` with the reason.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/lab/lib.sh"
-scenario=${1:-boot}
+scenario=${1:-dualboot}
 [ "$(id -u)" -eq 0 ] || die "run as root (loop devices, debootstrap)"
 t0=$(date +%s)
 "$here/lab/build-pc.sh"
@@ -17,15 +28,23 @@ say "virtual PC ready in $(( $(date +%s) - t0 )) s"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/crossback-lab.XXXXXX")
 trap 'rm -rf --one-file-system "$work"' EXIT
 cp --sparse=always "$LAB_CACHE/pc.raw" "$work/pc.raw"
+cp --sparse=always "$LAB_CACHE/rescue.raw" "$work/rescue.raw"
 cp "$LAB_CACHE/vars.fd" "$work/vars.fd"
 
 # The job disk: run.sh for the guests, results read back with debugfs.
-job_disk() { # SCRIPT
+job_disk() { # SCRIPT [FILE…]: a new job disk with run.sh and the files
+  local f
+  rm -f "$work/job.raw"
   truncate -s 64M "$work/job.raw"
   mkfs.ext4 -q -F -L LABJOB "$work/job.raw"
   printf '%s\n' "$1" > "$work/run.sh"
   debugfs -w -R "write $work/run.sh run.sh" "$work/job.raw" >/dev/null 2>&1
+  shift
+  for f in "$@"; do debugfs -w -R "write $f $(basename "$f")" "$work/job.raw" >/dev/null 2>&1; done
 }
+
+# Did the guests leave this file on the job disk?
+job_done() { debugfs -R "stat $1" "$work/job.raw" 2>/dev/null | grep -q Inode; }
 
 boot_pc() { # TIMEOUT [EXTRA QEMU ARGS…]: boots until the guest powers off
   local t=$1; shift
@@ -56,6 +75,73 @@ case $scenario in
     grep -q "lab-job: in system-a: Debian GNU/Linux 12" "$work/job.log" || { tail -40 "$work/console.log" >&2; die "A did not reach multi-user"; }
     grep -q "lab-job: in system-b: Debian GNU/Linux 13" "$work/job.log" || { tail -40 "$work/console.log" >&2; die "B did not boot after A set BootNext"; }
     echo "lab: OK: A (Debian 12, ext4) and B (Debian 13, btrfs) boot to multi-user under OVMF from their own NVRAM entries ($(( $(date +%s) - t1 )) s for both boots)"
+    ;;
+  dualboot)
+    need_packages fdisk e2fsprogs
+    say "building crossback's Debian package"
+    deb=$("$here/scripts/build-deb.sh") || die "scripts/build-deb.sh failed"
+    cp "$deb" "$work/crossback.deb"
+    # The backup disk: two ext4 partitions, a removable SCSI disk whose
+    # writes QEMU throttles to 80 MiB/s (a USB disk's speed).
+    truncate -s 2560M "$work/backup.raw"
+    printf 'label: gpt\nsize=1270MiB, type=L, name="slot-a"\ntype=L, name="slot-b"\n' | sfdisk -q "$work/backup.raw"
+    bdev=$(losetup --find --show "$work/backup.raw"); partx -a "$bdev"
+    mkfs.ext4 -q -F -L slot-a "${bdev}p1"; mkfs.ext4 -q -F -L slot-b "${bdev}p2"
+    slot_a=$(blkid -p -s UUID -o value "${bdev}p1"); slot_b=$(blkid -p -s UUID -o value "${bdev}p2")
+    partx -d "$bdev"; losetup -d "$bdev"
+    blank_mib=$(( LAB_DISK_MIB * 8 / 10 ))
+    truncate -s "${blank_mib}M" "$work/blank.raw"
+    printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\n' "$slot_a" "$slot_b" > "$work/env"
+    echo backup > "$work/phase"
+    job_disk "$(cat "$here/lab/guest/dualboot-job.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
+    set_phase() { echo "$1" > "$work/phase"; debugfs -w -R "rm phase" "$work/job.raw" >/dev/null 2>&1; debugfs -w -R "write $work/phase phase" "$work/job.raw" >/dev/null 2>&1; }
+    backup_disk=(-device virtio-scsi-pci,id=scsi0
+      -drive "file=$work/backup.raw,if=none,id=bk,format=raw,throttling.bps-write=83886080"
+      -device scsi-hd,drive=bk,bus=scsi0.0,removable=on)
+    pc() { # LOG VARS TIMEOUT DRIVES…
+      local log=$1 vars=$2 t=$3; shift 3
+      : > "$work/job.log"
+      run_qemu "$work/$log.console" "$t" \
+        -drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" -drive if=pflash,format=raw,file="$vars" \
+        -serial "file:$work/job.log" -action reboot=reset "$@"
+      cat "$work/job.log" >> "$work/all-jobs.log"
+      grep '^dualboot:' "$work/job.log" >&2 || true
+    }
+    phase_failed() { # LOG WHY
+      cat "$work/job.log" >&2; tail -30 "$work/$1.console" >&2 2>/dev/null; die "$2"
+    }
+    times=()
+    t=$(date +%s)
+    pc backup "$work/vars.fd" 3000 -drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    job_done done-a2 || phase_failed backup "the backups (A, B, A) did not finish"
+    times+=("user's procedure (3 boots, 2 generations): $(( $(date +%s) - t )) s")
+    written=$(du -m "$work/backup.raw" | cut -f1)
+
+    set_phase rescue
+    cp "$OVMF_VARS" "$work/rescue-vars.fd"
+    t=$(date +%s)
+    pc rescue "$work/rescue-vars.fd" 2400 -kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img" \
+      -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1" \
+      -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$work/blank.raw",format=raw,if=virtio \
+      -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    job_done done-rescue || phase_failed rescue "the rescue system did not restore the disk"
+    times+=("rescue boot and restore --disk onto the blank ${blank_mib} MiB disk: $(( $(date +%s) - t )) s")
+
+    set_phase restored
+    t=$(date +%s)
+    pc restored "$work/rescue-vars.fd" 1200 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
+    job_done done-restored-b || phase_failed restored "the restored disk did not boot into A and then B from crossback's boot entries"
+    times+=("restored disk: A, then B, from crossback's entries: $(( $(date +%s) - t )) s")
+
+    set_phase fallback
+    cp "$OVMF_VARS" "$work/fresh-vars.fd"
+    t=$(date +%s)
+    pc fallback "$work/fresh-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
+    job_done done-fallback || phase_failed fallback "the restored disk did not boot through the fallback loader with fresh firmware variables"
+    times+=("restored disk, fresh firmware variables, fallback loader into A: $(( $(date +%s) - t )) s")
+    for x in "${times[@]}"; do say "time: $x"; done
+    say "backup disk: $written MiB allocated after two generations (sparse image: the bytes crossback wrote, plus the filesystems' own)"
+    echo "lab: OK: dualboot: backed up from each other, restored by a rescue system onto a blank ${blank_mib} MiB disk, booted into A and B as before ($(( $(date +%s) - t0 )) s in all)"
     ;;
   *) die "no scenario $scenario (see scripts/lab.sh's header)" ;;
 esac

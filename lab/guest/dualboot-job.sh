@@ -1,0 +1,100 @@
+# The dualboot scenario's guest side (run.sh on the job disk, run by
+# lab-job at multi-user in every system): what to do depends on the phase
+# the host wrote (file `phase`) and on which system this is. Results go to
+# the job disk; lines starting with "dualboot:" are the host's to check.
+set -u
+. ./env                      # SLOT_A, SLOT_B (the backup disk's UUIDs), BLANK
+phase=$(cat phase)
+me=$(hostname)
+say() { echo "dualboot: $me: $*"; }
+fail() { say "FAILED: $*"; sync; systemctl poweroff; exit 1; }
+run() { # COMMAND…: shown with its output and exit code
+  echo "+ $*"
+  "$@" 2>&1
+  rc=$?
+  echo "= exit $rc"
+  return $rc
+}
+entry() { efibootmgr | sed -n "s/^Boot\([0-9A-F]*\)\* $1\$/\1/p" | head -1; }
+boot_into() { # LABEL: BootNext, then reboot
+  n=$(entry "$1")
+  [ -n "$n" ] || fail "no firmware entry $1: $(efibootmgr | tr '\n' ' ')"
+  efibootmgr --bootnext "$n" >/dev/null
+  say "rebooting into $1"
+  sync; systemctl reboot; exit 0
+}
+install_crossback() {
+  command -v crossback >/dev/null || run dpkg -i ./crossback.deb || fail "dpkg -i crossback"
+}
+# The state a restore must bring back: failed units, dpkg --verify, the
+# fidelity data; kept per system on the job disk.
+state() {
+  echo "failed-units: $(systemctl --failed --no-legend --plain | awk '{print $1}' | grep -v '^lab-job' | sort | tr '\n' ' ')"
+  echo "dpkg-verify: $(dpkg --verify 2>&1 | sort | tr '\n' ' ')"
+  lab-data-state
+}
+check_restored() {
+  state > "state-after-$me-$phase"
+  if ! diff "state-before-$me" "state-after-$me-$phase" > "diff-$me-$phase"; then
+    cat "diff-$me-$phase"
+    fail "the restored system differs from the one backed up (see above)"
+  fi
+  # The machine-id is the one the system was built with.
+  grep -qx "$(head -1 /lab-data/expected)" "state-after-$me-$phase" || fail "machine-id changed"
+  say "restored and as before: $(systemctl is-system-running), same failed units, dpkg --verify, machine-id, xattr, capability, hard links"
+}
+
+case "$phase:$me" in
+  backup:system-a)
+    if [ ! -e done-a1 ]; then
+      install_crossback
+      state > state-before-system-a
+      run crossback init --yes || fail "init"
+      run crossback media prepare "$SLOT_A" "$SLOT_B" || fail "media prepare"
+      run crossback backup || fail "backup in A"
+      run crossback status
+      touch done-a1
+      boot_into debian-b
+    else
+      run crossback backup || fail "second backup in A"
+      run crossback status || fail "status"
+      touch done-a2
+      say "backups done"
+      sync; systemctl poweroff
+    fi ;;
+  backup:system-b)
+    install_crossback
+    state > state-before-system-b
+    run crossback init --yes || fail "init in B"
+    grep -q "^\[media\]" /etc/crossback/config.toml || fail "init in B did not take the media's configuration"
+    run crossback backup || fail "backup in B"
+    run crossback status || fail "status"
+    run crossback verify || fail "verify"
+    run crossback backup --new-generation || fail "second round in B"
+    touch done-b1
+    boot_into debian-a ;;
+  rescue:rescue)
+    install_crossback
+    run crossback init --yes || fail "init in the rescue system"
+    run crossback status
+    run crossback restore --bare-metal --disk "$BLANK" --yes || fail "restore --disk"
+    run efibootmgr -v
+    touch done-rescue
+    say "restored"
+    sync; systemctl poweroff ;;
+  restored:system-a)
+    check_restored
+    touch done-restored-a
+    boot_into debian-b ;;
+  restored:system-b)
+    check_restored
+    touch done-restored-b
+    sync; systemctl poweroff ;;
+  fallback:system-a)
+    check_restored
+    say "booted through the fallback loader with no firmware entries: $(efibootmgr | grep -c '^Boot[0-9A-F]' ) entries"
+    touch done-fallback
+    sync; systemctl poweroff ;;
+  *)
+    fail "nothing to do in phase $phase" ;;
+esac
