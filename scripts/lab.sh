@@ -93,7 +93,7 @@ case $scenario in
     truncate -s "${blank_mib}M" "$work/blank.raw"
     printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\n' "$slot_a" "$slot_b" > "$work/env"
     echo backup > "$work/phase"
-    job_disk "$(cat "$here/lab/guest/dualboot-job.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
+    job_disk "$(cat "$here/lab/jobs/dualboot.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
     set_phase() { echo "$1" > "$work/phase"; debugfs -w -R "rm phase" "$work/job.raw" >/dev/null 2>&1; debugfs -w -R "write $work/phase phase" "$work/job.raw" >/dev/null 2>&1; }
     backup_disk=(-device virtio-scsi-pci,id=scsi0
       -drive "file=$work/backup.raw,if=none,id=bk,format=raw,throttling.bps-write=83886080"

@@ -7,6 +7,7 @@
 //! <slot>/crossback/slot.toml                   Marker
 //! <slot>/crossback/README.txt
 //! <slot>/crossback/config.toml                 the configuration, as last used by `backup`
+//! <slot>/crossback/crossback, crossback.version the binary that wrote it (a restore tool)
 //! <slot>/crossback/gen-NNNNNN/generation.toml  Generation (with SystemRecord, ArchiveRecord)
 //! <slot>/crossback/gen-NNNNNN/SYSTEM/mounts.toml  MountsFile (FsRecord)
 //! <slot>/crossback/gen-NNNNNN/SYSTEM/root.tar.zst …
@@ -39,6 +40,10 @@ pub const MOUNTS: &str = "mounts.toml";
 /// A copy of the configuration, for the other systems and a rescue system.
 pub const CONFIG: &str = "config.toml";
 pub const CONFIG_CAP: u64 = 1 << 20;
+/// The crossback binary that last wrote the slot, and its version: the
+/// backup disk carries its own restore tool.
+pub const TOOL: &str = "crossback";
+pub const TOOL_VERSION: &str = "crossback.version";
 /// The layout version this crossback writes and understands.
 pub const FORMAT: u32 = 1;
 

@@ -119,9 +119,44 @@ pub fn readme(media_id: &str, letter: SlotId) -> String {
          (inode flags such as chattr +i are kept only by `crossback restore`). Extra\n\
          data at the end of each archive (its index) is ignored by zstd and tar.\n\
          \n\
+         RESTORING WITH CROSSBACK FROM ANY LIVE SYSTEM: crossback/crossback is the\n\
+         crossback program that wrote this disk (crossback.version says which). As\n\
+         root, from a live USB or a new system, with this disk and the new one attached:\n\
+         \n    /media/…/crossback/crossback init            (takes the configuration from here)\n\
+         \n    /media/…/crossback/crossback restore --bare-metal --disk /dev/NEWDISK\n\
+         \n\
          Do not put other files on this filesystem: crossback refuses a slot that holds\n\
          files it did not write, so that it never wipes anything of yours.\n"
     )
+}
+
+/// The largest binary carried on a slot: a release build is about 7 MiB;
+/// a debug build (80 MiB) is not carried.
+const TOOL_CAP: u64 = 32 << 20;
+
+/// Puts this crossback binary on the slot (`crossback/crossback`, with its
+/// version), unless the same version of the same size is there already.
+pub fn carry_tool(dir: &Dir) -> anyhow::Result<()> {
+    let exe = std::fs::File::open("/proc/self/exe").context("opening crossback's own binary")?;
+    let size = exe.metadata()?.len();
+    let version = format!("crossback {} ({}), {size} bytes\n", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH);
+    if size > TOOL_CAP {
+        return Ok(());
+    }
+    let same = dir.read_capped(crate::layout::TOOL_VERSION, 4096).is_ok_and(|v| v == version.as_bytes())
+        && dir.open_file(crate::layout::TOOL).ok().and_then(|f| f.metadata().ok()).is_some_and(|m| m.len() == size);
+    if same {
+        return Ok(());
+    }
+    let tmp = format!("{}.new", crate::layout::TOOL);
+    let mut out = dir.create_file(&tmp)?;
+    std::io::copy(&mut std::io::BufReader::new(exe), &mut out).and_then(|_| out.sync_all()).context("copying crossback onto the slot")?;
+    use std::os::unix::fs::PermissionsExt;
+    out.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+    drop(out);
+    dir.rename(&tmp, crate::layout::TOOL)?;
+    dir.write_durable(crate::layout::TOOL_VERSION, version.as_bytes())?;
+    Ok(())
 }
 
 /// A new media id: 128 random bits, hex.

@@ -450,6 +450,7 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     // A copy of the configuration on the media: the other systems and a
     // rescue system take it from there (`crossback init`).
     slot_dir.write_durable(layout::CONFIG, crate::config::text(path)?.as_bytes())?;
+    crate::media::carry_tool(&slot_dir)?;
     // Which systems now: the named ones, or every one not running and not yet in.
     let recorded: BTreeSet<String> = generation.recorded.iter().map(|r| r.name.clone()).collect();
     let mut todo = Vec::new();

@@ -8,7 +8,7 @@ use anyhow::Context;
 use crossback_host::beneath::{Dir, Kind};
 use serde::{Deserialize, Serialize};
 
-use super::{GenName, Generation, Marker, SlotId, CONFIG, CONFIG_CAP, DIR, MANIFEST, MANIFEST_CAP, MARKER, MARKER_CAP, README};
+use super::{GenName, Generation, Marker, SlotId, CONFIG, CONFIG_CAP, DIR, MANIFEST, MANIFEST_CAP, MARKER, MARKER_CAP, README, TOOL, TOOL_VERSION};
 use crate::error::{refuse, Refusal};
 
 /// Why a generation directory is not a usable generation.
@@ -149,7 +149,7 @@ pub fn classify(root: &Dir) -> anyhow::Result<Result<SlotView, Vec<String>>> {
             foreign.push(format!("{DIR}/{}", shown(&name)));
             continue;
         };
-        let ours = [MARKER, README, CONFIG].iter().any(|f| n == *f || n == format!("{f}.new"));
+        let ours = [MARKER, README, CONFIG, TOOL, TOOL_VERSION].iter().any(|f| n == *f || n == format!("{f}.new"));
         if ours && kind == Kind::File {
             continue;
         }

@@ -24,6 +24,6 @@ impl Marker {
         let dir = root.create_dir(super::DIR)?;
         dir.write_durable(super::README, crate::media::readme(&self.media_id, self.slot).as_bytes())?;
         dir.write_durable(super::MARKER, toml::to_string(self)?.as_bytes())?;
-        Ok(())
+        crate::media::carry_tool(&dir)
     }
 }

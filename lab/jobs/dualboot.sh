@@ -15,7 +15,9 @@ run() { # COMMAND…: shown with its output and exit code
   echo "= exit $rc"
   return $rc
 }
-entry() { efibootmgr | sed -n "s/^Boot\([0-9A-F]*\)\* $1\$/\1/p" | head -1; }
+# The number of the firmware entry LABEL (efibootmgr 17 prints the label
+# alone, 18 the label, a tab and the device path).
+entry() { efibootmgr | grep -E "^Boot[0-9A-F]{4}\* $1([[:space:]]|\$)" | head -1 | cut -c5-8; }
 boot_into() { # LABEL: BootNext, then reboot
   n=$(entry "$1")
   [ -n "$n" ] || fail "no firmware entry $1: $(efibootmgr | tr '\n' ' ')"
@@ -74,6 +76,11 @@ case "$phase:$me" in
     touch done-b1
     boot_into debian-a ;;
   rescue:rescue)
+    # The backup disk carries its own restore tool.
+    mkdir -p /mnt/slot && mount -o ro UUID="$SLOT_A" /mnt/slot || fail "mounting slot A"
+    run /mnt/slot/crossback/crossback --version || fail "the slot's own crossback does not run"
+    cat /mnt/slot/crossback/crossback.version
+    umount /mnt/slot
     install_crossback
     run crossback init --yes || fail "init in the rescue system"
     run crossback status
