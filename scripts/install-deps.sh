@@ -8,7 +8,8 @@ packages=(
   pkg-config gcc        # building zstd-sys
   zstd tar              # the format's interop oracles
   e2fsprogs xfsprogs btrfs-progs dosfstools  # mkfs for test file systems
-  util-linux mount      # losetup, setpriv, blockdev, mount
+  util-linux mount      # losetup, setpriv, blockdev, mount, partx
+  fdisk                 # sfdisk: partition tables (restore --disk and its tests)
   acl attr e2fsprogs    # setfacl/getfattr/chattr for the benchmark trees
   python3               # the shared tree builder and comparator (oracle check)
   busybox-static        # a shell inside the test systems (chroot tests)
@@ -17,6 +18,7 @@ packages=(
   gnupg                 # encrypted duplicity volumes
   debootstrap           # the demo's real Debian root (scripts/debian-root.sh)
   libcap2-bin           # getcap: the demo checks capabilities survive
+  qemu-system-x86 ovmf  # the lab's virtual PC (scripts/lab.sh)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -26,7 +26,10 @@ t0=$(date +%s)
 "$here/lab/build-pc.sh"
 say "virtual PC ready in $(( $(date +%s) - t0 )) s"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/crossback-lab.XXXXXX")
-trap 'rm -rf --one-file-system "$work"' EXIT
+# The guests' and consoles' logs are kept (LAB_LOGS) when the disks go.
+logs=${LAB_LOGS:-/var/tmp/crossback-lab-logs}
+keep_logs() { mkdir -p "$logs" && cp "$work"/*.log "$work"/*.console "$logs/" 2>/dev/null; rm -rf --one-file-system "$work"; }
+trap keep_logs EXIT
 cp --sparse=always "$LAB_CACHE/pc.raw" "$work/pc.raw"
 cp --sparse=always "$LAB_CACHE/rescue.raw" "$work/rescue.raw"
 cp "$LAB_CACHE/vars.fd" "$work/vars.fd"
@@ -105,7 +108,8 @@ case $scenario in
         -drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" -drive if=pflash,format=raw,file="$vars" \
         -serial "file:$work/job.log" -action reboot=reset "$@"
       cat "$work/job.log" >> "$work/all-jobs.log"
-      grep '^dualboot:' "$work/job.log" >&2 || true
+      # What ran in the guest, without the firmware's screen codes.
+      grep -av $'\e' "$work/job.log" | grep -v '^\s*$' >&2 || true
     }
     phase_failed() { # LOG WHY
       cat "$work/job.log" >&2; tail -30 "$work/$1.console" >&2 2>/dev/null; die "$2"
@@ -140,7 +144,7 @@ case $scenario in
     job_done done-fallback || phase_failed fallback "the restored disk did not boot through the fallback loader with fresh firmware variables"
     times+=("restored disk, fresh firmware variables, fallback loader into A: $(( $(date +%s) - t )) s")
     for x in "${times[@]}"; do say "time: $x"; done
-    say "backup disk: $written MiB allocated after two generations (sparse image: the bytes crossback wrote, plus the filesystems' own)"
+    say "backup disk: $(grep -o 'wrote [0-9.]* MiB to the backup disk' "$work/all-jobs.log" | awk '{s += $2} END {printf "%.0f", s}') MiB written in the three backup boots (the guests' counters); $written MiB allocated in its image"
     echo "lab: OK: dualboot: backed up from each other, restored by a rescue system onto a blank ${blank_mib} MiB disk, booted into A and B as before ($(( $(date +%s) - t0 )) s in all)"
     ;;
   *) die "no scenario $scenario (see scripts/lab.sh's header)" ;;

@@ -18,6 +18,8 @@ run() { # COMMAND…: shown with its output and exit code
 # The number of the firmware entry LABEL (efibootmgr 17 prints the label
 # alone, 18 the label, a tab and the device path).
 entry() { efibootmgr | grep -E "^Boot[0-9A-F]{4}\* $1([[:space:]]|\$)" | head -1 | cut -c5-8; }
+# What this boot wrote to the backup disk (the guest's own block counters).
+wrote() { [ -r /sys/block/sda/stat ] && say "wrote $(awk '{printf "%.1f", $7 * 512 / 1048576}' /sys/block/sda/stat) MiB to the backup disk in this boot"; }
 boot_into() { # LABEL: BootNext, then reboot
   n=$(entry "$1")
   [ -n "$n" ] || fail "no firmware entry $1: $(efibootmgr | tr '\n' ' ')"
@@ -56,11 +58,13 @@ case "$phase:$me" in
       run crossback backup || fail "backup in A"
       run crossback status
       touch done-a1
+      wrote
       boot_into debian-b
     else
       run crossback backup || fail "second backup in A"
       run crossback status || fail "status"
       touch done-a2
+      wrote
       say "backups done"
       sync; systemctl poweroff
     fi ;;
@@ -74,6 +78,7 @@ case "$phase:$me" in
     run crossback verify || fail "verify"
     run crossback backup --new-generation || fail "second round in B"
     touch done-b1
+    wrote
     boot_into debian-a ;;
   rescue:rescue)
     # The backup disk carries its own restore tool.
@@ -99,7 +104,7 @@ case "$phase:$me" in
     sync; systemctl poweroff ;;
   fallback:system-a)
     check_restored
-    say "booted through the fallback loader with no firmware entries: $(efibootmgr | grep -c '^Boot[0-9A-F]' ) entries"
+    say "booted through the fallback loader; the firmware has no entry for a loader on a disk partition: $(efibootmgr | grep -c 'HD(') such entries"
     touch done-fallback
     sync; systemctl poweroff ;;
   *)
