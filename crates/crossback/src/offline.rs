@@ -140,6 +140,8 @@ fn read_only_view(m: &Machine, sys: &System, f: &crate::machine::Filesystem, d: 
     m.own
         .iter()
         .enumerate()
-        .find(|(i, mm)| mm.devno == d.devno && mm.is_rw() && mm.root == want && crossback_host::fstab::clean_mountpoint(&mm.mountpoint) && on_top(*i, &mm.mountpoint))
+        .find(|(i, mm)| {
+            mm.devno == d.devno && mm.is_rw() && mm.root == want && crossback_host::fstab::clean_mountpoint(&mm.mountpoint) && on_top(*i, &mm.mountpoint)
+        })
         .map(|(_, mm)| std::path::PathBuf::from(&mm.mountpoint))
 }

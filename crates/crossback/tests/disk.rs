@@ -51,10 +51,7 @@ struct Old {
 
 /// The old disk: GPT with an ESP shared by alpha (ext4) and beta (btrfs, @ and @home).
 fn old_disk() -> Old {
-    let disk = LoopDisk::partitioned(
-        420,
-        "label: gpt\nsize=40MiB, type=U, name=\"EFI system\"\nsize=140MiB, type=L, name=\"alpha\"\ntype=L, name=\"beta\"\n",
-    );
+    let disk = LoopDisk::partitioned(420, "label: gpt\nsize=40MiB, type=U, name=\"EFI system\"\nsize=140MiB, type=L, name=\"alpha\"\ntype=L, name=\"beta\"\n");
     let (esp, a, b) = (disk.part(1), disk.part(2), disk.part(3));
     run(Command::new("mkfs.vfat").args(["-F", "32", "-n", "ESP", "-i", &crossback_testkit::random_vfat_id(), &esp]));
     run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "alpha", &a]));
@@ -102,7 +99,8 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     ok(crossback(&cfg).arg("backup"));
     // A generation made as from a dual boot, one system at a time; the ESP
     // changes between the two backups: the newest backup of it wins.
-    let names: Vec<String> = std::fs::read_to_string(&cfg).unwrap().lines().filter_map(|l| l.strip_prefix("name = ").map(|n| n.trim_matches('"').to_string())).collect();
+    let names: Vec<String> =
+        std::fs::read_to_string(&cfg).unwrap().lines().filter_map(|l| l.strip_prefix("name = ").map(|n| n.trim_matches('"').to_string())).collect();
     let alpha = names.iter().find(|n| n.contains("alpha")).expect("alpha's name").clone();
     let beta = names.iter().find(|n| n.contains("beta")).expect("beta's name").clone();
     ok(crossback(&cfg).args(["backup", "--new-generation", &alpha]));

@@ -49,7 +49,10 @@ pub fn parse(text: &str) -> Vec<BootEntry> {
         }
         let partuuid = fields[2].trim().to_lowercase();
         let tail = after[close + 1..].trim_start_matches('/');
-        let file = tail.strip_prefix("File(").map(|f| f.split(')').next().unwrap_or("")).unwrap_or_else(|| tail.split(|c: char| c.is_whitespace()).next().unwrap_or(""));
+        let file = tail
+            .strip_prefix("File(")
+            .map(|f| f.split(')').next().unwrap_or(""))
+            .unwrap_or_else(|| tail.split(|c: char| c.is_whitespace()).next().unwrap_or(""));
         if !file.starts_with('\\') || partuuid.is_empty() {
             continue;
         }
@@ -96,7 +99,15 @@ mod tests {
         let v17 = "BootCurrent: 0004\nTimeout: 0 seconds\nBootOrder: 0004,0005,0001\nBoot0001* UEFI Misc Device\tPciRoot(0x0)/Pci(0x3,0x0){auto_created_boot_option}\nBoot0004* debian-a\tHD(1,GPT,4C1C1B3E-2D67-4E4B-9F0B-0E0D6B0F1A11,0x800,0x80000)/File(\\EFI\\debian-a\\shimx64.efi)\nBoot0005* debian-b\tHD(1,GPT,4c1c1b3e-2d67-4e4b-9f0b-0e0d6b0f1a11,0x800,0x80000)/File(\\EFI\\debian-b\\grubx64.efi)..BO\n";
         let e = parse(v17);
         assert_eq!(e.len(), 2, "{e:?}");
-        assert_eq!(e[0], BootEntry { label: "debian-a".into(), partuuid: "4c1c1b3e-2d67-4e4b-9f0b-0e0d6b0f1a11".into(), loader: "\\EFI\\debian-a\\shimx64.efi".into(), order: Some(0) });
+        assert_eq!(
+            e[0],
+            BootEntry {
+                label: "debian-a".into(),
+                partuuid: "4c1c1b3e-2d67-4e4b-9f0b-0e0d6b0f1a11".into(),
+                loader: "\\EFI\\debian-a\\shimx64.efi".into(),
+                order: Some(0)
+            }
+        );
         assert_eq!(e[1].loader, "\\EFI\\debian-b\\grubx64.efi");
         assert_eq!(e[1].order, Some(1));
         let v18 = "BootOrder: 0002,0001\nBoot0001* UEFI Misc Device\tPciRoot(0x0)/Pci(0x3,0x0)\nBoot0002* debian\tHD(1,GPT,4c1c1b3e-2d67-4e4b-9f0b-0e0d6b0f1a11,0x800,0x80000)/\\EFI\\debian\\shimx64.efi\n";

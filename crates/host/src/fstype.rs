@@ -181,6 +181,131 @@ fn fat_params(dev: &Path) -> Result<Vec<String>> {
     Ok(vec![format!("fat={fat}"), format!("cluster_sectors={spc}"), format!("sector_size={bps}")])
 }
 
+/// xfs: the v5 features that mkfs.xfs can set, inode, block and sector size.
+fn xfs_params(dev: &Path) -> Result<Vec<String>> {
+    let text = output(Command::new("xfs_db").arg("-r").args(["-c", "version", "-c", "sb 0", "-c", "p inodesize blocksize sectsize"]).arg(dev))?;
+    let version =
+        text.lines().find_map(|l| l.strip_prefix("versionnum")).ok_or_else(|| Error::Command(format!("xfs_db read no superblock from {}", dev.display())))?;
+    let flags: Vec<String> = version.split(['=', ',', ' ']).map(|w| w.trim().to_ascii_lowercase()).collect();
+    let kept: Vec<&str> = XFS_FEATURES.iter().map(|(word, _, _)| *word).filter(|w| flags.iter().any(|f| f == w)).collect();
+    let mut out = vec![format!("features={}", kept.join(","))];
+    for (k, key) in [("inodesize = ", "inode_size"), ("blocksize = ", "block_size"), ("sectsize = ", "sector_size")] {
+        if let Some(v) = text.lines().find_map(|l| l.strip_prefix(k)) {
+            out.push(format!("{key}={}", v.trim()));
+        }
+    }
+    Ok(out)
+}
+
+/// xfs_db's name of a v5 feature, mkfs.xfs's option section and name.
+const XFS_FEATURES: &[(&str, &str, &str)] = &[
+    ("crc", "-m", "crc"),
+    ("finobt", "-m", "finobt"),
+    ("reflink", "-m", "reflink"),
+    ("rmapbt", "-m", "rmapbt"),
+    ("inobtcnt", "-m", "inobtcount"),
+    ("bigtime", "-m", "bigtime"),
+    ("sparse_inodes", "-i", "sparse"),
+];
+
+fn xfs_mkfs(dev: &Path, uuid: Option<&str>, label: &str, p: &Params) -> Command {
+    let mut c = cmd("mkfs.xfs");
+    c.args(["-q", "-f"]);
+    let mut meta: Vec<String> = Vec::new();
+    let mut inode: Vec<String> = Vec::new();
+    if let Some(f) = p.words("features").or_else(|| p.get("features").filter(|v| v.is_empty()).map(|_| Vec::new())) {
+        for (word, section, name) in XFS_FEATURES {
+            let on = u8::from(f.contains(word));
+            if *section == "-m" {
+                meta.push(format!("{name}={on}"))
+            } else {
+                inode.push(format!("{name}={on}"))
+            }
+        }
+    }
+    if let Some(u) = uuid {
+        meta.push(format!("uuid={u}"));
+    }
+    if let Some(n) = p.number("inode_size") {
+        inode.push(format!("size={n}"));
+    }
+    if !meta.is_empty() {
+        c.arg("-m").arg(meta.join(","));
+    }
+    if !inode.is_empty() {
+        c.arg("-i").arg(inode.join(","));
+    }
+    if let Some(n) = p.number("block_size") {
+        c.arg("-b").arg(format!("size={n}"));
+    }
+    if let Some(n) = p.number("sector_size") {
+        c.arg("-s").arg(format!("size={n}"));
+    }
+    if !label.is_empty() {
+        c.args(["-L", label]);
+    }
+    c.arg(dev);
+    c
+}
+
+/// btrfs: the features mkfs.btrfs can set (-O, and the free-space tree),
+/// node and sector size.
+fn btrfs_params(dev: &Path) -> Result<Vec<String>> {
+    let text = output(Command::new("btrfs").args(["inspect-internal", "dump-super", "-f"]).arg(dev))?;
+    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
+    let upper = text.to_ascii_uppercase();
+    let kept: Vec<&str> = BTRFS_FEATURES.iter().filter(|(flag, _, _)| upper.contains(flag)).map(|(_, word, _)| *word).collect();
+    let mut out = vec![format!("features={}", kept.join(","))];
+    for (k, key) in [("nodesize", "node_size"), ("sectorsize", "sector_size")] {
+        if let Some(v) = field(k) {
+            out.push(format!("{key}={v}"));
+        }
+    }
+    Ok(out)
+}
+
+/// dump-super's flag, the recorded word, mkfs.btrfs's name (`-R` for the free-space tree).
+const BTRFS_FEATURES: &[(&str, &str, &str)] = &[
+    ("EXTENDED_IREF", "extended_iref", "extref"),
+    ("SKINNY_METADATA", "skinny_metadata", "skinny-metadata"),
+    ("NO_HOLES", "no_holes", "no-holes"),
+    ("RAID56", "raid56", "raid56"),
+    ("FREE_SPACE_TREE_VALID", "free_space_tree", "-R free-space-tree"),
+];
+
+fn btrfs_mkfs(dev: &Path, uuid: Option<&str>, label: &str, p: &Params) -> Command {
+    let mut c = cmd("mkfs.btrfs");
+    c.args(["-q", "-f"]);
+    if let Some(f) = p.words("features").or_else(|| p.get("features").filter(|v| v.is_empty()).map(|_| Vec::new())) {
+        let mut o: Vec<String> = Vec::new();
+        for (_, word, name) in BTRFS_FEATURES {
+            let on = f.contains(word);
+            match name.strip_prefix("-R ") {
+                Some(r) if on => {
+                    c.args(["-R", r]);
+                }
+                Some(_) => {}
+                None => o.push(if on { name.to_string() } else { format!("^{name}") }),
+            }
+        }
+        c.arg("-O").arg(o.join(","));
+    }
+    if let Some(n) = p.number("node_size") {
+        c.arg("-n").arg(n.to_string());
+    }
+    if let Some(n) = p.number("sector_size") {
+        c.arg("-s").arg(n.to_string());
+    }
+    if let Some(u) = uuid {
+        c.args(["-U", u]);
+    }
+    if !label.is_empty() {
+        c.args(["-L", label]);
+    }
+    c.arg(dev);
+    c
+}
+
 /// Recorded parameters, read with care: they come from a slot.
 pub struct Params<'a>(pub &'a [String]);
 
@@ -207,23 +332,12 @@ pub static TYPES: &[FsType] = &[
     ext("ext2", ""),
     FsType {
         name: "xfs",
-        params: None,
+        params: Some(xfs_params),
         no_replay: "norecovery",
         fuse: &[],
         linux: true,
         dirty: Some(xfs_dirty),
-        mkfs: Some(|_, d, u, l, _| {
-            let mut c = cmd("mkfs.xfs");
-            c.args(["-q", "-f"]);
-            if let Some(u) = u {
-                c.args(["-m", &format!("uuid={u}")]);
-            }
-            if !l.is_empty() {
-                c.args(["-L", l]);
-            }
-            c.arg(d);
-            c
-        }),
+        mkfs: Some(|_, d, u, l, p| xfs_mkfs(d, u, l, p)),
         relabel: Some(|d, l| {
             let mut c = cmd("xfs_admin");
             c.arg("-L").arg(l).arg(d);
@@ -236,23 +350,12 @@ pub static TYPES: &[FsType] = &[
     },
     FsType {
         name: "btrfs",
-        params: None,
+        params: Some(btrfs_params),
         no_replay: "rescue=nologreplay",
         fuse: &[],
         linux: true,
         dirty: Some(btrfs_dirty),
-        mkfs: Some(|_, d, u, l, _| {
-            let mut c = cmd("mkfs.btrfs");
-            c.args(["-q", "-f"]);
-            if let Some(u) = u {
-                c.args(["-U", u]);
-            }
-            if !l.is_empty() {
-                c.args(["-L", l]);
-            }
-            c.arg(d);
-            c
-        }),
+        mkfs: Some(|_, d, u, l, p| btrfs_mkfs(d, u, l, p)),
         relabel: Some(|d, l| {
             let mut c = cmd("btrfs");
             c.args(["filesystem", "label"]).arg(d).arg(l);
@@ -403,11 +506,16 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let img = |n: &str| {
             let p = t.path().join(n);
-            std::fs::File::create(&p).unwrap().set_len(64 * MIB).unwrap();
+            std::fs::File::create(&p).unwrap().set_len(if n.starts_with("xfs") { 320 * MIB } else { 160 * MIB }).unwrap();
             p
         };
         let run = |c: &mut Command| assert!(c.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success(), "{c:?}");
-        for (ty, custom) in [("vfat", vec!["-F", "32", "-s", "1"]), ("ext4", vec!["-q", "-F", "-I", "128", "-O", "^metadata_csum,^64bit"])] {
+        for (ty, custom) in [
+            ("vfat", vec!["-F", "32", "-s", "1"]),
+            ("ext4", vec!["-q", "-F", "-I", "128", "-O", "^metadata_csum,^64bit"]),
+            ("xfs", vec!["-q", "-f", "-m", "reflink=0,bigtime=0,inobtcount=0", "-i", "size=1024"]),
+            ("btrfs", vec!["-q", "-f", "-O", "^no-holes", "-n", "32768"]),
+        ] {
             let a = img(&format!("{ty}-a"));
             run(Command::new(format!("mkfs.{ty}")).args(&custom).arg(&a));
             let t = of(ty).unwrap();

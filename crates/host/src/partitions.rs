@@ -228,7 +228,7 @@ impl Table {
         let need: u64 = mins.iter().map(|&m| up(m)).sum();
         let avail = last + 1 - first.min(last + 1);
         if need > avail {
-            let mb = |s: u64| s * self.sector_size >> 20;
+            let mb = |s: u64| (s * self.sector_size) >> 20;
             return Err(format!(
                 "the partitions need at least {} MiB from sector {first} on (their data, and what their filesystems take), and the disk has {} MiB there",
                 mb(need),
@@ -289,13 +289,26 @@ mod tests {
     use super::*;
 
     fn table() -> Table {
-        let p = |number, start, size, kind: &str| Partition { number, start, size, kind: kind.into(), uuid: format!("0000000{number}-0000-4000-8000-000000000000"), name: format!("p{number}"), attrs: String::new(), bootable: false };
+        let p = |number, start, size, kind: &str| Partition {
+            number,
+            start,
+            size,
+            kind: kind.into(),
+            uuid: format!("0000000{number}-0000-4000-8000-000000000000"),
+            name: format!("p{number}"),
+            attrs: String::new(),
+            bootable: false,
+        };
         Table {
             label: "gpt".into(),
             id: "d0b7a0c5-0000-4000-8000-000000000001".into(),
             sector_size: 512,
             sectors: 12_582_912,
-            partitions: vec![p(1, 2048, 524_288, "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"), p(2, 526_336, 5_242_880, "0fc63daf-8483-4772-8e79-3d69e47d7de4"), p(3, 5_769_216, 6_811_648, "0fc63daf-8483-4772-8e79-3d69e47d7de4")],
+            partitions: vec![
+                p(1, 2048, 524_288, "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"),
+                p(2, 526_336, 5_242_880, "0fc63daf-8483-4772-8e79-3d69e47d7de4"),
+                p(3, 5_769_216, 6_811_648, "0fc63daf-8483-4772-8e79-3d69e47d7de4"),
+            ],
         }
     }
 
@@ -307,7 +320,10 @@ mod tests {
         assert!(t.check().is_ok());
         let s = t.script();
         assert!(s.starts_with("label: gpt\nlabel-id: d0b7a0c5-0000-4000-8000-000000000001\n"), "{s}");
-        assert!(s.contains("start=2048, size=524288, type=c12a7328-f81f-11d2-ba4b-00a0c93ec93b, uuid=00000001-0000-4000-8000-000000000000, name=\"p1\""), "{s}");
+        assert!(
+            s.contains("start=2048, size=524288, type=c12a7328-f81f-11d2-ba4b-00a0c93ec93b, uuid=00000001-0000-4000-8000-000000000000, name=\"p1\""),
+            "{s}"
+        );
     }
 
     #[test]

@@ -259,7 +259,13 @@ impl LoopDisk {
     pub fn parts(&self) -> Vec<String> {
         let name = Path::new(&self.device).file_name().expect("name").to_string_lossy().into_owned();
         let mut out: Vec<String> = std::fs::read_dir(format!("/sys/class/block/{name}"))
-            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&format!("{name}p"))).map(|n| format!("/dev/{n}")).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&format!("{name}p")))
+                    .map(|n| format!("/dev/{n}"))
+                    .collect()
+            })
             .unwrap_or_default();
         out.sort();
         out

@@ -23,13 +23,13 @@ use crossback_host::offline::{self, FsMount, Mounted};
 use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::error::{refuse, Refusal};
-use crossback_host::efi::BootEntry;
-use crossback_host::partitions::Table;
 use crate::layout::{self, archive_file, ArchiveRecord, FsRecord, GenEntry, GenName, Generation, MountsFile, State, SystemRecord};
 use crate::machine::{self, Machine, System};
 use crate::offline::Allow;
 use crate::output::{self, Bar};
 use crate::{media, slots, Outcome};
+use crossback_host::efi::BootEntry;
+use crossback_host::partitions::Table;
 
 /// The slot ran out of space: the generation does not fit.
 #[derive(Debug)]

@@ -115,8 +115,13 @@ pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     let m = Machine::scan(&[])?;
     let sys = machine::system(&m, &cfg, &a.system)?;
     let rw = !a.read_only;
-    let fs =
-        crate::offline::check(&m, &sys, Allow { dirty: a.allow_dirty, mounted: a.allow_mounted, mounted_option: Some("--allow-mounted"), view: false }, rw, "chroot into")?;
+    let fs = crate::offline::check(
+        &m,
+        &sys,
+        Allow { dirty: a.allow_dirty, mounted: a.allow_mounted, mounted_option: Some("--allow-mounted"), view: false },
+        rw,
+        "chroot into",
+    )?;
     if !rw {
         ns::start_guard()?;
     }

@@ -101,7 +101,13 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
         }
         return Ok(Mode::BareMetal { devices, new_uuids: a.new_uuids, yes: a.yes });
     }
-    for (set, opt) in [(!a.devices.is_empty(), "--device"), (a.new_uuids, "--new-uuids"), (a.yes, "--yes"), (a.disk.is_some(), "--disk"), (a.no_boot_repair, "--no-boot-repair")] {
+    for (set, opt) in [
+        (!a.devices.is_empty(), "--device"),
+        (a.new_uuids, "--new-uuids"),
+        (a.yes, "--yes"),
+        (a.disk.is_some(), "--disk"),
+        (a.no_boot_repair, "--no-boot-repair"),
+    ] {
         if set {
             return usage(format!("{opt} goes with --bare-metal only"));
         }
@@ -284,7 +290,10 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
     }
     // A recorded mount point is a plain path, resolved beneath the target without following anything.
     let beneath = |ar: &ArchiveRecord| -> anyhow::Result<Option<Dir>> {
-        target.create_dirs(ar.mountpoint.trim_start_matches('/')).map(Some).map_err(|e| refuse(Refusal::SlotHostile, format!("restoring {}: {e}", ar.mountpoint)))
+        target
+            .create_dirs(ar.mountpoint.trim_start_matches('/'))
+            .map(Some)
+            .map_err(|e| refuse(Refusal::SlotHostile, format!("restoring {}: {e}", ar.mountpoint)))
     };
     let (entries, damaged, failed) = restore_into(&b, &beneath, paths)?;
     let _ = mounts.unmount();

@@ -43,7 +43,8 @@ fn on_table<'a>(t: &'a Table, r: &FsRecord) -> Option<&'a Partition> {
 /// filesystem takes itself (None: a partition crossback has no backup of,
 /// made again empty at its old size).
 fn minimum(t: &Table, backups: &[SystemBackup], p: &Partition) -> Option<u64> {
-    let recs: Vec<&FsRecord> = backups.iter().flat_map(|b| b.mounts.filesystems.iter()).filter(|r| on_table(t, r).is_some_and(|x| x.number == p.number)).collect();
+    let recs: Vec<&FsRecord> =
+        backups.iter().flat_map(|b| b.mounts.filesystems.iter()).filter(|r| on_table(t, r).is_some_and(|x| x.number == p.number)).collect();
     let r = recs.first()?;
     // A FAT filesystem (the ESP) keeps its size: its FAT type and cluster
     // size, which are recorded and made again, set its smallest size.
@@ -93,7 +94,14 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     // The generation: the one asked for, or the newest.
     let seq = match generation {
         Some(n) => n,
-        None => v.slots.iter().flat_map(|s| s.view.generations.iter().filter_map(|g| g.valid())).filter(|g| !g.recorded.is_empty()).map(|g| g.seq).max().context(refuse(Refusal::NoBackup, "no generation holds a backup yet (see `crossback status`)"))?,
+        None => v
+            .slots
+            .iter()
+            .flat_map(|s| s.view.generations.iter().filter_map(|g| g.valid()))
+            .filter(|g| !g.recorded.is_empty())
+            .map(|g| g.seq)
+            .max()
+            .context(refuse(Refusal::NoBackup, "no generation holds a backup yet (see `crossback status`)"))?,
     };
     let names: Vec<String> = match only {
         Some(s) => vec![s.to_string()],
@@ -159,18 +167,27 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     }
     let ss = std::fs::read_to_string(sys.join("queue/logical_block_size")).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(512);
     if ss != table.sector_size {
-        refuse!(Refusal::Unsupported, "{} has {ss}-byte sectors, the recorded disk had {}: partition it yourself and use --device", disk.display(), table.sector_size);
+        refuse!(
+            Refusal::Unsupported,
+            "{} has {ss}-byte sectors, the recorded disk had {}: partition it yourself and use --device",
+            disk.display(),
+            table.sector_size
+        );
     }
     let size_512: u64 = std::fs::read_to_string(sys.join("size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     let sectors = size_512 * 512 / ss;
-    let new = table
-        .fit(sectors, &|p| minimum(&table, &backups, p))
-        .map_err(|e| refuse(Refusal::TargetTooSmall, format!("{} ({}) is too small for the recorded disk's partitions: {e}", disk.display(), output::bytes(sectors * ss))))?;
+    let new = table.fit(sectors, &|p| minimum(&table, &backups, p)).map_err(|e| {
+        refuse(Refusal::TargetTooSmall, format!("{} ({}) is too small for the recorded disk's partitions: {e}", disk.display(), output::bytes(sectors * ss)))
+    })?;
 
     // Each filesystem restored once: a shared one (the ESP) by the system
     // whose backup of it is the newest.
     let newest_of = |r: &FsRecord| {
-        backups.iter().filter(|b| b.mounts.filesystems.iter().any(|x| x.uuid == r.uuid && !r.uuid.is_empty())).max_by(|a, b| a.record.finished.cmp(&b.record.finished)).map(|b| b.record.name.clone())
+        backups
+            .iter()
+            .filter(|b| b.mounts.filesystems.iter().any(|x| x.uuid == r.uuid && !r.uuid.is_empty()))
+            .max_by(|a, b| a.record.finished.cmp(&b.record.finished))
+            .map(|b| b.record.name.clone())
     };
     println!(
         "bare-metal restore onto {} ({}) from generation {seq}: the partition table of disk {} ({} partitions{}) and these systems: {}",
@@ -184,7 +201,13 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     for (old, p) in table.partitions.iter().zip(&new.partitions) {
         let what: Vec<String> = backups
             .iter()
-            .flat_map(|b| b.mounts.filesystems.iter().filter(|r| on_table(&table, r).is_some_and(|x| x.number == p.number)).map(|r| format!("{}:{}", b.record.name, r.mountpoint)))
+            .flat_map(|b| {
+                b.mounts
+                    .filesystems
+                    .iter()
+                    .filter(|r| on_table(&table, r).is_some_and(|x| x.number == p.number))
+                    .map(|r| format!("{}:{}", b.record.name, r.mountpoint))
+            })
             .collect();
         println!(
             "  {} {:>9} → {:>9}  {}{}",
@@ -255,7 +278,9 @@ fn repair_boot(disk: &Path, table: &Table, backups: &[SystemBackup]) {
     let newest = backups.iter().filter(|b| !b.mounts.boot_entries.is_empty()).max_by(|a, b| a.record.finished.cmp(&b.record.finished));
     let recorded = newest.map(|b| b.mounts.boot_entries.clone()).unwrap_or_default();
     if recorded.is_empty() {
-        println!("boot: no firmware boot entries were recorded; the disk starts through the firmware's fallback loader (EFI/BOOT/BOOTX64.EFI) or its BIOS boot code");
+        println!(
+            "boot: no firmware boot entries were recorded; the disk starts through the firmware's fallback loader (EFI/BOOT/BOOTX64.EFI) or its BIOS boot code"
+        );
         return;
     }
     if !crossback_host::efi::available() {
@@ -280,7 +305,6 @@ fn repair_boot(disk: &Path, table: &Table, backups: &[SystemBackup]) {
     }
 }
 
-
 /// Says whether the restored ESP has the firmware's fallback loader, the
 /// one a firmware without entries (a new motherboard) starts.
 fn fallback_loader(table: &Table, backups: &[SystemBackup]) {
@@ -289,7 +313,8 @@ fn fallback_loader(table: &Table, backups: &[SystemBackup]) {
         for r in b.mounts.filesystems.iter().filter(|r| on_table(table, r).is_some_and(|p| p.kind.eq_ignore_ascii_case(ESP) || p.kind == "ef")) {
             let Some(ar) = b.record.archives.iter().find(|a| a.mountpoint == r.mountpoint) else { continue };
             let is_fallback = |p: &[u8]| String::from_utf8_lossy(p).trim_start_matches("./").eq_ignore_ascii_case("efi/boot/bootx64.efi");
-            let has = b.open_archive(ar).ok().is_some_and(|a| a.index().ok().flatten().is_some_and(|mut index| index.any(|e| e.is_ok_and(|e| is_fallback(&e.path)))));
+            let has =
+                b.open_archive(ar).ok().is_some_and(|a| a.index().ok().flatten().is_some_and(|mut index| index.any(|e| e.is_ok_and(|e| is_fallback(&e.path)))));
             if has {
                 println!("boot: the ESP ({}) has the fallback loader EFI/BOOT/BOOTX64.EFI: a firmware without entries starts it", r.mountpoint);
             } else {
