@@ -34,7 +34,7 @@ pub fn parse(text: &str) -> Vec<BootEntry> {
     let mut out = Vec::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("Boot") else { continue };
-        let Some((num, rest)) = rest.split_once(|c: char| c == '*' || c == ' ') else { continue };
+        let Some((num, rest)) = rest.split_once(['*', ' ']) else { continue };
         if num.len() != 4 || !num.chars().all(|c| c.is_ascii_hexdigit()) {
             continue;
         }
