@@ -132,6 +132,38 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     assert!(text(&out).contains("NOT blank") && text(&out).contains("precious"), "{}", text(&out));
     assert_eq!(blkid(&new.device, "LABEL"), "precious");
 
+    // A partition table on the slot made by someone else: a name that would
+    // change sfdisk's script, or partitions that overlap. Refused as damage,
+    // the disk untouched (it holds "precious" still).
+    for (from, to) in [("name = \"beta\"", "name = \"beta\\\", type=83\""), ("start = 2048", "start = 4096")] {
+        let mut changed = Vec::new();
+        for slot in [&mut slot_a, &mut slot_b] {
+            slot.mount(&[]);
+            for g in std::fs::read_dir(slot.path().join("crossback")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("gen-")) {
+                for sys in std::fs::read_dir(g.path()).unwrap().flatten().filter(|e| e.path().join("mounts.toml").is_file()) {
+                    let p = sys.path().join("mounts.toml");
+                    let t = std::fs::read_to_string(&p).unwrap();
+                    if t.contains(from) {
+                        std::fs::write(&p, t.replacen(from, to, 1)).unwrap();
+                        changed.push((p, t));
+                    }
+                }
+            }
+            slot.unmount();
+        }
+        let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &new.device, "--yes"]).output().unwrap();
+        for slot in [&mut slot_a, &mut slot_b] {
+            slot.mount(&[]);
+            for (p, t) in changed.iter().filter(|(p, _)| p.starts_with(slot.path())) {
+                std::fs::write(p, t).unwrap();
+            }
+            slot.unmount();
+        }
+        assert!(!changed.is_empty(), "{from}: nothing to change");
+        assert_eq!(kind(&out), "slot-damaged", "{from}: {}", text(&out));
+        assert_eq!(blkid(&new.device, "LABEL"), "precious");
+    }
+
     // Restored: the table with its identifiers, shrunk; the filesystems with theirs.
     let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &new.device, "--yes"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
