@@ -143,6 +143,21 @@ case $scenario in
     pc fallback "$work/fresh-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
     job_done done-fallback || phase_failed fallback "the restored disk did not boot through the fallback loader with fresh firmware variables"
     times+=("restored disk, fresh firmware variables, fallback loader into A: $(( $(date +%s) - t )) s")
+
+    # A layout made by hand and new UUIDs: GRUB repaired in a chroot.
+    set_phase newuuids
+    cp "$OVMF_VARS" "$work/newuuids-vars.fd"
+    truncate -s "${LAB_DISK_MIB}M" "$work/newdisk.raw"
+    t=$(date +%s)
+    pc newuuids "$work/newuuids-vars.fd" 1800 -kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img" \
+      -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1" \
+      -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$work/newdisk.raw",format=raw,if=virtio \
+      -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    job_done done-newuuids || phase_failed newuuids "the rescue system did not restore A with new UUIDs"
+    set_phase newuuids-boot
+    pc newuuids-boot "$work/newuuids-vars.fd" 900 -drive file="$work/newdisk.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
+    job_done done-newuuids-a || phase_failed newuuids-boot "A restored with new UUIDs (GRUB repaired by crossback) did not boot"
+    times+=("A restored onto hand-made partitions with new UUIDs, GRUB repaired, booted: $(( $(date +%s) - t )) s")
     for x in "${times[@]}"; do say "time: $x"; done
     say "backup disk: $(grep -o 'wrote [0-9.]* MiB to the backup disk' "$work/all-jobs.log" | awk '{s += $2} END {printf "%.0f", s}') MiB written in the three backup boots (the guests' counters); $written MiB allocated in its image"
     echo "lab: OK: dualboot: backed up from each other, restored by a rescue system onto a blank ${blank_mib} MiB disk, booted into A and B as before ($(( $(date +%s) - t0 )) s in all)"

@@ -94,6 +94,21 @@ case "$phase:$me" in
     touch done-rescue
     say "restored"
     sync; systemctl poweroff ;;
+  newuuids:rescue)
+    # A hand-made layout and new UUIDs: crossback repairs GRUB in a chroot.
+    printf 'label: gpt\nsize=256MiB, type=U\nsize=3GiB, type=L\nsize=512MiB, type=L\n' | sfdisk -q "$BLANK" || fail "sfdisk"
+    udevadm settle
+    run crossback restore debian-bookworm --bare-metal --new-uuids --yes \
+      --device /boot/efi="${BLANK}1" --device /="${BLANK}2" --device /home="${BLANK}3" || fail "restore --new-uuids"
+    run efibootmgr -v
+    touch done-newuuids
+    say "restored A with new UUIDs"
+    sync; systemctl poweroff ;;
+  newuuids-boot:system-a)
+    check_restored
+    say "booted with new UUIDs: / is UUID=$(findmnt -n -o UUID /), /boot/efi UUID=$(findmnt -n -o UUID /boot/efi)"
+    touch done-newuuids-a
+    sync; systemctl poweroff ;;
   restored:system-a)
     check_restored
     touch done-restored-a

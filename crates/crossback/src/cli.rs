@@ -348,7 +348,7 @@ pub struct RestoreArgs {
     /// With --bare-metal: make the recorded partition table again on this blank disk (shrunk to fit), and restore every system that was on it.
     #[arg(long, value_name = "DEV")]
     pub disk: Option<PathBuf>,
-    /// With --disk: leave the firmware's boot entries as they are.
+    /// With --bare-metal: repair nothing of the boot (--disk: the firmware's entries; --new-uuids: GRUB).
     #[arg(long)]
     pub no_boot_repair: bool,
     /// With --bare-metal: give the filesystems new UUIDs and rewrite fstab/crypttab.

@@ -54,6 +54,8 @@ pub enum Refusal {
     ArchiveMismatch,
     Unsupported,
     NotConfirmed,
+    /// The files are restored; repairing the bootloader failed.
+    BootRepair,
     /// The system is in the open generation already.
     AlreadyRecorded,
 }

@@ -58,7 +58,7 @@ enum Mode {
     /// Some paths, or the whole system, into a directory.
     Into { to: PathBuf, paths: Vec<String>, force: bool },
     /// Recreate the filesystems and restore onto them.
-    BareMetal { devices: Vec<(String, PathBuf)>, new_uuids: bool, yes: bool },
+    BareMetal { devices: Vec<(String, PathBuf)>, new_uuids: bool, yes: bool, boot_repair: bool },
     /// Recreate a disk's partition table, its filesystems, and restore
     /// every system (or the one named) that was on it; then the boot entries.
     Disk { disk: PathBuf, system: Option<String>, yes: bool, boot_repair: bool },
@@ -86,9 +86,6 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
         if a.system.is_none() {
             return usage("name the system to restore (only --disk restores every system of a disk)".into());
         }
-        if a.no_boot_repair {
-            return usage("--no-boot-repair goes with --disk".into());
-        }
         let mut devices: Vec<(String, PathBuf)> = Vec::new();
         for d in &a.devices {
             let Some((mp, dev)) = d.split_once('=') else {
@@ -99,7 +96,7 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
             }
             devices.push((mp.to_string(), PathBuf::from(dev)));
         }
-        return Ok(Mode::BareMetal { devices, new_uuids: a.new_uuids, yes: a.yes });
+        return Ok(Mode::BareMetal { devices, new_uuids: a.new_uuids, yes: a.yes, boot_repair: !a.no_boot_repair });
     }
     for (set, opt) in [
         (!a.devices.is_empty(), "--device"),
@@ -259,7 +256,7 @@ pub fn restore(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
     machine::require_root("restore")?;
     let mode = resolve(&a)?;
     match mode {
-        Mode::BareMetal { devices, new_uuids, yes } => bare_metal(path, &a, &devices, new_uuids, yes),
+        Mode::BareMetal { devices, new_uuids, yes, boot_repair } => bare_metal(path, &a, &devices, new_uuids, yes, boot_repair),
         Mode::Disk { disk, system, yes, boot_repair } => disk::run(path, &disk, system.as_deref(), a.generation, yes, boot_repair),
         Mode::Into { to, paths, force } => into_dir(path, &a, to, &paths, force),
     }
@@ -454,6 +451,8 @@ struct Restored {
     uuid_map: Vec<(String, String)>,
     /// The restored root's /etc/fstab ("" when the root was not among them).
     fstab: String,
+    /// With new UUIDs: the GRUB EFI installation that needs repair.
+    grub: Option<GrubRepair>,
 }
 
 /// Prints what will be wiped and made: one line a filesystem.
@@ -545,10 +544,13 @@ fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: b
     };
     let (entries, damaged, failed) = restore_into(b, &own_fs, &[])?;
     let mut fstab = String::new();
+    let mut grub = None;
     if let Some((_, tree)) = dests.iter().find(|(mp, _)| mp == "/") {
         let root = Dir::open(tree)?;
         if new_uuids {
-            rewrite_uuids(&root, tree, &uuid_map, system)?;
+            let others = rewrite_uuids(&root, tree, &uuid_map, system)?;
+            let records: Vec<&FsRecord> = targets.iter().flat_map(|t| t.records.iter()).collect();
+            grub = grub_of(&dests, &records, &others);
         }
         fstab = root.dir("etc").and_then(|d| d.read_capped("fstab", 1 << 20)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     }
@@ -556,7 +558,7 @@ fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: b
     if !busy.is_empty() {
         eprintln!("warning: could not unmount {busy:?}");
     }
-    Ok(Restored { entries, damaged, failed, uuid_map, fstab })
+    Ok(Restored { entries, damaged, failed, uuid_map, fstab, grub })
 }
 
 /// Warns when a restored fstab names filesystems that do not exist now.
@@ -578,7 +580,7 @@ fn check_fstab(system: &str, text: &str) -> anyhow::Result<()> {
 /// New UUIDs: fstab and crypttab follow; other files are named. The
 /// restored tree came from an archive: its files are read and written
 /// beneath it, never through a symlink it holds.
-fn rewrite_uuids(root: &Dir, tree: &Path, uuid_map: &[(String, String)], system: &str) -> anyhow::Result<()> {
+fn rewrite_uuids(root: &Dir, tree: &Path, uuid_map: &[(String, String)], system: &str) -> anyhow::Result<Vec<String>> {
     for f in ["fstab", "crypttab"] {
         let Ok(etc) = root.dir("etc") else { continue };
         let Ok(bytes) = etc.read_capped(f, 1 << 20) else { continue };
@@ -604,15 +606,15 @@ fn rewrite_uuids(root: &Dir, tree: &Path, uuid_map: &[(String, String)], system:
         find_mentions(&tree.join(dir), tree, uuid_map, &mut others);
     }
     if !others.is_empty() {
-        println!("these files still name an old UUID; fix them in `crossback chroot {system}` (e.g. update-grub, update-initramfs -u):");
+        println!("these files still name an old UUID (GRUB's and the initramfs's are made again below when crossback can; otherwise fix them in `crossback chroot {system}`):");
         for o in &others {
             println!("  {}", output::text(o));
         }
     }
-    Ok(())
+    Ok(others)
 }
 
-fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_uuids: bool, yes: bool) -> anyhow::Result<Outcome> {
+fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_uuids: bool, yes: bool, boot_repair: bool) -> anyhow::Result<Outcome> {
     let system = a.system.as_deref().context("checked when the mode was resolved")?;
     let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, .. } = open(path, system, a.generation, true)?;
     refuse_legacy(&b, system)?;
@@ -638,9 +640,81 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
             crate::config::set_system_root(path, system, &root.1)?;
             println!("{} now names {system}'s new root UUID {}", path.display(), root.1);
         }
+        match (&r.grub, boot_repair) {
+            (Some(g), true) => repair_grub(path, system, g)?,
+            (Some(_), false) => println!("boot: left as it is (--no-boot-repair): its bootloader still names the old UUIDs"),
+            (None, _) => println!("next: `crossback chroot {system}` to make its bootloader find the new UUIDs (crossback repairs GRUB EFI only)"),
+        }
+    } else {
+        println!("next: `crossback chroot {system}` if its bootloader needs repair (e.g. grub-install, update-initramfs -u)");
     }
-    println!("next: `crossback chroot {system}` to reinstall the bootloader or drivers (e.g. grub-install, update-initramfs -u)");
     Ok(outcome)
+}
+
+/// What a GRUB EFI system needs repaired after its filesystems got new UUIDs.
+struct GrubRepair {
+    /// The ESP's mount point in the system (`/boot/efi`).
+    esp: String,
+    /// The loader directory on the ESP whose grub.cfg named the old root (`debian`).
+    id: Option<String>,
+    /// The initramfs names an old UUID too (crypttab, resume).
+    initramfs: bool,
+}
+
+/// Finds out whether the restored system boots with GRUB EFI, and from which
+/// loader directory: the one whose grub.cfg searches for the old root UUID.
+fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], others: &[String]) -> Option<GrubRepair> {
+    let (_, tree) = dests.iter().find(|(mp, _)| mp == "/")?;
+    let root = Dir::open(tree).ok()?;
+    let has = |dir: &str, name: &str| root.dir(dir).ok().and_then(|d| d.kind(name).ok().flatten()).is_some();
+    if !has("usr/sbin", "grub-install") && !has("usr/bin", "grub-install") {
+        return None;
+    }
+    let esp = records.iter().find(|r| r.fstype == "vfat" && matches!(r.mountpoint.as_str(), "/boot/efi" | "/efi" | "/boot"))?;
+    let (_, esp_at) = dests.iter().find(|(mp, _)| *mp == esp.mountpoint)?;
+    let old_root = records.iter().find(|r| r.mountpoint == "/").map(|r| r.uuid.to_lowercase()).unwrap_or_default();
+    let mut id = None;
+    if let Ok(efi) = Dir::open(esp_at).and_then(|d| d.dir("EFI").or_else(|_| d.dir("efi"))) {
+        for (name, _) in efi.entries().unwrap_or_default() {
+            let Some(name) = name.to_str().map(str::to_string) else { continue };
+            let Ok(dir) = efi.dir(&name) else { continue };
+            let cfg = dir.read_capped("grub.cfg", 64 << 10).map(|b| String::from_utf8_lossy(&b).to_lowercase()).unwrap_or_default();
+            if !old_root.is_empty() && cfg.contains(&old_root) && !name.eq_ignore_ascii_case("boot") {
+                id = Some(name);
+                break;
+            }
+        }
+    }
+    let initramfs = others.iter().any(|o| o.starts_with("/etc/crypttab") || o.starts_with("/etc/initramfs-tools"));
+    Some(GrubRepair { esp: esp.mountpoint.clone(), id, initramfs })
+}
+
+/// Reinstalls GRUB EFI and regenerates its configuration (and the
+/// initramfs when it names an old UUID) with the system's own tools, in a
+/// chroot of the restored system (`crossback chroot`).
+fn repair_grub(path: &Path, system: &str, g: &GrubRepair) -> anyhow::Result<()> {
+    let mut script = format!("grub-install --target=x86_64-efi --efi-directory={}", g.esp);
+    if let Some(id) = &g.id {
+        script.push_str(&format!(" --bootloader-id={id}"));
+    }
+    script.push_str(" && update-grub");
+    if g.initramfs {
+        script.push_str(" && update-initramfs -u -k all");
+    }
+    println!("boot: repairing {system}'s GRUB for its new UUIDs, in a chroot: {script}");
+    // udev's /dev/disk/by-uuid links for the new filesystems: update-grub
+    // names the root by UUID only when its link exists.
+    let _ = Command::new("udevadm").arg("settle").status();
+    let exe = std::env::current_exe().context("finding crossback's own binary")?;
+    let status = Command::new(exe).arg("--config").arg(path).args(["chroot", system, "--", "sh", "-c", &script]).status().context("running crossback chroot")?;
+    if !status.success() {
+        refuse!(
+            Refusal::BootRepair,
+            "repairing {system}'s bootloader failed ({status}); the files are restored: repair it by hand in `crossback chroot {system}`"
+        );
+    }
+    println!("boot: {system}'s GRUB now finds its new UUIDs{}", g.id.as_ref().map(|i| format!(" (loader EFI/{i})")).unwrap_or_default());
+    Ok(())
 }
 
 fn refuse_legacy(b: &SystemBackup, system: &str) -> anyhow::Result<()> {
@@ -677,5 +751,51 @@ fn find_mentions(dir: &Path, root: &Path, map: &[(String, String)], out: &mut Ve
         } else if e.file_type().is_ok_and(|t| t.is_file()) && e.metadata().is_ok_and(|m| m.len() < 1 << 20) {
             find_mentions(&p, root, map, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(mountpoint: &str, fstype: &str, uuid: &str) -> FsRecord {
+        FsRecord {
+            mountpoint: mountpoint.into(),
+            fstype: fstype.into(),
+            uuid: uuid.into(),
+            label: String::new(),
+            partuuid: String::new(),
+            subvol: None,
+            size: 0,
+            used: 0,
+            options: vec![],
+            fstab_line: String::new(),
+            archive: String::new(),
+            params: vec![],
+        }
+    }
+
+    #[test]
+    fn grub_is_repaired_from_the_loader_directory_that_named_the_old_root() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, esp) = (t.path().join("root"), t.path().join("esp"));
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::create_dir_all(esp.join("EFI/other")).unwrap();
+        std::fs::create_dir_all(esp.join("EFI/debian-a")).unwrap();
+        std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
+        let old = "0a1b2c3d-0000-4000-8000-00000000abcd";
+        std::fs::write(esp.join("EFI/other/grub.cfg"), "search.fs_uuid 11111111-0000-4000-8000-000000000000 root\n").unwrap();
+        std::fs::write(esp.join("EFI/BOOT/grub.cfg"), format!("search.fs_uuid {} root\n", old.to_uppercase())).unwrap();
+        std::fs::write(esp.join("EFI/debian-a/grub.cfg"), format!("search.fs_uuid {old} root hd0,gpt2\n")).unwrap();
+        let dests = vec![("/".to_string(), root.clone()), ("/boot/efi".to_string(), esp.clone())];
+        let (r, e) = (record("/", "ext4", old), record("/boot/efi", "vfat", "ABCD-1234"));
+        let records = vec![&r, &e];
+        // No grub-install in the system: nothing crossback knows to repair.
+        assert!(grub_of(&dests, &records, &[]).is_none());
+        std::fs::write(root.join("usr/sbin/grub-install"), "").unwrap();
+        let g = grub_of(&dests, &records, &["/etc/crypttab".to_string()]).unwrap();
+        assert_eq!((g.esp.as_str(), g.id.as_deref(), g.initramfs), ("/boot/efi", Some("debian-a"), true));
+        let g = grub_of(&dests, &records, &["/boot/grub/grub.cfg".to_string()]).unwrap();
+        assert!(!g.initramfs);
     }
 }
