@@ -99,7 +99,9 @@ case "$phase:$me" in
     printf 'label: gpt\nsize=256MiB, type=U\nsize=3GiB, type=L\nsize=512MiB, type=L\n' | sfdisk -q "$BLANK" || fail "sfdisk"
     udevadm settle
     run crossback restore debian-bookworm --bare-metal --new-uuids --yes \
-      --device /boot/efi="${BLANK}1" --device /="${BLANK}2" --device /home="${BLANK}3" || fail "restore --new-uuids"
+      --device /boot/efi="${BLANK}1" --device /="${BLANK}2" --device /home="${BLANK}3" > newuuids.out 2>&1
+    rc=$?; cat newuuids.out; [ $rc = 0 ] || fail "restore --new-uuids"
+    grep -q "GRUB now finds its new UUIDs (loader EFI/debian-a)" newuuids.out || fail "GRUB was not reinstalled into A's own loader directory"
     run efibootmgr -v
     touch done-newuuids
     say "restored A with new UUIDs"

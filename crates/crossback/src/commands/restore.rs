@@ -678,8 +678,17 @@ fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], others: &[String]
         for (name, _) in efi.entries().unwrap_or_default() {
             let Some(name) = name.to_str().map(str::to_string) else { continue };
             let Ok(dir) = efi.dir(&name) else { continue };
-            let cfg = dir.read_capped("grub.cfg", 64 << 10).map(|b| String::from_utf8_lossy(&b).to_lowercase()).unwrap_or_default();
-            if !old_root.is_empty() && cfg.contains(&old_root) && !name.eq_ignore_ascii_case("boot") {
+            // A signed GRUB (shim) reads grub.cfg on the ESP; an unsigned
+            // one carries the same `search.fs_uuid` in its image.
+            let names_root = |file: &str| dir.read_capped(file, 16 << 20).is_ok_and(|b| String::from_utf8_lossy(&b).to_lowercase().contains(&old_root));
+            let efi_files: Vec<String> = dir
+                .entries()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(n, _)| n.to_str().map(str::to_string))
+                .filter(|n| n.to_lowercase().ends_with(".efi") || n == "grub.cfg")
+                .collect();
+            if !old_root.is_empty() && !name.eq_ignore_ascii_case("boot") && efi_files.iter().any(|f| names_root(f)) {
                 id = Some(name);
                 break;
             }
@@ -706,7 +715,8 @@ fn repair_grub(path: &Path, system: &str, g: &GrubRepair) -> anyhow::Result<()> 
     // names the root by UUID only when its link exists.
     let _ = Command::new("udevadm").arg("settle").status();
     let exe = std::env::current_exe().context("finding crossback's own binary")?;
-    let status = Command::new(exe).arg("--config").arg(path).args(["chroot", system, "--", "sh", "-c", &script]).status().context("running crossback chroot")?;
+    let status =
+        Command::new(exe).arg("--config").arg(path).args(["chroot", system, "--", "sh", "-c", &script]).status().context("running crossback chroot")?;
     if !status.success() {
         refuse!(
             Refusal::BootRepair,
@@ -797,5 +807,10 @@ mod tests {
         assert_eq!((g.esp.as_str(), g.id.as_deref(), g.initramfs), ("/boot/efi", Some("debian-a"), true));
         let g = grub_of(&dests, &records, &["/boot/grub/grub.cfg".to_string()]).unwrap();
         assert!(!g.initramfs);
+        // An unsigned GRUB: the search is embedded in its image, no grub.cfg.
+        std::fs::remove_file(esp.join("EFI/debian-a/grub.cfg")).unwrap();
+        assert_eq!(grub_of(&dests, &records, &[]).unwrap().id, None);
+        std::fs::write(esp.join("EFI/debian-a/grubx64.efi"), format!("\x7fMZ...search.fs_uuid {old} root...")).unwrap();
+        assert_eq!(grub_of(&dests, &records, &[]).unwrap().id.as_deref(), Some("debian-a"));
     }
 }
