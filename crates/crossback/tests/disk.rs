@@ -73,9 +73,11 @@ fn old_disk() -> Old {
     );
     std::fs::write(mnt.path().join("@home/beta.txt"), "beta's home\n").unwrap();
     run(Command::new("umount").arg(mnt.path()));
+    // A loader of its own, and no fallback loader (Debian's default).
     with_vfat(&esp, |m| {
-        std::fs::create_dir_all(m.join("EFI/BOOT")).unwrap();
-        std::fs::write(m.join("EFI/BOOT/BOOTX64.EFI"), "the first loader\n").unwrap();
+        std::fs::create_dir_all(m.join("EFI/alpha")).unwrap();
+        std::fs::write(m.join("EFI/alpha/grubx64.efi"), "the first loader\n").unwrap();
+        std::fs::write(m.join("EFI/alpha/grub.cfg"), "search.fs_uuid x root\n").unwrap();
     });
     Old { disk, esp_uuid, alpha_uuid, beta_uuid }
 }
@@ -105,7 +107,7 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     let beta = names.iter().find(|n| n.contains("beta")).expect("beta's name").clone();
     ok(crossback(&cfg).args(["backup", "--new-generation", &alpha]));
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    with_vfat(&old.disk.part(1), |m| std::fs::write(m.join("EFI/BOOT/BOOTX64.EFI"), "the newer loader\n").unwrap());
+    with_vfat(&old.disk.part(1), |m| std::fs::write(m.join("EFI/alpha/grubx64.efi"), "the newer loader\n").unwrap());
     ok(crossback(&cfg).args(["backup", &beta]));
     let before = table(&old.disk.device).unwrap();
     drop(old.disk);
@@ -194,8 +196,15 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     let beta = std::fs::read_to_string(mnt.path().join("beta.txt"));
     run(Command::new("umount").arg(mnt.path()));
     assert_eq!(beta.unwrap(), "beta's home\n");
-    let mut loader = String::new();
-    with_vfat(&parts[0], |m| loader = std::fs::read_to_string(m.join("EFI/BOOT/BOOTX64.EFI")).unwrap());
-    assert_eq!(loader, "the newer loader\n", "the shared ESP comes from its newest backup");
-    assert!(text(&out).contains("boot:"), "{}", text(&out));
+    let mut loaders = Vec::new();
+    with_vfat(&parts[0], |m| {
+        for f in ["EFI/alpha/grubx64.efi", "EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grub.cfg"] {
+            loaders.push(std::fs::read_to_string(m.join(f)).unwrap_or_default());
+        }
+    });
+    assert_eq!(loaders[0], "the newer loader\n", "the shared ESP comes from its newest backup");
+    // No fallback loader was there: the system's own is copied to the fallback path.
+    assert_eq!(loaders[1], "the newer loader\n", "{}", text(&out));
+    assert_eq!(loaders[2], "search.fs_uuid x root\n");
+    assert!(text(&out).contains("copied EFI/alpha/grubx64.efi to EFI/BOOT/BOOTX64.EFI"), "{}", text(&out));
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use crossback_host::beneath::Dir;
+use crossback_host::offline::{self, FsMount};
 use crossback_host::partitions::{self, Partition, Table};
 
 use super::{check_fstab, check_targets, recreate, refuse_legacy, report, show_plan, targets, Target};
@@ -262,7 +264,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
         check_fstab(name, text)?;
     }
     if boot_repair {
-        repair_boot(&disk, &table, &backups);
+        repair_boot(&disk, &table, &backups)?;
     } else {
         println!("boot entries left as they are (--no-boot-repair)");
     }
@@ -273,22 +275,22 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
 /// The firmware's entries for the loaders on the restored disk, made again
 /// as recorded (the partitions kept their PARTUUIDs, so the entries lead to
 /// them), in their recorded order; the fallback loader checked.
-fn repair_boot(disk: &Path, table: &Table, backups: &[SystemBackup]) {
-    fallback_loader(table, backups);
+fn repair_boot(disk: &Path, table: &Table, backups: &[SystemBackup]) -> anyhow::Result<()> {
+    fallback_loader(disk, table, backups)?;
     let newest = backups.iter().filter(|b| !b.mounts.boot_entries.is_empty()).max_by(|a, b| a.record.finished.cmp(&b.record.finished));
     let recorded = newest.map(|b| b.mounts.boot_entries.clone()).unwrap_or_default();
     if recorded.is_empty() {
         println!(
             "boot: no firmware boot entries were recorded; the disk starts through the firmware's fallback loader (EFI/BOOT/BOOTX64.EFI) or its BIOS boot code"
         );
-        return;
+        return Ok(());
     }
     if !crossback_host::efi::available() {
         println!(
             "boot: this system was not started by UEFI (no EFI variables): the recorded entries ({}) were not made; the disk starts through the fallback loader, or make them from one of the restored systems",
             recorded.iter().map(|e| e.label.as_str()).collect::<Vec<_>>().join(", ")
         );
-        return;
+        return Ok(());
     }
     let existing = crossback_host::efi::entries().unwrap_or_default();
     // efibootmgr puts each new entry first: make them last to first.
@@ -303,27 +305,89 @@ fn repair_boot(disk: &Path, table: &Table, backups: &[SystemBackup]) {
             Err(err) => eprintln!("warning: the firmware entry {} was not made: {err}", output::text(&e.label)),
         }
     }
+    Ok(())
 }
 
-/// Says whether the restored ESP has the firmware's fallback loader, the
-/// one a firmware without entries (a new motherboard) starts.
-fn fallback_loader(table: &Table, backups: &[SystemBackup]) {
+/// Makes sure the restored ESP has the firmware's fallback loader
+/// (`EFI/BOOT/BOOTX64.EFI`), the one a firmware without entries (a new
+/// motherboard, cleared variables) starts: when it is missing, the loader
+/// of the first recorded boot entry (or the only one on the ESP) is copied
+/// there with the files beside it, as `grub-install --removable` does.
+fn fallback_loader(disk: &Path, table: &Table, backups: &[SystemBackup]) -> anyhow::Result<()> {
     const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
-    for b in backups {
-        for r in b.mounts.filesystems.iter().filter(|r| on_table(table, r).is_some_and(|p| p.kind.eq_ignore_ascii_case(ESP) || p.kind == "ef")) {
-            let Some(ar) = b.record.archives.iter().find(|a| a.mountpoint == r.mountpoint) else { continue };
-            let is_fallback = |p: &[u8]| String::from_utf8_lossy(p).trim_start_matches("./").eq_ignore_ascii_case("efi/boot/bootx64.efi");
-            let has =
-                b.open_archive(ar).ok().is_some_and(|a| a.index().ok().flatten().is_some_and(|mut index| index.any(|e| e.is_ok_and(|e| is_fallback(&e.path)))));
-            if has {
-                println!("boot: the ESP ({}) has the fallback loader EFI/BOOT/BOOTX64.EFI: a firmware without entries starts it", r.mountpoint);
-            } else {
-                println!(
-                    "boot: the ESP ({}) has no fallback loader (EFI/BOOT/BOOTX64.EFI): a firmware without entries will not start it; `crossback chroot {} -- grub-install --removable` adds one",
-                    r.mountpoint, b.record.name
-                );
-            }
-            return;
+    let Some(p) = table.partitions.iter().find(|p| p.kind.eq_ignore_ascii_case(ESP) || p.kind == "ef") else { return Ok(()) };
+    let Some(r) =
+        backups.iter().flat_map(|b| b.mounts.filesystems.iter()).find(|r| r.fstype == "vfat" && on_table(table, r).is_some_and(|x| x.number == p.number))
+    else {
+        return Ok(());
+    };
+    let at = Path::new(crossback_host::inspect::SCRATCH).join("crossback-restore").join("esp");
+    std::fs::create_dir_all(&at)?;
+    let fs = FsMount {
+        mountpoint: r.mountpoint.clone(),
+        device: partitions::partition_device(disk, p.number),
+        fstype: "vfat".into(),
+        subvol: None,
+        options: vec![],
+        view_of: None,
+    };
+    let mut mounted = offline::Mounted::default();
+    offline::mount_one(&fs, &at, true, false, &mut mounted).with_context(|| format!("mounting the restored ESP {}", fs.device.display()))?;
+    let result = (|| -> anyhow::Result<String> {
+        let esp = Dir::open(&at)?;
+        let efi = esp.create_dirs("EFI")?;
+        if efi.dir("BOOT").is_ok_and(|b| b.kind("BOOTX64.EFI").ok().flatten().is_some()) {
+            return Ok("has the fallback loader EFI/BOOT/BOOTX64.EFI: a firmware without entries starts it".into());
         }
+        // The loader: the first recorded entry's on this ESP, else the only one there.
+        let newest = backups.iter().max_by(|a, b| a.record.finished.cmp(&b.record.finished));
+        let recorded = newest.map(|b| b.mounts.boot_entries.clone()).unwrap_or_default();
+        let from_entries = recorded.iter().filter(|e| e.partuuid.eq_ignore_ascii_case(&p.uuid)).find_map(|e| {
+            let parts: Vec<&str> = e.loader.trim_start_matches('\\').split('\\').collect();
+            match parts.as_slice() {
+                [top, dir, file] if top.eq_ignore_ascii_case("efi") && !dir.eq_ignore_ascii_case("boot") => Some((dir.to_string(), file.to_string())),
+                _ => None,
+            }
+        });
+        let found = from_entries.or_else(|| {
+            let mut dirs: Vec<String> =
+                efi.entries().ok()?.into_iter().filter_map(|(n, _)| n.to_str().map(str::to_string)).filter(|n| !n.eq_ignore_ascii_case("boot")).collect();
+            dirs.sort();
+            dirs.into_iter().find_map(|d| {
+                let dir = efi.dir(&d).ok()?;
+                ["shimx64.efi", "grubx64.efi"].iter().find(|f| dir.kind(f).ok().flatten().is_some()).map(|f| (d.clone(), f.to_string()))
+            })
+        });
+        let Some((src, loader)) = found else {
+            return Ok(
+                "has no fallback loader (EFI/BOOT/BOOTX64.EFI) and no loader crossback knows to put there: a firmware without entries will not start it".into(),
+            );
+        };
+        let from = efi.dir(&src)?;
+        let boot = efi.create_dirs("BOOT")?;
+        let copy = |name: &str, to: &str| -> anyhow::Result<()> {
+            let mut input = from.open_file(name)?;
+            let mut out = boot.create_file(to)?;
+            std::io::copy(&mut input, &mut out).and_then(|_| out.sync_all()).with_context(|| format!("copying EFI/{src}/{name} to EFI/BOOT/{to}"))?;
+            Ok(())
+        };
+        // The files beside it (grubx64.efi and grub.cfg beside a shim), not
+        // shim's fallback (fbx64.efi), which would rewrite the entries.
+        for (n, kind) in from.entries()? {
+            let Some(n) = n.to_str() else { continue };
+            if kind == crossback_host::beneath::Kind::File && !n.eq_ignore_ascii_case("fbx64.efi") && n != loader {
+                copy(n, n)?;
+            }
+        }
+        copy(&loader, "BOOTX64.EFI")?;
+        Ok(format!(
+            "had no fallback loader: copied EFI/{src}/{loader} to EFI/BOOT/BOOTX64.EFI (with the files beside it), so a firmware without entries starts it"
+        ))
+    })();
+    let busy = mounted.unmount();
+    if !busy.is_empty() {
+        eprintln!("warning: could not unmount {busy:?}");
     }
+    println!("boot: the ESP ({}) {}", r.mountpoint, result?);
+    Ok(())
 }
