@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs as init (PID 1) in system A's root during the lab's provisioning
 # boot: installs GRUB EFI for A and for B (each its own loader directory and
-# NVRAM entry, A also as the firmware's fallback loader), then powers off.
+# NVRAM entry; no fallback loader EFI/BOOT/BOOTX64.EFI, as Debian installs
+# it by default), then powers off.
 # Every step is echoed to the serial console; the last line says OK.
 set -eu
 say() { echo "provision: $*"; }
@@ -25,7 +26,6 @@ esp=$(blkid -U "$ESP"); b=$(blkid -U "$B")
 say "ESP $esp, B $b"
 mount "$esp" /boot/efi
 say "GRUB for A"
-grub-install --target=x86_64-efi --efi-directory=/boot/efi --bootloader-id=debian-a --no-nvram --removable >/dev/null 2>&1
 grub-install --target=x86_64-efi --efi-directory=/boot/efi --bootloader-id=debian-a
 update-grub 2>&1 | tail -2
 say "GRUB for B"

@@ -89,7 +89,9 @@ case "$phase:$me" in
     install_crossback
     run crossback init --yes || fail "init in the rescue system"
     run crossback status
-    run crossback restore --bare-metal --disk "$BLANK" --yes || fail "restore --disk"
+    crossback restore --bare-metal --disk "$BLANK" --yes > restore.out 2>&1
+    rc=$?; cat restore.out; [ $rc = 0 ] || fail "restore --disk"
+    grep -q "copied EFI/debian-a/grubx64.efi to EFI/BOOT/BOOTX64.EFI" restore.out || fail "no fallback loader was made from A's loader"
     run efibootmgr -v
     touch done-rescue
     say "restored"
