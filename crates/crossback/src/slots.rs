@@ -168,7 +168,8 @@ pub fn mount(devs: &[Device; 2], media_id: &str, base: &Path, access: Access) ->
     Ok((slots, mounted))
 }
 
-fn slot_fs(id: SlotId, d: &Device) -> FsMount {
+/// A slot's filesystem, to mount.
+pub fn slot_fs(id: SlotId, d: &Device) -> FsMount {
     FsMount { mountpoint: format!("slot {id}"), device: d.path.clone(), fstype: d.fstype.clone(), subvol: None, options: Vec::new(), view_of: None }
 }
 

@@ -99,14 +99,7 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
         let at = base.join(letter.letter());
         std::fs::create_dir_all(&at)?;
         let mut mounted = offline::Mounted::default();
-        let fm = offline::FsMount {
-            mountpoint: format!("slot {letter}"),
-            device: d.path.clone(),
-            fstype: d.fstype.clone(),
-            subvol: None,
-            options: vec![],
-            view_of: None,
-        };
+        let fm = crate::slots::slot_fs(letter, d);
         offline::mount_one(&fm, &at, true, false, &mut mounted)?;
         let root = Dir::open(&at)?;
         match layout::classify(&root)? {
@@ -214,14 +207,7 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
     for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
         let at = base.join(letter.letter());
         std::fs::create_dir_all(&at)?;
-        let fm = offline::FsMount {
-            mountpoint: format!("slot {letter}"),
-            device: d.path.clone(),
-            fstype: d.fstype.clone(),
-            subvol: None,
-            options: vec![],
-            view_of: None,
-        };
+        let fm = crate::slots::slot_fs(*letter, d);
         offline::mount_one(&fm, &at, true, false, &mut mounted)?;
         roots.push(Dir::open(&at)?);
     }
