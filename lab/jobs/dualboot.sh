@@ -15,6 +15,12 @@ run() { # COMMAND…: shown with its output and exit code
   echo "= exit $rc"
   return $rc
 }
+# Runs COMMAND… with its output kept in FILE (and shown); WHY on failure.
+run_into() { # FILE WHY COMMAND…
+  f=$1 why=$2; shift 2
+  echo "+ $*"
+  "$@" > "$f" 2>&1; rc=$?; cat "$f"; [ $rc = 0 ] || fail "$why"
+}
 # The number of the firmware entry LABEL (efibootmgr 17 prints the label
 # alone, 18 the label, a tab and the device path).
 entry() { efibootmgr | grep -E "^Boot[0-9A-F]{4}\* $1([[:space:]]|\$)" | head -1 | cut -c5-8; }
@@ -89,8 +95,7 @@ case "$phase:$me" in
     install_crossback
     run crossback init --yes || fail "init in the rescue system"
     run crossback status
-    crossback restore --bare-metal --disk "$BLANK" --yes > restore.out 2>&1
-    rc=$?; cat restore.out; [ $rc = 0 ] || fail "restore --disk"
+    run_into restore.out "restore --disk" crossback restore --bare-metal --disk "$BLANK" --yes
     grep -q "copied EFI/debian-a/grubx64.efi to EFI/BOOT/BOOTX64.EFI" restore.out || fail "no fallback loader was made from A's loader"
     run efibootmgr -v
     touch done-rescue
@@ -100,9 +105,8 @@ case "$phase:$me" in
     # A hand-made layout and new UUIDs: crossback repairs GRUB in a chroot.
     printf 'label: gpt\nsize=256MiB, type=U\nsize=3GiB, type=L\nsize=512MiB, type=L\n' | sfdisk -q "$BLANK" || fail "sfdisk"
     udevadm settle
-    run crossback restore debian-bookworm --bare-metal --new-uuids --yes \
-      --device /boot/efi="${BLANK}1" --device /="${BLANK}2" --device /home="${BLANK}3" > newuuids.out 2>&1
-    rc=$?; cat newuuids.out; [ $rc = 0 ] || fail "restore --new-uuids"
+    run_into newuuids.out "restore --new-uuids" crossback restore debian-bookworm --bare-metal --new-uuids --yes \
+      --device /boot/efi="${BLANK}1" --device /="${BLANK}2" --device /home="${BLANK}3"
     grep -q "GRUB now finds its new UUIDs (loader EFI/debian-a)" newuuids.out || fail "GRUB was not reinstalled into A's own loader directory"
     run efibootmgr -v
     touch done-newuuids
