@@ -111,6 +111,12 @@ case $scenario in
       # What ran in the guest, without the firmware's screen codes.
       grep -av $'\e' "$work/job.log" | grep -v '^\s*$' >&2 || true
     }
+    rescue() { # LOG VARS TIMEOUT DISK: the rescue system (its own kernel), DISK as /dev/vdb, the backup disk
+      pc "$1" "$2" "$3" -kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img" \
+        -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1" \
+        -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$4",format=raw,if=virtio \
+        -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    }
     phase_failed() { # LOG WHY
       cat "$work/job.log" >&2; tail -30 "$work/$1.console" >&2 2>/dev/null; die "$2"
     }
@@ -124,10 +130,7 @@ case $scenario in
     set_phase rescue
     cp "$OVMF_VARS" "$work/rescue-vars.fd"
     t=$(date +%s)
-    pc rescue "$work/rescue-vars.fd" 2400 -kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img" \
-      -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1" \
-      -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$work/blank.raw",format=raw,if=virtio \
-      -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    rescue rescue "$work/rescue-vars.fd" 2400 "$work/blank.raw"
     job_done done-rescue || phase_failed rescue "the rescue system did not restore the disk"
     times+=("rescue boot and restore --disk onto the blank ${blank_mib} MiB disk: $(( $(date +%s) - t )) s")
 
@@ -149,10 +152,7 @@ case $scenario in
     cp "$OVMF_VARS" "$work/newuuids-vars.fd"
     truncate -s "${LAB_DISK_MIB}M" "$work/newdisk.raw"
     t=$(date +%s)
-    pc newuuids "$work/newuuids-vars.fd" 1800 -kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img" \
-      -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1" \
-      -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$work/newdisk.raw",format=raw,if=virtio \
-      -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    rescue newuuids "$work/newuuids-vars.fd" 1800 "$work/newdisk.raw"
     job_done done-newuuids || phase_failed newuuids "the rescue system did not restore A with new UUIDs"
     set_phase newuuids-boot
     pc newuuids-boot "$work/newuuids-vars.fd" 900 -drive file="$work/newdisk.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio

@@ -550,7 +550,11 @@ fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: b
         if new_uuids {
             let others = rewrite_uuids(&root, tree, &uuid_map, system)?;
             let records: Vec<&FsRecord> = targets.iter().flat_map(|t| t.records.iter()).collect();
-            grub = grub_of(&dests, &records, &others);
+            // The root's partition number on its recorded disk.
+            let root_partuuid = records.iter().find(|r| r.mountpoint == "/").map(|r| r.partuuid.to_lowercase()).unwrap_or_default();
+            let root_partition =
+                b.mounts.disks.iter().flat_map(|t| t.partitions.iter()).find(|p| !root_partuuid.is_empty() && p.uuid == root_partuuid).map(|p| p.number);
+            grub = grub_of(&dests, &records, root_partition, &others);
         }
         fstab = root.dir("etc").and_then(|d| d.read_capped("fstab", 1 << 20)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     }
@@ -663,7 +667,7 @@ struct GrubRepair {
 
 /// Finds out whether the restored system boots with GRUB EFI, and from which
 /// loader directory: the one whose grub.cfg searches for the old root UUID.
-fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], others: &[String]) -> Option<GrubRepair> {
+fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], root_partition: Option<u32>, others: &[String]) -> Option<GrubRepair> {
     let (_, tree) = dests.iter().find(|(mp, _)| mp == "/")?;
     let root = Dir::open(tree).ok()?;
     let has = |dir: &str, name: &str| root.dir(dir).ok().and_then(|d| d.kind(name).ok().flatten()).is_some();
@@ -679,8 +683,19 @@ fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], others: &[String]
             let Some(name) = name.to_str().map(str::to_string) else { continue };
             let Ok(dir) = efi.dir(&name) else { continue };
             // A signed GRUB (shim) reads grub.cfg on the ESP; an unsigned
-            // one carries the same `search.fs_uuid` in its image.
-            let names_root = |file: &str| dir.read_capped(file, 16 << 20).is_ok_and(|b| String::from_utf8_lossy(&b).to_lowercase().contains(&old_root));
+            // one carries its search in its image: the root's UUID, or (as
+            // Debian 12 installs it) the root's partition, `(,gpt2)/boot/grub`.
+            let marks: Vec<String> = [Some(old_root.clone()), root_partition.map(|n| format!("(,gpt{n})/")), root_partition.map(|n| format!("(,msdos{n})/"))]
+                .into_iter()
+                .flatten()
+                .filter(|m| !m.is_empty())
+                .collect();
+            let names_root = |file: &str| {
+                dir.read_capped(file, 16 << 20).is_ok_and(|b| {
+                    let text = String::from_utf8_lossy(&b).to_lowercase();
+                    marks.iter().any(|m| text.contains(m.as_str()))
+                })
+            };
             let efi_files: Vec<String> = dir
                 .entries()
                 .unwrap_or_default()
@@ -688,7 +703,7 @@ fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], others: &[String]
                 .filter_map(|(n, _)| n.to_str().map(str::to_string))
                 .filter(|n| n.to_lowercase().ends_with(".efi") || n == "grub.cfg")
                 .collect();
-            if !old_root.is_empty() && !name.eq_ignore_ascii_case("boot") && efi_files.iter().any(|f| names_root(f)) {
+            if !marks.is_empty() && !name.eq_ignore_ascii_case("boot") && efi_files.iter().any(|f| names_root(f)) {
                 id = Some(name);
                 break;
             }
@@ -801,16 +816,22 @@ mod tests {
         let (r, e) = (record("/", "ext4", old), record("/boot/efi", "vfat", "ABCD-1234"));
         let records = vec![&r, &e];
         // No grub-install in the system: nothing crossback knows to repair.
-        assert!(grub_of(&dests, &records, &[]).is_none());
+        assert!(grub_of(&dests, &records, None, &[]).is_none());
         std::fs::write(root.join("usr/sbin/grub-install"), "").unwrap();
-        let g = grub_of(&dests, &records, &["/etc/crypttab".to_string()]).unwrap();
+        let g = grub_of(&dests, &records, None, &["/etc/crypttab".to_string()]).unwrap();
         assert_eq!((g.esp.as_str(), g.id.as_deref(), g.initramfs), ("/boot/efi", Some("debian-a"), true));
-        let g = grub_of(&dests, &records, &["/boot/grub/grub.cfg".to_string()]).unwrap();
+        let g = grub_of(&dests, &records, None, &["/boot/grub/grub.cfg".to_string()]).unwrap();
         assert!(!g.initramfs);
         // An unsigned GRUB: the search is embedded in its image, no grub.cfg.
         std::fs::remove_file(esp.join("EFI/debian-a/grub.cfg")).unwrap();
-        assert_eq!(grub_of(&dests, &records, &[]).unwrap().id, None);
+        assert_eq!(grub_of(&dests, &records, None, &[]).unwrap().id, None);
         std::fs::write(esp.join("EFI/debian-a/grubx64.efi"), format!("\x7fMZ...search.fs_uuid {old} root...")).unwrap();
-        assert_eq!(grub_of(&dests, &records, &[]).unwrap().id.as_deref(), Some("debian-a"));
+        assert_eq!(grub_of(&dests, &records, None, &[]).unwrap().id.as_deref(), Some("debian-a"));
+        // Debian 12's unsigned GRUB names the root's partition, not its UUID.
+        std::fs::write(esp.join("EFI/debian-a/grubx64.efi"), "\x7fMZ...prefix...(,gpt2)/boot/grub...").unwrap();
+        std::fs::write(esp.join("EFI/other/grubx64.efi"), "\x7fMZ...prefix...(,gpt4)/@/boot/grub...").unwrap();
+        assert_eq!(grub_of(&dests, &records, None, &[]).unwrap().id, None);
+        assert_eq!(grub_of(&dests, &records, Some(2), &[]).unwrap().id.as_deref(), Some("debian-a"));
+        assert_eq!(grub_of(&dests, &records, Some(4), &[]).unwrap().id.as_deref(), Some("other"));
     }
 }
