@@ -6,17 +6,12 @@
 //! media's. These tests need root.
 
 mod common;
-use common::{crossback, err, ok, text};
+use common::{crossback, kind, ok, text};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use crossback_testkit::machine::make_root;
 use crossback_testkit::{require_root, run, LoopDisk, LoopFs};
-
-fn kind(o: &Output) -> String {
-    let e = err(o);
-    e.find("error[").map(|s| e[s + 6..].split(']').next().unwrap_or("").to_string()).unwrap_or_default()
-}
 
 fn blkid(dev: &str, tag: &str) -> String {
     let out = Command::new("blkid").args(["-p", "-s", tag, "-o", "value", dev]).output().unwrap();

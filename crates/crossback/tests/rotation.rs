@@ -266,12 +266,6 @@ fn root_init_takes_the_configuration_from_the_media() {
     assert!(!std::fs::read_to_string(&fresh).unwrap().contains("[media]"));
 }
 
-/// The kind of the refusal in stderr: `error[KIND]`.
-fn kind(o: &std::process::Output) -> String {
-    let e = String::from_utf8_lossy(&o.stderr).into_owned();
-    e.find("error[").map(|s| e[s + 6..].split(']').next().unwrap_or("").to_string()).unwrap_or_default()
-}
-
 #[test]
 fn root_a_filesystem_this_system_has_mounted_is_read_through_a_view() {
     if !require_root("root_a_filesystem_this_system_has_mounted_is_read_through_a_view") {
@@ -304,6 +298,6 @@ fn root_a_filesystem_this_system_has_mounted_is_read_through_a_view() {
     let out = crossback(&s.cfg).args(["backup", "beta"]).output().unwrap();
     s.m.beta.unmount();
     assert_eq!(out.status.code(), Some(1), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(kind(&out), "system-mounted", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(common::kind(&out), "system-mounted", "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(before, (generations(&mut s.m.slot_a), generations(&mut s.m.slot_b)));
 }

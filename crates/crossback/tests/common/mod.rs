@@ -26,3 +26,10 @@ pub fn text(o: &Output) -> String {
 pub fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The kind of a refusal in stderr (`error[KIND]`), or "" when there is none.
+#[allow(dead_code)]
+pub fn kind(o: &Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    e.find("error[").map(|s| e[s + 6..].split(']').next().unwrap_or("").to_string()).unwrap_or_default()
+}

@@ -176,8 +176,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
             table.sector_size
         );
     }
-    let size_512: u64 = std::fs::read_to_string(sys.join("size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    let sectors = size_512 * 512 / ss;
+    let sectors = partitions::sectors_512(&disk)? * 512 / ss;
     let new = table.fit(sectors, &|p| minimum(&table, &backups, p)).map_err(|e| {
         refuse(Refusal::TargetTooSmall, format!("{} ({}) is too small for the recorded disk's partitions: {e}", disk.display(), output::bytes(sectors * ss)))
     })?;
