@@ -3,10 +3,10 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::crypt::{Keys, Source};
 use crate::container::{self, Footer, FrameStream, FrameTable, Trailer, FOOTER_LEN, SKIPPABLE_MAGIC};
 use crate::error::{ctx, Error, Result};
 use crate::index::{IndexEntry, IndexReader};
@@ -24,7 +24,7 @@ pub enum Layout {
 
 pub struct Archive {
     pub path: PathBuf,
-    file: Arc<File>,
+    file: Arc<Source>,
     pub layout: Layout,
     /// What is wrong with the file's end, when the archive was opened anyway.
     pub trailer_problem: Option<String>,
@@ -35,20 +35,32 @@ const FOOTER_SEARCH: u64 = 1 << 20;
 
 impl Archive {
     pub fn open(path: &Path) -> Result<Archive> {
+        Self::open_with(path, None)
+    }
+
+    /// As [`Archive::open`]; an encrypted archive is read with `keys`.
+    pub fn open_with(path: &Path, keys: Option<&Keys>) -> Result<Archive> {
         let file = File::open(path).map_err(ctx(|| format!("opening archive {}", path.display())))?;
-        Self::from_file(file, path)
+        Self::from_file_with(file, path, keys)
     }
 
     /// An archive already open (beneath a directory, say); `path` names it in messages.
     pub fn from_file(file: File, path: &Path) -> Result<Archive> {
+        Self::from_file_with(file, path, None)
+    }
+
+    /// As [`Archive::from_file`]; an encrypted archive is read with `keys`
+    /// (without them it is refused with [`Error::Key`]).
+    pub fn from_file_with(file: File, path: &Path, keys: Option<&Keys>) -> Result<Archive> {
         let meta = file.metadata().map_err(ctx(|| format!("reading archive {}", path.display())))?;
         if !meta.is_file() {
             return Err(Error::Refused(format!("{} is not a regular file", path.display())));
         }
-        let file = Arc::new(file);
+        let file = Arc::new(Source::open(file, &path.display().to_string(), keys)?);
+        let len = file.len().map_err(ctx(|| format!("reading archive {}", path.display())))?;
         let (layout, trailer_problem) = match container::read_trailer(&file) {
             Ok(Trailer::Indexed { footer, table }) => (Layout::Indexed { footer, table: Arc::new(table) }, None),
-            Ok(Trailer::Plain { zstd, crossback }) => match crossback.then(|| find_moved_footer(&file, meta.len())).flatten() {
+            Ok(Trailer::Plain { zstd, crossback }) => match crossback.then(|| find_moved_footer(&file, len)).flatten() {
                 Some((layout, extra)) => (layout, Some(format!("{extra} bytes of something else follow the archive's end"))),
                 None => {
                     let problem =
@@ -57,14 +69,20 @@ impl Archive {
                 }
             },
             // A format this crossback does not know is not read as something else.
-            Err(e @ Error::Refused(_)) => return Err(e),
+            Err(e @ (Error::Refused(_) | Error::Key(_))) => return Err(e),
             Err(e) => (Layout::Plain { zstd: true }, Some(format!("{e}; reading it without the index"))),
         };
         Ok(Archive { path: path.to_path_buf(), file, layout, trailer_problem })
     }
 
-    pub fn file(&self) -> &Arc<File> {
+    /// The archive's bytes (the plaintext of an encrypted archive).
+    pub fn source(&self) -> &Arc<Source> {
         &self.file
+    }
+
+    /// The file on disk (encrypted, for an encrypted archive).
+    pub fn file(&self) -> &File {
+        self.file.raw()
     }
 
     pub fn is_indexed(&self) -> bool {
@@ -93,8 +111,7 @@ impl Archive {
             Layout::Plain { zstd } => *zstd,
             Layout::Indexed { .. } => true,
         };
-        let f = self.file.try_clone().map_err(ctx(|| "reopening the archive".into()))?;
-        container::plain_stream(f, zstd)
+        container::plain_stream(Arc::clone(&self.file), zstd)
     }
 
     pub fn summary(&self) -> Option<&crate::container::Summary> {
@@ -126,7 +143,7 @@ pub fn under(path: &[u8], prefix: &[u8]) -> bool {
 }
 
 /// Looks for a valid footer before the end (garbage appended to an archive).
-fn find_moved_footer(file: &File, len: u64) -> Option<(Layout, u64)> {
+fn find_moved_footer(file: &Source, len: u64) -> Option<(Layout, u64)> {
     let start = len.saturating_sub(FOOTER_SEARCH);
     let mut buf = vec![0u8; (len - start) as usize];
     file.read_exact_at(&mut buf, start).ok()?;

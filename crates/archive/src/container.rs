@@ -11,14 +11,13 @@
 //! Every data frame starts at a known compressed and uncompressed offset,
 //! so a member is read by decompressing only the frames it lies in.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::crypt::{Source, SourceReader};
 use crate::error::{ctx, Error, Result};
 
 /// Skippable frame magic crossback uses (0x184D2A50..=0x184D2A5F are skippable).
@@ -258,13 +257,13 @@ pub enum Trailer {
 
 /// Reads the footer and frame table. A damaged trailer is an error; the
 /// caller may fall back to reading the archive as a plain stream.
-pub fn read_trailer(file: &File) -> Result<Trailer> {
-    let len = file.metadata().map_err(ctx(|| "reading the archive's size".into()))?.len();
+pub fn read_trailer(file: &Source) -> Result<Trailer> {
+    let len = file.len().map_err(ctx(|| "reading the archive's size".into()))?;
     read_trailer_at(file, len)
 }
 
 /// As [`read_trailer`], for a file that ends at `len`.
-pub fn read_trailer_at(file: &File, len: u64) -> Result<Trailer> {
+pub fn read_trailer_at(file: &Source, len: u64) -> Result<Trailer> {
     let mut head = [0u8; HEADER_LEN as usize];
     let got = file.read_at(&mut head, 0).unwrap_or(0);
     let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
@@ -352,7 +351,7 @@ fn check_frames(table: &FrameTable, footer: &Footer) -> Result<()> {
 }
 
 /// The index's bytes, decompressed as a stream (memory stays small).
-pub fn index_reader<'a>(file: &'a File, footer: &Footer) -> Result<Box<dyn Read + 'a>> {
+pub fn index_reader<'a>(file: &'a Source, footer: &Footer) -> Result<Box<dyn Read + 'a>> {
     let parts = SkippableParts { file, pos: footer.index_off, end: footer.index_off + footer.index_len, left: 0 };
     let dec = codec::decoder(io::BufReader::with_capacity(1 << 16, parts)).map_err(ctx(|| "starting the index decompressor".into()))?;
     Ok(Box::new(dec))
@@ -360,7 +359,7 @@ pub fn index_reader<'a>(file: &'a File, footer: &Footer) -> Result<Box<dyn Read 
 
 /// Concatenated payloads of consecutive skippable frames.
 struct SkippableParts<'a> {
-    file: &'a File,
+    file: &'a Source,
     pos: u64,
     end: u64,
     left: u64,
@@ -421,7 +420,7 @@ const BULK_MAX: u64 = 16 << 20;
 
 /// A byte range of the file, read in order.
 struct Range {
-    file: Arc<File>,
+    file: Arc<Source>,
     pos: u64,
     end: u64,
 }
@@ -453,7 +452,7 @@ type Msg = Result<Block, DamagedFrame>;
 /// Decompresses frames `first..` on another thread, as blocks; the first
 /// `skip` bytes of the first frame are decompressed but not sent. Stops at
 /// the first damaged frame (after saying so) or when the reader goes.
-fn decode_frames(file: Arc<File>, table: Arc<FrameTable>, first: usize, skip: u64, tx: crossbeam_channel::Sender<Msg>) {
+fn decode_frames(file: Arc<Source>, table: Arc<FrameTable>, first: usize, skip: u64, tx: crossbeam_channel::Sender<Msg>) {
     let mut skip = skip;
     let mut bulk = zstd::bulk::Decompressor::new().ok();
     if let Some(b) = bulk.as_mut() {
@@ -566,7 +565,7 @@ impl Drop for Pipeline {
 /// frame gives an `InvalidData` error wrapping [`DamagedFrame`];
 /// [`FrameStream::seek_to`] resumes after it.
 pub struct FrameStream {
-    file: Arc<File>,
+    file: Arc<Source>,
     table: Arc<FrameTable>,
     pipeline: Option<Pipeline>,
     cur: Option<Block>,
@@ -576,7 +575,7 @@ pub struct FrameStream {
 }
 
 impl FrameStream {
-    pub fn new(file: Arc<File>, table: Arc<FrameTable>) -> Result<Self> {
+    pub fn new(file: Arc<Source>, table: Arc<FrameTable>) -> Result<Self> {
         let end = table.frames.last().map(|f| f.u_off + f.u_len).unwrap_or(0);
         Ok(FrameStream { file, table, pipeline: None, cur: None, pos: 0, end })
     }
@@ -665,12 +664,12 @@ impl Read for FrameStream {
 
 /// Opens any archive as a plain tar stream (zstd or not), for archives
 /// without a usable index.
-pub fn plain_stream(mut file: File, zstd: bool) -> Result<Box<dyn Read>> {
-    file.seek(SeekFrom::Start(0)).map_err(ctx(|| "rewinding the archive".into()))?;
+pub fn plain_stream(file: Arc<Source>, zstd: bool) -> Result<Box<dyn Read>> {
+    let bytes = SourceReader { src: file, pos: 0 };
     if zstd {
-        let d = codec::decoder(io::BufReader::with_capacity(1 << 20, file)).map_err(ctx(|| "starting the decompressor".into()))?;
+        let d = codec::decoder(io::BufReader::with_capacity(1 << 20, bytes)).map_err(ctx(|| "starting the decompressor".into()))?;
         Ok(Box::new(d))
     } else {
-        Ok(Box::new(io::BufReader::with_capacity(1 << 20, file)))
+        Ok(Box::new(io::BufReader::with_capacity(1 << 20, bytes)))
     }
 }

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -80,6 +80,8 @@ pub struct CreateOptions {
     /// Files never to archive, by (device, inode): the archive being
     /// written, when it lies inside the source tree.
     pub skip_inodes: Vec<(u64, u64)>,
+    /// Encrypt the archive to these (age); none: plaintext.
+    pub encrypt_to: Vec<age::x25519::Recipient>,
 }
 
 impl Default for CreateOptions {
@@ -94,6 +96,7 @@ impl Default for CreateOptions {
             spool_dir: None,
             progress: None,
             skip_inodes: Vec::new(),
+            encrypt_to: Vec::new(),
         }
     }
 }
@@ -111,6 +114,122 @@ pub struct CreateReport {
     pub summary: Summary,
     pub footer: Footer,
     pub problems: Vec<Problem>,
+    /// BLAKE3 of the file's bytes as written (the ciphertext of an encrypted
+    /// archive): reading it back checks the disk without the keys.
+    pub file_hash: [u8; 32],
+}
+
+/// The archive file, written through age when encrypting; what reaches the
+/// file is hashed on the way.
+enum Sink {
+    Plain(HashingFile),
+    Age(age::stream::StreamWriter<HashingFile>),
+}
+
+struct HashingFile {
+    out: BufWriter<File>,
+    hash: blake3::Hasher,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(data)?;
+        self.hash.update(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Sink {
+    fn new(out: File, encrypt_to: &[age::x25519::Recipient]) -> std::io::Result<Sink> {
+        let file = HashingFile { out: BufWriter::with_capacity(4 << 20, out), hash: blake3::Hasher::new() };
+        if encrypt_to.is_empty() {
+            Ok(Sink::Plain(file))
+        } else {
+            Ok(Sink::Age(crate::crypt::writer(file, encrypt_to)?))
+        }
+    }
+
+    /// Ends the age stream (its last chunk), flushes; the file and its hash.
+    fn finish(self) -> std::io::Result<(File, [u8; 32])> {
+        let file = match self {
+            Sink::Plain(f) => f,
+            Sink::Age(w) => w.finish()?,
+        };
+        let hash = *file.hash.finalize().as_bytes();
+        Ok((file.out.into_inner().map_err(|e| e.into_error())?, hash))
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Plain(f) => f.write(data),
+            Sink::Age(w) => w.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Plain(f) => f.flush(),
+            Sink::Age(w) => w.flush(),
+        }
+    }
+}
+
+/// Where the index waits while the archive is written. When the archive is
+/// encrypted, so is the spool (to a key that lives only in memory): it may
+/// lie on the backup disk, and file names must not reach it in the clear.
+enum Spool {
+    Plain(File),
+    Age(age::stream::StreamWriter<File>, age::x25519::Identity),
+}
+
+impl Spool {
+    fn new(dir: Option<&Path>, encrypted: bool) -> std::io::Result<Spool> {
+        let f = match dir {
+            Some(d) => tempfile::tempfile_in(d)?,
+            None => tempfile::tempfile()?,
+        };
+        if !encrypted {
+            return Ok(Spool::Plain(f));
+        }
+        let key = age::x25519::Identity::generate();
+        Ok(Spool::Age(crate::crypt::writer(f, &[key.to_public()])?, key))
+    }
+
+    /// What was written, from the start.
+    fn into_reader(self) -> Result<Box<dyn std::io::Read + Send>> {
+        let rewind = |mut f: File| f.seek(SeekFrom::Start(0)).map(|_| f).map_err(ctx(|| "rewinding the index spool".into()));
+        match self {
+            Spool::Plain(f) => Ok(Box::new(rewind(f)?)),
+            Spool::Age(w, key) => {
+                let f = rewind(w.finish().map_err(ctx(|| "writing the index spool".into()))?)?;
+                let keys = crate::crypt::Keys::new(vec![Box::new(key)]);
+                let src = crate::crypt::Source::open(f, "the index spool", Some(&keys))?;
+                Ok(Box::new(crate::crypt::SourceReader { src: Box::new(src), pos: 0 }))
+            }
+        }
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Spool::Plain(f) => f.write(data),
+            Spool::Age(w, _) => w.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Spool::Plain(f) => f.flush(),
+            Spool::Age(w, _) => w.flush(),
+        }
+    }
 }
 
 enum Target {
@@ -171,8 +290,8 @@ fn compress_worker(level: i32, frame_size: usize, rx: Receiver<Chunk>, tx: Sende
     Ok(())
 }
 
-fn write_worker(out: File, rx: Receiver<(u64, Vec<u8>, u64)>, progress: Option<Arc<Progress>>) -> Result<ContainerWriter<BufWriter<File>>> {
-    let mut w = ContainerWriter::new(BufWriter::with_capacity(4 << 20, out)).map_err(ctx(|| "writing the archive".into()))?;
+fn write_worker(out: Sink, rx: Receiver<(u64, Vec<u8>, u64)>, progress: Option<Arc<Progress>>) -> Result<ContainerWriter<Sink>> {
+    let mut w = ContainerWriter::new(out).map_err(ctx(|| "writing the archive".into()))?;
     let mut pending: BTreeMap<u64, (Vec<u8>, u64)> = BTreeMap::new();
     let mut next = 0u64;
     for (seq, data, u_len) in rx {
@@ -199,12 +318,9 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     let root_dev = rustix::fs::fstat(&root).map_err(ctx(|| format!("reading {}", src.display())))?.st_dev;
     let root = Arc::new(root);
     let excludes = Excludes::new(&opts.excludes)?;
-    let spool = match &opts.spool_dir {
-        Some(d) => tempfile::tempfile_in(d),
-        None => tempfile::tempfile(),
-    }
-    .map_err(ctx(|| "creating the index spool file".into()))?;
+    let spool = Spool::new(opts.spool_dir.as_deref(), !opts.encrypt_to.is_empty()).map_err(ctx(|| "creating the index spool file".into()))?;
     let mut index = IndexWriter::new(BufWriter::with_capacity(1 << 20, spool));
+    let out = Sink::new(out, &opts.encrypt_to).map_err(ctx(|| "writing the archive".into()))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let window = Arc::new(Window::default());
@@ -215,7 +331,7 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     let (chunk_tx, chunk_rx) = bounded::<Chunk>(opts.threads.max(1) * 2);
     let (frame_tx, frame_rx) = bounded::<(u64, Vec<u8>, u64)>(opts.threads.max(1) * 2);
 
-    let result = std::thread::scope(|s| -> Result<(Summary, ContainerWriter<BufWriter<File>>)> {
+    let result = std::thread::scope(|s| -> Result<(Summary, ContainerWriter<Sink>)> {
         {
             let (root, window, stop, prob_tx) = (Arc::clone(&root), Arc::clone(&window), Arc::clone(&stop), prob_tx.clone());
             let excludes = &excludes;
@@ -294,12 +410,11 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     summary.errors = problems.len() as u64;
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     let count = index.count;
-    let mut spool = index.into_inner().into_inner().map_err(|e| Error::Io { what: "writing the index spool".into(), source: e.into_error() })?;
-    spool.seek(SeekFrom::Start(0)).map_err(ctx(|| "rewinding the index spool".into()))?;
+    let spool = index.into_inner().into_inner().map_err(|e| Error::Io { what: "writing the index spool".into(), source: e.into_error() })?;
     summary.entries = count;
-    let mut spool = std::io::BufReader::with_capacity(1 << 20, spool);
+    let mut spool = std::io::BufReader::with_capacity(1 << 20, spool.into_reader()?);
     let (out, footer) = w.finish(&mut spool, count, summary.clone())?;
-    let file = out.into_inner().map_err(|e| Error::Io { what: "writing the archive".into(), source: e.into_error() })?;
+    let (file, file_hash) = out.finish().map_err(ctx(|| "writing the archive".into()))?;
     file.sync_all().map_err(ctx(|| "syncing the archive to disk".into()))?;
-    Ok(CreateReport { summary, footer, problems })
+    Ok(CreateReport { summary, footer, problems, file_hash })
 }

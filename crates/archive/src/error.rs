@@ -22,6 +22,9 @@ pub enum Error {
     /// The caller asked for something unsafe or impossible.
     #[error("{0}")]
     Refused(String),
+    /// An encrypted archive, and no key, or a wrong one, to open it.
+    #[error("{0}")]
+    Key(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

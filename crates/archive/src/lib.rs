@@ -14,6 +14,7 @@ pub mod acl;
 pub mod codec;
 pub mod container;
 pub mod create;
+pub mod crypt;
 pub mod entry;
 pub mod error;
 pub mod index;

@@ -99,7 +99,7 @@ pub fn is_damage(e: &Error) -> bool {
     match e {
         Error::Format(_) => true,
         Error::Io { source, .. } => source.kind() == std::io::ErrorKind::InvalidData || source.kind() == std::io::ErrorKind::UnexpectedEof,
-        Error::Refused(_) => false,
+        Error::Refused(_) | Error::Key(_) => false,
     }
 }
 

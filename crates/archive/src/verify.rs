@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -40,7 +39,7 @@ fn data_hash(archive: &Archive, len: u64, progress: &Option<Arc<Progress>>) -> s
     let mut off = 0u64;
     while off < len {
         let n = (len - off).min(buf.len() as u64) as usize;
-        archive.file().read_exact_at(&mut buf[..n], off)?;
+        archive.source().read_exact_at(&mut buf[..n], off)?;
         h.update(&buf[..n]);
         if let Some(p) = progress {
             p.bytes_out.fetch_add(n as u64, Ordering::Relaxed);

@@ -100,7 +100,7 @@ pub(super) fn serialize(
     ser: &mut Serializer,
     rx: Receiver<Prepared>,
     problems: &Sender<Problem>,
-    index: &mut IndexWriter<BufWriter<File>>,
+    index: &mut IndexWriter<BufWriter<Spool>>,
     window: &Window,
     budget: &Budget,
 ) -> Result<Summary> {
