@@ -21,6 +21,8 @@ pub struct SystemBackup {
     /// The slot's root (where an adopted duplicity backup lives).
     pub slot_root: Dir,
     pub mounts: MountsFile,
+    /// The media key, when this backup is encrypted.
+    pub keys: Option<crossback_archive::crypt::Keys>,
 }
 
 impl SystemBackup {
@@ -59,7 +61,7 @@ impl SystemBackup {
                 ),
             ));
         }
-        let archive = Archive::from_file(file, &self.dir.shown().join(&a.file))?;
+        let archive = Archive::from_file_with(file, &self.dir.shown().join(&a.file), self.keys.as_ref()).map_err(archive_error)?;
         if let crossback_archive::archive::Layout::Indexed { footer, .. } = &archive.layout {
             let hash: String = footer.data_hash.iter().map(|b| format!("{b:02x}")).collect();
             if !hash.eq_ignore_ascii_case(&a.hash) {
@@ -100,10 +102,21 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
     let gendir = slot.dir()?.dir(&layout::GenName::dir(g.seq)).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
     // An adopted duplicity backup has no directory of its own in the generation.
     let sysdir = if record.legacy.is_some() { gendir } else { gendir.dir(system).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))? };
+    // Encrypted (archives named .age): the media key is asked for now, once.
+    let encrypted = record.archives.iter().any(|a| a.file.ends_with(".age")) || sysdir.kind(layout::MOUNTS_AGE)?.is_some();
+    let keys = if encrypted { crate::keys::for_slot(&slot.view, &format!("reading {system}'s backup"))? } else { None };
     let mounts: MountsFile = if record.legacy.is_some() {
         MountsFile { filesystems: Vec::new(), disks: Vec::new(), boot_entries: Vec::new() }
     } else {
-        let m: MountsFile = layout::read_toml(&sysdir, layout::MOUNTS, layout::MOUNTS_CAP).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e:#}")))?;
+        let m: MountsFile = match &keys {
+            Some(k) => {
+                let sealed = sysdir.read_capped(layout::MOUNTS_AGE, layout::MOUNTS_CAP).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e}")))?;
+                let text = crate::keys::open(k, &format!("{}/{}", sysdir.shown().display(), layout::MOUNTS_AGE), &sealed, layout::MOUNTS_CAP)?;
+                let text = String::from_utf8(text).map_err(|_| refuse(Refusal::SlotDamaged, format!("{}/{} is not text", sysdir.shown().display(), layout::MOUNTS_AGE)))?;
+                toml::from_str(&text).map_err(|e| refuse(Refusal::SlotDamaged, format!("{}/{}: {}", sysdir.shown().display(), layout::MOUNTS_AGE, e.message())))?
+            }
+            None => layout::read_toml(&sysdir, layout::MOUNTS, layout::MOUNTS_CAP).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e:#}")))?,
+        };
         m.check().map_err(|e| refuse(Refusal::SlotDamaged, format!("{}/{}: {e:#}", sysdir.shown().display(), layout::MOUNTS)))?;
         m
     };
@@ -111,7 +124,16 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
         eprintln!("note: generation {} is not complete (open); {system}'s backup in it is", g.seq);
     }
     let slot_root = slot.root.dir(".")?;
-    Ok(SystemBackup { generation: g.clone(), slot: slot.id, record, dir: sysdir, slot_root, mounts })
+    Ok(SystemBackup { generation: g.clone(), slot: slot.id, record, dir: sysdir, slot_root, mounts, keys })
+}
+
+/// An archive that does not open: a missing or wrong key is the user's
+/// to fix (`error[key]`), the rest is what the archive crate says.
+pub fn archive_error(e: crossback_archive::Error) -> anyhow::Error {
+    match e {
+        crossback_archive::Error::Key(m) => refuse(Refusal::Key, m),
+        other => other.into(),
+    }
 }
 
 /// A directory restore refuses to write into unless it is empty or forced.

@@ -21,6 +21,12 @@ pub struct Cli {
     /// The configuration file (default: $CROSSBACK_CONFIG, else /etc/crossback/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// An encrypted media: your age identity file (AGE-SECRET-KEY-1…), one of its recipients' or the media key itself.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// An encrypted media: read the passphrase from FILE's first line (default: $CROSSBACK_PASSPHRASE_FILE, else asked on the terminal).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -133,6 +139,10 @@ pub struct CreateArgs {
     /// Replace ARCHIVE if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Encrypt the archive (age) to this public key (age1…); repeatable.
+    /// Read it back with --identity FILE, or `age -d -i FILE ARCHIVE | zstd -dc | tar -x`.
+    #[arg(long, value_name = "AGE1…")]
+    pub recipient: Vec<String>,
     /// Uncompressed bytes per zstd frame (default 8 MiB). For tests: an
     /// archive with huge frames, as another writer could make.
     #[arg(long, hide = true, value_name = "BYTES")]
@@ -244,6 +254,40 @@ pub enum MediaCommand {
     ///
     /// Example: crossback media adopt /dev/sdb1 /dev/sdb2 --root-backup debian --hidden-backup fedora
     Adopt(AdoptArgs),
+    /// Encrypt what is written to the media from now on (age); the plaintext generations go with rotation.
+    ///
+    /// Asks for a new passphrase (or --passphrase-file), unless --recipient is given.
+    ///
+    /// Example: crossback media encrypt --recipient age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+    Encrypt(EncryptArgs),
+    /// Let another passphrase or age key unlock the encrypted media (the archives are not rewritten).
+    ///
+    /// Example: crossback media add-key --recipient age1… --identity ~/my-age-key.txt
+    AddKey(KeyArgs),
+    /// Stop a passphrase or age key from unlocking the encrypted media.
+    ///
+    /// Example: crossback media remove-key --passphrase
+    RemoveKey(KeyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EncryptArgs {
+    /// An age public key (age1…) that may unlock the media; repeatable. Backups need none of the secrets.
+    #[arg(long, value_name = "AGE1…")]
+    pub recipient: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyArgs {
+    /// An age public key (age1…); repeatable.
+    #[arg(long, value_name = "AGE1…")]
+    pub recipient: Vec<String>,
+    /// The passphrase: add-key sets a new one (asked twice, or --new-passphrase-file); remove-key removes it.
+    #[arg(long)]
+    pub passphrase: bool,
+    /// add-key --passphrase: read the new passphrase from FILE's first line.
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -271,6 +315,12 @@ pub struct PrepareArgs {
     /// With --mkfs: do not ask.
     #[arg(long)]
     pub yes: bool,
+    /// Encrypt everything written to the media (age): asks for a passphrase (or --passphrase-file), unless --recipient is given.
+    #[arg(long)]
+    pub encrypt: bool,
+    /// With --encrypt: an age public key (age1…) that may unlock the media; repeatable.
+    #[arg(long, value_name = "AGE1…", requires = "encrypt")]
+    pub recipient: Vec<String>,
 }
 
 #[derive(Args, Debug)]

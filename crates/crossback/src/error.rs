@@ -58,6 +58,8 @@ pub enum Refusal {
     BootRepair,
     /// The system is in the open generation already.
     AlreadyRecorded,
+    /// An encrypted media: no key given, or a wrong one.
+    Key,
 }
 
 impl Refusal {

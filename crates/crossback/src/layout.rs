@@ -12,6 +12,10 @@
 //! <slot>/crossback/gen-NNNNNN/SYSTEM/mounts.toml  MountsFile (FsRecord)
 //! <slot>/crossback/gen-NNNNNN/SYSTEM/root.tar.zst …
 //! ```
+//! On an encrypted media (the marker says so) the archives are
+//! `root.tar.zst.age`, the records `mounts.toml.age` and `config.toml.age`,
+//! and `media-key.passphrase.age` / `media-key.recipients.age` keep the
+//! media key, wrapped (see `crate::keys`).
 //!
 //! Everything here is read from a disk anyone can write to (R7): files are
 //! read beneath the slot's root by descriptor, only when regular and no
@@ -26,8 +30,8 @@ mod mounts;
 mod slot_id;
 
 pub use classify::{classify, GenEntry, SlotView};
-pub use generation::{archive_file, clean_relative, ArchiveRecord, GenName, Generation, State, SystemRecord};
-pub use marker::Marker;
+pub use generation::{archive_file, clean_relative, encrypted_archive_file, is_archive_file, ArchiveRecord, GenName, Generation, State, SystemRecord};
+pub use marker::{Encryption, KeyFiles, Marker, KEY_CAP};
 pub use mounts::{FsRecord, MountsFile};
 pub use slot_id::SlotId;
 
@@ -39,6 +43,10 @@ pub const MANIFEST: &str = "generation.toml";
 pub const MOUNTS: &str = "mounts.toml";
 /// A copy of the configuration, for the other systems and a rescue system.
 pub const CONFIG: &str = "config.toml";
+/// The configuration on an encrypted media.
+pub const CONFIG_AGE: &str = "config.toml.age";
+/// A system's filesystems on an encrypted media.
+pub const MOUNTS_AGE: &str = "mounts.toml.age";
 pub const CONFIG_CAP: u64 = 1 << 20;
 /// The crossback binary that last wrote the slot, and its version: the
 /// backup disk carries its own restore tool.
@@ -123,7 +131,7 @@ mod tests {
                         prop_assert!(valid_system_name(&s.name));
                         for a in &s.archives {
                             prop_assert!(crossback_host::fstab::clean_mountpoint(&a.mountpoint), "{:?}", a.mountpoint);
-                            prop_assert!(!a.file.contains('/') && a.file != ".." && a.file == archive_file(&a.mountpoint));
+                            prop_assert!(!a.file.contains('/') && a.file != ".." && is_archive_file(&a.file, &a.mountpoint));
                         }
                     }
                 }

@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod duplicity;
 mod error;
+mod keys;
 mod layout;
 mod machine;
 mod media;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
     }
     crossback_host::ns::quiet_on_closed_pipe();
     let cli = cli::Cli::parse();
+    keys::set_unlock(keys::Unlock { identity: cli.identity.clone(), passphrase_file: cli.passphrase_file.clone() });
     let code = run(cli);
     // For tests and benchmarks: what the kernel counted this process reading.
     if std::env::var_os("CROSSBACK_REPORT_IO").is_some() {

@@ -27,7 +27,7 @@ use crate::layout::{self, archive_file, ArchiveRecord, FsRecord, GenEntry, GenNa
 use crate::machine::{self, Machine, System};
 use crate::offline::Allow;
 use crate::output::{self, Bar};
-use crate::{media, slots, Outcome};
+use crate::{keys, media, slots, Outcome};
 use crossback_host::efi::BootEntry;
 use crossback_host::partitions::Table;
 
@@ -159,6 +159,7 @@ fn backup_system(
     gen: &Dir,
     scratch: &std::path::Path,
     a: &BackupArgs,
+    encrypt_to: Option<&age::x25519::Recipient>,
     t: &mut Timing,
 ) -> anyhow::Result<Done> {
     // Left by an interrupted run: start this system again.
@@ -184,7 +185,7 @@ fn backup_system(
         }
         let d = m.devices.iter().find(|d| d.path == f.device);
         let (size, used) = rustix::fs::statvfs(&at).map(|s| (s.f_blocks * s.f_frsize, (s.f_blocks - s.f_bfree) * s.f_frsize)).unwrap_or((0, 0));
-        let file = archive_file(&f.mountpoint);
+        let file = if encrypt_to.is_some() { layout::encrypted_archive_file(&f.mountpoint) } else { archive_file(&f.mountpoint) };
         mounts_file.filesystems.push(FsRecord {
             mountpoint: f.mountpoint.clone(),
             fstype: f.fstype.clone(),
@@ -208,6 +209,7 @@ fn backup_system(
             // Through the open directory: the spool cannot be led elsewhere.
             spool_dir: Some(dir.fd_path()),
             progress: Some(Arc::clone(&progress)),
+            encrypt_to: encrypt_to.into_iter().cloned().collect(),
             ..Default::default()
         };
         if let Some(th) = a.threads {
@@ -243,7 +245,24 @@ fn backup_system(
             eprintln!("  warning: {}:{}: {}", sys.name, output::path(&p.path), output::text(&p.what));
         }
         unreadable += report.summary.errors;
-        if !a.no_verify {
+        if !a.no_verify && encrypt_to.is_some() {
+            // Encrypted: the bytes on the disk against the hash of those
+            // written (the plaintext was hashed as it was made); no key needed.
+            let start = Instant::now();
+            let back = dir.open_file(&partial)?;
+            drop_cache(&back);
+            let mut h = blake3::Hasher::new();
+            h.update_reader(&back).with_context(|| format!("reading back {partial}"))?;
+            if *h.finalize().as_bytes() != report.file_hash {
+                crate::refuse!(
+                    Refusal::SlotIo,
+                    "the archive of {}'s {} does not read back from the slot as it was written: the backup disk may be failing; look at `dmesg` and its health (`smartctl -a`)",
+                    sys.name,
+                    f.mountpoint
+                );
+            }
+            t.check += start.elapsed();
+        } else if !a.no_verify {
             let start = Instant::now();
             let back = dir.open_file(&partial)?;
             drop_cache(&back);
@@ -307,7 +326,11 @@ fn backup_system(
     }
     let devices: Vec<&std::path::Path> = fs.iter().map(|f| f.device.as_path()).chain(sys.swap.iter().filter_map(|s| s.device.as_deref())).collect();
     (mounts_file.disks, mounts_file.boot_entries) = disk_layout(m, &devices);
-    dir.write_durable(layout::MOUNTS, toml::to_string(&mounts_file)?.as_bytes())?;
+    let mounts_text = toml::to_string(&mounts_file)?;
+    match encrypt_to {
+        Some(to) => dir.write_durable(layout::MOUNTS_AGE, &keys::seal(mounts_text.as_bytes(), to)?)?,
+        None => dir.write_durable(layout::MOUNTS, mounts_text.as_bytes())?,
+    }
     let busy = mounted.unmount();
     if !busy.is_empty() {
         eprintln!("  warning: could not unmount {:?} (they go away when crossback exits)", busy);
@@ -396,6 +419,12 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     }
     let target = &slot_list[i];
     let slot_dir = target.dir()?;
+    // An encrypted media (either marker says so: a `media encrypt` that
+    // stopped between the slots still encrypts): written to its public key.
+    let encrypt_to = match keys::recipient(&slot_list[0].view)? {
+        Some(r) => Some(r),
+        None => keys::recipient(&slot_list[1].view)?,
+    };
     for w in &plan.wipe {
         println!("slot {}: wiping {w} (older than the newest complete generation)", target.id);
         // An adopted duplicity generation: its files go first (the manifest that
@@ -449,7 +478,14 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     };
     // A copy of the configuration on the media: the other systems and a
     // rescue system take it from there (`crossback init`).
-    slot_dir.write_durable(layout::CONFIG, crate::config::text(path)?.as_bytes())?;
+    let config_text = crate::config::text(path)?;
+    match &encrypt_to {
+        Some(to) => {
+            slot_dir.write_durable(layout::CONFIG_AGE, &keys::seal(config_text.as_bytes(), to)?)?;
+            slot_dir.remove_entry(layout::CONFIG)?;
+        }
+        None => slot_dir.write_durable(layout::CONFIG, config_text.as_bytes())?,
+    }
     crate::media::carry_tool(&slot_dir)?;
     // Which systems now: the named ones, or every one not running and not yet in.
     let recorded: BTreeSet<String> = generation.recorded.iter().map(|r| r.name.clone()).collect();
@@ -484,7 +520,7 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
         };
         println!("{}: {}", s.name, output::text(&s.pretty_name));
         let excludes = cfg.system(&s.name).map(|c| c.exclude.clone()).unwrap_or_default();
-        let done = backup_system(&m, s, &fs, &excludes, &gen, &scratch, &a, &mut timing).and_then(|done| {
+        let done = backup_system(&m, s, &fs, &excludes, &gen, &scratch, &a, encrypt_to.as_ref(), &mut timing).and_then(|done| {
             // R9: a system that lost most of itself does not push out its last good backup.
             if let Some((seq, prev)) = previous(&slot_list, &s.name, generation.seq) {
                 let lost = shrunk(prev, &done.record);

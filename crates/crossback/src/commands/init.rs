@@ -76,7 +76,7 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     }
 
     if !path.exists() && !a.ignore_media {
-        if let Some((text, from)) = media_copy(&slots, path) {
+        if let Some((text, from)) = media_copy(&slots, path)? {
             config::write(path, &text)?;
             let cfg = Config::parse(&text, path)?;
             let named: Vec<&str> = cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect();
@@ -129,18 +129,30 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
 
 /// The configuration a backup left on the media, from the slot with the
 /// newest generation, if both of the media's slots are attached and it checks.
-fn media_copy(slots: &[(crossback_host::blockdev::Device, crossback_host::inspect::Inspection)], path: &Path) -> Option<(String, String)> {
+/// An encrypted copy is opened with the media key (asked for): a wrong key
+/// is an error, not a reason to make a new configuration.
+fn media_copy(slots: &[(crossback_host::blockdev::Device, crossback_host::inspect::Inspection)], path: &Path) -> anyhow::Result<Option<(String, String)>> {
     let views: Vec<(&crossback_host::blockdev::Device, crate::layout::SlotView)> =
         slots.iter().filter_map(|(d, i)| crate::layout::slot_of(&i.extra).and_then(Result::ok).map(|v| (d, v))).collect();
-    let (d, v) = views.iter().filter(|(_, v)| v.config.is_some()).max_by_key(|(_, v)| v.newest().map(|g| g.seq))?;
-    let text = v.config.clone()?;
-    let cfg = Config::parse(&text, path).ok()?;
-    let media = cfg.media.as_ref()?;
+    let Some((d, v)) = views.iter().filter(|(_, v)| v.config.is_some() || v.config_age.is_some()).max_by_key(|(_, v)| v.newest().map(|g| g.seq)) else {
+        return Ok(None);
+    };
+    let text = match (&v.config_age, &v.config) {
+        (Some(sealed), _) if v.marker.encryption.is_some() => {
+            let Some(keys) = crate::keys::for_slot(v, "taking the configuration from the encrypted media")? else { return Ok(None) };
+            let plain = crate::keys::open(&keys, &format!("slot {}'s {}", v.marker.slot, crate::layout::CONFIG_AGE), sealed, crate::layout::CONFIG_CAP)?;
+            String::from_utf8(plain).map_err(|_| crate::error::refuse(crate::error::Refusal::SlotDamaged, "the configuration on the media is not text".to_string()))?
+        }
+        (_, Some(text)) => text.clone(),
+        _ => return Ok(None),
+    };
+    let Ok(cfg) = Config::parse(&text, path) else { return Ok(None) };
+    let Some(media) = cfg.media.as_ref() else { return Ok(None) };
     // Both slots of that media are here: it is this machine's media.
     let attached = |u: &str| views.iter().any(|(d, w)| d.uuid.eq_ignore_ascii_case(u) && w.marker.media_id == v.marker.media_id);
     if media.id.get_ref() != &v.marker.media_id || !attached(media.slot_a.get_ref()) || !attached(media.slot_b.get_ref()) {
-        return None;
+        return Ok(None);
     }
     let generation = v.newest().map(|g| format!(", generation {}", g.seq)).unwrap_or_default();
-    Some((text, format!("slot {} on {}{generation}", v.marker.slot, d.path.display())))
+    Ok(Some((text, format!("slot {} on {}{generation}", v.marker.slot, d.path.display()))))
 }

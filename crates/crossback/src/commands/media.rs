@@ -15,6 +15,7 @@ use crate::error::Refusal;
 use crate::layout::{self, Marker, SlotId};
 use crate::machine::{self, Machine};
 use crate::media;
+use crate::keys;
 use crate::{refuse, Outcome};
 use crossback_host::beneath::Dir;
 
@@ -93,6 +94,7 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
         None => media::new_media_id()?,
     };
     let _lock = crate::slots::lock_media(&media_id, crossback_host::lock::Mode::Exclusive)?;
+    let encryption = if a.encrypt { Some(new_encryption(&a.recipient)?) } else { None };
     ns::enter_private()?;
     let base = crossback_host::inspect::scratch_dir("crossback-prepare")?;
     for (&letter, d) in SlotId::BOTH.iter().zip(&devs) {
@@ -113,6 +115,11 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
             Ok(view) if view.marker.slot != letter => {
                 refuse!(Refusal::SlotOfAnotherMedia, "{} is already slot {} of this media; give the slots in the same order as before", d.path.display(), view.marker.slot)
             }
+            Ok(view) if encryption.is_some() && view.marker.encryption.is_none() => refuse!(
+                Refusal::Usage,
+                "{} is slot {letter} of this media already, not encrypted: `crossback media encrypt` encrypts what is written from now on",
+                d.path.display()
+            ),
             Ok(_) => println!("slot {letter}: {} (UUID={}) was prepared already", d.path.display(), d.uuid),
             Err(mut foreign) => {
                 if let Ok(dir) = root.dir(layout::DIR) {
@@ -127,8 +134,14 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
                         foreign.join(", ")
                     );
                 }
-                Marker::new(&media_id, letter).write(&root)?;
-                println!("slot {letter}: {} (UUID={}) prepared", d.path.display(), d.uuid);
+                let mut marker = Marker::new(&media_id, letter);
+                if let Some((enc, files)) = &encryption {
+                    // The key first: a marker that says "encrypted" always has it beside it.
+                    files.write(&root.create_dir(layout::DIR)?)?;
+                    marker.encryption = Some(enc.clone());
+                }
+                marker.write(&root)?;
+                println!("slot {letter}: {} (UUID={}) prepared{}", d.path.display(), d.uuid, if encryption.is_some() { ", encrypted" } else { "" });
             }
         }
         drop(root);
@@ -149,6 +162,118 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     let spanned = |s: &str| Spanned::new(0..0, s.to_string());
     config::set_media(path, &Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid) })?;
     println!("media {media_id} recorded in {}", path.display());
+    Ok(Outcome::Ok)
+}
+
+/// A new media key, wrapped by a new passphrase (asked twice, or read
+/// from the passphrase file) unless only recipients are given.
+fn new_encryption(recipients: &[String]) -> anyhow::Result<(layout::Encryption, layout::KeyFiles)> {
+    let recipients = keys::parse_recipients(recipients)?;
+    let pass = if recipients.is_empty() || keys::passphrase_given() { Some(keys::passphrase("the encrypted media", true)?) } else { None };
+    let (enc, files, _) = keys::new_media(pass.as_ref(), &recipients)?;
+    Ok((enc, files))
+}
+
+/// Both slots of the configured media, mounted writable, the media locked.
+struct Writable {
+    slots: Vec<crate::slots::Slot>,
+    mounted: offline::Mounted,
+    _lock: crossback_host::lock::Lock,
+}
+
+fn both_writable(path: &Path, what: &str) -> anyhow::Result<Writable> {
+    machine::require_root(what)?;
+    let cfg = Config::load(path)?;
+    let Some(media_cfg) = &cfg.media else { refuse!(Refusal::Config, "no backup media in {}: run `crossback media prepare`", path.display()) };
+    let lock = crate::slots::lock_media(media_cfg.id.get_ref(), crossback_host::lock::Mode::Exclusive)?;
+    let m = Machine::scan(&[])?;
+    let devs = crate::slots::find(&m, media_cfg, &[], true)?;
+    crossback_host::ns::start_guard()?;
+    ns::enter_private()?;
+    let scratch = crossback_host::inspect::scratch_dir("crossback-keys")?;
+    let (list, mut mounted) = crate::slots::mount(&devs, media_cfg.id.get_ref(), &scratch, crate::slots::Access::Backup)?;
+    let mut slots = Vec::new();
+    for (s, d) in list.into_iter().zip(devs.iter()) {
+        slots.push(crate::slots::make_writable(s, d, media_cfg.id.get_ref(), &mut mounted)?);
+    }
+    Ok(Writable { slots, mounted, _lock: lock })
+}
+
+/// Writes the key files, then the marker, on both slots; unmounts.
+fn write_keys(w: Writable, enc: Option<&layout::Encryption>, files: &layout::KeyFiles) -> anyhow::Result<()> {
+    for s in &w.slots {
+        let dir = s.dir()?;
+        files.write(&dir)?;
+        let mut marker = s.view.marker.clone();
+        marker.encryption = enc.cloned();
+        marker.rewrite(&dir)?;
+    }
+    let Writable { slots, mut mounted, .. } = w;
+    drop(slots);
+    let busy = mounted.unmount();
+    if !busy.is_empty() {
+        bail!("could not unmount the slots: {busy:?}");
+    }
+    Ok(())
+}
+
+/// `crossback media encrypt`: from now on what is written is encrypted.
+pub fn encrypt(path: &Path, a: crate::cli::EncryptArgs) -> anyhow::Result<Outcome> {
+    let w = both_writable(path, "media encrypt")?;
+    if w.slots.iter().any(|s| s.view.marker.encryption.is_some()) {
+        refuse!(Refusal::Usage, "the media is encrypted already: `crossback media add-key` / `remove-key` change who can unlock it");
+    }
+    let (enc, files) = new_encryption(&a.recipient)?;
+    write_keys(w, Some(&enc), &files)?;
+    println!(
+        "the media is encrypted from now on (media key {}); generations written before stay as they are until rotation replaces them",
+        enc.media_key
+    );
+    Ok(Outcome::Ok)
+}
+
+/// `crossback media add-key` / `remove-key`: the media key wrapped again,
+/// for other recipients or another passphrase; the archives stay as they are.
+pub fn change_keys(path: &Path, a: crate::cli::KeyArgs, add: bool) -> anyhow::Result<Outcome> {
+    if a.recipient.is_empty() && !a.passphrase {
+        refuse!(Refusal::Usage, "say which key: --recipient AGE1… and/or --passphrase");
+    }
+    let w = both_writable(path, if add { "media add-key" } else { "media remove-key" })?;
+    let first = &w.slots[0].view;
+    let Some(enc) = first.marker.encryption.clone() else {
+        refuse!(Refusal::Usage, "the media is not encrypted: `crossback media encrypt` encrypts it");
+    };
+    let key = keys::media_key(&enc, &first.keys, "changing who can unlock the media")?;
+    let mut recipients = enc.recipients.clone();
+    let given: Vec<String> = keys::parse_recipients(&a.recipient)?.iter().map(|r| r.to_string()).collect();
+    for r in &given {
+        match (add, recipients.contains(r)) {
+            (true, false) => recipients.push(r.clone()),
+            (false, true) => recipients.retain(|x| x != r),
+            (true, true) => println!("{r} unlocks the media already"),
+            (false, false) => refuse!(Refusal::Usage, "{r} is not one of the media's recipients ({}); nothing was changed", enc.recipients.join(", ")),
+        }
+    }
+    let new_pass = if add && a.passphrase { Some(keys::passphrase_from(a.new_passphrase_file.clone(), "the media (new)", true)?) } else { None };
+    let keep_pass = enc.passphrase && !a.passphrase;
+    if !add && a.passphrase && !enc.passphrase {
+        refuse!(Refusal::Usage, "the media has no passphrase to remove; nothing was changed");
+    }
+    let by_passphrase = match new_pass {
+        Some(p) => Some(keys::wrap_by_passphrase(&key, &p)?),
+        // Kept as it is, not made again: the passphrase is not asked for.
+        None if keep_pass => first.keys.passphrase.clone(),
+        None => None,
+    };
+    let files = layout::KeyFiles { passphrase: by_passphrase, recipients: keys::wrap_for(&key, &keys::parse_recipients(&recipients)?)? };
+    keys::check_unlockable(&files)?;
+    let enc = layout::Encryption { media_key: enc.media_key.clone(), passphrase: files.passphrase.is_some(), recipients };
+    write_keys(w, Some(&enc), &files)?;
+    println!(
+        "the media unlocks with {}{}",
+        if enc.passphrase { "its passphrase" } else { "no passphrase" },
+        if enc.recipients.is_empty() { String::new() } else { format!(" and {}", enc.recipients.join(", ")) }
+    );
     Ok(Outcome::Ok)
 }
 

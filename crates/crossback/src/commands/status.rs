@@ -47,6 +47,8 @@ struct SlotStatus {
     leftovers: Vec<String>,
     /// Why the slot cannot be used as it is (another media, foreign files, damage).
     problem: Option<String>,
+    /// An encrypted media: how it unlocks (never a secret).
+    encryption: Option<crate::layout::Encryption>,
 }
 
 /// The slot's newest valid generation and its leftovers, from the one classification.
@@ -54,6 +56,7 @@ fn fill(s: &mut SlotStatus, view: &SlotView, id: SlotId, media_id: &str) {
     if let Err(e) = view.check_owner(id, media_id) {
         s.problem = Some(format!("{e:#}"));
     }
+    s.encryption = view.marker.encryption.clone();
     s.leftovers = view
         .generations
         .iter()
@@ -132,6 +135,7 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
             let mut s = SlotStatus {
                 letter: id.letter(),
                 problem: None,
+                encryption: None,
                 uuid: uuid.clone(),
                 found: dev.is_some(),
                 device: dev.map(|d| d.path.display().to_string()),
@@ -200,6 +204,14 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
             };
             let free = s.free.map(|f| format!(", {} free of {}", output::bytes(f), output::bytes(s.size.unwrap_or(0)))).unwrap_or_default();
             println!("  {}  UUID={}  {}{}", s.letter, s.uuid, state, free);
+            if let Some(e) = &s.encryption {
+                let mut ways = Vec::new();
+                if e.passphrase {
+                    ways.push("its passphrase".to_string());
+                }
+                ways.extend(e.recipients.iter().cloned());
+                println!("     encrypted (age); unlocks with {}", ways.join(", "));
+            }
             match &s.generation {
                 None => println!("     no generation yet"),
                 Some(g) => {

@@ -38,6 +38,12 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                 continue;
             }
             println!("generation {} (slot {}, {}):", generation.seq, s.id, if generation.state == State::Sealed { "sealed" } else { "open" });
+            // Encrypted archives: the media key, asked for once.
+            let keys = if generation.recorded.iter().flat_map(|r| &r.archives).any(|ar| ar.file.ends_with(".age")) {
+                crate::keys::for_slot(&s.view, "verifying the encrypted backups")?
+            } else {
+                None
+            };
             for rec in &generation.recorded {
                 if a.system.as_ref().is_some_and(|n| n != &rec.name) {
                     continue;
@@ -91,7 +97,7 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                     if let (Some((_, points)), Ok(sd)) = (&source, &sys_dir) {
                         if let Some((_, at)) = points.iter().find(|(mp, _)| *mp == ar.mountpoint) {
                             if let Ok(archive) =
-                                sd.open_file(&ar.file).map_err(anyhow::Error::from).and_then(|f| Ok(Archive::from_file(f, &sd.shown().join(&ar.file))?))
+                                sd.open_file(&ar.file).map_err(anyhow::Error::from).and_then(|f| Ok(Archive::from_file_with(f, &sd.shown().join(&ar.file), keys.as_ref())?))
                             {
                                 let r = crossback_archive::verify::verify(&archive, Some(at), None)?;
                                 if r.differences.is_empty() {
@@ -110,7 +116,7 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                         }
                     }
                     let problems = match &sys_dir {
-                        Ok(sd) => check_one(sd, ar),
+                        Ok(sd) => check_one(sd, ar, keys.as_ref()),
                         Err(e) => vec![format!("cannot be opened: {e}")],
                     };
                     if problems.is_empty() {
@@ -149,7 +155,7 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-fn check_one(dir: &Dir, rec: &ArchiveRecord) -> Vec<String> {
+fn check_one(dir: &Dir, rec: &ArchiveRecord, keys: Option<&crossback_archive::crypt::Keys>) -> Vec<String> {
     let mut out = Vec::new();
     let file = match dir.open_file(&rec.file) {
         Err(e) => return vec![format!("{}: missing or not a regular file ({e})", rec.file)],
@@ -160,7 +166,7 @@ fn check_one(dir: &Dir, rec: &ArchiveRecord) -> Vec<String> {
         Ok(md) if md.len() != rec.bytes => out.push(format!("size is {} bytes, the manifest says {}", md.len(), rec.bytes)),
         Ok(_) => {}
     }
-    let archive = match Archive::from_file(file, &dir.shown().join(&rec.file)) {
+    let archive = match Archive::from_file_with(file, &dir.shown().join(&rec.file), keys) {
         Ok(a) => a,
         Err(e) => return vec![format!("cannot be read: {e}")],
     };

@@ -8,7 +8,8 @@ use anyhow::Context;
 use crossback_host::beneath::{Dir, Kind};
 use serde::{Deserialize, Serialize};
 
-use super::{GenName, Generation, Marker, SlotId, CONFIG, CONFIG_CAP, DIR, MANIFEST, MANIFEST_CAP, MARKER, MARKER_CAP, README, TOOL, TOOL_VERSION};
+use super::marker::{KEY_BY_PASSPHRASE, KEY_BY_RECIPIENTS};
+use super::{GenName, Generation, Marker, SlotId, CONFIG, CONFIG_AGE, CONFIG_CAP, DIR, MANIFEST, MANIFEST_CAP, MARKER, MARKER_CAP, README, TOOL, TOOL_VERSION};
 use crate::error::{refuse, Refusal};
 
 /// Why a generation directory is not a usable generation.
@@ -74,6 +75,12 @@ pub struct SlotView {
     /// The configuration `backup` left on the slot, if it reads.
     #[serde(default)]
     pub config: Option<String>,
+    /// The same, encrypted (an encrypted media): age bytes.
+    #[serde(default)]
+    pub config_age: Option<Vec<u8>>,
+    /// An encrypted media's key, as kept on the slot (wrapped).
+    #[serde(default)]
+    pub keys: super::KeyFiles,
 }
 
 impl SlotView {
@@ -149,7 +156,7 @@ pub fn classify(root: &Dir) -> anyhow::Result<Result<SlotView, Vec<String>>> {
             foreign.push(format!("{DIR}/{}", shown(&name)));
             continue;
         };
-        let ours = [MARKER, README, CONFIG, TOOL, TOOL_VERSION].iter().any(|f| n == *f || n == format!("{f}.new"));
+        let ours = [MARKER, README, CONFIG, CONFIG_AGE, TOOL, TOOL_VERSION, KEY_BY_PASSPHRASE, KEY_BY_RECIPIENTS].iter().any(|f| n == *f || n == format!("{f}.new"));
         if ours && kind == Kind::File {
             continue;
         }
@@ -178,7 +185,9 @@ pub fn classify(root: &Dir) -> anyhow::Result<Result<SlotView, Vec<String>>> {
     foreign.retain(|f| !legacy.iter().any(|l| *l == f || l.split('/').next() == Some(f.as_str())));
     foreign.sort();
     let config = dir.read_capped(CONFIG, CONFIG_CAP).ok().and_then(|b| String::from_utf8(b).ok());
-    Ok(Ok(SlotView { marker, generations, foreign, config }))
+    let config_age = dir.read_capped(CONFIG_AGE, CONFIG_CAP).ok();
+    let keys = super::KeyFiles::read(&dir).map_err(|e| refuse(Refusal::SlotDamaged, format!("{DIR}: the media key does not read: {e:#}")))?;
+    Ok(Ok(SlotView { marker, generations, foreign, config, config_age, keys }))
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ impl Generation {
             let mut files = std::collections::BTreeSet::new();
             for a in &r.archives {
                 check_mountpoint(&a.mountpoint).map_err(|e| anyhow::anyhow!("{}'s archive {:?}: {e}", r.name, crate::output::text(&a.file)))?;
-                if a.file != archive_file(&a.mountpoint) || !files.insert(a.file.as_str()) {
+                if !is_archive_file(&a.file, &a.mountpoint) || !files.insert(a.file.as_str()) {
                     bail!("{}'s archive of {} is called {:?}, not {:?}", r.name, a.mountpoint, crate::output::text(&a.file), archive_file(&a.mountpoint));
                 }
                 if a.hash.len() != 64 || !a.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -141,6 +141,16 @@ pub fn archive_file(mountpoint: &str) -> String {
     } else {
         format!("{}.tar.zst", t.replace('/', "-"))
     }
+}
+
+/// The name an encrypted archive of a mount point has: `root.tar.zst.age`.
+pub fn encrypted_archive_file(mountpoint: &str) -> String {
+    format!("{}.age", archive_file(mountpoint))
+}
+
+/// True when `file` is the archive's name for `mountpoint`, plain or encrypted.
+pub fn is_archive_file(file: &str, mountpoint: &str) -> bool {
+    file == archive_file(mountpoint) || file == encrypted_archive_file(mountpoint)
 }
 
 /// The name of a generation directory: `gen-` and at least six digits,
@@ -196,5 +206,6 @@ mod tests {
     fn archive_names() {
         assert_eq!(archive_file("/"), "root.tar.zst");
         assert_eq!(archive_file("/boot/efi"), "boot-efi.tar.zst");
+        assert!(is_archive_file("home.tar.zst.age", "/home") && !is_archive_file("home.tar.zst.age.age", "/home"));
     }
 }

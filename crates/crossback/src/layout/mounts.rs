@@ -53,7 +53,7 @@ impl MountsFile {
                 }
             } else {
                 check_mountpoint(&f.mountpoint)?;
-                if f.archive != super::archive_file(&f.mountpoint) {
+                if !super::is_archive_file(&f.archive, &f.mountpoint) {
                     bail!("{}: archive {:?} is not named after its mount point", f.mountpoint, crate::output::text(&f.archive));
                 }
             }

@@ -1,0 +1,306 @@
+//! The keys of an encrypted media (issue 14).
+//!
+//! One **media key** (an age X25519 key pair) per media. Everything crossback
+//! writes with a system's data or names in it is encrypted to its public
+//! half, which the slot's marker holds: writing a backup needs no secret
+//! (unattended backups). The secret half is kept on each slot only wrapped:
+//! by the user's passphrase (`media-key.passphrase.age`, scrypt) and/or for
+//! the user's own age recipients (`media-key.recipients.age`). Reading —
+//! `ls`, `restore`, `verify`, `init` from the media — unwraps it with the
+//! passphrase or the user's identity. Adding or removing a way to unlock
+//! rewrites those two small files, never the archives.
+//!
+//! Nothing secret is written anywhere: the passphrase comes from the
+//! terminal (no echo), `--passphrase-file` or `$CROSSBACK_PASSPHRASE_FILE`;
+//! the unwrapped key lives in this process's memory only.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
+
+use age::secrecy::{ExposeSecret, SecretString};
+use crossback_archive::crypt::{self, Keys};
+
+use crate::error::{refuse, Refusal};
+use crate::layout::{Encryption, KeyFiles, SlotView};
+
+/// How the user unlocks, from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Unlock {
+    pub identity: Option<PathBuf>,
+    pub passphrase_file: Option<PathBuf>,
+}
+
+static UNLOCK: OnceLock<Unlock> = OnceLock::new();
+/// The unwrapped media key, by its public half: asked for once per run.
+static UNLOCKED: Mutex<Option<(String, age::x25519::Identity)>> = Mutex::new(None);
+
+/// Called once by `main` with the global options.
+pub fn set_unlock(u: Unlock) {
+    let _ = UNLOCK.set(u);
+}
+
+fn unlock_options() -> Unlock {
+    UNLOCK.get().cloned().unwrap_or_default()
+}
+
+/// The scrypt work factor for a new passphrase wrapping: age's own
+/// (about a second here) unless `$CROSSBACK_SCRYPT_WORK_FACTOR` says less
+/// (tests; the lab's emulated PC takes minutes for age's default).
+fn work_factor() -> Option<u8> {
+    std::env::var("CROSSBACK_SCRYPT_WORK_FACTOR").ok().and_then(|v| v.parse().ok()).filter(|n| (10..=22).contains(n))
+}
+
+/// The passphrase file given, if any: `--passphrase-file`, else `$CROSSBACK_PASSPHRASE_FILE`.
+fn passphrase_file() -> Option<PathBuf> {
+    unlock_options().passphrase_file.or_else(|| std::env::var_os("CROSSBACK_PASSPHRASE_FILE").map(PathBuf::from))
+}
+
+/// True when a passphrase was given other than by typing it.
+pub fn passphrase_given() -> bool {
+    passphrase_file().is_some()
+}
+
+/// The passphrase: from the passphrase file given (its first line), else
+/// typed on the terminal without echo (twice when `confirm`).
+pub fn passphrase(why: &str, confirm: bool) -> anyhow::Result<SecretString> {
+    passphrase_from(passphrase_file(), why, confirm)
+}
+
+/// As [`passphrase`], from `file` if given.
+pub fn passphrase_from(file: Option<PathBuf>, why: &str, confirm: bool) -> anyhow::Result<SecretString> {
+    if let Some(p) = file {
+        let text = std::fs::read_to_string(&p).map_err(|e| refuse(Refusal::Key, format!("reading the passphrase file {}: {e}", p.display())))?;
+        let line = text.lines().next().unwrap_or("").to_string();
+        if line.is_empty() {
+            crate::refuse!(Refusal::Key, "the passphrase file {} is empty", p.display());
+        }
+        return Ok(SecretString::from(line));
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        crate::refuse!(
+            Refusal::Key,
+            "{why} needs the media's passphrase, and there is no terminal to ask on: give --passphrase-file FILE (or $CROSSBACK_PASSPHRASE_FILE), or --identity FILE"
+        );
+    }
+    let first = rpassword::prompt_password(format!("Passphrase for {why}: "))?;
+    if first.is_empty() {
+        crate::refuse!(Refusal::Key, "an empty passphrase: nothing was done");
+    }
+    if confirm && rpassword::prompt_password("The same passphrase again: ")? != first {
+        crate::refuse!(Refusal::Key, "the two passphrases differ: nothing was done");
+    }
+    Ok(SecretString::from(first))
+}
+
+/// The keys in `--identity FILE`, for a single encrypted archive.
+pub fn identity_keys() -> anyhow::Result<Option<Keys>> {
+    let Some(path) = unlock_options().identity else { return Ok(None) };
+    let text = std::fs::read_to_string(&path).map_err(|e| refuse(Refusal::Key, format!("reading the identity file {}: {e}", path.display())))?;
+    Ok(Some(Keys::parse(&text).map_err(|e| refuse(Refusal::Key, format!("{}: {e}", path.display())))?))
+}
+
+/// X25519 recipients as age prints them (`age1…`).
+pub fn parse_recipients(list: &[String]) -> anyhow::Result<Vec<age::x25519::Recipient>> {
+    list.iter()
+        .map(|r| {
+            age::x25519::Recipient::from_str(r.trim())
+                .map_err(|e| refuse(Refusal::Usage, format!("{r:?} is not an age X25519 recipient (age1…, as `age-keygen -y` prints it): {e}")))
+        })
+        .collect()
+}
+
+/// A new media key: its public facts and its secret, wrapped.
+pub fn new_media(passphrase: Option<&SecretString>, recipients: &[age::x25519::Recipient]) -> anyhow::Result<(Encryption, KeyFiles, age::x25519::Identity)> {
+    let key = age::x25519::Identity::generate();
+    let enc = Encryption {
+        media_key: key.to_public().to_string(),
+        passphrase: passphrase.is_some(),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+    };
+    let files = wrap(&key, passphrase, recipients)?;
+    Ok((enc, files, key))
+}
+
+/// The media key wrapped by the passphrase and for the recipients. Refuses
+/// to leave no way to unlock.
+pub fn wrap(key: &age::x25519::Identity, passphrase: Option<&SecretString>, recipients: &[age::x25519::Recipient]) -> anyhow::Result<KeyFiles> {
+    let files = KeyFiles { passphrase: passphrase.map(|p| wrap_by_passphrase(key, p)).transpose()?, recipients: wrap_for(key, recipients)? };
+    check_unlockable(&files)?;
+    Ok(files)
+}
+
+/// At least one way to unlock must stay.
+pub fn check_unlockable(files: &KeyFiles) -> anyhow::Result<()> {
+    if files.passphrase.is_none() && files.recipients.is_none() {
+        crate::refuse!(Refusal::Usage, "that would leave no way to unlock the media: keep a passphrase or at least one recipient; nothing was changed");
+    }
+    Ok(())
+}
+
+fn key_text(key: &age::x25519::Identity) -> String {
+    format!("# crossback media key: `age -d -i` this file opens the media's archives\n{}\n", key.to_string().expose_secret())
+}
+
+/// The media key as a passphrase-only age file (scrypt).
+pub fn wrap_by_passphrase(key: &age::x25519::Identity, p: &SecretString) -> anyhow::Result<Vec<u8>> {
+    let mut r = age::scrypt::Recipient::new(p.clone());
+    if let Some(n) = work_factor() {
+        r.set_work_factor(n);
+    }
+    let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))?;
+    let mut out = Vec::new();
+    let mut w = enc.wrap_output(&mut out)?;
+    std::io::Write::write_all(&mut w, key_text(key).as_bytes())?;
+    w.finish()?;
+    Ok(out)
+}
+
+/// The media key encrypted to the users' recipients (`None`: there are none).
+pub fn wrap_for(key: &age::x25519::Identity, recipients: &[age::x25519::Recipient]) -> anyhow::Result<Option<Vec<u8>>> {
+    if recipients.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(crypt::encrypt_bytes(key_text(key).as_bytes(), recipients)?))
+}
+
+/// The media's public key, to write to (an encrypted media), or `None`.
+pub fn recipient(view: &SlotView) -> anyhow::Result<Option<age::x25519::Recipient>> {
+    let Some(enc) = &view.marker.encryption else { return Ok(None) };
+    let r = age::x25519::Recipient::from_str(&enc.media_key)
+        .map_err(|e| refuse(Refusal::SlotDamaged, format!("slot {}: the media key in its marker does not read: {e}", view.marker.slot)))?;
+    Ok(Some(r))
+}
+
+/// The keys that read this slot's encrypted files; `None` for a plain media.
+pub fn for_slot(view: &SlotView, why: &str) -> anyhow::Result<Option<Keys>> {
+    let Some(enc) = &view.marker.encryption else { return Ok(None) };
+    let key = media_key(enc, &view.keys, why)?;
+    Ok(Some(Keys::new(vec![Box::new(key)])))
+}
+
+/// The media key, unwrapped once per run with what the user gave: an
+/// identity (the media key itself, or one of the recipients'), else the
+/// passphrase.
+pub fn media_key(enc: &Encryption, files: &KeyFiles, why: &str) -> anyhow::Result<age::x25519::Identity> {
+    if let Some((public, key)) = UNLOCKED.lock().ok().and_then(|g| g.clone()) {
+        if public == enc.media_key {
+            return Ok(key);
+        }
+    }
+    let key = match unlock_options().identity {
+        Some(path) => by_identity(enc, files, &path)?,
+        None => by_passphrase(enc, files, why)?,
+    };
+    if key.to_public().to_string() != enc.media_key {
+        crate::refuse!(Refusal::SlotDamaged, "the media key kept on the slot is not the one its marker names: the slot was tampered with");
+    }
+    if let Ok(mut g) = UNLOCKED.lock() {
+        *g = Some((enc.media_key.clone(), key.clone()));
+    }
+    Ok(key)
+}
+
+fn by_identity(enc: &Encryption, files: &KeyFiles, path: &std::path::Path) -> anyhow::Result<age::x25519::Identity> {
+    let text = std::fs::read_to_string(path).map_err(|e| refuse(Refusal::Key, format!("reading the identity file {}: {e}", path.display())))?;
+    let mine = x25519_keys(&text);
+    if mine.is_empty() {
+        crate::refuse!(Refusal::Key, "{} holds no age X25519 secret key (AGE-SECRET-KEY-1…)", path.display());
+    }
+    if let Some(k) = mine.iter().find(|k| k.to_public().to_string() == enc.media_key) {
+        return Ok(k.clone());
+    }
+    let Some(wrapped) = &files.recipients else {
+        crate::refuse!(
+            Refusal::Key,
+            "the key in {} does not open this media: it is not the media key, and the media is kept for no recipient (unlock it with its passphrase)",
+            path.display()
+        );
+    };
+    let keys = Keys::new(mine.into_iter().map(|k| Box::new(k) as Box<dyn age::Identity + Send + Sync>).collect());
+    let text = keys.decrypt_bytes("the media key", wrapped, crate::layout::KEY_CAP).map_err(|e| match e {
+        crossback_archive::Error::Key(_) => refuse(Refusal::Key, format!("the key in {} does not open this media: it is none of its recipients", path.display())),
+        other => refuse(Refusal::SlotDamaged, format!("the media key on the slot does not read: {other}")),
+    })?;
+    one_key(&text)
+}
+
+fn by_passphrase(enc: &Encryption, files: &KeyFiles, why: &str) -> anyhow::Result<age::x25519::Identity> {
+    let Some(wrapped) = files.passphrase.as_ref().filter(|_| enc.passphrase) else {
+        crate::refuse!(Refusal::Key, "{why}: this media has no passphrase; give --identity FILE with your age key (one of {})", enc.recipients.join(", "));
+    };
+    let p = passphrase(why, false)?;
+    let mut id = age::scrypt::Identity::new(p);
+    // A crafted wrapping must not make us work for hours.
+    id.set_max_work_factor(22);
+    let decryptor = age::Decryptor::new(&wrapped[..]).map_err(|e| refuse(Refusal::SlotDamaged, format!("the media key on the slot does not read: {e}")))?;
+    let mut r = decryptor.decrypt(std::iter::once(&id as &dyn age::Identity)).map_err(|e| match e {
+        age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed | age::DecryptError::NoMatchingKeys => {
+            refuse(Refusal::Key, "wrong passphrase: it does not open this media's key (nothing was read or written)".to_string())
+        }
+        other => refuse(Refusal::SlotDamaged, format!("the media key on the slot does not read: {other}")),
+    })?;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut r, crate::layout::KEY_CAP), &mut text)
+        .map_err(|e| refuse(Refusal::SlotDamaged, format!("the media key on the slot does not read: {e}")))?;
+    one_key(&text)
+}
+
+fn x25519_keys(text: &str) -> Vec<age::x25519::Identity> {
+    text.lines().filter_map(|l| age::x25519::Identity::from_str(l.trim()).ok()).collect()
+}
+
+fn one_key(text: &[u8]) -> anyhow::Result<age::x25519::Identity> {
+    let text = String::from_utf8_lossy(text);
+    x25519_keys(&text).into_iter().next().ok_or_else(|| refuse(Refusal::SlotDamaged, "the media key on the slot holds no key".to_string()))
+}
+
+/// Encrypts a small record (mounts, configuration) to the media key.
+pub fn seal(data: &[u8], to: &age::x25519::Recipient) -> anyhow::Result<Vec<u8>> {
+    Ok(crypt::encrypt_bytes(data, std::slice::from_ref(to))?)
+}
+
+/// Decrypts a small record read from a slot.
+pub fn open(keys: &Keys, what: &str, data: &[u8], cap: u64) -> anyhow::Result<Vec<u8>> {
+    keys.decrypt_bytes(what, data, cap).map_err(|e| match e {
+        crossback_archive::Error::Key(m) => refuse(Refusal::Key, m),
+        other => refuse(Refusal::SlotDamaged, other.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_media_key_unwraps_with_the_passphrase_or_a_recipient_and_not_otherwise() {
+        std::env::set_var("CROSSBACK_SCRYPT_WORK_FACTOR", "10");
+        let user = age::x25519::Identity::generate();
+        let pass = SecretString::from("correct horse".to_string());
+        let (enc, files, key) = new_media(Some(&pass), &[user.to_public()]).unwrap();
+        assert_eq!(enc.media_key, key.to_public().to_string());
+        assert!(enc.passphrase && enc.recipients == [user.to_public().to_string()]);
+        // The recipients' wrapping opens with the user's key, through age itself.
+        let keys = Keys::new(vec![Box::new(user)]);
+        let text = keys.decrypt_bytes("k", files.recipients.as_ref().unwrap(), 4096).unwrap();
+        assert_eq!(one_key(&text).unwrap().to_public().to_string(), enc.media_key);
+        let other = Keys::new(vec![Box::new(age::x25519::Identity::generate())]);
+        assert!(matches!(other.decrypt_bytes("k", files.recipients.as_ref().unwrap(), 4096), Err(crossback_archive::Error::Key(_))));
+        // The passphrase's wrapping is a passphrase-only age file.
+        let d = age::Decryptor::new(&files.passphrase.as_ref().unwrap()[..]).unwrap();
+        assert!(d.is_scrypt());
+        let wrong = age::scrypt::Identity::new(SecretString::from("wrong".to_string()));
+        assert!(d.decrypt(std::iter::once(&wrong as &dyn age::Identity)).is_err());
+        // Nothing left to unlock with: refused.
+        let none = wrap(&key, None, &[]).unwrap_err();
+        assert_eq!(crate::error::kind_of(&none), Some(Refusal::Usage));
+    }
+
+    #[test]
+    fn recipients_are_checked() {
+        let ok = age::x25519::Identity::generate().to_public().to_string();
+        assert_eq!(parse_recipients(&[ok]).unwrap().len(), 1);
+        let bad = parse_recipients(&["age1nothing".to_string()]).unwrap_err();
+        assert_eq!(crate::error::kind_of(&bad), Some(Refusal::Usage));
+    }
+}
