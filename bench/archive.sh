@@ -3,6 +3,8 @@
 # named in the issue, on cold caches, in the same run:
 #   create:  tar --xattrs --xattrs-include='*' --acls --sparse --numeric-owner -cf - . | zstd -T0 -3
 #   extract: zstd -dc | tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -  (into an empty ext4)
+# and the cost of encryption (issue 14): the same commands with --recipient / --identity
+# (age, to an X25519 key), against crossback's own plaintext runs.
 # Data: make-rootfs.sh's Debian root + make-tree.py --scale 1, on an ext4 loop fs.
 # Usage: sudo bench/archive.sh [RUNS=3]   (needs ../shared/bench; writes a report to stdout)
 set -euo pipefail
@@ -37,20 +39,26 @@ python3 "$bench/make-tree.py" "$work/src/tree" --scale 1 | tail -1
 used=$(df -B1 --output=used "$work/src" | tail -1)
 echo "source: $(numfmt --to=iec "$used") used on ext4"
 
+key=$work/age.key
+if command -v age-keygen >/dev/null; then age-keygen -o "$key" 2>/dev/null; else echo "age-keygen missing (apt-get install age)"; exit 1; fi
+recipient=$(age-keygen -y "$key")
+
 declare -A t
 for i in $(seq "$runs"); do
-  for who in peer crossback; do
+  for who in peer crossback crossback-age; do
     rm -f "$work/out/$who.tar.zst"; drop
     s=$(now)
     if [ $who = peer ]; then
       (cd "$work/src" && tar --xattrs --xattrs-include='*' --acls --sparse --numeric-owner -cf - . | zstd -q -T0 -3 > "$work/out/peer.tar.zst")
-    else
+    elif [ $who = crossback ]; then
       "$bin" archive create "$work/src" -o "$work/out/crossback.tar.zst" 2>/dev/null
+    else
+      "$bin" archive create "$work/src" -o "$work/out/crossback-age.tar.zst" --recipient "$recipient" 2>/dev/null
     fi
     sync "$work/out/$who.tar.zst"
     t[create-$who]+="$(echo "$(now) - $s" | bc) "
   done
-  for who in peer crossback; do
+  for who in peer crossback crossback-age; do
     umount "$work/out" 2>/dev/null || true
     [ -d "$work/dst" ] && { umount "$work/dst" 2>/dev/null || true; }
     mount "${loops[1]}" "$work/out"
@@ -59,8 +67,10 @@ for i in $(seq "$runs"); do
     s=$(now)
     if [ $who = peer ]; then
       zstd -dc "$work/out/peer.tar.zst" | tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf - -C "$work/dst" 2>/dev/null
-    else
+    elif [ $who = crossback ]; then
       "$bin" archive extract "$work/out/crossback.tar.zst" -C "$work/dst" --force 2>/dev/null
+    else
+      "$bin" --identity "$key" archive extract "$work/out/crossback-age.tar.zst" -C "$work/dst" --force 2>/dev/null
     fi
     sync -f "$work/dst"
     t[extract-$who]+="$(echo "$(now) - $s" | bc) "
@@ -82,4 +92,12 @@ for op in create extract; do
 done
 printf '| archive size (bytes) | %d | %d | %.3f |\n' "$size_cb" "$size_peer" "$(echo "$size_cb / $size_peer" | bc -l)"
 echo
-echo "all runs (s): create crossback: ${t[create-crossback]}; create peer: ${t[create-peer]}; extract crossback: ${t[extract-crossback]}; extract peer: ${t[extract-peer]}"
+echo "| encryption (age) | encrypted | plain | ratio |"
+echo "| --- | --- | --- | --- |"
+for op in create extract; do
+  e=$(echo ${t[$op-crossback-age]} | tr ' ' '\n' | median)
+  c=$(echo ${t[$op-crossback]} | tr ' ' '\n' | median)
+  printf '| %s wall time, median of %d (s) | %.2f | %.2f | %.2f |\n' "$op" "$runs" "$e" "$c" "$(echo "$e / $c" | bc -l)"
+done
+echo
+echo "all runs (s): create crossback: ${t[create-crossback]}; create peer: ${t[create-peer]}; create encrypted: ${t[create-crossback-age]}; extract crossback: ${t[extract-crossback]}; extract peer: ${t[extract-peer]}; extract encrypted: ${t[extract-crossback-age]}"

@@ -16,6 +16,7 @@ packages=(
   fusefat               # vfat through FUSE where the kernel has no vfat driver
   duplicity             # the old scripts' backups, for the adopt tests
   gnupg                 # encrypted duplicity volumes
+  age                   # encrypted media: the interop oracle (age -d | zstd -dc | tar)
   debootstrap           # the demo's real Debian root (scripts/debian-root.sh)
   libcap2-bin           # getcap: the demo checks capabilities survive
   qemu-system-x86 ovmf  # the lab's virtual PC (scripts/lab.sh)

@@ -94,7 +94,7 @@ case $scenario in
     partx -d "$bdev"; losetup -d "$bdev"
     blank_mib=$(( LAB_DISK_MIB * 8 / 10 ))
     truncate -s "${blank_mib}M" "$work/blank.raw"
-    printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\n' "$slot_a" "$slot_b" > "$work/env"
+    printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\nPASSPHRASE=%s\n' "$slot_a" "$slot_b" "lab-passphrase-$RANDOM$RANDOM" > "$work/env"
     echo backup > "$work/phase"
     job_disk "$(cat "$here/lab/jobs/dualboot.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
     set_phase() { echo "$1" > "$work/phase"; debugfs -w -R "rm phase" "$work/job.raw" >/dev/null 2>&1; debugfs -w -R "write $work/phase phase" "$work/job.raw" >/dev/null 2>&1; }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crossback_testkit::{compare, require_root, tree, LoopFs};
+use crossback_testkit::{compare, require_root, run, tree, LoopFs};
 
 fn crossback() -> Command {
     Command::new(env!("CARGO_BIN_EXE_crossback"))
@@ -426,6 +426,25 @@ fn root_one_file_from_a_big_archive_reads_little_of_it() {
     assert!(read < 32 << 20, "read {read} bytes to extract one small file");
     let out = run_ok(crossback().env("CROSSBACK_REPORT_IO", "1").args(["archive", "ls"]).arg(&a));
     assert!(rchar(&out) < 32 << 20, "ls read {} bytes", rchar(&out));
+
+    // Issue 14: the same, encrypted (age): only the chunks of the frames needed are read.
+    std::fs::remove_file(&a).unwrap();
+    let key = fs.path().join("age.key");
+    run(Command::new("age-keygen").arg("-o").arg(&key));
+    let recipient = run(Command::new("age-keygen").arg("-y").arg(&key));
+    let e = fs.path().join("big.tar.zst.age");
+    run_ok(crossback().args(["archive", "create", "--level", "1", "--recipient", recipient.trim()]).arg(&tree).arg("-o").arg(&e));
+    assert!(std::fs::metadata(&e).unwrap().len() >= 1 << 30);
+    let dest = fs.path().join("one-encrypted");
+    let out = run_ok(crossback().env("CROSSBACK_REPORT_IO", "1").arg("--identity").arg(&key).args(["archive", "extract"]).arg(&e).arg("-C").arg(&dest).arg("big-40-needle"));
+    assert_eq!(std::fs::read(dest.join("big-40-needle")).unwrap(), b"the one file we want");
+    let read = rchar(&out);
+    assert!(read < 32 << 20, "read {read} bytes of the encrypted archive to extract one small file");
+    let out = run_ok(crossback().env("CROSSBACK_REPORT_IO", "1").arg("--identity").arg(&key).args(["archive", "ls"]).arg(&e));
+    assert!(rchar(&out) < 32 << 20, "ls read {} bytes of the encrypted archive", rchar(&out));
+    let out = crossback().args(["archive", "ls"]).arg(&e).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[key]"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -45,14 +45,41 @@ fn with_data(m: &mut TestMachine, mib: usize) {
     m.beta.unmount();
 }
 
-fn setup(mib: usize) -> (TestMachine, tempfile::TempDir, PathBuf) {
+/// The media: plain, or encrypted (issue 14) with a passphrase and a
+/// user's age key; `cb` then unlocks with the passphrase.
+#[derive(Clone, Copy, PartialEq)]
+enum Media {
+    Plain,
+    Encrypted,
+}
+
+fn setup(mib: usize, media: Media) -> (TestMachine, tempfile::TempDir, PathBuf) {
     let mut m = TestMachine::new();
     with_data(&mut m, mib);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     ok(crossback(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
-    ok(crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
+    let mut prepare = cb(&cfg);
+    prepare.args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]);
+    if media == Media::Encrypted {
+        std::fs::write(dir.path().join("pass"), "s3cret\n").unwrap();
+        run(Command::new("age-keygen").arg("-o").arg(dir.path().join("user.key")));
+        let r = run(Command::new("age-keygen").arg("-y").arg(dir.path().join("user.key")));
+        prepare.arg("--passphrase-file").arg(dir.path().join("pass")).args(["--encrypt", "--recipient", r.trim()]);
+    }
+    ok(&mut prepare);
     (m, dir, cfg)
+}
+
+/// crossback, with the passphrase file of an encrypted media when there is one.
+fn cb(cfg: &Path) -> Command {
+    let mut c = crossback(cfg);
+    let pass = cfg.with_file_name("pass");
+    c.env_remove("CROSSBACK_PASSPHRASE_FILE").env("CROSSBACK_SCRYPT_WORK_FACTOR", "12").stdin(Stdio::null());
+    if pass.exists() {
+        c.arg("--passphrase-file").arg(pass);
+    }
+    c
 }
 
 /// The newest sealed generation's number, from `status --json`.
@@ -80,14 +107,23 @@ fn ro_flags_clear(m: &TestMachine) -> bool {
 
 #[test]
 fn root_kill_9_at_random_moments_never_loses_the_newest_complete_set() {
-    if !require_root("root_kill_9_at_random_moments_never_loses_the_newest_complete_set") {
+    kill_9_at_random_moments("root_kill_9_at_random_moments_never_loses_the_newest_complete_set", Media::Plain);
+}
+
+#[test]
+fn root_kill_9_at_random_moments_on_an_encrypted_media() {
+    kill_9_at_random_moments("root_kill_9_at_random_moments_on_an_encrypted_media", Media::Encrypted);
+}
+
+fn kill_9_at_random_moments(test: &str, media: Media) {
+    if !require_root(test) {
         return;
     }
     let _serial = crossback_testkit::serial();
-    let mut moments = Moments::new("root_kill_9_at_random_moments_never_loses_the_newest_complete_set");
-    let (m, _dir, cfg) = setup(12);
+    let mut moments = Moments::new(test);
+    let (m, _dir, cfg) = setup(12, media);
     let start = Instant::now();
-    ok(crossback(&cfg).arg("backup"));
+    ok(cb(&cfg).arg("backup"));
     let mut full = start.elapsed();
     assert_eq!(newest_sealed(&cfg), Some(1));
     let mut kills = 0;
@@ -96,7 +132,7 @@ fn root_kill_9_at_random_moments_never_loses_the_newest_complete_set() {
             break;
         }
         let started = Instant::now();
-        let mut child = crossback(&cfg).arg("backup").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = cb(&cfg).arg("backup").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         // Spread over the whole run: wiping, writing, checking, renaming, recording.
         let at = Duration::from_micros(moments.below(full.as_micros() as u64 * 9 / 10));
         std::thread::sleep(at);
@@ -121,31 +157,40 @@ fn root_kill_9_at_random_moments_never_loses_the_newest_complete_set() {
             std::thread::sleep(Duration::from_millis(50));
         }
         let sealed = newest_sealed(&cfg).expect("a sealed generation survives");
-        ok(crossback(&cfg).args(["verify", "--generation", &sealed.to_string()]));
+        ok(cb(&cfg).args(["verify", "--generation", &sealed.to_string()]));
     }
     assert!(kills >= 20, "only {kills} runs were killed mid-way");
     // The next run completes the cycle.
     let before = newest_sealed(&cfg).unwrap();
-    ok(crossback(&cfg).arg("backup"));
+    ok(cb(&cfg).arg("backup"));
     let after = newest_sealed(&cfg).unwrap();
     assert!(after > before, "a rerun seals a new generation ({before} → {after})");
-    ok(crossback(&cfg).arg("verify"));
+    ok(cb(&cfg).arg("verify"));
 }
 
 #[test]
 fn root_power_cut_copies_keep_the_newest_sealed_generation() {
-    if !require_root("root_power_cut_copies_keep_the_newest_sealed_generation") {
+    power_cut_copies("root_power_cut_copies_keep_the_newest_sealed_generation", Media::Plain);
+}
+
+#[test]
+fn root_power_cut_copies_on_an_encrypted_media() {
+    power_cut_copies("root_power_cut_copies_on_an_encrypted_media", Media::Encrypted);
+}
+
+fn power_cut_copies(test: &str, media: Media) {
+    if !require_root(test) {
         return;
     }
     let _serial = crossback_testkit::serial();
-    let mut moments = Moments::new("root_power_cut_copies_keep_the_newest_sealed_generation");
-    let (m, dir, cfg) = setup(12);
-    ok(crossback(&cfg).arg("backup"));
+    let mut moments = Moments::new(test);
+    let (m, dir, cfg) = setup(12, media);
+    ok(cb(&cfg).arg("backup"));
     let start = Instant::now();
-    ok(crossback(&cfg).arg("backup"));
+    ok(cb(&cfg).arg("backup"));
     let full = start.elapsed();
     for round in 0..10 {
-        let mut child = crossback(&cfg).arg("backup").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = cb(&cfg).arg("backup").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_micros(moments.below(full.as_micros() as u64)));
         // What the disks held at this instant: both images, no sync first.
         let copies: Vec<PathBuf> = [&m.slot_a, &m.slot_b]
@@ -180,7 +225,15 @@ fn root_power_cut_copies_keep_the_newest_sealed_generation() {
         for sys in v["system"].as_array().unwrap() {
             for ar in sys["archive"].as_array().unwrap() {
                 let a = gdir.join(sys["name"].as_str().unwrap()).join(ar["file"].as_str().unwrap());
-                ok(crossback(&cfg).args(["archive", "verify"]).arg(&a));
+                let mut verify = crossback(&cfg);
+                if media == Media::Encrypted {
+                    // The media key, as the user gets it with the age tool and their own key.
+                    let key = dir.path().join("media.key");
+                    let wrapped = gdir.parent().unwrap().join("media-key.recipients.age");
+                    run(Command::new("age").arg("-d").arg("-i").arg(dir.path().join("user.key")).arg("-o").arg(&key).arg(wrapped));
+                    verify.arg("--identity").arg(key);
+                }
+                ok(verify.args(["archive", "verify"]).arg(&a));
             }
         }
         assert!(seq >= 2, "round {round}: generation {seq}");
@@ -199,9 +252,9 @@ fn root_power_cut_copies_keep_the_newest_sealed_generation() {
         }
     }
     // Whatever the last run left, status makes sense of it and a run completes.
-    ok(crossback(&cfg).arg("status"));
-    ok(crossback(&cfg).arg("backup"));
-    ok(crossback(&cfg).arg("verify"));
+    ok(cb(&cfg).arg("status"));
+    ok(cb(&cfg).arg("backup"));
+    ok(cb(&cfg).arg("verify"));
 }
 
 #[test]
