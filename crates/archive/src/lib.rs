@@ -4,6 +4,8 @@
 //!
 //! What it is: the writer ([`create`]), the reader and index ([`Archive`]),
 //! safe extraction ([`extract`]) and checking ([`verify`]).
+//! Optionally the whole file is encrypted in the age format ([`crypt`]),
+//! read back at any offset so that random access stays.
 //! What it is not: it knows nothing of systems, slots or generations.
 //!
 //! `zstd -dc ARCHIVE | tar --xattrs --xattrs-include='*' --acls

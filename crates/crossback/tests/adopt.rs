@@ -180,4 +180,26 @@ fn root_adopt_encrypted_duplicity_backups_through_gpg() {
     ok(crossback(&cfg).args(["restore", "beta", "--generation", "0", "--to"]).arg(&dest).env("PASSPHRASE", "s3cret"));
     assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), tree::noise(3, 3 << 20));
     assert_eq!(std::fs::read_to_string(dest.join("docs/a.txt")).unwrap(), "tree 3\n");
+
+    // Issue 14: the user keeps encryption: crossback's own from now on; the
+    // duplicity generation stays readable until rotation replaces it.
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "n3w s3cret\n").unwrap();
+    let cb = || {
+        let mut c = crossback(&cfg);
+        c.env("CROSSBACK_SCRYPT_WORK_FACTOR", "12").env_remove("CROSSBACK_PASSPHRASE_FILE").stdin(std::process::Stdio::null());
+        c
+    };
+    ok(cb().arg("--passphrase-file").arg(&pass).args(["media", "encrypt"]));
+    ok(cb().arg("backup"));
+    ok(cb().args(["ls", "alpha", "--generation", "0", "/docs"]).env("PASSPHRASE", "s3cret"));
+    ok(cb().arg("backup"));
+    m.slot_a.mount(&["ro"]);
+    let left: Vec<String> = std::fs::read_dir(m.slot_a.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!left.iter().any(|n| n.starts_with("duplicity-")), "the duplicity files went with rotation: {left:?}");
+    assert!(m.slot_a.path().join("crossback/gen-000002/alpha/root.tar.zst.age").is_file());
+    m.slot_a.unmount();
+    let o = cb().arg("verify").output().unwrap();
+    assert_eq!(common::kind(&o), "key", "{}", text(&o));
+    ok(cb().arg("--passphrase-file").arg(&pass).arg("verify"));
 }

@@ -91,6 +91,7 @@ fn root_an_encrypted_media_gives_nothing_away_and_opens_with_each_of_its_keys() 
         // The configuration copy (it names alpha's root) and the records of its filesystems.
         assert!(!contains(&raw, format!("root = \"{alpha_uuid}\"").as_bytes()), "the configuration is on {} in the clear", slot.device);
         assert!(!contains(&raw, b"fstab_line"), "mounts.toml is on {} in the clear", slot.device);
+        assert!(!contains(&raw, b"Alpha Linux 1"), "alpha's os-release name is on {} in the clear", slot.device);
     }
     // The archives are age files, named so.
     m.slot_a.mount(&["ro"]);
@@ -174,6 +175,13 @@ fn root_an_encrypted_media_gives_nothing_away_and_opens_with_each_of_its_keys() 
     ok(cb(&cfg).arg("backup"));
     let before = archive(&mut m);
     assert!(before.is_some());
+    // A wrong passphrase changes nothing.
+    let unlocks = |cfg: &Path| text(&ok(cb(cfg).arg("status"))).lines().filter(|l| l.contains("unlocks with")).map(String::from).collect::<Vec<_>>();
+    let before_status = unlocks(&cfg);
+    assert_eq!(before_status.len(), 2, "{before_status:?}");
+    refused(&cb(&cfg).arg("--passphrase-file").arg(&wrong).args(["media", "add-key", "--recipient", &stranger.recipient]).output().unwrap(), "add-key, wrong passphrase");
+    refused(&cb(&cfg).arg("--identity").arg(&stranger.file).args(["media", "remove-key", "--passphrase"]).output().unwrap(), "remove-key, wrong key");
+    assert_eq!(unlocks(&cfg), before_status, "nothing changed");
     let pass2 = dir.path().join("pass2");
     std::fs::write(&pass2, "another one\n").unwrap();
     ok(cb(&cfg).arg("--identity").arg(&user.file).args(["media", "add-key", "--passphrase", "--new-passphrase-file"]).arg(&pass2));

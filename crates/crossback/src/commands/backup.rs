@@ -335,8 +335,10 @@ fn backup_system(
     if !busy.is_empty() {
         eprintln!("  warning: could not unmount {:?} (they go away when crossback exits)", busy);
     }
-    let record =
-        SystemRecord { name: sys.name.clone(), pretty_name: sys.pretty_name.clone(), finished: output::now(), archives: records, legacy: None, essentials };
+    // The manifest stays readable on an encrypted media (rotation needs it
+    // without a key): it does not name the distribution there.
+    let pretty_name = if encrypt_to.is_some() { String::new() } else { sys.pretty_name.clone() };
+    let record = SystemRecord { name: sys.name.clone(), pretty_name, finished: output::now(), archives: records, legacy: None, essentials };
     Ok(Done { record, unreadable })
 }
 
