@@ -126,15 +126,48 @@ enum Sink {
     Age(age::stream::StreamWriter<HashingFile>),
 }
 
+/// Issue 15: the archive reaches the disk while it is being made. Every
+/// `WRITEBACK_STEP` bytes the part just written is handed to the disk
+/// (`sync_file_range`, not waited for), and no more than `DIRTY_MAX` bytes
+/// are left unwritten: on a slow disk the writer then waits for the disk
+/// (and the compressors for the writer) instead of the page cache filling
+/// up and everything being written at the final fsync, after the work.
+const WRITEBACK_STEP: u64 = 8 << 20;
+const DIRTY_MAX: u64 = 64 << 20;
+
 struct HashingFile {
     out: BufWriter<File>,
     hash: blake3::Hasher,
+    /// Bytes written, bytes handed to the disk, bytes known to be on it.
+    written: u64,
+    started: u64,
+    settled: u64,
+}
+
+impl HashingFile {
+    fn write_back(&mut self) -> std::io::Result<()> {
+        if self.written - self.started < WRITEBACK_STEP {
+            return Ok(());
+        }
+        self.out.flush()?;
+        let fd = self.out.get_ref().as_fd();
+        sys::sync_range(fd, self.started, self.written - self.started, false);
+        self.started = self.written;
+        if self.started - self.settled > DIRTY_MAX {
+            let upto = self.started - DIRTY_MAX / 2;
+            sys::sync_range(fd, self.settled, upto - self.settled, true);
+            self.settled = upto;
+        }
+        Ok(())
+    }
 }
 
 impl Write for HashingFile {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let n = self.out.write(data)?;
         self.hash.update(&data[..n]);
+        self.written += n as u64;
+        self.write_back()?;
         Ok(n)
     }
 
@@ -145,7 +178,7 @@ impl Write for HashingFile {
 
 impl Sink {
     fn new(out: File, encrypt_to: &[age::x25519::Recipient]) -> std::io::Result<Sink> {
-        let file = HashingFile { out: BufWriter::with_capacity(4 << 20, out), hash: blake3::Hasher::new() };
+        let file = HashingFile { out: BufWriter::with_capacity(4 << 20, out), hash: blake3::Hasher::new(), written: 0, started: 0, settled: 0 };
         if encrypt_to.is_empty() {
             Ok(Sink::Plain(file))
         } else {

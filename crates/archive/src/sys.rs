@@ -183,6 +183,22 @@ pub fn start_writeback(fd: BorrowedFd<'_>) {
     }
 }
 
+/// Writes `len` bytes of a file from `off` back to the disk: started and
+/// not waited for, or (`wait`) started and waited for. For keeping the
+/// amount of dirty data of a file being written bounded (errors show up at
+/// fsync time; they are not lost by ignoring them here).
+pub fn sync_range(fd: BorrowedFd<'_>, off: u64, len: u64, wait: bool) {
+    let flags = if wait {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
+    };
+    // SAFETY: as in start_writeback: a valid fd for the call, integers only.
+    unsafe {
+        libc::sync_file_range(fd.as_raw_fd(), off as libc::off64_t, len as libc::off64_t, flags);
+    }
+}
+
 /// The uid (`user`) or gid of a name in this machine's user database, for
 /// ACLs that GNU tar wrote by name. The reentrant calls: extraction runs on
 /// several threads, and `getpwnam` shares one static buffer among them.
