@@ -34,6 +34,11 @@ pub struct Media {
     pub id: Spanned<String>,
     pub slot_a: Spanned<String>,
     pub slot_b: Spanned<String>,
+    /// An encrypted media's public key (`age1…`), as `media prepare
+    /// --encrypt` / `media encrypt` made it: a slot whose marker names
+    /// another one was tampered with, and `backup` writes nothing to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -201,6 +206,9 @@ fn media_table(m: &Media) -> Table {
     t["id"] = value(m.id.get_ref().as_str());
     t["slot_a"] = value(m.slot_a.get_ref().as_str());
     t["slot_b"] = value(m.slot_b.get_ref().as_str());
+    if let Some(k) = &m.media_key {
+        t["media_key"] = value(k.get_ref().as_str());
+    }
     t
 }
 
@@ -282,6 +290,9 @@ pub fn set_media(path: &Path, m: &Media) -> anyhow::Result<()> {
                 set_keep(t, "id", m.id.get_ref());
                 set_keep(t, "slot_a", m.slot_a.get_ref());
                 set_keep(t, "slot_b", m.slot_b.get_ref());
+                if let Some(k) = &m.media_key {
+                    set_keep(t, "media_key", k.get_ref());
+                }
             }
             None => doc["media"] = Item::Table(media_table(m)),
         }
@@ -384,7 +395,7 @@ mod tests {
         assert!(after.contains("# my machine") && after.contains("# the SSD") && after.contains(U2), "{after}");
         set_media(
             &p,
-            &Media { id: Spanned::new(0..0, "m1".into()), slot_a: Spanned::new(0..0, "ABCD-0001".into()), slot_b: Spanned::new(0..0, "ABCD-0002".into()) },
+            &Media { id: Spanned::new(0..0, "m1".into()), slot_a: Spanned::new(0..0, "ABCD-0001".into()), slot_b: Spanned::new(0..0, "ABCD-0002".into()), media_key: None },
         )
         .unwrap();
         let after = std::fs::read_to_string(&p).unwrap();

@@ -172,6 +172,34 @@ pub fn recipient(view: &SlotView) -> anyhow::Result<Option<age::x25519::Recipien
     Ok(Some(r))
 }
 
+/// The key a backup writes to: the media's, when either slot's marker says
+/// it is encrypted (a `media encrypt` that stopped between the slots still
+/// encrypts). Two markers naming different keys, or a marker naming another
+/// key than the configuration recorded, were tampered with: refused, so
+/// that a planted marker cannot have the systems encrypted to someone else.
+pub fn backup_recipient(views: &[&SlotView], configured: Option<&str>) -> anyhow::Result<Option<age::x25519::Recipient>> {
+    let mut found: Option<(age::x25519::Recipient, &str)> = None;
+    for v in views {
+        let Some(r) = recipient(v)? else { continue };
+        let named = v.marker.encryption.as_ref().map(|e| e.media_key.as_str()).unwrap_or_default();
+        if let Some(c) = configured.filter(|c| *c != named) {
+            crate::refuse!(
+                Refusal::SlotHostile,
+                "slot {}'s marker names the media key {named}, but this media's is {c} (in the configuration): the marker was changed; nothing was written",
+                v.marker.slot
+            );
+        }
+        match &found {
+            Some((_, first)) if *first != named => {
+                crate::refuse!(Refusal::SlotHostile, "the two slots' markers name different media keys ({first}, {named}): one was changed; nothing was written")
+            }
+            Some(_) => {}
+            None => found = Some((r, named)),
+        }
+    }
+    Ok(found.map(|(r, _)| r))
+}
+
 /// The keys that read this slot's encrypted files; `None` for a plain media.
 pub fn for_slot(view: &SlotView, why: &str) -> anyhow::Result<Option<Keys>> {
     let Some(enc) = &view.marker.encryption else { return Ok(None) };

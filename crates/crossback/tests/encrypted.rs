@@ -229,6 +229,31 @@ fn root_a_plain_media_is_encrypted_from_the_next_backup_on() {
     let to = dir.path().join("to");
     ok(cb(&cfg).arg("--passphrase-file").arg(&pass).args(["restore", "alpha", "--to"]).arg(&to).arg("/home/ann/notes.txt"));
     assert_eq!(std::fs::read_to_string(to.join("home/ann/notes.txt")).unwrap(), "alpha's home\n");
+
+    // A planted marker that names someone else's key: backups do not
+    // encrypt to it; nothing is written, on either slot.
+    let config = std::fs::read_to_string(&cfg).unwrap();
+    assert!(config.contains("media_key = \"age1"), "{config}");
+    let stranger = user_key(dir.path(), "stranger.key");
+    m.slot_a.mount(&[]);
+    let marker = m.slot_a.path().join("crossback/slot.toml");
+    let marker_text = std::fs::read_to_string(&marker).unwrap();
+    let own = marker_text.lines().find_map(|l| l.strip_prefix("media_key = \"")).unwrap().trim_end_matches('"').to_string();
+    std::fs::write(&marker, marker_text.replace(&own, &stranger.recipient)).unwrap();
+    m.slot_a.unmount();
+    let listing = |m: &mut TestMachine| {
+        let mut all = Vec::new();
+        for s in [&mut m.slot_a, &mut m.slot_b] {
+            s.mount(&["ro"]);
+            all.push(run(Command::new("find").arg(s.path()).arg("-printf").arg("%P %s %T@\n")));
+            s.unmount();
+        }
+        all
+    };
+    let before = listing(&mut m);
+    let o = cb(&cfg).arg("backup").output().unwrap();
+    assert_eq!((o.status.code(), kind(&o).as_str()), (Some(1), "slot-hostile"), "{}", text(&o));
+    assert_eq!(listing(&mut m), before, "nothing was written");
 }
 
 #[test]

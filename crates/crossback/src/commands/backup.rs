@@ -421,12 +421,7 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     }
     let target = &slot_list[i];
     let slot_dir = target.dir()?;
-    // An encrypted media (either marker says so: a `media encrypt` that
-    // stopped between the slots still encrypts): written to its public key.
-    let encrypt_to = match keys::recipient(&slot_list[0].view)? {
-        Some(r) => Some(r),
-        None => keys::recipient(&slot_list[1].view)?,
-    };
+    let encrypt_to = keys::backup_recipient(&[&slot_list[0].view, &slot_list[1].view], media_cfg.media_key.as_ref().map(|k| k.get_ref().as_str()))?;
     for w in &plan.wipe {
         println!("slot {}: wiping {w} (older than the newest complete generation)", target.id);
         // An adopted duplicity generation: its files go first (the manifest that

@@ -92,7 +92,7 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     // Keep what the user wrote before: the media, and per system (by root) excludes and overrides.
     let old = if path.exists() { Config::load(path).ok() } else { None };
     let mut cfg = Config {
-        media: old.as_ref().and_then(|o| o.media.as_ref()).map(|mm| config::Media { id: mm.id.clone(), slot_a: mm.slot_a.clone(), slot_b: mm.slot_b.clone() }),
+        media: old.as_ref().and_then(|o| o.media.as_ref()).map(|mm| config::Media { id: mm.id.clone(), slot_a: mm.slot_a.clone(), slot_b: mm.slot_b.clone(), media_key: mm.media_key.clone() }),
         systems: Vec::new(),
     };
     for f in &found {

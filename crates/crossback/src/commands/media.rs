@@ -115,6 +115,11 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
             Ok(view) if view.marker.slot != letter => {
                 refuse!(Refusal::SlotOfAnotherMedia, "{} is already slot {} of this media; give the slots in the same order as before", d.path.display(), view.marker.slot)
             }
+            Ok(view) if encryption.is_some() && view.marker.encryption.is_some() => refuse!(
+                Refusal::Usage,
+                "{} is slot {letter} of this media already, encrypted: `crossback media add-key` / `remove-key` change who can unlock it",
+                d.path.display()
+            ),
             Ok(view) if encryption.is_some() && view.marker.encryption.is_none() => refuse!(
                 Refusal::Usage,
                 "{} is slot {letter} of this media already, not encrypted: `crossback media encrypt` encrypts what is written from now on",
@@ -160,7 +165,8 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
         }
     }
     let spanned = |s: &str| Spanned::new(0..0, s.to_string());
-    config::set_media(path, &Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid) })?;
+    let media_key = encryption.as_ref().map(|(enc, _)| spanned(&enc.media_key));
+    config::set_media(path, &Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid), media_key })?;
     println!("media {media_id} recorded in {}", path.display());
     Ok(Outcome::Ok)
 }
@@ -225,6 +231,11 @@ pub fn encrypt(path: &Path, a: crate::cli::EncryptArgs) -> anyhow::Result<Outcom
     }
     let (enc, files) = new_encryption(&a.recipient)?;
     write_keys(w, Some(&enc), &files)?;
+    let cfg = Config::load(path)?;
+    if let Some(mut m) = cfg.media {
+        m.media_key = Some(Spanned::new(0..0, enc.media_key.clone()));
+        config::set_media(path, &m)?;
+    }
     println!(
         "the media is encrypted from now on (media key {}); generations written before stay as they are until rotation replaces them",
         enc.media_key
@@ -432,7 +443,7 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         bail!("could not unmount the slots: {busy:?}");
     }
     let spanned = |s: &str| Spanned::new(0..0, s.to_string());
-    config::set_media(path, &Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid) })?;
+    config::set_media(path, &Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid), media_key: None })?;
     println!(
         "adopted: slot {} holds generation 0 (duplicity: {root_name} from the root, {hidden_name} from {}), {} files; slot {} takes the first crossback generation",
         SlotId::BOTH[dup],
