@@ -6,8 +6,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::crypt::{Keys, Source};
 use crate::container::{self, Footer, FrameStream, FrameTable, Trailer, FOOTER_LEN, SKIPPABLE_MAGIC};
+use crate::crypt::{Keys, Source};
 use crate::error::{ctx, Error, Result};
 use crate::index::{IndexEntry, IndexReader};
 

@@ -188,11 +188,8 @@ pub fn start_writeback(fd: BorrowedFd<'_>) {
 /// amount of dirty data of a file being written bounded (errors show up at
 /// fsync time; they are not lost by ignoring them here).
 pub fn sync_range(fd: BorrowedFd<'_>, off: u64, len: u64, wait: bool) {
-    let flags = if wait {
-        libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER
-    } else {
-        libc::SYNC_FILE_RANGE_WRITE
-    };
+    let flags =
+        if wait { libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER } else { libc::SYNC_FILE_RANGE_WRITE };
     // SAFETY: as in start_writeback: a valid fd for the call, integers only.
     unsafe {
         libc::sync_file_range(fd.as_raw_fd(), off as libc::off64_t, len as libc::off64_t, flags);

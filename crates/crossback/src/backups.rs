@@ -112,8 +112,10 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
             Some(k) => {
                 let sealed = sysdir.read_capped(layout::MOUNTS_AGE, layout::MOUNTS_CAP).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e}")))?;
                 let text = crate::keys::open(k, &format!("{}/{}", sysdir.shown().display(), layout::MOUNTS_AGE), &sealed, layout::MOUNTS_CAP)?;
-                let text = String::from_utf8(text).map_err(|_| refuse(Refusal::SlotDamaged, format!("{}/{} is not text", sysdir.shown().display(), layout::MOUNTS_AGE)))?;
-                toml::from_str(&text).map_err(|e| refuse(Refusal::SlotDamaged, format!("{}/{}: {}", sysdir.shown().display(), layout::MOUNTS_AGE, e.message())))?
+                let text = String::from_utf8(text)
+                    .map_err(|_| refuse(Refusal::SlotDamaged, format!("{}/{} is not text", sysdir.shown().display(), layout::MOUNTS_AGE)))?;
+                toml::from_str(&text)
+                    .map_err(|e| refuse(Refusal::SlotDamaged, format!("{}/{}: {}", sysdir.shown().display(), layout::MOUNTS_AGE, e.message())))?
             }
             None => layout::read_toml(&sysdir, layout::MOUNTS, layout::MOUNTS_CAP).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e:#}")))?,
         };

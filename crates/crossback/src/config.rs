@@ -395,7 +395,12 @@ mod tests {
         assert!(after.contains("# my machine") && after.contains("# the SSD") && after.contains(U2), "{after}");
         set_media(
             &p,
-            &Media { id: Spanned::new(0..0, "m1".into()), slot_a: Spanned::new(0..0, "ABCD-0001".into()), slot_b: Spanned::new(0..0, "ABCD-0002".into()), media_key: None },
+            &Media {
+                id: Spanned::new(0..0, "m1".into()),
+                slot_a: Spanned::new(0..0, "ABCD-0001".into()),
+                slot_b: Spanned::new(0..0, "ABCD-0002".into()),
+                media_key: None,
+            },
         )
         .unwrap();
         let after = std::fs::read_to_string(&p).unwrap();

@@ -113,11 +113,8 @@ pub fn parse_recipients(list: &[String]) -> anyhow::Result<Vec<age::x25519::Reci
 /// A new media key: its public facts and its secret, wrapped.
 pub fn new_media(passphrase: Option<&SecretString>, recipients: &[age::x25519::Recipient]) -> anyhow::Result<(Encryption, KeyFiles, age::x25519::Identity)> {
     let key = age::x25519::Identity::generate();
-    let enc = Encryption {
-        media_key: key.to_public().to_string(),
-        passphrase: passphrase.is_some(),
-        recipients: recipients.iter().map(|r| r.to_string()).collect(),
-    };
+    let enc =
+        Encryption { media_key: key.to_public().to_string(), passphrase: passphrase.is_some(), recipients: recipients.iter().map(|r| r.to_string()).collect() };
     let files = wrap(&key, passphrase, recipients)?;
     Ok((enc, files, key))
 }
@@ -191,7 +188,10 @@ pub fn backup_recipient(views: &[&SlotView], configured: Option<&str>) -> anyhow
         }
         match &found {
             Some((_, first)) if *first != named => {
-                crate::refuse!(Refusal::SlotHostile, "the two slots' markers name different media keys ({first}, {named}): one was changed; nothing was written")
+                crate::refuse!(
+                    Refusal::SlotHostile,
+                    "the two slots' markers name different media keys ({first}, {named}): one was changed; nothing was written"
+                )
             }
             Some(_) => {}
             None => found = Some((r, named)),
@@ -247,7 +247,9 @@ fn by_identity(enc: &Encryption, files: &KeyFiles, path: &std::path::Path) -> an
     };
     let keys = Keys::new(mine.into_iter().map(|k| Box::new(k) as Box<dyn age::Identity + Send + Sync>).collect());
     let text = keys.decrypt_bytes("the media key", wrapped, crate::layout::KEY_CAP).map_err(|e| match e {
-        crossback_archive::Error::Key(_) => refuse(Refusal::Key, format!("the key in {} does not open this media: it is none of its recipients", path.display())),
+        crossback_archive::Error::Key(_) => {
+            refuse(Refusal::Key, format!("the key in {} does not open this media: it is none of its recipients", path.display()))
+        }
         other => refuse(Refusal::SlotDamaged, format!("the media key on the slot does not read: {other}")),
     })?;
     one_key(&text)

@@ -436,7 +436,9 @@ fn root_one_file_from_a_big_archive_reads_little_of_it() {
     run_ok(crossback().args(["archive", "create", "--level", "1", "--recipient", recipient.trim()]).arg(&tree).arg("-o").arg(&e));
     assert!(std::fs::metadata(&e).unwrap().len() >= 1 << 30);
     let dest = fs.path().join("one-encrypted");
-    let out = run_ok(crossback().env("CROSSBACK_REPORT_IO", "1").arg("--identity").arg(&key).args(["archive", "extract"]).arg(&e).arg("-C").arg(&dest).arg("big-40-needle"));
+    let out = run_ok(
+        crossback().env("CROSSBACK_REPORT_IO", "1").arg("--identity").arg(&key).args(["archive", "extract"]).arg(&e).arg("-C").arg(&dest).arg("big-40-needle"),
+    );
     assert_eq!(std::fs::read(dest.join("big-40-needle")).unwrap(), b"the one file we want");
     let read = rchar(&out);
     assert!(read < 32 << 20, "read {read} bytes of the encrypted archive to extract one small file");

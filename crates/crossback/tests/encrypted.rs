@@ -76,7 +76,15 @@ fn root_an_encrypted_media_gives_nothing_away_and_opens_with_each_of_its_keys() 
     std::fs::write(&pass, "correct horse battery staple\n").unwrap();
     let user = user_key(dir.path(), "user.key");
     ok(cb(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
-    let out = ok(cb(&cfg).arg("--passphrase-file").arg(&pass).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device, "--encrypt", "--recipient", &user.recipient]));
+    let out = ok(cb(&cfg).arg("--passphrase-file").arg(&pass).args([
+        "media",
+        "prepare",
+        &m.slot_a.device,
+        &m.slot_b.device,
+        "--encrypt",
+        "--recipient",
+        &user.recipient,
+    ]));
     assert!(text(&out).contains("prepared, encrypted"), "{}", text(&out));
     // Backups need no secret: two of them, one per slot, with no key given.
     ok(cb(&cfg).arg("backup"));
@@ -168,7 +176,9 @@ fn root_an_encrypted_media_gives_nothing_away_and_opens_with_each_of_its_keys() 
     // Keys change without rewriting the archives.
     let archive = |m: &mut TestMachine| {
         m.slot_a.mount(&["ro"]);
-        let md = std::fs::metadata(m.slot_a.path().join("crossback/gen-000003/alpha/home.tar.zst.age").as_path()).ok().map(|x| (x.len(), std::os::unix::fs::MetadataExt::ino(&x)));
+        let md = std::fs::metadata(m.slot_a.path().join("crossback/gen-000003/alpha/home.tar.zst.age").as_path())
+            .ok()
+            .map(|x| (x.len(), std::os::unix::fs::MetadataExt::ino(&x)));
         m.slot_a.unmount();
         md
     };
@@ -179,7 +189,10 @@ fn root_an_encrypted_media_gives_nothing_away_and_opens_with_each_of_its_keys() 
     let unlocks = |cfg: &Path| text(&ok(cb(cfg).arg("status"))).lines().filter(|l| l.contains("unlocks with")).map(String::from).collect::<Vec<_>>();
     let before_status = unlocks(&cfg);
     assert_eq!(before_status.len(), 2, "{before_status:?}");
-    refused(&cb(&cfg).arg("--passphrase-file").arg(&wrong).args(["media", "add-key", "--recipient", &stranger.recipient]).output().unwrap(), "add-key, wrong passphrase");
+    refused(
+        &cb(&cfg).arg("--passphrase-file").arg(&wrong).args(["media", "add-key", "--recipient", &stranger.recipient]).output().unwrap(),
+        "add-key, wrong passphrase",
+    );
     refused(&cb(&cfg).arg("--identity").arg(&stranger.file).args(["media", "remove-key", "--passphrase"]).output().unwrap(), "remove-key, wrong key");
     assert_eq!(unlocks(&cfg), before_status, "nothing changed");
     let pass2 = dir.path().join("pass2");

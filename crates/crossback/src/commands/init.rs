@@ -92,7 +92,12 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     // Keep what the user wrote before: the media, and per system (by root) excludes and overrides.
     let old = if path.exists() { Config::load(path).ok() } else { None };
     let mut cfg = Config {
-        media: old.as_ref().and_then(|o| o.media.as_ref()).map(|mm| config::Media { id: mm.id.clone(), slot_a: mm.slot_a.clone(), slot_b: mm.slot_b.clone(), media_key: mm.media_key.clone() }),
+        media: old.as_ref().and_then(|o| o.media.as_ref()).map(|mm| config::Media {
+            id: mm.id.clone(),
+            slot_a: mm.slot_a.clone(),
+            slot_b: mm.slot_b.clone(),
+            media_key: mm.media_key.clone(),
+        }),
         systems: Vec::new(),
     };
     for f in &found {
@@ -141,7 +146,8 @@ fn media_copy(slots: &[(crossback_host::blockdev::Device, crossback_host::inspec
         (Some(sealed), _) if v.marker.encryption.is_some() => {
             let Some(keys) = crate::keys::for_slot(v, "taking the configuration from the encrypted media")? else { return Ok(None) };
             let plain = crate::keys::open(&keys, &format!("slot {}'s {}", v.marker.slot, crate::layout::CONFIG_AGE), sealed, crate::layout::CONFIG_CAP)?;
-            String::from_utf8(plain).map_err(|_| crate::error::refuse(crate::error::Refusal::SlotDamaged, "the configuration on the media is not text".to_string()))?
+            String::from_utf8(plain)
+                .map_err(|_| crate::error::refuse(crate::error::Refusal::SlotDamaged, "the configuration on the media is not text".to_string()))?
         }
         (_, Some(text)) => text.clone(),
         _ => return Ok(None),

@@ -12,10 +12,10 @@ use toml::Spanned;
 use crate::cli::PrepareArgs;
 use crate::config::{self, Config, Media};
 use crate::error::Refusal;
+use crate::keys;
 use crate::layout::{self, Marker, SlotId};
 use crate::machine::{self, Machine};
 use crate::media;
-use crate::keys;
 use crate::{refuse, Outcome};
 use crossback_host::beneath::Dir;
 
@@ -236,10 +236,7 @@ pub fn encrypt(path: &Path, a: crate::cli::EncryptArgs) -> anyhow::Result<Outcom
         m.media_key = Some(Spanned::new(0..0, enc.media_key.clone()));
         config::set_media(path, &m)?;
     }
-    println!(
-        "the media is encrypted from now on (media key {}); generations written before stay as they are until rotation replaces them",
-        enc.media_key
-    );
+    println!("the media is encrypted from now on (media key {}); generations written before stay as they are until rotation replaces them", enc.media_key);
     Ok(Outcome::Ok)
 }
 

@@ -96,8 +96,10 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                     let sys_dir = slot_dir.dir(&GenName::dir(generation.seq)).and_then(|d| d.dir(&rec.name));
                     if let (Some((_, points)), Ok(sd)) = (&source, &sys_dir) {
                         if let Some((_, at)) = points.iter().find(|(mp, _)| *mp == ar.mountpoint) {
-                            if let Ok(archive) =
-                                sd.open_file(&ar.file).map_err(anyhow::Error::from).and_then(|f| Ok(Archive::from_file_with(f, &sd.shown().join(&ar.file), keys.as_ref())?))
+                            if let Ok(archive) = sd
+                                .open_file(&ar.file)
+                                .map_err(anyhow::Error::from)
+                                .and_then(|f| Ok(Archive::from_file_with(f, &sd.shown().join(&ar.file), keys.as_ref())?))
                             {
                                 let r = crossback_archive::verify::verify(&archive, Some(at), None)?;
                                 if r.differences.is_empty() {

@@ -156,7 +156,8 @@ pub fn classify(root: &Dir) -> anyhow::Result<Result<SlotView, Vec<String>>> {
             foreign.push(format!("{DIR}/{}", shown(&name)));
             continue;
         };
-        let ours = [MARKER, README, CONFIG, CONFIG_AGE, TOOL, TOOL_VERSION, KEY_BY_PASSPHRASE, KEY_BY_RECIPIENTS].iter().any(|f| n == *f || n == format!("{f}.new"));
+        let ours =
+            [MARKER, README, CONFIG, CONFIG_AGE, TOOL, TOOL_VERSION, KEY_BY_PASSPHRASE, KEY_BY_RECIPIENTS].iter().any(|f| n == *f || n == format!("{f}.new"));
         if ours && kind == Kind::File {
             continue;
         }
