@@ -114,17 +114,13 @@ pub struct CreateReport {
     pub summary: Summary,
     pub footer: Footer,
     pub problems: Vec<Problem>,
-    /// BLAKE3 of the file's bytes as written (the ciphertext of an encrypted
-    /// archive): reading it back checks the disk without the keys.
-    pub file_hash: [u8; 32],
+    /// An encrypted archive: BLAKE3 of the file's bytes as written (the
+    /// ciphertext): reading it back checks the disk without the keys.
+    pub file_hash: Option<[u8; 32]>,
 }
 
-/// The archive file, written through age when encrypting; what reaches the
-/// file is hashed on the way.
-enum Sink {
-    Plain(HashingFile),
-    Age(age::stream::StreamWriter<HashingFile>),
-}
+/// The archive file, written through age when encrypting.
+type Sink = crate::crypt::Output<DiskFile>;
 
 /// Issue 15: the archive reaches the disk while it is being made. Every
 /// `WRITEBACK_STEP` bytes the part just written is handed to the disk
@@ -135,16 +131,29 @@ enum Sink {
 const WRITEBACK_STEP: u64 = 8 << 20;
 const DIRTY_MAX: u64 = 64 << 20;
 
-struct HashingFile {
+/// The archive's file, written back as it is written; when the archive is
+/// encrypted, what reaches it is hashed on the way (a read-back without
+/// the keys compares that hash).
+struct DiskFile {
     out: BufWriter<File>,
-    hash: blake3::Hasher,
+    hash: Option<blake3::Hasher>,
     /// Bytes written, bytes handed to the disk, bytes known to be on it.
     written: u64,
     started: u64,
     settled: u64,
 }
 
-impl HashingFile {
+impl DiskFile {
+    fn new(out: File, hashed: bool) -> DiskFile {
+        DiskFile { out: BufWriter::with_capacity(4 << 20, out), hash: hashed.then(blake3::Hasher::new), written: 0, started: 0, settled: 0 }
+    }
+
+    /// Flushed: the file and the hash of what was written to it.
+    fn finish(self) -> std::io::Result<(File, Option<[u8; 32]>)> {
+        let hash = self.hash.map(|h| *h.finalize().as_bytes());
+        Ok((self.out.into_inner().map_err(|e| e.into_error())?, hash))
+    }
+
     fn write_back(&mut self) -> std::io::Result<()> {
         if self.written - self.started < WRITEBACK_STEP {
             return Ok(());
@@ -162,10 +171,12 @@ impl HashingFile {
     }
 }
 
-impl Write for HashingFile {
+impl Write for DiskFile {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let n = self.out.write(data)?;
-        self.hash.update(&data[..n]);
+        if let Some(h) = &mut self.hash {
+            h.update(&data[..n]);
+        }
         self.written += n as u64;
         self.write_back()?;
         Ok(n)
@@ -176,49 +187,13 @@ impl Write for HashingFile {
     }
 }
 
-impl Sink {
-    fn new(out: File, encrypt_to: &[age::x25519::Recipient]) -> std::io::Result<Sink> {
-        let file = HashingFile { out: BufWriter::with_capacity(4 << 20, out), hash: blake3::Hasher::new(), written: 0, started: 0, settled: 0 };
-        if encrypt_to.is_empty() {
-            Ok(Sink::Plain(file))
-        } else {
-            Ok(Sink::Age(crate::crypt::writer(file, encrypt_to)?))
-        }
-    }
-
-    /// Ends the age stream (its last chunk), flushes; the file and its hash.
-    fn finish(self) -> std::io::Result<(File, [u8; 32])> {
-        let file = match self {
-            Sink::Plain(f) => f,
-            Sink::Age(w) => w.finish()?,
-        };
-        let hash = *file.hash.finalize().as_bytes();
-        Ok((file.out.into_inner().map_err(|e| e.into_error())?, hash))
-    }
-}
-
-impl Write for Sink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Sink::Plain(f) => f.write(data),
-            Sink::Age(w) => w.write(data),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Sink::Plain(f) => f.flush(),
-            Sink::Age(w) => w.flush(),
-        }
-    }
-}
-
 /// Where the index waits while the archive is written. When the archive is
 /// encrypted, so is the spool (to a key that lives only in memory): it may
 /// lie on the backup disk, and file names must not reach it in the clear.
-enum Spool {
-    Plain(File),
-    Age(age::stream::StreamWriter<File>, age::x25519::Identity),
+struct Spool {
+    out: crate::crypt::Output<File>,
+    /// The key the spool is encrypted to, in memory only.
+    key: Option<age::x25519::Identity>,
 }
 
 impl Spool {
@@ -227,20 +202,18 @@ impl Spool {
             Some(d) => tempfile::tempfile_in(d)?,
             None => tempfile::tempfile()?,
         };
-        if !encrypted {
-            return Ok(Spool::Plain(f));
-        }
-        let key = age::x25519::Identity::generate();
-        Ok(Spool::Age(crate::crypt::writer(f, &[key.to_public()])?, key))
+        let key = encrypted.then(age::x25519::Identity::generate);
+        let to: Vec<age::x25519::Recipient> = key.iter().map(|k| k.to_public()).collect();
+        Ok(Spool { out: crate::crypt::Output::new(f, &to)?, key })
     }
 
     /// What was written, from the start.
     fn into_reader(self) -> Result<Box<dyn std::io::Read + Send>> {
-        let rewind = |mut f: File| f.seek(SeekFrom::Start(0)).map(|_| f).map_err(ctx(|| "rewinding the index spool".into()));
-        match self {
-            Spool::Plain(f) => Ok(Box::new(rewind(f)?)),
-            Spool::Age(w, key) => {
-                let f = rewind(w.finish().map_err(ctx(|| "writing the index spool".into()))?)?;
+        let mut f = self.out.finish().map_err(ctx(|| "writing the index spool".into()))?;
+        f.seek(SeekFrom::Start(0)).map_err(ctx(|| "rewinding the index spool".into()))?;
+        match self.key {
+            None => Ok(Box::new(f)),
+            Some(key) => {
                 let keys = crate::crypt::Keys::new(vec![Box::new(key)]);
                 let src = crate::crypt::Source::open(f, "the index spool", Some(&keys))?;
                 Ok(Box::new(crate::crypt::SourceReader { src: Box::new(src), pos: 0 }))
@@ -251,17 +224,11 @@ impl Spool {
 
 impl Write for Spool {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Spool::Plain(f) => f.write(data),
-            Spool::Age(w, _) => w.write(data),
-        }
+        self.out.write(data)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Spool::Plain(f) => f.flush(),
-            Spool::Age(w, _) => w.flush(),
-        }
+        self.out.flush()
     }
 }
 
@@ -353,7 +320,7 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     let excludes = Excludes::new(&opts.excludes)?;
     let spool = Spool::new(opts.spool_dir.as_deref(), !opts.encrypt_to.is_empty()).map_err(ctx(|| "creating the index spool file".into()))?;
     let mut index = IndexWriter::new(BufWriter::with_capacity(1 << 20, spool));
-    let out = Sink::new(out, &opts.encrypt_to).map_err(ctx(|| "writing the archive".into()))?;
+    let out = Sink::new(DiskFile::new(out, !opts.encrypt_to.is_empty()), &opts.encrypt_to).map_err(ctx(|| "writing the archive".into()))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let window = Arc::new(Window::default());
@@ -447,7 +414,7 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     summary.entries = count;
     let mut spool = std::io::BufReader::with_capacity(1 << 20, spool.into_reader()?);
     let (out, footer) = w.finish(&mut spool, count, summary.clone())?;
-    let (file, file_hash) = out.finish().map_err(ctx(|| "writing the archive".into()))?;
+    let (file, file_hash) = out.finish().and_then(DiskFile::finish).map_err(ctx(|| "writing the archive".into()))?;
     file.sync_all().map_err(ctx(|| "syncing the archive to disk".into()))?;
     Ok(CreateReport { summary, footer, problems, file_hash })
 }

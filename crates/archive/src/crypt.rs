@@ -76,8 +76,10 @@ fn decrypt_error(what: &str, e: age::DecryptError) -> Error {
         age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed => {
             Error::Key(format!("{what}: the key or passphrase given does not open it (wrong passphrase?)"))
         }
+        // Not the user's key: the file asks for more work than any wrapping
+        // crossback makes (a crafted one must not keep us busy for hours).
         age::DecryptError::ExcessiveWork { required, target } => {
-            Error::Key(format!("{what}: its passphrase needs a work factor of {required}, more than this machine allows ({target})"))
+            Error::Format(format!("{what}: its passphrase needs a work factor of {required}, more than this machine allows ({target})"))
         }
         age::DecryptError::Io(e) => Error::Io { what: format!("reading {what}"), source: e },
         other => Error::Format(format!("{what} is not a readable age file: {other}")),
@@ -100,6 +102,46 @@ pub fn encrypt_bytes(data: &[u8], recipients: &[age::x25519::Recipient]) -> Resu
 pub fn writer<W: Write>(out: W, recipients: &[age::x25519::Recipient]) -> io::Result<StreamWriter<W>> {
     let enc = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient)).map_err(io::Error::other)?;
     enc.wrap_output(out)
+}
+
+/// A writer that encrypts to its recipients, or (none) passes bytes through.
+pub enum Output<W: Write> {
+    Plain(W),
+    Age(StreamWriter<W>),
+}
+
+impl<W: Write> Output<W> {
+    pub fn new(out: W, recipients: &[age::x25519::Recipient]) -> io::Result<Output<W>> {
+        if recipients.is_empty() {
+            Ok(Output::Plain(out))
+        } else {
+            Ok(Output::Age(writer(out, recipients)?))
+        }
+    }
+
+    /// Ends the age stream (its last chunk); the writer beneath.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Output::Plain(w) => Ok(w),
+            Output::Age(w) => w.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Output<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::Plain(w) => w.write(data),
+            Output::Age(w) => w.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Plain(w) => w.flush(),
+            Output::Age(w) => w.flush(),
+        }
+    }
 }
 
 /// Where an archive's bytes come from: the file itself, or the plaintext of

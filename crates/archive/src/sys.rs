@@ -176,11 +176,8 @@ pub fn open_dir_beneath(root: BorrowedFd<'_>, path: &[u8]) -> io::Result<std::os
 /// a restore's final sync has little left to do. Only a hint: errors are
 /// ignored (they show up at fsync/sync time).
 pub fn start_writeback(fd: BorrowedFd<'_>) {
-    // SAFETY: sync_file_range takes a valid open fd (borrowed for the call)
-    // and plain integers; it touches no memory of ours.
-    unsafe {
-        libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
+    // A length of 0: to the end of the file.
+    sync_range(fd, 0, 0, false);
 }
 
 /// Writes `len` bytes of a file from `off` back to the disk: started and
@@ -190,7 +187,8 @@ pub fn start_writeback(fd: BorrowedFd<'_>) {
 pub fn sync_range(fd: BorrowedFd<'_>, off: u64, len: u64, wait: bool) {
     let flags =
         if wait { libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER } else { libc::SYNC_FILE_RANGE_WRITE };
-    // SAFETY: as in start_writeback: a valid fd for the call, integers only.
+    // SAFETY: sync_file_range takes a valid open fd (borrowed for the call)
+    // and plain integers; it touches no memory of ours.
     unsafe {
         libc::sync_file_range(fd.as_raw_fd(), off as libc::off64_t, len as libc::off64_t, flags);
     }

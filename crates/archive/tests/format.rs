@@ -45,19 +45,25 @@ fn make_to(dir: &Path, frame_size: usize, encrypt_to: Vec<age::x25519::Recipient
     out
 }
 
+/// Extracts all of `archive` into `dir/out`, which must then equal `dir/src`.
+fn extracts_whole(archive: &Archive, dir: &Path) -> std::path::PathBuf {
+    let dest = dir.join("out");
+    std::fs::create_dir(&dest).unwrap();
+    let r = crossback_archive::extract(archive, &dest, &ExtractOptions::default()).unwrap();
+    assert!(r.damaged.is_empty() && r.archive_problem.is_none(), "{:?}", r.damaged);
+    // Ownership may not be settable as a normal user; everything else must be equal.
+    let diffs: Vec<String> = crossback_testkit::compare::trees(&dir.join("src"), &dest).into_iter().filter(|d| !d.starts_with("owner")).collect();
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    dest
+}
+
 #[test]
 fn a_tree_goes_in_and_comes_back() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let t = tempfile::tempdir().unwrap();
     let a = make(t.path(), 64 << 10);
     let archive = Archive::open(&a).unwrap();
-    let dest = t.path().join("out");
-    std::fs::create_dir(&dest).unwrap();
-    let r = crossback_archive::extract(&archive, &dest, &ExtractOptions::default()).unwrap();
-    assert!(r.damaged.is_empty() && r.archive_problem.is_none(), "{:?}", r.damaged);
-    // Ownership may not be settable as a normal user; everything else must be equal.
-    let diffs: Vec<String> = crossback_testkit::compare::trees(&t.path().join("src"), &dest).into_iter().filter(|d| !d.starts_with("owner")).collect();
-    assert!(diffs.is_empty(), "{diffs:#?}");
+    let dest = extracts_whole(&archive, t.path());
     let v = crossback_archive::verify::verify(&archive, Some(&dest), None).unwrap();
     assert!(v.damaged.is_empty(), "{:?}", v.damaged);
 }
@@ -160,12 +166,7 @@ fn an_encrypted_archive_reads_like_a_plain_one_and_only_with_its_key() {
 
     let archive = Archive::open_with(&a, Some(&keys)).unwrap();
     let Layout::Indexed { footer, .. } = &archive.layout else { panic!("the index is read through the encryption") };
-    let dest = t.path().join("out");
-    std::fs::create_dir(&dest).unwrap();
-    let r = crossback_archive::extract(&archive, &dest, &ExtractOptions::default()).unwrap();
-    assert!(r.damaged.is_empty() && r.archive_problem.is_none(), "{:?}", r.damaged);
-    let diffs: Vec<String> = crossback_testkit::compare::trees(&t.path().join("src"), &dest).into_iter().filter(|d| !d.starts_with("owner")).collect();
-    assert!(diffs.is_empty(), "{diffs:#?}");
+    extracts_whole(&archive, t.path());
 
     let before = crossback_archive::container::BYTES_READ.load(std::sync::atomic::Ordering::Relaxed);
     let one = t.path().join("one");

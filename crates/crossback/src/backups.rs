@@ -61,7 +61,7 @@ impl SystemBackup {
                 ),
             ));
         }
-        let archive = Archive::from_file_with(file, &self.dir.shown().join(&a.file), self.keys.as_ref()).map_err(archive_error)?;
+        let archive = Archive::from_file_with(file, &self.dir.shown().join(&a.file), self.keys.as_ref()).map_err(crate::error::from_archive)?;
         if let crossback_archive::archive::Layout::Indexed { footer, .. } = &archive.layout {
             let hash: String = footer.data_hash.iter().map(|b| format!("{b:02x}")).collect();
             if !hash.eq_ignore_ascii_case(&a.hash) {
@@ -110,12 +110,10 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
     } else {
         let m: MountsFile = match &keys {
             Some(k) => {
+                let what = format!("{}/{}", sysdir.shown().display(), layout::MOUNTS_AGE);
                 let sealed = sysdir.read_capped(layout::MOUNTS_AGE, layout::MOUNTS_CAP).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e}")))?;
-                let text = crate::keys::open(k, &format!("{}/{}", sysdir.shown().display(), layout::MOUNTS_AGE), &sealed, layout::MOUNTS_CAP)?;
-                let text = String::from_utf8(text)
-                    .map_err(|_| refuse(Refusal::SlotDamaged, format!("{}/{} is not text", sysdir.shown().display(), layout::MOUNTS_AGE)))?;
-                toml::from_str(&text)
-                    .map_err(|e| refuse(Refusal::SlotDamaged, format!("{}/{}: {}", sysdir.shown().display(), layout::MOUNTS_AGE, e.message())))?
+                toml::from_str(&crate::keys::open_text(k, &what, &sealed, layout::MOUNTS_CAP)?)
+                    .map_err(|e| refuse(Refusal::SlotDamaged, format!("{what}: {}", e.message())))?
             }
             None => layout::read_toml(&sysdir, layout::MOUNTS, layout::MOUNTS_CAP).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e:#}")))?,
         };
@@ -127,15 +125,6 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
     }
     let slot_root = slot.root.dir(".")?;
     Ok(SystemBackup { generation: g.clone(), slot: slot.id, record, dir: sysdir, slot_root, mounts, keys })
-}
-
-/// An archive that does not open: a missing or wrong key is the user's
-/// to fix (`error[key]`), the rest is what the archive crate says.
-pub fn archive_error(e: crossback_archive::Error) -> anyhow::Error {
-    match e {
-        crossback_archive::Error::Key(m) => refuse(Refusal::Key, m),
-        other => other.into(),
-    }
 }
 
 /// A directory restore refuses to write into unless it is empty or forced.

@@ -121,6 +121,15 @@ pub fn kind_of(err: &anyhow::Error) -> Option<Refusal> {
     })
 }
 
+/// An archive that does not open: a missing or wrong key is the user's
+/// to fix (`error[key]`), the rest is what the archive crate says.
+pub fn from_archive(e: crossback_archive::Error) -> anyhow::Error {
+    match e {
+        crossback_archive::Error::Key(m) => refuse(Refusal::Key, m),
+        other => other.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

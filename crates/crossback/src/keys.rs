@@ -21,6 +21,8 @@ use std::sync::{Mutex, OnceLock};
 use age::secrecy::{ExposeSecret, SecretString};
 use crossback_archive::crypt::{self, Keys};
 
+use crossback_host::beneath::Dir;
+
 use crate::error::{refuse, Refusal};
 use crate::layout::{Encryption, KeyFiles, SlotView};
 
@@ -162,7 +164,7 @@ pub fn wrap_for(key: &age::x25519::Identity, recipients: &[age::x25519::Recipien
 }
 
 /// The media's public key, to write to (an encrypted media), or `None`.
-pub fn recipient(view: &SlotView) -> anyhow::Result<Option<age::x25519::Recipient>> {
+fn recipient(view: &SlotView) -> anyhow::Result<Option<age::x25519::Recipient>> {
     let Some(enc) = &view.marker.encryption else { return Ok(None) };
     let r = age::x25519::Recipient::from_str(&enc.media_key)
         .map_err(|e| refuse(Refusal::SlotDamaged, format!("slot {}: the media key in its marker does not read: {e}", view.marker.slot)))?;
@@ -246,33 +248,26 @@ fn by_identity(enc: &Encryption, files: &KeyFiles, path: &std::path::Path) -> an
         );
     };
     let keys = Keys::new(mine.into_iter().map(|k| Box::new(k) as Box<dyn age::Identity + Send + Sync>).collect());
-    let text = keys.decrypt_bytes("the media key", wrapped, crate::layout::KEY_CAP).map_err(|e| match e {
-        crossback_archive::Error::Key(_) => {
-            refuse(Refusal::Key, format!("the key in {} does not open this media: it is none of its recipients", path.display()))
-        }
-        other => refuse(Refusal::SlotDamaged, format!("the media key on the slot does not read: {other}")),
-    })?;
-    one_key(&text)
+    unwrap_key(&keys, wrapped, format!("the key in {} does not open this media: it is none of its recipients", path.display()))
 }
 
 fn by_passphrase(enc: &Encryption, files: &KeyFiles, why: &str) -> anyhow::Result<age::x25519::Identity> {
     let Some(wrapped) = files.passphrase.as_ref().filter(|_| enc.passphrase) else {
         crate::refuse!(Refusal::Key, "{why}: this media has no passphrase; give --identity FILE with your age key (one of {})", enc.recipients.join(", "));
     };
-    let p = passphrase(why, false)?;
-    let mut id = age::scrypt::Identity::new(p);
+    let mut id = age::scrypt::Identity::new(passphrase(why, false)?);
     // A crafted wrapping must not make us work for hours.
     id.set_max_work_factor(22);
-    let decryptor = age::Decryptor::new(&wrapped[..]).map_err(|e| refuse(Refusal::SlotDamaged, format!("the media key on the slot does not read: {e}")))?;
-    let mut r = decryptor.decrypt(std::iter::once(&id as &dyn age::Identity)).map_err(|e| match e {
-        age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed | age::DecryptError::NoMatchingKeys => {
-            refuse(Refusal::Key, "wrong passphrase: it does not open this media's key (nothing was read or written)".to_string())
-        }
+    unwrap_key(&Keys::new(vec![Box::new(id)]), wrapped, "wrong passphrase: it does not open this media's key (nothing was read or written)".to_string())
+}
+
+/// The media key from one of its wrappings; `wrong`: what it means when
+/// the keys given do not open it.
+fn unwrap_key(keys: &Keys, wrapped: &[u8], wrong: String) -> anyhow::Result<age::x25519::Identity> {
+    let text = keys.decrypt_bytes("the media key", wrapped, crate::layout::KEY_CAP).map_err(|e| match e {
+        crossback_archive::Error::Key(_) => refuse(Refusal::Key, wrong),
         other => refuse(Refusal::SlotDamaged, format!("the media key on the slot does not read: {other}")),
     })?;
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(&mut r, crate::layout::KEY_CAP), &mut text)
-        .map_err(|e| refuse(Refusal::SlotDamaged, format!("the media key on the slot does not read: {e}")))?;
     one_key(&text)
 }
 
@@ -285,17 +280,28 @@ fn one_key(text: &[u8]) -> anyhow::Result<age::x25519::Identity> {
     x25519_keys(&text).into_iter().next().ok_or_else(|| refuse(Refusal::SlotDamaged, "the media key on the slot holds no key".to_string()))
 }
 
-/// Encrypts a small record (mounts, configuration) to the media key.
-pub fn seal(data: &[u8], to: &age::x25519::Recipient) -> anyhow::Result<Vec<u8>> {
-    Ok(crypt::encrypt_bytes(data, std::slice::from_ref(to))?)
+/// Writes a small record (mounts, configuration) durably into `dir`: as
+/// `plain`, or encrypted to `to` as `sealed` (a plaintext one left by the
+/// media's plain days is removed).
+pub fn write_record(dir: &Dir, plain: &str, sealed: &str, text: &str, to: Option<&age::x25519::Recipient>) -> anyhow::Result<()> {
+    match to {
+        Some(to) => {
+            dir.write_durable(sealed, &crypt::encrypt_bytes(text.as_bytes(), std::slice::from_ref(to))?)?;
+            dir.remove_entry(plain)?;
+        }
+        None => dir.write_durable(plain, text.as_bytes())?,
+    }
+    Ok(())
 }
 
-/// Decrypts a small record read from a slot.
-pub fn open(keys: &Keys, what: &str, data: &[u8], cap: u64) -> anyhow::Result<Vec<u8>> {
-    keys.decrypt_bytes(what, data, cap).map_err(|e| match e {
+/// A small record's text: decrypted with `keys` (`sealed` bytes read from
+/// a slot), at most `cap` bytes; damage and a wrong key each say so.
+pub fn open_text(keys: &Keys, what: &str, sealed: &[u8], cap: u64) -> anyhow::Result<String> {
+    let bytes = keys.decrypt_bytes(what, sealed, cap).map_err(|e| match e {
         crossback_archive::Error::Key(m) => refuse(Refusal::Key, m),
         other => refuse(Refusal::SlotDamaged, other.to_string()),
-    })
+    })?;
+    String::from_utf8(bytes).map_err(|_| refuse(Refusal::SlotDamaged, format!("{what} is not text")))
 }
 
 #[cfg(test)]

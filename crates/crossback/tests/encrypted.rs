@@ -34,6 +34,17 @@ fn cb(cfg: &Path) -> Command {
     c
 }
 
+/// A working directory with a passphrase file, and the configuration
+/// `init` writes for the machine: (dir, config, passphrase file).
+fn configured(m: &TestMachine, passphrase: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, format!("{passphrase}\n")).unwrap();
+    ok(cb(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    (dir, cfg, pass)
+}
+
 fn refused(o: &Output, what: &str) {
     assert_eq!(o.status.code(), Some(1), "{what}: {}", text(o));
     assert_eq!(kind(o), "key", "{what}: {}", text(o));
@@ -59,7 +70,6 @@ fn root_an_encrypted_media_gives_nothing_away_and_opens_with_each_of_its_keys() 
     }
     let _serial = crossback_testkit::serial();
     let mut m = TestMachine::new();
-    let dir = tempfile::tempdir().unwrap();
     // Canaries: a name and a content no other byte sequence on the disks has.
     let salt = format!("{:016x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
     let name = format!("NAMECANARY{salt}");
@@ -71,11 +81,8 @@ fn root_an_encrypted_media_gives_nothing_away_and_opens_with_each_of_its_keys() 
     m.alpha_root.mount(&[]);
     crossback_testkit::tree::build(&m.alpha_root.path().join("srv/edge"));
     m.alpha_root.unmount();
-    let cfg = dir.path().join("config.toml");
-    let pass = dir.path().join("pass");
-    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let (dir, cfg, pass) = configured(&m, "correct horse battery staple");
     let user = user_key(dir.path(), "user.key");
-    ok(cb(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
     let out = ok(cb(&cfg).arg("--passphrase-file").arg(&pass).args([
         "media",
         "prepare",
@@ -216,11 +223,7 @@ fn root_a_plain_media_is_encrypted_from_the_next_backup_on() {
     }
     let _serial = crossback_testkit::serial();
     let mut m = TestMachine::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.toml");
-    let pass = dir.path().join("pass");
-    std::fs::write(&pass, "s3cret\n").unwrap();
-    ok(cb(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    let (dir, cfg, pass) = configured(&m, "s3cret");
     ok(cb(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
     ok(cb(&cfg).arg("backup"));
     // A media with no passphrase given and no terminal: refused, nothing changed.
@@ -282,11 +285,7 @@ fn root_a_damaged_encrypted_archive_is_named_file_by_file() {
         std::fs::write(m.alpha_home.path().join(format!("ann/f{i:02}")), crossback_testkit::tree::noise(i, 400_000)).unwrap();
     }
     m.alpha_home.unmount();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.toml");
-    let pass = dir.path().join("pass");
-    std::fs::write(&pass, "s3cret\n").unwrap();
-    ok(cb(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    let (dir, cfg, pass) = configured(&m, "s3cret");
     ok(cb(&cfg).arg("--passphrase-file").arg(&pass).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device, "--encrypt"]));
     ok(cb(&cfg).arg("backup"));
     m.slot_a.mount(&[]);

@@ -150,8 +150,7 @@ pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn extract(a: ExtractArgs) -> anyhow::Result<Outcome> {
-    let archive =
-        Archive::open_with(&a.archive, crate::keys::identity_keys()?.as_ref()).map_err(crate::backups::archive_error).context("reading the archive")?;
+    let archive = Archive::open_with(&a.archive, crate::keys::identity_keys()?.as_ref()).map_err(crate::error::from_archive).context("reading the archive")?;
     if !a.dir.exists() {
         std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     } else if !a.force {
@@ -246,8 +245,7 @@ pub fn write_entry(out: &mut dyn Write, e: &crossback_archive::IndexEntry, prefi
 }
 
 pub fn ls(a: LsArgs) -> anyhow::Result<Outcome> {
-    let archive =
-        Archive::open_with(&a.archive, crate::keys::identity_keys()?.as_ref()).map_err(crate::backups::archive_error).context("reading the archive")?;
+    let archive = Archive::open_with(&a.archive, crate::keys::identity_keys()?.as_ref()).map_err(crate::error::from_archive).context("reading the archive")?;
     let prefix = match &a.path {
         Some(p) => crossback_archive::entry::normalize_path(p.as_os_str().as_bytes()).with_context(|| format!("{} has a '..' component", p.display()))?,
         None => Vec::new(),
@@ -278,8 +276,7 @@ pub fn ls(a: LsArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn verify(a: VerifyArgs) -> anyhow::Result<Outcome> {
-    let archive =
-        Archive::open_with(&a.archive, crate::keys::identity_keys()?.as_ref()).map_err(crate::backups::archive_error).context("reading the archive")?;
+    let archive = Archive::open_with(&a.archive, crate::keys::identity_keys()?.as_ref()).map_err(crate::error::from_archive).context("reading the archive")?;
     let progress = Arc::new(Progress::default());
     let total = archive.summary().map(|s| s.data_bytes).unwrap_or(0);
     let start = Instant::now();

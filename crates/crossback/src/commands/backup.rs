@@ -245,41 +245,40 @@ fn backup_system(
             eprintln!("  warning: {}:{}: {}", sys.name, output::path(&p.path), output::text(&p.what));
         }
         unreadable += report.summary.errors;
-        if !a.no_verify && encrypt_to.is_some() {
-            // Encrypted: the bytes on the disk against the hash of those
-            // written (the plaintext was hashed as it was made); no key needed.
+        if !a.no_verify {
             let start = Instant::now();
             let back = dir.open_file(&partial)?;
             drop_cache(&back);
-            let mut h = blake3::Hasher::new();
-            h.update_reader(&back).with_context(|| format!("reading back {partial}"))?;
-            if *h.finalize().as_bytes() != report.file_hash {
-                crate::refuse!(
-                    Refusal::SlotIo,
-                    "the archive of {}'s {} does not read back from the slot as it was written: the backup disk may be failing; look at `dmesg` and its health (`smartctl -a`)",
-                    sys.name,
-                    f.mountpoint
-                );
-            }
-            t.check += start.elapsed();
-        } else if !a.no_verify {
-            let start = Instant::now();
-            let back = dir.open_file(&partial)?;
-            drop_cache(&back);
-            let archive = Archive::from_file(back, &dir.shown().join(&partial)).with_context(|| format!("reading back {partial}"))?;
-            let checked = Arc::new(Progress::default());
-            let bar = Bar::start(Arc::clone(&checked), archive.file().metadata().map(|m| m.len()).unwrap_or(0) + report.summary.data_bytes, "checking");
-            let check = crossback_archive::verify::verify(&archive, None, Some(checked));
-            bar.finish();
-            let check = check.with_context(|| format!("checking {partial}"))?;
-            if !check.clean() {
+            let damaged: Vec<String> = match report.file_hash {
+                // Encrypted: the bytes on the disk against the hash of those
+                // written (the plaintext was hashed as it was made); no key needed.
+                Some(written) => {
+                    let mut h = blake3::Hasher::new();
+                    h.update_reader(&back).with_context(|| format!("reading back {partial}"))?;
+                    if *h.finalize().as_bytes() == written {
+                        Vec::new()
+                    } else {
+                        vec!["the bytes read differ from those written".to_string()]
+                    }
+                }
+                None => {
+                    let archive = Archive::from_file(back, &dir.shown().join(&partial)).with_context(|| format!("reading back {partial}"))?;
+                    let checked = Arc::new(Progress::default());
+                    let bar = Bar::start(Arc::clone(&checked), archive.file().metadata().map(|m| m.len()).unwrap_or(0) + report.summary.data_bytes, "checking");
+                    let check = crossback_archive::verify::verify(&archive, None, Some(checked));
+                    bar.finish();
+                    let check = check.with_context(|| format!("checking {partial}"))?;
+                    check.damaged.iter().map(|(p, w)| format!("{}: {w}", output::path(p))).collect()
+                }
+            };
+            if !damaged.is_empty() {
                 crate::refuse!(
                     Refusal::SlotIo,
                     "the archive of {}'s {} does not read back correctly from the slot ({} damaged: {:?}): the backup disk may be failing; look at `dmesg` and its health (`smartctl -a`)",
                     sys.name,
                     f.mountpoint,
-                    check.damaged.len(),
-                    check.damaged.iter().take(3).map(|(p, w)| format!("{}: {w}", output::path(p))).collect::<Vec<_>>()
+                    damaged.len(),
+                    damaged.iter().take(3).collect::<Vec<_>>()
                 );
             }
             t.check += start.elapsed();
@@ -326,11 +325,7 @@ fn backup_system(
     }
     let devices: Vec<&std::path::Path> = fs.iter().map(|f| f.device.as_path()).chain(sys.swap.iter().filter_map(|s| s.device.as_deref())).collect();
     (mounts_file.disks, mounts_file.boot_entries) = disk_layout(m, &devices);
-    let mounts_text = toml::to_string(&mounts_file)?;
-    match encrypt_to {
-        Some(to) => dir.write_durable(layout::MOUNTS_AGE, &keys::seal(mounts_text.as_bytes(), to)?)?,
-        None => dir.write_durable(layout::MOUNTS, mounts_text.as_bytes())?,
-    }
+    keys::write_record(&dir, layout::MOUNTS, layout::MOUNTS_AGE, &toml::to_string(&mounts_file)?, encrypt_to)?;
     let busy = mounted.unmount();
     if !busy.is_empty() {
         eprintln!("  warning: could not unmount {:?} (they go away when crossback exits)", busy);
@@ -475,14 +470,7 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     };
     // A copy of the configuration on the media: the other systems and a
     // rescue system take it from there (`crossback init`).
-    let config_text = crate::config::text(path)?;
-    match &encrypt_to {
-        Some(to) => {
-            slot_dir.write_durable(layout::CONFIG_AGE, &keys::seal(config_text.as_bytes(), to)?)?;
-            slot_dir.remove_entry(layout::CONFIG)?;
-        }
-        None => slot_dir.write_durable(layout::CONFIG, config_text.as_bytes())?,
-    }
+    keys::write_record(&slot_dir, layout::CONFIG, layout::CONFIG_AGE, &crate::config::text(path)?, encrypt_to.as_ref())?;
     crate::media::carry_tool(&slot_dir)?;
     // Which systems now: the named ones, or every one not running and not yet in.
     let recorded: BTreeSet<String> = generation.recorded.iter().map(|r| r.name.clone()).collect();

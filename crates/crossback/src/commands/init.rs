@@ -145,9 +145,7 @@ fn media_copy(slots: &[(crossback_host::blockdev::Device, crossback_host::inspec
     let text = match (&v.config_age, &v.config) {
         (Some(sealed), _) if v.marker.encryption.is_some() => {
             let Some(keys) = crate::keys::for_slot(v, "taking the configuration from the encrypted media")? else { return Ok(None) };
-            let plain = crate::keys::open(&keys, &format!("slot {}'s {}", v.marker.slot, crate::layout::CONFIG_AGE), sealed, crate::layout::CONFIG_CAP)?;
-            String::from_utf8(plain)
-                .map_err(|_| crate::error::refuse(crate::error::Refusal::SlotDamaged, "the configuration on the media is not text".to_string()))?
+            crate::keys::open_text(&keys, &format!("slot {}'s {}", v.marker.slot, crate::layout::CONFIG_AGE), sealed, crate::layout::CONFIG_CAP)?
         }
         (_, Some(text)) => text.clone(),
         _ => return Ok(None),
