@@ -461,6 +461,10 @@ fn decode_frames(file: Arc<Source>, table: Arc<FrameTable>, first: usize, skip: 
     for i in first..table.frames.len() {
         let f = table.frames[i];
         let damaged = |why: String| DamagedFrame { frame: i, u_off: f.u_off, u_end: f.u_off + f.u_len, why };
+        // The next frame is read from the disk while this one is decompressed.
+        if let Some(next) = table.frames.get(i + 1) {
+            file.will_need(next.c_off, next.c_len);
+        }
         // A frame of the usual size is decompressed in one piece (the fast
         // path); a larger one as a stream, so memory stays bounded.
         if let (Some(dec), true) = (bulk.as_mut(), f.u_len <= BULK_MAX && f.c_len <= BULK_MAX) {

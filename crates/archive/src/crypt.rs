@@ -226,6 +226,24 @@ impl Source {
         }
     }
 
+    /// Tells the kernel that `len` bytes from `off` (of the plaintext) will
+    /// be read soon: it reads them in the background (a slow disk then
+    /// reads the next frame while this one is decompressed).
+    pub fn will_need(&self, off: u64, len: u64) {
+        let (file, off, len) = match self {
+            Source::Plain(f) => (f, off, len),
+            Source::Age { file, len: plain, .. } => {
+                // age: a header, then chunks of 64 KiB of plaintext and 16 bytes of tag.
+                const CHUNK: u64 = 64 << 10;
+                let Ok(raw) = file.metadata().map(|m| m.len()) else { return };
+                let header = raw.saturating_sub(plain + plain.div_ceil(CHUNK).max(1) * 16);
+                let at = |p: u64| header + p / CHUNK * (CHUNK + 16) + p % CHUNK;
+                (file, at(off), at(off + len) - at(off) + 16)
+            }
+        };
+        let _ = rustix::fs::fadvise(file, off, std::num::NonZeroU64::new(len), rustix::fs::Advice::WillNeed);
+    }
+
     pub fn read_exact_at(&self, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
         while !buf.is_empty() {
             match self.read_at(buf, off) {

@@ -40,6 +40,14 @@ pub struct ExtractOptions {
     /// Only these paths (and what is below them); empty: everything.
     pub paths: Vec<Vec<u8>>,
     pub progress: Option<Arc<Progress>>,
+    /// Threads writing small files; 0: one per core, 1: none besides the
+    /// one reading the archive.
+    pub threads: usize,
+}
+
+/// Threads for writing small files when the caller does not say.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
 fn selected(path: &[u8], paths: &[Vec<u8>]) -> bool {
@@ -49,7 +57,8 @@ fn selected(path: &[u8], paths: &[Vec<u8>]) -> bool {
 /// Extracts `archive` (or `opts.paths`) under `dest`.
 pub fn extract(archive: &Archive, dest: &Path, opts: &ExtractOptions) -> Result<ExtractReport> {
     let mut report = ExtractReport { archive_problem: archive.trailer_problem.clone(), ..Default::default() };
-    let mut restorer = Restorer::new(dest)?;
+    let threads = if opts.threads == 0 { default_threads() } else { opts.threads };
+    let mut restorer = Restorer::new(dest, threads)?;
     let paths: Vec<Vec<u8>> = opts
         .paths
         .iter()
@@ -61,7 +70,7 @@ pub fn extract(archive: &Archive, dest: &Path, opts: &ExtractOptions) -> Result<
     }
     members::walk(archive, &mut sink)?;
     sink.finish();
-    report.warnings.extend(restorer.finish()?);
+    restorer.finish()?.report_into(&mut report);
     Ok(report)
 }
 

@@ -77,7 +77,10 @@ pub(crate) fn read_member_data<R: Read>(tr: &mut TarReader<R>, meta: &Meta, each
         }
         None => vec![(0, meta.size)],
     };
-    let mut buf = vec![0u8; 256 * 1024];
+    // As large as the member's data, up to 256 KiB: most members are small,
+    // and zeroing a large buffer for each of them is not free.
+    let total: u64 = segs.iter().map(|s| s.1).sum();
+    let mut buf = vec![0u8; total.clamp(1, 256 * 1024) as usize];
     for (off, len) in segs {
         let mut done = 0u64;
         while done < len {

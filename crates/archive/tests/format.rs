@@ -206,3 +206,98 @@ fn frame_offset_of(keys: &crossback_archive::crypt::Keys, a: &Path, u: u64) -> u
     let f = table.frames.iter().find(|f| f.u_off <= u && u < f.u_off + f.u_len).unwrap();
     f.c_off + f.c_len / 2
 }
+
+/// Issue 15: small files are written by worker threads. Whatever the
+/// number of threads, the tree comes back the same: directories keep the
+/// mtime and mode they had (read-only ones too, though files were written
+/// into them after the walk left them), hard links find files that a worker
+/// may still be writing, and more directories are left than the restore
+/// keeps waiting (so their metadata is applied on the way, not only at the end).
+#[test]
+fn any_number_of_restore_threads_gives_the_same_tree() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    for d in 0..300 {
+        let dir = src.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..12 {
+            std::fs::write(dir.join(format!("f{f:02}")), format!("{d} {f}\n").repeat(f * 7)).unwrap();
+        }
+        if d % 10 == 3 {
+            std::fs::hard_link(src.join(format!("d{:03}/f05", d - 1)), dir.join("hard")).unwrap();
+            std::fs::hard_link(dir.join("f11"), dir.join("hard-same-dir")).unwrap();
+        }
+    }
+    // Directories with one file each: the walk leaves each one right after
+    // handing its file to a worker.
+    for d in 0..1000 {
+        let dir = src.join(format!("e/{d:04}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("only"), format!("{d}\n").repeat(50)).unwrap();
+        rustix::fs::utimensat(rustix::fs::CWD, &dir, &filetime_secs(1_600_000_000 + d), rustix::fs::AtFlags::empty()).unwrap();
+    }
+    // Big enough for the walk's own thread, between small ones.
+    std::fs::write(src.join("d100/big"), crossback_testkit::tree::noise(7, 3 << 20)).unwrap();
+    for d in 0..300 {
+        let dir = src.join(format!("d{d:03}"));
+        let when = filetime_secs(1_500_000_000 + d * 1000);
+        rustix::fs::utimensat(rustix::fs::CWD, &dir, &when, rustix::fs::AtFlags::empty()).unwrap();
+        if d % 7 == 0 {
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+        }
+    }
+    let a = t.path().join("a.tar.zst");
+    let opts = CreateOptions { frame_size: 256 << 10, ..Default::default() };
+    crossback_archive::create(&src, std::fs::File::create(&a).unwrap(), &opts).unwrap();
+    let archive = Archive::open(&a).unwrap();
+    for threads in [1, 2, 5] {
+        let dest = t.path().join(format!("out-{threads}"));
+        std::fs::create_dir(&dest).unwrap();
+        let r = crossback_archive::extract(&archive, &dest, &ExtractOptions { threads, ..Default::default() }).unwrap();
+        assert!(r.clean(), "{threads} threads: {:?} {:?}", r.failed, r.damaged);
+        assert_eq!(r.entries, 1 + 300 + 300 * 12 + 60 + 1 + 1 + 2000, "{threads} threads");
+        let diffs: Vec<String> = crossback_testkit::compare::trees(&src, &dest).into_iter().filter(|d| !d.starts_with("owner")).collect();
+        assert!(diffs.is_empty(), "{threads} threads: {diffs:#?}");
+        // Writable again, for the temporary directory to go.
+        for d in (0..300).step_by(7) {
+            std::fs::set_permissions(dest.join(format!("d{d:03}")), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+    }
+    for d in (0..300).step_by(7) {
+        std::fs::set_permissions(src.join(format!("d{d:03}")), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+}
+
+fn filetime_secs(sec: i64) -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec { tv_sec: sec, tv_nsec: 0 };
+    rustix::fs::Timestamps { last_access: t, last_modification: t }
+}
+
+/// A file a worker thread cannot write (a non-empty directory stands at its
+/// name) is reported as not restored, not counted as restored, and what
+/// stands there is not touched, whatever the number of threads.
+#[test]
+fn a_file_a_worker_cannot_write_is_reported() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let mut tar = Vec::new();
+    crossback_testkit::member(&mut tar, b"x/", b'5', b"", b"");
+    crossback_testkit::member(&mut tar, b"x/keep", b'0', b"", b"kept");
+    crossback_testkit::member(&mut tar, b"x", b'0', b"", b"a file where a directory is");
+    crossback_testkit::member(&mut tar, b"ok", b'0', b"", b"fine");
+    tar.extend_from_slice(&[0u8; 1024]);
+    let path = t.path().join("clash.tar");
+    std::fs::write(&path, &tar).unwrap();
+    let archive = Archive::open(&path).unwrap();
+    for threads in [1, 3] {
+        let dest = t.path().join(format!("dest-{threads}"));
+        std::fs::create_dir(&dest).unwrap();
+        let r = crossback_archive::extract(&archive, &dest, &ExtractOptions { threads, ..Default::default() }).unwrap();
+        assert_eq!(r.failed.iter().map(|f| f.0.as_slice()).collect::<Vec<_>>(), vec![b"x".as_slice()], "{threads} threads: {:?}", r.failed);
+        assert!(r.damaged.is_empty());
+        assert_eq!(r.entries, 3, "{threads} threads: x/, x/keep and ok");
+        assert_eq!(std::fs::read_to_string(dest.join("x/keep")).unwrap(), "kept");
+        assert_eq!(std::fs::read_to_string(dest.join("ok")).unwrap(), "fine");
+    }
+}

@@ -161,6 +161,10 @@ pub struct ExtractArgs {
     /// Restore into a directory that is not empty, replacing what is in the way.
     #[arg(long)]
     pub force: bool,
+    /// Threads writing small files (default: one per core; 1: only the
+    /// thread that reads the archive).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]

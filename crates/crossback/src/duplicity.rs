@@ -290,7 +290,7 @@ fn finish(mut meta: Meta, mut data: std::fs::File, each: &mut impl FnMut(Meta, &
 /// (entries, problems).
 pub fn restore(root: &Dir, set: &Set, dest: &Path, paths: &[Vec<u8>]) -> anyhow::Result<(u64, Vec<String>)> {
     use crossback_archive::members::{is_damage, Data, Sink};
-    let mut r = Restorer::new(dest)?;
+    let mut r = Restorer::new(dest, crossback_archive::extract::default_threads())?;
     let mut report = crossback_archive::ExtractReport::default();
     let no_progress = None;
     let mut sink = crossback_archive::extract::Extractor::new(&mut r, paths, &no_progress, &mut report);
@@ -321,9 +321,7 @@ pub fn restore(root: &Dir, set: &Set, dest: &Path, paths: &[Vec<u8>]) -> anyhow:
         Ok(())
     })?;
     sink.finish();
-    let mut problems: Vec<String> = report.failed.iter().chain(report.damaged.iter()).map(|(p, w)| format!("{}: {w}", crate::output::path(p))).collect();
-    for (p, w) in r.finish()? {
-        problems.push(format!("{}: {w}", crate::output::path(&p)));
-    }
+    r.finish()?.report_into(&mut report);
+    let problems = report.failed.iter().chain(&report.damaged).chain(&report.warnings).map(|(p, w)| format!("{}: {w}", crate::output::path(p))).collect();
     Ok((report.entries, problems))
 }

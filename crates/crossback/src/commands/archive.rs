@@ -158,7 +158,11 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<Outcome> {
     }
     let progress = Arc::new(Progress::default());
     let total = archive.summary().map(|s| s.data_bytes).unwrap_or(0);
-    let opts = ExtractOptions { paths: a.paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(), progress: Some(Arc::clone(&progress)) };
+    let opts = ExtractOptions {
+        paths: a.paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
+        progress: Some(Arc::clone(&progress)),
+        threads: a.threads.map_or(0, |t| t.max(1)),
+    };
     let start = Instant::now();
     let bar = Bar::start(Arc::clone(&progress), if opts.paths.is_empty() { total } else { 0 }, "restoring");
     let report = crossback_archive::extract(&archive, &a.dir, &opts);

@@ -212,7 +212,7 @@ fn restore_into(
         let archive = b.open_archive(ar)?;
         let progress = Arc::new(Progress::default());
         let bar = Bar::start(Arc::clone(&progress), if sel.is_empty() { ar.data_bytes } else { 0 }, "restoring");
-        let r = crossback_archive::extract(&archive, &dest, &ExtractOptions { paths: sel, progress: Some(progress) });
+        let r = crossback_archive::extract(&archive, &dest, &ExtractOptions { paths: sel, progress: Some(progress), threads: 0 });
         bar.finish();
         let r = r.with_context(|| format!("restoring {} into {}", ar.file, dest_dir.shown().display()))?;
         entries += r.entries;
