@@ -35,6 +35,7 @@ use crate::container::{ContainerWriter, Footer, Summary};
 use crate::entry::{Kind, Meta, Time, KEPT_FLAGS};
 use crate::error::{ctx, Error, Result};
 use crate::index::{IndexEntry, IndexWriter};
+use crate::readback::ReadBack;
 use crate::sys;
 use crate::tarw;
 
@@ -82,6 +83,9 @@ pub struct CreateOptions {
     pub skip_inodes: Vec<(u64, u64)>,
     /// Encrypt the archive to these (age); none: plaintext.
     pub encrypt_to: Vec<age::x25519::Recipient>,
+    /// Read the archive back from the disk while it is written, and compare
+    /// what was read with what was written ([`CreateReport::read_back`]).
+    pub read_back: bool,
 }
 
 impl Default for CreateOptions {
@@ -97,6 +101,7 @@ impl Default for CreateOptions {
             progress: None,
             skip_inodes: Vec::new(),
             encrypt_to: Vec::new(),
+            read_back: false,
         }
     }
 }
@@ -114,9 +119,14 @@ pub struct CreateReport {
     pub summary: Summary,
     pub footer: Footer,
     pub problems: Vec<Problem>,
-    /// An encrypted archive: BLAKE3 of the file's bytes as written (the
-    /// ciphertext): reading it back checks the disk without the keys.
+    /// BLAKE3 of the file's bytes as written (for an encrypted archive, the
+    /// ciphertext), when read back or encrypted.
     pub file_hash: Option<[u8; 32]>,
+    /// With [`CreateOptions::read_back`]: whether the bytes read back from
+    /// the disk (after the final fsync) are those written; why not.
+    pub read_back: Option<std::result::Result<(), String>>,
+    /// How long reading back the tail took, after the final fsync.
+    pub read_back_tail: std::time::Duration,
 }
 
 /// The archive file, written through age when encrypting.
@@ -131,12 +141,14 @@ type Sink = crate::crypt::Output<DiskFile>;
 const WRITEBACK_STEP: u64 = 8 << 20;
 const DIRTY_MAX: u64 = 64 << 20;
 
-/// The archive's file, written back as it is written; when the archive is
-/// encrypted, what reaches it is hashed on the way (a read-back without
-/// the keys compares that hash).
+/// The archive's file, written back as it is written; what reaches it is
+/// hashed on the way when it is to be read back (or is encrypted: the
+/// caller may read it back without the keys).
 struct DiskFile {
     out: BufWriter<File>,
     hash: Option<blake3::Hasher>,
+    /// Reads back each part that reached the disk.
+    read_back: Option<ReadBack>,
     /// Bytes written, bytes handed to the disk, bytes known to be on it.
     written: u64,
     started: u64,
@@ -144,14 +156,16 @@ struct DiskFile {
 }
 
 impl DiskFile {
-    fn new(out: File, hashed: bool) -> DiskFile {
-        DiskFile { out: BufWriter::with_capacity(4 << 20, out), hash: hashed.then(blake3::Hasher::new), written: 0, started: 0, settled: 0 }
+    fn new(out: File, hashed: bool, read_back: bool) -> std::io::Result<DiskFile> {
+        let read_back = if read_back { Some(ReadBack::start(&out)?) } else { None };
+        let hash = (hashed || read_back.is_some()).then(blake3::Hasher::new);
+        Ok(DiskFile { out: BufWriter::with_capacity(4 << 20, out), hash, read_back, written: 0, started: 0, settled: 0 })
     }
 
-    /// Flushed: the file and the hash of what was written to it.
-    fn finish(self) -> std::io::Result<(File, Option<[u8; 32]>)> {
+    /// Flushed: the file, the hash of what was written to it, the read-back.
+    fn finish(self) -> std::io::Result<(File, Option<[u8; 32]>, Option<ReadBack>)> {
         let hash = self.hash.map(|h| *h.finalize().as_bytes());
-        Ok((self.out.into_inner().map_err(|e| e.into_error())?, hash))
+        Ok((self.out.into_inner().map_err(|e| e.into_error())?, hash, self.read_back))
     }
 
     fn write_back(&mut self) -> std::io::Result<()> {
@@ -166,6 +180,9 @@ impl DiskFile {
             let upto = self.started - DIRTY_MAX / 2;
             sys::sync_range(fd, self.settled, upto - self.settled, true);
             self.settled = upto;
+            if let Some(rb) = &self.read_back {
+                rb.durable(upto);
+            }
         }
         Ok(())
     }
@@ -320,7 +337,8 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     let excludes = Excludes::new(&opts.excludes)?;
     let spool = Spool::new(opts.spool_dir.as_deref(), !opts.encrypt_to.is_empty()).map_err(ctx(|| "creating the index spool file".into()))?;
     let mut index = IndexWriter::new(BufWriter::with_capacity(1 << 20, spool));
-    let out = Sink::new(DiskFile::new(out, !opts.encrypt_to.is_empty()), &opts.encrypt_to).map_err(ctx(|| "writing the archive".into()))?;
+    let disk = DiskFile::new(out, !opts.encrypt_to.is_empty(), opts.read_back).map_err(ctx(|| "opening the archive to read it back".into()))?;
+    let out = Sink::new(disk, &opts.encrypt_to).map_err(ctx(|| "writing the archive".into()))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let window = Arc::new(Window::default());
@@ -414,7 +432,16 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     summary.entries = count;
     let mut spool = std::io::BufReader::with_capacity(1 << 20, spool.into_reader()?);
     let (out, footer) = w.finish(&mut spool, count, summary.clone())?;
-    let (file, file_hash) = out.finish().and_then(DiskFile::finish).map_err(ctx(|| "writing the archive".into()))?;
+    let (file, file_hash, read_back) = out.finish().and_then(DiskFile::finish).map_err(ctx(|| "writing the archive".into()))?;
     file.sync_all().map_err(ctx(|| "syncing the archive to disk".into()))?;
-    Ok(CreateReport { summary, footer, problems, file_hash })
+    let tail = std::time::Instant::now();
+    let read_back = read_back.map(|rb| {
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        match rb.finish(len) {
+            Ok(h) if Some(h) == file_hash => Ok(()),
+            Ok(_) => Err("the bytes read back differ from those written".to_string()),
+            Err(e) => Err(format!("reading it back: {e}")),
+        }
+    });
+    Ok(CreateReport { summary, footer, problems, file_hash, read_back, read_back_tail: tail.elapsed() })
 }

@@ -21,6 +21,7 @@ pub mod entry;
 pub mod error;
 pub mod index;
 pub mod members;
+pub mod readback;
 mod sys;
 pub mod tarr;
 pub mod tarw;

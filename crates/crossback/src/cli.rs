@@ -334,7 +334,7 @@ pub struct BackupArgs {
     /// Abandon the open generation and start a new one.
     #[arg(long)]
     pub new_generation: bool,
-    /// Skip reading each archive back from the disk after writing it.
+    /// Skip reading each archive back from the disk (done while it is written).
     #[arg(long)]
     pub no_verify: bool,
     /// Read filesystems that were not cleanly unmounted, without replaying their journals.

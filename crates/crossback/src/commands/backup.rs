@@ -9,12 +9,11 @@
 //! the next run removes the leftovers (R5).
 
 use std::collections::BTreeSet;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossback_archive::{Archive, CreateOptions, Progress};
+use crossback_archive::{CreateOptions, Progress};
 use crossback_host::beneath::Dir;
 use crossback_host::lock;
 use crossback_host::ns;
@@ -98,11 +97,6 @@ fn fs_params(fstype: &str, dev: &std::path::Path) -> Vec<String> {
         }
         None => Vec::new(),
     }
-}
-
-/// Drops the file's pages from the cache, so the check reads the disk.
-fn drop_cache(f: &std::fs::File) {
-    let _ = rustix::fs::fadvise(f.as_fd(), 0, None, rustix::fs::Advice::DontNeed);
 }
 
 struct Timing {
@@ -210,6 +204,7 @@ fn backup_system(
             spool_dir: Some(dir.fd_path()),
             progress: Some(Arc::clone(&progress)),
             encrypt_to: encrypt_to.into_iter().cloned().collect(),
+            read_back: !a.no_verify,
             ..Default::default()
         };
         if let Some(th) = a.threads {
@@ -245,43 +240,16 @@ fn backup_system(
             eprintln!("  warning: {}:{}: {}", sys.name, output::path(&p.path), output::text(&p.what));
         }
         unreadable += report.summary.errors;
-        if !a.no_verify {
-            let start = Instant::now();
-            let back = dir.open_file(&partial)?;
-            drop_cache(&back);
-            let damaged: Vec<String> = match report.file_hash {
-                // Encrypted: the bytes on the disk against the hash of those
-                // written (the plaintext was hashed as it was made); no key needed.
-                Some(written) => {
-                    let mut h = blake3::Hasher::new();
-                    h.update_reader(&back).with_context(|| format!("reading back {partial}"))?;
-                    if *h.finalize().as_bytes() == written {
-                        Vec::new()
-                    } else {
-                        vec!["the bytes read differ from those written".to_string()]
-                    }
-                }
-                None => {
-                    let archive = Archive::from_file(back, &dir.shown().join(&partial)).with_context(|| format!("reading back {partial}"))?;
-                    let checked = Arc::new(Progress::default());
-                    let bar = Bar::start(Arc::clone(&checked), archive.file().metadata().map(|m| m.len()).unwrap_or(0) + report.summary.data_bytes, "checking");
-                    let check = crossback_archive::verify::verify(&archive, None, Some(checked));
-                    bar.finish();
-                    let check = check.with_context(|| format!("checking {partial}"))?;
-                    check.damaged.iter().map(|(p, w)| format!("{}: {w}", output::path(p))).collect()
-                }
-            };
-            if !damaged.is_empty() {
-                crate::refuse!(
-                    Refusal::SlotIo,
-                    "the archive of {}'s {} does not read back correctly from the slot ({} damaged: {:?}): the backup disk may be failing; look at `dmesg` and its health (`smartctl -a`)",
-                    sys.name,
-                    f.mountpoint,
-                    damaged.len(),
-                    damaged.iter().take(3).collect::<Vec<_>>()
-                );
-            }
-            t.check += start.elapsed();
+        // Read back while it was written (after the final fsync, the tail).
+        t.archive -= report.read_back_tail;
+        t.check += report.read_back_tail;
+        if let Some(Err(why)) = &report.read_back {
+            crate::refuse!(
+                Refusal::SlotIo,
+                "the archive of {}'s {} does not read back correctly from the slot ({why}): the backup disk may be failing; look at `dmesg` and its health (`smartctl -a`)",
+                sys.name,
+                f.mountpoint,
+            );
         }
         dir.rename(&partial, &file)?;
         dir.sync()?;
