@@ -6,7 +6,8 @@
 #               zstd -dc | tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -
 #   duplicity:  duplicity full --no-encryption SRC file://DISK/dup  (the user's old procedure,
 #               without its GnuPG step), duplicity restore
-# and `crossback backup` of the same data as a system (its read-back check
+# crossback with adaptive compression (`--max-level $MAX_LEVEL`, default 9)
+# as a fourth column, and `crossback backup` of the same data as a system (its read-back check
 # included) against `crossback archive create` alone.
 # The disk's limit is printed: the archive's bytes at the disk's speed.
 # Data: make-rootfs.sh's Debian root with make-tree.py --scale 1 in /tree,
@@ -18,6 +19,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-3}
 wmibs=${2:-80}
 rmibs=${3:-110}
+max_level=${MAX_LEVEL:-9}
 bench=${CROSSBACK_SHARED:-$here/../shared}/bench
 bin=$here/target/release/crossback
 (cd "$here" && cargo build --release --locked -q)
@@ -42,6 +44,12 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 loop() { DEV=$(losetup --find --show "$1"); loops+=("$DEV"); }
 mount_at() { mkdir -p "$2"; mount "$1" "$2"; mounts+=("$2"); }
 unmount_last() { umount "${mounts[-1]}"; unset 'mounts[-1]'; }
+# duplicity without encryption, its cache in the work directory; its log
+# shown if it fails.
+dup() {
+  PASSPHRASE= HOME=/root duplicity "$1" --no-encryption --archive-dir="$work/dup-cache" "${@:2}" > "$work/dup.log" 2>&1 ||
+    { echo "slowdisk.sh: duplicity $1 failed:" >&2; tail -20 "$work/dup.log" >&2; exit 1; }
+}
 
 # The source and the restore target: fast, each its own ext4.
 truncate -s 8G "$work/src.img"; mkfs.ext4 -q -F "$work/src.img"; loop "$work/src.img"; src=$DEV; mount_at "$src" "$work/src"
@@ -67,24 +75,27 @@ mount_at "$slota" "$work/out"
 
 declare -A t
 for i in $(seq "$runs"); do
-  for who in peer duplicity crossback; do
-    rm -rf "$work/out/$who.tar.zst" "$work/out/dup" "$work/dup-cache"; drop
+  for who in peer duplicity crossback adaptive; do
+    case $who in duplicity) rm -rf "$work/out/dup" "$work/dup-cache" ;; *) rm -f "$work/out/$who.tar.zst" ;; esac
+    drop
     s=$(now)
     case $who in
       peer) (cd "$work/src" && tar --xattrs --xattrs-include='*' --acls --sparse --numeric-owner -cf - . 2>/dev/null | zstd -q -T0 -3 > "$work/out/peer.tar.zst") ;;
-      duplicity) PASSPHRASE= HOME=/root duplicity full --no-encryption --archive-dir="$work/dup-cache" "$work/src" "file://$work/out/dup" >/dev/null 2>&1 ;;
+      duplicity) dup full "$work/src" "file://$work/out/dup" ;;
       crossback) "$bin" archive create "$work/src" -o "$work/out/crossback.tar.zst" 2>/dev/null ;;
+      adaptive) "$bin" archive create "$work/src" -o "$work/out/adaptive.tar.zst" --max-level "$max_level" 2> "$work/adaptive.log" ;;
     esac
     sync -f "$work/out"
     t[create-$who]+="$(echo "$(now) - $s" | bc) "
   done
-  for who in peer duplicity crossback; do
+  for who in peer duplicity crossback adaptive; do
     rm -rf "$work/dst/restore"; mkdir "$work/dst/restore"; drop
     s=$(now)
     case $who in
       peer) zstd -dc "$work/out/peer.tar.zst" | tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf - -C "$work/dst/restore" 2>/dev/null ;;
-      duplicity) PASSPHRASE= HOME=/root duplicity restore --force --no-encryption --archive-dir="$work/dup-cache" "file://$work/out/dup" "$work/dst/restore" >/dev/null 2>&1 ;;
+      duplicity) dup restore --force "file://$work/out/dup" "$work/dst/restore" ;;
       crossback) "$bin" archive extract "$work/out/crossback.tar.zst" -C "$work/dst/restore" --force 2>/dev/null ;;
+      adaptive) "$bin" archive extract "$work/out/adaptive.tar.zst" -C "$work/dst/restore" --force 2>/dev/null ;;
     esac
     sync -f "$work/dst"
     t[extract-$who]+="$(echo "$(now) - $s" | bc) "
@@ -93,6 +104,7 @@ done
 size_dup=$(du -sb "$work/out/dup" | cut -f1)
 size_peer=$(stat -c %s "$work/out/peer.tar.zst")
 size_cb=$(stat -c %s "$work/out/crossback.tar.zst")
+size_ad=$(stat -c %s "$work/out/adaptive.tar.zst")
 rm -rf "$work/out/dup" "$work/out"/*.tar.zst "$work/dup-cache"
 
 # crossback backup of the same data as a system, onto the two slots in
@@ -124,6 +136,15 @@ printf '| create, to durable (s) | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f (limi
 c=$(m extract-crossback); p=$(m extract-peer); d=$(m extract-duplicity)
 printf '| extract from it (s) | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f (limit %.2f s) |\n' "$c" "$p" "$d" "$(ratio "$c" "$p")" "$(ratio "$c" "$d")" "$(ratio "$c" "$limit_r")" "$limit_r"
 printf '| bytes written | %d | %d | %d | %.3f | %.3f | |\n' "$size_cb" "$size_peer" "$size_dup" "$(ratio "$size_cb" "$size_peer")" "$(ratio "$size_cb" "$size_dup")"
+c=$(m create-adaptive); ce=$(m extract-adaptive); cf=$(m create-crossback)
+echo
+echo "| adaptive compression (--max-level $max_level), median of $runs | value | vs fixed level 3 | vs tar \\| zstd -3 | / the disk's limit |"
+echo "| --- | --- | --- | --- | --- |"
+la=$(echo "$size_ad / ($wmibs * 1048576)" | bc -l)
+printf '| create, to durable (s) | %.2f | %.2f | %.2f | %.2f (limit %.2f s) |\n' "$c" "$(ratio "$c" "$cf")" "$(ratio "$c" "$(m create-peer)")" "$(ratio "$c" "$la")" "$la"
+printf '| extract from it (s) | %.2f | %.2f | %.2f | |\n' "$ce" "$(ratio "$ce" "$(m extract-crossback)")" "$(ratio "$ce" "$(m extract-peer)")"
+printf '| bytes written | %d | %.3f | %.3f | |\n' "$size_ad" "$(ratio "$size_ad" "$size_cb")" "$(ratio "$size_ad" "$size_peer")"
+echo "levels of the last run: $(grep 'zstd levels' "$work/adaptive.log" || echo 'one level')"
 b=$(m backup); c=$(m create-crossback)
 echo
 echo "| crossback backup of it as a system (s) | median of $runs |"
@@ -133,4 +154,4 @@ printf '| … of which the read-back check after the final fsync | %.2f |\n' "$(
 printf '| archive create alone (above) | %.2f |\n' "$c"
 printf '| backup / archive create | %.2f |\n' "$(ratio "$b" "$c")"
 echo
-for k in create-crossback create-peer create-duplicity extract-crossback extract-peer extract-duplicity backup backup-check; do echo "runs $k (s): ${t[$k]}"; done
+for k in create-crossback create-adaptive create-peer create-duplicity extract-crossback extract-adaptive extract-peer extract-duplicity backup backup-check; do echo "runs $k (s): ${t[$k]}"; done

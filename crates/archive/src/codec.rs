@@ -20,7 +20,15 @@ const WINDOW_LOG_WRITE: u32 = 23;
 const META_LEVEL: i32 = 3;
 
 /// Compresses data frames, one independent frame per call.
-pub struct FrameEncoder(zstd::bulk::Compressor<'static>);
+pub struct FrameEncoder {
+    c: zstd::bulk::Compressor<'static>,
+    /// For samples: does a frame compress at all?
+    probe: zstd::bulk::Compressor<'static>,
+    level: i32,
+}
+
+/// Bytes of a frame tried (at level 1) to tell whether it compresses.
+const SAMPLE: usize = 32 << 10;
 
 impl FrameEncoder {
     /// A window as large as the frame (up to 8 MiB): the whole frame can
@@ -35,11 +43,40 @@ impl FrameEncoder {
             c.include_contentsize(true)
         };
         setup(&mut c).map_err(ctx(|| "configuring the compressor".into()))?;
-        Ok(FrameEncoder(c))
+        let probe = zstd::bulk::Compressor::new(1).map_err(ctx(|| "starting the compressor".into()))?;
+        Ok(FrameEncoder { c, probe, level })
+    }
+
+    /// The level for the next frames (frames stay independent: any mix of
+    /// levels is one valid stream).
+    pub fn set_level(&mut self, level: i32) -> Result<()> {
+        if level != self.level {
+            self.c.set_compression_level(level).map_err(ctx(|| "setting the compression level".into()))?;
+            self.level = level;
+        }
+        Ok(())
+    }
+
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+
+    /// Whether `data` looks incompressible (compressed media, encrypted
+    /// files, random bytes): three samples that zstd -1 cannot shrink by
+    /// 3 %. Such a frame gains nothing from a higher level, only costs.
+    pub fn incompressible(&mut self, data: &[u8]) -> bool {
+        if data.len() < 4 * SAMPLE {
+            return false;
+        }
+        let mut out = vec![0u8; zstd::zstd_safe::compress_bound(SAMPLE)];
+        [0, data.len() / 2, data.len() - SAMPLE].into_iter().all(|at| match self.probe.compress_to_buffer(&data[at..at + SAMPLE], &mut out) {
+            Ok(n) => n * 100 >= SAMPLE * 97,
+            Err(_) => false,
+        })
     }
 
     pub fn frame(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.0.compress(data).map_err(ctx(|| "compressing".into()))
+        self.c.compress(data).map_err(ctx(|| "compressing".into()))
     }
 }
 
@@ -80,5 +117,36 @@ mod tests {
         big.set_parameter(zstd::zstd_safe::CParameter::EnableLongDistanceMatching(true)).unwrap();
         let g = big.compress(&vec![7u8; 40 << 20]).unwrap();
         assert!(decoder(&g[..]).unwrap().read_to_end(&mut Vec::new()).is_err());
+    }
+
+    /// Issue 15: random bytes are told apart from text and kept at the
+    /// level asked for; a frame made at a higher level is smaller and
+    /// reads back the same (levels mix freely in one archive).
+    #[test]
+    fn incompressible_frames_are_told_apart_and_levels_mix() {
+        let mut e = FrameEncoder::new(3, 8 << 20).unwrap();
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let noise: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(e.incompressible(&noise));
+        let text: Vec<u8> = (0..1u32 << 20).map(|i| b"the quick brown fox jumps over the lazy dog "[(i % 44) as usize] ^ ((i / 4093 % 3) as u8)).collect();
+        assert!(!e.incompressible(&text));
+        assert!(!e.incompressible(&noise[..64 << 10]), "too small to judge: not skipped");
+        let at3 = e.frame(&text).unwrap();
+        e.set_level(9).unwrap();
+        assert_eq!(e.level(), 9);
+        let at9 = e.frame(&text).unwrap();
+        assert!(at9.len() <= at3.len(), "{} > {}", at9.len(), at3.len());
+        for f in [&at3, &at9] {
+            let mut out = Vec::new();
+            decoder(&f[..]).unwrap().read_to_end(&mut out).unwrap();
+            assert_eq!(out, text);
+        }
     }
 }

@@ -24,7 +24,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -83,6 +83,9 @@ pub struct CreateOptions {
     pub skip_inodes: Vec<(u64, u64)>,
     /// Encrypt the archive to these (age); none: plaintext.
     pub encrypt_to: Vec<age::x25519::Recipient>,
+    /// The highest level compression may rise to while the disk, not the
+    /// CPU, is the bottleneck (`level` or below: the level stays fixed).
+    pub max_level: i32,
     /// Read the archive back from the disk while it is written, and compare
     /// what was read with what was written ([`CreateReport::read_back`]).
     pub read_back: bool,
@@ -102,6 +105,7 @@ impl Default for CreateOptions {
             skip_inodes: Vec::new(),
             encrypt_to: Vec::new(),
             read_back: false,
+            max_level: 3,
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct CreateReport {
     pub read_back: Option<std::result::Result<(), String>>,
     /// How long reading back the tail took, after the final fsync.
     pub read_back_tail: std::time::Duration,
+    /// How many data frames were compressed at each zstd level.
+    pub levels: BTreeMap<i32, u64>,
 }
 
 /// The archive file, written through age when encrypting.
@@ -296,35 +302,87 @@ struct Chunk {
     data: Vec<u8>,
 }
 
-fn compress_worker(level: i32, frame_size: usize, rx: Receiver<Chunk>, tx: Sender<(u64, Vec<u8>, u64)>) -> Result<()> {
-    let mut c = crate::codec::FrameEncoder::new(level, frame_size)?;
+/// A compressed frame on its way to the writer: sequence, bytes, the tar
+/// bytes it holds, the level it was made at.
+type Frame = (u64, Vec<u8>, u64, i32);
+
+/// Compresses chunks at the level the writer asks for (`level`), or at
+/// `base` when a chunk looks incompressible.
+fn compress_worker(level: &AtomicI32, base: i32, frame_size: usize, rx: Receiver<Chunk>, tx: Sender<Frame>) -> Result<()> {
+    let mut c = crate::codec::FrameEncoder::new(base, frame_size)?;
     for chunk in rx {
+        let wanted = level.load(Ordering::Relaxed);
+        let level = if wanted > base && c.incompressible(&chunk.data) { base } else { wanted };
+        c.set_level(level)?;
         let out = c.frame(&chunk.data)?;
-        if tx.send((chunk.seq, out, chunk.data.len() as u64)).is_err() {
+        if tx.send((chunk.seq, out, chunk.data.len() as u64, c.level())).is_err() {
             break;
         }
     }
     Ok(())
 }
 
-fn write_worker(out: Sink, rx: Receiver<(u64, Vec<u8>, u64)>, progress: Option<Arc<Progress>>) -> Result<ContainerWriter<Sink>> {
+/// Issue 15: the compression level follows the bottleneck. The writer
+/// looks at how it spent its time over the last frames: waiting for the
+/// compressors (the CPU, or the source, is the bottleneck: one level down,
+/// never below the level asked for) or writing while frames wait (the disk
+/// is: one level up, to at most `max`, so that cores that would idle make
+/// the archive smaller instead).
+struct Adapt<'a> {
+    level: &'a AtomicI32,
+    min: i32,
+    max: i32,
+    waited: std::time::Duration,
+    busy: std::time::Duration,
+    frames: u32,
+}
+
+impl Adapt<'_> {
+    const WINDOW: u32 = 4;
+
+    fn account(&mut self, waited: std::time::Duration, busy: std::time::Duration) {
+        self.waited += waited;
+        self.busy += busy;
+        self.frames += 1;
+        if self.frames < Self::WINDOW || self.min >= self.max {
+            return;
+        }
+        let starving = self.waited.as_secs_f64() / (self.waited + self.busy).as_secs_f64().max(1e-9);
+        let level = self.level.load(Ordering::Relaxed);
+        if starving < 0.05 && level < self.max {
+            self.level.store(level + 1, Ordering::Relaxed);
+        } else if starving > 0.25 && level > self.min {
+            self.level.store(level - 1, Ordering::Relaxed);
+        }
+        (self.waited, self.busy, self.frames) = Default::default();
+    }
+}
+
+fn write_worker(out: Sink, rx: Receiver<Frame>, progress: Option<Arc<Progress>>, mut adapt: Adapt<'_>) -> Result<(ContainerWriter<Sink>, BTreeMap<i32, u64>)> {
     let mut w = ContainerWriter::new(out).map_err(ctx(|| "writing the archive".into()))?;
-    let mut pending: BTreeMap<u64, (Vec<u8>, u64)> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, (Vec<u8>, u64, i32)> = BTreeMap::new();
+    let mut levels: BTreeMap<i32, u64> = BTreeMap::new();
     let mut next = 0u64;
-    for (seq, data, u_len) in rx {
-        pending.insert(seq, (data, u_len));
-        while let Some((data, u_len)) = pending.remove(&next) {
+    loop {
+        let asked = std::time::Instant::now();
+        let Ok((seq, data, u_len, level)) = rx.recv() else { break };
+        let waited = asked.elapsed();
+        pending.insert(seq, (data, u_len, level));
+        let started = std::time::Instant::now();
+        while let Some((data, u_len, level)) = pending.remove(&next) {
             w.frame(&data, u_len).map_err(ctx(|| "writing the archive".into()))?;
+            *levels.entry(level).or_default() += 1;
             if let Some(p) = &progress {
                 p.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             next += 1;
         }
+        adapt.account(waited, started.elapsed());
     }
     if !pending.is_empty() {
         return Err(Error::Format("a compressor stopped early".into()));
     }
-    Ok(w)
+    Ok((w, levels))
 }
 
 /// Archives the tree at `src` (one file system) into `out`, which must be
@@ -347,9 +405,11 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     let (prep_tx, prep_rx) = bounded::<Prepared>(1024);
     let (prob_tx, prob_rx) = crossbeam_channel::unbounded::<Problem>();
     let (chunk_tx, chunk_rx) = bounded::<Chunk>(opts.threads.max(1) * 2);
-    let (frame_tx, frame_rx) = bounded::<(u64, Vec<u8>, u64)>(opts.threads.max(1) * 2);
+    let (frame_tx, frame_rx) = bounded::<Frame>(opts.threads.max(1) * 2);
+    let level = AtomicI32::new(opts.level);
+    let level = &level;
 
-    let result = std::thread::scope(|s| -> Result<(Summary, ContainerWriter<Sink>)> {
+    let result = std::thread::scope(|s| -> Result<(Summary, (ContainerWriter<Sink>, BTreeMap<i32, u64>))> {
         {
             let (root, window, stop, prob_tx) = (Arc::clone(&root), Arc::clone(&window), Arc::clone(&stop), prob_tx.clone());
             let excludes = &excludes;
@@ -375,11 +435,11 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
         drop(prep_tx);
         let mut compressors = Vec::new();
         for i in 0..opts.threads.max(1) {
-            let (rx, tx, level, frame_size) = (chunk_rx.clone(), frame_tx.clone(), opts.level, opts.frame_size);
+            let (rx, tx, base, frame_size) = (chunk_rx.clone(), frame_tx.clone(), opts.level, opts.frame_size);
             compressors.push(
                 std::thread::Builder::new()
                     .name(format!("zstd-{i}"))
-                    .spawn_scoped(s, move || compress_worker(level, frame_size, rx, tx))
+                    .spawn_scoped(s, move || compress_worker(level, base, frame_size, rx, tx))
                     .map_err(ctx(|| "starting a compressor".into()))?,
             );
         }
@@ -388,7 +448,10 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
         let progress = opts.progress.clone();
         let writer = std::thread::Builder::new()
             .name("write".into())
-            .spawn_scoped(s, move || write_worker(out, frame_rx, progress))
+            .spawn_scoped(s, move || {
+                let adapt = Adapt { level, min: opts.level, max: opts.max_level, waited: Default::default(), busy: Default::default(), frames: 0 };
+                write_worker(out, frame_rx, progress, adapt)
+            })
             .map_err(ctx(|| "starting the writer".into()))?;
 
         let mut ser = Serializer {
@@ -423,7 +486,7 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
         }
         Ok((end?, w))
     });
-    let (mut summary, w) = result?;
+    let (mut summary, (w, levels)) = result?;
     let mut problems: Vec<Problem> = prob_rx.try_iter().collect();
     summary.errors = problems.len() as u64;
     problems.sort_by(|a, b| a.path.cmp(&b.path));
@@ -443,5 +506,41 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
             Err(e) => Err(format!("reading it back: {e}")),
         }
     });
-    Ok(CreateReport { summary, footer, problems, file_hash, read_back, read_back_tail: tail.elapsed() })
+    Ok(CreateReport { summary, footer, problems, file_hash, read_back, read_back_tail: tail.elapsed(), levels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Issue 15: a writer that never waits for the compressors (the disk is
+    /// the bottleneck) raises the level step by step to the maximum; one
+    /// that mostly waits (the CPU is) lowers it to the level asked for; a
+    /// fixed level (max = min) never moves.
+    #[test]
+    fn the_level_follows_the_bottleneck() {
+        let level = AtomicI32::new(3);
+        let mut a = Adapt { level: &level, min: 3, max: 9, waited: Duration::ZERO, busy: Duration::ZERO, frames: 0 };
+        for _ in 0..Adapt::WINDOW * 20 {
+            a.account(Duration::from_micros(10), Duration::from_millis(100));
+        }
+        assert_eq!(level.load(Ordering::Relaxed), 9);
+        for _ in 0..Adapt::WINDOW * 20 {
+            a.account(Duration::from_millis(100), Duration::from_millis(10));
+        }
+        assert_eq!(level.load(Ordering::Relaxed), 3);
+        // In between (10-25 % waiting): it stays where it is.
+        level.store(5, Ordering::Relaxed);
+        for _ in 0..Adapt::WINDOW * 20 {
+            a.account(Duration::from_millis(15), Duration::from_millis(85));
+        }
+        assert_eq!(level.load(Ordering::Relaxed), 5);
+        let fixed = AtomicI32::new(3);
+        let mut f = Adapt { level: &fixed, min: 3, max: 3, waited: Duration::ZERO, busy: Duration::ZERO, frames: 0 };
+        for _ in 0..Adapt::WINDOW * 20 {
+            f.account(Duration::ZERO, Duration::from_millis(100));
+        }
+        assert_eq!(fixed.load(Ordering::Relaxed), 3);
+    }
 }

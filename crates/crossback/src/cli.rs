@@ -128,6 +128,11 @@ pub struct CreateArgs {
     /// zstd compression level (1-19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
+    /// Let the level rise up to N while the disk, not the CPU, is the
+    /// bottleneck (a slow disk: a smaller archive in the same time);
+    /// frames that do not compress stay at --level. Default: fixed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub max_level: Option<i32>,
     /// Compression threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -343,6 +348,10 @@ pub struct BackupArgs {
     /// zstd level.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
+    /// Let the level rise up to N while the backup disk, not the CPU, is
+    /// the bottleneck (see `archive create --max-level`). Default: fixed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub max_level: Option<i32>,
     /// Compression threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -182,3 +182,9 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(answer.trim() == "yes")
 }
+
+/// The zstd levels an archive's frames were made at, when more than one
+/// (adaptive compression): "3 (12 frames), 4 (30 frames)".
+pub fn levels(levels: &std::collections::BTreeMap<i32, u64>) -> Option<String> {
+    (levels.len() > 1).then(|| levels.iter().map(|(l, n)| format!("{l} ({})", count(*n, "frame", "frames"))).collect::<Vec<_>>().join(", "))
+}

@@ -96,6 +96,7 @@ pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
         spool_dir: Some(dir.to_path_buf()),
         progress: Some(Arc::clone(&progress)),
         encrypt_to: crate::keys::parse_recipients(&a.recipient)?,
+        max_level: a.max_level.unwrap_or(a.level),
         ..Default::default()
     };
     if let Some(t) = a.threads {
@@ -144,6 +145,9 @@ pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
         s.sockets_skipped,
         s.errors
     );
+    if let Some(l) = output::levels(&report.levels) {
+        eprintln!("zstd levels: {l}");
+    }
     let problems: Vec<(Vec<u8>, String)> = report.problems.iter().map(|p| (p.path.clone(), p.what.clone())).collect();
     list("not archived as they are", &problems);
     Ok(if problems.is_empty() { Outcome::Ok } else { Outcome::Partial })

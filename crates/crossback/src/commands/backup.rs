@@ -205,6 +205,7 @@ fn backup_system(
             progress: Some(Arc::clone(&progress)),
             encrypt_to: encrypt_to.into_iter().cloned().collect(),
             read_back: !a.no_verify,
+            max_level: a.max_level.unwrap_or(a.level),
             ..Default::default()
         };
         if let Some(th) = a.threads {
@@ -264,13 +265,14 @@ fn backup_system(
             unreadable: report.summary.errors,
         });
         println!(
-            "  {} {:<10} {}, {} → {} in {:.1}s",
+            "  {} {:<10} {}, {} → {} in {:.1}s{}",
             sys.name,
             f.mountpoint,
             output::count(report.summary.entries, "entry", "entries"),
             output::bytes(report.summary.data_bytes),
             output::bytes(bytes),
-            start.elapsed().as_secs_f64()
+            start.elapsed().as_secs_f64(),
+            output::levels(&report.levels).map(|l| format!(" (zstd levels: {l})")).unwrap_or_default()
         );
     }
     // Swap partitions: no archive, but bare-metal restore recreates them (same UUID and label).
