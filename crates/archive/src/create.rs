@@ -123,9 +123,6 @@ pub struct CreateReport {
     pub summary: Summary,
     pub footer: Footer,
     pub problems: Vec<Problem>,
-    /// BLAKE3 of the file's bytes as written (for an encrypted archive, the
-    /// ciphertext), when read back or encrypted.
-    pub file_hash: Option<[u8; 32]>,
     /// With [`CreateOptions::read_back`]: whether the bytes read back from
     /// the disk (after the final fsync) are those written; why not.
     pub read_back: Option<std::result::Result<(), String>>,
@@ -147,9 +144,9 @@ type Sink = crate::crypt::Output<DiskFile>;
 const WRITEBACK_STEP: u64 = 8 << 20;
 const DIRTY_MAX: u64 = 64 << 20;
 
-/// The archive's file, written back as it is written; what reaches it is
-/// hashed on the way when it is to be read back (or is encrypted: the
-/// caller may read it back without the keys).
+/// The archive's file, written back as it is written; what reaches it (the
+/// ciphertext, when encrypting) is hashed on the way when it is to be read
+/// back.
 struct DiskFile {
     out: BufWriter<File>,
     hash: Option<blake3::Hasher>,
@@ -162,9 +159,9 @@ struct DiskFile {
 }
 
 impl DiskFile {
-    fn new(out: File, hashed: bool, read_back: bool) -> std::io::Result<DiskFile> {
+    fn new(out: File, read_back: bool) -> std::io::Result<DiskFile> {
         let read_back = if read_back { Some(ReadBack::start(&out)?) } else { None };
-        let hash = (hashed || read_back.is_some()).then(blake3::Hasher::new);
+        let hash = read_back.is_some().then(blake3::Hasher::new);
         Ok(DiskFile { out: BufWriter::with_capacity(4 << 20, out), hash, read_back, written: 0, started: 0, settled: 0 })
     }
 
@@ -395,7 +392,7 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     let excludes = Excludes::new(&opts.excludes)?;
     let spool = Spool::new(opts.spool_dir.as_deref(), !opts.encrypt_to.is_empty()).map_err(ctx(|| "creating the index spool file".into()))?;
     let mut index = IndexWriter::new(BufWriter::with_capacity(1 << 20, spool));
-    let disk = DiskFile::new(out, !opts.encrypt_to.is_empty(), opts.read_back).map_err(ctx(|| "opening the archive to read it back".into()))?;
+    let disk = DiskFile::new(out, opts.read_back).map_err(ctx(|| "opening the archive to read it back".into()))?;
     let out = Sink::new(disk, &opts.encrypt_to).map_err(ctx(|| "writing the archive".into()))?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -506,7 +503,7 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
             Err(e) => Err(format!("reading it back: {e}")),
         }
     });
-    Ok(CreateReport { summary, footer, problems, file_hash, read_back, read_back_tail: tail.elapsed(), levels })
+    Ok(CreateReport { summary, footer, problems, read_back, read_back_tail: tail.elapsed(), levels })
 }
 
 #[cfg(test)]

@@ -65,6 +65,12 @@ struct Notes {
 }
 
 impl Notes {
+    /// Takes over what `other` noted.
+    fn absorb(&mut self, other: &mut Notes) {
+        self.warnings.append(&mut other.warnings);
+        self.flags.append(&mut other.flags);
+    }
+
     fn chown_ok(is_root: bool, r: rustix::io::Result<()>) -> io::Result<()> {
         match r {
             Err(Errno::PERM) if !is_root => Ok(()),
@@ -276,8 +282,7 @@ impl Pool {
                         let r = job.run(is_root, &mut notes);
                         let (lock, cv) = &*done;
                         let mut d = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        d.notes.warnings.append(&mut notes.warnings);
-                        d.notes.flags.append(&mut notes.flags);
+                        d.notes.absorb(&mut notes);
                         if let Err(e) = r {
                             d.failed.push((path, len, e.to_string()));
                         }
@@ -299,14 +304,15 @@ impl Pool {
         }
     }
 
-    /// Waits until every file sent is written; what the workers noted.
-    fn wait(&mut self) -> Done {
+    /// Waits until every file sent is written; what the workers noted
+    /// and what failed since the last wait.
+    fn wait(&mut self) -> (Notes, Vec<(Vec<u8>, u64, String)>) {
         let (lock, cv) = &*self.done;
         let mut d = lock.lock().unwrap_or_else(|p| p.into_inner());
         while d.count < self.sent {
             d = cv.wait(d).unwrap_or_else(|p| p.into_inner());
         }
-        Done { count: d.count, notes: std::mem::take(&mut d.notes), failed: std::mem::take(&mut d.failed) }
+        (std::mem::take(&mut d.notes), std::mem::take(&mut d.failed))
     }
 }
 
@@ -418,10 +424,9 @@ impl Restorer {
     /// Waits for the workers to write every file sent so far.
     fn settle(&mut self) {
         if let Some(pool) = &mut self.pool {
-            let mut d = pool.wait();
-            self.notes.warnings.append(&mut d.notes.warnings);
-            self.notes.flags.append(&mut d.notes.flags);
-            self.failed.append(&mut d.failed);
+            let (mut notes, mut failed) = pool.wait();
+            self.notes.absorb(&mut notes);
+            self.failed.append(&mut failed);
         }
     }
 
