@@ -67,6 +67,18 @@ pub enum Command {
     ///
     /// Example: crossback backup
     Backup(BackupArgs),
+    /// Back up by themselves: when the backup disk is plugged in (a udev rule and a
+    /// systemd unit), with a desktop notification when a backup starts and ends, and a
+    /// daily reminder when the newest complete backup is older than --remind-after days.
+    ///
+    /// Example: crossback schedule --remind-after 14
+    Schedule(ScheduleArgs),
+    /// The steps of the boot that `backup --at-reboot` armed (run by its systemd unit).
+    #[command(hide = true)]
+    AtRebootJob {
+        #[arg(value_parser = ["run", "finish"])]
+        step: String,
+    },
     /// Check the archives of the backup generations byte for byte.
     ///
     /// Example: crossback verify --generation 7
@@ -355,12 +367,50 @@ pub struct BackupArgs {
     /// Compression threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Back up this system, offline: at the next boot, before anything else
+    /// starts, its filesystems are made read-only and it is backed up (with the
+    /// offline systems not yet in the open generation, or the named ones);
+    /// then it boots as usual. Reboots now, unless --no-reboot.
+    #[arg(long)]
+    pub at_reboot: bool,
+    /// With --at-reboot: arm it, and leave the reboot to you.
+    #[arg(long, requires = "at_reboot")]
+    pub no_reboot: bool,
+    /// With --at-reboot: disarm the backup armed for the next boot.
+    #[arg(long, requires = "at_reboot")]
+    pub cancel: bool,
+    /// With --at-reboot: give up after MINUTES and boot as usual.
+    #[arg(long, value_name = "MINUTES", default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..=10080))]
+    pub time_limit: u64,
+    /// With --at-reboot: how long that boot waits for the backup disk to appear.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub disk_wait: u64,
+    /// The boot of --at-reboot: the running system's filesystems are read-only (refused otherwise).
+    #[arg(long, hide = true)]
+    pub frozen: bool,
+    /// Started by the backup disk being plugged in (`crossback schedule`): waits for
+    /// both slots, and tells the logged-in users.
+    #[arg(long, hide = true)]
+    pub plugged: bool,
     /// Record SYSTEM even though it lost most of its files (or its
     /// os-release or fstab) since its previous backup. Without it, such a
     /// system is refused (exit 1): it looks broken, and sealing it would push
     /// its last good backup out of the rotation.
     #[arg(long, value_name = "SYSTEM")]
     pub accept_shrunk: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// Remind (desktop notification, journal) when the newest complete backup is older than DAYS.
+    #[arg(long, value_name = "DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub remind_after: u32,
+    /// Remove the schedule: the udev rule, the units, the reminder.
+    #[arg(long)]
+    pub off: bool,
+    /// The reminder's check (run daily by its timer): say what to do if the newest complete backup is too old.
+    #[arg(long, conflicts_with = "off")]
+    pub check: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,12 +1,14 @@
 //! One module per command; `run` dispatches.
 
 pub mod archive;
+mod at_reboot;
 pub mod backup;
 mod chroot;
 mod init;
 mod media;
 mod mount;
 mod restore;
+mod schedule;
 mod status;
 mod verify;
 
@@ -24,7 +26,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Media(MediaCommand::Encrypt(a)) => media::encrypt(&config, a),
         Command::Media(MediaCommand::AddKey(a)) => media::change_keys(&config, a, true),
         Command::Media(MediaCommand::RemoveKey(a)) => media::change_keys(&config, a, false),
+        Command::Backup(a) if a.at_reboot => at_reboot::arm(&config, &a),
         Command::Backup(a) => backup::run(&config, a),
+        Command::Schedule(a) => schedule::run(&config, a),
+        Command::AtRebootJob { step } if step == "run" => at_reboot::run(&config),
+        Command::AtRebootJob { .. } => at_reboot::finish(&config),
         Command::Verify(a) => verify::run(&config, a),
         Command::Ls(a) => restore::ls(&config, a),
         Command::Completions { shell } => {

@@ -60,6 +60,8 @@ pub enum Refusal {
     AlreadyRecorded,
     /// An encrypted media: no key given, or a wrong one.
     Key,
+    /// Another offline update (`/system-update`) is armed for the next boot.
+    UpdatePending,
 }
 
 impl Refusal {

@@ -10,11 +10,14 @@ mod duplicity;
 mod error;
 mod keys;
 mod layout;
+mod local;
 mod machine;
 mod media;
+mod notify;
 mod offline;
 mod output;
 mod slots;
+mod units;
 
 use std::process::ExitCode;
 

@@ -21,10 +21,18 @@ pub struct Allow {
     /// Read a filesystem (not the root) that this system has mounted
     /// read-write through a read-only view of that mount (backup, verify).
     pub view: bool,
+    /// The running system counts as offline while every filesystem of it
+    /// is mounted read-only (the boot of `backup --at-reboot`, which made
+    /// them so before anything else started): it is read through
+    /// read-only views of its own mounts.
+    pub frozen: bool,
 }
 
 /// Checks `sys` may be mounted (`rw`: read-write) and returns its filesystems.
 pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -> anyhow::Result<Vec<FsMount>> {
+    if sys.running && allow.frozen && !rw {
+        return frozen(m, sys);
+    }
     if sys.running {
         refuse!(
             Refusal::SystemRunning,
@@ -125,6 +133,56 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
     Ok(out)
 }
 
+/// The running system, read-only from top to bottom: each of its
+/// filesystems through a read-only view of the mount it has, refused if any
+/// of them is writable anywhere.
+fn frozen(m: &Machine, sys: &System) -> anyhow::Result<Vec<FsMount>> {
+    let mut out = Vec::new();
+    for f in &sys.filesystems {
+        let Some(d) = f.device.as_ref().and_then(|p| m.devices.iter().find(|d| &d.path == p)) else {
+            refuse!(Refusal::SystemIncomplete, "{}'s {} ({}) is not attached: the running system cannot be backed up whole", sys.name, f.mountpoint, f.spec);
+        };
+        let rw_at: Vec<String> = m.mounts_of(d).iter().filter(|mm| mm.is_rw()).map(|mm| mm.mountpoint.clone()).collect();
+        if !rw_at.is_empty() {
+            refuse!(
+                Refusal::SystemRunning,
+                "{} is the running system and its {} ({}) is mounted read-write at {}: a running system is backed up only while all of it is read-only, at the next boot (`crossback backup --at-reboot`)",
+                sys.name,
+                f.mountpoint,
+                d.path.display(),
+                rw_at.join(", ")
+            );
+        }
+        let want = f.subvol.as_deref().map_or("/".to_string(), |sv| format!("/{}", sv.trim_start_matches('/')));
+        let on_top = |i: usize, at: &str| !m.own[i + 1..].iter().any(|later| later.mountpoint == at);
+        let Some(at) = m
+            .own
+            .iter()
+            .enumerate()
+            .find(|(i, mm)| mm.devno == d.devno && mm.root == want && mm.mountpoint == f.mountpoint && on_top(*i, &mm.mountpoint))
+            .map(|(_, mm)| std::path::PathBuf::from(&mm.mountpoint))
+        else {
+            refuse!(
+                Refusal::SystemIncomplete,
+                "{}'s {} ({}) is not mounted at {} by the running system: it cannot be read as the system has it",
+                sys.name,
+                f.mountpoint,
+                d.path.display(),
+                f.mountpoint
+            );
+        };
+        out.push(FsMount {
+            mountpoint: f.mountpoint.clone(),
+            device: d.path.clone(),
+            fstype: f.fstype.clone(),
+            subvol: f.subvol.clone(),
+            options: f.options.clone(),
+            view_of: Some(at),
+        });
+    }
+    Ok(out)
+}
+
 /// Where the running system has `f` mounted read-write, whole (the
 /// filesystem's own root, or the same btrfs subvolume), in crossback's own
 /// mount namespace: a read-only bind of it is a view of exactly `f`. None
@@ -144,4 +202,98 @@ fn read_only_view(m: &Machine, sys: &System, f: &crate::machine::Filesystem, d: 
             mm.devno == d.devno && mm.is_rw() && mm.root == want && crossback_host::fstab::clean_mountpoint(&mm.mountpoint) && on_top(*i, &mm.mountpoint)
         })
         .map(|(_, mm)| std::path::PathBuf::from(&mm.mountpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Filesystem;
+    use crossback_host::blockdev::Device;
+    use crossback_host::mountinfo::Mount;
+
+    fn dev(name: &str, minor: u32) -> Device {
+        Device { name: name.into(), path: format!("/dev/{name}").into(), devno: (8, minor), disk: "sda".into(), fstype: "ext4".into(), ..Default::default() }
+    }
+
+    fn mount(minor: u32, at: &str, rw: bool) -> Mount {
+        Mount {
+            id: minor,
+            parent: 1,
+            devno: (8, minor),
+            root: "/".into(),
+            mountpoint: at.into(),
+            options: vec![if rw { "rw" } else { "ro" }.into()],
+            fstype: "ext4".into(),
+            source: String::new(),
+            super_options: vec![if rw { "rw" } else { "ro" }.into()],
+        }
+    }
+
+    fn fs(at: &str, name: &str) -> Filesystem {
+        Filesystem {
+            mountpoint: at.into(),
+            fstype: "ext4".into(),
+            spec: String::new(),
+            uuid: None,
+            subvol: None,
+            options: Vec::new(),
+            device: Some(format!("/dev/{name}").into()),
+            found: true,
+            fstab_line: String::new(),
+        }
+    }
+
+    /// The running system `alpha` (/ on sda2, /home on sda3), mounted as `rw` says.
+    fn running(root_rw: bool, home_rw: bool) -> (Machine, System) {
+        let own = vec![mount(2, "/", root_rw), mount(3, "/home", home_rw)];
+        let m = Machine { devices: vec![dev("sda2", 2), dev("sda3", 3)], mounts: own.clone(), own };
+        let sys = System {
+            name: "alpha".into(),
+            pretty_name: String::new(),
+            root_uuid: String::new(),
+            subvol: String::new(),
+            running: true,
+            filesystems: vec![fs("/", "sda2"), fs("/home", "sda3")],
+            swap_files: Vec::new(),
+            swap: Vec::new(),
+            warnings: Vec::new(),
+        };
+        (m, sys)
+    }
+
+    fn refusal(r: anyhow::Result<Vec<FsMount>>) -> (Refusal, String) {
+        let e = r.expect_err("refused");
+        (crate::error::kind_of(&e).expect("a refusal"), format!("{e:#}"))
+    }
+
+    #[test]
+    fn the_running_system_is_refused_unless_all_of_it_is_read_only() {
+        let frozen = Allow { frozen: true, view: true, ..Default::default() };
+        // Without the at-reboot boot's permission: refused, read-only or not.
+        let (m, sys) = running(false, false);
+        assert_eq!(refusal(check(&m, &sys, Allow { view: true, ..Default::default() }, false, "back up")).0, Refusal::SystemRunning);
+        // Frozen, but /home (or /) still writable: refused, naming it.
+        for (root_rw, home_rw, what) in [(false, true, "/home"), (true, false, "its / "), (true, true, "its / ")] {
+            let (m, sys) = running(root_rw, home_rw);
+            let (kind, msg) = refusal(check(&m, &sys, frozen, false, "back up"));
+            assert_eq!(kind, Refusal::SystemRunning, "{msg}");
+            assert!(msg.contains(what) && msg.contains("mounted read-write"), "{msg}");
+        }
+        // Frozen for a read-write use: refused as any running system.
+        let (m, sys) = running(false, false);
+        assert_eq!(refusal(check(&m, &sys, frozen, true, "mount")).0, Refusal::SystemRunning);
+        // All of it read-only: read through views of its own mounts.
+        let fs = check(&m, &sys, frozen, false, "back up").unwrap();
+        let views: Vec<_> = fs.iter().map(|f| (f.mountpoint.as_str(), f.view_of.clone())).collect();
+        assert_eq!(views, [("/", Some("/".into())), ("/home", Some("/home".into()))]);
+    }
+
+    #[test]
+    fn a_frozen_system_whose_filesystem_is_not_mounted_where_it_says_is_refused() {
+        let (mut m, sys) = running(false, false);
+        m.own[1].mountpoint = "/elsewhere".into();
+        let (kind, msg) = refusal(check(&m, &sys, Allow { frozen: true, view: true, ..Default::default() }, false, "back up"));
+        assert_eq!(kind, Refusal::SystemIncomplete, "{msg}");
+        assert!(msg.contains("not mounted at /home"), "{msg}");
+    }
 }

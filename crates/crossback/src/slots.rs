@@ -92,6 +92,23 @@ pub fn find(m: &Machine, media: &Media, systems: &[&System], write: bool) -> any
     Ok([a, b])
 }
 
+/// Waits until both slots of `media` are attached (udev announces a disk's
+/// filesystems one by one); false if they are not within `limit`.
+pub fn wait_for(media: &Media, limit: std::time::Duration) -> anyhow::Result<bool> {
+    let t = std::time::Instant::now();
+    let _ = std::process::Command::new("udevadm").args(["settle", &format!("--timeout={}", limit.as_secs())]).status();
+    loop {
+        let m = Machine::scan(&[])?;
+        if m.by_uuid(media.slot_a.get_ref())?.is_some() && m.by_uuid(media.slot_b.get_ref())?.is_some() {
+            return Ok(true);
+        }
+        if t.elapsed() >= limit {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// Why a slot could not be mounted, in words that send the user the right way.
 fn mount_refusal(id: SlotId, d: &Device, err: &crossback_host::Error) -> anyhow::Error {
     let errno = match err {

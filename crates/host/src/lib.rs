@@ -13,6 +13,7 @@ pub mod beneath;
 pub mod blockdev;
 pub mod efi;
 pub mod error;
+pub mod freeze;
 pub mod fstab;
 pub mod fstype;
 pub mod inspect;

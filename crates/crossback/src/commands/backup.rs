@@ -24,9 +24,10 @@ use crate::config::Config;
 use crate::error::{refuse, Refusal};
 use crate::layout::{self, archive_file, ArchiveRecord, FsRecord, GenEntry, GenName, Generation, MountsFile, State, SystemRecord};
 use crate::machine::{self, Machine, System};
+use crate::notify::{self, Urgency};
 use crate::offline::Allow;
 use crate::output::{self, Bar};
-use crate::{keys, media, slots, Outcome};
+use crate::{keys, local, media, slots, Outcome};
 use crossback_host::efi::BootEntry;
 use crossback_host::partitions::Table;
 
@@ -342,6 +343,44 @@ fn previous<'a>(slots: &'a [slots::Slot], name: &str, except: u64) -> Option<(u6
 }
 
 pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
+    if a.plugged {
+        return plugged(path, &a);
+    }
+    backup(path, &a).map(|(outcome, _)| outcome)
+}
+
+/// Started by the backup disk being plugged in (`crossback schedule`):
+/// the logged-in users are told when it starts and how it ended.
+fn plugged(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<Outcome> {
+    let cfg = Config::load(path)?;
+    let Some(media_cfg) = &cfg.media else {
+        crate::refuse!(Refusal::Config, "no backup media in {}: run `crossback media prepare SLOT_A SLOT_B` first", path.display());
+    };
+    // udev announces the slots one by one: both must be there.
+    if !slots::wait_for(media_cfg, Duration::from_secs(30))? {
+        println!("only one of the backup disk's slots appeared within 30 s: nothing was done");
+        return Ok(Outcome::Ok);
+    }
+    notify::users(
+        "Backup started",
+        "crossback is backing up the offline systems onto the backup disk: leave it plugged in until it says it has finished",
+        Urgency::Normal,
+    );
+    match backup(path, a) {
+        Ok((outcome, summary)) => {
+            let title = if outcome == Outcome::Partial { "Backup finished; some files could not be read" } else { "Backup finished" };
+            notify::users(title, &format!("{summary}. The backup disk can be unplugged"), Urgency::Normal);
+            Ok(outcome)
+        }
+        Err(e) => {
+            notify::users("Backup failed", &format!("{e:#}"), Urgency::Critical);
+            Err(e)
+        }
+    }
+}
+
+/// The backup; with the outcome, the summary line.
+fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, String)> {
     machine::require_root("backup")?;
     let cfg = Config::load(path)?;
     let Some(media_cfg) = &cfg.media else {
@@ -453,7 +492,7 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
             }
             continue;
         }
-        if s.running && a.systems.is_empty() {
+        if s.running && a.systems.is_empty() && !a.frozen {
             skipped_running.push(s.name.clone());
             continue;
         }
@@ -462,9 +501,10 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     let mut timing = Timing { archive: Duration::ZERO, check: Duration::ZERO };
     let mut failures: Vec<(String, Option<Refusal>)> = Vec::new();
     let mut unreadable = 0;
+    let mut ran = Vec::new();
     let started = Instant::now();
     for s in todo {
-        let allow = Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: true };
+        let allow = Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: true, frozen: a.frozen };
         let fs = match crate::offline::check(&m, s, allow, false, "back up") {
             Ok(fs) => fs,
             Err(e) => {
@@ -475,7 +515,7 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
         };
         println!("{}: {}", s.name, output::text(&s.pretty_name));
         let excludes = cfg.system(&s.name).map(|c| c.exclude.clone()).unwrap_or_default();
-        let done = backup_system(&m, s, &fs, &excludes, &gen, &scratch, &a, encrypt_to.as_ref(), &mut timing).and_then(|done| {
+        let done = backup_system(&m, s, &fs, &excludes, &gen, &scratch, a, encrypt_to.as_ref(), &mut timing).and_then(|done| {
             // R9: a system that lost most of itself does not push out its last good backup.
             if let Some((seq, prev)) = previous(&slot_list, &s.name, generation.seq) {
                 let lost = shrunk(prev, &done.record);
@@ -497,6 +537,7 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
         match done {
             Ok(done) => {
                 unreadable += done.unreadable;
+                ran.push(done.record.name.clone());
                 generation.recorded.retain(|r| r.name != done.record.name);
                 generation.recorded.push(done.record);
                 if generation.missing().is_empty() {
@@ -516,6 +557,16 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
+    let how = if a.frozen {
+        "at reboot"
+    } else if a.plugged {
+        "plugged in"
+    } else {
+        "by hand"
+    };
+    let gens: Vec<&Generation> =
+        slot_list.iter().flat_map(|s| s.view.generations.iter().filter_map(GenEntry::valid)).filter(|g| g.seq != generation.seq).chain([&generation]).collect();
+    local::record_history(&gens, &ran, how);
     // What holds the slots open goes before they are unmounted.
     let target_id = target.id;
     drop((gen, slot_dir, slot_list));
@@ -523,16 +574,22 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     if !busy.is_empty() {
         eprintln!("warning: could not unmount a slot: {busy:?}");
     }
-    println!(
-        "generation {} in slot {}: {}{}; archiving {:.1}s, read-back check {:.1}s, total {:.1}s",
+    let summary = format!(
+        "generation {} in slot {}: {}{}",
         generation.seq,
         target_id,
         if generation.state == State::Sealed { "sealed: complete".to_string() } else { format!("open, missing {}", generation.missing().join(", ")) },
         if skipped_running.is_empty() {
             String::new()
         } else {
-            format!(" ({} is running: boot another system or a live USB and run `crossback backup` to add it)", skipped_running.join(", "))
+            format!(
+                " ({} is running: run `crossback backup --at-reboot`, or boot another system or a live USB and run `crossback backup`, to add it)",
+                skipped_running.join(", ")
+            )
         },
+    );
+    println!(
+        "{summary}; archiving {:.1}s, read-back check {:.1}s, total {:.1}s",
         timing.archive.as_secs_f64(),
         timing.check.as_secs_f64(),
         started.elapsed().as_secs_f64()
@@ -549,9 +606,9 @@ pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
     }
     if unreadable > 0 {
         eprintln!("{} could not be read completely (listed above): the backup is recorded, but without them", output::count(unreadable, "file", "files"));
-        return Ok(Outcome::Partial);
+        return Ok((Outcome::Partial, summary));
     }
-    Ok(Outcome::Ok)
+    Ok((Outcome::Ok, summary))
 }
 
 #[cfg(test)]

@@ -118,7 +118,7 @@ pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     let fs = crate::offline::check(
         &m,
         &sys,
-        Allow { dirty: a.allow_dirty, mounted: a.allow_mounted, mounted_option: Some("--allow-mounted"), view: false },
+        Allow { dirty: a.allow_dirty, mounted: a.allow_mounted, mounted_option: Some("--allow-mounted"), view: false, frozen: false },
         rw,
         "chroot into",
     )?;

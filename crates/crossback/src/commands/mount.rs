@@ -27,7 +27,7 @@ pub fn mount(config: &Path, a: MountArgs) -> anyhow::Result<Outcome> {
     if record(&sys.name).exists() {
         bail!("{} is mounted already (see {}); run `crossback umount {}` first", sys.name, record(&sys.name).display(), sys.name);
     }
-    let fs = crate::offline::check(&m, &sys, Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: false }, a.rw, "mount")?;
+    let fs = crate::offline::check(&m, &sys, Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: false, frozen: false }, a.rw, "mount")?;
     let at = a.at.clone().unwrap_or_else(|| Path::new("/mnt/crossback").join(&sys.name));
     std::fs::create_dir_all(&at).with_context(|| format!("creating {}", at.display()))?;
     let mounted = offline::mount_tree(&at, &fs, a.rw, false, true).with_context(|| format!("mounting {} at {}", sys.name, at.display()))?;

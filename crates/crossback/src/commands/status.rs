@@ -8,8 +8,7 @@ use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::layout::{GenEntry, SlotId, SlotView, State};
 use crate::machine::{self, Machine, System};
-use crate::output;
-use crate::Outcome;
+use crate::{local, output, Outcome};
 
 #[derive(Serialize)]
 struct GenStatus {
@@ -91,6 +90,70 @@ struct Status {
     config: String,
     systems: Vec<System>,
     slots: Vec<SlotStatus>,
+    /// What this system keeps: the backup at reboot, the schedule, the media as last seen.
+    here: Here,
+}
+
+#[derive(Serialize, Default)]
+struct Here {
+    /// A backup armed for the next boot (`backup --at-reboot`).
+    at_reboot_armed: Option<local::AtReboot>,
+    /// How the last backup at reboot ended.
+    at_reboot_last: Option<local::AtRebootResult>,
+    /// What `crossback schedule` installed.
+    schedule: Option<local::Schedule>,
+    /// The generations as this system last saw them on the media.
+    last_seen: Option<local::History>,
+}
+
+impl Here {
+    fn read() -> Here {
+        let dir = local::Paths::new().state_dir();
+        fn get<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Option<T> {
+            local::read(dir, name).unwrap_or_else(|e| {
+                eprintln!("warning: {e:#}");
+                None
+            })
+        }
+        Here {
+            at_reboot_armed: get(&dir, local::AT_REBOOT),
+            at_reboot_last: get(&dir, local::AT_REBOOT_RESULT),
+            schedule: get(&dir, local::SCHEDULE),
+            last_seen: get(&dir, local::HISTORY),
+        }
+    }
+
+    fn print(&self, now: i64) {
+        let ago = |t: &str| output::parse_time(t).map(|x| format!(" ({} ago)", output::age(now - x))).unwrap_or_default();
+        println!("on this system:");
+        if let Some(j) = &self.at_reboot_armed {
+            let what = if j.systems.is_empty() { "this system and the offline ones not yet in the open generation".to_string() } else { j.systems.join(", ") };
+            println!("  backup at reboot: ARMED on {}: the next boot backs up {what}", j.armed);
+        }
+        if let Some(r) = &self.at_reboot_last {
+            println!("  last backup at reboot: {}{}: {} — {}", r.finished, ago(&r.finished), if r.ok { "done" } else { "FAILED" }, output::text(&r.what));
+        }
+        match &self.schedule {
+            Some(s) => {
+                println!("  scheduled: a backup when the backup disk is plugged in; a reminder after {} days (installed {})", s.remind_after_days, s.installed)
+            }
+            None => println!("  scheduled: nothing (`crossback schedule` starts backups when the backup disk is plugged in)"),
+        }
+        if let Some(h) = &self.last_seen {
+            println!("  the media as last seen from here ({}):", h.seen);
+            match (&h.sealed_seq, &h.sealed) {
+                (Some(seq), Some(t)) => println!("    newest complete backup: generation {seq}, sealed {t}{}", ago(t)),
+                _ => println!("    no complete backup"),
+            }
+            if let Some(seq) = h.open_seq {
+                println!("    generation {seq} open, missing {}", h.open_missing.join(", "));
+            }
+            for (name, b) in &h.systems {
+                let how = if b.how.is_empty() { String::new() } else { format!(", {}", b.how) };
+                println!("    {name:<12} last backed up {}{} (generation {}{how})", b.finished, ago(&b.finished), b.generation);
+            }
+        }
+    }
 }
 
 /// What to do next, in words: finish an open generation, or make a new one.
@@ -165,7 +228,7 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
             slots.push(s);
         }
     }
-    let st = Status { config: path.display().to_string(), systems, slots };
+    let st = Status { config: path.display().to_string(), systems, slots, here: Here::read() };
     let now = output::parse_time(&output::now()).unwrap_or(0);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
@@ -243,5 +306,6 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
         }
         advice(&st, now);
     }
+    st.here.print(now);
     Ok(Outcome::Ok)
 }

@@ -1,0 +1,172 @@
+//! `crossback schedule`: backups that start when the backup disk is
+//! plugged in (a udev rule that matches its slots by UUID and wants a
+//! systemd unit running `crossback backup --plugged`), and a daily
+//! reminder when the newest complete backup gets old (a timer running
+//! `crossback schedule --check`). `--off` removes all of it.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::cli::ScheduleArgs;
+use crate::commands::at_reboot::{install_file, tool};
+use crate::config::Config;
+use crate::error::Refusal;
+use crate::local::{self, History, Paths, Schedule};
+use crate::machine::{self, Machine};
+use crate::notify::{self, Urgency};
+use crate::{output, refuse, units, Outcome};
+
+pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
+    let p = Paths::new();
+    if a.check {
+        return check(path, &p, a.remind_after);
+    }
+    machine::require_root("schedule")?;
+    if a.off {
+        return off(&p);
+    }
+    let cfg = Config::load(path)?;
+    let Some(media) = &cfg.media else {
+        refuse!(Refusal::Config, "no backup media in {}: run `crossback media prepare SLOT_A SLOT_B` first", path.display());
+    };
+    let m = Machine::scan(&[])?;
+    let systems = machine::systems(&m, &cfg)?;
+    let Some(sys) = systems.iter().find(|s| s.running) else {
+        refuse!(Refusal::UnknownSystem, "the running system is not one of the systems in {}: schedule backups from a configured system", path.display());
+    };
+    let exe = super::at_reboot::installed_exe(sys)?;
+    let (a_uuid, b_uuid) = (media.slot_a.get_ref(), media.slot_b.get_ref());
+    install_file(&p.units_dir(), units::PLUGGED_SERVICE, &units::plugged_service(&exe, path))?;
+    install_file(&p.units_dir(), units::REMIND_SERVICE, &units::remind_service(&exe, path, a.remind_after))?;
+    install_file(&p.units_dir(), units::REMIND_TIMER, &units::remind_timer())?;
+    install_file(&p.udev_rules_dir(), units::UDEV_RULE, &units::udev_rule(a_uuid, b_uuid))?;
+    let s = Schedule { installed: output::now(), remind_after_days: a.remind_after, slot_a: a_uuid.clone(), slot_b: b_uuid.clone() };
+    local::write(&p.state_dir(), local::SCHEDULE, &s)?;
+    if p.live() {
+        tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
+        tool(Command::new("systemctl").args(["enable", "--now", units::REMIND_TIMER]), "starting the reminder");
+        tool(Command::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
+    }
+    println!("scheduled on {}:", sys.name);
+    println!("  when the backup disk is plugged in (slot UUID {a_uuid} or {b_uuid}): `crossback backup` of the offline systems, with a desktop notification when it starts and ends");
+    println!("  every day: a reminder when the newest complete backup is older than {} days", a.remind_after);
+    println!(
+        "  files: {}, {}, {}, {}",
+        p.udev_rules_dir().join(units::UDEV_RULE).display(),
+        units::PLUGGED_SERVICE,
+        units::REMIND_SERVICE,
+        units::REMIND_TIMER
+    );
+    println!("  the journal: `journalctl -u crossback-plugged -u crossback-remind`; remove it all with `crossback schedule --off`");
+    Ok(Outcome::Ok)
+}
+
+fn off(p: &Paths) -> anyhow::Result<Outcome> {
+    if p.live() {
+        tool(Command::new("systemctl").args(["disable", "--now", units::REMIND_TIMER]), "stopping the reminder");
+    }
+    let mut removed = Vec::new();
+    for f in [
+        p.udev_rules_dir().join(units::UDEV_RULE),
+        p.units_dir().join(units::PLUGGED_SERVICE),
+        p.units_dir().join(units::REMIND_SERVICE),
+        p.units_dir().join(units::REMIND_TIMER),
+    ] {
+        match std::fs::remove_file(&f) {
+            Ok(()) => removed.push(f.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("removing {}: {e}", f.display()),
+        }
+    }
+    local::remove(&p.state_dir(), local::SCHEDULE)?;
+    if p.live() {
+        tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
+        tool(Command::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
+    }
+    if removed.is_empty() {
+        println!("nothing was scheduled");
+    } else {
+        println!("schedule removed: {}", removed.join(", "));
+    }
+    Ok(Outcome::Ok)
+}
+
+/// What to tell the user when the newest complete backup is older than
+/// `days` (or there is none): `None` when it is recent enough.
+pub fn reminder(h: Option<&History>, now: i64, days: u32, running: Option<&str>, others: &[String]) -> Option<String> {
+    let Some(h) = h else {
+        return Some("no backup of this machine is known here: plug in the backup disk (and run `crossback backup` if nothing starts)".into());
+    };
+    let age = h.sealed.as_deref().and_then(output::parse_time).map(|t| now - t);
+    if age.is_some_and(|a| a <= i64::from(days) * 86400) {
+        return None;
+    }
+    let newest = match (age, h.sealed_seq) {
+        (Some(a), Some(seq)) => format!("the newest complete backup (generation {seq}) is {} old", output::age(a)),
+        _ => "there is no complete backup yet".to_string(),
+    };
+    let todo = match running.filter(|r| h.open_missing.iter().any(|m| m == r)) {
+        Some(r) => {
+            let boot = if others.is_empty() { String::new() } else { format!(", or boot {} once with the backup disk plugged in", others.join(" or ")) };
+            format!("generation {} still misses {r}, the system running now: run `crossback backup --at-reboot`{boot}", h.open_seq.unwrap_or_default())
+        }
+        None if !h.open_missing.is_empty() => {
+            format!("generation {} still misses {}: plug in the backup disk", h.open_seq.unwrap_or_default(), h.open_missing.join(", "))
+        }
+        None => "plug in the backup disk".to_string(),
+    };
+    Some(format!("{newest}: {todo}"))
+}
+
+fn check(path: &Path, p: &Paths, days: u32) -> anyhow::Result<Outcome> {
+    let h: Option<History> = local::read(&p.state_dir(), local::HISTORY)?;
+    let cfg = Config::load(path).ok();
+    let names: Vec<String> = cfg.as_ref().map(|c| c.systems.iter().map(|s| s.name.get_ref().clone()).collect()).unwrap_or_default();
+    let running = cfg
+        .as_ref()
+        .and_then(|c| Machine::scan(&[]).ok().and_then(|m| machine::systems(&m, c).ok()))
+        .and_then(|systems| systems.into_iter().find(|s| s.running).map(|s| s.name));
+    let others: Vec<String> = names.iter().filter(|n| Some(*n) != running.as_ref()).cloned().collect();
+    let now = output::parse_time(&output::now()).unwrap_or(0);
+    match reminder(h.as_ref(), now, days, running.as_deref(), &others) {
+        Some(msg) => notify::users("Backup reminder", &msg, Urgency::Critical),
+        None => println!("the newest complete backup is less than {days} days old"),
+    }
+    Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::LastBackup;
+
+    const DAY: i64 = 86400;
+
+    fn hist(sealed_days_ago: Option<i64>, open_missing: &[&str], now: i64) -> History {
+        History {
+            seen: String::new(),
+            sealed_seq: sealed_days_ago.map(|_| 4),
+            sealed: sealed_days_ago.map(|d| output::utc(now - d * DAY).replacen(' ', "T", 1) + "Z"),
+            open_seq: (!open_missing.is_empty()).then_some(5),
+            open_missing: open_missing.iter().map(|s| s.to_string()).collect(),
+            systems: [("beta".to_string(), LastBackup::default())].into(),
+        }
+    }
+
+    #[test]
+    fn reminds_only_when_too_old_and_says_what_to_do() {
+        let now = 1_800_000_000;
+        let others = vec!["beta".to_string()];
+        assert_eq!(reminder(Some(&hist(Some(3), &[], now)), now, 7, Some("alpha"), &others), None);
+        let m = reminder(Some(&hist(Some(9), &[], now)), now, 7, Some("alpha"), &others).unwrap();
+        assert_eq!(m, "the newest complete backup (generation 4) is 9 days old: plug in the backup disk");
+        let m = reminder(Some(&hist(Some(9), &["alpha"], now)), now, 7, Some("alpha"), &others).unwrap();
+        assert_eq!(
+            m,
+            "the newest complete backup (generation 4) is 9 days old: generation 5 still misses alpha, the system running now: run `crossback backup --at-reboot`, or boot beta once with the backup disk plugged in"
+        );
+        let m = reminder(Some(&hist(None, &["beta"], now)), now, 7, Some("alpha"), &others).unwrap();
+        assert_eq!(m, "there is no complete backup yet: generation 5 still misses beta: plug in the backup disk");
+        assert!(reminder(None, now, 7, None, &[]).unwrap().starts_with("no backup of this machine is known here"));
+    }
+}
