@@ -14,6 +14,14 @@
 #          all, into A through the fallback loader; in each: no failed
 #          units, the fidelity data, `dpkg --verify` and the machine-id as
 #          before the backup.
+#   self   A backs itself up: `backup --at-reboot`; the next boot (systemd's
+#          offline-update mode) backs A up read-only and reboots; A comes
+#          back to multi-user, the generation is sealed, A's backup restores
+#          with 0 differences; armed again without the backup disk, the
+#          backup boot fails, A boots normally and `status` says why.
+#   plug   `crossback schedule` in A; A boots without the backup disk, which
+#          is then hot-plugged (QEMU monitor): B is backed up by itself, and
+#          the start and end are in the journal.
 #   boot   the dual-boot PC: A boots to multi-user from the firmware's first
 #          entry, sets BootNext to B and reboots; B boots to multi-user.
 # The last line is `lab: OK: …` or `lab: FAILED: …` with the reason.
@@ -48,6 +56,36 @@ job_disk() { # SCRIPT [FILE…]: a new job disk with run.sh and the files
 
 # Did the guests leave this file on the job disk?
 job_done() { debugfs -R "stat $1" "$work/job.raw" 2>/dev/null | grep -q Inode; }
+
+# The backup disk: two ext4 partitions (their UUIDs in slot_a, slot_b); a
+# removable SCSI disk whose writes QEMU throttles to 80 MiB/s (a USB disk's
+# speed): backup_disk holds its QEMU arguments.
+make_backup_disk() {
+  local bdev
+  truncate -s 2560M "$work/backup.raw"
+  printf 'label: gpt\nsize=1270MiB, type=L, name="slot-a"\ntype=L, name="slot-b"\n' | sfdisk -q "$work/backup.raw"
+  bdev=$(losetup --find --show "$work/backup.raw")
+  partx -a "$bdev"
+  mkfs.ext4 -q -F -L slot-a "${bdev}p1"; mkfs.ext4 -q -F -L slot-b "${bdev}p2"
+  slot_a=$(blkid -p -s UUID -o value "${bdev}p1"); slot_b=$(blkid -p -s UUID -o value "${bdev}p2")
+  partx -d "$bdev"; losetup -d "$bdev"
+}
+backup_drive="file=$work/backup.raw,if=none,id=bk,format=raw,throttling.bps-write=83886080"
+backup_disk=(-device virtio-scsi-pci,id=scsi0 -drive "$backup_drive" -device scsi-hd,drive=bk,bus=scsi0.0,removable=on)
+
+# Writes the phase file on the job disk.
+set_phase() { echo "$1" > "$work/phase"; debugfs -w -R "rm phase" "$work/job.raw" >/dev/null 2>&1; debugfs -w -R "write $work/phase phase" "$work/job.raw" >/dev/null 2>&1; }
+
+pc_once() { # LOG VARS TIMEOUT DRIVES…: one boot, until the guest powers off or reboots
+  local log=$1 vars=$2 t=$3; shift 3
+  : > "$work/job.log"
+  run_qemu "$work/$log.console" "$t" \
+    -drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" -drive if=pflash,format=raw,file="$vars" \
+    -serial "file:$work/job.log" -no-reboot "$@"
+  cat "$work/job.log" >> "$work/all-jobs.log"
+  # What ran in the guest, without the firmware's screen codes.
+  grep -av $'\e' "$work/job.log" | grep -v '^\s*$' >&2 || true
+}
 
 boot_pc() { # TIMEOUT [EXTRA QEMU ARGS…]: boots until the guest powers off
   local t=$1; shift
@@ -84,33 +122,12 @@ case $scenario in
     say "building crossback's Debian package"
     deb=$("$here/scripts/build-deb.sh") || die "scripts/build-deb.sh failed"
     cp "$deb" "$work/crossback.deb"
-    # The backup disk: two ext4 partitions, a removable SCSI disk whose
-    # writes QEMU throttles to 80 MiB/s (a USB disk's speed).
-    truncate -s 2560M "$work/backup.raw"
-    printf 'label: gpt\nsize=1270MiB, type=L, name="slot-a"\ntype=L, name="slot-b"\n' | sfdisk -q "$work/backup.raw"
-    bdev=$(losetup --find --show "$work/backup.raw"); partx -a "$bdev"
-    mkfs.ext4 -q -F -L slot-a "${bdev}p1"; mkfs.ext4 -q -F -L slot-b "${bdev}p2"
-    slot_a=$(blkid -p -s UUID -o value "${bdev}p1"); slot_b=$(blkid -p -s UUID -o value "${bdev}p2")
-    partx -d "$bdev"; losetup -d "$bdev"
+    make_backup_disk
     blank_mib=$(( LAB_DISK_MIB * 8 / 10 ))
     truncate -s "${blank_mib}M" "$work/blank.raw"
     printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\nPASSPHRASE=%s\n' "$slot_a" "$slot_b" "lab-passphrase-$RANDOM$RANDOM" > "$work/env"
     echo backup > "$work/phase"
     job_disk "$(cat "$here/lab/jobs/dualboot.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
-    set_phase() { echo "$1" > "$work/phase"; debugfs -w -R "rm phase" "$work/job.raw" >/dev/null 2>&1; debugfs -w -R "write $work/phase phase" "$work/job.raw" >/dev/null 2>&1; }
-    backup_disk=(-device virtio-scsi-pci,id=scsi0
-      -drive "file=$work/backup.raw,if=none,id=bk,format=raw,throttling.bps-write=83886080"
-      -device scsi-hd,drive=bk,bus=scsi0.0,removable=on)
-    pc_once() { # LOG VARS TIMEOUT DRIVES…: one boot, until the guest powers off
-      local log=$1 vars=$2 t=$3; shift 3
-      : > "$work/job.log"
-      run_qemu "$work/$log.console" "$t" \
-        -drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" -drive if=pflash,format=raw,file="$vars" \
-        -serial "file:$work/job.log" -no-reboot "$@"
-      cat "$work/job.log" >> "$work/all-jobs.log"
-      # What ran in the guest, without the firmware's screen codes.
-      grep -av $'\e' "$work/job.log" | grep -v '^\s*$' >&2 || true
-    }
     pc() { # LOG VARS TIMEOUT DRIVES…: boots until the phase's guests stop
       # asking for another boot ("rebooting into"); a boot that never reached
       # multi-user (the emulator hung in the firmware) is tried once more.
@@ -175,6 +192,80 @@ case $scenario in
     for x in "${times[@]}"; do say "time: $x"; done
     say "backup disk: $(grep -o 'wrote [0-9.]* MiB to the backup disk' "$work/all-jobs.log" | awk '{s += $2} END {printf "%.0f", s}') MiB written in the three backup boots (the guests' counters); $written MiB allocated in its image"
     echo "lab: OK: dualboot: backed up from each other, restored by a rescue system onto a blank ${blank_mib} MiB disk, booted into A and B as before ($(( $(date +%s) - t0 )) s in all)"
+    ;;
+  self|plug)
+    # Issue 16: system A backs itself up at reboot (self), or by itself when
+    # the backup disk is hot-plugged (plug); lab/jobs/unattended.sh is the
+    # guest's side. A boots from the firmware's first entry.
+    need_packages fdisk e2fsprogs socat
+    say "building crossback's Debian package"
+    deb=$("$here/scripts/build-deb.sh") || die "scripts/build-deb.sh failed"
+    cp "$deb" "$work/crossback.deb"
+    make_backup_disk
+    printf 'SLOT_A=%s\nSLOT_B=%s\n' "$slot_a" "$slot_b" > "$work/env"
+    a_disks=(-drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio)
+    failed_boot() { # LOG WHY
+      tail -60 "$work/$1.console" >&2 2>/dev/null; die "$2"
+    }
+    times=()
+    if [ "$scenario" = self ]; then
+      echo setup > "$work/phase"
+      job_disk "$(cat "$here/lab/jobs/unattended.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
+      t=$(date +%s)
+      pc_once setup "$work/vars.fd" 900 "${a_disks[@]}" "${backup_disk[@]}"
+      job_done done-setup || failed_boot setup "A did not back up B and arm the backup at reboot"
+      grep -aq "armed: at the next boot" "$work/job.log" || failed_boot setup "backup --at-reboot did not arm"
+      # The backup's boot: systemd's offline-update mode, no multi-user, no
+      # lab-job; crossback's unit shows its work on the console.
+      pc_once atreboot "$work/vars.fd" 1500 "${a_disks[@]}" "${backup_disk[@]}"
+      grep -a "crossback" "$work/atreboot.console" | grep -av $'\e' >&2 || true
+      grep -aq "crossback: backup at reboot done" "$work/atreboot.console" || failed_boot atreboot "the boot of the backup did not back A up"
+      grep -aq "reached multi-user" "$work/job.log" && failed_boot atreboot "the boot of the backup reached multi-user"
+      times+=("A armed; its backup boot, A backed up offline, reboot: $(( $(date +%s) - t )) s")
+      set_phase check
+      t=$(date +%s)
+      pc_once check "$work/vars.fd" 900 "${a_disks[@]}" "${backup_disk[@]}"
+      job_done done-check || failed_boot check "A after its backup at reboot: not as expected (above)"
+      times+=("A back to multi-user by itself; its backup restored and compared: $(( $(date +%s) - t )) s")
+      # Armed again, and the backup disk is not there.
+      set_phase nodisk
+      t=$(date +%s)
+      pc_once nodisk-atreboot "$work/vars.fd" 900 "${a_disks[@]}"
+      grep -a "crossback" "$work/nodisk-atreboot.console" | grep -av $'\e' >&2 || true
+      grep -aq "the backup disk did not appear within" "$work/nodisk-atreboot.console" || failed_boot nodisk-atreboot "the backup boot without the disk did not say why it failed"
+      pc_once nodisk "$work/vars.fd" 900 "${a_disks[@]}"
+      job_done done-nodisk || failed_boot nodisk "A did not boot normally after the failed backup boot"
+      times+=("without the backup disk: the backup boot fails, A boots normally: $(( $(date +%s) - t )) s")
+      for x in "${times[@]}"; do say "time: $x"; done
+      echo "lab: OK: self: A backed itself up offline at reboot (sealed, restored with 0 differences), and without the backup disk booted normally and said why ($(( $(date +%s) - t0 )) s in all)"
+    else
+      echo plug-setup > "$work/phase"
+      job_disk "$(cat "$here/lab/jobs/unattended.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
+      t=$(date +%s)
+      pc_once plug-setup "$work/vars.fd" 900 "${a_disks[@]}" "${backup_disk[@]}"
+      job_done done-plug-setup || failed_boot plug-setup "A did not prepare the media and schedule"
+      set_phase plug
+      # A without the backup disk (an empty SCSI controller); the host plugs
+      # it in through QEMU's monitor once the guest says it is ready.
+      mon=$work/monitor.sock
+      (
+        for _ in $(seq 1 900); do
+          grep -aq "ready for the backup disk" "$work/job.log" 2>/dev/null && break
+          sleep 1
+        done
+        sleep 3
+        { printf 'drive_add 0 %s\ndevice_add scsi-hd,drive=bk,bus=scsi0.0,id=bkdev,removable=on\n' "$backup_drive"; sleep 2; } | socat - "UNIX-CONNECT:$mon" > "$work/monitor.log" 2>&1
+        echo "plugged" >> "$work/monitor.log"
+      ) &
+      plugger=$!
+      pc_once plug "$work/vars.fd" 1500 "${a_disks[@]}" -device virtio-scsi-pci,id=scsi0 -monitor "unix:$mon,server=on,wait=off"
+      kill "$plugger" 2>/dev/null || true
+      cat "$work/monitor.log" >&2 2>/dev/null || true
+      job_done done-plug || failed_boot plug "the hot-plugged backup disk did not get B backed up by itself"
+      times+=("A set up, then the disk hot-plugged and B backed up by itself: $(( $(date +%s) - t )) s")
+      for x in "${times[@]}"; do say "time: $x"; done
+      echo "lab: OK: plug: the backup disk hot-plugged into A, B backed up by itself, the start and end in the journal ($(( $(date +%s) - t0 )) s in all)"
+    fi
     ;;
   *) die "no scenario $scenario (see scripts/lab.sh's header)" ;;
 esac
