@@ -46,6 +46,11 @@ impl Paths {
         self.at("/etc/udev/rules.d")
     }
 
+    /// The backup boot's own notes (what it froze, that it started): gone with the boot.
+    pub fn run_dir(&self) -> PathBuf {
+        self.at("/run/crossback/at-reboot")
+    }
+
     /// systemd's offline-update trigger (systemd.offline-updates(7)).
     pub fn system_update(&self) -> PathBuf {
         self.at("/system-update")

@@ -30,8 +30,7 @@ use crate::local::{self, AtReboot, AtRebootResult, Paths};
 use crate::machine::{self, Machine, System};
 use crate::{output, refuse, units, Outcome};
 
-/// Where the boot's own notes live: what `run` froze, that it started.
-const RUN_DIR: &str = "/run/crossback/at-reboot";
+/// The boot's own notes (in [`Paths::run_dir`]): what `run` froze, that it started.
 const FROZEN: &str = "frozen.toml";
 const STARTED: &str = "started";
 
@@ -154,11 +153,6 @@ pub fn arm(path: &Path, a: &BackupArgs) -> anyhow::Result<Outcome> {
     if p.live() && !Path::new("/run/systemd/system").is_dir() {
         refuse!(Refusal::Unsupported, "this system does not run systemd: a backup at reboot needs its offline-update boot (systemd.offline-updates(7))");
     }
-    let m = Machine::scan(&[])?;
-    let systems = machine::systems(&m, &cfg)?;
-    let sys = running(&systems, path)?;
-    let exe = installed_exe(sys)?;
-    let state = p.state_dir();
     if let Some(to) = pending(&p) {
         if to != Path::new(local::STATE_DIR) {
             refuse!(
@@ -168,6 +162,11 @@ pub fn arm(path: &Path, a: &BackupArgs) -> anyhow::Result<Outcome> {
             );
         }
     }
+    let m = Machine::scan(&[])?;
+    let systems = machine::systems(&m, &cfg)?;
+    let sys = running(&systems, path)?;
+    let exe = installed_exe(sys)?;
+    let state = p.state_dir();
     let job = AtReboot { armed: output::now(), systems: a.systems.clone(), time_limit_min: a.time_limit, disk_wait_secs: a.disk_wait };
     install_file(&p.units_dir(), units::AT_REBOOT_SERVICE, &units::at_reboot_service(&exe, path, Path::new(local::STATE_DIR), a.time_limit))?;
     let wants = wants_link(&p);
@@ -225,15 +224,16 @@ pub fn run(path: &Path) -> anyhow::Result<Outcome> {
         println!("crossback: no backup at reboot is armed: booting as usual");
         return Ok(Outcome::Ok);
     };
-    std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+    let run_dir = p.run_dir();
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let started = output::now();
-    std::fs::write(Path::new(RUN_DIR).join(STARTED), &started).with_context(|| format!("writing {RUN_DIR}/{STARTED}"))?;
+    std::fs::write(run_dir.join(STARTED), &started).with_context(|| format!("writing {}", run_dir.join(STARTED).display()))?;
     println!(
         "crossback: backup at reboot (armed {}): {}",
         job.armed,
         if job.systems.is_empty() { "this system and the offline ones not yet in the open generation".to_string() } else { job.systems.join(", ") }
     );
-    let done = backup_frozen(path, &job);
+    let done = backup_frozen(path, &job, &p);
     let (ok, what) = match &done {
         Ok(w) => (true, w.clone()),
         Err(e) => (false, format!("{e:#}")),
@@ -241,12 +241,13 @@ pub fn run(path: &Path) -> anyhow::Result<Outcome> {
     let result = AtRebootResult { armed: job.armed.clone(), started, finished: output::now(), ok, what };
     local::write(&state, local::AT_REBOOT_RESULT, &result)?;
     local::remove(&state, local::AT_REBOOT)?;
-    let _ = std::fs::remove_file(Path::new(RUN_DIR).join(STARTED));
+    let _ = std::fs::remove_file(run_dir.join(STARTED));
     done.map(|_| Outcome::Ok)
 }
 
 /// Waits for the backup disk, freezes, backs up in a child, thaws.
-fn backup_frozen(path: &Path, job: &AtReboot) -> anyhow::Result<String> {
+fn backup_frozen(path: &Path, job: &AtReboot, p: &Paths) -> anyhow::Result<String> {
+    let run_dir = p.run_dir();
     let cfg = Config::load(path)?;
     let media = cfg.media.as_ref().context("no backup media in the configuration")?;
     let t = Instant::now();
@@ -287,21 +288,21 @@ fn backup_frozen(path: &Path, job: &AtReboot) -> anyhow::Result<String> {
             );
         }
         frozen.mountpoints.push(at.clone());
-        std::fs::write(Path::new(RUN_DIR).join(FROZEN), toml::to_string(&frozen)?).with_context(|| format!("writing {RUN_DIR}/{FROZEN}"))?;
+        std::fs::write(run_dir.join(FROZEN), toml::to_string(&frozen)?).with_context(|| format!("writing {}", run_dir.join(FROZEN).display()))?;
         println!("crossback: {} is read-only", at.display());
     }
     // The backup itself, as a child: its private mount namespace ends with it.
-    let run_state = Path::new(RUN_DIR).join("state");
+    let run_state = run_dir.join("state");
     std::fs::create_dir_all(&run_state)?;
-    let _ = std::fs::copy(Paths::new().state_dir().join(local::HISTORY), run_state.join(local::HISTORY));
+    let _ = std::fs::copy(p.state_dir().join(local::HISTORY), run_state.join(local::HISTORY));
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("--config").arg(path).args(["backup", "--frozen"]).args(&job.systems);
     cmd.env("CROSSBACK_STATE_DIR", &run_state).env("CROSSBACK_PROGRESS_SECS", "10").stdin(std::process::Stdio::null());
     let status = cmd.status().context("starting crossback backup");
     thaw(&frozen);
-    let _ = std::fs::remove_file(Path::new(RUN_DIR).join(FROZEN));
+    let _ = std::fs::remove_file(run_dir.join(FROZEN));
     if run_state.join(local::HISTORY).exists() {
-        let to = Paths::new().state_dir();
+        let to = p.state_dir();
         std::fs::create_dir_all(&to)?;
         if let Err(e) = std::fs::copy(run_state.join(local::HISTORY), to.join(local::HISTORY)) {
             eprintln!("warning: what the media holds was not noted on this system ({e})");
@@ -330,7 +331,7 @@ fn thaw(frozen: &Frozen) {
 /// The job's last step (ExecStopPost): also after a crash or the time limit.
 pub fn finish(_path: &Path) -> anyhow::Result<Outcome> {
     let p = Paths::new();
-    let run = Path::new(RUN_DIR);
+    let run = p.run_dir();
     if let Ok(text) = std::fs::read_to_string(run.join(FROZEN)) {
         let frozen: Frozen = toml::from_str(&text).unwrap_or_default();
         thaw(&frozen);

@@ -175,6 +175,7 @@ fn advice(st: &Status, now: i64) {
         }
     }
     match newest_sealed {
+        None if st.slots.iter().all(|s| !s.found) => println!("the backup disk is not attached: plug it in to see (and add to) its generations"),
         None => println!("no complete backup yet: run `crossback backup`"),
         Some(g) => {
             if let Some(t) = g.sealed.as_deref().and_then(output::parse_time) {
