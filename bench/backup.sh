@@ -12,6 +12,7 @@ bench=${CROSSBACK_SHARED:-$here/../shared}/bench
 bin=$here/target/release/crossback
 (cd "$here" && cargo build --release --locked -q)
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/crossback-bbench.XXXXXX")
+export CROSSBACK_SYSTEM_ROOT=$work/system-root   # crossback's state (the media as last seen) stays with the benchmark
 loops=(); mnts=()
 cleanup() {
   set +e

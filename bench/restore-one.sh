@@ -10,6 +10,7 @@ runs=${1:-5}
 bin=$here/target/release/crossback
 (cd "$here" && cargo build --release --locked -q)
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/crossback-rbench.XXXXXX")
+export CROSSBACK_SYSTEM_ROOT=$work/system-root   # crossback's state (the media as last seen) stays with the benchmark
 loops=()
 cleanup() { set +e; umount "$work/m" 2>/dev/null; for l in "${loops[@]}"; do blockdev --setrw "$l"; losetup -d "$l"; done; rm -rf --one-file-system "$work"; }
 trap cleanup EXIT INT TERM

@@ -26,6 +26,7 @@ bin=$here/target/release/crossback
 /usr/bin/python3 -c 'import fusepy' 2>/dev/null || { echo "slowdisk.sh: needs python3-fusepy (apt-get install python3-fusepy)" >&2; exit 1; }
 command -v duplicity >/dev/null || { echo "slowdisk.sh: needs duplicity (apt-get install duplicity)" >&2; exit 1; }
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/crossback-slow.XXXXXX")
+export CROSSBACK_SYSTEM_ROOT=$work/system-root   # crossback's state (the media as last seen) stays with the benchmark
 loops=()
 mounts=()
 fuses=()

@@ -24,6 +24,9 @@ current_step="setting up"
 trap 'echo "demo: FAILED at: $current_step (line $LINENO: $BASH_COMMAND)" >&2' ERR
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/crossback-demo.XXXXXX")
 cfg=$work/config.toml
+# What crossback keeps on the machine it runs on (/var/lib/crossback: the
+# media as last seen) stays with the demo.
+export CROSSBACK_SYSTEM_ROOT=$work/system-root
 loops=()
 mnts=()
 cleanup() {

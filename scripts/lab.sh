@@ -18,7 +18,9 @@
 #          offline-update mode) backs A up read-only and reboots; A comes
 #          back to multi-user, the generation is sealed, A's backup restores
 #          with 0 differences; armed again without the backup disk, the
-#          backup boot fails, A boots normally and `status` says why.
+#          backup boot fails, A boots normally and `status` says why; armed
+#          with a process holding a file on / open for writing in that boot,
+#          it is refused and named, nothing is written, A boots normally.
 #   plug   `crossback schedule` in A; A boots without the backup disk, which
 #          is then hot-plugged (QEMU monitor): B is backed up by itself, and
 #          the start and end are in the journal.
@@ -236,8 +238,18 @@ case $scenario in
       pc_once nodisk "$work/vars.fd" 900 "${a_disks[@]}"
       job_done done-nodisk || failed_boot nodisk "A did not boot normally after the failed backup boot"
       times+=("without the backup disk: the backup boot fails, A boots normally: $(( $(date +%s) - t )) s")
+      # Armed again (in the boot above) with a process that holds a file on /
+      # open for writing in the backup's boot: refused, named, nothing written.
+      set_phase busy
+      t=$(date +%s)
+      pc_once busy-atreboot "$work/vars.fd" 900 "${a_disks[@]}" "${backup_disk[@]}"
+      grep -a "crossback" "$work/busy-atreboot.console" | grep -av $'\e' >&2 || true
+      grep -aq "could not be made read-only" "$work/busy-atreboot.console" || failed_boot busy-atreboot "the backup boot did not refuse a writable /"
+      pc_once busy "$work/vars.fd" 900 "${a_disks[@]}" "${backup_disk[@]}"
+      job_done done-busy || failed_boot busy "A after the refused backup boot: not as expected (above)"
+      times+=("a writer on / in the backup boot: refused and named, A boots normally: $(( $(date +%s) - t )) s")
       for x in "${times[@]}"; do say "time: $x"; done
-      echo "lab: OK: self: A backed itself up offline at reboot (sealed, restored with 0 differences), and without the backup disk booted normally and said why ($(( $(date +%s) - t0 )) s in all)"
+      echo "lab: OK: self: A backed itself up offline at reboot (sealed, restored with 0 differences); without the backup disk, and with a writer on /, the backup boot refused, said why, and A booted normally ($(( $(date +%s) - t0 )) s in all)"
     else
       echo plug-setup > "$work/phase"
       job_disk "$(cat "$here/lab/jobs/unattended.sh")" "$work/crossback.deb" "$work/env" "$work/phase"

@@ -71,7 +71,31 @@ case "$phase:$me" in
     grep -q "last backup at reboot: .*: FAILED — the backup disk did not appear" status.out || fail "status does not show why the backup at reboot failed"
     grep -q "backup at reboot: ARMED" status.out && fail "the failed backup is still armed"
     say "without the backup disk: a normal boot, $(systemctl is-system-running), and status says why"
+    # Next: something holds a file on / open for writing in the backup's boot.
+    cat > /etc/systemd/system/lab-writer.service <<'UNIT'
+[Unit]
+Description=lab: hold a file on / open for writing in the backup boot
+DefaultDependencies=no
+After=local-fs.target
+Before=crossback-at-reboot.service
+
+[Service]
+ExecStart=/bin/sh -c 'exec 3>>/var/tmp/lab-held; exec sleep 3600'
+UNIT
+    mkdir -p /etc/systemd/system/system-update.target.wants
+    ln -sf ../lab-writer.service /etc/systemd/system/system-update.target.wants/lab-writer.service
+    run crossback backup --at-reboot --no-reboot --disk-wait 30 || fail "arming with a writer"
     touch done-nodisk
+    sync; systemctl poweroff ;;
+  busy:system-a)
+    rm -f /etc/systemd/system/system-update.target.wants/lab-writer.service /etc/systemd/system/lab-writer.service
+    run crossback status > status.out 2>&1; cat status.out
+    test -e /system-update && fail "/system-update is still there after the refused backup boot"
+    grep -q "last backup at reboot: .*: FAILED — debian-bookworm's / could not be made read-only .*open for writing: sleep (pid [0-9]*) writing /var/tmp/lab-held" status.out || fail "status does not name what kept / writable"
+    grep -A1 "^  B " status.out | grep -q "no generation yet" || fail "something was written to slot B"
+    for m in / /home /boot/efi; do findmnt -n -o OPTIONS "$m" | grep -q '^rw' || fail "$m is not writable after the refused backup boot"; done
+    say "a writer on /: the backup boot refused, named it, nothing written, everything writable, a normal boot"
+    touch done-busy
     sync; systemctl poweroff ;;
   plug-setup:system-a)
     install_crossback

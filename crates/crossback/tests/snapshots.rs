@@ -9,7 +9,16 @@ use crossback_testkit::machine::TestMachine;
 use crossback_testkit::require_root;
 
 fn run(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_crossback")).arg("--config").arg(config).args(args).env("NO_COLOR", "1").output().expect("running crossback");
+    // What this system keeps (status's "on this system") beside the configuration, for this test alone.
+    let here = config.with_file_name("system-root");
+    let out = Command::new(env!("CARGO_BIN_EXE_crossback"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("CROSSBACK_SYSTEM_ROOT", here)
+        .output()
+        .expect("running crossback");
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

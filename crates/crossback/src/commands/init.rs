@@ -35,7 +35,12 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     }
     println!("Linux systems found:");
     for f in &found {
-        println!("  {:<12} {}{}", f.name, crate::output::text(&f.pretty_name), if f.running { "  (running now: back it up from another system)" } else { "" });
+        println!(
+            "  {:<12} {}{}",
+            f.name,
+            crate::output::text(&f.pretty_name),
+            if f.running { "  (running now: back it up from another system, or with `crossback backup --at-reboot`)" } else { "" }
+        );
         let sv = |s: Option<String>| s.map(|s| format!(" subvol={s}")).unwrap_or_default();
         println!(
             "      {:<12} {:<6} UUID={}{}  {}",

@@ -163,7 +163,9 @@ fn advice(st: &Status, now: i64) {
     if let Some(g) = open {
         for name in &g.missing {
             let hint = match st.systems.iter().find(|s| &s.name == name) {
-                Some(s) if s.running => format!("boot into another system (or a live USB) and run `crossback backup` to add {name}"),
+                Some(s) if s.running => {
+                    format!("run `crossback backup --at-reboot` here, or boot into another system (or a live USB) and run `crossback backup`, to add {name}")
+                }
                 _ => format!("run `crossback backup` (from a system other than {name}, or a live USB)"),
             };
             println!("to complete generation {}: {hint}", g.seq);
