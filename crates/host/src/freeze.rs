@@ -110,10 +110,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("crossback-writers-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("held");
-        let mut child = Command::new("sh").arg("-c").arg(format!("exec 3>>'{}'; sleep 5", f.display())).spawn().unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec 3>>'{}'; sleep 5", f.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         let mut found = Vec::new();
         for _ in 0..50 {
-            found = writers(&dir).into_iter().filter(|w| w.pid == child.id()).collect();
+            found = writers(&dir).into_iter().filter(|w| w.pid == child.id() && w.path.starts_with(dir.to_str().unwrap())).collect();
             if !found.is_empty() {
                 break;
             }
