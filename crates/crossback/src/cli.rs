@@ -380,17 +380,17 @@ pub struct BackupArgs {
     #[arg(long, requires = "at_reboot")]
     pub cancel: bool,
     /// With --at-reboot: give up after MINUTES and boot as usual.
-    #[arg(long, value_name = "MINUTES", default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..=10080))]
+    #[arg(long, value_name = "MINUTES", default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..=10080), requires = "at_reboot")]
     pub time_limit: u64,
     /// With --at-reboot: how long that boot waits for the backup disk to appear.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, requires = "at_reboot")]
     pub disk_wait: u64,
     /// The boot of --at-reboot: the running system's filesystems are read-only (refused otherwise).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, conflicts_with = "at_reboot")]
     pub frozen: bool,
     /// Started by the backup disk being plugged in (`crossback schedule`): waits for
     /// both slots, and tells the logged-in users.
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, conflicts_with_all = ["at_reboot", "frozen"])]
     pub plugged: bool,
     /// Record SYSTEM even though it lost most of its files (or its
     /// os-release or fstab) since its previous backup. Without it, such a

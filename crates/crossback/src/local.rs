@@ -74,6 +74,9 @@ pub struct AtReboot {
     pub time_limit_min: u64,
     /// How long to wait for the backup disk in that boot.
     pub disk_wait_secs: u64,
+    /// The other options of `backup` given with `--at-reboot` (`--level 5`, …), for that boot.
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 /// How the last backup at reboot ended.

@@ -167,7 +167,7 @@ pub fn arm(path: &Path, a: &BackupArgs) -> anyhow::Result<Outcome> {
     let sys = running(&systems, path)?;
     let exe = installed_exe(sys)?;
     let state = p.state_dir();
-    let job = AtReboot { armed: output::now(), systems: a.systems.clone(), time_limit_min: a.time_limit, disk_wait_secs: a.disk_wait };
+    let job = AtReboot { armed: output::now(), systems: a.systems.clone(), time_limit_min: a.time_limit, disk_wait_secs: a.disk_wait, options: passed_on(a) };
     install_file(&p.units_dir(), units::AT_REBOOT_SERVICE, &units::at_reboot_service(&exe, path, Path::new(local::STATE_DIR), a.time_limit))?;
     let wants = wants_link(&p);
     std::fs::create_dir_all(wants.parent().unwrap_or(Path::new("/"))).with_context(|| format!("creating the directory of {}", wants.display()))?;
@@ -198,6 +198,27 @@ pub fn arm(path: &Path, a: &BackupArgs) -> anyhow::Result<Outcome> {
     println!("rebooting now");
     machine::run_tool(Command::new("systemctl").arg("reboot"))?;
     Ok(Outcome::Ok)
+}
+
+/// The options of `backup` that the backup's boot runs it with.
+fn passed_on(a: &BackupArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    for (on, flag) in [(a.new_generation, "--new-generation"), (a.no_verify, "--no-verify"), (a.allow_dirty, "--allow-dirty")] {
+        if on {
+            out.push(flag.to_string());
+        }
+    }
+    out.extend(["--level".to_string(), a.level.to_string()]);
+    if let Some(l) = a.max_level {
+        out.extend(["--max-level".to_string(), l.to_string()]);
+    }
+    if let Some(t) = a.threads {
+        out.extend(["--threads".to_string(), t.to_string()]);
+    }
+    for s in &a.accept_shrunk {
+        out.extend(["--accept-shrunk".to_string(), s.clone()]);
+    }
+    out
 }
 
 fn cancel(p: &Paths) -> anyhow::Result<Outcome> {
@@ -296,7 +317,7 @@ fn backup_frozen(path: &Path, job: &AtReboot, p: &Paths) -> anyhow::Result<Strin
     std::fs::create_dir_all(&run_state)?;
     let _ = std::fs::copy(p.state_dir().join(local::HISTORY), run_state.join(local::HISTORY));
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--config").arg(path).args(["backup", "--frozen"]).args(&job.systems);
+    cmd.arg("--config").arg(path).args(["backup", "--frozen"]).args(&job.options).arg("--").args(&job.systems);
     cmd.env("CROSSBACK_STATE_DIR", &run_state).env("CROSSBACK_PROGRESS_SECS", "10").stdin(std::process::Stdio::null());
     let status = cmd.status().context("starting crossback backup");
     thaw(&frozen);
@@ -361,4 +382,24 @@ pub fn finish(_path: &Path) -> anyhow::Result<Outcome> {
         tool(Command::new("systemctl").args(["reboot", "--no-block"]), "rebooting");
     }
     Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn backup_args(args: &[&str]) -> BackupArgs {
+        match crate::cli::Cli::try_parse_from([&["crossback", "backup"], args].concat()).unwrap().command {
+            crate::cli::Command::Backup(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_backup_boot_gets_the_options_given_with_at_reboot() {
+        let a = backup_args(&["--at-reboot", "--new-generation", "--level", "5", "--max-level", "9", "--accept-shrunk", "beta", "--time-limit", "30", "beta"]);
+        assert_eq!(passed_on(&a), ["--new-generation", "--level", "5", "--max-level", "9", "--accept-shrunk", "beta"]);
+        assert_eq!(passed_on(&backup_args(&["--at-reboot"])), ["--level", "3"]);
+    }
 }
