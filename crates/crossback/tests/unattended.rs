@@ -207,3 +207,34 @@ fn schedule_check_reminds_from_what_this_system_last_saw() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err(&out).contains("remove it if it is damaged"), "{}", err(&out));
 }
+
+#[test]
+fn root_schedule_installs_the_rule_and_units_and_off_removes_them() {
+    if !require_root("root_schedule_installs_the_rule_and_units_and_off_removes_them") {
+        return;
+    }
+    let (_dir, cfg, root) = world();
+    let out = ok(under(&root, &cfg).args(["schedule", "--remind-after", "14"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a reminder when the newest complete backup is older than 14 days"));
+    let rule = std::fs::read_to_string(root.join("etc/udev/rules.d/90-crossback.rules")).unwrap();
+    for uuid in [SLOT_A, SLOT_B] {
+        assert!(rule.contains(&format!("ENV{{ID_FS_UUID}}==\"{uuid}\"")), "{rule}");
+    }
+    let units = root.join("etc/systemd/system");
+    let plugged = std::fs::read_to_string(units.join("crossback-plugged.service")).unwrap();
+    assert!(plugged.contains(&format!("--config {} backup --plugged", cfg.display())), "{plugged}");
+    let remind = std::fs::read_to_string(units.join("crossback-remind.service")).unwrap();
+    assert!(remind.contains("schedule --check --remind-after 14"), "{remind}");
+    assert!(units.join("crossback-remind.timer").exists());
+    let out = under(&root, &cfg).args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", err(&out)));
+    assert_eq!(v["here"]["schedule"]["remind_after_days"], 14);
+    assert_eq!(v["here"]["schedule"]["slot_a"], SLOT_A);
+
+    let out = ok(under(&root, &cfg).args(["schedule", "--off"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schedule removed"));
+    let left: Vec<String> = listing(&root).into_iter().filter(|l| !l.ends_with('/')).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let out = ok(under(&root, &cfg).args(["schedule", "--off"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing was scheduled"));
+}

@@ -31,10 +31,12 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
     };
     let m = Machine::scan(&[])?;
     let systems = machine::systems(&m, &cfg)?;
-    let Some(sys) = systems.iter().find(|s| s.running) else {
-        refuse!(Refusal::UnknownSystem, "the running system is not one of the systems in {}: schedule backups from a configured system", path.display());
+    let sys = systems.iter().find(|s| s.running);
+    let exe = match sys {
+        Some(sys) => super::at_reboot::installed_exe(sys)?,
+        // A system that backs the others up without being one of them.
+        None => std::env::current_exe()?,
     };
-    let exe = super::at_reboot::installed_exe(sys)?;
     let (a_uuid, b_uuid) = (media.slot_a.get_ref(), media.slot_b.get_ref());
     install_file(&p.units_dir(), units::PLUGGED_SERVICE, &units::plugged_service(&exe, path))?;
     install_file(&p.units_dir(), units::REMIND_SERVICE, &units::remind_service(&exe, path, a.remind_after))?;
@@ -47,7 +49,7 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
         tool(Command::new("systemctl").args(["enable", "--now", units::REMIND_TIMER]), "starting the reminder");
         tool(Command::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
     }
-    println!("scheduled on {}:", sys.name);
+    println!("scheduled on {}:", sys.map_or("this system (not one of the configured ones)", |s| s.name.as_str()));
     println!("  when the backup disk is plugged in (slot UUID {a_uuid} or {b_uuid}): `crossback backup` of the offline systems, with a desktop notification when it starts and ends");
     println!("  every day: a reminder when the newest complete backup is older than {} days", a.remind_after);
     println!(
