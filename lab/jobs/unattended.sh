@@ -61,7 +61,7 @@ case "$phase:$me" in
     say "backed up at reboot, sealed, restored: 0 differences in /etc, /usr/bin, /home, /lab-data ($(find /var/tmp/r | wc -l) entries)"
     rm -rf /var/tmp/r
     # The failure case: armed again, and the backup disk will be gone.
-    run crossback backup --at-reboot --no-reboot || fail "arming again"
+    run crossback backup --at-reboot --no-reboot --disk-wait 20 || fail "arming again"
     test -L /system-update || fail "no /system-update link after arming"
     touch done-check
     sync; systemctl poweroff ;;
