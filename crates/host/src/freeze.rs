@@ -73,7 +73,9 @@ pub fn remount(mountpoint: &Path, read_only: bool) -> Result<()> {
         .output()
         .map_err(|e| Error::Command(format!("running mount -o {opt} {}: {e}", mountpoint.display())))?;
     if !out.status.success() {
-        return Err(Error::Command(format!("mount -o {opt} {}: {}", mountpoint.display(), String::from_utf8_lossy(&out.stderr).trim())));
+        // Its first line says why ("mount point is busy"); the rest points to dmesg.
+        let why = String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").trim().to_string();
+        return Err(Error::Command(format!("mount -o {opt} {}: {why}", mountpoint.display())));
     }
     Ok(())
 }
