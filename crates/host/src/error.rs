@@ -15,6 +15,9 @@ pub enum Error {
     /// Something on the machine is not as it must be.
     #[error("{0}")]
     Refused(String),
+    /// A tool's report (cryptsetup's, lvm2's JSON) does not read as expected.
+    #[error("{0}")]
+    Parse(String),
     /// Another process holds a lock crossback needs.
     #[error("{name} is in use by {holder}: wait until it ends, then run again")]
     Locked { name: String, holder: String },

@@ -17,6 +17,7 @@ pub mod freeze;
 pub mod fstab;
 pub mod fstype;
 pub mod inspect;
+pub mod layers;
 pub mod lock;
 pub mod mountinfo;
 pub mod ns;
