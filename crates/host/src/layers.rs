@@ -109,11 +109,7 @@ pub fn parse_luks2_json(text: &str) -> Result<LuksInfo> {
     let mut slots: Vec<(u32, String)> = v
         .get("keyslots")
         .and_then(|k| k.as_object())
-        .map(|k| {
-            k.iter()
-                .filter_map(|(id, s)| Some((id.parse().ok()?, s.pointer("/kdf/type").and_then(|t| t.as_str()).unwrap_or("").to_string())))
-                .collect()
-        })
+        .map(|k| k.iter().filter_map(|(id, s)| Some((id.parse().ok()?, s.pointer("/kdf/type").and_then(|t| t.as_str()).unwrap_or("").to_string()))).collect())
         .unwrap_or_default();
     slots.sort();
     if slots.is_empty() {
@@ -274,10 +270,7 @@ mod tests {
 
     #[test]
     fn luks2_metadata_that_cannot_be_restored_is_refused() {
-        let reencrypting = LUKS2.replace(
-            r#""segments":{"0":"#,
-            r#""segments":{"1":{"type":"linear","offset":"33554432","size":"dynamic"},"0":"#,
-        );
+        let reencrypting = LUKS2.replace(r#""segments":{"0":"#, r#""segments":{"1":{"type":"linear","offset":"33554432","size":"dynamic"},"0":"#);
         assert!(parse_luks2_json(&reencrypting).unwrap_err().to_string().contains("re-encryption"));
         let no_slots = serde_json::to_string(&{
             let mut v: serde_json::Value = serde_json::from_str(LUKS2).unwrap();
@@ -303,7 +296,10 @@ mod tests {
       ]
   }"#;
         let pv = parse_pvs(pvs).unwrap();
-        assert_eq!(pv, [Pv { device: "/dev/mapper/sda3_crypt".into(), uuid: "Xa1b2c-0000-0000-0000-0000-0000-000001".into(), vg: "vg0".into(), size: 20_396_900_352 }]);
+        assert_eq!(
+            pv,
+            [Pv { device: "/dev/mapper/sda3_crypt".into(), uuid: "Xa1b2c-0000-0000-0000-0000-0000-000001".into(), vg: "vg0".into(), size: 20_396_900_352 }]
+        );
         let vgs = r#"{"report":[{"vg":[{"vg_name":"vg0","vg_uuid":"Vg0000-0000","vg_size":"20392706048","vg_extent_size":"4194304"}]}]}"#;
         assert_eq!(parse_vgs(vgs).unwrap()[0].extent_size, 4 << 20);
         let lvs = r#"{"report":[{"lv":[
@@ -312,7 +308,10 @@ mod tests {
             {"lv_name":"pool","vg_name":"vg0","lv_uuid":"Lv0000-0003","lv_size":"1073741824","lv_attr":"twi-a-tz--"}
         ]}],"log":[]}"#;
         let lv = parse_lvs(lvs).unwrap();
-        assert_eq!(lv.iter().map(|l| (l.name.as_str(), l.size, l.kind)).collect::<Vec<_>>(), [("root", 18_249_416_704, '-'), ("swap_1", 1_023_410_176, '-'), ("pool", 1_073_741_824, 't')]);
+        assert_eq!(
+            lv.iter().map(|l| (l.name.as_str(), l.size, l.kind)).collect::<Vec<_>>(),
+            [("root", 18_249_416_704, '-'), ("swap_1", 1_023_410_176, '-'), ("pool", 1_073_741_824, 't')]
+        );
         assert!(parse_lvs(r#"{"report":[{"lv":[{"lv_name":"x"}]}]}"#).is_err());
         assert!(parse_lvs(r#"{"nothing":1}"#).is_err());
         assert_eq!(parse_lvs(r#"{"report":[{"lv":[]}]}"#).unwrap(), []);
