@@ -3,7 +3,7 @@
 //! Linux systems and slots on its filesystems.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use crossback_host::blockdev::{self, Device, Spec};
@@ -203,6 +203,20 @@ pub fn discover(m: &Machine) -> anyhow::Result<(Vec<Found>, Vec<(Device, Inspect
         if crate::layout::slot_of(&insp.extra).is_some() {
             slots.push((d.clone(), insp));
         }
+    }
+    // Encrypted and LVM volumes: a system inside one cannot be found (or,
+    // open, would be restored without its container): say so.
+    for d in m.devices.iter().filter(|d| matches!(d.fstype.as_str(), "crypto_LUKS" | "LVM2_member")) {
+        let holders: Vec<String> = std::fs::read_dir(Path::new("/sys/class/block").join(&d.name).join("holders"))
+            .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let what = if d.fstype == "crypto_LUKS" { "an encrypted (LUKS) container" } else { "an LVM physical volume" };
+        let state = if holders.is_empty() { "locked (not open)".to_string() } else { format!("open as {}", holders.join(", ")) };
+        warnings.push(format!(
+            "{} (UUID={}) is {what}, {state}: crossback does not open or record encrypted and LVM volumes yet, so a system inside it is not backed up, and a bare-metal restore would not make the container again",
+            d.path.display(),
+            d.uuid
+        ));
     }
     found.sort_by(|a, b| (&a.id, &a.device.uuid, &a.subvol).cmp(&(&b.id, &b.device.uuid, &b.subvol)));
     let named = names(&found.iter().map(|f| (f.id.as_str(), f.release.as_str())).collect::<Vec<_>>());

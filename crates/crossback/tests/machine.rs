@@ -198,3 +198,43 @@ fn root_config_overrides_change_what_fstab_says() {
     assert_eq!(out.status.code(), Some(1));
     assert!(utf8(&out.stderr).contains("unknown field `colour`"), "{}", utf8(&out.stderr));
 }
+
+/// A LUKS1 header as `cryptsetup luksFormat --type luks1` begins it: what
+/// blkid needs to call a device `crypto_LUKS` (magic, version, UUID).
+fn luks1_header(uuid: &str) -> Vec<u8> {
+    let mut h = vec![0u8; 4096];
+    h[..6].copy_from_slice(b"LUKS\xba\xbe");
+    h[6..8].copy_from_slice(&1u16.to_be_bytes());
+    h[8..14].copy_from_slice(b"aes\0\0\0");
+    h[168..168 + uuid.len()].copy_from_slice(uuid.as_bytes());
+    h
+}
+
+#[test]
+fn root_init_names_an_encrypted_container_it_cannot_look_into_and_leaves_it_alone() {
+    if !require_root("root_init_names_an_encrypted_container_it_cannot_look_into_and_leaves_it_alone") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let m = TestMachine::new();
+    let luks = crossback_testkit::LoopFs::blank(8);
+    let uuid = "0a1b2c3d-0000-4000-8000-00000000c0de";
+    std::fs::write(&luks.device, luks1_header(uuid)).unwrap();
+    let fingerprint = || crossback_testkit::run(std::process::Command::new("sha256sum").arg(&luks.device));
+    let before = fingerprint();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let out = ok(crossback(&cfg).args(["init", "--yes", "--devices", &format!("{},{}", m.devices_arg(), luks.device)]));
+    let e = utf8(&out.stderr);
+    assert!(
+        e.contains(&format!(
+            "{} (UUID={uuid}) is an encrypted (LUKS) container, locked (not open): crossback does not open or record encrypted and LVM volumes yet",
+            luks.device
+        )),
+        "{e}"
+    );
+    // The systems beside it are found as before; the container is not touched.
+    let c = std::fs::read_to_string(&cfg).unwrap();
+    assert!(c.contains("name = \"alpha\"") && c.contains("name = \"beta\""), "{c}");
+    assert_eq!(fingerprint(), before);
+}
