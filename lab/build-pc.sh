@@ -8,12 +8,21 @@
 # host chroot would name the host's loop devices). QEMU with TCG and OVMF.
 #
 # Usage (as root): lab/build-pc.sh      → $LAB_CACHE/pc.raw, $LAB_CACHE/vars.fd
+#
+# LAB_PC=luks (issue 13; with its own LAB_CACHE): system B is Debian 13 on
+# ext4 in LVM (volume group vgb: root and swap) on LUKS2, with /boot on a
+# partition of its own; its initramfs unlocks it with a key file (the
+# passphrase in $LAB_CACHE/b.passphrase opens it too). A and the rescue
+# system carry cryptsetup and lvm2. The container is made in the
+# provisioning boot: the host has no device-mapper.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 # The cache is keyed by this script and the guest files: a change rebuilds.
-key=$(cat "$here/build-pc.sh" "$here/lib.sh" "$here"/guest/* | sha256sum | cut -c1-16)
+variant=${LAB_PC:-plain}
+case $variant in plain|luks) ;; *) die "LAB_PC=$variant: plain or luks" ;; esac
+key=$( (echo "$variant"; cat "$here/build-pc.sh" "$here/lib.sh" "$here"/guest/*) | sha256sum | cut -c1-16)
 [ -s "$LAB_CACHE/pc.raw" ] && [ -s "$LAB_CACHE/vars.fd" ] && [ -s "$LAB_CACHE/rescue.raw" ] && [ "$(cat "$LAB_CACHE/pc.key" 2>/dev/null)" = "$key" ] && { say "cached: $LAB_CACHE/pc.raw"; exit 0; }
 rm -f "$LAB_CACHE/pc.raw" "$LAB_CACHE/vars.fd" "$LAB_CACHE/pc.key"
 need_packages qemu-system-x86 ovmf debootstrap btrfs-progs dosfstools e2fsprogs fdisk attr libcap2-bin
@@ -30,6 +39,7 @@ trap cleanup EXIT
 
 # The roots, each cached as a tarball (keyed by the package list).
 packages=linux-image-cloud-amd64,systemd-sysv,udev,grub-efi-amd64,efibootmgr,btrfs-progs,dosfstools,e2fsprogs,fdisk,zstd,kmod,iproute2,iputils-ping,libcap2-bin,attr,passwd
+[ "$variant" = luks ] && packages=$packages,cryptsetup,cryptsetup-initramfs,lvm2
 root_tar() { # SUITE NAME
   local tar=$LAB_CACHE/$2-$(echo "$packages" | sha256sum | cut -c1-8).tar
   if [ ! -s "$tar" ]; then
@@ -50,18 +60,22 @@ tar_b=$(root_tar trixie system-b)
 say "partitioning the system disk"
 disk=$work/pc.raw
 truncate -s "${LAB_DISK_MIB}M" "$disk"
-sfdisk -q "$disk" <<EOF
-label: gpt
-size=256MiB, type=U, name="ESP"
-size=2560MiB, type=L, name="A-root"
-size=512MiB, type=L, name="A-home"
-type=L, name="B"
-EOF
+{
+  printf 'label: gpt\nsize=256MiB, type=U, name="ESP"\nsize=2560MiB, type=L, name="A-root"\nsize=512MiB, type=L, name="A-home"\n'
+  if [ "$variant" = luks ]; then printf 'size=384MiB, type=L, name="B-boot"\n'; fi
+  printf 'type=L, name="B"\n'
+} | sfdisk -q "$disk"
 dev=$(losetup --find --show "$disk"); loops+=("$dev")
 partx -a "$dev"
 esp=${dev}p1; a_root=${dev}p2; a_home=${dev}p3; b=${dev}p4
 mkfs.vfat -F 32 -n ESP "$esp" >/dev/null
-mkfs.ext4 -q -L A-root "$a_root"; mkfs.ext4 -q -L A-home "$a_home"; mkfs.btrfs -q -L B "$b"
+mkfs.ext4 -q -L A-root "$a_root"; mkfs.ext4 -q -L A-home "$a_home"
+if [ "$variant" = luks ]; then
+  b_boot=${dev}p4; b=${dev}p5
+  mkfs.ext4 -q -L B-boot "$b_boot"
+else
+  mkfs.btrfs -q -L B "$b"
+fi
 uuid() { blkid -p -s UUID -o value "$1"; }
 
 say "system A (Debian 12, ext4)"
@@ -77,6 +91,19 @@ prepare_root "$m" system-a
 lab_data "$m" system-a
 umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
 
+if [ "$variant" = luks ]; then
+  # B's tree, made here and put on A's root for the provisioning boot,
+  # which makes the LUKS container, the volume group and the filesystems.
+  say "system B (Debian 13, ext4 in LVM on LUKS2; its tree for the provisioning boot)"
+  bt=$work/b-tree; mkdir -p "$bt"
+  tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$bt" -xpf "$tar_b"
+  prepare_root "$bt" system-b
+  lab_data "$bt" system-b
+  mkdir -p "$bt/home/ann" && echo "B's home" > "$bt/home/ann/notes.txt"
+  [ -s "$LAB_CACHE/b.passphrase" ] || echo "lab-luks-$RANDOM$RANDOM" > "$LAB_CACHE/b.passphrase"
+  tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$bt" -cf "$work/b-root.tar" .
+  rm -rf --one-file-system "$bt"
+else
 say "system B (Debian 13, btrfs @ and @home)"
 mount "$b" "$m"; mounts+=("$m")
 btrfs -q subvolume create "$m/@"; btrfs -q subvolume create "$m/@home"
@@ -90,6 +117,7 @@ prepare_root "$m/@" system-b
 lab_data "$m/@" system-b
 mkdir -p "$m/@home/ann" && echo "B's home" > "$m/@home/ann/notes.txt"
 umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
+fi
 
 say "the rescue system (Debian 12 on a disk of its own, neither A nor B)"
 rescue=$work/rescue.raw
@@ -108,7 +136,12 @@ umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
 # installs GRUB for both systems into the ESP and their NVRAM entries.
 mount "$a_root" "$m"; mounts+=("$m")
 cp "$here/guest/provision.sh" "$m/provision.sh"; chmod +x "$m/provision.sh"
-printf 'A_ROOT=%s\nB=%s\nESP=%s\n' "$(uuid "$a_root")" "$(uuid "$b")" "$(uuid "$esp")" > "$m/provision.env"
+if [ "$variant" = luks ]; then
+  mv "$work/b-root.tar" "$m/b-root.tar"
+  printf 'A_ROOT=%s\nB_LUKS=%s\nB_BOOT=%s\nESP=%s\nPASSPHRASE=%s\n' "$(uuid "$a_root")" "$(blkid -p -s PART_ENTRY_UUID -o value "$b")" "$(uuid "$b_boot")" "$(uuid "$esp")" "$(cat "$LAB_CACHE/b.passphrase")" > "$m/provision.env"
+else
+  printf 'A_ROOT=%s\nB=%s\nESP=%s\n' "$(uuid "$a_root")" "$(uuid "$b")" "$(uuid "$esp")" > "$m/provision.env"
+fi
 kernel=$(ls "$m"/boot/vmlinuz-* | sort -V | tail -1); initrd=$(ls "$m"/boot/initrd.img-* | sort -V | tail -1)
 cp "$kernel" "$work/vmlinuz"; cp "$initrd" "$work/initrd.img"
 a_uuid=$(uuid "$a_root")
@@ -117,7 +150,7 @@ partx -d "$dev"; losetup -d "$dev"; loops=()
 
 say "provisioning boot (GRUB for A and B, NVRAM entries)"
 cp "$OVMF_VARS" "$work/vars.fd"
-run_qemu "$work/provision.log" 600 \
+run_qemu "$work/provision.log" 1500 \
   -drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" -drive if=pflash,format=raw,file="$work/vars.fd" \
   -drive file="$disk",format=raw,if=virtio \
   -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \

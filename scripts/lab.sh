@@ -24,13 +24,17 @@
 #   plug   `crossback schedule` in A; A boots without the backup disk, which
 #          is then hot-plugged (QEMU monitor): B is backed up by itself, and
 #          the start and end are in the journal.
+#   luks-boot  the encrypted PC (LAB_PC=luks, issue 13): as boot, B being
+#          Debian 13 in LVM on LUKS2, unlocked by its initramfs.
 #   boot   the dual-boot PC: A boots to multi-user from the firmware's first
 #          entry, sets BootNext to B and reboots; B boots to multi-user.
 # The last line is `lab: OK: …` or `lab: FAILED: …` with the reason.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-. "$here/lab/lib.sh"
 scenario=${1:-dualboot}
+# The encrypted PC (issue 13) is another PC, cached apart.
+case $scenario in luks*) export LAB_PC=luks LAB_CACHE=${LAB_CACHE_LUKS:-/var/cache/crossback/lab-luks} ;; esac
+. "$here/lab/lib.sh"
 [ "$(id -u)" -eq 0 ] || die "run as root (loop devices, debootstrap)"
 t0=$(date +%s)
 "$here/lab/build-pc.sh"
@@ -99,7 +103,7 @@ boot_pc() { # TIMEOUT [EXTRA QEMU ARGS…]: boots until the guest powers off
 }
 
 case $scenario in
-  boot)
+  boot|luks-boot)
     job_disk '
       set -e
       . /etc/os-release
@@ -110,6 +114,10 @@ case $scenario in
         echo "lab-job: BootNext=$b (debian-b); rebooting"
         sync; systemctl reboot
       else
+        echo "lab-job: B: / from $(findmnt -n -o SOURCE /), /boot from $(findmnt -n -o SOURCE /boot)"
+        if command -v cryptsetup >/dev/null; then
+          echo "lab-job: B: $(cryptsetup status b_crypt | head -1); $(lvs --noheadings -o vg_name,lv_name | tr -s " " | tr "\n" ";"); swap $(swapon --noheadings --show=NAME | tr "\n" " ")"
+        fi
         sync; systemctl poweroff
       fi'
     t1=$(date +%s)
@@ -117,7 +125,13 @@ case $scenario in
     cat "$work/job.log" >&2 || true
     grep -q "lab-job: in system-a: Debian GNU/Linux 12" "$work/job.log" || { tail -40 "$work/console.log" >&2; die "A did not reach multi-user"; }
     grep -q "lab-job: in system-b: Debian GNU/Linux 13" "$work/job.log" || { tail -40 "$work/console.log" >&2; die "B did not boot after A set BootNext"; }
-    echo "lab: OK: A (Debian 12, ext4) and B (Debian 13, btrfs) boot to multi-user under OVMF from their own NVRAM entries ($(( $(date +%s) - t1 )) s for both boots)"
+    if [ "$scenario" = luks-boot ]; then
+      grep -q "lab-job: B: / from /dev/mapper/vgb-root" "$work/job.log" || die "B's root is not the LV vgb/root"
+      grep -q "lab-job: B: /dev/mapper/b_crypt is active" "$work/job.log" || die "B's LUKS container is not open"
+      echo "lab: OK: luks-boot: A (Debian 12, ext4) and B (Debian 13 in LVM on LUKS2, unlocked by its initramfs) boot to multi-user ($(( $(date +%s) - t1 )) s for both boots)"
+    else
+      echo "lab: OK: A (Debian 12, ext4) and B (Debian 13, btrfs) boot to multi-user under OVMF from their own NVRAM entries ($(( $(date +%s) - t1 )) s for both boots)"
+    fi
     ;;
   dualboot)
     need_packages fdisk e2fsprogs
