@@ -42,7 +42,7 @@ say "virtual PC ready in $(( $(date +%s) - t0 )) s"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/crossback-lab.XXXXXX")
 # The guests' and consoles' logs are kept (LAB_LOGS) when the disks go.
 logs=${LAB_LOGS:-/var/tmp/crossback-lab-logs}
-keep_logs() { mkdir -p "$logs" && cp "$work"/*.log "$work"/*.console "$logs/" 2>/dev/null; rm -rf --one-file-system "$work"; }
+keep_logs() { mkdir -p "$logs"; cp "$work"/*.log "$work"/*.console "$logs/" 2>/dev/null || true; rm -rf --one-file-system "$work"; }
 trap keep_logs EXIT
 cp --sparse=always "$LAB_CACHE/pc.raw" "$work/pc.raw"
 cp --sparse=always "$LAB_CACHE/rescue.raw" "$work/rescue.raw"
