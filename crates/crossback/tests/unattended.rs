@@ -213,8 +213,9 @@ fn root_schedule_installs_the_rule_and_units_and_off_removes_them() {
     if !require_root("root_schedule_installs_the_rule_and_units_and_off_removes_them") {
         return;
     }
-    let (_dir, cfg, root) = world();
-    let out = ok(under(&root, &cfg).args(["schedule", "--remind-after", "14"]));
+    let (dir, cfg, root) = world();
+    // Given relatively, the configuration is named by its whole path in the units.
+    let out = ok(under(&root, Path::new("config.toml")).current_dir(dir.path()).args(["schedule", "--remind-after", "14"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("a reminder when the newest complete backup is older than 14 days"));
     let rule = std::fs::read_to_string(root.join("etc/udev/rules.d/90-crossback.rules")).unwrap();
     for uuid in [SLOT_A, SLOT_B] {

@@ -5,6 +5,8 @@
 //! `crossback schedule --check`). `--off` removes all of it.
 
 use std::path::Path;
+
+use anyhow::Context;
 use std::process::Command;
 
 use crate::cli::ScheduleArgs;
@@ -38,8 +40,10 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
         None => std::env::current_exe()?,
     };
     let (a_uuid, b_uuid) = (media.slot_a.get_ref(), media.slot_b.get_ref());
-    install_file(&p.units_dir(), units::PLUGGED_SERVICE, &units::plugged_service(&exe, path))?;
-    install_file(&p.units_dir(), units::REMIND_SERVICE, &units::remind_service(&exe, path, a.remind_after))?;
+    // The units run from `/`: the configuration by its whole path.
+    let config = std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
+    install_file(&p.units_dir(), units::PLUGGED_SERVICE, &units::plugged_service(&exe, &config))?;
+    install_file(&p.units_dir(), units::REMIND_SERVICE, &units::remind_service(&exe, &config, a.remind_after))?;
     install_file(&p.units_dir(), units::REMIND_TIMER, &units::remind_timer())?;
     install_file(&p.udev_rules_dir(), units::UDEV_RULE, &units::udev_rule(a_uuid, b_uuid))?;
     let s = Schedule { installed: output::now(), remind_after_days: a.remind_after, slot_a: a_uuid.clone(), slot_b: b_uuid.clone() };
