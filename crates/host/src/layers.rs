@@ -209,6 +209,115 @@ pub fn parse_lvs(text: &str) -> Result<Vec<Lv>> {
         .collect()
 }
 
+/// What a device-mapper device is, from its dm UUID
+/// (`/sys/class/block/dm-N/dm/uuid`): cryptsetup names its mappings
+/// `CRYPT-LUKS2-<container UUID without dashes>-<name>`, lvm2 its volumes
+/// `LVM-<VG UUID><LV UUID>` (32 characters each, without dashes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DmKind {
+    Luks {
+        version: u8,
+        uuid: String,
+    },
+    Lv {
+        vg_uuid: String,
+        lv_uuid: String,
+    },
+    /// Anything else (plain dm-crypt, multipath, dm-raid, a snapshot's parts…).
+    Other(String),
+}
+
+/// Puts back the dashes of a LUKS UUID (8-4-4-4-12).
+fn dashed_uuid(hex: &str) -> Option<String> {
+    (hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
+}
+
+/// Puts back the dashes of an LVM UUID (6-4-4-4-4-4-6), as lvm2 shows it.
+fn lvm_uuid(raw: &str) -> String {
+    let mut out = String::new();
+    let mut at = 0;
+    for (i, n) in [6, 4, 4, 4, 4, 4, 6].into_iter().enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        out.push_str(&raw[at..at + n]);
+        at += n;
+    }
+    out
+}
+
+pub fn dm_kind(dm_uuid: &str) -> DmKind {
+    let other = || DmKind::Other(dm_uuid.to_string());
+    if let Some(rest) = dm_uuid.strip_prefix("CRYPT-LUKS") {
+        let Some((version, rest)) = rest.split_once('-') else { return other() };
+        let Ok(version) = version.parse::<u8>() else { return other() };
+        let hex = rest.split('-').next().unwrap_or("");
+        return match dashed_uuid(hex) {
+            Some(uuid) => DmKind::Luks { version, uuid },
+            None => other(),
+        };
+    }
+    if let Some(rest) = dm_uuid.strip_prefix("LVM-") {
+        // A volume's own mapping has exactly the two UUIDs; its parts (`-real`, `-cow`, `-tpool`) have a suffix.
+        if rest.len() == 64 && rest.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return DmKind::Lv { vg_uuid: lvm_uuid(&rest[..32]), lv_uuid: lvm_uuid(&rest[32..]) };
+        }
+    }
+    other()
+}
+
+/// One device on the way from a filesystem's device down to a partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// The kernel's name (`dm-1`, `vda5`).
+    pub name: String,
+    /// device-mapper's name (`vgb-root`, `b_crypt`); empty for a partition or disk.
+    pub dm_name: String,
+    /// None for a partition or disk (the bottom).
+    pub kind: Option<DmKind>,
+}
+
+/// The stack below `name` as sysfs (`sys`: normally `/sys`) shows it: the
+/// device itself, then what it is built on, down to a device that is not
+/// device-mapper's. A device built on several (a volume group on two
+/// physical volumes, RAID) is refused: crossback makes one stack per partition.
+pub fn stack_of(sys: &std::path::Path, name: &str) -> Result<Vec<Layer>> {
+    let mut out = Vec::new();
+    let mut cur = name.to_string();
+    loop {
+        let dir = sys.join("class/block").join(&cur);
+        if !dir.exists() {
+            return Err(Error::Parse(format!("{cur}: not a block device in {}", sys.display())));
+        }
+        let dm = dir.join("dm");
+        if !dm.is_dir() {
+            out.push(Layer { name: cur, dm_name: String::new(), kind: None });
+            return Ok(out);
+        }
+        let read = |f: &str| std::fs::read_to_string(dm.join(f)).map(|s| s.trim().to_string()).unwrap_or_default();
+        let mut slaves: Vec<String> =
+            std::fs::read_dir(dir.join("slaves")).map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        slaves.sort();
+        out.push(Layer { name: cur.clone(), dm_name: read("name"), kind: Some(dm_kind(&read("uuid"))) });
+        match slaves.as_slice() {
+            [one] => cur = one.clone(),
+            [] => return Err(Error::Parse(format!("{cur} ({}) is built on no device", read("name")))),
+            many => {
+                return Err(Error::Parse(format!(
+                    "{cur} ({}) is built on {} devices ({}): volume groups over several disks and RAID are not handled",
+                    read("name"),
+                    many.len(),
+                    many.join(", ")
+                )))
+            }
+        }
+        if out.len() > 16 {
+            return Err(Error::Parse(format!("{name}: more than 16 layers of device-mapper (a loop?)")));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +424,60 @@ mod tests {
         assert!(parse_lvs(r#"{"report":[{"lv":[{"lv_name":"x"}]}]}"#).is_err());
         assert!(parse_lvs(r#"{"nothing":1}"#).is_err());
         assert_eq!(parse_lvs(r#"{"report":[{"lv":[]}]}"#).unwrap(), []);
+    }
+    #[test]
+    fn dm_uuids_as_cryptsetup_and_lvm2_write_them() {
+        assert_eq!(
+            dm_kind("CRYPT-LUKS2-ba62cbf43ceb41299b12088c07680dac-b_crypt"),
+            DmKind::Luks { version: 2, uuid: "ba62cbf4-3ceb-4129-9b12-088c07680dac".into() }
+        );
+        assert_eq!(
+            dm_kind("CRYPT-LUKS1-0a1b2c3d00004000800000000000000a-sda3_crypt"),
+            DmKind::Luks { version: 1, uuid: "0a1b2c3d-0000-4000-8000-00000000000a".into() }
+        );
+        let vg = "Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56";
+        let lv = "Qr78St90Uv12Wx34Yz56Ab78Cd90Ef12";
+        assert_eq!(
+            dm_kind(&format!("LVM-{vg}{lv}")),
+            DmKind::Lv { vg_uuid: "Ab12Cd-34Ef-56Gh-78Ij-90Kl-12Mn-34Op56".into(), lv_uuid: "Qr78St-90Uv-12Wx-34Yz-56Ab-78Cd-90Ef12".into() }
+        );
+        for other in [format!("LVM-{vg}{lv}-real"), "CRYPT-PLAIN-cryptswap".into(), "CRYPT-LUKS2-nothex-x".into(), "mpath-3600".into(), String::new()] {
+            assert!(matches!(dm_kind(&other), DmKind::Other(_)), "{other}");
+        }
+    }
+
+    /// A sysfs tree as the lab's encrypted PC has it: dm-1 (vgb-root) on dm-0 (b_crypt) on vda5.
+    fn fake_sys(extra_slave: bool) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path().join("class/block");
+        let dm = |name: &str, dm_name: &str, uuid: &str, slaves: &[&str]| {
+            let d = b.join(name);
+            std::fs::create_dir_all(d.join("dm")).unwrap();
+            std::fs::create_dir_all(d.join("slaves")).unwrap();
+            std::fs::write(d.join("dm/name"), format!("{dm_name}\n")).unwrap();
+            std::fs::write(d.join("dm/uuid"), format!("{uuid}\n")).unwrap();
+            for s in slaves {
+                std::fs::create_dir_all(d.join("slaves").join(s)).unwrap();
+            }
+        };
+        dm("dm-1", "vgb-root", "LVM-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78St90Uv12Wx34Yz56Ab78Cd90Ef12", if extra_slave { &["dm-0", "vda6"] } else { &["dm-0"] });
+        dm("dm-0", "b_crypt", "CRYPT-LUKS2-ba62cbf43ceb41299b12088c07680dac-b_crypt", &["vda5"]);
+        std::fs::create_dir_all(b.join("vda5")).unwrap();
+        t
+    }
+
+    #[test]
+    fn the_stack_below_a_logical_volume() {
+        let t = fake_sys(false);
+        let s = stack_of(t.path(), "dm-1").unwrap();
+        let names: Vec<(&str, &str)> = s.iter().map(|l| (l.name.as_str(), l.dm_name.as_str())).collect();
+        assert_eq!(names, [("dm-1", "vgb-root"), ("dm-0", "b_crypt"), ("vda5", "")]);
+        assert!(matches!(s[0].kind, Some(DmKind::Lv { .. })));
+        assert!(matches!(&s[1].kind, Some(DmKind::Luks { version: 2, uuid }) if uuid == "ba62cbf4-3ceb-4129-9b12-088c07680dac"));
+        assert_eq!(s[2].kind, None);
+        assert_eq!(stack_of(t.path(), "vda5").unwrap().len(), 1);
+        let e = stack_of(fake_sys(true).path(), "dm-1").unwrap_err().to_string();
+        assert!(e.contains("is built on 2 devices (dm-0, vda6)"), "{e}");
+        assert!(stack_of(t.path(), "sdz").is_err());
     }
 }
