@@ -117,6 +117,19 @@ case $scenario in
         echo "lab-job: B: / from $(findmnt -n -o SOURCE /), /boot from $(findmnt -n -o SOURCE /boot)"
         if command -v cryptsetup >/dev/null; then
           echo "lab-job: B: $(cryptsetup status b_crypt | head -1); $(lvs --noheadings -o vg_name,lv_name | tr -s " " | tr "\n" ";"); swap $(swapon --noheadings --show=NAME | tr "\n" " ")"
+          # What crossback reads (crates/host/src/layers.rs), as the real tools print it.
+          set +e
+          part=$(cryptsetup status b_crypt | sed -n "s/^ *device: *//p")
+          echo "lab-dump: luksUUID $(cryptsetup luksUUID "$part")"
+          echo "lab-dump: luksDump $(cryptsetup luksDump --dump-json-metadata "$part" | tr -d "\n")"
+          for r in "pvs pv_name,pv_uuid,vg_name,pv_size" "vgs vg_name,vg_uuid,vg_size,vg_extent_size" "lvs lv_name,vg_name,lv_uuid,lv_size,lv_attr"; do
+            set -- $r
+            echo "lab-dump: $1 $($1 --reportformat json --units b --nosuffix -o "$2" 2>/dev/null | tr -d "\n")"
+          done
+          for d in /sys/class/block/dm-*; do
+            echo "lab-dump: sysfs $(basename "$d") name=$(cat "$d/dm/name") uuid=$(cat "$d/dm/uuid") slaves=$(ls "$d/slaves" | tr "\n" " ")"
+          done
+          set -e
         fi
         sync; systemctl poweroff
       fi'
