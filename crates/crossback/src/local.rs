@@ -169,17 +169,39 @@ pub fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> anyhow::R
 
 /// Writes a state file durably (new file, fsync, rename, fsync).
 pub fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> anyhow::Result<()> {
+    write_text(dir, name, &toml::to_string(value)?)
+}
+
+/// Writes a file (state, a unit, a rule) durably, mode 0644, creating its directory.
+pub fn write_text(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let d = crossback_host::beneath::Dir::open(dir)?;
-    d.write_durable(name, toml::to_string(value)?.as_bytes())?;
+    crossback_host::beneath::Dir::open(dir)?.write_durable(name, text.as_bytes())?;
     Ok(())
 }
 
-pub fn remove(dir: &Path, name: &str) -> anyhow::Result<()> {
-    match std::fs::remove_file(dir.join(name)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", dir.join(name).display())),
-        _ => Ok(()),
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// Removes a file or link if it is there, durably; true if it was.
+pub fn remove(p: &Path) -> anyhow::Result<bool> {
+    match std::fs::remove_file(p) {
+        Ok(()) => {
+            sync_dir(p.parent().unwrap_or(Path::new("/")))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
     }
+}
+
+/// Links `link` to `target` atomically (a new link renamed over it), durably.
+pub fn symlink(target: &Path, link: &Path) -> anyhow::Result<()> {
+    let tmp = link.with_extension("crossback-new");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::fs::rename(&tmp, link).with_context(|| format!("creating {}", link.display()))?;
+    sync_dir(link.parent().unwrap_or(Path::new("/")))
 }
 
 /// Records what a backup run saw on the media; a system that cannot keep

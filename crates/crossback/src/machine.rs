@@ -31,6 +31,18 @@ pub fn run_tool(cmd: &mut std::process::Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// As [`run_tool`] for a step whose failure is only a warning (`what` says
+/// what the step was for); true if it worked.
+pub fn try_tool(cmd: &mut std::process::Command, what: &str) -> bool {
+    match run_tool(cmd) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("warning: {what}: {e:#}");
+            false
+        }
+    }
+}
+
 /// crossback needs root for everything that touches devices: say so first.
 pub fn require_root(what: &str) -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {

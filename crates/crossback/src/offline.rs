@@ -153,15 +153,7 @@ fn frozen(m: &Machine, sys: &System) -> anyhow::Result<Vec<FsMount>> {
                 rw_at.join(", ")
             );
         }
-        let want = f.subvol.as_deref().map_or("/".to_string(), |sv| format!("/{}", sv.trim_start_matches('/')));
-        let on_top = |i: usize, at: &str| !m.own[i + 1..].iter().any(|later| later.mountpoint == at);
-        let Some(at) = m
-            .own
-            .iter()
-            .enumerate()
-            .find(|(i, mm)| mm.devno == d.devno && mm.root == want && mm.mountpoint == f.mountpoint && on_top(*i, &mm.mountpoint))
-            .map(|(_, mm)| std::path::PathBuf::from(&mm.mountpoint))
-        else {
+        let Some(at) = whole_mount(m, f, d, |mm| mm.mountpoint == f.mountpoint) else {
             refuse!(
                 Refusal::SystemIncomplete,
                 "{}'s {} ({}) is not mounted at {} by the running system: it cannot be read as the system has it",
@@ -192,15 +184,25 @@ fn read_only_view(m: &Machine, sys: &System, f: &crate::machine::Filesystem, d: 
     if f.mountpoint == "/" || sys.running {
         return None;
     }
+    whole_mount(m, f, d, |mm| mm.is_rw() && crossback_host::fstab::clean_mountpoint(&mm.mountpoint))
+}
+
+/// A mount in crossback's own namespace of all of `f` (the filesystem's
+/// root, or the same btrfs subvolume) that its path leads to, and that
+/// `also` accepts.
+fn whole_mount(
+    m: &Machine,
+    f: &crate::machine::Filesystem,
+    d: &crossback_host::blockdev::Device,
+    also: impl Fn(&crossback_host::mountinfo::Mount) -> bool,
+) -> Option<std::path::PathBuf> {
     let want = f.subvol.as_deref().map_or("/".to_string(), |sv| format!("/{}", sv.trim_start_matches('/')));
     // The last mount at a path is the one the path leads to.
     let on_top = |i: usize, at: &str| !m.own[i + 1..].iter().any(|later| later.mountpoint == at);
     m.own
         .iter()
         .enumerate()
-        .find(|(i, mm)| {
-            mm.devno == d.devno && mm.is_rw() && mm.root == want && crossback_host::fstab::clean_mountpoint(&mm.mountpoint) && on_top(*i, &mm.mountpoint)
-        })
+        .find(|(i, mm)| mm.devno == d.devno && mm.root == want && also(mm) && on_top(*i, &mm.mountpoint))
         .map(|(_, mm)| std::path::PathBuf::from(&mm.mountpoint))
 }
 

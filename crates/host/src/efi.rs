@@ -74,6 +74,24 @@ pub fn entries() -> Result<Vec<BootEntry>> {
     Ok(parse(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// Sets the firmware's next boot (BootNext) to the entry this boot was
+/// started from (BootCurrent); returns its number, None without UEFI.
+pub fn boot_next_to_current() -> Result<Option<String>> {
+    if !available() {
+        return Ok(None);
+    }
+    let out = Command::new("efibootmgr").output().map_err(|e| Error::Command(format!("running efibootmgr: {e} (install efibootmgr)")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(current) = text.lines().find_map(|l| l.strip_prefix("BootCurrent:")).map(|c| c.trim().to_string()) else {
+        return Err(Error::Command("efibootmgr shows no BootCurrent".into()));
+    };
+    let set = Command::new("efibootmgr").args(["--bootnext", &current]).output().map_err(|e| Error::Command(format!("running efibootmgr --bootnext: {e}")))?;
+    if !set.status.success() {
+        return Err(Error::Command(format!("efibootmgr --bootnext {current}: {}", String::from_utf8_lossy(&set.stderr).trim())));
+    }
+    Ok(Some(current))
+}
+
 /// Makes an entry for `loader` on partition `part` of `disk` (efibootmgr
 /// puts it first in the boot order).
 pub fn create(disk: &Path, part: u32, label: &str, loader: &str) -> Result<()> {

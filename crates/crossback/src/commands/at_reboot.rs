@@ -74,65 +74,16 @@ fn pending(p: &Paths) -> Option<PathBuf> {
     Some(std::fs::read_link(&link).unwrap_or(link))
 }
 
-/// Links `link` to `target` atomically (a new link renamed over it).
-fn symlink_durable(target: &Path, link: &Path) -> anyhow::Result<()> {
-    let tmp = link.with_extension("crossback-new");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    std::fs::rename(&tmp, link).with_context(|| format!("creating {}", link.display()))?;
-    sync_dir(link.parent().unwrap_or(Path::new("/")))
-}
-
-fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
-}
-
-/// Removes a file or link if it is there, durably.
-fn remove_durable(p: &Path) -> anyhow::Result<bool> {
-    match std::fs::remove_file(p) {
-        Ok(()) => {
-            sync_dir(p.parent().unwrap_or(Path::new("/")))?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
-    }
-}
-
-/// Writes a unit or rule file durably, mode 0644.
-pub fn install_file(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crossback_host::beneath::Dir::open(dir)?.write_durable(name, text.as_bytes())?;
-    Ok(())
-}
-
 fn wants_link(p: &Paths) -> PathBuf {
     p.units_dir().join("system-update.target.wants").join(units::AT_REBOOT_SERVICE)
 }
 
-/// Runs a tool of the machine's; its failure is a warning (`what` says what it was for).
-pub fn tool(cmd: &mut Command, what: &str) -> bool {
-    match cmd.output() {
-        Ok(o) if o.status.success() => true,
-        Ok(o) => {
-            eprintln!("warning: {what}: {:?} failed: {}", cmd, String::from_utf8_lossy(&o.stderr).trim());
-            false
-        }
-        Err(e) => {
-            eprintln!("warning: {what}: {:?} could not run: {e}", cmd);
-            false
-        }
-    }
-}
-
 /// The firmware's next boot: the entry this system was started from.
 fn boot_next_here() -> Option<String> {
-    if !crossback_host::efi::available() {
-        return None;
-    }
-    let out = Command::new("efibootmgr").output().ok()?;
-    let current = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("BootCurrent:").map(|c| c.trim().to_string()))?;
-    tool(Command::new("efibootmgr").args(["--bootnext", &current]), "setting the firmware's next boot to this system").then_some(current)
+    crossback_host::efi::boot_next_to_current().unwrap_or_else(|e| {
+        eprintln!("warning: setting the firmware's next boot to this system: {e}");
+        None
+    })
 }
 
 pub fn arm(path: &Path, a: &BackupArgs) -> anyhow::Result<Outcome> {
@@ -170,15 +121,15 @@ pub fn arm(path: &Path, a: &BackupArgs) -> anyhow::Result<Outcome> {
     let job = AtReboot { armed: output::now(), systems: a.systems.clone(), time_limit_min: a.time_limit, disk_wait_secs: a.disk_wait, options: passed_on(a) };
     // The unit runs in another boot, from `/`: the configuration by its whole path.
     let config = std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
-    install_file(&p.units_dir(), units::AT_REBOOT_SERVICE, &units::at_reboot_service(&exe, &config, Path::new(local::STATE_DIR), a.time_limit))?;
+    local::write_text(&p.units_dir(), units::AT_REBOOT_SERVICE, &units::at_reboot_service(&exe, &config, Path::new(local::STATE_DIR), a.time_limit))?;
     let wants = wants_link(&p);
     std::fs::create_dir_all(wants.parent().unwrap_or(Path::new("/"))).with_context(|| format!("creating the directory of {}", wants.display()))?;
-    symlink_durable(&Path::new("..").join(units::AT_REBOOT_SERVICE), &wants)?;
+    local::symlink(&Path::new("..").join(units::AT_REBOOT_SERVICE), &wants)?;
     local::write(&state, local::AT_REBOOT, &job)?;
     // Last: the link that makes the next boot the backup's.
-    symlink_durable(Path::new(local::STATE_DIR), &p.system_update())?;
+    local::symlink(Path::new(local::STATE_DIR), &p.system_update())?;
     if p.live() {
-        tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
+        machine::try_tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
     }
     if m.by_uuid(media.slot_a.get_ref())?.is_none() || m.by_uuid(media.slot_b.get_ref())?.is_none() {
         println!("note: the backup disk is not attached now: attach it before the reboot (that boot waits {} s for it, then boots as usual)", a.disk_wait);
@@ -226,10 +177,10 @@ fn passed_on(a: &BackupArgs) -> Vec<String> {
 fn cancel(p: &Paths) -> anyhow::Result<Outcome> {
     let ours = pending(p).is_some_and(|to| to == Path::new(local::STATE_DIR));
     if ours {
-        remove_durable(&p.system_update())?;
+        local::remove(&p.system_update())?;
     }
-    let had = remove_durable(&wants_link(p))?;
-    local::remove(&p.state_dir(), local::AT_REBOOT)?;
+    let had = local::remove(&wants_link(p))?;
+    local::remove(&p.state_dir().join(local::AT_REBOOT))?;
     println!("{}", if ours || had { "the backup at reboot is cancelled: the next boot is a normal one" } else { "no backup at reboot was armed" });
     Ok(Outcome::Ok)
 }
@@ -239,9 +190,9 @@ pub fn run(path: &Path) -> anyhow::Result<Outcome> {
     let p = Paths::new();
     // The boot after this one is a normal one, whatever happens next.
     if pending(&p).is_some_and(|to| to == Path::new(local::STATE_DIR)) {
-        remove_durable(&p.system_update())?;
+        local::remove(&p.system_update())?;
     }
-    remove_durable(&wants_link(&p))?;
+    local::remove(&wants_link(&p))?;
     let state = p.state_dir();
     let Some(job) = local::read::<AtReboot>(&state, local::AT_REBOOT)? else {
         println!("crossback: no backup at reboot is armed: booting as usual");
@@ -263,7 +214,7 @@ pub fn run(path: &Path) -> anyhow::Result<Outcome> {
     };
     let result = AtRebootResult { armed: job.armed.clone(), started, finished: output::now(), ok, what };
     local::write(&state, local::AT_REBOOT_RESULT, &result)?;
-    local::remove(&state, local::AT_REBOOT)?;
+    local::remove(&state.join(local::AT_REBOOT))?;
     let _ = std::fs::remove_file(run_dir.join(STARTED));
     done.map(|_| Outcome::Ok)
 }
@@ -289,7 +240,7 @@ fn backup_frozen(path: &Path, job: &AtReboot, p: &Paths) -> anyhow::Result<Strin
     let sys = running(&systems, path)?;
     // The journal goes to /run while the system is read-only; it is written
     // to disk again (with what this boot logged) once it is writable.
-    tool(Command::new("journalctl").arg("--relinquish-var"), "moving the journal off the disk");
+    machine::try_tool(Command::new("journalctl").arg("--relinquish-var"), "moving the journal off the disk");
     rustix::fs::sync();
     let points = crossback_host::freeze::freeze_order(sys.filesystems.iter().map(|f| PathBuf::from(&f.mountpoint)).collect());
     let mut frozen = Frozen::default();
@@ -348,7 +299,7 @@ fn thaw(frozen: &Frozen) {
             Err(e) => eprintln!("warning: {} stays read-only until the reboot: {e}", at.display()),
         }
     }
-    tool(Command::new("journalctl").arg("--flush"), "writing the journal to disk again");
+    machine::try_tool(Command::new("journalctl").arg("--flush"), "writing the journal to disk again");
 }
 
 /// The job's last step (ExecStopPost): also after a crash or the time limit.
@@ -371,17 +322,17 @@ pub fn finish(_path: &Path) -> anyhow::Result<Outcome> {
         };
         let result = AtRebootResult { armed: job.armed, started, finished: output::now(), ok: false, what: why };
         local::write(&state, local::AT_REBOOT_RESULT, &result)?;
-        local::remove(&state, local::AT_REBOOT)?;
+        local::remove(&state.join(local::AT_REBOOT))?;
         let _ = std::fs::remove_file(run.join(STARTED));
     }
     if let Some(r) = local::read::<AtRebootResult>(&state, local::AT_REBOOT_RESULT)? {
         println!("crossback: backup at reboot {}: {}", if r.ok { "done" } else { "FAILED" }, r.what);
     }
     if p.live() {
-        tool(Command::new("journalctl").arg("--flush"), "writing the journal to disk");
+        machine::try_tool(Command::new("journalctl").arg("--flush"), "writing the journal to disk");
         let _ = boot_next_here();
         println!("crossback: rebooting into this system");
-        tool(Command::new("systemctl").args(["reboot", "--no-block"]), "rebooting");
+        machine::try_tool(Command::new("systemctl").args(["reboot", "--no-block"]), "rebooting");
     }
     Ok(Outcome::Ok)
 }

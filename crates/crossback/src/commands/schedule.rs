@@ -10,7 +10,6 @@ use anyhow::Context;
 use std::process::Command;
 
 use crate::cli::ScheduleArgs;
-use crate::commands::at_reboot::{install_file, tool};
 use crate::config::Config;
 use crate::error::Refusal;
 use crate::local::{self, History, Paths, Schedule};
@@ -42,16 +41,16 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
     let (a_uuid, b_uuid) = (media.slot_a.get_ref(), media.slot_b.get_ref());
     // The units run from `/`: the configuration by its whole path.
     let config = std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
-    install_file(&p.units_dir(), units::PLUGGED_SERVICE, &units::plugged_service(&exe, &config))?;
-    install_file(&p.units_dir(), units::REMIND_SERVICE, &units::remind_service(&exe, &config, a.remind_after))?;
-    install_file(&p.units_dir(), units::REMIND_TIMER, &units::remind_timer())?;
-    install_file(&p.udev_rules_dir(), units::UDEV_RULE, &units::udev_rule(a_uuid, b_uuid))?;
+    local::write_text(&p.units_dir(), units::PLUGGED_SERVICE, &units::plugged_service(&exe, &config))?;
+    local::write_text(&p.units_dir(), units::REMIND_SERVICE, &units::remind_service(&exe, &config, a.remind_after))?;
+    local::write_text(&p.units_dir(), units::REMIND_TIMER, &units::remind_timer())?;
+    local::write_text(&p.udev_rules_dir(), units::UDEV_RULE, &units::udev_rule(a_uuid, b_uuid))?;
     let s = Schedule { installed: output::now(), remind_after_days: a.remind_after, slot_a: a_uuid.clone(), slot_b: b_uuid.clone() };
     local::write(&p.state_dir(), local::SCHEDULE, &s)?;
     if p.live() {
-        tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
-        tool(Command::new("systemctl").args(["enable", "--now", units::REMIND_TIMER]), "starting the reminder");
-        tool(Command::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
+        machine::try_tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
+        machine::try_tool(Command::new("systemctl").args(["enable", "--now", units::REMIND_TIMER]), "starting the reminder");
+        machine::try_tool(Command::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
     }
     println!("scheduled on {}:", sys.map_or("this system (not one of the configured ones)", |s| s.name.as_str()));
     println!("  when the backup disk is plugged in (slot UUID {a_uuid} or {b_uuid}): `crossback backup` of the offline systems, with a desktop notification when it starts and ends");
@@ -69,7 +68,7 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
 
 fn off(p: &Paths) -> anyhow::Result<Outcome> {
     if p.live() {
-        tool(Command::new("systemctl").args(["disable", "--now", units::REMIND_TIMER]), "stopping the reminder");
+        machine::try_tool(Command::new("systemctl").args(["disable", "--now", units::REMIND_TIMER]), "stopping the reminder");
     }
     let mut removed = Vec::new();
     for f in [
@@ -78,16 +77,14 @@ fn off(p: &Paths) -> anyhow::Result<Outcome> {
         p.units_dir().join(units::REMIND_SERVICE),
         p.units_dir().join(units::REMIND_TIMER),
     ] {
-        match std::fs::remove_file(&f) {
-            Ok(()) => removed.push(f.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => anyhow::bail!("removing {}: {e}", f.display()),
+        if local::remove(&f)? {
+            removed.push(f.display().to_string());
         }
     }
-    local::remove(&p.state_dir(), local::SCHEDULE)?;
+    local::remove(&p.state_dir().join(local::SCHEDULE))?;
     if p.live() {
-        tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
-        tool(Command::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
+        machine::try_tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
+        machine::try_tool(Command::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
     }
     if removed.is_empty() {
         println!("nothing was scheduled");
