@@ -20,6 +20,7 @@ packages=(
   debootstrap           # the demo's real Debian root (scripts/debian-root.sh)
   libcap2-bin           # getcap: the demo checks capabilities survive
   qemu-system-x86 ovmf  # the lab's virtual PC (scripts/lab.sh)
+  cryptsetup-bin lvm2   # LUKS and LVM systems: headers and keys are tested here, opening in the lab
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -27,6 +27,11 @@ pub struct Cli {
     /// An encrypted media: read the passphrase from FILE's first line (default: $CROSSBACK_PASSPHRASE_FILE, else asked on the terminal).
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// A LUKS container a system sits in: FILE's whole content is its key
+    /// (as cryptsetup reads key files; a passphrase without a newline).
+    /// Repeat for several; default: $CROSSBACK_KEY_FILE, else asked on the terminal.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Vec<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

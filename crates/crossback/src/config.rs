@@ -56,6 +56,13 @@ pub struct SystemConfig {
     /// Corrections to what the system's fstab says, by mount point.
     #[serde(default, rename = "mount", skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountOverride>,
+    /// The LUKS containers (their UUIDs) the system's filesystems sit in:
+    /// opened (read-only to back up) for the commands that look inside it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub luks: Vec<String>,
+    /// The LVM volume groups (their names) the system's filesystems sit in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lvm: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone)]
@@ -100,6 +107,17 @@ pub fn valid_uuid(u: &str) -> bool {
         [a] => hex(a, 16),
         _ => false,
     }
+}
+
+/// A volume group name as lvm2 allows it: letters, digits and `+_.-`, not
+/// starting with `-`, and not `.` or `..`.
+pub fn valid_vg_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 127
+        && !n.starts_with('-')
+        && n != "."
+        && n != ".."
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
 }
 
 impl Config {
@@ -150,6 +168,16 @@ impl Config {
             for e in &s.exclude {
                 if let Err(err) = crossback_archive::create::check_exclude(e) {
                     bail!("{}: system {name:?}: exclude pattern {:?}: {err}", at(&s.name.span()), crate::output::text(e));
+                }
+            }
+            for u in &s.luks {
+                if !valid_uuid(u) {
+                    bail!("{}: system {name:?}: luks = {:?} is not a LUKS UUID", at(&s.name.span()), crate::output::text(u));
+                }
+            }
+            for vg in &s.lvm {
+                if !valid_vg_name(vg) {
+                    bail!("{}: system {name:?}: lvm = {:?} is not a volume group name", at(&s.name.span()), crate::output::text(vg));
                 }
             }
             for m in &s.mounts {
@@ -232,6 +260,12 @@ pub fn render(cfg: &Config) -> String {
         }
         if !s.exclude.is_empty() {
             t["exclude"] = value(strings(&s.exclude));
+        }
+        if !s.luks.is_empty() {
+            t["luks"] = value(strings(&s.luks));
+        }
+        if !s.lvm.is_empty() {
+            t["lvm"] = value(strings(&s.lvm));
         }
         let mut mounts = ArrayOfTables::new();
         for m in &s.mounts {

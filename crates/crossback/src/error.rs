@@ -62,6 +62,14 @@ pub enum Refusal {
     Key,
     /// Another offline update (`/system-update`) is armed for the next boot.
     UpdatePending,
+    /// A LUKS container: no key given, or none that opens it.
+    ContainerKey,
+    /// A LUKS container is open read-write by someone else.
+    ContainerOpen,
+    /// A volume group's volume is active read-write and in use.
+    VolumeInUse,
+    /// A recorded LUKS header or volume group does not match what is there.
+    LayerMismatch,
 }
 
 impl Refusal {

@@ -3,7 +3,7 @@
 //! Linux systems and slots on its filesystems.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use crossback_host::blockdev::{self, Device, Spec};
@@ -52,6 +52,9 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
         );
     }
     // Devices a killed crossback left read-only (its guard died too, say).
+    for what in crossback_host::unlock::close_leftovers()? {
+        eprintln!("note: closed {what}, which an earlier crossback that did not finish left open");
+    }
     for dev in crossback_host::rodev::restore_leftovers()? {
         eprintln!("note: {} was left read-only by an earlier crossback that did not finish; made writable again", dev.display());
     }
@@ -216,19 +219,24 @@ pub fn discover(m: &Machine) -> anyhow::Result<(Vec<Found>, Vec<(Device, Inspect
             slots.push((d.clone(), insp));
         }
     }
-    // Encrypted and LVM volumes: a system inside one cannot be found (or,
-    // open, would be restored without its container): say so.
+    // Encrypted and LVM volumes still closed: a system inside is not found.
     for d in m.devices.iter().filter(|d| matches!(d.fstype.as_str(), "crypto_LUKS" | "LVM2_member")) {
-        let holders: Vec<String> = std::fs::read_dir(Path::new("/sys/class/block").join(&d.name).join("holders"))
-            .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        let what = if d.fstype == "crypto_LUKS" { "an encrypted (LUKS) container" } else { "an LVM physical volume" };
-        let state = if holders.is_empty() { "locked (not open)".to_string() } else { format!("open as {}", holders.join(", ")) };
-        warnings.push(format!(
-            "{} (UUID={}) is {what}, {state}: crossback does not open or record encrypted and LVM volumes yet, so a system inside it is not backed up, and a bare-metal restore would not make the container again",
-            d.path.display(),
-            d.uuid
-        ));
+        if !crate::unlock::holders(d).is_empty() {
+            continue;
+        }
+        warnings.push(if d.fstype == "crypto_LUKS" {
+            format!(
+                "{} (UUID={}) is an encrypted (LUKS) container, locked: a system inside it is not found; give its passphrase (run `crossback init` on a terminal, or with --key-file FILE)",
+                d.path.display(),
+                d.uuid
+            )
+        } else {
+            format!(
+                "{} (UUID={}) is an LVM physical volume whose volume group is not active: a system inside it is not found; crossback activates volume groups with lvm2's tools (install lvm2)",
+                d.path.display(),
+                d.uuid
+            )
+        });
     }
     found.sort_by(|a, b| (&a.id, &a.device.uuid, &a.subvol).cmp(&(&b.id, &b.device.uuid, &b.subvol)));
     let named = names(&found.iter().map(|f| (f.id.as_str(), f.release.as_str())).collect::<Vec<_>>());

@@ -9,9 +9,6 @@ mod config;
 mod duplicity;
 mod error;
 mod keys;
-// Issue 13's restore plan for LUKS/LVM, tested on its own; the backup and
-// restore steps that use it come with the lab scenario that can run them.
-#[allow(dead_code)]
 mod layering;
 mod layout;
 mod local;
@@ -22,6 +19,7 @@ mod offline;
 mod output;
 mod slots;
 mod units;
+mod unlock;
 
 use std::process::ExitCode;
 
@@ -67,6 +65,7 @@ fn main() -> ExitCode {
     crossback_host::ns::quiet_on_closed_pipe();
     let cli = cli::Cli::parse();
     keys::set_unlock(keys::Unlock { identity: cli.identity.clone(), passphrase_file: cli.passphrase_file.clone() });
+    unlock::set_key_files(cli.key_file.clone());
     let code = run(cli);
     // For tests and benchmarks: what the kernel counted this process reading.
     if std::env::var_os("CROSSBACK_REPORT_IO").is_some() {

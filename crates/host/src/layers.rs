@@ -5,9 +5,7 @@
 //! `lvs --reportformat json --units b --nosuffix`).
 //!
 //! Only reading and parsing lives here; opening and closing containers and
-//! volume groups runs the same tools (`cryptsetup open --readonly`,
-//! `vgchange -ay --readonly`), in the lab's guests: these machines have no
-//! device-mapper.
+//! volume groups is [`crate::unlock`]'s.
 
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +144,20 @@ pub struct Lv {
     /// `lv_attr`'s first letter: `-` a plain volume; others (thin pools,
     /// snapshots, mirrors, RAID, cache) are not handled.
     pub kind: char,
+    /// `lv_attr` whole (`-wi-ao----`): permission, state and open flags.
+    pub attr: String,
+}
+
+impl Lv {
+    /// Active: its device-mapper device exists.
+    pub fn active(&self) -> bool {
+        self.attr.chars().nth(4) == Some('a')
+    }
+
+    /// Opened by something (mounted, swapped on, held by a process).
+    pub fn open(&self) -> bool {
+        self.attr.chars().nth(5) == Some('o')
+    }
 }
 
 /// The field names lvm2 reports, per report.
@@ -204,6 +216,7 @@ pub fn parse_lvs(text: &str) -> Result<Vec<Lv>> {
                 uuid: field(r, "lv_uuid")?,
                 size: num(r.get("lv_size").unwrap_or(&serde_json::Value::Null), "lv_size")?,
                 kind: field(r, "lv_attr")?.chars().next().unwrap_or('?'),
+                attr: field(r, "lv_attr")?,
             })
         })
         .collect()

@@ -24,5 +24,6 @@ pub mod ns;
 pub mod offline;
 pub mod partitions;
 pub mod rodev;
+pub mod unlock;
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
 //! Private mount namespaces, and the guard that puts block devices back
-//! to writable when crossback dies.
+//! to writable, and closes the containers crossback opened, when it dies.
 //!
 //! A command that mounts filesystems for its own use (backup, a read-only
 //! view, chroot) first calls [`enter_private`]: from then on, every mount
@@ -78,9 +78,13 @@ pub fn serve_guard(args: &[String]) -> i32 {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
-    match crate::rodev::restore_leftovers() {
-        Ok(_) => 0,
-        Err(e) => {
+    // Volumes and containers crossback opened, then the read-only flags
+    // (a flag may sit on a partition below a container).
+    let closed = crate::unlock::close_leftovers();
+    let restored = crate::rodev::restore_leftovers();
+    match (closed, restored) {
+        (Ok(_), Ok(_)) => 0,
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("crossback guard: {e}");
             1
         }

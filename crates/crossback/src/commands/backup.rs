@@ -405,7 +405,11 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     for s in cfg.systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(s.name.get_ref())) {
         system_locks.push(slots::lock_system(s.name.get_ref(), s.root.get_ref())?);
     }
-    let m = Machine::scan(&[])?;
+    // Encrypted and LVM systems: their containers opened and volume groups
+    // activated read-only (closed when this returns, or by the guard).
+    let wanted_cfg: Vec<&crate::config::SystemConfig> = cfg.systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(s.name.get_ref())).collect();
+    let access = if a.frozen { crate::unlock::Access::Frozen } else { crate::unlock::Access::Read };
+    let (_opened, m, mut locked) = crate::unlock::open_for(&wanted_cfg, access)?;
     let systems = machine::systems(&m, &cfg)?;
     let wanted: Vec<&System> = systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(&s.name)).collect();
     let devs = slots::find(&m, media_cfg, &wanted, true)?;
@@ -504,6 +508,12 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     let mut ran = Vec::new();
     let started = Instant::now();
     for s in todo {
+        if let Some(i) = locked.iter().position(|(n, _)| n == &s.name) {
+            let (_, e) = locked.remove(i);
+            eprintln!("{}: not backed up: {e:#}", s.name);
+            failures.push((s.name.clone(), crate::error::kind_of(&e)));
+            continue;
+        }
         let allow = Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: true, frozen: a.frozen };
         let fs = match crate::offline::check(&m, s, allow, false, "back up") {
             Ok(fs) => fs,

@@ -14,7 +14,7 @@ use rustix::mount::{MountFlags, UnmountFlags};
 
 use crate::cli::ChrootArgs;
 use crate::config::Config;
-use crate::machine::{self, Machine};
+use crate::machine;
 use crate::offline::Allow;
 use crate::Outcome;
 
@@ -112,9 +112,10 @@ pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     machine::require_root("chroot")?;
     let cfg = Config::load(config)?;
     let _lock = crate::slots::lock_configured(&cfg, &a.system)?;
-    let m = Machine::scan(&[])?;
-    let sys = machine::system(&m, &cfg, &a.system)?;
     let rw = !a.read_only;
+    let access = if rw { crate::unlock::Access::Write } else { crate::unlock::Access::Read };
+    let (_opened, m) = crate::unlock::open_one(&cfg, &a.system, access)?;
+    let sys = machine::system(&m, &cfg, &a.system)?;
     let fs = crate::offline::check(
         &m,
         &sys,

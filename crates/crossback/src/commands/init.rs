@@ -17,6 +17,8 @@ fn spanned(s: &str) -> Spanned<String> {
 
 pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     machine::require_root("init")?;
+    // Encrypted and LVM systems: opened read-only to be found, closed at the end.
+    let _opened = crate::unlock::open_all(&Machine::scan(&a.devices)?)?;
     let m = Machine::scan(&a.devices)?;
     let (mut found, slots, warnings) = machine::discover(&m)?;
     for w in &warnings {
@@ -106,6 +108,7 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
         systems: Vec::new(),
     };
     for f in &found {
+        let layers = system_layers(&m, f);
         let prev = old
             .as_ref()
             .and_then(|o| o.systems.iter().find(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid) && s.subvol.clone().unwrap_or_default() == f.subvol));
@@ -115,6 +118,8 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             subvol: (!f.subvol.is_empty()).then(|| f.subvol.clone()),
             exclude: prev.map(|p| p.exclude.clone()).unwrap_or_default(),
             mounts: prev.map(|p| p.mounts.clone()).unwrap_or_default(),
+            luks: layers.0,
+            lvm: layers.1,
         });
     }
     let text = config::render(&cfg);
@@ -164,4 +169,26 @@ fn media_copy(slots: &[(crossback_host::blockdev::Device, crossback_host::inspec
     }
     let generation = v.newest().map(|g| format!(", generation {}", g.seq)).unwrap_or_default();
     Ok(Some((text, format!("slot {} on {}{generation}", v.marker.slot, d.path.display()))))
+}
+
+/// The LUKS containers and volume groups below a found system's root and
+/// the other filesystems its fstab names, each once, in order.
+fn system_layers(m: &Machine, f: &machine::Found) -> (Vec<String>, Vec<String>) {
+    let mut devices = vec![&f.device];
+    devices.extend(f.fstab.mounts.iter().chain(f.fstab.swap.iter()).filter_map(|e| crossback_host::blockdev::find(&m.devices, &e.spec).ok().flatten()));
+    let (mut luks, mut lvm) = (Vec::new(), Vec::new());
+    for d in devices {
+        let (l, v) = crate::unlock::layers_of(d);
+        for x in l {
+            if !luks.contains(&x) {
+                luks.push(x);
+            }
+        }
+        for x in v {
+            if !lvm.contains(&x) {
+                lvm.push(x);
+            }
+        }
+    }
+    (luks, lvm)
 }

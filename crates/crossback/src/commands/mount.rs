@@ -8,7 +8,7 @@ use crossback_host::offline;
 
 use crate::cli::{MountArgs, UmountArgs};
 use crate::config::Config;
-use crate::machine::{self, Machine};
+use crate::machine;
 use crate::offline::Allow;
 use crate::Outcome;
 
@@ -22,16 +22,19 @@ pub fn mount(config: &Path, a: MountArgs) -> anyhow::Result<Outcome> {
     machine::require_root("mount")?;
     let cfg = Config::load(config)?;
     let _lock = crate::slots::lock_configured(&cfg, &a.system)?;
-    let m = Machine::scan(&[])?;
-    let sys = machine::system(&m, &cfg, &a.system)?;
-    if record(&sys.name).exists() {
-        bail!("{} is mounted already (see {}); run `crossback umount {}` first", sys.name, record(&sys.name).display(), sys.name);
+    if record(&a.system).exists() {
+        bail!("{} is mounted already (see {}); run `crossback umount {}` first", a.system, record(&a.system).display(), a.system);
     }
+    let access = if a.rw { crate::unlock::Access::Write } else { crate::unlock::Access::Read };
+    let (opened, m) = crate::unlock::open_one(&cfg, &a.system, access)?;
+    let sys = machine::system(&m, &cfg, &a.system)?;
     let fs = crate::offline::check(&m, &sys, Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: false, frozen: false }, a.rw, "mount")?;
     let at = a.at.clone().unwrap_or_else(|| Path::new("/mnt/crossback").join(&sys.name));
     std::fs::create_dir_all(&at).with_context(|| format!("creating {}", at.display()))?;
     let mounted = offline::mount_tree(&at, &fs, a.rw, false, true).with_context(|| format!("mounting {} at {}", sys.name, at.display()))?;
     let points = mounted.keep();
+    // What it sits in stays open as long as it is mounted: `umount` closes it.
+    opened.keep(&sys.name)?;
     std::fs::create_dir_all(RECORDS).with_context(|| format!("creating {RECORDS}"))?;
     let text: String = points.iter().map(|p| format!("{}\n", p.display())).collect();
     std::fs::write(record(&sys.name), text).with_context(|| format!("writing {}", record(&sys.name).display()))?;
@@ -101,6 +104,10 @@ pub fn umount(_config: &Path, a: UmountArgs) -> anyhow::Result<Outcome> {
     }
     if busy.is_empty() {
         let _ = std::fs::remove_file(&rec);
+        // The containers and volume groups `mount` opened for it.
+        for what in crossback_host::unlock::close_kept(&a.system)? {
+            println!("closed {what}");
+        }
         return Ok(Outcome::Ok);
     }
     let text: String = points.iter().map(|p| format!("{}\n", p.display())).collect();

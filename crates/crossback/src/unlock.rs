@@ -1,0 +1,358 @@
+//! Opening what a system sits in (issue 13): the LUKS containers and LVM
+//! volume groups its configuration names (`luks`, `lvm`, written by
+//! `init`), read-only for a backup or a look, read-write for a chroot —
+//! and nothing else. What crossback opens it closes (the
+//! [`Opened`] guard, and after a kill the guard process or the next run);
+//! what someone else opened is used only as it is safe to.
+//!
+//! Keys: `--key-file FILE` (each one tried, its whole content, as
+//! cryptsetup reads key files), else the passphrase asked on the terminal.
+//! They are never stored.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use crossback_host::blockdev::Device;
+use crossback_host::layers::{self, DmKind};
+use crossback_host::unlock::{self, OpenError, Opened};
+use age::secrecy::{ExposeSecret, SecretBox};
+
+use crate::config::SystemConfig;
+use crate::error::{refuse, Refusal};
+use crate::machine::Machine;
+use crate::refuse;
+
+/// What the command will do with the systems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Back up or look: containers opened read-only, volume groups activated
+    /// read-only; a container someone else opened read-write is refused.
+    Read,
+    /// The running system's own backup at reboot (`--frozen`): its open
+    /// containers are its own, and were made read-only above them.
+    Frozen,
+    /// Change (chroot, `mount --rw`): opened read-write.
+    Write,
+}
+
+/// Key files given with `--key-file` (or `$CROSSBACK_KEY_FILE`).
+static KEY_FILES: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// Called once by `main` with the global option.
+pub fn set_key_files(files: Vec<PathBuf>) {
+    let mut files = files;
+    if files.is_empty() {
+        if let Some(f) = std::env::var_os("CROSSBACK_KEY_FILE").filter(|f| !f.is_empty()) {
+            files.push(PathBuf::from(f));
+        }
+    }
+    let _ = KEY_FILES.set(files);
+}
+
+fn key_files() -> &'static [PathBuf] {
+    KEY_FILES.get().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Key files are small: cryptsetup reads at most 8 MiB of one.
+const KEY_CAP: u64 = 8 << 20;
+
+fn read_key(path: &Path) -> anyhow::Result<SecretBox<Vec<u8>>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).with_context(|| refuse(Refusal::ContainerKey, format!("--key-file {}: cannot be read", path.display())))?;
+    let mut buf = Vec::new();
+    f.take(KEY_CAP + 1).read_to_end(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+    if buf.len() as u64 > KEY_CAP {
+        refuse!(Refusal::ContainerKey, "--key-file {}: larger than 8 MiB, not a key file", path.display());
+    }
+    Ok(SecretBox::new(Box::new(buf)))
+}
+
+/// The kernel names of the devices built on `dev` (`/sys/class/block/X/holders`).
+pub fn holders(dev: &Device) -> Vec<String> {
+    let mut h: Vec<String> = std::fs::read_dir(Path::new("/sys/class/block").join(&dev.name).join("holders"))
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    h.sort();
+    h
+}
+
+fn sys_text(name: &str, file: &str) -> String {
+    std::fs::read_to_string(Path::new("/sys/class/block").join(name).join(file)).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// The LUKS containers below the running system's root (its own, open by it).
+fn running_containers(m: &Machine) -> Vec<String> {
+    let Some((root, _)) = m.running_root() else { return Vec::new() };
+    layers::stack_of(Path::new("/sys"), &root.name)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|l| match l.kind {
+            Some(DmKind::Luks { uuid, .. }) => Some(uuid),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Opens the containers and volume groups these systems sit in, as `access`
+/// needs; returns what it opened (closed when dropped), the machine as it
+/// is now, and the systems whose layers could not be opened, with why
+/// (their other systems go on). Systems without layers: nothing to do.
+pub fn open_for(systems: &[&SystemConfig], access: Access) -> anyhow::Result<(Opened, Machine, Vec<(String, anyhow::Error)>)> {
+    let mut opened = Opened::default();
+    if systems.iter().all(|s| s.luks.is_empty() && s.lvm.is_empty()) {
+        return Ok((opened, Machine::scan(&[])?, Vec::new()));
+    }
+    // Before anything is opened: a kill from here on is cleaned up.
+    crossback_host::ns::start_guard()?;
+    let m = Machine::scan(&[])?;
+    let running = running_containers(&m);
+    let mut failed = Vec::new();
+    let mut ours_luks: Vec<PathBuf> = Vec::new();
+    let mut done: Vec<String> = Vec::new();
+    for s in systems {
+        if let Err(e) = open_system(&mut opened, &m, s, access, &running, &mut ours_luks, &mut done) {
+            failed.push((s.name.get_ref().clone(), e));
+        }
+    }
+    Ok((opened, Machine::scan(&[])?, failed))
+}
+
+/// For the commands on one system (chroot, mount): its layers opened, or
+/// why not.
+pub fn open_one(cfg: &crate::config::Config, name: &str, access: Access) -> anyhow::Result<(Opened, Machine)> {
+    let systems: Vec<&SystemConfig> = cfg.system(name).into_iter().collect();
+    let (opened, m, mut failed) = open_for(&systems, access)?;
+    match failed.pop() {
+        Some((_, e)) => Err(e),
+        None => Ok((opened, m)),
+    }
+}
+
+/// One system's containers, then its volume groups.
+fn open_system(
+    opened: &mut Opened,
+    m: &Machine,
+    s: &SystemConfig,
+    access: Access,
+    running: &[String],
+    ours_luks: &mut Vec<PathBuf>,
+    done: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let name = s.name.get_ref();
+    for uuid in &s.luks {
+        let uuid = uuid.to_ascii_lowercase();
+        if done.contains(&uuid) {
+            continue;
+        }
+        let Some(dev) = m.devices.iter().find(|d| d.fstype == "crypto_LUKS" && d.uuid.eq_ignore_ascii_case(&uuid)) else {
+            eprintln!("warning: {name} sits in the LUKS container UUID={uuid}, which is not attached");
+            continue;
+        };
+        if let Some(dm) = holders(dev).first() {
+            let dm_name = sys_text(dm, "dm/name");
+            let writable = sys_text(dm, "ro") == "0";
+            if access == Access::Read && writable && !dm_name.starts_with("crossback-") && !running.contains(&uuid) {
+                refuse!(
+                    Refusal::ContainerOpen,
+                    "{name} sits in the LUKS container {} (UUID={uuid}), which is open read-write as /dev/mapper/{dm_name}: something may be writing to it. Close it (`vgchange -an` its volume groups, then `cryptsetup close {dm_name}`) and run again: crossback opens it read-only itself. Nothing was opened",
+                    dev.path.display()
+                );
+            }
+            if access == Access::Write && !writable {
+                refuse!(
+                    Refusal::ContainerOpen,
+                    "{name} sits in the LUKS container {} (UUID={uuid}), which is open read-only as /dev/mapper/{dm_name}: close it first to change the system",
+                    dev.path.display()
+                );
+            }
+            done.push(uuid);
+            continue;
+        }
+        let mapped = open_luks(opened, dev, &uuid, name, access == Access::Write)?;
+        ours_luks.push(mapped);
+        done.push(uuid);
+    }
+    if s.lvm.is_empty() {
+        return Ok(());
+    }
+    let pvs = unlock::pvs()?;
+    for vg in &s.lvm {
+        if done.contains(vg) {
+            continue;
+        }
+        done.push(vg.clone());
+        let lvs = unlock::lvs(vg).unwrap_or_default();
+        if lvs.is_empty() {
+            eprintln!("warning: {name} sits in the volume group {vg}, which was not found (is its disk attached, its container open?)");
+            continue;
+        }
+        // On a container crossback just opened, lvm2's udev rules may have
+        // activated it already: then crossback activates it again, as asked.
+        let on_ours = pvs.iter().any(|p| &p.vg == vg && ours_luks.iter().any(|o| same_device(&p.device, o)));
+        let active: Vec<&layers::Lv> = lvs.iter().filter(|l| l.active()).collect();
+        if !active.is_empty() && !on_ours {
+            if access == Access::Read {
+                if let Some(busy) = active.iter().find(|l| l.open() && l.attr.chars().nth(1) == Some('w')) {
+                    refuse!(
+                        Refusal::VolumeInUse,
+                        "{name} sits in the volume group {vg}, whose volume {vg}/{} is active read-write and in use (mounted, or held open by a program): stop what uses it and deactivate it (`vgchange -an {vg}`); crossback activates it read-only itself. Nothing was opened",
+                        busy.name
+                    );
+                }
+            }
+            // Active and unused: used as it is (each filesystem is set read-only while read).
+            continue;
+        }
+        if !active.is_empty() {
+            unlock::deactivate(vg).with_context(|| format!("deactivating {vg}, which udev activated when its container was opened"))?;
+        }
+        opened.activate_vg(vg, access != Access::Write).with_context(|| format!("activating the volume group {vg} of {name}"))?;
+        println!("activated volume group {vg}{}", if access == Access::Write { "" } else { " read-only" });
+    }
+    Ok(())
+}
+
+fn same_device(a: &str, b: &Path) -> bool {
+    let ca = std::fs::canonicalize(a).ok();
+    ca.is_some() && ca == std::fs::canonicalize(b).ok()
+}
+
+/// Opens one container with a key that opens it: each `--key-file`, else
+/// the passphrase asked (three tries). Nothing is opened with a wrong key.
+fn open_luks(opened: &mut Opened, dev: &Device, uuid: &str, system: &str, rw: bool) -> anyhow::Result<PathBuf> {
+    let name = unlock::mapping_name(uuid);
+    let what = format!("the LUKS container {} (UUID={uuid}) that {system} sits in", dev.path.display());
+    let try_key = |opened: &mut Opened, key: &[u8]| -> anyhow::Result<Option<PathBuf>> {
+        match opened.open_luks(&dev.path, &name, key, !rw) {
+            Ok(p) => Ok(Some(p)),
+            Err(OpenError::WrongKey(_)) => Ok(None),
+            Err(OpenError::Other(e)) => Err(anyhow::Error::new(e).context(format!("opening {what}"))),
+        }
+    };
+    let files = key_files();
+    for f in files {
+        let key = read_key(f)?;
+        if let Some(p) = try_key(opened, key.expose_secret())? {
+            println!("opened {what} {}with --key-file {}", if rw { "" } else { "read-only " }, f.display());
+            return Ok(p);
+        }
+    }
+    if !files.is_empty() {
+        refuse!(
+            Refusal::ContainerKey,
+            "no key file given ({}) opens {what}: nothing was opened",
+            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if !std::io::stdin().is_terminal() {
+        refuse!(Refusal::ContainerKey, "{what} is locked, and there is no terminal to ask for its passphrase: give it with --key-file FILE (the passphrase alone in the file, no newline)");
+    }
+    for attempt in 1..=3 {
+        let p = rpassword::prompt_password(format!("Passphrase for {what}: "))?;
+        if p.is_empty() {
+            break;
+        }
+        if let Some(path) = try_key(opened, p.as_bytes())? {
+            println!("opened {what}{}", if rw { "" } else { " read-only" });
+            return Ok(path);
+        }
+        if attempt < 3 {
+            eprintln!("no key slot opens with that passphrase; again:");
+        }
+    }
+    refuse!(Refusal::ContainerKey, "no passphrase given opens {what}: nothing was opened")
+}
+
+/// For `init`: opens every locked LUKS container read-only with a key that
+/// opens it (`--key-file`, or asked; an empty answer leaves it locked),
+/// and activates read-only the volume groups on them and the inactive ones
+/// elsewhere, so that systems inside are found. Nothing to open, or no key
+/// and no terminal: the containers stay locked (`discover` says so).
+pub fn open_all(m: &Machine) -> anyhow::Result<Opened> {
+    let mut opened = Opened::default();
+    let locked: Vec<&Device> = m.devices.iter().filter(|d| d.fstype == "crypto_LUKS" && holders(d).is_empty()).collect();
+    let plain_pvs = m.devices.iter().any(|d| d.fstype == "LVM2_member");
+    if locked.is_empty() && !plain_pvs {
+        return Ok(opened);
+    }
+    crossback_host::ns::start_guard()?;
+    if !key_files().is_empty() || std::io::stdin().is_terminal() {
+        for d in locked {
+            match open_luks(&mut opened, d, &d.uuid.to_ascii_lowercase(), "a system", false) {
+                Ok(_) => {}
+                Err(e) if crate::error::kind_of(&e) == Some(Refusal::ContainerKey) => eprintln!("warning: {e:#}; left locked"),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let Ok(lvs) = unlock::pvs().and_then(|pvs| {
+        let mut vgs: Vec<String> = pvs.into_iter().map(|p| p.vg).filter(|v| !v.is_empty()).collect();
+        vgs.sort();
+        vgs.dedup();
+        vgs.into_iter().map(|vg| unlock::lvs(&vg).map(|l| (vg, l))).collect::<Result<Vec<_>, _>>()
+    }) else {
+        return Ok(opened);
+    };
+    for (vg, l) in lvs {
+        if l.iter().any(|l| l.active()) {
+            continue;
+        }
+        match opened.activate_vg(&vg, true) {
+            Ok(()) => println!("activated volume group {vg} read-only"),
+            Err(e) => eprintln!("warning: volume group {vg} was not activated: {e}"),
+        }
+    }
+    Ok(opened)
+}
+
+/// For `init`: the layers a system found on `dev` sits in, from sysfs
+/// (LUKS container UUIDs, volume group names), bottom last.
+pub fn layers_of(dev: &Device) -> (Vec<String>, Vec<String>) {
+    let mut luks = Vec::new();
+    let mut lvm = Vec::new();
+    for l in layers::stack_of(Path::new("/sys"), &dev.name).unwrap_or_default() {
+        match l.kind {
+            Some(DmKind::Luks { uuid, .. }) => luks.push(uuid),
+            Some(DmKind::Lv { .. }) => {
+                // The VG's name: the dm name is VG-LV with dashes doubled inside each.
+                if let Some(vg) = vg_of_dm_name(&l.dm_name) {
+                    lvm.push(vg);
+                }
+            }
+            _ => {}
+        }
+    }
+    (luks, lvm)
+}
+
+/// lvm2's device-mapper name `VG-LV`, where a dash inside either name is
+/// doubled: the VG is what comes before the first single dash.
+pub fn vg_of_dm_name(dm: &str) -> Option<String> {
+    let b = dm.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'-' {
+            if b.get(i + 1) == Some(&b'-') {
+                i += 2;
+                continue;
+            }
+            return Some(dm[..i].replace("--", "-"));
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_group_names_from_device_mapper_names() {
+        assert_eq!(vg_of_dm_name("vgb-root").as_deref(), Some("vgb"));
+        assert_eq!(vg_of_dm_name("ubuntu--vg-ubuntu--lv").as_deref(), Some("ubuntu-vg"));
+        assert_eq!(vg_of_dm_name("a--b--c-d").as_deref(), Some("a-b-c"));
+        assert_eq!(vg_of_dm_name("plain"), None);
+    }
+}

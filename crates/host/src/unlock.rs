@@ -1,0 +1,378 @@
+//! Opening LUKS containers and activating LVM volume groups read-only for
+//! crossback's work, and closing them again (issue 13), with the
+//! distribution's tools: `cryptsetup open --readonly`, `vgchange -ay` with
+//! the volume group in `read_only_volume_list` and lvm2 forbidden to write
+//! metadata.
+//!
+//! A mapping is kernel state: it outlives a killed process. So, as with the
+//! read-only flags ([`crate::rodev`]), each one crossback makes is recorded
+//! in `/run/crossback/layers/` first, removed when closed, and what a dead
+//! run left is closed by its guard ([`crate::ns`]) or by the next run
+//! ([`close_leftovers`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{ctx, Error, Result};
+use crate::layers::{self, LuksInfo};
+
+const RECORDS: &str = "/run/crossback/layers";
+
+/// What a record names. Volume groups are closed before the containers
+/// they sit in: their records sort first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum What {
+    Vg,
+    Luks,
+}
+
+impl What {
+    fn prefix(self) -> &'static str {
+        match self {
+            What::Vg => "1-vg-",
+            What::Luks => "2-luks-",
+        }
+    }
+}
+
+fn record_path(what: What, name: &str) -> PathBuf {
+    Path::new(RECORDS).join(format!("{}{name}", what.prefix()))
+}
+
+/// Why a container did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No key slot opens with the key given (cryptsetup's exit code 2).
+    #[error("no key slot of {0} opens with this passphrase or key file")]
+    WrongKey(String),
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+/// The mapping name crossback gives a container it opens.
+pub fn mapping_name(luks_uuid: &str) -> String {
+    format!("crossback-luks-{}", luks_uuid.to_ascii_lowercase())
+}
+
+fn run(cmd: &mut Command, input: Option<&[u8]>) -> Result<std::process::Output> {
+    let shown = format!("{cmd:?}");
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(ctx(|| format!("running {shown} (is it installed?)")))?;
+    if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A tool that stopped reading (a bad argument) makes this fail: its stderr says why.
+        let _ = stdin.write_all(bytes);
+    }
+    child.wait_with_output().map_err(ctx(|| format!("running {shown}")))
+}
+
+fn checked(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = run(cmd, None)?;
+    if !out.status.success() {
+        return Err(Error::Command(format!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `cryptsetup` with the key on its stdin, read whole (`--key-file -`),
+/// as cryptsetup reads a key file: a passphrase typed at a prompt is the
+/// same bytes without the newline.
+fn cryptsetup_with_key(args: &[&std::ffi::OsStr], key: &[u8], device: &Path) -> std::result::Result<(), OpenError> {
+    let mut cmd = Command::new("cryptsetup");
+    cmd.args(args).arg("--key-file").arg("-");
+    let shown = format!("{cmd:?}");
+    let out = run(&mut cmd, Some(key))?;
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(2) => Err(OpenError::WrongKey(device.display().to_string())),
+        _ => Err(Error::Command(format!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr).trim())).into()),
+    }
+}
+
+/// Checks a key against a container (or a header backup file) without
+/// opening anything.
+pub fn test_key(device: &Path, key: &[u8]) -> std::result::Result<(), OpenError> {
+    cryptsetup_with_key(&["open".as_ref(), "--test-passphrase".as_ref(), "--type".as_ref(), "luks".as_ref(), device.as_os_str()], key, device)
+}
+
+/// The container's LUKS UUID (`cryptsetup luksUUID`), lowercase.
+pub fn luks_uuid(device: &Path) -> Result<String> {
+    Ok(checked(Command::new("cryptsetup").arg("luksUUID").arg(device))?.trim().to_ascii_lowercase())
+}
+
+/// What a restore needs of a LUKS2 container's header.
+pub fn luks_info(device: &Path) -> Result<LuksInfo> {
+    layers::parse_luks2_json(&checked(Command::new("cryptsetup").args(["luksDump", "--dump-json-metadata"]).arg(device))?)
+}
+
+/// `cryptsetup luksHeaderBackup`: the header (everything before the data) into `file`, which must not exist.
+pub fn header_backup(device: &Path, file: &Path) -> Result<()> {
+    checked(Command::new("cryptsetup").args(["luksHeaderBackup", "--batch-mode"]).arg(device).arg("--header-backup-file").arg(file)).map(drop)
+}
+
+/// `cryptsetup luksHeaderRestore`: writes the header from `file` onto `device`.
+pub fn header_restore(file: &Path, device: &Path) -> Result<()> {
+    checked(Command::new("cryptsetup").args(["luksHeaderRestore", "--batch-mode"]).arg(device).arg("--header-backup-file").arg(file)).map(drop)
+}
+
+/// An lvm2 command, quiet about descriptors it inherits.
+fn lvm(cmd: &str) -> Command {
+    let mut c = Command::new(cmd);
+    c.env("LVM_SUPPRESS_FD_WARNINGS", "1");
+    c
+}
+
+fn lvm_report(cmd: &str, fields: &str, vg: Option<&str>) -> Result<String> {
+    let mut c = lvm(cmd);
+    c.args(["--reportformat", "json", "--units", "b", "--nosuffix", "-o", fields]);
+    c.args(vg);
+    checked(&mut c)
+}
+
+pub fn pvs() -> Result<Vec<layers::Pv>> {
+    layers::parse_pvs(&lvm_report("pvs", layers::PVS_FIELDS, None)?)
+}
+
+pub fn vgs(vg: Option<&str>) -> Result<Vec<layers::Vg>> {
+    layers::parse_vgs(&lvm_report("vgs", layers::VGS_FIELDS, vg)?)
+}
+
+pub fn lvs(vg: &str) -> Result<Vec<layers::Lv>> {
+    layers::parse_lvs(&lvm_report("lvs", layers::LVS_FIELDS, Some(vg))?)
+}
+
+/// Where the first extent begins on each PV (`pe_start`), by PV UUID.
+pub fn pe_starts() -> Result<Vec<(String, u64)>> {
+    let text = lvm_report("pvs", "pv_uuid,pe_start", None)?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse(format!("lvm2 report: {e}")))?;
+    let rows = v.pointer("/report/0/pv").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r.get("pv_uuid")?.as_str()?.to_string(), r.get("pe_start")?.as_str()?.parse().ok()?)))
+        .collect())
+}
+
+/// The volume group's metadata as lvm2 writes it (`vgcfgbackup`), read
+/// without writing anything on the machine.
+pub fn vg_metadata(vg: &str) -> Result<String> {
+    let dir = tempdir()?;
+    let file = dir.join("vg");
+    let r = checked(lvm("vgcfgbackup").arg("-f").arg(&file).arg(vg)).and_then(|_| std::fs::read_to_string(&file).map_err(ctx(|| format!("reading {}", file.display()))));
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+fn tempdir() -> Result<PathBuf> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = Path::new("/run/crossback").join(format!("tmp-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(ctx(|| format!("creating {}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Waits for udev to have seen a new device (where there is a udev).
+fn settle() {
+    let _ = Command::new("udevadm").args(["settle", "--timeout=10"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+}
+
+/// The `--config` that activates a volume group read-only and keeps lvm2
+/// from writing its metadata.
+fn read_only_config(vg: &str) -> String {
+    format!("activation {{ read_only_volume_list = [ \"{vg}\" ] monitoring = 0 }} global {{ metadata_read_only = 1 }}")
+}
+
+/// Containers opened and volume groups activated by this process: closed
+/// (volume groups first) by [`Opened::close`] or on drop.
+#[derive(Debug, Default)]
+pub struct Opened {
+    items: Vec<(What, String)>,
+}
+
+impl Opened {
+    /// Opens the container on `device` as `/dev/mapper/NAME`, read-only unless not `read_only`.
+    pub fn open_luks(&mut self, device: &Path, name: &str, key: &[u8], read_only: bool) -> std::result::Result<PathBuf, OpenError> {
+        write_record(What::Luks, name)?;
+        let mut args: Vec<&std::ffi::OsStr> = vec!["open".as_ref(), "--type".as_ref(), "luks".as_ref()];
+        if read_only {
+            args.push("--readonly".as_ref());
+        }
+        args.extend([device.as_os_str(), name.as_ref()]);
+        let r = cryptsetup_with_key(&args, key, device);
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(record_path(What::Luks, name));
+            return Err(e);
+        }
+        self.items.push((What::Luks, name.to_string()));
+        settle();
+        Ok(Path::new("/dev/mapper").join(name))
+    }
+
+    /// Activates every logical volume of `vg`, read-only unless not `read_only`.
+    pub fn activate_vg(&mut self, vg: &str, read_only: bool) -> Result<()> {
+        write_record(What::Vg, vg)?;
+        let config = if read_only { read_only_config(vg) } else { "activation { monitoring = 0 }".to_string() };
+        if let Err(e) = checked(lvm("vgchange").args(["-ay", "--config", &config, vg])) {
+            // Half activated: put it back.
+            let _ = deactivate(vg);
+            let _ = std::fs::remove_file(record_path(What::Vg, vg));
+            return Err(e);
+        }
+        self.items.push((What::Vg, vg.to_string()));
+        settle();
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Leaves everything open past this process (`crossback mount`): the
+    /// records name `tag` instead of a pid, and [`close_kept`] closes them.
+    pub fn keep(mut self, tag: &str) -> Result<()> {
+        for (what, name) in std::mem::take(&mut self.items) {
+            let rec = record_path(what, &name);
+            std::fs::write(&rec, format!("kept {tag}\n")).map_err(ctx(|| format!("writing {}", rec.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Closes everything, last opened first; says what would not close.
+    pub fn close(&mut self) -> Vec<String> {
+        let mut failed = Vec::new();
+        while let Some((what, name)) = self.items.pop() {
+            match close_one(what, &name) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(record_path(what, &name));
+                }
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        failed
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        for f in self.close() {
+            eprintln!("warning: {f}");
+        }
+    }
+}
+
+fn write_record(what: What, name: &str) -> Result<()> {
+    std::fs::create_dir_all(RECORDS).map_err(ctx(|| format!("creating {RECORDS}")))?;
+    let rec = record_path(what, name);
+    std::fs::write(&rec, format!("{}\n", std::process::id())).map_err(ctx(|| format!("writing {}", rec.display())))
+}
+
+/// Deactivates every volume of `vg` (none may be in use).
+pub fn deactivate(vg: &str) -> Result<()> {
+    checked(lvm("vgchange").args(["-an", "--config", "activation { monitoring = 0 }", vg])).map(drop)
+}
+
+/// Closes one; a mapping still busy (a mount namespace of crossback's that
+/// the kernel is still tearing down) is tried again for ten seconds.
+fn close_one(what: What, name: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let r = match what {
+            What::Vg => deactivate(name),
+            What::Luks if !Path::new("/dev/mapper").join(name).exists() => Ok(()),
+            What::Luks => checked(Command::new("cryptsetup").arg("close").arg(name)).map(drop),
+        };
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                let what = if what == What::Vg { format!("deactivating volume group {name}") } else { format!("closing /dev/mapper/{name}") };
+                return Err(Error::Command(format!("{what} (opened by crossback): {e}; do it by hand once nothing uses it")));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// The records, in closing order: (record, what, name, its text).
+fn records() -> Vec<(PathBuf, What, String, String)> {
+    let Ok(rd) = std::fs::read_dir(RECORDS) else { return Vec::new() };
+    let mut recs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    recs.sort();
+    recs.into_iter()
+        .filter_map(|rec| {
+            let file = rec.file_name()?.to_string_lossy().into_owned();
+            let (what, name) = match (file.strip_prefix(What::Vg.prefix()), file.strip_prefix(What::Luks.prefix())) {
+                (Some(n), _) => (What::Vg, n.to_string()),
+                (_, Some(n)) => (What::Luks, n.to_string()),
+                _ => return None,
+            };
+            let text = std::fs::read_to_string(&rec).unwrap_or_default().trim().to_string();
+            Some((rec, what, name, text))
+        })
+        .collect()
+}
+
+fn shown(what: What, name: &str) -> String {
+    if what == What::Vg {
+        format!("volume group {name}")
+    } else {
+        format!("/dev/mapper/{name}")
+    }
+}
+
+/// Closes what [`Opened::keep`] left open for `tag`. Returns what it closed.
+pub fn close_kept(tag: &str) -> Result<Vec<String>> {
+    let mut closed = Vec::new();
+    for (rec, what, name, text) in records() {
+        if text == format!("kept {tag}") {
+            close_one(what, &name)?;
+            let _ = std::fs::remove_file(&rec);
+            closed.push(shown(what, &name));
+        }
+    }
+    Ok(closed)
+}
+
+/// Closes what a crossback that died left open. Returns what it closed.
+pub fn close_leftovers() -> Result<Vec<String>> {
+    let mut closed = Vec::new();
+    for (rec, what, name, text) in records() {
+        if text.starts_with("kept ") {
+            continue;
+        }
+        let pid: u32 = text.parse().unwrap_or(0);
+        if pid != 0 && pid != std::process::id() && crate::rodev::alive(pid) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "crossback" {
+                continue;
+            }
+        }
+        close_one(what, &name)?;
+        let _ = std::fs::remove_file(&rec);
+        closed.push(shown(what, &name));
+    }
+    Ok(closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The volume group is named in the read-only list, and lvm2 may not
+    /// write metadata: activation changes nothing on the disk.
+    #[test]
+    fn activation_is_read_only_and_writes_no_metadata() {
+        let c = read_only_config("vgb");
+        assert!(c.contains("read_only_volume_list = [ \"vgb\" ]"), "{c}");
+        assert!(c.contains("metadata_read_only = 1"), "{c}");
+    }
+
+    /// Volume groups close before the containers they sit in.
+    #[test]
+    fn volume_groups_close_before_containers() {
+        let mut names = [record_path(What::Luks, "crossback-luks-x"), record_path(What::Vg, "vgb")];
+        names.sort();
+        assert!(names[0].to_string_lossy().contains("1-vg-vgb"));
+        assert_eq!(mapping_name("0A1B-C"), "crossback-luks-0a1b-c");
+    }
+}
