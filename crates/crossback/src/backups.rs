@@ -106,7 +106,7 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
     let encrypted = record.archives.iter().any(|a| a.file.ends_with(".age")) || sysdir.kind(layout::MOUNTS_AGE)?.is_some();
     let keys = if encrypted { crate::keys::for_slot(&slot.view, &format!("reading {system}'s backup"))? } else { None };
     let mounts: MountsFile = if record.legacy.is_some() {
-        MountsFile { filesystems: Vec::new(), disks: Vec::new(), boot_entries: Vec::new() }
+        MountsFile::default()
     } else {
         let m: MountsFile = match &keys {
             Some(k) => {

@@ -8,14 +8,22 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A LUKS container, as recorded at backup.
+/// A LUKS container below a system's filesystems, as recorded at backup
+/// (`[[luks]]` in `mounts.toml`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LuksRecord {
     pub uuid: String,
-    /// Its name in the system's crypttab (`/dev/mapper/NAME`).
-    pub name: String,
+    /// The partition it fills: its PARTUUID and size.
+    pub partuuid: String,
+    pub size: u64,
     /// Where the data begins: the header before it is restored as it was.
     pub data_offset: u64,
+    /// `cryptsetup luksHeaderBackup`'s file beside the archives
+    /// (`luks-UUID.img`, `.img.age` on an encrypted media), its size and
+    /// the BLAKE3 of its plain bytes.
+    pub header: String,
+    pub header_bytes: u64,
+    pub header_hash: String,
 }
 
 /// A logical volume, as recorded at backup.
@@ -24,37 +32,95 @@ pub struct LvRecord {
     pub name: String,
     pub uuid: String,
     pub size: u64,
-    /// What is on it: a mount point, `swap`, or nothing crossback backs up.
-    pub holds: Holds,
+    /// What is on it: a mount point of the system, `swap`, or empty for a
+    /// volume crossback does not back up (made again empty).
+    #[serde(default)]
+    pub mountpoint: String,
+    /// Bytes the filesystem on it used.
+    #[serde(default)]
+    pub used: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "kind", content = "mountpoint")]
+/// What a volume holds, for the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Holds {
     /// A filesystem of the system, with the bytes its backup used on it.
-    Filesystem(String, u64),
+    Filesystem(u64),
     Swap,
     /// Not part of the system's backup (made again empty, at its size if it fits).
     Other,
 }
 
-/// A volume group, as recorded at backup.
+impl LvRecord {
+    pub fn holds(&self) -> Holds {
+        match self.mountpoint.as_str() {
+            "" => Holds::Other,
+            "swap" => Holds::Swap,
+            _ => Holds::Filesystem(self.used),
+        }
+    }
+}
+
+/// A volume group, as recorded at backup (`[[vg]]` in `mounts.toml`): on
+/// one physical volume, which fills a partition or a LUKS container.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VgRecord {
     pub name: String,
     pub uuid: String,
     pub pv_uuid: String,
+    /// `luks:UUID` (in that container) or `partuuid:PARTUUID` (on that partition).
+    pub pv_on: String,
     pub extent_size: u64,
     /// Where the PV's first extent begins (lvm2's `pe_start`, 1 MiB by default).
     pub pe_start: u64,
+    #[serde(rename = "lv")]
     pub lvs: Vec<LvRecord>,
+    /// The metadata as `vgcfgbackup` wrote it: what `vgcfgrestore` takes back.
+    pub metadata: String,
 }
 
 /// The stack on one partition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stack {
     pub luks: Option<LuksRecord>,
     pub vg: Option<VgRecord>,
+}
+
+/// A volume group or logical volume name as lvm2 allows it.
+pub fn valid_lvm_name(n: &str) -> bool {
+    crate::config::valid_vg_name(n)
+}
+
+impl LuksRecord {
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !crate::config::valid_uuid(&self.uuid) {
+            anyhow::bail!("a LUKS record whose UUID {:?} is not one", crate::output::text(&self.uuid));
+        }
+        if self.header != format!("luks-{}.img", self.uuid) && self.header != format!("luks-{}.img.age", self.uuid) {
+            anyhow::bail!("LUKS {}: header file {:?} is not named after it", self.uuid, crate::output::text(&self.header));
+        }
+        if self.header_hash.len() != 64 || !self.header_hash.bytes().all(|b| b.is_ascii_hexdigit()) || self.header_bytes == 0 || self.header_bytes > 64 << 20 {
+            anyhow::bail!("LUKS {}: no valid header size and hash", self.uuid);
+        }
+        Ok(())
+    }
+}
+
+impl VgRecord {
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !valid_lvm_name(&self.name) || self.lvs.iter().any(|l| !valid_lvm_name(&l.name)) {
+            anyhow::bail!("a volume group record with a name lvm2 would not take ({:?})", crate::output::text(&self.name));
+        }
+        let on_ok = match self.pv_on.split_once(':') {
+            Some(("luks", u)) => crate::config::valid_uuid(u),
+            Some(("partuuid", u)) => !u.is_empty() && u.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'),
+            _ => false,
+        };
+        if !on_ok || self.extent_size == 0 {
+            anyhow::bail!("volume group {}: its physical volume's place {:?} or extent size does not read", self.name, crate::output::text(&self.pv_on));
+        }
+        Ok(())
+    }
 }
 
 /// One logical volume to make: its recorded name and UUID, its new size in extents.
@@ -100,8 +166,8 @@ pub fn plan_lvs(stack: &Stack, partition_size: u64) -> Result<Vec<LvPlan>, Strin
         .iter()
         .zip(&want)
         .map(|(lv, w)| {
-            let m = match lv.holds {
-                Holds::Filesystem(_, used) => extents(used + headroom(used), vg.extent_size),
+            let m = match lv.holds() {
+                Holds::Filesystem(used) => extents(used + headroom(used), vg.extent_size),
                 Holds::Swap => extents(MIN_SWAP, vg.extent_size),
                 Holds::Other => *w,
             };
@@ -149,17 +215,27 @@ mod tests {
     /// Debian's "guided - use entire disk and set up encrypted LVM": root and swap_1 in vg0 on LUKS2.
     fn debian(root_used: u64) -> Stack {
         Stack {
-            luks: Some(LuksRecord { uuid: "0a1b2c3d-0000-4000-8000-000000000003".into(), name: "sda3_crypt".into(), data_offset: 16 * MIB }),
+            luks: Some(LuksRecord {
+                uuid: "0a1b2c3d-0000-4000-8000-000000000003".into(),
+                partuuid: "p3".into(),
+                size: 20 * GIB,
+                data_offset: 16 * MIB,
+                header: "luks-0a1b2c3d-0000-4000-8000-000000000003.img".into(),
+                header_bytes: 16 * MIB,
+                header_hash: "0".repeat(64),
+            }),
             vg: Some(VgRecord {
                 name: "vg0".into(),
                 uuid: "Vg0".into(),
                 pv_uuid: "Pv0".into(),
+                pv_on: "luks:0a1b2c3d-0000-4000-8000-000000000003".into(),
                 extent_size: 4 * MIB,
                 pe_start: MIB,
                 lvs: vec![
-                    LvRecord { name: "root".into(), uuid: "Lv1".into(), size: 18 * GIB, holds: Holds::Filesystem("/".into(), root_used) },
-                    LvRecord { name: "swap_1".into(), uuid: "Lv2".into(), size: GIB, holds: Holds::Swap },
+                    LvRecord { name: "root".into(), uuid: "Lv1".into(), size: 18 * GIB, mountpoint: "/".into(), used: root_used },
+                    LvRecord { name: "swap_1".into(), uuid: "Lv2".into(), size: GIB, mountpoint: "swap".into(), used: 0 },
                 ],
+                metadata: String::new(),
             }),
         }
     }
@@ -203,7 +279,7 @@ mod tests {
     #[test]
     fn a_volume_crossback_does_not_back_up_keeps_its_size() {
         let mut s = debian(GIB);
-        s.vg.as_mut().unwrap().lvs.push(LvRecord { name: "vms".into(), uuid: "Lv3".into(), size: 2 * GIB, holds: Holds::Other });
+        s.vg.as_mut().unwrap().lvs.push(LvRecord { name: "vms".into(), uuid: "Lv3".into(), size: 2 * GIB, mountpoint: String::new(), used: 0 });
         let p = plan_lvs(&s, 6 * GIB).unwrap();
         assert_eq!(p[2].extents, 512);
         assert!(!p[2].shrunk);

@@ -19,6 +19,7 @@ use crossback_host::unlock::{self, OpenError, Opened};
 use age::secrecy::{ExposeSecret, SecretBox};
 
 use crate::config::SystemConfig;
+use crate::layering::{LuksRecord, LvRecord, VgRecord};
 use crate::error::{refuse, Refusal};
 use crate::machine::Machine;
 use crate::refuse;
@@ -342,6 +343,124 @@ pub fn vg_of_dm_name(dm: &str) -> Option<String> {
         i += 1;
     }
     None
+}
+
+/// What a restore needs of the layers below a system's filesystems
+/// (issue 13): each LUKS container's header, each volume group's metadata
+/// and volumes, and for each device what it is on.
+#[derive(Debug, Default)]
+pub struct Layering {
+    pub luks: Vec<LuksRecord>,
+    /// Each container's `luksHeaderBackup` (plain bytes), by LUKS UUID.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub vgs: Vec<VgRecord>,
+    /// For each device given: its `on` (empty for a partition), and the
+    /// partition at the bottom of its stack (itself for a partition).
+    pub on: Vec<(String, PathBuf)>,
+}
+
+/// Reads the layers below `devices` (each with its mount point, `swap`,
+/// and the bytes used on it). `sealed`: header files get `.age`. A stack
+/// crossback cannot make again (a volume group over several disks, a
+/// container on something other than a partition) is refused.
+pub fn record(m: &Machine, devices: &[(&Path, &str, u64)], sealed: bool) -> anyhow::Result<Layering> {
+    let mut out = Layering::default();
+    let unsupported = |why: String| refuse(Refusal::Unsupported, why);
+    for (path, mountpoint, used) in devices {
+        let Some(dev) = m.devices.iter().find(|d| d.path == *path) else {
+            out.on.push((String::new(), path.to_path_buf()));
+            continue;
+        };
+        let stack = layers::stack_of(Path::new("/sys"), &dev.name).map_err(|e| unsupported(format!("{mountpoint} on {}: {e}", path.display())))?;
+        let bottom = stack.last().map(|l| Path::new("/dev").join(&l.name)).unwrap_or_else(|| path.to_path_buf());
+        let mut on = String::new();
+        for (i, layer) in stack.iter().enumerate() {
+            let below = stack.get(i + 1);
+            match &layer.kind {
+                None => {}
+                Some(DmKind::Luks { uuid, .. }) => {
+                    if below.is_none_or(|b| b.kind.is_some()) {
+                        return Err(unsupported(format!("{mountpoint}: the LUKS container {uuid} is not on a partition: crossback makes containers again on partitions only")));
+                    }
+                    if i == 0 {
+                        on = format!("luks:{uuid}");
+                    }
+                    if !out.luks.iter().any(|l| &l.uuid == uuid) {
+                        let part = &bottom;
+                        let pdev = m.devices.iter().find(|d| &d.path == part);
+                        let header = header_bytes(part)?;
+                        let data_offset = unlock::luks_info(part).map(|i| i.data_offset).unwrap_or(header.len() as u64);
+                        out.luks.push(LuksRecord {
+                            uuid: uuid.clone(),
+                            partuuid: pdev.map(|d| d.partuuid.clone()).unwrap_or_default(),
+                            size: pdev.map(|d| d.size).unwrap_or(0),
+                            data_offset,
+                            header: format!("luks-{uuid}.img{}", if sealed { ".age" } else { "" }),
+                            header_bytes: header.len() as u64,
+                            header_hash: blake3::hash(&header).to_hex().to_string(),
+                        });
+                        out.headers.push((uuid.clone(), header));
+                    }
+                }
+                Some(DmKind::Lv { lv_uuid, .. }) => {
+                    let vg = vg_of_dm_name(&layer.dm_name).ok_or_else(|| unsupported(format!("{mountpoint}: {} is not named as lvm2 names volumes", layer.dm_name)))?;
+                    let lvs = unlock::lvs(&vg)?;
+                    let lv = lvs.iter().find(|l| &l.uuid == lv_uuid).ok_or_else(|| unsupported(format!("{mountpoint}: volume {lv_uuid} is not in {vg}'s report")))?;
+                    if lv.kind != '-' {
+                        return Err(unsupported(format!("{mountpoint}: {vg}/{} is not a plain volume (lv_attr {}): thin, snapshot, mirror, RAID and cache volumes are not handled", lv.name, lv.attr)));
+                    }
+                    if i == 0 {
+                        on = format!("lv:{vg}/{}", lv.name);
+                    }
+                    if !out.vgs.iter().any(|v| v.name == vg) {
+                        let pv_on = match below.map(|b| &b.kind) {
+                            Some(Some(DmKind::Luks { uuid, .. })) => format!("luks:{uuid}"),
+                            Some(None) => format!("partuuid:{}", m.devices.iter().find(|d| d.path == bottom).map(|d| d.partuuid.clone()).unwrap_or_default()),
+                            _ => return Err(unsupported(format!("{mountpoint}: volume group {vg} is not on a partition or a LUKS container"))),
+                        };
+                        out.vgs.push(vg_record(&vg, pv_on, lvs)?);
+                    }
+                    if let Some(v) = out.vgs.iter_mut().find(|v| v.name == vg) {
+                        if let Some(l) = v.lvs.iter_mut().find(|l| &l.uuid == lv_uuid) {
+                            l.mountpoint = mountpoint.to_string();
+                            l.used = *used;
+                        }
+                    }
+                }
+                Some(DmKind::Other(u)) => return Err(unsupported(format!("{mountpoint} sits on a device-mapper device crossback does not know ({u}): plain dm-crypt, RAID and multipath are not handled"))),
+            }
+        }
+        out.on.push((on, bottom));
+    }
+    Ok(out)
+}
+
+/// `luksHeaderBackup` of the container on `part`, read into memory.
+fn header_bytes(part: &Path) -> anyhow::Result<Vec<u8>> {
+    let dir = tempfile::Builder::new().prefix("crossback-luks-").tempdir_in("/run").context("a private directory under /run for the LUKS header")?;
+    let file = dir.path().join("header");
+    unlock::header_backup(part, &file)?;
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(bytes)
+}
+
+fn vg_record(vg: &str, pv_on: String, lvs: Vec<layers::Lv>) -> anyhow::Result<VgRecord> {
+    let pvs: Vec<layers::Pv> = unlock::pvs()?.into_iter().filter(|p| p.vg == vg).collect();
+    let [pv] = pvs.as_slice() else {
+        refuse!(Refusal::Unsupported, "volume group {vg} is on {} physical volumes: crossback makes volume groups on one only", pvs.len());
+    };
+    let info = unlock::vgs(Some(vg))?.into_iter().next().with_context(|| format!("volume group {vg} is not in vgs's report"))?;
+    let pe_start = unlock::pe_starts()?.into_iter().find(|(u, _)| u == &pv.uuid).map(|(_, s)| s).unwrap_or(1 << 20);
+    Ok(VgRecord {
+        name: vg.to_string(),
+        uuid: info.uuid,
+        pv_uuid: pv.uuid.clone(),
+        pv_on,
+        extent_size: info.extent_size,
+        pe_start,
+        lvs: lvs.into_iter().map(|l| LvRecord { name: l.name, uuid: l.uuid, size: l.size, mountpoint: String::new(), used: 0 }).collect(),
+        metadata: unlock::vg_metadata(vg)?,
+    })
 }
 
 #[cfg(test)]

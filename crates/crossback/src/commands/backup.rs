@@ -165,7 +165,9 @@ fn backup_system(
     let mut records = Vec::new();
     let mut unreadable = 0;
     let mut essentials = Vec::new();
-    let mut mounts_file = MountsFile { filesystems: Vec::new(), disks: Vec::new(), boot_entries: Vec::new() };
+    let mut mounts_file = MountsFile::default();
+    // The device of each record, in the same order.
+    let mut record_devices: Vec<&std::path::Path> = Vec::new();
     for (i, f) in fs.iter().enumerate() {
         let at = scratch.join(format!("{}-{i}", sys.name));
         std::fs::create_dir_all(&at)?;
@@ -194,7 +196,9 @@ fn backup_system(
             fstab_line: sys.filesystems.iter().find(|x| x.mountpoint == f.mountpoint).map(|x| x.fstab_line.clone()).unwrap_or_default(),
             archive: file.clone(),
             params: fs_params(&f.fstype, &f.device),
+            on: String::new(),
         });
+        record_devices.push(&f.device);
         let partial = format!("{file}.partial");
         let out = dir.create_file(&partial)?;
         let progress = Arc::new(Progress::default());
@@ -292,10 +296,34 @@ fn backup_system(
             fstab_line: sw.fstab_line.clone(),
             archive: String::new(),
             params: Vec::new(),
+            on: String::new(),
         });
+        record_devices.push(&d.path);
     }
-    let devices: Vec<&std::path::Path> = fs.iter().map(|f| f.device.as_path()).chain(sys.swap.iter().filter_map(|s| s.device.as_deref())).collect();
-    (mounts_file.disks, mounts_file.boot_entries) = disk_layout(m, &devices);
+    // What the filesystems sit in (LUKS, LVM): recorded, and the partitions
+    // at the bottom are the ones whose disk's table is recorded.
+    let devices: Vec<(&std::path::Path, &str, u64)> = mounts_file
+        .filesystems
+        .iter()
+        .zip(&record_devices)
+        .map(|(r, d)| (*d, r.mountpoint.as_str(), r.used))
+        .collect();
+    let layering = crate::unlock::record(m, &devices, encrypt_to.is_some())?;
+    for (uuid, bytes) in &layering.headers {
+        let l = layering.luks.iter().find(|l| &l.uuid == uuid).context("a header of a recorded container")?;
+        let data = match encrypt_to {
+            Some(to) => crossback_archive::crypt::encrypt_bytes(bytes, std::slice::from_ref(to))?,
+            None => bytes.clone(),
+        };
+        dir.write_durable(&l.header, &data)?;
+    }
+    for (r, (on, _)) in mounts_file.filesystems.iter_mut().zip(&layering.on) {
+        r.on = on.clone();
+    }
+    let bottoms: Vec<&std::path::Path> = layering.on.iter().map(|(_, b)| b.as_path()).collect();
+    (mounts_file.disks, mounts_file.boot_entries) = disk_layout(m, &bottoms);
+    mounts_file.luks = layering.luks;
+    mounts_file.vgs = layering.vgs;
     keys::write_record(&dir, layout::MOUNTS, layout::MOUNTS_AGE, &toml::to_string(&mounts_file)?, encrypt_to)?;
     let busy = mounted.unmount();
     if !busy.is_empty() {

@@ -6,7 +6,9 @@ use crossback_host::efi::BootEntry;
 use crossback_host::partitions::Table;
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+use crate::layering::{LuksRecord, VgRecord};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct MountsFile {
     #[serde(rename = "filesystem")]
     pub filesystems: Vec<FsRecord>,
@@ -18,6 +20,12 @@ pub struct MountsFile {
     /// disks' partitions, in boot order.
     #[serde(rename = "boot_entry", default, skip_serializing_if = "Vec::is_empty")]
     pub boot_entries: Vec<BootEntry>,
+    /// The LUKS containers these filesystems sit in (issue 13).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub luks: Vec<LuksRecord>,
+    /// The LVM volume groups they sit in.
+    #[serde(rename = "vg", default, skip_serializing_if = "Vec::is_empty")]
+    pub vgs: Vec<VgRecord>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -41,6 +49,22 @@ pub struct FsRecord {
     /// block size), so that it is made again the same.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<String>,
+    /// What its device is, when not a partition: `lv:VG/LV` (a logical
+    /// volume) or `luks:UUID` (a LUKS container's mapping).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub on: String,
+}
+
+impl FsRecord {
+    /// The volume group and volume it sits on, if on one.
+    pub fn lv(&self) -> Option<(&str, &str)> {
+        self.on.strip_prefix("lv:").and_then(|v| v.split_once('/'))
+    }
+
+    /// The LUKS container whose mapping holds it directly, if one does.
+    pub fn luks(&self) -> Option<&str> {
+        self.on.strip_prefix("luks:")
+    }
 }
 
 impl MountsFile {
@@ -70,6 +94,27 @@ impl MountsFile {
             }
             if f.label.chars().any(char::is_control) {
                 bail!("{}: the label holds control characters", f.mountpoint);
+            }
+        }
+        for l in &self.luks {
+            l.check()?;
+        }
+        for v in &self.vgs {
+            v.check()?;
+            if let Some(u) = v.pv_on.strip_prefix("luks:") {
+                if !self.luks.iter().any(|l| l.uuid == u) {
+                    bail!("volume group {} sits in a LUKS container that is not recorded", v.name);
+                }
+            }
+        }
+        for f in &self.filesystems {
+            let known = match (f.lv(), f.luks()) {
+                (Some((vg, lv)), _) => self.vgs.iter().any(|v| v.name == vg && v.lvs.iter().any(|l| l.name == lv)),
+                (_, Some(u)) => self.luks.iter().any(|l| l.uuid == u),
+                _ => f.on.is_empty(),
+            };
+            if !known {
+                bail!("{}: sits on {:?}, which is not recorded", f.mountpoint, crate::output::text(&f.on));
             }
         }
         for d in &self.disks {
