@@ -80,6 +80,29 @@ impl SystemBackup {
 }
 
 /// The newest generation holding `system` (sealed or open), or generation `seq`.
+impl SystemBackup {
+    /// A recorded LUKS container's header, read from beside the archives
+    /// (decrypted on an encrypted media) and checked against its record.
+    pub fn luks_header(&self, l: &crate::layering::LuksRecord) -> anyhow::Result<Vec<u8>> {
+        let shown = self.dir.shown().join(&l.header);
+        let bytes = self.dir.read_capped(&l.header, l.header_bytes + (1 << 20)).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e}")))?;
+        let plain = match &self.keys {
+            Some(k) => k.decrypt_bytes(&shown.display().to_string(), &bytes, l.header_bytes).map_err(crate::error::from_archive)?,
+            None => bytes,
+        };
+        if plain.len() as u64 != l.header_bytes || blake3::hash(&plain).to_hex().as_str() != l.header_hash {
+            crate::refuse!(
+                Refusal::LayerMismatch,
+                "{} is not the LUKS header backup generation {} records for container {} (its size or hash differs): replaced or damaged; nothing was written",
+                shown.display(),
+                self.generation.seq,
+                l.uuid
+            );
+        }
+        Ok(plain)
+    }
+}
+
 pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<SystemBackup> {
     let mut best: Option<(&Slot, &Generation)> = None;
     for s in slots {

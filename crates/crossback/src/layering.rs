@@ -145,6 +145,34 @@ fn extents(bytes: u64, extent: u64) -> u64 {
     bytes.div_ceil(extent)
 }
 
+/// The fewest extents each volume can have: its data and headroom, a swap
+/// 64 MiB, an unknown volume its size; never more than it had.
+fn min_extents(vg: &VgRecord) -> Vec<u64> {
+    vg.lvs
+        .iter()
+        .map(|lv| {
+            let had = extents(lv.size, vg.extent_size);
+            let m = match lv.holds() {
+                Holds::Filesystem(used) => extents(used + headroom(used), vg.extent_size),
+                Holds::Swap => extents(MIN_SWAP, vg.extent_size),
+                Holds::Other => had,
+            };
+            m.min(had)
+        })
+        .collect()
+}
+
+/// The smallest partition the stack fits in, in bytes (the LUKS header,
+/// the PV's metadata area and the volumes at their smallest); `fs_min`
+/// is what a filesystem right in the container needs.
+pub fn stack_minimum(stack: &Stack, fs_min: u64) -> u64 {
+    let luks = stack.luks.as_ref().map_or(0, |l| l.data_offset);
+    match &stack.vg {
+        Some(vg) => luks + vg.pe_start + min_extents(vg).iter().sum::<u64>() * vg.extent_size,
+        None => luks + fs_min,
+    }
+}
+
 /// Sizes the volume group's logical volumes for a partition of
 /// `partition_size` bytes: as recorded when they fit; otherwise each
 /// shrinks towards its minimum (its data and headroom; a swap to 64 MiB;
@@ -161,19 +189,7 @@ pub fn plan_lvs(stack: &Stack, partition_size: u64) -> Result<Vec<LvPlan>, Strin
     if want.iter().sum::<u64>() <= usable {
         return Ok(vg.lvs.iter().zip(want).map(|(lv, e)| LvPlan { name: lv.name.clone(), uuid: lv.uuid.clone(), extents: e, shrunk: false }).collect());
     }
-    let min: Vec<u64> = vg
-        .lvs
-        .iter()
-        .zip(&want)
-        .map(|(lv, w)| {
-            let m = match lv.holds() {
-                Holds::Filesystem(used) => extents(used + headroom(used), vg.extent_size),
-                Holds::Swap => extents(MIN_SWAP, vg.extent_size),
-                Holds::Other => *w,
-            };
-            m.min(*w)
-        })
-        .collect();
+    let min = min_extents(vg);
     let need: u64 = min.iter().sum();
     if need > usable {
         let what: Vec<String> = vg.lvs.iter().zip(&min).map(|(lv, m)| format!("{} {} MiB", lv.name, m * vg.extent_size >> 20)).collect();
@@ -265,6 +281,17 @@ mod tests {
         assert!(p[1].extents * 4 * MIB >= 64 * MIB);
         // In proportion: root had far more above its minimum than swap.
         assert!(p[0].extents > 10 * p[1].extents, "{p:?}");
+    }
+
+    /// The smallest partition `plan_lvs` accepts is what `stack_minimum` says.
+    #[test]
+    fn the_minimum_is_the_smallest_partition_the_plan_takes() {
+        let s = debian(2 * GIB);
+        let min = stack_minimum(&s, 0);
+        assert!(plan_lvs(&s, min).is_ok());
+        assert!(plan_lvs(&s, min - 4 * MIB).is_err());
+        let luks_only = Stack { luks: s.luks.clone(), vg: None };
+        assert_eq!(stack_minimum(&luks_only, GIB), 16 * MIB + GIB);
     }
 
     #[test]

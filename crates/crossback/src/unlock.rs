@@ -224,19 +224,24 @@ fn same_device(a: &str, b: &Path) -> bool {
 fn open_luks(opened: &mut Opened, dev: &Device, uuid: &str, system: &str, rw: bool) -> anyhow::Result<PathBuf> {
     let name = unlock::mapping_name(uuid);
     let what = format!("the LUKS container {} (UUID={uuid}) that {system} sits in", dev.path.display());
-    let try_key = |opened: &mut Opened, key: &[u8]| -> anyhow::Result<Option<PathBuf>> {
-        match opened.open_luks(&dev.path, &name, key, !rw) {
-            Ok(p) => Ok(Some(p)),
-            Err(OpenError::WrongKey(_)) => Ok(None),
-            Err(OpenError::Other(e)) => Err(anyhow::Error::new(e).context(format!("opening {what}"))),
-        }
-    };
+    let (path, _) = find_key(&what, |key| match opened.open_luks(&dev.path, &name, key, !rw) {
+        Ok(p) => Ok(Some(p)),
+        Err(OpenError::WrongKey(_)) => Ok(None),
+        Err(OpenError::Other(e)) => Err(anyhow::Error::new(e).context(format!("opening {what}"))),
+    })?;
+    println!("opened {what}{}", if rw { "" } else { " read-only" });
+    Ok(path)
+}
+
+/// A key `accept` takes (`Some`): each `--key-file`, else the passphrase
+/// asked on the terminal (three tries); with it, what `accept` gave.
+/// `what` names the container in the prompt and the refusals.
+pub fn find_key<T>(what: &str, mut accept: impl FnMut(&[u8]) -> anyhow::Result<Option<T>>) -> anyhow::Result<(T, SecretBox<Vec<u8>>)> {
     let files = key_files();
     for f in files {
         let key = read_key(f)?;
-        if let Some(p) = try_key(opened, key.expose_secret())? {
-            println!("opened {what} {}with --key-file {}", if rw { "" } else { "read-only " }, f.display());
-            return Ok(p);
+        if let Some(t) = accept(key.expose_secret())? {
+            return Ok((t, key));
         }
     }
     if !files.is_empty() {
@@ -254,9 +259,9 @@ fn open_luks(opened: &mut Opened, dev: &Device, uuid: &str, system: &str, rw: bo
         if p.is_empty() {
             break;
         }
-        if let Some(path) = try_key(opened, p.as_bytes())? {
-            println!("opened {what}{}", if rw { "" } else { " read-only" });
-            return Ok(path);
+        let key = SecretBox::new(Box::new(p.into_bytes()));
+        if let Some(t) = accept(key.expose_secret())? {
+            return Ok((t, key));
         }
         if attempt < 3 {
             eprintln!("no key slot opens with that passphrase; again:");

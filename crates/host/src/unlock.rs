@@ -172,6 +172,35 @@ fn tempdir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Makes the physical volume on `dev` again with its recorded UUID and the
+/// metadata area `metadata` (a `vgcfgbackup` file) describes.
+pub fn pv_restore(dev: &Path, pv_uuid: &str, metadata: &Path) -> Result<()> {
+    checked(lvm("pvcreate").args(["-ff", "-y", "--uuid", pv_uuid, "--restorefile"]).arg(metadata).arg(dev)).map(drop)
+}
+
+/// `vgcfgrestore`: the volume group as `metadata` records it, UUIDs and all.
+pub fn vg_restore(vg: &str, metadata: &Path) -> Result<()> {
+    checked(lvm("vgcfgrestore").arg("-f").arg(metadata).arg(vg)).map(drop)
+}
+
+/// A new physical volume on `dev` with the recorded UUID, and a new
+/// volume group `vg` on it (its own new UUID).
+pub fn vg_create(vg: &str, pv_uuid: &str, extent_size: u64, dev: &Path) -> Result<()> {
+    checked(lvm("pvcreate").args(["-ff", "-y", "--uuid", pv_uuid, "--norestorefile"]).arg(dev))?;
+    checked(lvm("vgcreate").args(["-y", "-s", &format!("{extent_size}b"), vg]).arg(dev)).map(drop)
+}
+
+/// A new volume of `extents` extents, not activated (and so not zeroed:
+/// a filesystem is made on it next).
+pub fn lv_create(vg: &str, name: &str, extents: u64) -> Result<()> {
+    checked(lvm("lvcreate").args(["-y", "-an", "-Zn", "-Wn", "-l", &extents.to_string(), "-n", name, vg])).map(drop)
+}
+
+/// A volume's device: `/dev/mapper/VG-LV`, dashes inside the names doubled.
+pub fn lv_device(vg: &str, lv: &str) -> PathBuf {
+    Path::new("/dev/mapper").join(format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--")))
+}
+
 /// Waits for udev to have seen a new device (where there is a udev).
 fn settle() {
     let _ = Command::new("udevadm").args(["settle", "--timeout=10"]).stdout(Stdio::null()).stderr(Stdio::null()).status();

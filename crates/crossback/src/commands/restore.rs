@@ -25,6 +25,7 @@ use crate::output::{self, Bar};
 use crate::{refuse, slots, Outcome};
 
 mod disk;
+mod layers;
 
 /// What the slots' read-only view and the system's backup hold open.
 struct Opened {
@@ -797,6 +798,7 @@ mod tests {
             fstab_line: String::new(),
             archive: String::new(),
             params: vec![],
+            on: String::new(),
         }
     }
 

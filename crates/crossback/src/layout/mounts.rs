@@ -68,6 +68,38 @@ impl FsRecord {
 }
 
 impl MountsFile {
+    /// The PARTUUID of the partition at the bottom of a filesystem's stack
+    /// (its own for a filesystem on a partition).
+    pub fn partuuid_of<'a>(&'a self, r: &'a FsRecord) -> &'a str {
+        let luks = |u: &str| self.luks.iter().find(|l| l.uuid == u).map_or("", |l| l.partuuid.as_str());
+        let pv = |vg: &str| match self.vgs.iter().find(|v| v.name == vg).and_then(|v| v.pv_on.split_once(':')) {
+            Some(("luks", u)) => luks(u),
+            Some(("partuuid", p)) => p,
+            _ => "",
+        };
+        match (r.lv(), r.luks()) {
+            (Some((vg, _)), _) => pv(vg),
+            (_, Some(u)) => luks(u),
+            _ => r.partuuid.as_str(),
+        }
+    }
+
+    /// What is stacked on the partition with this PARTUUID: its container
+    /// and volume group.
+    pub fn stack_on(&self, partuuid: &str) -> crate::layering::Stack {
+        let luks = self.luks.iter().find(|l| l.partuuid.eq_ignore_ascii_case(partuuid)).cloned();
+        let vg = self
+            .vgs
+            .iter()
+            .find(|v| match v.pv_on.split_once(':') {
+                Some(("luks", u)) => luks.as_ref().is_some_and(|l| l.uuid == u),
+                Some(("partuuid", p)) => p.eq_ignore_ascii_case(partuuid),
+                _ => false,
+            })
+            .cloned();
+        crate::layering::Stack { luks, vg }
+    }
+
     /// Checks what was read from a slot before anything is made from it.
     pub fn check(&self) -> anyhow::Result<()> {
         for f in &self.filesystems {

@@ -17,7 +17,7 @@ use super::{check_fstab, check_targets, recreate, refuse_legacy, report, show_pl
 use crate::backups::{self, SystemBackup};
 use crate::config::Config;
 use crate::error::{refuse, Refusal};
-use crate::layout::FsRecord;
+use crate::layout::{FsRecord, MountsFile};
 use crate::machine::Machine;
 use crate::{output, refuse, slots, Outcome};
 
@@ -32,22 +32,35 @@ fn recorded_table(backups: &[SystemBackup]) -> anyhow::Result<Table> {
         );
     };
     // The disk holding the root filesystem.
-    let root = b.mounts.filesystems.iter().find(|r| r.mountpoint == "/").map(|r| r.partuuid.as_str()).unwrap_or("");
+    let root = b.mounts.filesystems.iter().find(|r| r.mountpoint == "/").map(|r| b.mounts.partuuid_of(r)).unwrap_or("");
     let t = b.mounts.disks.iter().find(|t| t.partitions.iter().any(|p| p.uuid.eq_ignore_ascii_case(root))).unwrap_or(&b.mounts.disks[0]);
     Ok(t.clone())
 }
 
-fn on_table<'a>(t: &'a Table, r: &FsRecord) -> Option<&'a Partition> {
-    t.partitions.iter().find(|p| !r.partuuid.is_empty() && p.uuid.eq_ignore_ascii_case(&r.partuuid))
+/// The partition a filesystem is on (at the bottom of its stack).
+fn on_table<'a>(t: &'a Table, m: &MountsFile, r: &FsRecord) -> Option<&'a Partition> {
+    let partuuid = m.partuuid_of(r);
+    t.partitions.iter().find(|p| !partuuid.is_empty() && p.uuid.eq_ignore_ascii_case(partuuid))
+}
+
+/// Every filesystem record of these backups, with its backup's mounts file.
+fn all_records(backups: &[SystemBackup]) -> impl Iterator<Item = (&MountsFile, &FsRecord)> {
+    backups.iter().flat_map(|b| b.mounts.filesystems.iter().map(move |r| (&b.mounts, r)))
 }
 
 /// What a partition must hold at least: its filesystem's data and what the
 /// filesystem takes itself (None: a partition crossback has no backup of,
 /// made again empty at its old size).
 fn minimum(t: &Table, backups: &[SystemBackup], p: &Partition) -> Option<u64> {
-    let recs: Vec<&FsRecord> =
-        backups.iter().flat_map(|b| b.mounts.filesystems.iter()).filter(|r| on_table(t, r).is_some_and(|x| x.number == p.number)).collect();
-    let r = recs.first()?;
+    let recs: Vec<(&MountsFile, &FsRecord)> = all_records(backups).filter(|(m, r)| on_table(t, m, r).is_some_and(|x| x.number == p.number)).collect();
+    let (mounts, r) = *recs.first()?;
+    // A LUKS container or a volume group: its header, metadata and volumes at their smallest.
+    let stack = mounts.stack_on(&p.uuid);
+    if stack.luks.is_some() || stack.vg.is_some() {
+        let fs_min = crossback_host::fstype::of(&r.fstype).map_or(r.size, |ft| ft.needs(r.used, r.size));
+        return Some(super::layers::minimum(&stack, fs_min, t.sector_size));
+    }
+    let recs: Vec<&FsRecord> = recs.into_iter().map(|(_, r)| r).collect();
     // A FAT filesystem (the ESP) keeps its size: its FAT type and cluster
     // size, which are recorded and made again, set its smallest size.
     if r.fstype == "vfat" {
@@ -128,12 +141,12 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     }
     let table = recorded_table(&all)?;
     // The systems that were on that disk; each entirely on it.
-    let backups: Vec<SystemBackup> = all.into_iter().filter(|b| b.mounts.filesystems.iter().any(|r| on_table(&table, r).is_some())).collect();
+    let backups: Vec<SystemBackup> = all.into_iter().filter(|b| b.mounts.filesystems.iter().any(|r| on_table(&table, &b.mounts, r).is_some())).collect();
     if backups.is_empty() {
         refuse!(Refusal::NoBackup, "no system of generation {seq} was on disk {}", table.id);
     }
     for b in &backups {
-        if let Some(r) = b.mounts.filesystems.iter().find(|r| on_table(&table, r).is_none()) {
+        if let Some(r) = b.mounts.filesystems.iter().find(|r| on_table(&table, &b.mounts, r).is_none()) {
             refuse!(
                 Refusal::Unsupported,
                 "{}'s {} was on another disk than the one recorded ({}): restore {} with --bare-metal --device MOUNTPOINT=DEV for each of its filesystems",
@@ -206,8 +219,8 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
                 b.mounts
                     .filesystems
                     .iter()
-                    .filter(|r| on_table(&table, r).is_some_and(|x| x.number == p.number))
-                    .map(|r| format!("{}:{}", b.record.name, r.mountpoint))
+                    .filter(|r| on_table(&table, &b.mounts, r).is_some_and(|x| x.number == p.number))
+                    .map(|r| format!("{}:{}{}", b.record.name, r.mountpoint, if r.on.is_empty() { String::new() } else { format!(" (in {})", r.on) }))
             })
             .collect();
         println!(
@@ -228,12 +241,17 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
             println!("  {n}");
         }
     }
+    // Encrypted and LVM systems: their headers checked and their keys found
+    // before anything is written.
+    let prepared = super::layers::prepare(&backups)?;
     if !yes && !output::confirm(&format!("Write the partition table to {} and restore?", disk.display()))? {
         refuse!(Refusal::NotConfirmed, "nothing written: pass --yes to restore without asking");
     }
     let start = Instant::now();
     partitions::write(&disk, &new).with_context(|| format!("writing the partition table to {}", disk.display()))?;
     println!("wrote the partition table of disk {} to {}", table.id, disk.display());
+    let mut opened = crossback_host::unlock::Opened::default();
+    let made = if prepared.is_empty() { Vec::new() } else { super::layers::make(&prepared, &disk, &new, &mut opened)? };
 
     let m = Machine::scan(&[])?;
     let mut entries = 0;
@@ -246,7 +264,13 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
             .mounts
             .filesystems
             .iter()
-            .filter_map(|r| on_table(&table, r).map(|p| (r.mountpoint.clone(), partitions::partition_device(&disk, p.number))))
+            .filter_map(|r| {
+                let dev = match made.iter().find(|(on, _)| !r.on.is_empty() && on == &r.on) {
+                    Some((_, d)) => d.clone(),
+                    None => partitions::partition_device(&disk, on_table(&table, &b.mounts, r)?.number),
+                };
+                Some((r.mountpoint.clone(), dev))
+            })
             .collect();
         let mut ts: Vec<Target> = targets(b, &m, &explicit, name)?;
         ts.retain(|t| newest_of(&t.records[0]).is_none_or(|owner| &owner == name));
@@ -258,6 +282,10 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
         damaged.extend(r.damaged);
         failed.extend(r.failed);
         fstabs.push((name.clone(), r.fstab));
+    }
+    // The containers and volume groups made: closed before the boot is repaired.
+    for why in opened.close() {
+        eprintln!("warning: {why}");
     }
     for (name, text) in &fstabs {
         check_fstab(name, text)?;
@@ -316,7 +344,7 @@ fn fallback_loader(disk: &Path, table: &Table, backups: &[SystemBackup]) -> anyh
     const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
     let Some(p) = table.partitions.iter().find(|p| p.kind.eq_ignore_ascii_case(ESP) || p.kind == "ef") else { return Ok(()) };
     let Some(r) =
-        backups.iter().flat_map(|b| b.mounts.filesystems.iter()).find(|r| r.fstype == "vfat" && on_table(table, r).is_some_and(|x| x.number == p.number))
+        all_records(backups).find(|(m, r)| r.fstype == "vfat" && on_table(table, m, r).is_some_and(|x| x.number == p.number)).map(|(_, r)| r)
     else {
         return Ok(());
     };

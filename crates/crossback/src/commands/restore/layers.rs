@@ -1,0 +1,146 @@
+//! The layers of an encrypted or LVM system made again on a new disk
+//! (issue 13), for `restore --bare-metal --disk`. Before anything is
+//! written, each recorded container's header is read from the slot,
+//! checked against its record, and a key that opens it is found. After the
+//! partition table is written, the header is put back (`luksHeaderRestore`:
+//! the same UUID, key slots and master key, so the system's passphrases,
+//! crypttab and initramfs work unchanged), the container is opened, and the
+//! volume group is made again with its recorded names: as recorded (UUIDs
+//! and all, `vgcfgrestore`) when its volumes fit, else with smaller volumes.
+//! The filesystems then go onto the volumes as onto partitions.
+
+use std::path::{Path, PathBuf};
+
+use age::secrecy::{ExposeSecret, SecretBox};
+use anyhow::Context;
+use crossback_host::partitions::{self, Table};
+use crossback_host::unlock::{self, OpenError, Opened};
+
+use crate::backups::SystemBackup;
+use crate::error::Refusal;
+use crate::layering::{self, LuksRecord, VgRecord};
+use crate::{output, refuse};
+
+/// What was read and checked before anything is written.
+pub struct Prepared {
+    dir: tempfile::TempDir,
+    /// Each container: its record, its header file, a key that opens it.
+    luks: Vec<(LuksRecord, PathBuf, SecretBox<Vec<u8>>)>,
+    vgs: Vec<VgRecord>,
+}
+
+impl Prepared {
+    pub fn is_empty(&self) -> bool {
+        self.luks.is_empty() && self.vgs.is_empty()
+    }
+}
+
+/// Reads and checks every recorded container's header and finds its key;
+/// nothing is written. A header that does not match its record, or no
+/// key that opens it, is refused here.
+pub fn prepare(backups: &[SystemBackup]) -> anyhow::Result<Prepared> {
+    let dir = tempfile::Builder::new().prefix("crossback-layers-").tempdir_in("/run").context("a private directory under /run for the LUKS headers")?;
+    let mut p = Prepared { dir, luks: Vec::new(), vgs: Vec::new() };
+    for b in backups {
+        for l in &b.mounts.luks {
+            if p.luks.iter().any(|(x, _, _)| x.uuid == l.uuid) {
+                continue;
+            }
+            let bytes = b.luks_header(l)?;
+            let file = p.dir.path().join(format!("{}.img", l.uuid));
+            std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+            let uuid = unlock::luks_uuid(&file).map_err(|e| {
+                crate::error::refuse(Refusal::LayerMismatch, format!("{}'s LUKS header backup for {} does not read as a LUKS header: {e}", b.record.name, l.uuid))
+            })?;
+            if uuid != l.uuid.to_ascii_lowercase() {
+                refuse!(Refusal::LayerMismatch, "{}'s LUKS header backup is of container {uuid}, not of {} as recorded: nothing was written", b.record.name, l.uuid);
+            }
+            let what = format!("{}'s LUKS container {} (its header as backed up)", b.record.name, l.uuid);
+            let ((), key) = crate::unlock::find_key(&what, |k| match unlock::test_key(&file, k) {
+                Ok(()) => Ok(Some(())),
+                Err(OpenError::WrongKey(_)) => Ok(None),
+                Err(OpenError::Other(e)) => Err(anyhow::Error::new(e).context(format!("checking the key of {what}"))),
+            })?;
+            println!("{what}: the key opens it");
+            p.luks.push((l.clone(), file, key));
+        }
+        for v in &b.mounts.vgs {
+            if !p.vgs.iter().any(|x| x.name == v.name) {
+                p.vgs.push(v.clone());
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// Makes the layers on `disk`, whose new partition table is `new` (the
+/// partitions keep their PARTUUIDs): containers, then volume groups, all
+/// left open in `opened`. Returns the device made for each `on`
+/// (`luks:UUID`, `lv:VG/LV`).
+pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let part = |partuuid: &str| new.partitions.iter().find(|x| x.uuid.eq_ignore_ascii_case(partuuid));
+    let mut made = Vec::new();
+    for (l, file, key) in &p.luks {
+        let Some(x) = part(&l.partuuid) else {
+            refuse!(Refusal::Unsupported, "LUKS container {}: its partition {} is not on the recorded disk", l.uuid, l.partuuid);
+        };
+        let dev = partitions::partition_device(disk, x.number);
+        unlock::header_restore(file, &dev).with_context(|| format!("restoring the LUKS header of {} onto {}", l.uuid, dev.display()))?;
+        let uuid = unlock::luks_uuid(&dev)?;
+        if uuid != l.uuid.to_ascii_lowercase() {
+            refuse!(Refusal::LayerMismatch, "{} reads as container {uuid} after its header was restored, not {}", dev.display(), l.uuid);
+        }
+        let mapped = opened.open_luks(&dev, &unlock::mapping_name(&l.uuid), key.expose_secret(), false).map_err(|e| anyhow::anyhow!("opening the restored container {}: {e}", l.uuid))?;
+        println!("LUKS container {} on {}: header restored (its passphrases and key slots as before), opened", l.uuid, dev.display());
+        made.push((format!("luks:{}", l.uuid), mapped));
+    }
+    for v in &p.vgs {
+        let (dev, size) = match v.pv_on.split_once(':') {
+            Some(("luks", u)) => {
+                let (l, _, _) = p.luks.iter().find(|(l, _, _)| l.uuid == u).context("the container of a recorded volume group")?;
+                let x = part(&l.partuuid).context("the partition of a recorded container")?;
+                (made.iter().find(|(on, _)| on == &format!("luks:{u}")).map(|(_, d)| d.clone()).context("an opened container")?, x.size * new.sector_size)
+            }
+            Some(("partuuid", pu)) => {
+                let Some(x) = part(pu) else { refuse!(Refusal::Unsupported, "volume group {}: its partition {pu} is not on the recorded disk", v.name) };
+                (partitions::partition_device(disk, x.number), x.size * new.sector_size)
+            }
+            _ => refuse!(Refusal::Unsupported, "volume group {}: its physical volume's place {:?} does not read", v.name, output::text(&v.pv_on)),
+        };
+        let stack = layering::Stack { luks: p.luks.iter().find(|(l, _, _)| v.pv_on == format!("luks:{}", l.uuid)).map(|(l, _, _)| l.clone()), vg: Some(v.clone()) };
+        let plan = layering::plan_lvs(&stack, size).map_err(|why| crate::error::refuse(Refusal::TargetTooSmall, why))?;
+        if plan.iter().all(|lv| !lv.shrunk) {
+            let meta = p.dir.path().join(format!("{}.vg", v.name));
+            std::fs::write(&meta, &v.metadata).with_context(|| format!("writing {}", meta.display()))?;
+            unlock::pv_restore(&dev, &v.pv_uuid, &meta)?;
+            unlock::vg_restore(&v.name, &meta)?;
+            println!("volume group {} on {}: made again as recorded (names, UUIDs, sizes)", v.name, dev.display());
+        } else {
+            unlock::vg_create(&v.name, &v.pv_uuid, v.extent_size, &dev)?;
+            for lv in &plan {
+                unlock::lv_create(&v.name, &lv.name, lv.extents)?;
+            }
+            let sizes: Vec<String> = plan
+                .iter()
+                .zip(&v.lvs)
+                .map(|(lv, r)| format!("{} {} → {}", lv.name, output::bytes(r.size), output::bytes(lv.extents * v.extent_size)))
+                .collect();
+            println!(
+                "volume group {} on {}: made again smaller ({}); its names and the PV's UUID are kept, the group's and volumes' UUIDs are new (the system names them by name: fstab, crypttab and the boot do not change)",
+                v.name,
+                dev.display(),
+                sizes.join(", ")
+            );
+        }
+        opened.activate_vg(&v.name, false).with_context(|| format!("activating the restored volume group {}", v.name))?;
+        for lv in &v.lvs {
+            made.push((format!("lv:{}/{}", v.name, lv.name), unlock::lv_device(&v.name, &lv.name)));
+        }
+    }
+    Ok(made)
+}
+
+/// What a partition holding a stack must hold at least, in sectors.
+pub fn minimum(stack: &layering::Stack, fs_min: u64, sector_size: u64) -> u64 {
+    layering::stack_minimum(stack, fs_min).div_ceil(sector_size)
+}
