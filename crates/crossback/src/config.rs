@@ -112,12 +112,7 @@ pub fn valid_uuid(u: &str) -> bool {
 /// A volume group name as lvm2 allows it: letters, digits and `+_.-`, not
 /// starting with `-`, and not `.` or `..`.
 pub fn valid_vg_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 127
-        && !n.starts_with('-')
-        && n != "."
-        && n != ".."
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
+    !n.is_empty() && n.len() <= 127 && !n.starts_with('-') && n != "." && n != ".." && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
 }
 
 impl Config {

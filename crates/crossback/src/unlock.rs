@@ -12,15 +12,15 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+use age::secrecy::{ExposeSecret, SecretBox};
 use anyhow::Context;
 use crossback_host::blockdev::Device;
 use crossback_host::layers::{self, DmKind};
 use crossback_host::unlock::{self, OpenError, Opened};
-use age::secrecy::{ExposeSecret, SecretBox};
 
 use crate::config::SystemConfig;
-use crate::layering::{LuksRecord, LvRecord, VgRecord};
 use crate::error::{refuse, Refusal};
+use crate::layering::{LuksRecord, LvRecord, VgRecord};
 use crate::machine::Machine;
 use crate::refuse;
 
@@ -60,7 +60,7 @@ const KEY_CAP: u64 = 8 << 20;
 
 fn read_key(path: &Path) -> anyhow::Result<SecretBox<Vec<u8>>> {
     use std::io::Read;
-    let f = std::fs::File::open(path).with_context(|| refuse(Refusal::ContainerKey, format!("--key-file {}: cannot be read", path.display())))?;
+    let f = std::fs::File::open(path).map_err(|e| refuse(Refusal::ContainerKey, format!("--key-file {}: cannot be read ({e})", path.display())))?;
     let mut buf = Vec::new();
     f.take(KEY_CAP + 1).read_to_end(&mut buf).with_context(|| format!("reading {}", path.display()))?;
     if buf.len() as u64 > KEY_CAP {
@@ -154,6 +154,10 @@ fn open_system(
             let dm_name = sys_text(dm, "dm/name");
             let writable = sys_text(dm, "ro") == "0";
             if access == Access::Read && writable && !dm_name.starts_with("crossback-") && !running.contains(&uuid) {
+                // A volume in use on it says more than the open container.
+                for vg in &s.lvm {
+                    refuse_in_use(name, vg)?;
+                }
                 refuse!(
                     Refusal::ContainerOpen,
                     "{name} sits in the LUKS container {} (UUID={uuid}), which is open read-write as /dev/mapper/{dm_name}: something may be writing to it. Close it (`vgchange -an` its volume groups, then `cryptsetup close {dm_name}`) and run again: crossback opens it read-only itself. Nothing was opened",
@@ -194,13 +198,7 @@ fn open_system(
         let active: Vec<&layers::Lv> = lvs.iter().filter(|l| l.active()).collect();
         if !active.is_empty() && !on_ours {
             if access == Access::Read {
-                if let Some(busy) = active.iter().find(|l| l.open() && l.attr.chars().nth(1) == Some('w')) {
-                    refuse!(
-                        Refusal::VolumeInUse,
-                        "{name} sits in the volume group {vg}, whose volume {vg}/{} is active read-write and in use (mounted, or held open by a program): stop what uses it and deactivate it (`vgchange -an {vg}`); crossback activates it read-only itself. Nothing was opened",
-                        busy.name
-                    );
-                }
+                refuse_in_use(name, vg)?;
             }
             // Active and unused: used as it is (each filesystem is set read-only while read).
             continue;
@@ -210,6 +208,19 @@ fn open_system(
         }
         opened.activate_vg(vg, access != Access::Write).with_context(|| format!("activating the volume group {vg} of {name}"))?;
         println!("activated volume group {vg}{}", if access == Access::Write { "" } else { " read-only" });
+    }
+    Ok(())
+}
+
+/// Refuses a volume group with a volume active read-write and in use.
+fn refuse_in_use(system: &str, vg: &str) -> anyhow::Result<()> {
+    let lvs = unlock::lvs(vg).unwrap_or_default();
+    if let Some(busy) = lvs.iter().find(|l| l.active() && l.open() && l.attr.chars().nth(1) == Some('w')) {
+        refuse!(
+            Refusal::VolumeInUse,
+            "{system} sits in the volume group {vg}, whose volume {vg}/{} is active read-write and in use (mounted, or held open by a program): stop what uses it and deactivate it (`vgchange -an {vg}`); crossback activates it read-only itself. Nothing was opened",
+            busy.name
+        );
     }
     Ok(())
 }
@@ -252,7 +263,10 @@ pub fn find_key<T>(what: &str, mut accept: impl FnMut(&[u8]) -> anyhow::Result<O
         );
     }
     if !std::io::stdin().is_terminal() {
-        refuse!(Refusal::ContainerKey, "{what} is locked, and there is no terminal to ask for its passphrase: give it with --key-file FILE (the passphrase alone in the file, no newline)");
+        refuse!(
+            Refusal::ContainerKey,
+            "{what} is locked, and there is no terminal to ask for its passphrase: give it with --key-file FILE (the passphrase alone in the file, no newline)"
+        );
     }
     for attempt in 1..=3 {
         let p = rpassword::prompt_password(format!("Passphrase for {what}: "))?;
@@ -285,10 +299,8 @@ pub fn open_all(m: &Machine) -> anyhow::Result<Opened> {
     crossback_host::ns::start_guard()?;
     if !key_files().is_empty() || std::io::stdin().is_terminal() {
         for d in locked {
-            match open_luks(&mut opened, d, &d.uuid.to_ascii_lowercase(), "a system", false) {
-                Ok(_) => {}
-                Err(e) if crate::error::kind_of(&e) == Some(Refusal::ContainerKey) => eprintln!("warning: {e:#}; left locked"),
-                Err(e) => return Err(e),
+            if let Err(e) = open_luks(&mut opened, d, &d.uuid.to_ascii_lowercase(), "a system", false) {
+                eprintln!("warning: {e:#}; left locked");
             }
         }
     }
@@ -385,7 +397,9 @@ pub fn record(m: &Machine, devices: &[(&Path, &str, u64)], sealed: bool) -> anyh
                 None => {}
                 Some(DmKind::Luks { uuid, .. }) => {
                     if below.is_none_or(|b| b.kind.is_some()) {
-                        return Err(unsupported(format!("{mountpoint}: the LUKS container {uuid} is not on a partition: crossback makes containers again on partitions only")));
+                        return Err(unsupported(format!(
+                            "{mountpoint}: the LUKS container {uuid} is not on a partition: crossback makes containers again on partitions only"
+                        )));
                     }
                     if i == 0 {
                         on = format!("luks:{uuid}");
@@ -408,11 +422,18 @@ pub fn record(m: &Machine, devices: &[(&Path, &str, u64)], sealed: bool) -> anyh
                     }
                 }
                 Some(DmKind::Lv { lv_uuid, .. }) => {
-                    let vg = vg_of_dm_name(&layer.dm_name).ok_or_else(|| unsupported(format!("{mountpoint}: {} is not named as lvm2 names volumes", layer.dm_name)))?;
+                    let vg = vg_of_dm_name(&layer.dm_name)
+                        .ok_or_else(|| unsupported(format!("{mountpoint}: {} is not named as lvm2 names volumes", layer.dm_name)))?;
                     let lvs = unlock::lvs(&vg)?;
-                    let lv = lvs.iter().find(|l| &l.uuid == lv_uuid).ok_or_else(|| unsupported(format!("{mountpoint}: volume {lv_uuid} is not in {vg}'s report")))?;
+                    let lv = lvs
+                        .iter()
+                        .find(|l| &l.uuid == lv_uuid)
+                        .ok_or_else(|| unsupported(format!("{mountpoint}: volume {lv_uuid} is not in {vg}'s report")))?;
                     if lv.kind != '-' {
-                        return Err(unsupported(format!("{mountpoint}: {vg}/{} is not a plain volume (lv_attr {}): thin, snapshot, mirror, RAID and cache volumes are not handled", lv.name, lv.attr)));
+                        return Err(unsupported(format!(
+                            "{mountpoint}: {vg}/{} is not a plain volume (lv_attr {}): thin, snapshot, mirror, RAID and cache volumes are not handled",
+                            lv.name, lv.attr
+                        )));
                     }
                     if i == 0 {
                         on = format!("lv:{vg}/{}", lv.name);
@@ -432,7 +453,11 @@ pub fn record(m: &Machine, devices: &[(&Path, &str, u64)], sealed: bool) -> anyh
                         }
                     }
                 }
-                Some(DmKind::Other(u)) => return Err(unsupported(format!("{mountpoint} sits on a device-mapper device crossback does not know ({u}): plain dm-crypt, RAID and multipath are not handled"))),
+                Some(DmKind::Other(u)) => {
+                    return Err(unsupported(format!(
+                        "{mountpoint} sits on a device-mapper device crossback does not know ({u}): plain dm-crypt, RAID and multipath are not handled"
+                    )))
+                }
             }
         }
         out.on.push((on, bottom));

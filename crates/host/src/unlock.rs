@@ -148,10 +148,7 @@ pub fn pe_starts() -> Result<Vec<(String, u64)>> {
     let text = lvm_report("pvs", "pv_uuid,pe_start", None)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse(format!("lvm2 report: {e}")))?;
     let rows = v.pointer("/report/0/pv").and_then(|r| r.as_array()).cloned().unwrap_or_default();
-    Ok(rows
-        .iter()
-        .filter_map(|r| Some((r.get("pv_uuid")?.as_str()?.to_string(), r.get("pe_start")?.as_str()?.parse().ok()?)))
-        .collect())
+    Ok(rows.iter().filter_map(|r| Some((r.get("pv_uuid")?.as_str()?.to_string(), r.get("pe_start")?.as_str()?.parse().ok()?))).collect())
 }
 
 /// The volume group's metadata as lvm2 writes it (`vgcfgbackup`), read
@@ -159,7 +156,8 @@ pub fn pe_starts() -> Result<Vec<(String, u64)>> {
 pub fn vg_metadata(vg: &str) -> Result<String> {
     let dir = tempdir()?;
     let file = dir.join("vg");
-    let r = checked(lvm("vgcfgbackup").arg("-f").arg(&file).arg(vg)).and_then(|_| std::fs::read_to_string(&file).map_err(ctx(|| format!("reading {}", file.display()))));
+    let r = checked(lvm("vgcfgbackup").arg("-f").arg(&file).arg(vg))
+        .and_then(|_| std::fs::read_to_string(&file).map_err(ctx(|| format!("reading {}", file.display()))));
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
@@ -228,7 +226,13 @@ impl Opened {
             args.push("--readonly".as_ref());
         }
         args.extend([device.as_os_str(), name.as_ref()]);
-        let r = cryptsetup_with_key(&args, key, device);
+        let mut r = cryptsetup_with_key(&args, key, device);
+        // Without device-mapper, cryptsetup fails before it looks at the key: tell a wrong key apart.
+        if matches!(r, Err(OpenError::Other(_))) {
+            if let Err(OpenError::WrongKey(w)) = test_key(device, key) {
+                r = Err(OpenError::WrongKey(w));
+            }
+        }
         if let Err(e) = r {
             let _ = std::fs::remove_file(record_path(What::Luks, name));
             return Err(e);

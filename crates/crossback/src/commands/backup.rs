@@ -302,12 +302,8 @@ fn backup_system(
     }
     // What the filesystems sit in (LUKS, LVM): recorded, and the partitions
     // at the bottom are the ones whose disk's table is recorded.
-    let devices: Vec<(&std::path::Path, &str, u64)> = mounts_file
-        .filesystems
-        .iter()
-        .zip(&record_devices)
-        .map(|(r, d)| (*d, r.mountpoint.as_str(), r.used))
-        .collect();
+    let devices: Vec<(&std::path::Path, &str, u64)> =
+        mounts_file.filesystems.iter().zip(&record_devices).map(|(r, d)| (*d, r.mountpoint.as_str(), r.used)).collect();
     let layering = crate::unlock::record(m, &devices, encrypt_to.is_some())?;
     for (uuid, bytes) in &layering.headers {
         let l = layering.luks.iter().find(|l| &l.uuid == uuid).context("a header of a recorded container")?;
@@ -440,6 +436,13 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     let (_opened, m, mut locked) = crate::unlock::open_for(&wanted_cfg, access)?;
     let systems = machine::systems(&m, &cfg)?;
     let wanted: Vec<&System> = systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(&s.name)).collect();
+    // A system named that cannot be opened, or nothing else to back up:
+    // refused before the media is touched.
+    let others = wanted.iter().filter(|s| (!s.running || a.frozen) && !locked.iter().any(|(n, _)| n == &s.name)).count();
+    if !locked.is_empty() && (!a.systems.is_empty() || others == 0) {
+        let (name, e) = locked.remove(0);
+        return Err(e.context(format!("{name} cannot be backed up; nothing was written")));
+    }
     let devs = slots::find(&m, media_cfg, &wanted, true)?;
 
     ns::start_guard()?;

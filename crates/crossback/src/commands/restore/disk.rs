@@ -343,9 +343,7 @@ fn repair_boot(disk: &Path, table: &Table, backups: &[SystemBackup]) -> anyhow::
 fn fallback_loader(disk: &Path, table: &Table, backups: &[SystemBackup]) -> anyhow::Result<()> {
     const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
     let Some(p) = table.partitions.iter().find(|p| p.kind.eq_ignore_ascii_case(ESP) || p.kind == "ef") else { return Ok(()) };
-    let Some(r) =
-        all_records(backups).find(|(m, r)| r.fstype == "vfat" && on_table(table, m, r).is_some_and(|x| x.number == p.number)).map(|(_, r)| r)
-    else {
+    let Some(r) = all_records(backups).find(|(m, r)| r.fstype == "vfat" && on_table(table, m, r).is_some_and(|x| x.number == p.number)).map(|(_, r)| r) else {
         return Ok(());
     };
     let at = Path::new(crossback_host::inspect::SCRATCH).join("crossback-restore").join("esp");

@@ -50,10 +50,18 @@ pub fn prepare(backups: &[SystemBackup]) -> anyhow::Result<Prepared> {
             let file = p.dir.path().join(format!("{}.img", l.uuid));
             std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
             let uuid = unlock::luks_uuid(&file).map_err(|e| {
-                crate::error::refuse(Refusal::LayerMismatch, format!("{}'s LUKS header backup for {} does not read as a LUKS header: {e}", b.record.name, l.uuid))
+                crate::error::refuse(
+                    Refusal::LayerMismatch,
+                    format!("{}'s LUKS header backup for {} does not read as a LUKS header: {e}", b.record.name, l.uuid),
+                )
             })?;
             if uuid != l.uuid.to_ascii_lowercase() {
-                refuse!(Refusal::LayerMismatch, "{}'s LUKS header backup is of container {uuid}, not of {} as recorded: nothing was written", b.record.name, l.uuid);
+                refuse!(
+                    Refusal::LayerMismatch,
+                    "{}'s LUKS header backup is of container {uuid}, not of {} as recorded: nothing was written",
+                    b.record.name,
+                    l.uuid
+                );
             }
             let what = format!("{}'s LUKS container {} (its header as backed up)", b.record.name, l.uuid);
             let ((), key) = crate::unlock::find_key(&what, |k| match unlock::test_key(&file, k) {
@@ -90,7 +98,9 @@ pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened) -> anyh
         if uuid != l.uuid.to_ascii_lowercase() {
             refuse!(Refusal::LayerMismatch, "{} reads as container {uuid} after its header was restored, not {}", dev.display(), l.uuid);
         }
-        let mapped = opened.open_luks(&dev, &unlock::mapping_name(&l.uuid), key.expose_secret(), false).map_err(|e| anyhow::anyhow!("opening the restored container {}: {e}", l.uuid))?;
+        let mapped = opened
+            .open_luks(&dev, &unlock::mapping_name(&l.uuid), key.expose_secret(), false)
+            .map_err(|e| anyhow::anyhow!("opening the restored container {}: {e}", l.uuid))?;
         println!("LUKS container {} on {}: header restored (its passphrases and key slots as before), opened", l.uuid, dev.display());
         made.push((format!("luks:{}", l.uuid), mapped));
     }
@@ -107,7 +117,8 @@ pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened) -> anyh
             }
             _ => refuse!(Refusal::Unsupported, "volume group {}: its physical volume's place {:?} does not read", v.name, output::text(&v.pv_on)),
         };
-        let stack = layering::Stack { luks: p.luks.iter().find(|(l, _, _)| v.pv_on == format!("luks:{}", l.uuid)).map(|(l, _, _)| l.clone()), vg: Some(v.clone()) };
+        let stack =
+            layering::Stack { luks: p.luks.iter().find(|(l, _, _)| v.pv_on == format!("luks:{}", l.uuid)).map(|(l, _, _)| l.clone()), vg: Some(v.clone()) };
         let plan = layering::plan_lvs(&stack, size).map_err(|why| crate::error::refuse(Refusal::TargetTooSmall, why))?;
         if plan.iter().all(|lv| !lv.shrunk) {
             let meta = p.dir.path().join(format!("{}.vg", v.name));
