@@ -24,8 +24,19 @@
 #   plug   `crossback schedule` in A; A boots without the backup disk, which
 #          is then hot-plugged (QEMU monitor): B is backed up by itself, and
 #          the start and end are in the journal.
-#   luks-boot  the encrypted PC (LAB_PC=luks, issue 13): as boot, B being
-#          Debian 13 in LVM on LUKS2, unlocked by its initramfs.
+#   luks   the encrypted PC (LAB_PC=luks, issue 13): B is Debian 13 on ext4
+#          in LVM (vgb: root, swap) on LUKS2, unlocked at boot by a key file
+#          in its initramfs. From A: init opens the container read-only to
+#          find B; refused by kind, nothing written: a wrong passphrase, the
+#          container open read-write elsewhere, a volume in use; killed
+#          mid-backup, its guard closes what it opened; B backed up onto an
+#          encrypted media, verified, mounted, chrooted. A rescue system
+#          restores B with `restore --disk` onto a disk as large as the old
+#          one (the volume group as recorded: every UUID the same; then
+#          wiped) and onto a blank one of 80 % the size (volumes shrunk);
+#          the smaller disk boots B: the same passphrase opens it, its
+#          state (dpkg --verify, fidelity data, machine-id) as before.
+#   luks-boot  the encrypted PC: as boot, B being unlocked by its initramfs.
 #   boot   the dual-boot PC: A boots to multi-user from the firmware's first
 #          entry, sets BootNext to B and reboots; B boots to multi-user.
 # The last line is `lab: OK: …` or `lab: FAILED: …` with the reason.
@@ -221,6 +232,51 @@ case $scenario in
     for x in "${times[@]}"; do say "time: $x"; done
     say "backup disk: $(grep -o 'wrote [0-9.]* MiB to the backup disk' "$work/all-jobs.log" | awk '{s += $2} END {printf "%.0f", s}') MiB written in the three backup boots (the guests' counters); $written MiB allocated in its image"
     echo "lab: OK: dualboot: backed up from each other, restored by a rescue system onto a blank ${blank_mib} MiB disk, booted into A and B as before ($(( $(date +%s) - t0 )) s in all)"
+    ;;
+  luks)
+    need_packages fdisk e2fsprogs
+    say "building crossback's Debian package"
+    deb=$("$here/scripts/build-deb.sh") || die "scripts/build-deb.sh failed"
+    cp "$deb" "$work/crossback.deb"
+    make_backup_disk
+    blank_mib=$(( LAB_DISK_MIB * 8 / 10 ))
+    truncate -s "${blank_mib}M" "$work/blank.raw"
+    truncate -s "${LAB_DISK_MIB}M" "$work/full.raw"
+    printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\nFULL=/dev/vdc\nMEDIA_PASS=%s\nB_PASS=%s\n' "$slot_a" "$slot_b" "lab-media-$RANDOM$RANDOM" "$(cat "$LAB_CACHE/b.passphrase")" > "$work/env"
+    echo backup > "$work/phase"
+    job_disk "$(cat "$here/lab/jobs/luks.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
+    pcs() { # LOG VARS TIMEOUT DRIVES…: boots until the guests stop asking for another boot
+      local boots=0
+      while :; do
+        boots=$((boots + 1))
+        pc_once "$@"
+        grep -aq "^luks: .*: rebooting into" "$work/job.log" && ((boots < 5)) || return 0
+      done
+    }
+    phase_failed() { # LOG WHY
+      cat "$work/job.log" >&2; tail -30 "$work/$1.console" >&2 2>/dev/null; die "$2"
+    }
+    times=()
+    t=$(date +%s)
+    pcs backup "$work/vars.fd" 1500 -drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    job_done done-a || phase_failed backup "A did not back up B (above)"
+    times+=("B's state, then A: init, the refusals, a killed backup, the backup, verify, mount, chroot: $(( $(date +%s) - t )) s")
+    set_phase rescue
+    cp "$OVMF_VARS" "$work/rescue-vars.fd"
+    t=$(date +%s)
+    pc_once rescue "$work/rescue-vars.fd" 1800 -kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img" \
+      -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1" \
+      -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$work/blank.raw",format=raw,if=virtio \
+      -drive file="$work/full.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    job_done done-rescue || phase_failed rescue "the rescue system did not restore B"
+    times+=("rescue: B restored onto a full-size disk (as recorded) and onto the ${blank_mib} MiB one (shrunk): $(( $(date +%s) - t )) s")
+    set_phase restored
+    t=$(date +%s)
+    pc_once restored "$work/rescue-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
+    job_done done-restored || phase_failed restored "the restored B did not boot as before (above)"
+    times+=("the smaller disk boots B: $(( $(date +%s) - t )) s")
+    for x in "${times[@]}"; do say "time: $x"; done
+    echo "lab: OK: luks: B (LVM on LUKS2) backed up from A with its container opened read-only, refusals by kind, restored by a rescue system as recorded and onto a smaller disk, which boots with the same passphrase ($(( $(date +%s) - t0 )) s in all)"
     ;;
   self|plug)
     # Issue 16: system A backs itself up at reboot (self), or by itself when

@@ -225,9 +225,13 @@ fn refuse_in_use(system: &str, vg: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The same block device (by device number: a mapping has two names).
 fn same_device(a: &str, b: &Path) -> bool {
-    let ca = std::fs::canonicalize(a).ok();
-    ca.is_some() && ca == std::fs::canonicalize(b).ok()
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.rdev() == y.rdev(),
+        _ => false,
+    }
 }
 
 /// Opens one container with a key that opens it: each `--key-file`, else

@@ -194,9 +194,23 @@ pub fn lv_create(vg: &str, name: &str, extents: u64) -> Result<()> {
     checked(lvm("lvcreate").args(["-y", "-an", "-Zn", "-Wn", "-l", &extents.to_string(), "-n", name, vg])).map(drop)
 }
 
-/// A volume's device: `/dev/mapper/VG-LV`, dashes inside the names doubled.
+/// A volume's device (see [`dm_node`]); its mapping is `VG-LV`, dashes inside the names doubled.
 pub fn lv_device(vg: &str, lv: &str) -> PathBuf {
-    Path::new("/dev/mapper").join(format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--")))
+    dm_node(&format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--")))
+}
+
+/// The kernel's node of the mapping `name` (`/dev/dm-N`, as the machine's
+/// scan names devices), else `/dev/mapper/NAME`.
+pub fn dm_node(name: &str) -> PathBuf {
+    let found = std::fs::read_dir("/sys/class/block").ok().and_then(|rd| {
+        rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| {
+            n.starts_with("dm-") && std::fs::read_to_string(Path::new("/sys/class/block").join(n).join("dm/name")).is_ok_and(|t| t.trim() == name)
+        })
+    });
+    match found {
+        Some(n) => Path::new("/dev").join(n),
+        None => Path::new("/dev/mapper").join(name),
+    }
 }
 
 /// Waits for udev to have seen a new device (where there is a udev).
@@ -239,7 +253,7 @@ impl Opened {
         }
         self.items.push((What::Luks, name.to_string()));
         settle();
-        Ok(Path::new("/dev/mapper").join(name))
+        Ok(dm_node(name))
     }
 
     /// Activates every logical volume of `vg`, read-only unless not `read_only`.

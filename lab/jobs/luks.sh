@@ -1,0 +1,174 @@
+# The luks scenario's guest side (issue 13; run.sh on the job disk, run by
+# lab-job at multi-user in every system of the encrypted PC): what to do
+# depends on the phase the host wrote (file `phase`) and on which system
+# this is. Lines starting with "luks:" are the host's to check; files left
+# on the job disk say which steps finished.
+set -u
+. ./env              # SLOT_A, SLOT_B, BLANK, FULL, MEDIA_PASS, B_PASS
+phase=$(cat phase)
+me=$(hostname)
+say() { echo "luks: $me: $*"; }
+fail() { say "FAILED: $*"; sync; systemctl poweroff; exit 1; }
+run() { # COMMAND…: shown with its output and exit code
+  echo "+ $*"
+  "$@" 2>&1
+  rc=$?
+  echo "= exit $rc"
+  return $rc
+}
+# Runs COMMAND… with its output kept in FILE (and shown); its exit code.
+run_into() { # FILE COMMAND…
+  f=$1; shift
+  echo "+ $*"
+  "$@" > "$f" 2>&1; rc=$?; cat "$f"; echo "= exit $rc"
+  return $rc
+}
+entry() { efibootmgr | grep -E "^Boot[0-9A-F]{4}\* $1([[:space:]]|\$)" | head -1 | cut -c5-8; }
+boot_into() { # LABEL: BootNext, then power off: the host starts the next boot
+  n=$(entry "$1")
+  [ -n "$n" ] || fail "no firmware entry $1: $(efibootmgr | tr '\n' ' ')"
+  efibootmgr --bootnext "$n" >/dev/null
+  say "rebooting into $1"
+  sync; systemctl poweroff; exit 0
+}
+install_crossback() {
+  command -v crossback >/dev/null || run dpkg -i ./crossback.deb || fail "dpkg -i crossback"
+}
+state() {
+  echo "failed-units: $(systemctl --failed --no-legend --plain | awk '{print $1}' | grep -v '^lab-job' | sort | tr '\n' ' ')"
+  echo "dpkg-verify: $(dpkg --verify 2>&1 | sort | tr '\n' ' ')"
+  lab-data-state
+}
+# B's layers as lvm2 and cryptsetup name them (with its container open).
+uuids() { # LUKS-DEVICE
+  echo "luks $(cryptsetup luksUUID "$1")"
+  echo "pv $(pvs --noheadings -o pv_uuid,vg_name 2>/dev/null | awk '$2 == "vgb" {print $1}')"
+  echo "vg $(vgs --noheadings -o vg_uuid vgb 2>/dev/null | tr -d ' ')"
+  lvs --noheadings -o lv_name,lv_uuid vgb 2>/dev/null | awk '{print "lv " $1 " " $2}' | sort
+}
+# Nothing of crossback's left open: no mapping of its own, vgb inactive.
+nothing_open() { # WHEN
+  if dmsetup ls 2>/dev/null | grep -q crossback-; then fail "$1: crossback left a mapping open: $(dmsetup ls | tr '\n' ' ')"; fi
+  if lvs --noheadings -o lv_active vgb 2>/dev/null | grep -q active; then fail "$1: vgb is still active"; fi
+}
+A=debian-bookworm
+B=debian-trixie
+printf '%s' "$B_PASS" > /run/b.pass
+printf 'not the passphrase' > /run/wrong.pass
+printf '%s\n' "$MEDIA_PASS" > /run/media.pass
+export CROSSBACK_PASSPHRASE_FILE=/run/media.pass CROSSBACK_SCRYPT_WORK_FACTOR=12
+
+case "$phase:$me" in
+  backup:system-b)
+    # B as it runs, before any backup: compared after its restore.
+    state > state-before-system-b
+    uuids "$(cryptsetup status b_crypt | sed -n 's/^ *device: *//p')" > layers-before
+    cat layers-before
+    touch done-b
+    boot_into debian-a ;;
+  backup:system-a)
+    [ -e done-b ] || boot_into debian-b
+    install_crossback
+    part=$(blkid -t TYPE=crypto_LUKS -o device | head -1)
+    [ -n "$part" ] || fail "no LUKS container found"
+    # init opens B's container read-only to find B, and closes it.
+    run_into init.out crossback init --yes --key-file /run/b.pass || fail "init"
+    grep -q "opened the LUKS container $part .* read-only" init.out || fail "init did not open the container read-only"
+    grep -q "activated volume group vgb read-only" init.out || fail "init did not activate vgb read-only"
+    grep -q "^luks = \[\"$(cryptsetup luksUUID "$part")\"\]" /etc/crossback/config.toml || fail "the configuration does not name B's container"
+    grep -q '^lvm = \["vgb"\]' /etc/crossback/config.toml || fail "the configuration does not name vgb"
+    nothing_open "after init"
+    run crossback media prepare "$SLOT_A" "$SLOT_B" --encrypt || fail "media prepare"
+    slot_gens() { mkdir -p /mnt/s; mount -o ro UUID="$SLOT_A" /mnt/s; ls /mnt/s/crossback | grep -c '^gen-'; umount /mnt/s; }
+
+    # Refused, nothing opened, nothing written: a wrong passphrase.
+    run_into wrong.out crossback backup "$B" --key-file /run/wrong.pass && fail "a wrong passphrase was accepted"
+    grep -q "error\[container-key\]" wrong.out || fail "a wrong passphrase: not refused as container-key"
+    nothing_open "after a wrong passphrase"
+    [ "$(slot_gens)" = 0 ] || fail "a refused backup wrote a generation"
+    # The container open read-write elsewhere.
+    cryptsetup open --key-file /run/b.pass "$part" b_crypt || fail "opening the container by hand"
+    udevadm settle
+    vgchange -an vgb >/dev/null 2>&1
+    run_into open.out crossback backup "$B" --key-file /run/b.pass && fail "a container open read-write elsewhere was accepted"
+    grep -q "error\[container-open\]" open.out || fail "a container open elsewhere: not refused as container-open"
+    [ -e /dev/mapper/b_crypt ] || fail "crossback closed a container it did not open"
+    # A volume of vgb active read-write and in use.
+    vgchange -ay vgb >/dev/null || fail "activating vgb by hand"
+    sleep 300 < /dev/mapper/vgb-root &
+    holder=$!
+    sleep 1
+    run_into inuse.out crossback backup "$B" --key-file /run/b.pass && fail "a volume in use was accepted"
+    grep -q "error\[volume-in-use\]" inuse.out || fail "a volume in use: not refused as volume-in-use"
+    kill $holder; wait $holder 2>/dev/null
+    vgchange -an vgb >/dev/null && cryptsetup close b_crypt || fail "closing the container by hand"
+    [ "$(slot_gens)" = 0 ] || fail "a refused backup wrote a generation"
+    say "refused by kind, nothing written: a wrong passphrase, the container open elsewhere, a volume in use"
+
+    # Killed in the middle: the guard closes what it opened.
+    crossback backup "$B" --key-file /run/b.pass > killed.out 2>&1 &
+    cb=$!
+    for _ in $(seq 1 300); do grep -q "archiving\|entries" killed.out 2>/dev/null && break; lvs --noheadings -o lv_active vgb 2>/dev/null | grep -q active && break; sleep 0.2; done
+    sleep 2
+    kill -9 $cb; wait $cb 2>/dev/null
+    for _ in $(seq 1 100); do dmsetup ls 2>/dev/null | grep -q crossback- || break; sleep 0.2; done
+    cat killed.out
+    nothing_open "after crossback was killed (kill -9)"
+    say "killed during the backup: its guard closed the volume group and the container"
+
+    run_into backup.out crossback backup "$B" --key-file /run/b.pass || fail "backup of B"
+    grep -q "opened the LUKS container $part .* read-only" backup.out || fail "backup did not open the container read-only"
+    nothing_open "after the backup"
+    run crossback status || fail "status"
+    run crossback verify || fail "verify"
+    # mount opens it until umount; chroot (read-write) until it ends.
+    run crossback mount "$B" --key-file /run/b.pass || fail "mount"
+    grep -q trixie "/mnt/crossback/$B/etc/os-release" || fail "B's root is not what mount shows"
+    findmnt -n -o OPTIONS "/mnt/crossback/$B" | grep -q '^ro' || fail "mount is not read-only"
+    run crossback umount "$B" || fail "umount"
+    nothing_open "after umount"
+    run crossback chroot "$B" --key-file /run/b.pass -- sh -c 'touch /lab-data/chroot-was-here && grep VERSION_CODENAME /etc/os-release' || fail "chroot"
+    nothing_open "after chroot"
+    touch done-a
+    say "backed up B from A"
+    sync; systemctl poweroff ;;
+  rescue:rescue)
+    install_crossback
+    run crossback init --yes || fail "init in the rescue system"
+    run crossback status
+    # A disk as large as the old one: the volume group comes back as
+    # recorded, UUIDs and all. Checked, then wiped (its UUIDs would clash).
+    run_into full.out crossback restore --bare-metal --disk "$FULL" --yes --key-file /run/b.pass || fail "restore --disk onto the full-size disk"
+    grep -q "volume group vgb on .*: made again as recorded" full.out || fail "vgb was not made as recorded on the full-size disk"
+    cryptsetup open --key-file /run/b.pass "${FULL}5" chk || fail "the passphrase does not open the restored container"
+    udevadm settle; vgchange -ay vgb >/dev/null
+    uuids "${FULL}5" > layers-full
+    diff layers-before layers-full || fail "the container's, PV's, VG's or LVs' UUIDs differ on the full-size disk"
+    vgchange -an vgb >/dev/null; cryptsetup close chk
+    wipefs -q -a "${FULL}5" "${FULL}4" "${FULL}1" && wipefs -q -a "$FULL" && blockdev --rereadpt "$FULL" && udevadm settle || fail "wiping the full-size disk"
+    say "full-size disk: restored as recorded (same UUIDs everywhere), then wiped"
+    # The smaller disk: vgb's volumes shrink to fit.
+    run_into small.out crossback restore --bare-metal --disk "$BLANK" --yes --key-file /run/b.pass || fail "restore --disk onto the smaller disk"
+    grep -q "volume group vgb on .*: made again smaller" small.out || fail "vgb was not made smaller on the smaller disk"
+    n=$(entry debian-b); [ -n "$n" ] || fail "no entry debian-b after the restore"
+    efibootmgr --bootnext "$n" >/dev/null
+    run efibootmgr
+    touch done-rescue
+    say "restored B onto the smaller disk"
+    sync; systemctl poweroff ;;
+  restored:system-b)
+    state > state-after-system-b
+    diff state-before-system-b state-after-system-b || fail "the restored B differs from the one backed up (above)"
+    grep -qx "$(head -1 /lab-data/expected)" state-after-system-b || fail "machine-id changed"
+    [ "$(findmnt -n -o SOURCE /)" = /dev/mapper/vgb-root ] || fail "/ is not vgb-root"
+    part=$(cryptsetup status b_crypt | sed -n 's/^ *device: *//p')
+    [ "$(cryptsetup luksUUID "$part")" = "$(sed -n 's/^luks //p' layers-before)" ] || fail "the container's UUID changed"
+    cryptsetup open --test-passphrase --key-file /run/b.pass "$part" || fail "B's passphrase does not open the restored container"
+    swapon --noheadings --show=NAME | grep -q dm- || fail "the swap volume is not in use"
+    test -e /lab-data/chroot-was-here && fail "a change made after the backup came back"
+    say "restored B boots from vgb-root (unlocked by its initramfs), its passphrase opens the container, swap on, state as before: $(systemctl is-system-running)"
+    touch done-restored
+    sync; systemctl poweroff ;;
+  *)
+    fail "nothing to do in phase $phase" ;;
+esac
