@@ -3,7 +3,7 @@
 //! Linux systems and slots on its filesystems.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use crossback_host::blockdev::{self, Device, Spec};
@@ -157,7 +157,52 @@ pub struct System {
     /// Swap partitions named by fstab, with their device and type as found
     /// (`swsuspend` when a hibernation image is in them).
     pub swap: Vec<Filesystem>,
+    /// The LUKS containers and volume groups it sits in, as they are now.
+    pub layers: Vec<LayerState>,
     pub warnings: Vec<String>,
+}
+
+/// A container or volume group a system sits in, as found now.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerState {
+    /// `luks` or `lvm`.
+    pub kind: &'static str,
+    /// The container's UUID, the volume group's name.
+    pub name: String,
+    /// The container's device, when attached.
+    pub device: Option<PathBuf>,
+    /// `locked`, `open`, `open read-only`, `not attached`; `active`, `inactive` for a volume group.
+    pub state: String,
+}
+
+impl System {
+    /// A container it sits in is locked (or not attached).
+    pub fn locked(&self) -> bool {
+        self.layers.iter().any(|l| l.kind == "luks" && l.state != "open" && l.state != "open read-only")
+    }
+}
+
+/// The state of the layers a configured system sits in (no tool run: sysfs).
+fn layer_states(m: &Machine, cfg: &SystemConfig) -> Vec<LayerState> {
+    let sys = |name: &str, f: &str| std::fs::read_to_string(Path::new("/sys/class/block").join(name).join(f)).map(|t| t.trim().to_string()).unwrap_or_default();
+    let mut out = Vec::new();
+    for u in &cfg.luks {
+        let dev = m.devices.iter().find(|d| d.fstype == "crypto_LUKS" && d.uuid.eq_ignore_ascii_case(u));
+        let state = match dev.map(crate::unlock::holders) {
+            None => "not attached".to_string(),
+            Some(h) if h.is_empty() => "locked".to_string(),
+            Some(h) => if sys(&h[0], "ro") == "1" { "open read-only" } else { "open" }.to_string(),
+        };
+        out.push(LayerState { kind: "luks", name: u.clone(), device: dev.map(|d| d.path.clone()), state });
+    }
+    let dms: Vec<String> = std::fs::read_dir("/sys/class/block")
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("dm-")).collect())
+        .unwrap_or_default();
+    for vg in &cfg.lvm {
+        let active = dms.iter().any(|d| sys(d, "dm/uuid").starts_with("LVM-") && crate::unlock::vg_of_dm_name(&sys(d, "dm/name")).as_deref() == Some(vg));
+        out.push(LayerState { kind: "lvm", name: vg.clone(), device: None, state: if active { "active" } else { "inactive" }.into() });
+    }
+    out
 }
 
 /// A system found on the machine by `init`.
@@ -292,6 +337,7 @@ pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
         filesystems: Vec::new(),
         swap_files: Vec::new(),
         swap: Vec::new(),
+        layers: layer_states(m, cfg),
         warnings: Vec::new(),
     };
     let root_dev = m.by_uuid(&root_uuid)?;

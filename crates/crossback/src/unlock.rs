@@ -203,13 +203,28 @@ fn open_system(
             // Active and unused: used as it is (each filesystem is set read-only while read).
             continue;
         }
-        if !active.is_empty() {
-            unlock::deactivate(vg).with_context(|| format!("deactivating {vg}, which udev activated when its container was opened"))?;
-        }
-        opened.activate_vg(vg, access != Access::Write).with_context(|| format!("activating the volume group {vg} of {name}"))?;
-        println!("activated volume group {vg}{}", if access == Access::Write { "" } else { " read-only" });
+        activate(opened, vg, access != Access::Write).with_context(|| format!("activating the volume group {vg} of {name}"))?;
     }
     Ok(())
+}
+
+/// Activates `vg` as crossback's own. On a container crossback just opened,
+/// lvm2's udev rules activate it too, read-write and in the background:
+/// what they activated is deactivated first, and once more if they came
+/// between (its volumes must be read-only when `read_only`).
+fn activate(opened: &mut Opened, vg: &str, read_only: bool) -> anyhow::Result<()> {
+    for _ in 0..3 {
+        if unlock::lvs(vg)?.iter().any(|l| l.active()) {
+            unlock::deactivate(vg).with_context(|| format!("deactivating {vg}, which udev activated when its container was opened"))?;
+        }
+        opened.activate_vg(vg, read_only)?;
+        let lvs = unlock::lvs(vg)?;
+        if !read_only || lvs.iter().filter(|l| l.active()).all(|l| l.attr.chars().nth(1) == Some('r')) {
+            println!("activated volume group {vg}{}", if read_only { " read-only" } else { "" });
+            return Ok(());
+        }
+    }
+    refuse!(Refusal::VolumeInUse, "volume group {vg} keeps being activated read-write by something else (lvm2's udev rules?): crossback did not read it")
 }
 
 /// Refuses a volume group with a volume active read-write and in use.
@@ -316,13 +331,20 @@ pub fn open_all(m: &Machine) -> anyhow::Result<Opened> {
     }) else {
         return Ok(opened);
     };
+    // Groups on the containers just opened (udev may have activated them
+    // already), and groups nobody activated.
+    let ours: Vec<String> = unlock::pvs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| opened.mappings().iter().any(|m| same_device(&p.device, &unlock::dm_node(m))))
+        .map(|p| p.vg)
+        .collect();
     for (vg, l) in lvs {
-        if l.iter().any(|l| l.active()) {
+        if l.iter().any(|l| l.active()) && !ours.contains(&vg) {
             continue;
         }
-        match opened.activate_vg(&vg, true) {
-            Ok(()) => println!("activated volume group {vg} read-only"),
-            Err(e) => eprintln!("warning: volume group {vg} was not activated: {e}"),
+        if let Err(e) = activate(&mut opened, &vg, true) {
+            eprintln!("warning: volume group {vg} was not activated: {e:#}");
         }
     }
     Ok(opened)

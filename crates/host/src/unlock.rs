@@ -275,6 +275,11 @@ impl Opened {
         self.items.is_empty()
     }
 
+    /// The names of the containers it opened.
+    pub fn mappings(&self) -> Vec<String> {
+        self.items.iter().filter(|(w, _)| *w == What::Luks).map(|(_, n)| n.clone()).collect()
+    }
+
     /// Leaves everything open past this process (`crossback mount`): the
     /// records name `tag` instead of a pid, and [`close_kept`] closes them.
     pub fn keep(mut self, tag: &str) -> Result<()> {

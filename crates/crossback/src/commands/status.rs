@@ -242,6 +242,8 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
     for s in &st.systems {
         let state = if s.running {
             "running now"
+        } else if s.locked() && !s.filesystems.iter().all(|f| f.found) {
+            "locked (in an encrypted container: backup, mount and chroot open it)"
         } else if s.filesystems.iter().all(|f| f.found) {
             "offline"
         } else {
@@ -252,6 +254,11 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
             let sv = f.subvol.as_ref().map(|s| format!(" subvol={s}")).unwrap_or_default();
             let at = f.device.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "MISSING".into());
             println!("      {:<12} {:<6} {}{}  {}", f.mountpoint, output::text(&f.fstype), output::text(&f.spec), output::text(&sv), at);
+        }
+        for l in &s.layers {
+            let what = if l.kind == "luks" { "in LUKS container" } else { "in LVM volume group" };
+            let at = l.device.as_ref().map(|d| format!(" on {}", d.display())).unwrap_or_default();
+            println!("      {what} {}{at}: {}", output::text(&l.name), l.state);
         }
         for w in &s.warnings {
             println!("      warning: {}", output::text(w));

@@ -21,6 +21,17 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     // With --against-source: archives that could not be compared (their
     // system not offline, not attached, not configured).
     let mut not_compared = 0;
+    // Compared with the systems: encrypted and LVM ones opened read-only.
+    let (_opened, m) = if a.against_source {
+        let wanted: Vec<&crate::config::SystemConfig> = cfg.systems.iter().filter(|s| a.system.as_ref().is_none_or(|n| n == s.name.get_ref())).collect();
+        let (opened, m, failed) = crate::unlock::open_for(&wanted, crate::unlock::Access::Read)?;
+        for (name, e) in failed {
+            println!("  {name}: its containers were not opened: {e:#}");
+        }
+        (Some(opened), m)
+    } else {
+        (None, m)
+    };
     let systems = if a.against_source { machine::systems(&m, &cfg)? } else { Vec::new() };
     for s in &slot_list {
         if a.slot.as_deref().and_then(SlotId::parse).is_some_and(|l| l != s.id) {
@@ -88,6 +99,19 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                         None => {
                             not_compared += rec.archives.len();
                             println!("  {}: not in the configuration; NOT COMPARED", rec.name)
+                        }
+                    }
+                }
+                // The LUKS headers kept beside the archives.
+                if let Ok(b) = crate::backups::find(&slot_list, &rec.name, Some(generation.seq)) {
+                    for l in &b.mounts.luks {
+                        checked += 1;
+                        match b.luks_header(l) {
+                            Ok(_) => println!("  {} LUKS header of {} ok ({})", rec.name, l.uuid, output::bytes(l.header_bytes)),
+                            Err(e) => {
+                                damaged += 1;
+                                println!("  {} LUKS header of {} DAMAGED: {e:#}", rec.name, l.uuid);
+                            }
                         }
                     }
                 }
