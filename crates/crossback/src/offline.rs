@@ -258,6 +258,7 @@ mod tests {
             filesystems: vec![fs("/", "sda2"), fs("/home", "sda3")],
             swap_files: Vec::new(),
             swap: Vec::new(),
+            layers: Vec::new(),
             warnings: Vec::new(),
         };
         (m, sys)

@@ -130,7 +130,10 @@ pub fn open_one(cfg: &crate::config::Config, name: &str, access: Access) -> anyh
     }
 }
 
-/// One system's containers, then its volume groups.
+/// One system's containers, then its volume groups, in two passes: a
+/// container whose key file the system's own crypttab names is opened with
+/// it as soon as the system's root can be read (the root may sit in one of
+/// the others); the rest with `--key-file` or the passphrase asked.
 fn open_system(
     opened: &mut Opened,
     m: &Machine,
@@ -141,71 +144,127 @@ fn open_system(
     done: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let name = s.name.get_ref();
-    for uuid in &s.luks {
-        let uuid = uuid.to_ascii_lowercase();
-        if done.contains(&uuid) {
+    let mut fresh = None;
+    for last in [false, true] {
+        // The second pass sees what the first opened.
+        let m: &Machine = if last { fresh.insert(Machine::scan(&[])?) } else { m };
+        for uuid in &s.luks {
+            let uuid = uuid.to_ascii_lowercase();
+            if done.contains(&uuid) {
+                continue;
+            }
+            let Some(dev) = m.devices.iter().find(|d| d.fstype == "crypto_LUKS" && d.uuid.eq_ignore_ascii_case(&uuid)) else {
+                if last {
+                    eprintln!("warning: {name} sits in the LUKS container UUID={uuid}, which is not attached");
+                }
+                continue;
+            };
+            if let Some(dm) = holders(dev).first() {
+                check_open_elsewhere(s, dev, dm, &uuid, access, running)?;
+                done.push(uuid);
+                continue;
+            }
+            let rw = access == Access::Write;
+            if let Some((path, key)) = crypttab_key(m, s, dev) {
+                match opened.open_luks(&dev.path, &unlock::mapping_name(&uuid), key.expose_secret(), !rw) {
+                    Ok(p) => {
+                        println!(
+                            "opened the LUKS container {} (UUID={uuid}){} with the key file {path} that {name}'s crypttab names",
+                            dev.path.display(),
+                            if rw { "" } else { " read-only" }
+                        );
+                        ours_luks.push(p);
+                        done.push(uuid);
+                        continue;
+                    }
+                    Err(OpenError::WrongKey(_)) => eprintln!("note: the key file {path} that {name}'s crypttab names does not open {}", dev.path.display()),
+                    Err(OpenError::Other(e)) => {
+                        return Err(
+                            anyhow::Error::new(e).context(format!("opening {} with the key file {path} that {name}'s crypttab names", dev.path.display()))
+                        )
+                    }
+                }
+            }
+            if !last {
+                continue;
+            }
+            let mapped = open_luks(opened, dev, &uuid, name, rw)?;
+            ours_luks.push(mapped);
+            done.push(uuid);
+        }
+        if s.lvm.is_empty() {
             continue;
         }
-        let Some(dev) = m.devices.iter().find(|d| d.fstype == "crypto_LUKS" && d.uuid.eq_ignore_ascii_case(&uuid)) else {
-            eprintln!("warning: {name} sits in the LUKS container UUID={uuid}, which is not attached");
-            continue;
-        };
-        if let Some(dm) = holders(dev).first() {
-            let dm_name = sys_text(dm, "dm/name");
-            let writable = sys_text(dm, "ro") == "0";
-            if access == Access::Read && writable && !dm_name.starts_with("crossback-") && !running.contains(&uuid) {
-                // A volume in use on it says more than the open container.
-                for vg in &s.lvm {
+        let pvs = unlock::pvs()?;
+        for vg in &s.lvm {
+            if done.contains(vg) {
+                continue;
+            }
+            let lvs = unlock::lvs(vg).unwrap_or_default();
+            if lvs.is_empty() {
+                if last {
+                    eprintln!("warning: {name} sits in the volume group {vg}, which was not found (is its disk attached, its container open?)");
+                }
+                continue;
+            }
+            done.push(vg.clone());
+            // On a container crossback just opened, lvm2's udev rules may have
+            // activated it already: then crossback activates it again, as asked.
+            let on_ours = pvs.iter().any(|p| &p.vg == vg && ours_luks.iter().any(|o| same_device(&p.device, o)));
+            if lvs.iter().any(|l| l.active()) && !on_ours {
+                if access == Access::Read {
                     refuse_in_use(name, vg)?;
                 }
-                refuse!(
-                    Refusal::ContainerOpen,
-                    "{name} sits in the LUKS container {} (UUID={uuid}), which is open read-write as /dev/mapper/{dm_name}: something may be writing to it. Close it (`vgchange -an` its volume groups, then `cryptsetup close {dm_name}`) and run again: crossback opens it read-only itself. Nothing was opened",
-                    dev.path.display()
-                );
+                // Active and unused: used as it is (each filesystem is set read-only while read).
+                continue;
             }
-            if access == Access::Write && !writable {
-                refuse!(
-                    Refusal::ContainerOpen,
-                    "{name} sits in the LUKS container {} (UUID={uuid}), which is open read-only as /dev/mapper/{dm_name}: close it first to change the system",
-                    dev.path.display()
-                );
-            }
-            done.push(uuid);
-            continue;
+            activate(opened, vg, access != Access::Write).with_context(|| format!("activating the volume group {vg} of {name}"))?;
         }
-        let mapped = open_luks(opened, dev, &uuid, name, access == Access::Write)?;
-        ours_luks.push(mapped);
-        done.push(uuid);
-    }
-    if s.lvm.is_empty() {
-        return Ok(());
-    }
-    let pvs = unlock::pvs()?;
-    for vg in &s.lvm {
-        if done.contains(vg) {
-            continue;
-        }
-        done.push(vg.clone());
-        let lvs = unlock::lvs(vg).unwrap_or_default();
-        if lvs.is_empty() {
-            eprintln!("warning: {name} sits in the volume group {vg}, which was not found (is its disk attached, its container open?)");
-            continue;
-        }
-        // On a container crossback just opened, lvm2's udev rules may have
-        // activated it already: then crossback activates it again, as asked.
-        let on_ours = pvs.iter().any(|p| &p.vg == vg && ours_luks.iter().any(|o| same_device(&p.device, o)));
-        let active: Vec<&layers::Lv> = lvs.iter().filter(|l| l.active()).collect();
-        if !active.is_empty() && !on_ours {
-            if access == Access::Read {
-                refuse_in_use(name, vg)?;
-            }
-            // Active and unused: used as it is (each filesystem is set read-only while read).
-            continue;
-        }
-        activate(opened, vg, access != Access::Write).with_context(|| format!("activating the volume group {vg} of {name}"))?;
     }
     Ok(())
+}
+
+/// A container someone else opened (its mapping `dm`): used as it is,
+/// unless it is open read-write and the system is to be read (refused),
+/// or open read-only and it is to be changed.
+fn check_open_elsewhere(s: &SystemConfig, dev: &Device, dm: &str, uuid: &str, access: Access, running: &[String]) -> anyhow::Result<()> {
+    let name = s.name.get_ref();
+    let dm_name = sys_text(dm, "dm/name");
+    let writable = sys_text(dm, "ro") == "0";
+    if access == Access::Read && writable && !dm_name.starts_with("crossback-") && !running.iter().any(|r| r == uuid) {
+        // A volume in use on it says more than the open container.
+        for vg in &s.lvm {
+            refuse_in_use(name, vg)?;
+        }
+        refuse!(
+            Refusal::ContainerOpen,
+            "{name} sits in the LUKS container {} (UUID={uuid}), which is open read-write as /dev/mapper/{dm_name}: something may be writing to it. Close it (`vgchange -an` its volume groups, then `cryptsetup close {dm_name}`) and run again: crossback opens it read-only itself. Nothing was opened",
+            dev.path.display()
+        );
+    }
+    if access == Access::Write && !writable {
+        refuse!(
+            Refusal::ContainerOpen,
+            "{name} sits in the LUKS container {} (UUID={uuid}), which is open read-only as /dev/mapper/{dm_name}: close it first to change the system",
+            dev.path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The key file the system's own crypttab names for `dev`, read from its
+/// root (when the root can be read now): its path and bytes.
+fn crypttab_key(m: &Machine, s: &SystemConfig, dev: &Device) -> Option<(String, SecretBox<Vec<u8>>)> {
+    let root = m.by_uuid(s.root.get_ref()).ok().flatten()?;
+    let insp = crossback_host::inspect::key_files(root, !m.mounts_of(root).is_empty()).ok()?;
+    let found = insp.roots.into_iter().find(|r| r.subvol == s.subvol.clone().unwrap_or_default())?;
+    let entry = layers::parse_crypttab(&found.crypttab).entries.into_iter().find(|e| {
+        e.is_luks() && e.keyfile.is_some() && crossback_host::blockdev::find(&m.devices, &e.source).ok().flatten().is_some_and(|d| d.path == dev.path)
+    })?;
+    let path = entry.keyfile?;
+    let hex = &found.keys.iter().find(|(p, _)| p == &path)?.1;
+    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+    Some((path, SecretBox::new(Box::new(bytes?))))
 }
 
 /// Activates `vg` as crossback's own. On a container crossback just opened,

@@ -172,3 +172,53 @@ fn root_a_restore_whose_recorded_header_does_not_match_or_open_writes_nothing() 
         assert!(records_left().is_empty(), "{:?}", records_left());
     }
 }
+
+/// A container whose key file the system's own crypttab names (a data
+/// disk unlocked from the root, as systemd-cryptsetup does at boot): the
+/// key is taken from there, no passphrase asked; a key file there that does
+/// not open it is said, and the refusal is the usual one.
+#[test]
+fn root_the_key_file_a_systems_crypttab_names_is_tried_first() {
+    if !require_root("root_the_key_file_a_systems_crypttab_names_is_tried_first") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut root = LoopFs::new("ext4", 64);
+    let luks = LoopFs::blank(32);
+    let uuid = luks_format(&luks.device, KEY);
+    make_root(root.path(), "delta", "Delta 4", &format!("UUID={} / ext4 defaults 0 1\n", root.uuid()));
+    std::fs::create_dir_all(root.path().join("etc/keys")).unwrap();
+    std::fs::write(root.path().join("etc/crypttab"), format!("data UUID={uuid} /etc/keys/data.key luks\n")).unwrap();
+    std::fs::write(root.path().join("etc/keys/data.key"), KEY).unwrap();
+    root.unmount();
+    let mut slot_a = LoopFs::new("ext4", 64);
+    let mut slot_b = LoopFs::new("ext4", 64);
+    slot_a.unmount();
+    slot_b.unmount();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args([
+        "init",
+        "--yes",
+        "--devices",
+        &[root.device.clone(), luks.device.clone(), slot_a.device.clone(), slot_b.device.clone()].join(","),
+    ]));
+    ok(crossback(&cfg).args(["media", "prepare", &slot_a.device, &slot_b.device]));
+    let c = std::fs::read_to_string(&cfg).unwrap().replace("name = \"delta\"", &format!("name = \"delta\"\nluks = [\"{uuid}\"]"));
+    std::fs::write(&cfg, c).unwrap();
+    let before = sha256(&luks.device);
+    // The right key file: taken (and the open then fails here, where there is no device-mapper).
+    let out = crossback(&cfg).args(["backup", "delta"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("with the key file /etc/keys/data.key that delta's crypttab names"), "{}", text(&out));
+    assert_ne!(kind(&out), "container-key", "{}", text(&out));
+    // A key file there that does not open it.
+    root.mount(&[]);
+    std::fs::write(root.path().join("etc/keys/data.key"), "stale").unwrap();
+    root.unmount();
+    let out = crossback(&cfg).args(["backup", "delta"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(kind(&out), "container-key", "{}", text(&out));
+    assert!(text(&out).contains("the key file /etc/keys/data.key that delta's crypttab names does not open"), "{}", text(&out));
+    assert_eq!(sha256(&luks.device), before, "the container changed");
+    assert!(records_left().is_empty(), "{:?}", records_left());
+}

@@ -35,7 +35,14 @@ pub struct FoundRoot {
     pub os_release: BTreeMap<String, String>,
     /// The system's `/etc/fstab`, as text (empty if it has none).
     pub fstab: String,
+    /// The system's `/etc/crypttab`, as text (empty if it has none).
+    #[serde(default)]
+    pub crypttab: String,
     pub has_init: bool,
+    /// Only from [`key_files`]: the key files its crypttab names inside the
+    /// system, by path, their bytes in hex.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,12 +61,24 @@ pub struct Inspection {
 /// `mounted_elsewhere`: the device is mounted already (it is then not set
 /// read-only, which would break the other mount).
 pub fn inspect(dev: &Device, mounted_elsewhere: bool) -> Result<Inspection> {
+    run_child(dev, mounted_elsewhere, false)
+}
+
+/// As [`inspect`], and each root's `keys`: the key files its crypttab
+/// names (files inside the system, 64 KiB at most each). Key material:
+/// asked for only to open a container with it.
+pub fn key_files(dev: &Device, mounted_elsewhere: bool) -> Result<Inspection> {
+    run_child(dev, mounted_elsewhere, true)
+}
+
+fn run_child(dev: &Device, mounted_elsewhere: bool, keys: bool) -> Result<Inspection> {
     let exe = std::env::current_exe().map_err(crate::error::ctx(|| "finding crossback's own executable".into()))?;
     let out = Command::new(exe)
         .arg(CHILD_ARG)
         .arg(&dev.path)
         .arg(&dev.fstype)
         .arg(if mounted_elsewhere { "shared" } else { "exclusive" })
+        .args(keys.then_some("keys"))
         .output()
         .map_err(crate::error::ctx(|| format!("starting the inspection of {}", dev.path.display())))?;
     if !out.status.success() {
@@ -104,8 +123,8 @@ pub fn scratch_dir(name: &str) -> Result<std::path::PathBuf> {
 }
 
 fn serve_inner(args: &[String], extra: Look) -> Result<Inspection> {
-    let (dev, fstype, shared) = match args {
-        [_, _, dev, fstype, mode, ..] => (Path::new(dev), fstype.as_str(), mode == "shared"),
+    let (dev, fstype, shared, keys) = match args {
+        [_, _, dev, fstype, mode, rest @ ..] => (Path::new(dev), fstype.as_str(), mode == "shared", rest.first().is_some_and(|k| k == "keys")),
         _ => return Err(Error::Refused("usage: __crossback-inspect DEVICE FSTYPE shared|exclusive".into())),
     };
     crate::ns::enter_private()?;
@@ -130,7 +149,7 @@ fn serve_inner(args: &[String], extra: Look) -> Result<Inspection> {
         }
         Err(e) => return Err(Error::Command(format!("mounting {} ({fstype}) read-only: {e}", dev.display()))),
     }
-    let result = look(&mnt, fstype).map(|mut i| {
+    let result = look(&mnt, fstype, keys).map(|mut i| {
         i.extra = extra(&mnt);
         i
     });
@@ -179,19 +198,30 @@ pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A system root inside `dir`, if there is one.
-pub fn find_root(dir: &Path, subvol: &str) -> Result<Option<FoundRoot>> {
+/// A system root inside `dir`, if there is one; with `keys`, the key
+/// files its crypttab names.
+pub fn find_root(dir: &Path, subvol: &str, keys: bool) -> Result<Option<FoundRoot>> {
     let root = open_root(dir)?;
     let os = read_in_root(&root, "etc/os-release", 1 << 16).or_else(|| read_in_root(&root, "usr/lib/os-release", 1 << 16));
     let Some(os) = os else { return Ok(None) };
     let has_init = ["sbin/init", "usr/sbin/init", "lib/systemd/systemd", "usr/lib/systemd/systemd", "bin/init"].iter().any(|p| exists_in_root(&root, p));
     let fstab = read_in_root(&root, "etc/fstab", 1 << 20).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    Ok(Some(FoundRoot { subvol: subvol.to_string(), os_release: parse_os_release(&String::from_utf8_lossy(&os)), fstab, has_init }))
+    let crypttab = read_in_root(&root, "etc/crypttab", 1 << 20).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let mut found_keys = Vec::new();
+    if keys {
+        for e in crate::layers::parse_crypttab(&crypttab).entries {
+            let Some(path) = e.keyfile.filter(|k| k.starts_with('/') && !k.starts_with("/dev/")) else { continue };
+            if let Some(bytes) = read_in_root(&root, path.trim_start_matches('/'), 64 << 10) {
+                found_keys.push((path, bytes.iter().map(|b| format!("{b:02x}")).collect()));
+            }
+        }
+    }
+    Ok(Some(FoundRoot { subvol: subvol.to_string(), os_release: parse_os_release(&String::from_utf8_lossy(&os)), fstab, crypttab, has_init, keys: found_keys }))
 }
 
-fn look(mnt: &Path, fstype: &str) -> Result<Inspection> {
+fn look(mnt: &Path, fstype: &str, keys: bool) -> Result<Inspection> {
     let mut i = Inspection::default();
-    if let Some(r) = find_root(mnt, "")? {
+    if let Some(r) = find_root(mnt, "", keys)? {
         i.roots.push(r);
     }
     let mut top: Vec<String> =
@@ -203,7 +233,7 @@ fn look(mnt: &Path, fstype: &str) -> Result<Inspection> {
             let p = mnt.join(name);
             if let Ok(st) = rustix::fs::stat(&p) {
                 if st.st_ino == 256 && rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
-                    if let Some(r) = find_root(&p, name)? {
+                    if let Some(r) = find_root(&p, name, keys)? {
                         i.roots.push(r);
                     }
                 }

@@ -203,9 +203,9 @@ pub fn lv_device(vg: &str, lv: &str) -> PathBuf {
 /// scan names devices), else `/dev/mapper/NAME`.
 pub fn dm_node(name: &str) -> PathBuf {
     let found = std::fs::read_dir("/sys/class/block").ok().and_then(|rd| {
-        rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| {
-            n.starts_with("dm-") && std::fs::read_to_string(Path::new("/sys/class/block").join(n).join("dm/name")).is_ok_and(|t| t.trim() == name)
-        })
+        rd.flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("dm-") && std::fs::read_to_string(Path::new("/sys/class/block").join(n).join("dm/name")).is_ok_and(|t| t.trim() == name))
     });
     match found {
         Some(n) => Path::new("/dev").join(n),
