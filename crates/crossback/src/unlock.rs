@@ -278,7 +278,8 @@ fn activate(opened: &mut Opened, vg: &str, read_only: bool) -> anyhow::Result<()
         }
         opened.activate_vg(vg, read_only)?;
         let lvs = unlock::lvs(vg)?;
-        if !read_only || lvs.iter().filter(|l| l.active()).all(|l| l.attr.chars().nth(1) == Some('r')) {
+        // lv_attr's permission: `r` a read-only volume, `R` one activated read-only.
+        if !read_only || lvs.iter().filter(|l| l.active()).all(|l| matches!(l.attr.chars().nth(1), Some('r' | 'R'))) {
             println!("activated volume group {vg}{}", if read_only { " read-only" } else { "" });
             return Ok(());
         }

@@ -621,8 +621,21 @@ fn rewrite_uuids(root: &Dir, tree: &Path, uuid_map: &[(String, String)], system:
 
 fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_uuids: bool, yes: bool, boot_repair: bool) -> anyhow::Result<Outcome> {
     let system = a.system.as_deref().context("checked when the mode was resolved")?;
+    // An encrypted or LVM system restored in place: its containers opened
+    // and volume groups activated (read-write) first, so its filesystems are found.
+    let configured = crate::config::Config::load(path)?;
+    let _layers = match configured.system(system) {
+        Some(sc) if (!sc.luks.is_empty() || !sc.lvm.is_empty()) && explicit.is_empty() => Some(crate::unlock::open_one(&configured, system, crate::unlock::Access::Write)?.0),
+        _ => None,
+    };
     let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, .. } = open(path, system, a.generation, true)?;
     refuse_legacy(&b, system)?;
+    if !b.mounts.luks.is_empty() || !b.mounts.vgs.is_empty() {
+        println!(
+            "note: {system} sat in {}; --bare-metal restores its filesystems onto what is there now (`restore --bare-metal --disk` makes containers and volume groups again)",
+            b.mounts.luks.iter().map(|l| format!("LUKS container {}", l.uuid)).chain(b.mounts.vgs.iter().map(|v| format!("volume group {}", v.name))).collect::<Vec<_>>().join(", ")
+        );
+    }
     let mut targets = targets(&b, &m, explicit, system)?;
     check_targets(&targets, &m, &cfg, new_uuids)?;
     if new_uuids {
