@@ -110,6 +110,7 @@ case "$phase:$me" in
     cb=$!
     for _ in $(seq 1 300); do grep -q "archiving\|entries" killed.out 2>/dev/null && break; lvs --noheadings -o lv_active vgb 2>/dev/null | grep -q active && break; sleep 0.2; done
     sleep 2
+    say "killing crossback (kill -9) with vgb's volumes $(lvs --noheadings -o lv_active vgb | tr -s ' \n' ' ')and $(dmsetup ls | grep -c crossback-) container(s) of its open"
     kill -9 $cb; wait $cb 2>/dev/null
     for _ in $(seq 1 100); do dmsetup ls 2>/dev/null | grep -q crossback- || break; sleep 0.2; done
     cat killed.out
@@ -121,7 +122,9 @@ case "$phase:$me" in
     nothing_open "after the backup"
     run crossback status || fail "status"
     run crossback verify || fail "verify"
-    # mount opens it until umount; chroot (read-write) until it ends.
+    # mount opens it until umount; chroot (read-write) until it ends. The
+    # ESP is B's too: A lets it go meanwhile (offline rule).
+    umount /boot/efi || fail "unmounting A's ESP"
     run crossback mount "$B" --key-file /run/b.pass || fail "mount"
     grep -q trixie "/mnt/crossback/$B/etc/os-release" || fail "B's root is not what mount shows"
     findmnt -n -o OPTIONS "/mnt/crossback/$B" | grep -q '^ro' || fail "mount is not read-only"
@@ -129,6 +132,7 @@ case "$phase:$me" in
     nothing_open "after umount"
     run crossback chroot "$B" --key-file /run/b.pass -- sh -c 'touch /lab-data/chroot-was-here && grep VERSION_CODENAME /etc/os-release' || fail "chroot"
     nothing_open "after chroot"
+    mount /boot/efi || fail "mounting A's ESP again"
     touch done-a
     say "backed up B from A"
     sync; systemctl poweroff ;;
