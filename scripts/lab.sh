@@ -32,8 +32,10 @@
 #          mid-backup, its guard closes what it opened; B backed up onto an
 #          encrypted media, verified, mounted, chrooted. A rescue system
 #          restores B with `restore --disk` onto a disk as large as the old
-#          one (the volume group as recorded: every UUID the same; then
-#          wiped) and onto a blank one of 80 % the size (volumes shrunk);
+#          one with a new master key (--new-luks-key: the container's UUID
+#          kept, B's key file added, the old passphrase refused; the volume
+#          group as recorded: every UUID the same; then wiped) and onto a
+#          blank one of 80 % the size (its header restored, volumes shrunk);
 #          the smaller disk boots B: the same passphrase opens it, its
 #          state (dpkg --verify, fidelity data, machine-id) as before.
 #   luks-boot  the encrypted PC: as boot, B being unlocked by its initramfs.

@@ -55,6 +55,7 @@ A=debian-bookworm
 B=debian-trixie
 printf '%s' "$B_PASS" > /run/b.pass
 printf 'not the passphrase' > /run/wrong.pass
+printf 'a new passphrase %s' "$B_PASS" > /run/new.pass
 printf '%s\n' "$MEDIA_PASS" > /run/media.pass
 export CROSSBACK_PASSPHRASE_FILE=/run/media.pass CROSSBACK_SCRYPT_WORK_FACTOR=12
 
@@ -140,17 +141,25 @@ case "$phase:$me" in
     install_crossback
     run crossback init --yes || fail "init in the rescue system"
     run crossback status
-    # A disk as large as the old one: the volume group comes back as
-    # recorded, UUIDs and all. Checked, then wiped (its UUIDs would clash).
-    run_into full.out crossback restore --bare-metal --disk "$FULL" --yes --key-file /run/b.pass || fail "restore --disk onto the full-size disk"
+    # A disk as large as the old one, with a new master key and passphrase:
+    # the container keeps its UUID, the volume group comes back as recorded
+    # (UUIDs and all), B's initramfs key file opens it, the old passphrase
+    # does not. Checked, then wiped (its UUIDs would clash).
+    run_into full.out crossback restore --bare-metal --disk "$FULL" --yes --new-luks-key --new-key-file /run/new.pass || fail "restore --disk --new-luks-key onto the full-size disk"
+    grep -q "made with a new master key" full.out || fail "the container was not made with a new key"
     grep -q "volume group vgb on .*: made again as recorded" full.out || fail "vgb was not made as recorded on the full-size disk"
-    cryptsetup open --key-file /run/b.pass "${FULL}5" chk || fail "the passphrase does not open the restored container"
+    grep -q "the key file /etc/cryptsetup-keys.d/b_crypt.key that $B's crypttab names opens it too" full.out || fail "B's key file was not added"
+    cryptsetup open --test-passphrase --key-file /run/b.pass "${FULL}5" && fail "the old passphrase opens the container made with a new key"
+    cryptsetup open --key-file /run/new.pass "${FULL}5" chk || fail "the new passphrase does not open the restored container"
     udevadm settle; vgchange -ay vgb >/dev/null
     uuids "${FULL}5" > layers-full
     diff layers-before layers-full || fail "the container's, PV's, VG's or LVs' UUIDs differ on the full-size disk"
+    mkdir -p /mnt/full && mount -o ro /dev/mapper/vgb-root /mnt/full || fail "mounting the restored root"
+    cryptsetup open --test-passphrase --key-file /mnt/full/etc/cryptsetup-keys.d/b_crypt.key "${FULL}5" || fail "B's own key file does not open the new container"
+    umount /mnt/full
     vgchange -an vgb >/dev/null; cryptsetup close chk
     wipefs -q -a "${FULL}5" "${FULL}4" "${FULL}1" && wipefs -q -a "$FULL" && blockdev --rereadpt "$FULL" && udevadm settle || fail "wiping the full-size disk"
-    say "full-size disk: restored as recorded (same UUIDs everywhere), then wiped"
+    say "full-size disk: restored with a new master key (same UUIDs everywhere, B's key file added, the old passphrase refused), then wiped"
     # The smaller disk: vgb's volumes shrink to fit.
     run_into small.out crossback restore --bare-metal --disk "$BLANK" --yes --key-file /run/b.pass || fail "restore --disk onto the smaller disk"
     grep -q "volume group vgb on .*: made again smaller" small.out || fail "vgb was not made smaller on the smaller disk"

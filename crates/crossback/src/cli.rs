@@ -472,6 +472,15 @@ pub struct RestoreArgs {
     /// With --bare-metal: give the filesystems new UUIDs and rewrite fstab/crypttab.
     #[arg(long)]
     pub new_uuids: bool,
+    /// With --disk: make the LUKS containers with a new master key and a new
+    /// passphrase (asked twice, or --new-key-file) instead of their recorded
+    /// headers; their UUIDs stay, and the key files their system's crypttab
+    /// names are added, so crypttab and the initramfs need no change.
+    #[arg(long, requires = "disk")]
+    pub new_luks_key: bool,
+    /// With --new-luks-key: the new passphrase is FILE's whole content.
+    #[arg(long, value_name = "FILE", requires = "new_luks_key")]
+    pub new_key_file: Option<PathBuf>,
     /// From this generation (default: the newest holding the system).
     #[arg(long)]
     pub generation: Option<u64>,

@@ -171,6 +171,20 @@ fn root_a_restore_whose_recorded_header_does_not_match_or_open_writes_nothing() 
         assert!(!t.status.success(), "a refused restore wrote a partition table: {}", String::from_utf8_lossy(&t.stdout));
         assert!(records_left().is_empty(), "{:?}", records_left());
     }
+    // A new master key asked for with no terminal and no --new-key-file; an
+    // empty one: refused, the disk untouched.
+    let empty = key_file(dir.path(), "empty", "");
+    for (extra, says) in [(vec![], "no terminal to ask on"), (vec!["--new-key-file".to_string(), empty.display().to_string()], "is empty")] {
+        let out = crossback(&cfg)
+            .args(["restore", "--bare-metal", "--disk", &blank.device, "--yes", "--new-luks-key"])
+            .args(&extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(kind(&out), "container-key", "{}", text(&out));
+        assert!(text(&out).contains(says), "{}", text(&out));
+        assert!(!Command::new("sfdisk").args(["--dump", &blank.device]).output().unwrap().status.success(), "a refused restore wrote a partition table");
+    }
 }
 
 /// A container whose key file the system's own crypttab names (a data

@@ -112,6 +112,46 @@ pub fn header_backup(device: &Path, file: &Path) -> Result<()> {
     checked(Command::new("cryptsetup").args(["luksHeaderBackup", "--batch-mode"]).arg(device).arg("--header-backup-file").arg(file)).map(drop)
 }
 
+/// `cryptsetup luksFormat`: a new LUKS2 container on `device` with a new
+/// master key, keeping `uuid` and the data offset (in 512-byte sectors).
+pub fn luks_format(device: &Path, uuid: &str, offset_sectors: u64, key: &[u8]) -> Result<()> {
+    let offset = offset_sectors.to_string();
+    let args: [&std::ffi::OsStr; 9] = [
+        "luksFormat".as_ref(),
+        "--batch-mode".as_ref(),
+        "--type".as_ref(),
+        "luks2".as_ref(),
+        "--uuid".as_ref(),
+        uuid.as_ref(),
+        "--offset".as_ref(),
+        offset.as_ref(),
+        device.as_os_str(),
+    ];
+    cryptsetup_with_key(&args, key, device).map_err(|e| match e {
+        OpenError::Other(e) => e,
+        w => Error::Command(w.to_string()),
+    })
+}
+
+/// `cryptsetup luksAddKey`: `new_key` (a key file's bytes) opens the
+/// container too; `key` is one that opens it now.
+pub fn add_key(device: &Path, key: &[u8], new_key: &[u8]) -> Result<()> {
+    let dir = tempdir()?;
+    let file = dir.join("key");
+    let written = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).and_then(|mut f| f.write_all(new_key))
+    };
+    let r = written.map_err(ctx(|| format!("writing {}", file.display()))).and_then(|()| {
+        cryptsetup_with_key(&["luksAddKey".as_ref(), "--batch-mode".as_ref(), device.as_os_str(), file.as_os_str()], key, device).map_err(|e| match e {
+            OpenError::Other(e) => e,
+            w => Error::Command(w.to_string()),
+        })
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
 /// `cryptsetup luksHeaderRestore`: writes the header from `file` onto `device`.
 pub fn header_restore(file: &Path, device: &Path) -> Result<()> {
     checked(Command::new("cryptsetup").args(["luksHeaderRestore", "--batch-mode"]).arg(device).arg("--header-backup-file").arg(file)).map(drop)

@@ -62,7 +62,7 @@ enum Mode {
     BareMetal { devices: Vec<(String, PathBuf)>, new_uuids: bool, yes: bool, boot_repair: bool },
     /// Recreate a disk's partition table, its filesystems, and restore
     /// every system (or the one named) that was on it; then the boot entries.
-    Disk { disk: PathBuf, system: Option<String>, yes: bool, boot_repair: bool },
+    Disk { disk: PathBuf, system: Option<String>, yes: bool, boot_repair: bool, new_key: Option<disk::NewKey> },
 }
 
 fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
@@ -82,7 +82,8 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
             if !a.devices.is_empty() || a.new_uuids {
                 return usage("--disk makes the recorded partitions with their recorded identities: it takes no --device or --new-uuids (for a layout of your own, partition the disk and give --device MOUNTPOINT=DEV)".into());
             }
-            return Ok(Mode::Disk { disk: disk.clone(), system: a.system.clone(), yes: a.yes, boot_repair: !a.no_boot_repair });
+            let new_key = a.new_luks_key.then(|| disk::NewKey { file: a.new_key_file.clone() });
+            return Ok(Mode::Disk { disk: disk.clone(), system: a.system.clone(), yes: a.yes, boot_repair: !a.no_boot_repair, new_key });
         }
         if a.system.is_none() {
             return usage("name the system to restore (only --disk restores every system of a disk)".into());
@@ -258,7 +259,7 @@ pub fn restore(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
     let mode = resolve(&a)?;
     match mode {
         Mode::BareMetal { devices, new_uuids, yes, boot_repair } => bare_metal(path, &a, &devices, new_uuids, yes, boot_repair),
-        Mode::Disk { disk, system, yes, boot_repair } => disk::run(path, &disk, system.as_deref(), a.generation, yes, boot_repair),
+        Mode::Disk { disk, system, yes, boot_repair, new_key } => disk::run(path, &disk, system.as_deref(), a.generation, yes, boot_repair, new_key),
         Mode::Into { to, paths, force } => into_dir(path, &a, to, &paths, force),
     }
 }
@@ -625,7 +626,9 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
     // and volume groups activated (read-write) first, so its filesystems are found.
     let configured = crate::config::Config::load(path)?;
     let _layers = match configured.system(system) {
-        Some(sc) if (!sc.luks.is_empty() || !sc.lvm.is_empty()) && explicit.is_empty() => Some(crate::unlock::open_one(&configured, system, crate::unlock::Access::Write)?.0),
+        Some(sc) if (!sc.luks.is_empty() || !sc.lvm.is_empty()) && explicit.is_empty() => {
+            Some(crate::unlock::open_one(&configured, system, crate::unlock::Access::Write)?.0)
+        }
         _ => None,
     };
     let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, .. } = open(path, system, a.generation, true)?;

@@ -93,7 +93,21 @@ fn contents(m: &Machine, disk: &Path, name: &str) -> anyhow::Result<Vec<String>>
     Ok(found)
 }
 
-pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>, yes: bool, boot_repair: bool) -> anyhow::Result<Outcome> {
+/// `--new-luks-key`: where the new passphrase comes from (None: asked twice).
+#[derive(Debug)]
+pub struct NewKey {
+    pub file: Option<PathBuf>,
+}
+
+pub fn run(
+    path: &Path,
+    disk: &Path,
+    only: Option<&str>,
+    generation: Option<u64>,
+    yes: bool,
+    boot_repair: bool,
+    new_key: Option<NewKey>,
+) -> anyhow::Result<Outcome> {
     let cfg = Config::load(path)?;
     let disk = std::fs::canonicalize(disk).with_context(|| refuse(Refusal::Usage, format!("--disk {}: no such device", disk.display())))?;
     let name = disk.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -243,7 +257,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     }
     // Encrypted and LVM systems: their headers checked and their keys found
     // before anything is written.
-    let prepared = super::layers::prepare(&backups)?;
+    let prepared = super::layers::prepare(&backups, new_key.as_ref())?;
     if !yes && !output::confirm(&format!("Write the partition table to {} and restore?", disk.display()))? {
         refuse!(Refusal::NotConfirmed, "nothing written: pass --yes to restore without asking");
     }
@@ -282,6 +296,11 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
         damaged.extend(r.damaged);
         failed.extend(r.failed);
         fstabs.push((name.clone(), r.fstab));
+    }
+    // A new master key: the key files the restored systems' crypttab names
+    // for their containers open them too (so their initramfs does).
+    if !prepared.is_empty() {
+        super::layers::add_system_keys(&prepared, &backups, &disk, &new)?;
     }
     // The containers and volume groups made: closed before the boot is repaired.
     for why in opened.close() {

@@ -24,9 +24,12 @@ use crate::{output, refuse};
 /// What was read and checked before anything is written.
 pub struct Prepared {
     dir: tempfile::TempDir,
-    /// Each container: its record, its header file, a key that opens it.
+    /// Each container: its record, its header file, a key that opens it
+    /// (the new passphrase with `--new-luks-key`).
     luks: Vec<(LuksRecord, PathBuf, SecretBox<Vec<u8>>)>,
     vgs: Vec<VgRecord>,
+    /// `--new-luks-key`: containers made with a new master key, not their headers.
+    new_key: bool,
 }
 
 impl Prepared {
@@ -38,9 +41,15 @@ impl Prepared {
 /// Reads and checks every recorded container's header and finds its key;
 /// nothing is written. A header that does not match its record, or no
 /// key that opens it, is refused here.
-pub fn prepare(backups: &[SystemBackup]) -> anyhow::Result<Prepared> {
+pub fn prepare(backups: &[SystemBackup], new_key: Option<&super::disk::NewKey>) -> anyhow::Result<Prepared> {
     let dir = tempfile::Builder::new().prefix("crossback-layers-").tempdir_in("/run").context("a private directory under /run for the LUKS headers")?;
-    let mut p = Prepared { dir, luks: Vec::new(), vgs: Vec::new() };
+    let mut p = Prepared { dir, luks: Vec::new(), vgs: Vec::new(), new_key: new_key.is_some() };
+    let has_luks = backups.iter().any(|b| !b.mounts.luks.is_empty());
+    let new_pass = match new_key {
+        Some(_) if !has_luks => refuse!(Refusal::Usage, "--new-luks-key: no system of this disk sat in a LUKS container"),
+        Some(k) => Some(new_passphrase(k)?),
+        None => None,
+    };
     for b in backups {
         for l in &b.mounts.luks {
             if p.luks.iter().any(|(x, _, _)| x.uuid == l.uuid) {
@@ -64,12 +73,18 @@ pub fn prepare(backups: &[SystemBackup]) -> anyhow::Result<Prepared> {
                 );
             }
             let what = format!("{}'s LUKS container {} (its header as backed up)", b.record.name, l.uuid);
-            let ((), key) = crate::unlock::find_key(&what, |k| match unlock::test_key(&file, k) {
-                Ok(()) => Ok(Some(())),
-                Err(OpenError::WrongKey(_)) => Ok(None),
-                Err(OpenError::Other(e)) => Err(anyhow::Error::new(e).context(format!("checking the key of {what}"))),
-            })?;
-            println!("{what}: the key opens it");
+            let key = match &new_pass {
+                Some(k) => SecretBox::new(Box::new(k.expose_secret().clone())),
+                None => {
+                    let ((), key) = crate::unlock::find_key(&what, |k| match unlock::test_key(&file, k) {
+                        Ok(()) => Ok(Some(())),
+                        Err(OpenError::WrongKey(_)) => Ok(None),
+                        Err(OpenError::Other(e)) => Err(anyhow::Error::new(e).context(format!("checking the key of {what}"))),
+                    })?;
+                    println!("{what}: the key opens it");
+                    key
+                }
+            };
             p.luks.push((l.clone(), file, key));
         }
         for v in &b.mounts.vgs {
@@ -93,15 +108,24 @@ pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened) -> anyh
             refuse!(Refusal::Unsupported, "LUKS container {}: its partition {} is not on the recorded disk", l.uuid, l.partuuid);
         };
         let dev = partitions::partition_device(disk, x.number);
-        unlock::header_restore(file, &dev).with_context(|| format!("restoring the LUKS header of {} onto {}", l.uuid, dev.display()))?;
+        if p.new_key {
+            unlock::luks_format(&dev, &l.uuid, l.data_offset / 512, key.expose_secret())
+                .with_context(|| format!("making the LUKS container {} on {}", l.uuid, dev.display()))?;
+        } else {
+            unlock::header_restore(file, &dev).with_context(|| format!("restoring the LUKS header of {} onto {}", l.uuid, dev.display()))?;
+        }
         let uuid = unlock::luks_uuid(&dev)?;
         if uuid != l.uuid.to_ascii_lowercase() {
-            refuse!(Refusal::LayerMismatch, "{} reads as container {uuid} after its header was restored, not {}", dev.display(), l.uuid);
+            refuse!(Refusal::LayerMismatch, "{} reads as container {uuid} after its header was made, not {}", dev.display(), l.uuid);
         }
         let mapped = opened
             .open_luks(&dev, &unlock::mapping_name(&l.uuid), key.expose_secret(), false)
             .map_err(|e| anyhow::anyhow!("opening the restored container {}: {e}", l.uuid))?;
-        println!("LUKS container {} on {}: header restored (its passphrases and key slots as before), opened", l.uuid, dev.display());
+        if p.new_key {
+            println!("LUKS container {} on {}: made with a new master key and the new passphrase (its UUID as before), opened", l.uuid, dev.display());
+        } else {
+            println!("LUKS container {} on {}: header restored (its passphrases and key slots as before), opened", l.uuid, dev.display());
+        }
         made.push((format!("luks:{}", l.uuid), mapped));
     }
     for v in &p.vgs {
@@ -149,6 +173,65 @@ pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened) -> anyh
         }
     }
     Ok(made)
+}
+
+/// The new passphrase of `--new-luks-key`: `--new-key-file`'s whole
+/// content, or asked twice on the terminal.
+fn new_passphrase(k: &super::disk::NewKey) -> anyhow::Result<SecretBox<Vec<u8>>> {
+    if let Some(f) = &k.file {
+        let bytes =
+            std::fs::read(f).map_err(|e| crate::error::refuse(Refusal::ContainerKey, format!("--new-key-file {}: cannot be read ({e})", f.display())))?;
+        if bytes.is_empty() {
+            refuse!(Refusal::ContainerKey, "--new-key-file {} is empty", f.display());
+        }
+        return Ok(SecretBox::new(Box::new(bytes)));
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        refuse!(Refusal::ContainerKey, "--new-luks-key needs the new passphrase, and there is no terminal to ask on: give it with --new-key-file FILE");
+    }
+    let first = rpassword::prompt_password("New passphrase for the restored LUKS containers: ")?;
+    if first.is_empty() || rpassword::prompt_password("The same passphrase again: ")? != first {
+        refuse!(Refusal::ContainerKey, "the two passphrases differ (or are empty): nothing was written");
+    }
+    Ok(SecretBox::new(Box::new(first.into_bytes())))
+}
+
+/// After the data is back, with `--new-luks-key`: each key file a restored
+/// system's own crypttab names for a container made anew is added to it,
+/// so that what unlocks it at boot (its initramfs's copy) still does.
+pub fn add_system_keys(p: &Prepared, backups: &[SystemBackup], disk: &Path, new: &Table) -> anyhow::Result<()> {
+    if !p.new_key {
+        return Ok(());
+    }
+    let m = crate::machine::Machine::scan(&[])?;
+    for b in backups {
+        let Some(root) = b.mounts.filesystems.iter().find(|r| r.mountpoint == "/") else { continue };
+        let Some(dev) = m.by_uuid(&root.uuid)? else { continue };
+        let insp = crossback_host::inspect::key_files(dev, !m.mounts_of(dev).is_empty())?;
+        let Some(found) = insp.roots.into_iter().find(|r| r.subvol == root.subvol.clone().unwrap_or_default().trim_start_matches('/')) else { continue };
+        let crypttab = crossback_host::layers::parse_crypttab(&found.crypttab);
+        for (l, _, key) in p.luks.iter().filter(|(l, _, _)| b.mounts.luks.iter().any(|x| x.uuid == l.uuid)) {
+            let Some(x) = new.partitions.iter().find(|x| x.uuid.eq_ignore_ascii_case(&l.partuuid)) else { continue };
+            let part = partitions::partition_device(disk, x.number);
+            let named = crypttab.entries.iter().filter(|e| matches!(&e.source, crossback_host::blockdev::Spec::Uuid(u) if u.eq_ignore_ascii_case(&l.uuid)));
+            let mut added = false;
+            for e in named {
+                let Some(path) = &e.keyfile else { continue };
+                let Some((_, hex)) = found.keys.iter().find(|(k, _)| k == path) else { continue };
+                let bytes: Vec<u8> = (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+                unlock::add_key(&part, key.expose_secret(), &bytes).with_context(|| format!("adding the key file {path} to the new container {}", l.uuid))?;
+                println!(
+                    "LUKS container {}: the key file {path} that {}'s crypttab names opens it too (its initramfs unlocks it as before)",
+                    l.uuid, b.record.name
+                );
+                added = true;
+            }
+            if !added {
+                println!("LUKS container {}: {} will ask for the new passphrase at boot", l.uuid, b.record.name);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a partition holding a stack must hold at least, in sectors.
