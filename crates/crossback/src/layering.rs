@@ -192,13 +192,13 @@ pub fn plan_lvs(stack: &Stack, partition_size: u64) -> Result<Vec<LvPlan>, Strin
     let min = min_extents(vg);
     let need: u64 = min.iter().sum();
     if need > usable {
-        let what: Vec<String> = vg.lvs.iter().zip(&min).map(|(lv, m)| format!("{} {} MiB", lv.name, m * vg.extent_size >> 20)).collect();
+        let what: Vec<String> = vg.lvs.iter().zip(&min).map(|(lv, m)| format!("{} {} MiB", lv.name, (m * vg.extent_size) >> 20)).collect();
         return Err(format!(
             "volume group {} needs at least {} MiB ({}) and the new partition holds {} MiB of extents{}",
             vg.name,
-            need * vg.extent_size >> 20,
+            (need * vg.extent_size) >> 20,
             what.join(", "),
-            usable * vg.extent_size >> 20,
+            (usable * vg.extent_size) >> 20,
             if luks > 0 { " after the LUKS header" } else { "" }
         ));
     }

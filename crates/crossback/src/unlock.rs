@@ -99,10 +99,10 @@ fn running_containers(m: &Machine) -> Vec<String> {
 /// needs; returns what it opened (closed when dropped), the machine as it
 /// is now, and the systems whose layers could not be opened, with why
 /// (their other systems go on). Systems without layers: nothing to do.
-pub fn open_for(systems: &[&SystemConfig], access: Access) -> anyhow::Result<(Opened, Machine, Vec<(String, anyhow::Error)>)> {
+pub fn open_for(systems: &[&SystemConfig], access: Access) -> anyhow::Result<Unlocked> {
     let mut opened = Opened::default();
     if systems.iter().all(|s| s.luks.is_empty() && s.lvm.is_empty()) {
-        return Ok((opened, Machine::scan(&[])?, Vec::new()));
+        return Ok(Unlocked { opened, machine: Machine::scan(&[])?, failed: Vec::new() });
     }
     // Before anything is opened: a kill from here on is cleaned up.
     crossback_host::ns::start_guard()?;
@@ -116,17 +116,25 @@ pub fn open_for(systems: &[&SystemConfig], access: Access) -> anyhow::Result<(Op
             failed.push((s.name.get_ref().clone(), e));
         }
     }
-    Ok((opened, Machine::scan(&[])?, failed))
+    Ok(Unlocked { opened, machine: Machine::scan(&[])?, failed })
+}
+
+/// What [`open_for`] opened (closed when dropped), the machine as it is
+/// then, and the systems whose layers could not be opened, with why.
+pub struct Unlocked {
+    pub opened: Opened,
+    pub machine: Machine,
+    pub failed: Vec<(String, anyhow::Error)>,
 }
 
 /// For the commands on one system (chroot, mount): its layers opened, or
 /// why not.
 pub fn open_one(cfg: &crate::config::Config, name: &str, access: Access) -> anyhow::Result<(Opened, Machine)> {
     let systems: Vec<&SystemConfig> = cfg.system(name).into_iter().collect();
-    let (opened, m, mut failed) = open_for(&systems, access)?;
-    match failed.pop() {
+    let mut u = open_for(&systems, access)?;
+    match u.failed.pop() {
         Some((_, e)) => Err(e),
-        None => Ok((opened, m)),
+        None => Ok((u.opened, u.machine)),
     }
 }
 

@@ -433,7 +433,7 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     // activated read-only (closed when this returns, or by the guard).
     let wanted_cfg: Vec<&crate::config::SystemConfig> = cfg.systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(s.name.get_ref())).collect();
     let access = if a.frozen { crate::unlock::Access::Frozen } else { crate::unlock::Access::Read };
-    let (_opened, m, mut locked) = crate::unlock::open_for(&wanted_cfg, access)?;
+    let crate::unlock::Unlocked { opened: _opened, machine: m, failed: mut locked } = crate::unlock::open_for(&wanted_cfg, access)?;
     let systems = machine::systems(&m, &cfg)?;
     let wanted: Vec<&System> = systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(&s.name)).collect();
     // A system named that cannot be opened, or nothing else to back up:

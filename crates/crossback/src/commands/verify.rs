@@ -24,11 +24,11 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     // Compared with the systems: encrypted and LVM ones opened read-only.
     let (_opened, m) = if a.against_source {
         let wanted: Vec<&crate::config::SystemConfig> = cfg.systems.iter().filter(|s| a.system.as_ref().is_none_or(|n| n == s.name.get_ref())).collect();
-        let (opened, m, failed) = crate::unlock::open_for(&wanted, crate::unlock::Access::Read)?;
-        for (name, e) in failed {
+        let u = crate::unlock::open_for(&wanted, crate::unlock::Access::Read)?;
+        for (name, e) in u.failed {
             println!("  {name}: its containers were not opened: {e:#}");
         }
-        (Some(opened), m)
+        (Some(u.opened), u.machine)
     } else {
         (None, m)
     };
