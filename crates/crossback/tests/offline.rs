@@ -297,3 +297,35 @@ fn root_mount_rw_writes_to_the_system_and_umount_undoes_it() {
     m.beta.mount(&["ro"]);
     assert_eq!(std::fs::read_to_string(m.beta.path().join("@home/written-through-mount")).unwrap(), "hi\n");
 }
+
+/// A separate /boot with the ESP inside it (/boot/efi), as encrypted
+/// installs have it: mount and chroot mount the tree with /boot/efi on the
+/// /boot filesystem, not refused as "another filesystem in the way".
+#[test]
+fn root_a_mount_point_inside_another_mounted_filesystem_is_mounted_there() {
+    if !require_root("root_a_mount_point_inside_another_mounted_filesystem_is_mounted_there") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut root = crossback_testkit::LoopFs::new("ext4", 64);
+    let mut boot = crossback_testkit::LoopFs::new("ext4", 32);
+    let mut esp = crossback_testkit::LoopFs::new("ext4", 32);
+    std::fs::create_dir_all(boot.path().join("efi")).unwrap();
+    std::fs::write(esp.path().join("marker"), "on the ESP\n").unwrap();
+    let fstab =
+        format!("UUID={} / ext4 defaults 0 1\nUUID={} /boot ext4 defaults 0 2\nUUID={} /boot/efi ext4 defaults 0 2\n", root.uuid(), boot.uuid(), esp.uuid());
+    crossback_testkit::machine::make_root(root.path(), "epsilon", "Epsilon 5", &fstab);
+    for fs in [&mut root, &mut boot, &mut esp] {
+        fs.unmount();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &[root.device.clone(), boot.device.clone(), esp.device.clone()].join(",")]));
+    let at = dir.path().join("m");
+    ok(crossback(&cfg).args(["mount", "epsilon", "--at"]).arg(&at));
+    let seen = std::fs::read_to_string(at.join("boot/efi/marker"));
+    ok(crossback(&cfg).args(["umount", "epsilon"]));
+    assert_eq!(seen.unwrap(), "on the ESP\n");
+    let out = ok(crossback(&cfg).args(["chroot", "epsilon", "--", "cat", "/boot/efi/marker"]));
+    assert_eq!(text(&out), "on the ESP\n");
+}

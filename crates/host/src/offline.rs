@@ -257,6 +257,7 @@ pub fn mount_tree(target: &Path, fs: &[FsMount], rw: bool, set_ro: bool, persist
     mounted.persistent = persistent;
     let mut order: Vec<&FsMount> = fs.iter().collect();
     order.sort_by_key(|m| if m.mountpoint == "/" { 0 } else { m.mountpoint.matches('/').count() });
+    let mut done: Vec<&str> = Vec::new();
     for m in order {
         // The mount point comes from the system's fstab or a slot's record:
         // it must be a plain path, and resolve beneath the target without a
@@ -268,8 +269,18 @@ pub fn mount_tree(target: &Path, fs: &[FsMount], rw: bool, set_ro: bool, persist
         let rel = m.mountpoint.trim_start_matches('/');
         let at = target.join(rel);
         if !rel.is_empty() {
-            let root = crate::beneath::Dir::open(target)?;
-            let found = if rw { root.create_dirs(rel).map(|_| ()) } else { root.dir(rel).map(|_| ()) };
+            // Resolved beneath the deepest filesystem of the tree mounted
+            // above it (`/boot/efi` on a `/boot` of its own): a resolution
+            // beneath the root alone would stop at that mount.
+            let parent = done
+                .iter()
+                .map(|p| p.trim_start_matches('/'))
+                .filter(|p| p.is_empty() || rel.starts_with(&format!("{p}/")))
+                .max_by_key(|p| p.len())
+                .unwrap_or("");
+            let rest = rel[parent.len()..].trim_start_matches('/');
+            let root = crate::beneath::Dir::open(&target.join(parent))?;
+            let found = if rw { root.create_dirs(rest).map(|_| ()) } else { root.dir(rest).map(|_| ()) };
             if let Err(e) = found {
                 return Err(Error::Refused(format!(
                     "mount point {} is not a directory in the system's root ({e}): cannot mount {} there",
@@ -279,6 +290,7 @@ pub fn mount_tree(target: &Path, fs: &[FsMount], rw: bool, set_ro: bool, persist
             }
         }
         mount_one(m, &at, rw, set_ro, &mut mounted)?;
+        done.push(&m.mountpoint);
     }
     Ok(mounted)
 }
