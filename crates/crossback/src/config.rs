@@ -339,6 +339,16 @@ pub fn set_system_root(path: &Path, name: &str, uuid: &str) -> anyhow::Result<()
     })
 }
 
+/// Sets a system's `luks` list (its containers got new UUIDs).
+pub fn set_system_luks(path: &Path, name: &str, uuids: &[String]) -> anyhow::Result<()> {
+    edit(path, |doc| {
+        let systems = doc.get_mut("system").and_then(Item::as_array_of_tables_mut).context("no [[system]] in the configuration")?;
+        let s = systems.iter_mut().find(|t| t.get("name").and_then(Item::as_str) == Some(name)).with_context(|| format!("no system {name:?}"))?;
+        s["luks"] = value(strings(uuids));
+        Ok(())
+    })
+}
+
 /// Writes the configuration durably.
 pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     // The configuration's directory is the user's (it may be a symlink); the

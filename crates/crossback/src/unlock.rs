@@ -51,7 +51,8 @@ pub fn set_key_files(files: Vec<PathBuf>) {
     let _ = KEY_FILES.set(files);
 }
 
-fn key_files() -> &'static [PathBuf] {
+/// The key files given (`--key-file`, `$CROSSBACK_KEY_FILE`).
+pub fn key_files() -> &'static [PathBuf] {
     KEY_FILES.get().map(Vec::as_slice).unwrap_or(&[])
 }
 

@@ -202,4 +202,32 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     assert_eq!(loaders[1], "the newer loader\n", "{}", text(&out));
     assert_eq!(loaders[2], "search.fs_uuid x root\n");
     assert!(text(&out).contains("copied EFI/alpha/grubx64.efi to EFI/BOOT/BOOTX64.EFI"), "{}", text(&out));
+
+    // Once more with new UUIDs: the same table (PARTUUIDs), new filesystem
+    // UUIDs; each system's fstab names its own and the shared ESP's new ones
+    // (the ESP is restored with one system, named by both); the
+    // configuration names the new roots.
+    drop(new);
+    let other = LoopDisk::blank(340);
+    let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &other.device, "--yes", "--new-uuids"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let parts = other.parts();
+    let (esp, alpha_root, beta_root) = (blkid(&parts[0], "UUID"), blkid(&parts[1], "UUID"), blkid(&parts[2], "UUID"));
+    assert!(esp != old.esp_uuid && alpha_root != old.alpha_uuid && beta_root != old.beta_uuid, "{}", text(&out));
+    let after2 = table(&other.device).unwrap();
+    for (b, a) in bp.iter().zip(after2["partitions"].as_array().unwrap()) {
+        assert_eq!(a["uuid"], b["uuid"], "the PARTUUIDs stay");
+    }
+    run(Command::new("mount").args(["-o", "ro"]).arg(&parts[1]).arg(mnt.path()));
+    let alpha_fstab = std::fs::read_to_string(mnt.path().join("etc/fstab"));
+    run(Command::new("umount").arg(mnt.path()));
+    run(Command::new("mount").args(["-o", "ro,subvol=@"]).arg(&parts[2]).arg(mnt.path()));
+    let beta_fstab = std::fs::read_to_string(mnt.path().join("etc/fstab"));
+    run(Command::new("umount").arg(mnt.path()));
+    let (alpha_fstab, beta_fstab) = (alpha_fstab.unwrap(), beta_fstab.unwrap());
+    assert!(alpha_fstab.contains(&format!("UUID={alpha_root} /")) && alpha_fstab.contains(&format!("UUID={esp} /boot/efi")), "{alpha_fstab}");
+    assert!(beta_fstab.contains(&format!("UUID={beta_root} /home")) && beta_fstab.contains(&format!("UUID={esp} /boot/efi")), "{beta_fstab}");
+    assert!(!alpha_fstab.contains(&old.esp_uuid) && !beta_fstab.contains(&old.esp_uuid));
+    let c = std::fs::read_to_string(&cfg).unwrap();
+    assert!(c.contains(&format!("root = \"{alpha_root}\"")) && c.contains(&format!("root = \"{beta_root}\"")), "{c}");
 }

@@ -152,6 +152,17 @@ pub fn add_key(device: &Path, key: &[u8], new_key: &[u8]) -> Result<()> {
     r
 }
 
+/// `cryptsetup luksUUID --uuid`: gives the container a new UUID (its keys stay).
+pub fn set_luks_uuid(device: &Path, uuid: &str) -> Result<()> {
+    checked(Command::new("cryptsetup").args(["luksUUID", "--batch-mode", "--uuid", uuid]).arg(device)).map(drop)
+}
+
+/// A new random UUID, from the kernel.
+pub fn new_uuid() -> Result<String> {
+    let u = std::fs::read_to_string("/proc/sys/kernel/random/uuid").map_err(ctx(|| "reading /proc/sys/kernel/random/uuid".into()))?;
+    Ok(u.trim().to_string())
+}
+
 /// `cryptsetup luksHeaderRestore`: writes the header from `file` onto `device`.
 pub fn header_restore(file: &Path, device: &Path) -> Result<()> {
     checked(Command::new("cryptsetup").args(["luksHeaderRestore", "--batch-mode"]).arg(device).arg("--header-backup-file").arg(file)).map(drop)

@@ -62,7 +62,7 @@ enum Mode {
     BareMetal { devices: Vec<(String, PathBuf)>, new_uuids: bool, yes: bool, boot_repair: bool },
     /// Recreate a disk's partition table, its filesystems, and restore
     /// every system (or the one named) that was on it; then the boot entries.
-    Disk { disk: PathBuf, system: Option<String>, yes: bool, boot_repair: bool, new_key: Option<disk::NewKey> },
+    Disk { disk: PathBuf, system: Option<String>, yes: bool, boot_repair: bool, new_key: Option<disk::NewKey>, new_uuids: bool },
 }
 
 fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
@@ -79,11 +79,18 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
             return usage("--force goes with --to DIR; --bare-metal asks before wiping (--yes answers for you)".into());
         }
         if let Some(disk) = &a.disk {
-            if !a.devices.is_empty() || a.new_uuids {
-                return usage("--disk makes the recorded partitions with their recorded identities: it takes no --device or --new-uuids (for a layout of your own, partition the disk and give --device MOUNTPOINT=DEV)".into());
+            if !a.devices.is_empty() {
+                return usage("--disk makes the recorded partitions: it takes no --device (for a layout of your own, partition the disk and give --device MOUNTPOINT=DEV)".into());
             }
             let new_key = a.new_luks_key.then(|| disk::NewKey { file: a.new_key_file.clone() });
-            return Ok(Mode::Disk { disk: disk.clone(), system: a.system.clone(), yes: a.yes, boot_repair: !a.no_boot_repair, new_key });
+            return Ok(Mode::Disk {
+                disk: disk.clone(),
+                system: a.system.clone(),
+                yes: a.yes,
+                boot_repair: !a.no_boot_repair,
+                new_key,
+                new_uuids: a.new_uuids,
+            });
         }
         if a.system.is_none() {
             return usage("name the system to restore (only --disk restores every system of a disk)".into());
@@ -259,7 +266,9 @@ pub fn restore(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
     let mode = resolve(&a)?;
     match mode {
         Mode::BareMetal { devices, new_uuids, yes, boot_repair } => bare_metal(path, &a, &devices, new_uuids, yes, boot_repair),
-        Mode::Disk { disk, system, yes, boot_repair, new_key } => disk::run(path, &disk, system.as_deref(), a.generation, yes, boot_repair, new_key),
+        Mode::Disk { disk, system, yes, boot_repair, new_key, new_uuids } => {
+            disk::run(path, &disk, system.as_deref(), a.generation, disk::Options { yes, boot_repair, new_key, new_uuids })
+        }
         Mode::Into { to, paths, force } => into_dir(path, &a, to, &paths, force),
     }
 }
@@ -479,7 +488,9 @@ fn show_plan(m: &Machine, targets: &[Target], new_uuids: bool) {
 /// (each filesystem mounted on its own); with `new_uuids`, rewrites the
 /// restored fstab and crypttab. The archives of filesystems not among the
 /// targets (a shared ESP another system's backup restores) are left out.
-fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: bool) -> anyhow::Result<Restored> {
+/// `also`: new UUIDs made elsewhere that this system's files name too (its
+/// LUKS containers', a shared ESP restored with another system).
+fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: bool, also: &[(String, String)]) -> anyhow::Result<Restored> {
     for t in targets.iter() {
         mkfs(t).with_context(|| format!("recreating {}", t.records[0].mountpoint))?;
     }
@@ -550,13 +561,19 @@ fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: b
     if let Some((_, tree)) = dests.iter().find(|(mp, _)| mp == "/") {
         let root = Dir::open(tree)?;
         if new_uuids {
-            let others = rewrite_uuids(&root, tree, &uuid_map, system)?;
+            let mut rewrite: Vec<(String, String)> = uuid_map.clone();
+            rewrite.extend(also.iter().filter(|(old, _)| !uuid_map.iter().any(|(o, _)| o == old)).cloned());
+            let others = rewrite_uuids(&root, tree, &rewrite, system)?;
             let records: Vec<&FsRecord> = targets.iter().flat_map(|t| t.records.iter()).collect();
             // The root's partition number on its recorded disk.
             let root_partuuid = records.iter().find(|r| r.mountpoint == "/").map(|r| r.partuuid.to_lowercase()).unwrap_or_default();
             let root_partition =
                 b.mounts.disks.iter().flat_map(|t| t.partitions.iter()).find(|p| !root_partuuid.is_empty() && p.uuid == root_partuuid).map(|p| p.number);
             grub = grub_of(&dests, &records, root_partition, &others);
+            // A container with a new UUID: the initramfs's copy of crypttab names the old one.
+            if let Some(g) = grub.as_mut() {
+                g.initramfs |= also.iter().any(|(old, _)| b.mounts.luks.iter().any(|l| &l.uuid == old));
+            }
         }
         fstab = root.dir("etc").and_then(|d| d.read_capped("fstab", 1 << 20)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     }
@@ -652,7 +669,7 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
         refuse!(Refusal::NotConfirmed, "nothing written: pass --yes to restore without asking");
     }
     let start = Instant::now();
-    let r = recreate(&b, system, &mut targets, new_uuids)?;
+    let r = recreate(&b, system, &mut targets, new_uuids, &[])?;
     check_fstab(system, &r.fstab)?;
     let _ = slot_mounts.unmount();
     let outcome = report(r.entries, &r.damaged, &r.failed, start);
@@ -662,7 +679,7 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
             println!("{} now names {system}'s new root UUID {}", path.display(), root.1);
         }
         match (&r.grub, boot_repair) {
-            (Some(g), true) => repair_grub(path, system, g)?,
+            (Some(g), true) => repair_grub(path, system, g, crate::unlock::key_files())?,
             (Some(_), false) => println!("boot: left as it is (--no-boot-repair): its bootloader still names the old UUIDs"),
             (None, _) => println!("next: `crossback chroot {system}` to make its bootloader find the new UUIDs (crossback repairs GRUB EFI only)"),
         }
@@ -694,6 +711,8 @@ fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], root_partition: O
     let esp = records.iter().find(|r| r.fstype == "vfat" && matches!(r.mountpoint.as_str(), "/boot/efi" | "/efi" | "/boot"))?;
     let (_, esp_at) = dests.iter().find(|(mp, _)| *mp == esp.mountpoint)?;
     let old_root = records.iter().find(|r| r.mountpoint == "/").map(|r| r.uuid.to_lowercase()).unwrap_or_default();
+    // With /boot apart (encrypted installs), GRUB's image names /boot's filesystem.
+    let old_boot = records.iter().find(|r| r.mountpoint == "/boot" && r.fstype != "vfat").map(|r| r.uuid.to_lowercase());
     let mut id = None;
     if let Ok(efi) = Dir::open(esp_at).and_then(|d| d.dir("EFI").or_else(|_| d.dir("efi"))) {
         for (name, _) in efi.entries().unwrap_or_default() {
@@ -702,11 +721,12 @@ fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], root_partition: O
             // A signed GRUB (shim) reads grub.cfg on the ESP; an unsigned
             // one carries its search in its image: the root's UUID, or (as
             // Debian 12 installs it) the root's partition, `(,gpt2)/boot/grub`.
-            let marks: Vec<String> = [Some(old_root.clone()), root_partition.map(|n| format!("(,gpt{n})/")), root_partition.map(|n| format!("(,msdos{n})/"))]
-                .into_iter()
-                .flatten()
-                .filter(|m| !m.is_empty())
-                .collect();
+            let marks: Vec<String> =
+                [Some(old_root.clone()), old_boot.clone(), root_partition.map(|n| format!("(,gpt{n})/")), root_partition.map(|n| format!("(,msdos{n})/"))]
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| !m.is_empty())
+                    .collect();
             let names_root = |file: &str| {
                 dir.read_capped(file, 16 << 20).is_ok_and(|b| {
                     let text = String::from_utf8_lossy(&b).to_lowercase();
@@ -733,7 +753,7 @@ fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], root_partition: O
 /// Reinstalls GRUB EFI and regenerates its configuration (and the
 /// initramfs when it names an old UUID) with the system's own tools, in a
 /// chroot of the restored system (`crossback chroot`).
-fn repair_grub(path: &Path, system: &str, g: &GrubRepair) -> anyhow::Result<()> {
+fn repair_grub(path: &Path, system: &str, g: &GrubRepair, keys: &[PathBuf]) -> anyhow::Result<()> {
     let mut script = format!("grub-install --target=x86_64-efi --efi-directory={}", g.esp);
     if let Some(id) = &g.id {
         script.push_str(&format!(" --bootloader-id={id}"));
@@ -747,8 +767,13 @@ fn repair_grub(path: &Path, system: &str, g: &GrubRepair) -> anyhow::Result<()> 
     // names the root by UUID only when its link exists.
     let _ = Command::new("udevadm").arg("settle").status();
     let exe = std::env::current_exe().context("finding crossback's own binary")?;
-    let status =
-        Command::new(exe).arg("--config").arg(path).args(["chroot", system, "--", "sh", "-c", &script]).status().context("running crossback chroot")?;
+    // The chroot opens the system's containers: with the same keys.
+    let mut cmd = Command::new(exe);
+    cmd.arg("--config").arg(path);
+    for k in keys {
+        cmd.arg("--key-file").arg(k);
+    }
+    let status = cmd.args(["chroot", system, "--", "sh", "-c", &script]).status().context("running crossback chroot")?;
     if !status.success() {
         refuse!(
             Refusal::BootRepair,

@@ -99,15 +99,20 @@ pub struct NewKey {
     pub file: Option<PathBuf>,
 }
 
-pub fn run(
-    path: &Path,
-    disk: &Path,
-    only: Option<&str>,
-    generation: Option<u64>,
-    yes: bool,
-    boot_repair: bool,
-    new_key: Option<NewKey>,
-) -> anyhow::Result<Outcome> {
+/// How the disk is made again.
+#[derive(Debug)]
+pub struct Options {
+    pub yes: bool,
+    /// The firmware's entries (and, with new UUIDs, GRUB) repaired.
+    pub boot_repair: bool,
+    pub new_key: Option<NewKey>,
+    /// New UUIDs for the filesystems and LUKS containers; fstab and crypttab
+    /// rewritten, GRUB and the initramfs made again in a chroot.
+    pub new_uuids: bool,
+}
+
+pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>, o: Options) -> anyhow::Result<Outcome> {
+    let Options { yes, boot_repair, new_key, new_uuids } = o;
     let cfg = Config::load(path)?;
     let disk = std::fs::canonicalize(disk).with_context(|| refuse(Refusal::Usage, format!("--disk {}: no such device", disk.display())))?;
     let name = disk.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -265,21 +270,37 @@ pub fn run(
     partitions::write(&disk, &new).with_context(|| format!("writing the partition table to {}", disk.display()))?;
     println!("wrote the partition table of disk {} to {}", table.id, disk.display());
     let mut opened = crossback_host::unlock::Opened::default();
-    let made = if prepared.is_empty() { Vec::new() } else { super::layers::make(&prepared, &disk, &new, &mut opened)? };
+    let made = if prepared.is_empty() {
+        super::layers::Made { devices: Vec::new(), luks_uuids: Vec::new() }
+    } else {
+        super::layers::make(&prepared, &disk, &new, &mut opened, new_uuids)?
+    };
+    // New UUIDs made so far (containers, then each system's filesystems): a
+    // system's files that name one are rewritten. A system that owns a
+    // filesystem others share (the ESP) goes first.
+    let mut uuids: Vec<(String, String)> = made.luks_uuids.clone();
+    let mut order: Vec<&SystemBackup> = backups.iter().collect();
+    order.sort_by_key(|b| {
+        !b.mounts.filesystems.iter().any(|r| {
+            newest_of(r).as_deref() == Some(b.record.name.as_str())
+                && backups.iter().filter(|x| x.mounts.filesystems.iter().any(|y| y.uuid == r.uuid)).count() > 1
+        })
+    });
+    let mut repairs = Vec::new();
 
     let m = Machine::scan(&[])?;
     let mut entries = 0;
     let mut damaged = Vec::new();
     let mut failed = Vec::new();
     let mut fstabs = Vec::new();
-    for b in &backups {
+    for b in order {
         let name = &b.record.name;
         let explicit: Vec<(String, PathBuf)> = b
             .mounts
             .filesystems
             .iter()
             .filter_map(|r| {
-                let dev = match made.iter().find(|(on, _)| !r.on.is_empty() && on == &r.on) {
+                let dev = match made.devices.iter().find(|(on, _)| !r.on.is_empty() && on == &r.on) {
                     Some((_, d)) => d.clone(),
                     None => partitions::partition_device(&disk, on_table(&table, &b.mounts, r)?.number),
                 };
@@ -288,19 +309,26 @@ pub fn run(
             .collect();
         let mut ts: Vec<Target> = targets(b, &m, &explicit, name)?;
         ts.retain(|t| newest_of(&t.records[0]).is_none_or(|owner| &owner == name));
-        check_targets(&ts, &m, &cfg, false)?;
+        check_targets(&ts, &m, &cfg, new_uuids)?;
         println!("{name} (backed up {}):", b.record.finished);
-        show_plan(&m, &ts, false);
-        let r = recreate(b, name, &mut ts, false)?;
+        show_plan(&m, &ts, new_uuids);
+        if new_uuids {
+            for t in ts.iter_mut() {
+                t.new_uuid = Some(String::new());
+            }
+        }
+        let r = recreate(b, name, &mut ts, new_uuids, &uuids)?;
         entries += r.entries;
         damaged.extend(r.damaged);
         failed.extend(r.failed);
         fstabs.push((name.clone(), r.fstab));
+        uuids.extend(r.uuid_map.iter().cloned());
+        repairs.push((name.clone(), r.grub));
     }
     // A new master key: the key files the restored systems' crypttab names
     // for their containers open them too (so their initramfs does).
     if !prepared.is_empty() {
-        super::layers::add_system_keys(&prepared, &backups, &disk, &new)?;
+        super::layers::add_system_keys(&prepared, &backups, &disk, &new, &uuids)?;
     }
     // The containers and volume groups made: closed before the boot is repaired.
     for why in opened.close() {
@@ -309,6 +337,9 @@ pub fn run(
     for (name, text) in &fstabs {
         check_fstab(name, text)?;
     }
+    if new_uuids {
+        new_identities(path, &uuids, &repairs, boot_repair, new_key.as_ref())?;
+    }
     if boot_repair {
         repair_boot(&disk, &table, &backups)?;
     } else {
@@ -316,6 +347,41 @@ pub fn run(
     }
     drop(locks);
     Ok(report(entries, &damaged, &failed, start))
+}
+
+/// After `--new-uuids`: the configuration names each system's new root and
+/// containers, and each GRUB EFI system's loader and initramfs are made
+/// again in a chroot (which opens its containers with the same keys).
+fn new_identities(
+    path: &Path,
+    uuids: &[(String, String)],
+    repairs: &[(String, Option<super::GrubRepair>)],
+    boot_repair: bool,
+    new_key: Option<&NewKey>,
+) -> anyhow::Result<()> {
+    let now = |u: &str| uuids.iter().find(|(old, _)| old.eq_ignore_ascii_case(u)).map(|(_, new)| new.clone());
+    let cfg = Config::load(path)?;
+    for (name, _) in repairs {
+        let Some(sc) = cfg.system(name) else { continue };
+        if let Some(root) = now(sc.root.get_ref()) {
+            crate::config::set_system_root(path, name, &root)?;
+        }
+        if !sc.luks.is_empty() {
+            let luks: Vec<String> = sc.luks.iter().map(|u| now(u).unwrap_or_else(|| u.clone())).collect();
+            crate::config::set_system_luks(path, name, &luks)?;
+        }
+        println!("{} now names {name}'s new UUIDs", path.display());
+    }
+    let mut keys: Vec<PathBuf> = crate::unlock::key_files().to_vec();
+    keys.extend(new_key.and_then(|k| k.file.clone()));
+    for (name, grub) in repairs {
+        match (grub, boot_repair) {
+            (Some(g), true) => super::repair_grub(path, name, g, &keys)?,
+            (Some(_), false) => println!("boot: {name}'s GRUB left as it is (--no-boot-repair): it still names the old UUIDs"),
+            (None, _) => println!("next: `crossback chroot {name}` to make its bootloader and initramfs find the new UUIDs (crossback repairs GRUB EFI only)"),
+        }
+    }
+    Ok(())
 }
 
 /// The firmware's entries for the loaders on the restored disk, made again

@@ -100,23 +100,32 @@ pub fn prepare(backups: &[SystemBackup], new_key: Option<&super::disk::NewKey>) 
 /// partitions keep their PARTUUIDs): containers, then volume groups, all
 /// left open in `opened`. Returns the device made for each `on`
 /// (`luks:UUID`, `lv:VG/LV`).
-pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened) -> anyhow::Result<Vec<(String, PathBuf)>> {
+pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened, new_uuids: bool) -> anyhow::Result<Made> {
     let part = |partuuid: &str| new.partitions.iter().find(|x| x.uuid.eq_ignore_ascii_case(partuuid));
     let mut made = Vec::new();
+    let mut luks_uuids = Vec::new();
     for (l, file, key) in &p.luks {
         let Some(x) = part(&l.partuuid) else {
             refuse!(Refusal::Unsupported, "LUKS container {}: its partition {} is not on the recorded disk", l.uuid, l.partuuid);
         };
         let dev = partitions::partition_device(disk, x.number);
+        let want = if new_uuids { unlock::new_uuid()? } else { l.uuid.to_ascii_lowercase() };
         if p.new_key {
-            unlock::luks_format(&dev, &l.uuid, l.data_offset / 512, key.expose_secret())
+            unlock::luks_format(&dev, &want, l.data_offset / 512, key.expose_secret())
                 .with_context(|| format!("making the LUKS container {} on {}", l.uuid, dev.display()))?;
         } else {
             unlock::header_restore(file, &dev).with_context(|| format!("restoring the LUKS header of {} onto {}", l.uuid, dev.display()))?;
+            if new_uuids {
+                unlock::set_luks_uuid(&dev, &want)?;
+            }
         }
         let uuid = unlock::luks_uuid(&dev)?;
-        if uuid != l.uuid.to_ascii_lowercase() {
-            refuse!(Refusal::LayerMismatch, "{} reads as container {uuid} after its header was made, not {}", dev.display(), l.uuid);
+        if uuid != want {
+            refuse!(Refusal::LayerMismatch, "{} reads as container {uuid} after its header was made, not {want}", dev.display());
+        }
+        if new_uuids {
+            println!("LUKS container {} on {}: new UUID {uuid}", l.uuid, dev.display());
+            luks_uuids.push((l.uuid.clone(), uuid.clone()));
         }
         let mapped = opened
             .open_luks(&dev, &unlock::mapping_name(&l.uuid), key.expose_secret(), false)
@@ -172,7 +181,14 @@ pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened) -> anyh
             made.push((format!("lv:{}/{}", v.name, lv.name), unlock::lv_device(&v.name, &lv.name)));
         }
     }
-    Ok(made)
+    Ok(Made { devices: made, luks_uuids })
+}
+
+/// What [`make`] made: the device for each `on` (`luks:UUID`, `lv:VG/LV`),
+/// and with new UUIDs, each container's (recorded, new).
+pub struct Made {
+    pub devices: Vec<(String, PathBuf)>,
+    pub luks_uuids: Vec<(String, String)>,
 }
 
 /// The new passphrase of `--new-luks-key`: `--new-key-file`'s whole
@@ -199,21 +215,27 @@ fn new_passphrase(k: &super::disk::NewKey) -> anyhow::Result<SecretBox<Vec<u8>>>
 /// After the data is back, with `--new-luks-key`: each key file a restored
 /// system's own crypttab names for a container made anew is added to it,
 /// so that what unlocks it at boot (its initramfs's copy) still does.
-pub fn add_system_keys(p: &Prepared, backups: &[SystemBackup], disk: &Path, new: &Table) -> anyhow::Result<()> {
+pub fn add_system_keys(p: &Prepared, backups: &[SystemBackup], disk: &Path, new: &Table, fs_uuids: &[(String, String)]) -> anyhow::Result<()> {
     if !p.new_key {
         return Ok(());
     }
     let m = crate::machine::Machine::scan(&[])?;
     for b in backups {
         let Some(root) = b.mounts.filesystems.iter().find(|r| r.mountpoint == "/") else { continue };
-        let Some(dev) = m.by_uuid(&root.uuid)? else { continue };
+        let root_uuid = fs_uuids.iter().find(|(old, _)| old.eq_ignore_ascii_case(&root.uuid)).map_or(root.uuid.as_str(), |(_, new)| new.as_str());
+        let Some(dev) = m.by_uuid(root_uuid)? else { continue };
         let insp = crossback_host::inspect::key_files(dev, !m.mounts_of(dev).is_empty())?;
         let Some(found) = insp.roots.into_iter().find(|r| r.subvol == root.subvol.clone().unwrap_or_default().trim_start_matches('/')) else { continue };
         let crypttab = crossback_host::layers::parse_crypttab(&found.crypttab);
         for (l, _, key) in p.luks.iter().filter(|(l, _, _)| b.mounts.luks.iter().any(|x| x.uuid == l.uuid)) {
             let Some(x) = new.partitions.iter().find(|x| x.uuid.eq_ignore_ascii_case(&l.partuuid)) else { continue };
             let part = partitions::partition_device(disk, x.number);
-            let named = crypttab.entries.iter().filter(|e| matches!(&e.source, crossback_host::blockdev::Spec::Uuid(u) if u.eq_ignore_ascii_case(&l.uuid)));
+            // Its crypttab names it by its recorded UUID, or its new one (--new-uuids).
+            let now = fs_uuids.iter().find(|(old, _)| old == &l.uuid).map_or(l.uuid.as_str(), |(_, new)| new.as_str());
+            let named = crypttab
+                .entries
+                .iter()
+                .filter(|e| matches!(&e.source, crossback_host::blockdev::Spec::Uuid(u) if u.eq_ignore_ascii_case(&l.uuid) || u.eq_ignore_ascii_case(now)));
             let mut added = false;
             for e in named {
                 let Some(path) = &e.keyfile else { continue };
