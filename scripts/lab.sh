@@ -31,13 +31,15 @@
 #          container open read-write elsewhere, a volume in use; killed
 #          mid-backup, its guard closes what it opened; B backed up onto an
 #          encrypted media, verified, mounted, chrooted. A rescue system
-#          restores B with `restore --disk` onto a disk as large as the old
-#          one with a new master key (--new-luks-key: the container's UUID
-#          kept, B's key file added, the old passphrase refused; the volume
-#          group as recorded: every UUID the same; then wiped) and onto a
-#          blank one of 80 % the size (its header restored, volumes shrunk);
-#          the smaller disk boots B: the same passphrase opens it, its
-#          state (dpkg --verify, fidelity data, machine-id) as before.
+#          restores B with `restore --disk` onto a blank disk of 80 % the
+#          size (its header restored, volumes shrunk), which boots B: the
+#          same passphrase opens it, its state (dpkg --verify, fidelity
+#          data, machine-id) as before; then onto a full-size disk with
+#          --new-uuids --new-luks-key (the volume group as recorded, the
+#          container and filesystems new UUIDs, crypttab and fstab
+#          rewritten, GRUB and the initramfs made again in a chroot, B's key
+#          file added), which boots B too: the new passphrase opens it, the
+#          old one does not.
 #   luks-boot  the encrypted PC: as boot, B being unlocked by its initramfs.
 #   boot   the dual-boot PC: A boots to multi-user from the firmware's first
 #          entry, sets BootNext to B and reboots; B boots to multi-user.
@@ -244,7 +246,7 @@ case $scenario in
     blank_mib=$(( LAB_DISK_MIB * 8 / 10 ))
     truncate -s "${blank_mib}M" "$work/blank.raw"
     truncate -s "${LAB_DISK_MIB}M" "$work/full.raw"
-    printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\nFULL=/dev/vdc\nMEDIA_PASS=%s\nB_PASS=%s\n' "$slot_a" "$slot_b" "lab-media-$RANDOM$RANDOM" "$(cat "$LAB_CACHE/b.passphrase")" > "$work/env"
+    printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\nMEDIA_PASS=%s\nB_PASS=%s\n' "$slot_a" "$slot_b" "lab-media-$RANDOM$RANDOM" "$(cat "$LAB_CACHE/b.passphrase")" > "$work/env"
     echo backup > "$work/phase"
     job_disk "$(cat "$here/lab/jobs/luks.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
     pcs() { # LOG VARS TIMEOUT DRIVES…: boots until the guests stop asking for another boot
@@ -266,19 +268,30 @@ case $scenario in
     set_phase rescue
     cp "$OVMF_VARS" "$work/rescue-vars.fd"
     t=$(date +%s)
-    pc_once rescue "$work/rescue-vars.fd" 1800 -kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img" \
-      -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1" \
-      -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$work/blank.raw",format=raw,if=virtio \
-      -drive file="$work/full.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
-    job_done done-rescue || phase_failed rescue "the rescue system did not restore B"
-    times+=("rescue: B restored onto a full-size disk (as recorded) and onto the ${blank_mib} MiB one (shrunk): $(( $(date +%s) - t )) s")
+    rescue() { # LOG DISK: the rescue system (its own kernel), DISK as /dev/vdb, the backup disk
+      pc_once "$1" "$work/rescue-vars.fd" 1800 -kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img" \
+        -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1" \
+        -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$2",format=raw,if=virtio \
+        -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    }
+    rescue rescue "$work/blank.raw"
+    job_done done-rescue || phase_failed rescue "the rescue system did not restore B onto the smaller disk"
+    times+=("rescue: B restored onto the ${blank_mib} MiB disk (header restored, volumes shrunk): $(( $(date +%s) - t )) s")
     set_phase restored
     t=$(date +%s)
     pc_once restored "$work/rescue-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
     job_done done-restored || phase_failed restored "the restored B did not boot as before (above)"
     times+=("the smaller disk boots B: $(( $(date +%s) - t )) s")
+    set_phase rescue2
+    t=$(date +%s)
+    rescue rescue2 "$work/full.raw"
+    job_done done-rescue2 || phase_failed rescue2 "the rescue system did not restore B with new UUIDs and a new key"
+    set_phase newuuids
+    pc_once newuuids "$work/rescue-vars.fd" 900 -drive file="$work/full.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
+    job_done done-newuuids || phase_failed newuuids "B restored with new UUIDs and a new key did not boot as before (above)"
+    times+=("B restored onto a full-size disk with new UUIDs and a new master key, and booted: $(( $(date +%s) - t )) s")
     for x in "${times[@]}"; do say "time: $x"; done
-    echo "lab: OK: luks: B (LVM on LUKS2) backed up from A with its container opened read-only, refusals by kind, restored by a rescue system as recorded and onto a smaller disk, which boots with the same passphrase ($(( $(date +%s) - t0 )) s in all)"
+    echo "lab: OK: luks: B (LVM on LUKS2) backed up from A with its container opened read-only, refusals by kind; restored by a rescue system onto a smaller disk, which boots with the same passphrase, and with new UUIDs and a new master key onto another, which boots too ($(( $(date +%s) - t0 )) s in all)"
     ;;
   self|plug)
     # Issue 16: system A backs itself up at reboot (self), or by itself when

@@ -4,7 +4,7 @@
 # this is. Lines starting with "luks:" are the host's to check; files left
 # on the job disk say which steps finished.
 set -u
-. ./env              # SLOT_A, SLOT_B, BLANK, FULL, MEDIA_PASS, B_PASS
+. ./env              # SLOT_A, SLOT_B, BLANK, MEDIA_PASS, B_PASS
 phase=$(cat phase)
 me=$(hostname)
 say() { echo "luks: $me: $*"; }
@@ -141,33 +141,48 @@ case "$phase:$me" in
     install_crossback
     run crossback init --yes || fail "init in the rescue system"
     run crossback status
-    # A disk as large as the old one, with a new master key and passphrase:
-    # the container keeps its UUID, the volume group comes back as recorded
-    # (UUIDs and all), B's initramfs key file opens it, the old passphrase
-    # does not. Checked, then wiped (its UUIDs would clash).
-    run_into full.out crossback restore --bare-metal --disk "$FULL" --yes --new-luks-key --new-key-file /run/new.pass || fail "restore --disk --new-luks-key onto the full-size disk"
-    grep -q "made with a new master key" full.out || fail "the container was not made with a new key"
-    grep -q "volume group vgb on .*: made again as recorded" full.out || fail "vgb was not made as recorded on the full-size disk"
-    grep -q "the key file /etc/cryptsetup-keys.d/b_crypt.key that $B's crypttab names opens it too" full.out || fail "B's key file was not added"
-    cryptsetup open --test-passphrase --key-file /run/b.pass "${FULL}5" && fail "the old passphrase opens the container made with a new key"
-    cryptsetup open --key-file /run/new.pass "${FULL}5" chk || fail "the new passphrase does not open the restored container"
-    udevadm settle; vgchange -ay vgb >/dev/null
-    uuids "${FULL}5" > layers-full
-    diff layers-before layers-full || fail "the container's, PV's, VG's or LVs' UUIDs differ on the full-size disk"
-    mkdir -p /mnt/full && mount -o ro /dev/mapper/vgb-root /mnt/full || fail "mounting the restored root"
-    cryptsetup open --test-passphrase --key-file /mnt/full/etc/cryptsetup-keys.d/b_crypt.key "${FULL}5" || fail "B's own key file does not open the new container"
-    umount /mnt/full
-    vgchange -an vgb >/dev/null; cryptsetup close chk
-    wipefs -q -a "${FULL}5" "${FULL}4" "${FULL}1" && wipefs -q -a "$FULL" && blockdev --rereadpt "$FULL" && udevadm settle || fail "wiping the full-size disk"
-    say "full-size disk: restored with a new master key (same UUIDs everywhere, B's key file added, the old passphrase refused), then wiped"
-    # The smaller disk: vgb's volumes shrink to fit.
+    # A blank disk of 80 % the size: the header restored, vgb's volumes shrunk.
     run_into small.out crossback restore --bare-metal --disk "$BLANK" --yes --key-file /run/b.pass || fail "restore --disk onto the smaller disk"
+    grep -q "header restored" small.out || fail "the container's header was not restored"
     grep -q "volume group vgb on .*: made again smaller" small.out || fail "vgb was not made smaller on the smaller disk"
     n=$(entry debian-b); [ -n "$n" ] || fail "no entry debian-b after the restore"
     efibootmgr --bootnext "$n" >/dev/null
-    run efibootmgr
     touch done-rescue
     say "restored B onto the smaller disk"
+    sync; systemctl poweroff ;;
+  rescue2:rescue)
+    # A disk as large as the old one, with new UUIDs and a new master key:
+    # the volume group as recorded; the container's UUID and every
+    # filesystem's new, crypttab and fstab rewritten, GRUB and the initramfs
+    # made again in a chroot; B's key file added, the old passphrase refused.
+    run_into full.out crossback restore --bare-metal --disk "$BLANK" --yes --new-uuids --new-luks-key --new-key-file /run/new.pass || fail "restore --disk --new-uuids --new-luks-key"
+    grep -q "made with a new master key" full.out || fail "the container was not made with a new key"
+    grep -q "volume group vgb on .*: made again as recorded" full.out || fail "vgb was not made as recorded on the full-size disk"
+    grep -q "the key file /etc/cryptsetup-keys.d/b_crypt.key that $B's crypttab names opens it too" full.out || fail "B's key file was not added"
+    grep -q "rewrote etc/crypttab for the new UUIDs" full.out || fail "crypttab was not rewritten"
+    grep -q "GRUB now finds its new UUIDs (loader EFI/debian-b)" full.out || fail "B's GRUB was not repaired into EFI/debian-b"
+    cryptsetup open --test-passphrase --key-file /run/b.pass "${BLANK}5" && fail "the old passphrase opens the container made with a new key"
+    cryptsetup open --test-passphrase --key-file /run/new.pass "${BLANK}5" || fail "the new passphrase does not open the restored container"
+    n=$(entry debian-b); [ -n "$n" ] || fail "no entry debian-b after the restore"
+    efibootmgr --bootnext "$n" >/dev/null
+    touch done-rescue2
+    say "restored B onto the full-size disk with new UUIDs and a new master key"
+    sync; systemctl poweroff ;;
+  newuuids:system-b)
+    state > state-newuuids-system-b
+    diff state-before-system-b state-newuuids-system-b || fail "B restored with new UUIDs differs from the one backed up (above)"
+    [ "$(findmnt -n -o SOURCE /)" = /dev/mapper/vgb-root ] || fail "/ is not vgb-root"
+    part=$(cryptsetup status b_crypt | sed -n 's/^ *device: *//p')
+    uuids "$part" > layers-newuuids
+    cat layers-newuuids
+    [ "$(sed -n 's/^luks //p' layers-newuuids)" != "$(sed -n 's/^luks //p' layers-before)" ] || fail "the container kept its UUID"
+    grep -v '^luks' layers-before > lvm-before; grep -v '^luks' layers-newuuids > lvm-newuuids
+    diff lvm-before lvm-newuuids || fail "the PV's, VG's or LVs' UUIDs changed"
+    grep -q "UUID=$(sed -n 's/^luks //p' layers-newuuids)" /etc/crypttab || fail "crypttab does not name the new container"
+    cryptsetup open --test-passphrase --key-file /run/new.pass "$part" || fail "the new passphrase does not open it"
+    cryptsetup open --test-passphrase --key-file /run/b.pass "$part" && fail "the old passphrase opens it"
+    say "B with new UUIDs and a new master key boots (its initramfs unlocks it with its key file), the new passphrase opens it, the old one does not: $(systemctl is-system-running)"
+    touch done-newuuids
     sync; systemctl poweroff ;;
   restored:system-b)
     state > state-after-system-b
