@@ -152,6 +152,10 @@ pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     }
     // New PID namespace for the children: the command is its PID 1, and when
     // it ends (or crossback is killed: PDEATHSIG) every process in it goes.
+    // Once the command, that namespace's PID 1, ends, no process can be
+    // started in it: crossback's own PID namespace is taken back for its
+    // children afterwards (closing the containers it opened runs tools).
+    let own_pid_ns = std::fs::File::open("/proc/self/ns/pid").context("opening this process's PID namespace")?;
     // SAFETY: CLONE_NEWPID does not unshare the fd table.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }.context("creating a PID namespace")?;
     let proc_at = target.join("proc");
@@ -185,6 +189,11 @@ pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
         });
     }
     let status = cmd.status().with_context(|| format!("starting {:?} in {}", argv[0], sys.name));
+    // SAFETY: setns with a descriptor of this process's own PID namespace,
+    // kept open above; it changes where later children are born, nothing else.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&own_pid_ns), libc::CLONE_NEWPID) } != 0 {
+        eprintln!("warning: could not return to crossback's PID namespace ({}): what it opened is closed when it exits", std::io::Error::last_os_error());
+    }
     if has_proc {
         let _ = rustix::mount::unmount(&proc_at, UnmountFlags::DETACH);
     }
