@@ -27,7 +27,7 @@ Version: $version
 Architecture: $arch
 Maintainer: crossback developers <crossback@localhost>
 Depends: libc6, util-linux, e2fsprogs, zstd
-Recommends: xfsprogs, btrfs-progs, dosfstools, fusefat, tar
+Recommends: xfsprogs, btrfs-progs, dosfstools, fusefat, tar, cryptsetup-bin, lvm2
 Section: admin
 Priority: optional
 Description: offline, full, verifiable backups of the Linux systems on one machine
@@ -37,5 +37,9 @@ Description: offline, full, verifiable backups of the Linux systems on one machi
  single files, whole systems, or a system onto fresh partitions.
 CONTROL
 out=target/crossback_${version}_${arch}.deb
-dpkg-deb --root-owner-group --build "$stage" "$out" >/dev/null
+# Built beside it and renamed: two builds at once (the lab's scenarios run
+# side by side in CI) never leave a half-written package where the other
+# one reads it.
+dpkg-deb --root-owner-group --build "$stage" "$out.$$" >/dev/null
+mv "$out.$$" "$out"
 echo "$out"
