@@ -228,7 +228,7 @@ fn root_init_names_an_encrypted_container_it_cannot_look_into_and_leaves_it_alon
     let e = utf8(&out.stderr);
     assert!(
         e.contains(&format!(
-            "{} (UUID={uuid}) is an encrypted (LUKS) container, locked (not open): crossback does not open or record encrypted and LVM volumes yet",
+            "{} (UUID={uuid}) is an encrypted (LUKS) container, locked: a system inside it is not found; give its passphrase (run `crossback init` on a terminal, or with --key-file FILE)",
             luks.device
         )),
         "{e}"
