@@ -35,9 +35,19 @@ install_crossback() {
   command -v crossback >/dev/null || run dpkg -i ./crossback.deb || fail "dpkg -i crossback"
 }
 state() {
-  echo "failed-units: $(systemctl --failed --no-legend --plain | awk '{print $1}' | grep -v '^lab-job' | sort | tr '\n' ' ')"
   echo "dpkg-verify: $(dpkg --verify 2>&1 | sort | tr '\n' ' ')"
   lab-data-state
+}
+failed_units() { systemctl --failed --no-legend --plain | awk '{print $1}' | grep -v '^lab-job' | sort; }
+# The restored system as backed up: dpkg --verify, the fidelity data and the
+# machine-id the same, and no unit failing that did not fail before.
+same_as_before() { # WHEN
+  state > "state-$1"
+  diff state-before-system-b "state-$1" || fail "$1: B differs from the one backed up (above)"
+  grep -qx "$(head -1 /lab-data/expected)" "state-$1" || fail "$1: machine-id changed"
+  failed_units > "failed-$1"
+  new=$(comm -13 failed-before-system-b "failed-$1" | tr '\n' ' ')
+  [ -z "$new" ] || fail "$1: units fail that did not before: $new"
 }
 # B's layers as lvm2 and cryptsetup name them (with its container open).
 uuids() { # LUKS-DEVICE
@@ -63,6 +73,7 @@ case "$phase:$me" in
   backup:system-b)
     # B as it runs, before any backup: compared after its restore.
     state > state-before-system-b
+    failed_units > failed-before-system-b
     uuids "$(cryptsetup status b_crypt | sed -n 's/^ *device: *//p')" > layers-before
     cat layers-before
     touch done-b
@@ -169,8 +180,7 @@ case "$phase:$me" in
     say "restored B onto the full-size disk with new UUIDs and a new master key"
     sync; systemctl poweroff ;;
   newuuids:system-b)
-    state > state-newuuids-system-b
-    diff state-before-system-b state-newuuids-system-b || fail "B restored with new UUIDs differs from the one backed up (above)"
+    same_as_before newuuids
     [ "$(findmnt -n -o SOURCE /)" = /dev/mapper/vgb-root ] || fail "/ is not vgb-root"
     part=$(cryptsetup status b_crypt | sed -n 's/^ *device: *//p')
     uuids "$part" > layers-newuuids
@@ -185,9 +195,7 @@ case "$phase:$me" in
     touch done-newuuids
     sync; systemctl poweroff ;;
   restored:system-b)
-    state > state-after-system-b
-    diff state-before-system-b state-after-system-b || fail "the restored B differs from the one backed up (above)"
-    grep -qx "$(head -1 /lab-data/expected)" state-after-system-b || fail "machine-id changed"
+    same_as_before restored
     [ "$(findmnt -n -o SOURCE /)" = /dev/mapper/vgb-root ] || fail "/ is not vgb-root"
     part=$(cryptsetup status b_crypt | sed -n 's/^ *device: *//p')
     [ "$(cryptsetup luksUUID "$part")" = "$(sed -n 's/^luks //p' layers-before)" ] || fail "the container's UUID changed"

@@ -330,12 +330,12 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     if !prepared.is_empty() {
         super::layers::add_system_keys(&prepared, &backups, &disk, &new, &uuids)?;
     }
+    for (name, text) in &fstabs {
+        check_fstab(name, text)?;
+    }
     // The containers and volume groups made: closed before the boot is repaired.
     for why in opened.close() {
         eprintln!("warning: {why}");
-    }
-    for (name, text) in &fstabs {
-        check_fstab(name, text)?;
     }
     if new_uuids {
         new_identities(path, &uuids, &repairs, boot_repair, new_key.as_ref())?;
