@@ -230,6 +230,32 @@ fn open_system(
             activate(opened, vg, access != Access::Write).with_context(|| format!("activating the volume group {vg} of {name}"))?;
         }
     }
+    if access == Access::Write {
+        own_names(opened, s, ours_luks)?;
+    }
+    Ok(())
+}
+
+/// To change a system (chroot), the containers crossback opened get the
+/// names its own crypttab gives them: its tools look for those (Debian's
+/// initramfs hook finds the root's container by its mapping's name).
+fn own_names(opened: &mut Opened, s: &SystemConfig, ours: &[PathBuf]) -> anyhow::Result<()> {
+    let m = Machine::scan(&[])?;
+    let Some(root) = m.by_uuid(s.root.get_ref())? else { return Ok(()) };
+    let Ok(insp) = m.inspect(root) else { return Ok(()) };
+    let Some(found) = insp.roots.into_iter().find(|r| r.subvol == s.subvol.clone().unwrap_or_default()) else { return Ok(()) };
+    for e in layers::parse_crypttab(&found.crypttab).entries.iter().filter(|e| e.is_luks()) {
+        let Some(dev) = crossback_host::blockdev::find(&m.devices, &e.source)? else { continue };
+        let Some(dm) = holders(dev).into_iter().next() else { continue };
+        let current = sys_text(&dm, "dm/name");
+        let ours = ours.iter().any(|o| o == &Path::new("/dev").join(&dm)) && current.starts_with("crossback-");
+        if ours && current != e.name && !Path::new("/dev/mapper").join(&e.name).exists() {
+            opened
+                .rename_luks(&current, &e.name)
+                .with_context(|| format!("naming /dev/mapper/{current} {} as {}'s crypttab does", e.name, s.name.get_ref()))?;
+            println!("/dev/mapper/{current} is /dev/mapper/{} now, as {}'s crypttab names it", e.name, s.name.get_ref());
+        }
+    }
     Ok(())
 }
 

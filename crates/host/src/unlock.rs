@@ -326,6 +326,24 @@ impl Opened {
         self.items.is_empty()
     }
 
+    /// Renames a container's mapping it opened (`dmsetup rename`): a
+    /// system's own tools inside a chroot (its initramfs hook) look for the
+    /// name its crypttab gives. The record follows.
+    pub fn rename_luks(&mut self, from: &str, to: &str) -> Result<()> {
+        let Some(item) = self.items.iter_mut().find(|(w, n)| *w == What::Luks && n == from) else {
+            return Err(Error::Refused(format!("{from} is not a mapping this crossback opened")));
+        };
+        write_record(What::Luks, to)?;
+        if let Err(e) = checked(Command::new("dmsetup").args(["rename", from, to])) {
+            let _ = std::fs::remove_file(record_path(What::Luks, to));
+            return Err(e);
+        }
+        let _ = std::fs::remove_file(record_path(What::Luks, from));
+        item.1 = to.to_string();
+        settle();
+        Ok(())
+    }
+
     /// The names of the containers it opened.
     pub fn mappings(&self) -> Vec<String> {
         self.items.iter().filter(|(w, _)| *w == What::Luks).map(|(_, n)| n.clone()).collect()

@@ -565,8 +565,11 @@ fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: b
             rewrite.extend(also.iter().filter(|(old, _)| !uuid_map.iter().any(|(o, _)| o == old)).cloned());
             let others = rewrite_uuids(&root, tree, &rewrite, system)?;
             let records: Vec<&FsRecord> = targets.iter().flat_map(|t| t.records.iter()).collect();
-            // The root's partition number on its recorded disk.
-            let root_partuuid = records.iter().find(|r| r.mountpoint == "/").map(|r| r.partuuid.to_lowercase()).unwrap_or_default();
+            // The partition number, on its recorded disk, of the filesystem
+            // holding /boot/grub: /boot's when it is apart (and not the ESP),
+            // else the root's.
+            let boot_fs = records.iter().find(|r| r.mountpoint == "/boot" && r.fstype != "vfat").or_else(|| records.iter().find(|r| r.mountpoint == "/"));
+            let root_partuuid = boot_fs.map(|r| r.partuuid.to_lowercase()).unwrap_or_default();
             let root_partition =
                 b.mounts.disks.iter().flat_map(|t| t.partitions.iter()).find(|p| !root_partuuid.is_empty() && p.uuid == root_partuuid).map(|p| p.number);
             grub = grub_of(&dests, &records, root_partition, &others);
