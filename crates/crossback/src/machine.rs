@@ -3,7 +3,7 @@
 //! Linux systems and slots on its filesystems.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use crossback_host::blockdev::{self, Device, Spec};
@@ -184,7 +184,7 @@ impl System {
 
 /// The state of the layers a configured system sits in (no tool run: sysfs).
 fn layer_states(m: &Machine, cfg: &SystemConfig) -> Vec<LayerState> {
-    let sys = |name: &str, f: &str| std::fs::read_to_string(Path::new("/sys/class/block").join(name).join(f)).map(|t| t.trim().to_string()).unwrap_or_default();
+    let sys = crate::unlock::sys_text;
     let mut out = Vec::new();
     for u in &cfg.luks {
         let dev = m.devices.iter().find(|d| d.fstype == "crypto_LUKS" && d.uuid.eq_ignore_ascii_case(u));

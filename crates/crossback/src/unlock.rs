@@ -59,13 +59,14 @@ pub fn key_files() -> &'static [PathBuf] {
 /// Key files are small: cryptsetup reads at most 8 MiB of one.
 const KEY_CAP: u64 = 8 << 20;
 
-fn read_key(path: &Path) -> anyhow::Result<SecretBox<Vec<u8>>> {
+/// A key file's whole content; `option` names where it was given.
+pub fn read_key(path: &Path, option: &str) -> anyhow::Result<SecretBox<Vec<u8>>> {
     use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| refuse(Refusal::ContainerKey, format!("--key-file {}: cannot be read ({e})", path.display())))?;
+    let f = std::fs::File::open(path).map_err(|e| refuse(Refusal::ContainerKey, format!("{option} {}: cannot be read ({e})", path.display())))?;
     let mut buf = Vec::new();
     f.take(KEY_CAP + 1).read_to_end(&mut buf).with_context(|| format!("reading {}", path.display()))?;
     if buf.len() as u64 > KEY_CAP {
-        refuse!(Refusal::ContainerKey, "--key-file {}: larger than 8 MiB, not a key file", path.display());
+        refuse!(Refusal::ContainerKey, "{option} {}: larger than 8 MiB, not a key file", path.display());
     }
     Ok(SecretBox::new(Box::new(buf)))
 }
@@ -79,7 +80,8 @@ pub fn holders(dev: &Device) -> Vec<String> {
     h
 }
 
-fn sys_text(name: &str, file: &str) -> String {
+/// A sysfs attribute of a block device (`/sys/class/block/NAME/FILE`), trimmed; empty if unreadable.
+pub fn sys_text(name: &str, file: &str) -> String {
     std::fs::read_to_string(Path::new("/sys/class/block").join(name).join(file)).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
@@ -297,9 +299,8 @@ fn crypttab_key(m: &Machine, s: &SystemConfig, dev: &Device) -> Option<(String, 
         e.is_luks() && e.keyfile.is_some() && crossback_host::blockdev::find(&m.devices, &e.source).ok().flatten().is_some_and(|d| d.path == dev.path)
     })?;
     let path = entry.keyfile?;
-    let hex = &found.keys.iter().find(|(p, _)| p == &path)?.1;
-    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
-    Some((path, SecretBox::new(Box::new(bytes?))))
+    let (_, bytes) = found.keys.into_iter().find(|(p, _)| p == &path)?;
+    Some((path, SecretBox::new(Box::new(bytes))))
 }
 
 /// Activates `vg` as crossback's own. On a container crossback just opened,
@@ -364,7 +365,7 @@ fn open_luks(opened: &mut Opened, dev: &Device, uuid: &str, system: &str, rw: bo
 pub fn find_key<T>(what: &str, mut accept: impl FnMut(&[u8]) -> anyhow::Result<Option<T>>) -> anyhow::Result<(T, SecretBox<Vec<u8>>)> {
     let files = key_files();
     for f in files {
-        let key = read_key(f)?;
+        let key = read_key(f, "--key-file")?;
         if let Some(t) = accept(key.expose_secret())? {
             return Ok((t, key));
         }
@@ -418,22 +419,15 @@ pub fn open_all(m: &Machine) -> anyhow::Result<Opened> {
             }
         }
     }
-    let Ok(lvs) = unlock::pvs().and_then(|pvs| {
-        let mut vgs: Vec<String> = pvs.into_iter().map(|p| p.vg).filter(|v| !v.is_empty()).collect();
-        vgs.sort();
-        vgs.dedup();
-        vgs.into_iter().map(|vg| unlock::lvs(&vg).map(|l| (vg, l))).collect::<Result<Vec<_>, _>>()
-    }) else {
-        return Ok(opened);
-    };
+    // No lvm2 tools: nothing more to activate.
+    let Ok(pvs) = unlock::pvs() else { return Ok(opened) };
+    let mut vgs: Vec<String> = pvs.iter().map(|p| p.vg.clone()).filter(|v| !v.is_empty()).collect();
+    vgs.sort();
+    vgs.dedup();
+    let Ok(lvs) = vgs.into_iter().map(|vg| unlock::lvs(&vg).map(|l| (vg, l))).collect::<Result<Vec<_>, _>>() else { return Ok(opened) };
     // Groups on the containers just opened (udev may have activated them
     // already), and groups nobody activated.
-    let ours: Vec<String> = unlock::pvs()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| opened.mappings().iter().any(|m| same_device(&p.device, &unlock::dm_node(m))))
-        .map(|p| p.vg)
-        .collect();
+    let ours: Vec<String> = pvs.into_iter().filter(|p| opened.mappings().iter().any(|m| same_device(&p.device, &unlock::dm_node(m)))).map(|p| p.vg).collect();
     for (vg, l) in lvs {
         if l.iter().any(|l| l.active()) && !ours.contains(&vg) {
             continue;

@@ -40,9 +40,9 @@ pub struct FoundRoot {
     pub crypttab: String,
     pub has_init: bool,
     /// Only from [`key_files`]: the key files its crypttab names inside the
-    /// system, by path, their bytes in hex.
+    /// system, by path, with their bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub keys: Vec<(String, String)>,
+    pub keys: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,7 +212,7 @@ pub fn find_root(dir: &Path, subvol: &str, keys: bool) -> Result<Option<FoundRoo
         for e in crate::layers::parse_crypttab(&crypttab).entries {
             let Some(path) = e.keyfile.filter(|k| k.starts_with('/') && !k.starts_with("/dev/")) else { continue };
             if let Some(bytes) = read_in_root(&root, path.trim_start_matches('/'), 64 << 10) {
-                found_keys.push((path, bytes.iter().map(|b| format!("{b:02x}")).collect()));
+                found_keys.push((path, bytes));
             }
         }
     }

@@ -195,12 +195,11 @@ pub struct Made {
 /// content, or asked twice on the terminal.
 fn new_passphrase(k: &super::disk::NewKey) -> anyhow::Result<SecretBox<Vec<u8>>> {
     if let Some(f) = &k.file {
-        let bytes =
-            std::fs::read(f).map_err(|e| crate::error::refuse(Refusal::ContainerKey, format!("--new-key-file {}: cannot be read ({e})", f.display())))?;
-        if bytes.is_empty() {
+        let key = crate::unlock::read_key(f, "--new-key-file")?;
+        if key.expose_secret().is_empty() {
             refuse!(Refusal::ContainerKey, "--new-key-file {} is empty", f.display());
         }
-        return Ok(SecretBox::new(Box::new(bytes)));
+        return Ok(key);
     }
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         refuse!(Refusal::ContainerKey, "--new-luks-key needs the new passphrase, and there is no terminal to ask on: give it with --new-key-file FILE");
@@ -239,9 +238,8 @@ pub fn add_system_keys(p: &Prepared, backups: &[SystemBackup], disk: &Path, new:
             let mut added = false;
             for e in named {
                 let Some(path) = &e.keyfile else { continue };
-                let Some((_, hex)) = found.keys.iter().find(|(k, _)| k == path) else { continue };
-                let bytes: Vec<u8> = (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
-                unlock::add_key(&part, key.expose_secret(), &bytes).with_context(|| format!("adding the key file {path} to the new container {}", l.uuid))?;
+                let Some((_, bytes)) = found.keys.iter().find(|(k, _)| k == path) else { continue };
+                unlock::add_key(&part, key.expose_secret(), bytes).with_context(|| format!("adding the key file {path} to the new container {}", l.uuid))?;
                 println!(
                     "LUKS container {}: the key file {path} that {}'s crypttab names opens it too (its initramfs unlocks it as before)",
                     l.uuid, b.record.name
