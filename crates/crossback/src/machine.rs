@@ -52,8 +52,8 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
         );
     }
     // Devices a killed crossback left read-only (its guard died too, say).
-    for what in crossback_host::unlock::close_leftovers()? {
-        eprintln!("note: closed {what}, which an earlier crossback that did not finish left open");
+    for said in crossback_host::unlock::close_leftovers()? {
+        eprintln!("note: {said}");
     }
     for dev in crossback_host::rodev::restore_leftovers()? {
         eprintln!("note: {} was left read-only by an earlier crossback that did not finish; made writable again", dev.display());

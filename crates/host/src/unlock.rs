@@ -250,18 +250,42 @@ pub fn lv_device(vg: &str, lv: &str) -> PathBuf {
     dm_node(&format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--")))
 }
 
-/// The kernel's node of the mapping `name` (`/dev/dm-N`, as the machine's
-/// scan names devices), else `/dev/mapper/NAME`.
-pub fn dm_node(name: &str) -> PathBuf {
-    let found = std::fs::read_dir("/sys/class/block").ok().and_then(|rd| {
+/// The kernel's name (`dm-N`) of the mapping `name`, if there is one.
+fn dm_kernel_name(name: &str) -> Option<String> {
+    std::fs::read_dir("/sys/class/block").ok().and_then(|rd| {
         rd.flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .find(|n| n.starts_with("dm-") && std::fs::read_to_string(Path::new("/sys/class/block").join(n).join("dm/name")).is_ok_and(|t| t.trim() == name))
-    });
-    match found {
+    })
+}
+
+/// The kernel's node of the mapping `name` (`/dev/dm-N`, as the machine's
+/// scan names devices), else `/dev/mapper/NAME`.
+pub fn dm_node(name: &str) -> PathBuf {
+    match dm_kernel_name(name) {
         Some(n) => Path::new("/dev").join(n),
         None => Path::new("/dev/mapper").join(name),
     }
+}
+
+/// Whether a mapping's device-mapper UUID is one crossback's opening makes:
+/// cryptsetup names it `CRYPT-LUKS2-<uuid>-<name at open>`, and crossback
+/// opens as [`mapping_name`]; a rename (chroot) keeps the UUID.
+fn made_by_crossback(dm_uuid: &str) -> bool {
+    dm_uuid.starts_with("CRYPT-LUKS") && dm_uuid.contains("-crossback-luks-")
+}
+
+/// The device-mapper UUID of the container mapping a record names, when a
+/// mapping of that name is there and is not one crossback opened: someone
+/// opened their own under that name since (a record of a renamed mapping
+/// names the system's crypttab name).
+fn not_ours(what: What, name: &str) -> Option<String> {
+    if what != What::Luks {
+        return None;
+    }
+    let uuid = std::fs::read_to_string(Path::new("/sys/class/block").join(dm_kernel_name(name)?).join("dm/uuid")).ok()?;
+    let uuid = uuid.trim();
+    (!made_by_crossback(uuid)).then(|| uuid.to_string())
 }
 
 /// Waits for udev to have seen a new device (where there is a udev).
@@ -441,22 +465,38 @@ fn shown(what: What, name: &str) -> String {
     }
 }
 
-/// Closes what [`Opened::keep`] left open for `tag`. Returns what it closed.
-pub fn close_kept(tag: &str) -> Result<Vec<String>> {
-    let mut closed = Vec::new();
-    for (rec, what, name, text) in records() {
-        if text == format!("kept {tag}") {
-            close_one(what, &name)?;
-            let _ = std::fs::remove_file(&rec);
-            closed.push(shown(what, &name));
+/// Closes what a record names, unless it is a container mapping that is
+/// not crossback's (then only the record goes). Says which, as a sentence
+/// that ends with `whose`.
+fn close_recorded(rec: &Path, what: What, name: &str, whose: &str) -> Result<String> {
+    let said = match not_ours(what, name) {
+        Some(uuid) => format!(
+            "left {} open: it is not the mapping {whose} (its device-mapper UUID is {uuid}, not one crossback makes); the record is removed",
+            shown(what, name)
+        ),
+        None => {
+            close_one(what, name)?;
+            format!("closed {}, {whose}", shown(what, name))
         }
-    }
-    Ok(closed)
+    };
+    let _ = std::fs::remove_file(rec);
+    Ok(said)
 }
 
-/// Closes what a crossback that died left open. Returns what it closed.
+/// Closes what [`Opened::keep`] left open for `tag`. Says what it did.
+pub fn close_kept(tag: &str) -> Result<Vec<String>> {
+    let mut said = Vec::new();
+    for (rec, what, name, text) in records() {
+        if text == format!("kept {tag}") {
+            said.push(close_recorded(&rec, what, &name, "which `crossback mount` opened")?);
+        }
+    }
+    Ok(said)
+}
+
+/// Closes what a crossback that died left open. Says what it did.
 pub fn close_leftovers() -> Result<Vec<String>> {
-    let mut closed = Vec::new();
+    let mut said = Vec::new();
     for (rec, what, name, text) in records() {
         if text.starts_with("kept ") {
             continue;
@@ -468,11 +508,9 @@ pub fn close_leftovers() -> Result<Vec<String>> {
                 continue;
             }
         }
-        close_one(what, &name)?;
-        let _ = std::fs::remove_file(&rec);
-        closed.push(shown(what, &name));
+        said.push(close_recorded(&rec, what, &name, "which an earlier crossback that did not finish left open")?);
     }
-    Ok(closed)
+    Ok(said)
 }
 
 #[cfg(test)]
@@ -495,5 +533,20 @@ mod tests {
         names.sort();
         assert!(names[0].to_string_lossy().contains("1-vg-vgb"));
         assert_eq!(mapping_name("0A1B-C"), "crossback-luks-0a1b-c");
+    }
+
+    /// A leftover record of a renamed mapping names the system's crypttab
+    /// name: only a mapping crossback opened (by its device-mapper UUID,
+    /// which a rename keeps) is closed, not one the user opened since.
+    #[test]
+    fn only_mappings_crossback_opened_are_closed_for_a_record() {
+        let uuid = "0a1b2c3d-0000-4000-8000-00000000000e";
+        let ours = format!("CRYPT-LUKS2-0a1b2c3d000040008000000000000000e-{}", mapping_name(uuid));
+        assert!(made_by_crossback(&ours));
+        assert!(!made_by_crossback("CRYPT-LUKS2-0a1b2c3d000040008000000000000000e-b_crypt"));
+        assert!(!made_by_crossback("CRYPT-PLAIN-crossback-luks-x"));
+        assert!(!made_by_crossback("LVM-abcdef"));
+        assert!(!made_by_crossback(""));
+        assert_eq!(not_ours(What::Vg, "vgb"), None);
     }
 }

@@ -105,8 +105,8 @@ pub fn umount(_config: &Path, a: UmountArgs) -> anyhow::Result<Outcome> {
     if busy.is_empty() {
         let _ = std::fs::remove_file(&rec);
         // The containers and volume groups `mount` opened for it.
-        for what in crossback_host::unlock::close_kept(&a.system)? {
-            println!("closed {what}");
+        for said in crossback_host::unlock::close_kept(&a.system)? {
+            println!("{said}");
         }
         return Ok(Outcome::Ok);
     }
