@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -q
-bin=target/release/crossback
+bin=${CARGO_TARGET_DIR:-target}/release/crossback
 version=$("$bin" --version | awk '{print $2}')
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
@@ -36,6 +36,7 @@ Description: offline, full, verifiable backups of the Linux systems on one machi
  two filesystems take turns, so a complete set always survives. It restores
  single files, whole systems, or a system onto fresh partitions.
 CONTROL
+mkdir -p target
 out=target/crossback_${version}_${arch}.deb
 # Built beside it and renamed: two builds at once (the lab's scenarios run
 # side by side in CI) never leave a half-written package where the other

@@ -117,6 +117,33 @@ boot_pc() { # TIMEOUT [EXTRA QEMU ARGS…]: boots until the guest powers off
     -serial "file:$work/job.log" -action reboot=reset "$@"
 }
 
+# Boots until the guests stop asking for another boot (a line
+# "PREFIX: SYSTEM: rebooting into …"); a boot that never reached multi-user
+# (the emulator hung in the firmware) is tried once more.
+pcs() { # PREFIX LOG VARS TIMEOUT DRIVES…
+  local prefix=$1 boots=0 retried=0; shift
+  while :; do
+    boots=$((boots + 1))
+    pc_once "$@"
+    if ! grep -aq "reached multi-user" "$work/job.log"; then
+      ((retried)) && return 0
+      retried=1; say "the guest did not reach multi-user (an emulator hang?): booting once more"; continue
+    fi
+    grep -aq "^$prefix: .*: rebooting into" "$work/job.log" && ((boots < 6)) || return 0
+  done
+}
+# The rescue system (its own kernel, neither A nor B) with DISK as /dev/vdb
+# and the backup disk: its QEMU arguments.
+rescue_drives() { # DISK
+  rescue_args=(-kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img"
+    -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1"
+    -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$1",format=raw,if=virtio
+    -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}")
+}
+phase_failed() { # LOG WHY: what the guests said and the console's end
+  cat "$work/job.log" >&2; tail -30 "$work/$1.console" >&2 2>/dev/null; die "$2"
+}
+
 case $scenario in
   boot|luks-boot)
     job_disk '
@@ -171,29 +198,10 @@ case $scenario in
     truncate -s "${blank_mib}M" "$work/blank.raw"
     printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\nPASSPHRASE=%s\n' "$slot_a" "$slot_b" "lab-passphrase-$RANDOM$RANDOM" > "$work/env"
     echo backup > "$work/phase"
-    job_disk "$(cat "$here/lab/jobs/dualboot.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
-    pc() { # LOG VARS TIMEOUT DRIVES…: boots until the phase's guests stop
-      # asking for another boot ("rebooting into"); a boot that never reached
-      # multi-user (the emulator hung in the firmware) is tried once more.
-      local boots=0 retried=0
-      while :; do
-        boots=$((boots + 1))
-        pc_once "$@"
-        if ! grep -aq "reached multi-user" "$work/job.log"; then
-          ((retried)) && return 0
-          retried=1; say "the guest did not reach multi-user (an emulator hang?): booting once more"; continue
-        fi
-        grep -aq "^dualboot: .*: rebooting into" "$work/job.log" && ((boots < 6)) || return 0
-      done
-    }
-    rescue() { # LOG VARS TIMEOUT DISK: the rescue system (its own kernel), DISK as /dev/vdb, the backup disk
-      pc "$1" "$2" "$3" -kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img" \
-        -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1" \
-        -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$4",format=raw,if=virtio \
-        -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
-    }
-    phase_failed() { # LOG WHY
-      cat "$work/job.log" >&2; tail -30 "$work/$1.console" >&2 2>/dev/null; die "$2"
+    job_disk "$(cat "$here/lab/jobs/dualboot.sh")" "$here/lab/jobs/lib.sh" "$work/crossback.deb" "$work/env" "$work/phase"
+    pc() { pcs dualboot "$@"; }
+    rescue() { # LOG VARS TIMEOUT DISK
+      rescue_drives "$4"; pc "$1" "$2" "$3" "${rescue_args[@]}"
     }
     times=()
     t=$(date +%s)
@@ -248,31 +256,17 @@ case $scenario in
     truncate -s "${LAB_DISK_MIB}M" "$work/full.raw"
     printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\nMEDIA_PASS=%s\nB_PASS=%s\n' "$slot_a" "$slot_b" "lab-media-$RANDOM$RANDOM" "$(cat "$LAB_CACHE/b.passphrase")" > "$work/env"
     echo backup > "$work/phase"
-    job_disk "$(cat "$here/lab/jobs/luks.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
-    pcs() { # LOG VARS TIMEOUT DRIVES…: boots until the guests stop asking for another boot
-      local boots=0
-      while :; do
-        boots=$((boots + 1))
-        pc_once "$@"
-        grep -aq "^luks: .*: rebooting into" "$work/job.log" && ((boots < 5)) || return 0
-      done
-    }
-    phase_failed() { # LOG WHY
-      cat "$work/job.log" >&2; tail -30 "$work/$1.console" >&2 2>/dev/null; die "$2"
-    }
+    job_disk "$(cat "$here/lab/jobs/luks.sh")" "$here/lab/jobs/lib.sh" "$work/crossback.deb" "$work/env" "$work/phase"
     times=()
     t=$(date +%s)
-    pcs backup "$work/vars.fd" 1500 -drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    pcs luks backup "$work/vars.fd" 1500 -drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
     job_done done-a || phase_failed backup "A did not back up B (above)"
     times+=("B's state, then A: init, the refusals, a killed backup, the backup, verify, mount, chroot: $(( $(date +%s) - t )) s")
     set_phase rescue
     cp "$OVMF_VARS" "$work/rescue-vars.fd"
     t=$(date +%s)
-    rescue() { # LOG DISK: the rescue system (its own kernel), DISK as /dev/vdb, the backup disk
-      pc_once "$1" "$work/rescue-vars.fd" 1800 -kernel "$LAB_CACHE/rescue-vmlinuz" -initrd "$LAB_CACHE/rescue-initrd.img" \
-        -append "root=UUID=$(cat "$LAB_CACHE/rescue.uuid") rw console=ttyS0 panic=-1" \
-        -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$2",format=raw,if=virtio \
-        -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    rescue() { # LOG DISK
+      rescue_drives "$2"; pc_once "$1" "$work/rescue-vars.fd" 1800 "${rescue_args[@]}"
     }
     rescue rescue "$work/blank.raw"
     job_done done-rescue || phase_failed rescue "the rescue system did not restore B onto the smaller disk"
@@ -310,7 +304,7 @@ case $scenario in
     times=()
     if [ "$scenario" = self ]; then
       echo setup > "$work/phase"
-      job_disk "$(cat "$here/lab/jobs/unattended.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
+      job_disk "$(cat "$here/lab/jobs/unattended.sh")" "$here/lab/jobs/lib.sh" "$work/crossback.deb" "$work/env" "$work/phase"
       t=$(date +%s)
       pc_once setup "$work/vars.fd" 900 "${a_disks[@]}" "${backup_disk[@]}"
       job_done done-setup || failed_boot setup "A did not back up B and arm the backup at reboot"
@@ -350,7 +344,7 @@ case $scenario in
       echo "lab: OK: self: A backed itself up offline at reboot (sealed, restored with 0 differences); without the backup disk, and with a writer on /, the backup boot refused, said why, and A booted normally ($(( $(date +%s) - t0 )) s in all)"
     else
       echo plug-setup > "$work/phase"
-      job_disk "$(cat "$here/lab/jobs/unattended.sh")" "$work/crossback.deb" "$work/env" "$work/phase"
+      job_disk "$(cat "$here/lab/jobs/unattended.sh")" "$here/lab/jobs/lib.sh" "$work/crossback.deb" "$work/env" "$work/phase"
       t=$(date +%s)
       pc_once plug-setup "$work/vars.fd" 900 "${a_disks[@]}" "${backup_disk[@]}"
       job_done done-plug-setup || failed_boot plug-setup "A did not prepare the media and schedule"

@@ -2,41 +2,10 @@
 # lab-job at multi-user in every system): what to do depends on the phase
 # the host wrote (file `phase`) and on which system this is. Results go to
 # the job disk; lines starting with "dualboot:" are the host's to check.
-set -u
-. ./env                      # SLOT_A, SLOT_B (the backup disk's UUIDs), BLANK
-phase=$(cat phase)
-me=$(hostname)
-say() { echo "dualboot: $me: $*"; }
-fail() { say "FAILED: $*"; sync; systemctl poweroff; exit 1; }
-run() { # COMMAND…: shown with its output and exit code
-  echo "+ $*"
-  "$@" 2>&1
-  rc=$?
-  echo "= exit $rc"
-  return $rc
-}
-# Runs COMMAND… with its output kept in FILE (and shown); WHY on failure.
-run_into() { # FILE WHY COMMAND…
-  f=$1 why=$2; shift 2
-  echo "+ $*"
-  "$@" > "$f" 2>&1; rc=$?; cat "$f"; [ $rc = 0 ] || fail "$why"
-}
-# The number of the firmware entry LABEL (efibootmgr 17 prints the label
-# alone, 18 the label, a tab and the device path).
-entry() { efibootmgr | grep -E "^Boot[0-9A-F]{4}\* $1([[:space:]]|\$)" | head -1 | cut -c5-8; }
+JOB=dualboot
+. ./lib.sh                   # env: SLOT_A, SLOT_B (the backup disk's UUIDs), BLANK
 # What this boot wrote to the backup disk (the guest's own block counters).
 wrote() { [ -r /sys/block/sda/stat ] && say "wrote $(awk '{printf "%.1f", $7 * 512 / 1048576}' /sys/block/sda/stat) MiB to the backup disk in this boot"; }
-boot_into() { # LABEL: BootNext, then power off: the host starts the next boot
-  # (a new QEMU each boot: TCG's reset hangs now and then in the firmware).
-  n=$(entry "$1")
-  [ -n "$n" ] || fail "no firmware entry $1: $(efibootmgr | tr '\n' ' ')"
-  efibootmgr --bootnext "$n" >/dev/null
-  say "rebooting into $1"
-  sync; systemctl poweroff; exit 0
-}
-install_crossback() {
-  command -v crossback >/dev/null || run dpkg -i ./crossback.deb || fail "dpkg -i crossback"
-}
 # The state a restore must bring back: failed units, dpkg --verify, the
 # fidelity data; kept per system on the job disk.
 state() {
@@ -105,7 +74,7 @@ case "$phase:$me" in
     install_crossback
     run crossback init --yes --passphrase-file "$pass" || fail "init in the rescue system"
     run crossback status
-    run_into restore.out "restore --disk" crossback restore --bare-metal --disk "$BLANK" --yes --passphrase-file "$pass"
+    run_into restore.out crossback restore --bare-metal --disk "$BLANK" --yes --passphrase-file "$pass" || fail "restore --disk"
     grep -q "copied EFI/debian-a/grubx64.efi to EFI/BOOT/BOOTX64.EFI" restore.out || fail "no fallback loader was made from A's loader"
     run efibootmgr -v
     touch done-rescue
@@ -115,8 +84,8 @@ case "$phase:$me" in
     # A hand-made layout and new UUIDs: crossback repairs GRUB in a chroot.
     printf 'label: gpt\nsize=256MiB, type=U\nsize=3GiB, type=L\nsize=512MiB, type=L\n' | sfdisk -q "$BLANK" || fail "sfdisk"
     udevadm settle
-    run_into newuuids.out "restore --new-uuids" crossback restore debian-bookworm --bare-metal --new-uuids --yes --passphrase-file "$pass" \
-      --device /boot/efi="${BLANK}1" --device /="${BLANK}2" --device /home="${BLANK}3"
+    run_into newuuids.out crossback restore debian-bookworm --bare-metal --new-uuids --yes --passphrase-file "$pass" \
+      --device /boot/efi="${BLANK}1" --device /="${BLANK}2" --device /home="${BLANK}3" || fail "restore --new-uuids"
     grep -q "GRUB now finds its new UUIDs (loader EFI/debian-a)" newuuids.out || fail "GRUB was not reinstalled into A's own loader directory"
     run efibootmgr -v
     touch done-newuuids

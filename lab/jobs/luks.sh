@@ -3,37 +3,8 @@
 # depends on the phase the host wrote (file `phase`) and on which system
 # this is. Lines starting with "luks:" are the host's to check; files left
 # on the job disk say which steps finished.
-set -u
-. ./env              # SLOT_A, SLOT_B, BLANK, MEDIA_PASS, B_PASS
-phase=$(cat phase)
-me=$(hostname)
-say() { echo "luks: $me: $*"; }
-fail() { say "FAILED: $*"; sync; systemctl poweroff; exit 1; }
-run() { # COMMAND…: shown with its output and exit code
-  echo "+ $*"
-  "$@" 2>&1
-  rc=$?
-  echo "= exit $rc"
-  return $rc
-}
-# Runs COMMAND… with its output kept in FILE (and shown); its exit code.
-run_into() { # FILE COMMAND…
-  f=$1; shift
-  echo "+ $*"
-  "$@" > "$f" 2>&1; rc=$?; cat "$f"; echo "= exit $rc"
-  return $rc
-}
-entry() { efibootmgr | grep -E "^Boot[0-9A-F]{4}\* $1([[:space:]]|\$)" | head -1 | cut -c5-8; }
-boot_into() { # LABEL: BootNext, then power off: the host starts the next boot
-  n=$(entry "$1")
-  [ -n "$n" ] || fail "no firmware entry $1: $(efibootmgr | tr '\n' ' ')"
-  efibootmgr --bootnext "$n" >/dev/null
-  say "rebooting into $1"
-  sync; systemctl poweroff; exit 0
-}
-install_crossback() {
-  command -v crossback >/dev/null || run dpkg -i ./crossback.deb || fail "dpkg -i crossback"
-}
+JOB=luks
+. ./lib.sh           # env: SLOT_A, SLOT_B, BLANK, MEDIA_PASS, B_PASS
 state() {
   echo "dpkg-verify: $(dpkg --verify 2>&1 | sort | tr '\n' ' ')"
   lab-data-state
@@ -61,8 +32,6 @@ nothing_open() { # WHEN
   if dmsetup ls 2>/dev/null | grep -q crossback-; then fail "$1: crossback left a mapping open: $(dmsetup ls | tr '\n' ' ')"; fi
   if lvs --noheadings -o lv_active vgb 2>/dev/null | grep -q active; then fail "$1: vgb is still active"; fi
 }
-A=debian-bookworm
-B=debian-trixie
 printf '%s' "$B_PASS" > /run/b.pass
 printf 'not the passphrase' > /run/wrong.pass
 printf 'a new passphrase %s' "$B_PASS" > /run/new.pass

@@ -2,24 +2,8 @@
 # by lab-job at multi-user in system A): the phase the host wrote (file
 # `phase`) says what to do. Lines starting with "unattended:" are the
 # host's to check; files left on the job disk say which steps finished.
-set -u
-. ./env                      # SLOT_A, SLOT_B: the backup disk's UUIDs
-phase=$(cat phase)
-me=$(hostname)
-say() { echo "unattended: $me: $*"; }
-fail() { say "FAILED: $*"; sync; systemctl poweroff; exit 1; }
-run() { # COMMAND…: shown with its output and exit code
-  echo "+ $*"
-  "$@" 2>&1
-  rc=$?
-  echo "= exit $rc"
-  return $rc
-}
-install_crossback() {
-  command -v crossback >/dev/null || run dpkg -i ./crossback.deb || fail "dpkg -i crossback"
-}
-A=debian-bookworm
-B=debian-trixie
+JOB=unattended
+. ./lib.sh                   # env: SLOT_A, SLOT_B: the backup disk's UUIDs
 
 case "$phase:$me" in
   setup:system-a)
