@@ -89,9 +89,15 @@ case "$phase:$me" in
     # Killed in the middle: the guard closes what it opened.
     crossback backup "$B" --key-file /run/b.pass > killed.out 2>&1 &
     cb=$!
-    for _ in $(seq 1 300); do grep -q "archiving\|entries" killed.out 2>/dev/null && break; lvs --noheadings -o lv_active vgb 2>/dev/null | grep -q active && break; sleep 0.2; done
+    # Once crossback has its own read-only activation (not udev's, which it
+    # replaces) and is reading.
+    for _ in $(seq 1 600); do grep -q "activated volume group vgb read-only" killed.out 2>/dev/null && break; kill -0 $cb 2>/dev/null || break; sleep 0.2; done
+    grep -q "activated volume group vgb read-only" killed.out || { cat killed.out; fail "the backup to be killed did not activate vgb read-only"; }
     sleep 2
-    say "killing crossback (kill -9) with vgb's volumes $(lvs --noheadings -o lv_active vgb | tr -s ' \n' ' ')and $(dmsetup ls | grep -c crossback-) container(s) of its open"
+    kill -0 $cb 2>/dev/null || { cat killed.out; fail "the backup to be killed ended before the kill"; }
+    attrs=$(lvs --noheadings -o lv_attr vgb | tr -d ' ')
+    if echo "$attrs" | grep -q '^.[^R]'; then fail "vgb's volumes are not activated read-only: $attrs"; fi
+    say "killing crossback (kill -9) while it reads, vgb's volumes $(echo $attrs) (R: read-only), $(dmsetup ls | grep -c crossback-) container(s) of its open"
     kill -9 $cb; wait $cb 2>/dev/null
     for _ in $(seq 1 100); do dmsetup ls 2>/dev/null | grep -q crossback- || break; sleep 0.2; done
     cat killed.out
