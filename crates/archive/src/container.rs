@@ -449,20 +449,20 @@ struct Block {
 
 type Msg = Result<Block, DamagedFrame>;
 
-/// Decompresses frames `first..` on another thread, as blocks; the first
-/// `skip` bytes of the first frame are decompressed but not sent. Stops at
-/// the first damaged frame (after saying so) or when the reader goes.
-fn decode_frames(file: Arc<Source>, table: Arc<FrameTable>, first: usize, skip: u64, tx: crossbeam_channel::Sender<Msg>) {
+/// Decompresses frames `first..=last` on another thread, as blocks; the
+/// first `skip` bytes of the first frame are decompressed but not sent.
+/// Stops at the first damaged frame (after saying so) or when the reader goes.
+fn decode_frames(file: Arc<Source>, table: Arc<FrameTable>, first: usize, last: usize, skip: u64, tx: crossbeam_channel::Sender<Msg>) {
     let mut skip = skip;
     let mut bulk = zstd::bulk::Decompressor::new().ok();
     if let Some(b) = bulk.as_mut() {
         let _ = b.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(codec::WINDOW_LOG_MAX));
     }
-    for i in first..table.frames.len() {
+    for i in first..=last.min(table.frames.len().saturating_sub(1)) {
         let f = table.frames[i];
         let damaged = |why: String| DamagedFrame { frame: i, u_off: f.u_off, u_end: f.u_off + f.u_len, why };
         // The next frame is read from the disk while this one is decompressed.
-        if let Some(next) = table.frames.get(i + 1) {
+        if let Some(next) = table.frames.get(i + 1).filter(|_| i < last) {
             file.will_need(next.c_off, next.c_len);
         }
         // A frame of the usual size is decompressed in one piece (the fast
@@ -551,6 +551,8 @@ fn decode_frames(file: Arc<Source>, table: Arc<FrameTable>, first: usize, skip: 
 struct Pipeline {
     rx: Option<crossbeam_channel::Receiver<Msg>>,
     handle: Option<std::thread::JoinHandle<()>>,
+    /// The last frame it decompresses.
+    last: usize,
 }
 
 impl Drop for Pipeline {
@@ -576,12 +578,23 @@ pub struct FrameStream {
     /// The current tar offset.
     pos: u64,
     end: u64,
+    /// Where the reader says it will stop (the end of the member it wants):
+    /// a pipeline started after a jump decompresses no frame past it, so
+    /// one file out of a large archive costs the frames that hold it and
+    /// no more. Reading on past it lifts the limit until the next jump.
+    stop_hint: Option<u64>,
+    sequential: bool,
 }
 
 impl FrameStream {
     pub fn new(file: Arc<Source>, table: Arc<FrameTable>) -> Result<Self> {
         let end = table.frames.last().map(|f| f.u_off + f.u_len).unwrap_or(0);
-        Ok(FrameStream { file, table, pipeline: None, cur: None, pos: 0, end })
+        Ok(FrameStream { file, table, pipeline: None, cur: None, pos: 0, end, stop_hint: None, sequential: false })
+    }
+
+    /// The reader means to stop at tar offset `end` (see `stop_hint`).
+    pub fn stop_hint(&mut self, end: u64) {
+        self.stop_hint = Some(end);
     }
 
     /// The frame holding tar offset `u`, or `None` past the end.
@@ -609,6 +622,7 @@ impl FrameStream {
         if !near {
             self.pipeline = None;
             self.cur = None;
+            self.sequential = false;
         }
         self.pos = u;
     }
@@ -616,10 +630,15 @@ impl FrameStream {
     fn start(&mut self) {
         let Some(i) = self.frame_of(self.pos) else { return };
         let skip = self.pos - self.table.frames[i].u_off;
+        let all = self.table.frames.len() - 1;
+        let last = match self.stop_hint {
+            Some(h) if !self.sequential && h > self.pos => self.frame_of(h - 1).unwrap_or(all),
+            _ => all,
+        };
         let (tx, rx) = crossbeam_channel::bounded(AHEAD);
         let (file, table) = (Arc::clone(&self.file), Arc::clone(&self.table));
-        let handle = std::thread::spawn(move || decode_frames(file, table, i, skip, tx));
-        self.pipeline = Some(Pipeline { rx: Some(rx), handle: Some(handle) });
+        let handle = std::thread::spawn(move || decode_frames(file, table, i, last, skip, tx));
+        self.pipeline = Some(Pipeline { rx: Some(rx), handle: Some(handle), last });
     }
 }
 
@@ -658,7 +677,12 @@ impl Read for FrameStream {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, d));
                 }
                 _ => {
-                    self.pipeline = None;
+                    let last = self.pipeline.take().map(|p| p.last);
+                    // Stopped at the hint, and the reading goes on: no limit from here.
+                    if last.and_then(|l| self.table.frames.get(l)).is_some_and(|f| self.pos >= f.u_off + f.u_len) {
+                        self.sequential = true;
+                        continue;
+                    }
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the frames end at tar byte {} before the recorded end", self.pos)));
                 }
             }

@@ -133,6 +133,7 @@ fn walk_indexed(archive: &Archive, sink: &mut dyn Sink) -> Result<()> {
         }
         let Some(source) = sink.source(&e) else { continue };
         stream.seek_to(source.header_offset);
+        stream.stop_hint((source.data_offset + source.stored_len).next_multiple_of(512));
         let mut tr = TarReader::at_offset(&mut stream, source.header_offset);
         let member = match tr.next_member() {
             Ok(Some(m)) => m,
