@@ -18,7 +18,17 @@ same_as_before() { # WHEN
   grep -qx "$(head -1 /lab-data/expected)" "state-$1" || fail "$1: machine-id changed"
   failed_units > "failed-$1"
   new=$(comm -13 failed-before-system-b "failed-$1" | tr '\n' ' ')
-  [ -z "$new" ] || fail "$1: units fail that did not before: $new"
+  lvm_monitor "$1"
+  if [ -n "$new" ]; then
+    for u in $new; do journalctl -b -u "$u" --no-pager -o short-monotonic | tail -15; done
+    fail "$1: units fail that did not before: $new"
+  fi
+}
+# What lvm2-monitor said in this boot (it starts early, while / may still
+# be read-only), and /etc/lvm as B has it.
+lvm_monitor() { # WHEN
+  echo "lvm2-monitor in $1: $(systemctl is-failed lvm2-monitor.service 2>&1); /etc/lvm: $(ls /etc/lvm /etc/lvm/backup /etc/lvm/devices 2>&1 | tr '\n' ' ')"
+  journalctl -b -u lvm2-monitor.service -u systemd-remount-fs.service --no-pager -o short-monotonic | tail -12
 }
 # B's layers as lvm2 and cryptsetup name them (with its container open).
 uuids() { # LUKS-DEVICE
@@ -43,6 +53,7 @@ case "$phase:$me" in
     # B as it runs, before any backup: compared after its restore.
     state > state-before-system-b
     failed_units > failed-before-system-b
+    lvm_monitor before
     uuids "$(cryptsetup status b_crypt | sed -n 's/^ *device: *//p')" > layers-before
     cat layers-before
     touch done-b
