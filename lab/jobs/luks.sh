@@ -19,14 +19,15 @@ same_as_before() { # WHEN
   failed_units > "failed-$1"
   new=$(comm -13 failed-before-system-b "failed-$1" | tr '\n' ' ')
   lvm_monitor "$1"
-  # lvm2-monitor starts before / is remounted read-write and while
-  # run-lock.mount mounts over /run/lock (Debian 13, no ordering between
-  # them); once it failed at that moment (exit 5) in a CI run. The boot race
-  # is the distribution's: started again now, it must succeed on the
-  # restored system's volume group, and is counted as failing if not.
+  # Not understood yet (see docs/lab.md): a restored B's first boot writes
+  # /etc/lvm/archive and /etc/lvm/backup/vgb, which the original B's boots
+  # never did, and lvm2-monitor, which starts before / is remounted
+  # read-write, failed once at that boot (exit 5, in a CI run). It is
+  # started again now: it must then work on the restored volume group, or
+  # it counts as failing; a failure at boot is said.
   case " $new " in *" lvm2-monitor.service "*)
     if systemctl restart lvm2-monitor.service; then
-      say "$1: lvm2-monitor failed at boot (its race with /run/lock and the read-only /); started again now: it works"
+      say "$1: KNOWN DEFECT: lvm2-monitor failed in the first boot after the restore; started again now, it works"
       new=$(echo "$new" | sed 's/lvm2-monitor.service//; s/^ *//; s/ *$//')
     fi ;;
   esac
@@ -40,6 +41,10 @@ same_as_before() { # WHEN
 lvm_monitor() { # WHEN
   echo "lvm2-monitor in $1: $(systemctl is-failed lvm2-monitor.service 2>&1); /etc/lvm: $(ls /etc/lvm /etc/lvm/backup /etc/lvm/devices 2>&1 | tr '\n' ' ')"
   journalctl -b -u lvm2-monitor.service -u systemd-remount-fs.service --no-pager -o short-monotonic | tail -12
+  # Who wrote the group's metadata backup in this boot, and when.
+  journalctl -b -t lvm -t systemd-remount-fs --no-pager -o short-monotonic | tail -20
+  ls -l --time-style=+%T /etc/lvm/archive 2>/dev/null
+  grep -E '^(description|creation_host|creation_time|contents)' /etc/lvm/backup/vgb 2>/dev/null
 }
 # B's layers as lvm2 and cryptsetup name them (with its container open).
 uuids() { # LUKS-DEVICE
