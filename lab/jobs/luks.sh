@@ -19,15 +19,16 @@ same_as_before() { # WHEN
   failed_units > "failed-$1"
   new=$(comm -13 failed-before-system-b "failed-$1" | tr '\n' ' ')
   lvm_monitor "$1"
-  # Not understood yet (see docs/lab.md): a restored B's first boot writes
-  # /etc/lvm/archive and /etc/lvm/backup/vgb, which the original B's boots
-  # never did, and lvm2-monitor, which starts before / is remounted
-  # read-write, failed once at that boot (exit 5, in a CI run). It is
-  # started again now: it must then work on the restored volume group, or
-  # it counts as failing; a failure at boot is said.
+  # Debian 13's race, not the restore's: lvm2-monitor starts early and
+  # takes its lock in /run/lock/lvm (the initramfs left it there), while
+  # run-lock.mount mounts a new tmpfs over /run/lock ("not empty, mounting
+  # anyway"): the lock file is gone, "Can't get lock for vgb", exit 5. Seen
+  # in B's boots after a restore under CI load; any boot of B can lose it.
+  # Only that failure is excused, and only if the unit then works.
   case " $new " in *" lvm2-monitor.service "*)
-    if systemctl restart lvm2-monitor.service; then
-      say "$1: KNOWN DEFECT: lvm2-monitor failed in the first boot after the restore; started again now, it works"
+    if journalctl -b -u lvm2-monitor.service --no-pager | grep -q "/run/lock/lvm/.*open failed: No such file or directory" &&
+      systemctl restart lvm2-monitor.service; then
+      say "$1: lvm2-monitor lost its lock file at boot (run-lock.mount mounted /run/lock over it); started again now, it works"
       new=$(echo "$new" | sed 's/lvm2-monitor.service//; s/^ *//; s/ *$//')
     fi ;;
   esac
@@ -36,15 +37,11 @@ same_as_before() { # WHEN
     fail "$1: units fail that did not before: $new"
   fi
 }
-# What lvm2-monitor said in this boot (it starts early, while / may still
-# be read-only), and /etc/lvm as B has it.
+# What lvm2-monitor said in this boot (it starts early, before / is
+# writable and /run/lock mounted), and /etc/lvm as B has it.
 lvm_monitor() { # WHEN
   echo "lvm2-monitor in $1: $(systemctl is-failed lvm2-monitor.service 2>&1); /etc/lvm: $(ls /etc/lvm /etc/lvm/backup /etc/lvm/devices 2>&1 | tr '\n' ' ')"
   journalctl -b -u lvm2-monitor.service -u systemd-remount-fs.service --no-pager -o short-monotonic | tail -12
-  # Who wrote the group's metadata backup in this boot, and when.
-  journalctl -b -t lvm -t systemd-remount-fs --no-pager -o short-monotonic | tail -20
-  ls -l --time-style=+%T /etc/lvm/archive 2>/dev/null
-  grep -E '^(description|creation_host|creation_time|contents)' /etc/lvm/backup/vgb 2>/dev/null
 }
 # B's layers as lvm2 and cryptsetup name them (with its container open).
 uuids() { # LUKS-DEVICE
