@@ -449,7 +449,7 @@ struct Block {
 
 type Msg = Result<Block, DamagedFrame>;
 
-/// Decompresses frames `first..=last` on another thread, as blocks; the
+/// Decompresses frames `first..=last` (both in the table) on another thread, as blocks; the
 /// first `skip` bytes of the first frame are decompressed but not sent.
 /// Stops at the first damaged frame (after saying so) or when the reader goes.
 fn decode_frames(file: Arc<Source>, table: Arc<FrameTable>, first: usize, last: usize, skip: u64, tx: crossbeam_channel::Sender<Msg>) {
@@ -458,7 +458,7 @@ fn decode_frames(file: Arc<Source>, table: Arc<FrameTable>, first: usize, last: 
     if let Some(b) = bulk.as_mut() {
         let _ = b.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(codec::WINDOW_LOG_MAX));
     }
-    for i in first..=last.min(table.frames.len().saturating_sub(1)) {
+    for i in first..=last {
         let f = table.frames[i];
         let damaged = |why: String| DamagedFrame { frame: i, u_off: f.u_off, u_end: f.u_off + f.u_len, why };
         // The next frame is read from the disk while this one is decompressed.
