@@ -184,7 +184,7 @@ impl System {
 
 /// The state of the layers a configured system sits in (no tool run: sysfs).
 fn layer_states(m: &Machine, cfg: &SystemConfig) -> Vec<LayerState> {
-    let sys = crate::unlock::sys_text;
+    let sys = blockdev::sys_text;
     let mut out = Vec::new();
     for u in &cfg.luks {
         let dev = m.devices.iter().find(|d| d.fstype == "crypto_LUKS" && d.uuid.eq_ignore_ascii_case(u));
@@ -195,9 +195,7 @@ fn layer_states(m: &Machine, cfg: &SystemConfig) -> Vec<LayerState> {
         };
         out.push(LayerState { kind: "luks", name: u.clone(), device: dev.map(|d| d.path.clone()), state });
     }
-    let dms: Vec<String> = std::fs::read_dir("/sys/class/block")
-        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("dm-")).collect())
-        .unwrap_or_default();
+    let dms: Vec<String> = blockdev::kernel_names().unwrap_or_default().into_iter().filter(|n| n.starts_with("dm-")).collect();
     for vg in &cfg.lvm {
         let active = dms.iter().any(|d| sys(d, "dm/uuid").starts_with("LVM-") && crate::unlock::vg_of_dm_name(&sys(d, "dm/name")).as_deref() == Some(vg));
         out.push(LayerState { kind: "lvm", name: vg.clone(), device: None, state: if active { "active" } else { "inactive" }.into() });

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use age::secrecy::{ExposeSecret, SecretBox};
 use anyhow::Context;
-use crossback_host::blockdev::Device;
+use crossback_host::blockdev::{self, sys_text, Device};
 use crossback_host::layers::{self, DmKind};
 use crossback_host::unlock::{self, OpenError, Opened};
 
@@ -73,16 +73,11 @@ pub fn read_key(path: &Path, option: &str) -> anyhow::Result<SecretBox<Vec<u8>>>
 
 /// The kernel names of the devices built on `dev` (`/sys/class/block/X/holders`).
 pub fn holders(dev: &Device) -> Vec<String> {
-    let mut h: Vec<String> = std::fs::read_dir(Path::new("/sys/class/block").join(&dev.name).join("holders"))
+    let mut h: Vec<String> = std::fs::read_dir(blockdev::sys_dir(&dev.name).join("holders"))
         .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     h.sort();
     h
-}
-
-/// A sysfs attribute of a block device (`/sys/class/block/NAME/FILE`), trimmed; empty if unreadable.
-pub fn sys_text(name: &str, file: &str) -> String {
-    std::fs::read_to_string(Path::new("/sys/class/block").join(name).join(file)).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 /// The LUKS containers below the running system's root (its own, open by it).

@@ -47,13 +47,31 @@ fn read_sys(dir: &Path, file: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(file)).ok().map(|s| s.trim().to_string())
 }
 
+/// Where the kernel lists the block devices, a directory of attributes each.
+const SYS_BLOCK: &str = "/sys/class/block";
+
+/// A block device's directory of attributes (`/sys/class/block/NAME`).
+pub fn sys_dir(name: &str) -> PathBuf {
+    Path::new(SYS_BLOCK).join(name)
+}
+
+/// An attribute of a block device (`/sys/class/block/NAME/FILE`), trimmed;
+/// empty if it cannot be read.
+pub fn sys_text(name: &str, file: &str) -> String {
+    read_sys(&sys_dir(name), file).unwrap_or_default()
+}
+
+/// The kernel names of the block devices there are (`sda`, `sda1`, `dm-0`, …).
+pub fn kernel_names() -> std::io::Result<Vec<String>> {
+    Ok(std::fs::read_dir(SYS_BLOCK)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+}
+
 /// Every block device the kernel lists, with its filesystem probed. Devices
 /// without a node in `/dev` (partitions of loop devices without udev) and
 /// empty ones are left out; a device blkid cannot read is listed with no type.
 pub fn scan() -> Result<Vec<Device>> {
     let mut out = Vec::new();
-    let entries = std::fs::read_dir("/sys/class/block").map_err(crate::error::ctx(|| "listing /sys/class/block".into()))?;
-    let mut names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names = kernel_names().map_err(crate::error::ctx(|| format!("listing {SYS_BLOCK}")))?;
     names.sort();
     for name in names {
         if let Some(d) = device(&name)? {
@@ -65,7 +83,7 @@ pub fn scan() -> Result<Vec<Device>> {
 
 /// The device with this kernel name, probed; `None` if it is empty or has no node.
 pub fn device(name: &str) -> Result<Option<Device>> {
-    let sys = Path::new("/sys/class/block").join(name);
+    let sys = sys_dir(name);
     let size = read_sys(&sys, "size").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512;
     let path = Path::new("/dev").join(name);
     if size == 0 || !path.exists() {

@@ -102,7 +102,7 @@ pub fn partition_device(disk: &Path, n: u32) -> PathBuf {
 /// Size of a block device in 512-byte sectors, from sysfs.
 pub fn sectors_512(disk: &Path) -> Result<u64> {
     let name = disk.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let text = std::fs::read_to_string(format!("/sys/class/block/{name}/size"))
+    let text = std::fs::read_to_string(crate::blockdev::sys_dir(&name).join("size"))
         .map_err(|e| Error::Io { what: format!("reading the size of {}", disk.display()), source: e })?;
     text.trim().parse().map_err(|_| Error::Command(format!("{}: size {:?} in sysfs", disk.display(), text.trim())))
 }

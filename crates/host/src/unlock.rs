@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::blockdev;
 use crate::error::{ctx, Error, Result};
 use crate::layers::{self, LuksInfo};
 
@@ -252,11 +253,7 @@ pub fn lv_device(vg: &str, lv: &str) -> PathBuf {
 
 /// The kernel's name (`dm-N`) of the mapping `name`, if there is one.
 fn dm_kernel_name(name: &str) -> Option<String> {
-    std::fs::read_dir("/sys/class/block").ok().and_then(|rd| {
-        rd.flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| n.starts_with("dm-") && std::fs::read_to_string(Path::new("/sys/class/block").join(n).join("dm/name")).is_ok_and(|t| t.trim() == name))
-    })
+    blockdev::kernel_names().ok()?.into_iter().find(|n| n.starts_with("dm-") && blockdev::sys_text(n, "dm/name") == name)
 }
 
 /// The kernel's node of the mapping `name` (`/dev/dm-N`, as the machine's
@@ -283,9 +280,8 @@ fn not_ours(what: What, name: &str) -> Option<String> {
     if what != What::Luks {
         return None;
     }
-    let uuid = std::fs::read_to_string(Path::new("/sys/class/block").join(dm_kernel_name(name)?).join("dm/uuid")).ok()?;
-    let uuid = uuid.trim();
-    (!made_by_crossback(uuid)).then(|| uuid.to_string())
+    let uuid = blockdev::sys_text(&dm_kernel_name(name)?, "dm/uuid");
+    (!made_by_crossback(&uuid)).then_some(uuid)
 }
 
 /// Waits for udev to have seen a new device (where there is a udev).

@@ -116,7 +116,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     let cfg = Config::load(path)?;
     let disk = std::fs::canonicalize(disk).with_context(|| refuse(Refusal::Usage, format!("--disk {}: no such device", disk.display())))?;
     let name = disk.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let sys = Path::new("/sys/class/block").join(&name);
+    let sys = crossback_host::blockdev::sys_dir(&name);
     if !sys.is_dir() {
         refuse!(Refusal::Usage, "--disk {}: not a block device", disk.display());
     }
