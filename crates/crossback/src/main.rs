@@ -84,7 +84,7 @@ fn run(cli: cli::Cli) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let kind = error::kind_of(&err);
-            let shown = output::printable(&format!("{err:#}"));
+            let shown = output::printable(&output::chain(&err));
             match kind {
                 Some(kind) => eprintln!("crossback: error[{}]: {shown}", kind.name()),
                 None => eprintln!("crossback: error: {shown}"),

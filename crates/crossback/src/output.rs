@@ -32,6 +32,21 @@ pub fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { format!("\\u{{{:x}}}", c as u32) } else { c.to_string() }).collect()
 }
 
+/// An error and its causes, outermost first, joined by ": " (as `{:#}`),
+/// each said once: an error whose message already ends with its cause's
+/// (the archive's and host's I/O errors show their `io::Error`) does not
+/// get it twice.
+pub fn chain(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in err.chain() {
+        let s = e.to_string();
+        if !parts.last().is_some_and(|p| p.ends_with(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
 /// Text from a disk or a user (fstab lines, labels, names) for a terminal:
 /// control characters escaped.
 pub fn text(s: &str) -> String {
@@ -187,4 +202,38 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
 /// (adaptive compression): "3 (12 frames), 4 (30 frames)".
 pub fn levels(levels: &std::collections::BTreeMap<i32, u64>) -> Option<String> {
     (levels.len() > 1).then(|| levels.iter().map(|(l, n)| format!("{l} ({})", count(*n, "frame", "frames"))).collect::<Vec<_>>().join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that shows its cause in its own message (as the archive's
+    /// I/O errors do) and also gives it as its source.
+    #[derive(Debug)]
+    struct Shows(std::io::Error);
+
+    impl std::fmt::Display for Shows {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "writing the restored files to the disk: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Shows {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(libc::EROFS);
+        let err = anyhow::Error::new(Shows(io)).context("restoring a.tar.zst into /mnt");
+        let said = chain(&err);
+        assert_eq!(said.matches("Read-only file system").count(), 1, "{said}");
+        assert!(said.starts_with("restoring a.tar.zst into /mnt: writing the restored files to the disk: Read-only"), "{said}");
+        // Causes that are not repeated all stay.
+        let err = anyhow::anyhow!("the inner cause").context("the middle").context("the outer");
+        assert_eq!(chain(&err), "the outer: the middle: the inner cause");
+    }
 }
