@@ -375,6 +375,47 @@ pub struct Restorer {
     failed: Vec<(Vec<u8>, u64, String)>,
     is_root: bool,
     pool: Option<Pool>,
+    flusher: Option<Flusher>,
+}
+
+/// Writes the target's file system back while the restore runs (`syncfs`
+/// every `FLUSH_EVERY`, on a thread of its own): the kernel would otherwise
+/// keep a restore of many small files in the page cache until its end, and
+/// the final sync (or unmount) would write it all while nothing else runs.
+/// With it, the disk writes while the files are made, and a restore ends
+/// durable in less time.
+struct Flusher {
+    stop: Option<Sender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl Flusher {
+    /// None if no thread could be started (the restore works without).
+    fn start(root: &OwnedFd) -> Option<Flusher> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(root, 0).ok()?;
+        let (stop, rx) = bounded::<()>(0);
+        let handle = std::thread::Builder::new()
+            .name("flush".into())
+            .spawn(move || {
+                // Errors show at the final syncfs, which reports them.
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(FLUSH_EVERY) {
+                    let _ = rustix::fs::syncfs(&fd);
+                }
+            })
+            .ok()?;
+        Some(Flusher { stop: Some(stop), handle: Some(handle) })
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Restorer {
@@ -385,7 +426,8 @@ impl Restorer {
             .map_err(ctx(|| format!("opening {}", dest.display())))?;
         let is_root = rustix::process::geteuid().is_root();
         let pool = if threads > 1 { Some(Pool::new(threads, is_root)?) } else { None };
-        Ok(Restorer { root, cache: None, dirs: Vec::new(), left: Vec::new(), notes: Notes::default(), failed: Vec::new(), is_root, pool })
+        let flusher = Flusher::start(&root);
+        Ok(Restorer { root, cache: None, dirs: Vec::new(), left: Vec::new(), notes: Notes::default(), failed: Vec::new(), is_root, pool, flusher })
     }
 
     fn open_beneath(&self, path: &[u8]) -> io::Result<OwnedFd> {
@@ -547,7 +589,7 @@ impl Restorer {
     }
 
     /// Applies what waits for the end: the workers' files, directories'
-    /// metadata, then flags.
+    /// metadata, then flags; returns when all of it is on the disk.
     pub fn finish(mut self) -> Result<Finished> {
         self.settle();
         while let Some(d) = self.dirs.pop() {
@@ -574,6 +616,10 @@ impl Restorer {
                 self.notes.warnings.push((path, format!("inode flags not restored: {e}")));
             }
         }
+        // Done means on the disk: what the flusher has not written yet is
+        // written now, and a write that failed on the way is said here.
+        self.flusher = None;
+        rustix::fs::syncfs(&self.root).map_err(ctx(|| "the restored files did not all reach the disk (syncfs; the kernel's log, `dmesg`, says why)".into()))?;
         Ok(Finished { warnings: self.notes.warnings, failed: self.failed })
     }
 }

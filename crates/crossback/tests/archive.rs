@@ -461,3 +461,54 @@ fn root_an_archive_inside_its_source_does_not_hold_itself() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(" /data") && !text.contains("self.tar.zst"), "{text}");
 }
+
+/// A disk that takes the restored files into its cache and then cannot
+/// write them (a USB disk that dies, a thin volume that runs out): ext4 on
+/// a loop device whose image lies on a tmpfs too small for what is
+/// restored. The extraction must not end as if the files were safe: it
+/// fails, and says the files did not reach the disk.
+#[test]
+fn root_a_restore_whose_files_cannot_reach_the_disk_fails() {
+    if !require_root("root_a_restore_whose_files_cannot_reach_the_disk_fails") {
+        return;
+    }
+    struct Lying {
+        dir: tempfile::TempDir,
+        device: String,
+    }
+    impl Drop for Lying {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.dir.path().join("mnt")).status();
+            let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+            let _ = Command::new("umount").arg(self.dir.path().join("backing")).status();
+        }
+    }
+    let src = LoopFs::new("ext4", 256);
+    let data = src.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for i in 0..4u64 {
+        std::fs::write(data.join(format!("part-{i}")), tree::noise(i + 1, 16 << 20)).unwrap();
+    }
+    let archive = src.path().join("data.tar.zst");
+    run_ok(crossback().args(["archive", "create"]).arg(&data).arg("-o").arg(&archive));
+
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("backing");
+    std::fs::create_dir(&backing).unwrap();
+    run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"]).arg(&backing));
+    let image = backing.join("disk.img");
+    std::fs::File::create(&image).unwrap().set_len(256 << 20).unwrap();
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+    let device = run(Command::new("losetup").args(["--find", "--show"]).arg(&image)).trim().to_string();
+    let lying = Lying { dir, device };
+    let mnt = lying.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run(Command::new("mount").arg(&lying.device).arg(&mnt));
+
+    let out = crossback().args(["archive", "extract"]).arg(&archive).arg("-C").arg(mnt.join("r")).output().unwrap();
+    assert!(!out.status.success(), "64 MiB restored onto a disk that holds under 24 MiB, and the extraction said nothing: {}", stderr(&out));
+    assert!(stderr(&out).contains("did not all reach the disk"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("(os error").count(), 1, "the cause said once: {}", stderr(&out));
+    // The archive is as it was.
+    run_ok(crossback().args(["archive", "verify"]).arg(&archive));
+}
