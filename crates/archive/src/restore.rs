@@ -393,8 +393,11 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Flusher {
     /// None if no thread could be started (the restore works without).
+    /// The directory is opened anew, not duplicated: the kernel reports a
+    /// failed write-back once to each open file, and the one it is
+    /// reported to must be the final syncfs's.
     fn start(root: &OwnedFd) -> Option<Flusher> {
-        let fd = rustix::io::fcntl_dupfd_cloexec(root, 0).ok()?;
+        let fd = rustix::fs::openat(root, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok()?;
         let (stop, rx) = bounded::<()>(0);
         let handle = std::thread::Builder::new()
             .name("flush".into())
