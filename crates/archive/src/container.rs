@@ -449,8 +449,9 @@ struct Block {
 
 type Msg = Result<Block, DamagedFrame>;
 
-/// Decompresses frames `first..=last` (both in the table) on another thread, as blocks; the
-/// first `skip` bytes of the first frame are decompressed but not sent.
+/// Decompresses frames `first..=last` (both in the table) on another
+/// thread, as blocks; the first `skip` bytes of the first frame are
+/// decompressed but not sent.
 /// Stops at the first damaged frame (after saying so) or when the reader goes.
 fn decode_frames(file: Arc<Source>, table: Arc<FrameTable>, first: usize, last: usize, skip: u64, tx: crossbeam_channel::Sender<Msg>) {
     let mut skip = skip;
