@@ -294,6 +294,25 @@ pub enum MediaCommand {
     ///
     /// Example: crossback media remove-key --passphrase
     RemoveKey(KeyArgs),
+    /// Record in this system's configuration what the media is: encrypted (learning its key
+    /// with its passphrase) or, with --plain, not encrypted.
+    ///
+    /// The second system of a dual boot needs this after `media encrypt` ran on the first:
+    /// the disk's own word is never taken for it.
+    ///
+    /// Example: crossback media trust            (asks the media's passphrase)
+    Trust(TrustArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrustArgs {
+    /// The media is not encrypted (its markers must say so too).
+    #[arg(long, conflicts_with = "media_key")]
+    pub plain: bool,
+    /// The media's public key (age1…), as another system's configuration names it:
+    /// for a media with no passphrase, learned without unlocking it.
+    #[arg(long, value_name = "AGE1…")]
+    pub media_key: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -397,6 +416,9 @@ pub struct BackupArgs {
     /// both slots, and tells the logged-in users.
     #[arg(long, hide = true, conflicts_with_all = ["at_reboot", "frozen"])]
     pub plugged: bool,
+    /// With --plugged: a media that is not encrypted is accepted (`crossback schedule --unencrypted` chose it).
+    #[arg(long, hide = true, requires = "plugged")]
+    pub unencrypted: bool,
     /// Record SYSTEM even though it lost most of its files (or its
     /// os-release or fstab) since its previous backup. Without it, such a
     /// system is refused (exit 1): it looks broken, and sealing it would push
@@ -416,6 +438,11 @@ pub struct ScheduleArgs {
     /// The reminder's check (run daily by its timer): say what to do if the newest complete backup is too old.
     #[arg(long, conflicts_with = "off")]
     pub check: bool,
+    /// Back up when the disk is plugged in also if the media is not encrypted. Without it
+    /// such a backup refuses a plain media: a stick given your slots' UUIDs would get your
+    /// systems in plaintext. An encrypted media needs no choice.
+    #[arg(long, conflicts_with_all = ["off", "check"])]
+    pub unencrypted: bool,
 }
 
 #[derive(Args, Debug)]

@@ -39,6 +39,44 @@ pub struct Media {
     /// another one was tampered with, and `backup` writes nothing to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_key: Option<Spanned<String>>,
+    /// Whether the media is encrypted, as this system knows it: `true`
+    /// with `media_key`, `false` for a plain media. Absent in a file an
+    /// older crossback wrote: then `backup` refuses until `crossback media
+    /// trust` records it (a disk cannot say it for itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
+}
+
+/// What a system's configuration says the media is: the one source
+/// `backup` and the key commands write by. The slots' markers must agree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sealing {
+    /// Encrypted to this media key (`age1…`).
+    Encrypted(String),
+    Plain,
+    /// An older configuration that never said.
+    Unknown,
+}
+
+impl Media {
+    pub fn sealing(&self) -> Sealing {
+        match (&self.media_key, self.encrypted) {
+            (Some(k), _) => Sealing::Encrypted(k.get_ref().clone()),
+            (None, Some(false)) => Sealing::Plain,
+            (None, _) => Sealing::Unknown,
+        }
+    }
+
+    /// The media as `sealing` says, with these slots.
+    pub fn with_sealing(id: &str, slot_a: &str, slot_b: &str, sealing: &Sealing) -> Media {
+        let s = |v: &str| Spanned::new(0..0, v.to_string());
+        let (media_key, encrypted) = match sealing {
+            Sealing::Encrypted(k) => (Some(s(k)), Some(true)),
+            Sealing::Plain => (None, Some(false)),
+            Sealing::Unknown => (None, None),
+        };
+        Media { id: s(id), slot_a: s(slot_a), slot_b: s(slot_b), media_key, encrypted }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -147,6 +185,14 @@ impl Config {
         if let Some(m) = &self.media {
             claim(&m.slot_a, "slot A".into(), "media.slot_a")?;
             claim(&m.slot_b, "slot B".into(), "media.slot_b")?;
+            match (&m.media_key, m.encrypted) {
+                (Some(k), Some(false)) => bail!("{}: media.media_key is set but media.encrypted = false: one of them is wrong", at(&k.span())),
+                (None, Some(true)) => bail!("{}: media.encrypted = true but no media.media_key: `crossback media trust` learns it", at(&m.id.span())),
+                (Some(k), _) if age_recipient(k.get_ref()).is_none() => {
+                    bail!("{}: media.media_key = {:?} is not an age public key (age1…)", at(&k.span()), crate::output::text(k.get_ref()))
+                }
+                _ => {}
+            }
         }
         for s in &self.systems {
             let name = s.name.get_ref();
@@ -232,7 +278,15 @@ fn media_table(m: &Media) -> Table {
     if let Some(k) = &m.media_key {
         t["media_key"] = value(k.get_ref().as_str());
     }
+    if let Some(e) = m.encrypted {
+        t["encrypted"] = value(e);
+    }
     t
+}
+
+/// An age X25519 public key, or `None`.
+fn age_recipient(text: &str) -> Option<age::x25519::Recipient> {
+    text.parse().ok()
 }
 
 /// The configuration as text (TOML's own escaping), with comments for people.
@@ -319,8 +373,14 @@ pub fn set_media(path: &Path, m: &Media) -> anyhow::Result<()> {
                 set_keep(t, "id", m.id.get_ref());
                 set_keep(t, "slot_a", m.slot_a.get_ref());
                 set_keep(t, "slot_b", m.slot_b.get_ref());
-                if let Some(k) = &m.media_key {
-                    set_keep(t, "media_key", k.get_ref());
+                // What the media is, as a whole: a plain one has no key.
+                match &m.media_key {
+                    Some(k) => set_keep(t, "media_key", k.get_ref()),
+                    None => drop(t.remove("media_key")),
+                }
+                match m.encrypted {
+                    Some(e) => t["encrypted"] = value(e),
+                    None => drop(t.remove("encrypted")),
                 }
             }
             None => doc["media"] = Item::Table(media_table(m)),
@@ -439,6 +499,7 @@ mod tests {
                 slot_a: Spanned::new(0..0, "ABCD-0001".into()),
                 slot_b: Spanned::new(0..0, "ABCD-0002".into()),
                 media_key: None,
+                encrypted: Some(false),
             },
         )
         .unwrap();

@@ -60,6 +60,9 @@ pub enum Refusal {
     AlreadyRecorded,
     /// An encrypted media: no key given, or a wrong one.
     Key,
+    /// A backup started by plugging the disk in, onto a media that is not
+    /// encrypted, without the user's choice (`schedule --unencrypted`).
+    NotEncrypted,
     /// Another offline update (`/system-update`) is armed for the next boot.
     UpdatePending,
     /// A LUKS container: no key given, or none that opens it.

@@ -23,6 +23,7 @@ use crossback_archive::crypt::{self, Keys};
 
 use crossback_host::beneath::Dir;
 
+use crate::config::Sealing;
 use crate::error::{refuse, Refusal};
 use crate::layout::{Encryption, KeyFiles, SlotView};
 
@@ -46,11 +47,34 @@ fn unlock_options() -> Unlock {
     UNLOCK.get().cloned().unwrap_or_default()
 }
 
-/// The scrypt work factor for a new passphrase wrapping: age's own
-/// (about a second here) unless `$CROSSBACK_SCRYPT_WORK_FACTOR` says less
-/// (tests; the lab's emulated PC takes minutes for age's default).
-fn work_factor() -> Option<u8> {
-    std::env::var("CROSSBACK_SCRYPT_WORK_FACTOR").ok().and_then(|v| v.parse().ok()).filter(|n| (10..=22).contains(n))
+/// The scrypt work factor of a new passphrase wrapping: 18, the age
+/// tool's (256 MiB, about a second here), unless
+/// `$CROSSBACK_SCRYPT_WORK_FACTOR` says less (tests; the lab's emulated PC
+/// takes minutes for 18). A fixed one, not age's own measure of this
+/// machine, so that a reader can tell a crafted wrapping by its factor.
+fn work_factor() -> u8 {
+    std::env::var("CROSSBACK_SCRYPT_WORK_FACTOR").ok().and_then(|v| v.parse().ok()).filter(|n| (10..=WORK_FACTOR).contains(n)).unwrap_or(WORK_FACTOR)
+}
+
+const WORK_FACTOR: u8 = 18;
+/// The highest factor read: 18 is what crossback writes; earlier versions
+/// let age choose by the machine's speed, 19 or 20 on a fast one (1 GiB).
+const MAX_WORK_FACTOR: u8 = 20;
+
+/// The scrypt work factor a passphrase wrapping asks for, read from its
+/// header (`-> scrypt SALT N`) before anything is computed; a wrapping
+/// that is not one passphrase stanza is damage.
+fn scrypt_factor(wrapped: &[u8]) -> Option<u8> {
+    let head = &wrapped[..wrapped.len().min(512)];
+    let mut lines = head.split(|b| *b == b'\n');
+    if lines.next()? != b"age-encryption.org/v1" {
+        return None;
+    }
+    let stanza = std::str::from_utf8(lines.next()?).ok()?;
+    match stanza.split(' ').collect::<Vec<_>>().as_slice() {
+        ["->", "scrypt", _salt, n] if n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0') => n.parse().ok(),
+        _ => None,
+    }
 }
 
 /// The passphrase file given, if any: `--passphrase-file`, else `$CROSSBACK_PASSPHRASE_FILE`.
@@ -72,7 +96,7 @@ pub fn passphrase(why: &str, confirm: bool) -> anyhow::Result<SecretString> {
 /// As [`passphrase`], from `file` if given.
 pub fn passphrase_from(file: Option<PathBuf>, why: &str, confirm: bool) -> anyhow::Result<SecretString> {
     if let Some(p) = file {
-        let text = std::fs::read_to_string(&p).map_err(|e| refuse(Refusal::Key, format!("reading the passphrase file {}: {e}", p.display())))?;
+        let text = user_file(&p, "the passphrase file")?;
         let line = text.lines().next().unwrap_or("").to_string();
         if line.is_empty() {
             crate::refuse!(Refusal::Key, "the passphrase file {} is empty", p.display());
@@ -98,8 +122,28 @@ pub fn passphrase_from(file: Option<PathBuf>, why: &str, confirm: bool) -> anyho
 /// The keys in `--identity FILE`, for a single encrypted archive.
 pub fn identity_keys() -> anyhow::Result<Option<Keys>> {
     let Some(path) = unlock_options().identity else { return Ok(None) };
-    let text = std::fs::read_to_string(&path).map_err(|e| refuse(Refusal::Key, format!("reading the identity file {}: {e}", path.display())))?;
+    let text = user_file(&path, "the identity file")?;
     Ok(Some(Keys::parse(&text).map_err(|e| refuse(Refusal::Key, format!("{}: {e}", path.display())))?))
+}
+
+/// The largest passphrase or identity file read: both are a few lines.
+const USER_FILE_CAP: u64 = 64 << 10;
+
+/// A passphrase or identity file the user gave: a regular file of at most
+/// [`USER_FILE_CAP`] bytes of text, opened without blocking (a FIFO or a
+/// device given by mistake is refused, not waited on).
+fn user_file(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |why: String| refuse(Refusal::Key, format!("{what} {}: {why}", path.display()));
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| bad(format!("cannot be read ({e})")))?;
+    let meta = f.metadata().map_err(|e| bad(format!("cannot be read ({e})")))?;
+    if !meta.is_file() || meta.len() > USER_FILE_CAP {
+        return Err(bad(format!("not a regular file of at most {} KiB", USER_FILE_CAP >> 10)));
+    }
+    let mut bytes = Vec::new();
+    f.take(USER_FILE_CAP).read_to_end(&mut bytes).map_err(|e| bad(format!("cannot be read ({e})")))?;
+    String::from_utf8(bytes).map_err(|_| bad("not text".to_string()))
 }
 
 /// X25519 recipients as age prints them (`age1…`).
@@ -144,9 +188,7 @@ fn key_text(key: &age::x25519::Identity) -> String {
 /// The media key as a passphrase-only age file (scrypt).
 pub fn wrap_by_passphrase(key: &age::x25519::Identity, p: &SecretString) -> anyhow::Result<Vec<u8>> {
     let mut r = age::scrypt::Recipient::new(p.clone());
-    if let Some(n) = work_factor() {
-        r.set_work_factor(n);
-    }
+    r.set_work_factor(work_factor());
     let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))?;
     let mut out = Vec::new();
     let mut w = enc.wrap_output(&mut out)?;
@@ -163,43 +205,98 @@ pub fn wrap_for(key: &age::x25519::Identity, recipients: &[age::x25519::Recipien
     Ok(Some(crypt::encrypt_bytes(key_text(key).as_bytes(), recipients)?))
 }
 
-/// The media's public key, to write to (an encrypted media), or `None`.
-fn recipient(view: &SlotView) -> anyhow::Result<Option<age::x25519::Recipient>> {
-    let Some(enc) = &view.marker.encryption else { return Ok(None) };
-    let r = age::x25519::Recipient::from_str(&enc.media_key)
-        .map_err(|e| refuse(Refusal::SlotDamaged, format!("slot {}: the media key in its marker does not read: {e}", view.marker.slot)))?;
-    Ok(Some(r))
-}
-
-/// The key a backup writes to: the media's, when either slot's marker says
-/// it is encrypted (a `media encrypt` that stopped between the slots still
-/// encrypts). Two markers naming different keys, or a marker naming another
-/// key than the configuration recorded, were tampered with: refused, so
-/// that a planted marker cannot have the systems encrypted to someone else.
-pub fn backup_recipient(views: &[&SlotView], configured: Option<&str>) -> anyhow::Result<Option<age::x25519::Recipient>> {
-    let mut found: Option<(age::x25519::Recipient, &str)> = None;
-    for v in views {
-        let Some(r) = recipient(v)? else { continue };
-        let named = v.marker.encryption.as_ref().map(|e| e.media_key.as_str()).unwrap_or_default();
-        if let Some(c) = configured.filter(|c| *c != named) {
-            crate::refuse!(
-                Refusal::SlotHostile,
-                "slot {}'s marker names the media key {named}, but this media's is {c} (in the configuration): the marker was changed; nothing was written",
-                v.marker.slot
-            );
+/// What a write to the media is encrypted to: what this system's
+/// configuration says the media is, which every slot's marker must say
+/// too. A marker is on the disk, so it is whoever's can write there: it
+/// never decides, it can only disagree, and a disagreement is a refusal.
+pub fn write_to(sealing: &Sealing, views: &[&SlotView]) -> anyhow::Result<Option<age::x25519::Recipient>> {
+    let said = views.iter().map(|v| (v.marker.slot, v.marker.encryption.as_ref().map(|e| e.media_key.as_str())));
+    match sealing {
+        Sealing::Encrypted(key) => {
+            for (slot, k) in said {
+                match k {
+                    Some(k) if k == key => {}
+                    Some(k) => crate::refuse!(
+                        Refusal::SlotHostile,
+                        "slot {slot}'s marker names the media key {k}, but this system's configuration names {key}: the marker was changed, or this is not your media; nothing was written"
+                    ),
+                    None => crate::refuse!(
+                        Refusal::SlotHostile,
+                        "slot {slot}'s marker says the media is not encrypted, but this system's configuration says it is (media key {key}): the marker was changed, or this is another disk given your slots' UUIDs; nothing was written"
+                    ),
+                }
+            }
+            let r = age::x25519::Recipient::from_str(key).map_err(|e| refuse(Refusal::Config, format!("the media key in the configuration does not read: {e}")))?;
+            Ok(Some(r))
         }
-        match &found {
-            Some((_, first)) if *first != named => {
+        Sealing::Plain => {
+            if let Some((slot, Some(k))) = said.into_iter().find(|(_, k)| k.is_some()) {
                 crate::refuse!(
                     Refusal::SlotHostile,
-                    "the two slots' markers name different media keys ({first}, {named}): one was changed; nothing was written"
-                )
+                    "slot {slot}'s marker says the media is encrypted (media key {k}), but this system's configuration says it is not: if you encrypted it from another system, `crossback media trust` learns its key here with the passphrase; nothing was written"
+                );
             }
-            Some(_) => {}
-            None => found = Some((r, named)),
+            Ok(None)
         }
+        Sealing::Unknown => crate::refuse!(
+            Refusal::Config,
+            "this system's configuration does not say whether the backup media is encrypted (an older crossback wrote it), and the disk's own word is not taken for it: run `crossback media trust` (it asks the passphrase of an encrypted media; `--plain` for one that is not); nothing was written"
+        ),
     }
-    Ok(found.map(|(r, _)| r))
+}
+
+/// The media key of an encrypted media, learned by a configuration that
+/// does not know it yet: only through what an attacker with the disk
+/// cannot forge — the passphrase (its scrypt wrapping authenticates), the
+/// media key itself as `--identity`, or its public half typed by the user
+/// (`known`, from another system's configuration). A recipient's key does
+/// not do: anyone can encrypt a planted key to a public key.
+pub fn learn(views: &[&SlotView], known: Option<&str>) -> anyhow::Result<String> {
+    let mut named = views.iter().filter_map(|v| v.marker.encryption.as_ref().map(|e| (*v, e)));
+    let Some((view, enc)) = named.next() else {
+        crate::refuse!(Refusal::Usage, "neither slot's marker says the media is encrypted: if it is not, `crossback media trust --plain` records that");
+    };
+    if let Some((_, other)) = named.next().filter(|(_, o)| o.media_key != enc.media_key) {
+        crate::refuse!(
+            Refusal::SlotHostile,
+            "the two slots' markers name different media keys ({}, {}): one was changed; nothing was recorded",
+            enc.media_key,
+            other.media_key
+        );
+    }
+    if let Some(k) = known {
+        if k.trim() != enc.media_key {
+            crate::refuse!(
+                Refusal::SlotHostile,
+                "the media's markers name the media key {}, not {}: this is not the media you named; nothing was recorded",
+                enc.media_key,
+                k.trim()
+            );
+        }
+        return Ok(enc.media_key.clone());
+    }
+    let key = match unlock_options().identity {
+        Some(path) => {
+            let mine = x25519_keys(&user_file(&path, "the identity file")?);
+            mine.into_iter().find(|k| k.to_public().to_string() == enc.media_key).ok_or_else(|| {
+                refuse(
+                    Refusal::Key,
+                    format!(
+                        "the key in {} is not this media's key: a recipient's key cannot prove which key the media has (anyone can encrypt to it); use the passphrase, or --media-key with the key another system's configuration names",
+                        path.display()
+                    ),
+                )
+            })?
+        }
+        None => by_passphrase(enc, &view.keys, "learning the media's key")?,
+    };
+    if key.to_public().to_string() != enc.media_key {
+        crate::refuse!(
+            Refusal::SlotDamaged,
+            "the media key kept on the slot is not the one its marker names: the slot was tampered with; nothing was recorded"
+        );
+    }
+    Ok(enc.media_key.clone())
 }
 
 /// The keys that read this slot's encrypted files; `None` for a plain media.
@@ -232,7 +329,7 @@ pub fn media_key(enc: &Encryption, files: &KeyFiles, why: &str) -> anyhow::Resul
 }
 
 fn by_identity(enc: &Encryption, files: &KeyFiles, path: &std::path::Path) -> anyhow::Result<age::x25519::Identity> {
-    let text = std::fs::read_to_string(path).map_err(|e| refuse(Refusal::Key, format!("reading the identity file {}: {e}", path.display())))?;
+    let text = user_file(path, "the identity file")?;
     let mine = x25519_keys(&text);
     if mine.is_empty() {
         crate::refuse!(Refusal::Key, "{} holds no age X25519 secret key (AGE-SECRET-KEY-1…)", path.display());
@@ -255,9 +352,23 @@ fn by_passphrase(enc: &Encryption, files: &KeyFiles, why: &str) -> anyhow::Resul
     let Some(wrapped) = files.passphrase.as_ref().filter(|_| enc.passphrase) else {
         crate::refuse!(Refusal::Key, "{why}: this media has no passphrase; give --identity FILE with your age key (one of {})", enc.recipients.join(", "));
     };
+    // A crafted wrapping must not cost gigabytes and minutes, nor pass for
+    // a wrong passphrase: its factor is read before the passphrase is asked.
+    match scrypt_factor(wrapped) {
+        Some(n) if n <= MAX_WORK_FACTOR => {}
+        Some(n) => crate::refuse!(
+            Refusal::SlotDamaged,
+            "the media key's passphrase wrapping ({}) asks for scrypt work factor {n}, more than crossback ever writes ({MAX_WORK_FACTOR} at most): it was changed; nothing was read or written",
+            crate::layout::KEY_BY_PASSPHRASE
+        ),
+        None => crate::refuse!(
+            Refusal::SlotDamaged,
+            "the media key's passphrase wrapping ({}) is not one age passphrase stanza: it is damaged or was changed; nothing was read or written",
+            crate::layout::KEY_BY_PASSPHRASE
+        ),
+    }
     let mut id = age::scrypt::Identity::new(passphrase(why, false)?);
-    // A crafted wrapping must not make us work for hours.
-    id.set_max_work_factor(22);
+    id.set_max_work_factor(MAX_WORK_FACTOR);
     unwrap_key(&Keys::new(vec![Box::new(id)]), wrapped, "wrong passphrase: it does not open this media's key (nothing was read or written)".to_string())
 }
 
@@ -330,6 +441,21 @@ mod tests {
         // Nothing left to unlock with: refused.
         let none = wrap(&key, None, &[]).unwrap_err();
         assert_eq!(crate::error::kind_of(&none), Some(Refusal::Usage));
+    }
+
+    #[test]
+    fn a_passphrase_wrapping_is_judged_by_its_header_before_any_work() {
+        std::env::set_var("CROSSBACK_SCRYPT_WORK_FACTOR", "10");
+        let pass = SecretString::from("pw".to_string());
+        let key = age::x25519::Identity::generate();
+        let w = wrap_by_passphrase(&key, &pass).unwrap();
+        assert_eq!(scrypt_factor(&w), Some(10));
+        let text = String::from_utf8_lossy(&w).into_owned();
+        let crafted = text.replacen(" 10\n", " 22\n", 1).into_bytes();
+        assert_eq!(scrypt_factor(&crafted), Some(22));
+        assert_eq!(scrypt_factor(b"age-encryption.org/v1\n-> X25519 abc\n"), None);
+        assert_eq!(scrypt_factor(b"garbage"), None);
+        assert_eq!(scrypt_factor(b"age-encryption.org/v1\n-> scrypt s 022\n"), None);
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod slot_id;
 
 pub use classify::{classify, GenEntry, SlotView};
 pub use generation::{archive_file, clean_relative, encrypted_archive_file, is_archive_file, ArchiveRecord, GenName, Generation, State, SystemRecord};
-pub use marker::{Encryption, KeyFiles, Marker, KEY_CAP};
+pub use marker::{Encryption, KeyFiles, Marker, KEY_BY_PASSPHRASE, KEY_CAP};
 pub use mounts::{FsRecord, MountsFile};
 pub use slot_id::SlotId;
 

@@ -169,11 +169,19 @@ pub fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> anyhow::R
 
 /// Writes a state file durably (new file, fsync, rename, fsync).
 pub fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> anyhow::Result<()> {
-    write_text(dir, name, &toml::to_string(value)?)
+    write_private(dir, name, &toml::to_string(value)?)
 }
 
-/// Writes a file (state, a unit, a rule) durably, mode 0644, creating its directory.
+/// Writes a unit or a rule durably, mode 0644, creating its directory.
 pub fn write_text(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crossback_host::beneath::Dir::open(dir)?.write_durable_mode(name, text.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// Writes a state file durably, root's only (0600): it names the slots
+/// and the systems.
+fn write_private(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crossback_host::beneath::Dir::open(dir)?.write_durable(name, text.as_bytes())?;
     Ok(())

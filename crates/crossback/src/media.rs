@@ -155,28 +155,60 @@ pub fn readme(media_id: &str, letter: SlotId, encryption: Option<&crate::layout:
 const TOOL_CAP: u64 = 32 << 20;
 
 /// Puts this crossback binary on the slot (`crossback/crossback`, with its
-/// version), unless the same version of the same size is there already.
+/// version), unless the very same bytes are there already: compared by
+/// content, so that a planted binary of the same size and version text is
+/// replaced. A binary over [`TOOL_CAP`] is not carried, and one left from
+/// before is removed rather than left to be run: both are said.
 pub fn carry_tool(dir: &Dir) -> anyhow::Result<()> {
     let exe = std::fs::File::open("/proc/self/exe").context("opening crossback's own binary")?;
     let size = exe.metadata()?.len();
     let version = format!("crossback {} ({}), {size} bytes\n", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH);
     if size > TOOL_CAP {
+        let stale = dir.kind(crate::layout::TOOL)?.is_some();
+        dir.remove_entry(crate::layout::TOOL)?;
+        dir.remove_entry(crate::layout::TOOL_VERSION)?;
+        dir.sync()?;
+        println!(
+            "note: crossback is not carried onto the slot: this binary is {} MiB, over the {} MiB a slot carries (a debug build? install a release build){}",
+            size >> 20,
+            TOOL_CAP >> 20,
+            if stale { "; the copy that was there is removed" } else { "" }
+        );
         return Ok(());
     }
-    let same = dir.read_capped(crate::layout::TOOL_VERSION, 4096).is_ok_and(|v| v == version.as_bytes())
-        && dir.open_file(crate::layout::TOOL).ok().and_then(|f| f.metadata().ok()).is_some_and(|m| m.len() == size);
-    if same {
+    if same_content(dir, &exe, size)? && dir.read_capped(crate::layout::TOOL_VERSION, 4096).is_ok_and(|v| v == version.as_bytes()) {
         return Ok(());
     }
     let tmp = format!("{}.new", crate::layout::TOOL);
-    let mut out = dir.create_file(&tmp)?;
-    std::io::copy(&mut std::io::BufReader::new(exe), &mut out).and_then(|_| out.sync_all()).context("copying crossback onto the slot")?;
-    use std::os::unix::fs::PermissionsExt;
-    out.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+    let mut out = dir.create_file_mode(&tmp, 0o700)?;
+    std::io::copy(&mut std::io::BufReader::new(&exe), &mut out).and_then(|_| out.sync_all()).context("copying crossback onto the slot")?;
     drop(out);
     dir.rename(&tmp, crate::layout::TOOL)?;
     dir.write_durable(crate::layout::TOOL_VERSION, version.as_bytes())?;
     Ok(())
+}
+
+/// True when the slot's carried binary holds exactly `exe`'s bytes.
+fn same_content(dir: &Dir, exe: &std::fs::File, size: u64) -> anyhow::Result<bool> {
+    use std::io::{Read, Seek};
+    let Ok(mut carried) = dir.open_file(crate::layout::TOOL) else { return Ok(false) };
+    if carried.metadata()?.len() != size {
+        return Ok(false);
+    }
+    let mut exe = exe;
+    exe.rewind()?;
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = exe.read(&mut a).context("reading crossback's own binary")?;
+        if n == 0 {
+            exe.rewind()?;
+            return Ok(true);
+        }
+        if carried.read_exact(&mut b[..n]).is_err() || a[..n] != b[..n] {
+            exe.rewind()?;
+            return Ok(false);
+        }
+    }
 }
 
 /// A new media id: 128 random bits, hex.
@@ -218,6 +250,28 @@ mod tests {
     }
 
     use SlotId::{A, B};
+
+    /// Issue 26.4: a carried binary of the same size (and version text) but
+    /// other bytes is not taken for this one.
+    #[test]
+    fn the_carried_binary_is_compared_by_content() {
+        let t = tempfile::tempdir().unwrap();
+        let exe_path = t.path().join("exe");
+        std::fs::write(&exe_path, vec![7u8; 3 << 20]).unwrap();
+        let exe = std::fs::File::open(&exe_path).unwrap();
+        let slot = t.path().join("slot");
+        std::fs::create_dir(&slot).unwrap();
+        let dir = Dir::open(&slot).unwrap();
+        assert!(!same_content(&dir, &exe, 3 << 20).unwrap(), "nothing carried yet");
+        let mut trojan = vec![7u8; 3 << 20];
+        trojan[(2 << 20) + 5] = 8;
+        std::fs::write(slot.join(crate::layout::TOOL), &trojan).unwrap();
+        assert!(!same_content(&dir, &exe, 3 << 20).unwrap(), "same size, other bytes");
+        std::fs::write(slot.join(crate::layout::TOOL), vec![7u8; 3 << 20]).unwrap();
+        assert!(same_content(&dir, &exe, 3 << 20).unwrap());
+        std::fs::write(slot.join(crate::layout::TOOL), vec![7u8; 1 << 20]).unwrap();
+        assert!(!same_content(&dir, &exe, 3 << 20).unwrap(), "shorter");
+    }
 
     #[test]
     fn first_backup_goes_to_slot_a() {

@@ -198,7 +198,11 @@ pub fn make_writable(slot: Slot, d: &Device, media_id: &str, mounted: &mut Mount
         .map_err(|e| refuse(Refusal::SlotBusy, format!("slot {id}: unmounting it to write to it: {e}")))?;
     mounted.points.retain(|p| p != &at);
     offline::mount_one(&slot_fs(id, d), &at, true, false, mounted).map_err(|e| mount_refusal(id, d, &e))?;
-    read(id, d, at, media_id)
+    let slot = read(id, d, at, media_id)?;
+    // What is on a slot is root's only, also on a slot an older crossback
+    // made open to all (its `crossback/` was 0755, its archives 0644).
+    slot.dir()?.make_private()?;
+    Ok(slot)
 }
 
 /// Reads a mounted slot: its classification, checked to be this media's.

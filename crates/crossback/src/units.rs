@@ -6,24 +6,34 @@
 
 use std::path::Path;
 
+use crate::error::Refusal;
+
 pub const AT_REBOOT_SERVICE: &str = "crossback-at-reboot.service";
 pub const PLUGGED_SERVICE: &str = "crossback-plugged.service";
 pub const REMIND_SERVICE: &str = "crossback-remind.service";
 pub const REMIND_TIMER: &str = "crossback-remind.timer";
 pub const UDEV_RULE: &str = "90-crossback.rules";
 
-/// A path as one word of a systemd command line.
-fn word(p: &Path) -> String {
-    let s = p.to_string_lossy();
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c)) {
-        s.into_owned()
-    } else {
-        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%"))
+/// A path as one word of a systemd command line, quoted by systemd's
+/// rules: in double quotes, `\\` and `"` escaped, `%` (a specifier) as
+/// `%%`, `$` (a variable) as `$$`. What no quoting carries — a newline,
+/// which would end the line and start a directive, other control bytes,
+/// bytes that are not UTF-8 — is refused.
+fn word(p: &Path) -> anyhow::Result<String> {
+    let Some(s) = p.to_str() else {
+        crate::refuse!(Refusal::Usage, "{} is not UTF-8: it cannot be written into a systemd unit; move it", p.to_string_lossy());
+    };
+    if s.chars().any(char::is_control) {
+        crate::refuse!(Refusal::Usage, "{:?} holds a control character (a newline?): it cannot be written into a systemd unit; move it", s);
     }
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c)) {
+        return Ok(s.to_string());
+    }
+    Ok(format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%").replace('$', "$$")))
 }
 
-fn command(exe: &Path, config: &Path, args: &str) -> String {
-    format!("{} --config {} {args}", word(exe), word(config))
+fn command(exe: &Path, config: &Path, args: &str) -> anyhow::Result<String> {
+    Ok(format!("{} --config {} {args}", word(exe)?, word(config)?))
 }
 
 /// The service of the boot into systemd's offline-update mode: it runs
@@ -31,8 +41,13 @@ fn command(exe: &Path, config: &Path, args: &str) -> String {
 /// sysinit), and whatever happens it ends in a reboot: `at-reboot-job
 /// finish` makes the filesystems writable again, records the result and
 /// reboots; if even that fails, systemd reboots (FailureAction).
-pub fn at_reboot_service(exe: &Path, config: &Path, state: &Path, time_limit_min: u64) -> String {
-    format!(
+pub fn at_reboot_service(exe: &Path, config: &Path, state: &Path, time_limit_min: u64) -> anyhow::Result<String> {
+    // The state directory goes into a shell pattern: only plain characters.
+    let state = state
+        .to_str()
+        .filter(|s| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)))
+        .ok_or_else(|| crate::error::refuse(Refusal::Usage, format!("the state directory {} is not a plain path", state.display())))?;
+    Ok(format!(
         "# Written by `crossback backup --at-reboot`; removed by `crossback backup --at-reboot --cancel`.
 [Unit]
 Description=crossback: offline backup of this system before it starts
@@ -56,18 +71,17 @@ TimeoutStopSec=10min
 StandardOutput=journal+console
 StandardError=journal+console
 ",
-        state = state.display(),
-        run = command(exe, config, "at-reboot-job run"),
-        finish = command(exe, config, "at-reboot-job finish"),
-    )
+        run = command(exe, config, "at-reboot-job run")?,
+        finish = command(exe, config, "at-reboot-job finish")?,
+    ))
 }
 
 /// `crossback backup` when the backup disk appears. After the backup at
 /// reboot (which reboots; in that boot this one never runs) and after
 /// multi-user (a disk attached at boot: the backup starts once the
 /// system is up).
-pub fn plugged_service(exe: &Path, config: &Path) -> String {
-    format!(
+pub fn plugged_service(exe: &Path, config: &Path, unencrypted: bool) -> anyhow::Result<String> {
+    Ok(format!(
         "# Written by `crossback schedule`; removed by `crossback schedule --off`.
 [Unit]
 Description=crossback: back up the offline systems onto the backup disk just plugged in
@@ -82,8 +96,8 @@ IOSchedulingClass=best-effort
 IOSchedulingPriority=7
 TimeoutStartSec=infinity
 ",
-        cmd = command(exe, config, "backup --plugged"),
-    )
+        cmd = command(exe, config, if unencrypted { "backup --plugged --unencrypted" } else { "backup --plugged" })?,
+    ))
 }
 
 /// Starts [`PLUGGED_SERVICE`] when a filesystem of the media appears: both
@@ -99,8 +113,8 @@ pub fn udev_rule(slot_a: &str, slot_b: &str) -> String {
 }
 
 /// The daily check that the newest complete backup is not too old.
-pub fn remind_service(exe: &Path, config: &Path, days: u32) -> String {
-    format!(
+pub fn remind_service(exe: &Path, config: &Path, days: u32) -> anyhow::Result<String> {
+    Ok(format!(
         "# Written by `crossback schedule`; removed by `crossback schedule --off`.
 [Unit]
 Description=crossback: remind when the newest complete backup is older than {days} days
@@ -110,8 +124,8 @@ Documentation=man:crossback(1)
 Type=oneshot
 ExecStart={cmd}
 ",
-        cmd = command(exe, config, &format!("schedule --check --remind-after {days}")),
-    )
+        cmd = command(exe, config, &format!("schedule --check --remind-after {days}"))?,
+    ))
 }
 
 pub fn remind_timer() -> String {
@@ -140,7 +154,7 @@ mod tests {
 
     #[test]
     fn at_reboot_runs_before_everything_and_always_reboots() {
-        let u = at_reboot_service(Path::new("/usr/bin/crossback"), Path::new("/etc/crossback/config.toml"), Path::new("/var/lib/crossback"), 90);
+        let u = at_reboot_service(Path::new("/usr/bin/crossback"), Path::new("/etc/crossback/config.toml"), Path::new("/var/lib/crossback"), 90).unwrap();
         let unit = lines_of(&u, "Unit]");
         assert!(unit.contains(&"DefaultDependencies=no"));
         assert!(unit.contains(&"After=sysinit.target system-update-pre.target systemd-journald.socket"));
@@ -161,8 +175,29 @@ mod tests {
 
     #[test]
     fn paths_with_spaces_and_percent_are_one_word() {
-        let u = plugged_service(Path::new("/opt/my tools/crossback"), Path::new("/etc/cb/100%.toml"));
+        let u = plugged_service(Path::new("/opt/my tools/crossback"), Path::new("/etc/cb/100%.toml"), false).unwrap();
         assert!(u.contains("ExecStart=\"/opt/my tools/crossback\" --config \"/etc/cb/100%%.toml\" backup --plugged\n"), "{u}");
+        let u = plugged_service(Path::new("/usr/bin/crossback"), Path::new("/etc/cb.toml"), true).unwrap();
+        assert!(u.contains("ExecStart=/usr/bin/crossback --config /etc/cb.toml backup --plugged --unencrypted\n"), "{u}");
+    }
+
+    /// A path that would add a directive (a newline) or be expanded by
+    /// systemd (`${VAR}`, `$VAR`, `%h`) stays one literal word, or is refused.
+    #[test]
+    fn nothing_in_a_path_becomes_a_directive_or_an_expansion() {
+        for bad in ["/etc/x\nExecStartPre=/bin/touch /INJECTED.toml", "/etc/a\rb.toml", "/etc/tab\there.toml", "/etc/nul\u{1}.toml"] {
+            let e = plugged_service(Path::new("/usr/bin/crossback"), Path::new(bad), false).unwrap_err();
+            assert_eq!(crate::error::kind_of(&e), Some(Refusal::Usage), "{bad:?}");
+            let e = remind_service(Path::new(bad), Path::new("/etc/c.toml"), 7).unwrap_err();
+            assert_eq!(crate::error::kind_of(&e), Some(Refusal::Usage), "{bad:?}");
+        }
+        let non_utf8 = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"/etc/\xff.toml");
+        assert!(plugged_service(Path::new("/usr/bin/crossback"), Path::new(non_utf8), false).is_err());
+        let u = plugged_service(Path::new("/usr/bin/crossback"), Path::new("/etc/${HOME}/$USER/%h/a\"b\\c.toml"), false).unwrap();
+        let exec = u.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        assert_eq!(exec, "ExecStart=/usr/bin/crossback --config \"/etc/$${HOME}/$$USER/%%h/a\\\"b\\\\c.toml\" backup --plugged");
+        assert_eq!(u.lines().filter(|l| l.starts_with("Exec")).count(), 1);
+        assert!(at_reboot_service(Path::new("/usr/bin/crossback"), Path::new("/etc/c.toml"), Path::new("/var/lib/x) rm -rf /;; *"), 9).is_err());
     }
 
     #[test]
@@ -180,7 +215,7 @@ mod tests {
 
     #[test]
     fn reminder_timer_and_service() {
-        let s = remind_service(Path::new("/usr/bin/crossback"), Path::new("/etc/crossback/config.toml"), 14);
+        let s = remind_service(Path::new("/usr/bin/crossback"), Path::new("/etc/crossback/config.toml"), 14).unwrap();
         assert!(lines_of(&s, "Service]").contains(&"ExecStart=/usr/bin/crossback --config /etc/crossback/config.toml schedule --check --remind-after 14"));
         let t = remind_timer();
         assert!(lines_of(&t, "Timer]").contains(&"Persistent=true"));

@@ -314,3 +314,173 @@ fn root_a_damaged_encrypted_archive_is_named_file_by_file() {
     let restored = (0..80).filter(|i| to.join(format!("home/ann/f{i:02}")).is_file()).count();
     assert!((50..80).contains(&restored), "{restored} of 80 files restored");
 }
+
+/// Everything on both slots, as (path, size, mtime) lines: "nothing was written".
+fn listing(m: &mut TestMachine) -> Vec<String> {
+    let mut all = Vec::new();
+    for s in [&mut m.slot_a, &mut m.slot_b] {
+        s.mount(&["ro"]);
+        all.push(run(Command::new("find").arg(s.path()).arg("-printf").arg("%P %s %T@\n")));
+        s.unmount();
+    }
+    all
+}
+
+/// Rewrites both slots' markers with `f`.
+fn edit_markers(m: &mut TestMachine, f: impl Fn(&str) -> String) {
+    for s in [&mut m.slot_a, &mut m.slot_b] {
+        s.mount(&[]);
+        let marker = s.path().join("crossback/slot.toml");
+        let t = std::fs::read_to_string(&marker).unwrap();
+        std::fs::write(&marker, f(&t)).unwrap();
+        s.unmount();
+    }
+}
+
+fn refused_as(o: &Output, kind_name: &str, what: &str) {
+    assert_eq!((o.status.code(), kind(o).as_str()), (Some(1), kind_name), "{what}: {}", text(o));
+}
+
+/// Issue 26.1: what the media is comes from each system's configuration,
+/// never from the disk: markers stripped of their encryption (a tampered or
+/// cloned disk), a configuration from before `media encrypt` with a planted
+/// key on the disk, one that never said, and a plug-in backup onto a plain
+/// media — each refused with nothing written, and no canary in the clear.
+#[test]
+fn root_issue_26_1_an_encrypted_media_cannot_be_made_to_receive_plaintext() {
+    if !require_root("root_issue_26_1_an_encrypted_media_cannot_be_made_to_receive_plaintext") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut m = TestMachine::new();
+    let canary = format!("TRUSTCANARY{:016x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    m.alpha_home.mount(&[]);
+    std::fs::write(m.alpha_home.path().join("ann").join("secret.txt"), format!("{canary}\n").repeat(50)).unwrap();
+    m.alpha_home.unmount();
+    let (dir, cfg, pass) = configured(&m, "correct horse");
+    // The second system's configuration, as it was before `media encrypt`.
+    ok(cb(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
+    let before_encrypt = std::fs::read_to_string(&cfg).unwrap();
+    assert!(before_encrypt.contains("encrypted = false"), "{before_encrypt}");
+    let second = dir.path().join("second.toml");
+    std::fs::write(&second, &before_encrypt).unwrap();
+    ok(cb(&cfg).arg("--passphrase-file").arg(&pass).args(["media", "encrypt"]));
+    ok(cb(&cfg).arg("backup"));
+    let no_canary = |m: &TestMachine, what: &str| {
+        for s in [&m.slot_a, &m.slot_b] {
+            assert!(!contains(&device_bytes(&s.device), canary.as_bytes()), "{what}: the canary is on {} in the clear", s.device);
+        }
+    };
+    no_canary(&m, "after the encrypted backup");
+
+    // 1. Both markers lose their [encryption] table.
+    let mut saved = Vec::new();
+    for s in [&mut m.slot_a, &mut m.slot_b] {
+        s.mount(&["ro"]);
+        saved.push(std::fs::read_to_string(s.path().join("crossback/slot.toml")).unwrap());
+        s.unmount();
+    }
+    edit_markers(&mut m, |t| t.split("\n[encryption]").next().unwrap().to_string() + "\n");
+    let stripped = listing(&mut m);
+    refused_as(&cb(&cfg).arg("backup").output().unwrap(), "slot-hostile", "markers without encryption");
+    assert_eq!(listing(&mut m), stripped, "nothing was written");
+    no_canary(&m, "markers without encryption");
+    // The same with a plug-in backup (what the udev rule starts).
+    refused_as(&cb(&cfg).args(["backup", "--plugged"]).output().unwrap(), "slot-hostile", "plugged, markers without encryption");
+    assert_eq!(listing(&mut m), stripped, "nothing was written");
+
+    // 2. The configuration from before `media encrypt`: it says plain; the
+    // markers (put back) say encrypted. Refused, not encrypted to the
+    // marker's key, and not written in plaintext either.
+    for (s, t) in [&mut m.slot_a, &mut m.slot_b].into_iter().zip(&saved) {
+        s.mount(&[]);
+        std::fs::write(s.path().join("crossback/slot.toml"), t).unwrap();
+        s.unmount();
+    }
+    let now = listing(&mut m);
+    refused_as(&cb(&second).arg("backup").output().unwrap(), "slot-hostile", "a configuration from before media encrypt");
+    assert_eq!(listing(&mut m), now, "nothing was written");
+    // A key planted in the markers (with the attacker's own passphrase
+    // wrapping on the slots) is not learned with the user's passphrase.
+    let attacker_pass = dir.path().join("attacker-pass");
+    std::fs::write(&attacker_pass, "attacker\n").unwrap();
+    let o = cb(&second)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .args(["media", "trust", "--media-key", "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq5lxkm5"])
+        .output()
+        .unwrap();
+    refused_as(&o, "slot-hostile", "trust with a key the markers do not name");
+    // A recipient's key cannot prove which key the media has.
+    let user = user_key(dir.path(), "user.key");
+    let o = cb(&second).arg("--identity").arg(&user.file).args(["media", "trust"]).output().unwrap();
+    refused_as(&o, "key", "trust with a recipient's key");
+    let o = cb(&second).arg("--passphrase-file").arg(&attacker_pass).args(["media", "trust"]).output().unwrap();
+    refused_as(&o, "key", "trust with a wrong passphrase");
+    assert_eq!(std::fs::read_to_string(&second).unwrap(), before_encrypt, "the configuration was not changed");
+    // The passphrase teaches it the media's key, once; then it backs up encrypted.
+    let out = ok(cb(&second).arg("--passphrase-file").arg(&pass).args(["media", "trust"]));
+    assert!(text(&out).contains("the media is encrypted (media key age1"), "{}", text(&out));
+    let learned = std::fs::read_to_string(&second).unwrap();
+    let key_line = std::fs::read_to_string(&cfg).unwrap().lines().find(|l| l.starts_with("media_key")).unwrap().to_string();
+    assert!(learned.contains(&key_line) && learned.contains("encrypted = true"), "{learned}");
+    ok(cb(&second).arg("backup"));
+    no_canary(&m, "after the second system's backup");
+
+    // 3. A configuration that never said (an older crossback's): refused.
+    let legacy = dir.path().join("legacy.toml");
+    std::fs::write(&legacy, before_encrypt.replace("encrypted = false\n", "")).unwrap();
+    let now = listing(&mut m);
+    refused_as(&cb(&legacy).arg("backup").output().unwrap(), "config", "a configuration that never said");
+    assert_eq!(listing(&mut m), now, "nothing was written");
+    let o = cb(&legacy).args(["media", "trust", "--plain"]).output().unwrap();
+    refused_as(&o, "slot-hostile", "trust --plain on an encrypted media");
+
+    // 4. Every copy of the configuration crossback writes is root's only.
+    use std::os::unix::fs::PermissionsExt;
+    for c in [&cfg, &second] {
+        assert_eq!(std::fs::metadata(c).unwrap().permissions().mode() & 0o077, 0, "{} is readable by others", c.display());
+    }
+}
+
+/// Issue 26.1: a plug-in backup onto a media that is not encrypted is the
+/// user's explicit choice (`schedule --unencrypted`); without it refused.
+#[test]
+fn root_issue_26_1_a_plugged_backup_onto_a_plain_media_needs_the_users_choice() {
+    if !require_root("root_issue_26_1_a_plugged_backup_onto_a_plain_media_needs_the_users_choice") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut m = TestMachine::new();
+    let (_dir, cfg, _pass) = configured(&m, "unused");
+    ok(cb(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
+    let before = listing(&mut m);
+    refused_as(&cb(&cfg).args(["backup", "--plugged"]).output().unwrap(), "not-encrypted", "plugged onto a plain media");
+    assert_eq!(listing(&mut m), before, "nothing was written");
+    ok(cb(&cfg).args(["backup", "--plugged", "--unencrypted"]));
+    // Slot contents are root's only: the generation, archives and records.
+    use std::os::unix::fs::PermissionsExt;
+    m.slot_a.mount(&["ro"]);
+    let top = m.slot_a.path().join("crossback");
+    assert_eq!(std::fs::metadata(&top).unwrap().permissions().mode() & 0o077, 0, "crossback/ is open to others");
+    for e in walk(&top) {
+        let mode = std::fs::symlink_metadata(&e).unwrap().permissions().mode();
+        if e.file_name().is_some_and(|n| n == "crossback") && e.parent() == Some(top.as_path()) {
+            continue; // the carried program: 0700 beneath a 0700 directory
+        }
+        assert_eq!(mode & 0o077, 0, "{} is mode {:o}", e.display(), mode & 0o7777);
+    }
+    m.slot_a.unmount();
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap().flatten() {
+        let path = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}

@@ -195,16 +195,22 @@ impl Dir {
         Ok(File::from(fd))
     }
 
-    /// Creates a new file `name` (a plain name here) for writing; whatever
-    /// had that name (a planted symlink, say) is removed first, not followed.
+    /// Creates a new file `name` (a plain name here) for writing, readable
+    /// by its owner only (mode 0600); whatever had that name (a planted
+    /// symlink, say) is removed first, not followed.
     pub fn create_file(&self, name: &str) -> Result<File> {
+        self.create_file_mode(name, 0o600)
+    }
+
+    /// [`Dir::create_file`] with the given mode (before the umask).
+    pub fn create_file_mode(&self, name: &str, mode: u32) -> Result<File> {
         self.remove_entry(name)?;
         let c = component(name)?;
         let fd = rustix::fs::openat(
             self.fd.as_fd(),
             c.as_c_str(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+            Mode::from_raw_mode(mode),
         )
         .map_err(io_err(|| format!("creating {}", self.at(name).display())))?;
         Ok(File::from(fd))
@@ -212,9 +218,17 @@ impl Dir {
 
     /// Writes `name` so that a crash leaves the old or the new version:
     /// a new file, fsynced, renamed over the old one, the directory fsynced.
+    /// The file is its owner's only (0600): what crossback keeps is root's.
     pub fn write_durable(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_durable_mode(name, bytes, 0o600)
+    }
+
+    /// [`Dir::write_durable`] with the given mode (set exactly, whatever
+    /// the umask: a restored file keeps the mode it had).
+    pub fn write_durable_mode(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
         let tmp = format!("{name}.new");
-        let mut f = self.create_file(&tmp)?;
+        let mut f = self.create_file_mode(&tmp, mode)?;
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(mode)).map_err(io_err(|| format!("setting the mode of {}", self.at(&tmp).display())))?;
         f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::Io { what: format!("writing {}", self.at(&tmp).display()), source: e })?;
         drop(f);
         self.rename(&tmp, name)?;
@@ -223,8 +237,25 @@ impl Dir {
 
     /// Creates the directory `name` here (an existing directory is fine).
     pub fn create_dir(&self, name: &str) -> Result<Dir> {
+        self.create_dir_mode(name, 0o755)
+    }
+
+    /// Creates the directory `name` for its owner only, and makes an
+    /// existing one so (0700): a slot's `crossback/` and its generations.
+    pub fn create_private_dir(&self, name: &str) -> Result<Dir> {
+        let d = self.create_dir_mode(name, 0o700)?;
+        d.make_private()?;
+        Ok(d)
+    }
+
+    /// This directory, for its owner only (0700).
+    pub fn make_private(&self) -> Result<()> {
+        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(0o700)).map_err(io_err(|| format!("setting the mode of {}", self.shown.display())))
+    }
+
+    fn create_dir_mode(&self, name: &str, mode: u32) -> Result<Dir> {
         let c = component(name)?;
-        match rustix::fs::mkdirat(self.fd.as_fd(), c.as_c_str(), Mode::from_raw_mode(0o755)) {
+        match rustix::fs::mkdirat(self.fd.as_fd(), c.as_c_str(), Mode::from_raw_mode(mode)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(io_err(|| format!("creating {}", self.at(name).display()))(e)),
         }

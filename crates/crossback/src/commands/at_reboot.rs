@@ -121,7 +121,7 @@ pub fn arm(path: &Path, a: &BackupArgs) -> anyhow::Result<Outcome> {
     let job = AtReboot { armed: output::now(), systems: a.systems.clone(), time_limit_min: a.time_limit, disk_wait_secs: a.disk_wait, options: passed_on(a) };
     // The unit runs in another boot, from `/`: the configuration by its whole path.
     let config = std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
-    local::write_text(&p.units_dir(), units::AT_REBOOT_SERVICE, &units::at_reboot_service(&exe, &config, Path::new(local::STATE_DIR), a.time_limit))?;
+    local::write_text(&p.units_dir(), units::AT_REBOOT_SERVICE, &units::at_reboot_service(&exe, &config, Path::new(local::STATE_DIR), a.time_limit)?)?;
     let wants = wants_link(&p);
     std::fs::create_dir_all(wants.parent().unwrap_or(Path::new("/"))).with_context(|| format!("creating the directory of {}", wants.display()))?;
     local::symlink(&Path::new("..").join(units::AT_REBOOT_SERVICE), &wants)?;

@@ -159,7 +159,7 @@ fn backup_system(
 ) -> anyhow::Result<Done> {
     // Left by an interrupted run: start this system again.
     gen.remove_entry(&sys.name)?;
-    let dir = gen.create_dir(&sys.name)?;
+    let dir = gen.create_private_dir(&sys.name)?;
     let all_mounts: Vec<String> = fs.iter().map(|f| f.mountpoint.clone()).collect();
     let mut mounted = Mounted::default();
     let mut records = Vec::new();
@@ -450,6 +450,16 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     let scratch = crossback_host::inspect::scratch_dir("crossback-backup")?;
     let (mut slot_list, mut slot_mounts) = slots::mount(&devs, media_cfg.id.get_ref(), &scratch, slots::Access::Backup)?;
     let plan = media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation)?;
+    // What the media is comes from this system's configuration; the
+    // markers may only agree. Decided before anything is written.
+    let sealing = media_cfg.sealing();
+    let encrypt_to = keys::write_to(&sealing, &[&slot_list[0].view, &slot_list[1].view])?;
+    if encrypt_to.is_none() && a.plugged && !a.unencrypted {
+        crate::refuse!(
+            Refusal::NotEncrypted,
+            "the backup disk is not encrypted, and a backup started by plugging a disk in goes only onto an encrypted one: a stick given your slots' UUIDs would get your systems in plaintext. `crossback media encrypt` encrypts the media; `crossback schedule --unencrypted` accepts a plain one; nothing was written"
+        );
+    }
     // Only the target is made writable; it is read again once it is.
     let i = plan.target.index();
     let t = slot_list.remove(i);
@@ -460,7 +470,13 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     }
     let target = &slot_list[i];
     let slot_dir = target.dir()?;
-    let encrypt_to = keys::backup_recipient(&[&slot_list[0].view, &slot_list[1].view], media_cfg.media_key.as_ref().map(|k| k.get_ref().as_str()))?;
+    if keys::write_to(&sealing, &[&slot_list[0].view, &slot_list[1].view])? != encrypt_to {
+        crate::refuse!(
+            Refusal::SlotBusy,
+            "slot {}'s marker changed while crossback was reading it: is another program writing to it? Nothing was written",
+            plan.target
+        );
+    }
     for w in &plan.wipe {
         println!("slot {}: wiping {w} (older than the newest complete generation)", target.id);
         // An adopted duplicity generation: its files go first (the manifest that
@@ -501,7 +517,7 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
                 recorded: Vec::new(),
                 legacy_files: Vec::new(),
             };
-            let gd = slot_dir.create_dir(&GenName::dir(seq))?;
+            let gd = slot_dir.create_private_dir(&GenName::dir(seq))?;
             slot_dir.sync()?;
             gd.write_durable(layout::MANIFEST, toml::to_string(&g)?.as_bytes())?;
             println!(

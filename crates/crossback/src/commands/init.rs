@@ -104,6 +104,7 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             slot_a: mm.slot_a.clone(),
             slot_b: mm.slot_b.clone(),
             media_key: mm.media_key.clone(),
+            encrypted: mm.encrypted,
         }),
         systems: Vec::new(),
     };

@@ -7,10 +7,9 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use crossback_host::blockdev::Device;
 use crossback_host::{ns, offline};
-use toml::Spanned;
 
 use crate::cli::PrepareArgs;
-use crate::config::{self, Config, Media};
+use crate::config::{self, Config, Media, Sealing};
 use crate::error::Refusal;
 use crate::keys;
 use crate::layout::{self, Marker, SlotId};
@@ -142,7 +141,7 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
                 let mut marker = Marker::new(&media_id, letter);
                 if let Some((enc, files)) = &encryption {
                     // The key first: a marker that says "encrypted" always has it beside it.
-                    files.write(&root.create_dir(layout::DIR)?)?;
+                    files.write(&root.create_private_dir(layout::DIR)?)?;
                     marker.encryption = Some(enc.clone());
                 }
                 marker.write(&root)?;
@@ -164,9 +163,11 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
             machine::run_tool(&mut cmd)?;
         }
     }
-    let spanned = |s: &str| Spanned::new(0..0, s.to_string());
-    let media_key = encryption.as_ref().map(|(enc, _)| spanned(&enc.media_key));
-    config::set_media(path, &Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid), media_key })?;
+    let sealing = match &encryption {
+        Some((enc, _)) => Sealing::Encrypted(enc.media_key.clone()),
+        None => Sealing::Plain,
+    };
+    config::set_media(path, &Media::with_sealing(&media_id, &devs[0].uuid, &devs[1].uuid, &sealing))?;
     println!("media {media_id} recorded in {}", path.display());
     Ok(Outcome::Ok)
 }
@@ -188,6 +189,11 @@ struct Writable {
 }
 
 fn both_writable(path: &Path, what: &str) -> anyhow::Result<Writable> {
+    both(path, what, true)
+}
+
+/// Both slots, mounted writable or (`writable` false) read-only.
+fn both(path: &Path, what: &str, writable: bool) -> anyhow::Result<Writable> {
     machine::require_root(what)?;
     let cfg = Config::load(path)?;
     let Some(media_cfg) = &cfg.media else { refuse!(Refusal::Config, "no backup media in {}: run `crossback media prepare`", path.display()) };
@@ -197,7 +203,16 @@ fn both_writable(path: &Path, what: &str) -> anyhow::Result<Writable> {
     crossback_host::ns::start_guard()?;
     ns::enter_private()?;
     let scratch = crossback_host::inspect::scratch_dir("crossback-keys")?;
-    let (list, mut mounted) = crate::slots::mount(&devs, media_cfg.id.get_ref(), &scratch, crate::slots::Access::Backup)?;
+    let access = if writable { crate::slots::Access::Backup } else { crate::slots::Access::Read };
+    let (list, mut mounted) = crate::slots::mount(&devs, media_cfg.id.get_ref(), &scratch, access)?;
+    if !writable {
+        return Ok(Writable { slots: list, mounted, _lock: lock });
+    }
+    // What the media is, by this system's configuration: a key command
+    // does not write over markers that disagree with it.
+    if let Sealing::Encrypted(_) = media_cfg.sealing() {
+        keys::write_to(&media_cfg.sealing(), &list.iter().map(|s| &s.view).collect::<Vec<_>>())?;
+    }
     let mut slots = Vec::new();
     for (s, d) in list.into_iter().zip(devs.iter()) {
         slots.push(crate::slots::make_writable(s, d, media_cfg.id.get_ref(), &mut mounted)?);
@@ -232,12 +247,51 @@ pub fn encrypt(path: &Path, a: crate::cli::EncryptArgs) -> anyhow::Result<Outcom
     let (enc, files) = new_encryption(&a.recipient)?;
     write_keys(w, Some(&enc), &files)?;
     let cfg = Config::load(path)?;
-    if let Some(mut m) = cfg.media {
-        m.media_key = Some(Spanned::new(0..0, enc.media_key.clone()));
-        config::set_media(path, &m)?;
+    if let Some(m) = cfg.media {
+        config::set_media(path, &Media::with_sealing(m.id.get_ref(), m.slot_a.get_ref(), m.slot_b.get_ref(), &Sealing::Encrypted(enc.media_key.clone())))?;
     }
     println!("the media is encrypted from now on (media key {}); generations written before stay as they are until rotation replaces them", enc.media_key);
     Ok(Outcome::Ok)
+}
+
+/// `crossback media trust`: this system's configuration learns what the
+/// media is — its key through the passphrase (or the key itself, or its
+/// public half typed), or `--plain` — never from the markers alone.
+pub fn trust(path: &Path, a: crate::cli::TrustArgs) -> anyhow::Result<Outcome> {
+    let w = both(path, "media trust", false)?;
+    let views: Vec<&layout::SlotView> = w.slots.iter().map(|s| &s.view).collect();
+    let sealing = if a.plain {
+        if let Some(v) = views.iter().find(|v| v.marker.encryption.is_some()) {
+            refuse!(
+                Refusal::SlotHostile,
+                "slot {}'s marker says the media is encrypted: `crossback media trust` without --plain learns its key with the passphrase; nothing was recorded",
+                v.marker.slot
+            );
+        }
+        Sealing::Plain
+    } else {
+        Sealing::Encrypted(keys::learn(&views, a.media_key.as_deref())?)
+    };
+    let Writable { slots, mut mounted, .. } = w;
+    drop(slots);
+    mounted.unmount();
+    let cfg = Config::load(path)?;
+    let m = cfg.media.context("the media left the configuration while crossback read it")?;
+    let before = m.sealing();
+    if before != Sealing::Unknown && before != sealing {
+        println!("note: the configuration said {}; it now says {}", describe(&before), describe(&sealing));
+    }
+    config::set_media(path, &Media::with_sealing(m.id.get_ref(), m.slot_a.get_ref(), m.slot_b.get_ref(), &sealing))?;
+    println!("recorded in {}: the media is {}", path.display(), describe(&sealing));
+    Ok(Outcome::Ok)
+}
+
+fn describe(s: &Sealing) -> String {
+    match s {
+        Sealing::Encrypted(k) => format!("encrypted (media key {k})"),
+        Sealing::Plain => "not encrypted".to_string(),
+        Sealing::Unknown => "not known".to_string(),
+    }
 }
 
 /// `crossback media add-key` / `remove-key`: the media key wrapped again,
@@ -431,7 +485,7 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         legacy_files: legacy_files.clone(),
     };
     g.check().context("the generation made of the duplicity backups does not check")?;
-    let gd = roots[dup].dir(layout::DIR)?.create_dir(&layout::GenName::dir(0))?;
+    let gd = roots[dup].dir(layout::DIR)?.create_private_dir(&layout::GenName::dir(0))?;
     gd.write_durable(layout::MANIFEST, toml::to_string(&g)?.as_bytes())?;
     drop(gd);
     drop(roots);
@@ -439,8 +493,7 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
     if !busy.is_empty() {
         bail!("could not unmount the slots: {busy:?}");
     }
-    let spanned = |s: &str| Spanned::new(0..0, s.to_string());
-    config::set_media(path, &Media { id: spanned(&media_id), slot_a: spanned(&devs[0].uuid), slot_b: spanned(&devs[1].uuid), media_key: None })?;
+    config::set_media(path, &Media::with_sealing(&media_id, &devs[0].uuid, &devs[1].uuid, &Sealing::Plain))?;
     println!(
         "adopted: slot {} holds generation 0 (duplicity: {root_name} from the root, {hidden_name} from {}), {} files; slot {} takes the first crossback generation",
         SlotId::BOTH[dup],

@@ -618,7 +618,10 @@ fn rewrite_uuids(root: &Dir, tree: &Path, uuid_map: &[(String, String)], system:
         if t != text {
             // The directory keeps its restored times: only the file changed.
             let before = rustix::fs::fstat(etc.as_fd()).context("reading /etc's times")?;
-            etc.write_durable(f, t.as_bytes())?;
+            let mode = etc
+                .open_file(f)
+                .and_then(|file| file.metadata().map_err(|e| crossback_host::Error::Io { what: format!("reading etc/{f}'s mode"), source: e }))?;
+            etc.write_durable_mode(f, t.as_bytes(), std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o7777)?;
             let times = rustix::fs::Timestamps {
                 last_access: rustix::fs::Timespec { tv_sec: before.st_atime, tv_nsec: before.st_atime_nsec as _ },
                 last_modification: rustix::fs::Timespec { tv_sec: before.st_mtime, tv_nsec: before.st_mtime_nsec as _ },

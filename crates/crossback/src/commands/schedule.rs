@@ -30,6 +30,19 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
     let Some(media) = &cfg.media else {
         refuse!(Refusal::Config, "no backup media in {}: run `crossback media prepare SLOT_A SLOT_B` first", path.display());
     };
+    match media.sealing() {
+        crate::config::Sealing::Encrypted(_) => {}
+        crate::config::Sealing::Plain if a.unencrypted => {}
+        crate::config::Sealing::Plain => refuse!(
+            Refusal::NotEncrypted,
+            "the backup media is not encrypted: a backup that starts when a disk with your slots' UUIDs is plugged in would write your systems in plaintext onto whatever disk that is. Encrypt the media (`crossback media encrypt`), or accept that with `crossback schedule --unencrypted`; nothing was installed"
+        ),
+        crate::config::Sealing::Unknown => refuse!(
+            Refusal::Config,
+            "{} does not say whether the backup media is encrypted (an older crossback wrote it): run `crossback media trust` first; nothing was installed",
+            path.display()
+        ),
+    }
     let m = Machine::scan(&[])?;
     let systems = machine::systems(&m, &cfg)?;
     let sys = systems.iter().find(|s| s.running);
@@ -41,8 +54,8 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
     let (a_uuid, b_uuid) = (media.slot_a.get_ref(), media.slot_b.get_ref());
     // The units run from `/`: the configuration by its whole path.
     let config = std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
-    local::write_text(&p.units_dir(), units::PLUGGED_SERVICE, &units::plugged_service(&exe, &config))?;
-    local::write_text(&p.units_dir(), units::REMIND_SERVICE, &units::remind_service(&exe, &config, a.remind_after))?;
+    local::write_text(&p.units_dir(), units::PLUGGED_SERVICE, &units::plugged_service(&exe, &config, a.unencrypted)?)?;
+    local::write_text(&p.units_dir(), units::REMIND_SERVICE, &units::remind_service(&exe, &config, a.remind_after)?)?;
     local::write_text(&p.units_dir(), units::REMIND_TIMER, &units::remind_timer())?;
     local::write_text(&p.udev_rules_dir(), units::UDEV_RULE, &units::udev_rule(a_uuid, b_uuid))?;
     let s = Schedule { installed: output::now(), remind_after_days: a.remind_after, slot_a: a_uuid.clone(), slot_b: b_uuid.clone() };
@@ -54,6 +67,9 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
     }
     println!("scheduled on {}:", sys.map_or("this system (not one of the configured ones)", |s| s.name.as_str()));
     println!("  when the backup disk is plugged in (slot UUID {a_uuid} or {b_uuid}): `crossback backup` of the offline systems, with a desktop notification when it starts and ends");
+    if a.unencrypted {
+        println!("  onto a media that is not encrypted too (--unencrypted): a disk given your slots' UUIDs gets your systems in plaintext");
+    }
     println!("  every day: a reminder when the newest complete backup is older than {} days", a.remind_after);
     println!(
         "  files: {}, {}, {}, {}",

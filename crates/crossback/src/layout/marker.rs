@@ -79,7 +79,7 @@ impl Marker {
 
     /// Writes the marker and the README on a slot (`crossback/` beneath `root`).
     pub fn write(&self, root: &crossback_host::beneath::Dir) -> anyhow::Result<()> {
-        let dir = root.create_dir(super::DIR)?;
+        let dir = root.create_private_dir(super::DIR)?;
         self.rewrite(&dir)?;
         crate::media::carry_tool(&dir)
     }
