@@ -105,6 +105,14 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     with_vfat(&old.disk.part(1), |m| std::fs::write(m.join("EFI/alpha/grubx64.efi"), "the newer loader\n").unwrap());
     ok(crossback(&cfg).args(["backup", &beta]));
     let before = table(&old.disk.device).unwrap();
+    // Issue 26.3: with the old disk still attached, the duplicate identities
+    // are known before anything is written: refused, the target untouched.
+    let twin = LoopDisk::blank(340);
+    let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &twin.device, "--yes"]).output().unwrap();
+    assert_eq!(kind(&out), "duplicate-uuid", "{}", text(&out));
+    assert!(text(&out).contains("nothing was written"), "{}", text(&out));
+    assert!(table(&twin.device).is_none(), "a refused restore wrote a table");
+    drop(twin);
     drop(old.disk);
 
     let slots_before = (blkid(&slot_a.device, "UUID"), blkid(&slot_b.device, "UUID"));

@@ -563,7 +563,7 @@ fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: b
         if new_uuids {
             let mut rewrite: Vec<(String, String)> = uuid_map.clone();
             rewrite.extend(also.iter().filter(|(old, _)| !uuid_map.iter().any(|(o, _)| o == old)).cloned());
-            let others = rewrite_uuids(&root, tree, &rewrite, system)?;
+            let others = rewrite_uuids(&root, &rewrite, system)?;
             let records: Vec<&FsRecord> = targets.iter().flat_map(|t| t.records.iter()).collect();
             // The partition number, on its recorded disk, of the filesystem
             // holding /boot/grub: /boot's when it is apart (and not the ESP),
@@ -606,7 +606,7 @@ fn check_fstab(system: &str, text: &str) -> anyhow::Result<()> {
 /// New UUIDs: fstab and crypttab follow; other files are named. The
 /// restored tree came from an archive: its files are read and written
 /// beneath it, never through a symlink it holds.
-fn rewrite_uuids(root: &Dir, tree: &Path, uuid_map: &[(String, String)], system: &str) -> anyhow::Result<Vec<String>> {
+fn rewrite_uuids(root: &Dir, uuid_map: &[(String, String)], system: &str) -> anyhow::Result<Vec<String>> {
     for f in ["fstab", "crypttab"] {
         let Ok(etc) = root.dir("etc") else { continue };
         let Ok(bytes) = etc.read_capped(f, 1 << 20) else { continue };
@@ -632,7 +632,7 @@ fn rewrite_uuids(root: &Dir, tree: &Path, uuid_map: &[(String, String)], system:
     }
     let mut others = Vec::new();
     for dir in ["etc/default", "etc/kernel", "boot", "etc/crypttab.initramfs"] {
-        find_mentions(&tree.join(dir), tree, uuid_map, &mut others);
+        find_mentions(root, dir, uuid_map, &mut others, 16);
     }
     if !others.is_empty() {
         println!("these files still name an old UUID (GRUB's and the initramfs's are made again below when crossback can; otherwise fix them in `crossback chroot {system}`):");
@@ -758,36 +758,47 @@ fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], root_partition: O
 
 /// Reinstalls GRUB EFI and regenerates its configuration (and the
 /// initramfs when it names an old UUID) with the system's own tools, in a
-/// chroot of the restored system (`crossback chroot`).
+/// chroot of the restored system (`crossback chroot`). Each step is its own
+/// argument vector — a name read from the ESP or the restored tree is one
+/// argument, never shell text — and the first that fails is said as failed.
 fn repair_grub(path: &Path, system: &str, g: &GrubRepair, keys: &[PathBuf]) -> anyhow::Result<()> {
-    let mut script = format!("grub-install --target=x86_64-efi --efi-directory={}", g.esp);
-    if let Some(id) = &g.id {
-        script.push_str(&format!(" --bootloader-id={id}"));
-    }
-    script.push_str(" && update-grub");
-    if g.initramfs {
-        script.push_str(" && update-initramfs -u -k all");
-    }
-    println!("boot: repairing {system}'s GRUB for its new UUIDs, in a chroot: {script}");
+    let steps = grub_steps(g);
+    let shown: Vec<String> = steps.iter().map(|s| s.iter().map(|a| output::text(a)).collect::<Vec<_>>().join(" ")).collect();
+    println!("boot: repairing {system}'s GRUB for its new UUIDs, in a chroot: {}", shown.join(", then "));
     // udev's /dev/disk/by-uuid links for the new filesystems: update-grub
     // names the root by UUID only when its link exists.
     let _ = Command::new("udevadm").arg("settle").status();
     let exe = std::env::current_exe().context("finding crossback's own binary")?;
-    // The chroot opens the system's containers: with the same keys.
-    let mut cmd = Command::new(exe);
-    cmd.arg("--config").arg(path);
-    for k in keys {
-        cmd.arg("--key-file").arg(k);
+    for (step, shown) in steps.iter().zip(&shown) {
+        // The chroot opens the system's containers: with the same keys.
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--config").arg(path);
+        for k in keys {
+            cmd.arg("--key-file").arg(k);
+        }
+        let status = cmd.args(["chroot", system, "--"]).args(step).status().context("running crossback chroot")?;
+        if !status.success() {
+            refuse!(
+                Refusal::BootRepair,
+                "repairing {system}'s bootloader failed: `{shown}` ended with {status}; the files are restored: repair it by hand in `crossback chroot {system}`"
+            );
+        }
     }
-    let status = cmd.args(["chroot", system, "--", "sh", "-c", &script]).status().context("running crossback chroot")?;
-    if !status.success() {
-        refuse!(
-            Refusal::BootRepair,
-            "repairing {system}'s bootloader failed ({status}); the files are restored: repair it by hand in `crossback chroot {system}`"
-        );
-    }
-    println!("boot: {system}'s GRUB now finds its new UUIDs{}", g.id.as_ref().map(|i| format!(" (loader EFI/{i})")).unwrap_or_default());
+    println!("boot: {system}'s GRUB now finds its new UUIDs{}", g.id.as_ref().map(|i| format!(" (loader EFI/{})", output::text(i))).unwrap_or_default());
     Ok(())
+}
+
+/// The commands of a GRUB repair, each an argument vector.
+fn grub_steps(g: &GrubRepair) -> Vec<Vec<String>> {
+    let mut install = vec!["grub-install".to_string(), "--target=x86_64-efi".to_string(), format!("--efi-directory={}", g.esp)];
+    if let Some(id) = &g.id {
+        install.push(format!("--bootloader-id={id}"));
+    }
+    let mut steps = vec![install, vec!["update-grub".to_string()]];
+    if g.initramfs {
+        steps.push(["update-initramfs", "-u", "-k", "all"].map(String::from).to_vec());
+    }
+    steps
 }
 
 fn refuse_legacy(b: &SystemBackup, system: &str) -> anyhow::Result<()> {
@@ -801,28 +812,42 @@ fn refuse_legacy(b: &SystemBackup, system: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `text` with every spelling of `old` (as is, upper, lower case) as
+/// `new`; an empty `old` (a filesystem that had no UUID) changes nothing.
 fn replace_ci(text: &str, old: &str, new: &str) -> String {
+    if old.is_empty() {
+        return text.to_string();
+    }
     let mut out = text.replace(old, new);
     out = out.replace(&old.to_uppercase(), new).replace(&old.to_lowercase(), new);
     out
 }
 
-fn find_mentions(dir: &Path, root: &Path, map: &[(String, String)], out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        if let Ok(t) = std::fs::read(dir) {
-            let t = String::from_utf8_lossy(&t).to_lowercase();
-            if map.iter().any(|(old, _)| t.contains(&old.to_lowercase())) {
-                out.push(format!("/{}", dir.strip_prefix(root).unwrap_or(dir).display()));
-            }
+/// Files at or beneath `rel` in the restored tree that name an old UUID:
+/// walked beneath its root, never through a symlink (a restored
+/// `etc/kernel -> /proc` leads nowhere), only regular files read (never a
+/// FIFO or a device), to a bounded depth.
+fn find_mentions(root: &Dir, rel: &str, map: &[(String, String)], out: &mut Vec<String>, depth: usize) {
+    let names_old = |bytes: &[u8]| {
+        let t = String::from_utf8_lossy(bytes).to_lowercase();
+        map.iter().any(|(old, _)| !old.is_empty() && t.contains(&old.to_lowercase()))
+    };
+    let Ok(dir) = root.dir(rel) else {
+        if root.read_capped(rel, 1 << 20).is_ok_and(|b| names_old(&b)) {
+            out.push(format!("/{rel}"));
         }
         return;
     };
-    for e in rd.flatten() {
-        let p = e.path();
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            find_mentions(&p, root, map, out);
-        } else if e.file_type().is_ok_and(|t| t.is_file()) && e.metadata().is_ok_and(|m| m.len() < 1 << 20) {
-            find_mentions(&p, root, map, out);
+    if depth == 0 {
+        return;
+    }
+    for (name, kind) in dir.entries().unwrap_or_default() {
+        let Some(name) = name.to_str() else { continue };
+        let p = format!("{rel}/{name}");
+        match kind {
+            crossback_host::beneath::Kind::Dir => find_mentions(root, &p, map, out, depth - 1),
+            crossback_host::beneath::Kind::File if dir.read_capped(name, 1 << 20).is_ok_and(|b| names_old(&b)) => out.push(format!("/{p}")),
+            _ => {}
         }
     }
 }
@@ -847,6 +872,49 @@ mod tests {
             params: vec![],
             on: String::new(),
         }
+    }
+
+    /// Issue 26.3: the restored tree is read beneath its root: a symlink out
+    /// of it (`etc/kernel -> /proc`) is not followed, a FIFO is not opened
+    /// (this test would hang), and an empty UUID (a filesystem that had
+    /// none) matches nothing and replaces nothing.
+    #[test]
+    fn issue_26_3_the_restored_tree_is_read_beneath_it_and_empty_uuids_match_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("etc/default")).unwrap();
+        std::os::unix::fs::symlink("/proc", root.join("etc/kernel")).unwrap();
+        std::fs::create_dir_all(root.join("boot/grub")).unwrap();
+        std::fs::write(root.join("boot/grub/grub.cfg"), "search --fs-uuid 1234-ABCD\n").unwrap();
+        std::fs::write(root.join("etc/default/grub"), "nothing here\n").unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, root.join("etc/default/fifo").as_path(), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0)
+            .unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("etc/crypttab.initramfs")).unwrap();
+        let dir = Dir::open(root).unwrap();
+        let map = vec![("1234-abcd".to_string(), "5678-EF01".to_string()), (String::new(), "9999-0000".to_string())];
+        let mut found = Vec::new();
+        for d in ["etc/default", "etc/kernel", "boot", "etc/crypttab.initramfs"] {
+            find_mentions(&dir, d, &map, &mut found, 16);
+        }
+        assert_eq!(found, ["/boot/grub/grub.cfg"]);
+        assert_eq!(replace_ci("UUID=abc / ext4\n", "", "9999-0000"), "UUID=abc / ext4\n");
+        assert_eq!(replace_ci("UUID=1234-ABCD /\n", "1234-abcd", "5678-EF01"), "UUID=5678-EF01 /\n");
+    }
+
+    /// Issue 26.2: a loader directory named like a shell command stays one
+    /// argument of grub-install; every step runs, as its own vector.
+    #[test]
+    fn issue_26_2_grub_repair_runs_argument_vectors_not_shell_text() {
+        for id in ["x;touch${IFS}INJECTED;#", "a b", "$(reboot)", "`id`", "x'\"y"] {
+            let g = GrubRepair { esp: "/boot/efi".into(), id: Some(id.into()), initramfs: true };
+            let steps = grub_steps(&g);
+            assert_eq!(steps.len(), 3, "{id}");
+            assert_eq!(steps[0], ["grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi", &format!("--bootloader-id={id}")]);
+            assert_eq!(steps[1], ["update-grub"]);
+            assert_eq!(steps[2], ["update-initramfs", "-u", "-k", "all"]);
+        }
+        let g = GrubRepair { esp: "/efi".into(), id: None, initramfs: false };
+        assert_eq!(grub_steps(&g), [vec!["grub-install", "--target=x86_64-efi", "--efi-directory=/efi"], vec!["update-grub"]]);
     }
 
     #[test]

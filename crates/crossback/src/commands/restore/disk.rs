@@ -93,6 +93,47 @@ fn contents(m: &Machine, disk: &Path, name: &str) -> anyhow::Result<Vec<String>>
     Ok(found)
 }
 
+/// What the restore will give the same identity as something attached
+/// elsewhere — a filesystem UUID (kept unless `--new-uuids`), a PARTUUID
+/// (always kept) — is known before the first byte is written: a duplicate
+/// filesystem UUID is refused (systems then mount either), a duplicate
+/// PARTUUID too, or said when `--new-uuids` asked for a second copy.
+fn check_identities(m: &Machine, disk: &str, table: &Table, backups: &[SystemBackup], new_uuids: bool) -> anyhow::Result<()> {
+    for d in m.devices.iter().filter(|d| d.disk != disk) {
+        if !new_uuids {
+            let same = all_records(backups).find(|(mf, r)| on_table(table, mf, r).is_some() && !r.uuid.is_empty() && r.uuid.eq_ignore_ascii_case(&d.uuid));
+            if let Some((_, r)) = same {
+                refuse!(
+                    Refusal::DuplicateUuid,
+                    "the filesystem of {} (UUID={}) is still attached at {}: restoring it would leave two filesystems with one UUID (systems then mount either). Detach the old disk, or pass --new-uuids; nothing was written",
+                    r.mountpoint,
+                    r.uuid,
+                    d.path.display()
+                );
+            }
+        }
+        if let Some(p) = table.partitions.iter().find(|p| !p.uuid.is_empty() && p.uuid.eq_ignore_ascii_case(&d.partuuid)) {
+            if new_uuids {
+                eprintln!(
+                    "warning: partition {} keeps its PARTUUID {}, which {} has too: anything that names it by PARTUUID (a kernel's root=PARTUUID=) may find either until one disk is detached",
+                    p.number,
+                    p.uuid,
+                    d.path.display()
+                );
+            } else {
+                refuse!(
+                    Refusal::DuplicateUuid,
+                    "partition {} of the recorded disk has PARTUUID {}, which {} still has: restoring would leave two partitions with one PARTUUID. Detach the old disk, or pass --new-uuids; nothing was written",
+                    p.number,
+                    p.uuid,
+                    d.path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `--new-luks-key`: where the new passphrase comes from (None: asked twice).
 #[derive(Debug)]
 pub struct NewKey {
@@ -260,6 +301,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
             println!("  {n}");
         }
     }
+    check_identities(m, &name, &table, &backups, new_uuids)?;
     // Encrypted and LVM systems: their headers checked and their keys found
     // before anything is written.
     let prepared = super::layers::prepare(&backups, new_key.as_ref())?;
