@@ -85,7 +85,13 @@ UNIT
     install_crossback
     run crossback init --yes || fail "init"
     run crossback media prepare "$SLOT_A" "$SLOT_B" || fail "media prepare"
-    run crossback schedule --remind-after 3 || fail "schedule"
+    # A plain media: plug-in backups only by the user's choice (a stick
+    # given the slots' UUIDs would get the systems in plaintext).
+    crossback schedule --remind-after 3 > refused.out 2>&1 && fail "schedule accepted a plain media without --unencrypted"
+    grep -q "error\[not-encrypted\]" refused.out || { cat refused.out; fail "schedule's refusal of a plain media is not not-encrypted"; }
+    test -e /etc/systemd/system/crossback-plugged.service && fail "a refused schedule installed the plug-in unit"
+    run crossback schedule --unencrypted --remind-after 3 || fail "schedule"
+    grep -q "backup --plugged --unencrypted" /etc/systemd/system/crossback-plugged.service || fail "the plug-in unit does not carry the user's choice"
     run crossback status | grep -q "scheduled: a backup when the backup disk is plugged in" || fail "status does not show the schedule"
     systemctl is-enabled crossback-remind.timer || fail "the reminder timer is not enabled"
     touch done-plug-setup

@@ -22,7 +22,7 @@ fn world() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let cfg = dir.path().join("config.toml");
     std::fs::write(
         &cfg,
-        format!("[media]\nid = \"m1\"\nslot_a = \"{SLOT_A}\"\nslot_b = \"{SLOT_B}\"\n\n[[system]]\nname = \"alpha\"\nroot = \"0a1b2c3d-0000-4000-8000-000000000001\"\n"),
+        format!("[media]\nid = \"m1\"\nslot_a = \"{SLOT_A}\"\nslot_b = \"{SLOT_B}\"\nencrypted = false\n\n[[system]]\nname = \"alpha\"\nroot = \"0a1b2c3d-0000-4000-8000-000000000001\"\n"),
     )
     .unwrap();
     let root = dir.path().join("root");
@@ -214,8 +214,13 @@ fn root_schedule_installs_the_rule_and_units_and_off_removes_them() {
         return;
     }
     let (dir, cfg, root) = world();
+    // Issue 26.1: a plain media is scheduled for plug-in backups only by
+    // the user's choice; refused, nothing installed, without it.
+    let out = under(&root, Path::new("config.toml")).current_dir(dir.path()).args(["schedule", "--remind-after", "14"]).output().unwrap();
+    assert_eq!((out.status.code(), kind(&out).as_str()), (Some(1), "not-encrypted"), "{}", err(&out));
+    assert!(!root.join("etc/udev/rules.d/90-crossback.rules").exists() && !root.join("etc/systemd/system/crossback-plugged.service").exists());
     // Given relatively, the configuration is named by its whole path in the units.
-    let out = ok(under(&root, Path::new("config.toml")).current_dir(dir.path()).args(["schedule", "--remind-after", "14"]));
+    let out = ok(under(&root, Path::new("config.toml")).current_dir(dir.path()).args(["schedule", "--unencrypted", "--remind-after", "14"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("a reminder when the newest complete backup is older than 14 days"));
     let rule = std::fs::read_to_string(root.join("etc/udev/rules.d/90-crossback.rules")).unwrap();
     for uuid in [SLOT_A, SLOT_B] {
@@ -223,7 +228,7 @@ fn root_schedule_installs_the_rule_and_units_and_off_removes_them() {
     }
     let units = root.join("etc/systemd/system");
     let plugged = std::fs::read_to_string(units.join("crossback-plugged.service")).unwrap();
-    assert!(plugged.contains(&format!("--config {} backup --plugged", cfg.display())), "{plugged}");
+    assert!(plugged.contains(&format!("--config {} backup --plugged --unencrypted\n", cfg.display())), "{plugged}");
     let remind = std::fs::read_to_string(units.join("crossback-remind.service")).unwrap();
     assert!(remind.contains("schedule --check --remind-after 14"), "{remind}");
     assert!(units.join("crossback-remind.timer").exists());
