@@ -375,6 +375,11 @@ pub struct BackupArgs {
     /// Abandon the open generation and start a new one.
     #[arg(long)]
     pub new_generation: bool,
+    /// Let this backup remove a damaged generation (one whose manifest does not read)
+    /// from the slot it writes to. Without it such a slot is refused: the damaged
+    /// generation may be the newest, and its archives may still hold files.
+    #[arg(long)]
+    pub discard_damaged: bool,
     /// Skip reading each archive back from the disk (done while it is written).
     #[arg(long)]
     pub no_verify: bool,

@@ -8,6 +8,7 @@
 use anyhow::Context;
 use crossback_host::beneath::Dir;
 
+use crate::error::Refusal;
 use crate::layout::{GenEntry, GenName, Generation, SlotId, State};
 
 /// Where a backup goes, and what must go first.
@@ -26,9 +27,11 @@ pub struct Plan {
 
 /// R1–R2: the target is the slot with the open generation, if any;
 /// otherwise the slot without the newest sealed generation, wiped first.
-/// The newest sealed generation is never in the target. Fails only when
-/// the generation numbers are used up.
-pub fn plan(slots: [&[GenEntry]; 2], new_generation: bool) -> anyhow::Result<Plan> {
+/// The newest sealed generation is never in the target. A damaged
+/// generation in the target is wiped only with `discard_damaged` (the
+/// user's word); otherwise refused. Fails too when the generation numbers
+/// are used up.
+pub fn plan(slots: [&[GenEntry]; 2], new_generation: bool, discard_damaged: bool) -> anyhow::Result<Plan> {
     let all: Vec<(SlotId, &Generation)> =
         SlotId::BOTH.iter().flat_map(|&id| slots[id.index()].iter().filter_map(move |g| g.valid().map(|g| (id, g)))).collect();
     let protected = all.iter().filter(|(_, g)| g.state == State::Sealed).max_by_key(|(_, g)| g.seq).map(|(i, g)| (*i, g.seq));
@@ -50,6 +53,20 @@ pub fn plan(slots: [&[GenEntry]; 2], new_generation: bool) -> anyhow::Result<Pla
         .filter(|g| protected.is_none_or(|(pi, ps)| pi != target || g.seq() != ps || g.valid().is_none()))
         .map(|g| g.dir().to_string())
         .collect();
+    let damaged: Vec<String> = slots[target.index()]
+        .iter()
+        .filter_map(|g| match g {
+            GenEntry::Leftover { dir, why: crate::layout::classify::Leftover::Damaged(why), .. } => Some(format!("{dir} ({why})")),
+            _ => None,
+        })
+        .collect();
+    if !damaged.is_empty() && !discard_damaged {
+        crate::refuse!(
+            Refusal::SlotDamaged,
+            "slot {target} holds a damaged generation, which this backup would replace: {}. Its archives may still hold files (`crossback verify` says which); copy what you need, then let the next backup remove it with `crossback backup --discard-damaged`. Nothing was written",
+            damaged.join("; ")
+        );
+    }
     let start = match resume {
         Some(_) => None,
         None => Some(max_seq.checked_add(1).filter(|n| *n < u64::MAX / 2).context("the generation numbers are used up on this media: prepare a new media")?),
@@ -246,7 +263,23 @@ mod tests {
     }
 
     fn plan2(a: &[GenEntry], b: &[GenEntry], new: bool) -> Plan {
-        plan([a, b], new).unwrap()
+        plan([a, b], new, false).unwrap()
+    }
+
+    /// Issue 26.4: a generation whose manifest does not read is damage, not
+    /// a leftover: never wiped without the user's word, and its number is
+    /// never reused.
+    #[test]
+    fn issue_26_4_a_damaged_generation_is_not_wiped_without_the_users_word() {
+        let bad = || left(7, Leftover::Damaged("Bad message".into()));
+        let e = plan([&[gen(6, State::Sealed)], &[bad()]], false, false).unwrap_err();
+        assert_eq!(crate::error::kind_of(&e), Some(Refusal::SlotDamaged));
+        assert!(e.to_string().contains("gen-000007") && e.to_string().contains("--discard-damaged"), "{e}");
+        let p = plan([&[gen(6, State::Sealed)], &[bad()]], false, true).unwrap();
+        assert_eq!((p.target, p.wipe.clone(), p.start), (B, vec![GenName::dir(7)], Some(8)));
+        // In the slot that is not the target it is left alone.
+        let p = plan([&[gen(6, State::Sealed), bad()], &[gen(5, State::Sealed)]], false, false).unwrap();
+        assert_eq!((p.target, p.wipe.clone(), p.start), (B, vec![GenName::dir(5)], Some(8)));
     }
 
     use SlotId::{A, B};
@@ -322,6 +355,6 @@ mod tests {
         // A wiping leftover with the protected number is not the protected generation.
         let p = plan2(&[gen(10, State::Sealed)], &[left(9, Leftover::Wiping)], false);
         assert_eq!((p.target, p.protected), (B, Some((A, 10))));
-        assert!(plan([&[gen(u64::MAX - 1, State::Sealed)], &[]], false).is_err());
+        assert!(plan([&[gen(u64::MAX - 1, State::Sealed)], &[]], false, false).is_err());
     }
 }

@@ -362,10 +362,31 @@ fn root_issue_11_3_fifo_and_huge_manifests_neither_hang_nor_eat_memory() {
         assert!(st.code().is_some() && !e.contains("memory allocation"), "{args:?}: {e}");
         if args[0] == "status" {
             assert!(out.contains("not a regular file") && out.contains("more than"), "{args:?}: {out}");
+            // Issue 26.4: damage, said as damage (not leftovers of a run).
+            assert!(out.contains("damaged generation: gen-000002") && out.contains("damaged generation: gen-000001"), "{args:?}: {out}");
+        } else if args[0] == "verify" {
+            assert_eq!(st.code(), Some(4), "{args:?}: {out}{e}");
+            assert!(out.contains("gen-000001 is DAMAGED") && out.contains("gen-000002 is DAMAGED"), "{args:?}: {out}");
         } else {
             assert!(e.contains("error[no-backup]"), "{args:?}: {e}");
         }
     }
+    // Issue 26.4: the next backup does not wipe them; with the user's word it does.
+    let listing = |s: &mut Setup| {
+        let mut all = Vec::new();
+        for slot in [&mut s.m.slot_a, &mut s.m.slot_b] {
+            slot.mount(&["ro"]);
+            all.push(run(Command::new("find").arg(slot.path()).arg("-printf").arg("%P %s %T@\n")));
+            slot.unmount();
+        }
+        all
+    };
+    let before = listing(&mut s);
+    let o = crossback(&s.cfg).arg("backup").output().unwrap();
+    assert_eq!(kind(&o).as_deref(), Some("slot-damaged"), "{}", text(&o));
+    assert!(err(&o).contains("--discard-damaged"), "{}", err(&o));
+    assert_eq!(listing(&mut s), before, "nothing was written or wiped");
+    ok(crossback(&s.cfg).args(["backup", "--discard-damaged"]));
 }
 
 /// Issue 11.5: every option must make sense for its mode; devices must be

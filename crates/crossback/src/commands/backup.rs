@@ -449,7 +449,7 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     ns::enter_private()?;
     let scratch = crossback_host::inspect::scratch_dir("crossback-backup")?;
     let (mut slot_list, mut slot_mounts) = slots::mount(&devs, media_cfg.id.get_ref(), &scratch, slots::Access::Backup)?;
-    let plan = media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation)?;
+    let plan = media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation, a.discard_damaged)?;
     // What the media is comes from this system's configuration; the
     // markers may only agree. Decided before anything is written.
     let sealing = media_cfg.sealing();
@@ -465,7 +465,7 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     let t = slot_list.remove(i);
     let t = slots::make_writable(t, &devs[i], media_cfg.id.get_ref(), &mut slot_mounts)?;
     slot_list.insert(i, t);
-    if media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation)? != plan {
+    if media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation, a.discard_damaged)? != plan {
         crate::refuse!(Refusal::SlotBusy, "slot {} changed while crossback was reading it: is another program writing to it? Nothing was written", plan.target);
     }
     let target = &slot_list[i];

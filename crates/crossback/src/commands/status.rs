@@ -311,7 +311,16 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
                 println!("     PROBLEM: {p}");
             }
             if !s.leftovers.is_empty() {
-                println!("     leftovers of an interrupted run (the next backup removes them): {}", s.leftovers.join(", "));
+                let (damaged, left): (Vec<&String>, Vec<&String>) = s.leftovers.iter().partition(|l| l.contains("DAMAGED"));
+                if !left.is_empty() {
+                    println!(
+                        "     leftovers of an interrupted run (the next backup removes them): {}",
+                        left.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                }
+                for d in damaged {
+                    println!("     damaged generation: {d}; `crossback verify` says what still reads, `backup --discard-damaged` lets a backup replace it");
+                }
             }
         }
         advice(&st, now);

@@ -40,8 +40,15 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
         let slot_dir = s.dir()?;
         for g in &s.view.generations {
             let GenEntry::Valid { generation, .. } = g else {
-                if let GenEntry::Leftover { why, .. } = g {
-                    println!("slot {}: {} is a leftover of an interrupted run, {why} (the next backup removes it)", s.id, g.dir());
+                match g {
+                    GenEntry::Leftover { why: crate::layout::classify::Leftover::Damaged(why), .. } => {
+                        println!("slot {}: {} is DAMAGED: its manifest does not read ({why}); its archives cannot be checked without it", s.id, g.dir());
+                        damaged += 1;
+                    }
+                    GenEntry::Leftover { why, .. } => {
+                        println!("slot {}: {} is a leftover of an interrupted run, {why} (the next backup removes it)", s.id, g.dir())
+                    }
+                    GenEntry::Valid { .. } => {}
                 }
                 continue;
             };
@@ -162,7 +169,7 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
         }
     }
     let _ = mounts.unmount();
-    if checked == 0 {
+    if checked == 0 && damaged == 0 {
         crate::refuse!(Refusal::NoBackup, "nothing to verify: no generation matches");
     }
     println!(

@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use anyhow::Context;
 use crossback_host::beneath::{Dir, Kind};
 use serde::{Deserialize, Serialize};
 
@@ -19,8 +18,12 @@ pub enum Leftover {
     Wiping,
     /// No manifest: interrupted while it was being started.
     NoManifest,
-    /// The manifest does not read, or does not check (what is wrong).
-    Unreadable(String),
+    /// Damaged: the directory or its manifest does not read (an I/O error,
+    /// not a regular file, too large, does not parse or check). Not a
+    /// leftover of a run — a manifest is only ever replaced whole — so it
+    /// is never wiped without the user's word (`backup --discard-damaged`):
+    /// its archives may be intact, and it may be the newest backup.
+    Damaged(String),
     /// The manifest names another media or another number.
     NotThis,
 }
@@ -30,7 +33,7 @@ impl fmt::Display for Leftover {
         match self {
             Leftover::Wiping => f.write_str("left by an interrupted wipe"),
             Leftover::NoManifest => f.write_str("no manifest (interrupted while starting)"),
-            Leftover::Unreadable(why) => write!(f, "its manifest does not read: {why}"),
+            Leftover::Damaged(why) => write!(f, "DAMAGED: its manifest does not read: {why}"),
             Leftover::NotThis => f.write_str("its manifest names another media or number"),
         }
     }
@@ -169,13 +172,23 @@ pub fn classify(root: &Dir) -> anyhow::Result<Result<SlotView, Vec<String>>> {
             generations.push(GenEntry::Leftover { dir: n.to_string(), seq: g.seq, why: Leftover::Wiping });
             continue;
         }
-        let gdir = dir.dir(n).with_context(|| format!("opening {DIR}/{n}"))?;
-        let entry = match gdir.kind(MANIFEST)? {
-            None => GenEntry::Leftover { dir: n.to_string(), seq: g.seq, why: Leftover::NoManifest },
-            Some(_) => match super::read_toml::<Generation>(&gdir, MANIFEST, MANIFEST_CAP).and_then(|m| m.check().map(|_| m)) {
+        // A generation that does not read is damaged, said as such; it never
+        // stops the others (on this slot or the other) from being read.
+        let damaged = |e: String| GenEntry::Leftover { dir: n.to_string(), seq: g.seq, why: Leftover::Damaged(e) };
+        let gdir = match dir.dir(n) {
+            Ok(d) => d,
+            Err(e) => {
+                generations.push(damaged(e.to_string()));
+                continue;
+            }
+        };
+        let entry = match gdir.kind(MANIFEST) {
+            Err(e) => damaged(e.to_string()),
+            Ok(None) => GenEntry::Leftover { dir: n.to_string(), seq: g.seq, why: Leftover::NoManifest },
+            Ok(Some(_)) => match super::read_toml::<Generation>(&gdir, MANIFEST, MANIFEST_CAP).and_then(|m| m.check().map(|_| m)) {
                 Ok(m) if m.seq == g.seq && m.media_id == marker.media_id => GenEntry::Valid { dir: n.to_string(), generation: m },
                 Ok(_) => GenEntry::Leftover { dir: n.to_string(), seq: g.seq, why: Leftover::NotThis },
-                Err(e) => GenEntry::Leftover { dir: n.to_string(), seq: g.seq, why: Leftover::Unreadable(format!("{e:#}")) },
+                Err(e) => damaged(format!("{e:#}")),
             },
         };
         generations.push(entry);
