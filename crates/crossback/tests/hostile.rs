@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use crossback_archive::archive::Layout;
 use crossback_archive::container::{FrameTable, SKIPPABLE_MAGIC};
 use crossback_testkit::machine::TestMachine;
-use crossback_testkit::{require_root, run, LoopFs};
+use crossback_testkit::{require_root, run, LoopDisk, LoopFs};
 
 /// The kind of the refusal in stderr: `error[KIND]`.
 fn kind(o: &Output) -> Option<String> {
@@ -452,6 +452,33 @@ fn root_issue_11_5_restore_options_are_validated_before_anything_is_written() {
     for f in [&fresh, &fresh2, &small] {
         assert_eq!(fs_on(&f.device), "", "{} untouched", f.device);
     }
+}
+
+/// Issue 26.3: a whole disk holding a partition table (with data on its
+/// partitions), or a device a loop device reads from, is not "empty":
+/// `--device` onto it is refused and nothing is written.
+#[test]
+fn root_issue_26_3_a_device_that_holds_or_is_held_is_not_empty() {
+    if !require_root("root_issue_26_3_a_device_that_holds_or_is_held_is_not_empty") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let s = setup();
+    ok(crossback(&s.cfg).arg("backup"));
+    let disk = LoopDisk::partitioned(96, "label: gpt\ntype=L\n");
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious"]).arg(disk.part(1)));
+    let disk_sum = sha(&disk.image);
+    let held = LoopFs::blank(64);
+    let reader = run(Command::new("losetup").args(["--find", "--show", "--read-only"]).arg(&held.device)).trim().to_string();
+    let cases = [(disk.device.clone(), "target-not-empty"), (held.device.clone(), "target-in-use")];
+    for (dev, want) in cases {
+        let o = crossback(&s.cfg).args(["restore", "alpha", "--bare-metal", "--yes", "--new-uuids", "--device"]).arg(format!("/home={dev}")).output().unwrap();
+        assert_eq!((o.status.code(), kind(&o).as_deref()), (Some(1), Some(want)), "{dev}: {}", text(&o));
+        assert!(err(&o).contains("nothing was written"), "{dev}: {}", err(&o));
+    }
+    let _ = Command::new("losetup").arg("-d").arg(&reader).status();
+    assert_eq!(sha(&disk.image), disk_sum, "the partitioned disk is untouched");
+    assert_eq!(fs_on(&held.device), "", "{} untouched", held.device);
 }
 
 /// Issue 11.6: restoring onto a new device while the old one (same UUID)

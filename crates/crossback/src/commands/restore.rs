@@ -409,6 +409,36 @@ fn check_targets(targets: &[Target], m: &Machine, cfg: &Config, new_uuids: bool)
         if slot_uuids.contains(&d.uuid.to_lowercase()) || (d.name == d.disk && slot_disks.contains(&d.name.as_str())) {
             refuse!(Refusal::TargetInUse, "{} is (or holds) a slot of the backup media: restoring onto it would destroy the backups", d.path.display());
         }
+        // Not "empty" because it has no filesystem: a disk with partitions,
+        // or a device something is built on or reads from, holds data.
+        let parts: Vec<String> = m.devices.iter().filter(|x| x.disk == d.name && x.name != d.name).map(|x| x.path.display().to_string()).collect();
+        // (A vfat filesystem's boot sector looks like an MBR to sfdisk: the
+        // table is asked of a disk that holds no filesystem only.)
+        let table = d.name == d.disk && d.fstype.is_empty() && crossback_host::partitions::read(&d.path)?.is_some();
+        if !parts.is_empty() || table {
+            refuse!(
+                Refusal::TargetNotEmpty,
+                "{} is a whole disk with a partition table{}: --device takes a partition or an empty device (for a whole disk, `restore --bare-metal --disk`); nothing was written",
+                d.path.display(),
+                if parts.is_empty() { String::new() } else { format!(" (partitions {})", parts.join(", ")) }
+            );
+        }
+        let holders = crate::unlock::holders(d);
+        if !holders.is_empty() {
+            refuse!(
+                Refusal::TargetInUse,
+                "{} is in use: {} is built on it (a mapping, a RAID or a volume group); close that first; nothing was written",
+                d.path.display(),
+                holders.join(", ")
+            );
+        }
+        if let Some(lo) = loop_reading(&d.path)? {
+            refuse!(
+                Refusal::TargetInUse,
+                "{} is in use: loop device {lo} reads from it; detach it first (`losetup -d`); nothing was written",
+                d.path.display()
+            );
+        }
         if !m.mounts_of(d).is_empty() {
             refuse!(
                 Refusal::TargetInUse,
@@ -482,6 +512,13 @@ fn show_plan(m: &Machine, targets: &[Target], new_uuids: bool) {
             if r.label.is_empty() { String::new() } else { format!(" LABEL={}", output::text(&r.label)) }
         );
     }
+}
+
+/// The loop device (kernel name) whose backing file is `dev`, if any; a
+/// sysfs that does not list the block devices is an error, not "none".
+fn loop_reading(dev: &Path) -> anyhow::Result<Option<String>> {
+    let names = crossback_host::blockdev::kernel_names().context("listing the block devices (/sys/class/block)")?;
+    Ok(names.into_iter().filter(|n| n.starts_with("loop")).find(|n| Path::new(crossback_host::blockdev::sys_text(n, "loop/backing_file").trim()) == dev))
 }
 
 /// Makes `targets`' filesystems again and restores `b`'s archives of them
