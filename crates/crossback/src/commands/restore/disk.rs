@@ -301,10 +301,10 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
             println!("  {n}");
         }
     }
-    check_identities(m, &name, &table, &backups, new_uuids)?;
     // Encrypted and LVM systems: their headers checked and their keys found
-    // before anything is written.
+    // before anything is written; then what would be duplicated.
     let prepared = super::layers::prepare(&backups, new_key.as_ref())?;
+    check_identities(m, &name, &table, &backups, new_uuids)?;
     if !yes && !output::confirm(&format!("Write the partition table to {} and restore?", disk.display()))? {
         refuse!(Refusal::NotConfirmed, "nothing written: pass --yes to restore without asking");
     }
