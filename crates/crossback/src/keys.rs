@@ -277,8 +277,7 @@ pub fn learn(views: &[&SlotView], known: Option<&str>) -> anyhow::Result<String>
     }
     let key = match unlock_options().identity {
         Some(path) => {
-            let mine = x25519_keys(&user_file(&path, "the identity file")?);
-            mine.into_iter().find(|k| k.to_public().to_string() == enc.media_key).ok_or_else(|| {
+            own_keys(&path)?.into_iter().find(|k| k.to_public().to_string() == enc.media_key).ok_or_else(|| {
                 refuse(
                     Refusal::Key,
                     format!(
@@ -328,12 +327,17 @@ pub fn media_key(enc: &Encryption, files: &KeyFiles, why: &str) -> anyhow::Resul
     Ok(key)
 }
 
-fn by_identity(enc: &Encryption, files: &KeyFiles, path: &std::path::Path) -> anyhow::Result<age::x25519::Identity> {
-    let text = user_file(path, "the identity file")?;
-    let mine = x25519_keys(&text);
+/// The age X25519 secret keys in an identity file the user gave: at least one.
+fn own_keys(path: &std::path::Path) -> anyhow::Result<Vec<age::x25519::Identity>> {
+    let mine = x25519_keys(&user_file(path, "the identity file")?);
     if mine.is_empty() {
         crate::refuse!(Refusal::Key, "{} holds no age X25519 secret key (AGE-SECRET-KEY-1…)", path.display());
     }
+    Ok(mine)
+}
+
+fn by_identity(enc: &Encryption, files: &KeyFiles, path: &std::path::Path) -> anyhow::Result<age::x25519::Identity> {
+    let mine = own_keys(path)?;
     if let Some(k) = mine.iter().find(|k| k.to_public().to_string() == enc.media_key) {
         return Ok(k.clone());
     }

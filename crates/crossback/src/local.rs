@@ -169,21 +169,19 @@ pub fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> anyhow::R
 
 /// Writes a state file durably (new file, fsync, rename, fsync).
 pub fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> anyhow::Result<()> {
-    write_private(dir, name, &toml::to_string(value)?)
+    write_mode(dir, name, &toml::to_string(value)?, 0o600)
 }
 
 /// Writes a unit or a rule durably, mode 0644, creating its directory.
 pub fn write_text(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crossback_host::beneath::Dir::open(dir)?.write_durable_mode(name, text.as_bytes(), 0o644)?;
-    Ok(())
+    write_mode(dir, name, text, 0o644)
 }
 
-/// Writes a state file durably, root's only (0600): it names the slots
-/// and the systems.
-fn write_private(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+/// Writes a file durably with `mode`, creating its directory. State files
+/// are root's only (0600): they name the slots and the systems.
+fn write_mode(dir: &Path, name: &str, text: &str, mode: u32) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crossback_host::beneath::Dir::open(dir)?.write_durable(name, text.as_bytes())?;
+    crossback_host::beneath::Dir::open(dir)?.write_durable_mode(name, text.as_bytes(), mode)?;
     Ok(())
 }
 

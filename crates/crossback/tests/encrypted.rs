@@ -257,15 +257,6 @@ fn root_a_plain_media_is_encrypted_from_the_next_backup_on() {
     let own = marker_text.lines().find_map(|l| l.strip_prefix("media_key = \"")).unwrap().trim_end_matches('"').to_string();
     std::fs::write(&marker, marker_text.replace(&own, &stranger.recipient)).unwrap();
     m.slot_a.unmount();
-    let listing = |m: &mut TestMachine| {
-        let mut all = Vec::new();
-        for s in [&mut m.slot_a, &mut m.slot_b] {
-            s.mount(&["ro"]);
-            all.push(run(Command::new("find").arg(s.path()).arg("-printf").arg("%P %s %T@\n")));
-            s.unmount();
-        }
-        all
-    };
     let before = listing(&mut m);
     let o = cb(&cfg).arg("backup").output().unwrap();
     assert_eq!((o.status.code(), kind(&o).as_str()), (Some(1), "slot-hostile"), "{}", text(&o));
@@ -315,15 +306,9 @@ fn root_a_damaged_encrypted_archive_is_named_file_by_file() {
     assert!((50..80).contains(&restored), "{restored} of 80 files restored");
 }
 
-/// Everything on both slots, as (path, size, mtime) lines: "nothing was written".
+/// Everything on both slots: "nothing was written".
 fn listing(m: &mut TestMachine) -> Vec<String> {
-    let mut all = Vec::new();
-    for s in [&mut m.slot_a, &mut m.slot_b] {
-        s.mount(&["ro"]);
-        all.push(run(Command::new("find").arg(s.path()).arg("-printf").arg("%P %s %T@\n")));
-        s.unmount();
-    }
-    all
+    common::slot_listing([&mut m.slot_a, &mut m.slot_b])
 }
 
 /// Rewrites both slots' markers with `f`.
@@ -435,6 +420,13 @@ fn root_issue_26_1_an_encrypted_media_cannot_be_made_to_receive_plaintext() {
     assert_eq!(listing(&mut m), now, "nothing was written");
     let o = cb(&legacy).args(["media", "trust", "--plain"]).output().unwrap();
     refused_as(&o, "slot-hostile", "trust --plain on an encrypted media");
+
+    // A configuration that knows the media as encrypted is not talked into
+    // "plain" by markers stripped of their encryption.
+    edit_markers(&mut m, |t| t.split("\n[encryption]").next().unwrap().to_string() + "\n");
+    let known = std::fs::read_to_string(&second).unwrap();
+    refused_as(&cb(&second).args(["media", "trust", "--plain"]).output().unwrap(), "slot-hostile", "trust --plain over stripped markers");
+    assert_eq!(std::fs::read_to_string(&second).unwrap(), known, "the configuration was not changed");
 
     // 4. Every copy of the configuration crossback writes is root's only.
     use std::os::unix::fs::PermissionsExt;

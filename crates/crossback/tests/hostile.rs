@@ -372,20 +372,11 @@ fn root_issue_11_3_fifo_and_huge_manifests_neither_hang_nor_eat_memory() {
         }
     }
     // Issue 26.4: the next backup does not wipe them; with the user's word it does.
-    let listing = |s: &mut Setup| {
-        let mut all = Vec::new();
-        for slot in [&mut s.m.slot_a, &mut s.m.slot_b] {
-            slot.mount(&["ro"]);
-            all.push(run(Command::new("find").arg(slot.path()).arg("-printf").arg("%P %s %T@\n")));
-            slot.unmount();
-        }
-        all
-    };
-    let before = listing(&mut s);
+    let before = common::slot_listing([&mut s.m.slot_a, &mut s.m.slot_b]);
     let o = crossback(&s.cfg).arg("backup").output().unwrap();
     assert_eq!(kind(&o).as_deref(), Some("slot-damaged"), "{}", text(&o));
     assert!(err(&o).contains("--discard-damaged"), "{}", err(&o));
-    assert_eq!(listing(&mut s), before, "nothing was written or wiped");
+    assert_eq!(common::slot_listing([&mut s.m.slot_a, &mut s.m.slot_b]), before, "nothing was written or wiped");
     ok(crossback(&s.cfg).args(["backup", "--discard-damaged"]));
 }
 

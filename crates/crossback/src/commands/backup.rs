@@ -465,18 +465,13 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     let t = slot_list.remove(i);
     let t = slots::make_writable(t, &devs[i], media_cfg.id.get_ref(), &mut slot_mounts)?;
     slot_list.insert(i, t);
-    if media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation, a.discard_damaged)? != plan {
+    if media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation, a.discard_damaged)? != plan
+        || keys::write_to(&sealing, &[&slot_list[0].view, &slot_list[1].view])? != encrypt_to
+    {
         crate::refuse!(Refusal::SlotBusy, "slot {} changed while crossback was reading it: is another program writing to it? Nothing was written", plan.target);
     }
     let target = &slot_list[i];
     let slot_dir = target.dir()?;
-    if keys::write_to(&sealing, &[&slot_list[0].view, &slot_list[1].view])? != encrypt_to {
-        crate::refuse!(
-            Refusal::SlotBusy,
-            "slot {}'s marker changed while crossback was reading it: is another program writing to it? Nothing was written",
-            plan.target
-        );
-    }
     for w in &plan.wipe {
         println!("slot {}: wiping {w} (older than the newest complete generation)", target.id);
         // An adopted duplicity generation: its files go first (the manifest that

@@ -208,10 +208,13 @@ fn both(path: &Path, what: &str, writable: bool) -> anyhow::Result<Writable> {
     if !writable {
         return Ok(Writable { slots: list, mounted, _lock: lock });
     }
-    // What the media is, by this system's configuration: a key command
-    // does not write over markers that disagree with it.
-    if let Sealing::Encrypted(_) = media_cfg.sealing() {
-        keys::write_to(&media_cfg.sealing(), &list.iter().map(|s| &s.view).collect::<Vec<_>>())?;
+    // A key command does not write over markers that disagree with the key
+    // this system's configuration names. (A configuration that says plain
+    // or nothing does not stop `media encrypt`, which makes the media what
+    // it then records, nor a key change, which unlocks the key first.)
+    let sealing = media_cfg.sealing();
+    if matches!(sealing, Sealing::Encrypted(_)) {
+        keys::write_to(&sealing, &list.iter().map(|s| &s.view).collect::<Vec<_>>())?;
     }
     let mut slots = Vec::new();
     for (s, d) in list.into_iter().zip(devs.iter()) {
@@ -278,6 +281,12 @@ pub fn trust(path: &Path, a: crate::cli::TrustArgs) -> anyhow::Result<Outcome> {
     let cfg = Config::load(path)?;
     let m = cfg.media.context("the media left the configuration while crossback read it")?;
     let before = m.sealing();
+    if let (Sealing::Encrypted(k), Sealing::Plain) = (&before, &sealing) {
+        refuse!(
+            Refusal::SlotHostile,
+            "this system's configuration knows the media as encrypted (media key {k}), and markers that say otherwise do not make it plain: the markers were changed, or this is another disk; nothing was recorded"
+        );
+    }
     if before != Sealing::Unknown && before != sealing {
         println!("note: the configuration said {}; it now says {}", describe(&before), describe(&sealing));
     }

@@ -44,6 +44,8 @@ struct SlotStatus {
     generation: Option<GenStatus>,
     /// Generation directories left by interrupted runs (removed by the next backup).
     leftovers: Vec<String>,
+    /// Generations whose manifest does not read (kept until `backup --discard-damaged`).
+    damaged: Vec<String>,
     /// Why the slot cannot be used as it is (another media, foreign files, damage).
     problem: Option<String>,
     /// An encrypted media: how it unlocks (never a secret).
@@ -56,14 +58,13 @@ fn fill(s: &mut SlotStatus, view: &SlotView, id: SlotId, media_id: &str) {
         s.problem = Some(format!("{e:#}"));
     }
     s.encryption = view.marker.encryption.clone();
-    s.leftovers = view
-        .generations
-        .iter()
-        .filter_map(|g| match g {
-            GenEntry::Leftover { dir, why, .. } => Some(format!("{dir} ({why})")),
-            GenEntry::Valid { .. } => None,
-        })
-        .collect();
+    for g in &view.generations {
+        match g {
+            GenEntry::Leftover { dir, why: why @ crate::layout::classify::Leftover::Damaged(_), .. } => s.damaged.push(format!("{dir} ({why})")),
+            GenEntry::Leftover { dir, why, .. } => s.leftovers.push(format!("{dir} ({why})")),
+            GenEntry::Valid { .. } => {}
+        }
+    }
     if let Some(g) = view.newest() {
         s.generation = Some(GenStatus {
             seq: g.seq,
@@ -211,6 +212,7 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
                 free: None,
                 generation: None,
                 leftovers: Vec::new(),
+                damaged: Vec::new(),
             };
             if let Some(d) = dev {
                 s.mounted = !m.mounts_of(d).is_empty();
@@ -311,16 +313,10 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
                 println!("     PROBLEM: {p}");
             }
             if !s.leftovers.is_empty() {
-                let (damaged, left): (Vec<&String>, Vec<&String>) = s.leftovers.iter().partition(|l| l.contains("DAMAGED"));
-                if !left.is_empty() {
-                    println!(
-                        "     leftovers of an interrupted run (the next backup removes them): {}",
-                        left.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                    );
-                }
-                for d in damaged {
-                    println!("     damaged generation: {d}; `crossback verify` says what still reads, `backup --discard-damaged` lets a backup replace it");
-                }
+                println!("     leftovers of an interrupted run (the next backup removes them): {}", s.leftovers.join(", "));
+            }
+            for d in &s.damaged {
+                println!("     damaged generation: {d}; `crossback verify` says what still reads, `backup --discard-damaged` lets a backup replace it");
             }
         }
         advice(&st, now);

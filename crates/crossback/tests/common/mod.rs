@@ -33,3 +33,15 @@ pub fn kind(o: &Output) -> String {
     let e = String::from_utf8_lossy(&o.stderr).into_owned();
     e.find("error[").map(|s| e[s + 6..].split(']').next().unwrap_or("").to_string()).unwrap_or_default()
 }
+
+/// Everything on the slots, as `path size mtime` lines: a refusal that
+/// says "nothing was written" leaves this the same.
+pub fn slot_listing(slots: [&mut crossback_testkit::LoopFs; 2]) -> Vec<String> {
+    let mut all = Vec::new();
+    for s in slots {
+        s.mount(&["ro"]);
+        all.push(crossback_testkit::run(Command::new("find").arg(s.path()).arg("-printf").arg("%P %s %T@\n")));
+        s.unmount();
+    }
+    all
+}
