@@ -104,6 +104,9 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     with_vfat(&old.disk.part(1), |m| std::fs::write(m.join("EFI/alpha/grubx64.efi"), "the newer loader\n").unwrap());
     ok(crossback(&cfg).args(["backup", &beta]));
+    // Issue 26.3: a newest generation that is open (beta not yet in it)
+    // does not hide beta's sealed backup: each system from its newest.
+    ok(crossback(&cfg).args(["backup", "--new-generation", &alpha]));
     let before = table(&old.disk.device).unwrap();
     // Issue 26.3: with the old disk still attached, the duplicate identities
     // are known before anything is written: refused, the target untouched.
@@ -173,6 +176,8 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &new.device, "--yes"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("shrunk to fit"), "{}", text(&out));
+    assert!(text(&out).contains(&format!("{alpha} (generation 3")) && text(&out).contains(&format!("{beta} (generation 2")), "{}", text(&out));
+    assert!(!text(&out).contains("no backup: made empty"), "{}", text(&out));
     let after = table(&new.device).unwrap();
     assert_eq!(after["id"], before["id"]);
     let (bp, ap) = (before["partitions"].as_array().unwrap(), after["partitions"].as_array().unwrap());

@@ -166,36 +166,45 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     }
     let v = slots::open_read_only(path, "crossback-restore")?;
     let m = &v.machine;
-    // The generation: the one asked for, or the newest.
-    let seq = match generation {
-        Some(n) => n,
-        None => v
-            .slots
-            .iter()
-            .flat_map(|s| s.view.generations.iter().filter_map(|g| g.valid()))
-            .filter(|g| !g.recorded.is_empty())
-            .map(|g| g.seq)
-            .max()
-            .context(refuse(Refusal::NoBackup, "no generation holds a backup yet (see `crossback status`)"))?,
-    };
-    let names: Vec<String> = match only {
-        Some(s) => vec![s.to_string()],
-        None => v
-            .slots
-            .iter()
-            .flat_map(|s| s.view.generations.iter().filter_map(|g| g.valid()))
-            .filter(|g| g.seq == seq)
-            .flat_map(|g| g.recorded.iter().map(|r| r.name.clone()))
-            .fold(Vec::new(), |mut acc, n| {
-                if !acc.contains(&n) {
-                    acc.push(n);
-                }
-                acc
-            }),
+    // Each system from its newest backup, wherever it is (an open newest
+    // generation does not hide an older sealed one), or all from the
+    // generation asked for.
+    let recorded_in = |g: &crate::layout::Generation| generation.is_none_or(|n| n == g.seq);
+    let mut names: Vec<String> = Vec::new();
+    for g in v.slots.iter().flat_map(|s| s.view.generations.iter().filter_map(|g| g.valid())).filter(|g| recorded_in(g)) {
+        for r in &g.recorded {
+            if only.is_none_or(|o| o == r.name) && !names.contains(&r.name) {
+                names.push(r.name.clone());
+            }
+        }
+    }
+    if names.is_empty() {
+        match (only, generation) {
+            (Some(s), _) => refuse!(
+                Refusal::NoBackup,
+                "no generation holds a backup of {s}{} (see `crossback status`)",
+                generation.map(|n| format!(" in generation {n}")).unwrap_or_default()
+            ),
+            (None, Some(n)) => refuse!(Refusal::NoBackup, "generation {n} holds no backup (see `crossback status`)"),
+            (None, None) => refuse!(Refusal::NoBackup, "no generation holds a backup yet (see `crossback status`)"),
+        }
+    }
+    // Configured systems with no backup at all: said, and the restore is not a full success.
+    let unbacked: Vec<String> = if only.is_none() && generation.is_none() {
+        cfg.systems.iter().map(|s| s.name.get_ref().clone()).filter(|n| !names.contains(n)).collect()
+    } else {
+        Vec::new()
     };
     let mut all = Vec::new();
     for n in &names {
-        let b = backups::find(&v.slots, n, Some(seq))?;
+        let b = backups::find(&v.slots, n, generation)?;
+        if b.record.legacy.is_some() && only.is_none() {
+            println!(
+                "note: {n}'s newest backup is an adopted duplicity one (generation {}), which records no disk layout: not restored here",
+                b.generation.seq
+            );
+            continue;
+        }
         refuse_legacy(&b, n)?;
         all.push(b);
     }
@@ -203,7 +212,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     // The systems that were on that disk; each entirely on it.
     let backups: Vec<SystemBackup> = all.into_iter().filter(|b| b.mounts.filesystems.iter().any(|r| on_table(&table, &b.mounts, r).is_some())).collect();
     if backups.is_empty() {
-        refuse!(Refusal::NoBackup, "no system of generation {seq} was on disk {}", table.id);
+        refuse!(Refusal::NoBackup, "no system with a backup was on disk {}", table.id);
     }
     for b in &backups {
         if let Some(r) = b.mounts.filesystems.iter().find(|r| on_table(&table, &b.mounts, r).is_none()) {
@@ -264,14 +273,17 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
             .map(|b| b.record.name.clone())
     };
     println!(
-        "bare-metal restore onto {} ({}) from generation {seq}: the partition table of disk {} ({} partitions{}) and these systems: {}",
+        "bare-metal restore onto {} ({}): the partition table of disk {} ({} partitions{}) and these systems: {}",
         disk.display(),
         output::bytes(sectors * ss),
         table.id,
         new.partitions.len(),
         if new.partitions == table.partitions { String::new() } else { ", shrunk to fit".into() },
-        backups.iter().map(|b| b.record.name.as_str()).collect::<Vec<_>>().join(", ")
+        backups.iter().map(|b| format!("{} (generation {}, slot {})", b.record.name, b.generation.seq, b.slot)).collect::<Vec<_>>().join(", ")
     );
+    for n in &unbacked {
+        eprintln!("warning: {n} is configured but has no backup on this media: it is NOT restored (if it was on this disk, its partition is made empty)");
+    }
     for (old, p) in table.partitions.iter().zip(&new.partitions) {
         let what: Vec<String> = backups
             .iter()
@@ -388,7 +400,8 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
         println!("boot entries left as they are (--no-boot-repair)");
     }
     drop(locks);
-    Ok(report(entries, &damaged, &failed, start))
+    let outcome = report(entries, &damaged, &failed, start);
+    Ok(if unbacked.is_empty() || outcome != Outcome::Ok { outcome } else { Outcome::Partial })
 }
 
 /// After `--new-uuids`: the configuration names each system's new root and
