@@ -158,10 +158,14 @@ impl Table {
     }
 
     /// What sfdisk reads to make this table again.
-    pub fn script(&self) -> String {
+    /// Each partition is named by its device on `disk` (`/dev/sdb3 : …`), so
+    /// that sfdisk gives it its recorded number: numbered in script order,
+    /// a table whose numbers are not in disk order (or have gaps) would pair
+    /// one partition's type and PARTUUID with another's place.
+    pub fn script(&self, disk: &Path) -> String {
         let mut s = format!("label: {}\nlabel-id: {}\nunit: sectors\nsector-size: {}\n", self.label, self.id, self.sector_size);
         for p in &self.partitions {
-            s.push_str(&format!("start={}, size={}, type={}", p.start, p.size, p.kind));
+            s.push_str(&format!("{} : start={}, size={}, type={}", partition_device(disk, p.number).display(), p.start, p.size, p.kind));
             if self.label == "gpt" {
                 s.push_str(&format!(", uuid={}", p.uuid));
                 if !p.name.is_empty() {
@@ -260,7 +264,7 @@ pub fn write(disk: &Path, t: &Table) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::Command(format!("running sfdisk {}: {e}", disk.display())))?;
-    child.stdin.take().expect("piped").write_all(t.script().as_bytes()).map_err(|e| Error::Io { what: "writing sfdisk's script".into(), source: e })?;
+    child.stdin.take().expect("piped").write_all(t.script(disk).as_bytes()).map_err(|e| Error::Io { what: "writing sfdisk's script".into(), source: e })?;
     let out = child.wait_with_output().map_err(|e| Error::Command(format!("sfdisk {}: {e}", disk.display())))?;
     if !out.status.success() {
         return Err(Error::Command(format!("sfdisk {}: {}", disk.display(), String::from_utf8_lossy(&out.stderr).trim())));
@@ -318,12 +322,34 @@ mod tests {
         assert_eq!(t.fit(t.sectors, &|_| Some(2048)).unwrap().partitions, t.partitions);
         assert_eq!(t.fit(t.sectors * 2, &|_| None).unwrap().partitions, t.partitions);
         assert!(t.check().is_ok());
-        let s = t.script();
+        let s = t.script(Path::new("/dev/sdb"));
         assert!(s.starts_with("label: gpt\nlabel-id: d0b7a0c5-0000-4000-8000-000000000001\n"), "{s}");
         assert!(
-            s.contains("start=2048, size=524288, type=c12a7328-f81f-11d2-ba4b-00a0c93ec93b, uuid=00000001-0000-4000-8000-000000000000, name=\"p1\""),
+            s.contains(
+                "/dev/sdb1 : start=2048, size=524288, type=c12a7328-f81f-11d2-ba4b-00a0c93ec93b, uuid=00000001-0000-4000-8000-000000000000, name=\"p1\""
+            ),
             "{s}"
         );
+    }
+
+    /// Issue 26.3: numbers not in disk order (the ESP is partition 3, at
+    /// the start) stay with their partitions through shrinking and the
+    /// script, whatever order the script lists them in.
+    #[test]
+    fn partition_numbers_stay_paired_with_their_partitions() {
+        let mut t = table();
+        t.partitions[0].number = 3;
+        t.partitions[2].number = 1;
+        t.partitions.reverse();
+        let f = t.fit(t.sectors * 8 / 10, &|p: &Partition| if p.number == 3 { None } else { Some(2_097_152) }).unwrap();
+        let esp = f.partitions.iter().find(|p| p.kind.starts_with("c12a7328")).unwrap();
+        assert_eq!((esp.number, esp.start), (3, 2048));
+        let s = f.script(Path::new("/dev/nvme0n1"));
+        let esp_line = s.lines().find(|l| l.contains("c12a7328")).unwrap();
+        assert!(esp_line.starts_with("/dev/nvme0n1p3 : start=2048,"), "{s}");
+        assert!(esp_line.contains("uuid=00000001-"), "the ESP keeps its PARTUUID: {s}");
+        let root_line = s.lines().find(|l| l.contains("uuid=00000003-")).unwrap();
+        assert!(root_line.starts_with("/dev/nvme0n1p1 : "), "{s}");
     }
 
     #[test]
