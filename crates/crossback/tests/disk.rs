@@ -6,7 +6,7 @@
 //! media's. These tests need root.
 
 mod common;
-use common::{crossback, kind, ok, text};
+use common::{crossback, err, kind, ok, text};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -243,4 +243,27 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     assert!(!alpha_fstab.contains(&old.esp_uuid) && !beta_fstab.contains(&old.esp_uuid));
     let c = std::fs::read_to_string(&cfg).unwrap();
     assert!(c.contains(&format!("root = \"{alpha_root}\"")) && c.contains(&format!("root = \"{beta_root}\"")), "{c}");
+
+    // Issue 26.3: one system of the dual boot alone with new UUIDs: the ESP
+    // it shares with beta gets a new one, which beta's fstab does not name;
+    // said before the restore and after it, with the new UUID.
+    drop(other);
+    let (alpha, beta) = (names.iter().find(|n| n.contains("alpha")).unwrap(), names.iter().find(|n| n.contains("beta")).unwrap());
+    let (esp2, root2) = (LoopFs::blank(64), LoopFs::blank(160));
+    let out = crossback(&cfg)
+        .args(["restore", alpha, "--bare-metal", "--new-uuids", "--yes", "--no-boot-repair", "--device"])
+        .arg(format!("/boot/efi={}", esp2.device))
+        .arg("--device")
+        .arg(format!("/={}", root2.device))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let new_esp = blkid(&esp2.device, "UUID");
+    assert!(new_esp != old.esp_uuid, "{}", text(&out));
+    assert!(text(&out).contains(&format!("is also {beta}'s /boot/efi")), "{}", text(&out));
+    assert!(
+        err(&out).contains(&format!("warning: {beta}'s /etc/fstab names its /boot/efi as UUID={}; the restored filesystem is UUID={new_esp}", old.esp_uuid)),
+        "{}",
+        text(&out)
+    );
 }

@@ -691,7 +691,7 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
         }
         _ => None,
     };
-    let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, .. } = open(path, system, a.generation, true)?;
+    let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, _slots: slot_list, .. } = open(path, system, a.generation, true)?;
     refuse_legacy(&b, system)?;
     if !b.mounts.luks.is_empty() || !b.mounts.vgs.is_empty() {
         println!(
@@ -708,6 +708,15 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
     }
     println!("bare-metal restore of {system} from generation {} (slot {}): these filesystems will be WIPED and recreated:", b.generation.seq, b.slot);
     show_plan(&m, &targets, new_uuids);
+    // A filesystem another system mounts too (a shared ESP): a new UUID
+    // leaves that system's fstab naming the old one. Said before, and after.
+    let shared = if new_uuids { shared_with_others(&slot_list, &cfg, system, &targets) } else { Vec::new() };
+    for sh in &shared {
+        println!(
+            "  note: {} (UUID={}) is also {}'s {}: it gets a new UUID, and {}'s /etc/fstab is not changed by this restore: {} will not mount it until its fstab names the new UUID",
+            sh.mountpoint, sh.uuid, sh.other, sh.other_mountpoint, sh.other, sh.other
+        );
+    }
     if !yes && !output::confirm("Wipe them?")? {
         refuse!(Refusal::NotConfirmed, "nothing written: pass --yes to restore without asking");
     }
@@ -715,6 +724,14 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
     let r = recreate(&b, system, &mut targets, new_uuids, &[])?;
     check_fstab(system, &r.fstab)?;
     let _ = slot_mounts.unmount();
+    for sh in &shared {
+        if let Some((_, new)) = r.uuid_map.iter().find(|(old, _)| old.eq_ignore_ascii_case(&sh.uuid)) {
+            eprintln!(
+                "warning: {}'s /etc/fstab names its {} as UUID={}; the restored filesystem is UUID={new}: change that line (`crossback chroot {}`), or {} does not boot",
+                sh.other, sh.other_mountpoint, sh.uuid, sh.other, sh.other
+            );
+        }
+    }
     let outcome = report(r.entries, &r.damaged, &r.failed, start);
     if new_uuids {
         if let Some(root) = r.uuid_map.iter().find(|(old, _)| cfg.system(system).is_some_and(|s| s.root.get_ref().eq_ignore_ascii_case(old))) {
@@ -730,6 +747,37 @@ fn bare_metal(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], new_
         println!("next: `crossback chroot {system}` if its bootloader needs repair (e.g. grub-install, update-initramfs -u)");
     }
     Ok(outcome)
+}
+
+/// A filesystem being restored that another configured system mounts too.
+struct Shared {
+    mountpoint: String,
+    uuid: String,
+    other: String,
+    other_mountpoint: String,
+}
+
+/// The targets' filesystems that another system's newest backup records
+/// by the same UUID (a shared ESP). A system whose backup does not read is
+/// said and left out: this is advice, not a check of the restore.
+fn shared_with_others(slot_list: &[slots::Slot], cfg: &Config, system: &str, targets: &[Target]) -> Vec<Shared> {
+    let mut out = Vec::new();
+    for other in cfg.systems.iter().map(|s| s.name.get_ref()).filter(|n| n.as_str() != system) {
+        let ob = match backups::find(slot_list, other, None) {
+            Ok(ob) => ob,
+            Err(e) if crate::error::kind_of(&e) == Some(Refusal::NoBackup) => continue,
+            Err(e) => {
+                eprintln!("note: {other}'s backup does not read ({e:#}): whether it shares a filesystem with {system} is not known");
+                continue;
+            }
+        };
+        for r in targets.iter().map(|t| &t.records[0]).filter(|r| !r.uuid.is_empty()) {
+            if let Some(o) = ob.mounts.filesystems.iter().find(|o| o.uuid.eq_ignore_ascii_case(&r.uuid)) {
+                out.push(Shared { mountpoint: r.mountpoint.clone(), uuid: r.uuid.clone(), other: other.clone(), other_mountpoint: o.mountpoint.clone() });
+            }
+        }
+    }
+    out
 }
 
 /// What a GRUB EFI system needs repaired after its filesystems got new UUIDs.
