@@ -238,6 +238,9 @@ pub struct ReadOnlyView {
     pub scratch: PathBuf,
     /// The media's lock, shared with other readers.
     pub lock: Lock,
+    /// A slot that could not be read (damaged, I/O errors, not this
+    /// media's), said when it was skipped: the other one is read alone.
+    pub unread: Vec<(SlotId, String)>,
 }
 
 pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView> {
@@ -249,8 +252,31 @@ pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView>
     crossback_host::ns::start_guard()?;
     crossback_host::ns::enter_private()?;
     let scratch = crossback_host::inspect::scratch_dir(name)?;
-    let (slots, mounts) = mount(&devs, media_cfg.id.get_ref(), &scratch, Access::Read)?;
-    Ok(ReadOnlyView { cfg, machine, slots, mounts, scratch, lock })
+    // A damaged or half-dead slot never blocks reading the other: a failing
+    // backup disk is exactly when the good slot is needed.
+    let mut mounts = Mounted::default();
+    let (mut slots, mut unread, mut first_err) = (Vec::new(), Vec::new(), None);
+    for (id, d) in SlotId::BOTH.into_iter().zip(devs.iter()) {
+        let at: PathBuf = scratch.join(format!("slot-{id}"));
+        std::fs::create_dir_all(&at)?;
+        let one = offline::mount_one(&slot_fs(id, d), &at, false, true, &mut mounts)
+            .map_err(|e| mount_refusal(id, d, &e))
+            .and_then(|()| read(id, d, at, media_cfg.id.get_ref()));
+        match one {
+            Ok(slot) => slots.push(slot),
+            Err(e) => {
+                unread.push((id, format!("slot {id} ({}) is not read: {e:#}", d.path.display())));
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err.filter(|_| slots.is_empty()) {
+        return Err(e);
+    }
+    for (_, why) in &unread {
+        eprintln!("warning: {why}; the other slot is read alone");
+    }
+    Ok(ReadOnlyView { cfg, machine, slots, mounts, scratch, lock, unread })
 }
 
 #[cfg(test)]

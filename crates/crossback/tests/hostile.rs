@@ -472,6 +472,37 @@ fn root_issue_26_3_a_device_that_holds_or_is_held_is_not_empty() {
     assert_eq!(fs_on(&held.device), "", "{} untouched", held.device);
 }
 
+/// Issue 26.4: a slot whose marker does not read (damage, or a disk that
+/// answers with errors) does not block reading the other: restore takes the
+/// good slot's generation with a warning; verify counts the slot as damage.
+#[test]
+fn root_issue_26_4_a_damaged_slot_does_not_block_the_other() {
+    if !require_root("root_issue_26_4_a_damaged_slot_does_not_block_the_other") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut s = setup();
+    ok(crossback(&s.cfg).arg("backup"));
+    ok(crossback(&s.cfg).arg("backup"));
+    s.m.slot_b.mount(&[]);
+    std::fs::write(s.m.slot_b.path().join("crossback/slot.toml"), "\u{0}garbage = [").unwrap();
+    s.m.slot_b.unmount();
+    let to = s.dir.path().join("to");
+    let o = crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&to).arg("/home/ann").output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(err(&o).contains("warning: slot B") && err(&o).contains("the other slot is read alone"), "{}", err(&o));
+    assert!(to.join("home/ann").is_dir(), "restored from slot A's generation 1");
+    let o = crossback(&s.cfg).arg("verify").output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    // Both slots damaged: refused, by the first slot's kind.
+    s.m.slot_a.mount(&[]);
+    std::fs::write(s.m.slot_a.path().join("crossback/slot.toml"), "garbage = [").unwrap();
+    s.m.slot_a.unmount();
+    let o = crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(s.dir.path().join("to2")).output().unwrap();
+    assert_eq!(kind(&o).as_deref(), Some("slot-damaged"), "{}", text(&o));
+    assert!(!s.dir.path().join("to2").exists(), "nothing restored");
+}
+
 /// Issue 11.6: restoring onto a new device while the old one (same UUID)
 /// is attached is refused before formatting, saying why.
 #[test]

@@ -14,9 +14,10 @@ use crate::{output, slots, Outcome};
 
 pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     machine::require_root("verify")?;
-    let slots::ReadOnlyView { cfg, machine: m, slots: slot_list, mut mounts, scratch, lock: _lock } = slots::open_read_only(path, "crossback-verify")?;
+    let slots::ReadOnlyView { cfg, machine: m, slots: slot_list, mut mounts, scratch, lock: _lock, unread } = slots::open_read_only(path, "crossback-verify")?;
     let mut checked = 0;
-    let mut damaged = 0;
+    // A slot that does not read is damage found (said when it was skipped).
+    let mut damaged = unread.len();
     let mut changed = 0;
     // With --against-source: archives that could not be compared (their
     // system not offline, not attached, not configured).
