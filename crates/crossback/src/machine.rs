@@ -23,18 +23,15 @@ pub struct Machine {
 }
 
 /// Runs one of the machine's tools (mkfs, e2label, btrfs…); its stderr says why it failed.
-pub fn run_tool(cmd: &mut std::process::Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+pub fn run_tool(tool: &crossback_host::tool::Tool) -> anyhow::Result<()> {
+    tool.run()?;
     Ok(())
 }
 
 /// As [`run_tool`] for a step whose failure is only a warning (`what` says
 /// what the step was for); true if it worked.
-pub fn try_tool(cmd: &mut std::process::Command, what: &str) -> bool {
-    match run_tool(cmd) {
+pub fn try_tool(tool: &crossback_host::tool::Tool, what: &str) -> bool {
+    match run_tool(tool) {
         Ok(()) => true,
         Err(e) => {
             eprintln!("warning: {what}: {e:#}");

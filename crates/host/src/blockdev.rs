@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::tool::Tool;
 
 /// One block device and what is on it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -29,6 +29,9 @@ pub struct Device {
     pub label: String,
     pub partuuid: String,
     pub partlabel: String,
+    /// Why blkid could not read it, when it could not (then it is listed
+    /// with no type: not "empty", but not known).
+    pub unreadable: Option<String>,
 }
 
 impl Device {
@@ -100,7 +103,13 @@ pub fn device(name: &str) -> Result<Option<Device>> {
         name.to_string()
     };
     let mut d = Device { name: name.to_string(), path, devno, disk, size, read_only: read_sys(&sys, "ro").as_deref() == Some("1"), ..Default::default() };
-    let probed = probe(&d.path)?;
+    let probed = match probe(&d.path) {
+        Ok(p) => p,
+        Err(e) => {
+            d.unreadable = Some(e.to_string());
+            BTreeMap::new()
+        }
+    };
     d.fstype = probed.get("TYPE").cloned().unwrap_or_default();
     d.uuid = probed.get("UUID").cloned().unwrap_or_default();
     d.label = probed.get("LABEL").cloned().unwrap_or_default();
@@ -111,18 +120,10 @@ pub fn device(name: &str) -> Result<Option<Device>> {
 
 /// `blkid -p -o export DEV`: the superblock read now, not a cached answer.
 pub fn probe(dev: &Path) -> Result<BTreeMap<String, String>> {
-    let out = Command::new("blkid")
-        .arg("-p")
-        .arg("-o")
-        .arg("export")
-        .arg(dev)
-        .output()
-        .map_err(|e| Error::Command(format!("running blkid (util-linux) to probe {}: {e}; install util-linux", dev.display())))?;
-    // Exit 2: nothing found on the device. Other failures: unreadable.
-    match out.status.code() {
-        Some(0) => Ok(parse_export(&String::from_utf8_lossy(&out.stdout))),
-        _ => Ok(BTreeMap::new()),
-    }
+    let blkid = Tool::new("blkid").args(["-p", "-o", "export"]).arg(dev).output_checked_by(&[0, 2])?;
+    // Exit 2: nothing found on the device; other failures are errors (an
+    // unreadable device is not an empty one).
+    Ok(parse_export(&blkid))
 }
 
 /// How `fstab` names a filesystem.

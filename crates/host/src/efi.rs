@@ -3,8 +3,8 @@
 //! after a disk is replaced the entries can be made again for the
 //! partitions restored with the same PARTUUIDs.
 
+use crate::tool::Tool;
 use std::path::Path;
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
@@ -67,11 +67,7 @@ pub fn entries() -> Result<Vec<BootEntry>> {
     if !available() {
         return Ok(Vec::new());
     }
-    let out = Command::new("efibootmgr").arg("-v").output().map_err(|e| Error::Command(format!("running efibootmgr -v: {e} (install efibootmgr)")))?;
-    if !out.status.success() {
-        return Err(Error::Command(format!("efibootmgr -v: {}", String::from_utf8_lossy(&out.stderr).trim())));
-    }
-    Ok(parse(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse(&Tool::new("efibootmgr").arg("-v").run()?))
 }
 
 /// Sets the firmware's next boot (BootNext) to the entry this boot was
@@ -80,30 +76,18 @@ pub fn boot_next_to_current() -> Result<Option<String>> {
     if !available() {
         return Ok(None);
     }
-    let out = Command::new("efibootmgr").output().map_err(|e| Error::Command(format!("running efibootmgr: {e} (install efibootmgr)")))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = Tool::new("efibootmgr").run()?;
     let Some(current) = text.lines().find_map(|l| l.strip_prefix("BootCurrent:")).map(|c| c.trim().to_string()) else {
         return Err(Error::Command("efibootmgr shows no BootCurrent".into()));
     };
-    let set = Command::new("efibootmgr").args(["--bootnext", &current]).output().map_err(|e| Error::Command(format!("running efibootmgr --bootnext: {e}")))?;
-    if !set.status.success() {
-        return Err(Error::Command(format!("efibootmgr --bootnext {current}: {}", String::from_utf8_lossy(&set.stderr).trim())));
-    }
+    Tool::new("efibootmgr").args(["--bootnext", &current]).run()?;
     Ok(Some(current))
 }
 
 /// Makes an entry for `loader` on partition `part` of `disk` (efibootmgr
 /// puts it first in the boot order).
 pub fn create(disk: &Path, part: u32, label: &str, loader: &str) -> Result<()> {
-    let out = Command::new("efibootmgr")
-        .args(["--create", "--disk"])
-        .arg(disk)
-        .args(["--part", &part.to_string(), "--label", label, "--loader", loader])
-        .output()
-        .map_err(|e| Error::Command(format!("running efibootmgr: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Command(format!("efibootmgr --create {label}: {}", String::from_utf8_lossy(&out.stderr).trim())));
-    }
+    Tool::new("efibootmgr").args(["--create", "--disk"]).arg(disk).args(["--part", &part.to_string(), "--label", label, "--loader", loader]).run()?;
     Ok(())
 }
 

@@ -12,6 +12,16 @@ pub enum Error {
     /// A command crossback runs (blkid, mount helpers) failed.
     #[error("{0}")]
     Command(String),
+    /// A program run by [`crate::tool::Tool`] could not start or ended badly.
+    #[error("`{program}{}` {}: {stderr}", args.iter().map(|a| format!(" {a}")).collect::<String>(), ended(*status))]
+    Tool {
+        program: String,
+        args: Vec<String>,
+        /// Its exit code; `None`: it could not be started, or a signal ended it.
+        status: Option<i32>,
+        /// The end of what it wrote to standard error.
+        stderr: String,
+    },
     /// Something on the machine is not as it must be.
     #[error("{0}")]
     Refused(String),
@@ -24,6 +34,13 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn ended(status: Option<i32>) -> String {
+    match status {
+        Some(c) => format!("failed (exit code {c})"),
+        None => "did not complete".to_string(),
+    }
+}
 
 pub(crate) fn ctx<E: Into<std::io::Error>>(what: impl FnOnce() -> String) -> impl FnOnce(E) -> Error {
     move |e| Error::Io { what: what(), source: e.into() }

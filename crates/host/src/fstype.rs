@@ -9,6 +9,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::tool::Tool;
+
 use crate::error::{Error, Result};
 
 /// One filesystem type.
@@ -25,12 +27,12 @@ pub struct FsType {
     dirty: Option<fn(&Path) -> Result<Option<String>>>,
     /// The command that makes it (type name, `dev`, `uuid` (None: a new one),
     /// `label`, and the parameters [`FsType::params`] recorded).
-    mkfs: Option<fn(&str, &Path, Option<&str>, &str, &Params) -> Command>,
+    mkfs: Option<fn(&str, &Path, Option<&str>, &str, &Params) -> Tool>,
     /// What makes this filesystem what it is beyond UUID and label (FAT type
     /// and cluster size, ext4 features and inode size), read from `dev`, so
     /// that it is made again the same, not as a newer mkfs would choose.
     params: Option<fn(&Path) -> Result<Vec<String>>>,
-    relabel: Option<fn(&Path, &str) -> Command>,
+    relabel: Option<fn(&Path, &str) -> Tool>,
     /// Bytes it takes itself on a device of `size` (journal, inode tables,
     /// metadata), beyond the data; a conservative estimate.
     overhead: fn(u64) -> u64,
@@ -40,11 +42,11 @@ pub struct FsType {
 
 const MIB: u64 = 1 << 20;
 
-fn cmd(prog: &str) -> Command {
-    Command::new(prog)
+fn cmd(prog: &str) -> Tool {
+    Tool::new(prog)
 }
 
-fn ext_mkfs(name: &str, dev: &Path, uuid: Option<&str>, label: &str, p: &Params) -> Command {
+fn ext_mkfs(name: &str, dev: &Path, uuid: Option<&str>, label: &str, p: &Params) -> Tool {
     let mut c = cmd(&format!("mkfs.{name}"));
     c.args(["-q", "-F"]);
     if let Some(f) = p.words("features") {
@@ -68,7 +70,7 @@ fn ext_mkfs(name: &str, dev: &Path, uuid: Option<&str>, label: &str, p: &Params)
 }
 
 fn ext_dirty(dev: &Path) -> Result<Option<String>> {
-    let text = output(Command::new("dumpe2fs").arg("-h").arg(dev))?;
+    let text = Tool::new("dumpe2fs").arg("-h").arg(dev).run()?;
     let features = text.lines().find(|l| l.starts_with("Filesystem features:")).unwrap_or("");
     let state = text.lines().find(|l| l.starts_with("Filesystem state:")).unwrap_or("");
     if features.split_whitespace().any(|f| f == "needs_recovery") {
@@ -104,17 +106,12 @@ fn xfs_dirty(dev: &Path) -> Result<Option<String>> {
 }
 
 fn btrfs_dirty(dev: &Path) -> Result<Option<String>> {
-    let text = output(Command::new("btrfs").args(["inspect-internal", "dump-super"]).arg(dev))?;
+    let text = Tool::new("btrfs").args(["inspect-internal", "dump-super"]).arg(dev).run()?;
     let log_root = text.lines().find(|l| l.starts_with("log_root\t") || l.starts_with("log_root ")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("0");
     Ok((log_root != "0").then(|| "its log tree needs replaying (it was not cleanly unmounted)".into()))
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stderr(Stdio::null()).output().map_err(|e| Error::Command(format!("running {cmd:?}: {e}")))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn e2label(dev: &Path, label: &str) -> Command {
+fn e2label(dev: &Path, label: &str) -> Tool {
     let mut c = cmd("e2label");
     c.arg(dev).arg(label);
     c
@@ -139,7 +136,7 @@ const fn ext(name: &'static str, no_replay: &'static str) -> FsType {
 
 /// ext2/3/4: the features (less the state flags a mount sets), inode and block size.
 fn ext_params(dev: &Path) -> Result<Vec<String>> {
-    let text = output(Command::new("dumpe2fs").arg("-h").arg(dev))?;
+    let text = Tool::new("dumpe2fs").arg("-h").arg(dev).run()?;
     let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
     let mut out = Vec::new();
     if let Some(f) = field("Filesystem features:") {
@@ -183,7 +180,7 @@ fn fat_params(dev: &Path) -> Result<Vec<String>> {
 
 /// xfs: the v5 features that mkfs.xfs can set, inode, block and sector size.
 fn xfs_params(dev: &Path) -> Result<Vec<String>> {
-    let text = output(Command::new("xfs_db").arg("-r").args(["-c", "version", "-c", "sb 0", "-c", "p inodesize blocksize sectsize"]).arg(dev))?;
+    let text = Tool::new("xfs_db").arg("-r").args(["-c", "version", "-c", "sb 0", "-c", "p inodesize blocksize sectsize"]).arg(dev).run()?;
     let version =
         text.lines().find_map(|l| l.strip_prefix("versionnum")).ok_or_else(|| Error::Command(format!("xfs_db read no superblock from {}", dev.display())))?;
     let flags: Vec<String> = version.split(['=', ',', ' ']).map(|w| w.trim().to_ascii_lowercase()).collect();
@@ -208,7 +205,7 @@ const XFS_FEATURES: &[(&str, &str, &str)] = &[
     ("sparse_inodes", "-i", "sparse"),
 ];
 
-fn xfs_mkfs(dev: &Path, uuid: Option<&str>, label: &str, p: &Params) -> Command {
+fn xfs_mkfs(dev: &Path, uuid: Option<&str>, label: &str, p: &Params) -> Tool {
     let mut c = cmd("mkfs.xfs");
     c.args(["-q", "-f"]);
     let mut meta: Vec<String> = Vec::new();
@@ -251,7 +248,7 @@ fn xfs_mkfs(dev: &Path, uuid: Option<&str>, label: &str, p: &Params) -> Command 
 /// btrfs: the features mkfs.btrfs can set (-O, and the free-space tree),
 /// node and sector size.
 fn btrfs_params(dev: &Path) -> Result<Vec<String>> {
-    let text = output(Command::new("btrfs").args(["inspect-internal", "dump-super", "-f"]).arg(dev))?;
+    let text = Tool::new("btrfs").args(["inspect-internal", "dump-super", "-f"]).arg(dev).run()?;
     let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
     let upper = text.to_ascii_uppercase();
     let kept: Vec<&str> = BTRFS_FEATURES.iter().filter(|(flag, _, _)| upper.contains(flag)).map(|(_, word, _)| *word).collect();
@@ -273,7 +270,7 @@ const BTRFS_FEATURES: &[(&str, &str, &str)] = &[
     ("FREE_SPACE_TREE_VALID", "free_space_tree", "-R free-space-tree"),
 ];
 
-fn btrfs_mkfs(dev: &Path, uuid: Option<&str>, label: &str, p: &Params) -> Command {
+fn btrfs_mkfs(dev: &Path, uuid: Option<&str>, label: &str, p: &Params) -> Tool {
     let mut c = cmd("mkfs.btrfs");
     c.args(["-q", "-f"]);
     if let Some(f) = p.words("features").or_else(|| p.get("features").filter(|v| v.is_empty()).map(|_| Vec::new())) {
@@ -462,7 +459,7 @@ impl FsType {
     }
 
     /// The command that makes this filesystem on `dev`; `None`: crossback cannot make it.
-    pub fn mkfs(&self, dev: &Path, uuid: Option<&str>, label: &str, params: &[String]) -> Option<Command> {
+    pub fn mkfs(&self, dev: &Path, uuid: Option<&str>, label: &str, params: &[String]) -> Option<Tool> {
         self.mkfs.map(|f| f(self.name, dev, uuid, label, &Params(params)))
     }
 
@@ -472,7 +469,7 @@ impl FsType {
         self.params.map_or(Ok(Vec::new()), |f| f(dev))
     }
 
-    pub fn relabel(&self, dev: &Path, label: &str) -> Option<Command> {
+    pub fn relabel(&self, dev: &Path, label: &str) -> Option<Tool> {
         self.relabel.map(|f| f(dev, label))
     }
 
@@ -521,10 +518,10 @@ mod tests {
             let t = of(ty).unwrap();
             let p = t.params(&a).unwrap();
             let b = img(&format!("{ty}-b"));
-            run(&mut t.mkfs(&b, None, "", &p).unwrap());
+            t.mkfs(&b, None, "", &p).unwrap().run().unwrap();
             assert_eq!(t.params(&b).unwrap(), p, "{ty}");
             let c = img(&format!("{ty}-c"));
-            run(&mut t.mkfs(&c, None, "", &[]).unwrap());
+            t.mkfs(&c, None, "", &[]).unwrap().run().unwrap();
             assert_ne!(t.params(&c).unwrap(), p, "{ty}: the defaults differ, so the test means something");
         }
         // Values from a slot are words and numbers only.

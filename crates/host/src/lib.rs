@@ -24,6 +24,7 @@ pub mod ns;
 pub mod offline;
 pub mod partitions;
 pub mod rodev;
+pub mod tool;
 pub mod unlock;
 
 pub use error::{Error, Result};

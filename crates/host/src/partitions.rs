@@ -5,13 +5,12 @@
 //! (the firmware's boot entries, an fstab, a kernel command line) still
 //! finds it; partitions shrunk to fit a smaller disk when their data fits.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::tool::Tool;
 
 /// One disk's partition table.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -109,17 +108,15 @@ pub fn sectors_512(disk: &Path) -> Result<u64> {
 
 /// The partition table of `disk`, or None when it has none.
 pub fn read(disk: &Path) -> Result<Option<Table>> {
-    let out = Command::new("sfdisk")
-        .arg("--json")
-        .arg(disk)
-        .output()
-        .map_err(|e| Error::Command(format!("running sfdisk --json {}: {e} (install util-linux's fdisk package)", disk.display())))?;
+    // English, matched under LC_ALL=C (the runner's): no table is no error.
+    let mut sfdisk = Tool::new("sfdisk");
+    sfdisk.arg("--json").arg(disk);
+    let out = sfdisk.output()?;
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("does not contain a recognized partition table") {
+        if out.stderr_text().contains("does not contain a recognized partition table") {
             return Ok(None);
         }
-        return Err(Error::Command(format!("sfdisk --json {}: {}", disk.display(), err.trim())));
+        return Err(sfdisk.failed(&out));
     }
     let j: Json = serde_json::from_slice(&out.stdout).map_err(|e| Error::Command(format!("sfdisk --json {}: {e}", disk.display())))?;
     let t = j.partitiontable;
@@ -256,19 +253,7 @@ impl Table {
 /// Writes `t` to `disk` (which must hold no table the caller has not
 /// agreed to lose) and waits for the kernel to show its partitions.
 pub fn write(disk: &Path, t: &Table) -> Result<()> {
-    let mut child = Command::new("sfdisk")
-        .args(["--quiet", "--wipe", "always", "--wipe-partitions", "always"])
-        .arg(disk)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Command(format!("running sfdisk {}: {e}", disk.display())))?;
-    child.stdin.take().expect("piped").write_all(t.script(disk).as_bytes()).map_err(|e| Error::Io { what: "writing sfdisk's script".into(), source: e })?;
-    let out = child.wait_with_output().map_err(|e| Error::Command(format!("sfdisk {}: {e}", disk.display())))?;
-    if !out.status.success() {
-        return Err(Error::Command(format!("sfdisk {}: {}", disk.display(), String::from_utf8_lossy(&out.stderr).trim())));
-    }
+    Tool::new("sfdisk").args(["--quiet", "--wipe", "always", "--wipe-partitions", "always"]).arg(disk).input(t.script(disk).as_bytes()).run()?;
     // sfdisk asked the kernel to read the new table; a kernel without the
     // parser (or a loop device) needs partx to add the partitions.
     let all_there = || t.partitions.iter().all(|p| partition_device(disk, p.number).exists());
@@ -277,8 +262,9 @@ pub fn write(disk: &Path, t: &Table) -> Result<()> {
     while !all_there() {
         if start.elapsed() > std::time::Duration::from_secs(1) && !tried_partx {
             tried_partx = true;
-            let _ = Command::new("partx").arg("-u").arg(disk).output();
-            let _ = Command::new("partx").arg("-a").arg(disk).output();
+            // Best effort: what counts is whether the partitions appear.
+            let _ = Tool::new("partx").arg("-u").arg(disk).output();
+            let _ = Tool::new("partx").arg("-a").arg(disk).output();
         }
         if start.elapsed() > std::time::Duration::from_secs(15) {
             return Err(Error::Command(format!("the kernel does not show the new partitions of {} (tried partx)", disk.display())));

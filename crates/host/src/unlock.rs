@@ -10,9 +10,9 @@
 //! run left is closed by its guard ([`crate::ns`]) or by the next run
 //! ([`close_leftovers`]).
 
+use crate::tool::Tool;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::blockdev;
@@ -57,38 +57,17 @@ pub fn mapping_name(luks_uuid: &str) -> String {
     format!("crossback-luks-{}", luks_uuid.to_ascii_lowercase())
 }
 
-fn run(cmd: &mut Command, input: Option<&[u8]>) -> Result<std::process::Output> {
-    let shown = format!("{cmd:?}");
-    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(ctx(|| format!("running {shown} (is it installed?)")))?;
-    if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
-        // A tool that stopped reading (a bad argument) makes this fail: its stderr says why.
-        let _ = stdin.write_all(bytes);
-    }
-    child.wait_with_output().map_err(ctx(|| format!("running {shown}")))
-}
-
-fn checked(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = run(cmd, None)?;
-    if !out.status.success() {
-        return Err(Error::Command(format!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// `cryptsetup` with the key on its stdin, read whole (`--key-file -`),
 /// as cryptsetup reads a key file: a passphrase typed at a prompt is the
 /// same bytes without the newline.
 fn cryptsetup_with_key(args: &[&std::ffi::OsStr], key: &[u8], device: &Path) -> std::result::Result<(), OpenError> {
-    let mut cmd = Command::new("cryptsetup");
-    cmd.args(args).arg("--key-file").arg("-");
-    let shown = format!("{cmd:?}");
-    let out = run(&mut cmd, Some(key))?;
+    let mut cmd = Tool::new("cryptsetup");
+    cmd.args(args).arg("--key-file").arg("-").input(key);
+    let out = cmd.output()?;
     match out.status.code() {
         Some(0) => Ok(()),
         Some(2) => Err(OpenError::WrongKey(device.display().to_string())),
-        _ => Err(Error::Command(format!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr).trim())).into()),
+        _ => Err(cmd.failed(&out).into()),
     }
 }
 
@@ -100,17 +79,17 @@ pub fn test_key(device: &Path, key: &[u8]) -> std::result::Result<(), OpenError>
 
 /// The container's LUKS UUID (`cryptsetup luksUUID`), lowercase.
 pub fn luks_uuid(device: &Path) -> Result<String> {
-    Ok(checked(Command::new("cryptsetup").arg("luksUUID").arg(device))?.trim().to_ascii_lowercase())
+    Ok(Tool::new("cryptsetup").arg("luksUUID").arg(device).run()?.trim().to_ascii_lowercase())
 }
 
 /// What a restore needs of a LUKS2 container's header.
 pub fn luks_info(device: &Path) -> Result<LuksInfo> {
-    layers::parse_luks2_json(&checked(Command::new("cryptsetup").args(["luksDump", "--dump-json-metadata"]).arg(device))?)
+    layers::parse_luks2_json(&Tool::new("cryptsetup").args(["luksDump", "--dump-json-metadata"]).arg(device).run()?)
 }
 
 /// `cryptsetup luksHeaderBackup`: the header (everything before the data) into `file`, which must not exist.
 pub fn header_backup(device: &Path, file: &Path) -> Result<()> {
-    checked(Command::new("cryptsetup").args(["luksHeaderBackup", "--batch-mode"]).arg(device).arg("--header-backup-file").arg(file)).map(drop)
+    Tool::new("cryptsetup").args(["luksHeaderBackup", "--batch-mode"]).arg(device).arg("--header-backup-file").arg(file).run().map(drop)
 }
 
 /// `cryptsetup luksFormat`: a new LUKS2 container on `device` with a new
@@ -155,7 +134,7 @@ pub fn add_key(device: &Path, key: &[u8], new_key: &[u8]) -> Result<()> {
 
 /// `cryptsetup luksUUID --uuid`: gives the container a new UUID (its keys stay).
 pub fn set_luks_uuid(device: &Path, uuid: &str) -> Result<()> {
-    checked(Command::new("cryptsetup").args(["luksUUID", "--batch-mode", "--uuid", uuid]).arg(device)).map(drop)
+    Tool::new("cryptsetup").args(["luksUUID", "--batch-mode", "--uuid", uuid]).arg(device).run().map(drop)
 }
 
 /// A new random UUID, from the kernel.
@@ -166,12 +145,12 @@ pub fn new_uuid() -> Result<String> {
 
 /// `cryptsetup luksHeaderRestore`: writes the header from `file` onto `device`.
 pub fn header_restore(file: &Path, device: &Path) -> Result<()> {
-    checked(Command::new("cryptsetup").args(["luksHeaderRestore", "--batch-mode"]).arg(device).arg("--header-backup-file").arg(file)).map(drop)
+    Tool::new("cryptsetup").args(["luksHeaderRestore", "--batch-mode"]).arg(device).arg("--header-backup-file").arg(file).run().map(drop)
 }
 
 /// An lvm2 command, quiet about descriptors it inherits.
-fn lvm(cmd: &str) -> Command {
-    let mut c = Command::new(cmd);
+fn lvm(cmd: &str) -> Tool {
+    let mut c = Tool::new(cmd);
     c.env("LVM_SUPPRESS_FD_WARNINGS", "1");
     c
 }
@@ -180,7 +159,7 @@ fn lvm_report(cmd: &str, fields: &str, vg: Option<&str>) -> Result<String> {
     let mut c = lvm(cmd);
     c.args(["--reportformat", "json", "--units", "b", "--nosuffix", "-o", fields]);
     c.args(vg);
-    checked(&mut c)
+    c.run()
 }
 
 pub fn pvs() -> Result<Vec<layers::Pv>> {
@@ -208,7 +187,11 @@ pub fn pe_starts() -> Result<Vec<(String, u64)>> {
 pub fn vg_metadata(vg: &str) -> Result<String> {
     let dir = tempdir()?;
     let file = dir.join("vg");
-    let r = checked(lvm("vgcfgbackup").arg("-f").arg(&file).arg(vg))
+    let r = lvm("vgcfgbackup")
+        .arg("-f")
+        .arg(&file)
+        .arg(vg)
+        .run()
         .and_then(|_| std::fs::read_to_string(&file).map_err(ctx(|| format!("reading {}", file.display()))));
     let _ = std::fs::remove_dir_all(&dir);
     r
@@ -225,25 +208,25 @@ fn tempdir() -> Result<PathBuf> {
 /// Makes the physical volume on `dev` again with its recorded UUID and the
 /// metadata area `metadata` (a `vgcfgbackup` file) describes.
 pub fn pv_restore(dev: &Path, pv_uuid: &str, metadata: &Path) -> Result<()> {
-    checked(lvm("pvcreate").args(["-ff", "-y", "--uuid", pv_uuid, "--restorefile"]).arg(metadata).arg(dev)).map(drop)
+    lvm("pvcreate").args(["-ff", "-y", "--uuid", pv_uuid, "--restorefile"]).arg(metadata).arg(dev).run().map(drop)
 }
 
 /// `vgcfgrestore`: the volume group as `metadata` records it, UUIDs and all.
 pub fn vg_restore(vg: &str, metadata: &Path) -> Result<()> {
-    checked(lvm("vgcfgrestore").arg("-f").arg(metadata).arg(vg)).map(drop)
+    lvm("vgcfgrestore").arg("-f").arg(metadata).arg(vg).run().map(drop)
 }
 
 /// A new physical volume on `dev` with the recorded UUID, and a new
 /// volume group `vg` on it (its own new UUID).
 pub fn vg_create(vg: &str, pv_uuid: &str, extent_size: u64, dev: &Path) -> Result<()> {
-    checked(lvm("pvcreate").args(["-ff", "-y", "--uuid", pv_uuid, "--norestorefile"]).arg(dev))?;
-    checked(lvm("vgcreate").args(["-y", "-s", &format!("{extent_size}b"), vg]).arg(dev)).map(drop)
+    lvm("pvcreate").args(["-ff", "-y", "--uuid", pv_uuid, "--norestorefile"]).arg(dev).run()?;
+    lvm("vgcreate").args(["-y", "-s", &format!("{extent_size}b"), vg]).arg(dev).run().map(drop)
 }
 
 /// A new volume of `extents` extents, not activated (and so not zeroed:
 /// a filesystem is made on it next).
 pub fn lv_create(vg: &str, name: &str, extents: u64) -> Result<()> {
-    checked(lvm("lvcreate").args(["-y", "-an", "-Zn", "-Wn", "-l", &extents.to_string(), "-n", name, vg])).map(drop)
+    lvm("lvcreate").args(["-y", "-an", "-Zn", "-Wn", "-l", &extents.to_string(), "-n", name, vg]).run().map(drop)
 }
 
 /// A volume's device (see [`dm_node`]); its mapping is `VG-LV`, dashes inside the names doubled.
@@ -286,7 +269,7 @@ fn not_ours(what: What, name: &str) -> Option<String> {
 
 /// Waits for udev to have seen a new device (where there is a udev).
 fn settle() {
-    let _ = Command::new("udevadm").args(["settle", "--timeout=10"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ = Tool::new("udevadm").args(["settle", "--timeout=10"]).output();
 }
 
 /// The `--config` that activates a volume group read-only and keeps lvm2
@@ -331,7 +314,7 @@ impl Opened {
     pub fn activate_vg(&mut self, vg: &str, read_only: bool) -> Result<()> {
         write_record(What::Vg, vg)?;
         let config = if read_only { read_only_config(vg) } else { "activation { monitoring = 0 }".to_string() };
-        if let Err(e) = checked(lvm("vgchange").args(["-ay", "--config", &config, vg])) {
+        if let Err(e) = lvm("vgchange").args(["-ay", "--config", &config, vg]).run() {
             // Half activated: put it back.
             let _ = deactivate(vg);
             let _ = std::fs::remove_file(record_path(What::Vg, vg));
@@ -354,7 +337,7 @@ impl Opened {
             return Err(Error::Refused(format!("{from} is not a mapping this crossback opened")));
         };
         write_record(What::Luks, to)?;
-        if let Err(e) = checked(Command::new("dmsetup").args(["rename", from, to])) {
+        if let Err(e) = Tool::new("dmsetup").args(["rename", from, to]).run() {
             let _ = std::fs::remove_file(record_path(What::Luks, to));
             return Err(e);
         }
@@ -410,7 +393,7 @@ fn write_record(what: What, name: &str) -> Result<()> {
 
 /// Deactivates every volume of `vg` (none may be in use).
 pub fn deactivate(vg: &str) -> Result<()> {
-    checked(lvm("vgchange").args(["-an", "--config", "activation { monitoring = 0 }", vg])).map(drop)
+    lvm("vgchange").args(["-an", "--config", "activation { monitoring = 0 }", vg]).run().map(drop)
 }
 
 /// Closes one; a mapping still busy (a mount namespace of crossback's that
@@ -421,7 +404,7 @@ fn close_one(what: What, name: &str) -> Result<()> {
         let r = match what {
             What::Vg => deactivate(name),
             What::Luks if !Path::new("/dev/mapper").join(name).exists() => Ok(()),
-            What::Luks => checked(Command::new("cryptsetup").arg("close").arg(name)).map(drop),
+            What::Luks => Tool::new("cryptsetup").arg("close").arg(name).run().map(drop),
         };
         match r {
             Ok(()) => return Ok(()),

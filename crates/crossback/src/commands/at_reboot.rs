@@ -15,6 +15,7 @@
 //! sure of that, records how it ended (`status` shows it), sets BootNext to
 //! this system again and reboots.
 
+use crossback_host::tool::Tool;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -129,7 +130,7 @@ pub fn arm(path: &Path, a: &BackupArgs) -> anyhow::Result<Outcome> {
     // Last: the link that makes the next boot the backup's.
     local::symlink(Path::new(local::STATE_DIR), &p.system_update())?;
     if p.live() {
-        machine::try_tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
+        machine::try_tool(Tool::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
     }
     if m.by_uuid(media.slot_a.get_ref())?.is_none() || m.by_uuid(media.slot_b.get_ref())?.is_none() {
         println!("note: the backup disk is not attached now: attach it before the reboot (that boot waits {} s for it, then boots as usual)", a.disk_wait);
@@ -149,7 +150,7 @@ pub fn arm(path: &Path, a: &BackupArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     println!("rebooting now");
-    machine::run_tool(Command::new("systemctl").arg("reboot"))?;
+    machine::run_tool(Tool::new("systemctl").arg("reboot"))?;
     Ok(Outcome::Ok)
 }
 
@@ -240,7 +241,7 @@ fn backup_frozen(path: &Path, job: &AtReboot, p: &Paths) -> anyhow::Result<Strin
     let sys = running(&systems, path)?;
     // The journal goes to /run while the system is read-only; it is written
     // to disk again (with what this boot logged) once it is writable.
-    machine::try_tool(Command::new("journalctl").arg("--relinquish-var"), "moving the journal off the disk");
+    machine::try_tool(Tool::new("journalctl").arg("--relinquish-var"), "moving the journal off the disk");
     rustix::fs::sync();
     let points = crossback_host::freeze::freeze_order(sys.filesystems.iter().map(|f| PathBuf::from(&f.mountpoint)).collect());
     let mut frozen = Frozen::default();
@@ -299,7 +300,7 @@ fn thaw(frozen: &Frozen) {
             Err(e) => eprintln!("warning: {} stays read-only until the reboot: {e}", at.display()),
         }
     }
-    machine::try_tool(Command::new("journalctl").arg("--flush"), "writing the journal to disk again");
+    machine::try_tool(Tool::new("journalctl").arg("--flush"), "writing the journal to disk again");
 }
 
 /// The job's last step (ExecStopPost): also after a crash or the time limit.
@@ -329,10 +330,10 @@ pub fn finish(_path: &Path) -> anyhow::Result<Outcome> {
         println!("crossback: backup at reboot {}: {}", if r.ok { "done" } else { "FAILED" }, r.what);
     }
     if p.live() {
-        machine::try_tool(Command::new("journalctl").arg("--flush"), "writing the journal to disk");
+        machine::try_tool(Tool::new("journalctl").arg("--flush"), "writing the journal to disk");
         let _ = boot_next_here();
         println!("crossback: rebooting into this system");
-        machine::try_tool(Command::new("systemctl").args(["reboot", "--no-block"]), "rebooting");
+        machine::try_tool(Tool::new("systemctl").args(["reboot", "--no-block"]), "rebooting");
     }
     Ok(Outcome::Ok)
 }

@@ -1,8 +1,8 @@
 //! `crossback media prepare SLOT_A SLOT_B`: mark two filesystems as the
 //! slots of one backup media, and record them in the configuration.
 
+use crossback_host::tool::Tool;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{bail, Context};
 use crossback_host::blockdev::Device;
@@ -73,7 +73,7 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
         }
         for (letter, d) in SlotId::BOTH.iter().zip(devs.iter()) {
             let label = a.label.as_ref().map(|p| format!("{p}-{letter}")).unwrap_or_else(|| format!("crossback-{letter}"));
-            machine::run_tool(Command::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&d.path))?;
+            machine::run_tool(Tool::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&d.path))?;
         }
         let m2 = Machine::scan(&[])?;
         devs = [device_for(&m2, &devs[0].path.display().to_string())?, device_for(&m2, &devs[1].path.display().to_string())?];

@@ -2,6 +2,7 @@
 //! browsed like a directory, and restored — some paths, the whole system
 //! into a directory, or onto its own (or new) filesystems.
 
+use crossback_host::tool::Tool;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -327,7 +328,7 @@ fn mkfs(t: &Target) -> anyhow::Result<()> {
     let mut cmd = ft
         .mkfs(&t.device, keep.then_some(r.uuid.as_str()), &r.label, &r.params)
         .with_context(|| refuse(Refusal::Unsupported, format!("cannot recreate a {} filesystem (for {})", r.fstype, r.mountpoint)))?;
-    machine::run_tool(Command::new("wipefs").args(["-a", "-q"]).arg(&t.device))?;
+    machine::run_tool(Tool::new("wipefs").args(["-a", "-q"]).arg(&t.device))?;
     if r.fstype == "btrfs" {
         // The kernel remembers btrfs devices by filesystem UUID.
         let _ = Command::new("btrfs").args(["device", "scan", "--forget"]).arg(&t.device).output();
@@ -408,6 +409,13 @@ fn check_targets(targets: &[Target], m: &Machine, cfg: &Config, new_uuids: bool)
         }
         if slot_uuids.contains(&d.uuid.to_lowercase()) || (d.name == d.disk && slot_disks.contains(&d.name.as_str())) {
             refuse!(Refusal::TargetInUse, "{} is (or holds) a slot of the backup media: restoring onto it would destroy the backups", d.path.display());
+        }
+        if let Some(why) = &d.unreadable {
+            refuse!(
+                Refusal::TargetInUse,
+                "{} does not read ({why}): what is on it is not known, so it is not taken for empty; nothing was written",
+                d.path.display()
+            );
         }
         // Not "empty" because it has no filesystem: a disk with partitions,
         // or a device something is built on or reads from, holds data.
@@ -561,7 +569,7 @@ fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], new_uuids: b
             for r in &t.records {
                 if let Some(sv) = &r.subvol {
                     // Checked as a plain relative path when mounts.toml was read.
-                    machine::run_tool(Command::new("btrfs").args(["-q", "subvolume", "create"]).arg(top.join(sv.trim_start_matches('/'))))?;
+                    machine::run_tool(Tool::new("btrfs").args(["-q", "subvolume", "create"]).arg(top.join(sv.trim_start_matches('/'))))?;
                 }
             }
             let _ = mm.unmount();

@@ -4,10 +4,10 @@
 //! reminder when the newest complete backup gets old (a timer running
 //! `crossback schedule --check`). `--off` removes all of it.
 
+use crossback_host::tool::Tool;
 use std::path::Path;
 
 use anyhow::Context;
-use std::process::Command;
 
 use crate::cli::ScheduleArgs;
 use crate::config::Config;
@@ -61,9 +61,9 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
     let s = Schedule { installed: output::now(), remind_after_days: a.remind_after, slot_a: a_uuid.clone(), slot_b: b_uuid.clone() };
     local::write(&p.state_dir(), local::SCHEDULE, &s)?;
     if p.live() {
-        machine::try_tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
-        machine::try_tool(Command::new("systemctl").args(["enable", "--now", units::REMIND_TIMER]), "starting the reminder");
-        machine::try_tool(Command::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
+        machine::try_tool(Tool::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
+        machine::try_tool(Tool::new("systemctl").args(["enable", "--now", units::REMIND_TIMER]), "starting the reminder");
+        machine::try_tool(Tool::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
     }
     println!("scheduled on {}:", sys.map_or("this system (not one of the configured ones)", |s| s.name.as_str()));
     println!("  when the backup disk is plugged in (slot UUID {a_uuid} or {b_uuid}): `crossback backup` of the offline systems, with a desktop notification when it starts and ends");
@@ -84,7 +84,7 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
 
 fn off(p: &Paths) -> anyhow::Result<Outcome> {
     if p.live() {
-        machine::try_tool(Command::new("systemctl").args(["disable", "--now", units::REMIND_TIMER]), "stopping the reminder");
+        machine::try_tool(Tool::new("systemctl").args(["disable", "--now", units::REMIND_TIMER]), "stopping the reminder");
     }
     let mut removed = Vec::new();
     for f in [
@@ -99,8 +99,8 @@ fn off(p: &Paths) -> anyhow::Result<Outcome> {
     }
     local::remove(&p.state_dir().join(local::SCHEDULE))?;
     if p.live() {
-        machine::try_tool(Command::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
-        machine::try_tool(Command::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
+        machine::try_tool(Tool::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
+        machine::try_tool(Tool::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
     }
     if removed.is_empty() {
         println!("nothing was scheduled");
