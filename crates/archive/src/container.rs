@@ -247,6 +247,8 @@ impl<W: Write> Write for PartWriter<'_, W> {
 }
 
 /// What the end of an archive file says about it.
+// One per archive opened, never in a collection: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Trailer {
     /// A crossback archive.
     Indexed { footer: Footer, table: FrameTable },

@@ -384,6 +384,10 @@ fn write_worker(out: Sink, rx: Receiver<Frame>, progress: Option<Arc<Progress>>,
 
 /// Archives the tree at `src` (one file system) into `out`, which must be
 /// empty and positioned at 0. The caller names, syncs and renames the file.
+/// What the writer thread hands back: the container, and the bytes written
+/// at each compression level.
+type Written<W> = (ContainerWriter<W>, BTreeMap<i32, u64>);
+
 pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateReport> {
     let root =
         rustix::fs::open(src, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(ctx(|| format!("opening {}", src.display())))?;
@@ -406,7 +410,7 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
     let level = AtomicI32::new(opts.level);
     let level = &level;
 
-    let result = std::thread::scope(|s| -> Result<(Summary, (ContainerWriter<Sink>, BTreeMap<i32, u64>))> {
+    let result = std::thread::scope(|s| -> Result<(Summary, Written<Sink>)> {
         {
             let (root, window, stop, prob_tx) = (Arc::clone(&root), Arc::clone(&window), Arc::clone(&stop), prob_tx.clone());
             let excludes = &excludes;

@@ -18,9 +18,13 @@ use crate::index::IndexEntry;
 use crate::tarr::TarReader;
 use crate::tarw;
 
+/// Reads a member's data: hands each piece (its offset, its bytes) to its
+/// argument and returns the BLAKE3 of what it read.
+pub type ReadData<'a> = dyn FnMut(&mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<[u8; 32]> + 'a;
+
 /// A member's data, read on demand by the sink.
 pub struct Data<'a> {
-    read: &'a mut dyn FnMut(&mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<[u8; 32]>,
+    read: &'a mut ReadData<'a>,
     hash: Option<[u8; 32]>,
 }
 
@@ -28,7 +32,7 @@ impl<'a> Data<'a> {
     /// Data read by `read` (for sources other than an archive: crossback's
     /// reader of duplicity volumes). `read` hands each piece to its argument
     /// and returns the BLAKE3 of what it read.
-    pub fn new(read: &'a mut dyn FnMut(&mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<[u8; 32]>) -> Data<'a> {
+    pub fn new(read: &'a mut ReadData<'a>) -> Data<'a> {
         Data { read, hash: None }
     }
 

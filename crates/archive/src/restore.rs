@@ -355,6 +355,10 @@ fn parent_and_name(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// Writes a regular file's stored bytes: called with a writer (offset,
+/// bytes), it hands it each piece (segments for a sparse file).
+pub type WriteData<'a> = dyn FnMut(&mut dyn FnMut(u64, &[u8]) -> io::Result<()>) -> Result<()> + 'a;
+
 /// One restore target. Call [`Restorer::finish`] at the end: it waits for
 /// the workers, applies the directories' metadata and the deferred inode
 /// flags.
@@ -520,7 +524,7 @@ impl Restorer {
     /// a writer and writes the stored bytes (segments for a sparse file).
     /// A small file is written by a worker after this returns: what fails
     /// there is reported by [`Restorer::finish`].
-    pub fn entry(&mut self, meta: &Meta, data: &mut dyn FnMut(&mut dyn FnMut(u64, &[u8]) -> io::Result<()>) -> Result<()>) -> Result<()> {
+    pub fn entry(&mut self, meta: &Meta, data: &mut WriteData<'_>) -> Result<()> {
         self.leave_dirs_until(&meta.path);
         let what = || format!("restoring {}", crate::entry::display_path(&meta.path));
         if meta.path.is_empty() {

@@ -214,10 +214,14 @@ pub struct Found {
     pub fstab: Fstab,
 }
 
+/// What `discover` finds: the systems, the other filesystems it looked
+/// into, and what it could not read.
+pub type Discovered = (Vec<Found>, Vec<(Device, Inspection)>, Vec<String>);
+
 /// Every Linux system on the machine's filesystems, and the devices that
 /// are crossback slots already. Names come from `os-release`'s `ID`, made
 /// unique in a fixed order (so any system of the machine finds the same).
-pub fn discover(m: &Machine) -> anyhow::Result<(Vec<Found>, Vec<(Device, Inspection)>, Vec<String>)> {
+pub fn discover(m: &Machine) -> anyhow::Result<Discovered> {
     let running = m.running_root().map(|(d, s)| (d.devno, s));
     let mut found = Vec::new();
     let mut slots = Vec::new();

@@ -4,7 +4,6 @@
 //! said this way is also printed: a service's output is its journal.
 
 use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Urgency {
@@ -65,7 +64,7 @@ fn sessions() -> Vec<(u32, u32, std::path::PathBuf)> {
 pub fn users(summary: &str, body: &str, urgency: Urgency) {
     println!("{summary}: {body}");
     for (uid, gid, runtime) in sessions() {
-        let status = Command::new("setpriv")
+        let shown = crossback_host::tool::Tool::new("setpriv")
             .arg(format!("--reuid={uid}"))
             .arg(format!("--regid={gid}"))
             .arg("--clear-groups")
@@ -75,11 +74,8 @@ pub fn users(summary: &str, body: &str, urgency: Urgency) {
             .arg(format!("DBUS_SESSION_BUS_ADDRESS=unix:path={}/bus", runtime.display()))
             .args(["busctl", "--user"])
             .args(busctl_args(summary, body, urgency))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let shown = status.map(|s| s.success()).unwrap_or(false);
+            .run()
+            .is_ok();
         println!("  {} to user {uid}'s desktop", if shown { "shown" } else { "could not be shown" });
     }
 }

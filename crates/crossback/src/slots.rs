@@ -96,7 +96,8 @@ pub fn find(m: &Machine, media: &Media, systems: &[&System], write: bool) -> any
 /// filesystems one by one); false if they are not within `limit`.
 pub fn wait_for(media: &Media, limit: std::time::Duration) -> anyhow::Result<bool> {
     let t = std::time::Instant::now();
-    let _ = std::process::Command::new("udevadm").args(["settle", &format!("--timeout={}", limit.as_secs())]).status();
+    // Best effort: the scan below is what decides.
+    let _ = crossback_host::tool::Tool::new("udevadm").args(["settle", &format!("--timeout={}", limit.as_secs())]).output();
     loop {
         let m = Machine::scan(&[])?;
         if m.by_uuid(media.slot_a.get_ref())?.is_some() && m.by_uuid(media.slot_b.get_ref())?.is_some() {

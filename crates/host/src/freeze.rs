@@ -4,9 +4,8 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A process holding a file open on a filesystem in a way that keeps it
 /// from being remounted read-only.
@@ -67,16 +66,7 @@ pub fn writers(mountpoint: &Path) -> Vec<Writer> {
 /// stay as they are.
 pub fn remount(mountpoint: &Path, read_only: bool) -> Result<()> {
     let opt = if read_only { "remount,ro" } else { "remount,rw" };
-    let out = Command::new("mount")
-        .args(["-o", opt])
-        .arg(mountpoint)
-        .output()
-        .map_err(|e| Error::Command(format!("running mount -o {opt} {}: {e}", mountpoint.display())))?;
-    if !out.status.success() {
-        // Its first line says why ("mount point is busy"); the rest points to dmesg.
-        let why = String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").trim().to_string();
-        return Err(Error::Command(format!("mount -o {opt} {}: {why}", mountpoint.display())));
-    }
+    crate::tool::Tool::new("mount").args(["-o", opt]).arg(mountpoint).run()?;
     Ok(())
 }
 
@@ -112,7 +102,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("crossback-writers-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("held");
-        let mut child = Command::new("sh")
+        let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("exec 3>>'{}'; sleep 5", f.display()))
             .stdout(std::process::Stdio::null())

@@ -24,14 +24,14 @@ pub struct FsType {
     /// A Linux root can live on it (a slot can be one).
     pub linux: bool,
     /// Why it was not cleanly unmounted, if it was not.
-    dirty: Option<fn(&Path) -> Result<Option<String>>>,
+    dirty: Option<DirtyFn>,
     /// The command that makes it (type name, `dev`, `uuid` (None: a new one),
     /// `label`, and the parameters [`FsType::params`] recorded).
-    mkfs: Option<fn(&str, &Path, Option<&str>, &str, &Params) -> Tool>,
+    mkfs: Option<MkfsFn>,
     /// What makes this filesystem what it is beyond UUID and label (FAT type
     /// and cluster size, ext4 features and inode size), read from `dev`, so
     /// that it is made again the same, not as a newer mkfs would choose.
-    params: Option<fn(&Path) -> Result<Vec<String>>>,
+    params: Option<ParamsFn>,
     relabel: Option<fn(&Path, &str) -> Tool>,
     /// Bytes it takes itself on a device of `size` (journal, inode tables,
     /// metadata), beyond the data; a conservative estimate.
@@ -41,6 +41,13 @@ pub struct FsType {
 }
 
 const MIB: u64 = 1 << 20;
+
+/// Why `dev`'s filesystem was not cleanly unmounted, if it was not.
+type DirtyFn = fn(&Path) -> Result<Option<String>>;
+/// The command that makes a filesystem: (type name, dev, uuid, label, params).
+type MkfsFn = fn(&str, &Path, Option<&str>, &str, &Params) -> Tool;
+/// A filesystem's parameters, read from `dev`.
+type ParamsFn = fn(&Path) -> Result<Vec<String>>;
 
 fn cmd(prog: &str) -> Tool {
     Tool::new(prog)
@@ -87,6 +94,8 @@ fn xfs_dirty(dev: &Path) -> Result<Option<String>> {
     let mut child = Command::new("xfs_logprint")
         .arg("-t")
         .arg(dev)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -102,6 +111,10 @@ fn xfs_dirty(dev: &Path) -> Result<Option<String>> {
     }
     let _ = child.kill();
     let _ = child.wait();
+    // No state line is not "clean": the log was not read.
+    if state.is_empty() {
+        return Err(Error::Command(format!("xfs_logprint -t {} said nothing of the log's state: whether it is clean is not known", dev.display())));
+    }
     Ok(state.contains("DIRTY").then(|| "its log is dirty (it was not cleanly unmounted)".into()))
 }
 

@@ -9,6 +9,15 @@
 //!   not take the memory), standard error's last [`STDERR_KEEP`] bytes kept.
 //! - A failure is an [`Error::Tool`] that keeps the program, its
 //!   arguments, how it ended and what it said.
+//!
+//! What is started otherwise, and why: a FUSE driver (`offline`: a daemon
+//! that lives as long as its mount), crossback's own children (the
+//! inspection child and the namespace guard talk over pipes; the backup at
+//! reboot and GRUB's repair in a chroot are crossback commands whose output
+//! is the user's), gpg decrypting a duplicity volume (a stream read as it
+//! comes), `xfs_logprint` (its first lines say the log's state; the rest
+//! of a long log is not waited for), and the command a user gives
+//! `crossback chroot` (theirs, with their terminal and locale).
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};

@@ -48,8 +48,11 @@ pub(super) fn prepare(job: Job, budget: &Budget, skip: &[(u64, u64)]) -> Prepare
     Prepared { seq, path, outcome }
 }
 
+/// A member's directory and its name in it (to open it beneath there).
+type ParentName = (Arc<OwnedFd>, CString);
+
 pub(super) fn prepare_outcome(path: &[u8], target: Target, budget: &Budget, skip: &[(u64, u64)]) -> std::result::Result<Found, Errno> {
-    let (fd, st, parent_name): (Option<OwnedFd>, rustix::fs::Stat, Option<(Arc<OwnedFd>, CString)>) = match target {
+    let (fd, st, parent_name): (Option<OwnedFd>, rustix::fs::Stat, Option<ParentName>) = match target {
         Target::Dir(fd) => {
             let st = rustix::fs::fstat(&*fd)?;
             let own = rustix::io::fcntl_dupfd_cloexec(&*fd, 0)?;

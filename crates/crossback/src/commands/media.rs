@@ -157,10 +157,10 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     if let Some(prefix) = &a.label {
         for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
             let label = format!("{prefix}-{letter}");
-            let mut cmd = crossback_host::fstype::of(&d.fstype)
+            let cmd = crossback_host::fstype::of(&d.fstype)
                 .and_then(|t| t.relabel(&d.path, &label))
                 .with_context(|| crate::error::refuse(Refusal::Unsupported, format!("cannot label a {} filesystem", d.fstype)))?;
-            machine::run_tool(&mut cmd)?;
+            machine::run_tool(&cmd)?;
         }
     }
     let sealing = match &encryption {

@@ -325,15 +325,16 @@ fn mkfs(t: &Target) -> anyhow::Result<()> {
     let keep = t.new_uuid.is_none();
     let ft = crossback_host::fstype::of(&r.fstype)
         .with_context(|| refuse(Refusal::Unsupported, format!("cannot recreate a {} filesystem (for {})", r.fstype, r.mountpoint)))?;
-    let mut cmd = ft
+    let cmd = ft
         .mkfs(&t.device, keep.then_some(r.uuid.as_str()), &r.label, &r.params)
         .with_context(|| refuse(Refusal::Unsupported, format!("cannot recreate a {} filesystem (for {})", r.fstype, r.mountpoint)))?;
     machine::run_tool(Tool::new("wipefs").args(["-a", "-q"]).arg(&t.device))?;
     if r.fstype == "btrfs" {
         // The kernel remembers btrfs devices by filesystem UUID.
-        let _ = Command::new("btrfs").args(["device", "scan", "--forget"]).arg(&t.device).output();
+        // (Best effort: a device the kernel never saw has nothing to forget.)
+        let _ = Tool::new("btrfs").args(["device", "scan", "--forget"]).arg(&t.device).output();
     }
-    machine::run_tool(&mut cmd)
+    machine::run_tool(&cmd)
 }
 
 /// Which device each recorded filesystem goes to, grouped by filesystem.
@@ -417,19 +418,22 @@ fn check_targets(targets: &[Target], m: &Machine, cfg: &Config, new_uuids: bool)
                 d.path.display()
             );
         }
-        // Not "empty" because it has no filesystem: a disk with partitions,
-        // or a device something is built on or reads from, holds data.
-        let parts: Vec<String> = m.devices.iter().filter(|x| x.disk == d.name && x.name != d.name).map(|x| x.path.display().to_string()).collect();
-        // (A vfat filesystem's boot sector looks like an MBR to sfdisk: the
-        // table is asked of a disk that holds no filesystem only.)
-        let table = d.name == d.disk && d.fstype.is_empty() && crossback_host::partitions::read(&d.path)?.is_some();
-        if !parts.is_empty() || table {
-            refuse!(
-                Refusal::TargetNotEmpty,
-                "{} is a whole disk with a partition table{}: --device takes a partition or an empty device (for a whole disk, `restore --bare-metal --disk`); nothing was written",
-                d.path.display(),
-                if parts.is_empty() { String::new() } else { format!(" (partitions {})", parts.join(", ")) }
-            );
+        // Not "empty" because it has no filesystem: a disk with a partition
+        // table, or a device something is built on or reads from, holds
+        // data. The table is the disk's own word (sfdisk), not the kernel's
+        // list, which can keep a partition of a loop device's earlier
+        // backing file; and it is asked of a disk with no filesystem only (a
+        // vfat filesystem's boot sector looks like an MBR to sfdisk).
+        if d.name == d.disk && d.fstype.is_empty() {
+            if let Some(t) = crossback_host::partitions::read(&d.path)? {
+                refuse!(
+                    Refusal::TargetNotEmpty,
+                    "{} is a whole disk with a {} partition table ({} partitions): --device takes a partition or an empty device (for a whole disk, `restore --bare-metal --disk`); nothing was written",
+                    d.path.display(),
+                    t.label,
+                    t.partitions.len()
+                );
+            }
         }
         let holders = crate::unlock::holders(d);
         if !holders.is_empty() {
@@ -860,7 +864,7 @@ fn repair_grub(path: &Path, system: &str, g: &GrubRepair, keys: &[PathBuf]) -> a
     println!("boot: repairing {system}'s GRUB for its new UUIDs, in a chroot: {}", shown.join(", then "));
     // udev's /dev/disk/by-uuid links for the new filesystems: update-grub
     // names the root by UUID only when its link exists.
-    let _ = Command::new("udevadm").arg("settle").status();
+    let _ = Tool::new("udevadm").arg("settle").output();
     let exe = std::env::current_exe().context("finding crossback's own binary")?;
     for (step, shown) in steps.iter().zip(&shown) {
         // The chroot opens the system's containers: with the same keys.
