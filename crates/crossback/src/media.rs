@@ -167,7 +167,7 @@ pub fn readme(media_id: &str, letter: SlotId, encryption: Option<&crate::layout:
     )
 }
 
-/// The largest binary carried on a slot: a release build is about 7 MiB;
+/// The largest binary carried on a slot: a release build is about 11 MiB;
 /// a debug build (80 MiB) is not carried.
 const TOOL_CAP: u64 = 32 << 20;
 

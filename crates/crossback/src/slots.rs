@@ -120,7 +120,7 @@ fn mount_refusal(id: SlotId, d: &Device, err: &crossback_host::Error) -> anyhow:
     match errno {
         Some(libc::EBUSY) => refuse(
             Refusal::SlotBusy,
-            format!("slot {id} ({dev}) is busy: another program has it open or mounted (an automounter, a file manager, another crossback); close it or unmount it, then run again; nothing was changed"),
+            format!("slot {id} ({dev}) is busy: another program has it open or mounted (an automounter, a file manager, another crossback); close it or unmount it (a backup writes only to a slot nothing else has mounted; reading works from a slot you mounted), then run again; nothing was changed"),
         ),
         Some(libc::EIO) => refuse(
             Refusal::SlotIo,
@@ -260,7 +260,13 @@ pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView>
     for (id, d) in SlotId::BOTH.into_iter().zip(devs.iter()) {
         let at: PathBuf = scratch.join(format!("slot-{id}"));
         std::fs::create_dir_all(&at)?;
-        let one = offline::mount_one(&slot_fs(id, d), &at, false, true, &mut mounts)
+        // A slot the user mounted (the rescue path: the slot's README says to
+        // mount it and run the crossback it carries) is read through a
+        // read-only view of that mount; mounting it again would be refused
+        // as busy.
+        let mut fs = slot_fs(id, d);
+        fs.view_of = machine.mounts_of(d).iter().find(|m| m.root == "/").map(|m| PathBuf::from(&m.mountpoint));
+        let one = offline::mount_one(&fs, &at, false, true, &mut mounts)
             .map_err(|e| mount_refusal(id, d, &e))
             .and_then(|()| read(id, d, at, media_cfg.id.get_ref()));
         match one {

@@ -392,3 +392,30 @@ fn root_an_xfs_system_is_recreated_with_its_identity() {
     root.mount(&["ro"]);
     assert_eq!(std::fs::read_to_string(root.path().join("etc/motd")).unwrap(), "welcome to gamma\n");
 }
+
+/// Issue 31: the rescue path as the slot's README gives it — the user
+/// mounts the slot (read-write, as `mount` or an automounter does) and runs
+/// crossback — reads the backups through that mount: ls, a single-file
+/// restore and verify work, and nothing on the slot changes; a backup still
+/// refuses a slot mounted elsewhere, saying why.
+#[test]
+fn root_issue_31_a_slot_the_user_mounted_is_read_as_it_is() {
+    if !require_root("root_issue_31_a_slot_the_user_mounted_is_read_as_it_is") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut s = setup();
+    s.m.slot_a.mount(&[]);
+    let before = run(Command::new("find").arg(s.m.slot_a.path()).arg("-printf").arg("%P %s %T@\n"));
+    let out = ok(crossback(&s.cfg).args(["ls", "alpha", "/home"]));
+    assert!(text(&out).contains("edge"), "{}", text(&out));
+    let to = s.dir.path().join("to");
+    ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&to).arg("/etc/fstab"));
+    assert!(to.join("etc/fstab").is_file());
+    ok(crossback(&s.cfg).arg("verify"));
+    let o = crossback(&s.cfg).arg("backup").output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(run(Command::new("find").arg(s.m.slot_a.path()).arg("-printf").arg("%P %s %T@\n")), before, "nothing on the mounted slot changed");
+    assert!(err(&o).contains("error[slot-mounted-read-write]"), "{}", err(&o));
+    s.m.slot_a.unmount();
+}

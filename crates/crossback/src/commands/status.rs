@@ -273,7 +273,7 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
         for s in &st.slots {
             let state = match (&s.device, s.mounted_rw, s.mounted) {
                 (None, _, _) => "NOT ATTACHED".to_string(),
-                (Some(d), true, _) => format!("{d}, mounted read-write elsewhere"),
+                (Some(d), true, _) => format!("{d}, mounted read-write elsewhere (ls, restore and verify read it as it is; a backup needs it unmounted)"),
                 (Some(d), false, true) => format!("{d}, mounted elsewhere"),
                 (Some(d), false, false) => d.clone(),
             };
