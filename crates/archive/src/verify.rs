@@ -55,12 +55,32 @@ fn data_hash(archive: &Archive, len: u64, progress: &Option<Arc<Progress>>) -> s
 /// object at the same path under that directory, and lists what the tree
 /// has that the archive has not.
 pub fn verify(archive: &Archive, against: Option<&Path>, progress: Option<Arc<Progress>>) -> Result<VerifyReport> {
+    verify_with(archive, against, progress, Compare::default())
+}
+
+/// What a comparison with a tree looks at beyond names, types and contents.
+#[derive(Clone, Copy, Debug)]
+pub struct Compare {
+    /// Owners and permission bits. A filesystem that keeps none (FAT: they
+    /// come from its mount options, `umask=0077` or the default) is compared
+    /// without them, or a perfect restore reads as changed.
+    pub owners_and_modes: bool,
+}
+
+impl Default for Compare {
+    fn default() -> Compare {
+        Compare { owners_and_modes: true }
+    }
+}
+
+/// [`verify`], comparing with the tree as `compare` says.
+pub fn verify_with(archive: &Archive, against: Option<&Path>, progress: Option<Arc<Progress>>, compare: Compare) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     if let Some(p) = &archive.trailer_problem {
         report.damaged.push((Vec::new(), p.clone()));
     }
     let tree = match against {
-        Some(dir) => Some(Tree::open(dir)?),
+        Some(dir) => Some(Tree::open(dir, compare)?),
         None => None,
     };
     if let Layout::Indexed { footer, .. } = &archive.layout {
@@ -130,6 +150,7 @@ impl Sink for Checker<'_> {
 /// The directory given to `verify --against`, read without following symlinks.
 struct Tree {
     root: std::os::fd::OwnedFd,
+    compare: Compare,
 }
 
 struct ContentCheck {
@@ -196,10 +217,10 @@ impl ContentCheck {
 }
 
 impl Tree {
-    fn open(dir: &Path) -> Result<Tree> {
+    fn open(dir: &Path, compare: Compare) -> Result<Tree> {
         let root =
             rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(ctx(|| format!("opening {}", dir.display())))?;
-        Ok(Tree { root })
+        Ok(Tree { root, compare })
     }
 
     fn parent(&self, path: &[u8]) -> std::io::Result<(std::os::fd::OwnedFd, CString)> {
@@ -246,10 +267,11 @@ impl Tree {
         if meta.kind == Kind::HardLink {
             return None;
         }
-        if st.st_mode & 0o7777 != meta.mode && meta.kind != Kind::Symlink {
+        let owners_and_modes = self.compare.owners_and_modes;
+        if owners_and_modes && st.st_mode & 0o7777 != meta.mode && meta.kind != Kind::Symlink {
             diff(format!("mode differs: {:o} in the archive, {:o} in the tree", meta.mode, st.st_mode & 0o7777));
         }
-        if u64::from(st.st_uid) != meta.uid || u64::from(st.st_gid) != meta.gid {
+        if owners_and_modes && (u64::from(st.st_uid) != meta.uid || u64::from(st.st_gid) != meta.gid) {
             diff(format!("owner differs: {}:{} in the archive, {}:{} in the tree", meta.uid, meta.gid, st.st_uid, st.st_gid));
         }
         if st.st_mtime != meta.mtime.sec || st.st_mtime_nsec as u32 != meta.mtime.nsec {

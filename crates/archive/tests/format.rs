@@ -68,6 +68,31 @@ fn a_tree_goes_in_and_comes_back() {
     assert!(v.damaged.is_empty(), "{:?}", v.damaged);
 }
 
+/// Issue 31: a tree whose modes come from mount options (FAT) is compared
+/// without owners and modes when asked; contents and the rest still count.
+#[test]
+fn a_comparison_can_leave_out_owners_and_modes() {
+    use crossback_archive::verify::{verify_with, Compare};
+    use std::os::unix::fs::PermissionsExt;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("loader.efi"), "loader\n").unwrap();
+    std::fs::set_permissions(src.join("loader.efi"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = t.path().join("a.tar.zst");
+    crossback_archive::create(&src, std::fs::File::create(&out).unwrap(), &CreateOptions::default()).unwrap();
+    let archive = Archive::open(&out).unwrap();
+    std::fs::set_permissions(src.join("loader.efi"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let all = verify_with(&archive, Some(&src), None, Compare::default()).unwrap();
+    assert!(all.differences.iter().any(|(_, w)| w.starts_with("mode differs")), "{:?}", all.differences);
+    let like = verify_with(&archive, Some(&src), None, Compare { owners_and_modes: false }).unwrap();
+    assert!(like.differences.is_empty(), "{:?}", like.differences);
+    std::fs::write(src.join("loader.efi"), "changed\n").unwrap();
+    let changed = verify_with(&archive, Some(&src), None, Compare { owners_and_modes: false }).unwrap();
+    assert!(!changed.differences.is_empty(), "contents still count");
+}
+
 #[test]
 fn the_footer_describes_the_file() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());

@@ -266,9 +266,8 @@ pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView>
         // as busy.
         let mut fs = slot_fs(id, d);
         fs.view_of = machine.mounts_of(d).iter().find(|m| m.root == "/").map(|m| PathBuf::from(&m.mountpoint));
-        let one = offline::mount_one(&fs, &at, false, true, &mut mounts)
-            .map_err(|e| mount_refusal(id, d, &e))
-            .and_then(|()| read(id, d, at, media_cfg.id.get_ref()));
+        let one =
+            offline::mount_one(&fs, &at, false, true, &mut mounts).map_err(|e| mount_refusal(id, d, &e)).and_then(|()| read(id, d, at, media_cfg.id.get_ref()));
         match one {
             Ok(slot) => slots.push(slot),
             Err(e) => {

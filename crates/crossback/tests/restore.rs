@@ -79,6 +79,14 @@ fn root_ls_and_restore_files_and_whole_systems() {
     assert!(whole.join("boot/efi").is_dir());
     // What changed on the system since its backup.
     ok(crossback(&s.cfg).args(["verify", "--against-source", "--system", "beta"]));
+    // Issue 31: with two generations, the system is compared with its
+    // newest backup only, and the output says which.
+    ok(crossback(&s.cfg).arg("backup"));
+    let out = ok(crossback(&s.cfg).args(["verify", "--against-source", "--system", "beta"]));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("beta: compared with the system as it is now (generation 2)"), "{said}");
+    assert!(said.contains("beta: not compared with the system (its newest backup is generation 2; --generation 1 compares this one)"), "{said}");
+    assert_eq!(said.matches("same as the system").count(), 2, "beta's two filesystems, once: {said}");
     // A system that cannot be compared (its root is mounted read-write: it
     // is in use) is not reported as the same: exit 3, "NOT COMPARED".
     s.m.alpha_root.mount(&[]);

@@ -21,7 +21,8 @@ pub struct FsType {
     pub no_replay: &'static str,
     /// FUSE drivers that can mount it where the kernel has no driver.
     pub fuse: &'static [&'static str],
-    /// A Linux root can live on it (a slot can be one).
+    /// A Linux root can live on it (a slot can be one): it keeps owners
+    /// and permission bits of its own (see [`FsType::keeps_modes`]).
     pub linux: bool,
     /// Why it was not cleanly unmounted, if it was not.
     dirty: Option<DirtyFn>,
@@ -480,6 +481,12 @@ impl FsType {
     /// this type has none crossback recreates).
     pub fn params(&self, dev: &Path) -> Result<Vec<String>> {
         self.params.map_or(Ok(Vec::new()), |f| f(dev))
+    }
+
+    /// Owners and modes are the filesystem's own, not its mount options'
+    /// (FAT's come from `uid=`, `umask=`…): only then do they compare.
+    pub fn keeps_modes(&self) -> bool {
+        self.linux
     }
 
     pub fn relabel(&self, dev: &Path, label: &str) -> Option<Tool> {

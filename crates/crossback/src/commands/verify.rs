@@ -34,6 +34,14 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
         (None, m)
     };
     let systems = if a.against_source { machine::systems(&m, &cfg)? } else { Vec::new() };
+    // Each system's newest backup, wherever it is.
+    let mut newest_backup: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for g in slot_list.iter().flat_map(|s| s.view.generations.iter().filter_map(GenEntry::valid)) {
+        for r in &g.recorded {
+            let n = newest_backup.entry(r.name.clone()).or_insert(g.seq);
+            *n = (*n).max(g.seq);
+        }
+    }
     for s in &slot_list {
         if a.slot.as_deref().and_then(SlotId::parse).is_some_and(|l| l != s.id) {
             continue;
@@ -81,9 +89,20 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                     }
                     continue;
                 }
-                // The offline system, mounted read-only, to compare with.
+                // The offline system, mounted read-only, to compare with: by
+                // default only with its newest backup (an older one differs
+                // by what changed since, which is no news).
                 let mut source = None;
-                if a.against_source {
+                let newest = newest_backup.get(&rec.name).copied();
+                if a.against_source && a.generation.is_none() && newest != Some(generation.seq) {
+                    println!(
+                        "  {}: not compared with the system (its newest backup is generation {}; --generation {} compares this one)",
+                        rec.name,
+                        newest.unwrap_or_default(),
+                        generation.seq
+                    );
+                } else if a.against_source {
+                    println!("  {}: compared with the system as it is now (generation {})", rec.name, generation.seq);
                     match systems
                         .iter()
                         .find(|x| x.name == rec.name)
@@ -96,7 +115,7 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                                 let at = scratch.join(format!("src-{}-{i}", rec.name));
                                 std::fs::create_dir_all(&at)?;
                                 crossback_host::offline::mount_one(f, &at, false, true, &mut mounted)?;
-                                points.push((f.mountpoint.clone(), at));
+                                points.push((f.mountpoint.clone(), at, f.fstype.clone()));
                             }
                             source = Some((mounted, points));
                         }
@@ -127,13 +146,15 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
                     checked += 1;
                     let sys_dir = slot_dir.dir(&GenName::dir(generation.seq)).and_then(|d| d.dir(&rec.name));
                     if let (Some((_, points)), Ok(sd)) = (&source, &sys_dir) {
-                        if let Some((_, at)) = points.iter().find(|(mp, _)| *mp == ar.mountpoint) {
+                        if let Some((_, at, fstype)) = points.iter().find(|(mp, _, _)| *mp == ar.mountpoint) {
                             if let Ok(archive) = sd
                                 .open_file(&ar.file)
                                 .map_err(anyhow::Error::from)
                                 .and_then(|f| Ok(Archive::from_file_with(f, &sd.shown().join(&ar.file), keys.as_ref())?))
                             {
-                                let r = crossback_archive::verify::verify(&archive, Some(at), None)?;
+                                let compare =
+                                    crossback_archive::verify::Compare { owners_and_modes: crossback_host::fstype::of(fstype).is_none_or(|t| t.keeps_modes()) };
+                                let r = crossback_archive::verify::verify_with(&archive, Some(at), None, compare)?;
                                 if r.differences.is_empty() {
                                     println!("  {} {:<10} same as the system", rec.name, ar.mountpoint);
                                 } else {
