@@ -32,7 +32,7 @@ loops=(); mounts=()
 cleanup() {
   set +e
   for ((i=${#mounts[@]}-1; i>=0; i--)); do umount "${mounts[i]}" 2>/dev/null || umount -l "${mounts[i]}"; done
-  for l in "${loops[@]}"; do partx -d "$l" 2>/dev/null; losetup -d "$l" 2>/dev/null; done
+  for l in "${loops[@]}"; do partx_d "$l" 2>/dev/null; losetup -d "$l" 2>/dev/null; done
   rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
@@ -146,7 +146,7 @@ kernel=$(ls "$m"/boot/vmlinuz-* | sort -V | tail -1); initrd=$(ls "$m"/boot/init
 cp "$kernel" "$work/vmlinuz"; cp "$initrd" "$work/initrd.img"
 a_uuid=$(uuid "$a_root")
 umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
-partx -d "$dev"; losetup -d "$dev"; loops=()
+partx_d "$dev"; losetup -d "$dev"; loops=()
 
 say "provisioning boot (GRUB for A and B, NVRAM entries)"
 cp "$OVMF_VARS" "$work/vars.fd"

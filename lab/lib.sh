@@ -6,6 +6,16 @@ OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
 here_lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 say() { echo "lab: $*" >&2; }
+
+# partx -d, tried again while something (a probe of every block device:
+# udev, blkid, the tests CI runs beside the lab) has a partition open for a
+# moment: partx fails with "error deleting partition" then, and a
+# partition left behind is found by the next user of that loop device.
+partx_d() {
+  local i
+  for i in 1 2 3 4 5 6 7 8 9; do partx -d "$1" 2>/dev/null && return 0; sleep 1; done
+  partx -d "$1"
+}
 die() { echo "lab: FAILED: $*"; exit 1; }
 
 need_packages() {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds target/crossback_VERSION_ARCH.deb with dpkg-deb: the binary, its man
+# Builds crossback_VERSION_ARCH.deb in the build's target directory
+# ($CARGO_TARGET_DIR, else target/) with dpkg-deb: the binary, its man
 # page and shell completions (generated from the CLI definitions), and a
 # commented example configuration. Usage: scripts/build-deb.sh
 set -euo pipefail
@@ -36,8 +37,7 @@ Description: offline, full, verifiable backups of the Linux systems on one machi
  two filesystems take turns, so a complete set always survives. It restores
  single files, whole systems, or a system onto fresh partitions.
 CONTROL
-mkdir -p target
-out=target/crossback_${version}_${arch}.deb
+out=${CARGO_TARGET_DIR:-target}/crossback_${version}_${arch}.deb
 # Built beside it and renamed: two builds at once (the lab's scenarios run
 # side by side in CI) never leave a half-written package where the other
 # one reads it.

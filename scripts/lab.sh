@@ -89,7 +89,7 @@ make_backup_disk() {
   partx -a "$bdev"
   mkfs.ext4 -q -F -L slot-a "${bdev}p1"; mkfs.ext4 -q -F -L slot-b "${bdev}p2"
   slot_a=$(blkid -p -s UUID -o value "${bdev}p1"); slot_b=$(blkid -p -s UUID -o value "${bdev}p2")
-  partx -d "$bdev"; losetup -d "$bdev"
+  partx_d "$bdev"; losetup -d "$bdev"
 }
 backup_drive="file=$work/backup.raw,if=none,id=bk,format=raw,throttling.bps-write=83886080"
 backup_disk=(-device virtio-scsi-pci,id=scsi0 -drive "$backup_drive" -device scsi-hd,drive=bk,bus=scsi0.0,removable=on)

@@ -172,7 +172,7 @@ pub fn extract(a: ExtractArgs) -> anyhow::Result<Outcome> {
     let report = crossback_archive::extract(&archive, &a.dir, &opts);
     bar.finish();
     let report = report.with_context(|| format!("restoring {} into {}", a.archive.display(), a.dir.display()))?;
-    eprintln!("restored {} entries, {} of data, {}", report.entries, output::bytes(report.bytes), output::elapsed(start));
+    eprintln!("restored {}, {} of data, {}", output::count(report.entries, "entry", "entries"), output::bytes(report.bytes), output::elapsed(start));
     if let Some(p) = &report.archive_problem {
         eprintln!("archive: {p}");
     }

@@ -241,7 +241,7 @@ fn restore_into(
 }
 
 fn report(entries: u64, damaged: &[String], failed: &[String], start: Instant) -> Outcome {
-    println!("restored {entries} entries in {:.1}s", start.elapsed().as_secs_f64());
+    println!("restored {} in {:.1}s", output::count(entries, "entry", "entries"), start.elapsed().as_secs_f64());
     for (title, list) in [("damaged in the backup (the rest was restored)", damaged), ("not restored", failed)] {
         if !list.is_empty() {
             eprintln!("{title}:");
