@@ -154,8 +154,10 @@ pub fn readme(media_id: &str, letter: SlotId, encryption: Option<&crate::layout:
          data at the end of each archive (its index) is ignored by zstd and tar.\n\
          \n\
          RESTORING WITH CROSSBACK FROM ANY LIVE SYSTEM: crossback/crossback is the\n\
-         crossback program that wrote this disk (crossback.version says which). As\n\
-         root, from a live USB or a new system, with this disk and the new one attached:\n\
+         crossback program that wrote this disk (crossback.version says which; when\n\
+         it is missing, the build that wrote the disk was too large to carry: install\n\
+         crossback instead). As root, from a live USB or a new system, with this disk\n\
+         mounted (`mount -o ro` is enough) and the new one attached:\n\
          \n    /media/…/crossback/crossback init            (takes the configuration from here)\n\
          \n    /media/…/crossback/crossback restore --bare-metal --disk /dev/NEWDISK\n\
          {}\

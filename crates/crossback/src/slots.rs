@@ -11,7 +11,7 @@ use crossback_host::offline::{self, FsMount, Mounted};
 
 use crate::config::Media;
 use crate::error::{refuse, Refusal};
-use crate::layout::{self, SlotId, SlotView};
+use crate::layout::{self, GenEntry, SlotId, SlotView};
 use crate::machine::{Machine, System};
 
 pub struct Slot {
@@ -242,6 +242,20 @@ pub struct ReadOnlyView {
     /// A slot that could not be read (damaged, I/O errors, not this
     /// media's), said when it was skipped: the other one is read alone.
     pub unread: Vec<(SlotId, String)>,
+}
+
+impl ReadOnlyView {
+    /// Says each damaged generation (its manifest does not read) that the
+    /// command reads past: a backup may be missing from what it shows.
+    pub fn say_damaged(&self) {
+        for s in &self.slots {
+            for g in &s.view.generations {
+                if let GenEntry::Leftover { dir, why: why @ crate::layout::classify::Leftover::Damaged(_), .. } = g {
+                    eprintln!("warning: slot {}: {dir} is {why}; it is not read (`crossback verify` says more)", s.id);
+                }
+            }
+        }
+    }
 }
 
 pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView> {

@@ -364,6 +364,10 @@ fn root_issue_11_3_fifo_and_huge_manifests_neither_hang_nor_eat_memory() {
             assert!(out.contains("not a regular file") && out.contains("more than"), "{args:?}: {out}");
             // Issue 26.4: damage, said as damage (not leftovers of a run).
             assert!(out.contains("damaged generation: gen-000002") && out.contains("damaged generation: gen-000001"), "{args:?}: {out}");
+        } else if args[0] == "ls" {
+            // Issue 26.4: what it reads past is named, as damage.
+            assert!(e.contains("gen-000001 is DAMAGED") && e.contains("gen-000002 is DAMAGED"), "{args:?}: {e}");
+            assert!(e.contains("error[no-backup]"), "{args:?}: {e}");
         } else if args[0] == "verify" {
             assert_eq!(st.code(), Some(4), "{args:?}: {out}{e}");
             assert!(out.contains("gen-000001 is DAMAGED") && out.contains("gen-000002 is DAMAGED"), "{args:?}: {out}");

@@ -49,6 +49,7 @@ fn open(path: &Path, system: &str, generation: Option<u64>, write: bool) -> anyh
         locks.push(slots::lock_system(system, sys.root.get_ref())?);
     }
     let v = slots::open_read_only(path, "crossback-restore")?;
+    v.say_damaged();
     let backup = backups::find(&v.slots, system, generation)?;
     locks.push(v.lock);
     Ok(Opened { cfg: v.cfg, machine: v.machine, _slots: v.slots, mounts: v.mounts, backup, _locks: locks })

@@ -165,6 +165,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
         refuse!(Refusal::Usage, "--disk {}: a partition; --disk takes the whole disk (its partitions are made from the backup)", disk.display());
     }
     let v = slots::open_read_only(path, "crossback-restore")?;
+    v.say_damaged();
     let m = &v.machine;
     // Each system from its newest backup, wherever it is (an open newest
     // generation does not hide an older sealed one), or all from the
