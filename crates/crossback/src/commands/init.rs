@@ -52,7 +52,8 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             sv((!f.subvol.is_empty()).then(|| f.subvol.clone())),
             f.device.path.display()
         );
-        for e in f.fstab.mounts.iter().filter(|e| e.mountpoint != "/") {
+        // Swap partitions too: their UUID and label are recorded and made again.
+        for e in f.fstab.mounts.iter().filter(|e| e.mountpoint != "/").chain(&f.fstab.swap) {
             let dev = crossback_host::blockdev::find(&m.devices, &e.spec).ok().flatten();
             let at = dev.map(|d| d.path.display().to_string()).unwrap_or_else(|| "MISSING".into());
             println!(
@@ -87,8 +88,13 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             config::write(path, &text)?;
             let cfg = Config::parse(&text, path)?;
             let named: Vec<&str> = cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect();
-            let here: Vec<&str> =
-                found.iter().filter(|f| !cfg.systems.iter().any(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid))).map(|f| f.name.as_str()).collect();
+            // The running system (a rescue or live system restoring the
+            // others) is not news: it is what runs this.
+            let here: Vec<&str> = found
+                .iter()
+                .filter(|f| !f.running && !cfg.systems.iter().any(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid)))
+                .map(|f| f.name.as_str())
+                .collect();
             println!("took the configuration from the backup media ({from}): systems {}; wrote {}", named.join(", "), path.display());
             if !here.is_empty() {
                 println!("found here but not in it (not added): {}; `crossback init --ignore-media` makes a new configuration instead", here.join(", "));

@@ -179,7 +179,10 @@ fn advice(st: &Status, now: i64) {
     }
     match newest_sealed {
         None if st.slots.iter().all(|s| !s.found) => println!("the backup disk is not attached: plug it in to see (and add to) its generations"),
-        None => println!("no complete backup yet: run `crossback backup`"),
+        // The open generation's advice above says how to complete it; a
+        // plain `crossback backup` cannot add the running system.
+        None if open.is_some() => println!("no complete backup yet: generation {} becomes the first once the systems above are in", open.map_or(0, |g| g.seq)),
+        None => println!("no complete backup yet: run `crossback backup` (it backs up every system that is not running)"),
         Some(g) => {
             if let Some(t) = g.sealed.as_deref().and_then(output::parse_time) {
                 if now - t > 30 * 86400 {
