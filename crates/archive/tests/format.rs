@@ -68,7 +68,7 @@ fn a_tree_goes_in_and_comes_back() {
     assert!(v.damaged.is_empty(), "{:?}", v.damaged);
 }
 
-/// Issue 31: a tree whose modes come from mount options (FAT) is compared
+/// A tree whose modes come from mount options (FAT) is compared
 /// without owners and modes when asked; contents and the rest still count.
 #[test]
 fn a_comparison_can_leave_out_owners_and_modes() {

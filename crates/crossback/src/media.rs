@@ -268,11 +268,11 @@ mod tests {
         plan([a, b], new, false).unwrap()
     }
 
-    /// Issue 26.4: a generation whose manifest does not read is damage, not
+    /// A generation whose manifest does not read is damage, not
     /// a leftover: never wiped without the user's word, and its number is
     /// never reused.
     #[test]
-    fn issue_26_4_a_damaged_generation_is_not_wiped_without_the_users_word() {
+    fn a_damaged_generation_is_not_wiped_without_the_users_word() {
         let bad = || left(7, Leftover::Damaged("Bad message".into()));
         let e = plan([&[gen(6, State::Sealed)], &[bad()]], false, false).unwrap_err();
         assert_eq!(crate::error::kind_of(&e), Some(Refusal::SlotDamaged));
@@ -286,7 +286,7 @@ mod tests {
 
     use SlotId::{A, B};
 
-    /// Issue 26.4: a carried binary of the same size (and version text) but
+    /// A carried binary of the same size (and version text) but
     /// other bytes is not taken for this one.
     #[test]
     fn the_carried_binary_is_compared_by_content() {

@@ -104,11 +104,11 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     with_vfat(&old.disk.part(1), |m| std::fs::write(m.join("EFI/alpha/grubx64.efi"), "the newer loader\n").unwrap());
     ok(crossback(&cfg).args(["backup", &beta]));
-    // Issue 26.3: a newest generation that is open (beta not yet in it)
+    // A newest generation that is open (beta not yet in it)
     // does not hide beta's sealed backup: each system from its newest.
     ok(crossback(&cfg).args(["backup", "--new-generation", &alpha]));
     let before = table(&old.disk.device).unwrap();
-    // Issue 26.3: with the old disk still attached, the duplicate identities
+    // With the old disk still attached, the duplicate identities
     // are known before anything is written: refused, the target untouched.
     let twin = LoopDisk::blank(340);
     let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &twin.device, "--yes"]).output().unwrap();
@@ -244,7 +244,7 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     let c = std::fs::read_to_string(&cfg).unwrap();
     assert!(c.contains(&format!("root = \"{alpha_root}\"")) && c.contains(&format!("root = \"{beta_root}\"")), "{c}");
 
-    // Issue 26.3: one system of the dual boot alone with new UUIDs: the ESP
+    // One system of the dual boot alone with new UUIDs: the ESP
     // it shares with beta gets a new one, which beta's fstab does not name;
     // said before the restore and after it, with the new UUID.
     drop(other);

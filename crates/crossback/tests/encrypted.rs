@@ -326,14 +326,14 @@ fn refused_as(o: &Output, kind_name: &str, what: &str) {
     assert_eq!((o.status.code(), kind(o).as_str()), (Some(1), kind_name), "{what}: {}", text(o));
 }
 
-/// Issue 26.1: what the media is comes from each system's configuration,
+/// What the media is comes from each system's configuration,
 /// never from the disk: markers stripped of their encryption (a tampered or
 /// cloned disk), a configuration from before `media encrypt` with a planted
 /// key on the disk, one that never said, and a plug-in backup onto a plain
 /// media — each refused with nothing written, and no canary in the clear.
 #[test]
-fn root_issue_26_1_an_encrypted_media_cannot_be_made_to_receive_plaintext() {
-    if !require_root("root_issue_26_1_an_encrypted_media_cannot_be_made_to_receive_plaintext") {
+fn root_an_encrypted_media_cannot_be_made_to_receive_plaintext() {
+    if !require_root("root_an_encrypted_media_cannot_be_made_to_receive_plaintext") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -435,11 +435,11 @@ fn root_issue_26_1_an_encrypted_media_cannot_be_made_to_receive_plaintext() {
     }
 }
 
-/// Issue 26.1: a plug-in backup onto a media that is not encrypted is the
+/// A plug-in backup onto a media that is not encrypted is the
 /// user's explicit choice (`schedule --unencrypted`); without it refused.
 #[test]
-fn root_issue_26_1_a_plugged_backup_onto_a_plain_media_needs_the_users_choice() {
-    if !require_root("root_issue_26_1_a_plugged_backup_onto_a_plain_media_needs_the_users_choice") {
+fn root_a_plugged_backup_onto_a_plain_media_needs_the_users_choice() {
+    if !require_root("root_a_plugged_backup_onto_a_plain_media_needs_the_users_choice") {
         return;
     }
     let _serial = crossback_testkit::serial();

@@ -362,10 +362,10 @@ fn root_issue_11_3_fifo_and_huge_manifests_neither_hang_nor_eat_memory() {
         assert!(st.code().is_some() && !e.contains("memory allocation"), "{args:?}: {e}");
         if args[0] == "status" {
             assert!(out.contains("not a regular file") && out.contains("more than"), "{args:?}: {out}");
-            // Issue 26.4: damage, said as damage (not leftovers of a run).
+            // Damage, said as damage (not leftovers of a run).
             assert!(out.contains("damaged generation: gen-000002") && out.contains("damaged generation: gen-000001"), "{args:?}: {out}");
         } else if args[0] == "ls" {
-            // Issue 26.4: what it reads past is named, as damage.
+            // What it reads past is named, as damage.
             assert!(e.contains("gen-000001 is DAMAGED") && e.contains("gen-000002 is DAMAGED"), "{args:?}: {e}");
             assert!(e.contains("error[no-backup]"), "{args:?}: {e}");
         } else if args[0] == "verify" {
@@ -375,7 +375,7 @@ fn root_issue_11_3_fifo_and_huge_manifests_neither_hang_nor_eat_memory() {
             assert!(e.contains("error[no-backup]"), "{args:?}: {e}");
         }
     }
-    // Issue 26.4: the next backup does not wipe them; with the user's word it does.
+    // The next backup does not wipe them; with the user's word it does.
     let before = common::slot_listing([&mut s.m.slot_a, &mut s.m.slot_b]);
     let o = crossback(&s.cfg).arg("backup").output().unwrap();
     assert_eq!(kind(&o).as_deref(), Some("slot-damaged"), "{}", text(&o));
@@ -449,12 +449,12 @@ fn root_issue_11_5_restore_options_are_validated_before_anything_is_written() {
     }
 }
 
-/// Issue 26.3: a whole disk holding a partition table (with data on its
+/// A whole disk holding a partition table (with data on its
 /// partitions), or a device a loop device reads from, is not "empty":
 /// `--device` onto it is refused and nothing is written.
 #[test]
-fn root_issue_26_3_a_device_that_holds_or_is_held_is_not_empty() {
-    if !require_root("root_issue_26_3_a_device_that_holds_or_is_held_is_not_empty") {
+fn root_a_device_that_holds_or_is_held_is_not_empty() {
+    if !require_root("root_a_device_that_holds_or_is_held_is_not_empty") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -476,12 +476,12 @@ fn root_issue_26_3_a_device_that_holds_or_is_held_is_not_empty() {
     assert_eq!(fs_on(&held.device), "", "{} untouched", held.device);
 }
 
-/// Issue 26.4: a slot whose marker does not read (damage, or a disk that
+/// A slot whose marker does not read (damage, or a disk that
 /// answers with errors) does not block reading the other: restore takes the
 /// good slot's generation with a warning; verify counts the slot as damage.
 #[test]
-fn root_issue_26_4_a_damaged_slot_does_not_block_the_other() {
-    if !require_root("root_issue_26_4_a_damaged_slot_does_not_block_the_other") {
+fn root_a_damaged_slot_does_not_block_the_other() {
+    if !require_root("root_a_damaged_slot_does_not_block_the_other") {
         return;
     }
     let _serial = crossback_testkit::serial();

@@ -79,7 +79,7 @@ fn root_ls_and_restore_files_and_whole_systems() {
     assert!(whole.join("boot/efi").is_dir());
     // What changed on the system since its backup.
     ok(crossback(&s.cfg).args(["verify", "--against-source", "--system", "beta"]));
-    // Issue 31: with two generations, the system is compared with its
+    // With two generations, the system is compared with its
     // newest backup only, and the output says which.
     ok(crossback(&s.cfg).arg("backup"));
     let out = ok(crossback(&s.cfg).args(["verify", "--against-source", "--system", "beta"]));
@@ -401,14 +401,14 @@ fn root_an_xfs_system_is_recreated_with_its_identity() {
     assert_eq!(std::fs::read_to_string(root.path().join("etc/motd")).unwrap(), "welcome to gamma\n");
 }
 
-/// Issue 31: the rescue path as the slot's README gives it — the user
+/// The rescue path as the slot's README gives it — the user
 /// mounts the slot (read-write, as `mount` or an automounter does) and runs
 /// crossback — reads the backups through that mount: ls, a single-file
 /// restore and verify work, and nothing on the slot changes; a backup still
 /// refuses a slot mounted elsewhere, saying why.
 #[test]
-fn root_issue_31_a_slot_the_user_mounted_is_read_as_it_is() {
-    if !require_root("root_issue_31_a_slot_the_user_mounted_is_read_as_it_is") {
+fn root_a_slot_the_user_mounted_is_read_as_it_is() {
+    if !require_root("root_a_slot_the_user_mounted_is_read_as_it_is") {
         return;
     }
     let _serial = crossback_testkit::serial();

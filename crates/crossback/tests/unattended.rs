@@ -214,7 +214,7 @@ fn root_schedule_installs_the_rule_and_units_and_off_removes_them() {
         return;
     }
     let (dir, cfg, root) = world();
-    // Issue 26.1: a plain media is scheduled for plug-in backups only by
+    // A plain media is scheduled for plug-in backups only by
     // the user's choice; refused, nothing installed, without it.
     let out = under(&root, Path::new("config.toml")).current_dir(dir.path()).args(["schedule", "--remind-after", "14"]).output().unwrap();
     assert_eq!((out.status.code(), kind(&out).as_str()), (Some(1), "not-encrypted"), "{}", err(&out));

@@ -318,7 +318,7 @@ mod tests {
         );
     }
 
-    /// Issue 26.3: numbers not in disk order (the ESP is partition 3, at
+    /// Numbers not in disk order (the ESP is partition 3, at
     /// the start) stay with their partitions through shrinking and the
     /// script, whatever order the script lists them in.
     #[test]

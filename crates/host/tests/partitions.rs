@@ -11,11 +11,11 @@ fn part(number: u32, start: u64, size: u64, kind: &str, uuid: &str) -> Partition
     Partition { number, start, size, kind: kind.into(), uuid: uuid.into(), name: format!("n{number}"), attrs: String::new(), bootable: false }
 }
 
-/// Issue 26.3: the ESP is partition 3 at the start of the disk, the root
+/// The ESP is partition 3 at the start of the disk, the root
 /// partition 1 after it, and there is no partition 2.
 #[test]
-fn root_issue_26_3_numbers_out_of_disk_order_stay_paired() {
-    if !require_root("root_issue_26_3_numbers_out_of_disk_order_stay_paired") {
+fn root_numbers_out_of_disk_order_stay_paired() {
+    if !require_root("root_numbers_out_of_disk_order_stay_paired") {
         return;
     }
     let disk = LoopDisk::blank(64);

@@ -972,12 +972,12 @@ mod tests {
         }
     }
 
-    /// Issue 26.3: the restored tree is read beneath its root: a symlink out
+    /// The restored tree is read beneath its root: a symlink out
     /// of it (`etc/kernel -> /proc`) is not followed, a FIFO is not opened
     /// (this test would hang), and an empty UUID (a filesystem that had
     /// none) matches nothing and replaces nothing.
     #[test]
-    fn issue_26_3_the_restored_tree_is_read_beneath_it_and_empty_uuids_match_nothing() {
+    fn the_restored_tree_is_read_beneath_it_and_empty_uuids_match_nothing() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
         std::fs::create_dir_all(root.join("etc/default")).unwrap();
@@ -999,10 +999,10 @@ mod tests {
         assert_eq!(replace_ci("UUID=1234-ABCD /\n", "1234-abcd", "5678-EF01"), "UUID=5678-EF01 /\n");
     }
 
-    /// Issue 26.2: a loader directory named like a shell command stays one
+    /// A loader directory named like a shell command stays one
     /// argument of grub-install; every step runs, as its own vector.
     #[test]
-    fn issue_26_2_grub_repair_runs_argument_vectors_not_shell_text() {
+    fn grub_repair_runs_argument_vectors_not_shell_text() {
         for id in ["x;touch${IFS}INJECTED;#", "a b", "$(reboot)", "`id`", "x'\"y"] {
             let g = GrubRepair { esp: "/boot/efi".into(), id: Some(id.into()), initramfs: true };
             let steps = grub_steps(&g);
