@@ -21,6 +21,7 @@ install -d "$stage/usr/share/bash-completion/completions" "$stage/usr/share/zsh/
 "$bin" completions fish > "$stage/usr/share/fish/vendor_completions.d/crossback.fish"
 install -D -m 0644 packaging/config.example.toml "$stage/usr/share/doc/crossback/config.example.toml"
 install -D -m 0644 README.md "$stage/usr/share/doc/crossback/README.md"
+for d in docs/*.md; do install -D -m 0644 "$d" "$stage/usr/share/doc/crossback/$d"; done
 mkdir -p "$stage/DEBIAN"
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: crossback

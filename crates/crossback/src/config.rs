@@ -294,7 +294,7 @@ pub fn render(cfg: &Config) -> String {
     let mut doc = DocumentMut::new();
     doc.decor_mut().set_prefix(
         "# crossback configuration: the same file is valid on every system of this machine.\n\
-         # Written by `crossback init`; edit freely (see the README for every key).\n\n",
+         # Written by `crossback init`; edit freely (docs/backup.md says what each key means).\n\n",
     );
     if let Some(m) = &cfg.media {
         doc["media"] = Item::Table(media_table(m));

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// How a command ended; the numbers are documented in the README.
+/// How a command ended; the numbers are documented in docs/reference.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Everything done.

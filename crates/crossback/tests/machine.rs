@@ -28,7 +28,7 @@ fn root_init_writes_exactly_the_expected_config_and_status_describes_it() {
     assert!(said.contains("alpha") && said.contains("Alpha Linux 1") && said.contains("Beta OS 2"), "{said}");
     let expected = format!(
         "# crossback configuration: the same file is valid on every system of this machine.\n\
-         # Written by `crossback init`; edit freely (see the README for every key).\n\
+         # Written by `crossback init`; edit freely (docs/backup.md says what each key means).\n\
          \n[[system]]\nname = \"alpha\"\nroot = \"{}\"\n\
          \n[[system]]\nname = \"beta\"\nroot = \"{}\"\nsubvol = \"@\"\n",
         m.alpha_root.uuid(),
