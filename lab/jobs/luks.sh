@@ -152,7 +152,11 @@ case "$phase:$me" in
     run crossback init --yes || fail "init in the rescue system"
     run crossback status
     # A blank disk of 80 % the size: the header restored, vgb's volumes shrunk.
-    run_into small.out crossback restore --bare-metal --disk "$BLANK" --yes --key-file /run/b.pass || fail "restore --disk onto the smaller disk"
+    # A (the system B was backed up from) has no backup of its own: that is
+    # said, and the restore is not a full success (exit 3).
+    run_into small.out crossback restore --bare-metal --disk "$BLANK" --yes --key-file /run/b.pass; rc=$?
+    [ "$rc" = 3 ] || fail "restore --disk onto the smaller disk (exit $rc; 3 expected: $A has no backup)"
+    grep -q "warning: $A is configured but has no backup on this media" small.out || fail "the restore did not say that $A has no backup"
     grep -q "header restored" small.out || fail "the container's header was not restored"
     grep -q "volume group vgb on .*: made again smaller" small.out || fail "vgb was not made smaller on the smaller disk"
     n=$(entry debian-b); [ -n "$n" ] || fail "no entry debian-b after the restore"
@@ -165,7 +169,8 @@ case "$phase:$me" in
     # the volume group as recorded; the container's UUID and every
     # filesystem's new, crypttab and fstab rewritten, GRUB and the initramfs
     # made again in a chroot; B's key file added, the old passphrase refused.
-    run_into full.out crossback restore --bare-metal --disk "$BLANK" --yes --new-uuids --new-luks-key --new-key-file /run/new.pass || fail "restore --disk --new-uuids --new-luks-key"
+    run_into full.out crossback restore --bare-metal --disk "$BLANK" --yes --new-uuids --new-luks-key --new-key-file /run/new.pass; rc=$?
+    [ "$rc" = 3 ] || fail "restore --disk --new-uuids --new-luks-key (exit $rc; 3 expected: $A has no backup)"
     grep -q "made with a new master key" full.out || fail "the container was not made with a new key"
     grep -q "volume group vgb on .*: made again as recorded" full.out || fail "vgb was not made as recorded on the full-size disk"
     grep -q "the key file /etc/cryptsetup-keys.d/b_crypt.key that $B's crypttab names opens it too" full.out || fail "B's key file was not added"
