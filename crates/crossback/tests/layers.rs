@@ -185,6 +185,16 @@ fn root_a_restore_whose_recorded_header_does_not_match_or_open_writes_nothing() 
         assert!(text(&out).contains(says), "{}", text(&out));
         assert!(!Command::new("sfdisk").args(["--dump", &blank.device]).output().unwrap().status.success(), "a refused restore wrote a partition table");
     }
+    // The old disk gone, but the container the record names still attached:
+    // restoring its header would give two containers one UUID. Refused
+    // before anything is written.
+    drop(disk);
+    let out =
+        crossback(&cfg).args(["restore", "--bare-metal", "--disk", &blank.device, "--yes", "--key-file"]).arg(&right).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(kind(&out), "duplicate-uuid", "{}", text(&out));
+    assert!(text(&out).contains(&format!("the LUKS container {u1} is still attached at {}", c1.device)), "{}", text(&out));
+    assert!(!Command::new("sfdisk").args(["--dump", &blank.device]).output().unwrap().status.success(), "a refused restore wrote a partition table");
+    assert!(records_left().is_empty(), "{:?}", records_left());
 }
 
 /// A container whose key file the system's own crypttab names (a data

@@ -94,12 +94,24 @@ fn contents(m: &Machine, disk: &Path, name: &str) -> anyhow::Result<Vec<String>>
 }
 
 /// What the restore will give the same identity as something attached
-/// elsewhere — a filesystem UUID (kept unless `--new-uuids`), a PARTUUID
-/// (always kept) — is known before the first byte is written: a duplicate
-/// filesystem UUID is refused (systems then mount either), a duplicate
-/// PARTUUID too, or said when `--new-uuids` asked for a second copy.
+/// elsewhere — a LUKS container's or a filesystem's UUID (kept unless
+/// `--new-uuids`), a PARTUUID (always kept) — is known before the first
+/// byte is written: a duplicate UUID is refused (systems then open or mount
+/// either), a duplicate PARTUUID too, or said when `--new-uuids` asked for
+/// a second copy.
 fn check_identities(m: &Machine, disk: &str, table: &Table, backups: &[SystemBackup], new_uuids: bool) -> anyhow::Result<()> {
     for d in m.devices.iter().filter(|d| d.disk != disk) {
+        // A LUKS container's header is restored with its UUID unless
+        // --new-uuids: the old container still attached would share it.
+        let luks = backups.iter().flat_map(|b| &b.mounts.luks).find(|l| !new_uuids && !d.uuid.is_empty() && l.uuid.eq_ignore_ascii_case(&d.uuid));
+        if let Some(l) = luks {
+            refuse!(
+                Refusal::DuplicateUuid,
+                "the LUKS container {} is still attached at {}: restoring its header would leave two containers with one UUID (crypttab and the initramfs then open either). Detach the old disk, or pass --new-uuids; nothing was written",
+                l.uuid,
+                d.path.display()
+            );
+        }
         if !new_uuids {
             let same = all_records(backups).find(|(mf, r)| on_table(table, mf, r).is_some() && !r.uuid.is_empty() && r.uuid.eq_ignore_ascii_case(&d.uuid));
             if let Some((_, r)) = same {
