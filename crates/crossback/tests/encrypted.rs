@@ -476,3 +476,39 @@ fn walk(p: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A passphrase wrapping on the slot edited to ask for a huge scrypt work
+/// factor is damage, refused at once (not gigabytes and seconds spent, and
+/// not "wrong passphrase"); nothing on the slots changes.
+#[test]
+fn root_a_crafted_scrypt_factor_is_damage_refused_before_any_work() {
+    if !require_root("root_a_crafted_scrypt_factor_is_damage_refused_before_any_work") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut m = TestMachine::new();
+    let (_dir, cfg, pass) = configured(&m, "correct horse");
+    ok(cb(&cfg).arg("--passphrase-file").arg(&pass).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device, "--encrypt"]));
+    ok(cb(&cfg).arg("backup"));
+    for s in [&mut m.slot_a, &mut m.slot_b] {
+        s.mount(&[]);
+        let f = s.path().join("crossback/media-key.passphrase.age");
+        let bytes = std::fs::read(&f).unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert!(text.contains(" 12\n"), "the wrapping names the test's work factor");
+        // The header is text; the stanza's factor is its last word. Only
+        // those two bytes change: the rest (binary) stays as it was.
+        let at = text.find(" 12\n").unwrap() + 1;
+        let mut crafted = bytes.clone();
+        crafted[at..at + 2].copy_from_slice(b"22");
+        std::fs::write(&f, crafted).unwrap();
+        s.unmount();
+    }
+    let before = listing(&mut m);
+    let t = std::time::Instant::now();
+    let o = cb(&cfg).arg("--passphrase-file").arg(&pass).args(["ls", "alpha", "/"]).output().unwrap();
+    assert_eq!((o.status.code(), kind(&o).as_str()), (Some(1), "slot-damaged"), "{}", text(&o));
+    assert!(text(&o).contains("scrypt work factor 22"), "{}", text(&o));
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "refused at once, not after the work: {:?}", t.elapsed());
+    assert_eq!(listing(&mut m), before, "nothing was written");
+}
