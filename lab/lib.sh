@@ -72,6 +72,6 @@ lab_data() { # ROOT NAME
 # console in LOG until it powers off or TIMEOUT seconds pass.
 run_qemu() { # LOG TIMEOUT QEMU-ARGS…
   local log=$1 t=$2; shift 2
-  timeout "$t" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 -machine q35 \
+  timeout "$t" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -machine q35 \
     -display none -monitor none -serial "file:$log" "$@" || true
 }

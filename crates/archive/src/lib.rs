@@ -20,6 +20,7 @@ pub mod crypt;
 pub mod entry;
 pub mod error;
 pub mod index;
+pub mod member_file;
 pub mod members;
 pub mod readback;
 mod sys;

@@ -331,3 +331,62 @@ fn a_file_a_worker_cannot_write_is_reported() {
         assert_eq!(std::fs::read_to_string(dest.join("ok")).unwrap(), "fine");
     }
 }
+
+/// A member read as a file: any offset, in any order, holes as zeros; a
+/// file read whole in order is checked against its hash.
+#[test]
+fn a_member_reads_at_any_offset_like_the_file() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    let a = make(t.path(), 64 << 10);
+    let archive = Archive::open(&a).unwrap();
+    let entries: Vec<_> = archive.index().unwrap().unwrap().map(|e| e.unwrap()).collect();
+    // Two frames kept: reading backwards decompresses again, and stays right.
+    let mut cache = crossback_archive::member_file::FrameCache::new(&archive, 2).unwrap();
+    for name in ["a/f150", "sparse", "a/b/c/deep.txt"] {
+        let want = std::fs::read(t.path().join("src").join(name)).unwrap();
+        let e = entries.iter().find(|e| e.path == name.as_bytes()).unwrap();
+        let mut f = crossback_archive::member_file::MemberFile::open(&mut cache, e).unwrap();
+        assert_eq!(f.meta().size, want.len() as u64);
+        // In order, in pieces of an odd size, to the end (the hash is checked there).
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4093];
+        loop {
+            let n = f.read_at(&mut cache, got.len() as u64, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == want, "{name}: read in order differs");
+        // Backwards and across holes.
+        let len = want.len() as u64;
+        for off in [len.saturating_sub(3), len / 2, 1, 0, len.saturating_sub(5000), len / 3] {
+            let n = f.read_at(&mut cache, off, &mut buf).unwrap();
+            assert_eq!(&buf[..n], &want[off as usize..(off as usize + n)], "{name} at {off}");
+            assert_eq!(n as u64, (len - off).min(buf.len() as u64));
+        }
+    }
+    let sparse = entries.iter().find(|e| e.path == b"sparse").unwrap();
+    let (meta, _) = crossback_archive::member_file::read_meta(&mut cache, sparse).unwrap();
+    assert!(cache.held() <= 2 * (64 << 10) + 4096, "{} bytes held", cache.held());
+    assert!(meta.sparse.is_some(), "the sparse file's map comes from its header");
+}
+
+/// A member whose stored bytes were changed (and its frame still
+/// decompresses) fails at its end, read in order.
+#[test]
+fn a_member_read_whole_is_checked_against_its_hash() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t = tempfile::tempdir().unwrap();
+    // The recorded hash changed stands for bytes changed behind a valid frame.
+    let a = make(t.path(), 64 << 10);
+    let archive = Archive::open(&a).unwrap();
+    let mut e = archive.index().unwrap().unwrap().map(|e| e.unwrap()).find(|e| e.path == b"a/f150").unwrap();
+    e.hash = Some([7u8; 32]);
+    let mut cache = crossback_archive::member_file::FrameCache::new(&archive, 2).unwrap();
+    let mut f = crossback_archive::member_file::MemberFile::open(&mut cache, &e).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let err = f.read_at(&mut cache, 0, &mut buf).unwrap_err();
+    assert!(err.to_string().contains("does not match its hash"), "{err}");
+}
