@@ -121,6 +121,14 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
             None => crate::refuse!(Refusal::NoBackup, "no generation holds a backup of {system} yet (see `crossback status`)"),
         }
     };
+    if g.state == State::Open {
+        eprintln!("note: generation {} is not complete (open); {system}'s backup in it is", g.seq);
+    }
+    open_in(slot, g, system)
+}
+
+/// `system`'s backup in generation `g` of `slot` (which holds it).
+pub fn open_in(slot: &Slot, g: &Generation, system: &str) -> anyhow::Result<SystemBackup> {
     let record = g.system(system).cloned().context("the system was just found in the generation")?;
     let gendir = slot.dir()?.dir(&layout::GenName::dir(g.seq)).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
     // An adopted duplicity backup has no directory of its own in the generation.
@@ -143,9 +151,6 @@ pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<Sy
         m.check().map_err(|e| refuse(Refusal::SlotDamaged, format!("{}/{}: {e:#}", sysdir.shown().display(), layout::MOUNTS)))?;
         m
     };
-    if g.state == State::Open {
-        eprintln!("note: generation {} is not complete (open); {system}'s backup in it is", g.seq);
-    }
     let slot_root = slot.root.dir(".")?;
     Ok(SystemBackup { generation: g.clone(), slot: slot.id, record, dir: sysdir, slot_root, mounts, keys })
 }

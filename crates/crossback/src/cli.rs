@@ -92,6 +92,13 @@ pub enum Command {
     ///
     /// Example: crossback ls alpha /home/ann --generation 7
     Ls(LsSystemArgs),
+    /// Every backup on the media as a read-only filesystem, until `umount` or Ctrl-C.
+    ///
+    /// /gen-NNNNNN/SYSTEM/… holds each generation's systems, each filesystem at
+    /// its mount point; /latest/SYSTEM links to a system's newest backup.
+    ///
+    /// Example: crossback browse /mnt/backups   (then: ls /mnt/backups/latest/alpha/home)
+    Browse(BrowseArgs),
     /// Restore files, a whole system into a directory, or a system onto its filesystems.
     ///
     /// Examples:
@@ -477,6 +484,19 @@ pub struct LsSystemArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BrowseArgs {
+    /// An empty directory to show the backups in.
+    pub mountpoint: std::path::PathBuf,
+    /// Only this system's backups.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Let every user look (each as the owners and modes of the backed-up
+    /// files allow, as on the original system); default: root only.
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 #[derive(Args, Debug)]

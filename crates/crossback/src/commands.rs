@@ -3,6 +3,7 @@
 pub mod archive;
 mod at_reboot;
 pub mod backup;
+mod browse;
 mod chroot;
 mod init;
 mod media;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::AtRebootJob { .. } => at_reboot::finish(&config),
         Command::Verify(a) => verify::run(&config, a),
         Command::Ls(a) => restore::ls(&config, a),
+        Command::Browse(a) => browse::run(&config, a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "crossback", &mut std::io::stdout());

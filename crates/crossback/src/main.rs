@@ -3,6 +3,7 @@
 //! `commands` do the work with the library crates, `output` prints.
 
 mod backups;
+mod browse;
 mod cli;
 mod commands;
 mod config;
