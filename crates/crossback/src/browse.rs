@@ -14,6 +14,9 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::io::Read;
+
+use anyhow::Context;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -169,6 +172,17 @@ struct System {
     archives: Vec<Option<Opened>>,
 }
 
+/// An open file: a member of an archive, or (duplicity) its bytes.
+enum Open {
+    Member(Box<MemberFile>),
+    Bytes(Vec<u8>),
+}
+
+/// The largest file of an adopted duplicity backup read into memory (its
+/// volumes are tar streams without an index: a file is found by reading
+/// them from the start).
+const LEGACY_MAX: u64 = 256 << 20;
+
 struct Opened {
     cache: FrameCache,
     /// The node of its mount point.
@@ -178,7 +192,11 @@ struct Opened {
 struct Inner {
     nodes: Vec<Node>,
     systems: Vec<System>,
-    files: HashMap<u64, (Ino, MemberFile)>,
+    files: HashMap<u64, (Ino, Open)>,
+    /// Files of adopted duplicity backups: their system and path.
+    legacy: HashMap<Ino, (usize, Vec<u8>)>,
+    /// Their extended attributes (read with the listing: nothing else has them).
+    legacy_xattrs: HashMap<Ino, Xattrs>,
     next_fh: u64,
     /// Archives whose caches hold frames, the most recent first.
     warm: Vec<(usize, usize)>,
@@ -197,6 +215,8 @@ impl BrowseFs {
             nodes: Vec::new(),
             systems: Vec::new(),
             files: HashMap::new(),
+            legacy: HashMap::new(),
+            legacy_xattrs: HashMap::new(),
             next_fh: 1,
             warm: Vec::new(),
             xattrs: HashMap::new(),
@@ -314,6 +334,17 @@ impl Inner {
     fn read_system(&mut self, ino: Ino) -> Result<(), Errno> {
         let What::Unread { system } = self.node(ino).what else { return Ok(()) };
         self.nodes[ino as usize - 1].what = What::Dir { children: Vec::new() };
+        if self.systems[system].shown.backup.record.legacy.is_some() {
+            if let Err(e) = self.read_legacy(system) {
+                let s = &self.systems[system];
+                eprintln!(
+                    "crossback browse: {}/{}: the adopted duplicity backup does not read to its end: {e:#}; what was read is shown",
+                    crate::layout::GenName::dir(s.shown.generation),
+                    s.shown.backup.record.name
+                );
+            }
+            return Ok(());
+        }
         let mut order: Vec<usize> = (0..self.systems[system].shown.backup.record.archives.len()).collect();
         // Parents first: / before /home before /home/ann.
         order.sort_by_key(|&i| self.systems[system].shown.backup.record.archives[i].mountpoint.split('/').filter(|c| !c.is_empty()).count());
@@ -417,6 +448,87 @@ impl Inner {
         Ok(())
     }
 
+    /// An adopted duplicity backup's listing (its volumes read once, whole).
+    fn read_legacy(&mut self, system: usize) -> anyhow::Result<()> {
+        let root = self.systems[system].root;
+        let b = &self.systems[system].shown.backup;
+        let (slot_root, set) = (b.slot_root.dir(".")?, b.record.legacy.clone().context("the record is duplicity's")?);
+        let mut at: HashMap<Vec<u8>, Ino> = HashMap::new();
+        at.insert(Vec::new(), root);
+        let r = crate::duplicity::walk(&slot_root, &set, |meta, _| {
+            let mut e = IndexEntry::of(meta.clone());
+            e.stored_len = e.size;
+            let ino = if meta.path.is_empty() {
+                let n = &mut self.nodes[root as usize - 1];
+                let nlink = n.attr.nlink;
+                n.attr = Attr::of(&e);
+                n.attr.nlink = nlink;
+                root
+            } else {
+                let cut = meta.path.iter().rposition(|&b| b == b'/');
+                let (parent_path, name) = match cut {
+                    Some(c) => (&meta.path[..c], &meta.path[c + 1..]),
+                    None => (&meta.path[..0], &meta.path[..]),
+                };
+                let Some(&parent) = at.get(parent_path) else { return Ok(()) };
+                if meta.kind == Kind::HardLink {
+                    if let Some(&target) = at.get(&meta.link) {
+                        self.nodes[target as usize - 1].attr.nlink += 1;
+                        self.push_name(parent, name, target, false);
+                    }
+                    return Ok(());
+                }
+                let what = match meta.kind {
+                    Kind::Dir => What::Dir { children: Vec::new() },
+                    Kind::Symlink => What::Link(meta.link.clone().into()),
+                    _ => What::Leaf,
+                };
+                let ino = self.push(parent, name, Attr::of(&e), what);
+                if meta.kind == Kind::File {
+                    self.legacy.insert(ino, (system, meta.path.clone()));
+                }
+                ino
+            };
+            if !meta.xattrs.is_empty() {
+                self.legacy_xattrs.insert(ino, meta.xattrs);
+            }
+            if matches!(meta.kind, Kind::Dir | Kind::File) {
+                at.insert(meta.path, ino);
+            }
+            Ok(())
+        });
+        for &ino in at.values() {
+            self.sort(ino);
+        }
+        r
+    }
+
+    /// A file of an adopted duplicity backup, read from its volumes.
+    fn read_legacy_file(&self, system: usize, path: &[u8]) -> Result<Vec<u8>, String> {
+        let b = &self.systems[system].shown.backup;
+        let set = b.record.legacy.clone().ok_or("not a duplicity backup")?;
+        let slot_root = b.slot_root.dir(".").map_err(|e| e.to_string())?;
+        let mut found = None;
+        let r = crate::duplicity::walk(&slot_root, &set, |meta, data| {
+            if found.is_some() || meta.path != path {
+                return Ok(());
+            }
+            if meta.size > LEGACY_MAX {
+                found = Some(Err(format!("{} bytes: too large to read from an adopted duplicity backup here; `crossback restore` it", meta.size)));
+                return Ok(());
+            }
+            let mut bytes = Vec::with_capacity(meta.size as usize);
+            data.take(LEGACY_MAX + 1).read_to_end(&mut bytes)?;
+            found = Some(Ok(bytes));
+            Ok(())
+        });
+        match (found, r) {
+            (Some(got), _) => got,
+            (None, Err(e)) => Err(format!("{e:#}")),
+            (None, Ok(())) => Err("not found in the duplicity backup".into()),
+        }
+    }
+
     /// The node's member, with its path in its archive filled in.
     fn entry(&self, ino: Ino) -> Option<(usize, usize, IndexEntry)> {
         let m = self.node(ino).member.as_ref()?;
@@ -469,6 +581,9 @@ impl Inner {
     }
 
     fn xattrs(&mut self, ino: Ino) -> Result<&Xattrs, Errno> {
+        if self.legacy_xattrs.contains_key(&ino) {
+            return self.legacy_xattrs.get(&ino).ok_or(Errno::EIO);
+        }
         if !self.xattrs.contains_key(&ino) {
             let list = match self.entry(ino) {
                 None => Vec::new(),
@@ -553,27 +668,42 @@ impl Filesystem for BrowseFs {
         if s.get(ino).map(|n| n.attr.kind) != Ok(FileType::RegularFile) {
             return reply.error(Errno::EINVAL);
         }
-        let Some((system, archive, e)) = s.entry(ino.0) else { return reply.error(Errno::EIO) };
-        let Some(cache) = s.cache(system, archive) else { return reply.error(Errno::EIO) };
-        match MemberFile::open(cache, &e) {
+        let opened = if let Some((system, path)) = s.legacy.get(&ino.0).cloned() {
+            s.read_legacy_file(system, &path).map(Open::Bytes)
+        } else {
+            let Some((system, archive, e)) = s.entry(ino.0) else { return reply.error(Errno::EIO) };
+            let Some(cache) = s.cache(system, archive) else { return reply.error(Errno::EIO) };
+            MemberFile::open(cache, &e).map(|f| Open::Member(Box::new(f))).map_err(|e| e.to_string())
+        };
+        match opened {
             Ok(f) => {
                 let fh = s.next_fh;
                 s.next_fh += 1;
                 s.files.insert(fh, (ino.0, f));
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
             }
-            Err(err) => reply.error(s.damaged(ino.0, &err.to_string())),
+            Err(why) => reply.error(s.damaged(ino.0, &why)),
         }
     }
 
     fn read(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
         let mut s = self.lock();
         let Some((_, mut f)) = s.files.remove(&fh.0) else { return reply.error(Errno::EBADF) };
-        let Some((system, archive, _)) = s.entry(ino.0) else { return reply.error(Errno::EIO) };
         let mut buf = vec![0u8; size as usize];
-        let got = match s.cache(system, archive) {
-            Some(cache) => f.read_at(cache, offset, &mut buf).map_err(|e| e.to_string()),
-            None => Err("its archive is not open".to_string()),
+        let got = match &mut f {
+            Open::Bytes(bytes) => {
+                let from = (offset as usize).min(bytes.len());
+                let n = (bytes.len() - from).min(buf.len());
+                buf[..n].copy_from_slice(&bytes[from..from + n]);
+                Ok(n)
+            }
+            Open::Member(m) => match s.entry(ino.0) {
+                Some((system, archive, _)) => match s.cache(system, archive) {
+                    Some(cache) => m.read_at(cache, offset, &mut buf).map_err(|e| e.to_string()),
+                    None => Err("its archive is not open".to_string()),
+                },
+                None => Err("its archive is not open".to_string()),
+            },
         };
         s.files.insert(fh.0, (ino.0, f));
         match got {

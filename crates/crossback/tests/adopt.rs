@@ -102,6 +102,14 @@ fn root_adopt_a_duplicity_disk_then_rotate_it_away() {
         .collect();
     assert!(d.is_empty(), "{}", d.join("\n"));
     assert_eq!(std::fs::read(ours.join(std::ffi::OsStr::from_bytes(b"docs/caf\xe9.txt"))).unwrap(), b"latin-1\n", "issue 11.14: a name that is not UTF-8");
+    // browse shows it as duplicity restores it too.
+    let at = dir.path().join("view");
+    std::fs::create_dir(&at).unwrap();
+    let b = common::Browsing::start(&mut crossback(&cfg), &["--system", "alpha"], &at);
+    let d: Vec<String> = compare::trees(&dup_a, &at.join("gen-000000/alpha")).into_iter().filter(|d| !(d.starts_with("mtime differs at docs/link"))).collect();
+    assert!(d.is_empty(), "browse: {}", d.join("\n"));
+    let (code, out) = b.stop("INT");
+    assert_eq!(code, Some(0), "{out}");
     let beta = dir.path().join("ours-b");
     ok(crossback(&cfg).args(["restore", "beta", "--generation", "0", "--to"]).arg(&beta).arg("/docs/a.txt"));
     assert_eq!(std::fs::read_to_string(beta.join("docs/a.txt")).unwrap(), "tree 2\n");

@@ -5,73 +5,13 @@
 //! mounted. These tests need root.
 
 mod common;
-use common::{crossback, kind, ok, text};
+use common::{crossback, kind, mounted, ok, text, Browsing};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use crossback_testkit::machine::TestMachine;
 use crossback_testkit::{compare, require_root, run, tree};
-
-/// A running `crossback browse`, killed (and its mount undone) if the test fails.
-struct Browsing {
-    child: Child,
-    at: PathBuf,
-}
-
-impl Browsing {
-    /// `CMD browse OPTS… AT`, once the backups are shown.
-    fn start(cmd: &mut Command, opts: &[&str], at: &Path) -> Browsing {
-        let child = cmd.arg("browse").args(opts).arg(at).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut b = Browsing { child, at: at.to_path_buf() };
-        let t = Instant::now();
-        while !mounted(at) {
-            if let Some(status) = b.child.try_wait().unwrap() {
-                let out = std::mem::replace(&mut b.child, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
-                panic!("browse ended ({status}) before showing anything: {}", text(&out));
-            }
-            assert!(t.elapsed() < Duration::from_secs(60), "browse did not mount within a minute");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        b
-    }
-
-    /// Sends `signal` and waits for the end: (exit code, stdout + stderr).
-    fn stop(mut self, signal: &str) -> (Option<i32>, String) {
-        run(Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()));
-        self.wait()
-    }
-
-    fn wait(&mut self) -> (Option<i32>, String) {
-        let t = Instant::now();
-        loop {
-            if self.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            assert!(t.elapsed() < Duration::from_secs(30), "browse did not end within 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
-        let out = child.wait_with_output().unwrap();
-        (out.status.code(), text(&out))
-    }
-}
-
-impl Drop for Browsing {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if mounted(&self.at) {
-            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-        }
-    }
-}
-
-fn mounted(at: &Path) -> bool {
-    let at = at.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(at.as_str()))
-}
 
 /// Runs `sh -c SCRIPT` as user `uid` (no supplementary groups); its exit code and output.
 fn as_user(uid: u32, script: &str) -> (i32, String) {
@@ -207,6 +147,18 @@ fn root_every_backup_is_a_read_only_filesystem_with_the_original_permissions() {
     let (code, out) = b.wait();
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("unmounted"), "{out}");
+
+    // The backup disk unplugged (its device node gone, as udev removes it):
+    // browse unmounts and ends with exit 3, saying why.
+    let b = Browsing::start(&mut crossback(&cfg), &[], &at);
+    let away = format!("{}.unplugged", m.slot_a.device);
+    std::fs::rename(&m.slot_a.device, &away).unwrap();
+    let mut b = b;
+    let ended = b.wait();
+    std::fs::rename(&away, &m.slot_a.device).unwrap();
+    assert_eq!(ended.0, Some(3), "{}", ended.1);
+    assert!(ended.1.contains("the backup disk is gone"), "{}", ended.1);
+    assert!(!mounted(&at));
 }
 
 #[test]

@@ -36,19 +36,10 @@ pub fn run(config: &Path, a: BrowseArgs) -> anyhow::Result<Outcome> {
     // Every system of every generation (the passphrase, if any, is asked
     // for once, here).
     let mut shown = Vec::new();
-    let mut skipped = 0;
     for slot in &v.slots {
         for g in slot.view.generations.iter().filter_map(|g| g.valid()) {
             for r in &g.recorded {
                 if a.system.as_ref().is_some_and(|s| s != &r.name) {
-                    continue;
-                }
-                if r.legacy.is_some() {
-                    eprintln!(
-                        "note: generation {} holds {}'s adopted duplicity backup: not shown (browse reads crossback's archives; `crossback ls` and `restore` read it)",
-                        g.seq, r.name
-                    );
-                    skipped += 1;
                     continue;
                 }
                 let backup = backups::open_in(slot, g, &r.name)?;
@@ -59,11 +50,7 @@ pub fn run(config: &Path, a: BrowseArgs) -> anyhow::Result<Outcome> {
         }
     }
     if shown.is_empty() {
-        crate::refuse!(
-            Refusal::NoBackup,
-            "there is no backup to show{} (see `crossback status`)",
-            if skipped > 0 { " but adopted duplicity ones" } else { "" }
-        );
+        crate::refuse!(Refusal::NoBackup, "there is no backup to show (see `crossback status`)");
     }
     shown.sort_by_key(|s| (s.generation, s.backup.record.name.clone()));
     let (count, gens) = (shown.len(), shown.iter().map(|s| s.generation).collect::<std::collections::BTreeSet<_>>().len());

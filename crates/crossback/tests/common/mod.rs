@@ -1,8 +1,9 @@
 //! What the integration tests share: running the real binary.
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// `crossback --config CONFIG`.
 pub fn crossback(config: &Path) -> Command {
@@ -44,4 +45,63 @@ pub fn slot_listing(slots: [&mut crossback_testkit::LoopFs; 2]) -> Vec<String> {
         s.unmount();
     }
     all
+}
+
+/// A running `crossback browse`, killed (and its mount undone) if the test fails.
+pub struct Browsing {
+    child: Child,
+    at: PathBuf,
+}
+
+impl Browsing {
+    /// `CMD browse OPTS… AT`, once the backups are shown.
+    pub fn start(cmd: &mut Command, opts: &[&str], at: &Path) -> Browsing {
+        let child = cmd.arg("browse").args(opts).arg(at).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut b = Browsing { child, at: at.to_path_buf() };
+        let t = Instant::now();
+        while !mounted(at) {
+            if let Some(status) = b.child.try_wait().unwrap() {
+                let out = std::mem::replace(&mut b.child, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
+                panic!("browse ended ({status}) before showing anything: {}", text(&out));
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "browse did not mount within a minute");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        b
+    }
+
+    /// Sends `signal` and waits for the end: (exit code, stdout + stderr).
+    pub fn stop(mut self, signal: &str) -> (Option<i32>, String) {
+        crossback_testkit::run(Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()));
+        self.wait()
+    }
+
+    pub fn wait(&mut self) -> (Option<i32>, String) {
+        let t = Instant::now();
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "browse did not end within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), text(&out))
+    }
+}
+
+impl Drop for Browsing {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if mounted(&self.at) {
+            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        }
+    }
+}
+
+pub fn mounted(at: &Path) -> bool {
+    let at = at.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(at.as_str()))
 }
