@@ -69,7 +69,10 @@ lab_data() { # ROOT NAME
 }
 
 # Runs QEMU (TCG: KVM guests hang on these machines) with the serial
-# console in LOG until it powers off or TIMEOUT seconds pass.
+# console in LOG until it powers off or TIMEOUT seconds pass. One virtual
+# CPU: with two, multi-threaded TCG once crashed a guest kernel at boot
+# (an int3 Oops while the kernel patched its own code, seen in CI), and CI
+# runs two guests side by side on two cores anyway.
 run_qemu() { # LOG TIMEOUT QEMU-ARGS…
   local log=$1 t=$2; shift 2
   timeout "$t" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -machine q35 \
