@@ -417,7 +417,8 @@ impl Inner {
                 Some(cut) => (&e.path[..cut], &e.path[cut + 1..]),
                 None => (&e.path[..0], &e.path[..]),
             };
-            let Some(&parent) = at.get(parent_path) else { continue };
+            // A name no directory can hold (a crafted index) is not shown.
+            let Some(&parent) = at.get(parent_path).filter(|_| shown_name(name)) else { continue };
             if e.kind == Kind::HardLink {
                 if let Some(&target) = at.get(&e.link) {
                     if self.node(target).attr.kind == FileType::RegularFile {
@@ -470,7 +471,7 @@ impl Inner {
                     Some(c) => (&meta.path[..c], &meta.path[c + 1..]),
                     None => (&meta.path[..0], &meta.path[..]),
                 };
-                let Some(&parent) = at.get(parent_path) else { return Ok(()) };
+                let Some(&parent) = at.get(parent_path).filter(|_| shown_name(name)) else { return Ok(()) };
                 if meta.kind == Kind::HardLink {
                     if let Some(&target) = at.get(&meta.link) {
                         self.nodes[target as usize - 1].attr.nlink += 1;
@@ -602,6 +603,11 @@ impl Inner {
         }
         self.xattrs.get(&ino).ok_or(Errno::EIO)
     }
+}
+
+/// A name a directory entry can have: not empty, `.` or `..`, no NUL.
+fn shown_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&0)
 }
 
 /// Sends an extended attribute's value (or its list of names) the way
@@ -783,6 +789,21 @@ impl Filesystem for BrowseFs {
             (Ok(n), FS_IOC_GETFLAGS) if out_size >= 4 => reply.ioctl(0, &n.attr.flags.to_ne_bytes()),
             (Err(e), _) => reply.error(e),
             _ => reply.error(Errno::ENOTTY),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_no_directory_can_hold_are_not_shown() {
+        for bad in [&b""[..], b".", b"..", b"a\0b"] {
+            assert!(!shown_name(bad), "{bad:?}");
+        }
+        for good in [&b"a"[..], b"...", b".hidden", b"caf\xe9"] {
+            assert!(shown_name(good), "{good:?}");
         }
     }
 }

@@ -159,6 +159,23 @@ fn root_every_backup_is_a_read_only_filesystem_with_the_original_permissions() {
     assert_eq!(ended.0, Some(3), "{}", ended.1);
     assert!(ended.1.contains("the backup disk is gone"), "{}", ended.1);
     assert!(!mounted(&at));
+
+    // Slot A failing under a live mount (its device shrunk to 1 MiB: every
+    // read past that fails): its files give EIO, nothing hangs, slot B's
+    // generation still reads, and Ctrl-C still ends it.
+    let b = Browsing::start(&mut crossback(&cfg), &[], &at);
+    assert!(at.join("gen-000001/alpha/home/ann").is_dir() && at.join("gen-000002/alpha/home/ann").is_dir());
+    std::fs::OpenOptions::new().write(true).open(&m.slot_a.image).unwrap().set_len(1 << 20).unwrap();
+    run(Command::new("losetup").arg("-c").arg(&m.slot_a.device));
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    let read = |p: PathBuf| Command::new("timeout").arg("30").arg("cat").arg(p).stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    let failed = read(at.join("gen-000001/alpha/home/ann/bulk3"));
+    assert_eq!(failed.status.code(), Some(1), "not an error, or it hung (124): {}", text(&failed));
+    assert!(text(&failed).contains("Input/output error"), "{}", text(&failed));
+    let fine = read(at.join("gen-000002/alpha/home/ann/bulk3"));
+    assert!(fine.status.success(), "slot B's generation: {}", text(&fine));
+    let (code, out) = b.stop("INT");
+    assert_eq!(code, Some(0), "{out}");
 }
 
 #[test]
