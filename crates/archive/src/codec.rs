@@ -119,7 +119,7 @@ mod tests {
         assert!(decoder(&g[..]).unwrap().read_to_end(&mut Vec::new()).is_err());
     }
 
-    /// Issue 15: random bytes are told apart from text and kept at the
+    /// Random bytes are told apart from text and kept at the
     /// level asked for; a frame made at a higher level is smaller and
     /// reads back the same (levels mix freely in one archive).
     #[test]

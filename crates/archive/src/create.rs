@@ -135,7 +135,7 @@ pub struct CreateReport {
 /// The archive file, written through age when encrypting.
 type Sink = crate::crypt::Output<DiskFile>;
 
-/// Issue 15: the archive reaches the disk while it is being made. Every
+/// The archive reaches the disk while it is being made. Every
 /// `WRITEBACK_STEP` bytes the part just written is handed to the disk
 /// (`sync_file_range`, not waited for), and no more than `DIRTY_MAX` bytes
 /// are left unwritten: on a slow disk the writer then waits for the disk
@@ -319,7 +319,7 @@ fn compress_worker(level: &AtomicI32, base: i32, frame_size: usize, rx: Receiver
     Ok(())
 }
 
-/// Issue 15: the compression level follows the bottleneck. The writer
+/// The compression level follows the bottleneck. The writer
 /// looks at how it spent its time over the last frames: waiting for the
 /// compressors (the CPU, or the source, is the bottleneck: one level down,
 /// never below the level asked for) or writing while frames wait (the disk
@@ -515,7 +515,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Issue 15: a writer that never waits for the compressors (the disk is
+    /// A writer that never waits for the compressors (the disk is
     /// the bottleneck) raises the level step by step to the maximum; one
     /// that mostly waits (the CPU is) lowers it to the level asked for; a
     /// fixed level (max = min) never moves.

@@ -1,5 +1,5 @@
-//! Reading an archive back from the disk while it is being written
-//! (issue 15). Each part the writer has waited onto the disk is read again
+//! Reading an archive back from the disk while it is being written.
+//! Each part the writer has waited onto the disk is read again
 //! at once — with `O_DIRECT` where the filesystem allows it, else after its
 //! pages are dropped from the cache — and hashed, while the next part is
 //! written; after the final fsync only the tail is left to read. The hash

@@ -176,7 +176,7 @@ fn a_hostile_tar_cannot_write_outside_the_target() {
     assert!(r.failed.len() >= 2, "the hostile members are listed as not restored: {:?}", r.failed);
 }
 
-/// Issue 14: an encrypted archive keeps what a plain one has — the tree
+/// An encrypted archive keeps what a plain one has — the tree
 /// comes back, one file is read without reading the rest, the index names
 /// the damaged member when a byte of the ciphertext is changed — and gives
 /// nothing to a wrong key or none.
@@ -237,7 +237,7 @@ fn frame_offset_of(keys: &crossback_archive::crypt::Keys, a: &Path, u: u64) -> u
     f.c_off + f.c_len / 2
 }
 
-/// Issue 15: small files are written by worker threads. Whatever the
+/// Small files are written by worker threads. Whatever the
 /// number of threads, the tree comes back the same: directories keep the
 /// mtime and mode they had (read-only ones too, though files were written
 /// into them after the walk left them), hard links find files that a worker

@@ -457,18 +457,18 @@ mod tests {
         assert!(e.contains("config.toml") && e.contains("line 1"), "{e}");
     }
 
-    /// Issue 11.10: a bad exclude pattern is found when the file is read.
+    /// A bad exclude pattern is found when the file is read.
     #[test]
-    fn issue_11_10_exclude_patterns_are_checked_when_read() {
+    fn exclude_patterns_are_checked_when_read() {
         let e = parse("[[system]]\nname = \"a\"\nroot = \"ABCD-1234\"\nexclude = [\"/home/[unclosed\"]\n").unwrap_err();
         assert_eq!(crate::error::kind_of(&e), Some(Refusal::Config));
         let e = format!("{e:#}");
         assert!(e.contains("line 2") && e.contains("exclude pattern") && e.contains("[unclosed"), "{e}");
     }
 
-    /// Issue 11.13: a byte that is not UTF-8 is named with its line.
+    /// A byte that is not UTF-8 is named with its line.
     #[test]
-    fn issue_11_13_non_utf8_config_names_the_line() {
+    fn non_utf8_config_names_the_line() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("config.toml");
         std::fs::write(&p, b"[[system]]\nname = \"a\"\nroot = \"AB\xffD-1234\"\n").unwrap();
@@ -477,9 +477,9 @@ mod tests {
         assert!(e.to_string().contains("line 3") && e.to_string().contains("not UTF-8"), "{e}");
     }
 
-    /// Issue 11.15: TOML's escaping, not Rust's; the user's comments survive an update.
+    /// TOML's escaping, not Rust's; the user's comments survive an update.
     #[test]
-    fn issue_11_15_config_is_written_with_toml_escaping_and_keeps_comments() {
+    fn config_is_written_with_toml_escaping_and_keeps_comments() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("config.toml");
         let text = format!("# my machine\n[[system]]\nname = \"alpha\"\nroot = \"{U1}\"  # the SSD\nexclude = [\"/home/*/caf\u{e9}\\\\x\", \"\\u0007bell\"]\n");

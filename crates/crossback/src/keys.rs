@@ -1,4 +1,4 @@
-//! The keys of an encrypted media (issue 14).
+//! The keys of an encrypted media.
 //!
 //! One **media key** (an age X25519 key pair) per media. Everything crossback
 //! writes with a system's data or names in it is encrypted to its public

@@ -1,6 +1,6 @@
 //! How a system's filesystems are stacked on a partition — partition →
 //! LUKS → LVM physical volume → volume group → logical volumes →
-//! filesystems (issue 13) — and the plan that makes the stack again on a
+//! filesystems — and the plan that makes the stack again on a
 //! new partition: the volume group's logical volumes with their recorded
 //! names and UUIDs, shrunk to fit a smaller partition as long as the data
 //! fits. Plain decisions, no I/O: the restore runs the plan with

@@ -465,7 +465,7 @@ mod tests {
     use super::*;
 
     /// Two Debian systems are `debian-bookworm` and `debian-trixie`, not
-    /// `debian` and `debian-2` (issue 17: which was which was not obvious).
+    /// `debian` and `debian-2` (which was which was not obvious).
     #[test]
     fn systems_sharing_an_id_are_named_by_release() {
         assert_eq!(names(&[("alpha", "1"), ("beta", "2")]), ["alpha", "beta"]);

@@ -346,10 +346,10 @@ mod tests {
         assert_eq!(p.wipe, vec![GenName::dir(1)]);
     }
 
-    /// Issue 11.4: past gen-999999 the next generation is gen-1000000, a
+    /// Past gen-999999 the next generation is gen-1000000, a
     /// generation like any other: sealed, protected, never taken for a leftover.
     #[test]
-    fn issue_11_4_sequence_numbers_past_six_digits() {
+    fn sequence_numbers_past_six_digits() {
         let p = plan2(&[gen(999_999, State::Sealed)], &[gen(999_998, State::Sealed)], false);
         assert_eq!((p.target, p.start), (B, Some(1_000_000)));
         let p = plan2(&[gen(999_999, State::Sealed)], &[gen(1_000_000, State::Sealed)], false);

@@ -303,10 +303,10 @@ pub fn open_read_only(config: &Path, name: &str) -> anyhow::Result<ReadOnlyView>
 mod tests {
     use super::*;
 
-    /// Issue 11.12: a busy slot is not sent to fsck, an I/O error points at
+    /// A busy slot is not sent to fsck, an I/O error points at
     /// the disk's health; each by its kind.
     #[test]
-    fn issue_11_12_mount_failures_send_the_user_the_right_way() {
+    fn mount_failures_send_the_user_the_right_way() {
         let d = Device { path: "/dev/sdz1".into(), fstype: "ext4".into(), ..Default::default() };
         let err = |errno: i32| crossback_host::Error::Io { what: "mounting".into(), source: std::io::Error::from_raw_os_error(errno) };
         let busy = mount_refusal(SlotId::A, &d, &err(libc::EBUSY));

@@ -1,4 +1,4 @@
-//! Opening what a system sits in (issue 13): the LUKS containers and LVM
+//! Opening what a system sits in: the LUKS containers and LVM
 //! volume groups its configuration names (`luks`, `lvm`, written by
 //! `init`), read-only for a backup or a look, read-write for a chroot —
 //! and nothing else. What crossback opens it closes (the
@@ -472,8 +472,8 @@ pub fn vg_of_dm_name(dm: &str) -> Option<String> {
     None
 }
 
-/// What a restore needs of the layers below a system's filesystems
-/// (issue 13): each LUKS container's header, each volume group's metadata
+/// What a restore needs of the layers below a system's filesystems:
+/// each LUKS container's header, each volume group's metadata
 /// and volumes, and for each device what it is on.
 #[derive(Debug, Default)]
 pub struct Layering {

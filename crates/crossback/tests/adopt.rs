@@ -20,7 +20,7 @@ fn make_tree(root: &Path, seed: u64) {
     std::fs::write(root.join("docs/a.txt"), format!("tree {seed}\n")).unwrap();
     std::fs::write(root.join("docs/deep/er/b.txt"), "deep\n").unwrap();
     std::os::unix::fs::symlink("a.txt", root.join("docs/link")).unwrap();
-    // Issue 11.14: a name that is not UTF-8 (Latin-1 "café"), and one that
+    // A name that is not UTF-8 (Latin-1 "café"), and one that
     // spans volumes: any byte string is a valid name, in adopted sets too.
     let latin1 = std::ffi::OsStr::from_bytes(b"docs/caf\xe9.txt");
     std::fs::write(root.join(latin1), "latin-1\n").unwrap();
@@ -101,7 +101,7 @@ fn root_adopt_a_duplicity_disk_then_rotate_it_away() {
         .filter(|d| !(d.starts_with("mtime differs at docs/link")))
         .collect();
     assert!(d.is_empty(), "{}", d.join("\n"));
-    assert_eq!(std::fs::read(ours.join(std::ffi::OsStr::from_bytes(b"docs/caf\xe9.txt"))).unwrap(), b"latin-1\n", "issue 11.14: a name that is not UTF-8");
+    assert_eq!(std::fs::read(ours.join(std::ffi::OsStr::from_bytes(b"docs/caf\xe9.txt"))).unwrap(), b"latin-1\n", "a name that is not UTF-8");
     // browse shows it as duplicity restores it too.
     let at = dir.path().join("view");
     std::fs::create_dir(&at).unwrap();
@@ -189,7 +189,7 @@ fn root_adopt_encrypted_duplicity_backups_through_gpg() {
     assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), tree::noise(3, 3 << 20));
     assert_eq!(std::fs::read_to_string(dest.join("docs/a.txt")).unwrap(), "tree 3\n");
 
-    // Issue 14: the user keeps encryption: crossback's own from now on; the
+    // The user keeps encryption: crossback's own from now on; the
     // duplicity generation stays readable until rotation replaces it.
     let pass = dir.path().join("pass");
     std::fs::write(&pass, "n3w s3cret\n").unwrap();

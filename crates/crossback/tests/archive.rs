@@ -427,7 +427,7 @@ fn root_one_file_from_a_big_archive_reads_little_of_it() {
     let out = run_ok(crossback().env("CROSSBACK_REPORT_IO", "1").args(["archive", "ls"]).arg(&a));
     assert!(rchar(&out) < 32 << 20, "ls read {} bytes", rchar(&out));
 
-    // Issue 14: the same, encrypted (age): only the chunks of the frames needed are read.
+    // The same, encrypted (age): only the chunks of the frames needed are read.
     std::fs::remove_file(&a).unwrap();
     let key = fs.path().join("age.key");
     run(Command::new("age-keygen").arg("-o").arg(&key));

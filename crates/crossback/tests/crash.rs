@@ -45,7 +45,7 @@ fn with_data(m: &mut TestMachine, mib: usize) {
     m.beta.unmount();
 }
 
-/// The media: plain, or encrypted (issue 14) with a passphrase and a
+/// The media: plain, or encrypted with a passphrase and a
 /// user's age key; `cb` then unlocks with the passphrase.
 #[derive(Clone, Copy, PartialEq)]
 enum Media {

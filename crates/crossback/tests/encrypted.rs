@@ -1,4 +1,4 @@
-//! Issue 14: an encrypted media. A lost backup disk gives nothing away; the
+//! An encrypted media. A lost backup disk gives nothing away; the
 //! passphrase, the user's age key and the `age` tool itself get the data
 //! back; a wrong or missing key is refused and nothing is written. These
 //! tests need root (and the `age` package for the interoperability check).

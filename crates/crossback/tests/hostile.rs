@@ -1,4 +1,4 @@
-//! Hostile input, half-done work and mistyped commands (issue 11), one
+//! Hostile input, half-done work and mistyped commands, one
 //! test per numbered item, named after it. Each asserts the refusal's kind
 //! (`error[KIND]`) and that nothing was touched, not only a non-zero exit.
 //!
@@ -91,10 +91,10 @@ fn packed(t: &FrameTable) -> Vec<u8> {
     zstd::bulk::compress(&postcard::to_stdvec(t).unwrap(), 3).unwrap()
 }
 
-/// Issue 11.3: a frame whose recorded compressed length is 2^45 is not
+/// A frame whose recorded compressed length is 2^45 is not
 /// allocated: the table is refused and the archive read from its start.
 #[test]
-fn issue_11_3_a_frame_length_of_2_pow_45_is_not_allocated() {
+fn a_frame_length_of_2_pow_45_is_not_allocated() {
     let t = tempfile::tempdir().unwrap();
     let a = archive(t.path(), |_| {}, &[]);
     let mut table = table_of(&a);
@@ -111,9 +111,9 @@ fn issue_11_3_a_frame_length_of_2_pow_45_is_not_allocated() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
 }
 
-/// Issue 11.3: frames that overlap or leave gaps are refused the same way.
+/// Frames that overlap or leave gaps are refused the same way.
 #[test]
-fn issue_11_3_frame_tables_that_do_not_tile_the_data_are_refused() {
+fn frame_tables_that_do_not_tile_the_data_are_refused() {
     let t = tempfile::tempdir().unwrap();
     let a = archive(t.path(), |_| {}, &[]);
     for (i, change) in [|t: &mut FrameTable| t.frames[0].c_off += 1, |t: &mut FrameTable| t.frames[0].u_len += 1 << 40, |t: &mut FrameTable| t.frames.clear()]
@@ -133,10 +133,10 @@ fn issue_11_3_frame_tables_that_do_not_tile_the_data_are_refused() {
     }
 }
 
-/// Issue 11.3: a frame table that is a zstd bomb (1 GiB of zeros in a few
+/// A frame table that is a zstd bomb (1 GiB of zeros in a few
 /// KiB) does not grow past its cap.
 #[test]
-fn issue_11_3_a_frame_table_that_is_a_zstd_bomb_stays_small() {
+fn a_frame_table_that_is_a_zstd_bomb_stays_small() {
     let t = tempfile::tempdir().unwrap();
     let a = archive(t.path(), |_| {}, &[]);
     let mut enc = zstd::stream::Encoder::new(Vec::new(), 19).unwrap();
@@ -154,11 +154,11 @@ fn issue_11_3_a_frame_table_that_is_a_zstd_bomb_stays_small() {
     assert!(start.elapsed().as_secs() < 30);
 }
 
-/// Issue 11.3: an honest archive whose data is one frame of 600 MiB: one
+/// An honest archive whose data is one frame of 600 MiB: one
 /// small file from it is restored in bounded memory (the old reader held
 /// the whole frame in memory).
 #[test]
-fn issue_11_3_one_huge_frame_restores_a_small_file_in_bounded_memory() {
+fn one_huge_frame_restores_a_small_file_in_bounded_memory() {
     let t = tempfile::tempdir().unwrap();
     let a = archive(
         t.path(),
@@ -181,10 +181,10 @@ fn issue_11_3_one_huge_frame_restores_a_small_file_in_bounded_memory() {
     std::fs::remove_file(t.path().join("src/big")).unwrap();
 }
 
-/// Issue 11.15: an archive of a newer format version is refused, not read
+/// An archive of a newer format version is refused, not read
 /// as the current one.
 #[test]
-fn issue_11_15_a_newer_archive_format_is_refused() {
+fn a_newer_archive_format_is_refused() {
     let t = tempfile::tempdir().unwrap();
     let a = archive(t.path(), |_| {}, &[]);
     let mut bytes = std::fs::read(&a).unwrap();
@@ -232,13 +232,13 @@ fn sha(path: impl AsRef<std::ffi::OsStr>) -> String {
     run(Command::new("sha256sum").arg(path))
 }
 
-/// Issue 11.1: a mount point edited into a slot's manifest, or an archive
+/// A mount point edited into a slot's manifest, or an archive
 /// name with `../`, makes the generation unreadable (a leftover), and no
 /// restore writes outside `--to DIR`; an archive put in another's place is
 /// refused by its recorded size and hash.
 #[test]
-fn root_issue_11_1_restore_stays_inside_its_target() {
-    if !require_root("root_issue_11_1_restore_stays_inside_its_target") {
+fn root_restore_stays_inside_its_target() {
+    if !require_root("root_restore_stays_inside_its_target") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -278,12 +278,12 @@ fn root_issue_11_1_restore_stays_inside_its_target() {
     assert!(!to.join("home/ann").exists(), "nothing restored from the wrong archive");
 }
 
-/// Issue 11.2: a `generation.toml.new` planted as a symlink is replaced,
+/// A `generation.toml.new` planted as a symlink is replaced,
 /// not written through; a `crossback/` that is a symlink to another
 /// filesystem is refused, and nothing is wiped or written there.
 #[test]
-fn root_issue_11_2_planted_symlinks_on_a_slot_are_not_followed() {
-    if !require_root("root_issue_11_2_planted_symlinks_on_a_slot_are_not_followed") {
+fn root_planted_symlinks_on_a_slot_are_not_followed() {
+    if !require_root("root_planted_symlinks_on_a_slot_are_not_followed") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -315,11 +315,11 @@ fn root_issue_11_2_planted_symlinks_on_a_slot_are_not_followed() {
     assert_eq!(sha(&s.m.slot_a.image), before, "the other slot is untouched");
 }
 
-/// Issue 11.3: a FIFO as `generation.toml` hangs nothing; a 2 GiB file
+/// A FIFO as `generation.toml` hangs nothing; a 2 GiB file
 /// there costs no memory.
 #[test]
-fn root_issue_11_3_fifo_and_huge_manifests_neither_hang_nor_eat_memory() {
-    if !require_root("root_issue_11_3_fifo_and_huge_manifests_neither_hang_nor_eat_memory") {
+fn root_fifo_and_huge_manifests_neither_hang_nor_eat_memory() {
+    if !require_root("root_fifo_and_huge_manifests_neither_hang_nor_eat_memory") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -384,12 +384,12 @@ fn root_issue_11_3_fifo_and_huge_manifests_neither_hang_nor_eat_memory() {
     ok(crossback(&s.cfg).args(["backup", "--discard-damaged"]));
 }
 
-/// Issue 11.5: every option must make sense for its mode; devices must be
+/// Every option must make sense for its mode; devices must be
 /// recorded mount points and distinct; too small is too small. Checked
 /// before the first byte is written.
 #[test]
-fn root_issue_11_5_restore_options_are_validated_before_anything_is_written() {
-    if !require_root("root_issue_11_5_restore_options_are_validated_before_anything_is_written") {
+fn root_restore_options_are_validated_before_anything_is_written() {
+    if !require_root("root_restore_options_are_validated_before_anything_is_written") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -507,11 +507,11 @@ fn root_a_damaged_slot_does_not_block_the_other() {
     assert!(!s.dir.path().join("to2").exists(), "nothing restored");
 }
 
-/// Issue 11.6: restoring onto a new device while the old one (same UUID)
+/// Restoring onto a new device while the old one (same UUID)
 /// is attached is refused before formatting, saying why.
 #[test]
-fn root_issue_11_6_a_second_filesystem_with_the_same_uuid_is_refused() {
-    if !require_root("root_issue_11_6_a_second_filesystem_with_the_same_uuid_is_refused") {
+fn root_a_second_filesystem_with_the_same_uuid_is_refused() {
+    if !require_root("root_a_second_filesystem_with_the_same_uuid_is_refused") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -527,11 +527,11 @@ fn root_issue_11_6_a_second_filesystem_with_the_same_uuid_is_refused() {
     ok(crossback(&s.cfg).arg("status"));
 }
 
-/// Issue 11.7: a system restored onto its own, still intact devices (btrfs
+/// A system restored onto its own, still intact devices (btrfs
 /// included: mkfs.btrfs used to see its old superblock) comes back.
 #[test]
-fn root_issue_11_7_restore_onto_the_systems_own_devices() {
-    if !require_root("root_issue_11_7_restore_onto_the_systems_own_devices") {
+fn root_restore_onto_the_systems_own_devices() {
+    if !require_root("root_restore_onto_the_systems_own_devices") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -549,11 +549,11 @@ fn root_issue_11_7_restore_onto_the_systems_own_devices() {
     ok(crossback(&s.cfg).arg("status"));
 }
 
-/// Issue 11.8: one crossback per media and per system; the refusal names
+/// One crossback per media and per system; the refusal names
 /// the process holding the lock, and nothing is read or written.
 #[test]
-fn root_issue_11_8_a_second_run_is_refused_and_names_the_holder() {
-    if !require_root("root_issue_11_8_a_second_run_is_refused_and_names_the_holder") {
+fn root_a_second_run_is_refused_and_names_the_holder() {
+    if !require_root("root_a_second_run_is_refused_and_names_the_holder") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -589,12 +589,12 @@ fn root_issue_11_8_a_second_run_is_refused_and_names_the_holder() {
     ok(crossback(&s.cfg).arg("verify"));
 }
 
-/// Issue 11.9: a system that lost its fstab (a restore killed early) is not
+/// A system that lost its fstab (a restore killed early) is not
 /// recorded, the generation is not sealed over it, and the last good
 /// generation stays; with `--accept-shrunk SYSTEM` it is recorded.
 #[test]
-fn root_issue_11_9_a_broken_system_does_not_replace_the_good_backups() {
-    if !require_root("root_issue_11_9_a_broken_system_does_not_replace_the_good_backups") {
+fn root_a_broken_system_does_not_replace_the_good_backups() {
+    if !require_root("root_a_broken_system_does_not_replace_the_good_backups") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -621,11 +621,11 @@ fn root_issue_11_9_a_broken_system_does_not_replace_the_good_backups() {
     assert_eq!(v["slots"][1]["generation"]["state"], "sealed");
 }
 
-/// Issue 11.13: `ls | head -1` ends quietly; a binary fstab prints no raw
+/// `ls | head -1` ends quietly; a binary fstab prints no raw
 /// control bytes.
 #[test]
-fn root_issue_11_13_closed_pipes_and_control_bytes() {
-    if !require_root("root_issue_11_13_closed_pipes_and_control_bytes") {
+fn root_closed_pipes_and_control_bytes() {
+    if !require_root("root_closed_pipes_and_control_bytes") {
         return;
     }
     let _serial = crossback_testkit::serial();
@@ -653,11 +653,11 @@ fn root_issue_11_13_closed_pipes_and_control_bytes() {
     }
 }
 
-/// Issue 11.11: files that could not be read make `backup` exit 3 (the
+/// Files that could not be read make `backup` exit 3 (the
 /// README's "partial"), after recording what it could.
 #[test]
-fn root_issue_11_11_unreadable_files_make_backup_exit_3() {
-    if !require_root("root_issue_11_11_unreadable_files_make_backup_exit_3") {
+fn root_unreadable_files_make_backup_exit_3() {
+    if !require_root("root_unreadable_files_make_backup_exit_3") {
         return;
     }
     let _serial = crossback_testkit::serial();

@@ -1,4 +1,4 @@
-//! Encrypted and LVM systems (issue 13), what this machine can check: it
+//! Encrypted and LVM systems, what this machine can check: it
 //! has cryptsetup but no device-mapper, so headers and keys are real, and
 //! opening a container is the lab's (scripts/lab.sh luks). Refused, with
 //! nothing opened and nothing written: a wrong key or none, a header on the

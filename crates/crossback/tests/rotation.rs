@@ -242,7 +242,7 @@ fn root_status_warns_about_old_and_long_open_generations() {
 
 /// The second system and a rescue system need the same configuration: every
 /// backup leaves a copy on the media, and `init` where there is no
-/// configuration yet takes it (issue 17: the user had to dig it out of a backup).
+/// configuration yet takes it (the user had to dig it out of a backup).
 #[test]
 fn root_init_takes_the_configuration_from_the_media() {
     if !require_root("root_init_takes_the_configuration_from_the_media") {

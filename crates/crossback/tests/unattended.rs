@@ -1,4 +1,4 @@
-//! Issue 16: the backup at reboot and the schedule, on the machine's side
+//! The backup at reboot and the schedule, on the machine's side
 //! that needs no reboot: refusals (with nothing written), the fail-safe
 //! steps of the backup's boot, the files `schedule` installs. Everything is
 //! written under `$CROSSBACK_SYSTEM_ROOT` (a temporary directory), where

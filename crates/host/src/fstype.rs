@@ -516,7 +516,7 @@ mod tests {
     use super::*;
 
     /// Made again from what was recorded, a filesystem is what it was, not
-    /// what mkfs would choose by default (issue 17: a restored ESP got 4 KiB
+    /// what mkfs would choose by default (a restored ESP got 4 KiB
     /// clusters instead of 512 bytes). Image files only: no root needed.
     #[test]
     fn filesystems_are_made_again_with_their_parameters() {

@@ -1,5 +1,5 @@
 //! What sits between a partition and a filesystem on encrypted and LVM
-//! systems (issue 13), as the system itself and the distribution's tools
+//! systems, as the system itself and the distribution's tools
 //! describe it: the system's `/etc/crypttab`, `cryptsetup luksDump
 //! --dump-json-metadata` (LUKS2) and lvm2's JSON reports (`pvs`, `vgs`,
 //! `lvs --reportformat json --units b --nosuffix`).

@@ -1,5 +1,5 @@
 //! Opening LUKS containers and activating LVM volume groups read-only for
-//! crossback's work, and closing them again (issue 13), with the
+//! crossback's work, and closing them again, with the
 //! distribution's tools: `cryptsetup open --readonly`, `vgchange -ay` with
 //! the volume group in `read_only_volume_list` and lvm2 forbidden to write
 //! metadata.

@@ -1,4 +1,4 @@
-//! Issue 13: what crossback reads about LUKS and LVM, checked against the
+//! What crossback reads about LUKS and LVM, checked against the
 //! real tools' output captured in the lab's encrypted PC (`scripts/lab.sh
 //! luks-boot` prints it: `lab-dump:` lines; saved under fixtures/lab-luks):
 //! cryptsetup 2.7 and lvm2 2.03 of Debian 13, B in LVM (vgb: root, swap) on

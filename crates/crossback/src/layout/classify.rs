@@ -238,11 +238,11 @@ mod tests {
         t
     }
 
-    /// Issue 11.4: one classification for every command. A half-wiped
+    /// One classification for every command. A half-wiped
     /// generation is a leftover, whatever its manifest says; numbers past
     /// six digits are generations like the others.
     #[test]
-    fn issue_11_4_one_classification_of_a_slot() {
+    fn one_classification_of_a_slot() {
         let t = slot(&[
             (&GenName::wiping_dir(7), Some(manifest(7, State::Sealed))),
             (&GenName::dir(999_999), Some(manifest(999_999, State::Sealed))),

@@ -20,7 +20,7 @@ pub struct MountsFile {
     /// disks' partitions, in boot order.
     #[serde(rename = "boot_entry", default, skip_serializing_if = "Vec::is_empty")]
     pub boot_entries: Vec<BootEntry>,
-    /// The LUKS containers these filesystems sit in (issue 13).
+    /// The LUKS containers these filesystems sit in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub luks: Vec<LuksRecord>,
     /// The LVM volume groups they sit in.

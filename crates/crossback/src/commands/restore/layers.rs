@@ -1,5 +1,5 @@
-//! The layers of an encrypted or LVM system made again on a new disk
-//! (issue 13), for `restore --bare-metal --disk`. Before anything is
+//! The layers of an encrypted or LVM system made again on a new disk,
+//! for `restore --bare-metal --disk`. Before anything is
 //! written, each recorded container's header is read from the slot,
 //! checked against its record, and a key that opens it is found. After the
 //! partition table is written, the header is put back (`luksHeaderRestore`:
