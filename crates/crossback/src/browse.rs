@@ -100,7 +100,8 @@ impl Attr {
             mtime: system_time(e.mtime),
             size,
             blocks: allocated.div_ceil(4096) * 8,
-            rdev: (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12),
+            // The kernel's 32-bit encoding is makedev's low half.
+            rdev: rustix::fs::makedev(major, minor) as u32,
             nlink: if kind == FileType::Directory { 2 } else { 1 },
             flags: e.flags,
         }
@@ -388,8 +389,10 @@ impl Inner {
         let cache = FrameCache::new(&archive, FRAMES).map_err(crate::error::from_archive)?;
         let mount = self.mount_node(root, &record.mountpoint);
         // What a mounted filesystem hides is not seen.
-        if let What::Dir { children } = &mut self.nodes[mount as usize - 1].what {
+        let n = &mut self.nodes[mount as usize - 1];
+        if let What::Dir { children } = &mut n.what {
             children.clear();
+            n.attr.nlink = 2;
         }
         let index = archive.index().map_err(crate::error::from_archive)?.ok_or_else(|| anyhow::anyhow!("{} has no index", record.file))?;
         // Path in the archive → node, for parents and hard links.
@@ -404,39 +407,9 @@ impl Inner {
                     break;
                 }
             };
-            let member = |e: &IndexEntry| Member { system, archive: i, entry: Box::new(IndexEntry { path: Vec::new(), link: Vec::new(), ..e.clone() }) };
-            if e.path.is_empty() {
-                let n = &mut self.nodes[mount as usize - 1];
-                let nlink = n.attr.nlink;
-                n.attr = Attr::of(&e);
-                n.attr.nlink = nlink;
-                n.member = Some(member(&e));
-                continue;
-            }
-            let (parent_path, name) = match e.path.iter().rposition(|&b| b == b'/') {
-                Some(cut) => (&e.path[..cut], &e.path[cut + 1..]),
-                None => (&e.path[..0], &e.path[..]),
-            };
-            // A name no directory can hold (a crafted index) is not shown.
-            let Some(&parent) = at.get(parent_path).filter(|_| shown_name(name)) else { continue };
-            if e.kind == Kind::HardLink {
-                if let Some(&target) = at.get(&e.link) {
-                    if self.node(target).attr.kind == FileType::RegularFile {
-                        self.nodes[target as usize - 1].attr.nlink += 1;
-                        self.push_name(parent, name, target, false);
-                    }
-                }
-                continue;
-            }
-            let what = match e.kind {
-                Kind::Dir => What::Dir { children: Vec::new() },
-                Kind::Symlink => What::Link(e.link.clone().into()),
-                _ => What::Leaf,
-            };
-            let ino = self.push(parent, name, Attr::of(&e), what);
-            self.nodes[ino as usize - 1].member = Some(member(&e));
-            if matches!(e.kind, Kind::Dir | Kind::File) {
-                at.insert(e.path, ino);
+            let member = Member { system, archive: i, entry: Box::new(IndexEntry { path: Vec::new(), link: Vec::new(), ..e.clone() }) };
+            if let Some(ino) = self.place(&mut at, mount, &e) {
+                self.nodes[ino as usize - 1].member = Some(member);
             }
         }
         for &ino in at.values() {
@@ -449,6 +422,44 @@ impl Inner {
         Ok(())
     }
 
+    /// Puts entry `e` of a tree whose root is the node `root` into place
+    /// (`at`: the tree's directories and files so far, by path): the root's
+    /// own attributes, a new node, or a hard link's name for its first
+    /// name's node. Returns the node that stands for `e`, if one does.
+    fn place(&mut self, at: &mut HashMap<Vec<u8>, Ino>, root: Ino, e: &IndexEntry) -> Option<Ino> {
+        if e.path.is_empty() {
+            let n = &mut self.nodes[root as usize - 1];
+            let nlink = n.attr.nlink;
+            n.attr = Attr::of(e);
+            n.attr.nlink = nlink;
+            return Some(root);
+        }
+        let (parent_path, name) = match e.path.iter().rposition(|&b| b == b'/') {
+            Some(cut) => (&e.path[..cut], &e.path[cut + 1..]),
+            None => (&e.path[..0], &e.path[..]),
+        };
+        // A name no directory can hold (a crafted index) is not shown.
+        let &parent = at.get(parent_path).filter(|_| shown_name(name))?;
+        if e.kind == Kind::HardLink {
+            let &target = at.get(&e.link)?;
+            if self.node(target).attr.kind == FileType::RegularFile {
+                self.nodes[target as usize - 1].attr.nlink += 1;
+                self.push_name(parent, name, target, false);
+            }
+            return None;
+        }
+        let what = match e.kind {
+            Kind::Dir => What::Dir { children: Vec::new() },
+            Kind::Symlink => What::Link(e.link.clone().into()),
+            _ => What::Leaf,
+        };
+        let ino = self.push(parent, name, Attr::of(e), what);
+        if matches!(e.kind, Kind::Dir | Kind::File) {
+            at.insert(e.path.clone(), ino);
+        }
+        Some(ino)
+    }
+
     /// An adopted duplicity backup's listing (its volumes read once, whole).
     fn read_legacy(&mut self, system: usize) -> anyhow::Result<()> {
         let root = self.systems[system].root;
@@ -456,45 +467,17 @@ impl Inner {
         let (slot_root, set) = (b.slot_root.dir(".")?, b.record.legacy.clone().context("the record is duplicity's")?);
         let mut at: HashMap<Vec<u8>, Ino> = HashMap::new();
         at.insert(Vec::new(), root);
-        let r = crate::duplicity::walk(&slot_root, &set, |meta, _| {
-            let mut e = IndexEntry::of(meta.clone());
+        let r = crate::duplicity::walk(&slot_root, &set, |mut meta, _| {
+            let xattrs = std::mem::take(&mut meta.xattrs);
+            let mut e = IndexEntry::of(meta);
             e.stored_len = e.size;
-            let ino = if meta.path.is_empty() {
-                let n = &mut self.nodes[root as usize - 1];
-                let nlink = n.attr.nlink;
-                n.attr = Attr::of(&e);
-                n.attr.nlink = nlink;
-                root
-            } else {
-                let cut = meta.path.iter().rposition(|&b| b == b'/');
-                let (parent_path, name) = match cut {
-                    Some(c) => (&meta.path[..c], &meta.path[c + 1..]),
-                    None => (&meta.path[..0], &meta.path[..]),
-                };
-                let Some(&parent) = at.get(parent_path).filter(|_| shown_name(name)) else { return Ok(()) };
-                if meta.kind == Kind::HardLink {
-                    if let Some(&target) = at.get(&meta.link) {
-                        self.nodes[target as usize - 1].attr.nlink += 1;
-                        self.push_name(parent, name, target, false);
-                    }
-                    return Ok(());
+            if let Some(ino) = self.place(&mut at, root, &e) {
+                if e.kind == Kind::File {
+                    self.legacy.insert(ino, (system, e.path));
                 }
-                let what = match meta.kind {
-                    Kind::Dir => What::Dir { children: Vec::new() },
-                    Kind::Symlink => What::Link(meta.link.clone().into()),
-                    _ => What::Leaf,
-                };
-                let ino = self.push(parent, name, Attr::of(&e), what);
-                if meta.kind == Kind::File {
-                    self.legacy.insert(ino, (system, meta.path.clone()));
+                if !xattrs.is_empty() {
+                    self.legacy_xattrs.insert(ino, xattrs);
                 }
-                ino
-            };
-            if !meta.xattrs.is_empty() {
-                self.legacy_xattrs.insert(ino, meta.xattrs);
-            }
-            if matches!(meta.kind, Kind::Dir | Kind::File) {
-                at.insert(meta.path, ino);
             }
             Ok(())
         });
@@ -528,6 +511,11 @@ impl Inner {
             (None, Err(e)) => Err(format!("{e:#}")),
             (None, Ok(())) => Err("not found in the duplicity backup".into()),
         }
+    }
+
+    /// The system and archive a node's member is in.
+    fn archive_of(&self, ino: Ino) -> Option<(usize, usize)> {
+        self.node(ino).member.as_ref().map(|m| (m.system, m.archive))
     }
 
     /// The node's member, with its path in its archive filled in.
@@ -703,11 +691,8 @@ impl Filesystem for BrowseFs {
                 buf[..n].copy_from_slice(&bytes[from..from + n]);
                 Ok(n)
             }
-            Open::Member(m) => match s.entry(ino.0) {
-                Some((system, archive, _)) => match s.cache(system, archive) {
-                    Some(cache) => m.read_at(cache, offset, &mut buf).map_err(|e| e.to_string()),
-                    None => Err("its archive is not open".to_string()),
-                },
+            Open::Member(m) => match s.archive_of(ino.0).and_then(|(system, archive)| s.cache(system, archive)) {
+                Some(cache) => m.read_at(cache, offset, &mut buf).map_err(|e| e.to_string()),
                 None => Err("its archive is not open".to_string()),
             },
         };

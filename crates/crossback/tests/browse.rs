@@ -114,6 +114,28 @@ fn root_every_backup_is_a_read_only_filesystem_with_the_original_permissions() {
     let at = dir.path().join("backups");
     std::fs::create_dir(&at).unwrap();
 
+    // Refused before anything is mounted, each by its kind: a mount point
+    // that is missing, a file, or not empty (what is in it stays), and a
+    // system with no backup.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "kept\n").unwrap();
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("mine"), "kept\n").unwrap();
+    for (what, target, opts, code, want) in [
+        ("a missing directory", dir.path().join("nowhere"), vec![], 2, "usage"),
+        ("a file", file.clone(), vec![], 2, "usage"),
+        ("a directory that is not empty", full.clone(), vec![], 1, "target-not-empty"),
+        ("an unknown system", at.clone(), vec!["--system", "gamma"], 1, "no-backup"),
+    ] {
+        let o = crossback(&cfg).arg("browse").args(&opts).arg(&target).stdin(Stdio::null()).output().unwrap();
+        assert_eq!((o.status.code(), kind(&o).as_str()), (Some(code), want), "{what}: {}", text(&o));
+        assert!(!mounted(&target), "{what}: mounted");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept\n");
+    assert_eq!(std::fs::read_to_string(full.join("mine")).unwrap(), "kept\n");
+    assert!(!dir.path().join("nowhere").exists());
+
     // Root only, by default: another user cannot even look.
     let b = Browsing::start(&mut crossback(&cfg), &[], &at);
     shows_the_sources(&mut m, &at);
@@ -132,7 +154,7 @@ fn root_every_backup_is_a_read_only_filesystem_with_the_original_permissions() {
     }
 
     // --allow-other: each user as the files' owners and modes allow.
-    let b = Browsing::start(&mut crossback(&cfg), &["--allow-other", "--system", "alpha"], &at);
+    let mut b = Browsing::start(&mut crossback(&cfg), &["--allow-other", "--system", "alpha"], &at);
     let home = at.join("latest/alpha/home/ann");
     assert_eq!(as_user(1000, &format!("cat '{}'", home.join("secret").display())), (0, "ann's only\n".into()));
     let (code, out) = as_user(1001, &format!("cat '{}'", home.join("secret").display()));
@@ -143,19 +165,20 @@ fn root_every_backup_is_a_read_only_filesystem_with_the_original_permissions() {
     assert!(!at.join("latest/beta").exists(), "--system alpha shows only alpha");
     // `umount` by the user ends it too.
     run(Command::new("umount").arg(&at));
-    let mut b = b;
     let (code, out) = b.wait();
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("unmounted"), "{out}");
 
     // The backup disk unplugged (its device node gone, as udev removes it):
     // browse unmounts and ends with exit 3, saying why.
-    let b = Browsing::start(&mut crossback(&cfg), &[], &at);
+    let mut b = Browsing::start(&mut crossback(&cfg), &[], &at);
     let away = format!("{}.unplugged", m.slot_a.device);
     std::fs::rename(&m.slot_a.device, &away).unwrap();
-    let mut b = b;
-    let ended = b.wait();
+    // The node comes back even when the wait fails: later steps and the
+    // teardown need it.
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.wait()));
     std::fs::rename(&away, &m.slot_a.device).unwrap();
+    let ended = ended.unwrap_or_else(|p| std::panic::resume_unwind(p));
     assert_eq!(ended.0, Some(3), "{}", ended.1);
     assert!(ended.1.contains("the backup disk is gone"), "{}", ended.1);
     assert!(!mounted(&at));

@@ -28,11 +28,6 @@ pub fn run(config: &Path, a: BrowseArgs) -> anyhow::Result<Outcome> {
     let outside = mount_namespace()?;
     let v = slots::open_read_only(config, "crossback-browse")?;
     v.say_damaged();
-    if let Some(s) = &a.system {
-        if !v.slots.iter().any(|slot| slot.view.generations.iter().filter_map(|g| g.valid()).any(|g| g.system(s).is_some())) {
-            crate::refuse!(Refusal::NoBackup, "no generation holds a backup of {} (see `crossback status`)", output::text(s));
-        }
-    }
     // Every system of every generation (the passphrase, if any, is asked
     // for once, here).
     let mut shown = Vec::new();
@@ -50,7 +45,10 @@ pub fn run(config: &Path, a: BrowseArgs) -> anyhow::Result<Outcome> {
         }
     }
     if shown.is_empty() {
-        crate::refuse!(Refusal::NoBackup, "there is no backup to show (see `crossback status`)");
+        match &a.system {
+            Some(s) => crate::refuse!(Refusal::NoBackup, "no generation holds a backup of {} (see `crossback status`)", output::text(s)),
+            None => crate::refuse!(Refusal::NoBackup, "there is no backup to show (see `crossback status`)"),
+        }
     }
     shown.sort_by_key(|s| (s.generation, s.backup.record.name.clone()));
     let (count, gens) = (shown.len(), shown.iter().map(|s| s.generation).collect::<std::collections::BTreeSet<_>>().len());
@@ -120,7 +118,7 @@ pub fn run(config: &Path, a: BrowseArgs) -> anyhow::Result<Outcome> {
 /// The mount point: an existing empty directory (what is in a directory
 /// would be hidden while the backups are shown over it).
 fn check_mountpoint(p: &Path) -> anyhow::Result<PathBuf> {
-    let at = std::fs::canonicalize(p).with_context(|| refuse(Refusal::Usage, format!("{}: no such directory; make it first (mkdir)", p.display())))?;
+    let at = std::fs::canonicalize(p).map_err(|e| refuse(Refusal::Usage, format!("{}: {e}; give an existing empty directory (mkdir it first)", p.display())))?;
     let meta = std::fs::metadata(&at).with_context(|| format!("reading {}", at.display()))?;
     if !meta.is_dir() {
         crate::refuse!(Refusal::Usage, "{} is not a directory", at.display());

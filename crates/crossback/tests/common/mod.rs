@@ -49,7 +49,8 @@ pub fn slot_listing(slots: [&mut crossback_testkit::LoopFs; 2]) -> Vec<String> {
 
 /// A running `crossback browse`, killed (and its mount undone) if the test fails.
 pub struct Browsing {
-    child: Child,
+    /// `None` once it ended and its output was taken.
+    child: Option<Child>,
     at: PathBuf,
 }
 
@@ -57,12 +58,12 @@ impl Browsing {
     /// `CMD browse OPTS… AT`, once the backups are shown.
     pub fn start(cmd: &mut Command, opts: &[&str], at: &Path) -> Browsing {
         let child = cmd.arg("browse").args(opts).arg(at).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut b = Browsing { child, at: at.to_path_buf() };
+        let mut b = Browsing { child: Some(child), at: at.to_path_buf() };
         let t = Instant::now();
         while !mounted(at) {
-            if let Some(status) = b.child.try_wait().unwrap() {
-                let out = std::mem::replace(&mut b.child, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
-                panic!("browse ended ({status}) before showing anything: {}", text(&out));
+            if b.child.as_mut().and_then(|c| c.try_wait().unwrap()).is_some() {
+                let (code, out) = b.wait();
+                panic!("browse ended ({code:?}) before showing anything: {out}");
             }
             assert!(t.elapsed() < Duration::from_secs(60), "browse did not mount within a minute");
             std::thread::sleep(Duration::from_millis(100));
@@ -72,20 +73,22 @@ impl Browsing {
 
     /// Sends `signal` and waits for the end: (exit code, stdout + stderr).
     pub fn stop(mut self, signal: &str) -> (Option<i32>, String) {
-        crossback_testkit::run(Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()));
+        let pid = self.child.as_ref().expect("browse is running").id();
+        crossback_testkit::run(Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()));
         self.wait()
     }
 
+    /// Waits (30 s at most) for it to end: (exit code, stdout + stderr).
     pub fn wait(&mut self) -> (Option<i32>, String) {
+        let mut child = self.child.take().expect("browse is running");
         let t = Instant::now();
-        loop {
-            if self.child.try_wait().unwrap().is_some() {
-                break;
+        while child.try_wait().unwrap().is_none() {
+            if t.elapsed() > Duration::from_secs(30) {
+                self.child = Some(child);
+                panic!("browse did not end within 30 s");
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "browse did not end within 30 s");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
         let out = child.wait_with_output().unwrap();
         (out.status.code(), text(&out))
     }
@@ -93,8 +96,10 @@ impl Browsing {
 
 impl Drop for Browsing {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         if mounted(&self.at) {
             let _ = Command::new("umount").arg("-l").arg(&self.at).status();
         }
