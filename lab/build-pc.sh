@@ -15,13 +15,18 @@
 # passphrase in $LAB_CACHE/b.passphrase opens it too). A and the rescue
 # system carry cryptsetup and lvm2. The container is made in the
 # provisioning boot: the host has no device-mapper.
+#
+# LAB_PC=layout (with its own LAB_CACHE): a layout the other two do not
+# have: system A is Debian 12 with / on xfs, /home on ext4 and a swap
+# partition; system B is Debian 13 on ext4 with /boot on a partition of its
+# own. A and the rescue system carry xfsprogs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 # The cache is keyed by this script and the guest files: a change rebuilds.
 variant=${LAB_PC:-plain}
-case $variant in plain|luks) ;; *) die "LAB_PC=$variant: plain or luks" ;; esac
+case $variant in plain|luks|layout) ;; *) die "LAB_PC=$variant: plain, luks or layout" ;; esac
 key=$( (echo "$variant"; cat "$here/build-pc.sh" "$here/lib.sh" "$here"/guest/*) | sha256sum | cut -c1-16)
 [ -s "$LAB_CACHE/pc.raw" ] && [ -s "$LAB_CACHE/vars.fd" ] && [ -s "$LAB_CACHE/rescue.raw" ] && [ "$(cat "$LAB_CACHE/pc.key" 2>/dev/null)" = "$key" ] && { say "cached: $LAB_CACHE/pc.raw"; exit 0; }
 rm -f "$LAB_CACHE/pc.raw" "$LAB_CACHE/vars.fd" "$LAB_CACHE/pc.key"
@@ -40,6 +45,7 @@ trap cleanup EXIT
 # The roots, each cached as a tarball (keyed by the package list).
 packages=linux-image-cloud-amd64,systemd-sysv,udev,grub-efi-amd64,efibootmgr,btrfs-progs,dosfstools,e2fsprogs,fdisk,zstd,kmod,iproute2,iputils-ping,libcap2-bin,attr,passwd
 [ "$variant" = luks ] && packages=$packages,cryptsetup,cryptsetup-initramfs,lvm2
+[ "$variant" = layout ] && packages=$packages,xfsprogs
 root_tar() { # SUITE NAME
   local tar=$LAB_CACHE/$2-$(echo "$packages" | sha256sum | cut -c1-8).tar
   if [ ! -s "$tar" ]; then
@@ -62,36 +68,50 @@ disk=$work/pc.raw
 truncate -s "${LAB_DISK_MIB}M" "$disk"
 {
   printf 'label: gpt\nsize=256MiB, type=U, name="ESP"\nsize=2560MiB, type=L, name="A-root"\nsize=512MiB, type=L, name="A-home"\n'
-  if [ "$variant" = luks ]; then printf 'size=384MiB, type=L, name="B-boot"\n'; fi
+  case $variant in
+    luks) printf 'size=384MiB, type=L, name="B-boot"\n' ;;
+    layout) printf 'size=256MiB, type=S, name="A-swap"\nsize=384MiB, type=L, name="B-boot"\n' ;;
+  esac
   printf 'type=L, name="B"\n'
 } | sfdisk -q "$disk"
 dev=$(losetup --find --show "$disk"); loops+=("$dev")
 partx -a "$dev"
 esp=${dev}p1; a_root=${dev}p2; a_home=${dev}p3; b=${dev}p4
 mkfs.vfat -F 32 -n ESP "$esp" >/dev/null
-mkfs.ext4 -q -L A-root "$a_root"; mkfs.ext4 -q -L A-home "$a_home"
-if [ "$variant" = luks ]; then
-  b_boot=${dev}p4; b=${dev}p5
-  mkfs.ext4 -q -L B-boot "$b_boot"
+a_type=ext4 a_opts=errors=remount-ro
+if [ "$variant" = layout ]; then
+  a_type=xfs a_opts=defaults
+  mkfs.xfs -q -L A-root "$a_root"
 else
-  mkfs.btrfs -q -L B "$b"
+  mkfs.ext4 -q -L A-root "$a_root"
 fi
+mkfs.ext4 -q -L A-home "$a_home"
+case $variant in
+  luks) b_boot=${dev}p4; b=${dev}p5; mkfs.ext4 -q -L B-boot "$b_boot" ;;
+  layout)
+    a_swap=${dev}p4; b_boot=${dev}p5; b=${dev}p6
+    mkswap -L A-swap "$a_swap" >/dev/null
+    mkfs.ext4 -q -L B-boot "$b_boot"; mkfs.ext4 -q -L B-root "$b" ;;
+  *) mkfs.btrfs -q -L B "$b" ;;
+esac
 uuid() { blkid -p -s UUID -o value "$1"; }
 
-say "system A (Debian 12, ext4)"
+say "system A (Debian 12, / on $a_type)"
 m=$work/m; mkdir -p "$m"
 mount "$a_root" "$m"; mounts+=("$m")
 tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$m" -xpf "$tar_a"
 cat > "$m/etc/fstab" <<EOF
-UUID=$(uuid "$a_root") / ext4 errors=remount-ro 0 1
+UUID=$(uuid "$a_root") / $a_type $a_opts 0 1
 UUID=$(uuid "$a_home") /home ext4 defaults 0 2
 UUID=$(uuid "$esp") /boot/efi vfat umask=0077 0 1
 EOF
+[ "$variant" != layout ] || echo "UUID=$(uuid "$a_swap") none swap sw 0 0" >> "$m/etc/fstab"
 prepare_root "$m" system-a
 lab_data "$m" system-a
 umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
 
-if [ "$variant" = luks ]; then
+case $variant in
+luks)
   # B's tree, made here and put on A's root for the provisioning boot,
   # which makes the LUKS container, the volume group and the filesystems.
   say "system B (Debian 13, ext4 in LVM on LUKS2; its tree for the provisioning boot)"
@@ -103,21 +123,38 @@ if [ "$variant" = luks ]; then
   [ -s "$LAB_CACHE/b.passphrase" ] || echo "lab-luks-$RANDOM$RANDOM" > "$LAB_CACHE/b.passphrase"
   tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$bt" -cf "$work/b-root.tar" .
   rm -rf --one-file-system "$bt"
-else
-say "system B (Debian 13, btrfs @ and @home)"
-mount "$b" "$m"; mounts+=("$m")
-btrfs -q subvolume create "$m/@"; btrfs -q subvolume create "$m/@home"
-tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$m/@" -xpf "$tar_b"
-cat > "$m/@/etc/fstab" <<EOF
+  ;;
+layout)
+  say "system B (Debian 13, ext4, /boot apart)"
+  mount "$b" "$m"; mounts+=("$m")
+  mkdir -p "$m/boot"; mount "$b_boot" "$m/boot"; mounts+=("$m/boot")
+  tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$m" -xpf "$tar_b"
+  cat > "$m/etc/fstab" <<EOF
+UUID=$(uuid "$b") / ext4 errors=remount-ro 0 1
+UUID=$(uuid "$b_boot") /boot ext4 defaults 0 2
+UUID=$(uuid "$esp") /boot/efi vfat umask=0077 0 1
+EOF
+  prepare_root "$m" system-b
+  lab_data "$m" system-b
+  mkdir -p "$m/home/ann" && echo "B's home" > "$m/home/ann/notes.txt"
+  umount "$m/boot" "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-2}")
+  ;;
+*)
+  say "system B (Debian 13, btrfs @ and @home)"
+  mount "$b" "$m"; mounts+=("$m")
+  btrfs -q subvolume create "$m/@"; btrfs -q subvolume create "$m/@home"
+  tar --xattrs --xattrs-include='*' --acls --numeric-owner -C "$m/@" -xpf "$tar_b"
+  cat > "$m/@/etc/fstab" <<EOF
 UUID=$(uuid "$b") / btrfs subvol=@ 0 0
 UUID=$(uuid "$b") /home btrfs subvol=@home 0 0
 UUID=$(uuid "$esp") /boot/efi vfat umask=0077 0 1
 EOF
-prepare_root "$m/@" system-b
-lab_data "$m/@" system-b
-mkdir -p "$m/@home/ann" && echo "B's home" > "$m/@home/ann/notes.txt"
-umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
-fi
+  prepare_root "$m/@" system-b
+  lab_data "$m/@" system-b
+  mkdir -p "$m/@home/ann" && echo "B's home" > "$m/@home/ann/notes.txt"
+  umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
+  ;;
+esac
 
 say "the rescue system (Debian 12 on a disk of its own, neither A nor B)"
 rescue=$work/rescue.raw
@@ -136,12 +173,13 @@ umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
 # installs GRUB for both systems into the ESP and their NVRAM entries.
 mount "$a_root" "$m"; mounts+=("$m")
 cp "$here/guest/provision.sh" "$m/provision.sh"; chmod +x "$m/provision.sh"
-if [ "$variant" = luks ]; then
-  mv "$work/b-root.tar" "$m/b-root.tar"
-  printf 'A_ROOT=%s\nB_LUKS=%s\nB_BOOT=%s\nESP=%s\nPASSPHRASE=%s\n' "$(uuid "$a_root")" "$(blkid -p -s PART_ENTRY_UUID -o value "$b")" "$(uuid "$b_boot")" "$(uuid "$esp")" "$(cat "$LAB_CACHE/b.passphrase")" > "$m/provision.env"
-else
-  printf 'A_ROOT=%s\nB=%s\nESP=%s\n' "$(uuid "$a_root")" "$(uuid "$b")" "$(uuid "$esp")" > "$m/provision.env"
-fi
+case $variant in
+  luks)
+    mv "$work/b-root.tar" "$m/b-root.tar"
+    printf 'A_ROOT=%s\nB_LUKS=%s\nB_BOOT=%s\nESP=%s\nPASSPHRASE=%s\n' "$(uuid "$a_root")" "$(blkid -p -s PART_ENTRY_UUID -o value "$b")" "$(uuid "$b_boot")" "$(uuid "$esp")" "$(cat "$LAB_CACHE/b.passphrase")" > "$m/provision.env" ;;
+  layout) printf 'A_ROOT=%s\nB=%s\nB_BOOT=%s\nESP=%s\n' "$(uuid "$a_root")" "$(uuid "$b")" "$(uuid "$b_boot")" "$(uuid "$esp")" > "$m/provision.env" ;;
+  *) printf 'A_ROOT=%s\nB=%s\nESP=%s\n' "$(uuid "$a_root")" "$(uuid "$b")" "$(uuid "$esp")" > "$m/provision.env" ;;
+esac
 kernel=$(ls "$m"/boot/vmlinuz-* | sort -V | tail -1); initrd=$(ls "$m"/boot/initrd.img-* | sort -V | tail -1)
 cp "$kernel" "$work/vmlinuz"; cp "$initrd" "$work/initrd.img"
 a_uuid=$(uuid "$a_root")

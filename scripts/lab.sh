@@ -41,6 +41,18 @@
 #          file added), which boots B too: the new passphrase opens it, the
 #          old one does not.
 #   luks-boot  the encrypted PC: as boot, B being unlocked by its initramfs.
+#   recovery  the documented path on a third PC (LAB_PC=layout): A is Debian 12
+#          with / on xfs, /home on ext4 and a swap partition, B Debian 13 on
+#          ext4 with /boot apart. The README's quick start typed as it is
+#          (init, media prepare, backup, status) in A, then what status says
+#          (boot into B, crossback backup there); a second round after files
+#          changed in each. The disk dies: a rescue system mounts the slot
+#          as a desktop would (read-write), types the commands of the slot's
+#          README.txt (its carried crossback: init, restore --bare-metal
+#          --disk onto a blank disk of 80 % the size), verify
+#          --against-source finds no difference; without the backup disk,
+#          the restored disk boots into A and B, each as it was backed up
+#          (filesystems, swap, the changed files, dpkg --verify, machine-id).
 #   boot   the dual-boot PC: A boots to multi-user from the firmware's first
 #          entry, sets BootNext to B and reboots; B boots to multi-user.
 # The last line is `lab: OK: …` or `lab: FAILED: …` with the reason.
@@ -48,7 +60,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 scenario=${1:-dualboot}
 # The encrypted PC (issue 13) is another PC, cached apart.
-case $scenario in luks*) export LAB_PC=luks LAB_CACHE=${LAB_CACHE_LUKS:-/var/cache/crossback/lab-luks} ;; esac
+case $scenario in
+  luks*) export LAB_PC=luks LAB_CACHE=${LAB_CACHE_LUKS:-/var/cache/crossback/lab-luks} ;;
+  recovery) export LAB_PC=layout LAB_CACHE=${LAB_CACHE_LAYOUT:-/var/cache/crossback/lab-layout} ;;
+esac
 . "$here/lab/lib.sh"
 [ "$(id -u)" -eq 0 ] || die "run as root (loop devices, debootstrap)"
 t0=$(date +%s)
@@ -286,6 +301,37 @@ case $scenario in
     times+=("B restored onto a full-size disk with new UUIDs and a new master key, and booted: $(( $(date +%s) - t )) s")
     for x in "${times[@]}"; do say "time: $x"; done
     echo "lab: OK: luks: B (LVM on LUKS2) backed up from A with its container opened read-only, refusals by kind; restored by a rescue system onto a smaller disk, which boots with the same passphrase, and with new UUIDs and a new master key onto another, which boots too ($(( $(date +%s) - t0 )) s in all)"
+    ;;
+  recovery)
+    need_packages fdisk e2fsprogs
+    say "building crossback's Debian package"
+    deb=$("$here/scripts/build-deb.sh") || die "scripts/build-deb.sh failed"
+    cp "$deb" "$work/crossback.deb"
+    make_backup_disk
+    blank_mib=$(( LAB_DISK_MIB * 8 / 10 ))
+    truncate -s "${blank_mib}M" "$work/blank.raw"
+    printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\n' "$slot_a" "$slot_b" > "$work/env"
+    echo backup > "$work/phase"
+    job_disk "$(cat "$here/lab/jobs/recovery.sh")" "$here/lab/jobs/lib.sh" "$work/crossback.deb" "$work/env" "$work/phase" "$here/README.md"
+    times=()
+    t=$(date +%s)
+    pcs recovery backup "$work/vars.fd" 1500 -drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    job_done done-b2 || phase_failed backup "the two rounds of backups (A, B, A, B) did not finish"
+    times+=("the README's quick start, then two rounds from each system (4 boots, 2 generations): $(( $(date +%s) - t )) s")
+    set_phase rescue
+    cp "$OVMF_VARS" "$work/rescue-vars.fd"
+    t=$(date +%s)
+    rescue_drives "$work/blank.raw"
+    pc_once rescue "$work/rescue-vars.fd" 1500 "${rescue_args[@]}"
+    job_done done-rescue || phase_failed rescue "the rescue system did not restore the disk as the slot's README.txt says"
+    times+=("rescue: the slot's README.txt typed, restore --disk onto the blank ${blank_mib} MiB disk, verify --against-source: $(( $(date +%s) - t )) s")
+    set_phase restored
+    t=$(date +%s)
+    pcs recovery restored "$work/rescue-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
+    job_done done-restored-b || phase_failed restored "the restored disk did not boot into A and then B as they were backed up"
+    times+=("the restored disk, without the backup disk: A, then B: $(( $(date +%s) - t )) s")
+    for x in "${times[@]}"; do say "time: $x"; done
+    echo "lab: OK: recovery: the READMEs' commands as written — A (/ on xfs, /home, swap) and B (ext4, /boot apart) backed up from each other twice, restored by a rescue system from the slot's own crossback onto a blank ${blank_mib} MiB disk, verified against it, booted as before ($(( $(date +%s) - t0 )) s in all)"
     ;;
   self|plug)
     # Issue 16: system A backs itself up at reboot (self), or by itself when

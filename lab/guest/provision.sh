@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs as init (PID 1) in system A's root during the lab's provisioning
 # boot: (LAB_PC=luks: makes B's LUKS2 container, volume group and
-# filesystems, and puts B's tree on them;) installs GRUB EFI for A and for
+# filesystems, and puts B's tree on them; LAB_PC=layout: B's /boot is a
+# partition of its own;) installs GRUB EFI for A and for
 # B (each its own loader directory and
 # NVRAM entry; no fallback loader EFI/BOOT/BOOTX64.EFI, as Debian installs
 # it by default), then powers off.
@@ -70,6 +71,12 @@ EOF
   lsinitramfs "$(ls /mnt/b/boot/initrd.img-* | tail -1)" > /run/b-initramfs.list
   grep -q 'cryptroot/keyfiles/b_crypt.key' /run/b-initramfs.list || fail "B's initramfs has no key file"
   grep -qE 'sbin/cryptsetup$' /run/b-initramfs.list && grep -qE 'sbin/lvm$' /run/b-initramfs.list || fail "B's initramfs has no cryptsetup or lvm"
+elif [ -n "${B_BOOT:-}" ]; then
+  # LAB_PC=layout: B on ext4, its /boot apart.
+  mount "$(blkid -U "$B")" /mnt/b
+  mount "$(blkid -U "$B_BOOT")" /mnt/b/boot
+  for d in dev dev/pts proc sys sys/firmware/efi/efivars run; do mount --bind "/$d" "/mnt/b/$d"; done
+  mount "$esp" /mnt/b/boot/efi
 else
   b=$(blkid -U "$B")
   mount -o subvol=@ "$b" /mnt/b
@@ -90,6 +97,8 @@ if [ -n "${B_LUKS:-}" ]; then
   umount /mnt/b/boot /mnt/b
   vgchange -q -an vgb
   cryptsetup close b_crypt
+elif [ -n "${B_BOOT:-}" ]; then
+  umount /mnt/b/boot /mnt/b
 else
   umount /mnt/b
 fi
