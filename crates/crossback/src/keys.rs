@@ -21,8 +21,6 @@ use std::sync::{Mutex, OnceLock};
 use age::secrecy::{ExposeSecret, SecretString};
 use crossback_archive::crypt::{self, Keys};
 
-use crossback_host::beneath::Dir;
-
 use crate::config::Sealing;
 use crate::error::{refuse, Refusal};
 use crate::layout::{Encryption, KeyFiles, SlotView};
@@ -393,20 +391,6 @@ fn x25519_keys(text: &str) -> Vec<age::x25519::Identity> {
 fn one_key(text: &[u8]) -> anyhow::Result<age::x25519::Identity> {
     let text = String::from_utf8_lossy(text);
     x25519_keys(&text).into_iter().next().ok_or_else(|| refuse(Refusal::SlotDamaged, "the media key on the slot holds no key".to_string()))
-}
-
-/// Writes a small record (mounts, configuration) durably into `dir`: as
-/// `plain`, or encrypted to `to` as `sealed` (a plaintext one left by the
-/// media's plain days is removed).
-pub fn write_record(dir: &Dir, plain: &str, sealed: &str, text: &str, to: Option<&age::x25519::Recipient>) -> anyhow::Result<()> {
-    match to {
-        Some(to) => {
-            dir.write_durable(sealed, &crypt::encrypt_bytes(text.as_bytes(), std::slice::from_ref(to))?)?;
-            dir.remove_entry(plain)?;
-        }
-        None => dir.write_durable(plain, text.as_bytes())?,
-    }
-    Ok(())
 }
 
 /// A small record's text: decrypted with `keys` (`sealed` bytes read from

@@ -1,7 +1,8 @@
 //! The slot's on-disk layout, and nothing else: every file crossback keeps
 //! on a slot has its type here, one file per type (after rustic_core's
-//! `repofile/`), and [`classify`] is the one reading of what a slot holds
-//! that `status`, `backup`, `ls`, `restore` and `verify` all use.
+//! `repofile/`); [`classify`] is the one reading of what a slot holds
+//! that `status`, `backup`, `ls`, `restore` and `verify` all use, and
+//! [`SlotWriter`] the one writer (nothing else writes to a slot).
 //!
 //! ```text
 //! <slot>/crossback/slot.toml                   Marker
@@ -27,13 +28,16 @@ pub mod classify;
 mod generation;
 mod marker;
 mod mounts;
+mod readme;
 mod slot_id;
+mod writer;
 
 pub use classify::{classify, GenEntry, SlotView};
 pub use generation::{archive_file, clean_relative, encrypted_archive_file, is_archive_file, ArchiveRecord, GenName, Generation, State, SystemRecord};
-pub use marker::{Encryption, KeyFiles, Marker, KEY_BY_PASSPHRASE, KEY_CAP};
+pub use marker::{Encryption, KeyFiles, Marker, KEY_BY_PASSPHRASE, KEY_BY_RECIPIENTS, KEY_CAP};
 pub use mounts::{FsRecord, MountsFile};
 pub use slot_id::SlotId;
+pub use writer::{GenWriter, SlotWriter, SystemWriter};
 
 /// The slot's own directory; nothing outside it is ever written or wiped.
 pub const DIR: &str = "crossback";

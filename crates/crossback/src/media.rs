@@ -6,10 +6,9 @@
 //! so the safety rules are tested without disks.
 
 use anyhow::Context;
-use crossback_host::beneath::Dir;
 
 use crate::error::Refusal;
-use crate::layout::{GenEntry, GenName, Generation, SlotId, State};
+use crate::layout::{GenEntry, Generation, SlotId, State};
 
 /// Where a backup goes, and what must go first.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,162 +73,6 @@ pub fn plan(slots: [&[GenEntry]; 2], new_generation: bool, discard_damaged: bool
     Ok(Plan { target, wipe, resume, start, protected })
 }
 
-/// Removes what an adopted duplicity generation consists of (its listed
-/// files, and directories they leave empty), before the generation itself.
-/// Each path is resolved beneath the slot's root; nothing is followed.
-pub fn wipe_legacy(slot_root: &Dir, files: &[String]) -> anyhow::Result<()> {
-    for f in files {
-        let (parent, name) = match f.rsplit_once('/') {
-            Some((p, n)) => (Some(p), n),
-            None => (None, f.as_str()),
-        };
-        let dir = match parent {
-            Some(p) => match slot_root.dir(p) {
-                Ok(d) => d,
-                Err(crossback_host::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
-            },
-            None => slot_root.dir(".")?,
-        };
-        dir.remove_entry(name)?;
-        dir.sync()?;
-    }
-    slot_root.sync()?;
-    Ok(())
-}
-
-/// Wipes a generation: renamed first (so a half-deleted one is never taken
-/// for a whole one), then removed — all beneath the slot's `crossback/`.
-pub fn wipe(slot_dir: &Dir, name: &str) -> anyhow::Result<()> {
-    let g = GenName::parse(name).with_context(|| format!("{name} is not a generation directory"))?;
-    let doomed = GenName::wiping_dir(g.seq);
-    if !g.wiping {
-        slot_dir.rename(name, &doomed)?;
-        slot_dir.sync()?;
-    }
-    slot_dir.remove_entry(&doomed)?;
-    slot_dir.sync()?;
-    Ok(())
-}
-
-/// The README written on each slot: how to restore without crossback.
-pub fn readme(media_id: &str, letter: SlotId, encryption: Option<&crate::layout::Encryption>) -> String {
-    let plain = "RESTORING WITHOUT CROSSBACK: an archive is a standard tar stream compressed\n\
-         with zstd. As root, with GNU tar and zstd installed:\n\
-         \n    mkdir /mnt/target\n\
-         \n    zstd -dc root.tar.zst | tar --xattrs --xattrs-include='*' --acls \\\n\
-         \x20       --numeric-owner -xpf - -C /mnt/target\n";
-    let encrypted = "THIS MEDIA IS ENCRYPTED (age, https://age-encryption.org). The archives\n\
-         (root.tar.zst.age …), mounts.toml.age and config.toml.age are encrypted to the\n\
-         media key; the media key is kept here encrypted with your passphrase\n\
-         (crossback/media-key.passphrase.age) and/or to your own age keys\n\
-         (crossback/media-key.recipients.age). Nothing here opens without one of them.\n\
-         \n\
-         RESTORING WITHOUT CROSSBACK, with age, zstd and GNU tar installed, as root:\n\
-         first the media key (it stays in memory: /dev/shm), with the passphrase\n\
-         \n    age -d -o /dev/shm/media-key crossback/media-key.passphrase.age\n\
-         \nor with your own key\n\
-         \n    age -d -i ~/my-age-key.txt -o /dev/shm/media-key crossback/media-key.recipients.age\n\
-         \nthen the archive:\n\
-         \n    mkdir /mnt/target\n\
-         \n    age -d -i /dev/shm/media-key root.tar.zst.age | zstd -dc | \\\n\
-         \x20       tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf - -C /mnt/target\n\
-         \n    rm /dev/shm/media-key\n";
-    format!(
-        "This filesystem is slot {letter} of a crossback backup disk (media {media_id}).\n\
-         \n\
-         crossback (https://crates.io/crates/crossback) keeps full backups of the Linux\n\
-         systems of one machine here, in generations: crossback/gen-NNNNNN/. The two\n\
-         slots of the disk take turns; the newest generation marked `state = \"sealed\"`\n\
-         in its generation.toml is the newest complete set.\n\
-         \n\
-         Each system has a directory, and one archive per filesystem in it:\n\
-         root.tar.zst for /, home.tar.zst for /home, boot-efi.tar.zst for /boot/efi.\n\
-         mounts.toml says which filesystem each archive holds (type, UUID, label).\n\
-         \n\
-         {}\
-         \n\
-         This restores files, owners, permissions, times, xattrs, ACLs and capabilities\n\
-         (inode flags such as chattr +i are kept only by `crossback restore`). Extra\n\
-         data at the end of each archive (its index) is ignored by zstd and tar.\n\
-         \n\
-         RESTORING WITH CROSSBACK FROM ANY LIVE SYSTEM: crossback/crossback is the\n\
-         crossback program that wrote this disk (crossback.version says which; when\n\
-         it is missing, the build that wrote the disk was too large to carry: install\n\
-         crossback instead). As root, from a live USB or a new system, with this disk\n\
-         mounted (`mount -o ro` is enough) and the new one attached:\n\
-         \n    /media/…/crossback/crossback init            (takes the configuration from here)\n\
-         \n    /media/…/crossback/crossback restore --bare-metal --disk /dev/NEWDISK\n\
-         {}\
-         \n\
-         Do not put other files on this filesystem: crossback refuses a slot that holds\n\
-         files it did not write, so that it never wipes anything of yours.\n",
-        if encryption.is_some() { encrypted } else { plain },
-        if encryption.is_some() { "\n(crossback asks for the passphrase, or give --identity ~/my-age-key.txt.)\n" } else { "" }
-    )
-}
-
-/// The largest binary carried on a slot: a release build is about 11 MiB;
-/// a debug build (80 MiB) is not carried.
-const TOOL_CAP: u64 = 32 << 20;
-
-/// Puts this crossback binary on the slot (`crossback/crossback`, with its
-/// version), unless the very same bytes are there already: compared by
-/// content, so that a planted binary of the same size and version text is
-/// replaced. A binary over [`TOOL_CAP`] is not carried, and one left from
-/// before is removed rather than left to be run: both are said.
-pub fn carry_tool(dir: &Dir) -> anyhow::Result<()> {
-    let exe = std::fs::File::open("/proc/self/exe").context("opening crossback's own binary")?;
-    let size = exe.metadata()?.len();
-    let version = format!("crossback {} ({}), {size} bytes\n", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH);
-    if size > TOOL_CAP {
-        let stale = dir.kind(crate::layout::TOOL)?.is_some();
-        dir.remove_entry(crate::layout::TOOL)?;
-        dir.remove_entry(crate::layout::TOOL_VERSION)?;
-        dir.sync()?;
-        println!(
-            "note: crossback is not carried onto the slot: this binary is {} MiB, over the {} MiB a slot carries (a debug build? install a release build){}",
-            size >> 20,
-            TOOL_CAP >> 20,
-            if stale { "; the copy that was there is removed" } else { "" }
-        );
-        return Ok(());
-    }
-    if same_content(dir, &exe, size)? && dir.read_capped(crate::layout::TOOL_VERSION, 4096).is_ok_and(|v| v == version.as_bytes()) {
-        return Ok(());
-    }
-    let tmp = format!("{}.new", crate::layout::TOOL);
-    let mut out = dir.create_file_mode(&tmp, 0o700)?;
-    std::io::copy(&mut std::io::BufReader::new(&exe), &mut out).and_then(|_| out.sync_all()).context("copying crossback onto the slot")?;
-    drop(out);
-    dir.rename(&tmp, crate::layout::TOOL)?;
-    dir.write_durable(crate::layout::TOOL_VERSION, version.as_bytes())?;
-    Ok(())
-}
-
-/// True when the slot's carried binary holds exactly `exe`'s bytes.
-fn same_content(dir: &Dir, exe: &std::fs::File, size: u64) -> anyhow::Result<bool> {
-    use std::io::{Read, Seek};
-    let Ok(mut carried) = dir.open_file(crate::layout::TOOL) else { return Ok(false) };
-    if carried.metadata()?.len() != size {
-        return Ok(false);
-    }
-    let mut exe = exe;
-    exe.rewind()?;
-    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = exe.read(&mut a).context("reading crossback's own binary")?;
-        if n == 0 {
-            exe.rewind()?;
-            return Ok(true);
-        }
-        if carried.read_exact(&mut b[..n]).is_err() || a[..n] != b[..n] {
-            exe.rewind()?;
-            return Ok(false);
-        }
-    }
-}
-
 /// A new media id: 128 random bits, hex.
 pub fn new_media_id() -> anyhow::Result<String> {
     let mut b = [0u8; 16];
@@ -241,6 +84,7 @@ pub fn new_media_id() -> anyhow::Result<String> {
 mod tests {
     use super::*;
     use crate::layout::classify::Leftover;
+    use crate::layout::GenName;
 
     fn gen(seq: u64, state: State) -> GenEntry {
         GenEntry::Valid {
@@ -285,28 +129,6 @@ mod tests {
     }
 
     use SlotId::{A, B};
-
-    /// A carried binary of the same size (and version text) but
-    /// other bytes is not taken for this one.
-    #[test]
-    fn the_carried_binary_is_compared_by_content() {
-        let t = tempfile::tempdir().unwrap();
-        let exe_path = t.path().join("exe");
-        std::fs::write(&exe_path, vec![7u8; 3 << 20]).unwrap();
-        let exe = std::fs::File::open(&exe_path).unwrap();
-        let slot = t.path().join("slot");
-        std::fs::create_dir(&slot).unwrap();
-        let dir = Dir::open(&slot).unwrap();
-        assert!(!same_content(&dir, &exe, 3 << 20).unwrap(), "nothing carried yet");
-        let mut trojan = vec![7u8; 3 << 20];
-        trojan[(2 << 20) + 5] = 8;
-        std::fs::write(slot.join(crate::layout::TOOL), &trojan).unwrap();
-        assert!(!same_content(&dir, &exe, 3 << 20).unwrap(), "same size, other bytes");
-        std::fs::write(slot.join(crate::layout::TOOL), vec![7u8; 3 << 20]).unwrap();
-        assert!(same_content(&dir, &exe, 3 << 20).unwrap());
-        std::fs::write(slot.join(crate::layout::TOOL), vec![7u8; 1 << 20]).unwrap();
-        assert!(!same_content(&dir, &exe, 3 << 20).unwrap(), "shorter");
-    }
 
     #[test]
     fn first_backup_goes_to_slot_a() {

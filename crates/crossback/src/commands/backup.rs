@@ -1,12 +1,12 @@
 //! `crossback backup [SYSTEM...]`: one full archive per filesystem of each
-//! offline system, into the slot the rotation rules choose.
-//!
-//! Order of writes (R3): archives under `.partial` names, fsynced, read
-//! back from the disk and checked, renamed, the directory fsynced; only
-//! then the system is recorded in `generation.toml` (new file, fsync,
-//! rename, fsync). The last system seals the generation (R4). Whatever is
-//! interrupted, the newest sealed generation is in the other slot (R1), and
-//! the next run removes the leftovers (R5).
+//! offline system, into the slot the rotation rules choose
+//! (`crate::media::plan`), written through the slot's one writer
+//! (`crate::layout::SlotWriter`), which keeps the order of writes (R3–R6):
+//! archives under `.partial` names, fsynced, read back from the disk and
+//! checked, renamed; only then the system is named in `generation.toml`;
+//! the last system seals the generation. Whatever is interrupted, the
+//! newest sealed generation is in the other slot (R1), and the next run
+//! removes the leftovers (R5).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use crossback_host::offline::{self, FsMount, Mounted};
 use crate::cli::BackupArgs;
 use crate::config::Config;
 use crate::error::{refuse, Refusal};
-use crate::layout::{self, archive_file, ArchiveRecord, FsRecord, GenEntry, GenName, Generation, MountsFile, State, SystemRecord};
+use crate::layout::{self, ArchiveRecord, FsRecord, GenEntry, GenWriter, Generation, MountsFile, SlotWriter, State, SystemRecord, SystemWriter};
 use crate::machine::{self, Machine, System};
 use crate::notify::{self, Urgency};
 use crate::offline::Allow;
@@ -145,21 +145,21 @@ fn disk_layout(m: &Machine, devices: &[&std::path::Path]) -> (Vec<Table>, Vec<Bo
     (tables, entries)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn backup_system(
-    m: &Machine,
-    sys: &System,
-    fs: &[FsMount],
-    cfg_excludes: &[String],
-    gen: &Dir,
-    scratch: &std::path::Path,
-    a: &BackupArgs,
-    encrypt_to: Option<&age::x25519::Recipient>,
-    t: &mut Timing,
-) -> anyhow::Result<Done> {
-    // Left by an interrupted run: start this system again.
-    gen.remove_entry(&sys.name)?;
-    let dir = gen.create_private_dir(&sys.name)?;
+/// What every system's backup in one run shares.
+struct Run<'a> {
+    m: &'a Machine,
+    a: &'a BackupArgs,
+    /// Where the filesystems are mounted, privately.
+    scratch: &'a std::path::Path,
+    encrypted: bool,
+    timing: Timing,
+}
+
+/// One system into the generation: each filesystem mounted read-only and
+/// archived, then its records (filesystems, swap, layers, the disks'
+/// tables), all durable before the caller names it in the manifest.
+fn backup_system(run: &mut Run, sys: &System, fs: &[FsMount], cfg_excludes: &[String], gen: &GenWriter) -> anyhow::Result<Done> {
+    let w = gen.system(&sys.name)?;
     let all_mounts: Vec<String> = fs.iter().map(|f| f.mountpoint.clone()).collect();
     let mut mounted = Mounted::default();
     let mut records = Vec::new();
@@ -169,120 +169,26 @@ fn backup_system(
     // The device of each record, in the same order.
     let mut record_devices: Vec<&std::path::Path> = Vec::new();
     for (i, f) in fs.iter().enumerate() {
-        let at = scratch.join(format!("{}-{i}", sys.name));
+        let at = run.scratch.join(format!("{}-{i}", sys.name));
         std::fs::create_dir_all(&at)?;
         offline::mount_one(f, &at, false, true, &mut mounted).with_context(|| format!("mounting {}'s {} read-only", sys.name, f.mountpoint))?;
         if f.mountpoint == "/" {
-            let root = Dir::open(&at)?;
-            for e in ESSENTIALS {
-                if root.dir("etc").ok().and_then(|d| d.kind(e.trim_start_matches("etc/")).ok().flatten()).is_some() {
-                    essentials.push(e.to_string());
-                }
-            }
+            essentials = essentials_of(&at)?;
         }
-        let d = m.devices.iter().find(|d| d.path == f.device);
-        let (size, used) = rustix::fs::statvfs(&at).map(|s| (s.f_blocks * s.f_frsize, (s.f_blocks - s.f_bfree) * s.f_frsize)).unwrap_or((0, 0));
-        let file = if encrypt_to.is_some() { layout::encrypted_archive_file(&f.mountpoint) } else { archive_file(&f.mountpoint) };
-        mounts_file.filesystems.push(FsRecord {
-            mountpoint: f.mountpoint.clone(),
-            fstype: f.fstype.clone(),
-            uuid: d.map(|d| d.uuid.clone()).unwrap_or_default(),
-            label: d.map(|d| d.label.clone()).unwrap_or_default(),
-            partuuid: d.map(|d| d.partuuid.clone()).unwrap_or_default(),
-            subvol: f.subvol.clone(),
-            size: d.map(|d| d.size).unwrap_or(size),
-            used,
-            options: f.options.clone(),
-            fstab_line: sys.filesystems.iter().find(|x| x.mountpoint == f.mountpoint).map(|x| x.fstab_line.clone()).unwrap_or_default(),
-            archive: file.clone(),
-            params: fs_params(&f.fstype, &f.device),
-            on: String::new(),
-        });
-        record_devices.push(&f.device);
-        let partial = format!("{file}.partial");
-        let out = dir.create_file(&partial)?;
-        let progress = Arc::new(Progress::default());
-        let mut opts = CreateOptions {
-            level: a.level,
-            excludes: excludes_for(cfg_excludes, &sys.swap_files, &f.mountpoint, &all_mounts),
-            // Through the open directory: the spool cannot be led elsewhere.
-            spool_dir: Some(dir.fd_path()),
-            progress: Some(Arc::clone(&progress)),
-            encrypt_to: encrypt_to.into_iter().cloned().collect(),
-            read_back: !a.no_verify,
-            max_level: a.max_level.unwrap_or(a.level),
-            ..Default::default()
-        };
-        if let Some(th) = a.threads {
-            opts.threads = th.max(1);
-        }
+        let mut excludes = excludes_for(cfg_excludes, &sys.swap_files, &f.mountpoint, &all_mounts);
+        let d = run.m.devices.iter().find(|d| d.path == f.device);
         if let Some(n) = d.filter(|d| d.fstype == "vfat").and_then(|d| fat_label_entry(&d.label)) {
-            opts.excludes.push(n);
+            excludes.push(n);
         }
-        let start = Instant::now();
-        let bar = Bar::start(Arc::clone(&progress), used, "archiving");
-        let made = crossback_archive::create(&at, out, &opts);
-        bar.finish();
-        let report = match made {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = dir.remove_entry(&partial);
-                if e.is_disk_full() {
-                    return Err(anyhow::Error::new(SlotFull).context(refuse(
-                        Refusal::SlotFull,
-                        format!(
-                            "slot is full while archiving {}'s {} ({} of it archived so far): the generation does not fit; use a larger disk or exclude more (nothing was recorded; the other slot is untouched)",
-                            sys.name,
-                            f.mountpoint,
-                            output::bytes(progress.bytes_out.load(std::sync::atomic::Ordering::Relaxed))
-                        ),
-                    )));
-                }
-                return Err(anyhow::Error::new(e).context(format!("archiving {}'s {}", sys.name, f.mountpoint)));
-            }
-        };
-        t.archive += start.elapsed();
-        for p in &report.problems {
-            eprintln!("  warning: {}:{}: {}", sys.name, output::path(&p.path), output::text(&p.what));
-        }
-        unreadable += report.summary.errors;
-        // Read back while it was written (after the final fsync, the tail).
-        t.archive -= report.read_back_tail;
-        t.check += report.read_back_tail;
-        if let Some(Err(why)) = &report.read_back {
-            crate::refuse!(
-                Refusal::SlotIo,
-                "the archive of {}'s {} does not read back correctly from the slot ({why}): the backup disk may be failing; look at `dmesg` and its health (`smartctl -a`)",
-                sys.name,
-                f.mountpoint,
-            );
-        }
-        dir.rename(&partial, &file)?;
-        dir.sync()?;
-        let bytes = dir.open_file(&file)?.metadata()?.len();
-        records.push(ArchiveRecord {
-            mountpoint: f.mountpoint.clone(),
-            file,
-            bytes,
-            hash: report.footer.data_hash.iter().map(|b| format!("{b:02x}")).collect(),
-            entries: report.summary.entries,
-            data_bytes: report.summary.data_bytes,
-            unreadable: report.summary.errors,
-        });
-        println!(
-            "  {} {:<10} {}, {} → {} in {:.1}s{}",
-            sys.name,
-            f.mountpoint,
-            output::count(report.summary.entries, "entry", "entries"),
-            output::bytes(report.summary.data_bytes),
-            output::bytes(bytes),
-            start.elapsed().as_secs_f64(),
-            output::levels(&report.levels).map(|l| format!(" (zstd levels: {l})")).unwrap_or_default()
-        );
+        let (record, errors) = archive_filesystem(run, &w, &sys.name, f, &at, excludes)?;
+        unreadable += errors;
+        mounts_file.filesystems.push(fs_record(sys, f, d, &at, &record.file));
+        record_devices.push(&f.device);
+        records.push(record);
     }
     // Swap partitions: no archive, but bare-metal restore recreates them (same UUID and label).
     for sw in &sys.swap {
-        let Some(d) = sw.device.as_ref().and_then(|p| m.devices.iter().find(|d| &d.path == p)) else { continue };
+        let Some(d) = sw.device.as_ref().and_then(|p| run.m.devices.iter().find(|d| &d.path == p)) else { continue };
         mounts_file.filesystems.push(FsRecord {
             mountpoint: "swap".into(),
             fstype: "swap".into(),
@@ -300,36 +206,151 @@ fn backup_system(
         });
         record_devices.push(&d.path);
     }
-    // What the filesystems sit in (LUKS, LVM): recorded, and the partitions
-    // at the bottom are the ones whose disk's table is recorded.
-    let devices: Vec<(&std::path::Path, &str, u64)> =
-        mounts_file.filesystems.iter().zip(&record_devices).map(|(r, d)| (*d, r.mountpoint.as_str(), r.used)).collect();
-    let layering = crate::unlock::record(m, &devices, encrypt_to.is_some())?;
-    for (uuid, bytes) in &layering.headers {
-        let l = layering.luks.iter().find(|l| &l.uuid == uuid).context("a header of a recorded container")?;
-        let data = match encrypt_to {
-            Some(to) => crossback_archive::crypt::encrypt_bytes(bytes, std::slice::from_ref(to))?,
-            None => bytes.clone(),
-        };
-        dir.write_durable(&l.header, &data)?;
-    }
-    for (r, (on, _)) in mounts_file.filesystems.iter_mut().zip(&layering.on) {
-        r.on = on.clone();
-    }
-    let bottoms: Vec<&std::path::Path> = layering.on.iter().map(|(_, b)| b.as_path()).collect();
-    (mounts_file.disks, mounts_file.boot_entries) = disk_layout(m, &bottoms);
-    mounts_file.luks = layering.luks;
-    mounts_file.vgs = layering.vgs;
-    keys::write_record(&dir, layout::MOUNTS, layout::MOUNTS_AGE, &toml::to_string(&mounts_file)?, encrypt_to)?;
+    record_layers(run, &w, &mut mounts_file, &record_devices)?;
+    w.put_mounts(&toml::to_string(&mounts_file)?)?;
     let busy = mounted.unmount();
     if !busy.is_empty() {
         eprintln!("  warning: could not unmount {:?} (they go away when crossback exits)", busy);
     }
     // The manifest stays readable on an encrypted media (rotation needs it
     // without a key): it does not name the distribution there.
-    let pretty_name = if encrypt_to.is_some() { String::new() } else { sys.pretty_name.clone() };
+    let pretty_name = if run.encrypted { String::new() } else { sys.pretty_name.clone() };
     let record = SystemRecord { name: sys.name.clone(), pretty_name, finished: output::now(), archives: records, legacy: None, essentials };
     Ok(Done { record, unreadable })
+}
+
+/// Which of [`ESSENTIALS`] the root mounted at `at` has.
+fn essentials_of(at: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let etc = Dir::open(at)?.dir("etc").ok();
+    Ok(ESSENTIALS.iter().filter(|e| etc.as_ref().and_then(|d| d.kind(e.trim_start_matches("etc/")).ok().flatten()).is_some()).map(|e| e.to_string()).collect())
+}
+
+/// The record of a filesystem: what a bare-metal restore makes again.
+fn fs_record(sys: &System, f: &FsMount, d: Option<&crossback_host::blockdev::Device>, at: &std::path::Path, archive: &str) -> FsRecord {
+    // A filesystem that statvfs cannot read has no size to say; the device's is recorded when known.
+    let (size, used) = rustix::fs::statvfs(at).map(|s| (s.f_blocks * s.f_frsize, (s.f_blocks - s.f_bfree) * s.f_frsize)).unwrap_or((0, 0));
+    FsRecord {
+        mountpoint: f.mountpoint.clone(),
+        fstype: f.fstype.clone(),
+        uuid: d.map(|d| d.uuid.clone()).unwrap_or_default(),
+        label: d.map(|d| d.label.clone()).unwrap_or_default(),
+        partuuid: d.map(|d| d.partuuid.clone()).unwrap_or_default(),
+        subvol: f.subvol.clone(),
+        size: d.map(|d| d.size).unwrap_or(size),
+        used,
+        options: f.options.clone(),
+        fstab_line: sys.filesystems.iter().find(|x| x.mountpoint == f.mountpoint).map(|x| x.fstab_line.clone()).unwrap_or_default(),
+        archive: archive.to_string(),
+        params: fs_params(&f.fstype, &f.device),
+        on: String::new(),
+    }
+}
+
+/// One filesystem, mounted at `at`, into its archive: written under its
+/// partial name, read back while written, committed. The record and how
+/// many files could not be read.
+fn archive_filesystem(
+    run: &mut Run,
+    w: &SystemWriter,
+    name: &str,
+    f: &FsMount,
+    at: &std::path::Path,
+    excludes: Vec<String>,
+) -> anyhow::Result<(ArchiveRecord, u64)> {
+    let used = rustix::fs::statvfs(at).map(|s| (s.f_blocks - s.f_bfree) * s.f_frsize).unwrap_or(0);
+    let (pending, out) = w.archive(&f.mountpoint)?;
+    let progress = Arc::new(Progress::default());
+    let a = run.a;
+    let mut opts = CreateOptions {
+        level: a.level,
+        excludes,
+        spool_dir: Some(w.spool_dir()),
+        progress: Some(Arc::clone(&progress)),
+        encrypt_to: w.recipients(),
+        read_back: !a.no_verify,
+        max_level: a.max_level.unwrap_or(a.level),
+        ..Default::default()
+    };
+    if let Some(th) = a.threads {
+        opts.threads = th.max(1);
+    }
+    let start = Instant::now();
+    let bar = Bar::start(Arc::clone(&progress), used, "archiving");
+    let made = crossback_archive::create(at, out, &opts);
+    bar.finish();
+    let report = match made {
+        Ok(r) => r,
+        Err(e) => {
+            w.abandon(pending);
+            if e.is_disk_full() {
+                return Err(anyhow::Error::new(SlotFull).context(refuse(
+                    Refusal::SlotFull,
+                    format!(
+                        "slot is full while archiving {name}'s {} ({} of it archived so far): the generation does not fit; use a larger disk or exclude more (nothing was recorded; the other slot is untouched)",
+                        f.mountpoint,
+                        output::bytes(progress.bytes_out.load(std::sync::atomic::Ordering::Relaxed))
+                    ),
+                )));
+            }
+            return Err(anyhow::Error::new(e).context(format!("archiving {name}'s {}", f.mountpoint)));
+        }
+    };
+    run.timing.archive += start.elapsed();
+    for p in &report.problems {
+        eprintln!("  warning: {name}:{}: {}", output::path(&p.path), output::text(&p.what));
+    }
+    // Read back while it was written (after the final fsync, the tail).
+    run.timing.archive -= report.read_back_tail;
+    run.timing.check += report.read_back_tail;
+    if let Some(Err(why)) = &report.read_back {
+        crate::refuse!(
+            Refusal::SlotIo,
+            "the archive of {name}'s {} does not read back correctly from the slot ({why}): the backup disk may be failing; look at `dmesg` and its health (`smartctl -a`)",
+            f.mountpoint,
+        );
+    }
+    let file = pending.file.clone();
+    let bytes = w.commit(pending)?;
+    println!(
+        "  {name} {:<10} {}, {} → {} in {:.1}s{}",
+        f.mountpoint,
+        output::count(report.summary.entries, "entry", "entries"),
+        output::bytes(report.summary.data_bytes),
+        output::bytes(bytes),
+        start.elapsed().as_secs_f64(),
+        output::levels(&report.levels).map(|l| format!(" (zstd levels: {l})")).unwrap_or_default()
+    );
+    let record = ArchiveRecord {
+        mountpoint: f.mountpoint.clone(),
+        file,
+        bytes,
+        hash: report.footer.data_hash.iter().map(|b| format!("{b:02x}")).collect(),
+        entries: report.summary.entries,
+        data_bytes: report.summary.data_bytes,
+        unreadable: report.summary.errors,
+    };
+    Ok((record, report.summary.errors))
+}
+
+/// What the filesystems sit in (LUKS, LVM) is recorded, with the LUKS
+/// headers beside the archives, and the partition tables of the disks at
+/// the bottom, with the firmware's entries for their loaders.
+fn record_layers(run: &Run, w: &SystemWriter, mounts_file: &mut MountsFile, record_devices: &[&std::path::Path]) -> anyhow::Result<()> {
+    let devices: Vec<(&std::path::Path, &str, u64)> =
+        mounts_file.filesystems.iter().zip(record_devices).map(|(r, d)| (*d, r.mountpoint.as_str(), r.used)).collect();
+    let layering = crate::unlock::record(run.m, &devices, run.encrypted)?;
+    for (uuid, bytes) in &layering.headers {
+        let l = layering.luks.iter().find(|l| &l.uuid == uuid).context("a header of a recorded container")?;
+        w.put_header(&l.header, bytes)?;
+    }
+    for (r, (on, _)) in mounts_file.filesystems.iter_mut().zip(&layering.on) {
+        r.on = on.clone();
+    }
+    let bottoms: Vec<&std::path::Path> = layering.on.iter().map(|(_, b)| b.as_path()).collect();
+    (mounts_file.disks, mounts_file.boot_entries) = disk_layout(run.m, &bottoms);
+    mounts_file.luks = layering.luks;
+    mounts_file.vgs = layering.vgs;
+    Ok(())
 }
 
 /// R9: what a system lost since its previous backup that makes it look
@@ -410,28 +431,13 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     let Some(media_cfg) = &cfg.media else {
         crate::refuse!(Refusal::Config, "no backup media in {}: run `crossback media prepare SLOT_A SLOT_B` first", path.display());
     };
-    if cfg.systems.is_empty() {
-        crate::refuse!(Refusal::Config, "no systems in {}: run `crossback init`", path.display());
-    }
-    for n in a.systems.iter().chain(a.accept_shrunk.iter()) {
-        if cfg.system(n).is_none() {
-            crate::refuse!(
-                Refusal::UnknownSystem,
-                "no system called {:?} in the configuration (configured: {})",
-                output::text(n),
-                cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect::<Vec<_>>().join(", ")
-            );
-        }
-    }
+    check_names(&cfg, a, path)?;
     // R8: before anything is read or written.
     let _media_lock = slots::lock_media(media_cfg.id.get_ref(), lock::Mode::Exclusive)?;
-    let mut system_locks = Vec::new();
-    for s in cfg.systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(s.name.get_ref())) {
-        system_locks.push(slots::lock_system(s.name.get_ref(), s.root.get_ref())?);
-    }
+    let wanted_cfg: Vec<&crate::config::SystemConfig> = cfg.systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(s.name.get_ref())).collect();
+    let _system_locks = wanted_cfg.iter().map(|s| slots::lock_system(s.name.get_ref(), s.root.get_ref())).collect::<anyhow::Result<Vec<_>>>()?;
     // Encrypted and LVM systems: their containers opened and volume groups
     // activated read-only (closed when this returns, or by the guard).
-    let wanted_cfg: Vec<&crate::config::SystemConfig> = cfg.systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(s.name.get_ref())).collect();
     let access = if a.frozen { crate::unlock::Access::Frozen } else { crate::unlock::Access::Read };
     let crate::unlock::Unlocked { opened: _opened, machine: m, failed: mut locked } = crate::unlock::open_for(&wanted_cfg, access)?;
     let systems = machine::systems(&m, &cfg)?;
@@ -448,7 +454,104 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     ns::start_guard()?;
     ns::enter_private()?;
     let scratch = crossback_host::inspect::scratch_dir("crossback-backup")?;
-    let (mut slot_list, mut slot_mounts) = slots::mount(&devs, media_cfg.id.get_ref(), &scratch, slots::Access::Backup)?;
+    let target = open_target(&devs, media_cfg, a, &scratch)?;
+    let slot = &target.slots[target.index];
+    let writer = SlotWriter::new(&slot.root, target.encrypt_to.as_ref())?;
+    let mut gen = open_generation(&writer, slot, &target.plan, &cfg, media_cfg.id.get_ref())?;
+    // A copy of the configuration on the media: the other systems and a
+    // rescue system take it from there (`crossback init`).
+    writer.put_config(&crate::config::text(path)?)?;
+    writer.carry_tool()?;
+    let (todo, skipped_running) = choose(&wanted, gen.generation(), a)?;
+    let mut run =
+        Run { m: &m, a, scratch: &scratch, encrypted: target.encrypt_to.is_some(), timing: Timing { archive: Duration::ZERO, check: Duration::ZERO } };
+    let started = Instant::now();
+    let each = back_up_each(&mut run, &todo, &mut locked, &cfg, &mut gen, &target.slots)?;
+    let how = if a.frozen {
+        "at reboot"
+    } else if a.plugged {
+        "plugged in"
+    } else {
+        "by hand"
+    };
+    let generation = gen.generation().clone();
+    let gens: Vec<&Generation> = target
+        .slots
+        .iter()
+        .flat_map(|s| s.view.generations.iter().filter_map(GenEntry::valid))
+        .filter(|g| g.seq != generation.seq)
+        .chain([&generation])
+        .collect();
+    local::record_history(&gens, &each.ran, how);
+    // What holds the slots open goes before they are unmounted.
+    let target_id = slot.id;
+    drop((gen, writer));
+    let Target { slots: slot_list, mounts: mut slot_mounts, .. } = target;
+    drop(slot_list);
+    let busy = slot_mounts.unmount();
+    if !busy.is_empty() {
+        eprintln!("warning: could not unmount a slot: {busy:?}");
+    }
+    let summary = format!(
+        "generation {} in slot {}: {}{}",
+        generation.seq,
+        target_id,
+        if generation.state == State::Sealed { "sealed: complete".to_string() } else { format!("open, missing {}", generation.missing().join(", ")) },
+        if skipped_running.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} is running: run `crossback backup --at-reboot`, or boot another system or a live USB and run `crossback backup`, to add it)",
+                skipped_running.join(", ")
+            )
+        },
+    );
+    println!(
+        "{summary}; archiving {:.1}s, read-back check {:.1}s, total {:.1}s",
+        run.timing.archive.as_secs_f64(),
+        run.timing.check.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    each.outcome().map(|o| (o, summary))
+}
+
+/// Every system named on the command line is configured.
+fn check_names(cfg: &Config, a: &BackupArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    if cfg.systems.is_empty() {
+        crate::refuse!(Refusal::Config, "no systems in {}: run `crossback init`", path.display());
+    }
+    for n in a.systems.iter().chain(a.accept_shrunk.iter()) {
+        if cfg.system(n).is_none() {
+            crate::refuse!(
+                Refusal::UnknownSystem,
+                "no system called {:?} in the configuration (configured: {})",
+                output::text(n),
+                cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Both slots mounted, the target made writable: what the plan chose.
+struct Target {
+    slots: Vec<slots::Slot>,
+    mounts: Mounted,
+    plan: media::Plan,
+    index: usize,
+    encrypt_to: Option<age::x25519::Recipient>,
+}
+
+/// Mounts both slots (read-only), plans (R1–R2), decides from the
+/// configuration what the media is, makes only the target writable and
+/// reads it again: a slot that changed meanwhile is refused.
+fn open_target(
+    devs: &[crossback_host::blockdev::Device; 2],
+    media_cfg: &crate::config::Media,
+    a: &BackupArgs,
+    scratch: &std::path::Path,
+) -> anyhow::Result<Target> {
+    let (mut slot_list, mut slot_mounts) = slots::mount(devs, media_cfg.id.get_ref(), scratch, slots::Access::Backup)?;
     let plan = media::plan([&slot_list[0].view.generations, &slot_list[1].view.generations], a.new_generation, a.discard_damaged)?;
     // What the media is comes from this system's configuration; the
     // markers may only agree. Decided before anything is written.
@@ -470,69 +573,59 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     {
         crate::refuse!(Refusal::SlotBusy, "slot {} changed while crossback was reading it: is another program writing to it? Nothing was written", plan.target);
     }
-    let target = &slot_list[i];
-    let slot_dir = target.dir()?;
+    Ok(Target { slots: slot_list, mounts: slot_mounts, plan, index: i, encrypt_to })
+}
+
+/// Wipes what the plan says (R5), then continues the open generation or
+/// starts a new one.
+fn open_generation<'a>(writer: &SlotWriter<'a>, slot: &slots::Slot, plan: &media::Plan, cfg: &Config, media_id: &str) -> anyhow::Result<GenWriter<'a>> {
     for w in &plan.wipe {
-        println!("slot {}: wiping {w} (older than the newest complete generation)", target.id);
-        // An adopted duplicity generation: its files go first (the manifest that
-        // lists them goes last, so an interrupted wipe is finished next time).
-        let legacy = target.view.generations.iter().find_map(|g| match g {
+        println!("slot {}: wiping {w} (older than the newest complete generation)", slot.id);
+        // An adopted duplicity generation: its files go first.
+        let legacy = slot.view.generations.iter().find_map(|g| match g {
             GenEntry::Valid { dir, generation } if dir == w && !generation.legacy_files.is_empty() => Some(generation.legacy_files.clone()),
             _ => None,
         });
         if let Some(files) = legacy {
-            println!("slot {}: removing the duplicity backup it adopted: {}", target.id, files.join(", "));
-            media::wipe_legacy(&target.root, &files)?;
+            println!("slot {}: removing the duplicity backup it adopted: {}", slot.id, files.join(", "));
+            writer.wipe_legacy(&files)?;
         }
-        media::wipe(&slot_dir, w)?;
+        writer.wipe(w)?;
     }
-    let (mut generation, gen) = match plan.resume {
-        Some(seq) => {
-            let g = target
-                .view
-                .generations
-                .iter()
-                .filter_map(GenEntry::valid)
-                .find(|g| g.seq == seq)
-                .cloned()
-                .context("the open generation was just classified")?;
-            println!("continuing generation {seq} in slot {} (still missing: {})", target.id, g.missing().join(", "));
-            (g, slot_dir.dir(&GenName::dir(seq))?)
-        }
-        None => {
-            let seq = plan.start.context("a plan starts or resumes")?;
-            let g = Generation {
-                format: layout::FORMAT,
-                media_id: media_cfg.id.get_ref().clone(),
-                seq,
-                state: State::Open,
-                started: output::now(),
-                sealed: None,
-                systems: cfg.systems.iter().map(|s| s.name.get_ref().clone()).collect(),
-                recorded: Vec::new(),
-                legacy_files: Vec::new(),
-            };
-            let gd = slot_dir.create_private_dir(&GenName::dir(seq))?;
-            slot_dir.sync()?;
-            gd.write_durable(layout::MANIFEST, toml::to_string(&g)?.as_bytes())?;
-            println!(
-                "generation {seq} started in slot {}{}",
-                target.id,
-                plan.protected.map(|(s, q)| format!("; generation {q} in slot {s} stays as it is")).unwrap_or_default()
-            );
-            (g, gd)
-        }
+    if let Some(seq) = plan.resume {
+        let g = slot.view.generations.iter().filter_map(GenEntry::valid).find(|g| g.seq == seq).cloned().context("the open generation was just classified")?;
+        println!("continuing generation {seq} in slot {} (still missing: {})", slot.id, g.missing().join(", "));
+        return writer.resume(g);
+    }
+    let seq = plan.start.context("a plan starts or resumes")?;
+    let g = Generation {
+        format: layout::FORMAT,
+        media_id: media_id.to_string(),
+        seq,
+        state: State::Open,
+        started: output::now(),
+        sealed: None,
+        systems: cfg.systems.iter().map(|s| s.name.get_ref().clone()).collect(),
+        recorded: Vec::new(),
+        legacy_files: Vec::new(),
     };
-    // A copy of the configuration on the media: the other systems and a
-    // rescue system take it from there (`crossback init`).
-    keys::write_record(&slot_dir, layout::CONFIG, layout::CONFIG_AGE, &crate::config::text(path)?, encrypt_to.as_ref())?;
-    crate::media::carry_tool(&slot_dir)?;
-    // Which systems now: the named ones, or every one not running and not yet in.
-    let recorded: BTreeSet<String> = generation.recorded.iter().map(|r| r.name.clone()).collect();
+    let gen = writer.start(g)?;
+    println!(
+        "generation {seq} started in slot {}{}",
+        slot.id,
+        plan.protected.map(|(s, q)| format!("; generation {q} in slot {s} stays as it is")).unwrap_or_default()
+    );
+    Ok(gen)
+}
+
+/// Which systems now: the named ones, or every one not running and not
+/// yet in the generation; and the running ones left out.
+fn choose<'a>(wanted: &[&'a System], generation: &Generation, a: &BackupArgs) -> anyhow::Result<(Vec<&'a System>, Vec<String>)> {
+    let recorded: BTreeSet<&str> = generation.recorded.iter().map(|r| r.name.as_str()).collect();
     let mut todo = Vec::new();
     let mut skipped_running = Vec::new();
-    for s in &wanted {
-        if recorded.contains(&s.name) {
+    for s in wanted {
+        if recorded.contains(s.name.as_str()) {
             if !a.systems.is_empty() {
                 crate::refuse!(Refusal::AlreadyRecorded, "{} is in generation {} already; pass --new-generation to start a new one", s.name, generation.seq);
             }
@@ -544,64 +637,87 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
         }
         todo.push(*s);
     }
-    let mut timing = Timing { archive: Duration::ZERO, check: Duration::ZERO };
-    let mut failures: Vec<(String, Option<Refusal>)> = Vec::new();
-    let mut unreadable = 0;
-    let mut ran = Vec::new();
-    let started = Instant::now();
+    Ok((todo, skipped_running))
+}
+
+/// How the systems of one run went.
+#[derive(Default)]
+struct Each {
+    ran: Vec<String>,
+    failures: Vec<(String, Option<Refusal>)>,
+    unreadable: u64,
+}
+
+impl Each {
+    /// The run's outcome: failed (with the first refusal's kind when every
+    /// failure was a refusal), partial when files could not be read, or ok.
+    fn outcome(&self) -> anyhow::Result<Outcome> {
+        if !self.failures.is_empty() {
+            let names: Vec<&str> = self.failures.iter().map(|(n, _)| n.as_str()).collect();
+            let kind = self.failures.iter().map(|(_, k)| *k).collect::<Option<Vec<_>>>().and_then(|k| k.first().copied());
+            let msg = format!("not backed up: {} (see above)", names.join(", "));
+            return Err(match kind {
+                Some(k) => refuse(k, msg),
+                None => anyhow::anyhow!(msg),
+            });
+        }
+        if self.unreadable > 0 {
+            eprintln!(
+                "{} could not be read completely (listed above): the backup is recorded, but without them",
+                output::count(self.unreadable, "file", "files")
+            );
+            return Ok(Outcome::Partial);
+        }
+        Ok(Outcome::Ok)
+    }
+}
+
+/// Each system in turn: checked offline, backed up, compared with its
+/// previous backup (R9), recorded — the last one seals the generation. A
+/// system that fails is said and left out; a full slot stops the run.
+fn back_up_each(
+    run: &mut Run,
+    todo: &[&System],
+    locked: &mut Vec<(String, anyhow::Error)>,
+    cfg: &Config,
+    gen: &mut GenWriter,
+    slot_list: &[slots::Slot],
+) -> anyhow::Result<Each> {
+    let a = run.a;
+    let mut each = Each::default();
     for s in todo {
         if let Some(i) = locked.iter().position(|(n, _)| n == &s.name) {
             let (_, e) = locked.remove(i);
             eprintln!("{}: not backed up: {e:#}", s.name);
-            failures.push((s.name.clone(), crate::error::kind_of(&e)));
+            each.failures.push((s.name.clone(), crate::error::kind_of(&e)));
             continue;
         }
         let allow = Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: true, frozen: a.frozen };
-        let fs = match crate::offline::check(&m, s, allow, false, "back up") {
+        let fs = match crate::offline::check(run.m, s, allow, false, "back up") {
             Ok(fs) => fs,
             Err(e) => {
                 eprintln!("{}: not backed up: {e:#}", s.name);
-                failures.push((s.name.clone(), crate::error::kind_of(&e)));
+                each.failures.push((s.name.clone(), crate::error::kind_of(&e)));
                 continue;
             }
         };
         println!("{}: {}", s.name, output::text(&s.pretty_name));
         let excludes = cfg.system(&s.name).map(|c| c.exclude.clone()).unwrap_or_default();
-        let done = backup_system(&m, s, &fs, &excludes, &gen, &scratch, a, encrypt_to.as_ref(), &mut timing).and_then(|done| {
-            // R9: a system that lost most of itself does not push out its last good backup.
-            if let Some((seq, prev)) = previous(&slot_list, &s.name, generation.seq) {
-                let lost = shrunk(prev, &done.record);
-                if !lost.is_empty() && !a.accept_shrunk.contains(&s.name) {
-                    let what = lost.join(", ");
-                    let ok = output::confirm(&format!("{} looks broken since generation {seq}: {what}. Record it anyway?", s.name))?;
-                    if !ok {
-                        crate::refuse!(
-                            Refusal::SystemShrunk,
-                            "{} has {what} compared with its backup in generation {seq}: it looks broken (an interrupted restore, a lost disk), so it is not recorded and the generation is not sealed over it; the older backups stay. If this is what you want, run again with --accept-shrunk {}",
-                            s.name,
-                            s.name
-                        );
-                    }
-                }
-            }
+        let seq = gen.generation().seq;
+        let done = backup_system(run, s, &fs, &excludes, gen).and_then(|done| {
+            not_shrunk(slot_list, &s.name, seq, &done.record, a)?;
             Ok(done)
         });
         match done {
             Ok(done) => {
-                unreadable += done.unreadable;
-                ran.push(done.record.name.clone());
-                generation.recorded.retain(|r| r.name != done.record.name);
-                generation.recorded.push(done.record);
-                if generation.missing().is_empty() {
-                    generation.state = State::Sealed;
-                    generation.sealed = Some(output::now());
-                }
-                gen.write_durable(layout::MANIFEST, toml::to_string(&generation)?.as_bytes())?;
+                each.unreadable += done.unreadable;
+                each.ran.push(done.record.name.clone());
+                gen.record(done.record, output::now())?;
             }
             Err(e) => {
-                let _ = gen.remove_entry(&s.name);
+                let _ = gen.discard(&s.name);
                 eprintln!("{}: not backed up: {e:#}", s.name);
-                failures.push((s.name.clone(), crate::error::kind_of(&e)));
+                each.failures.push((s.name.clone(), crate::error::kind_of(&e)));
                 // A full slot fails every system after it too: stop here.
                 if e.downcast_ref::<SlotFull>().is_some() {
                     break;
@@ -609,58 +725,25 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
             }
         }
     }
-    let how = if a.frozen {
-        "at reboot"
-    } else if a.plugged {
-        "plugged in"
-    } else {
-        "by hand"
-    };
-    let gens: Vec<&Generation> =
-        slot_list.iter().flat_map(|s| s.view.generations.iter().filter_map(GenEntry::valid)).filter(|g| g.seq != generation.seq).chain([&generation]).collect();
-    local::record_history(&gens, &ran, how);
-    // What holds the slots open goes before they are unmounted.
-    let target_id = target.id;
-    drop((gen, slot_dir, slot_list));
-    let busy = slot_mounts.unmount();
-    if !busy.is_empty() {
-        eprintln!("warning: could not unmount a slot: {busy:?}");
+    Ok(each)
+}
+
+/// R9: a system that lost most of itself does not push out its last good
+/// backup, unless the user says so (asked, or `--accept-shrunk`).
+fn not_shrunk(slot_list: &[slots::Slot], name: &str, seq: u64, now: &SystemRecord, a: &BackupArgs) -> anyhow::Result<()> {
+    let Some((prev_seq, prev)) = previous(slot_list, name, seq) else { return Ok(()) };
+    let lost = shrunk(prev, now);
+    if lost.is_empty() || a.accept_shrunk.iter().any(|n| n == name) {
+        return Ok(());
     }
-    let summary = format!(
-        "generation {} in slot {}: {}{}",
-        generation.seq,
-        target_id,
-        if generation.state == State::Sealed { "sealed: complete".to_string() } else { format!("open, missing {}", generation.missing().join(", ")) },
-        if skipped_running.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({} is running: run `crossback backup --at-reboot`, or boot another system or a live USB and run `crossback backup`, to add it)",
-                skipped_running.join(", ")
-            )
-        },
-    );
-    println!(
-        "{summary}; archiving {:.1}s, read-back check {:.1}s, total {:.1}s",
-        timing.archive.as_secs_f64(),
-        timing.check.as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
-    if !failures.is_empty() {
-        let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
-        // One kind for the whole run: the first refusal's, if every failure was one.
-        let kind = failures.iter().map(|(_, k)| *k).collect::<Option<Vec<_>>>().and_then(|k| k.first().copied());
-        let msg = format!("not backed up: {} (see above)", names.join(", "));
-        return Err(match kind {
-            Some(k) => refuse(k, msg),
-            None => anyhow::anyhow!(msg),
-        });
+    let what = lost.join(", ");
+    if !output::confirm(&format!("{name} looks broken since generation {prev_seq}: {what}. Record it anyway?"))? {
+        crate::refuse!(
+            Refusal::SystemShrunk,
+            "{name} has {what} compared with its backup in generation {prev_seq}: it looks broken (an interrupted restore, a lost disk), so it is not recorded and the generation is not sealed over it; the older backups stay. If this is what you want, run again with --accept-shrunk {name}"
+        );
     }
-    if unreadable > 0 {
-        eprintln!("{} could not be read completely (listed above): the backup is recorded, but without them", output::count(unreadable, "file", "files"));
-        return Ok((Outcome::Partial, summary));
-    }
-    Ok((Outcome::Ok, summary))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -118,7 +118,8 @@ pub fn run(config: &Path, a: BrowseArgs) -> anyhow::Result<Outcome> {
 /// The mount point: an existing empty directory (what is in a directory
 /// would be hidden while the backups are shown over it).
 fn check_mountpoint(p: &Path) -> anyhow::Result<PathBuf> {
-    let at = std::fs::canonicalize(p).map_err(|e| refuse(Refusal::Usage, format!("{}: {e}; give an existing empty directory (mkdir it first)", p.display())))?;
+    let at =
+        std::fs::canonicalize(p).map_err(|e| refuse(Refusal::Usage, format!("{}: {e}; give an existing empty directory (mkdir it first)", p.display())))?;
     let meta = std::fs::metadata(&at).with_context(|| format!("reading {}", at.display()))?;
     if !meta.is_dir() {
         crate::refuse!(Refusal::Usage, "{} is not a directory", at.display());

@@ -12,7 +12,7 @@ use crate::cli::PrepareArgs;
 use crate::config::{self, Config, Media, Sealing};
 use crate::error::Refusal;
 use crate::keys;
-use crate::layout::{self, Marker, SlotId};
+use crate::layout::{self, Marker, SlotId, SlotWriter};
 use crate::machine::{self, Machine};
 use crate::media;
 use crate::{refuse, Outcome};
@@ -139,12 +139,8 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
                     );
                 }
                 let mut marker = Marker::new(&media_id, letter);
-                if let Some((enc, files)) = &encryption {
-                    // The key first: a marker that says "encrypted" always has it beside it.
-                    files.write(&root.create_private_dir(layout::DIR)?)?;
-                    marker.encryption = Some(enc.clone());
-                }
-                marker.write(&root)?;
+                marker.encryption = encryption.as_ref().map(|(enc, _)| enc.clone());
+                SlotWriter::prepare(&root, &marker, encryption.as_ref().map(|(_, files)| files))?;
                 println!("slot {letter}: {} (UUID={}) prepared{}", d.path.display(), d.uuid, if encryption.is_some() { ", encrypted" } else { "" });
             }
         }
@@ -226,11 +222,9 @@ fn both(path: &Path, what: &str, writable: bool) -> anyhow::Result<Writable> {
 /// Writes the key files, then the marker, on both slots; unmounts.
 fn write_keys(w: Writable, enc: Option<&layout::Encryption>, files: &layout::KeyFiles) -> anyhow::Result<()> {
     for s in &w.slots {
-        let dir = s.dir()?;
-        files.write(&dir)?;
         let mut marker = s.view.marker.clone();
         marker.encryption = enc.cloned();
-        marker.rewrite(&dir)?;
+        SlotWriter::new(&s.root, None)?.put_keys(files, &marker)?;
     }
     let Writable { slots, mut mounted, .. } = w;
     drop(slots);
@@ -466,9 +460,11 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         bail!("--root-backup and --hidden-backup name the same system");
     }
     // Markers on both slots, generation 0 on the duplicity one.
-    for (i, &letter) in SlotId::BOTH.iter().enumerate() {
-        Marker::new(&media_id, letter).write(&roots[i])?;
-    }
+    let writers = SlotId::BOTH
+        .iter()
+        .zip(&roots)
+        .map(|(&letter, root)| SlotWriter::prepare(root, &Marker::new(&media_id, letter), None))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut legacy_files: Vec<String> = root_set.files.clone();
     legacy_files.push(hidden[0].clone());
     if contents[dup].iter().any(|n| n == "duplicity_empty") {
@@ -494,9 +490,8 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         legacy_files: legacy_files.clone(),
     };
     g.check().context("the generation made of the duplicity backups does not check")?;
-    let gd = roots[dup].dir(layout::DIR)?.create_private_dir(&layout::GenName::dir(0))?;
-    gd.write_durable(layout::MANIFEST, toml::to_string(&g)?.as_bytes())?;
-    drop(gd);
+    writers[dup].adopt(&g)?;
+    drop(writers);
     drop(roots);
     let busy = mounted.unmount();
     if !busy.is_empty() {

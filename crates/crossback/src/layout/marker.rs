@@ -59,34 +59,10 @@ impl KeyFiles {
         };
         Ok(KeyFiles { passphrase: one(KEY_BY_PASSPHRASE)?, recipients: one(KEY_BY_RECIPIENTS)? })
     }
-
-    /// Writes both (a missing one is removed), each as a new file made durable.
-    pub fn write(&self, dir: &crossback_host::beneath::Dir) -> anyhow::Result<()> {
-        for (name, data) in [(KEY_BY_PASSPHRASE, &self.passphrase), (KEY_BY_RECIPIENTS, &self.recipients)] {
-            match data {
-                Some(d) => dir.write_durable(name, d)?,
-                None => dir.remove_entry(name)?,
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Marker {
     pub fn new(media_id: &str, slot: SlotId) -> Marker {
         Marker { format: super::FORMAT, media_id: media_id.to_string(), slot, prepared: crate::output::now(), encryption: None }
-    }
-
-    /// Writes the marker and the README on a slot (`crossback/` beneath `root`).
-    pub fn write(&self, root: &crossback_host::beneath::Dir) -> anyhow::Result<()> {
-        let dir = root.create_private_dir(super::DIR)?;
-        self.rewrite(&dir)?;
-        crate::media::carry_tool(&dir)
-    }
-
-    /// Writes the marker and the README into the slot's `crossback/`.
-    pub fn rewrite(&self, dir: &crossback_host::beneath::Dir) -> anyhow::Result<()> {
-        dir.write_durable(super::README, crate::media::readme(&self.media_id, self.slot, self.encryption.as_ref()).as_bytes())?;
-        Ok(dir.write_durable(super::MARKER, toml::to_string(self)?.as_bytes())?)
     }
 }
