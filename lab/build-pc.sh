@@ -80,8 +80,11 @@ esp=${dev}p1; a_root=${dev}p2; a_home=${dev}p3; b=${dev}p4
 mkfs.vfat -F 32 -n ESP "$esp" >/dev/null
 a_type=ext4 a_opts=errors=remount-ro
 if [ "$variant" = layout ]; then
+  # Without the features Debian 12's GRUB (2.06-13) cannot read: on an xfs
+  # with bigtime=1 it stopped at its prompt (seen in this lab). crossback
+  # records the features and makes the filesystem again with them.
   a_type=xfs a_opts=defaults
-  mkfs.xfs -q -L A-root "$a_root"
+  mkfs.xfs -q -m bigtime=0,inobtcount=0 -L A-root "$a_root"
 else
   mkfs.ext4 -q -L A-root "$a_root"
 fi
