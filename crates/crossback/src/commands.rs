@@ -6,6 +6,7 @@ pub mod backup;
 mod browse;
 mod chroot;
 mod init;
+mod ls;
 mod media;
 mod mount;
 mod restore;
@@ -34,7 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::AtRebootJob { step } if step == "run" => at_reboot::run(&config),
         Command::AtRebootJob { .. } => at_reboot::finish(&config),
         Command::Verify(a) => verify::run(&config, a),
-        Command::Ls(a) => restore::ls(&config, a),
+        Command::Ls(a) => ls::run(&config, a),
         Command::Browse(a) => browse::run(&config, a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -121,8 +121,15 @@ macro_rules! refuse {
     };
 }
 
-/// The kind of the first refusal in the chain, if any.
+/// The kind of the first refusal in the chain, if any — also of one given
+/// as the context of another error (`.with_context(|| refuse(…))`).
 pub fn kind_of(err: &anyhow::Error) -> Option<Refusal> {
+    if let Some(r) = err.downcast_ref::<Refused>() {
+        return Some(r.kind);
+    }
+    if let Some(k) = err.downcast_ref::<anyhow::Error>().and_then(kind_of) {
+        return Some(k);
+    }
     err.chain().find_map(|e| {
         if let Some(r) = e.downcast_ref::<Refused>() {
             return Some(r.kind);
@@ -153,5 +160,22 @@ mod tests {
         assert_eq!(Refusal::Usage.name(), "usage");
         let e = refuse(Refusal::SlotBusy, "x").context("mounting slot A");
         assert_eq!(kind_of(&e), Some(Refusal::SlotBusy));
+    }
+
+    /// A refusal given as the context of another error, or of a missing
+    /// value, keeps its kind (and its words come first).
+    #[test]
+    fn a_refusal_as_context_keeps_its_kind() {
+        use anyhow::Context;
+        let io: Result<(), std::io::Error> = Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let e = io.with_context(|| refuse(Refusal::Usage, "--disk /dev/nothing: no such device")).unwrap_err();
+        assert_eq!(kind_of(&e), Some(Refusal::Usage));
+        assert!(format!("{e:#}").starts_with("--disk /dev/nothing: no such device"), "{e:#}");
+        let none: Option<u8> = None;
+        let e = none.with_context(|| refuse(Refusal::UnknownSystem, "no system called x")).unwrap_err();
+        assert_eq!(kind_of(&e), Some(Refusal::UnknownSystem));
+        let e = e.context("restoring x");
+        assert_eq!(kind_of(&e), Some(Refusal::UnknownSystem));
+        assert_eq!(kind_of(&anyhow::anyhow!("plain").context("more")), None);
     }
 }

@@ -56,6 +56,18 @@ fn root_ls_and_restore_files_and_whole_systems() {
     for p in ["\"/\"", "\"/etc/fstab\"", "\"/home/ann/notes.txt\"", "\"/home/edge/files/sparse-9g\""] {
         assert!(all.contains(&format!("\"path\":{p}")), "{p} missing from ls");
     }
+    // Devices that do not exist: refused by kind (usage, exit 2), before
+    // anything is written, whether named by --disk or --device.
+    let listing = common::slot_listing([&mut s.m.slot_a, &mut s.m.slot_b]);
+    for args in [
+        &["restore", "--bare-metal", "--disk", "/dev/crossback-no-such-disk", "--yes"][..],
+        &["restore", "alpha", "--bare-metal", "--device", "/=/dev/crossback-no-such-part", "--yes"][..],
+    ] {
+        let out = crossback(&s.cfg).args(args).output().unwrap();
+        assert_eq!((out.status.code(), common::kind(&out).as_str()), (Some(2), "usage"), "{args:?}: {}", common::text(&out));
+        assert!(common::err(&out).contains("no such device"), "{}", common::text(&out));
+    }
+    assert_eq!(common::slot_listing([&mut s.m.slot_a, &mut s.m.slot_b]), listing);
     // One file.
     let one = s.dir.path().join("one");
     ok(crossback(&s.cfg).args(["restore", "alpha", "--to"]).arg(&one).arg("/home/ann/notes.txt"));

@@ -1,6 +1,7 @@
 //! `crossback verify`: every archive of the chosen generations, byte for
 //! byte, against the hashes in the archive and in `generation.toml`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crossback_archive::Archive;
@@ -8,20 +9,54 @@ use crossback_host::beneath::Dir;
 
 use crate::cli::VerifyGenArgs;
 use crate::error::Refusal;
-use crate::layout::{ArchiveRecord, GenEntry, GenName, SlotId, State};
+use crate::layout::{ArchiveRecord, GenEntry, GenName, Generation, SlotId, State};
 use crate::machine;
 use crate::{output, slots, Outcome};
+
+/// What a run found, counted for the summary and the exit code.
+#[derive(Default)]
+struct Tally {
+    checked: usize,
+    damaged: usize,
+    /// Archives that differ from their (offline) system.
+    changed: usize,
+    /// With --against-source: archives that could not be compared (their
+    /// system not offline, not attached, not configured).
+    not_compared: usize,
+}
+
+impl Tally {
+    fn outcome(&self) -> Outcome {
+        if self.damaged > 0 {
+            Outcome::Damaged
+        } else if self.changed > 0 {
+            Outcome::Differs
+        } else if self.not_compared > 0 {
+            // Not "same as the system": the comparison asked for was not made.
+            Outcome::Partial
+        } else {
+            Outcome::Ok
+        }
+    }
+}
+
+/// What every generation's check shares.
+struct Ctx<'a> {
+    a: &'a VerifyGenArgs,
+    m: &'a machine::Machine,
+    /// The configured systems as found (with --against-source).
+    systems: Vec<machine::System>,
+    scratch: &'a Path,
+    slot_list: &'a [slots::Slot],
+    /// Each system's newest backup, wherever it is.
+    newest_backup: BTreeMap<String, u64>,
+}
 
 pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     machine::require_root("verify")?;
     let slots::ReadOnlyView { cfg, machine: m, slots: slot_list, mut mounts, scratch, lock: _lock, unread } = slots::open_read_only(path, "crossback-verify")?;
-    let mut checked = 0;
     // A slot that does not read is damage found (said when it was skipped).
-    let mut damaged = unread.len();
-    let mut changed = 0;
-    // With --against-source: archives that could not be compared (their
-    // system not offline, not attached, not configured).
-    let mut not_compared = 0;
+    let mut tally = Tally { damaged: unread.len(), ..Default::default() };
     // Compared with the systems: encrypted and LVM ones opened read-only.
     let (_opened, m) = if a.against_source {
         let wanted: Vec<&crate::config::SystemConfig> = cfg.systems.iter().filter(|s| a.system.as_ref().is_none_or(|n| n == s.name.get_ref())).collect();
@@ -34,180 +69,194 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
         (None, m)
     };
     let systems = if a.against_source { machine::systems(&m, &cfg)? } else { Vec::new() };
-    // Each system's newest backup, wherever it is.
-    let mut newest_backup: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut newest_backup = BTreeMap::new();
     for g in slot_list.iter().flat_map(|s| s.view.generations.iter().filter_map(GenEntry::valid)) {
         for r in &g.recorded {
             let n = newest_backup.entry(r.name.clone()).or_insert(g.seq);
             *n = (*n).max(g.seq);
         }
     }
+    let ctx = Ctx { a: &a, m: &m, systems, scratch: &scratch, slot_list: &slot_list, newest_backup };
     for s in &slot_list {
         if a.slot.as_deref().and_then(SlotId::parse).is_some_and(|l| l != s.id) {
             continue;
         }
         let slot_dir = s.dir()?;
         for g in &s.view.generations {
-            let GenEntry::Valid { generation, .. } = g else {
-                match g {
-                    GenEntry::Leftover { why: crate::layout::classify::Leftover::Damaged(why), .. } => {
-                        println!("slot {}: {} is DAMAGED: its manifest does not read ({why}); its archives cannot be checked without it", s.id, g.dir());
-                        damaged += 1;
-                    }
-                    GenEntry::Leftover { why, .. } => {
-                        println!("slot {}: {} is a leftover of an interrupted run, {why} (the next backup removes it)", s.id, g.dir())
-                    }
-                    GenEntry::Valid { .. } => {}
+            match g {
+                GenEntry::Valid { generation, .. } if a.generation.is_none_or(|n| n == generation.seq) => {
+                    verify_generation(&ctx, s, &slot_dir, generation, &mut tally)?
                 }
-                continue;
-            };
-            if a.generation.is_some_and(|n| n != generation.seq) {
-                continue;
-            }
-            println!("generation {} (slot {}, {}):", generation.seq, s.id, if generation.state == State::Sealed { "sealed" } else { "open" });
-            // Encrypted archives: the media key, asked for once.
-            let keys = if generation.recorded.iter().flat_map(|r| &r.archives).any(|ar| ar.file.ends_with(".age")) {
-                crate::keys::for_slot(&s.view, "verifying the encrypted backups")?
-            } else {
-                None
-            };
-            for rec in &generation.recorded {
-                if a.system.as_ref().is_some_and(|n| n != &rec.name) {
-                    continue;
+                GenEntry::Valid { .. } => {}
+                GenEntry::Leftover { why: crate::layout::classify::Leftover::Damaged(why), .. } => {
+                    println!("slot {}: {} is DAMAGED: its manifest does not read ({why}); its archives cannot be checked without it", s.id, g.dir());
+                    tally.damaged += 1;
                 }
-                if let Some(set) = &rec.legacy {
-                    checked += 1;
-                    let problems = crate::duplicity::verify(&s.root, set);
-                    if problems.is_empty() {
-                        println!("  {} (duplicity backup of {}, {} volumes) ok", rec.name, set.time, set.volumes.len());
-                    } else {
-                        damaged += 1;
-                        println!("  {} (duplicity backup of {}) DAMAGED:", rec.name, set.time);
-                        for p in &problems {
-                            println!("      {p}");
-                        }
-                    }
-                    continue;
-                }
-                // The offline system, mounted read-only, to compare with: by
-                // default only with its newest backup (an older one differs
-                // by what changed since, which is no news).
-                let mut source = None;
-                let newest = newest_backup.get(&rec.name).copied();
-                if a.against_source && a.generation.is_none() && newest != Some(generation.seq) {
-                    println!(
-                        "  {}: not compared with the system (its newest backup is generation {}; --generation {} compares this one)",
-                        rec.name,
-                        newest.unwrap_or_default(),
-                        generation.seq
-                    );
-                } else if a.against_source {
-                    println!("  {}: compared with the system as it is now (generation {})", rec.name, generation.seq);
-                    match systems
-                        .iter()
-                        .find(|x| x.name == rec.name)
-                        .map(|sys| crate::offline::check(&m, sys, crate::offline::Allow { view: true, ..Default::default() }, false, "compare against"))
-                    {
-                        Some(Ok(fs)) => {
-                            let mut mounted = crossback_host::offline::Mounted::default();
-                            let mut points = Vec::new();
-                            for (i, f) in fs.iter().enumerate() {
-                                let at = scratch.join(format!("src-{}-{i}", rec.name));
-                                std::fs::create_dir_all(&at)?;
-                                crossback_host::offline::mount_one(f, &at, false, true, &mut mounted)?;
-                                points.push((f.mountpoint.clone(), at, f.fstype.clone()));
-                            }
-                            source = Some((mounted, points));
-                        }
-                        Some(Err(e)) => {
-                            not_compared += rec.archives.len();
-                            println!("  {}: NOT COMPARED with the system: {e:#}", rec.name)
-                        }
-                        None => {
-                            not_compared += rec.archives.len();
-                            println!("  {}: not in the configuration; NOT COMPARED", rec.name)
-                        }
-                    }
-                }
-                // The LUKS headers kept beside the archives.
-                if let Ok(b) = crate::backups::find(&slot_list, &rec.name, Some(generation.seq)) {
-                    for l in &b.mounts.luks {
-                        checked += 1;
-                        match b.luks_header(l) {
-                            Ok(_) => println!("  {} LUKS header of {} ok ({})", rec.name, l.uuid, output::bytes(l.header_bytes)),
-                            Err(e) => {
-                                damaged += 1;
-                                println!("  {} LUKS header of {} DAMAGED: {e:#}", rec.name, l.uuid);
-                            }
-                        }
-                    }
-                }
-                for ar in &rec.archives {
-                    checked += 1;
-                    let sys_dir = slot_dir.dir(&GenName::dir(generation.seq)).and_then(|d| d.dir(&rec.name));
-                    if let (Some((_, points)), Ok(sd)) = (&source, &sys_dir) {
-                        if let Some((_, at, fstype)) = points.iter().find(|(mp, _, _)| *mp == ar.mountpoint) {
-                            if let Ok(archive) = sd
-                                .open_file(&ar.file)
-                                .map_err(anyhow::Error::from)
-                                .and_then(|f| Ok(Archive::from_file_with(f, &sd.shown().join(&ar.file), keys.as_ref())?))
-                            {
-                                let compare =
-                                    crossback_archive::verify::Compare { owners_and_modes: crossback_host::fstype::of(fstype).is_none_or(|t| t.keeps_modes()) };
-                                let r = crossback_archive::verify::verify_with(&archive, Some(at), None, compare)?;
-                                if r.differences.is_empty() {
-                                    println!("  {} {:<10} same as the system", rec.name, ar.mountpoint);
-                                } else {
-                                    changed += 1;
-                                    println!("  {} {:<10} changed since the backup:", rec.name, ar.mountpoint);
-                                    for (p, w) in r.differences.iter().take(50) {
-                                        println!("      {}{}: {w}", ar.mountpoint.trim_end_matches('/'), output::path(p));
-                                    }
-                                    if r.differences.len() > 50 {
-                                        println!("      … and {} more", r.differences.len() - 50);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    let problems = match &sys_dir {
-                        Ok(sd) => check_one(sd, ar, keys.as_ref()),
-                        Err(e) => vec![format!("cannot be opened: {e}")],
-                    };
-                    if problems.is_empty() {
-                        println!("  {} {:<10} ok ({} entries, {})", rec.name, ar.mountpoint, ar.entries, output::bytes(ar.bytes));
-                    } else {
-                        damaged += 1;
-                        println!("  {} {:<10} DAMAGED:", rec.name, ar.mountpoint);
-                        for p in problems.iter().take(50) {
-                            println!("      {p}");
-                        }
-                        if problems.len() > 50 {
-                            println!("      … and {} more", problems.len() - 50);
-                        }
-                    }
+                GenEntry::Leftover { why, .. } => {
+                    println!("slot {}: {} is a leftover of an interrupted run, {why} (the next backup removes it)", s.id, g.dir())
                 }
             }
         }
     }
     let _ = mounts.unmount();
-    if checked == 0 && damaged == 0 {
+    if tally.checked == 0 && tally.damaged == 0 {
         crate::refuse!(Refusal::NoBackup, "nothing to verify: no generation matches");
     }
     println!(
-        "{checked} archives checked, {damaged} damaged{}",
-        if a.against_source { format!(", {changed} differ from their system, {not_compared} not compared") } else { String::new() }
+        "{} archives checked, {} damaged{}",
+        tally.checked,
+        tally.damaged,
+        if a.against_source { format!(", {} differ from their system, {} not compared", tally.changed, tally.not_compared) } else { String::new() }
     );
-    Ok(if damaged > 0 {
-        Outcome::Damaged
-    } else if changed > 0 {
-        Outcome::Differs
-    } else if not_compared > 0 {
-        // Not "same as the system": the comparison asked for was not made.
-        Outcome::Partial
+    Ok(tally.outcome())
+}
+
+/// One generation: each system's archives (and LUKS headers, or duplicity
+/// volumes), and with --against-source the system itself.
+fn verify_generation(ctx: &Ctx, s: &slots::Slot, slot_dir: &Dir, generation: &Generation, tally: &mut Tally) -> anyhow::Result<()> {
+    println!("generation {} (slot {}, {}):", generation.seq, s.id, if generation.state == State::Sealed { "sealed" } else { "open" });
+    // Encrypted archives: the media key, asked for once.
+    let keys = if generation.recorded.iter().flat_map(|r| &r.archives).any(|ar| ar.file.ends_with(".age")) {
+        crate::keys::for_slot(&s.view, "verifying the encrypted backups")?
     } else {
-        Outcome::Ok
-    })
+        None
+    };
+    for rec in &generation.recorded {
+        if ctx.a.system.as_ref().is_some_and(|n| n != &rec.name) {
+            continue;
+        }
+        if let Some(set) = &rec.legacy {
+            tally.checked += 1;
+            let problems = crate::duplicity::verify(&s.root, set);
+            if problems.is_empty() {
+                println!("  {} (duplicity backup of {}, {} volumes) ok", rec.name, set.time, set.volumes.len());
+            } else {
+                tally.damaged += 1;
+                println!("  {} (duplicity backup of {}) DAMAGED:", rec.name, set.time);
+                for p in &problems {
+                    println!("      {p}");
+                }
+            }
+            continue;
+        }
+        let source = source_of(ctx, &rec.name, generation.seq, rec.archives.len(), tally)?;
+        // The LUKS headers kept beside the archives.
+        if let Ok(b) = crate::backups::find(ctx.slot_list, &rec.name, Some(generation.seq)) {
+            for l in &b.mounts.luks {
+                tally.checked += 1;
+                match b.luks_header(l) {
+                    Ok(_) => println!("  {} LUKS header of {} ok ({})", rec.name, l.uuid, output::bytes(l.header_bytes)),
+                    Err(e) => {
+                        tally.damaged += 1;
+                        println!("  {} LUKS header of {} DAMAGED: {e:#}", rec.name, l.uuid);
+                    }
+                }
+            }
+        }
+        let sys_dir = slot_dir.dir(&GenName::dir(generation.seq)).and_then(|d| d.dir(&rec.name));
+        for ar in &rec.archives {
+            tally.checked += 1;
+            if let (Some((_, points)), Ok(sd)) = (&source, &sys_dir) {
+                if let Some((_, at, fstype)) = points.iter().find(|(mp, _, _)| *mp == ar.mountpoint) {
+                    compare_with_source(sd, &rec.name, ar, at, fstype, keys.as_ref(), tally)?;
+                }
+            }
+            let problems = match &sys_dir {
+                Ok(sd) => check_one(sd, ar, keys.as_ref()),
+                Err(e) => vec![format!("cannot be opened: {e}")],
+            };
+            if problems.is_empty() {
+                println!("  {} {:<10} ok ({} entries, {})", rec.name, ar.mountpoint, ar.entries, output::bytes(ar.bytes));
+            } else {
+                tally.damaged += 1;
+                println!("  {} {:<10} DAMAGED:", rec.name, ar.mountpoint);
+                say_some(&problems);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A system's filesystems mounted at these points (mount point, where, type).
+type Source = (crossback_host::offline::Mounted, Vec<(String, std::path::PathBuf, String)>);
+
+/// With --against-source, the offline system `name`, mounted read-only
+/// to compare with — by default only with its newest backup (an older one
+/// differs by what changed since, which is no news). Said either way.
+fn source_of(ctx: &Ctx, name: &str, seq: u64, archives: usize, tally: &mut Tally) -> anyhow::Result<Option<Source>> {
+    if !ctx.a.against_source {
+        return Ok(None);
+    }
+    let newest = ctx.newest_backup.get(name).copied();
+    if ctx.a.generation.is_none() && newest != Some(seq) {
+        println!(
+            "  {name}: not compared with the system (its newest backup is generation {}; --generation {seq} compares this one)",
+            newest.unwrap_or_default(),
+        );
+        return Ok(None);
+    }
+    println!("  {name}: compared with the system as it is now (generation {seq})");
+    let Some(sys) = ctx.systems.iter().find(|x| x.name == name) else {
+        tally.not_compared += archives;
+        println!("  {name}: not in the configuration; NOT COMPARED");
+        return Ok(None);
+    };
+    let fs = match crate::offline::check(ctx.m, sys, crate::offline::Allow { view: true, ..Default::default() }, false, "compare against") {
+        Ok(fs) => fs,
+        Err(e) => {
+            tally.not_compared += archives;
+            println!("  {name}: NOT COMPARED with the system: {e:#}");
+            return Ok(None);
+        }
+    };
+    let mut mounted = crossback_host::offline::Mounted::default();
+    let mut points = Vec::new();
+    for (i, f) in fs.iter().enumerate() {
+        let at = ctx.scratch.join(format!("src-{name}-{i}"));
+        std::fs::create_dir_all(&at)?;
+        crossback_host::offline::mount_one(f, &at, false, true, &mut mounted)?;
+        points.push((f.mountpoint.clone(), at, f.fstype.clone()));
+    }
+    Ok(Some((mounted, points)))
+}
+
+/// One archive against its filesystem mounted at `at`: what changed since
+/// the backup (owners and modes left out on a filesystem that keeps none).
+fn compare_with_source(
+    sd: &Dir,
+    name: &str,
+    ar: &ArchiveRecord,
+    at: &Path,
+    fstype: &str,
+    keys: Option<&crossback_archive::crypt::Keys>,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    // An archive that does not open is said as damaged by check_one.
+    let Ok(archive) = sd.open_file(&ar.file).map_err(anyhow::Error::from).and_then(|f| Ok(Archive::from_file_with(f, &sd.shown().join(&ar.file), keys)?))
+    else {
+        return Ok(());
+    };
+    let compare = crossback_archive::verify::Compare { owners_and_modes: crossback_host::fstype::of(fstype).is_none_or(|t| t.keeps_modes()) };
+    let r = crossback_archive::verify::verify_with(&archive, Some(at), None, compare)?;
+    if r.differences.is_empty() {
+        println!("  {name} {:<10} same as the system", ar.mountpoint);
+        return Ok(());
+    }
+    tally.changed += 1;
+    println!("  {name} {:<10} changed since the backup:", ar.mountpoint);
+    let shown: Vec<String> = r.differences.iter().map(|(p, w)| format!("{}{}: {w}", ar.mountpoint.trim_end_matches('/'), output::path(p))).collect();
+    say_some(&shown);
+    Ok(())
+}
+
+/// The first 50 lines, indented, and how many more there are.
+fn say_some(lines: &[String]) {
+    for l in lines.iter().take(50) {
+        println!("      {l}");
+    }
+    if lines.len() > 50 {
+        println!("      … and {} more", lines.len() - 50);
+    }
 }
 
 fn check_one(dir: &Dir, rec: &ArchiveRecord, keys: Option<&crossback_archive::crypt::Keys>) -> Vec<String> {

@@ -13,7 +13,8 @@ use crossback_host::beneath::Dir;
 use crossback_host::offline::{self, FsMount};
 use crossback_host::partitions::{self, Partition, Table};
 
-use super::{check_fstab, check_targets, recreate, refuse_legacy, report, show_plan, targets, Target};
+use super::bare_metal::{check_fstab, check_targets, recreate, show_plan, targets, Target};
+use super::{refuse_legacy, report};
 use crate::backups::{self, SystemBackup};
 use crate::config::Config;
 use crate::error::{refuse, Refusal};
@@ -423,7 +424,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
 fn new_identities(
     path: &Path,
     uuids: &[(String, String)],
-    repairs: &[(String, Option<super::GrubRepair>)],
+    repairs: &[(String, Option<super::grub::GrubRepair>)],
     boot_repair: bool,
     new_key: Option<&NewKey>,
 ) -> anyhow::Result<()> {
@@ -444,7 +445,7 @@ fn new_identities(
     keys.extend(new_key.and_then(|k| k.file.clone()));
     for (name, grub) in repairs {
         match (grub, boot_repair) {
-            (Some(g), true) => super::repair_grub(path, name, g, &keys)?,
+            (Some(g), true) => super::grub::repair_grub(path, name, g, &keys)?,
             (Some(_), false) => println!("boot: {name}'s GRUB left as it is (--no-boot-repair): it still names the old UUIDs"),
             (None, _) => println!("next: `crossback chroot {name}` to make its bootloader and initramfs find the new UUIDs (crossback repairs GRUB EFI only)"),
         }

@@ -1,0 +1,160 @@
+//! `crossback media prepare SLOT_A SLOT_B`: mark two filesystems as the
+//! slots of one backup media, and record them in the configuration.
+
+use crossback_host::tool::Tool;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use crossback_host::{ns, offline};
+
+use crate::cli::PrepareArgs;
+use crate::config::{self, Config, Media, Sealing};
+use crate::error::Refusal;
+use crate::layout::{self, Marker, SlotId, SlotWriter};
+use crate::machine::{self, Machine};
+use crate::media;
+use crate::{refuse, Outcome};
+use crossback_host::beneath::Dir;
+
+use super::{device_for, new_encryption};
+
+pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
+    machine::require_root("media prepare")?;
+    let cfg = if path.exists() { Config::load(path)? } else { Config::default() };
+    let m = Machine::scan(&[])?;
+    let mut devs = [device_for(&m, &a.slot_a)?, device_for(&m, &a.slot_b)?];
+    if devs[0].path == devs[1].path {
+        refuse!(Refusal::Usage, "slot A and slot B are the same device ({}): give two filesystems", devs[0].path.display());
+    }
+    let systems = machine::systems(&m, &cfg)?;
+    let running = m.running_root().map(|(d, _)| d.path.clone());
+    for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
+        if running.as_ref() == Some(&d.path) {
+            refuse!(Refusal::SystemRunning, "{} (for slot {letter}) holds the running system: choose the backup disk's filesystems", d.path.display());
+        }
+        for s in &systems {
+            if s.filesystems.iter().chain(s.swap.iter()).any(|f| f.device.as_ref() == Some(&d.path)) {
+                refuse!(Refusal::TargetInUse, "{} (for slot {letter}) is part of system {}: choose filesystems on the backup disk", d.path.display(), s.name);
+            }
+        }
+        if !m.mounts_of(d).is_empty() {
+            refuse!(
+                Refusal::TargetInUse,
+                "{} (for slot {letter}) is mounted at {}: unmount it first (and turn off automounting of the backup disk)",
+                d.path.display(),
+                m.mounts_of(d).iter().map(|x| x.mountpoint.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if a.mkfs {
+        let list: Vec<String> = devs
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} ({}{})",
+                    d.path.display(),
+                    if d.fstype.is_empty() { "no filesystem" } else { &d.fstype },
+                    if d.label.is_empty() { String::new() } else { format!(" \"{}\"", d.label) }
+                )
+            })
+            .collect();
+        println!("--mkfs formats as ext4, destroying everything on: {}", list.join(", "));
+        if !a.yes && !crate::output::confirm("Format them?")? {
+            bail!("not formatted: pass --yes with --mkfs to format without asking");
+        }
+        for (letter, d) in SlotId::BOTH.iter().zip(devs.iter()) {
+            let label = a.label.as_ref().map(|p| format!("{p}-{letter}")).unwrap_or_else(|| format!("crossback-{letter}"));
+            machine::run_tool(Tool::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&d.path))?;
+        }
+        let m2 = Machine::scan(&[])?;
+        devs = [device_for(&m2, &devs[0].path.display().to_string())?, device_for(&m2, &devs[1].path.display().to_string())?];
+    }
+    for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
+        if d.fstype.is_empty() || !d.is_linux_fs() {
+            bail!(
+                "{} (for slot {letter}) holds {}: a slot must be a Linux filesystem (ext4, xfs, btrfs); pass --mkfs to format it as ext4",
+                d.path.display(),
+                if d.fstype.is_empty() { "no filesystem".to_string() } else { d.fstype.clone() }
+            );
+        }
+    }
+
+    let media_id = match &cfg.media {
+        Some(mm) => mm.id.get_ref().clone(),
+        None => media::new_media_id()?,
+    };
+    let _lock = crate::slots::lock_media(&media_id, crossback_host::lock::Mode::Exclusive)?;
+    let encryption = if a.encrypt { Some(new_encryption(&a.recipient)?) } else { None };
+    ns::enter_private()?;
+    let base = crossback_host::inspect::scratch_dir("crossback-prepare")?;
+    for (&letter, d) in SlotId::BOTH.iter().zip(&devs) {
+        let at = base.join(letter.letter());
+        std::fs::create_dir_all(&at)?;
+        let mut mounted = offline::Mounted::default();
+        let fm = crate::slots::slot_fs(letter, d);
+        offline::mount_one(&fm, &at, true, false, &mut mounted)?;
+        let root = Dir::open(&at)?;
+        match layout::classify(&root)? {
+            Ok(view) if view.marker.media_id != media_id => refuse!(
+                Refusal::SlotOfAnotherMedia,
+                "{} is already slot {} of another backup media ({}): crossback will not take over another media's slot; choose another filesystem, or wipe it yourself if you are sure",
+                d.path.display(),
+                view.marker.slot,
+                crate::output::text(&view.marker.media_id)
+            ),
+            Ok(view) if view.marker.slot != letter => {
+                refuse!(Refusal::SlotOfAnotherMedia, "{} is already slot {} of this media; give the slots in the same order as before", d.path.display(), view.marker.slot)
+            }
+            Ok(view) if encryption.is_some() && view.marker.encryption.is_some() => refuse!(
+                Refusal::Usage,
+                "{} is slot {letter} of this media already, encrypted: `crossback media add-key` / `remove-key` change who can unlock it",
+                d.path.display()
+            ),
+            Ok(view) if encryption.is_some() && view.marker.encryption.is_none() => refuse!(
+                Refusal::Usage,
+                "{} is slot {letter} of this media already, not encrypted: `crossback media encrypt` encrypts what is written from now on",
+                d.path.display()
+            ),
+            Ok(_) => println!("slot {letter}: {} (UUID={}) was prepared already", d.path.display(), d.uuid),
+            Err(mut foreign) => {
+                if let Ok(dir) = root.dir(layout::DIR) {
+                    foreign.extend(dir.entries()?.into_iter().map(|(n, _)| format!("{}/{}", layout::DIR, crate::output::text(&n.to_string_lossy()))));
+                }
+                if !foreign.is_empty() {
+                    foreign.sort();
+                    refuse!(
+                        Refusal::SlotHoldsForeignFiles,
+                        "{} (for slot {letter}) is not empty: it holds {}. A slot must hold nothing but lost+found; move these away or choose an empty filesystem (or --mkfs)",
+                        d.path.display(),
+                        foreign.join(", ")
+                    );
+                }
+                let mut marker = Marker::new(&media_id, letter);
+                marker.encryption = encryption.as_ref().map(|(enc, _)| enc.clone());
+                SlotWriter::prepare(&root, &marker, encryption.as_ref().map(|(_, files)| files))?;
+                println!("slot {letter}: {} (UUID={}) prepared{}", d.path.display(), d.uuid, if encryption.is_some() { ", encrypted" } else { "" });
+            }
+        }
+        drop(root);
+        let busy = mounted.unmount();
+        if !busy.is_empty() {
+            bail!("could not unmount slot {letter}: {:?}", busy);
+        }
+    }
+    if let Some(prefix) = &a.label {
+        for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
+            let label = format!("{prefix}-{letter}");
+            let cmd = crossback_host::fstype::of(&d.fstype)
+                .and_then(|t| t.relabel(&d.path, &label))
+                .with_context(|| crate::error::refuse(Refusal::Unsupported, format!("cannot label a {} filesystem", d.fstype)))?;
+            machine::run_tool(&cmd)?;
+        }
+    }
+    let sealing = match &encryption {
+        Some((enc, _)) => Sealing::Encrypted(enc.media_key.clone()),
+        None => Sealing::Plain,
+    };
+    config::set_media(path, &Media::with_sealing(&media_id, &devs[0].uuid, &devs[1].uuid, &sealing))?;
+    println!("media {media_id} recorded in {}", path.display());
+    Ok(Outcome::Ok)
+}
