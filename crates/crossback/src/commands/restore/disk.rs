@@ -14,6 +14,7 @@ use crossback_host::offline::{self, FsMount};
 use crossback_host::partitions::{self, Partition, Table};
 
 use super::bare_metal::{check_fstab, check_targets, recreate, show_plan, targets, Target};
+use super::grub::GrubRepair;
 use super::{refuse_legacy, report};
 use crate::backups::{self, SystemBackup};
 use crate::config::Config;
@@ -168,156 +169,25 @@ pub struct Options {
 pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>, o: Options) -> anyhow::Result<Outcome> {
     let Options { yes, boot_repair, new_key, new_uuids } = o;
     let cfg = Config::load(path)?;
-    let disk = std::fs::canonicalize(disk).with_context(|| refuse(Refusal::Usage, format!("--disk {}: no such device", disk.display())))?;
-    let name = disk.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let sys = crossback_host::blockdev::sys_dir(&name);
-    if !sys.is_dir() {
-        refuse!(Refusal::Usage, "--disk {}: not a block device", disk.display());
-    }
-    if sys.join("partition").exists() {
-        refuse!(Refusal::Usage, "--disk {}: a partition; --disk takes the whole disk (its partitions are made from the backup)", disk.display());
-    }
+    let (disk, name, sys) = whole_disk(disk)?;
     let v = slots::open_read_only(path, "crossback-restore")?;
     v.say_damaged();
     let m = &v.machine;
-    // Each system from its newest backup, wherever it is (an open newest
-    // generation does not hide an older sealed one), or all from the
-    // generation asked for.
-    let recorded_in = |g: &crate::layout::Generation| generation.is_none_or(|n| n == g.seq);
-    let mut names: Vec<String> = Vec::new();
-    for g in v.slots.iter().flat_map(|s| s.view.generations.iter().filter_map(|g| g.valid())).filter(|g| recorded_in(g)) {
-        for r in &g.recorded {
-            if only.is_none_or(|o| o == r.name) && !names.contains(&r.name) {
-                names.push(r.name.clone());
-            }
-        }
-    }
-    if names.is_empty() {
-        match (only, generation) {
-            (Some(s), _) => refuse!(
-                Refusal::NoBackup,
-                "no generation holds a backup of {s}{} (see `crossback status`)",
-                generation.map(|n| format!(" in generation {n}")).unwrap_or_default()
-            ),
-            (None, Some(n)) => refuse!(Refusal::NoBackup, "generation {n} holds no backup (see `crossback status`)"),
-            (None, None) => refuse!(Refusal::NoBackup, "no generation holds a backup yet (see `crossback status`)"),
-        }
-    }
-    // Configured systems with no backup at all: said, and the restore is not a full success.
-    let unbacked: Vec<String> = if only.is_none() && generation.is_none() {
-        cfg.systems.iter().map(|s| s.name.get_ref().clone()).filter(|n| !names.contains(n)).collect()
-    } else {
-        Vec::new()
-    };
-    let mut all = Vec::new();
-    for n in &names {
-        let b = backups::find(&v.slots, n, generation)?;
-        if b.record.legacy.is_some() && only.is_none() {
-            println!(
-                "note: {n}'s newest backup is an adopted duplicity one (generation {}), which records no disk layout: not restored here",
-                b.generation.seq
-            );
-            continue;
-        }
-        refuse_legacy(&b, n)?;
-        all.push(b);
-    }
+    let (all, unbacked) = newest_backups(&v.slots, &cfg, only, generation)?;
     let table = recorded_table(&all)?;
-    // The systems that were on that disk; each entirely on it.
-    let backups: Vec<SystemBackup> = all.into_iter().filter(|b| b.mounts.filesystems.iter().any(|r| on_table(&table, &b.mounts, r).is_some())).collect();
-    if backups.is_empty() {
-        refuse!(Refusal::NoBackup, "no system with a backup was on disk {}", table.id);
-    }
-    for b in &backups {
-        if let Some(r) = b.mounts.filesystems.iter().find(|r| on_table(&table, &b.mounts, r).is_none()) {
-            refuse!(
-                Refusal::Unsupported,
-                "{}'s {} was on another disk than the one recorded ({}): restore {} with --bare-metal --device MOUNTPOINT=DEV for each of its filesystems",
-                b.record.name,
-                r.mountpoint,
-                table.id,
-                b.record.name
-            );
-        }
-    }
+    let backups = on_this_disk(all, &table)?;
     let mut locks = Vec::new();
     for b in &backups {
-        let sc = cfg.system(&b.record.name).with_context(|| {
+        let sc = cfg.system(&b.record.name).ok_or_else(|| {
             refuse(Refusal::UnknownSystem, format!("{} is not in {}: run `crossback init` with the media attached first", b.record.name, path.display()))
         })?;
         locks.push(slots::lock_system(&b.record.name, sc.root.get_ref())?);
     }
-
-    // The disk: not the media's, not the running system's, nothing mounted.
-    let slot_uuids: Vec<String> = cfg.media.iter().flat_map(|mm| [mm.slot_a.get_ref().to_lowercase(), mm.slot_b.get_ref().to_lowercase()]).collect();
-    let on_disk: Vec<&crossback_host::blockdev::Device> = m.devices.iter().filter(|d| d.disk == name).collect();
-    if on_disk.iter().any(|d| slot_uuids.contains(&d.uuid.to_lowercase())) {
-        refuse!(Refusal::TargetInUse, "{} holds a slot of the backup media: restoring onto it would destroy the backups", disk.display());
-    }
-    if let Some((root, _)) = m.running_root() {
-        if root.disk == name {
-            refuse!(Refusal::TargetInUse, "{} holds the running system: restore from another system or a live USB", disk.display());
-        }
-    }
-    let mounted: Vec<String> = on_disk.iter().flat_map(|d| m.mounts_of(d)).map(|x| x.mountpoint.clone()).collect();
-    if !mounted.is_empty() {
-        refuse!(Refusal::TargetInUse, "{} is in use: mounted at {}; unmount it first (nothing was written)", disk.display(), mounted.join(", "));
-    }
-    let ss = std::fs::read_to_string(sys.join("queue/logical_block_size")).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(512);
-    if ss != table.sector_size {
-        refuse!(
-            Refusal::Unsupported,
-            "{} has {ss}-byte sectors, the recorded disk had {}: partition it yourself and use --device",
-            disk.display(),
-            table.sector_size
-        );
-    }
-    let sectors = partitions::sectors_512(&disk)? * 512 / ss;
+    let (ss, sectors) = check_target(m, &cfg, &disk, &name, &sys, &table)?;
     let new = table.fit(sectors, &|p| minimum(&table, &backups, p)).map_err(|e| {
         refuse(Refusal::TargetTooSmall, format!("{} ({}) is too small for the recorded disk's partitions: {e}", disk.display(), output::bytes(sectors * ss)))
     })?;
-
-    // Each filesystem restored once: a shared one (the ESP) by the system
-    // whose backup of it is the newest.
-    let newest_of = |r: &FsRecord| {
-        backups
-            .iter()
-            .filter(|b| b.mounts.filesystems.iter().any(|x| x.uuid == r.uuid && !r.uuid.is_empty()))
-            .max_by(|a, b| a.record.finished.cmp(&b.record.finished))
-            .map(|b| b.record.name.clone())
-    };
-    println!(
-        "bare-metal restore onto {} ({}): the partition table of disk {} ({} partitions{}) and these systems: {}",
-        disk.display(),
-        output::bytes(sectors * ss),
-        table.id,
-        new.partitions.len(),
-        if new.partitions == table.partitions { String::new() } else { ", shrunk to fit".into() },
-        backups.iter().map(|b| format!("{} (generation {}, slot {})", b.record.name, b.generation.seq, b.slot)).collect::<Vec<_>>().join(", ")
-    );
-    for n in &unbacked {
-        eprintln!("warning: {n} is configured but has no backup on this media: it is NOT restored (if it was on this disk, its partition is made empty)");
-    }
-    for (old, p) in table.partitions.iter().zip(&new.partitions) {
-        let what: Vec<String> = backups
-            .iter()
-            .flat_map(|b| {
-                b.mounts
-                    .filesystems
-                    .iter()
-                    .filter(|r| on_table(&table, &b.mounts, r).is_some_and(|x| x.number == p.number))
-                    .map(|r| format!("{}:{}{}", b.record.name, r.mountpoint, if r.on.is_empty() { String::new() } else { format!(" (in {})", r.on) }))
-            })
-            .collect();
-        println!(
-            "  {} {:>9} → {:>9}  {}{}",
-            partitions::partition_device(&disk, p.number).display(),
-            output::bytes(old.size * ss),
-            output::bytes(p.size * ss),
-            if what.is_empty() { "(no backup: made empty)".to_string() } else { what.join(", ") },
-            if p.name.is_empty() { String::new() } else { format!("  \"{}\"", output::text(&p.name)) }
-        );
-    }
+    show_layout(&disk, ss, sectors, &table, &new, &backups, &unbacked);
     let now = contents(m, &disk, &name)?;
     if now.is_empty() {
         println!("{} is blank.", disk.display());
@@ -343,10 +213,206 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     } else {
         super::layers::make(&prepared, &disk, &new, &mut opened, new_uuids)?
     };
-    // New UUIDs made so far (containers, then each system's filesystems): a
-    // system's files that name one are rewritten. A system that owns a
-    // filesystem others share (the ESP) goes first.
-    let mut uuids: Vec<(String, String)> = made.luks_uuids.clone();
+    let done = restore_systems(&cfg, &disk, &table, &backups, &made, new_uuids)?;
+    // A new master key: the key files the restored systems' crypttab names
+    // for their containers open them too (so their initramfs does).
+    if !prepared.is_empty() {
+        super::layers::add_system_keys(&prepared, &backups, &disk, &new, &done.uuids)?;
+    }
+    for (name, text) in &done.fstabs {
+        check_fstab(name, text)?;
+    }
+    // The containers and volume groups made: closed before the boot is repaired.
+    for why in opened.close() {
+        eprintln!("warning: {why}");
+    }
+    if new_uuids {
+        new_identities(path, &done.uuids, &done.repairs, boot_repair, new_key.as_ref())?;
+    }
+    if boot_repair {
+        repair_boot(&disk, &table, &backups)?;
+    } else {
+        println!("boot entries left as they are (--no-boot-repair)");
+    }
+    drop(locks);
+    let outcome = report(done.entries, &done.damaged, &done.failed, start);
+    Ok(if unbacked.is_empty() || outcome != Outcome::Ok { outcome } else { Outcome::Partial })
+}
+
+/// `--disk`: an existing whole disk; its path, kernel name and sysfs directory.
+fn whole_disk(disk: &Path) -> anyhow::Result<(PathBuf, String, PathBuf)> {
+    let disk = std::fs::canonicalize(disk).map_err(|e| refuse(Refusal::Usage, format!("--disk {}: no such device ({e})", disk.display())))?;
+    let name = disk.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sys = crossback_host::blockdev::sys_dir(&name);
+    if !sys.is_dir() {
+        refuse!(Refusal::Usage, "--disk {}: not a block device", disk.display());
+    }
+    if sys.join("partition").exists() {
+        refuse!(Refusal::Usage, "--disk {}: a partition; --disk takes the whole disk (its partitions are made from the backup)", disk.display());
+    }
+    Ok((disk, name, sys))
+}
+
+/// Each system from its newest backup, wherever it is (an open newest
+/// generation does not hide an older sealed one), or all from the
+/// generation asked for; adopted duplicity backups left out (said). With
+/// them, the configured systems that have no backup at all.
+fn newest_backups(slot_list: &[slots::Slot], cfg: &Config, only: Option<&str>, generation: Option<u64>) -> anyhow::Result<(Vec<SystemBackup>, Vec<String>)> {
+    let recorded_in = |g: &crate::layout::Generation| generation.is_none_or(|n| n == g.seq);
+    let mut names: Vec<String> = Vec::new();
+    for g in slot_list.iter().flat_map(|s| s.view.generations.iter().filter_map(|g| g.valid())).filter(|g| recorded_in(g)) {
+        for r in &g.recorded {
+            if only.is_none_or(|o| o == r.name) && !names.contains(&r.name) {
+                names.push(r.name.clone());
+            }
+        }
+    }
+    if names.is_empty() {
+        match (only, generation) {
+            (Some(s), _) => refuse!(
+                Refusal::NoBackup,
+                "no generation holds a backup of {s}{} (see `crossback status`)",
+                generation.map(|n| format!(" in generation {n}")).unwrap_or_default()
+            ),
+            (None, Some(n)) => refuse!(Refusal::NoBackup, "generation {n} holds no backup (see `crossback status`)"),
+            (None, None) => refuse!(Refusal::NoBackup, "no generation holds a backup yet (see `crossback status`)"),
+        }
+    }
+    // Configured systems with no backup at all: said, and the restore is not a full success.
+    let unbacked: Vec<String> = if only.is_none() && generation.is_none() {
+        cfg.systems.iter().map(|s| s.name.get_ref().clone()).filter(|n| !names.contains(n)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut all = Vec::new();
+    for n in &names {
+        let b = backups::find(slot_list, n, generation)?;
+        if b.record.legacy.is_some() && only.is_none() {
+            println!(
+                "note: {n}'s newest backup is an adopted duplicity one (generation {}), which records no disk layout: not restored here",
+                b.generation.seq
+            );
+            continue;
+        }
+        refuse_legacy(&b, n)?;
+        all.push(b);
+    }
+    Ok((all, unbacked))
+}
+
+/// The systems that were on the recorded disk; each must be entirely on it.
+fn on_this_disk(all: Vec<SystemBackup>, table: &Table) -> anyhow::Result<Vec<SystemBackup>> {
+    let backups: Vec<SystemBackup> = all.into_iter().filter(|b| b.mounts.filesystems.iter().any(|r| on_table(table, &b.mounts, r).is_some())).collect();
+    if backups.is_empty() {
+        refuse!(Refusal::NoBackup, "no system with a backup was on disk {}", table.id);
+    }
+    for b in &backups {
+        if let Some(r) = b.mounts.filesystems.iter().find(|r| on_table(table, &b.mounts, r).is_none()) {
+            refuse!(
+                Refusal::Unsupported,
+                "{}'s {} was on another disk than the one recorded ({}): restore {} with --bare-metal --device MOUNTPOINT=DEV for each of its filesystems",
+                b.record.name,
+                r.mountpoint,
+                table.id,
+                b.record.name
+            );
+        }
+    }
+    Ok(backups)
+}
+
+/// The disk written to: not the media's, not the running system's, nothing
+/// mounted, sectors of the recorded size. Its sector size and sectors.
+fn check_target(m: &Machine, cfg: &Config, disk: &Path, name: &str, sys: &Path, table: &Table) -> anyhow::Result<(u64, u64)> {
+    let slot_uuids: Vec<String> = cfg.media.iter().flat_map(|mm| [mm.slot_a.get_ref().to_lowercase(), mm.slot_b.get_ref().to_lowercase()]).collect();
+    let on_disk: Vec<&crossback_host::blockdev::Device> = m.devices.iter().filter(|d| d.disk == name).collect();
+    if on_disk.iter().any(|d| slot_uuids.contains(&d.uuid.to_lowercase())) {
+        refuse!(Refusal::TargetInUse, "{} holds a slot of the backup media: restoring onto it would destroy the backups", disk.display());
+    }
+    if let Some((root, _)) = m.running_root() {
+        if root.disk == name {
+            refuse!(Refusal::TargetInUse, "{} holds the running system: restore from another system or a live USB", disk.display());
+        }
+    }
+    let mounted: Vec<String> = on_disk.iter().flat_map(|d| m.mounts_of(d)).map(|x| x.mountpoint.clone()).collect();
+    if !mounted.is_empty() {
+        refuse!(Refusal::TargetInUse, "{} is in use: mounted at {}; unmount it first (nothing was written)", disk.display(), mounted.join(", "));
+    }
+    let ss = std::fs::read_to_string(sys.join("queue/logical_block_size")).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(512);
+    if ss != table.sector_size {
+        refuse!(
+            Refusal::Unsupported,
+            "{} has {ss}-byte sectors, the recorded disk had {}: partition it yourself and use --device",
+            disk.display(),
+            table.sector_size
+        );
+    }
+    Ok((ss, partitions::sectors_512(disk)? * 512 / ss))
+}
+
+/// What will be written: the partitions (as recorded, or shrunk), what each
+/// will hold, and the configured systems that have no backup.
+fn show_layout(disk: &Path, ss: u64, sectors: u64, table: &Table, new: &Table, backups: &[SystemBackup], unbacked: &[String]) {
+    println!(
+        "bare-metal restore onto {} ({}): the partition table of disk {} ({} partitions{}) and these systems: {}",
+        disk.display(),
+        output::bytes(sectors * ss),
+        table.id,
+        new.partitions.len(),
+        if new.partitions == table.partitions { String::new() } else { ", shrunk to fit".into() },
+        backups.iter().map(|b| format!("{} (generation {}, slot {})", b.record.name, b.generation.seq, b.slot)).collect::<Vec<_>>().join(", ")
+    );
+    for n in unbacked {
+        eprintln!("warning: {n} is configured but has no backup on this media: it is NOT restored (if it was on this disk, its partition is made empty)");
+    }
+    for (old, p) in table.partitions.iter().zip(&new.partitions) {
+        let what: Vec<String> = backups
+            .iter()
+            .flat_map(|b| {
+                b.mounts
+                    .filesystems
+                    .iter()
+                    .filter(|r| on_table(table, &b.mounts, r).is_some_and(|x| x.number == p.number))
+                    .map(|r| format!("{}:{}{}", b.record.name, r.mountpoint, if r.on.is_empty() { String::new() } else { format!(" (in {})", r.on) }))
+            })
+            .collect();
+        println!(
+            "  {} {:>9} → {:>9}  {}{}",
+            partitions::partition_device(disk, p.number).display(),
+            output::bytes(old.size * ss),
+            output::bytes(p.size * ss),
+            if what.is_empty() { "(no backup: made empty)".to_string() } else { what.join(", ") },
+            if p.name.is_empty() { String::new() } else { format!("  \"{}\"", output::text(&p.name)) }
+        );
+    }
+}
+
+/// What the systems' restores did, together.
+#[derive(Default)]
+struct Done {
+    entries: u64,
+    damaged: Vec<String>,
+    failed: Vec<String>,
+    /// Each system's fstab as restored.
+    fstabs: Vec<(String, String)>,
+    /// Old → new UUIDs made so far (containers, then filesystems).
+    uuids: Vec<(String, String)>,
+    repairs: Vec<(String, Option<GrubRepair>)>,
+}
+
+/// Each system's filesystems made again on the new partitions (or in the
+/// layers made on them) and its backup restored onto them; a filesystem
+/// several systems share (the ESP) once, by the system whose backup of it
+/// is the newest, which goes first.
+fn restore_systems(cfg: &Config, disk: &Path, table: &Table, backups: &[SystemBackup], made: &super::layers::Made, new_uuids: bool) -> anyhow::Result<Done> {
+    let newest_of = |r: &FsRecord| {
+        backups
+            .iter()
+            .filter(|b| b.mounts.filesystems.iter().any(|x| x.uuid == r.uuid && !r.uuid.is_empty()))
+            .max_by(|a, b| a.record.finished.cmp(&b.record.finished))
+            .map(|b| b.record.name.clone())
+    };
+    let mut done = Done { uuids: made.luks_uuids.clone(), ..Default::default() };
     let mut order: Vec<&SystemBackup> = backups.iter().collect();
     order.sort_by_key(|b| {
         !b.mounts.filesystems.iter().any(|r| {
@@ -354,13 +420,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
                 && backups.iter().filter(|x| x.mounts.filesystems.iter().any(|y| y.uuid == r.uuid)).count() > 1
         })
     });
-    let mut repairs = Vec::new();
-
     let m = Machine::scan(&[])?;
-    let mut entries = 0;
-    let mut damaged = Vec::new();
-    let mut failed = Vec::new();
-    let mut fstabs = Vec::new();
     for b in order {
         let name = &b.record.name;
         let explicit: Vec<(String, PathBuf)> = b
@@ -370,14 +430,14 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
             .filter_map(|r| {
                 let dev = match made.devices.iter().find(|(on, _)| !r.on.is_empty() && on == &r.on) {
                     Some((_, d)) => d.clone(),
-                    None => partitions::partition_device(&disk, on_table(&table, &b.mounts, r)?.number),
+                    None => partitions::partition_device(disk, on_table(table, &b.mounts, r)?.number),
                 };
                 Some((r.mountpoint.clone(), dev))
             })
             .collect();
         let mut ts: Vec<Target> = targets(b, &m, &explicit, name)?;
         ts.retain(|t| newest_of(&t.records[0]).is_none_or(|owner| &owner == name));
-        check_targets(&ts, &m, &cfg, new_uuids)?;
+        check_targets(&ts, &m, cfg, new_uuids)?;
         println!("{name} (backed up {}):", b.record.finished);
         show_plan(&m, &ts, new_uuids);
         if new_uuids {
@@ -385,37 +445,15 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
                 t.new_uuid = Some(String::new());
             }
         }
-        let r = recreate(b, name, &mut ts, new_uuids, &uuids)?;
-        entries += r.entries;
-        damaged.extend(r.damaged);
-        failed.extend(r.failed);
-        fstabs.push((name.clone(), r.fstab));
-        uuids.extend(r.uuid_map.iter().cloned());
-        repairs.push((name.clone(), r.grub));
+        let r = recreate(b, name, &mut ts, new_uuids, &done.uuids)?;
+        done.entries += r.entries;
+        done.damaged.extend(r.damaged);
+        done.failed.extend(r.failed);
+        done.fstabs.push((name.clone(), r.fstab));
+        done.uuids.extend(r.uuid_map.iter().cloned());
+        done.repairs.push((name.clone(), r.grub));
     }
-    // A new master key: the key files the restored systems' crypttab names
-    // for their containers open them too (so their initramfs does).
-    if !prepared.is_empty() {
-        super::layers::add_system_keys(&prepared, &backups, &disk, &new, &uuids)?;
-    }
-    for (name, text) in &fstabs {
-        check_fstab(name, text)?;
-    }
-    // The containers and volume groups made: closed before the boot is repaired.
-    for why in opened.close() {
-        eprintln!("warning: {why}");
-    }
-    if new_uuids {
-        new_identities(path, &uuids, &repairs, boot_repair, new_key.as_ref())?;
-    }
-    if boot_repair {
-        repair_boot(&disk, &table, &backups)?;
-    } else {
-        println!("boot entries left as they are (--no-boot-repair)");
-    }
-    drop(locks);
-    let outcome = report(entries, &damaged, &failed, start);
-    Ok(if unbacked.is_empty() || outcome != Outcome::Ok { outcome } else { Outcome::Partial })
+    Ok(done)
 }
 
 /// After `--new-uuids`: the configuration names each system's new root and
@@ -424,7 +462,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
 fn new_identities(
     path: &Path,
     uuids: &[(String, String)],
-    repairs: &[(String, Option<super::grub::GrubRepair>)],
+    repairs: &[(String, Option<GrubRepair>)],
     boot_repair: bool,
     new_key: Option<&NewKey>,
 ) -> anyhow::Result<()> {
