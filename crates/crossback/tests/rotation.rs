@@ -179,8 +179,13 @@ fn root_media_prepare_refuses_what_is_not_an_empty_filesystem() {
     run(Command::new("wipefs").args(["-a", "-q"]).arg(&raw.device));
     let out = crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &raw.device]).output().unwrap();
     assert!(text(&out).contains("holds no filesystem") && text(&out).contains("--mkfs"), "{}", text(&out));
+    assert_eq!(common::kind(&out), "unsupported", "{}", text(&out));
     let out = crossback(&cfg).args(["media", "prepare", "--mkfs", &m.slot_a.device, &raw.device]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "--mkfs asks first: {}", text(&out));
+    assert_eq!(common::kind(&out), "not-confirmed", "{}", text(&out));
+    let probe = Command::new("blkid").args(["-p", "-o", "value", "-s", "TYPE"]).arg(&raw.device).output().unwrap();
+    assert!(String::from_utf8_lossy(&probe.stdout).trim().is_empty(), "--mkfs without a yes formatted nothing");
+    assert!(!std::fs::read_to_string(&cfg).unwrap().contains("[media]"), "nothing recorded");
     ok(crossback(&cfg).args(["media", "prepare", "--mkfs", "--yes", "--label", "bk", &m.slot_a.device, &raw.device]));
     assert_eq!(raw.label(), "bk-B");
     // Preparing again is fine (same media), and the config names both slots.

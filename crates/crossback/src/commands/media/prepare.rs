@@ -4,7 +4,8 @@
 use crossback_host::tool::Tool;
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+use crossback_host::blockdev::Device;
 use crossback_host::{ns, offline};
 
 use crate::cli::PrepareArgs;
@@ -26,9 +27,56 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     if devs[0].path == devs[1].path {
         refuse!(Refusal::Usage, "slot A and slot B are the same device ({}): give two filesystems", devs[0].path.display());
     }
-    let systems = machine::systems(&m, &cfg)?;
-    let running = m.running_root().map(|(d, _)| d.path.clone());
+    check_candidates(&m, &cfg, &devs)?;
+    if a.mkfs {
+        devs = format_slots(&a, &devs)?;
+    }
     for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
+        if d.fstype.is_empty() || !d.is_linux_fs() {
+            refuse!(
+                Refusal::Unsupported,
+                "{} (for slot {letter}) holds {}: a slot must be a Linux filesystem (ext4, xfs, btrfs); pass --mkfs to format it as ext4",
+                d.path.display(),
+                if d.fstype.is_empty() { "no filesystem".to_string() } else { d.fstype.clone() }
+            );
+        }
+    }
+
+    let media_id = match &cfg.media {
+        Some(mm) => mm.id.get_ref().clone(),
+        None => media::new_media_id()?,
+    };
+    let _lock = crate::slots::lock_media(&media_id, crossback_host::lock::Mode::Exclusive)?;
+    let encryption = if a.encrypt { Some(new_encryption(&a.recipient)?) } else { None };
+    ns::enter_private()?;
+    let base = crossback_host::inspect::scratch_dir("crossback-prepare")?;
+    for (&letter, d) in SlotId::BOTH.iter().zip(&devs) {
+        prepare_one(letter, d, &media_id, encryption.as_ref(), &base)?;
+    }
+    if let Some(prefix) = &a.label {
+        for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
+            let label = format!("{prefix}-{letter}");
+            let cmd = crossback_host::fstype::of(&d.fstype)
+                .and_then(|t| t.relabel(&d.path, &label))
+                .ok_or_else(|| crate::error::refuse(Refusal::Unsupported, format!("cannot label a {} filesystem", d.fstype)))?;
+            machine::run_tool(&cmd)?;
+        }
+    }
+    let sealing = match &encryption {
+        Some((enc, _)) => Sealing::Encrypted(enc.media_key.clone()),
+        None => Sealing::Plain,
+    };
+    config::set_media(path, &Media::with_sealing(&media_id, &devs[0].uuid, &devs[1].uuid, &sealing))?;
+    println!("media {media_id} recorded in {}", path.display());
+    Ok(Outcome::Ok)
+}
+
+/// Neither slot may hold the running system, be part of a configured
+/// system, or be mounted.
+fn check_candidates(m: &Machine, cfg: &Config, devs: &[Device; 2]) -> anyhow::Result<()> {
+    let systems = machine::systems(m, cfg)?;
+    let running = m.running_root().map(|(d, _)| d.path.clone());
+    for (letter, d) in SlotId::BOTH.iter().zip(devs) {
         if running.as_ref() == Some(&d.path) {
             refuse!(Refusal::SystemRunning, "{} (for slot {letter}) holds the running system: choose the backup disk's filesystems", d.path.display());
         }
@@ -46,115 +94,89 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
             );
         }
     }
-    if a.mkfs {
-        let list: Vec<String> = devs
-            .iter()
-            .map(|d| {
-                format!(
-                    "{} ({}{})",
-                    d.path.display(),
-                    if d.fstype.is_empty() { "no filesystem" } else { &d.fstype },
-                    if d.label.is_empty() { String::new() } else { format!(" \"{}\"", d.label) }
-                )
-            })
-            .collect();
-        println!("--mkfs formats as ext4, destroying everything on: {}", list.join(", "));
-        if !a.yes && !crate::output::confirm("Format them?")? {
-            bail!("not formatted: pass --yes with --mkfs to format without asking");
-        }
-        for (letter, d) in SlotId::BOTH.iter().zip(devs.iter()) {
-            let label = a.label.as_ref().map(|p| format!("{p}-{letter}")).unwrap_or_else(|| format!("crossback-{letter}"));
-            machine::run_tool(Tool::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&d.path))?;
-        }
-        let m2 = Machine::scan(&[])?;
-        devs = [device_for(&m2, &devs[0].path.display().to_string())?, device_for(&m2, &devs[1].path.display().to_string())?];
-    }
-    for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
-        if d.fstype.is_empty() || !d.is_linux_fs() {
-            bail!(
-                "{} (for slot {letter}) holds {}: a slot must be a Linux filesystem (ext4, xfs, btrfs); pass --mkfs to format it as ext4",
-                d.path.display(),
-                if d.fstype.is_empty() { "no filesystem".to_string() } else { d.fstype.clone() }
-            );
-        }
-    }
+    Ok(())
+}
 
-    let media_id = match &cfg.media {
-        Some(mm) => mm.id.get_ref().clone(),
-        None => media::new_media_id()?,
-    };
-    let _lock = crate::slots::lock_media(&media_id, crossback_host::lock::Mode::Exclusive)?;
-    let encryption = if a.encrypt { Some(new_encryption(&a.recipient)?) } else { None };
-    ns::enter_private()?;
-    let base = crossback_host::inspect::scratch_dir("crossback-prepare")?;
-    for (&letter, d) in SlotId::BOTH.iter().zip(&devs) {
-        let at = base.join(letter.letter());
-        std::fs::create_dir_all(&at)?;
-        let mut mounted = offline::Mounted::default();
-        let fm = crate::slots::slot_fs(letter, d);
-        offline::mount_one(&fm, &at, true, false, &mut mounted)?;
-        let root = Dir::open(&at)?;
-        match layout::classify(&root)? {
-            Ok(view) if view.marker.media_id != media_id => refuse!(
-                Refusal::SlotOfAnotherMedia,
-                "{} is already slot {} of another backup media ({}): crossback will not take over another media's slot; choose another filesystem, or wipe it yourself if you are sure",
+/// `--mkfs`: both formatted as ext4 (after the user's yes); the devices
+/// as found again.
+fn format_slots(a: &PrepareArgs, devs: &[Device; 2]) -> anyhow::Result<[Device; 2]> {
+    let list: Vec<String> = devs
+        .iter()
+        .map(|d| {
+            format!(
+                "{} ({}{})",
                 d.path.display(),
-                view.marker.slot,
-                crate::output::text(&view.marker.media_id)
-            ),
-            Ok(view) if view.marker.slot != letter => {
-                refuse!(Refusal::SlotOfAnotherMedia, "{} is already slot {} of this media; give the slots in the same order as before", d.path.display(), view.marker.slot)
-            }
-            Ok(view) if encryption.is_some() && view.marker.encryption.is_some() => refuse!(
-                Refusal::Usage,
-                "{} is slot {letter} of this media already, encrypted: `crossback media add-key` / `remove-key` change who can unlock it",
-                d.path.display()
-            ),
-            Ok(view) if encryption.is_some() && view.marker.encryption.is_none() => refuse!(
-                Refusal::Usage,
-                "{} is slot {letter} of this media already, not encrypted: `crossback media encrypt` encrypts what is written from now on",
-                d.path.display()
-            ),
-            Ok(_) => println!("slot {letter}: {} (UUID={}) was prepared already", d.path.display(), d.uuid),
-            Err(mut foreign) => {
-                if let Ok(dir) = root.dir(layout::DIR) {
-                    foreign.extend(dir.entries()?.into_iter().map(|(n, _)| format!("{}/{}", layout::DIR, crate::output::text(&n.to_string_lossy()))));
-                }
-                if !foreign.is_empty() {
-                    foreign.sort();
-                    refuse!(
-                        Refusal::SlotHoldsForeignFiles,
-                        "{} (for slot {letter}) is not empty: it holds {}. A slot must hold nothing but lost+found; move these away or choose an empty filesystem (or --mkfs)",
-                        d.path.display(),
-                        foreign.join(", ")
-                    );
-                }
-                let mut marker = Marker::new(&media_id, letter);
-                marker.encryption = encryption.as_ref().map(|(enc, _)| enc.clone());
-                SlotWriter::prepare(&root, &marker, encryption.as_ref().map(|(_, files)| files))?;
-                println!("slot {letter}: {} (UUID={}) prepared{}", d.path.display(), d.uuid, if encryption.is_some() { ", encrypted" } else { "" });
-            }
+                if d.fstype.is_empty() { "no filesystem" } else { &d.fstype },
+                if d.label.is_empty() { String::new() } else { format!(" \"{}\"", d.label) }
+            )
+        })
+        .collect();
+    println!("--mkfs formats as ext4, destroying everything on: {}", list.join(", "));
+    if !a.yes && !crate::output::confirm("Format them?")? {
+        refuse!(Refusal::NotConfirmed, "not formatted: pass --yes with --mkfs to format without asking");
+    }
+    for (letter, d) in SlotId::BOTH.iter().zip(devs.iter()) {
+        let label = a.label.as_ref().map(|p| format!("{p}-{letter}")).unwrap_or_else(|| format!("crossback-{letter}"));
+        machine::run_tool(Tool::new("mkfs.ext4").args(["-q", "-F", "-L", &label]).arg(&d.path))?;
+    }
+    let m2 = Machine::scan(&[])?;
+    Ok([device_for(&m2, &devs[0].path.display().to_string())?, device_for(&m2, &devs[1].path.display().to_string())?])
+}
+
+/// One slot: mounted, classified; an empty filesystem made a slot of this
+/// media, one already its slot left as it is; anything else refused.
+fn prepare_one(letter: SlotId, d: &Device, media_id: &str, encryption: Option<&(layout::Encryption, layout::KeyFiles)>, base: &Path) -> anyhow::Result<()> {
+    let at = base.join(letter.letter());
+    std::fs::create_dir_all(&at)?;
+    let mut mounted = offline::Mounted::default();
+    let fm = crate::slots::slot_fs(letter, d);
+    offline::mount_one(&fm, &at, true, false, &mut mounted)?;
+    let root = Dir::open(&at)?;
+    match layout::classify(&root)? {
+        Ok(view) if view.marker.media_id != media_id => refuse!(
+            Refusal::SlotOfAnotherMedia,
+            "{} is already slot {} of another backup media ({}): crossback will not take over another media's slot; choose another filesystem, or wipe it yourself if you are sure",
+            d.path.display(),
+            view.marker.slot,
+            crate::output::text(&view.marker.media_id)
+        ),
+        Ok(view) if view.marker.slot != letter => {
+            refuse!(Refusal::SlotOfAnotherMedia, "{} is already slot {} of this media; give the slots in the same order as before", d.path.display(), view.marker.slot)
         }
-        drop(root);
-        let busy = mounted.unmount();
-        if !busy.is_empty() {
-            bail!("could not unmount slot {letter}: {:?}", busy);
+        Ok(view) if encryption.is_some() && view.marker.encryption.is_some() => refuse!(
+            Refusal::Usage,
+            "{} is slot {letter} of this media already, encrypted: `crossback media add-key` / `remove-key` change who can unlock it",
+            d.path.display()
+        ),
+        Ok(view) if encryption.is_some() && view.marker.encryption.is_none() => refuse!(
+            Refusal::Usage,
+            "{} is slot {letter} of this media already, not encrypted: `crossback media encrypt` encrypts what is written from now on",
+            d.path.display()
+        ),
+        Ok(_) => println!("slot {letter}: {} (UUID={}) was prepared already", d.path.display(), d.uuid),
+        Err(mut foreign) => {
+            if let Ok(dir) = root.dir(layout::DIR) {
+                foreign.extend(dir.entries()?.into_iter().map(|(n, _)| format!("{}/{}", layout::DIR, crate::output::text(&n.to_string_lossy()))));
+            }
+            if !foreign.is_empty() {
+                foreign.sort();
+                refuse!(
+                    Refusal::SlotHoldsForeignFiles,
+                    "{} (for slot {letter}) is not empty: it holds {}. A slot must hold nothing but lost+found; move these away or choose an empty filesystem (or --mkfs)",
+                    d.path.display(),
+                    foreign.join(", ")
+                );
+            }
+            let mut marker = Marker::new(media_id, letter);
+            marker.encryption = encryption.as_ref().map(|(enc, _)| enc.clone());
+            SlotWriter::prepare(&root, &marker, encryption.as_ref().map(|(_, files)| files))?;
+            println!("slot {letter}: {} (UUID={}) prepared{}", d.path.display(), d.uuid, if encryption.is_some() { ", encrypted" } else { "" });
         }
     }
-    if let Some(prefix) = &a.label {
-        for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
-            let label = format!("{prefix}-{letter}");
-            let cmd = crossback_host::fstype::of(&d.fstype)
-                .and_then(|t| t.relabel(&d.path, &label))
-                .with_context(|| crate::error::refuse(Refusal::Unsupported, format!("cannot label a {} filesystem", d.fstype)))?;
-            machine::run_tool(&cmd)?;
-        }
+    drop(root);
+    let busy = mounted.unmount();
+    if !busy.is_empty() {
+        bail!("could not unmount slot {letter}: {:?}", busy);
     }
-    let sealing = match &encryption {
-        Some((enc, _)) => Sealing::Encrypted(enc.media_key.clone()),
-        None => Sealing::Plain,
-    };
-    config::set_media(path, &Media::with_sealing(&media_id, &devs[0].uuid, &devs[1].uuid, &sealing))?;
-    println!("media {media_id} recorded in {}", path.display());
-    Ok(Outcome::Ok)
+    Ok(())
 }
