@@ -14,11 +14,14 @@ readme_commands() { # HEADING
   awk -v h="## $1" '$0 == h {f = 1; next} f && /^```sh/ {c = 1; next} c && /^```/ {exit} c {print}' README.md |
     sed -e 's/[[:space:]]*#.*$//' -e 's#/dev/sdb#/dev/sda#g' | grep -v '^[[:space:]]*$'
 }
-# Runs one command line as typed (words split at blanks: no quoting in them).
+# Runs one command line as typed at a terminal (script(1) gives it one),
+# where the person answers "yes" when it asks before writing.
 typed() { # LINE
-  # shellcheck disable=SC2086
-  set -- $1
-  run "$@"
+  echo "+ $1"
+  printf 'yes\n' | script -qec "$1" /dev/null 2>&1
+  rc=$?
+  echo "= exit $rc"
+  return $rc
 }
 # The state a restore must bring back: failed units, dpkg --verify, the
 # fidelity data, the files changed between the rounds, the filesystems and

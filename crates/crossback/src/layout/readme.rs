@@ -50,7 +50,7 @@ pub fn text(media_id: &str, letter: SlotId, encryption: Option<&Encryption>) -> 
          crossback instead). As root, from a live USB or a new system, with this disk\n\
          mounted (`mount -o ro` is enough) and the new one attached:\n\
          \n    /media/…/crossback/crossback init            (takes the configuration from here)\n\
-         \n    /media/…/crossback/crossback restore --bare-metal --disk /dev/NEWDISK\n\
+         \n    /media/…/crossback/crossback restore --bare-metal --disk /dev/NEWDISK   (shows what it will write, asks)\n\
          {}\
          \n\
          Do not put other files on this filesystem: crossback refuses a slot that holds\n\
