@@ -242,11 +242,60 @@ fn compare_with_source(
         println!("  {name} {:<10} same as the system", ar.mountpoint);
         return Ok(());
     }
+    if fstype == "vfat" {
+        if let Some(from) = added_fallback(at, &r.differences) {
+            println!(
+                "  {name} {:<10} same as the system, but for the firmware's fallback loader EFI/BOOT that a restore put there (a copy of EFI/{from})",
+                ar.mountpoint
+            );
+            return Ok(());
+        }
+    }
     tally.changed += 1;
     println!("  {name} {:<10} changed since the backup:", ar.mountpoint);
     let shown: Vec<String> = r.differences.iter().map(|(p, w)| format!("{}{}: {w}", ar.mountpoint.trim_end_matches('/'), output::path(p))).collect();
     say_some(&shown);
     Ok(())
+}
+
+/// When all that differs on an ESP is the firmware's fallback loader a
+/// bare-metal restore adds to one that had none (`EFI/BOOT` only in the
+/// tree, and `EFI`'s time, which the new directory changed) and every file
+/// in `EFI/BOOT` is byte for byte a file of one other `EFI/` directory (what
+/// the restore copied, as `grub-install --removable` does): that
+/// directory's name. The restore's doing is not a change of the system.
+fn added_fallback(at: &Path, differences: &[(Vec<u8>, String)]) -> Option<String> {
+    let is_boot = |p: &[u8]| p.eq_ignore_ascii_case(b"/EFI/BOOT");
+    let expected = |(p, w): &(Vec<u8>, String)| (is_boot(p) && w == "only in the tree") || (p.eq_ignore_ascii_case(b"/EFI") && w.starts_with("mtime differs"));
+    if !differences.iter().any(|(p, w)| is_boot(p) && w == "only in the tree") || !differences.iter().all(expected) {
+        return None;
+    }
+    const CAP: u64 = 64 << 20;
+    let efi = Dir::open(at).ok()?.dir("EFI").ok()?;
+    let entries = efi.entries().ok()?;
+    let boot_name = entries.iter().find(|(n, _)| n.as_encoded_bytes().eq_ignore_ascii_case(b"BOOT"))?.0.to_str()?.to_string();
+    let boot = efi.dir(&boot_name).ok()?;
+    let files: Vec<Vec<u8>> = boot
+        .entries()
+        .ok()?
+        .into_iter()
+        .map(|(n, kind)| if kind == crossback_host::beneath::Kind::File { boot.read_capped(n.to_str()?, CAP).ok() } else { None })
+        .collect::<Option<_>>()?;
+    if files.is_empty() {
+        return None;
+    }
+    entries.iter().filter(|(n, k)| *k == crossback_host::beneath::Kind::Dir && n.to_str() != Some(boot_name.as_str())).find_map(|(n, _)| {
+        let name = n.to_str()?;
+        let dir = efi.dir(name).ok()?;
+        let theirs: Vec<Vec<u8>> = dir
+            .entries()
+            .ok()?
+            .into_iter()
+            .filter(|(_, k)| *k == crossback_host::beneath::Kind::File)
+            .filter_map(|(m, _)| dir.read_capped(m.to_str()?, CAP).ok())
+            .collect();
+        files.iter().all(|f| theirs.contains(f)).then(|| name.to_string())
+    })
 }
 
 /// The first 50 lines, indented, and how many more there are.
@@ -285,4 +334,44 @@ fn check_one(dir: &Dir, rec: &ArchiveRecord, keys: Option<&crossback_archive::cr
         Err(e) => out.push(format!("cannot be checked: {e}")),
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esp() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("EFI/debian-a");
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::write(a.join("grubx64.efi"), b"grub image").unwrap();
+        std::fs::write(a.join("grub.cfg"), b"search --fs-uuid").unwrap();
+        std::fs::create_dir_all(t.path().join("EFI/debian-b")).unwrap();
+        std::fs::write(t.path().join("EFI/debian-b/grubx64.efi"), b"other grub").unwrap();
+        let boot = t.path().join("EFI/BOOT");
+        std::fs::create_dir_all(&boot).unwrap();
+        std::fs::write(boot.join("BOOTX64.EFI"), b"grub image").unwrap();
+        std::fs::write(boot.join("grub.cfg"), b"search --fs-uuid").unwrap();
+        t
+    }
+
+    fn diff(p: &str, w: &str) -> (Vec<u8>, String) {
+        (p.as_bytes().to_vec(), w.to_string())
+    }
+
+    /// The fallback loader a restore copied is named as such, not as a
+    /// change; anything else that differs, or a file in EFI/BOOT that is
+    /// no copy, is a change as before.
+    #[test]
+    fn the_fallback_loader_a_restore_added_is_not_a_change() {
+        let t = esp();
+        let added = [diff("/EFI", "mtime differs: 1 in the archive, 2 in the tree"), diff("/EFI/BOOT", "only in the tree")];
+        assert_eq!(added_fallback(t.path(), &added).as_deref(), Some("debian-a"));
+        assert_eq!(added_fallback(t.path(), &added[1..]).as_deref(), Some("debian-a"));
+        assert_eq!(added_fallback(t.path(), &added[..1]), None, "nothing added");
+        let more = [added[0].clone(), added[1].clone(), diff("/EFI/debian-a/grub.cfg", "size differs")];
+        assert_eq!(added_fallback(t.path(), &more), None);
+        std::fs::write(t.path().join("EFI/BOOT/BOOTX64.EFI"), b"planted").unwrap();
+        assert_eq!(added_fallback(t.path(), &added), None, "not a copy");
+    }
 }
