@@ -265,8 +265,11 @@ fn compare_with_source(
 /// the restore copied, as `grub-install --removable` does): that
 /// directory's name. The restore's doing is not a change of the system.
 fn added_fallback(at: &Path, differences: &[(Vec<u8>, String)]) -> Option<String> {
-    let is_boot = |p: &[u8]| p.eq_ignore_ascii_case(b"/EFI/BOOT");
-    let expected = |(p, w): &(Vec<u8>, String)| (is_boot(p) && w == "only in the tree") || (p.eq_ignore_ascii_case(b"/EFI") && w.starts_with("mtime differs"));
+    // The archive's paths are relative ("EFI/BOOT"); shown with a '/'.
+    let bare = |p: &[u8]| p.strip_prefix(b"/").unwrap_or(p).to_vec();
+    let is_boot = |p: &[u8]| bare(p).eq_ignore_ascii_case(b"EFI/BOOT");
+    let expected =
+        |(p, w): &(Vec<u8>, String)| (is_boot(p) && w == "only in the tree") || (bare(p).eq_ignore_ascii_case(b"EFI") && w.starts_with("mtime differs"));
     if !differences.iter().any(|(p, w)| is_boot(p) && w == "only in the tree") || !differences.iter().all(expected) {
         return None;
     }
@@ -365,11 +368,13 @@ mod tests {
     #[test]
     fn the_fallback_loader_a_restore_added_is_not_a_change() {
         let t = esp();
-        let added = [diff("/EFI", "mtime differs: 1 in the archive, 2 in the tree"), diff("/EFI/BOOT", "only in the tree")];
+        // As the archive's comparison gives them: relative paths.
+        let added = [diff("EFI", "mtime differs: 1 in the archive, 2 in the tree"), diff("EFI/BOOT", "only in the tree")];
+        assert_eq!(added_fallback(t.path(), &[diff("/EFI/BOOT", "only in the tree")]).as_deref(), Some("debian-a"));
         assert_eq!(added_fallback(t.path(), &added).as_deref(), Some("debian-a"));
         assert_eq!(added_fallback(t.path(), &added[1..]).as_deref(), Some("debian-a"));
         assert_eq!(added_fallback(t.path(), &added[..1]), None, "nothing added");
-        let more = [added[0].clone(), added[1].clone(), diff("/EFI/debian-a/grub.cfg", "size differs")];
+        let more = [added[0].clone(), added[1].clone(), diff("EFI/debian-a/grub.cfg", "size differs")];
         assert_eq!(added_fallback(t.path(), &more), None);
         std::fs::write(t.path().join("EFI/BOOT/BOOTX64.EFI"), b"planted").unwrap();
         assert_eq!(added_fallback(t.path(), &added), None, "not a copy");
