@@ -106,6 +106,20 @@ make_backup_disk() {
   slot_a=$(blkid -p -s UUID -o value "${bdev}p1"); slot_b=$(blkid -p -s UUID -o value "${bdev}p2")
   partx_d "$bdev"; losetup -d "$bdev"
 }
+# What a scenario that installs crossback needs: the tools, crossback's
+# Debian package ($work/crossback.deb) and a backup disk.
+run_setup() { # [MORE PACKAGES…]
+  need_packages fdisk e2fsprogs "$@"
+  say "building crossback's Debian package"
+  deb=$("$here/scripts/build-deb.sh") || die "scripts/build-deb.sh failed"
+  cp "$deb" "$work/crossback.deb"
+  make_backup_disk
+}
+# A blank disk of 80 % the system disk's size ($work/blank.raw, blank_mib).
+blank_disk() {
+  blank_mib=$(( LAB_DISK_MIB * 8 / 10 ))
+  truncate -s "${blank_mib}M" "$work/blank.raw"
+}
 backup_drive="file=$work/backup.raw,if=none,id=bk,format=raw,throttling.bps-write=83886080"
 backup_disk=(-device virtio-scsi-pci,id=scsi0 -drive "$backup_drive" -device scsi-hd,drive=bk,bus=scsi0.0,removable=on)
 
@@ -204,13 +218,8 @@ case $scenario in
     fi
     ;;
   dualboot)
-    need_packages fdisk e2fsprogs
-    say "building crossback's Debian package"
-    deb=$("$here/scripts/build-deb.sh") || die "scripts/build-deb.sh failed"
-    cp "$deb" "$work/crossback.deb"
-    make_backup_disk
-    blank_mib=$(( LAB_DISK_MIB * 8 / 10 ))
-    truncate -s "${blank_mib}M" "$work/blank.raw"
+    run_setup
+    blank_disk
     printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\nPASSPHRASE=%s\n' "$slot_a" "$slot_b" "lab-passphrase-$RANDOM$RANDOM" > "$work/env"
     echo backup > "$work/phase"
     job_disk "$(cat "$here/lab/jobs/dualboot.sh")" "$here/lab/jobs/lib.sh" "$work/crossback.deb" "$work/env" "$work/phase"
@@ -261,13 +270,8 @@ case $scenario in
     echo "lab: OK: dualboot: backed up from each other, restored by a rescue system onto a blank ${blank_mib} MiB disk, booted into A and B as before ($(( $(date +%s) - t0 )) s in all)"
     ;;
   luks)
-    need_packages fdisk e2fsprogs
-    say "building crossback's Debian package"
-    deb=$("$here/scripts/build-deb.sh") || die "scripts/build-deb.sh failed"
-    cp "$deb" "$work/crossback.deb"
-    make_backup_disk
-    blank_mib=$(( LAB_DISK_MIB * 8 / 10 ))
-    truncate -s "${blank_mib}M" "$work/blank.raw"
+    run_setup
+    blank_disk
     truncate -s "${LAB_DISK_MIB}M" "$work/full.raw"
     printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\nMEDIA_PASS=%s\nB_PASS=%s\n' "$slot_a" "$slot_b" "lab-media-$RANDOM$RANDOM" "$(cat "$LAB_CACHE/b.passphrase")" > "$work/env"
     echo backup > "$work/phase"
@@ -303,13 +307,8 @@ case $scenario in
     echo "lab: OK: luks: B (LVM on LUKS2) backed up from A with its container opened read-only, refusals by kind; restored by a rescue system onto a smaller disk, which boots with the same passphrase, and with new UUIDs and a new master key onto another, which boots too ($(( $(date +%s) - t0 )) s in all)"
     ;;
   recovery)
-    need_packages fdisk e2fsprogs
-    say "building crossback's Debian package"
-    deb=$("$here/scripts/build-deb.sh") || die "scripts/build-deb.sh failed"
-    cp "$deb" "$work/crossback.deb"
-    make_backup_disk
-    blank_mib=$(( LAB_DISK_MIB * 8 / 10 ))
-    truncate -s "${blank_mib}M" "$work/blank.raw"
+    run_setup
+    blank_disk
     printf 'SLOT_A=%s\nSLOT_B=%s\nBLANK=/dev/vdb\n' "$slot_a" "$slot_b" > "$work/env"
     echo backup > "$work/phase"
     job_disk "$(cat "$here/lab/jobs/recovery.sh")" "$here/lab/jobs/lib.sh" "$work/crossback.deb" "$work/env" "$work/phase" "$here/README.md"
@@ -337,11 +336,7 @@ case $scenario in
     # Issue 16: system A backs itself up at reboot (self), or by itself when
     # the backup disk is hot-plugged (plug); lab/jobs/unattended.sh is the
     # guest's side. A boots from the firmware's first entry.
-    need_packages fdisk e2fsprogs socat
-    say "building crossback's Debian package"
-    deb=$("$here/scripts/build-deb.sh") || die "scripts/build-deb.sh failed"
-    cp "$deb" "$work/crossback.deb"
-    make_backup_disk
+    run_setup socat
     printf 'SLOT_A=%s\nSLOT_B=%s\n' "$slot_a" "$slot_b" > "$work/env"
     a_disks=(-drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio)
     failed_boot() { # LOG WHY

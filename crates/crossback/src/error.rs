@@ -124,9 +124,6 @@ macro_rules! refuse {
 /// The kind of the first refusal in the chain, if any — also of one given
 /// as the context of another error (`.with_context(|| refuse(…))`).
 pub fn kind_of(err: &anyhow::Error) -> Option<Refusal> {
-    if let Some(r) = err.downcast_ref::<Refused>() {
-        return Some(r.kind);
-    }
     if let Some(k) = err.downcast_ref::<anyhow::Error>().and_then(kind_of) {
         return Some(k);
     }

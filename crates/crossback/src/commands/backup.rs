@@ -180,9 +180,11 @@ fn backup_system(run: &mut Run, sys: &System, fs: &[FsMount], cfg_excludes: &[St
         if let Some(n) = d.filter(|d| d.fstype == "vfat").and_then(|d| fat_label_entry(&d.label)) {
             excludes.push(n);
         }
-        let (record, errors) = archive_filesystem(run, &w, &sys.name, f, &at, excludes)?;
+        // A filesystem that statvfs cannot read has no size to say; the device's is recorded when known.
+        let space = rustix::fs::statvfs(&at).map(|s| (s.f_blocks * s.f_frsize, (s.f_blocks - s.f_bfree) * s.f_frsize)).unwrap_or((0, 0));
+        let (record, errors) = archive_filesystem(run, &w, &sys.name, f, &at, space.1, excludes)?;
         unreadable += errors;
-        mounts_file.filesystems.push(fs_record(sys, f, d, &at, &record.file));
+        mounts_file.filesystems.push(fs_record(sys, f, d, space, &record.file));
         record_devices.push(&f.device);
         records.push(record);
     }
@@ -225,10 +227,9 @@ fn essentials_of(at: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(ESSENTIALS.iter().filter(|e| etc.as_ref().and_then(|d| d.kind(e.trim_start_matches("etc/")).ok().flatten()).is_some()).map(|e| e.to_string()).collect())
 }
 
-/// The record of a filesystem: what a bare-metal restore makes again.
-fn fs_record(sys: &System, f: &FsMount, d: Option<&crossback_host::blockdev::Device>, at: &std::path::Path, archive: &str) -> FsRecord {
-    // A filesystem that statvfs cannot read has no size to say; the device's is recorded when known.
-    let (size, used) = rustix::fs::statvfs(at).map(|s| (s.f_blocks * s.f_frsize, (s.f_blocks - s.f_bfree) * s.f_frsize)).unwrap_or((0, 0));
+/// The record of a filesystem (its size and bytes used as mounted):
+/// what a bare-metal restore makes again.
+fn fs_record(sys: &System, f: &FsMount, d: Option<&crossback_host::blockdev::Device>, (size, used): (u64, u64), archive: &str) -> FsRecord {
     FsRecord {
         mountpoint: f.mountpoint.clone(),
         fstype: f.fstype.clone(),
@@ -246,18 +247,18 @@ fn fs_record(sys: &System, f: &FsMount, d: Option<&crossback_host::blockdev::Dev
     }
 }
 
-/// One filesystem, mounted at `at`, into its archive: written under its
-/// partial name, read back while written, committed. The record and how
-/// many files could not be read.
+/// One filesystem, mounted at `at` with `used` bytes (for the progress),
+/// into its archive: written under its partial name, read back while
+/// written, committed. The record and how many files could not be read.
 fn archive_filesystem(
     run: &mut Run,
     w: &SystemWriter,
     name: &str,
     f: &FsMount,
     at: &std::path::Path,
+    used: u64,
     excludes: Vec<String>,
 ) -> anyhow::Result<(ArchiveRecord, u64)> {
-    let used = rustix::fs::statvfs(at).map(|s| (s.f_blocks - s.f_bfree) * s.f_frsize).unwrap_or(0);
     let (pending, out) = w.archive(&f.mountpoint)?;
     let progress = Arc::new(Progress::default());
     let a = run.a;

@@ -266,7 +266,9 @@ fn compare_with_source(
 /// directory's name. The restore's doing is not a change of the system.
 fn added_fallback(at: &Path, differences: &[(Vec<u8>, String)]) -> Option<String> {
     // The archive's paths are relative ("EFI/BOOT"); shown with a '/'.
-    let bare = |p: &[u8]| p.strip_prefix(b"/").unwrap_or(p).to_vec();
+    fn bare(p: &[u8]) -> &[u8] {
+        p.strip_prefix(b"/").unwrap_or(p)
+    }
     let is_boot = |p: &[u8]| bare(p).eq_ignore_ascii_case(b"EFI/BOOT");
     let expected =
         |(p, w): &(Vec<u8>, String)| (is_boot(p) && w == "only in the tree") || (bare(p).eq_ignore_ascii_case(b"EFI") && w.starts_with("mtime differs"));

@@ -173,18 +173,16 @@ impl<'a> GenWriter<'a> {
 
     /// Records a system whose files are all durable: the manifest names it
     /// (replacing an older record of it) and is sealed when no system is
-    /// missing any more. True when this sealed the generation.
-    pub fn record(&mut self, record: SystemRecord, now: String) -> anyhow::Result<bool> {
+    /// missing any more (at `now`).
+    pub fn record(&mut self, record: SystemRecord, now: String) -> anyhow::Result<()> {
         let g = &mut self.generation;
         g.recorded.retain(|r| r.name != record.name);
         g.recorded.push(record);
-        let sealed = g.state == State::Open && g.missing().is_empty();
-        if sealed {
+        if g.state == State::Open && g.missing().is_empty() {
             g.state = State::Sealed;
             g.sealed = Some(now);
         }
-        self.write_manifest()?;
-        Ok(sealed)
+        self.write_manifest()
     }
 
     /// Removes what a failed system left (the manifest never named it).
