@@ -172,6 +172,16 @@ fn root_media_prepare_refuses_what_is_not_an_empty_filesystem() {
     let out = crossback(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("is not empty: it holds vacation.jpg"), "{}", text(&out));
+    assert_eq!(common::kind(&out), "slot-holds-foreign-files", "{}", text(&out));
+    // Both slots are checked before either is written: slot A, fine on
+    // its own, was not made a slot by the refused run.
+    let empty_a = |m: &mut TestMachine| {
+        m.slot_a.mount(&["ro"]);
+        let left: Vec<_> = std::fs::read_dir(m.slot_a.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).filter(|n| n != "lost+found").collect();
+        m.slot_a.unmount();
+        left
+    };
+    assert_eq!(empty_a(&mut m), Vec::<std::ffi::OsString>::new(), "slot A untouched");
     // No filesystem at all, without and with --mkfs.
     let raw = LoopFs::new("ext4", 64);
     let mut raw = raw;
@@ -183,6 +193,12 @@ fn root_media_prepare_refuses_what_is_not_an_empty_filesystem() {
     let out = crossback(&cfg).args(["media", "prepare", "--mkfs", &m.slot_a.device, &raw.device]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "--mkfs asks first: {}", text(&out));
     assert_eq!(common::kind(&out), "not-confirmed", "{}", text(&out));
+    // The same for an encrypted media: refused before any key is made.
+    let out = crossback(&cfg).args(["media", "prepare", "--encrypt", &m.slot_a.device, &raw.device]).output().unwrap();
+    assert_eq!(common::kind(&out), "unsupported", "{}", text(&out));
+    let out = crossback(&cfg).args(["media", "prepare", "--encrypt", "--mkfs", &m.slot_a.device, &raw.device]).output().unwrap();
+    assert_eq!(common::kind(&out), "not-confirmed", "{}", text(&out));
+    assert_eq!(empty_a(&mut m), Vec::<std::ffi::OsString>::new(), "slot A untouched");
     let probe = Command::new("blkid").args(["-p", "-o", "value", "-s", "TYPE"]).arg(&raw.device).output().unwrap();
     assert!(String::from_utf8_lossy(&probe.stdout).trim().is_empty(), "--mkfs without a yes formatted nothing");
     assert!(!std::fs::read_to_string(&cfg).unwrap().contains("[media]"), "nothing recorded");

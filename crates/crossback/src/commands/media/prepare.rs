@@ -50,8 +50,32 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     let encryption = if a.encrypt { Some(new_encryption(&a.recipient)?) } else { None };
     ns::enter_private()?;
     let base = crossback_host::inspect::scratch_dir("crossback-prepare")?;
+    // Both slots are checked before either is written: a refusal for B
+    // leaves A as it was.
+    let mut mounted = offline::Mounted::default();
+    let mut roots = Vec::new();
     for (&letter, d) in SlotId::BOTH.iter().zip(&devs) {
-        prepare_one(letter, d, &media_id, encryption.as_ref(), &base)?;
+        let at = base.join(letter.letter());
+        std::fs::create_dir_all(&at)?;
+        offline::mount_one(&crate::slots::slot_fs(letter, d), &at, true, false, &mut mounted)?;
+        let root = Dir::open(&at)?;
+        let fresh = check_slot(letter, d, &root, &media_id, encryption.is_some())?;
+        roots.push((letter, d, root, fresh));
+    }
+    for (letter, d, root, fresh) in &roots {
+        if !fresh {
+            println!("slot {letter}: {} (UUID={}) was prepared already", d.path.display(), d.uuid);
+            continue;
+        }
+        let mut marker = Marker::new(&media_id, *letter);
+        marker.encryption = encryption.as_ref().map(|(enc, _)| enc.clone());
+        SlotWriter::prepare(root, &marker, encryption.as_ref().map(|(_, files)| files))?;
+        println!("slot {letter}: {} (UUID={}) prepared{}", d.path.display(), d.uuid, if encryption.is_some() { ", encrypted" } else { "" });
+    }
+    drop(roots);
+    let busy = mounted.unmount();
+    if !busy.is_empty() {
+        bail!("could not unmount the slots: {busy:?}");
     }
     if let Some(prefix) = &a.label {
         for (letter, d) in SlotId::BOTH.iter().zip(&devs) {
@@ -123,16 +147,11 @@ fn format_slots(a: &PrepareArgs, devs: &[Device; 2]) -> anyhow::Result<[Device; 
     Ok([device_for(&m2, &devs[0].path.display().to_string())?, device_for(&m2, &devs[1].path.display().to_string())?])
 }
 
-/// One slot: mounted, classified; an empty filesystem made a slot of this
-/// media, one already its slot left as it is; anything else refused.
-fn prepare_one(letter: SlotId, d: &Device, media_id: &str, encryption: Option<&(layout::Encryption, layout::KeyFiles)>, base: &Path) -> anyhow::Result<()> {
-    let at = base.join(letter.letter());
-    std::fs::create_dir_all(&at)?;
-    let mut mounted = offline::Mounted::default();
-    let fm = crate::slots::slot_fs(letter, d);
-    offline::mount_one(&fm, &at, true, false, &mut mounted)?;
-    let root = Dir::open(&at)?;
-    match layout::classify(&root)? {
+/// One slot, mounted at `root`, classified: true when it is an empty
+/// filesystem to make a slot of this media, false when it is this slot
+/// already; anything else refused. Nothing is written here.
+fn check_slot(letter: SlotId, d: &Device, root: &Dir, media_id: &str, encrypt: bool) -> anyhow::Result<bool> {
+    match layout::classify(root)? {
         Ok(view) if view.marker.media_id != media_id => refuse!(
             Refusal::SlotOfAnotherMedia,
             "{} is already slot {} of another backup media ({}): crossback will not take over another media's slot; choose another filesystem, or wipe it yourself if you are sure",
@@ -143,17 +162,17 @@ fn prepare_one(letter: SlotId, d: &Device, media_id: &str, encryption: Option<&(
         Ok(view) if view.marker.slot != letter => {
             refuse!(Refusal::SlotOfAnotherMedia, "{} is already slot {} of this media; give the slots in the same order as before", d.path.display(), view.marker.slot)
         }
-        Ok(view) if encryption.is_some() && view.marker.encryption.is_some() => refuse!(
+        Ok(view) if encrypt && view.marker.encryption.is_some() => refuse!(
             Refusal::Usage,
             "{} is slot {letter} of this media already, encrypted: `crossback media add-key` / `remove-key` change who can unlock it",
             d.path.display()
         ),
-        Ok(view) if encryption.is_some() && view.marker.encryption.is_none() => refuse!(
+        Ok(view) if encrypt && view.marker.encryption.is_none() => refuse!(
             Refusal::Usage,
             "{} is slot {letter} of this media already, not encrypted: `crossback media encrypt` encrypts what is written from now on",
             d.path.display()
         ),
-        Ok(_) => println!("slot {letter}: {} (UUID={}) was prepared already", d.path.display(), d.uuid),
+        Ok(_) => Ok(false),
         Err(mut foreign) => {
             if let Ok(dir) = root.dir(layout::DIR) {
                 foreign.extend(dir.entries()?.into_iter().map(|(n, _)| format!("{}/{}", layout::DIR, crate::output::text(&n.to_string_lossy()))));
@@ -167,16 +186,7 @@ fn prepare_one(letter: SlotId, d: &Device, media_id: &str, encryption: Option<&(
                     foreign.join(", ")
                 );
             }
-            let mut marker = Marker::new(media_id, letter);
-            marker.encryption = encryption.as_ref().map(|(enc, _)| enc.clone());
-            SlotWriter::prepare(&root, &marker, encryption.as_ref().map(|(_, files)| files))?;
-            println!("slot {letter}: {} (UUID={}) prepared{}", d.path.display(), d.uuid, if encryption.is_some() { ", encrypted" } else { "" });
+            Ok(true)
         }
     }
-    drop(root);
-    let busy = mounted.unmount();
-    if !busy.is_empty() {
-        bail!("could not unmount slot {letter}: {:?}", busy);
-    }
-    Ok(())
 }
