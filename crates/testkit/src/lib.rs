@@ -8,6 +8,7 @@
 
 pub mod compare;
 pub mod machine;
+pub mod servers;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

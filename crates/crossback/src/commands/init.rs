@@ -113,6 +113,7 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             encrypted: mm.encrypted,
         }),
         systems: Vec::new(),
+        remotes: old.as_ref().map(|o| o.remotes.clone()).unwrap_or_default(),
     };
     for f in &found {
         let layers = system_layers(&m, f);

@@ -1,0 +1,231 @@
+//! `crossback push [REMOTE]`: every sealed generation on the backup disk
+//! that a remote does not have yet goes there, object by object, encrypted.
+//!
+//! The slots are read read-only, under the media's shared lock: a push
+//! never holds up a backup's choice of slot, and a backup never waits on
+//! the network. On the remote a generation's objects go up first, each
+//! whole or not at all, and `objects.toml` grows as they do; its manifest
+//! goes last. A push that stops — killed, the network gone, the server
+//! restarted — leaves no generation that looks complete, and the next one
+//! carries on: an object `objects.toml` lists, at its recorded size, is not
+//! sent again.
+
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::cli::PushArgs;
+use crate::config::{Config, RemoteConfig, Sealing};
+use crate::error::{refuse, Refusal};
+use crate::layout::{self, GenName, Generation, State};
+use crate::remote::{self, Object, Objects, Store};
+use crate::slots::{self, Slot};
+use crate::{machine, output, refuse, Outcome};
+
+use super::remote::{configured, generations, put_record, read_record};
+
+pub fn run(path: &std::path::Path, a: PushArgs) -> anyhow::Result<Outcome> {
+    machine::require_root("push")?;
+    let cfg = Config::load(path)?;
+    let remotes: Vec<&RemoteConfig> = match &a.remote {
+        Some(name) => vec![configured(&cfg, name)?],
+        None if cfg.remotes.is_empty() => refuse!(Refusal::Usage, "no remote is configured: `crossback remote add NAME URL` adds one"),
+        None => cfg.remotes.iter().collect(),
+    };
+    let media = cfg.media.as_ref().context("no media")?;
+    let sealing = media.sealing();
+    let view = slots::open_read_only(path, "push")?;
+    view.say_damaged();
+    // What this system knows the media is, checked against both markers.
+    let views: Vec<&layout::SlotView> = view.slots.iter().map(|s| &s.view).collect();
+    let media_key = crate::keys::write_to(&sealing, &views)?;
+    let sealed = sealed_generations(&view.slots);
+    if sealed.is_empty() {
+        refuse!(Refusal::NoBackup, "the backup disk holds no complete generation yet: `crossback backup` first; nothing was pushed");
+    }
+    let mut failed = None;
+    for r in remotes {
+        let one = Store::open(r, None, a.limit_upload).and_then(|store| push_to(&store, r, &sealing, media_key.as_ref(), &view.slots, &sealed));
+        if let Err(e) = one {
+            eprintln!("error: remote {}: {e:#}", r.name);
+            failed.get_or_insert(e);
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(Outcome::Ok),
+    }
+}
+
+/// Every sealed generation on the slots, oldest first, with its slot.
+fn sealed_generations(slots: &[Slot]) -> Vec<(&Slot, &Generation)> {
+    let mut out: Vec<(&Slot, &Generation)> =
+        slots.iter().flat_map(|s| s.view.generations.iter().filter_map(|g| g.valid()).filter(|g| g.state == State::Sealed).map(move |g| (s, g))).collect();
+    out.sort_by_key(|(_, g)| g.seq);
+    out
+}
+
+fn push_to(
+    store: &Store,
+    r: &RemoteConfig,
+    sealing: &Sealing,
+    media_key: Option<&age::x25519::Recipient>,
+    slots: &[Slot],
+    sealed: &[(&Slot, &Generation)],
+) -> anyhow::Result<()> {
+    // The remote's key: the configuration's word, checked against the store's record.
+    let encrypt_to = match (sealing, media_key) {
+        (Sealing::Encrypted(k), Some(_)) if *k != r.key => refuse!(
+            Refusal::Config,
+            "remote {}: its key {} is not the media's ({k}): the media was encrypted after the remote was added; add the remote again under another name",
+            r.name,
+            r.key
+        ),
+        (Sealing::Encrypted(_), Some(_)) => None,
+        _ => Some(age::x25519::Recipient::from_str(&r.key).map_err(|e| refuse(Refusal::Config, format!("remote {}: key: {e}", r.name)))?),
+    };
+    match read_record(store, &r.machine)? {
+        Some((record, _)) if record.encryption.media_key != r.key => refuse!(
+            Refusal::RemoteMismatch,
+            "remote {} holds machine {}'s backups under the key {}, but the configuration says {}: another machine uses the name, or the store was tampered with; nothing was pushed",
+            r.name,
+            r.machine,
+            record.encryption.media_key,
+            r.key
+        ),
+        Some(_) => {}
+        None if encrypt_to.is_none() => {
+            // An encrypted media's key and its wrappings, from a slot.
+            let s = &slots[0].view;
+            let enc = s.marker.encryption.as_ref().context("the media is encrypted, its marker says so (checked)")?;
+            put_record(store, &r.machine, enc, &s.keys)?;
+        }
+        None => refuse!(
+            Refusal::RemoteDamaged,
+            "remote {} has no record of machine {}'s key (crossback-remote.toml), which `remote add` wrote: the store was emptied or the URL changed; `crossback remote remove {}` and add it again; nothing was pushed",
+            r.name,
+            r.machine,
+            r.name
+        ),
+    }
+    let there = generations(store)?;
+    let mut pushed = 0;
+    for (slot, g) in sealed {
+        if there.get(&g.seq) == Some(&true) {
+            println!("remote {}: generation {} is there already", r.name, g.seq);
+            continue;
+        }
+        if g.recorded.iter().any(|s| s.legacy.is_some()) {
+            println!("remote {}: generation {} (the old duplicity backups) is not pushed: it is not crossback's format", r.name, g.seq);
+            continue;
+        }
+        push_generation(store, slot, g, encrypt_to.as_ref())?;
+        pushed += 1;
+    }
+    if pushed == 0 {
+        println!("remote {}: up to date", r.name);
+    }
+    Ok(())
+}
+
+/// What a file of the slot is called on the remote: a plain media's
+/// archives and records take the names of encrypted ones.
+fn remote_name(file: &str, encrypting: bool) -> String {
+    if !encrypting || file.ends_with(".age") {
+        return file.to_string();
+    }
+    match file {
+        layout::MOUNTS => layout::MOUNTS_AGE.to_string(),
+        f if f.ends_with(".tar.zst") => format!("{f}.age"),
+        f => f.to_string(),
+    }
+}
+
+fn push_generation(store: &Store, slot: &Slot, g: &Generation, encrypt_to: Option<&age::x25519::Recipient>) -> anyhow::Result<()> {
+    let dir = GenName::dir(g.seq);
+    let started = Instant::now();
+    let objects_at = format!("{dir}/{}", remote::OBJECTS);
+    // What an earlier push of this generation finished, as the store has it.
+    let mut objects: Objects =
+        store.get(&objects_at, layout::MANIFEST_CAP)?.and_then(|b| String::from_utf8(b).ok()).and_then(|t| toml::from_str(&t).ok()).unwrap_or_default();
+    let gendir = slot.dir()?.dir(&dir).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
+    let (mut sent, mut kept) = (0u64, 0u64);
+    for s in &g.recorded {
+        let sysdir = gendir.dir(&s.name).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
+        for (name, kind) in sysdir.entries()? {
+            let name = name
+                .to_str()
+                .filter(|n| !n.ends_with(".partial"))
+                .with_context(|| refuse(Refusal::SlotHostile, format!("{}/{:?} is not a name crossback writes", sysdir.shown().display(), name)))?;
+            if kind != crossback_host::beneath::Kind::File {
+                refuse!(Refusal::SlotHostile, "{}/{name} is not a regular file: nothing crossback writes; nothing was pushed of it", sysdir.shown().display());
+            }
+            let file = sysdir.open_file(name).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
+            let len = file.metadata()?.len();
+            // An archive must be the one the manifest records.
+            if let Some(ar) = s.archives.iter().find(|a| a.file == name) {
+                if ar.bytes != len {
+                    refuse!(
+                        Refusal::ArchiveMismatch,
+                        "{}/{name} is {len} bytes, generation {} records {}: it is not the archive that was written; run `crossback verify`; nothing more was pushed",
+                        sysdir.shown().display(),
+                        g.seq,
+                        ar.bytes
+                    );
+                }
+            }
+            let rel = format!("{}/{}", s.name, remote_name(name, encrypt_to.is_some()));
+            let at = format!("{dir}/{rel}");
+            if let Some(o) = objects.list.iter().find(|o| o.path == rel) {
+                if store.size(&at)? == Some(o.bytes) {
+                    kept += o.bytes;
+                    continue;
+                }
+            }
+            let progress = std::sync::Arc::new(crossback_archive::create::Progress::default());
+            let bar = output::Bar::start(std::sync::Arc::clone(&progress), len, "pushing");
+            let mut src = std::io::BufReader::with_capacity(1 << 20, file);
+            let o = store.upload(&at, &mut src, encrypt_to, &|n| progress.bytes_in.store(n, std::sync::atomic::Ordering::Relaxed));
+            bar.finish();
+            let o = o?;
+            sent += o.bytes;
+            objects.list.retain(|x| x.path != rel);
+            objects.list.push(Object { path: rel, ..o });
+            store.put(&objects_at, toml::to_string(&objects)?.as_bytes())?;
+        }
+    }
+    // The manifest, last: as the store holds the archives (a plain media's renamed).
+    let mut manifest = g.clone();
+    for s in &mut manifest.recorded {
+        for a in &mut s.archives {
+            a.file = remote_name(&a.file, encrypt_to.is_some());
+        }
+    }
+    store.put(&format!("{dir}/{}", layout::MANIFEST), toml::to_string(&manifest)?.as_bytes())?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "remote {}: generation {} pushed ({} systems): {} sent in {secs:.1} s ({}/s){}",
+        store.name,
+        g.seq,
+        g.recorded.len(),
+        output::bytes(sent),
+        output::bytes((sent as f64 / secs.max(0.001)) as u64),
+        if kept > 0 { format!(", {} were there from an earlier push", output::bytes(kept)) } else { String::new() }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_media_s_files_take_encrypted_names() {
+        assert_eq!(remote_name("root.tar.zst", true), "root.tar.zst.age");
+        assert_eq!(remote_name("root.tar.zst.age", true), "root.tar.zst.age");
+        assert_eq!(remote_name("mounts.toml", true), "mounts.toml.age");
+        assert_eq!(remote_name("root.tar.zst", false), "root.tar.zst");
+        assert_eq!(remote_name("luks-0a1b.header", true), "luks-0a1b.header");
+    }
+}

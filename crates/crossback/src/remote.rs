@@ -1,0 +1,441 @@
+//! An off-site store: an S3-compatible object store or an SFTP server,
+//! through OpenDAL, seen as a tree of objects under `URL/MACHINE/`:
+//!
+//! ```text
+//! URL/MACHINE/
+//!   crossback-remote.toml     what the store holds: format, machine, the key it is encrypted to
+//!   media-key.passphrase.age  that key, wrapped (as on an encrypted media's slots)
+//!   media-key.recipients.age
+//!   gen-000012/
+//!     SYSTEM/mounts.toml.age, root.tar.zst.age, …   every object age-encrypted
+//!     objects.toml            each object's size and BLAKE3 as stored (grows as they go up)
+//!     generation.toml         the manifest, written last: without it the generation is not there
+//! ```
+//!
+//! Everything a system's data or names are in is encrypted before it
+//! leaves the machine: an encrypted media's files go up as they are, a
+//! plain media's are encrypted on the way to the remote's own key. What the
+//! store says about itself is checked against the configuration, as a
+//! slot's marker is.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use opendal::layers::{RetryLayer, ThrottleLayer, TimeoutLayer};
+use opendal::{ErrorKind, Operator};
+use serde::{Deserialize, Serialize};
+
+use crate::config::RemoteConfig;
+use crate::error::{refuse, Refusal};
+
+/// The store's own record, at `URL/MACHINE/crossback-remote.toml`.
+pub const RECORD: &str = "crossback-remote.toml";
+/// A generation's list of objects, with their sizes and hashes as stored.
+pub const OBJECTS: &str = "objects.toml";
+/// Bytes of one upload request (a multipart part): memory is this times
+/// the parallel uploads, whatever the archive's size.
+const PART: usize = 16 << 20;
+const PARALLEL: usize = 4;
+
+/// Where a remote is, from its URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Url {
+    S3 { bucket: String, prefix: String },
+    Sftp { user: Option<String>, host: String, port: Option<u16>, path: String },
+}
+
+impl Url {
+    pub fn parse(text: &str) -> anyhow::Result<Url> {
+        let u = url::Url::parse(text)
+            .map_err(|e| anyhow::anyhow!("{:?} is not a URL ({e}): s3://BUCKET/PREFIX or sftp://USER@HOST/PATH", crate::output::text(text)))?;
+        let host = u.host_str().filter(|h| !h.is_empty()).map(str::to_string);
+        let path = u.path().trim_matches('/').to_string();
+        if path.split('/').any(|c| c == "." || c == "..") || u.query().is_some() || u.fragment().is_some() || u.password().is_some() {
+            anyhow::bail!("{:?}: no '..', query, fragment or password in a remote's URL (credentials go in a file: --credentials)", crate::output::text(text));
+        }
+        match (u.scheme(), host) {
+            ("s3", Some(bucket)) if u.username().is_empty() && u.port().is_none() => Ok(Url::S3 { bucket, prefix: path }),
+            ("sftp", Some(host)) if !path.is_empty() => {
+                Ok(Url::Sftp { user: Some(u.username().to_string()).filter(|s| !s.is_empty()), host, port: u.port(), path: format!("/{path}") })
+            }
+            ("sftp", Some(_)) => anyhow::bail!("{:?}: give the directory on the server (sftp://HOST/PATH)", crate::output::text(text)),
+            _ => anyhow::bail!("{:?} is not an s3://BUCKET[/PREFIX] or sftp://[USER@]HOST[:PORT]/PATH URL", crate::output::text(text)),
+        }
+    }
+}
+
+/// S3 credentials as kept in the file the configuration names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3Credentials {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+/// One remote, open: its objects under `URL/MACHINE/`.
+pub struct Store {
+    pub name: String,
+    op: Operator,
+    rt: tokio::runtime::Runtime,
+    /// `MACHINE/`, the prefix of every path this store reads or writes.
+    base: String,
+    /// Bytes read back from the store (ranges included), for the reports.
+    fetched: AtomicU64,
+}
+
+/// An object as stored: its size and the BLAKE3 of its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Object {
+    pub path: String,
+    pub bytes: u64,
+    pub blake3: String,
+}
+
+/// A generation's objects (`objects.toml`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objects {
+    #[serde(default, rename = "object")]
+    pub list: Vec<Object>,
+}
+
+/// The store's own record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub format: u32,
+    pub machine: String,
+    /// What unlocks it: the key's public half, and how it is kept wrapped
+    /// beside this record (as on an encrypted media's slots).
+    pub encryption: crate::layout::Encryption,
+}
+
+fn store_error(e: opendal::Error, what: &str, remote: &str) -> anyhow::Error {
+    let kind = match e.kind() {
+        ErrorKind::PermissionDenied => Refusal::RemoteDenied,
+        ErrorKind::RateLimited | ErrorKind::Unexpected if e.is_temporary() => Refusal::RemoteUnreachable,
+        ErrorKind::Unexpected if is_full(&e) => Refusal::RemoteFull,
+        ErrorKind::ConfigInvalid => Refusal::Config,
+        _ => Refusal::RemoteUnreachable,
+    };
+    let hint = match kind {
+        Refusal::RemoteDenied => "check the credentials (`crossback remote list` shows which file they come from)",
+        Refusal::RemoteFull => "the store is full or over its quota: free space there or raise the quota",
+        Refusal::Config => "check the remote's URL and endpoint (`crossback remote list`)",
+        _ => "check the network and that the store is up; run the command again to carry on",
+    };
+    refuse(kind, format!("remote {remote}: {what}: {e}; {hint}"))
+}
+
+/// A full store: S3's `EntityTooLarge`/quota errors, SFTP's "no space".
+fn is_full(e: &opendal::Error) -> bool {
+    let t = e.to_string().to_lowercase();
+    ["quota", "no space", "insufficient", "storage full", "entitytoolarge", "disk full"].iter().any(|w| t.contains(w))
+}
+
+impl Store {
+    /// Opens the remote `r` for the backups of `machine` (default: this
+    /// machine's, as configured). Contacts nothing yet.
+    pub fn open(r: &RemoteConfig, machine: Option<&str>, limit_upload: Option<u64>) -> anyhow::Result<Store> {
+        let bad_config = |e: opendal::Error| refuse(Refusal::Config, format!("remote {}: {e}", r.name));
+        opendal::install_default();
+        let op = match Url::parse(&r.url).map_err(|e| refuse(Refusal::Config, format!("remote {}: {e}", r.name)))? {
+            Url::S3 { bucket, prefix } => {
+                let mut b = opendal::services::S3::default()
+                    .bucket(&bucket)
+                    .root(&format!("/{prefix}"))
+                    .region(r.region.as_deref().unwrap_or("us-east-1"))
+                    // Only what the configuration says: no ~/.aws, no instance metadata service.
+                    .disable_config_load()
+                    .disable_ec2_metadata();
+                if let Some(e) = &r.endpoint {
+                    b = b.endpoint(e);
+                }
+                let (id, secret) = s3_credentials(r)?;
+                Operator::new(b.access_key_id(&id).secret_access_key(&secret)).map_err(bad_config)?
+            }
+            Url::Sftp { user, host, port, path } => {
+                let endpoint = format!("ssh://{host}{}", port.map(|p| format!(":{p}")).unwrap_or_default());
+                let mut b = opendal::services::Sftp::default().endpoint(&endpoint).root(&path);
+                if let Some(u) = &user {
+                    b = b.user(u);
+                }
+                if let Some(k) = &r.credentials {
+                    b = b.key(&k.to_string_lossy());
+                }
+                Operator::new(b).map_err(bad_config)?
+            }
+        };
+        let mut op = op;
+        if let Some(bps) = limit_upload.or(r.limit_upload) {
+            let bps = u32::try_from(bps.max(1)).unwrap_or(u32::MAX);
+            // The burst must hold the largest single request (a part).
+            op = op.layer(ThrottleLayer::new(bps, (PART as u32).max(bps)));
+        }
+        // OpenDAL's default I/O timeout (10 s) is too short for a part on a
+        // slow line; a request that stalls for a minute is retried.
+        let op = op
+            .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
+            .layer(RetryLayer::new().with_max_times(10).with_jitter().with_min_delay(Duration::from_millis(500)).with_max_delay(Duration::from_secs(30)));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the network runtime")?;
+        let machine = machine.unwrap_or(&r.machine);
+        if !crate::layout::valid_system_name(machine) {
+            crate::refuse!(Refusal::Usage, "{:?} is not a machine name (letters, digits, '-', '_', '.')", crate::output::text(machine));
+        }
+        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), fetched: AtomicU64::new(0) })
+    }
+
+    fn at(&self, rel: &str) -> String {
+        format!("{}{rel}", self.base)
+    }
+
+    fn fail(&self, e: opendal::Error, what: impl std::fmt::Display) -> anyhow::Error {
+        store_error(e, &what.to_string(), &self.name)
+    }
+
+    /// The size of an object, `None` when it is not there.
+    pub fn size(&self, rel: &str) -> anyhow::Result<Option<u64>> {
+        match self.rt.block_on(self.op.stat(&self.at(rel))) {
+            Ok(m) => Ok(Some(m.content_length())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.fail(e, format_args!("looking for {rel}"))),
+        }
+    }
+
+    /// A small object, whole: at most `cap` bytes, else it is refused as damaged.
+    pub fn get(&self, rel: &str, cap: u64) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(len) = self.size(rel)? else { return Ok(None) };
+        if len > cap {
+            crate::refuse!(Refusal::RemoteDamaged, "remote {}: {rel} is {len} bytes, more than such a file ever is ({cap}): it is not crossback's", self.name);
+        }
+        let data =
+            self.rt.block_on(async { self.op.read_with(&self.at(rel)).range(0..len).await }).map_err(|e| self.fail(e, format_args!("reading {rel}")))?.to_vec();
+        self.fetched.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(Some(data))
+    }
+
+    /// Bytes `off..off + buf.len()` of an object (fewer at its end).
+    pub fn read_at(&self, rel: &str, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+        let end = off + buf.len() as u64;
+        let data = self.rt.block_on(async { self.op.read_with(&self.at(rel)).range(off..end).await }).map_err(std::io::Error::other)?;
+        let n = data.len().min(buf.len());
+        let mut filled = 0;
+        for chunk in data {
+            let take = chunk.len().min(n - filled);
+            buf[filled..filled + take].copy_from_slice(&chunk[..take]);
+            filled += take;
+        }
+        self.fetched.fetch_add(filled as u64, Ordering::Relaxed);
+        Ok(filled)
+    }
+
+    /// Writes a small object whole (records, keys, manifests).
+    pub fn put(&self, rel: &str, data: &[u8]) -> anyhow::Result<()> {
+        self.rt.block_on(self.op.write(&self.at(rel), data.to_vec())).map_err(|e| self.fail(e, format_args!("writing {rel}")))?;
+        Ok(())
+    }
+
+    pub fn delete(&self, rel: &str) -> anyhow::Result<()> {
+        self.rt.block_on(self.op.delete(&self.at(rel))).map_err(|e| self.fail(e, format_args!("deleting {rel}")))
+    }
+
+    /// The names directly under `rel` (a directory; `""` for the machine's
+    /// own), directories with a trailing `/`.
+    pub fn list(&self, rel: &str) -> anyhow::Result<Vec<String>> {
+        let dir = if rel.is_empty() { self.base.clone() } else { self.at(&format!("{}/", rel.trim_end_matches('/'))) };
+        let entries = match self.rt.block_on(self.op.list(&dir)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.fail(e, format_args!("listing {}", if rel.is_empty() { "the machine's directory" } else { rel }))),
+        };
+        Ok(entries.into_iter().map(|e| e.path().strip_prefix(&dir).unwrap_or(e.path()).to_string()).filter(|n| !n.is_empty()).collect())
+    }
+
+    /// The machines that have backups in this store (`remote list --machines`).
+    pub fn machines(&self) -> anyhow::Result<Vec<String>> {
+        let entries = self.rt.block_on(self.op.list("/")).map_err(|e| self.fail(e, "listing the store's machines"))?;
+        let mut out: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.metadata().is_dir())
+            .map(|e| e.path().trim_matches('/').to_string())
+            .filter(|n| crate::layout::valid_system_name(n))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Uploads `src` as `rel`, encrypted to `encrypt_to` on the way (or as
+    /// it is), in parts of [`PART`] bytes, [`PARALLEL`] at a time; the
+    /// object appears only once whole. Returns what was stored.
+    pub fn upload(&self, rel: &str, src: &mut dyn Read, encrypt_to: Option<&age::x25519::Recipient>, progress: &dyn Fn(u64)) -> anyhow::Result<Object> {
+        let path = self.at(rel);
+        let writer = self
+            .rt
+            .block_on(async { self.op.writer_with(&path).chunk(PART).concurrent(PARALLEL).await })
+            .map_err(|e| self.fail(e, format_args!("starting the upload of {rel}")))?;
+        let mut sink = Sink { store: self, writer, buf: Vec::with_capacity(PART), hash: blake3::Hasher::new(), bytes: 0, progress, what: rel };
+        let copied = match encrypt_to {
+            Some(to) => (|| -> anyhow::Result<()> {
+                let mut w = crossback_archive::crypt::writer(&mut sink, std::slice::from_ref(to))?;
+                std::io::copy(src, &mut w)?;
+                w.finish()?;
+                Ok(())
+            })(),
+            None => std::io::copy(src, &mut sink).map(drop).map_err(Into::into),
+        };
+        if let Err(e) = copied.and_then(|()| sink.flush_part()) {
+            let _ = self.rt.block_on(sink.writer.abort());
+            return Err(unwrap_io(e).context(format!("remote {}: uploading {rel}", self.name)));
+        }
+        let (hash, bytes) = (sink.hash.finalize().to_hex().to_string(), sink.bytes);
+        let mut writer = sink.writer;
+        let meta = self.rt.block_on(writer.close()).map_err(|e| self.fail(e, format_args!("finishing the upload of {rel}")))?;
+        // The store's own count of what it holds, when it says one.
+        if meta.content_length() != 0 && meta.content_length() != bytes {
+            crate::refuse!(Refusal::RemoteDamaged, "remote {}: {rel} was sent as {bytes} bytes, the store says it holds {}", self.name, meta.content_length());
+        }
+        Ok(Object { path: rel.to_string(), bytes, blake3: hash })
+    }
+
+    /// Reads an object through and hashes it (`remote verify`).
+    pub fn hash(&self, rel: &str, len: u64) -> anyhow::Result<(u64, String)> {
+        let mut h = blake3::Hasher::new();
+        let mut off = 0;
+        let mut buf = vec![0u8; PART];
+        while off < len {
+            let want = ((len - off) as usize).min(buf.len());
+            let n = self
+                .read_at(rel, &mut buf[..want], off)
+                .map_err(|e| refuse(Refusal::RemoteUnreachable, format!("remote {}: reading {rel}: {e}", self.name)))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        Ok((off, h.finalize().to_hex().to_string()))
+    }
+}
+
+/// The error a failed part carries through `io::copy`: the store's own, when it was one.
+fn unwrap_io(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<std::io::Error>() {
+        Ok(io) => match io.into_inner().map(|inner| inner.downcast::<Carried>()) {
+            Some(Ok(c)) => c.0,
+            Some(Err(other)) => anyhow::Error::from_boxed(other),
+            None => anyhow::anyhow!("an I/O error without detail"),
+        },
+        Err(e) => e,
+    }
+}
+
+/// A store error carried through `std::io::Write` (the age writer's sink).
+#[derive(Debug)]
+struct Carried(anyhow::Error);
+
+impl std::fmt::Display for Carried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Carried {}
+
+/// The upload's end of the pipe: counts and hashes what is stored, and
+/// hands it to the store a part at a time.
+struct Sink<'a> {
+    store: &'a Store,
+    writer: opendal::Writer,
+    buf: Vec<u8>,
+    hash: blake3::Hasher,
+    bytes: u64,
+    progress: &'a dyn Fn(u64),
+    what: &'a str,
+}
+
+impl Sink<'_> {
+    fn flush_part(&mut self) -> anyhow::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART));
+        self.store.rt.block_on(self.writer.write(part)).map_err(|e| self.store.fail(e, format_args!("uploading {}", self.what)))?;
+        (self.progress)(self.bytes);
+        Ok(())
+    }
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(PART - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.hash.update(&data[..n]);
+        self.bytes += n as u64;
+        if self.buf.len() == PART {
+            self.flush_part().map_err(|e| std::io::Error::other(Carried(e)))?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The S3 key pair: from the file the configuration names, else the
+/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+fn s3_credentials(r: &RemoteConfig) -> anyhow::Result<(String, String)> {
+    if let Some(path) = &r.credentials {
+        let text = read_private(path).with_context(|| refuse(Refusal::Config, format!("remote {}: the credentials file {}", r.name, path.display())))?;
+        let c: S3Credentials = toml::from_str(&text).map_err(|e| {
+            refuse(
+                Refusal::Config,
+                format!("remote {}: {} does not read as `access_key_id = \"…\"` and `secret_access_key = \"…\"`: {}", r.name, path.display(), e.message()),
+            )
+        })?;
+        return Ok((c.access_key_id, c.secret_access_key));
+    }
+    match (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
+        (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => Ok((id, secret)),
+        _ => crate::refuse!(
+            Refusal::Config,
+            "remote {}: no credentials: give them in a file (`crossback remote add … --credentials FILE`) or in $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY",
+            r.name
+        ),
+    }
+}
+
+/// A secret file: root's own and nobody else's to read.
+fn read_private(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() || meta.len() > 64 << 10 {
+        anyhow::bail!("is not a small regular file");
+    }
+    if meta.mode() & 0o077 != 0 {
+        anyhow::bail!("can be read by others (mode {:o}): `chmod 600 {}` first", meta.mode() & 0o777, path.display());
+    }
+    Ok(std::fs::read_to_string(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_say_where_or_are_refused() {
+        assert_eq!(Url::parse("s3://bucket").unwrap(), Url::S3 { bucket: "bucket".into(), prefix: String::new() });
+        assert_eq!(Url::parse("s3://bucket/a/b/").unwrap(), Url::S3 { bucket: "bucket".into(), prefix: "a/b".into() });
+        assert_eq!(
+            Url::parse("sftp://ann@backup.example:2222/srv/cb").unwrap(),
+            Url::Sftp { user: Some("ann".into()), host: "backup.example".into(), port: Some(2222), path: "/srv/cb".into() }
+        );
+        for bad in ["s3://", "http://x/y", "sftp://host", "sftp://u:pw@host/p", "s3://b/../x", "s3://b/x?y=1", "bucket/x", "s3://u@b/x"] {
+            assert!(Url::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Off-site copies against real servers on 127.0.0.1: SeaweedFS's S3
+//! gateway over two volume servers, and rclone's SFTP server. What goes up
+//! is encrypted (a canary's name and content are nowhere in what the store
+//! keeps), opens with the `age` tool, checks with `remote verify`, and a
+//! push that stopped carries on without sending again what is there.
+//! These tests need root (loop devices) and the servers that
+//! scripts/install-deps.sh installs.
+
+mod common;
+use common::{crossback, kind, ok, text};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crossback_testkit::machine::TestMachine;
+use crossback_testkit::servers::{self, SeaweedFs};
+use crossback_testkit::{compare, require_root, run};
+
+fn cb(cfg: &Path) -> Command {
+    let mut c = crossback(cfg);
+    c.stdin(Stdio::null()).env_remove("CROSSBACK_PASSPHRASE_FILE").env_remove("AWS_ACCESS_KEY_ID").env("CROSSBACK_SCRYPT_WORK_FACTOR", "12");
+    c
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn refused_as(o: &Output, k: &str, what: &str) {
+    assert!(!o.status.success(), "{what}: {}", text(o));
+    assert_eq!(kind(o), k, "{what}: {}", text(o));
+}
+
+/// A machine with a canary in alpha's home, a plain media and two sealed
+/// generations: (machine, dir, config, passphrase file, canary name, canary content).
+struct Setup {
+    m: TestMachine,
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+    pass: PathBuf,
+    name: String,
+    content: String,
+}
+
+fn backed_up() -> Setup {
+    let mut m = TestMachine::new();
+    let salt = format!("{:016x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let (name, content) = (format!("NAMECANARY{salt}"), format!("CONTENTCANARY{salt}"));
+    m.alpha_home.mount(&[]);
+    std::fs::write(m.alpha_home.path().join("ann").join(&name), format!("{content}\n").repeat(100)).unwrap();
+    m.alpha_home.unmount();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "remote passphrase\n").unwrap();
+    ok(cb(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    ok(cb(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
+    ok(cb(&cfg).arg("backup"));
+    ok(cb(&cfg).arg("backup"));
+    Setup { m, dir, cfg, pass, name, content }
+}
+
+/// An object as the store serves it (SeaweedFS's filer HTTP API).
+fn object_url(s3: &SeaweedFs, rel: &str) -> String {
+    format!("http://127.0.0.1:{}/buckets/{}/backups/desk/{rel}", s3.filer_port(), s3.bucket)
+}
+
+#[test]
+fn root_push_to_s3_is_encrypted_verified_and_opens_with_age() {
+    if !require_root("root_push_to_s3_is_encrypted_verified_and_opens_with_age")
+        || !servers::available("root_push_to_s3_is_encrypted_verified_and_opens_with_age")
+    {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut s = backed_up();
+    let s3 = SeaweedFs::start();
+    let creds = s.dir.path().join("offsite.s3");
+    s3.credentials_file(&creds);
+    let user = s.dir.path().join("user.key");
+    run(Command::new("age-keygen").arg("-o").arg(&user));
+    let recipient = run(Command::new("age-keygen").arg("-y").arg(&user)).trim().to_string();
+    let url = format!("s3://{}/backups", s3.bucket);
+    let add = |extra: &[&str]| {
+        let mut c = cb(&s.cfg);
+        c.arg("--passphrase-file")
+            .arg(&s.pass)
+            .args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
+            .arg(&creds);
+        c.args(extra);
+        c.output().unwrap()
+    };
+    // Refused before anything is written: a credentials file others can read, wrong keys.
+    let loose = s.dir.path().join("loose.s3");
+    s3.credentials_file(&loose);
+    run(Command::new("chmod").arg("644").arg(&loose));
+    let cfg_before = std::fs::read_to_string(&s.cfg).unwrap();
+    let o =
+        cb(&s.cfg).args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(&loose).output().unwrap();
+    refused_as(&o, "config", "a credentials file others can read");
+    let wrong = s.dir.path().join("wrong.s3");
+    std::fs::write(&wrong, "access_key_id = \"nobody\"\nsecret_access_key = \"nothing-at-all-0123\"\n").unwrap();
+    run(Command::new("chmod").arg("600").arg(&wrong));
+    let o = cb(&s.cfg)
+        .arg("--passphrase-file")
+        .arg(&s.pass)
+        .args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    refused_as(&o, "remote-denied", "credentials the store does not know");
+    assert_eq!(std::fs::read_to_string(&s.cfg).unwrap(), cfg_before, "a refused remote add changed the configuration");
+
+    let out = add(&["--recipient", &recipient]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = text(&ok(cb(&s.cfg).args(["remote", "list"])));
+    assert!(listed.contains("offsite: s3://crossback/backups") && listed.contains("machine desk"), "{listed}");
+    refused_as(&add(&[]), "usage", "a second remote of the same name");
+
+    let out = ok(cb(&s.cfg).arg("push"));
+    let said = text(&out);
+    assert!(said.contains("generation 1 pushed") && said.contains("generation 2 pushed"), "{said}");
+    let again = text(&ok(cb(&s.cfg).args(["push", "offsite"])));
+    assert!(again.contains("generation 2 is there already") && again.contains("up to date"), "{again}");
+    assert_eq!(text(&ok(cb(&s.cfg).args(["remote", "list", "--machines", "offsite"]))).trim(), "desk");
+
+    // Nothing readable left the machine: not the canary's name, nor its content, nor alpha's name.
+    let stored = s3.stored_bytes();
+    assert!(stored.len() > 100_000, "the store holds only {} bytes", stored.len());
+    assert!(!contains(&stored, s.name.as_bytes()), "the canary's name is in the store in the clear");
+    assert!(!contains(&stored, s.content.as_bytes()), "the canary's content is in the store in the clear");
+    assert!(!contains(&stored, b"Alpha Linux 1"), "alpha's os-release is in the store in the clear");
+
+    // Without crossback: the user's key opens the remote's key, that key the archive.
+    let fetch = |rel: &str, to: &Path| run(Command::new("curl").args(["-sSf", "-o"]).arg(to).arg(object_url(&s3, rel)));
+    let wrapped = s.dir.path().join("wrapped.age");
+    fetch("media-key.recipients.age", &wrapped);
+    let remote_key = s.dir.path().join("remote.key");
+    run(Command::new("age").arg("-d").arg("-i").arg(&user).arg("-o").arg(&remote_key).arg(&wrapped));
+    let archive = s.dir.path().join("home.tar.zst.age");
+    fetch("gen-000002/alpha/home.tar.zst.age", &archive);
+    let by_tools = s.dir.path().join("by-tools");
+    std::fs::create_dir(&by_tools).unwrap();
+    run(Command::new("bash").arg("-c").arg(format!(
+        "set -o pipefail; age -d -i '{}' '{}' | zstd -dc | tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf - -C '{}'",
+        remote_key.display(),
+        archive.display(),
+        by_tools.display()
+    )));
+    s.m.alpha_home.mount(&["ro"]);
+    let d: Vec<String> = compare::trees(s.m.alpha_home.path(), &by_tools).into_iter().filter(|d| !d.contains("socket")).collect();
+    assert!(d.is_empty(), "age + zstd + tar of the remote's copy: {}", d.join("\n"));
+    s.m.alpha_home.unmount();
+
+    // Verify reads every object back; one changed on the server is named, and only it.
+    let v = text(&ok(cb(&s.cfg).args(["remote", "verify", "offsite"])));
+    assert!(v.contains("0 damaged"), "{v}");
+    let planted = s.dir.path().join("planted");
+    std::fs::write(&planted, vec![7u8; 4096]).unwrap();
+    run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&planted).arg(object_url(&s3, "gen-000001/alpha/home.tar.zst.age")));
+    let o = cb(&s.cfg).args(["remote", "verify", "offsite"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let said = text(&o);
+    assert!(said.contains("gen-000001/alpha/home.tar.zst.age") && said.contains("1 damaged"), "{said}");
+
+    // A store whose record names another key than the configuration: refused, nothing pushed.
+    let record = s.dir.path().join("record.toml");
+    fetch("crossback-remote.toml", &record);
+    let other =
+        run(&mut Command::new("age-keygen")).lines().find(|l| l.starts_with("# public key: ")).unwrap().trim_start_matches("# public key: ").to_string();
+    let text0 = std::fs::read_to_string(&record).unwrap();
+    let key_line = text0.lines().find(|l| l.starts_with("media_key")).unwrap().to_string();
+    std::fs::write(&record, text0.replace(&key_line, &format!("media_key = \"{other}\""))).unwrap();
+    run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&record).arg(object_url(&s3, "crossback-remote.toml")));
+    refused_as(&cb(&s.cfg).arg("push").output().unwrap(), "remote-mismatch", "a store record with another key");
+
+    ok(cb(&s.cfg).args(["remote", "remove", "offsite"]));
+    assert!(!std::fs::read_to_string(&s.cfg).unwrap().contains("[[remote]]"));
+    refused_as(&cb(&s.cfg).args(["push", "offsite"]).output().unwrap(), "usage", "a push to a remote no longer configured");
+}
