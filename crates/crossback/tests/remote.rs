@@ -177,3 +177,74 @@ fn root_push_to_s3_is_encrypted_verified_and_opens_with_age() {
     assert!(!std::fs::read_to_string(&s.cfg).unwrap().contains("[[remote]]"));
     refused_as(&cb(&s.cfg).args(["push", "offsite"]).output().unwrap(), "usage", "a push to a remote no longer configured");
 }
+
+/// The number of objects `objects.toml` lists for generation `seq`, as the store serves it.
+fn uploaded(s3: &SeaweedFs, seq: u64) -> usize {
+    let out = Command::new("curl").args(["-sSf"]).arg(object_url(s3, &format!("gen-{seq:06}/objects.toml"))).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).matches("[[object]]").count()
+}
+
+#[test]
+fn root_a_push_that_stopped_carries_on_through_a_server_restart_without_sending_again() {
+    let test = "root_a_push_that_stopped_carries_on_through_a_server_restart_without_sending_again";
+    if !require_root(test) || !servers::available(test) {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut m = TestMachine::new();
+    // Two archives of 20 MiB that do not compress, each seconds long at 4
+    // MiB/s: whichever goes up first, the other is still to go when the
+    // first push is stopped.
+    for fs in [&mut m.alpha_home, &mut m.alpha_root] {
+        fs.mount(&[]);
+        run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", fs.path().join("big").display())).args(["bs=1M", "count=20", "status=none"]));
+        fs.unmount();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "remote passphrase\n").unwrap();
+    ok(cb(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    ok(cb(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
+    ok(cb(&cfg).arg("backup"));
+    let mut s3 = SeaweedFs::start();
+    let creds = dir.path().join("offsite.s3");
+    s3.credentials_file(&creds);
+    let url = format!("s3://{}/backups", s3.bucket);
+    ok(cb(&cfg)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
+        .arg(&creds));
+
+    // Killed once some objects are up: nothing looks complete on the store.
+    let mut push = cb(&cfg).args(["push", "--limit-upload", "4M"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while uploaded(&s3, 1) == 0 {
+        assert!(start.elapsed().as_secs() < 120, "no object went up within 120 s");
+        assert!(push.try_wait().unwrap().is_none(), "the push ended before it could be stopped: {:?}", push.wait_with_output().map(|o| text(&o)));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    push.kill().unwrap();
+    push.wait().unwrap();
+    let kept = uploaded(&s3, 1);
+    assert!(
+        Command::new("curl").args(["-sf", "-o", "/dev/null"]).arg(object_url(&s3, "gen-000001/generation.toml")).status().unwrap().code() != Some(0),
+        "a stopped push left a manifest"
+    );
+
+    // Again, with the S3 gateway restarted in the middle of the big archive.
+    let mut push = cb(&cfg).args(["push", "--limit-upload", "4M"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(push.try_wait().unwrap().is_none(), "the push was over before the server restarted");
+    s3.stop_filer();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    s3.start_filer();
+    let out = push.wait_with_output().unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "the push did not carry on through the restart: {said}");
+    assert!(said.contains("generation 1 pushed") && said.contains("were there from an earlier push"), "{kept} objects were up before: {said}");
+    eprintln!("{said}");
+    let v = text(&ok(cb(&cfg).args(["remote", "verify", "offsite"])));
+    assert!(v.contains("0 damaged"), "{v}");
+}
