@@ -53,7 +53,9 @@ impl Url {
             .map_err(|e| anyhow::anyhow!("{:?} is not a URL ({e}): s3://BUCKET/PREFIX or sftp://USER@HOST/PATH", crate::output::text(text)))?;
         let host = u.host_str().filter(|h| !h.is_empty()).map(str::to_string);
         let path = u.path().trim_matches('/').to_string();
-        if path.split('/').any(|c| c == "." || c == "..") || u.query().is_some() || u.fragment().is_some() || u.password().is_some() {
+        // The parser resolves dot segments itself: they are refused as typed.
+        let dots = text.split(['/', '?', '#']).any(|c| c == "." || c == "..") || text.to_ascii_lowercase().contains("%2e");
+        if dots || u.query().is_some() || u.fragment().is_some() || u.password().is_some() {
             anyhow::bail!("{:?}: no '..', query, fragment or password in a remote's URL (credentials go in a file: --credentials)", crate::output::text(text));
         }
         match (u.scheme(), host) {
@@ -84,6 +86,7 @@ pub struct Store {
     base: String,
     /// Bytes read back from the store (ranges included), for the reports.
     fetched: AtomicU64,
+    sftp: bool,
 }
 
 /// An object as stored: its size and the BLAKE3 of its bytes.
@@ -114,7 +117,7 @@ pub struct Record {
     pub encryption: crate::layout::Encryption,
 }
 
-fn store_error(e: opendal::Error, what: &str, remote: &str) -> anyhow::Error {
+fn store_error(e: opendal::Error, what: &str, remote: &str, sftp: bool) -> anyhow::Error {
     let kind = match e.kind() {
         ErrorKind::PermissionDenied => Refusal::RemoteDenied,
         ErrorKind::RateLimited | ErrorKind::Unexpected if e.is_temporary() => Refusal::RemoteUnreachable,
@@ -126,6 +129,7 @@ fn store_error(e: opendal::Error, what: &str, remote: &str) -> anyhow::Error {
         Refusal::RemoteDenied => "check the credentials (`crossback remote list` shows which file they come from)",
         Refusal::RemoteFull => "the store is full or over its quota: free space there or raise the quota",
         Refusal::Config => "check the remote's URL and endpoint (`crossback remote list`)",
+        _ if sftp => "check the network and that the server is up, and that root's ssh knows the server's host key (connect once with `sftp` as root to check and accept it) and its key is in the server's authorized_keys",
         _ => "check the network and that the store is up; run the command again to carry on",
     };
     refuse(kind, format!("remote {remote}: {what}: {e}; {hint}"))
@@ -143,7 +147,9 @@ impl Store {
     pub fn open(r: &RemoteConfig, machine: Option<&str>, limit_upload: Option<u64>) -> anyhow::Result<Store> {
         let bad_config = |e: opendal::Error| refuse(Refusal::Config, format!("remote {}: {e}", r.name));
         opendal::install_default();
-        let op = match Url::parse(&r.url).map_err(|e| refuse(Refusal::Config, format!("remote {}: {e}", r.name)))? {
+        let url = Url::parse(&r.url).map_err(|e| refuse(Refusal::Config, format!("remote {}: {e}", r.name)))?;
+        let sftp = matches!(url, Url::Sftp { .. });
+        let op = match url {
             Url::S3 { bucket, prefix } => {
                 let mut b = opendal::services::S3::default()
                     .bucket(&bucket)
@@ -186,7 +192,7 @@ impl Store {
         if !crate::layout::valid_system_name(machine) {
             crate::refuse!(Refusal::Usage, "{:?} is not a machine name (letters, digits, '-', '_', '.')", crate::output::text(machine));
         }
-        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), fetched: AtomicU64::new(0) })
+        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), fetched: AtomicU64::new(0), sftp })
     }
 
     fn at(&self, rel: &str) -> String {
@@ -194,7 +200,7 @@ impl Store {
     }
 
     fn fail(&self, e: opendal::Error, what: impl std::fmt::Display) -> anyhow::Error {
-        store_error(e, &what.to_string(), &self.name)
+        store_error(e, &what.to_string(), &self.name, self.sftp)
     }
 
     /// The size of an object, `None` when it is not there.

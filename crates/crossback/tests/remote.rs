@@ -248,3 +248,50 @@ fn root_a_push_that_stopped_carries_on_through_a_server_restart_without_sending_
     let v = text(&ok(cb(&cfg).args(["remote", "verify", "offsite"])));
     assert!(v.contains("0 damaged"), "{v}");
 }
+
+/// crossback in a mount namespace of its own where `/root/.ssh` is `ssh_dir`
+/// (the test server's host key known there): root's own ssh files are never touched.
+fn with_ssh_dir(cfg: &Path, ssh_dir: &Path, args: &[&str]) -> Output {
+    let exe = env!("CARGO_BIN_EXE_crossback");
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", "mkdir -p /root/.ssh && mount --bind \"$0\" /root/.ssh && shift && exec \"$@\""]);
+    c.arg(ssh_dir).arg("--").arg(exe).arg("--config").arg(cfg).args(args);
+    c.stdin(Stdio::null()).env_remove("CROSSBACK_PASSPHRASE_FILE").env("CROSSBACK_SCRYPT_WORK_FACTOR", "12");
+    c.output().unwrap()
+}
+
+#[test]
+fn root_push_over_sftp_is_encrypted_and_verified() {
+    let test = "root_push_over_sftp_is_encrypted_and_verified";
+    if !require_root(test) || !servers::available(test) {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let s = backed_up();
+    let sftp = servers::SftpServer::start();
+    let ssh_dir = s.dir.path().join("ssh");
+    std::fs::create_dir(&ssh_dir).unwrap();
+    let scan = run(Command::new("ssh-keyscan").args(["-p", &sftp.port.to_string(), "-t", "ed25519,ecdsa,rsa", "127.0.0.1"]).stderr(Stdio::null()));
+    assert!(scan.contains("127.0.0.1"), "ssh-keyscan: {scan}");
+    std::fs::write(ssh_dir.join("known_hosts"), scan).unwrap();
+    let url = format!("sftp://cb@127.0.0.1:{}/store", sftp.port);
+    std::fs::create_dir(sftp.root.join("store")).unwrap();
+    let pass = s.pass.display().to_string();
+    let key = sftp.key.display().to_string();
+    let add = with_ssh_dir(&s.cfg, &ssh_dir, &["--passphrase-file", &pass, "remote", "add", "nas", &url, "--machine", "desk", "--credentials", &key]);
+    assert!(add.status.success(), "{}", text(&add));
+    let push = with_ssh_dir(&s.cfg, &ssh_dir, &["push", "nas"]);
+    let said = text(&push);
+    assert!(push.status.success() && said.contains("generation 2 pushed"), "{said}");
+    let files = run(Command::new("find").arg(sftp.root.join("store/desk")).args(["-type", "f"]));
+    assert!(files.contains("gen-000002/alpha/home.tar.zst.age") && files.contains("gen-000002/generation.toml"), "{files}");
+    let stored = run(Command::new("bash").arg("-c").arg(format!("cat $(find '{}' -type f)", sftp.root.display())));
+    assert!(!stored.contains(&s.name) && !stored.contains(&s.content), "the canary is on the SFTP server in the clear");
+    let v = with_ssh_dir(&s.cfg, &ssh_dir, &["remote", "verify", "nas"]);
+    assert!(v.status.success() && text(&v).contains("0 damaged"), "{}", text(&v));
+    // An unknown host key is refused, not accepted.
+    std::fs::write(ssh_dir.join("known_hosts"), "").unwrap();
+    let o = with_ssh_dir(&s.cfg, &ssh_dir, &["remote", "verify", "nas"]);
+    refused_as(&o, "remote-unreachable", "a server with an unknown host key");
+    assert!(text(&o).contains("host key"), "{}", text(&o));
+}
