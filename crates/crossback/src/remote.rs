@@ -20,7 +20,6 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -84,8 +83,6 @@ pub struct Store {
     rt: tokio::runtime::Runtime,
     /// `MACHINE/`, the prefix of every path this store reads or writes.
     base: String,
-    /// Bytes read back from the store (ranges included), for the reports.
-    fetched: AtomicU64,
     sftp: bool,
 }
 
@@ -192,7 +189,7 @@ impl Store {
         if !crate::layout::valid_system_name(machine) {
             crate::refuse!(Refusal::Usage, "{:?} is not a machine name (letters, digits, '-', '_', '.')", crate::output::text(machine));
         }
-        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), fetched: AtomicU64::new(0), sftp })
+        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp })
     }
 
     fn at(&self, rel: &str) -> String {
@@ -212,16 +209,16 @@ impl Store {
         }
     }
 
-    /// A small object, whole: at most `cap` bytes, else it is refused as damaged.
+    /// A small object, whole: at most `cap` bytes, else it is refused as
+    /// damaged. Its size is asked first: OpenDAL refuses a range that runs
+    /// past an object's end, and the cap must hold before anything is read.
     pub fn get(&self, rel: &str, cap: u64) -> anyhow::Result<Option<Vec<u8>>> {
         let Some(len) = self.size(rel)? else { return Ok(None) };
         if len > cap {
             crate::refuse!(Refusal::RemoteDamaged, "remote {}: {rel} is {len} bytes, more than such a file ever is ({cap}): it is not crossback's", self.name);
         }
-        let data =
-            self.rt.block_on(async { self.op.read_with(&self.at(rel)).range(0..len).await }).map_err(|e| self.fail(e, format_args!("reading {rel}")))?.to_vec();
-        self.fetched.fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(Some(data))
+        let data = self.rt.block_on(async { self.op.read_with(&self.at(rel)).range(0..len).await });
+        Ok(Some(data.map_err(|e| self.fail(e, format_args!("reading {rel}")))?.to_vec()))
     }
 
     /// Bytes `off..off + buf.len()` of an object (fewer at its end).
@@ -235,7 +232,6 @@ impl Store {
             buf[filled..filled + take].copy_from_slice(&chunk[..take]);
             filled += take;
         }
-        self.fetched.fetch_add(filled as u64, Ordering::Relaxed);
         Ok(filled)
     }
 

@@ -41,8 +41,11 @@ struct Setup {
     content: String,
 }
 
-fn backed_up() -> Setup {
+/// As [`Setup`] says, after `fill` has put more into the machine's
+/// filesystems, with `backups` sealed generations.
+fn backed_up(backups: usize, fill: impl FnOnce(&mut TestMachine)) -> Setup {
     let mut m = TestMachine::new();
+    fill(&mut m);
     let salt = format!("{:016x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
     let (name, content) = (format!("NAMECANARY{salt}"), format!("CONTENTCANARY{salt}"));
     m.alpha_home.mount(&[]);
@@ -54,8 +57,9 @@ fn backed_up() -> Setup {
     std::fs::write(&pass, "remote passphrase\n").unwrap();
     ok(cb(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
     ok(cb(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
-    ok(cb(&cfg).arg("backup"));
-    ok(cb(&cfg).arg("backup"));
+    for _ in 0..backups {
+        ok(cb(&cfg).arg("backup"));
+    }
     Setup { m, dir, cfg, pass, name, content }
 }
 
@@ -72,7 +76,7 @@ fn root_push_to_s3_is_encrypted_verified_and_opens_with_age() {
         return;
     }
     let _serial = crossback_testkit::serial();
-    let mut s = backed_up();
+    let mut s = backed_up(2, |_| {});
     let s3 = SeaweedFs::start();
     let creds = s.dir.path().join("offsite.s3");
     s3.credentials_file(&creds);
@@ -191,22 +195,16 @@ fn root_a_push_that_stopped_carries_on_through_a_server_restart_without_sending_
         return;
     }
     let _serial = crossback_testkit::serial();
-    let mut m = TestMachine::new();
     // Two archives of 20 MiB that do not compress, each seconds long at 4
     // MiB/s: whichever goes up first, the other is still to go when the
     // first push is stopped.
-    for fs in [&mut m.alpha_home, &mut m.alpha_root] {
-        fs.mount(&[]);
-        run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", fs.path().join("big").display())).args(["bs=1M", "count=20", "status=none"]));
-        fs.unmount();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.toml");
-    let pass = dir.path().join("pass");
-    std::fs::write(&pass, "remote passphrase\n").unwrap();
-    ok(cb(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
-    ok(cb(&cfg).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device]));
-    ok(cb(&cfg).arg("backup"));
+    let Setup { m: _m, dir, cfg, pass, .. } = backed_up(1, |m| {
+        for fs in [&mut m.alpha_home, &mut m.alpha_root] {
+            fs.mount(&[]);
+            run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", fs.path().join("big").display())).args(["bs=1M", "count=20", "status=none"]));
+            fs.unmount();
+        }
+    });
     let mut s3 = SeaweedFs::start();
     let creds = dir.path().join("offsite.s3");
     s3.credentials_file(&creds);
@@ -267,7 +265,7 @@ fn root_push_over_sftp_is_encrypted_and_verified() {
         return;
     }
     let _serial = crossback_testkit::serial();
-    let s = backed_up();
+    let s = backed_up(2, |_| {});
     let sftp = servers::SftpServer::start();
     let ssh_dir = s.dir.path().join("ssh");
     std::fs::create_dir(&ssh_dir).unwrap();
