@@ -38,6 +38,8 @@ pub const OBJECTS: &str = "objects.toml";
 /// the parallel uploads, whatever the archive's size.
 const PART: usize = 16 << 20;
 const PARALLEL: usize = 4;
+/// How long a write may take to show on the store after it was accepted.
+const SETTLE: Duration = Duration::from_secs(30);
 
 /// Where a remote is, from its URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,8 +219,13 @@ impl Store {
         if len > cap {
             crate::refuse!(Refusal::RemoteDamaged, "remote {}: {rel} is {len} bytes, more than such a file ever is ({cap}): it is not crossback's", self.name);
         }
+        self.first(rel, len).map(Some)
+    }
+
+    /// The first `len` bytes of an object.
+    fn first(&self, rel: &str, len: u64) -> anyhow::Result<Vec<u8>> {
         let data = self.rt.block_on(async { self.op.read_with(&self.at(rel)).range(0..len).await });
-        Ok(Some(data.map_err(|e| self.fail(e, format_args!("reading {rel}")))?.to_vec()))
+        Ok(data.map_err(|e| self.fail(e, format_args!("reading {rel}")))?.to_vec())
     }
 
     /// Bytes `off..off + buf.len()` of an object (fewer at its end).
@@ -235,10 +242,12 @@ impl Store {
         Ok(filled)
     }
 
-    /// Writes a small object whole (records, keys, manifests).
+    /// Writes a small object whole (records, keys, manifests), and returns
+    /// once the store gives it back as written.
     pub fn put(&self, rel: &str, data: &[u8]) -> anyhow::Result<()> {
         self.rt.block_on(self.op.write(&self.at(rel), data.to_vec())).map_err(|e| self.fail(e, format_args!("writing {rel}")))?;
-        Ok(())
+        let len = data.len() as u64;
+        settled(&self.name, rel, SETTLE, || Ok(self.size(rel)? == Some(len) && self.first(rel, len)? == data))
     }
 
     pub fn delete(&self, rel: &str) -> anyhow::Result<()> {
@@ -300,6 +309,7 @@ impl Store {
         if meta.content_length() != 0 && meta.content_length() != bytes {
             crate::refuse!(Refusal::RemoteDamaged, "remote {}: {rel} was sent as {bytes} bytes, the store says it holds {}", self.name, meta.content_length());
         }
+        settled(&self.name, rel, SETTLE, || Ok(self.size(rel)? == Some(bytes)))?;
         Ok(Object { path: rel.to_string(), bytes, blake3: hash })
     }
 
@@ -320,6 +330,33 @@ impl Store {
             off += n as u64;
         }
         Ok((off, h.finalize().to_hex().to_string()))
+    }
+}
+
+/// Waits until the store shows a write done. OpenDAL's SFTP writer
+/// returns before the server has closed the file (the close goes out when
+/// the handle is dropped, its answer unread), and a server that puts a file
+/// in place at its close — rclone's does — may still show the old one, or
+/// finish an earlier close of the same name after a later one. Nothing
+/// further is written until this one is there: `objects.toml` is rewritten
+/// as objects go up, and the manifest must never be there before what it
+/// names. An S3 store shows a write at once.
+fn settled(store: &str, rel: &str, wait: Duration, mut there: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if there()? {
+            return Ok(());
+        }
+        if started.elapsed() > wait {
+            crate::refuse!(
+                Refusal::RemoteDamaged,
+                "remote {store}: {rel} was written and the store accepted it, but {:.0} s later it does not give it back as written: the server loses or reorders writes; nothing more was written",
+                wait.as_secs_f64()
+            );
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -427,6 +464,22 @@ fn read_private(path: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_counts_once_the_store_gives_it_back() {
+        let mut asked = 0;
+        settled("nas", "gen-000001/objects.toml", Duration::from_secs(5), || {
+            asked += 1;
+            Ok(asked == 3)
+        })
+        .unwrap();
+        assert_eq!(asked, 3, "asked again until it was there, not after");
+        let e = settled("nas", "gen-000001/objects.toml", Duration::from_millis(50), || Ok(false)).unwrap_err();
+        assert_eq!(crate::error::kind_of(&e), Some(Refusal::RemoteDamaged), "{e:#}");
+        assert!(format!("{e:#}").contains("gen-000001/objects.toml"), "{e:#}");
+        let e = settled("nas", "x", Duration::from_secs(5), || anyhow::bail!("connection reset")).unwrap_err();
+        assert!(format!("{e:#}").contains("connection reset"), "a store error is the error, not a wait: {e:#}");
+    }
 
     #[test]
     fn urls_say_where_or_are_refused() {

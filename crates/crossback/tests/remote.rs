@@ -286,7 +286,8 @@ fn root_push_over_sftp_is_encrypted_and_verified() {
     let stored = run(Command::new("bash").arg("-c").arg(format!("cat $(find '{}' -type f)", sftp.root.display())));
     assert!(!stored.contains(&s.name) && !stored.contains(&s.content), "the canary is on the SFTP server in the clear");
     let v = with_ssh_dir(&s.cfg, &ssh_dir, &["remote", "verify", "nas"]);
-    assert!(v.status.success() && text(&v).contains("0 damaged"), "{}", text(&v));
+    let on_disk = std::fs::read_to_string(sftp.root.join("store/desk/gen-000002/objects.toml")).unwrap_or_default();
+    assert!(v.status.success() && text(&v).contains("0 damaged"), "{}\nthe server's own objects.toml of generation 2:\n{on_disk}", text(&v));
     // An unknown host key is refused, not accepted.
     std::fs::write(ssh_dir.join("known_hosts"), "").unwrap();
     let o = with_ssh_dir(&s.cfg, &ssh_dir, &["remote", "verify", "nas"]);
