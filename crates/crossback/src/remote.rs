@@ -336,8 +336,9 @@ impl Store {
 /// Waits until the store shows a write done. OpenDAL's SFTP writer
 /// returns before the server has closed the file (the close goes out when
 /// the handle is dropped, its answer unread), and a server that puts a file
-/// in place at its close — rclone's does — may still show the old one, or
-/// finish an earlier close of the same name after a later one. Nothing
+/// in place at its close may still show the old one, or finish an earlier
+/// close of the same name after a later one (seen once in CI against
+/// rclone's SFTP server: objects.toml ended two versions back). Nothing
 /// further is written until this one is there: `objects.toml` is rewritten
 /// as objects go up, and the manifest must never be there before what it
 /// names. An S3 store shows a write at once.
