@@ -56,7 +56,13 @@ impl Archive {
         if !meta.is_file() {
             return Err(Error::Refused(format!("{} is not a regular file", path.display())));
         }
-        let file = Arc::new(Source::open(file, &path.display().to_string(), keys)?);
+        Self::from_bytes(Arc::new(file), path, keys)
+    }
+
+    /// An archive in any [`crate::crypt::Bytes`] (an object in an off-site
+    /// store, read by ranges); `path` names it in messages.
+    pub fn from_bytes(raw: Arc<dyn crate::crypt::Bytes>, path: &Path, keys: Option<&Keys>) -> Result<Archive> {
+        let file = Arc::new(Source::open_bytes(raw, &path.display().to_string(), keys)?);
         let len = file.len().map_err(ctx(|| format!("reading archive {}", path.display())))?;
         let (layout, trailer_problem) = match container::read_trailer(&file) {
             Ok(Trailer::Indexed { footer, table }) => (Layout::Indexed { footer, table: Arc::new(table) }, None),
@@ -78,11 +84,6 @@ impl Archive {
     /// The archive's bytes (the plaintext of an encrypted archive).
     pub fn source(&self) -> &Arc<Source> {
         &self.file
-    }
-
-    /// The file on disk (encrypted, for an encrypted archive).
-    pub fn file(&self) -> &File {
-        self.file.raw()
     }
 
     pub fn is_indexed(&self) -> bool {

@@ -144,14 +144,77 @@ impl<W: Write> Write for Output<W> {
     }
 }
 
-/// Where an archive's bytes come from: the file itself, or the plaintext of
-/// an age file, read at any offset.
+/// Bytes that can be read at any offset: a file on a slot, or an object
+/// in an off-site store (each read a range request).
+pub trait Bytes: Send + Sync {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize>;
+    fn size(&self) -> io::Result<u64>;
+    /// A hint: `len` bytes from `off` will be read soon (a file reads them
+    /// ahead in the background; others may ignore it).
+    fn will_need(&self, _off: u64, _len: u64) {}
+}
+
+impl Bytes for File {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, off)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn will_need(&self, off: u64, len: u64) {
+        let _ = rustix::fs::fadvise(self, off, std::num::NonZeroU64::new(len), rustix::fs::Advice::WillNeed);
+    }
+}
+
+/// [`Bytes`] read in order and seeked, as age's reader wants them.
+pub struct Cursor {
+    bytes: Arc<dyn Bytes>,
+    pos: u64,
+}
+
+impl Read for Cursor {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.bytes.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Cursor {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.bytes.size()?.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+/// True when `bytes` start as an age file does.
+fn starts_as_age(bytes: &dyn Bytes) -> bool {
+    let mut head = [0u8; 22];
+    let mut got = 0;
+    while got < head.len() {
+        match bytes.read_at(&mut head[got..], got as u64) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got += n,
+        }
+    }
+    head[..] == AGE_MAGIC[..]
+}
+
+/// Where an archive's bytes come from: the bytes themselves, or the
+/// plaintext of an age file, read at any offset.
 pub enum Source {
-    Plain(File),
+    Plain(Arc<dyn Bytes>),
     Age {
-        /// The raw (encrypted) file.
-        file: File,
-        reader: Mutex<StreamReader<File>>,
+        /// The raw (encrypted) bytes.
+        raw: Arc<dyn Bytes>,
+        reader: Mutex<StreamReader<Cursor>>,
         len: u64,
         /// To start a new reader after a chunk failed to authenticate: age's
         /// reader does not recover from that by seeking elsewhere.
@@ -164,29 +227,24 @@ impl Source {
     /// The file as it is, or (age) its plaintext with `keys`; an age file
     /// without keys is refused with what to give.
     pub fn open(file: File, what: &str, keys: Option<&Keys>) -> Result<Source> {
-        if !is_encrypted(&file) {
-            return Ok(Source::Plain(file));
+        Self::open_bytes(Arc::new(file), what, keys)
+    }
+
+    /// As [`Source::open`], for any [`Bytes`] (an object in a store, say).
+    pub fn open_bytes(raw: Arc<dyn Bytes>, what: &str, keys: Option<&Keys>) -> Result<Source> {
+        if !starts_as_age(raw.as_ref()) {
+            return Ok(Source::Plain(raw));
         }
         let Some(keys) = keys else {
             return Err(Error::Key(format!("{what} is encrypted (age): give the passphrase or an identity that opens it")));
         };
-        let mut reader = Self::age_reader(&file, what, keys)?;
+        let mut reader = Self::age_reader(&raw, what, keys)?;
         let len = reader.seek(SeekFrom::End(0)).map_err(|e| Error::Format(format!("{what}: its encrypted end does not read: {e}")))?;
-        Ok(Source::Age { file, reader: Mutex::new(reader), len, keys: keys.clone(), what: what.to_string() })
+        Ok(Source::Age { raw, reader: Mutex::new(reader), len, keys: keys.clone(), what: what.to_string() })
     }
 
-    fn age_reader(file: &File, what: &str, keys: &Keys) -> Result<StreamReader<File>> {
-        // A clone shares the file's offset: the decryptor reads from the start.
-        let mut raw = file.try_clone().map_err(|e| Error::Io { what: format!("reopening {what}"), source: e })?;
-        raw.seek(SeekFrom::Start(0)).map_err(|e| Error::Io { what: format!("reading {what}"), source: e })?;
-        keys.reader(what, raw)
-    }
-
-    /// The file on disk (encrypted, for an age source).
-    pub fn raw(&self) -> &File {
-        match self {
-            Source::Plain(f) | Source::Age { file: f, .. } => f,
-        }
+    fn age_reader(raw: &Arc<dyn Bytes>, what: &str, keys: &Keys) -> Result<StreamReader<Cursor>> {
+        keys.reader(what, Cursor { bytes: Arc::clone(raw), pos: 0 })
     }
 
     pub fn is_encrypted(&self) -> bool {
@@ -196,7 +254,7 @@ impl Source {
     /// Length of the (plaintext) archive.
     pub fn len(&self) -> io::Result<u64> {
         match self {
-            Source::Plain(f) => Ok(f.metadata()?.len()),
+            Source::Plain(b) => b.size(),
             Source::Age { len, .. } => Ok(*len),
         }
     }
@@ -207,8 +265,8 @@ impl Source {
 
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
         match self {
-            Source::Plain(f) => f.read_at(buf, off),
-            Source::Age { file, reader, len, keys, what } => {
+            Source::Plain(b) => b.read_at(buf, off),
+            Source::Age { raw, reader, len, keys, what } => {
                 if off >= *len || buf.is_empty() {
                     return Ok(0);
                 }
@@ -216,7 +274,7 @@ impl Source {
                 let want = buf.len().min((*len - off) as usize);
                 let read = r.seek(SeekFrom::Start(off)).and_then(|_| r.read_exact(&mut buf[..want]));
                 if let Err(e) = read {
-                    if let Ok(fresh) = Self::age_reader(file, what, keys) {
+                    if let Ok(fresh) = Self::age_reader(raw, what, keys) {
                         *r = fresh;
                     }
                     return Err(e);
@@ -226,22 +284,21 @@ impl Source {
         }
     }
 
-    /// Tells the kernel that `len` bytes from `off` (of the plaintext) will
-    /// be read soon: it reads them in the background (a slow disk then
-    /// reads the next frame while this one is decompressed).
+    /// Tells the bytes' source that `len` bytes from `off` (of the
+    /// plaintext) will be read soon: a slow disk then reads the next frame
+    /// while this one is decompressed.
     pub fn will_need(&self, off: u64, len: u64) {
-        let (file, off, len) = match self {
-            Source::Plain(f) => (f, off, len),
-            Source::Age { file, len: plain, .. } => {
+        match self {
+            Source::Plain(b) => b.will_need(off, len),
+            Source::Age { raw, len: plain, .. } => {
                 // age: a header, then chunks of 64 KiB of plaintext and 16 bytes of tag.
                 const CHUNK: u64 = 64 << 10;
-                let Ok(raw) = file.metadata().map(|m| m.len()) else { return };
-                let header = raw.saturating_sub(plain + plain.div_ceil(CHUNK).max(1) * 16);
+                let Ok(size) = raw.size() else { return };
+                let header = size.saturating_sub(plain + plain.div_ceil(CHUNK).max(1) * 16);
                 let at = |p: u64| header + p / CHUNK * (CHUNK + 16) + p % CHUNK;
-                (file, at(off), at(off + len) - at(off) + 16)
+                raw.will_need(at(off), at(off + len) - at(off) + 16);
             }
-        };
-        let _ = rustix::fs::fadvise(file, off, std::num::NonZeroU64::new(len), rustix::fs::Advice::WillNeed);
+        }
     }
 
     pub fn read_exact_at(&self, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {

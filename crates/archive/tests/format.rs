@@ -98,7 +98,7 @@ fn the_footer_describes_the_file() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let t = tempfile::tempdir().unwrap();
     let a = make(t.path(), 64 << 10);
-    let f = crossback_archive::crypt::Source::Plain(std::fs::File::open(&a).unwrap());
+    let f = crossback_archive::crypt::Source::Plain(std::sync::Arc::new(std::fs::File::open(&a).unwrap()));
     let len = f.len().unwrap();
     let Trailer::Indexed { footer, table } = read_trailer(&f).unwrap() else { panic!("no trailer") };
     assert_eq!(footer.table_off + footer.table_len + FOOTER_LEN, len);
