@@ -464,6 +464,9 @@ fn decode_frames(file: Arc<Source>, table: Arc<FrameTable>, first: usize, last: 
     for i in first..=last {
         let f = table.frames[i];
         let damaged = |why: String| DamagedFrame { frame: i, u_off: f.u_off, u_end: f.u_off + f.u_len, why };
+        if i == first {
+            file.will_need(f.c_off, f.c_len);
+        }
         // The next frame is read from the disk while this one is decompressed.
         if let Some(next) = table.frames.get(i + 1).filter(|_| i < last) {
             file.will_need(next.c_off, next.c_len);

@@ -2,6 +2,7 @@
 //! generation, for `ls`, `restore` and `verify`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use crossback_archive::Archive;
@@ -9,20 +10,40 @@ use crossback_host::beneath::Dir;
 
 use crate::error::{refuse, Refusal};
 use crate::layout::{self, ArchiveRecord, Generation, MountsFile, SlotId, State, SystemRecord};
+use crate::remote::{Objects, Store};
 use crate::slots::Slot;
 
 /// One system's backup in one generation.
 pub struct SystemBackup {
     pub generation: Generation,
-    pub slot: SlotId,
     pub record: SystemRecord,
-    /// `crossback/gen-NNNNNN/SYSTEM/` in the (privately mounted) slot.
-    pub dir: Dir,
-    /// The slot's root (where an adopted duplicity backup lives).
-    pub slot_root: Dir,
+    pub from: Holder,
     pub mounts: MountsFile,
     /// The media key, when this backup is encrypted.
     pub keys: Option<crossback_archive::crypt::Keys>,
+}
+
+/// Where a backup's files are.
+pub enum Holder {
+    Slot {
+        id: SlotId,
+        /// `crossback/gen-NNNNNN/SYSTEM/` in the (privately mounted) slot.
+        dir: Dir,
+        /// The slot's root (where an adopted duplicity backup lives).
+        root: Dir,
+    },
+    /// An off-site store: the generation's directory (`gen-NNNNNN`) and its
+    /// objects as `objects.toml` lists them.
+    Remote { store: Arc<Store>, gen: String, objects: Objects },
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Slot { id, .. } => write!(f, "slot {id}"),
+            Holder::Remote { store, .. } => write!(f, "remote {}", store.name),
+        }
+    }
 }
 
 impl SystemBackup {
@@ -48,28 +69,50 @@ impl SystemBackup {
     /// and the same data hash in its footer. Another file put in its place
     /// is refused, not restored.
     pub fn open_archive(&self, a: &ArchiveRecord) -> anyhow::Result<Archive> {
-        let file = self.dir.open_file(&a.file).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
-        let len = file.metadata().with_context(|| format!("reading {}", self.dir.shown().join(&a.file).display()))?.len();
-        if len != a.bytes {
-            return Err(refuse(
+        let mismatch = |shown: &dyn std::fmt::Display, len: u64, want: u64| {
+            refuse(
                 Refusal::ArchiveMismatch,
                 format!(
-                    "{} is {len} bytes, but generation {} records {} for it: it is not the archive that was written (replaced or damaged); run `crossback verify`",
-                    self.dir.shown().join(&a.file).display(),
+                    "{shown} is {len} bytes, but generation {} records {want} for it: it is not the archive that was written (replaced or damaged); run `crossback verify`",
                     self.generation.seq,
-                    a.bytes
                 ),
-            ));
-        }
-        let archive = Archive::from_file_with(file, &self.dir.shown().join(&a.file), self.keys.as_ref()).map_err(crate::error::from_archive)?;
+            )
+        };
+        let (archive, shown) = match &self.from {
+            Holder::Slot { dir, .. } => {
+                let shown = dir.shown().join(&a.file);
+                let file = dir.open_file(&a.file).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
+                let len = file.metadata().with_context(|| format!("reading {}", shown.display()))?.len();
+                if len != a.bytes {
+                    return Err(mismatch(&shown.display(), len, a.bytes));
+                }
+                (Archive::from_file_with(file, &shown, self.keys.as_ref()), shown.display().to_string())
+            }
+            Holder::Remote { store, gen, objects } => {
+                // The store's object, at the size the push recorded for it.
+                let path = format!("{}/{}", self.record.name, a.file);
+                let rel = format!("{gen}/{path}");
+                let shown = format!("remote {}: {rel}", store.name);
+                let listed = objects.list.iter().find(|o| o.path == path);
+                let listed = listed.with_context(|| {
+                    refuse(Refusal::RemoteDamaged, format!("{shown} is in the manifest but not in objects.toml: the push of it never finished"))
+                })?;
+                let len = store.size(&rel)?.with_context(|| refuse(Refusal::RemoteDamaged, format!("{shown} is not on the store")))?;
+                if len != listed.bytes {
+                    return Err(mismatch(&shown, len, listed.bytes));
+                }
+                let bytes = Arc::new(crate::remote::RemoteBytes::new(Arc::clone(store), rel, len));
+                (Archive::from_bytes(bytes, Path::new(&shown), self.keys.as_ref()), shown)
+            }
+        };
+        let archive = archive.map_err(crate::error::from_archive)?;
         if let crossback_archive::archive::Layout::Indexed { footer, .. } = &archive.layout {
             let hash: String = footer.data_hash.iter().map(|b| format!("{b:02x}")).collect();
             if !hash.eq_ignore_ascii_case(&a.hash) {
                 return Err(refuse(
                     Refusal::ArchiveMismatch,
                     format!(
-                        "{} is not the archive generation {} records (its data hash differs): replaced or damaged; run `crossback verify`",
-                        self.dir.shown().join(&a.file).display(),
+                        "{shown} is not the archive generation {} records (its data hash differs): replaced or damaged; run `crossback verify`",
                         self.generation.seq
                     ),
                 ));
@@ -79,22 +122,56 @@ impl SystemBackup {
     }
 }
 
-/// The newest generation holding `system` (sealed or open), or generation `seq`.
 impl SystemBackup {
+    /// What was read from a remote, said in a line (`None` from a slot).
+    pub fn fetched(&self) -> Option<String> {
+        match &self.from {
+            Holder::Slot { .. } => None,
+            Holder::Remote { store, .. } => {
+                let n = store.fetched.load(std::sync::atomic::Ordering::Relaxed);
+                Some(format!("read {} ({n} bytes) from remote {}", crate::output::bytes(n), store.name))
+            }
+        }
+    }
+
+    /// The slot's root, where an adopted duplicity backup lives (never pushed).
+    pub fn slot_root(&self) -> anyhow::Result<&Dir> {
+        match &self.from {
+            Holder::Slot { root, .. } => Ok(root),
+            Holder::Remote { .. } => anyhow::bail!("an adopted duplicity backup is never on a remote"),
+        }
+    }
+
+    /// A small file beside the archives, whole (at most `cap` bytes), and
+    /// how to name it.
+    fn read_small(&self, name: &str, cap: u64) -> anyhow::Result<(String, Vec<u8>)> {
+        match &self.from {
+            Holder::Slot { dir, .. } => {
+                let bytes = dir.read_capped(name, cap).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e}")))?;
+                Ok((dir.shown().join(name).display().to_string(), bytes))
+            }
+            Holder::Remote { store, gen, .. } => {
+                let rel = format!("{gen}/{}/{name}", self.record.name);
+                let shown = format!("remote {}: {rel}", store.name);
+                let bytes = store.get(&rel, cap)?.with_context(|| refuse(Refusal::RemoteDamaged, format!("{shown} is missing")))?;
+                Ok((shown, bytes))
+            }
+        }
+    }
+
     /// A recorded LUKS container's header, read from beside the archives
     /// (decrypted on an encrypted media) and checked against its record.
     pub fn luks_header(&self, l: &crate::layering::LuksRecord) -> anyhow::Result<Vec<u8>> {
-        let shown = self.dir.shown().join(&l.header);
-        let bytes = self.dir.read_capped(&l.header, l.header_bytes + (1 << 20)).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e}")))?;
+        let (shown, bytes) = self.read_small(&l.header, l.header_bytes + (1 << 20))?;
         let plain = match &self.keys {
-            Some(k) => k.decrypt_bytes(&shown.display().to_string(), &bytes, l.header_bytes).map_err(crate::error::from_archive)?,
+            Some(k) => k.decrypt_bytes(&shown, &bytes, l.header_bytes).map_err(crate::error::from_archive)?,
             None => bytes,
         };
         if plain.len() as u64 != l.header_bytes || blake3::hash(&plain).to_hex().as_str() != l.header_hash {
             crate::refuse!(
                 Refusal::LayerMismatch,
                 "{} is not the LUKS header backup generation {} records for container {} (its size or hash differs): replaced or damaged; nothing was written",
-                shown.display(),
+                shown,
                 self.generation.seq,
                 l.uuid
             );
@@ -103,6 +180,7 @@ impl SystemBackup {
     }
 }
 
+/// The newest generation holding `system` (sealed or open), or generation `seq`.
 pub fn find(slots: &[Slot], system: &str, seq: Option<u64>) -> anyhow::Result<SystemBackup> {
     let mut best: Option<(&Slot, &Generation)> = None;
     for s in slots {
@@ -151,8 +229,41 @@ pub fn open_in(slot: &Slot, g: &Generation, system: &str) -> anyhow::Result<Syst
         m.check().map_err(|e| refuse(Refusal::SlotDamaged, format!("{}/{}: {e:#}", sysdir.shown().display(), layout::MOUNTS)))?;
         m
     };
-    let slot_root = slot.root.dir(".")?;
-    Ok(SystemBackup { generation: g.clone(), slot: slot.id, record, dir: sysdir, slot_root, mounts, keys })
+    let root = slot.root.dir(".")?;
+    Ok(SystemBackup { generation: g.clone(), record, from: Holder::Slot { id: slot.id, dir: sysdir, root }, mounts, keys })
+}
+
+/// `system`'s backup in the newest complete generation of a store that
+/// holds it (or in generation `seq`), read with `keys` (the store's key).
+pub fn find_remote(store: &Arc<Store>, keys: crossback_archive::crypt::Keys, system: &str, seq: Option<u64>) -> anyhow::Result<SystemBackup> {
+    let complete: Vec<u64> =
+        crate::remote::generations(store)?.into_iter().rev().filter(|(n, done)| *done && seq.is_none_or(|s| s == *n)).map(|(n, _)| n).collect();
+    for n in complete {
+        let (g, objects) = crate::remote::read_generation(store, n)?;
+        let Some(record) = g.system(system).cloned() else { continue };
+        let mut b = SystemBackup {
+            generation: g,
+            record,
+            from: Holder::Remote { store: Arc::clone(store), gen: layout::GenName::dir(n), objects },
+            mounts: MountsFile::default(),
+            keys: Some(keys),
+        };
+        let (what, sealed) = b.read_small(layout::MOUNTS_AGE, layout::MOUNTS_CAP)?;
+        let text = crate::keys::open_text(b.keys.as_ref().context("set above")?, &what, &sealed, layout::MOUNTS_CAP)?;
+        let m: MountsFile = toml::from_str(&text).map_err(|e| refuse(Refusal::RemoteDamaged, format!("{what}: {}", e.message())))?;
+        m.check().map_err(|e| refuse(Refusal::RemoteDamaged, format!("{what}: {e:#}")))?;
+        b.mounts = m;
+        return Ok(b);
+    }
+    let on = format!("remote {} ({})", store.name, store.machine());
+    match seq {
+        Some(n) => crate::refuse!(
+            Refusal::NoBackup,
+            "{on} has no complete generation {n} holding {system}: `crossback remote verify {}` lists what it has",
+            store.name
+        ),
+        None => crate::refuse!(Refusal::NoBackup, "{on} holds no complete generation with {system} (was it pushed? `crossback push`)"),
+    }
 }
 
 /// A directory restore refuses to write into unless it is empty or forced.

@@ -464,7 +464,7 @@ impl Inner {
     fn read_legacy(&mut self, system: usize) -> anyhow::Result<()> {
         let root = self.systems[system].root;
         let b = &self.systems[system].shown.backup;
-        let (slot_root, set) = (b.slot_root.dir(".")?, b.record.legacy.clone().context("the record is duplicity's")?);
+        let (slot_root, set) = (b.slot_root()?.dir(".")?, b.record.legacy.clone().context("the record is duplicity's")?);
         let mut at: HashMap<Vec<u8>, Ino> = HashMap::new();
         at.insert(Vec::new(), root);
         let r = crate::duplicity::walk(&slot_root, &set, |mut meta, _| {
@@ -491,7 +491,7 @@ impl Inner {
     fn read_legacy_file(&self, system: usize, path: &[u8]) -> Result<Vec<u8>, String> {
         let b = &self.systems[system].shown.backup;
         let set = b.record.legacy.clone().ok_or("not a duplicity backup")?;
-        let slot_root = b.slot_root.dir(".").map_err(|e| e.to_string())?;
+        let slot_root = b.slot_root().and_then(|r| Ok(r.dir(".")?)).map_err(|e| e.to_string())?;
         let mut found = None;
         let r = crate::duplicity::walk(&slot_root, &set, |meta, data| {
             if found.is_some() || meta.path != path {

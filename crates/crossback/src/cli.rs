@@ -602,6 +602,21 @@ pub struct LsSystemArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub from: FromRemote,
+}
+
+/// Reading the backups from an off-site copy instead of the backup disk.
+#[derive(Args, Debug, Default)]
+pub struct FromRemote {
+    /// Read the backups from this remote (as `push` left them there), not
+    /// from the backup disk.
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// Another machine's backups in the remote's store (`remote list
+    /// --machines NAME` shows them).
+    #[arg(long, requires = "remote")]
+    pub machine: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -660,4 +675,6 @@ pub struct RestoreArgs {
     /// With --bare-metal: do not ask before wiping the devices.
     #[arg(long)]
     pub yes: bool,
+    #[command(flatten)]
+    pub from: FromRemote,
 }

@@ -18,6 +18,7 @@
 //! store says about itself is checked against the configuration, as a
 //! slot's marker is.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RemoteConfig;
 use crate::error::{refuse, Refusal};
+use crate::layout::{self, GenName, Generation};
 
 /// The store's own record, at `URL/MACHINE/crossback-remote.toml`.
 pub const RECORD: &str = "crossback-remote.toml";
@@ -86,6 +88,8 @@ pub struct Store {
     /// `MACHINE/`, the prefix of every path this store reads or writes.
     base: String,
     sftp: bool,
+    /// Bytes read from the store so far (a restore says how much it fetched).
+    pub fetched: std::sync::atomic::AtomicU64,
 }
 
 /// An object as stored: its size and the BLAKE3 of its bytes.
@@ -191,7 +195,12 @@ impl Store {
         if !crate::layout::valid_system_name(machine) {
             crate::refuse!(Refusal::Usage, "{:?} is not a machine name (letters, digits, '-', '_', '.')", crate::output::text(machine));
         }
-        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp })
+        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp, fetched: Default::default() })
+    }
+
+    /// The machine whose backups this store is opened on.
+    pub fn machine(&self) -> &str {
+        self.base.trim_end_matches('/')
     }
 
     fn at(&self, rel: &str) -> String {
@@ -224,22 +233,22 @@ impl Store {
 
     /// The first `len` bytes of an object.
     fn first(&self, rel: &str, len: u64) -> anyhow::Result<Vec<u8>> {
-        let data = self.rt.block_on(async { self.op.read_with(&self.at(rel)).range(0..len).await });
-        Ok(data.map_err(|e| self.fail(e, format_args!("reading {rel}")))?.to_vec())
+        self.range(rel, 0, len).map_err(|e| self.fail(e, format_args!("reading {rel}")))
+    }
+
+    /// Bytes `off..end` of an object, in one request.
+    fn range(&self, rel: &str, off: u64, end: u64) -> Result<Vec<u8>, opendal::Error> {
+        let data = self.rt.block_on(async { self.op.read_with(&self.at(rel)).range(off..end).await })?.to_vec();
+        self.fetched.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(data)
     }
 
     /// Bytes `off..off + buf.len()` of an object (fewer at its end).
     pub fn read_at(&self, rel: &str, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
-        let end = off + buf.len() as u64;
-        let data = self.rt.block_on(async { self.op.read_with(&self.at(rel)).range(off..end).await }).map_err(std::io::Error::other)?;
+        let data = self.range(rel, off, off + buf.len() as u64).map_err(std::io::Error::other)?;
         let n = data.len().min(buf.len());
-        let mut filled = 0;
-        for chunk in data {
-            let take = chunk.len().min(n - filled);
-            buf[filled..filled + take].copy_from_slice(&chunk[..take]);
-            filled += take;
-        }
-        Ok(filled)
+        buf[..n].copy_from_slice(&data[..n]);
+        Ok(n)
     }
 
     /// Writes a small object whole (records, keys, manifests), and returns
@@ -330,6 +339,112 @@ impl Store {
             off += n as u64;
         }
         Ok((off, h.finalize().to_hex().to_string()))
+    }
+}
+
+/// The generations a store holds: by number, whether complete (its manifest is there).
+pub fn generations(store: &Store) -> anyhow::Result<BTreeMap<u64, bool>> {
+    let mut out = BTreeMap::new();
+    for name in store.list("")? {
+        let Some(g) = name.strip_suffix('/').and_then(GenName::parse).filter(|g| !g.wiping) else { continue };
+        let complete = store.size(&format!("{}/{}", GenName::dir(g.seq), layout::MANIFEST))?.is_some();
+        out.insert(g.seq, complete);
+    }
+    Ok(out)
+}
+
+/// A complete generation's manifest and objects, as the store has them.
+pub fn read_generation(store: &Store, seq: u64) -> anyhow::Result<(Generation, Objects)> {
+    let dir = GenName::dir(seq);
+    let damaged = |what: &str, e: String| refuse(Refusal::RemoteDamaged, format!("remote {}: {dir}/{what}: {e}", store.name));
+    let text = |what: &str, cap: u64| -> anyhow::Result<String> {
+        let bytes = store.get(&format!("{dir}/{what}"), cap)?.ok_or_else(|| damaged(what, "missing".into()))?;
+        String::from_utf8(bytes).map_err(|_| damaged(what, "not text".into()))
+    };
+    let g: Generation = toml::from_str(&text(layout::MANIFEST, layout::MANIFEST_CAP)?).map_err(|e| damaged(layout::MANIFEST, e.message().to_string()))?;
+    g.check().map_err(|e| damaged(layout::MANIFEST, format!("{e:#}")))?;
+    if g.seq != seq {
+        return Err(damaged(layout::MANIFEST, format!("it says it is generation {}", g.seq)));
+    }
+    let objects: Objects = toml::from_str(&text(OBJECTS, layout::MANIFEST_CAP)?).map_err(|e| damaged(OBJECTS, e.message().to_string()))?;
+    Ok((g, objects))
+}
+
+/// An object of a store read at any offset, as an archive is read: each
+/// miss is one range request. What a request fetches is what the reader
+/// said it will need (a frame, from the archive's table), else what it
+/// asked for; reads that follow each other fetch more each time (up to
+/// [`AHEAD_MAX`]), so a whole archive streams in large requests while one
+/// file of it costs its index and its frames.
+pub struct RemoteBytes {
+    store: std::sync::Arc<Store>,
+    rel: String,
+    size: u64,
+    state: std::sync::Mutex<Window>,
+}
+
+/// The last range fetched, and what comes next.
+#[derive(Default)]
+struct Window {
+    start: u64,
+    data: Vec<u8>,
+    /// A range the reader said it will need.
+    hint: Option<(u64, u64)>,
+    /// The size of the next fetch when reads follow each other.
+    ahead: u64,
+}
+
+const AHEAD_MIN: u64 = 256 << 10;
+const AHEAD_MAX: u64 = 16 << 20;
+
+impl RemoteBytes {
+    pub fn new(store: std::sync::Arc<Store>, rel: String, size: u64) -> RemoteBytes {
+        RemoteBytes { store, rel, size, state: Default::default() }
+    }
+}
+
+impl crossback_archive::crypt::Bytes for RemoteBytes {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+        if off >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let mut w = self.state.lock().map_err(|_| std::io::Error::other("a reader of this object failed"))?;
+        let end = w.start + w.data.len() as u64;
+        if off < w.start || off >= end {
+            let want = buf.len() as u64;
+            let fetch = match w.hint {
+                // The reader's chunk may start before the hinted bytes (age).
+                Some((h, len)) if off < h + len && off + want > h => (h + len - off).clamp(want, AHEAD_MAX.max(want)),
+                _ if off == end && !w.data.is_empty() => {
+                    w.ahead = (w.ahead * 2).clamp(AHEAD_MIN, AHEAD_MAX);
+                    w.ahead.max(want)
+                }
+                _ => {
+                    w.ahead = 0;
+                    want
+                }
+            };
+            let to = (off + fetch).min(self.size);
+            w.data = self.store.range(&self.rel, off, to).map_err(std::io::Error::other)?;
+            w.start = off;
+            if w.data.is_empty() {
+                return Ok(0);
+            }
+        }
+        let at = (off - w.start) as usize;
+        let n = buf.len().min(w.data.len() - at);
+        buf[..n].copy_from_slice(&w.data[at..at + n]);
+        Ok(n)
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.size)
+    }
+
+    fn will_need(&self, off: u64, len: u64) {
+        if let Ok(mut w) = self.state.lock() {
+            w.hint = Some((off, len.min(self.size.saturating_sub(off))));
+        }
     }
 }
 

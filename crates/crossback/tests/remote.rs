@@ -294,3 +294,102 @@ fn root_push_over_sftp_is_encrypted_and_verified() {
     refused_as(&o, "remote-unreachable", "a server with an unknown host key");
     assert!(text(&o).contains("host key"), "{}", text(&o));
 }
+
+/// The byte count a restore or ls says it read from a remote.
+fn read_from_remote(said: &str) -> u64 {
+    let line = said.lines().find(|l| l.starts_with("read ") && l.contains("from remote")).unwrap_or_else(|| panic!("no 'read … from remote' line: {said}"));
+    line.split('(').nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+}
+
+#[test]
+fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
+    let test = "root_ls_and_restore_read_from_a_remote_only_what_they_need";
+    if !require_root(test) || !servers::available(test) {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    // 32 MiB that does not compress in alpha's home (four frames or more), beside the canary.
+    let mut s = backed_up(1, |m| {
+        m.alpha_home.mount(&[]);
+        for i in 0..4 {
+            let to = m.alpha_home.path().join(format!("big{i}"));
+            run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", to.display())).args(["bs=1M", "count=8", "status=none"]));
+        }
+        m.alpha_home.unmount();
+    });
+    let s3 = SeaweedFs::start();
+    let creds = s.dir.path().join("offsite.s3");
+    s3.credentials_file(&creds);
+    let url = format!("s3://{}/backups", s3.bucket);
+    ok(cb(&s.cfg)
+        .arg("--passphrase-file")
+        .arg(&s.pass)
+        .args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
+        .arg(&creds));
+    ok(cb(&s.cfg).arg("push"));
+    let with_pass = |args: &[&str]| {
+        let mut c = cb(&s.cfg);
+        c.arg("--passphrase-file").arg(&s.pass).args(args);
+        c.output().unwrap()
+    };
+    let home_object = {
+        let out = Command::new("curl").args(["-sSfI"]).arg(object_url(&s3, "gen-000001/alpha/home.tar.zst.age")).output().unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        let len = head.lines().find_map(|l| l.strip_prefix("content-length: ")).map(|v| v.trim().parse::<u64>().unwrap());
+        len.unwrap_or_else(|| panic!("no length: {head}"))
+    };
+    assert!(home_object > 32 << 20, "alpha's home archive on the store is {home_object} bytes");
+
+    // ls reads the index, not the archive.
+    let o = with_pass(&["ls", "alpha", "/home/ann", "--remote", "offsite"]);
+    assert!(o.status.success() && text(&o).contains(&s.name), "{}", text(&o));
+    let n = read_from_remote(&text(&o));
+    assert!(n < 2 << 20, "ls read {n} bytes of a {home_object}-byte archive");
+    eprintln!("ls: {n} bytes read of a {home_object}-byte archive");
+
+    // One small file: its index and the frame holding it (frames are 8 MiB of tar).
+    let one = s.dir.path().join("one");
+    let o = with_pass(&["restore", "alpha", &format!("/home/ann/{}", s.name), "--to", one.to_str().unwrap(), "--remote", "offsite"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got = std::fs::read_to_string(one.join("home/ann").join(&s.name)).unwrap();
+    assert_eq!(got, format!("{}\n", s.content).repeat(100));
+    let n = read_from_remote(&text(&o));
+    assert!(n < (9 << 20) && n < home_object / 3, "one file read {n} bytes of a {home_object}-byte archive");
+    eprintln!("one file: {n} bytes read of a {home_object}-byte archive");
+
+    // The whole system, each filesystem where it was mounted.
+    let all = s.dir.path().join("all");
+    let o = with_pass(&["restore", "alpha", "--to", all.to_str().unwrap(), "--remote", "offsite", "--machine", "desk"]);
+    assert!(o.status.success(), "{}", text(&o));
+    s.m.alpha_home.mount(&["ro"]);
+    let d: Vec<String> = compare::trees(s.m.alpha_home.path(), &all.join("home")).into_iter().filter(|d| !d.contains("socket")).collect();
+    s.m.alpha_home.unmount();
+    assert!(d.is_empty(), "alpha's home restored from the remote: {}", d.join("\n"));
+    s.m.alpha_root.mount(&["ro"]);
+    let d: Vec<String> =
+        compare::trees_except(s.m.alpha_root.path(), &all, false, &[b"home", b"boot/efi"]).into_iter().filter(|d| !d.contains("socket")).collect();
+    s.m.alpha_root.unmount();
+    assert!(d.is_empty(), "alpha's root restored from the remote: {}", d.join("\n"));
+
+    // Refusals: a machine the store does not hold, a wrong passphrase, bare metal; nothing written.
+    let none = s.dir.path().join("none");
+    refused_as(&with_pass(&["ls", "alpha", "--remote", "offsite", "--machine", "laptop"]), "no-backup", "a machine the store does not hold");
+    let wrong = s.dir.path().join("wrong-pass");
+    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    let o = cb(&s.cfg).arg("--passphrase-file").arg(&wrong).args(["restore", "alpha", "--to", none.to_str().unwrap(), "--remote", "offsite"]).output().unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!none.exists(), "a refused restore made its target");
+    refused_as(&with_pass(&["restore", "alpha", "--bare-metal", "--yes", "--remote", "offsite"]), "unsupported", "bare metal from a remote");
+    let o = with_pass(&["ls", "alpha", "--machine", "desk"]);
+    assert!(o.status.code() == Some(2) && text(&o).contains("--remote <NAME>"), "--machine without --remote: {}", text(&o));
+
+    // An archive replaced on the store is refused; the other archive still restores.
+    let planted = s.dir.path().join("planted");
+    std::fs::write(&planted, vec![7u8; 4096]).unwrap();
+    run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&planted).arg(object_url(&s3, "gen-000001/alpha/home.tar.zst.age")));
+    let o = with_pass(&["restore", "alpha", "/home/ann", "--to", none.to_str().unwrap(), "--remote", "offsite"]);
+    refused_as(&o, "archive-mismatch", "an archive replaced on the store");
+    let etc = s.dir.path().join("etc");
+    let o = with_pass(&["restore", "alpha", "/usr/lib/os-release", "--to", etc.to_str().unwrap(), "--remote", "offsite"]);
+    assert!(o.status.success() && std::fs::read_to_string(etc.join("usr/lib/os-release")).unwrap().contains("Alpha Linux 1"), "{}", text(&o));
+}

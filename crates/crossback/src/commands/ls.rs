@@ -16,14 +16,14 @@ use super::restore::{open, Opened};
 
 pub fn run(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
     machine::require_root("ls")?;
-    let Opened { mut mounts, backup: b, .. } = open(path, &a.system, a.generation, false)?;
+    let Opened { mut mounts, backup: b, .. } = open(path, &a.system, a.generation, false, &a.from)?;
     let want = a.path.clone().unwrap_or_else(|| "/".into());
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut found = false;
     if let Some(set) = &b.record.legacy {
         let prefix = crossback_archive::entry::normalize_path(want.as_bytes()).context("a '..' in the path")?;
-        crate::duplicity::walk(&b.slot_root, set, |meta, _| {
+        crate::duplicity::walk(b.slot_root()?, set, |meta, _| {
             if crossback_archive::archive::under(&meta.path, &prefix) {
                 found = true;
                 let e = crossback_archive::IndexEntry::of(meta);
@@ -64,6 +64,9 @@ pub fn run(path: &Path, a: LsSystemArgs) -> anyhow::Result<Outcome> {
     out.flush()?;
     drop(out);
     let _ = mounts.unmount();
+    if let Some(said) = b.fetched() {
+        eprintln!("{said}");
+    }
     if !found {
         refuse!(Refusal::NotInBackup, "{} is not in {}'s backup in generation {}", output::text(&want), a.system, b.generation.seq);
     }

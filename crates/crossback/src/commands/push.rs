@@ -23,7 +23,7 @@ use crate::remote::{self, Object, Objects, Store};
 use crate::slots::{self, Slot};
 use crate::{machine, output, refuse, Outcome};
 
-use super::remote::{configured, generations, put_record, read_record};
+use super::remote::{configured, put_record, read_record};
 
 pub fn run(path: &std::path::Path, a: PushArgs) -> anyhow::Result<Outcome> {
     machine::require_root("push")?;
@@ -109,7 +109,7 @@ fn push_to(
             r.name
         ),
     }
-    let there = generations(store)?;
+    let there = remote::generations(store)?;
     let mut pushed = 0;
     for (slot, g) in sealed {
         if there.get(&g.seq) == Some(&true) {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use crate::cli::{RemoteAddArgs, RemoteListArgs, RemoteVerifyArgs};
 use crate::config::{self, Config, RemoteConfig, Sealing};
 use crate::error::{refuse, Refusal};
-use crate::layout::{self, GenName, Generation, KeyFiles};
-use crate::remote::{self, Objects, Record, Store};
+use crate::layout::{self, GenName, KeyFiles};
+use crate::remote::{self, Record, Store};
 use crate::{keys, output, refuse, Outcome};
 
 pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> {
@@ -177,41 +177,13 @@ pub fn configured<'a>(cfg: &'a Config, name: &str) -> anyhow::Result<&'a RemoteC
     })
 }
 
-/// The generations a store holds: by number, whether complete (its manifest is there).
-pub fn generations(store: &Store) -> anyhow::Result<BTreeMap<u64, bool>> {
-    let mut out = BTreeMap::new();
-    for name in store.list("")? {
-        let Some(g) = name.strip_suffix('/').and_then(GenName::parse).filter(|g| !g.wiping) else { continue };
-        let complete = store.size(&format!("{}/{}", GenName::dir(g.seq), layout::MANIFEST))?.is_some();
-        out.insert(g.seq, complete);
-    }
-    Ok(out)
-}
-
-/// A complete generation's manifest and objects, as the store has them.
-pub fn read_generation(store: &Store, seq: u64) -> anyhow::Result<(Generation, Objects)> {
-    let dir = GenName::dir(seq);
-    let damaged = |what: &str, e: String| refuse(Refusal::RemoteDamaged, format!("remote {}: {dir}/{what}: {e}", store.name));
-    let text = |what: &str, cap: u64| -> anyhow::Result<String> {
-        let bytes = store.get(&format!("{dir}/{what}"), cap)?.ok_or_else(|| damaged(what, "missing".into()))?;
-        String::from_utf8(bytes).map_err(|_| damaged(what, "not text".into()))
-    };
-    let g: Generation = toml::from_str(&text(layout::MANIFEST, layout::MANIFEST_CAP)?).map_err(|e| damaged(layout::MANIFEST, e.message().to_string()))?;
-    g.check().map_err(|e| damaged(layout::MANIFEST, format!("{e:#}")))?;
-    if g.seq != seq {
-        return Err(damaged(layout::MANIFEST, format!("it says it is generation {}", g.seq)));
-    }
-    let objects: Objects = toml::from_str(&text(remote::OBJECTS, layout::MANIFEST_CAP)?).map_err(|e| damaged(remote::OBJECTS, e.message().to_string()))?;
-    Ok((g, objects))
-}
-
 pub fn verify(path: &std::path::Path, a: RemoteVerifyArgs) -> anyhow::Result<Outcome> {
     let cfg = Config::load(path)?;
     let r = configured(&cfg, &a.name)?;
     let store = Store::open(r, a.machine.as_deref(), None)?;
     let started = std::time::Instant::now();
     let (mut checked, mut bytes, mut damaged) = (0u64, 0u64, Vec::new());
-    let gens = generations(&store)?;
+    let gens = remote::generations(&store)?;
     if gens.is_empty() {
         refuse!(
             Refusal::NoBackup,
@@ -226,7 +198,7 @@ pub fn verify(path: &std::path::Path, a: RemoteVerifyArgs) -> anyhow::Result<Out
             println!("generation {seq}: incomplete (a push did not finish; the next one carries on)");
             continue;
         }
-        let (g, objects) = match read_generation(&store, seq) {
+        let (g, objects) = match remote::read_generation(&store, seq) {
             Ok(x) => x,
             Err(e) => {
                 damaged.push(format!("generation {seq}: {e:#}"));

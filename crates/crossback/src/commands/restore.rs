@@ -15,7 +15,7 @@ use crossback_host::lock::Lock;
 use crossback_host::offline;
 
 use crate::backups::{self, SystemBackup};
-use crate::cli::RestoreArgs;
+use crate::cli::{FromRemote, RestoreArgs};
 use crate::config::Config;
 use crate::error::{refuse, Refusal};
 use crate::layout::ArchiveRecord;
@@ -39,8 +39,15 @@ pub(super) struct Opened {
 }
 
 /// Locks the system (`write`: its filesystems are about to be written),
-/// mounts the slots read-only (privately) and finds the system's backup.
-pub(super) fn open(path: &Path, system: &str, generation: Option<u64>, write: bool) -> anyhow::Result<Opened> {
+/// mounts the slots read-only (privately) and finds the system's backup —
+/// or finds it on a remote.
+pub(super) fn open(path: &Path, system: &str, generation: Option<u64>, write: bool, from: &FromRemote) -> anyhow::Result<Opened> {
+    if let Some(name) = &from.remote {
+        let cfg = Config::load(path)?;
+        let backup = from_remote(&cfg, name, from.machine.as_deref(), system, generation)?;
+        let machine = Machine::scan(&[])?;
+        return Ok(Opened { cfg, machine, _slots: Vec::new(), mounts: offline::Mounted::default(), backup, _locks: Vec::new() });
+    }
     let mut locks = Vec::new();
     if write {
         let cfg = Config::load(path)?;
@@ -53,6 +60,33 @@ pub(super) fn open(path: &Path, system: &str, generation: Option<u64>, write: bo
     let backup = backups::find(&v.slots, system, generation)?;
     locks.push(v.lock);
     Ok(Opened { cfg: v.cfg, machine: v.machine, _slots: v.slots, mounts: v.mounts, backup, _locks: locks })
+}
+
+/// `system`'s backup on a remote: the store's record checked against the
+/// configuration (for this machine's own backups), its key unlocked with
+/// what the user gives.
+fn from_remote(cfg: &Config, name: &str, machine: Option<&str>, system: &str, generation: Option<u64>) -> anyhow::Result<SystemBackup> {
+    let r = super::remote::configured(cfg, name)?;
+    let store = Arc::new(crate::remote::Store::open(r, machine, None)?);
+    let Some((record, files)) = super::remote::read_record(&store, store.machine())? else {
+        refuse!(
+            Refusal::NoBackup,
+            "remote {name} holds no backups of machine {} (no {}): `crossback remote list --machines {name}` shows whose it holds",
+            store.machine(),
+            crate::remote::RECORD
+        );
+    };
+    if machine.is_none() && record.encryption.media_key != r.key {
+        refuse!(
+            Refusal::RemoteMismatch,
+            "remote {name} holds machine {}'s backups under the key {}, but the configuration says {}: another machine uses the name, or the store was tampered with; nothing was read",
+            store.machine(),
+            record.encryption.media_key,
+            r.key
+        );
+    }
+    let key = crate::keys::media_key(&record.encryption, &files, &format!("reading {system}'s backup on remote {name}"))?;
+    backups::find_remote(&store, crossback_archive::crypt::Keys::new(vec![Box::new(key)]), system, generation)
 }
 
 /// What `restore` was asked to do, resolved and checked before any work
@@ -69,6 +103,12 @@ enum Mode {
 
 fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
     let usage = |m: String| Err(refuse(Refusal::Usage, m));
+    if a.bare_metal && a.from.remote.is_some() {
+        refuse!(
+            Refusal::Unsupported,
+            "--bare-metal from a remote is not there yet: restore the system into a directory with --to DIR --remote NAME; nothing was written"
+        );
+    }
     if a.bare_metal {
         if !a.paths.is_empty() {
             return usage(format!(
@@ -231,14 +271,14 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
     let to = if to.is_absolute() { to } else { std::env::current_dir()?.join(to) };
     backups::check_target(&to, force)?;
     // Locked and found before the target is made: a refusal writes nothing.
-    let Opened { mut mounts, backup: b, .. } = open(path, system, a.generation, false)?;
+    let Opened { mut mounts, backup: b, .. } = open(path, system, a.generation, false, &a.from)?;
     std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
     let to = std::fs::canonicalize(&to).with_context(|| format!("resolving {}", to.display()))?;
     let target = Dir::open_crossing_mounts(&to)?;
-    println!("restoring {system} from generation {} (slot {}) into {}", b.generation.seq, b.slot, to.display());
+    println!("restoring {system} from generation {} ({}) into {}", b.generation.seq, b.from, to.display());
     let start = Instant::now();
     if let Some(set) = &b.record.legacy {
-        let (entries, problems) = crate::duplicity::restore(&b.slot_root, set, &target.fd_path(), &selected)?;
+        let (entries, problems) = crate::duplicity::restore(b.slot_root()?, set, &target.fd_path(), &selected)?;
         let _ = mounts.unmount();
         return Ok(report(entries, &[], &problems, start));
     }
@@ -251,6 +291,9 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
     };
     let (entries, damaged, failed) = restore_into(&b, &beneath, paths)?;
     let _ = mounts.unmount();
+    if let Some(said) = b.fetched() {
+        println!("{said}");
+    }
     Ok(report(entries, &damaged, &failed, start))
 }
 

@@ -416,7 +416,7 @@ pub(super) fn run(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], 
         }
         _ => None,
     };
-    let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, _slots: slot_list, .. } = open(path, system, a.generation, true)?;
+    let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, _slots: slot_list, .. } = open(path, system, a.generation, true, &a.from)?;
     refuse_legacy(&b, system)?;
     if !b.mounts.luks.is_empty() || !b.mounts.vgs.is_empty() {
         println!(
@@ -431,7 +431,7 @@ pub(super) fn run(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], 
             t.new_uuid = Some(String::new());
         }
     }
-    println!("bare-metal restore of {system} from generation {} (slot {}): these filesystems will be WIPED and recreated:", b.generation.seq, b.slot);
+    println!("bare-metal restore of {system} from generation {} ({}): these filesystems will be WIPED and recreated:", b.generation.seq, b.from);
     show_plan(&m, &targets, new_uuids);
     // A filesystem another system mounts too (a shared ESP): a new UUID
     // leaves that system's fstab naming the old one. Said before, and after.

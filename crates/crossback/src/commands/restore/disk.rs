@@ -360,7 +360,7 @@ fn show_layout(disk: &Path, ss: u64, sectors: u64, table: &Table, new: &Table, b
         table.id,
         new.partitions.len(),
         if new.partitions == table.partitions { String::new() } else { ", shrunk to fit".into() },
-        backups.iter().map(|b| format!("{} (generation {}, slot {})", b.record.name, b.generation.seq, b.slot)).collect::<Vec<_>>().join(", ")
+        backups.iter().map(|b| format!("{} (generation {}, {})", b.record.name, b.generation.seq, b.from)).collect::<Vec<_>>().join(", ")
     );
     for n in unbacked {
         eprintln!("warning: {n} is configured but has no backup on this media: it is NOT restored (if it was on this disk, its partition is made empty)");
