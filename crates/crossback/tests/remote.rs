@@ -308,13 +308,16 @@ fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
         return;
     }
     let _serial = crossback_testkit::serial();
-    // 32 MiB that does not compress in alpha's home (four frames or more), beside the canary.
+    // 34 MiB that does not compress in alpha's home (five frames or more), beside the canary.
     let mut s = backed_up(1, |m| {
         m.alpha_home.mount(&[]);
         for i in 0..4 {
             let to = m.alpha_home.path().join(format!("big{i}"));
             run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", to.display())).args(["bs=1M", "count=8", "status=none"]));
         }
+        // Too large to sit in the index as small files do: it is in the frames.
+        let mid = m.alpha_home.path().join("ann/mid");
+        run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", mid.display())).args(["bs=1M", "count=2", "status=none"]));
         m.alpha_home.unmount();
     });
     let s3 = SeaweedFs::start();
@@ -338,7 +341,7 @@ fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
         let len = head.lines().find_map(|l| l.strip_prefix("content-length: ")).map(|v| v.trim().parse::<u64>().unwrap());
         len.unwrap_or_else(|| panic!("no length: {head}"))
     };
-    assert!(home_object > 32 << 20, "alpha's home archive on the store is {home_object} bytes");
+    assert!(home_object > 34 << 20, "alpha's home archive on the store is {home_object} bytes");
 
     // ls reads the index, not the archive.
     let o = with_pass(&["ls", "alpha", "/home/ann", "--remote", "offsite"]);
@@ -355,7 +358,17 @@ fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
     assert_eq!(got, format!("{}\n", s.content).repeat(100));
     let n = read_from_remote(&text(&o));
     assert!(n < (9 << 20) && n < home_object / 3, "one file read {n} bytes of a {home_object}-byte archive");
-    eprintln!("one file: {n} bytes read of a {home_object}-byte archive");
+    eprintln!("one small file: {n} bytes read of a {home_object}-byte archive");
+    // A 2 MiB file: the index and the (at most two) frames of 8 MiB holding it.
+    let o = with_pass(&["restore", "alpha", "/home/ann/mid", "--to", one.to_str().unwrap(), "--remote", "offsite", "--force"]);
+    assert!(o.status.success(), "{}", text(&o));
+    s.m.alpha_home.mount(&["ro"]);
+    let same = std::fs::read(s.m.alpha_home.path().join("ann/mid")).unwrap() == std::fs::read(one.join("home/ann/mid")).unwrap();
+    s.m.alpha_home.unmount();
+    assert!(same, "the 2 MiB file restored from the remote differs");
+    let n = read_from_remote(&text(&o));
+    assert!(n < (17 << 20) && n < home_object / 2, "a 2 MiB file read {n} bytes of a {home_object}-byte archive");
+    eprintln!("a 2 MiB file: {n} bytes read of a {home_object}-byte archive");
 
     // The whole system, each filesystem where it was mounted.
     let all = s.dir.path().join("all");
