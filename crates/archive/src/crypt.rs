@@ -214,7 +214,7 @@ pub enum Source {
     Age {
         /// The raw (encrypted) bytes.
         raw: Arc<dyn Bytes>,
-        reader: Mutex<StreamReader<Cursor>>,
+        reader: Mutex<Box<StreamReader<Cursor>>>,
         len: u64,
         /// To start a new reader after a chunk failed to authenticate: age's
         /// reader does not recover from that by seeking elsewhere.
@@ -240,7 +240,7 @@ impl Source {
         };
         let mut reader = Self::age_reader(&raw, what, keys)?;
         let len = reader.seek(SeekFrom::End(0)).map_err(|e| Error::Format(format!("{what}: its encrypted end does not read: {e}")))?;
-        Ok(Source::Age { raw, reader: Mutex::new(reader), len, keys: keys.clone(), what: what.to_string() })
+        Ok(Source::Age { raw, reader: Mutex::new(Box::new(reader)), len, keys: keys.clone(), what: what.to_string() })
     }
 
     fn age_reader(raw: &Arc<dyn Bytes>, what: &str, keys: &Keys) -> Result<StreamReader<Cursor>> {
@@ -275,7 +275,7 @@ impl Source {
                 let read = r.seek(SeekFrom::Start(off)).and_then(|_| r.read_exact(&mut buf[..want]));
                 if let Err(e) = read {
                     if let Ok(fresh) = Self::age_reader(raw, what, keys) {
-                        *r = fresh;
+                        **r = fresh;
                     }
                     return Err(e);
                 }
