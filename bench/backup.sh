@@ -13,18 +13,7 @@ bin=$here/target/release/crossback
 (cd "$here" && cargo build --release --locked -q)
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/crossback-bbench.XXXXXX")
 export CROSSBACK_SYSTEM_ROOT=$work/system-root   # crossback's state (the media as last seen) stays with the benchmark
-loops=(); mnts=()
-cleanup() {
-  set +e
-  for ((i=${#mnts[@]}-1; i>=0; i--)); do umount "${mnts[i]}" 2>/dev/null; done
-  for l in "${loops[@]}"; do blockdev --setrw "$l"; losetup -d "$l"; done
-  rm -rf --one-file-system "$work"
-}
-trap cleanup EXIT INT TERM
-disk() { truncate -s "$2" "$work/$1.img"; mkfs.ext4 -q -F "$work/$1.img"; DEV=$(losetup --find --show "$work/$1.img"); loops+=("$DEV"); }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. "$here/bench/lib.sh"
 
 disk root 8G; root=$DEV; disk home 8G; home=$DEV; disk slota 8G; sa=$DEV; disk slotb 8G; sb=$DEV
 mkdir -p "$work/m"; mount "$root" "$work/m"
