@@ -69,11 +69,15 @@ impl SystemBackup {
     /// and the same data hash in its footer. Another file put in its place
     /// is refused, not restored.
     pub fn open_archive(&self, a: &ArchiveRecord) -> anyhow::Result<Archive> {
+        let check = match &self.from {
+            Holder::Slot { .. } => "crossback verify".to_string(),
+            Holder::Remote { store, .. } => format!("crossback remote verify {}", store.name),
+        };
         let mismatch = |shown: &dyn std::fmt::Display, len: u64, want: u64| {
             refuse(
                 Refusal::ArchiveMismatch,
                 format!(
-                    "{shown} is {len} bytes, but generation {} records {want} for it: it is not the archive that was written (replaced or damaged); run `crossback verify`",
+                    "{shown} is {len} bytes, but generation {} records {want} for it: it is not the archive that was written (replaced or damaged); run `{check}`",
                     self.generation.seq,
                 ),
             )
@@ -112,7 +116,7 @@ impl SystemBackup {
                 return Err(refuse(
                     Refusal::ArchiveMismatch,
                     format!(
-                        "{shown} is not the archive generation {} records (its data hash differs): replaced or damaged; run `crossback verify`",
+                        "{shown} is not the archive generation {} records (its data hash differs): replaced or damaged; run `{check}`",
                         self.generation.seq
                     ),
                 ));
