@@ -97,13 +97,19 @@ impl SystemBackup {
                 let path = format!("{}/{}", self.record.name, a.file);
                 let rel = format!("{gen}/{path}");
                 let shown = format!("remote {}: {rel}", store.name);
-                let listed = objects.list.iter().find(|o| o.path == path);
-                let listed = listed.with_context(|| {
-                    refuse(Refusal::RemoteDamaged, format!("{shown} is in the manifest but not in objects.toml: the push of it never finished"))
-                })?;
+                let listed = listed(objects, &path, &shown)?;
                 let len = store.size(&rel)?.with_context(|| refuse(Refusal::RemoteDamaged, format!("{shown} is not on the store")))?;
                 if len != listed.bytes {
                     return Err(mismatch(&shown, len, listed.bytes));
+                }
+                // Its age header, as pushed: then every chunk read is (age authenticates each under the header's file key).
+                let start = store.first(&rel, len.min(crate::remote::HEAD_MAX as u64))?;
+                let head = crate::remote::age_header_len(&start).map(|n| blake3::hash(&start[..n]).to_hex().to_string());
+                if head.as_deref() != Some(listed.head.as_str()) {
+                    crate::refuse!(
+                        Refusal::ArchiveMismatch,
+                        "{shown} is not the object that was pushed (its encryption header differs), though its size is: replaced on the store; run `{check}`"
+                    );
                 }
                 let bytes = Arc::new(crate::remote::RemoteBytes::new(Arc::clone(store), rel, len));
                 (Archive::from_bytes(bytes, Path::new(&shown), self.keys.as_ref()), shown)
@@ -154,10 +160,15 @@ impl SystemBackup {
                 let bytes = dir.read_capped(name, cap).map_err(|e| refuse(Refusal::SlotDamaged, format!("{e}")))?;
                 Ok((dir.shown().join(name).display().to_string(), bytes))
             }
-            Holder::Remote { store, gen, .. } => {
-                let rel = format!("{gen}/{}/{name}", self.record.name);
+            Holder::Remote { store, gen, objects } => {
+                let path = format!("{}/{name}", self.record.name);
+                let rel = format!("{gen}/{path}");
                 let shown = format!("remote {}: {rel}", store.name);
+                let listed = listed(objects, &path, &shown)?;
                 let bytes = store.get(&rel, cap)?.with_context(|| refuse(Refusal::RemoteDamaged, format!("{shown} is missing")))?;
+                if blake3::hash(&bytes).to_hex().as_str() != listed.blake3 {
+                    crate::refuse!(Refusal::RemoteDamaged, "{shown} is not the file that was pushed (its hash differs): replaced or damaged on the store");
+                }
                 Ok((shown, bytes))
             }
         }
@@ -239,11 +250,13 @@ pub fn open_in(slot: &Slot, g: &Generation, system: &str) -> anyhow::Result<Syst
 
 /// `system`'s backup in the newest complete generation of a store that
 /// holds it (or in generation `seq`), read with `keys` (the store's key).
-pub fn find_remote(store: &Arc<Store>, keys: crossback_archive::crypt::Keys, system: &str, seq: Option<u64>) -> anyhow::Result<SystemBackup> {
+pub fn find_remote(store: &Arc<Store>, key: &age::x25519::Identity, system: &str, seq: Option<u64>) -> anyhow::Result<SystemBackup> {
+    let seal = crate::remote::SealKey::of(key);
+    let keys = crossback_archive::crypt::Keys::new(vec![Box::new(key.clone())]);
     let complete: Vec<u64> =
         crate::remote::generations(store)?.into_iter().rev().filter(|(n, done)| *done && seq.is_none_or(|s| s == *n)).map(|(n, _)| n).collect();
     for n in complete {
-        let (g, objects) = crate::remote::read_generation(store, n)?;
+        let (g, objects) = crate::remote::read_generation(store, n, Some(&seal))?;
         let Some(record) = g.system(system).cloned() else { continue };
         let mut b = SystemBackup {
             generation: g,
@@ -268,6 +281,15 @@ pub fn find_remote(store: &Arc<Store>, keys: crossback_archive::crypt::Keys, sys
         ),
         None => crate::refuse!(Refusal::NoBackup, "{on} holds no complete generation with {system} (was it pushed? `crossback push`)"),
     }
+}
+
+/// An object's entry in its generation's `objects.toml`.
+fn listed<'a>(objects: &'a Objects, path: &str, shown: &str) -> anyhow::Result<&'a crate::remote::Object> {
+    objects
+        .list
+        .iter()
+        .find(|o| o.path == path)
+        .with_context(|| refuse(Refusal::RemoteDamaged, format!("{shown} is in the manifest but not in objects.toml: the push of it never finished")))
 }
 
 /// A directory restore refuses to write into unless it is empty or forced.

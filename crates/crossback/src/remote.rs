@@ -36,6 +36,8 @@ use crate::layout::{self, GenName, Generation};
 pub const RECORD: &str = "crossback-remote.toml";
 /// A generation's list of objects, with their sizes and hashes as stored.
 pub const OBJECTS: &str = "objects.toml";
+/// A generation's seal: a keyed hash of its manifest and objects.toml.
+pub const SEAL: &str = "seal";
 /// Bytes of one upload request (a multipart part): memory is this times
 /// the parallel uploads, whatever the archive's size.
 const PART: usize = 16 << 20;
@@ -99,6 +101,10 @@ pub struct Object {
     pub path: String,
     pub bytes: u64,
     pub blake3: String,
+    /// The BLAKE3 of its age header: with it, every chunk read anywhere in
+    /// the object is the one pushed (age authenticates each chunk under
+    /// the file key the header holds), without reading the whole object.
+    pub head: String,
 }
 
 /// A generation's objects (`objects.toml`).
@@ -232,7 +238,7 @@ impl Store {
     }
 
     /// The first `len` bytes of an object.
-    fn first(&self, rel: &str, len: u64) -> anyhow::Result<Vec<u8>> {
+    pub fn first(&self, rel: &str, len: u64) -> anyhow::Result<Vec<u8>> {
         self.range(rel, 0, len).map_err(|e| self.fail(e, format_args!("reading {rel}")))
     }
 
@@ -297,7 +303,8 @@ impl Store {
             .rt
             .block_on(async { self.op.writer_with(&path).chunk(PART).concurrent(PARALLEL).await })
             .map_err(|e| self.fail(e, format_args!("starting the upload of {rel}")))?;
-        let mut sink = Sink { store: self, writer, buf: Vec::with_capacity(PART), hash: blake3::Hasher::new(), bytes: 0, progress, what: rel };
+        let mut sink =
+            Sink { store: self, writer, buf: Vec::with_capacity(PART), hash: blake3::Hasher::new(), head: None, bytes: 0, sent: 0, progress, what: rel };
         let copied = match encrypt_to {
             Some(to) => (|| -> anyhow::Result<()> {
                 let mut w = crossback_archive::crypt::writer(&mut sink, std::slice::from_ref(to))?;
@@ -311,7 +318,7 @@ impl Store {
             let _ = self.rt.block_on(sink.writer.abort());
             return Err(unwrap_io(e).context(format!("remote {}: uploading {rel}", self.name)));
         }
-        let (hash, bytes) = (sink.hash.finalize().to_hex().to_string(), sink.bytes);
+        let (hash, bytes, head) = (sink.hash.finalize().to_hex().to_string(), sink.bytes, sink.head.take().unwrap_or_default());
         let mut writer = sink.writer;
         let meta = self.rt.block_on(writer.close()).map_err(|e| self.fail(e, format_args!("finishing the upload of {rel}")))?;
         // The store's own count of what it holds, when it says one.
@@ -319,7 +326,7 @@ impl Store {
             crate::refuse!(Refusal::RemoteDamaged, "remote {}: {rel} was sent as {bytes} bytes, the store says it holds {}", self.name, meta.content_length());
         }
         settled(&self.name, rel, SETTLE, || Ok(self.size(rel)? == Some(bytes)))?;
-        Ok(Object { path: rel.to_string(), bytes, blake3: hash })
+        Ok(Object { path: rel.to_string(), bytes, blake3: hash, head })
     }
 
     /// Reads an object through and hashes it (`remote verify`).
@@ -354,19 +361,31 @@ pub fn generations(store: &Store) -> anyhow::Result<BTreeMap<u64, bool>> {
 }
 
 /// A complete generation's manifest and objects, as the store has them.
-pub fn read_generation(store: &Store, seq: u64) -> anyhow::Result<(Generation, Objects)> {
+/// A complete generation's manifest and objects, as the store has them;
+/// with `seal`, refused unless its seal is the one `seal` makes of them.
+pub fn read_generation(store: &Store, seq: u64, seal: Option<&SealKey>) -> anyhow::Result<(Generation, Objects)> {
     let dir = GenName::dir(seq);
     let damaged = |what: &str, e: String| refuse(Refusal::RemoteDamaged, format!("remote {}: {dir}/{what}: {e}", store.name));
     let text = |what: &str, cap: u64| -> anyhow::Result<String> {
         let bytes = store.get(&format!("{dir}/{what}"), cap)?.ok_or_else(|| damaged(what, "missing".into()))?;
         String::from_utf8(bytes).map_err(|_| damaged(what, "not text".into()))
     };
-    let g: Generation = toml::from_str(&text(layout::MANIFEST, layout::MANIFEST_CAP)?).map_err(|e| damaged(layout::MANIFEST, e.message().to_string()))?;
+    let (manifest, list) = (text(layout::MANIFEST, layout::MANIFEST_CAP)?, text(OBJECTS, layout::MANIFEST_CAP)?);
+    if let Some(key) = seal {
+        let want = key.seal(store.machine(), seq, manifest.as_bytes(), list.as_bytes());
+        if text(SEAL, 256)?.trim() != want {
+            return Err(damaged(
+                SEAL,
+                "the generation is not sealed by this machine's key: its manifest or objects.toml was changed on the store, or someone else put it there; nothing of it is believed".into(),
+            ));
+        }
+    }
+    let g: Generation = toml::from_str(&manifest).map_err(|e| damaged(layout::MANIFEST, e.message().to_string()))?;
     g.check().map_err(|e| damaged(layout::MANIFEST, format!("{e:#}")))?;
     if g.seq != seq {
         return Err(damaged(layout::MANIFEST, format!("it says it is generation {}", g.seq)));
     }
-    let objects: Objects = toml::from_str(&text(OBJECTS, layout::MANIFEST_CAP)?).map_err(|e| damaged(OBJECTS, e.message().to_string()))?;
+    let objects: Objects = toml::from_str(&list).map_err(|e| damaged(OBJECTS, e.message().to_string()))?;
     Ok((g, objects))
 }
 
@@ -476,6 +495,78 @@ fn settled(store: &str, rel: &str, wait: Duration, mut there: impl FnMut() -> an
     }
 }
 
+/// The length of the age header `bytes` start with (through its MAC
+/// line), when they start as an age file and hold the whole header.
+pub fn age_header_len(bytes: &[u8]) -> Option<usize> {
+    const MAGIC: &[u8] = b"age-encryption.org/v1\n";
+    if !bytes.starts_with(MAGIC) {
+        return None;
+    }
+    let search = &bytes[..bytes.len().min(HEAD_MAX)];
+    let mac = search.windows(5).position(|w| w == b"\n--- ")? + 1;
+    let end = search[mac..].iter().position(|&b| b == b'\n')?;
+    Some(mac + end + 1)
+}
+
+/// An age header is never longer than this (a few recipients' stanzas).
+pub const HEAD_MAX: usize = 64 << 10;
+
+/// The key that seals a generation on a store: derived from the secret key
+/// the store's copies are encrypted to, so that the reader, who unlocks
+/// that key, can check it, and kept beside the configuration (root's
+/// only), so that `push`, which holds no secret, can seal. Someone who can
+/// write to the store but holds neither cannot make a generation that
+/// passes for one of this machine's.
+pub struct SealKey([u8; 32]);
+
+impl SealKey {
+    pub fn of(key: &age::x25519::Identity) -> SealKey {
+        use age::secrecy::ExposeSecret;
+        SealKey(blake3::derive_key("crossback 2026-12-06 remote generation seal", key.to_string().expose_secret().as_bytes()))
+    }
+
+    /// Where remote `name`'s seal key is kept: beside the configuration.
+    pub fn path(config: &Path, name: &str) -> std::path::PathBuf {
+        config.with_file_name(format!("remote-{name}.seal-key"))
+    }
+
+    pub fn save(&self, config: &Path, name: &str) -> anyhow::Result<()> {
+        let p = Self::path(config, name);
+        let dir = p.parent().context("the configuration is in a directory")?;
+        let file = p.file_name().and_then(|f| f.to_str()).context("a remote's name is plain")?;
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        crossback_host::beneath::Dir::open(dir)?.write_durable_mode(file, format!("{hex}\n").as_bytes(), 0o600)?;
+        Ok(())
+    }
+
+    pub fn load(config: &Path, name: &str) -> anyhow::Result<SealKey> {
+        let p = Self::path(config, name);
+        let text = read_private(&p).with_context(|| {
+            refuse(Refusal::Config, format!("remote {name}: its seal key {} (written by `remote add`): remove the remote and add it again", p.display()))
+        })?;
+        let t = text.trim();
+        let mut k = [0u8; 32];
+        if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            crate::refuse!(Refusal::Config, "remote {name}: {} is not a seal key (64 hex digits)", p.display());
+        }
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).context("checked hex")?;
+        }
+        Ok(SealKey(k))
+    }
+
+    /// The seal of generation `seq` of `machine`: its manifest and its
+    /// objects' list, as stored.
+    pub fn seal(&self, machine: &str, seq: u64, manifest: &[u8], objects: &[u8]) -> String {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        for part in [machine.as_bytes(), &seq.to_le_bytes(), blake3::hash(manifest).as_bytes(), blake3::hash(objects).as_bytes()] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.finalize().to_hex().to_string()
+    }
+}
+
 /// The error a failed part carries through `io::copy`: the store's own, when it was one.
 fn unwrap_io(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<std::io::Error>() {
@@ -507,7 +598,11 @@ struct Sink<'a> {
     writer: opendal::Writer,
     buf: Vec<u8>,
     hash: blake3::Hasher,
+    /// The BLAKE3 of the age header, from the first part.
+    head: Option<String>,
     bytes: u64,
+    /// Parts handed to the store.
+    sent: u64,
     progress: &'a dyn Fn(u64),
     what: &'a str,
 }
@@ -517,6 +612,18 @@ impl Sink<'_> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        if self.sent == 0 {
+            // Nothing leaves the machine that is not an age file.
+            let Some(len) = age_header_len(&self.buf) else {
+                crate::refuse!(
+                    Refusal::SlotHostile,
+                    "{} is not encrypted (it does not start as an age file does), though everything pushed must be: nothing of it was sent",
+                    self.what
+                );
+            };
+            self.head = Some(blake3::hash(&self.buf[..len]).to_hex().to_string());
+        }
+        self.sent += 1;
         let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART));
         self.store.rt.block_on(self.writer.write(part)).map_err(|e| self.store.fail(e, format_args!("uploading {}", self.what)))?;
         (self.progress)(self.bytes);
@@ -580,6 +687,31 @@ fn read_private(path: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_age_header_is_found_and_a_seal_covers_every_part() {
+        let key = age::x25519::Identity::generate();
+        let mut out = Vec::new();
+        let mut w = crossback_archive::crypt::writer(&mut out, &[key.to_public()]).unwrap();
+        w.write_all(&[7u8; 100_000]).unwrap();
+        w.finish().unwrap();
+        let n = age_header_len(&out).expect("an age file's header");
+        assert!(out[..n].ends_with(b"\n") && out[..n].windows(4).any(|w| w == b"--- ") && n < 400, "{n}: {:?}", String::from_utf8_lossy(&out[..n]));
+        assert_eq!(age_header_len(&out[..n - 1]), None, "a header cut short");
+        assert_eq!(age_header_len(b"root.tar.zst in the clear"), None);
+        let seal = SealKey::of(&key);
+        let s = seal.seal("desk", 3, b"manifest", b"objects");
+        assert_eq!(s, SealKey::of(&key).seal("desk", 3, b"manifest", b"objects"), "the same key seals alike");
+        for other in [
+            seal.seal("laptop", 3, b"manifest", b"objects"),
+            seal.seal("desk", 4, b"manifest", b"objects"),
+            seal.seal("desk", 3, b"manifest ", b"objects"),
+            seal.seal("desk", 3, b"manifest", b"objects "),
+            SealKey::of(&age::x25519::Identity::generate()).seal("desk", 3, b"manifest", b"objects"),
+        ] {
+            assert_ne!(s, other);
+        }
+    }
 
     #[test]
     fn a_write_counts_once_the_store_gives_it_back() {

@@ -396,6 +396,71 @@ fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
     let o = with_pass(&["ls", "alpha", "--machine", "desk"]);
     assert!(o.status.code() == Some(2) && text(&o).contains("--remote <NAME>"), "--machine without --remote: {}", text(&o));
 
+    // A generation someone else put there (generation 1's files, renumbered) is refused, not read.
+    let get = |rel: &str| run(Command::new("curl").args(["-sSf"]).arg(object_url(&s3, rel)));
+    let put = |rel: &str, data: &[u8]| {
+        let f = s.dir.path().join("upload");
+        std::fs::write(&f, data).unwrap();
+        run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&f).arg(object_url(&s3, rel)));
+    };
+    let (manifest, objects, seal) = (get("gen-000001/generation.toml"), get("gen-000001/objects.toml"), get("gen-000001/seal"));
+    assert!(manifest.contains("seq = 1"), "{manifest}");
+    put("gen-000009/objects.toml", objects.as_bytes());
+    put("gen-000009/seal", seal.as_bytes());
+    put("gen-000009/generation.toml", manifest.replace("seq = 1", "seq = 9").as_bytes());
+    refused_as(&with_pass(&["ls", "alpha", "--remote", "offsite"]), "remote-damaged", "a generation put on the store by someone else");
+    let o = with_pass(&["ls", "alpha", "/home/ann", "--remote", "offsite", "--generation", "1"]);
+    assert!(o.status.success() && text(&o).contains(&s.name), "{}", text(&o));
+    run(Command::new("curl").args(["-sSf", "-X", "DELETE"]).arg(format!("{}?recursive=true", object_url(&s3, "gen-000009"))));
+    // objects.toml changed on the store: refused; so is a manifest changed.
+    put("gen-000001/objects.toml", format!("{objects}\n# changed\n").as_bytes());
+    refused_as(&with_pass(&["restore", "alpha", "/home/ann", "--to", none.to_str().unwrap(), "--remote", "offsite"]), "remote-damaged", "objects.toml changed");
+    put("gen-000001/objects.toml", objects.as_bytes());
+    put("gen-000001/generation.toml", manifest.replace("/home", "/home ").as_bytes());
+    refused_as(&with_pass(&["ls", "alpha", "--remote", "offsite"]), "remote-damaged", "a manifest changed");
+    put("gen-000001/generation.toml", manifest.as_bytes());
+    let v = cb(&s.cfg).args(["remote", "verify", "offsite"]).output().unwrap();
+    assert!(v.status.success() && text(&v).contains("0 damaged"), "{}", text(&v));
+    // The same archive encrypted anew to the store's key (same size, same
+    // data hash, another age header): not the object that was pushed. age
+    // adds a stanza of random length to a header: encrypted until the new
+    // header is as long as the pushed one.
+    let public =
+        std::fs::read_to_string(&s.cfg).unwrap().lines().find_map(|l| l.trim().strip_prefix("key = \"").map(|k| k.trim_end_matches('"').to_string())).unwrap();
+    let public: age::x25519::Recipient = public.parse().unwrap();
+    let start = Command::new("curl").args(["-sSf", "-r", "0-65535"]).arg(object_url(&s3, "gen-000001/alpha/home.tar.zst.age")).output().unwrap().stdout;
+    let header_len = |b: &[u8]| {
+        let mac = b.windows(5).position(|w| w == b"\n--- ").unwrap() + 1;
+        mac + b[mac..].iter().position(|&c| c == b'\n').unwrap() + 1
+    };
+    let want = header_len(&start) as u64;
+    let again = s.dir.path().join("again.age");
+    let mut made = false;
+    for slot in [&mut s.m.slot_a, &mut s.m.slot_b] {
+        slot.mount(&["ro"]);
+        let f = slot.path().join("crossback/gen-000001/alpha/home.tar.zst");
+        for _ in 0..2000 {
+            if made || !f.exists() {
+                break;
+            }
+            let out = std::fs::File::create(&again).unwrap();
+            let mut w = crossback_archive::crypt::writer(out.try_clone().unwrap(), std::slice::from_ref(&public)).unwrap();
+            if header_len(&std::fs::read(&again).unwrap()) as u64 == want {
+                std::io::copy(&mut std::fs::File::open(&f).unwrap(), &mut w).unwrap();
+                w.finish().unwrap();
+                made = true;
+            }
+        }
+        slot.unmount();
+    }
+    assert!(made, "generation 1's home archive on neither slot, or no header of {want} bytes in 2000 tries");
+    assert_ne!(std::fs::read(&again).unwrap()[..want as usize], start[..want as usize], "the same header twice");
+    run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&again).arg(object_url(&s3, "gen-000001/alpha/home.tar.zst.age")));
+    let o = with_pass(&["restore", "alpha", "/home/ann/mid", "--to", none.to_str().unwrap(), "--remote", "offsite"]);
+    refused_as(&o, "archive-mismatch", "an archive encrypted anew on the store");
+    assert!(text(&o).contains("encryption header differs"), "{}", text(&o));
+    assert!(!none.exists(), "a refused restore made its target");
+
     // An archive replaced on the store is refused; the other archive still restores.
     let planted = s.dir.path().join("planted");
     std::fs::write(&planted, vec![7u8; 4096]).unwrap();

@@ -46,7 +46,9 @@ pub fn run(path: &std::path::Path, a: PushArgs) -> anyhow::Result<Outcome> {
     }
     let mut failed = None;
     for r in remotes {
-        let one = Store::open(r, None, a.limit_upload).and_then(|store| push_to(&store, r, &sealing, media_key.as_ref(), &view.slots, &sealed));
+        let one = remote::SealKey::load(path, &r.name)
+            .and_then(|seal| Ok((seal, Store::open(r, None, a.limit_upload)?)))
+            .and_then(|(seal, store)| push_to(&store, &seal, r, &sealing, media_key.as_ref(), &view.slots, &sealed));
         if let Err(e) = one {
             eprintln!("error: remote {}: {e:#}", r.name);
             failed.get_or_insert(e);
@@ -68,6 +70,7 @@ fn sealed_generations(slots: &[Slot]) -> Vec<(&Slot, &Generation)> {
 
 fn push_to(
     store: &Store,
+    seal: &remote::SealKey,
     r: &RemoteConfig,
     sealing: &Sealing,
     media_key: Option<&age::x25519::Recipient>,
@@ -120,7 +123,7 @@ fn push_to(
             println!("remote {}: generation {} (the old duplicity backups) is not pushed: it is not crossback's format", r.name, g.seq);
             continue;
         }
-        push_generation(store, slot, g, encrypt_to.as_ref())?;
+        push_generation(store, seal, slot, g, encrypt_to.as_ref())?;
         pushed += 1;
     }
     if pushed == 0 {
@@ -142,7 +145,7 @@ fn remote_name(file: &str, encrypting: bool) -> String {
     }
 }
 
-fn push_generation(store: &Store, slot: &Slot, g: &Generation, encrypt_to: Option<&age::x25519::Recipient>) -> anyhow::Result<()> {
+fn push_generation(store: &Store, seal: &remote::SealKey, slot: &Slot, g: &Generation, encrypt_to: Option<&age::x25519::Recipient>) -> anyhow::Result<()> {
     let dir = GenName::dir(g.seq);
     let started = Instant::now();
     let objects_at = format!("{dir}/{}", remote::OBJECTS);
@@ -195,14 +198,18 @@ fn push_generation(store: &Store, slot: &Slot, g: &Generation, encrypt_to: Optio
             store.put(&objects_at, toml::to_string(&objects)?.as_bytes())?;
         }
     }
-    // The manifest, last: as the store holds the archives (a plain media's renamed).
+    // The manifest, last: as the store holds the archives (a plain media's
+    // renamed), after the seal of it and of the objects' list as stored.
     let mut manifest = g.clone();
     for s in &mut manifest.recorded {
         for a in &mut s.archives {
             a.file = remote_name(&a.file, encrypt_to.is_some());
         }
     }
-    store.put(&format!("{dir}/{}", layout::MANIFEST), toml::to_string(&manifest)?.as_bytes())?;
+    let (manifest, list) = (toml::to_string(&manifest)?, toml::to_string(&objects)?);
+    store.put(&objects_at, list.as_bytes())?;
+    store.put(&format!("{dir}/{}", remote::SEAL), format!("{}\n", seal.seal(store.machine(), g.seq, manifest.as_bytes(), list.as_bytes())).as_bytes())?;
+    store.put(&format!("{dir}/{}", layout::MANIFEST), manifest.as_bytes())?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "remote {}: generation {} pushed ({} systems): {} sent in {secs:.1} s ({}/s){}",

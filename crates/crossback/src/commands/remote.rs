@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
+
 use crate::cli::{RemoteAddArgs, RemoteListArgs, RemoteVerifyArgs};
 use crate::config::{self, Config, RemoteConfig, Sealing};
 use crate::error::{refuse, Refusal};
@@ -37,7 +39,9 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
     };
     let store = Store::open(&r, None, None)?;
     let found = read_record(&store, &r.machine)?;
-    r.key = match (media.sealing(), found) {
+    // The secret key the copies are encrypted to, unlocked once here: the
+    // seal key is derived from it (push holds no secret).
+    let (key, seal) = match (media.sealing(), found) {
         (Sealing::Unknown, _) => refuse!(
             Refusal::Config,
             "this system's configuration does not say whether the backup media is encrypted: run `crossback media trust` first; nothing was changed"
@@ -59,11 +63,28 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
                 }
             }
             println!("remote {} already holds backups of machine {}: they are unlocked by what you gave, and pushes carry on there", r.name, r.machine);
-            key.to_public().to_string()
+            (key.to_public().to_string(), remote::SealKey::of(&key))
         }
         // An encrypted media's copies are its own archives: the key and its
         // wrappings go up from the slots with the first push.
-        (Sealing::Encrypted(k), None) => k,
+        (Sealing::Encrypted(k), None) => {
+            let view = crate::slots::open_read_only(path, "remote-add")?;
+            let s = &view.slots.first().context("a prepared media has slots")?.view;
+            let enc = s
+                .marker
+                .encryption
+                .as_ref()
+                .with_context(|| refuse(Refusal::SlotDamaged, "the media is encrypted, but its slot's marker says nothing of it"))?;
+            if enc.media_key != k {
+                refuse!(
+                    Refusal::SlotDamaged,
+                    "the slot's marker names the media key {}, this system knows {k}: not this system's media; nothing was changed",
+                    enc.media_key
+                );
+            }
+            let key = keys::media_key(enc, &s.keys, &format!("sealing the copies on remote {}", r.name))?;
+            (k, remote::SealKey::of(&key))
+        }
         (Sealing::Plain, None) => {
             let recipients = keys::parse_recipients(&a.recipient)?;
             let passphrase = if recipients.is_empty() || keys::passphrase_given() {
@@ -71,11 +92,13 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
             } else {
                 None
             };
-            let (enc, files, _) = keys::new_media(passphrase.as_ref(), &recipients)?;
+            let (enc, files, key) = keys::new_media(passphrase.as_ref(), &recipients)?;
             put_record(&store, &r.machine, &enc, &files)?;
-            enc.media_key
+            (enc.media_key, remote::SealKey::of(&key))
         }
     };
+    r.key = key;
+    seal.save(path, &r.name)?;
     config::add_remote(path, &r)?;
     println!(
         "added remote {}: {} (machine {}); everything pushed there is encrypted to {}. `crossback push {}` copies the sealed generations",
@@ -158,6 +181,7 @@ pub fn list(path: &std::path::Path, a: RemoteListArgs) -> anyhow::Result<Outcome
 
 pub fn remove(path: &std::path::Path, name: &str) -> anyhow::Result<Outcome> {
     config::remove_remote(path, name)?;
+    crate::local::remove(&remote::SealKey::path(path, name))?;
     println!("removed remote {name} from the configuration; what it holds is still there (delete it in the store if you want it gone)");
     Ok(Outcome::Ok)
 }
@@ -181,6 +205,18 @@ pub fn verify(path: &std::path::Path, a: RemoteVerifyArgs) -> anyhow::Result<Out
     let cfg = Config::load(path)?;
     let r = configured(&cfg, &a.name)?;
     let store = Store::open(r, a.machine.as_deref(), None)?;
+    // This machine's generations are checked against its seal; another's
+    // are sealed by a key only their key's holder derives.
+    let seal = match a.machine.as_deref() {
+        Some(m) if m != r.machine => {
+            println!(
+                "note: machine {m}'s seals are not checked here (its key makes them): `crossback restore … --remote {} --machine {m}` checks them",
+                r.name
+            );
+            None
+        }
+        _ => Some(remote::SealKey::load(path, &r.name)?),
+    };
     let started = std::time::Instant::now();
     let (mut checked, mut bytes, mut damaged) = (0u64, 0u64, Vec::new());
     let gens = remote::generations(&store)?;
@@ -198,7 +234,7 @@ pub fn verify(path: &std::path::Path, a: RemoteVerifyArgs) -> anyhow::Result<Out
             println!("generation {seq}: incomplete (a push did not finish; the next one carries on)");
             continue;
         }
-        let (g, objects) = match remote::read_generation(&store, seq) {
+        let (g, objects) = match remote::read_generation(&store, seq, seal.as_ref()) {
             Ok(x) => x,
             Err(e) => {
                 damaged.push(format!("generation {seq}: {e:#}"));

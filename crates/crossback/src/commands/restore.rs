@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use crossback_archive::extract::ExtractOptions;
-use crossback_archive::Progress;
+use crossback_archive::{Archive, Progress};
 use crossback_host::beneath::Dir;
 use crossback_host::lock::Lock;
 use crossback_host::offline;
@@ -86,7 +86,7 @@ fn from_remote(cfg: &Config, name: &str, machine: Option<&str>, system: &str, ge
         );
     }
     let key = crate::keys::media_key(&record.encryption, &files, &format!("reading {system}'s backup on remote {name}"))?;
-    backups::find_remote(&store, crossback_archive::crypt::Keys::new(vec![Box::new(key)]), system, generation)
+    backups::find_remote(&store, &key, system, generation)
 }
 
 /// What `restore` was asked to do, resolved and checked before any work
@@ -166,20 +166,14 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
     Ok(Mode::Into { to, paths: a.paths.clone(), force: a.force })
 }
 
-/// Restores every archive (or the given paths), each into the directory
-/// `dest_for` gives for it (its mount point beneath a target directory, or
-/// its own new filesystem).
-pub(super) fn restore_into(
-    b: &SystemBackup,
-    dest_for: &dyn Fn(&ArchiveRecord) -> anyhow::Result<Option<Dir>>,
-    paths: &[String],
-) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
-    let mut entries = 0;
-    let mut damaged = Vec::new();
-    let mut failed = Vec::new();
-    // Parents first: / before /home before /home/x.
+/// The archives a restore of `paths` (none: everything) reads, parents
+/// first (/ before /home before /home/x), each with what to take from it
+/// (nothing: all of it), opened and checked against their records: a
+/// refused archive is refused before anything is written.
+pub(super) fn open_selected<'a>(b: &'a SystemBackup, paths: &[String]) -> anyhow::Result<Vec<(&'a ArchiveRecord, Vec<Vec<u8>>, Archive)>> {
     let mut archives: Vec<_> = b.record.archives.iter().collect();
     archives.sort_by_key(|a| a.mountpoint.matches('/').count() + usize::from(a.mountpoint != "/"));
+    let mut out = Vec::new();
     for ar in archives {
         let mut sel = Vec::new();
         if !paths.is_empty() {
@@ -201,10 +195,25 @@ pub(super) fn restore_into(
                 sel.clear();
             }
         }
+        out.push((ar, sel, b.open_archive(ar)?));
+    }
+    Ok(out)
+}
+
+/// Restores the archives [`open_selected`] opened, each into the directory
+/// `dest_for` gives for it (its mount point beneath a target directory, or
+/// its own new filesystem).
+pub(super) fn restore_into(
+    opened: Vec<(&ArchiveRecord, Vec<Vec<u8>>, Archive)>,
+    dest_for: &dyn Fn(&ArchiveRecord) -> anyhow::Result<Option<Dir>>,
+) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
+    let mut entries = 0;
+    let mut damaged = Vec::new();
+    let mut failed = Vec::new();
+    for (ar, sel, archive) in opened {
         // None: this archive's filesystem is restored by someone else.
         let Some(dest_dir) = dest_for(ar)? else { continue };
         let dest = dest_dir.fd_path();
-        let archive = b.open_archive(ar)?;
         let progress = Arc::new(Progress::default());
         let bar = Bar::start(Arc::clone(&progress), if sel.is_empty() { ar.data_bytes } else { 0 }, "restoring");
         let r = crossback_archive::extract(&archive, &dest, &ExtractOptions { paths: sel, progress: Some(progress), threads: 0 });
@@ -272,6 +281,8 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
     backups::check_target(&to, force)?;
     // Locked and found before the target is made: a refusal writes nothing.
     let Opened { mut mounts, backup: b, .. } = open(path, system, a.generation, false, &a.from)?;
+    // Every archive read is checked before the target is made (an adopted duplicity set has none).
+    let opened = if b.record.legacy.is_some() { Vec::new() } else { open_selected(&b, paths)? };
     std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
     let to = std::fs::canonicalize(&to).with_context(|| format!("resolving {}", to.display()))?;
     let target = Dir::open_crossing_mounts(&to)?;
@@ -289,7 +300,7 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
             .map(Some)
             .map_err(|e| refuse(Refusal::SlotHostile, format!("restoring {}: {e}", ar.mountpoint)))
     };
-    let (entries, damaged, failed) = restore_into(&b, &beneath, paths)?;
+    let (entries, damaged, failed) = restore_into(opened, &beneath)?;
     let _ = mounts.unmount();
     if let Some(said) = b.fetched() {
         println!("{said}");

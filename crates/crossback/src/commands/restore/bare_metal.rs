@@ -317,7 +317,7 @@ pub(super) fn recreate(b: &SystemBackup, system: &str, targets: &mut [Target], n
     let own_fs = |ar: &ArchiveRecord| -> anyhow::Result<Option<Dir>> {
         dests.iter().find(|(mp, _)| *mp == ar.mountpoint).map(|(_, at)| Dir::open(at).map_err(Into::into)).transpose()
     };
-    let (entries, damaged, failed) = restore_into(b, &own_fs, &[])?;
+    let (entries, damaged, failed) = restore_into(super::open_selected(b, &[])?, &own_fs)?;
     let mut fstab = String::new();
     let mut grub = None;
     if let Some((_, tree)) = dests.iter().find(|(mp, _)| mp == "/") {
