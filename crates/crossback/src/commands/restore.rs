@@ -166,11 +166,18 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
     Ok(Mode::Into { to, paths: a.paths.clone(), force: a.force })
 }
 
+/// An archive a restore reads, and what it takes from it (nothing: all).
+pub(super) struct Selected<'a> {
+    record: &'a ArchiveRecord,
+    paths: Vec<Vec<u8>>,
+    archive: Archive,
+}
+
 /// The archives a restore of `paths` (none: everything) reads, parents
 /// first (/ before /home before /home/x), each with what to take from it
 /// (nothing: all of it), opened and checked against their records: a
 /// refused archive is refused before anything is written.
-pub(super) fn open_selected<'a>(b: &'a SystemBackup, paths: &[String]) -> anyhow::Result<Vec<(&'a ArchiveRecord, Vec<Vec<u8>>, Archive)>> {
+pub(super) fn open_selected<'a>(b: &'a SystemBackup, paths: &[String]) -> anyhow::Result<Vec<Selected<'a>>> {
     let mut archives: Vec<_> = b.record.archives.iter().collect();
     archives.sort_by_key(|a| a.mountpoint.matches('/').count() + usize::from(a.mountpoint != "/"));
     let mut out = Vec::new();
@@ -195,7 +202,7 @@ pub(super) fn open_selected<'a>(b: &'a SystemBackup, paths: &[String]) -> anyhow
                 sel.clear();
             }
         }
-        out.push((ar, sel, b.open_archive(ar)?));
+        out.push(Selected { record: ar, paths: sel, archive: b.open_archive(ar)? });
     }
     Ok(out)
 }
@@ -204,13 +211,13 @@ pub(super) fn open_selected<'a>(b: &'a SystemBackup, paths: &[String]) -> anyhow
 /// `dest_for` gives for it (its mount point beneath a target directory, or
 /// its own new filesystem).
 pub(super) fn restore_into(
-    opened: Vec<(&ArchiveRecord, Vec<Vec<u8>>, Archive)>,
+    opened: Vec<Selected>,
     dest_for: &dyn Fn(&ArchiveRecord) -> anyhow::Result<Option<Dir>>,
 ) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
     let mut entries = 0;
     let mut damaged = Vec::new();
     let mut failed = Vec::new();
-    for (ar, sel, archive) in opened {
+    for Selected { record: ar, paths: sel, archive } in opened {
         // None: this archive's filesystem is restored by someone else.
         let Some(dest_dir) = dest_for(ar)? else { continue };
         let dest = dest_dir.fd_path();
