@@ -174,6 +174,8 @@ impl Store {
                 Operator::new(b.access_key_id(&id).secret_access_key(&secret)).map_err(bad_config)?
             }
             Url::Sftp { user, host, port, path } => {
+                // ssh is a child on pipes: a closed one must be an error, not a silent end.
+                crossback_host::ns::errors_on_closed_pipe();
                 let endpoint = format!("ssh://{host}{}", port.map(|p| format!(":{p}")).unwrap_or_default());
                 let mut b = opendal::services::Sftp::default().endpoint(&endpoint).root(&path);
                 if let Some(u) = &user {
@@ -471,8 +473,9 @@ impl crossback_archive::crypt::Bytes for RemoteBytes {
 /// returns before the server has closed the file (the close goes out when
 /// the handle is dropped, its answer unread), and a server that puts a file
 /// in place at its close may still show the old one, or finish an earlier
-/// close of the same name after a later one (seen once in CI against
-/// rclone's SFTP server: objects.toml ended two versions back). Nothing
+/// close of the same name after a later one (seen in CI against rclone's
+/// SFTP server: objects.toml ended two versions back; and here, read back
+/// at once: "no such file", or fewer bytes than its size). Nothing
 /// further is written until this one is there: `objects.toml` is rewritten
 /// as objects go up, and the manifest must never be there before what it
 /// names. An S3 store shows a write at once.
@@ -480,13 +483,18 @@ fn settled(store: &str, rel: &str, wait: Duration, mut there: impl FnMut() -> an
     let started = std::time::Instant::now();
     let mut pause = Duration::from_millis(10);
     loop {
-        if there()? {
-            return Ok(());
-        }
+        // A read that fails is a "not yet" too: until the close is done, a
+        // server may not open the file, or give fewer bytes than it says.
+        let last = match there() {
+            Ok(true) => return Ok(()),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
         if started.elapsed() > wait {
+            let why = last.map(|e| format!(" (reading it back: {e:#})")).unwrap_or_default();
             crate::refuse!(
                 Refusal::RemoteDamaged,
-                "remote {store}: {rel} was written and the store accepted it, but {:.0} s later it does not give it back as written: the server loses or reorders writes; nothing more was written",
+                "remote {store}: {rel} was written and the store accepted it, but {:.0} s later it does not give it back as written{why}: the server loses or reorders writes; nothing more was written",
                 wait.as_secs_f64()
             );
         }
@@ -725,8 +733,18 @@ mod tests {
         let e = settled("nas", "gen-000001/objects.toml", Duration::from_millis(50), || Ok(false)).unwrap_err();
         assert_eq!(crate::error::kind_of(&e), Some(Refusal::RemoteDamaged), "{e:#}");
         assert!(format!("{e:#}").contains("gen-000001/objects.toml"), "{e:#}");
-        let e = settled("nas", "x", Duration::from_secs(5), || anyhow::bail!("connection reset")).unwrap_err();
-        assert!(format!("{e:#}").contains("connection reset"), "a store error is the error, not a wait: {e:#}");
+        let mut asked = 0;
+        settled("nas", "x", Duration::from_secs(5), || {
+            asked += 1;
+            if asked < 3 {
+                anyhow::bail!("file does not exist")
+            }
+            Ok(true)
+        })
+        .unwrap();
+        let e = settled("nas", "x", Duration::from_millis(50), || anyhow::bail!("connection reset")).unwrap_err();
+        assert_eq!(crate::error::kind_of(&e), Some(Refusal::RemoteDamaged), "{e:#}");
+        assert!(format!("{e:#}").contains("connection reset"), "the last error is said: {e:#}");
     }
 
     #[test]

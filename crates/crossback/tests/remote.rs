@@ -280,7 +280,7 @@ fn root_push_over_sftp_is_encrypted_and_verified() {
     assert!(add.status.success(), "{}", text(&add));
     let push = with_ssh_dir(&s.cfg, &ssh_dir, &["push", "nas"]);
     let said = text(&push);
-    assert!(push.status.success() && said.contains("generation 2 pushed"), "{said}");
+    assert!(push.status.success() && said.contains("generation 2 pushed"), "{:?}: {said}", push.status);
     let files = run(Command::new("find").arg(sftp.root.join("store/desk")).args(["-type", "f"]));
     assert!(files.contains("gen-000002/alpha/home.tar.zst.age") && files.contains("gen-000002/generation.toml"), "{files}");
     let stored = run(Command::new("bash").arg("-c").arg(format!("cat $(find '{}' -type f)", sftp.root.display())));

@@ -101,3 +101,15 @@ pub fn quiet_on_closed_pipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Makes a write to a closed pipe an error (EPIPE) again, as Rust has it:
+/// for a process that talks to a child over pipes (`ssh`, for an SFTP
+/// store), where the signal would end it silently — mid-work when the
+/// connection drops, or at its exit while a last close goes out.
+pub fn errors_on_closed_pipe() {
+    // SAFETY: setting one signal's disposition to "ignore" touches no
+    // memory; the disposition is the process's, whichever thread sets it.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
