@@ -4,8 +4,13 @@
 loops=(); mnts=(); pids=()
 cleanup() {
   set +e
+  # Servers get 10 s to stop, then are killed (a SeaweedFS filer may not stop on TERM).
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  wait 2>/dev/null
+  for _ in $(seq 100); do
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
   for ((i=${#mnts[@]}-1; i>=0; i--)); do umount "${mnts[i]}" 2>/dev/null; done
   for l in "${loops[@]}"; do blockdev --setrw "$l"; losetup -d "$l"; done
   rm -rf --one-file-system "$work"

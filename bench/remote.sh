@@ -28,8 +28,18 @@ work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/crossback-rbench.XXXXXX")
 export CROSSBACK_SYSTEM_ROOT=$work/system-root
 export CROSSBACK_SCRYPT_WORK_FACTOR=12
 . "$here/bench/lib.sh"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+# A free port whose gRPC twin (SeaweedFS listens on port + 10000 too) is free as well.
+port() { python3 -c '
+import random, socket
+while True:
+    p = random.randrange(20000, 45000)
+    try:
+        for q in (p, p + 10000):
+            socket.socket().bind(("127.0.0.1", q))
+        print(p); break
+    except OSError:
+        pass'; }
+wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened: $2 says" >&2; tail -20 "$2" >&2; exit 1; }
 
 # The store.
 mkdir -p "$work/s3/master" "$work/s3/v1" "$work/s3/filer"
@@ -37,12 +47,12 @@ mp=$(port); vp=$(port); fp=$(port); sp=$(port)
 key=benchkey; secret=benchsecret0123456789
 printf '{"identities":[{"name":"b","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}' "$key" "$secret" > "$work/s3/s3.json"
 "$weed" master -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$mp" -mdir="$work/s3/master" -volumeSizeLimitMB=256 > "$work/s3/master.log" 2>&1 & pids+=($!)
-wait_port "$mp"
+wait_port "$mp" "$work/s3/master.log"
 "$weed" volume -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$vp" -dir="$work/s3/v1" -mserver="127.0.0.1:$mp" -max=100 > "$work/s3/v1.log" 2>&1 & pids+=($!)
-wait_port "$vp"
+wait_port "$vp" "$work/s3/v1.log"
 "$weed" filer -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$fp" -master="127.0.0.1:$mp" -defaultStoreDir="$work/s3/filer" -s3 -s3.port="$sp" \
   -s3.config="$work/s3/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 -metricsPort=0 > "$work/s3/filer.log" 2>&1 & pids+=($!)
-wait_port "$sp"
+wait_port "$sp" "$work/s3/filer.log"
 echo "s3.bucket.create -name bench" | "$weed" shell -master="127.0.0.1:$mp" | grep -q "created bucket"
 endpoint=http://127.0.0.1:$sp
 export RCLONE_CONFIG_STORE_TYPE=s3 RCLONE_CONFIG_STORE_PROVIDER=SeaweedFS RCLONE_CONFIG_STORE_ENDPOINT=$endpoint
@@ -56,7 +66,7 @@ mkdir -p "$work/m"; mount "$root" "$work/m"
 mkdir -p "$work/m/etc" "$work/m/usr/lib" "$work/m/sbin" "$work/m/home"
 printf 'ID=bench\nNAME="Bench Linux"\nPRETTY_NAME="Bench Linux"\n' > "$work/m/usr/lib/os-release"
 ln -s /usr/lib/os-release "$work/m/etc/os-release"
-ln -s /bin/sh "$work/m/sbin/init"
+printf '#!/bin/sh\n' > "$work/m/sbin/init"; chmod 755 "$work/m/sbin/init"
 printf 'UUID=%s / ext4 defaults 0 1\nUUID=%s /home ext4 defaults 0 2\n' "$(blkid -p -s UUID -o value "$root")" "$(blkid -p -s UUID -o value "$home")" > "$work/m/etc/fstab"
 umount "$work/m"; mount "$home" "$work/m"
 mkdir "$work/m/ann"; echo "one small file" > "$work/m/ann/note.txt"
