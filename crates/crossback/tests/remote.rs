@@ -471,3 +471,67 @@ fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
     let o = with_pass(&["restore", "alpha", "/usr/lib/os-release", "--to", etc.to_str().unwrap(), "--remote", "offsite"]);
     assert!(o.status.success() && std::fs::read_to_string(etc.join("usr/lib/os-release")).unwrap().contains("Alpha Linux 1"), "{}", text(&o));
 }
+
+#[test]
+fn root_an_encrypted_media_s_archives_go_as_they_are_and_restore_from_the_remote() {
+    let test = "root_an_encrypted_media_s_archives_go_as_they_are_and_restore_from_the_remote";
+    if !require_root(test) || !servers::available(test) {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let mut m = TestMachine::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "media passphrase\n").unwrap();
+    ok(cb(&cfg).args(["init", "--yes", "--devices", &m.devices_arg()]));
+    ok(cb(&cfg).arg("--passphrase-file").arg(&pass).args(["media", "prepare", &m.slot_a.device, &m.slot_b.device, "--encrypt"]));
+    ok(cb(&cfg).arg("backup"));
+    let s3 = SeaweedFs::start();
+    let creds = dir.path().join("offsite.s3");
+    s3.credentials_file(&creds);
+    let url = format!("s3://{}/backups", s3.bucket);
+    let add = |p: &Path| {
+        cb(&cfg)
+            .arg("--passphrase-file")
+            .arg(p)
+            .args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
+            .arg(&creds)
+            .output()
+            .unwrap()
+    };
+    // The seal key comes from the media key: a wrong passphrase adds nothing.
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    assert!(!add(&wrong).status.success());
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), before, "a refused remote add changed the configuration");
+    let o = add(&pass);
+    assert!(o.status.success(), "{}", text(&o));
+    let seal_key = dir.path().join("remote-offsite.seal-key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&seal_key).unwrap().permissions().mode() & 0o777, 0o600, "the seal key is root's only");
+    ok(cb(&cfg).arg("push"));
+    // The archive on the store is the slot's, byte for byte.
+    let stored = Command::new("curl").args(["-sSf"]).arg(object_url(&s3, "gen-000001/alpha/root.tar.zst.age")).output().unwrap().stdout;
+    let mut same = false;
+    for slot in [&mut m.slot_a, &mut m.slot_b] {
+        slot.mount(&["ro"]);
+        let f = slot.path().join("crossback/gen-000001/alpha/root.tar.zst.age");
+        same |= f.exists() && std::fs::read(&f).unwrap() == stored;
+        slot.unmount();
+    }
+    assert!(same, "the store's archive is not the slot's ({} bytes)", stored.len());
+    let to = dir.path().join("back");
+    let o = cb(&cfg)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .args(["restore", "alpha", "/usr/lib/os-release", "--to", to.to_str().unwrap(), "--remote", "offsite"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read_to_string(to.join("usr/lib/os-release")).unwrap().contains("Alpha Linux 1"));
+    // Without the seal key, push refuses: nothing is pushed unsealed.
+    std::fs::remove_file(&seal_key).unwrap();
+    refused_as(&cb(&cfg).arg("push").output().unwrap(), "config", "a push without the seal key");
+}
