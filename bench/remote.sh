@@ -83,10 +83,10 @@ printf 'access_key_id = "%s"\nsecret_access_key = "%s"\n' "$key" "$secret" > "$w
 mkdir -p "$work/slot"
 gslot=""
 for d in "$sa" "$sb"; do
-  mount -o ro "$d" "$work/slot"
-  g=$(ls -d "$work/slot"/crossback/gen-* 2>/dev/null | head -1)
+  mount -o ro "$d" "$work/slot"; mnts+=("$work/slot")
+  g=$(ls -d "$work/slot"/crossback/gen-* 2>/dev/null | head -1 || true)
   [ -n "$g" ] && { gslot=$d; gen=${g##*/}; bytes=$(du -sb "$g" | cut -f1); }
-  umount "$work/slot"
+  umount "$work/slot"; unset 'mnts[-1]'
 done
 [ -n "$gslot" ] || { echo "no generation on either slot" >&2; exit 1; }
 
