@@ -40,7 +40,7 @@ pub const OBJECTS: &str = "objects.toml";
 pub const SEAL: &str = "seal";
 /// Bytes of one upload request (a multipart part): memory is this times
 /// the parallel uploads, whatever the archive's size.
-const PART: usize = 16 << 20;
+const PART: usize = 8 << 20;
 const PARALLEL: usize = 4;
 /// How long a write may take to show on the store after it was accepted.
 const SETTLE: Duration = Duration::from_secs(30);
