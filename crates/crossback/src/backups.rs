@@ -249,7 +249,9 @@ pub fn open_in(slot: &Slot, g: &Generation, system: &str) -> anyhow::Result<Syst
 }
 
 /// `system`'s backup in the newest complete generation of a store that
-/// holds it (or in generation `seq`), read with `keys` (the store's key).
+/// holds it (or in generation `seq`), read with `key` (the store's secret
+/// key, unlocked): a generation whose seal that key does not make is
+/// refused, not passed over for an older one.
 pub fn find_remote(store: &Arc<Store>, key: &age::x25519::Identity, system: &str, seq: Option<u64>) -> anyhow::Result<SystemBackup> {
     let seal = crate::remote::SealKey::of(key);
     let keys = crossback_archive::crypt::Keys::new(vec![Box::new(key.clone())]);
