@@ -362,7 +362,6 @@ pub fn generations(store: &Store) -> anyhow::Result<BTreeMap<u64, bool>> {
     Ok(out)
 }
 
-/// A complete generation's manifest and objects, as the store has them.
 /// A complete generation's manifest and objects, as the store has them;
 /// with `seal`, refused unless its seal is the one `seal` makes of them.
 pub fn read_generation(store: &Store, seq: u64, seal: Option<&SealKey>) -> anyhow::Result<(Generation, Objects)> {
