@@ -541,7 +541,7 @@ impl SealKey {
         let p = Self::path(config, name);
         let dir = p.parent().context("the configuration is in a directory")?;
         let file = p.file_name().and_then(|f| f.to_str()).context("a remote's name is plain")?;
-        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = blake3::Hash::from_bytes(self.0).to_hex();
         crossback_host::beneath::Dir::open(dir)?.write_durable_mode(file, format!("{hex}\n").as_bytes(), 0o600)?;
         Ok(())
     }
@@ -551,15 +551,9 @@ impl SealKey {
         let text = read_private(&p).with_context(|| {
             refuse(Refusal::Config, format!("remote {name}: its seal key {} (written by `remote add`): remove the remote and add it again", p.display()))
         })?;
-        let t = text.trim();
-        let mut k = [0u8; 32];
-        if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-            crate::refuse!(Refusal::Config, "remote {name}: {} is not a seal key (64 hex digits)", p.display());
-        }
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).context("checked hex")?;
-        }
-        Ok(SealKey(k))
+        let k = blake3::Hash::from_hex(text.trim())
+            .map_err(|_| refuse(Refusal::Config, format!("remote {name}: {} is not a seal key (64 hex digits)", p.display())))?;
+        Ok(SealKey(*k.as_bytes()))
     }
 
     /// The seal of generation `seq` of `machine`: its manifest and its

@@ -63,6 +63,24 @@ fn backed_up(backups: usize, fill: impl FnOnce(&mut TestMachine)) -> Setup {
     Setup { m, dir, cfg, pass, name, content }
 }
 
+/// Whether `test` runs: as root, with the servers there (else skipped, and
+/// a failure under CI), alone among the tests of this binary.
+fn ready(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    (require_root(test) && servers::available(test)).then(crossback_testkit::serial)
+}
+
+/// `remote add offsite` for SeaweedFS's S3 gateway as machine `desk`, with
+/// `credentials`, unlocked by `pass` when given.
+fn add_s3(cfg: &Path, pass: Option<&Path>, s3: &SeaweedFs, credentials: &Path) -> Command {
+    let mut c = cb(cfg);
+    if let Some(p) = pass {
+        c.arg("--passphrase-file").arg(p);
+    }
+    let url = format!("s3://{}/backups", s3.bucket);
+    c.args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(credentials);
+    c
+}
+
 /// An object as the store serves it (SeaweedFS's filer HTTP API).
 fn object_url(s3: &SeaweedFs, rel: &str) -> String {
     format!("http://127.0.0.1:{}/buckets/{}/backups/desk/{rel}", s3.filer_port(), s3.bucket)
@@ -70,12 +88,7 @@ fn object_url(s3: &SeaweedFs, rel: &str) -> String {
 
 #[test]
 fn root_push_to_s3_is_encrypted_verified_and_opens_with_age() {
-    if !require_root("root_push_to_s3_is_encrypted_verified_and_opens_with_age")
-        || !servers::available("root_push_to_s3_is_encrypted_verified_and_opens_with_age")
-    {
-        return;
-    }
-    let _serial = crossback_testkit::serial();
+    let Some(_serial) = ready("root_push_to_s3_is_encrypted_verified_and_opens_with_age") else { return };
     let mut s = backed_up(2, |_| {});
     let s3 = SeaweedFs::start();
     let creds = s.dir.path().join("offsite.s3");
@@ -83,34 +96,18 @@ fn root_push_to_s3_is_encrypted_verified_and_opens_with_age() {
     let user = s.dir.path().join("user.key");
     run(Command::new("age-keygen").arg("-o").arg(&user));
     let recipient = run(Command::new("age-keygen").arg("-y").arg(&user)).trim().to_string();
-    let url = format!("s3://{}/backups", s3.bucket);
-    let add = |extra: &[&str]| {
-        let mut c = cb(&s.cfg);
-        c.arg("--passphrase-file")
-            .arg(&s.pass)
-            .args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
-            .arg(&creds);
-        c.args(extra);
-        c.output().unwrap()
-    };
+    let add = |extra: &[&str]| add_s3(&s.cfg, Some(&s.pass), &s3, &creds).args(extra).output().unwrap();
     // Refused before anything is written: a credentials file others can read, wrong keys.
     let loose = s.dir.path().join("loose.s3");
     s3.credentials_file(&loose);
     run(Command::new("chmod").arg("644").arg(&loose));
     let cfg_before = std::fs::read_to_string(&s.cfg).unwrap();
-    let o =
-        cb(&s.cfg).args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(&loose).output().unwrap();
+    let o = add_s3(&s.cfg, None, &s3, &loose).output().unwrap();
     refused_as(&o, "config", "a credentials file others can read");
     let wrong = s.dir.path().join("wrong.s3");
     std::fs::write(&wrong, "access_key_id = \"nobody\"\nsecret_access_key = \"nothing-at-all-0123\"\n").unwrap();
     run(Command::new("chmod").arg("600").arg(&wrong));
-    let o = cb(&s.cfg)
-        .arg("--passphrase-file")
-        .arg(&s.pass)
-        .args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
-        .arg(&wrong)
-        .output()
-        .unwrap();
+    let o = add_s3(&s.cfg, Some(&s.pass), &s3, &wrong).output().unwrap();
     refused_as(&o, "remote-denied", "credentials the store does not know");
     assert_eq!(std::fs::read_to_string(&s.cfg).unwrap(), cfg_before, "a refused remote add changed the configuration");
 
@@ -191,10 +188,7 @@ fn uploaded(s3: &SeaweedFs, seq: u64) -> usize {
 #[test]
 fn root_a_push_that_stopped_carries_on_through_a_server_restart_without_sending_again() {
     let test = "root_a_push_that_stopped_carries_on_through_a_server_restart_without_sending_again";
-    if !require_root(test) || !servers::available(test) {
-        return;
-    }
-    let _serial = crossback_testkit::serial();
+    let Some(_serial) = ready(test) else { return };
     // Two archives of 20 MiB that do not compress, each seconds long at 4
     // MiB/s: whichever goes up first, the other is still to go when the
     // first push is stopped.
@@ -208,12 +202,7 @@ fn root_a_push_that_stopped_carries_on_through_a_server_restart_without_sending_
     let mut s3 = SeaweedFs::start();
     let creds = dir.path().join("offsite.s3");
     s3.credentials_file(&creds);
-    let url = format!("s3://{}/backups", s3.bucket);
-    ok(cb(&cfg)
-        .arg("--passphrase-file")
-        .arg(&pass)
-        .args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
-        .arg(&creds));
+    ok(&mut add_s3(&cfg, Some(&pass), &s3, &creds));
 
     // Killed once some objects are up: nothing looks complete on the store.
     let mut push = cb(&cfg).args(["push", "--limit-upload", "4M"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -261,10 +250,7 @@ fn with_ssh_dir(cfg: &Path, ssh_dir: &Path, args: &[&str]) -> Output {
 #[test]
 fn root_push_over_sftp_is_encrypted_and_verified() {
     let test = "root_push_over_sftp_is_encrypted_and_verified";
-    if !require_root(test) || !servers::available(test) {
-        return;
-    }
-    let _serial = crossback_testkit::serial();
+    let Some(_serial) = ready(test) else { return };
     let s = backed_up(2, |_| {});
     let sftp = servers::SftpServer::start();
     let ssh_dir = s.dir.path().join("ssh");
@@ -304,10 +290,7 @@ fn read_from_remote(said: &str) -> u64 {
 #[test]
 fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
     let test = "root_ls_and_restore_read_from_a_remote_only_what_they_need";
-    if !require_root(test) || !servers::available(test) {
-        return;
-    }
-    let _serial = crossback_testkit::serial();
+    let Some(_serial) = ready(test) else { return };
     // 34 MiB that does not compress in alpha's home (five frames or more), beside the canary.
     let mut s = backed_up(1, |m| {
         m.alpha_home.mount(&[]);
@@ -323,12 +306,7 @@ fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
     let s3 = SeaweedFs::start();
     let creds = s.dir.path().join("offsite.s3");
     s3.credentials_file(&creds);
-    let url = format!("s3://{}/backups", s3.bucket);
-    ok(cb(&s.cfg)
-        .arg("--passphrase-file")
-        .arg(&s.pass)
-        .args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
-        .arg(&creds));
+    ok(&mut add_s3(&s.cfg, Some(&s.pass), &s3, &creds));
     ok(cb(&s.cfg).arg("push"));
     let with_pass = |args: &[&str]| {
         let mut c = cb(&s.cfg);
@@ -475,10 +453,7 @@ fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
 #[test]
 fn root_an_encrypted_media_s_archives_go_as_they_are_and_restore_from_the_remote() {
     let test = "root_an_encrypted_media_s_archives_go_as_they_are_and_restore_from_the_remote";
-    if !require_root(test) || !servers::available(test) {
-        return;
-    }
-    let _serial = crossback_testkit::serial();
+    let Some(_serial) = ready(test) else { return };
     let mut m = TestMachine::new();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
@@ -490,16 +465,7 @@ fn root_an_encrypted_media_s_archives_go_as_they_are_and_restore_from_the_remote
     let s3 = SeaweedFs::start();
     let creds = dir.path().join("offsite.s3");
     s3.credentials_file(&creds);
-    let url = format!("s3://{}/backups", s3.bucket);
-    let add = |p: &Path| {
-        cb(&cfg)
-            .arg("--passphrase-file")
-            .arg(p)
-            .args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
-            .arg(&creds)
-            .output()
-            .unwrap()
-    };
+    let add = |p: &Path| add_s3(&cfg, Some(p), &s3, &creds).output().unwrap();
     // The seal key comes from the media key: a wrong passphrase adds nothing.
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "not it\n").unwrap();

@@ -150,8 +150,10 @@ fn push_generation(store: &Store, seal: &remote::SealKey, slot: &Slot, g: &Gener
     let started = Instant::now();
     let objects_at = format!("{dir}/{}", remote::OBJECTS);
     // What an earlier push of this generation finished, as the store has it.
-    let mut objects: Objects =
-        store.get(&objects_at, layout::MANIFEST_CAP)?.and_then(|b| String::from_utf8(b).ok()).and_then(|t| toml::from_str(&t).ok()).unwrap_or_default();
+    let stored = store.get(&objects_at, layout::MANIFEST_CAP)?.and_then(|b| String::from_utf8(b).ok());
+    let mut objects: Objects = stored.as_deref().and_then(|t| toml::from_str(t).ok()).unwrap_or_default();
+    // objects.toml as the store holds it: sealed as it is, written again only when it changed.
+    let mut written = stored.unwrap_or_default();
     let gendir = slot.dir()?.dir(&dir).map_err(|e| refuse(Refusal::SlotHostile, format!("{e}")))?;
     let (mut sent, mut kept) = (0u64, 0u64);
     for s in &g.recorded {
@@ -195,7 +197,8 @@ fn push_generation(store: &Store, seal: &remote::SealKey, slot: &Slot, g: &Gener
             sent += o.bytes;
             objects.list.retain(|x| x.path != rel);
             objects.list.push(Object { path: rel, ..o });
-            store.put(&objects_at, toml::to_string(&objects)?.as_bytes())?;
+            written = toml::to_string(&objects)?;
+            store.put(&objects_at, written.as_bytes())?;
         }
     }
     // The manifest, last: as the store holds the archives (a plain media's
@@ -207,7 +210,9 @@ fn push_generation(store: &Store, seal: &remote::SealKey, slot: &Slot, g: &Gener
         }
     }
     let (manifest, list) = (toml::to_string(&manifest)?, toml::to_string(&objects)?);
-    store.put(&objects_at, list.as_bytes())?;
+    if list != written {
+        store.put(&objects_at, list.as_bytes())?;
+    }
     store.put(&format!("{dir}/{}", remote::SEAL), format!("{}\n", seal.seal(store.machine(), g.seq, manifest.as_bytes(), list.as_bytes())).as_bytes())?;
     store.put(&format!("{dir}/{}", layout::MANIFEST), manifest.as_bytes())?;
     let secs = started.elapsed().as_secs_f64();

@@ -31,7 +31,8 @@ mod layers;
 /// What the slots' read-only view and the system's backup hold open.
 pub(super) struct Opened {
     pub(super) cfg: Config,
-    pub(super) machine: Machine,
+    /// The machine's devices, as the slots' view scanned them (not for a remote read).
+    pub(super) machine: Option<Machine>,
     pub(super) _slots: Vec<slots::Slot>,
     pub(super) mounts: offline::Mounted,
     pub(super) backup: SystemBackup,
@@ -45,8 +46,7 @@ pub(super) fn open(path: &Path, system: &str, generation: Option<u64>, write: bo
     if let Some(name) = &from.remote {
         let cfg = Config::load(path)?;
         let backup = from_remote(&cfg, name, from.machine.as_deref(), system, generation)?;
-        let machine = Machine::scan(&[])?;
-        return Ok(Opened { cfg, machine, _slots: Vec::new(), mounts: offline::Mounted::default(), backup, _locks: Vec::new() });
+        return Ok(Opened { cfg, machine: None, _slots: Vec::new(), mounts: offline::Mounted::default(), backup, _locks: Vec::new() });
     }
     let mut locks = Vec::new();
     if write {
@@ -59,7 +59,7 @@ pub(super) fn open(path: &Path, system: &str, generation: Option<u64>, write: bo
     v.say_damaged();
     let backup = backups::find(&v.slots, system, generation)?;
     locks.push(v.lock);
-    Ok(Opened { cfg: v.cfg, machine: v.machine, _slots: v.slots, mounts: v.mounts, backup, _locks: locks })
+    Ok(Opened { cfg: v.cfg, machine: Some(v.machine), _slots: v.slots, mounts: v.mounts, backup, _locks: locks })
 }
 
 /// `system`'s backup on a remote: the store's record checked against the

@@ -417,6 +417,7 @@ pub(super) fn run(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], 
         _ => None,
     };
     let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, _slots: slot_list, .. } = open(path, system, a.generation, true, &a.from)?;
+    let m = m.context("bare metal reads from the slots, whose view scans the machine")?;
     refuse_legacy(&b, system)?;
     if !b.mounts.luks.is_empty() || !b.mounts.vgs.is_empty() {
         println!(
