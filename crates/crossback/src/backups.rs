@@ -258,7 +258,14 @@ pub fn find_remote(store: &Arc<Store>, key: &age::x25519::Identity, system: &str
     let complete: Vec<u64> =
         crate::remote::generations(store)?.into_iter().rev().filter(|(n, done)| *done && seq.is_none_or(|s| s == *n)).map(|(n, _)| n).collect();
     for n in complete {
-        let (g, objects) = crate::remote::read_generation(store, n, Some(&seal))?;
+        let (g, objects) = crate::remote::read_generation(store, n, Some(&seal)).map_err(|e| match seq {
+            Some(_) => e,
+            None => e.context(format!(
+                "the newest generation on remote {} ({n}) does not hold up, and an older one is not taken in its place unasked: \
+                 `crossback remote verify {}` shows what is there, `--generation N` reads an older one",
+                store.name, store.name
+            )),
+        })?;
         let Some(record) = g.system(system).cloned() else { continue };
         let mut b = SystemBackup {
             generation: g,

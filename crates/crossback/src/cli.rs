@@ -536,6 +536,14 @@ pub struct RemoteAddArgs {
     /// Upload at most this many bytes per second (e.g. 5M, 500K).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub limit_upload: Option<u64>,
+    /// Retention: after each push, delete the generations there past the newest N
+    /// (default: keep every generation).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+    /// Retention deletes nothing pushed fewer than DAYS days ago (the provider's
+    /// minimum storage duration, e.g. 30 for S3 Infrequent Access, 90 for Wasabi).
+    #[arg(long, value_name = "DAYS", requires = "keep")]
+    pub min_age_days: Option<u32>,
 }
 
 #[derive(Args, Debug)]

@@ -56,6 +56,21 @@ pub struct RemoteConfig {
     /// Uploads at most this many bytes per second (`push --limit-upload` overrides).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_upload: Option<u64>,
+    /// Retention: after a push, only the newest this many generations stay
+    /// (at least 1); unset, every generation stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+    /// Retention deletes nothing pushed fewer than this many days ago (the
+    /// provider's minimum storage duration: 30 for S3 Infrequent Access, 90 for Wasabi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_age_days: Option<u32>,
+}
+
+impl RemoteConfig {
+    /// What retention keeps, when the remote has retention.
+    pub fn retention(&self) -> Option<crate::remote::retention::Policy> {
+        self.keep.map(|keep| crate::remote::retention::Policy { keep, min_age_days: self.min_age_days.unwrap_or(0) })
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -274,6 +289,12 @@ impl Config {
                 bail!("{}: remote {}: key = {:?} is not an age public key (age1…)", origin.display(), r.name, crate::output::text(&r.key));
             }
             crate::remote::Url::parse(&r.url).map_err(|e| anyhow::anyhow!("{}: remote {}: {e}", origin.display(), r.name))?;
+            if r.keep == Some(0) {
+                bail!("{}: remote {}: keep = 0 would delete every generation there; keep at least 1 (or leave keep out to keep all)", origin.display(), r.name);
+            }
+            if r.min_age_days.is_some() && r.keep.is_none() {
+                bail!("{}: remote {}: min_age_days is for retention, which keep = N turns on; without keep nothing is deleted", origin.display(), r.name);
+            }
         }
         Ok(())
     }
@@ -413,6 +434,11 @@ fn remote_table(r: &RemoteConfig) -> Table {
     t["key"] = value(r.key.as_str());
     if let Some(l) = r.limit_upload {
         t["limit_upload"] = value(i64::try_from(l).unwrap_or(i64::MAX));
+    }
+    for (k, v) in [("keep", r.keep), ("min_age_days", r.min_age_days)] {
+        if let Some(v) = v {
+            t[k] = value(i64::from(v));
+        }
     }
     t
 }

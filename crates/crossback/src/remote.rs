@@ -32,6 +32,8 @@ use crate::config::RemoteConfig;
 use crate::error::{refuse, Refusal};
 use crate::layout::{self, GenName, Generation};
 
+pub mod retention;
+
 /// The store's own record, at `URL/MACHINE/crossback-remote.toml`.
 pub const RECORD: &str = "crossback-remote.toml";
 /// A generation's list of objects, with their sizes and hashes as stored.
@@ -105,6 +107,10 @@ pub struct Object {
     /// the object is the one pushed (age authenticates each chunk under
     /// the file key the header holds), without reading the whole object.
     pub head: String,
+    /// When it went up (RFC 3339, this machine's clock): retention's
+    /// minimum age counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<String>,
 }
 
 /// A generation's objects (`objects.toml`).
@@ -271,6 +277,22 @@ impl Store {
         self.rt.block_on(self.op.delete(&self.at(rel))).map_err(|e| self.fail(e, format_args!("deleting {rel}")))
     }
 
+    /// Deletes `rel` and everything under it.
+    pub fn delete_all(&self, rel: &str) -> anyhow::Result<()> {
+        let dir = self.at(&format!("{}/", rel.trim_end_matches('/')));
+        self.rt.block_on(async { self.op.delete_with(&dir).recursive(true).await }).map_err(|e| self.fail(e, format_args!("deleting {rel}")))
+    }
+
+    /// Whether any object is under `rel` (empty directories are nothing).
+    pub fn holds_any(&self, rel: &str) -> anyhow::Result<bool> {
+        let dir = self.at(&format!("{}/", rel.trim_end_matches('/')));
+        match self.rt.block_on(async { self.op.list_with(&dir).recursive(true).await }) {
+            Ok(entries) => Ok(entries.iter().any(|e| !e.metadata().is_dir())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.fail(e, format_args!("listing {rel}"))),
+        }
+    }
+
     /// The names directly under `rel` (a directory; `""` for the machine's
     /// own), directories with a trailing `/`.
     pub fn list(&self, rel: &str) -> anyhow::Result<Vec<String>> {
@@ -328,7 +350,7 @@ impl Store {
             crate::refuse!(Refusal::RemoteDamaged, "remote {}: {rel} was sent as {bytes} bytes, the store says it holds {}", self.name, meta.content_length());
         }
         settled(&self.name, rel, SETTLE, || Ok(self.size(rel)? == Some(bytes)))?;
-        Ok(Object { path: rel.to_string(), bytes, blake3: hash, head })
+        Ok(Object { path: rel.to_string(), bytes, blake3: hash, head, pushed: Some(crate::output::now()) })
     }
 
     /// Reads an object through and hashes it (`remote verify`).

@@ -501,3 +501,78 @@ fn root_an_encrypted_media_s_archives_go_as_they_are_and_restore_from_the_remote
     std::fs::remove_file(&seal_key).unwrap();
     refused_as(&cb(&cfg).arg("push").output().unwrap(), "config", "a push without the seal key");
 }
+
+/// Whether the store serves `rel` (SeaweedFS's filer).
+fn stored(s3: &SeaweedFs, rel: &str) -> bool {
+    Command::new("curl").args(["-sf", "-o", "/dev/null"]).arg(object_url(s3, rel)).status().unwrap().success()
+}
+
+#[test]
+fn root_retention_keeps_the_newest_deletes_only_what_is_old_enough_and_never_what_is_not_its_own() {
+    let test = "root_retention_keeps_the_newest_deletes_only_what_is_old_enough_and_never_what_is_not_its_own";
+    let Some(_serial) = ready(test) else { return };
+    let s = backed_up(2, |_| {});
+    let s3 = SeaweedFs::start();
+    let creds = s.dir.path().join("offsite.s3");
+    s3.credentials_file(&creds);
+    // keep = 0 would delete everything; a minimum age without retention means nothing.
+    let before = std::fs::read_to_string(&s.cfg).unwrap();
+    assert_eq!(add_s3(&s.cfg, Some(&s.pass), &s3, &creds).args(["--keep", "0"]).output().unwrap().status.code(), Some(2));
+    assert_eq!(add_s3(&s.cfg, Some(&s.pass), &s3, &creds).args(["--min-age-days", "3"]).output().unwrap().status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&s.cfg).unwrap(), before, "a refused remote add changed the configuration");
+    ok(add_s3(&s.cfg, Some(&s.pass), &s3, &creds).args(["--keep", "1", "--min-age-days", "30"]));
+    assert!(text(&ok(cb(&s.cfg).args(["remote", "list"]))).contains("keeps the newest 1 generations (none deleted before 30 days)"));
+
+    // Only what retention keeps goes up.
+    let said = text(&ok(cb(&s.cfg).arg("push")));
+    assert!(said.contains("generation 1 is not pushed: the remote keeps the newest 1") && said.contains("generation 2 pushed"), "{said}");
+    assert!(!stored(&s3, "gen-000001/objects.toml"), "{said}");
+    // Generation 2 is past keep = 1 now, but was pushed fewer than 30 days ago.
+    ok(cb(&s.cfg).arg("backup"));
+    let said = text(&ok(cb(&s.cfg).arg("push")));
+    assert!(said.contains("generation 3 pushed") && said.contains("generation 2 stays: pushed") && said.contains("kept until"), "{said}");
+    assert!(stored(&s3, "gen-000002/generation.toml") && stored(&s3, "gen-000003/generation.toml"));
+
+    // A planted "generation 9" (a copy of 2's manifest, no seal of this
+    // machine) neither counts as one of the newest nor goes.
+    let manifest = s.dir.path().join("manifest");
+    run(Command::new("curl").args(["-sSf", "-o"]).arg(&manifest).arg(object_url(&s3, "gen-000002/generation.toml")));
+    run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&manifest).arg(object_url(&s3, "gen-000009/generation.toml")));
+    // A deletion stopped after the manifest of 2: an incomplete generation
+    // no push will finish (retention keeps only the newest).
+    run(Command::new("curl").args(["-sSf", "-X", "DELETE"]).arg(object_url(&s3, "gen-000002/generation.toml")));
+
+    let cfg_text = std::fs::read_to_string(&s.cfg).unwrap().replace("min_age_days = 30", "min_age_days = 0");
+    std::fs::write(&s.cfg, cfg_text).unwrap();
+    ok(cb(&s.cfg).arg("backup"));
+    let said = text(&ok(cb(&s.cfg).arg("push")));
+    assert!(said.contains("generation 4 pushed"), "{said}");
+    assert!(said.contains("generation 3 deleted: older than the newest 1"), "{said}");
+    assert!(said.contains("generation 2 deleted: incomplete, and the backup disk no longer has it"), "{said}");
+    assert!(said.contains("generation 9 stays: not sealed by this machine's key"), "{said}");
+    for gone in [
+        "gen-000002/objects.toml",
+        "gen-000002/alpha/home.tar.zst.age",
+        "gen-000003/generation.toml",
+        "gen-000003/objects.toml",
+        "gen-000003/alpha/home.tar.zst.age",
+    ] {
+        assert!(!stored(&s3, gone), "{gone} is still on the store");
+    }
+    assert!(stored(&s3, "gen-000004/generation.toml") && stored(&s3, "gen-000004/alpha/home.tar.zst.age") && stored(&s3, "gen-000009/generation.toml"));
+    // What stays reads: the newest generation is restorable; verify names the planted one.
+    let o = cb(&s.cfg).args(["remote", "verify", "offsite"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("generation 4: ") && text(&o).contains("damaged: generation 9"), "{}", text(&o));
+    // The planted generation is the newest: not taken, and not passed over unasked.
+    let o = cb(&s.cfg).args(["--passphrase-file"]).arg(&s.pass).args(["ls", "alpha", "/home/ann", "--remote", "offsite"]).output().unwrap();
+    refused_as(&o, "remote-damaged", "a planted newest generation");
+    assert!(text(&o).contains("`--generation N` reads an older one"), "{}", text(&o));
+    let ls = text(&ok(cb(&s.cfg).args(["--passphrase-file"]).arg(&s.pass).args(["ls", "alpha", "/home/ann", "--remote", "offsite", "--generation", "4"])));
+    assert!(ls.contains(&s.name), "{ls}");
+    // Nothing more goes on a push with nothing new.
+    let said = text(&ok(cb(&s.cfg).arg("push")));
+    assert!(said.contains("generation 3 is not pushed: the remote keeps the newest 1"), "{said}");
+    assert!(said.contains("up to date") && !said.contains("deleted"), "{said}");
+    assert!(!stored(&s3, "gen-000003/objects.toml"), "a push sent again what retention deleted");
+}

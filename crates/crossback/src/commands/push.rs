@@ -19,7 +19,7 @@ use crate::cli::PushArgs;
 use crate::config::{Config, RemoteConfig, Sealing};
 use crate::error::{refuse, Refusal};
 use crate::layout::{self, GenName, Generation, State};
-use crate::remote::{self, Object, Objects, Store};
+use crate::remote::{self, retention, Object, Objects, Store};
 use crate::slots::{self, Slot};
 use crate::{machine, output, refuse, Outcome};
 
@@ -113,11 +113,23 @@ fn push_to(
         ),
     }
     let there = remote::generations(store)?;
+    let local = sealed.iter().map(|(_, g)| g.seq).collect();
+    // With retention, only what it would keep goes up.
+    let worth = match r.retention() {
+        Some(policy) => Some((policy, retention::worth_pushing(&retention::survey(store, seal)?, policy, &local))),
+        None => None,
+    };
     let mut pushed = 0;
     for (slot, g) in sealed {
         if there.get(&g.seq) == Some(&true) {
             println!("remote {}: generation {} is there already", r.name, g.seq);
             continue;
+        }
+        if let Some((policy, worth)) = &worth {
+            if !worth.contains(&g.seq) {
+                println!("remote {}: generation {} is not pushed: the remote keeps the newest {} (keep), and it is older", r.name, g.seq, policy.keep);
+                continue;
+            }
         }
         if g.recorded.iter().any(|s| s.legacy.is_some()) {
             println!("remote {}: generation {} (the old duplicity backups) is not pushed: it is not crossback's format", r.name, g.seq);
@@ -128,6 +140,9 @@ fn push_to(
     }
     if pushed == 0 {
         println!("remote {}: up to date", r.name);
+    }
+    if let Some((policy, worth)) = worth {
+        retention::prune(store, seal, policy, &worth)?;
     }
     Ok(())
 }

@@ -36,6 +36,8 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
         machine,
         key: String::new(),
         limit_upload: a.limit_upload,
+        keep: a.keep,
+        min_age_days: a.min_age_days,
     };
     let store = Store::open(&r, None, None)?;
     let found = read_record(&store, &r.machine)?;
@@ -173,7 +175,11 @@ pub fn list(path: &std::path::Path, a: RemoteListArgs) -> anyhow::Result<Outcome
         } else {
             let creds = r.credentials.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "from the environment".into());
             let endpoint = r.endpoint.as_ref().map(|e| format!(" at {e}")).unwrap_or_default();
-            println!("{}: {}{endpoint}, machine {}, credentials {creds}, encrypted to {}", r.name, r.url, r.machine, r.key);
+            let keep = match r.retention() {
+                Some(p) => format!(", keeps the newest {} generations (none deleted before {} days)", p.keep, p.min_age_days),
+                None => ", keeps every generation".into(),
+            };
+            println!("{}: {}{endpoint}, machine {}, credentials {creds}, encrypted to {}{keep}", r.name, r.url, r.machine, r.key);
         }
     }
     Ok(Outcome::Ok)
