@@ -466,6 +466,10 @@ pub struct ScheduleArgs {
     /// systems in plaintext. An encrypted media needs no choice.
     #[arg(long, conflicts_with_all = ["off", "check"])]
     pub unencrypted: bool,
+    /// Also push to the remotes hourly, once the network is up, while the backup disk
+    /// is attached (a timer running `crossback push --if-attached`).
+    #[arg(long, conflicts_with_all = ["off", "check"])]
+    pub push: bool,
 }
 
 #[derive(Args, Debug)]
@@ -544,6 +548,9 @@ pub struct RemoteAddArgs {
     /// minimum storage duration, e.g. 30 for S3 Infrequent Access, 90 for Wasabi).
     #[arg(long, value_name = "DAYS", requires = "keep")]
     pub min_age_days: Option<u32>,
+    /// Push there at the end of every `crossback backup` (push = "after-backup").
+    #[arg(long)]
+    pub push_after_backup: bool,
 }
 
 #[derive(Args, Debug)]
@@ -574,6 +581,10 @@ pub struct PushArgs {
     /// Upload at most this many bytes per second (e.g. 5M, 500K).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub limit_upload: Option<u64>,
+    /// Do nothing, and succeed, when the backup disk is not attached (the timer of
+    /// `schedule --push` runs it so).
+    #[arg(long)]
+    pub if_attached: bool,
 }
 
 /// A rate in bytes per second: `5M`, `500K`, `1G`, or a plain number.

@@ -64,6 +64,26 @@ pub struct RemoteConfig {
     /// provider's minimum storage duration: 30 for S3 Infrequent Access, 90 for Wasabi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_age_days: Option<u32>,
+    /// `"after-backup"`: every `crossback backup` pushes here once its
+    /// generation is written (not a backup at reboot: no network then).
+    #[serde(default, skip_serializing_if = "PushWhen::is_manual")]
+    pub push: PushWhen,
+}
+
+/// When a remote is pushed to without being asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PushWhen {
+    /// Only by `crossback push` (or its timer, `schedule --push`).
+    #[default]
+    Manual,
+    AfterBackup,
+}
+
+impl PushWhen {
+    fn is_manual(&self) -> bool {
+        *self == PushWhen::Manual
+    }
 }
 
 impl RemoteConfig {
@@ -434,6 +454,9 @@ fn remote_table(r: &RemoteConfig) -> Table {
     t["key"] = value(r.key.as_str());
     if let Some(l) = r.limit_upload {
         t["limit_upload"] = value(i64::try_from(l).unwrap_or(i64::MAX));
+    }
+    if r.push == PushWhen::AfterBackup {
+        t["push"] = value("after-backup");
     }
     for (k, v) in [("keep", r.keep), ("min_age_days", r.min_age_days)] {
         if let Some(v) = v {

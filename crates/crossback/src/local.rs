@@ -63,6 +63,7 @@ pub const AT_REBOOT: &str = "at-reboot.toml";
 pub const AT_REBOOT_RESULT: &str = "at-reboot-result.toml";
 pub const HISTORY: &str = "history.toml";
 pub const SCHEDULE: &str = "schedule.toml";
+pub const PUSHES: &str = "pushes.toml";
 
 /// A backup armed for the next boot (`backup --at-reboot`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +98,27 @@ pub struct Schedule {
     pub remind_after_days: u32,
     pub slot_a: String,
     pub slot_b: String,
+    /// `schedule --push`: the hourly push timer is installed too.
+    #[serde(default)]
+    pub push: bool,
+}
+
+/// How the last push to each remote ended (`status` shows it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pushes {
+    #[serde(default)]
+    pub remote: BTreeMap<String, PushResult>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushResult {
+    pub finished: String,
+    pub ok: bool,
+    /// The newest generation the remote holds, as that push left it.
+    #[serde(default)]
+    pub newest: Option<u64>,
+    /// What was done, or why it was not.
+    pub what: String,
 }
 
 /// One system's newest backup, as last seen on the media.

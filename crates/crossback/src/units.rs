@@ -13,6 +13,8 @@ pub const PLUGGED_SERVICE: &str = "crossback-plugged.service";
 pub const REMIND_SERVICE: &str = "crossback-remind.service";
 pub const REMIND_TIMER: &str = "crossback-remind.timer";
 pub const UDEV_RULE: &str = "90-crossback.rules";
+pub const PUSH_SERVICE: &str = "crossback-push.service";
+pub const PUSH_TIMER: &str = "crossback-push.timer";
 
 /// A path as one word of a systemd command line, quoted by systemd's
 /// rules: in double quotes, `\\` and `"` escaped, `%` (a specifier) as
@@ -144,12 +146,60 @@ WantedBy=timers.target
     .to_string()
 }
 
+/// `crossback push` once the network is up, when the backup disk is
+/// attached (else it does nothing): what a push after a backup could not
+/// send goes later, in the background.
+pub fn push_service(exe: &Path, config: &Path) -> anyhow::Result<String> {
+    Ok(format!(
+        "# Written by `crossback schedule --push`; removed by `crossback schedule --off`.
+[Unit]
+Description=crossback: copy the sealed generations to the remotes
+Documentation=man:crossback(1)
+Wants=network-online.target
+After=network-online.target crossback-plugged.service
+
+[Service]
+Type=oneshot
+ExecStart={cmd}
+Nice=10
+IOSchedulingClass=idle
+TimeoutStartSec=infinity
+",
+        cmd = command(exe, config, "push --if-attached")?,
+    ))
+}
+
+pub fn push_timer() -> String {
+    "# Written by `crossback schedule --push`; removed by `crossback schedule --off`.
+[Unit]
+Description=crossback: hourly push of the sealed generations to the remotes
+
+[Timer]
+OnBootSec=20min
+OnUnitInactiveSec=1h
+RandomizedDelaySec=10min
+
+[Install]
+WantedBy=timers.target
+"
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn lines_of<'a>(unit: &'a str, section: &str) -> Vec<&'a str> {
         unit.split("\n[").find(|s| s.starts_with(section)).map(|s| s.lines().skip(1).filter(|l| !l.is_empty()).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_push_waits_for_the_network_and_does_nothing_without_the_disk() {
+        let u = push_service(Path::new("/usr/bin/crossback"), Path::new("/etc/crossback/config.toml")).unwrap();
+        let unit = lines_of(&u, "Unit]");
+        assert!(unit.contains(&"Wants=network-online.target") && unit.contains(&"After=network-online.target crossback-plugged.service"), "{u}");
+        assert!(lines_of(&u, "Service]").contains(&"ExecStart=/usr/bin/crossback --config /etc/crossback/config.toml push --if-attached"), "{u}");
+        assert!(lines_of(&push_timer(), "Timer]").contains(&"OnUnitInactiveSec=1h"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! scripts/install-deps.sh installs.
 
 mod common;
-use common::{crossback, kind, ok, text};
+use common::{crossback, err, kind, ok, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -575,4 +575,59 @@ fn root_retention_keeps_the_newest_deletes_only_what_is_old_enough_and_never_wha
     assert!(said.contains("generation 3 is not pushed: the remote keeps the newest 1"), "{said}");
     assert!(said.contains("up to date") && !said.contains("deleted"), "{said}");
     assert!(!stored(&s3, "gen-000003/objects.toml"), "a push sent again what retention deleted");
+}
+
+#[test]
+fn root_a_backup_pushes_after_itself_and_status_says_how_each_push_ended() {
+    let test = "root_a_backup_pushes_after_itself_and_status_says_how_each_push_ended";
+    let Some(_serial) = ready(test) else { return };
+    let s = backed_up(1, |_| {});
+    let s3 = SeaweedFs::start();
+    let creds = s.dir.path().join("offsite.s3");
+    s3.credentials_file(&creds);
+    // What this system keeps (pushes.toml) goes into a directory of the test's.
+    let here = s.dir.path().join("system");
+    std::fs::create_dir(&here).unwrap();
+    let cbh = |cfg: &Path| {
+        let mut c = cb(cfg);
+        c.env("CROSSBACK_SYSTEM_ROOT", &here);
+        c
+    };
+    ok(add_s3(&s.cfg, Some(&s.pass), &s3, &creds).arg("--push-after-backup"));
+    assert!(text(&ok(cbh(&s.cfg).args(["remote", "list"]))).contains("pushed after every backup"));
+    let status = text(&ok(cbh(&s.cfg).arg("status")));
+    assert!(status.contains("remote offsite (pushed after every backup): never pushed from here"), "{status}");
+
+    let said = text(&ok(cbh(&s.cfg).arg("backup")));
+    assert!(
+        said.contains("pushing to offsite (push = \"after-backup\")") && said.contains("generation 1 pushed") && said.contains("generation 2 pushed"),
+        "{said}"
+    );
+    let status = text(&ok(cbh(&s.cfg).arg("status")));
+    assert!(
+        status.contains("remote offsite (pushed after every backup): last push") && status.contains("up to date: generation 2 is the newest there"),
+        "{status}"
+    );
+
+    // The store refuses the credentials: the backup is done all the same, the failure said and kept.
+    std::fs::write(&creds, "access_key_id = \"nobody\"\nsecret_access_key = \"nothing-at-all-0123\"\n").unwrap();
+    let o = cbh(&s.cfg).arg("backup").output().unwrap();
+    assert!(o.status.success(), "a failed push failed the backup: {}", text(&o));
+    assert!(err(&o).contains("the backup is done, the push to offsite is not") && err(&o).contains("crossback push` tries again"), "{}", text(&o));
+    let status = text(&ok(cbh(&s.cfg).arg("status")));
+    assert!(status.contains("last push FAILED") && status.contains("`crossback push offsite` tries again"), "{status}");
+    assert!(!stored(&s3, "gen-000003/generation.toml"));
+
+    // The timer's push: carries on once it can; does nothing without the backup disk.
+    s3.credentials_file(&creds);
+    let said = text(&ok(cbh(&s.cfg).args(["push", "--if-attached"])));
+    assert!(said.contains("generation 3 pushed"), "{said}");
+    assert!(text(&ok(cbh(&s.cfg).arg("status"))).contains("up to date: generation 3 is the newest there"));
+    let elsewhere = s.dir.path().join("other-disk.toml");
+    let text0 = std::fs::read_to_string(&s.cfg).unwrap();
+    let slot_a = text0.lines().find(|l| l.starts_with("slot_a")).unwrap();
+    std::fs::write(&elsewhere, text0.replace(slot_a, "slot_a = \"0f0f0f0f-0000-4000-8000-00000000abcd\"")).unwrap();
+    let said = text(&ok(cbh(&elsewhere).args(["push", "--if-attached"])));
+    assert!(said.contains("the backup disk is not attached: nothing to push"), "{said}");
+    refused_as(&cbh(&elsewhere).arg("push").output().unwrap(), "slot-missing", "a push without the backup disk");
 }

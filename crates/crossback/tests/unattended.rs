@@ -237,6 +237,32 @@ fn root_schedule_installs_the_rule_and_units_and_off_removes_them() {
     assert_eq!(v["here"]["schedule"]["remind_after_days"], 14);
     assert_eq!(v["here"]["schedule"]["slot_a"], SLOT_A);
 
+    // --push needs a remote; refused without one, nothing changed.
+    let before = listing(&root);
+    let out = under(&root, &cfg).args(["schedule", "--unencrypted", "--push"]).output().unwrap();
+    assert_eq!((out.status.code(), kind(&out).as_str()), (Some(2), "usage"), "{}", err(&out));
+    assert_eq!(
+        listing(&root).into_iter().filter(|l| !l.contains("schedule.toml")).collect::<Vec<_>>(),
+        before.into_iter().filter(|l| !l.contains("schedule.toml")).collect::<Vec<_>>()
+    );
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[[remote]]\nname = \"offsite\"\nurl = \"s3://bucket/backups\"\nmachine = \"desk\"\nkey = \"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let out = ok(under(&root, &cfg).args(["schedule", "--unencrypted", "--push"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("every hour, once the network is up and while the backup disk is attached: `crossback push` to offsite")
+    );
+    let push = std::fs::read_to_string(units.join("crossback-push.service")).unwrap();
+    assert!(push.contains(&format!("--config {} push --if-attached\n", cfg.display())) && push.contains("After=network-online.target"), "{push}");
+    assert!(units.join("crossback-push.timer").exists());
+    let out = under(&root, &cfg).args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", err(&out)));
+    assert_eq!(v["here"]["schedule"]["push"], true);
+    // Scheduled again without --push: the timer goes.
+    ok(under(&root, &cfg).args(["schedule", "--unencrypted"]));
+    assert!(!units.join("crossback-push.timer").exists() && !units.join("crossback-push.service").exists());
+    ok(under(&root, &cfg).args(["schedule", "--unencrypted", "--push"]));
+
     let out = ok(under(&root, &cfg).args(["schedule", "--off"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("schedule removed"));
     let left: Vec<String> = listing(&root).into_iter().filter(|l| !l.ends_with('/')).collect();

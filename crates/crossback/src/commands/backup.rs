@@ -389,10 +389,13 @@ fn previous<'a>(slots: &'a [slots::Slot], name: &str, except: u64) -> Option<(u6
 }
 
 pub fn run(path: &std::path::Path, a: BackupArgs) -> anyhow::Result<Outcome> {
-    if a.plugged {
-        return plugged(path, &a);
+    let outcome = if a.plugged { plugged(path, &a)? } else { backup(path, &a)?.0 };
+    // Its locks released, the backup is done: the remotes that take each
+    // new generation get it (not at reboot: no network in that boot).
+    if !a.frozen {
+        super::push::after_backup(path);
     }
-    backup(path, &a).map(|(outcome, _)| outcome)
+    Ok(outcome)
 }
 
 /// Started by the backup disk being plugged in (`crossback schedule`):

@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::cli::PushArgs;
-use crate::config::{Config, RemoteConfig, Sealing};
+use crate::config::{Config, PushWhen, RemoteConfig, Sealing};
 use crate::error::{refuse, Refusal};
 use crate::layout::{self, GenName, Generation, State};
 use crate::remote::{self, retention, Object, Objects, Store};
@@ -33,9 +33,44 @@ pub fn run(path: &std::path::Path, a: PushArgs) -> anyhow::Result<Outcome> {
         None if cfg.remotes.is_empty() => refuse!(Refusal::Usage, "no remote is configured: `crossback remote add NAME URL` adds one"),
         None => cfg.remotes.iter().collect(),
     };
+    match push(path, &cfg, &remotes, a.limit_upload) {
+        Err(e) if a.if_attached && crate::error::kind_of(&e) == Some(Refusal::SlotMissing) => {
+            println!("the backup disk is not attached: nothing to push (--if-attached)");
+            Ok(Outcome::Ok)
+        }
+        other => other,
+    }
+}
+
+/// After a backup (its locks released): the remotes configured with
+/// `push = "after-backup"` get the new generation. A failed push does not
+/// make the backup fail: it is said, and kept for `status`.
+pub fn after_backup(path: &std::path::Path) {
+    let Ok(cfg) = Config::load(path) else { return };
+    let remotes: Vec<&RemoteConfig> = cfg.remotes.iter().filter(|r| r.push == PushWhen::AfterBackup).collect();
+    if remotes.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = remotes.iter().map(|r| r.name.as_str()).collect();
+    println!("pushing to {} (push = \"after-backup\")", names.join(", "));
+    if let Err(e) = push(path, &cfg, &remotes, None) {
+        eprintln!(
+            "warning: the backup is done, the push to {} is not: {e:#}; `crossback push` tries again (`crossback status` shows how each push ended)",
+            names.join(", ")
+        );
+    }
+}
+
+fn push(path: &std::path::Path, cfg: &Config, remotes: &[&RemoteConfig], limit_upload: Option<u64>) -> anyhow::Result<Outcome> {
     let media = cfg.media.as_ref().context("no media")?;
     let sealing = media.sealing();
-    let view = slots::open_read_only(path, "push")?;
+    let view = match slots::open_read_only(path, "push") {
+        Ok(v) => v,
+        Err(e) => {
+            remotes.iter().for_each(|r| record(&r.name, Err(&e)));
+            return Err(e);
+        }
+    };
     view.say_damaged();
     // What this system knows the media is, checked against both markers.
     let views: Vec<&layout::SlotView> = view.slots.iter().map(|s| &s.view).collect();
@@ -47,16 +82,42 @@ pub fn run(path: &std::path::Path, a: PushArgs) -> anyhow::Result<Outcome> {
     let mut failed = None;
     for r in remotes {
         let one = remote::SealKey::load(path, &r.name)
-            .and_then(|seal| Ok((seal, Store::open(r, None, a.limit_upload)?)))
+            .and_then(|seal| Ok((seal, Store::open(r, None, limit_upload)?)))
             .and_then(|(seal, store)| push_to(&store, &seal, r, &sealing, media_key.as_ref(), &view.slots, &sealed));
-        if let Err(e) = one {
-            eprintln!("error: remote {}: {e:#}", r.name);
-            failed.get_or_insert(e);
+        match one {
+            Ok(newest) => record(&r.name, Ok(newest)),
+            Err(e) => {
+                eprintln!("error: remote {}: {e:#}", r.name);
+                record(&r.name, Err(&e));
+                failed.get_or_insert(e);
+            }
         }
     }
     match failed {
         Some(e) => Err(e),
         None => Ok(Outcome::Ok),
+    }
+}
+
+/// Keeps how a push to `remote` ended, for `status` (a failure to keep it is only said).
+fn record(remote: &str, ended: Result<Option<u64>, &anyhow::Error>) {
+    let dir = crate::local::Paths::new().state_dir();
+    let result = crate::local::PushResult {
+        finished: output::now(),
+        ok: ended.is_ok(),
+        newest: ended.as_ref().ok().copied().flatten(),
+        what: match ended {
+            Ok(Some(n)) => format!("up to date: generation {n} is the newest there"),
+            Ok(None) => "nothing this backup disk holds is there".into(),
+            Err(e) => format!("{e:#}"),
+        },
+    };
+    let kept = crate::local::read::<crate::local::Pushes>(&dir, crate::local::PUSHES).map(Option::unwrap_or_default).and_then(|mut p| {
+        p.remote.insert(remote.to_string(), result);
+        crate::local::write(&dir, crate::local::PUSHES, &p)
+    });
+    if let Err(e) = kept {
+        eprintln!("warning: how the push to {remote} ended is not kept for `crossback status`: {e:#}");
     }
 }
 
@@ -76,7 +137,7 @@ fn push_to(
     media_key: Option<&age::x25519::Recipient>,
     slots: &[Slot],
     sealed: &[(&Slot, &Generation)],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<u64>> {
     // The remote's key: the configuration's word, checked against the store's record.
     let encrypt_to = match (sealing, media_key) {
         (Sealing::Encrypted(k), Some(_)) if *k != r.key => refuse!(
@@ -120,9 +181,12 @@ fn push_to(
         None => None,
     };
     let mut pushed = 0;
+    // The newest of this disk's generations there (not the store's word on its own).
+    let mut newest = None;
     for (slot, g) in sealed {
         if there.get(&g.seq) == Some(&true) {
             println!("remote {}: generation {} is there already", r.name, g.seq);
+            newest = newest.max(Some(g.seq));
             continue;
         }
         if let Some((policy, worth)) = &worth {
@@ -136,6 +200,7 @@ fn push_to(
             continue;
         }
         push_generation(store, seal, slot, g, encrypt_to.as_ref())?;
+        newest = newest.max(Some(g.seq));
         pushed += 1;
     }
     if pushed == 0 {
@@ -144,7 +209,7 @@ fn push_to(
     if let Some((policy, worth)) = worth {
         retention::prune(store, seal, policy, &worth)?;
     }
-    Ok(())
+    Ok(newest)
 }
 
 /// What a file of the slot is called on the remote: a plain media's

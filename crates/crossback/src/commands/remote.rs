@@ -38,6 +38,7 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
         limit_upload: a.limit_upload,
         keep: a.keep,
         min_age_days: a.min_age_days,
+        push: if a.push_after_backup { config::PushWhen::AfterBackup } else { config::PushWhen::Manual },
     };
     let store = Store::open(&r, None, None)?;
     let found = read_record(&store, &r.machine)?;
@@ -179,6 +180,7 @@ pub fn list(path: &std::path::Path, a: RemoteListArgs) -> anyhow::Result<Outcome
                 Some(p) => format!(", keeps the newest {} generations (none deleted before {} days)", p.keep, p.min_age_days),
                 None => ", keeps every generation".into(),
             };
+            let keep = if r.push == config::PushWhen::AfterBackup { format!("{keep}, pushed after every backup") } else { keep };
             println!("{}: {}{endpoint}, machine {}, credentials {creds}, encrypted to {}{keep}", r.name, r.url, r.machine, r.key);
         }
     }

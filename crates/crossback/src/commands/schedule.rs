@@ -43,6 +43,9 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
             path.display()
         ),
     }
+    if a.push && cfg.remotes.is_empty() {
+        refuse!(Refusal::Usage, "--push: no remote is configured (`crossback remote add NAME URL` first); nothing was installed");
+    }
     let m = Machine::scan(&[])?;
     let systems = machine::systems(&m, &cfg)?;
     let sys = systems.iter().find(|s| s.running);
@@ -58,11 +61,21 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
     local::write_text(&p.units_dir(), units::REMIND_SERVICE, &units::remind_service(&exe, &config, a.remind_after)?)?;
     local::write_text(&p.units_dir(), units::REMIND_TIMER, &units::remind_timer())?;
     local::write_text(&p.udev_rules_dir(), units::UDEV_RULE, &units::udev_rule(a_uuid, b_uuid))?;
-    let s = Schedule { installed: output::now(), remind_after_days: a.remind_after, slot_a: a_uuid.clone(), slot_b: b_uuid.clone() };
+    if a.push {
+        local::write_text(&p.units_dir(), units::PUSH_SERVICE, &units::push_service(&exe, &config)?)?;
+        local::write_text(&p.units_dir(), units::PUSH_TIMER, &units::push_timer())?;
+    } else {
+        // A schedule made again without --push no longer pushes.
+        remove_push_timer(&p)?;
+    }
+    let s = Schedule { installed: output::now(), remind_after_days: a.remind_after, slot_a: a_uuid.clone(), slot_b: b_uuid.clone(), push: a.push };
     local::write(&p.state_dir(), local::SCHEDULE, &s)?;
     if p.live() {
         machine::try_tool(Tool::new("systemctl").arg("daemon-reload"), "reloading systemd's units");
         machine::try_tool(Tool::new("systemctl").args(["enable", "--now", units::REMIND_TIMER]), "starting the reminder");
+        if a.push {
+            machine::try_tool(Tool::new("systemctl").args(["enable", "--now", units::PUSH_TIMER]), "starting the push timer");
+        }
         machine::try_tool(Tool::new("udevadm").args(["control", "--reload"]), "reloading udev's rules");
     }
     println!("scheduled on {}:", sys.map_or("this system (not one of the configured ones)", |s| s.name.as_str()));
@@ -71,6 +84,10 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
         println!("  onto a media that is not encrypted too (--unencrypted): a disk given your slots' UUIDs gets your systems in plaintext");
     }
     println!("  every day: a reminder when the newest complete backup is older than {} days", a.remind_after);
+    if a.push {
+        let names: Vec<&str> = cfg.remotes.iter().map(|r| r.name.as_str()).collect();
+        println!("  every hour, once the network is up and while the backup disk is attached: `crossback push` to {}", names.join(", "));
+    }
     println!(
         "  files: {}, {}, {}, {}",
         p.udev_rules_dir().join(units::UDEV_RULE).display(),
@@ -82,11 +99,26 @@ pub fn run(path: &Path, a: ScheduleArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// Stops and removes the push timer and its service; what was there.
+fn remove_push_timer(p: &Paths) -> anyhow::Result<Vec<String>> {
+    let timer = p.units_dir().join(units::PUSH_TIMER);
+    if p.live() && timer.exists() {
+        machine::try_tool(Tool::new("systemctl").args(["disable", "--now", units::PUSH_TIMER]), "stopping the push timer");
+    }
+    let mut removed = Vec::new();
+    for f in [timer, p.units_dir().join(units::PUSH_SERVICE)] {
+        if local::remove(&f)? {
+            removed.push(f.display().to_string());
+        }
+    }
+    Ok(removed)
+}
+
 fn off(p: &Paths) -> anyhow::Result<Outcome> {
     if p.live() {
         machine::try_tool(Tool::new("systemctl").args(["disable", "--now", units::REMIND_TIMER]), "stopping the reminder");
     }
-    let mut removed = Vec::new();
+    let mut removed = remove_push_timer(p)?;
     for f in [
         p.udev_rules_dir().join(units::UDEV_RULE),
         p.units_dir().join(units::PLUGGED_SERVICE),

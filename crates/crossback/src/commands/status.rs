@@ -105,6 +105,8 @@ struct Here {
     schedule: Option<local::Schedule>,
     /// The generations as this system last saw them on the media.
     last_seen: Option<local::History>,
+    /// How the last push to each remote ended.
+    pushes: Option<local::Pushes>,
 }
 
 impl Here {
@@ -121,10 +123,11 @@ impl Here {
             at_reboot_last: get(&dir, local::AT_REBOOT_RESULT),
             schedule: get(&dir, local::SCHEDULE),
             last_seen: get(&dir, local::HISTORY),
+            pushes: get(&dir, local::PUSHES),
         }
     }
 
-    fn print(&self, now: i64) {
+    fn print(&self, now: i64, remotes: &[crate::config::RemoteConfig]) {
         let ago = |t: &str| output::parse_time(t).map(|x| format!(" ({} ago)", output::age(now - x))).unwrap_or_default();
         println!("on this system:");
         if let Some(j) = &self.at_reboot_armed {
@@ -136,9 +139,28 @@ impl Here {
         }
         match &self.schedule {
             Some(s) => {
-                println!("  scheduled: a backup when the backup disk is plugged in; a reminder after {} days (installed {})", s.remind_after_days, s.installed)
+                let push = if s.push { "; an hourly push to the remotes" } else { "" };
+                println!(
+                    "  scheduled: a backup when the backup disk is plugged in; a reminder after {} days{push} (installed {})",
+                    s.remind_after_days, s.installed
+                )
             }
             None => println!("  scheduled: nothing (`crossback schedule` starts backups when the backup disk is plugged in)"),
+        }
+        for r in remotes {
+            let when = if r.push == crate::config::PushWhen::AfterBackup { "after every backup" } else { "by `crossback push`" };
+            match self.pushes.as_ref().and_then(|p| p.remote.get(&r.name)) {
+                Some(p) if p.ok => println!("  remote {} (pushed {when}): last push {}{}: {}", r.name, p.finished, ago(&p.finished), output::text(&p.what)),
+                Some(p) => println!(
+                    "  remote {} (pushed {when}): last push FAILED {}{}: {}; `crossback push {}` tries again",
+                    r.name,
+                    p.finished,
+                    ago(&p.finished),
+                    output::text(&p.what),
+                    r.name
+                ),
+                None => println!("  remote {} (pushed {when}): never pushed from here (`crossback push {}`)", r.name, r.name),
+            }
         }
         if let Some(h) = &self.last_seen {
             println!("  the media as last seen from here ({}):", h.seen);
@@ -324,6 +346,6 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
         }
         advice(&st, now);
     }
-    st.here.print(now);
+    st.here.print(now, &cfg.remotes);
     Ok(Outcome::Ok)
 }
