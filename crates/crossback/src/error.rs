@@ -79,6 +79,9 @@ pub enum Refusal {
     RemoteDenied,
     /// An off-site store is full or over its quota.
     RemoteFull,
+    /// An off-site store answered with an error of its own (a 5xx, an SFTP
+    /// failure): full without saying so, or failing.
+    RemoteFailing,
     /// What an off-site store holds does not read or check.
     RemoteDamaged,
     /// An off-site store holds another machine's or another key's backups

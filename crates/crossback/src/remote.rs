@@ -94,6 +94,7 @@ pub struct Store {
     sftp: bool,
     /// Bytes read from the store so far (a restore says how much it fetched).
     pub fetched: std::sync::atomic::AtomicU64,
+    retried: std::sync::Arc<std::sync::Mutex<Retried>>,
 }
 
 /// An object as stored: its size and the BLAKE3 of its bytes.
@@ -132,28 +133,62 @@ pub struct Record {
     pub encryption: crate::layout::Encryption,
 }
 
-fn store_error(e: opendal::Error, what: &str, remote: &str, sftp: bool) -> anyhow::Error {
+/// What the retries saw: an error that was retried is not the one
+/// returned at the end (a multipart upload whose completion failed on a
+/// full disk is "no such upload" when tried again).
+#[derive(Default)]
+struct Retried {
+    full: bool,
+    answered: bool,
+    last: Option<String>,
+}
+
+fn store_error(e: opendal::Error, what: &str, remote: &str, sftp: bool, retried: &Retried) -> anyhow::Error {
     let kind = match e.kind() {
+        _ if retried.full || is_full(&e) => Refusal::RemoteFull,
         ErrorKind::PermissionDenied => Refusal::RemoteDenied,
-        ErrorKind::RateLimited | ErrorKind::Unexpected if e.is_temporary() => Refusal::RemoteUnreachable,
-        ErrorKind::Unexpected if is_full(&e) => Refusal::RemoteFull,
         ErrorKind::ConfigInvalid => Refusal::Config,
+        _ if retried.answered || answered(&e) => Refusal::RemoteFailing,
         _ => Refusal::RemoteUnreachable,
     };
     let hint = match kind {
         Refusal::RemoteDenied => "check the credentials (`crossback remote list` shows which file they come from)",
-        Refusal::RemoteFull => "the store is full or over its quota: free space there or raise the quota",
+        Refusal::RemoteFull => "the store is full or over its quota: free space there (retention: `remote add --keep`) or raise the quota; what is there is as it was",
+        Refusal::RemoteFailing => "the store answered with an error of its own: it may be full or over its quota without saying so, or failing — its own log says which; what is there is as it was; run the command again once it is mended",
         Refusal::Config => "check the remote's URL and endpoint (`crossback remote list`)",
         _ if sftp => "check the network and that the server is up, and that root's ssh knows the server's host key (connect once with `sftp` as root to check and accept it) and its key is in the server's authorized_keys",
         _ => "check the network and that the store is up; run the command again to carry on",
     };
-    refuse(kind, format!("remote {remote}: {what}: {e}; {hint}"))
+    let before = match &retried.last {
+        Some(r) if *r != short(&e) => format!(" (tried again after: {r})"),
+        _ => String::new(),
+    };
+    refuse(kind, format!("remote {remote}: {what}: {}{before}; {hint}", short(&e)))
 }
 
-/// A full store: S3's `EntityTooLarge`/quota errors, SFTP's "no space".
+/// An OpenDAL error without its context (the request's headers): its
+/// kind, what the store said, and the cause underneath.
+fn short(e: &opendal::Error) -> String {
+    let source = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
+    match e.message() {
+        "" => format!("{}{source}", e.kind()),
+        m => format!("{}: {m}{source}", e.kind()),
+    }
+}
+
+/// Whether the store itself answered with the error (an S3 error
+/// document, an SFTP status), rather than not at all.
+fn answered(e: &opendal::Error) -> bool {
+    let m = e.message();
+    m.starts_with("S3Error") || m.contains("server reported error")
+}
+
+/// A full store, by what stores say: quotas (Ceph RGW's, Wasabi's
+/// `QuotaExceeded`), MinIO's `XMinioStorageFull`, Backblaze's "storage cap
+/// exceeded", an SFTP server's "no space left on device".
 fn is_full(e: &opendal::Error) -> bool {
-    let t = e.to_string().to_lowercase();
-    ["quota", "no space", "insufficient", "storage full", "entitytoolarge", "disk full"].iter().any(|w| t.contains(w))
+    let t = e.message().to_lowercase();
+    ["quota", "no space", "insufficient storage", "storage full", "storagefull", "cap exceeded", "entitytoolarge", "disk full"].iter().any(|w| t.contains(w))
 }
 
 impl Store {
@@ -201,15 +236,26 @@ impl Store {
         }
         // OpenDAL's default I/O timeout (10 s) is too short for a part on a
         // slow line; a request that stalls for a minute is retried.
-        let op = op
-            .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60)))
-            .layer(RetryLayer::new().with_max_times(10).with_jitter().with_min_delay(Duration::from_millis(500)).with_max_delay(Duration::from_secs(30)));
+        let retried = std::sync::Arc::new(std::sync::Mutex::new(Retried::default()));
+        let op = op.layer(TimeoutLayer::new().with_timeout(Duration::from_secs(120)).with_io_timeout(Duration::from_secs(60))).layer(
+            RetryLayer::new().with_max_times(10).with_jitter().with_min_delay(Duration::from_millis(500)).with_max_delay(Duration::from_secs(30)).with_notify(
+                {
+                    let retried = std::sync::Arc::clone(&retried);
+                    move |ev: opendal::layers::RetryEvent<'_>| {
+                        let mut r = retried.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        r.full |= is_full(ev.err);
+                        r.answered |= answered(ev.err);
+                        r.last = Some(short(ev.err));
+                    }
+                },
+            ),
+        );
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the network runtime")?;
         let machine = machine.unwrap_or(&r.machine);
         if !crate::layout::valid_system_name(machine) {
             crate::refuse!(Refusal::Usage, "{:?} is not a machine name (letters, digits, '-', '_', '.')", crate::output::text(machine));
         }
-        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp, fetched: Default::default() })
+        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp, fetched: Default::default(), retried })
     }
 
     /// The machine whose backups this store is opened on.
@@ -222,7 +268,8 @@ impl Store {
     }
 
     fn fail(&self, e: opendal::Error, what: impl std::fmt::Display) -> anyhow::Error {
-        store_error(e, &what.to_string(), &self.name, self.sftp)
+        let retried = self.retried.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        store_error(e, &what.to_string(), &self.name, self.sftp, &retried)
     }
 
     /// The size of an object, `None` when it is not there.
@@ -710,6 +757,39 @@ fn read_private(path: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What stores answer, as OpenDAL hands it on, by kind.
+    #[test]
+    fn a_store_s_answer_says_whether_it_is_full_failing_or_unreachable() {
+        let kind = |k: ErrorKind, message: &str, retried: &Retried| {
+            crate::error::kind_of(&store_error(opendal::Error::new(k, message), "uploading x", "offsite", false, retried)).unwrap()
+        };
+        let none = Retried::default();
+        let s3 = |code: &str, message: &str| format!("S3Error {{ code: \"{code}\", message: \"{message}\", resource: \"\", request_id: \"\" }}");
+        // MinIO, Ceph RGW / Wasabi, Backblaze B2, an SFTP server.
+        assert_eq!(
+            kind(ErrorKind::Unexpected, &s3("XMinioStorageFull", "Storage backend has reached its minimum free drive threshold."), &none),
+            Refusal::RemoteFull
+        );
+        assert_eq!(kind(ErrorKind::PermissionDenied, &s3("QuotaExceeded", ""), &none), Refusal::RemoteFull);
+        assert_eq!(kind(ErrorKind::PermissionDenied, &s3("AccessDenied", "Storage cap exceeded."), &none), Refusal::RemoteFull);
+        assert_eq!(kind(ErrorKind::Unexpected, "Sftp server reported error kind Failure, msg: no space left on device", &none), Refusal::RemoteFull);
+        // A store that says nothing more than "internal error": failing, maybe full.
+        assert_eq!(kind(ErrorKind::Unexpected, &s3("InternalError", "We encountered an internal error, please try again."), &none), Refusal::RemoteFailing);
+        // What the retries saw counts: a completion retried after an internal error finds no upload.
+        let after = Retried { full: false, answered: true, last: Some("Unexpected: S3Error InternalError".into()) };
+        let e = store_error(opendal::Error::new(ErrorKind::NotFound, &s3("NoSuchUpload", "NoSuchUpload")), "finishing x", "offsite", false, &after);
+        assert_eq!(crate::error::kind_of(&e), Some(Refusal::RemoteFailing));
+        assert!(e.to_string().contains("tried again after: Unexpected: S3Error InternalError") && e.to_string().contains("may be full"), "{e}");
+        let full = Retried { full: true, answered: true, last: None };
+        assert_eq!(kind(ErrorKind::NotFound, &s3("NoSuchUpload", "NoSuchUpload"), &full), Refusal::RemoteFull);
+        // No answer at all; credentials the store does not know.
+        assert_eq!(kind(ErrorKind::Unexpected, "error sending request", &none), Refusal::RemoteUnreachable);
+        assert_eq!(
+            kind(ErrorKind::PermissionDenied, &s3("InvalidAccessKeyId", "The access key ID you provided does not exist."), &none),
+            Refusal::RemoteDenied
+        );
+    }
 
     #[test]
     fn an_age_header_is_found_and_a_seal_covers_every_part() {

@@ -631,3 +631,48 @@ fn root_a_backup_pushes_after_itself_and_status_says_how_each_push_ended() {
     assert!(said.contains("the backup disk is not attached: nothing to push"), "{said}");
     refused_as(&cbh(&elsewhere).arg("push").output().unwrap(), "slot-missing", "a push without the backup disk");
 }
+
+#[test]
+fn root_a_full_store_is_a_clear_error_and_the_newest_complete_generation_stays() {
+    let test = "root_a_full_store_is_a_clear_error_and_the_newest_complete_generation_stays";
+    let Some(_serial) = ready(test) else { return };
+    // 24 MiB that do not compress in alpha's home: one generation fits the
+    // store's 48 MiB filesystem, two do not.
+    let s = backed_up(1, |m| {
+        m.alpha_home.mount(&[]);
+        run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", m.alpha_home.path().join("big").display())).args([
+            "bs=1M",
+            "count=24",
+            "status=none",
+        ]));
+        m.alpha_home.unmount();
+    });
+    let disk = crossback_testkit::LoopFs::new("ext4", 48);
+    let s3 = servers::RcloneS3::start(disk.path());
+    let creds = s.dir.path().join("full.s3");
+    s3.credentials_file(&creds);
+    let url = format!("s3://{}/backups", s3.bucket);
+    ok(cb(&s.cfg)
+        .arg("--passphrase-file")
+        .arg(&s.pass)
+        .args(["remote", "add", "full", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"])
+        .arg(&creds));
+    let said = text(&ok(cb(&s.cfg).arg("push")));
+    assert!(said.contains("generation 1 pushed"), "{said}");
+
+    // rclone's S3 server says only "internal error" when its disk is full:
+    // crossback says the store failed, and that full is one reason.
+    ok(cb(&s.cfg).arg("backup"));
+    let started = std::time::Instant::now();
+    let o = cb(&s.cfg).arg("push").output().unwrap();
+    eprintln!("the full store's push took {:.1} s: {}", started.elapsed().as_secs_f64(), text(&o));
+    refused_as(&o, "remote-failing", "a push onto a full store");
+    assert!(err(&o).contains("InternalError") && err(&o).contains("it may be full or over its quota without saying so"), "{}", text(&o));
+    assert!(!err(&o).contains("x-amz-id-2"), "the error carries the HTTP headers: {}", err(&o));
+    // Generation 1 is whole and still the newest complete one; 2 is not complete.
+    let v = cb(&s.cfg).args(["remote", "verify", "full"]).output().unwrap();
+    assert!(text(&v).contains("generation 1: ") && text(&v).contains("all as uploaded") && text(&v).contains("generation 2: incomplete"), "{}", text(&v));
+    let ls = text(&ok(cb(&s.cfg).arg("--passphrase-file").arg(&s.pass).args(["ls", "alpha", "/home/ann", "--remote", "full"])));
+    assert!(ls.contains(&s.name), "{ls}");
+    drop(s3);
+}

@@ -297,3 +297,59 @@ impl Drop for SftpServer {
         stop(&mut self.child);
     }
 }
+
+/// `rclone serve s3` over a directory the test gives (a small filesystem,
+/// to fill): its top-level directories are the buckets.
+pub struct RcloneS3 {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub bucket: String,
+    access_key: String,
+    secret_key: String,
+    child: Child,
+}
+
+impl RcloneS3 {
+    pub fn start(served: &Path) -> RcloneS3 {
+        let dir = tempfile::Builder::new().prefix("crossback-rclone-s3.").tempdir_in("/var/tmp").unwrap();
+        let bucket = "crossback".to_string();
+        std::fs::create_dir_all(served.join(&bucket)).unwrap();
+        let (access_key, secret_key) = ("crossbacktest".to_string(), "crossback-test-secret".to_string());
+        let port = free_port();
+        let log = dir.path().join("rclone-s3.log");
+        let child = spawn(
+            "rclone",
+            &[
+                "serve".into(),
+                "s3".into(),
+                served.display().to_string(),
+                "--addr".into(),
+                format!("127.0.0.1:{port}"),
+                "--auth-key".into(),
+                format!("{access_key},{secret_key}"),
+                "--config".into(),
+                "/dev/null".into(),
+            ],
+            &log,
+        );
+        wait_port(port, "rclone's S3 server", &log);
+        RcloneS3 { dir, port, bucket, access_key, secret_key, child }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A credentials file as `remote add --credentials` takes it (mode 600).
+    pub fn credentials_file(&self, at: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(at, format!("access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n", self.access_key, self.secret_key)).unwrap();
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+impl Drop for RcloneS3 {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}

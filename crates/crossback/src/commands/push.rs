@@ -87,7 +87,10 @@ fn push(path: &std::path::Path, cfg: &Config, remotes: &[&RemoteConfig], limit_u
         match one {
             Ok(newest) => record(&r.name, Ok(newest)),
             Err(e) => {
-                eprintln!("error: remote {}: {e:#}", r.name);
+                // With several remotes, each one's failure is said as it happens; the first is the exit's.
+                if remotes.len() > 1 {
+                    eprintln!("error: {e:#}");
+                }
                 record(&r.name, Err(&e));
                 failed.get_or_insert(e);
             }
