@@ -778,7 +778,7 @@ mod tests {
         assert_eq!(kind(ErrorKind::Unexpected, &s3("InternalError", "We encountered an internal error, please try again."), &none), Refusal::RemoteFailing);
         // What the retries saw counts: a completion retried after an internal error finds no upload.
         let after = Retried { full: false, answered: true, last: Some("Unexpected: S3Error InternalError".into()) };
-        let e = store_error(opendal::Error::new(ErrorKind::NotFound, &s3("NoSuchUpload", "NoSuchUpload")), "finishing x", "offsite", false, &after);
+        let e = store_error(opendal::Error::new(ErrorKind::NotFound, s3("NoSuchUpload", "NoSuchUpload")), "finishing x", "offsite", false, &after);
         assert_eq!(crate::error::kind_of(&e), Some(Refusal::RemoteFailing));
         assert!(e.to_string().contains("tried again after: Unexpected: S3Error InternalError") && e.to_string().contains("may be full"), "{e}");
         let full = Retried { full: true, answered: true, last: None };
