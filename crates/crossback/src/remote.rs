@@ -24,7 +24,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use opendal::layers::{RetryLayer, ThrottleLayer, TimeoutLayer};
+use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +95,39 @@ pub struct Store {
     /// Bytes read from the store so far (a restore says how much it fetched).
     pub fetched: std::sync::atomic::AtomicU64,
     retried: std::sync::Arc<std::sync::Mutex<Retried>>,
+    /// `--limit-upload`: what an upload may send, when.
+    pacer: Option<std::sync::Mutex<Pacer>>,
+}
+
+/// `--limit-upload`: a token bucket over what uploads hand to the store,
+/// with half a second's worth of burst. The store gets whole parts, so
+/// the rate holds over seconds, not within a part.
+struct Pacer {
+    bps: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Pacer {
+    fn new(bps: u64) -> Pacer {
+        Pacer { bps: bps.max(1) as f64, tokens: 0.0, last: std::time::Instant::now() }
+    }
+
+    /// How long to wait before `n` more bytes go.
+    fn take(&mut self, n: usize, now: std::time::Instant) -> Duration {
+        let cap = self.bps / 2.0;
+        self.tokens = (self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.bps).min(cap);
+        self.last = now;
+        self.tokens -= n as f64;
+        if self.tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        // In debt: the wait pays it back (the tokens are counted from then on).
+        let wait = Duration::from_secs_f64(-self.tokens / self.bps);
+        self.tokens = 0.0;
+        self.last = now + wait;
+        wait
+    }
 }
 
 /// An object as stored: its size and the BLAKE3 of its bytes.
@@ -228,12 +261,6 @@ impl Store {
                 Operator::new(b).map_err(bad_config)?
             }
         };
-        let mut op = op;
-        if let Some(bps) = limit_upload.or(r.limit_upload) {
-            let bps = u32::try_from(bps.max(1)).unwrap_or(u32::MAX);
-            // The burst must hold the largest single request (a part).
-            op = op.layer(ThrottleLayer::new(bps, (PART as u32).max(bps)));
-        }
         // OpenDAL's default I/O timeout (10 s) is too short for a part on a
         // slow line; a request that stalls for a minute is retried.
         let retried = std::sync::Arc::new(std::sync::Mutex::new(Retried::default()));
@@ -255,7 +282,8 @@ impl Store {
         if !crate::layout::valid_system_name(machine) {
             crate::refuse!(Refusal::Usage, "{:?} is not a machine name (letters, digits, '-', '_', '.')", crate::output::text(machine));
         }
-        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp, fetched: Default::default(), retried })
+        let pacer = limit_upload.or(r.limit_upload).map(|bps| std::sync::Mutex::new(Pacer::new(bps)));
+        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp, fetched: Default::default(), retried, pacer })
     }
 
     /// The machine whose backups this store is opened on.
@@ -704,6 +732,10 @@ impl Sink<'_> {
 impl Write for Sink<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let n = data.len().min(PART - self.buf.len());
+        if let Some(p) = &self.store.pacer {
+            let wait = p.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(n, std::time::Instant::now());
+            std::thread::sleep(wait);
+        }
         self.buf.extend_from_slice(&data[..n]);
         self.hash.update(&data[..n]);
         self.bytes += n as u64;
@@ -757,6 +789,22 @@ fn read_private(path: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pacer_holds_the_rate_with_half_a_second_of_burst() {
+        let t0 = std::time::Instant::now();
+        let mut p = Pacer::new(1000);
+        // 10 000 bytes at 1000 B/s, in pieces: 10 s of waiting, whatever the pieces.
+        let mut now = t0;
+        for _ in 0..100 {
+            now += p.take(100, now);
+        }
+        assert!((now - t0).as_secs_f64() > 9.99 && (now - t0).as_secs_f64() < 10.01, "{:?}", now - t0);
+        // Idle for a minute: only half a second's worth goes without waiting.
+        let later = now + Duration::from_secs(60);
+        assert_eq!(p.take(500, later), Duration::ZERO);
+        assert_eq!(p.take(500, later), Duration::from_millis(500));
+    }
 
     /// What stores answer, as OpenDAL hands it on, by kind.
     #[test]

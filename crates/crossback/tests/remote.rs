@@ -676,3 +676,39 @@ fn root_a_full_store_is_a_clear_error_and_the_newest_complete_generation_stays()
     assert!(ls.contains(&s.name), "{ls}");
     drop(s3);
 }
+
+#[test]
+fn root_limit_upload_holds_the_push_within_ten_percent_of_the_rate() {
+    let test = "root_limit_upload_holds_the_push_within_ten_percent_of_the_rate";
+    let Some(_serial) = ready(test) else { return };
+    // 24 MiB that do not compress: six seconds at 4 MiB/s.
+    let s = backed_up(1, |m| {
+        m.alpha_home.mount(&[]);
+        run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", m.alpha_home.path().join("big").display())).args([
+            "bs=1M",
+            "count=24",
+            "status=none",
+        ]));
+        m.alpha_home.unmount();
+    });
+    let s3 = SeaweedFs::start();
+    let creds = s.dir.path().join("offsite.s3");
+    s3.credentials_file(&creds);
+    ok(&mut add_s3(&s.cfg, Some(&s.pass), &s3, &creds));
+    let limit = 4.0 * 1048576.0;
+    let started = std::time::Instant::now();
+    let said = text(&ok(cb(&s.cfg).args(["push", "--limit-upload", "4M"])));
+    let wall = started.elapsed().as_secs_f64();
+    // What the store holds, by its own objects.toml; how long crossback says it sent.
+    let list = run(Command::new("curl").args(["-sSf"]).arg(object_url(&s3, "gen-000001/objects.toml")));
+    let bytes: f64 = list.lines().filter_map(|l| l.strip_prefix("bytes = ")).map(|n| n.parse::<f64>().unwrap()).sum();
+    let secs: f64 = said.split(" sent in ").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{said}"));
+    eprintln!(
+        "{bytes} bytes; the push took {wall:.2} s in all, {secs:.2} s sending by its own count: {:.3} MiB/s, {:.3} MiB/s",
+        bytes / wall / 1048576.0,
+        bytes / secs / 1048576.0
+    );
+    assert!(bytes > 24.0 * 1048576.0, "{list}");
+    assert!(bytes / wall <= 1.1 * limit, "the whole push went at {:.2} MiB/s, over 4 MiB/s + 10 %", bytes / wall / 1048576.0);
+    assert!(bytes / secs >= 0.9 * limit && bytes / secs <= 1.1 * limit, "sending went at {:.2} MiB/s, not within 10 % of 4 MiB/s", bytes / secs / 1048576.0);
+}
