@@ -137,10 +137,7 @@ impl SystemBackup {
     pub fn fetched(&self) -> Option<String> {
         match &self.from {
             Holder::Slot { .. } => None,
-            Holder::Remote { store, .. } => {
-                let n = store.fetched.load(std::sync::atomic::Ordering::Relaxed);
-                Some(format!("read {} ({n} bytes) from remote {}", crate::output::bytes(n), store.name))
-            }
+            Holder::Remote { store, .. } => Some(store.said_fetched()),
         }
     }
 

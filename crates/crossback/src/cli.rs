@@ -486,6 +486,8 @@ pub struct VerifyGenArgs {
     /// Also compare each archive with the offline system itself (read-only) and list what changed since.
     #[arg(long)]
     pub against_source: bool,
+    #[command(flatten)]
+    pub from: FromRemote,
 }
 
 #[derive(Subcommand, Debug)]

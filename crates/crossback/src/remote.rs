@@ -286,6 +286,12 @@ impl Store {
         Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp, fetched: Default::default(), retried, pacer })
     }
 
+    /// How much was read from the store, in a line.
+    pub fn said_fetched(&self) -> String {
+        let n = self.fetched.load(std::sync::atomic::Ordering::Relaxed);
+        format!("read {} ({n} bytes) from remote {}", crate::output::bytes(n), self.name)
+    }
+
     /// The machine whose backups this store is opened on.
     pub fn machine(&self) -> &str {
         self.base.trim_end_matches('/')

@@ -362,6 +362,12 @@ fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
     s.m.alpha_root.unmount();
     assert!(d.is_empty(), "alpha's root restored from the remote: {}", d.join("\n"));
 
+    // verify --remote reads every archive back through the key, as from the slot.
+    let o = with_pass(&["verify", "--remote", "offsite"]);
+    assert!(o.status.success() && text(&o).contains("generation 1 (remote offsite, sealed):") && text(&o).contains(", 0 damaged"), "{}", text(&o));
+    assert!(text(&o).contains("alpha /home"), "{}", text(&o));
+    refused_as(&with_pass(&["verify", "--remote", "offsite", "--slot", "A"]), "usage", "--slot with --remote");
+
     // Refusals: a machine the store does not hold, a wrong passphrase, bare metal; nothing written.
     let none = s.dir.path().join("none");
     refused_as(&with_pass(&["ls", "alpha", "--remote", "offsite", "--machine", "laptop"]), "no-backup", "a machine the store does not hold");
@@ -445,6 +451,10 @@ fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
     run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&planted).arg(object_url(&s3, "gen-000001/alpha/home.tar.zst.age")));
     let o = with_pass(&["restore", "alpha", "/home/ann", "--to", none.to_str().unwrap(), "--remote", "offsite"]);
     refused_as(&o, "archive-mismatch", "an archive replaced on the store");
+    // verify --remote names it, and only it.
+    let o = with_pass(&["verify", "--remote", "offsite", "--generation", "1"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("alpha /home      DAMAGED") && text(&o).contains("alpha /          ok") && text(&o).contains(", 1 damaged"), "{}", text(&o));
     let etc = s.dir.path().join("etc");
     let o = with_pass(&["restore", "alpha", "/usr/lib/os-release", "--to", etc.to_str().unwrap(), "--remote", "offsite"]);
     assert!(o.status.success() && std::fs::read_to_string(etc.join("usr/lib/os-release")).unwrap().contains("Alpha Linux 1"), "{}", text(&o));

@@ -145,6 +145,34 @@ pub fn put_record(store: &Store, machine: &str, enc: &layout::Encryption, files:
     store.put(remote::RECORD, toml::to_string(&record)?.as_bytes())
 }
 
+/// A remote opened to read `machine`'s backups (default: this machine's):
+/// the store's record checked against the configuration for this
+/// machine's own, its key unlocked with what the user gives (`purpose`
+/// says what for when a passphrase is asked).
+pub fn open_read(cfg: &Config, name: &str, machine: Option<&str>, purpose: &str) -> anyhow::Result<(std::sync::Arc<Store>, age::x25519::Identity)> {
+    let r = configured(cfg, name)?;
+    let store = std::sync::Arc::new(Store::open(r, machine, None)?);
+    let Some((record, files)) = read_record(&store, store.machine())? else {
+        refuse!(
+            Refusal::NoBackup,
+            "remote {name} holds no backups of machine {} (no {}): `crossback remote list --machines {name}` shows whose it holds",
+            store.machine(),
+            remote::RECORD
+        );
+    };
+    if machine.is_none() && record.encryption.media_key != r.key {
+        refuse!(
+            Refusal::RemoteMismatch,
+            "remote {name} holds machine {}'s backups under the key {}, but the configuration says {}: another machine uses the name, or the store was tampered with; nothing was read",
+            store.machine(),
+            record.encryption.media_key,
+            r.key
+        );
+    }
+    let key = keys::media_key(&record.encryption, &files, purpose)?;
+    Ok((store, key))
+}
+
 /// This machine's host name, as a remote's machine name.
 fn host_name() -> anyhow::Result<String> {
     let name = rustix::system::uname().nodename().to_string_lossy().split('.').next().unwrap_or("").to_string();

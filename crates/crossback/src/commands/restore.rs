@@ -62,30 +62,9 @@ pub(super) fn open(path: &Path, system: &str, generation: Option<u64>, write: bo
     Ok(Opened { cfg: v.cfg, machine: Some(v.machine), _slots: v.slots, mounts: v.mounts, backup, _locks: locks })
 }
 
-/// `system`'s backup on a remote: the store's record checked against the
-/// configuration (for this machine's own backups), its key unlocked with
-/// what the user gives.
+/// `system`'s backup on a remote, opened as [`super::remote::open_read`] says.
 fn from_remote(cfg: &Config, name: &str, machine: Option<&str>, system: &str, generation: Option<u64>) -> anyhow::Result<SystemBackup> {
-    let r = super::remote::configured(cfg, name)?;
-    let store = Arc::new(crate::remote::Store::open(r, machine, None)?);
-    let Some((record, files)) = super::remote::read_record(&store, store.machine())? else {
-        refuse!(
-            Refusal::NoBackup,
-            "remote {name} holds no backups of machine {} (no {}): `crossback remote list --machines {name}` shows whose it holds",
-            store.machine(),
-            crate::remote::RECORD
-        );
-    };
-    if machine.is_none() && record.encryption.media_key != r.key {
-        refuse!(
-            Refusal::RemoteMismatch,
-            "remote {name} holds machine {}'s backups under the key {}, but the configuration says {}: another machine uses the name, or the store was tampered with; nothing was read",
-            store.machine(),
-            record.encryption.media_key,
-            r.key
-        );
-    }
-    let key = crate::keys::media_key(&record.encryption, &files, &format!("reading {system}'s backup on remote {name}"))?;
+    let (store, key) = super::remote::open_read(cfg, name, machine, &format!("reading {system}'s backup on remote {name}"))?;
     backups::find_remote(&store, &key, system, generation)
 }
 

@@ -54,21 +54,13 @@ struct Ctx<'a> {
 
 pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
     machine::require_root("verify")?;
+    if let Some(name) = &a.from.remote {
+        return verify_remote(path, &a, name);
+    }
     let slots::ReadOnlyView { cfg, machine: m, slots: slot_list, mut mounts, scratch, lock: _lock, unread } = slots::open_read_only(path, "crossback-verify")?;
     // A slot that does not read is damage found (said when it was skipped).
     let mut tally = Tally { damaged: unread.len(), ..Default::default() };
-    // Compared with the systems: encrypted and LVM ones opened read-only.
-    let (_opened, m) = if a.against_source {
-        let wanted: Vec<&crate::config::SystemConfig> = cfg.systems.iter().filter(|s| a.system.as_ref().is_none_or(|n| n == s.name.get_ref())).collect();
-        let u = crate::unlock::open_for(&wanted, crate::unlock::Access::Read)?;
-        for (name, e) in u.failed {
-            println!("  {name}: its containers were not opened: {e:#}");
-        }
-        (Some(u.opened), u.machine)
-    } else {
-        (None, m)
-    };
-    let systems = if a.against_source { machine::systems(&m, &cfg)? } else { Vec::new() };
+    let (_opened, m, systems) = sources(&cfg, &a, m)?;
     let mut newest_backup = BTreeMap::new();
     for g in slot_list.iter().flat_map(|s| s.view.generations.iter().filter_map(GenEntry::valid)) {
         for r in &g.recorded {
@@ -99,16 +91,147 @@ pub fn run(path: &Path, a: VerifyGenArgs) -> anyhow::Result<Outcome> {
         }
     }
     let _ = mounts.unmount();
-    if tally.checked == 0 && tally.damaged == 0 {
-        crate::refuse!(Refusal::NoBackup, "nothing to verify: no generation matches");
+    tally.summary(&a)
+}
+
+impl Tally {
+    /// The last line, and the exit code.
+    fn summary(&self, a: &VerifyGenArgs) -> anyhow::Result<Outcome> {
+        if self.checked == 0 && self.damaged == 0 {
+            crate::refuse!(Refusal::NoBackup, "nothing to verify: no generation matches");
+        }
+        println!(
+            "{} archives checked, {} damaged{}",
+            self.checked,
+            self.damaged,
+            if a.against_source { format!(", {} differ from their system, {} not compared", self.changed, self.not_compared) } else { String::new() }
+        );
+        Ok(self.outcome())
     }
-    println!(
-        "{} archives checked, {} damaged{}",
-        tally.checked,
-        tally.damaged,
-        if a.against_source { format!(", {} differ from their system, {} not compared", tally.changed, tally.not_compared) } else { String::new() }
-    );
-    Ok(tally.outcome())
+}
+
+/// With --against-source, the systems to compare with: encrypted and LVM
+/// ones opened read-only (kept open by what is returned first).
+fn sources(
+    cfg: &crate::config::Config,
+    a: &VerifyGenArgs,
+    m: machine::Machine,
+) -> anyhow::Result<(Option<crossback_host::unlock::Opened>, machine::Machine, Vec<machine::System>)> {
+    if !a.against_source {
+        return Ok((None, m, Vec::new()));
+    }
+    let wanted: Vec<&crate::config::SystemConfig> = cfg.systems.iter().filter(|s| a.system.as_ref().is_none_or(|n| n == s.name.get_ref())).collect();
+    let u = crate::unlock::open_for(&wanted, crate::unlock::Access::Read)?;
+    for (name, e) in u.failed {
+        println!("  {name}: its containers were not opened: {e:#}");
+    }
+    let systems = machine::systems(&u.machine, cfg)?;
+    Ok((Some(u.opened), u.machine, systems))
+}
+
+/// `verify --remote`: as from the slot, each generation the store holds
+/// (sealed by the key unlocked here), each archive read back through its
+/// key and checked against its own hashes and the manifest's; LUKS header
+/// copies too. `remote verify` checks the objects' bytes without the key.
+fn verify_remote(path: &Path, a: &VerifyGenArgs, name: &str) -> anyhow::Result<Outcome> {
+    if a.slot.is_some() {
+        crate::refuse!(Refusal::Usage, "--slot names a slot of the backup disk; with --remote there is none");
+    }
+    let cfg = crate::config::Config::load(path)?;
+    let (store, key) = super::remote::open_read(&cfg, name, a.from.machine.as_deref(), &format!("verifying the backups on remote {name}"))?;
+    let seal = crate::remote::SealKey::of(&key);
+    let mut tally = Tally::default();
+    let mut gens = Vec::new();
+    for (seq, complete) in crate::remote::generations(&store)? {
+        if a.generation.is_some_and(|n| n != seq) {
+            continue;
+        }
+        if !complete {
+            println!("generation {seq}: incomplete on remote {name} (a push did not finish; the next one carries on)");
+            continue;
+        }
+        match crate::remote::read_generation(&store, seq, Some(&seal)) {
+            Ok((g, _)) => gens.push(g),
+            Err(e) => {
+                tally.damaged += 1;
+                println!("generation {seq} on remote {name} is DAMAGED: {e:#}");
+            }
+        }
+    }
+    // The systems are mounted to compare with where nobody else sees them.
+    let scratch = if a.against_source {
+        crossback_host::ns::start_guard()?;
+        crossback_host::ns::enter_private()?;
+        crossback_host::inspect::scratch_dir("crossback-verify")?
+    } else {
+        std::env::temp_dir()
+    };
+    let (_opened, m, systems) = sources(
+        &cfg,
+        a,
+        if a.against_source { machine::Machine::scan(&[])? } else { machine::Machine { devices: Vec::new(), mounts: Vec::new(), own: Vec::new() } },
+    )?;
+    let mut newest_backup = BTreeMap::new();
+    for g in &gens {
+        for r in &g.recorded {
+            let n = newest_backup.entry(r.name.clone()).or_insert(g.seq);
+            *n = (*n).max(g.seq);
+        }
+    }
+    let ctx = Ctx { a, m: &m, systems, scratch: &scratch, slot_list: &[], newest_backup };
+    for g in &gens {
+        println!("generation {} (remote {name}, sealed):", g.seq);
+        for rec in g.recorded.iter().filter(|r| a.system.as_ref().is_none_or(|n| n == &r.name)) {
+            let b = match crate::backups::find_remote(&store, &key, &rec.name, Some(g.seq)) {
+                Ok(b) => b,
+                Err(e) => {
+                    tally.checked += rec.archives.len();
+                    tally.damaged += rec.archives.len().max(1);
+                    println!("  {} DAMAGED: {e:#}", rec.name);
+                    continue;
+                }
+            };
+            for l in &b.mounts.luks {
+                tally.checked += 1;
+                match b.luks_header(l) {
+                    Ok(_) => println!("  {} LUKS header of {} ok ({})", rec.name, l.uuid, output::bytes(l.header_bytes)),
+                    Err(e) => {
+                        tally.damaged += 1;
+                        println!("  {} LUKS header of {} DAMAGED: {e:#}", rec.name, l.uuid);
+                    }
+                }
+            }
+            let source = source_of(&ctx, &rec.name, g.seq, rec.archives.len(), &mut tally)?;
+            for ar in &rec.archives {
+                tally.checked += 1;
+                let problems = match b.open_archive(ar) {
+                    Ok(archive) => {
+                        if let Some((_, points)) = &source {
+                            if let Some((_, at, fstype)) = points.iter().find(|(mp, _, _)| *mp == ar.mountpoint) {
+                                compare_with_source(&archive, &rec.name, ar, at, fstype, &mut tally)?;
+                            }
+                        }
+                        check_archive(&archive, ar)
+                    }
+                    Err(e) => vec![format!("{e:#}")],
+                };
+                say_archive(&rec.name, ar, &problems, &mut tally);
+            }
+        }
+    }
+    println!("{}", store.said_fetched());
+    tally.summary(a)
+}
+
+/// One archive's line: ok, or what is damaged.
+fn say_archive(system: &str, ar: &ArchiveRecord, problems: &[String], tally: &mut Tally) {
+    if problems.is_empty() {
+        println!("  {system} {:<10} ok ({} entries, {})", ar.mountpoint, ar.entries, output::bytes(ar.bytes));
+    } else {
+        tally.damaged += 1;
+        println!("  {system} {:<10} DAMAGED:", ar.mountpoint);
+        say_some(problems);
+    }
 }
 
 /// One generation: each system's archives (and LUKS headers, or duplicity
@@ -158,20 +281,21 @@ fn verify_generation(ctx: &Ctx, s: &slots::Slot, slot_dir: &Dir, generation: &Ge
             tally.checked += 1;
             if let (Some((_, points)), Ok(sd)) = (&source, &sys_dir) {
                 if let Some((_, at, fstype)) = points.iter().find(|(mp, _, _)| *mp == ar.mountpoint) {
-                    compare_with_source(sd, &rec.name, ar, at, fstype, keys.as_ref(), tally)?;
+                    // An archive that does not open is said as damaged by check_one.
+                    if let Ok(archive) = sd
+                        .open_file(&ar.file)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|f| Ok(Archive::from_file_with(f, &sd.shown().join(&ar.file), keys.as_ref())?))
+                    {
+                        compare_with_source(&archive, &rec.name, ar, at, fstype, tally)?;
+                    }
                 }
             }
             let problems = match &sys_dir {
                 Ok(sd) => check_one(sd, ar, keys.as_ref()),
                 Err(e) => vec![format!("cannot be opened: {e}")],
             };
-            if problems.is_empty() {
-                println!("  {} {:<10} ok ({} entries, {})", rec.name, ar.mountpoint, ar.entries, output::bytes(ar.bytes));
-            } else {
-                tally.damaged += 1;
-                println!("  {} {:<10} DAMAGED:", rec.name, ar.mountpoint);
-                say_some(&problems);
-            }
+            say_archive(&rec.name, ar, &problems, tally);
         }
     }
     Ok(())
@@ -222,22 +346,9 @@ fn source_of(ctx: &Ctx, name: &str, seq: u64, archives: usize, tally: &mut Tally
 
 /// One archive against its filesystem mounted at `at`: what changed since
 /// the backup (owners and modes left out on a filesystem that keeps none).
-fn compare_with_source(
-    sd: &Dir,
-    name: &str,
-    ar: &ArchiveRecord,
-    at: &Path,
-    fstype: &str,
-    keys: Option<&crossback_archive::crypt::Keys>,
-    tally: &mut Tally,
-) -> anyhow::Result<()> {
-    // An archive that does not open is said as damaged by check_one.
-    let Ok(archive) = sd.open_file(&ar.file).map_err(anyhow::Error::from).and_then(|f| Ok(Archive::from_file_with(f, &sd.shown().join(&ar.file), keys)?))
-    else {
-        return Ok(());
-    };
+fn compare_with_source(archive: &Archive, name: &str, ar: &ArchiveRecord, at: &Path, fstype: &str, tally: &mut Tally) -> anyhow::Result<()> {
     let compare = crossback_archive::verify::Compare { owners_and_modes: crossback_host::fstype::of(fstype).is_none_or(|t| t.keeps_modes()) };
-    let r = crossback_archive::verify::verify_with(&archive, Some(at), None, compare)?;
+    let r = crossback_archive::verify::verify_with(archive, Some(at), None, compare)?;
     if r.differences.is_empty() {
         println!("  {name} {:<10} same as the system", ar.mountpoint);
         return Ok(());
@@ -328,13 +439,21 @@ fn check_one(dir: &Dir, rec: &ArchiveRecord, keys: Option<&crossback_archive::cr
         Ok(a) => a,
         Err(e) => return vec![format!("cannot be read: {e}")],
     };
+    out.extend(check_archive(&archive, rec));
+    out
+}
+
+/// An archive opened: its data hash against the manifest's, and every
+/// member against the archive's own hashes.
+fn check_archive(archive: &Archive, rec: &ArchiveRecord) -> Vec<String> {
+    let mut out = Vec::new();
     if let crossback_archive::archive::Layout::Indexed { footer, .. } = &archive.layout {
         let h: String = footer.data_hash.iter().map(|b| format!("{b:02x}")).collect();
         if h != rec.hash {
             out.push("its hash differs from the one recorded in generation.toml".into());
         }
     }
-    match crossback_archive::verify::verify(&archive, None, None) {
+    match crossback_archive::verify::verify(archive, None, None) {
         Ok(r) => out.extend(r.damaged.iter().map(|(p, w)| if p.is_empty() { w.clone() } else { format!("{}: {w}", output::path(p)) })),
         Err(e) => out.push(format!("cannot be checked: {e}")),
     }
