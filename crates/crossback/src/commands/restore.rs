@@ -31,23 +31,36 @@ mod layers;
 /// What the slots' read-only view and the system's backup hold open.
 pub(super) struct Opened {
     pub(super) cfg: Config,
-    /// The machine's devices, as the slots' view scanned them (not for a remote read).
+    /// The machine's devices: as the slots' view scanned them, or scanned
+    /// for a restore that writes (`None`: a remote read into a directory).
     pub(super) machine: Option<Machine>,
-    pub(super) _slots: Vec<slots::Slot>,
+    pub(super) source: Source,
     pub(super) mounts: offline::Mounted,
     pub(super) backup: SystemBackup,
     pub(super) _locks: Vec<Lock>,
+}
+
+/// Where the backups are read from.
+pub(super) enum Source {
+    Slots(Vec<slots::Slot>),
+    /// A remote's store, and its key (unlocked).
+    Remote(Arc<crate::remote::Store>, age::x25519::Identity),
+}
+
+impl Source {
+    /// `system`'s newest backup here (or in `generation`).
+    pub(super) fn find(&self, system: &str, generation: Option<u64>) -> anyhow::Result<SystemBackup> {
+        match self {
+            Source::Slots(slots) => backups::find(slots, system, generation),
+            Source::Remote(store, key) => backups::find_remote(store, key, system, generation),
+        }
+    }
 }
 
 /// Locks the system (`write`: its filesystems are about to be written),
 /// mounts the slots read-only (privately) and finds the system's backup —
 /// or finds it on a remote.
 pub(super) fn open(path: &Path, system: &str, generation: Option<u64>, write: bool, from: &FromRemote) -> anyhow::Result<Opened> {
-    if let Some(name) = &from.remote {
-        let cfg = Config::load(path)?;
-        let backup = from_remote(&cfg, name, from.machine.as_deref(), system, generation)?;
-        return Ok(Opened { cfg, machine: None, _slots: Vec::new(), mounts: offline::Mounted::default(), backup, _locks: Vec::new() });
-    }
     let mut locks = Vec::new();
     if write {
         let cfg = Config::load(path)?;
@@ -55,17 +68,19 @@ pub(super) fn open(path: &Path, system: &str, generation: Option<u64>, write: bo
             cfg.system(system).with_context(|| refuse(Refusal::UnknownSystem, format!("no system called {:?} in the configuration", output::text(system))))?;
         locks.push(slots::lock_system(system, sys.root.get_ref())?);
     }
+    if let Some(name) = &from.remote {
+        let cfg = Config::load(path)?;
+        let (store, key) = super::remote::open_read(&cfg, name, from.machine.as_deref(), &format!("reading {system}'s backup on remote {name}"))?;
+        let source = Source::Remote(store, key);
+        let backup = source.find(system, generation)?;
+        let machine = if write { Some(Machine::scan(&[])?) } else { None };
+        return Ok(Opened { cfg, machine, source, mounts: offline::Mounted::default(), backup, _locks: locks });
+    }
     let v = slots::open_read_only(path, "crossback-restore")?;
     v.say_damaged();
     let backup = backups::find(&v.slots, system, generation)?;
     locks.push(v.lock);
-    Ok(Opened { cfg: v.cfg, machine: Some(v.machine), _slots: v.slots, mounts: v.mounts, backup, _locks: locks })
-}
-
-/// `system`'s backup on a remote, opened as [`super::remote::open_read`] says.
-fn from_remote(cfg: &Config, name: &str, machine: Option<&str>, system: &str, generation: Option<u64>) -> anyhow::Result<SystemBackup> {
-    let (store, key) = super::remote::open_read(cfg, name, machine, &format!("reading {system}'s backup on remote {name}"))?;
-    backups::find_remote(&store, &key, system, generation)
+    Ok(Opened { cfg: v.cfg, machine: Some(v.machine), source: Source::Slots(v.slots), mounts: v.mounts, backup, _locks: locks })
 }
 
 /// What `restore` was asked to do, resolved and checked before any work
@@ -82,12 +97,6 @@ enum Mode {
 
 fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
     let usage = |m: String| Err(refuse(Refusal::Usage, m));
-    if a.bare_metal && a.from.remote.is_some() {
-        refuse!(
-            Refusal::Unsupported,
-            "--bare-metal from a remote is not there yet: restore the system into a directory with --to DIR --remote NAME; nothing was written"
-        );
-    }
     if a.bare_metal {
         if !a.paths.is_empty() {
             return usage(format!(
@@ -248,7 +257,7 @@ pub fn restore(path: &Path, a: RestoreArgs) -> anyhow::Result<Outcome> {
     match mode {
         Mode::BareMetal { devices, new_uuids, yes, boot_repair } => bare_metal::run(path, &a, &devices, new_uuids, yes, boot_repair),
         Mode::Disk { disk, system, yes, boot_repair, new_key, new_uuids } => {
-            disk::run(path, &disk, system.as_deref(), a.generation, disk::Options { yes, boot_repair, new_key, new_uuids })
+            disk::run(path, &disk, system.as_deref(), a.generation, &a.from, disk::Options { yes, boot_repair, new_key, new_uuids })
         }
         Mode::Into { to, paths, force } => into_dir(path, &a, to, &paths, force),
     }
@@ -292,6 +301,16 @@ fn into_dir(path: &Path, a: &RestoreArgs, to: PathBuf, paths: &[String], force: 
         println!("{said}");
     }
     Ok(report(entries, &damaged, &failed, start))
+}
+
+/// Every archive of `b` opened and checked — its size, header, index and
+/// data hash against the manifest — before a restore writes anything:
+/// one that would be refused is refused now, with the target untouched.
+pub(super) fn check_archives(b: &SystemBackup) -> anyhow::Result<()> {
+    for ar in &b.record.archives {
+        b.open_archive(ar).with_context(|| format!("{}'s {} archive; nothing was written", b.record.name, ar.mountpoint))?;
+    }
+    Ok(())
 }
 
 pub(super) fn refuse_legacy(b: &SystemBackup, system: &str) -> anyhow::Result<()> {

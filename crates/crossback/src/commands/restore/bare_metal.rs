@@ -10,14 +10,14 @@ use anyhow::{bail, Context};
 use crossback_host::beneath::Dir;
 use crossback_host::offline::{self, FsMount};
 
-use crate::backups::{self, SystemBackup};
+use crate::backups::SystemBackup;
 use crate::cli::RestoreArgs;
 use crate::config::Config;
 use crate::error::{refuse, Refusal};
 use crate::layout::{ArchiveRecord, FsRecord};
 use crate::machine::{self, Machine};
 use crate::output;
-use crate::{refuse, slots, Outcome};
+use crate::{refuse, Outcome};
 
 use super::grub::{grub_of, repair_grub, GrubRepair};
 use super::{open, refuse_legacy, report, restore_into, Opened};
@@ -416,9 +416,11 @@ pub(super) fn run(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], 
         }
         _ => None,
     };
-    let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, _slots: slot_list, .. } = open(path, system, a.generation, true, &a.from)?;
-    let m = m.context("bare metal reads from the slots, whose view scans the machine")?;
+    let Opened { cfg, machine: m, mounts: mut slot_mounts, backup: b, source, .. } = open(path, system, a.generation, true, &a.from)?;
+    let m = m.context("a restore that writes scans the machine")?;
     refuse_legacy(&b, system)?;
+    // Every archive opened and checked (size, header, index, data hash) before anything is wiped.
+    super::check_archives(&b)?;
     if !b.mounts.luks.is_empty() || !b.mounts.vgs.is_empty() {
         println!(
             "note: {system} sat in {}; --bare-metal restores its filesystems onto what is there now (`restore --bare-metal --disk` makes containers and volume groups again)",
@@ -436,7 +438,7 @@ pub(super) fn run(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], 
     show_plan(&m, &targets, new_uuids);
     // A filesystem another system mounts too (a shared ESP): a new UUID
     // leaves that system's fstab naming the old one. Said before, and after.
-    let shared = if new_uuids { shared_with_others(&slot_list, &cfg, system, &targets) } else { Vec::new() };
+    let shared = if new_uuids { shared_with_others(&source, &cfg, system, &targets) } else { Vec::new() };
     for sh in &shared {
         println!(
             "  note: {} (UUID={}) is also {}'s {}: it gets a new UUID, and {}'s /etc/fstab is not changed by this restore: {} will not mount it until its fstab names the new UUID",
@@ -486,10 +488,10 @@ struct Shared {
 /// The targets' filesystems that another system's newest backup records
 /// by the same UUID (a shared ESP). A system whose backup does not read is
 /// said and left out: this is advice, not a check of the restore.
-fn shared_with_others(slot_list: &[slots::Slot], cfg: &Config, system: &str, targets: &[Target]) -> Vec<Shared> {
+fn shared_with_others(source: &super::Source, cfg: &Config, system: &str, targets: &[Target]) -> Vec<Shared> {
     let mut out = Vec::new();
     for other in cfg.systems.iter().map(|s| s.name.get_ref()).filter(|n| n.as_str() != system) {
-        let ob = match backups::find(slot_list, other, None) {
+        let ob = match source.find(other, None) {
             Ok(ob) => ob,
             Err(e) if crate::error::kind_of(&e) == Some(Refusal::NoBackup) => continue,
             Err(e) => {

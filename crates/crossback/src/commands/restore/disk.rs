@@ -17,6 +17,7 @@ use super::bare_metal::{check_fstab, check_targets, recreate, show_plan, targets
 use super::grub::GrubRepair;
 use super::{refuse_legacy, report};
 use crate::backups::{self, SystemBackup};
+use crate::cli::FromRemote;
 use crate::config::Config;
 use crate::error::{refuse, Refusal};
 use crate::layout::{FsRecord, MountsFile};
@@ -166,14 +167,32 @@ pub struct Options {
     pub new_uuids: bool,
 }
 
-pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>, o: Options) -> anyhow::Result<Outcome> {
+pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>, from: &FromRemote, o: Options) -> anyhow::Result<Outcome> {
     let Options { yes, boot_repair, new_key, new_uuids } = o;
     let cfg = Config::load(path)?;
     let (disk, name, sys) = whole_disk(disk)?;
-    let v = slots::open_read_only(path, "crossback-restore")?;
-    v.say_damaged();
-    let m = &v.machine;
-    let (all, unbacked) = newest_backups(&v.slots, &cfg, only, generation)?;
+    // The backup disk's slots (read-only, kept mounted while the archives are read), or a remote.
+    let view = match from.remote {
+        None => {
+            let v = slots::open_read_only(path, "crossback-restore")?;
+            v.say_damaged();
+            Some(v)
+        }
+        Some(_) => None,
+    };
+    let scanned;
+    let m = match &view {
+        Some(v) => &v.machine,
+        None => {
+            scanned = Machine::scan(&[])?;
+            &scanned
+        }
+    };
+    let (all, unbacked) = match (&view, &from.remote) {
+        (Some(v), _) => newest_backups(&v.slots, &cfg, only, generation)?,
+        (None, Some(remote)) => remote_backups(&cfg, remote, from.machine.as_deref(), only, generation)?,
+        (None, None) => unreachable!("a view is opened when no remote is named"),
+    };
     let table = recorded_table(&all)?;
     let backups = on_this_disk(all, &table)?;
     let mut locks = Vec::new();
@@ -201,6 +220,9 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     // before anything is written; then what would be duplicated.
     let prepared = super::layers::prepare(&backups, new_key.as_ref())?;
     check_identities(m, &name, &table, &backups, new_uuids)?;
+    for b in &backups {
+        super::check_archives(b)?;
+    }
     if !yes && !output::confirm(&format!("Write the partition table to {} and restore?", disk.display()))? {
         refuse!(Refusal::NotConfirmed, "nothing written: pass --yes to restore without asking");
     }
@@ -297,6 +319,40 @@ fn newest_backups(slot_list: &[slots::Slot], cfg: &Config, only: Option<&str>, g
         refuse_legacy(&b, n)?;
         all.push(b);
     }
+    Ok((all, unbacked))
+}
+
+/// As [`newest_backups`], from a remote: every system of its newest
+/// sealed generation (or of the one asked for), which holds them all.
+fn remote_backups(
+    cfg: &Config,
+    remote: &str,
+    machine: Option<&str>,
+    only: Option<&str>,
+    generation: Option<u64>,
+) -> anyhow::Result<(Vec<SystemBackup>, Vec<String>)> {
+    let (store, key) = super::super::remote::open_read(cfg, remote, machine, &format!("restoring from remote {remote}"))?;
+    let seal = crate::remote::SealKey::of(&key);
+    let newest = crate::remote::generations(&store)?.into_iter().rev().find(|(n, done)| *done && generation.is_none_or(|g| g == *n)).map(|(n, _)| n);
+    let Some(seq) = newest else {
+        refuse!(
+            Refusal::NoBackup,
+            "remote {remote} holds no complete generation{} of machine {} (`crossback verify --remote {remote}` lists what it has)",
+            generation.map(|n| format!(" {n}")).unwrap_or_default(),
+            store.machine()
+        );
+    };
+    let (g, _) = crate::remote::read_generation(&store, seq, Some(&seal))?;
+    let names: Vec<String> = g.recorded.iter().map(|r| r.name.clone()).filter(|n| only.is_none_or(|o| o == n)).collect();
+    if names.is_empty() {
+        refuse!(Refusal::NoBackup, "generation {seq} on remote {remote} holds no backup of {}", only.unwrap_or("any system"));
+    }
+    let unbacked = if only.is_none() && generation.is_none() {
+        cfg.systems.iter().map(|s| s.name.get_ref().clone()).filter(|n| !names.contains(n)).collect()
+    } else {
+        Vec::new()
+    };
+    let all = names.iter().map(|n| backups::find_remote(&store, &key, n, Some(seq))).collect::<anyhow::Result<Vec<_>>>()?;
     Ok((all, unbacked))
 }
 
