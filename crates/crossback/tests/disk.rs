@@ -267,3 +267,77 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
         text(&out)
     );
 }
+
+/// The machine and the backup disk gone (a fire): a blank disk gets both
+/// systems back from the off-site copy alone; an archive replaced on the
+/// store is refused before the disk is touched.
+#[test]
+fn root_a_dead_disk_comes_back_from_the_remote_alone() {
+    let test = "root_a_dead_disk_comes_back_from_the_remote_alone";
+    if !require_root(test) || !crossback_testkit::servers::available(test) {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let Old { disk: dead, esp_uuid, alpha_uuid, beta_uuid } = old_disk();
+    let (mut slot_a, mut slot_b) = (LoopFs::new("ext4", 160), LoopFs::new("ext4", 160));
+    slot_a.unmount();
+    slot_b.unmount();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "remote passphrase\n").unwrap();
+    let cb = || {
+        let mut c = crossback(&cfg);
+        c.arg("--passphrase-file").arg(&pass).env("CROSSBACK_SCRYPT_WORK_FACTOR", "12").stdin(Stdio::null());
+        c
+    };
+    let devices = [dead.part(1), dead.part(2), dead.part(3), slot_a.device.clone(), slot_b.device.clone()].join(",");
+    ok(cb().args(["init", "--yes", "--devices", &devices]));
+    ok(cb().args(["media", "prepare", &slot_a.device, &slot_b.device]));
+    ok(cb().arg("backup"));
+    let s3 = crossback_testkit::servers::SeaweedFs::start();
+    let creds = dir.path().join("offsite.s3");
+    s3.credentials_file(&creds);
+    let url = format!("s3://{}/backups", s3.bucket);
+    ok(cb().args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(&creds));
+    ok(cb().arg("push"));
+    let before = table(&dead.device).unwrap();
+    // Gone: the old disk and the backup disk.
+    drop(dead);
+    drop((slot_a, slot_b));
+    let new = LoopDisk::blank(420);
+
+    // One archive replaced on the store: refused, the blank disk left blank.
+    let names: Vec<String> =
+        std::fs::read_to_string(&cfg).unwrap().lines().filter_map(|l| l.strip_prefix("name = ").map(|n| n.trim_matches('"').to_string())).collect();
+    let beta = names.iter().find(|n| n.contains("beta")).expect("beta's name").clone();
+    let object = format!("http://127.0.0.1:{}/buckets/{}/backups/desk/gen-000001/{beta}/home.tar.zst.age", s3.filer_port(), s3.bucket);
+    let kept = dir.path().join("kept");
+    run(Command::new("curl").args(["-sSf", "-o"]).arg(&kept).arg(&object));
+    let planted = dir.path().join("planted");
+    std::fs::write(&planted, vec![7u8; 4096]).unwrap();
+    run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&planted).arg(&object));
+    let out = cb().args(["restore", "--bare-metal", "--disk", &new.device, "--yes", "--remote", "offsite"]).output().unwrap();
+    assert_eq!(kind(&out), "archive-mismatch", "{}", text(&out));
+    assert!(table(&new.device).is_none(), "a refused restore wrote a partition table: {}", text(&out));
+    run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&kept).arg(&object));
+
+    let out = cb().args(["restore", "--bare-metal", "--disk", &new.device, "--yes", "--remote", "offsite"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let after = table(&new.device).unwrap();
+    assert_eq!(after["id"], before["id"]);
+    let parts = new.parts();
+    assert_eq!([blkid(&parts[0], "UUID"), blkid(&parts[1], "UUID"), blkid(&parts[2], "UUID")], [esp_uuid, alpha_uuid, beta_uuid]);
+    let mnt = tempfile::tempdir().unwrap();
+    run(Command::new("mount").args(["-o", "ro"]).arg(&parts[1]).arg(mnt.path()));
+    let alpha = std::fs::read_to_string(mnt.path().join("root/alpha.txt"));
+    run(Command::new("umount").arg(mnt.path()));
+    assert_eq!(alpha.unwrap(), "alpha's file\n");
+    run(Command::new("mount").args(["-o", "ro,subvol=@home"]).arg(&parts[2]).arg(mnt.path()));
+    let beta_file = std::fs::read_to_string(mnt.path().join("beta.txt"));
+    run(Command::new("umount").arg(mnt.path()));
+    assert_eq!(beta_file.unwrap(), "beta's home\n");
+    let mut loader = String::new();
+    with_vfat(&parts[0], |m| loader = std::fs::read_to_string(m.join("EFI/alpha/grubx64.efi")).unwrap_or_default());
+    assert_eq!(loader, "the first loader\n");
+}
