@@ -242,6 +242,12 @@ pub struct InitArgs {
     /// then back up and restore exactly what the first one set up).
     #[arg(long)]
     pub ignore_media: bool,
+    /// Take the configuration from this remote (as the newest generation pushed
+    /// there carries it) instead of looking at this machine: a new machine with
+    /// nothing but the remote's credentials and the passphrase can then restore.
+    /// Add the remote first (`crossback remote add`).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["only", "devices", "ignore_media"])]
+    pub remote: Option<String>,
 }
 
 #[derive(Args, Debug)]

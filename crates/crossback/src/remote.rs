@@ -493,6 +493,31 @@ pub fn read_generation(store: &Store, seq: u64, seal: Option<&SealKey>) -> anyho
     Ok((g, objects))
 }
 
+/// The configuration carried by the newest sealed generation that has one
+/// (`init --remote`), decrypted with `key`, and that generation's number.
+/// The newest generation not sealed by `key` is refused, not passed over.
+pub fn read_config(store: &Store, key: &age::x25519::Identity) -> anyhow::Result<(String, u64)> {
+    let seal = SealKey::of(key);
+    let keys = crossback_archive::crypt::Keys::new(vec![Box::new(key.clone())]);
+    for (seq, _) in generations(store)?.into_iter().rev().filter(|(_, complete)| *complete) {
+        let (_, objects) = read_generation(store, seq, Some(&seal))?;
+        let Some(listed) = objects.list.iter().find(|o| o.path == layout::CONFIG_AGE) else { continue };
+        let rel = format!("{}/{}", GenName::dir(seq), layout::CONFIG_AGE);
+        let shown = format!("remote {}: {rel}", store.name);
+        let bytes = store.get(&rel, layout::CONFIG_CAP + (1 << 16))?.with_context(|| refuse(Refusal::RemoteDamaged, format!("{shown} is missing")))?;
+        if bytes.len() as u64 != listed.bytes || blake3::hash(&bytes).to_hex().as_str() != listed.blake3 {
+            crate::refuse!(Refusal::RemoteDamaged, "{shown} is not the file that was pushed (its size or hash differs): replaced or damaged on the store");
+        }
+        return Ok((crate::keys::open_text(&keys, &shown, &bytes, layout::CONFIG_CAP)?, seq));
+    }
+    crate::refuse!(
+        Refusal::NoBackup,
+        "no generation on remote {} carries the configuration of machine {} (pushed by an older crossback? `crossback push` from that machine adds it to the next generation)",
+        store.name,
+        store.machine()
+    )
+}
+
 /// An object of a store read at any offset, as an archive is read: each
 /// miss is one range request. What a request fetches is what the reader
 /// said it will need (a frame, from the archive's table), else what it

@@ -268,9 +268,11 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     );
 }
 
-/// The machine and the backup disk gone (a fire): a blank disk gets both
-/// systems back from the off-site copy alone; an archive replaced on the
-/// store is refused before the disk is touched.
+/// The machine and the backup disk gone (a fire): on a new machine with
+/// only the store's credentials and the passphrase, `remote add` and `init
+/// --remote` take the configuration from the store, and a blank disk gets
+/// both systems back from it; an archive replaced on the store is refused
+/// before the disk is touched.
 #[test]
 fn root_a_dead_disk_comes_back_from_the_remote_alone() {
     let test = "root_a_dead_disk_comes_back_from_the_remote_alone";
@@ -286,21 +288,21 @@ fn root_a_dead_disk_comes_back_from_the_remote_alone() {
     let cfg = dir.path().join("config.toml");
     let pass = dir.path().join("pass");
     std::fs::write(&pass, "remote passphrase\n").unwrap();
-    let cb = || {
-        let mut c = crossback(&cfg);
+    let cb = |cfg: &Path| {
+        let mut c = crossback(cfg);
         c.arg("--passphrase-file").arg(&pass).env("CROSSBACK_SCRYPT_WORK_FACTOR", "12").stdin(Stdio::null());
         c
     };
     let devices = [dead.part(1), dead.part(2), dead.part(3), slot_a.device.clone(), slot_b.device.clone()].join(",");
-    ok(cb().args(["init", "--yes", "--devices", &devices]));
-    ok(cb().args(["media", "prepare", &slot_a.device, &slot_b.device]));
-    ok(cb().arg("backup"));
+    ok(cb(&cfg).args(["init", "--yes", "--devices", &devices]));
+    ok(cb(&cfg).args(["media", "prepare", &slot_a.device, &slot_b.device]));
+    ok(cb(&cfg).arg("backup"));
     let s3 = crossback_testkit::servers::SeaweedFs::start();
     let creds = dir.path().join("offsite.s3");
     s3.credentials_file(&creds);
     let url = format!("s3://{}/backups", s3.bucket);
-    ok(cb().args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(&creds));
-    ok(cb().arg("push"));
+    ok(cb(&cfg).args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(&creds));
+    ok(cb(&cfg).arg("push"));
     let before = table(&dead.device).unwrap();
     // Gone: the old disk and the backup disk.
     drop(dead);
@@ -317,12 +319,29 @@ fn root_a_dead_disk_comes_back_from_the_remote_alone() {
     let planted = dir.path().join("planted");
     std::fs::write(&planted, vec![7u8; 4096]).unwrap();
     run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&planted).arg(&object));
-    let out = cb().args(["restore", "--bare-metal", "--disk", &new.device, "--yes", "--remote", "offsite"]).output().unwrap();
+    // A new machine: nothing but the store's credentials and the passphrase.
+    let cfg_old = cfg.clone();
+    let cfg = dir.path().join("new-machine.toml");
+    let o =
+        cb(&cfg).args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "laptop", "--credentials"]).arg(&creds).output().unwrap();
+    assert_eq!(kind(&o), "no-backup", "a machine the store has no backups of: {}", text(&o));
+    assert!(!cfg.exists(), "a refused remote add wrote a configuration");
+    ok(cb(&cfg).args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(&creds));
+    let said = text(&ok(cb(&cfg).args(["init", "--remote", "offsite"])));
+    assert!(said.contains("took the configuration from remote offsite (machine desk, generation 1)"), "{said}");
+    let (old_text, new_text) = (std::fs::read_to_string(&cfg_old).unwrap(), std::fs::read_to_string(&cfg).unwrap());
+    for line in old_text.lines().filter(|l| l.starts_with("name = ") || l.starts_with("root = ") || l.starts_with("slot_a = ")) {
+        assert!(new_text.contains(line), "{line} is not in the configuration taken from the remote:\n{new_text}");
+    }
+    let o = cb(&cfg).args(["init", "--remote", "offsite"]).output().unwrap();
+    assert_eq!(kind(&o), "not-confirmed", "{}", text(&o));
+
+    let out = cb(&cfg).args(["restore", "--bare-metal", "--disk", &new.device, "--yes", "--remote", "offsite"]).output().unwrap();
     assert_eq!(kind(&out), "archive-mismatch", "{}", text(&out));
     assert!(table(&new.device).is_none(), "a refused restore wrote a partition table: {}", text(&out));
     run(Command::new("curl").args(["-sSf", "-X", "PUT", "-T"]).arg(&kept).arg(&object));
 
-    let out = cb().args(["restore", "--bare-metal", "--disk", &new.device, "--yes", "--remote", "offsite"]).output().unwrap();
+    let out = cb(&cfg).args(["restore", "--bare-metal", "--disk", &new.device, "--yes", "--remote", "offsite"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let after = table(&new.device).unwrap();
     assert_eq!(after["id"], before["id"]);

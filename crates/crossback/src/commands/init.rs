@@ -17,6 +17,9 @@ fn spanned(s: &str) -> Spanned<String> {
 
 pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     machine::require_root("init")?;
+    if let Some(name) = &a.remote {
+        return from_remote(path, name, a.yes);
+    }
     // Encrypted and LVM systems: opened read-only to be found, closed at the end.
     let _opened = crate::unlock::open_all(&Machine::scan(&a.devices)?)?;
     let m = Machine::scan(&a.devices)?;
@@ -147,6 +150,41 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     }
     config::write(path, &text)?;
     println!("wrote {}", path.display());
+    Ok(Outcome::Ok)
+}
+
+/// `init --remote NAME`: the configuration the newest generation on the
+/// remote carries (sealed with it, decrypted with the key the user
+/// unlocks), with this machine's own remotes kept as they are here.
+fn from_remote(path: &Path, name: &str, yes: bool) -> anyhow::Result<Outcome> {
+    let here = Config::load(path)?;
+    if (here.media.is_some() || !here.systems.is_empty()) && !yes {
+        crate::refuse!(
+            crate::error::Refusal::NotConfirmed,
+            "{} already names a media or systems; pass --yes to replace them with the remote's configuration",
+            path.display()
+        );
+    }
+    let (store, key) = super::remote::open_read(&here, name, None, &format!("taking the configuration from remote {name}"))?;
+    let (text, seq) = crate::remote::read_config(&store, &key)?;
+    let damaged = |e: anyhow::Error| {
+        crate::error::refuse(crate::error::Refusal::RemoteDamaged, format!("remote {name}: the configuration of generation {seq} does not check: {e:#}"))
+    };
+    let mut cfg = Config::parse(&text, path).map_err(damaged)?;
+    // This machine's remotes are its own (credentials' paths, the seal key's name); the copy's others are added.
+    let theirs = std::mem::take(&mut cfg.remotes);
+    cfg.remotes = here.remotes.clone();
+    cfg.remotes.extend(theirs.into_iter().filter(|r| !here.remotes.iter().any(|h| h.name == r.name)));
+    let text = config::render(&cfg);
+    Config::parse(&text, path).map_err(damaged)?;
+    config::write(path, &text)?;
+    let named: Vec<&str> = cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect();
+    println!(
+        "took the configuration from remote {name} (machine {}, generation {seq}): systems {}; wrote {}. `crossback restore … --remote {name}` restores from there",
+        store.machine(),
+        named.join(", "),
+        path.display()
+    );
     Ok(Outcome::Ok)
 }
 

@@ -284,6 +284,18 @@ fn push_generation(store: &Store, seal: &remote::SealKey, slot: &Slot, g: &Gener
             store.put(&objects_at, written.as_bytes())?;
         }
     }
+    // The configuration the backup disk carries, encrypted and sealed with
+    // the generation: a new machine takes it from there (`init --remote`).
+    let carried = match (&slot.view.config_age, &slot.view.config) {
+        (Some(sealed), _) if encrypt_to.is_none() => Some(sealed.clone()),
+        (_, Some(text)) if encrypt_to.is_some() => Some(text.clone().into_bytes()),
+        _ => None,
+    };
+    if let Some(bytes) = carried.filter(|_| !objects.list.iter().any(|o| o.path == layout::CONFIG_AGE)) {
+        let o = store.upload(&format!("{dir}/{}", layout::CONFIG_AGE), &mut bytes.as_slice(), encrypt_to, &|_| {})?;
+        sent += o.bytes;
+        objects.list.push(Object { path: layout::CONFIG_AGE.to_string(), ..o });
+    }
     // The manifest, last: as the store holds the archives (a plain media's
     // renamed), after the seal of it and of the objects' list as stored.
     let mut manifest = g.clone();

@@ -12,10 +12,9 @@ use crate::remote::{self, Record, Store};
 use crate::{keys, output, refuse, Outcome};
 
 pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> {
-    let cfg = Config::load(path)?;
-    let Some(media) = &cfg.media else {
-        refuse!(Refusal::Config, "no backup media in {}: a remote holds copies of the media's generations; run `crossback media prepare` first", path.display())
-    };
+    // A new machine has no configuration yet: it adds the remote that holds
+    // its backups, then takes the configuration from there (`init --remote`).
+    let cfg = if path.exists() { Config::load(path)? } else { Config { media: None, systems: Vec::new(), remotes: Vec::new() } };
     if !layout::valid_system_name(&a.name) {
         refuse!(Refusal::Usage, "{:?} is not a remote name (letters, digits, '-', '_', '.')", output::text(&a.name));
     }
@@ -44,8 +43,16 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
     let found = read_record(&store, &r.machine)?;
     // The secret key the copies are encrypted to, unlocked once here: the
     // seal key is derived from it (push holds no secret).
-    let (key, seal) = match (media.sealing(), found) {
-        (Sealing::Unknown, _) => refuse!(
+    let sealing = cfg.media.as_ref().map(|m| m.sealing());
+    let (key, seal) = match (sealing, found) {
+        (None, None) => refuse!(
+            Refusal::NoBackup,
+            "no backup media in {} and remote {} holds no backups of machine {}: on a new machine, add the remote that holds them (--machine names whose); else run `crossback media prepare` first; nothing was changed",
+            path.display(),
+            r.name,
+            r.machine
+        ),
+        (Some(Sealing::Unknown), _) => refuse!(
             Refusal::Config,
             "this system's configuration does not say whether the backup media is encrypted: run `crossback media trust` first; nothing was changed"
         ),
@@ -54,7 +61,7 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
         // is not believed on its word).
         (sealing, Some((record, files))) => {
             let key = keys::media_key(&record.encryption, &files, &format!("the backups of {} on remote {}", r.machine, r.name))?;
-            if let Sealing::Encrypted(k) = &sealing {
+            if let Some(Sealing::Encrypted(k)) = &sealing {
                 if *k != record.encryption.media_key {
                     refuse!(
                         Refusal::RemoteMismatch,
@@ -70,7 +77,7 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
         }
         // An encrypted media's copies are its own archives: the key and its
         // wrappings go up from the slots with the first push.
-        (Sealing::Encrypted(k), None) => {
+        (Some(Sealing::Encrypted(k)), None) => {
             let view = crate::slots::open_read_only(path, "remote-add")?;
             let s = &view.slots.first().context("a prepared media has slots")?.view;
             let enc = s
@@ -88,7 +95,7 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
             let key = keys::media_key(enc, &s.keys, &format!("sealing the copies on remote {}", r.name))?;
             (k, remote::SealKey::of(&key))
         }
-        (Sealing::Plain, None) => {
+        (Some(Sealing::Plain), None) => {
             let recipients = keys::parse_recipients(&a.recipient)?;
             let passphrase = if recipients.is_empty() || keys::passphrase_given() {
                 Some(keys::passphrase(&format!("the copies on remote {} (a new passphrase)", r.name), true)?)
