@@ -32,6 +32,7 @@ use crate::config::RemoteConfig;
 use crate::error::{refuse, Refusal};
 use crate::layout::{self, GenName, Generation};
 
+pub mod rclone;
 pub mod retention;
 
 /// The store's own record, at `URL/MACHINE/crossback-remote.toml`.
@@ -50,14 +51,28 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// Where a remote is, from its URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Url {
-    S3 { bucket: String, prefix: String },
-    Sftp { user: Option<String>, host: String, port: Option<u16>, path: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    Sftp {
+        user: Option<String>,
+        host: String,
+        port: Option<u16>,
+        path: String,
+    },
+    /// `rclone:REMOTE:PATH`: served by rclone for the time of a command.
+    Rclone(rclone::Target),
 }
 
 impl Url {
     pub fn parse(text: &str) -> anyhow::Result<Url> {
-        let u = url::Url::parse(text)
-            .map_err(|e| anyhow::anyhow!("{:?} is not a URL ({e}): s3://BUCKET/PREFIX or sftp://USER@HOST/PATH", crate::output::text(text)))?;
+        if let Some(rest) = text.strip_prefix("rclone:") {
+            return rclone::parse(rest).map(Url::Rclone);
+        }
+        let u = url::Url::parse(text).map_err(|e| {
+            anyhow::anyhow!("{:?} is not a URL ({e}): s3://BUCKET/PREFIX, sftp://USER@HOST/PATH or rclone:REMOTE:PATH", crate::output::text(text))
+        })?;
         let host = u.host_str().filter(|h| !h.is_empty()).map(str::to_string);
         let path = u.path().trim_matches('/').to_string();
         // The parser resolves dot segments itself: they are refused as typed.
@@ -97,6 +112,8 @@ pub struct Store {
     retried: std::sync::Arc<std::sync::Mutex<Retried>>,
     /// `--limit-upload`: what an upload may send, when.
     pacer: Option<std::sync::Mutex<Pacer>>,
+    /// An `rclone:` remote's server (last: stopped once the store is closed).
+    _rclone: Option<rclone::Server>,
 }
 
 /// `--limit-upload`: a token bucket over what uploads hand to the store,
@@ -232,7 +249,28 @@ impl Store {
         opendal::install_default();
         let url = Url::parse(&r.url).map_err(|e| refuse(Refusal::Config, format!("remote {}: {e}", r.name)))?;
         let sftp = matches!(url, Url::Sftp { .. });
+        let mut server = None;
         let op = match url {
+            Url::Rclone(target) => {
+                if r.endpoint.is_some() || r.region.is_some() {
+                    crate::refuse!(Refusal::Config, "remote {}: an rclone: remote takes no endpoint or region (rclone's configuration has them)", r.name);
+                }
+                if let Some(c) = &r.credentials {
+                    read_private(c).with_context(|| refuse(Refusal::Config, format!("remote {}: the rclone configuration {}", r.name, c.display())))?;
+                }
+                let s = rclone::Server::start(&r.name, &target, r.credentials.as_deref())?;
+                let b = opendal::services::S3::default()
+                    .bucket(&target.bucket)
+                    .root("/")
+                    .region("us-east-1")
+                    .endpoint(&s.endpoint)
+                    .disable_config_load()
+                    .disable_ec2_metadata()
+                    .access_key_id(&s.access_key)
+                    .secret_access_key(&s.secret_key);
+                server = Some(s);
+                Operator::new(b).map_err(bad_config)?
+            }
             Url::S3 { bucket, prefix } => {
                 let mut b = opendal::services::S3::default()
                     .bucket(&bucket)
@@ -283,7 +321,7 @@ impl Store {
             crate::refuse!(Refusal::Usage, "{:?} is not a machine name (letters, digits, '-', '_', '.')", crate::output::text(machine));
         }
         let pacer = limit_upload.or(r.limit_upload).map(|bps| std::sync::Mutex::new(Pacer::new(bps)));
-        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp, fetched: Default::default(), retried, pacer })
+        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp, fetched: Default::default(), retried, pacer, _rclone: server })
     }
 
     /// How much was read from the store, in a line.

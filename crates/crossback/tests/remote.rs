@@ -736,3 +736,49 @@ fn root_limit_upload_holds_the_push_within_ten_percent_of_the_rate() {
     assert!(bytes / wall <= 1.1 * limit, "the whole push went at {:.2} MiB/s, over 4 MiB/s + 10 %", bytes / wall / 1048576.0);
     assert!(bytes / secs >= 0.9 * limit && bytes / secs <= 1.1 * limit, "sending went at {:.2} MiB/s, not within 10 % of 4 MiB/s", bytes / secs / 1048576.0);
 }
+
+#[test]
+fn root_an_rclone_remote_is_served_for_the_command_and_stopped() {
+    let test = "root_an_rclone_remote_is_served_for_the_command_and_stopped";
+    let Some(_serial) = ready(test) else { return };
+    let s = backed_up(1, |_| {});
+    // rclone's own "local" backend stands for a provider; the rclone on PATH is the test servers'.
+    let store = tempfile::Builder::new().prefix("crossback-rclone-store.").tempdir_in("/var/tmp").unwrap();
+    let rconf = s.dir.path().join("rclone.conf");
+    std::fs::write(&rconf, "[provider]\ntype = local\n").unwrap();
+    run(Command::new("chmod").arg("600").arg(&rconf));
+    let path = format!("{}:{}", servers::bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let url = format!("rclone:provider:{}/backups", store.path().display());
+    let cbr = |extra: &[&str]| {
+        let mut c = cb(&s.cfg);
+        c.env("PATH", &path).arg("--passphrase-file").arg(&s.pass).args(extra);
+        c.output().unwrap()
+    };
+    // Refused before anything runs: a URL with no bucket, a configuration others can read.
+    let before = std::fs::read_to_string(&s.cfg).unwrap();
+    refused_as(&cbr(&["remote", "add", "far", "rclone:provider", "--machine", "desk"]), "usage", "an rclone URL without a path");
+    run(Command::new("chmod").arg("644").arg(&rconf));
+    let o = cbr(&["remote", "add", "far", &url, "--machine", "desk", "--credentials", rconf.to_str().unwrap()]);
+    refused_as(&o, "config", "an rclone configuration others can read");
+    run(Command::new("chmod").arg("600").arg(&rconf));
+    assert_eq!(std::fs::read_to_string(&s.cfg).unwrap(), before);
+
+    let o = cbr(&["remote", "add", "far", &url, "--machine", "desk", "--credentials", rconf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cbr(&["push", "far"]);
+    assert!(o.status.success() && text(&o).contains("generation 1 pushed"), "{}", text(&o));
+    // In the provider, as on any store: the machine's directory, encrypted objects, the manifest.
+    let files = run(Command::new("find").arg(store.path().join("backups/desk")).args(["-type", "f"]));
+    assert!(files.contains("gen-000001/alpha/home.tar.zst.age") && files.contains("gen-000001/generation.toml"), "{files}");
+    let stored = run(Command::new("bash").arg("-c").arg(format!("cat $(find '{}' -type f)", store.path().display())));
+    assert!(!stored.contains(&s.name) && !stored.contains(&s.content), "the canary is in the provider in the clear");
+    let o = cbr(&["remote", "verify", "far"]);
+    assert!(o.status.success() && text(&o).contains("0 damaged"), "{}", text(&o));
+    let back = s.dir.path().join("back");
+    let o = cbr(&["restore", "alpha", &format!("/home/ann/{}", s.name), "--to", back.to_str().unwrap(), "--remote", "far"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read_to_string(back.join("home/ann").join(&s.name)).unwrap().contains(&s.content));
+    // Each command's rclone is gone once it ends.
+    let left = Command::new("pgrep").args(["-f", &format!("serve s3 provider:{}", store.path().display())]).output().unwrap();
+    assert!(left.stdout.is_empty(), "an rclone server outlived its command: {}", String::from_utf8_lossy(&left.stdout));
+}

@@ -11,7 +11,8 @@
 //!   arguments, how it ended and what it said.
 //!
 //! What is started otherwise, and why: a FUSE driver (`offline`: a daemon
-//! that lives as long as its mount), crossback's own children (the
+//! that lives as long as its mount), `rclone serve s3` for an `rclone:`
+//! remote (a server that lives as long as the command's store), crossback's own children (the
 //! inspection child and the namespace guard talk over pipes; the backup at
 //! reboot and GRUB's repair in a chroot are crossback commands whose output
 //! is the user's), gpg decrypting a duplicity volume (a stream read as it
