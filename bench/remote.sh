@@ -4,18 +4,22 @@
 #   - `crossback push` of one sealed generation against `rclone copy` of the
 #     same files from the slot to the same store: time and peak RSS;
 #   - `crossback restore --to DIR --remote` of the whole system against
-#     `rclone copy` of the same objects down to a local directory (the
-#     download alone, without unpacking: the floor a restore cannot beat);
-#   - `crossback restore` of one small file from the remote: bytes read
-#     against the archive's size.
+#     `rclone copy` of the same objects down to a local directory, then a
+#     local restore of them with the standard tools (age -d | zstd -dc |
+#     tar -x), and against the download alone (the floor);
+#   - `crossback restore` of one small file from the remote: bytes the
+#     store's S3 gateway sent (its /proc/PID/io wchar, counted at the
+#     server), against what the read must fetch at least — the index region
+#     and the frames holding the file, found by bench/frames.py from the
+#     archive alone with zstd and GNU tar — and against the archive's size.
 # The system: a minimal root on one ext4, SIZE MiB of random (incompressible)
 # data as its /home on another; a plain media (push encrypts on the way,
 # rclone sends the files as they are). Needs the servers
 # scripts/install-deps.sh installs ($CROSSBACK_TEST_SERVERS).
-# Usage: sudo bench/remote.sh [SIZE_MIB=512] [RUNS=3]
+# Usage: sudo bench/remote.sh [SIZE_MIB=1024] [RUNS=3]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-size=${1:-512}
+size=${1:-1024}
 runs=${2:-3}
 servers=${CROSSBACK_TEST_SERVERS:-/var/cache/crossback/servers}
 weed=$servers/bin/weed
@@ -51,7 +55,7 @@ wait_port "$mp" "$work/s3/master.log"
 "$weed" volume -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$vp" -dir="$work/s3/v1" -mserver="127.0.0.1:$mp" -max=100 > "$work/s3/v1.log" 2>&1 & pids+=($!)
 wait_port "$vp" "$work/s3/v1.log"
 "$weed" filer -ip=127.0.0.1 -ip.bind=127.0.0.1 -port="$fp" -master="127.0.0.1:$mp" -defaultStoreDir="$work/s3/filer" -s3 -s3.port="$sp" \
-  -s3.config="$work/s3/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 -metricsPort=0 > "$work/s3/filer.log" 2>&1 & pids+=($!)
+  -s3.config="$work/s3/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 -metricsPort=0 > "$work/s3/filer.log" 2>&1 & pids+=($!); gateway=$!
 wait_port "$sp" "$work/s3/filer.log"
 echo "s3.bucket.create -name bench" | "$weed" shell -master="127.0.0.1:$mp" | grep -q "created bucket"
 endpoint=http://127.0.0.1:$sp
@@ -90,9 +94,14 @@ for d in "$sa" "$sb"; do
 done
 [ -n "$gslot" ] || { echo "no generation on either slot" >&2; exit 1; }
 
-declare -a tp mp_ mp_r tr tc td rd
+# An age identity that also unlocks the remote's key: the tools' restore uses it.
+age-keygen -o "$work/id.key" 2>/dev/null
+recipient=$(age-keygen -y "$work/id.key")
+wrote() { awk '/^wchar/ {print $2}' "/proc/$gateway/io"; }
+
+declare -a tp mp_ mp_r tr tc td tt rd rs
 for i in $(seq "$runs"); do
-  "$bin" --config "$cfg" --passphrase-file "$work/pass" remote add "r$i" s3://bench/cb --endpoint "$endpoint" --credentials "$work/creds" --machine "m$i" >/dev/null
+  "$bin" --config "$cfg" --passphrase-file "$work/pass" remote add "r$i" s3://bench/cb --endpoint "$endpoint" --credentials "$work/creds" --machine "m$i" --recipient "$recipient" >/dev/null
   # crossback push (reads the slot itself, read-only).
   drop; /usr/bin/time -o "$work/t" -f "%e %M" "$bin" --config "$cfg" push "r$i" > "$work/push.out"
   read -r t m < "$work/t"; tp+=("$t"); mp_+=("$m")
@@ -109,15 +118,33 @@ for i in $(seq "$runs"); do
   drop; s=$(now)
   rcl copy "store:bench/cb/m$i/$gen" "$work/down" --transfers 4
   td+=("$(echo "$(now) - $s" | bc)")
-  # One small file: what it reads.
+  # The same download, then a local restore with the tools (the remote's key unwrapped beforehand).
+  [ -f "$work/remote$i.key" ] || { rcl copyto "store:bench/cb/m$i/media-key.recipients.age" "$work/wrapped$i.age"; age -d -i "$work/id.key" -o "$work/remote$i.key" "$work/wrapped$i.age"; }
+  rm -rf "$work/down" "$work/peer"; mkdir -p "$work/peer/home"
+  drop; s=$(now)
+  rcl copy "store:bench/cb/m$i/$gen" "$work/down" --transfers 4
+  for a in root:. home:home; do
+    age -d -i "$work/remote$i.key" "$work/down/$sys/${a%%:*}.tar.zst.age" | zstd -dc -q | tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf - -C "$work/peer/${a#*:}"
+  done
+  sync -f "$work/peer"
+  tt+=("$(echo "$(now) - $s" | bc)")
+  cmp -s "$work/peer/home/ann/note.txt" "$work/to/home/ann/note.txt" || { echo "the tools' restore and crossback's differ" >&2; exit 1; }
+  # One small file: what it reads, by crossback's count and by the store's.
   rm -rf "$work/one"
+  w0=$(wrote)
   "$bin" --config "$cfg" --passphrase-file "$work/pass" restore "$sys" /home/ann/note.txt --to "$work/one" --remote "r$i" > "$work/one.out"
+  rs+=("$(( $(wrote) - w0 ))")
   rd+=("$(sed -n 's/^read .*(\([0-9]*\) bytes) from remote.*/\1/p' "$work/one.out")")
   cmp -s "$work/one/home/ann/note.txt" <(echo "one small file") || { echo "the small file came back different" >&2; exit 1; }
 done
 home_obj=$(du -b "$work/down/$sys/home.tar.zst.age" | cut -f1)
+# What the one-file read must fetch at least, from the archive alone.
+age -d -i "$work/remote$runs.key" -o "$work/home.tar.zst" "$work/down/$sys/home.tar.zst.age"
+read -r need index_region held < <(python3 "$here/bench/frames.py" "$work/home.tar.zst" ann/note.txt)
+rm -f "$work/home.tar.zst"
 P=$(printf '%s\n' "${tp[@]}" | median); R=$(printf '%s\n' "${tr[@]}" | median)
-C=$(printf '%s\n' "${tc[@]}" | median); D=$(printf '%s\n' "${td[@]}" | median)
+C=$(printf '%s\n' "${tc[@]}" | median); D=$(printf '%s\n' "${td[@]}" | median); T=$(printf '%s\n' "${tt[@]}" | median)
+S=$(printf '%s\n' "${rs[@]}" | median)
 M=$(printf '%s\n' "${mp_[@]}" | median); MR=$(printf '%s\n' "${mp_r[@]}" | median); B=$(printf '%s\n' "${rd[@]}" | median)
 mib() { echo "$1" | awk '{printf "%.0f MiB", $1/1048576}'; }
 echo
@@ -128,7 +155,10 @@ echo "| --- | --- | --- | --- |"
 printf '| push / upload of the generation (s) | %s | %s | %.2f |\n' "$P" "$R" "$(echo "$P / $R" | bc -l)"
 printf '| … throughput | %s/s | %s/s | |\n' "$(mib "$(echo "$bytes / $P" | bc)")" "$(mib "$(echo "$bytes / $R" | bc)")"
 printf '| … peak RSS | %s | %s | |\n' "$(mib "$((M * 1024))")" "$(mib "$((MR * 1024))")"
-printf '| whole system from the remote: restore / download only (s) | %s | %s | %.2f |\n' "$C" "$D" "$(echo "$C / $D" | bc -l)"
-printf '| one small file from the remote: bytes read | %s | | %.4f of the home archive (%s) |\n' "$B" "$(echo "$B / $home_obj" | bc -l)" "$(mib "$home_obj")"
+printf '| whole system from the remote: restore / rclone copy down + age, zstd, tar (s) | %s | %s | %.2f |\n' "$C" "$T" "$(echo "$C / $T" | bc -l)"
+printf '| whole system from the remote: restore / rclone copy down alone (s) | %s | %s | %.2f |\n' "$C" "$D" "$(echo "$C / $D" | bc -l)"
+printf '| one small file: bytes the store sent (server count) | %s | | %.3f of the least it must fetch (%s: index region %s + %s frame(s)); %.4f of the archive (%s) |\n' \
+  "$S" "$(echo "$S / $need" | bc -l)" "$need" "$index_region" "$held" "$(echo "$S / $home_obj" | bc -l)" "$(mib "$home_obj")"
+printf '| one small file: bytes read (crossback count) | %s | | |\n' "$B"
 echo
-echo "runs: push ${tp[*]}; rclone up ${tr[*]}; restore ${tc[*]}; rclone down ${td[*]}; push RSS KiB ${mp_[*]}; one file bytes ${rd[*]}"
+echo "runs: push ${tp[*]}; rclone up ${tr[*]}; restore ${tc[*]}; rclone down ${td[*]}; down + tools ${tt[*]}; push RSS KiB ${mp_[*]}; one file bytes, crossback ${rd[*]}, store ${rs[*]}"
