@@ -56,7 +56,7 @@ def main():
     listing = subprocess.run(["bash", "-c", f"zstd -dc '{path}' | tar -tvR -f -"], capture_output=True, check=True, text=True).stdout
     block, size = None, None
     for line in listing.splitlines():
-        if line.endswith(" " + member):
+        if line.endswith(" " + member) or line.endswith(" ./" + member):
             block = int(line.split(":")[0].split()[1])
             size = int(line.split()[4])
     if block is None:

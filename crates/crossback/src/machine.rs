@@ -86,8 +86,8 @@ impl Machine {
             }
             devices.retain(|d| wanted.contains(&d.path));
         }
-        let mut mounts = mountinfo::everywhere();
-        let mut own = mountinfo::own();
+        let mut mounts = mountinfo::everywhere().context("reading what is mounted (/proc/self/mountinfo)")?;
+        let mut own = mountinfo::own().context("reading what is mounted (/proc/self/mountinfo)")?;
         for m in mounts.iter_mut().chain(own.iter_mut()) {
             block_devno(m);
         }

@@ -121,7 +121,10 @@ fn xfs_dirty(dev: &Path) -> Result<Option<String>> {
 
 fn btrfs_dirty(dev: &Path) -> Result<Option<String>> {
     let text = Tool::new("btrfs").args(["inspect-internal", "dump-super"]).arg(dev).run()?;
-    let log_root = text.lines().find(|l| l.starts_with("log_root\t") || l.starts_with("log_root ")).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("0");
+    // No log_root line is not "clean": the superblock was not read as expected.
+    let Some(log_root) = text.lines().find(|l| l.starts_with("log_root\t") || l.starts_with("log_root ")).and_then(|l| l.split_whitespace().nth(1)) else {
+        return Err(Error::Command(format!("btrfs inspect-internal dump-super {} printed no log_root: whether it is clean is not known", dev.display())));
+    };
     Ok((log_root != "0").then(|| "its log tree needs replaying (it was not cleanly unmounted)".into()))
 }
 

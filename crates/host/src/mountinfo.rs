@@ -53,14 +53,17 @@ pub fn parse(text: &str) -> Vec<Mount> {
     out
 }
 
-/// Mounts of this process's namespace.
-pub fn own() -> Vec<Mount> {
-    std::fs::read_to_string("/proc/self/mountinfo").map(|t| parse(&t)).unwrap_or_default()
+/// Mounts of this process's namespace. A read that fails is an error,
+/// not "nothing mounted".
+pub fn own() -> std::io::Result<Vec<Mount>> {
+    std::fs::read_to_string("/proc/self/mountinfo").map(|t| parse(&t))
 }
 
 /// Mounts seen in every mount namespace this process can look into (its
-/// own, init's, and every other process's), without duplicates.
-pub fn everywhere() -> Vec<Mount> {
+/// own, init's, and every other process's), without duplicates. Another
+/// process's that does not read (it ended) is left out; this process's
+/// own not reading is an error.
+pub fn everywhere() -> std::io::Result<Vec<Mount>> {
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     let mut add = |text: String| {
@@ -86,10 +89,8 @@ pub fn everywhere() -> Vec<Mount> {
             }
         }
     }
-    if let Ok(t) = std::fs::read_to_string("/proc/self/mountinfo") {
-        add(t);
-    }
-    out
+    add(std::fs::read_to_string("/proc/self/mountinfo")?);
+    Ok(out)
 }
 
 /// The mount on `/` in this namespace (inside a chroot: the chroot's root).

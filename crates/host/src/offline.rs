@@ -125,9 +125,10 @@ impl Drop for Mounted {
     }
 }
 
-fn is_mount_point(at: &Path) -> bool {
+fn is_mount_point(at: &Path) -> Result<bool> {
     let at = std::fs::canonicalize(at).unwrap_or_else(|_| at.to_path_buf());
-    crate::mountinfo::own().iter().any(|m| Path::new(&m.mountpoint) == at)
+    let mounts = crate::mountinfo::own().map_err(|e| Error::Io { what: "reading /proc/self/mountinfo".into(), source: e })?;
+    Ok(mounts.iter().any(|m| Path::new(&m.mountpoint) == at))
 }
 
 /// Mounts one filesystem at `at`: read-only without journal replay (the
@@ -225,7 +226,7 @@ fn mount_with(m: &FsMount, at: &Path, rw: bool, set_ro: bool, replay: bool, into
             }
             let mut child = cmd.spawn().map_err(|e| Error::Command(format!("running {driver}: {e}")))?;
             let start = std::time::Instant::now();
-            while !is_mount_point(at) {
+            while !is_mount_point(at)? {
                 if let Ok(Some(st)) = child.try_wait() {
                     let mut err = String::new();
                     if let Some(mut e) = child.stderr.take() {

@@ -308,14 +308,24 @@ pub fn finish(_path: &Path) -> anyhow::Result<Outcome> {
     let p = Paths::new();
     let run = p.run_dir();
     if let Ok(text) = std::fs::read_to_string(run.join(FROZEN)) {
-        let frozen: Frozen = toml::from_str(&text).unwrap_or_default();
-        thaw(&frozen);
+        match toml::from_str::<Frozen>(&text) {
+            Ok(frozen) => thaw(&frozen),
+            // Not "nothing was frozen": said; the reboot that follows makes them writable.
+            Err(e) => eprintln!("warning: {} does not read ({}): the filesystems made read-only stay so until the reboot", run.join(FROZEN).display(), e.message()),
+        }
         let _ = std::fs::remove_file(run.join(FROZEN));
     }
     let state = p.state_dir();
     if let Ok(started) = std::fs::read_to_string(run.join(STARTED)) {
         // `run` did not get to record how it ended: it was stopped.
-        let job: AtReboot = local::read(&state, local::AT_REBOOT).ok().flatten().unwrap_or_default();
+        // What was armed, for the message; a record that does not read is said as such.
+        let job: AtReboot = match local::read(&state, local::AT_REBOOT) {
+            Ok(j) => j.unwrap_or_default(),
+            Err(e) => {
+                eprintln!("warning: {e:#}");
+                AtReboot::default()
+            }
+        };
         let why = match std::env::var("SERVICE_RESULT").as_deref() {
             Ok("timeout") => format!("stopped: the time limit of {} minutes passed", job.time_limit_min),
             Ok(r) => format!("stopped ({r}, {} {})", std::env::var("EXIT_CODE").unwrap_or_default(), std::env::var("EXIT_STATUS").unwrap_or_default()),

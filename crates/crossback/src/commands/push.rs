@@ -46,7 +46,10 @@ pub fn run(path: &std::path::Path, a: PushArgs) -> anyhow::Result<Outcome> {
 /// `push = "after-backup"` get the new generation. A failed push does not
 /// make the backup fail: it is said, and kept for `status`.
 pub fn after_backup(path: &std::path::Path) {
-    let Ok(cfg) = Config::load(path) else { return };
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return eprintln!("warning: the backup is done; no push after it: {e:#}"),
+    };
     let remotes: Vec<&RemoteConfig> = cfg.remotes.iter().filter(|r| r.push == PushWhen::AfterBackup).collect();
     if remotes.is_empty() {
         return;
@@ -62,12 +65,17 @@ pub fn after_backup(path: &std::path::Path) {
 }
 
 fn push(path: &std::path::Path, cfg: &Config, remotes: &[&RemoteConfig], limit_upload: Option<u64>) -> anyhow::Result<Outcome> {
-    let media = cfg.media.as_ref().context("no media")?;
+    let Some(media) = cfg.media.as_ref() else {
+        refuse!(Refusal::Config, "no backup media in {}: push copies the media's sealed generations (`crossback media prepare` first)", path.display());
+    };
     let sealing = media.sealing();
     let view = match slots::open_read_only(path, "push") {
         Ok(v) => v,
         Err(e) => {
-            remotes.iter().for_each(|r| record(&r.name, Err(&e)));
+            // A backup disk that is not attached is no push, not a failed one.
+            if crate::error::kind_of(&e) != Some(Refusal::SlotMissing) {
+                remotes.iter().for_each(|r| record(&r.name, Err(&e)));
+            }
             return Err(e);
         }
     };

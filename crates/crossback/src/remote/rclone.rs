@@ -74,7 +74,7 @@ impl Server {
             mkdir.arg("--config").arg(c);
         }
         mkdir.run().map_err(|e| {
-            refuse(Refusal::Config, format!("remote {name}: making {bucket}: {e} (an rclone: remote needs rclone installed: `apt install rclone`)"))
+            refuse(Refusal::Config, format!("remote {name}: making {bucket}: {e} (an rclone: remote needs rclone 1.65 or newer installed)"))
         })?;
         let log = tempfile::NamedTempFile::new().context("a file for rclone's messages")?;
         let mut cmd = Command::new("rclone");
@@ -88,14 +88,19 @@ impl Server {
             cmd.arg("--config").arg(c);
         }
         let child = cmd.spawn().map_err(|e| {
-            refuse(Refusal::Config, format!("remote {name}: starting rclone: {e} (an rclone: remote needs rclone installed: `apt install rclone`)"))
+            refuse(Refusal::Config, format!("remote {name}: starting rclone: {e} (an rclone: remote needs rclone 1.65 or newer installed)"))
         })?;
         let mut server = Server { child, endpoint: format!("http://127.0.0.1:{port}"), access_key, secret_key };
         let started = Instant::now();
         while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
             let said = || std::fs::read_to_string(log.path()).unwrap_or_default().trim().to_string();
             if let Some(status) = server.child.try_wait()? {
-                crate::refuse!(Refusal::Config, "remote {name}: rclone serve s3 {} ended ({status}): {}", target.served, said());
+                crate::refuse!(
+                    Refusal::Config,
+                    "remote {name}: rclone serve s3 {} ended ({status}): {} (`serve s3` needs rclone 1.65 or newer; Debian 12 ships 1.60: `rclone version` says which)",
+                    target.served,
+                    said()
+                );
             }
             if started.elapsed() > START {
                 crate::refuse!(Refusal::RemoteUnreachable, "remote {name}: rclone did not listen within {} s: {}", START.as_secs(), said());
