@@ -6,8 +6,13 @@ and data. Independent of crossback: the frames are found by walking zstd's
 frame and block headers, their tar offsets by decompressing each with the
 zstd tool, the member's tar offset by `tar -tR` (GNU tar's block numbers).
 
-Usage: frames.py PLAIN_ARCHIVE MEMBER   (MEMBER as tar lists it, e.g. ./ann/note.txt)
-Prints: "<bytes> <index_region> <frames>" """
+With the archive as stored encrypted (AGE_FILE), also what that is in the
+age file: its header and nonce (read to check it), and every 64 KiB chunk
+(with its 16-byte tag) that holds a byte of those ranges — age decrypts
+whole chunks, so a reader cannot fetch less.
+
+Usage: frames.py PLAIN_ARCHIVE MEMBER [AGE_FILE]   (MEMBER as tar lists it, e.g. ann/note.txt)
+Prints: "<bytes> <index_region> <frames> [<bytes in the age file>]" """
 import struct
 import subprocess
 import sys
@@ -66,7 +71,16 @@ def main():
     index_region = len(data) - (fr[-1][0] + fr[-1][1])
     held = [s for s in spans if s[2] < last and s[2] + s[3] > first - 1536]
     need = index_region + sum(s[1] for s in held)
-    print(need, index_region, len(held))
+    out = [need, index_region, len(held)]
+    if len(sys.argv) > 3:
+        sealed = open(sys.argv[3], "rb").read(1 << 20)
+        header = sealed.index(b"\n", sealed.index(b"\n--- ") + 1) + 1
+        ranges = [(len(data) - index_region, len(data))] + [(s[0], s[0] + s[1]) for s in held]
+        chunks = {c for a, b in ranges for c in range(a // 65536, (b - 1) // 65536 + 1)}
+        last_chunk = (len(data) - 1) // 65536
+        size = lambda c: (len(data) - c * 65536 if c == last_chunk else 65536) + 16
+        out.append(header + 16 + sum(size(c) for c in chunks))
+    print(*out)
 
 
 main()

@@ -140,7 +140,7 @@ done
 home_obj=$(du -b "$work/down/$sys/home.tar.zst.age" | cut -f1)
 # What the one-file read must fetch at least, from the archive alone.
 age -d -i "$work/remote$runs.key" -o "$work/home.tar.zst" "$work/down/$sys/home.tar.zst.age"
-read -r need index_region held < <(python3 "$here/bench/frames.py" "$work/home.tar.zst" ann/note.txt)
+read -r need index_region held need_age < <(python3 "$here/bench/frames.py" "$work/home.tar.zst" ann/note.txt "$work/down/$sys/home.tar.zst.age")
 rm -f "$work/home.tar.zst"
 P=$(printf '%s\n' "${tp[@]}" | median); R=$(printf '%s\n' "${tr[@]}" | median)
 C=$(printf '%s\n' "${tc[@]}" | median); D=$(printf '%s\n' "${td[@]}" | median); T=$(printf '%s\n' "${tt[@]}" | median)
@@ -157,8 +157,8 @@ printf '| … throughput | %s/s | %s/s | |\n' "$(mib "$(echo "$bytes / $P" | bc)
 printf '| … peak RSS | %s | %s | |\n' "$(mib "$((M * 1024))")" "$(mib "$((MR * 1024))")"
 printf '| whole system from the remote: restore / rclone copy down + age, zstd, tar (s) | %s | %s | %.2f |\n' "$C" "$T" "$(echo "$C / $T" | bc -l)"
 printf '| whole system from the remote: restore / rclone copy down alone (s) | %s | %s | %.2f |\n' "$C" "$D" "$(echo "$C / $D" | bc -l)"
-printf '| one small file: bytes the store sent (server count) | %s | | %.3f of the least it must fetch (%s: index region %s + %s frame(s)); %.4f of the archive (%s) |\n' \
-  "$S" "$(echo "$S / $need" | bc -l)" "$need" "$index_region" "$held" "$(echo "$S / $home_obj" | bc -l)" "$(mib "$home_obj")"
+printf '| one small file: bytes the store sent (server count) | %s | | %.3f of the least it must fetch (%s: the age header and the 64 KiB chunks holding the index region of %s bytes and %s frame(s) of %s bytes in all); %.5f of the archive (%s) |\n' \
+  "$S" "$(echo "$S / $need_age" | bc -l)" "$need_age" "$index_region" "$held" "$((need - index_region))" "$(echo "$S / $home_obj" | bc -l)" "$(mib "$home_obj")"
 printf '| one small file: bytes read (crossback count) | %s | | |\n' "$B"
 echo
 echo "runs: push ${tp[*]}; rclone up ${tr[*]}; restore ${tc[*]}; rclone down ${td[*]}; down + tools ${tt[*]}; push RSS KiB ${mp_[*]}; one file bytes, crossback ${rd[*]}, store ${rs[*]}"

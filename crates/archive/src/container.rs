@@ -266,21 +266,27 @@ pub fn read_trailer(file: &Source) -> Result<Trailer> {
 
 /// As [`read_trailer`], for a file that ends at `len`.
 pub fn read_trailer_at(file: &Source, len: u64) -> Result<Trailer> {
-    let mut head = [0u8; HEADER_LEN as usize];
-    let got = file.read_at(&mut head, 0).unwrap_or(0);
-    let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-    let is_zstd = got >= 4 && (magic == 0xFD2F_B528 || (0x184D_2A50..=0x184D_2A5F).contains(&magic));
-    let crossback = got as u64 == HEADER_LEN && magic == SKIPPABLE_MAGIC && &head[8..16] == HEADER_MAGIC;
-    if crossback {
-        let v = u32::from_le_bytes([head[16], head[17], head[18], head[19]]);
-        if v != FORMAT_VERSION {
-            return Err(Error::Refused(format!(
-                "archive format version {v} is not the one this crossback understands ({FORMAT_VERSION}); use a newer crossback"
-            )));
+    // The file's start says what it is when it has no footer: read only
+    // then (the footer says the same and more; from a remote, the start
+    // is a request, and a decrypted chunk, of its own).
+    let plain = || -> Result<Trailer> {
+        let mut head = [0u8; HEADER_LEN as usize];
+        let got = file.read_at(&mut head, 0).unwrap_or(0);
+        let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let zstd = got >= 4 && (magic == 0xFD2F_B528 || (0x184D_2A50..=0x184D_2A5F).contains(&magic));
+        let crossback = got as u64 == HEADER_LEN && magic == SKIPPABLE_MAGIC && &head[8..16] == HEADER_MAGIC;
+        if crossback {
+            let v = u32::from_le_bytes([head[16], head[17], head[18], head[19]]);
+            if v != FORMAT_VERSION {
+                return Err(Error::Refused(format!(
+                    "archive format version {v} is not the one this crossback understands ({FORMAT_VERSION}); use a newer crossback"
+                )));
+            }
         }
-    }
+        Ok(Trailer::Plain { zstd, crossback })
+    };
     if len < FOOTER_LEN {
-        return Ok(Trailer::Plain { zstd: is_zstd, crossback });
+        return plain();
     }
     let mut b = vec![0u8; FOOTER_LEN as usize];
     file.read_exact_at(&mut b, len - FOOTER_LEN).map_err(ctx(|| "reading the archive footer".into()))?;
@@ -292,7 +298,7 @@ pub fn read_trailer_at(file: &Source, len: u64) -> Result<Trailer> {
                     "archive format version {v} is not the one this crossback understands ({FORMAT_VERSION}); use a newer crossback"
                 )));
             }
-            return Ok(Trailer::Plain { zstd: is_zstd, crossback });
+            return plain();
         }
     };
     // Every size from the disk is checked against the file before it is used.

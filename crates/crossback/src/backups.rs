@@ -103,7 +103,8 @@ impl SystemBackup {
                     return Err(mismatch(&shown, len, listed.bytes));
                 }
                 // Its age header, as pushed: then every chunk read is (age authenticates each under the header's file key).
-                let start = store.first(&rel, len.min(crate::remote::HEAD_MAX as u64))?;
+                let bytes = Arc::new(crate::remote::RemoteBytes::new(Arc::clone(store), rel, len));
+                let start = crate::remote::start_of(&bytes, len).map_err(|e| refuse(Refusal::RemoteUnreachable, format!("{shown}: {e}")))?;
                 let head = crate::remote::age_header_len(&start).map(|n| blake3::hash(&start[..n]).to_hex().to_string());
                 if head.as_deref() != Some(listed.head.as_str()) {
                     crate::refuse!(
@@ -111,7 +112,6 @@ impl SystemBackup {
                         "{shown} is not the object that was pushed (its encryption header differs), though its size is: replaced on the store; run `{check}`"
                     );
                 }
-                let bytes = Arc::new(crate::remote::RemoteBytes::new(Arc::clone(store), rel, len));
                 (Archive::from_bytes(bytes, Path::new(&shown), self.keys.as_ref()), shown)
             }
         };

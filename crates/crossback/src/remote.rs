@@ -580,7 +580,6 @@ struct Window {
     ahead: u64,
 }
 
-const AHEAD_MIN: u64 = 256 << 10;
 const AHEAD_MAX: u64 = 16 << 20;
 
 impl RemoteBytes {
@@ -600,13 +599,20 @@ impl crossback_archive::crypt::Bytes for RemoteBytes {
             let want = buf.len() as u64;
             let fetch = match w.hint {
                 // The reader's chunk may start before the hinted bytes (age).
-                Some((h, len)) if off < h + len && off + want > h => (h + len - off).clamp(want, AHEAD_MAX.max(want)),
+                Some((h, len)) if off < h + len && off + want > h => {
+                    // What follows a hinted range is not a stream yet: asked for, not more.
+                    w.ahead = 0;
+                    (h + len - off).clamp(want, AHEAD_MAX.max(want))
+                }
+                // Reads that follow each other: each fetch twice the last (from
+                // what is asked, up to AHEAD_MAX), so a stream soon reads in
+                // large requests and the rest of a chunk costs only itself.
                 _ if off == end && !w.data.is_empty() => {
-                    w.ahead = (w.ahead * 2).clamp(AHEAD_MIN, AHEAD_MAX);
-                    w.ahead.max(want)
+                    w.ahead = (w.ahead * 2).max(want).min(AHEAD_MAX.max(want));
+                    w.ahead
                 }
                 _ => {
-                    w.ahead = 0;
+                    w.ahead = want;
                     want
                 }
             };
@@ -632,6 +638,32 @@ impl crossback_archive::crypt::Bytes for RemoteBytes {
             w.hint = Some((off, len.min(self.size.saturating_sub(off))));
         }
     }
+}
+
+/// The start of an encrypted object read through `bytes`: its age header,
+/// kept in the reader's window for the archive to read it from again; a
+/// header of many recipients, longer, read on up to [`HEAD_MAX`].
+pub fn start_of(bytes: &RemoteBytes, len: u64) -> std::io::Result<Vec<u8>> {
+    use crossback_archive::crypt::Bytes as _;
+    // A header of a few recipients and the stream's nonce.
+    const FIRST: u64 = 2048;
+    let mut out = Vec::new();
+    for want in [FIRST, HEAD_MAX as u64 + FIRST] {
+        let want = want.min(len);
+        let mut buf = vec![0u8; (want - out.len() as u64) as usize];
+        let mut at = 0;
+        while at < buf.len() {
+            match bytes.read_at(&mut buf[at..], out.len() as u64 + at as u64)? {
+                0 => break,
+                n => at += n,
+            }
+        }
+        out.extend_from_slice(&buf[..at]);
+        if age_header_len(&out).is_some() || out.len() as u64 >= len {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// Waits until the store shows a write done. OpenDAL's SFTP writer

@@ -311,7 +311,9 @@ pub fn finish(_path: &Path) -> anyhow::Result<Outcome> {
         match toml::from_str::<Frozen>(&text) {
             Ok(frozen) => thaw(&frozen),
             // Not "nothing was frozen": said; the reboot that follows makes them writable.
-            Err(e) => eprintln!("warning: {} does not read ({}): the filesystems made read-only stay so until the reboot", run.join(FROZEN).display(), e.message()),
+            Err(e) => {
+                eprintln!("warning: {} does not read ({}): the filesystems made read-only stay so until the reboot", run.join(FROZEN).display(), e.message())
+            }
         }
         let _ = std::fs::remove_file(run.join(FROZEN));
     }

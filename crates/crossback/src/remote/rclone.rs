@@ -73,9 +73,9 @@ impl Server {
         if let Some(c) = config {
             mkdir.arg("--config").arg(c);
         }
-        mkdir.run().map_err(|e| {
-            refuse(Refusal::Config, format!("remote {name}: making {bucket}: {e} (an rclone: remote needs rclone 1.65 or newer installed)"))
-        })?;
+        mkdir
+            .run()
+            .map_err(|e| refuse(Refusal::Config, format!("remote {name}: making {bucket}: {e} (an rclone: remote needs rclone 1.65 or newer installed)")))?;
         let log = tempfile::NamedTempFile::new().context("a file for rclone's messages")?;
         let mut cmd = Command::new("rclone");
         cmd.args(["serve", "s3", &target.served, "--addr", &format!("127.0.0.1:{port}"), "--auth-key", &format!("{access_key},{secret_key}")])
@@ -87,9 +87,9 @@ impl Server {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
-        let child = cmd.spawn().map_err(|e| {
-            refuse(Refusal::Config, format!("remote {name}: starting rclone: {e} (an rclone: remote needs rclone 1.65 or newer installed)"))
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| refuse(Refusal::Config, format!("remote {name}: starting rclone: {e} (an rclone: remote needs rclone 1.65 or newer installed)")))?;
         let mut server = Server { child, endpoint: format!("http://127.0.0.1:{port}"), access_key, secret_key };
         let started = Instant::now();
         while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
