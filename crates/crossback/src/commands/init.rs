@@ -157,6 +157,13 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
 /// remote carries (sealed with it, decrypted with the key the user
 /// unlocks), with this machine's own remotes kept as they are here.
 fn from_remote(path: &Path, name: &str, yes: bool) -> anyhow::Result<Outcome> {
+    if !path.exists() {
+        crate::refuse!(
+            crate::error::Refusal::Usage,
+            "no configuration at {} names remote {name}: on a new machine, `crossback remote add {name} URL --machine M …` first, then `crossback init --remote {name}`",
+            path.display()
+        );
+    }
     let here = Config::load(path)?;
     if (here.media.is_some() || !here.systems.is_empty()) && !yes {
         crate::refuse!(

@@ -342,7 +342,12 @@ fn remote_backups(
             store.machine()
         );
     };
-    let (g, _) = crate::remote::read_generation(&store, seq, Some(&seal))?;
+    let (g, _) = crate::remote::read_generation(&store, seq, Some(&seal)).map_err(|e| match generation {
+        Some(_) => e,
+        None => e.context(format!(
+            "the newest generation on remote {remote} ({seq}) does not hold up, and an older one is not taken in its place unasked: `crossback verify --remote {remote}` shows what is there, `--generation N` restores an older one"
+        )),
+    })?;
     let names: Vec<String> = g.recorded.iter().map(|r| r.name.clone()).filter(|n| only.is_none_or(|o| o == n)).collect();
     if names.is_empty() {
         refuse!(Refusal::NoBackup, "generation {seq} on remote {remote} holds no backup of {}", only.unwrap_or("any system"));
