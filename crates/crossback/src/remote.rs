@@ -41,10 +41,12 @@ pub const RECORD: &str = "crossback-remote.toml";
 pub const OBJECTS: &str = "objects.toml";
 /// A generation's seal: a keyed hash of its manifest and objects.toml.
 pub const SEAL: &str = "seal";
-/// Bytes of one upload request (a multipart part): memory is this times
-/// the parallel uploads, whatever the archive's size.
-const PART: usize = 8 << 20;
-const PARALLEL: usize = 4;
+/// Bytes of one upload request (a multipart part; S3's least is 5 MiB):
+/// memory is this times the parallel uploads, whatever the archive's size.
+/// Six of 6 MiB kept a 1 GiB push within 10 % of `rclone copy` where four
+/// of 8 MiB fell 19 % behind, at the same memory (docs/benchmarks.md).
+const PART: usize = 6 << 20;
+const PARALLEL: usize = 6;
 /// How long a write may take to show on the store after it was accepted.
 const SETTLE: Duration = Duration::from_secs(30);
 
