@@ -99,7 +99,7 @@ age-keygen -o "$work/id.key" 2>/dev/null
 recipient=$(age-keygen -y "$work/id.key")
 wrote() { awk '/^wchar/ {print $2}' "/proc/$gateway/io"; }
 
-declare -a tp mp_ mp_r tr tc td tt rd rs
+declare -a tp mp_ mp_r tr tc td tt rd rs rp rpa
 for i in $(seq "$runs"); do
   "$bin" --config "$cfg" --passphrase-file "$work/pass" remote add "r$i" s3://bench/cb --endpoint "$endpoint" --credentials "$work/creds" --machine "m$i" --recipient "$recipient" >/dev/null
   # crossback push (reads the slot itself, read-only).
@@ -135,6 +135,17 @@ for i in $(seq "$runs"); do
   "$bin" --config "$cfg" --passphrase-file "$work/pass" restore "$sys" /home/ann/note.txt --to "$work/one" --remote "r$i" > "$work/one.out"
   rs+=("$(( $(wrote) - w0 ))")
   rd+=("$(sed -n 's/^read .*(\([0-9]*\) bytes) from remote.*/\1/p' "$work/one.out")")
+  # Again through a proxy that counts what the store sends back (headers and bodies, per object).
+  pp=$(port)
+  python3 "$here/bench/countproxy.py" "$pp" "$sp" "$work/proxy.add" & proxy=$!; pids+=($proxy); wait_port "$pp" /dev/null
+  "$bin" --config "$cfg" --passphrase-file "$work/pass" remote add "p$i" s3://bench/cb --endpoint "http://127.0.0.1:$pp" --credentials "$work/creds" --machine "m$i" >/dev/null
+  kill -TERM "$proxy"; wait "$proxy" || true
+  python3 "$here/bench/countproxy.py" "$pp" "$sp" "$work/proxy.count" & proxy=$!; pids+=($proxy); wait_port "$pp" /dev/null
+  rm -rf "$work/one"
+  "$bin" --config "$cfg" --passphrase-file "$work/pass" restore "$sys" /home/ann/note.txt --to "$work/one" --remote "p$i" > /dev/null
+  kill -TERM "$proxy"; wait "$proxy" || true
+  rp+=("$(head -1 "$work/proxy.count" | cut -d' ' -f1)")
+  rpa+=("$(grep ' /bench/cb/m'"$i"'/'"$gen"'/'"$sys"'/home.tar.zst.age$' "$work/proxy.count" | cut -d' ' -f1)")
   cmp -s "$work/one/home/ann/note.txt" <(echo "one small file") || { echo "the small file came back different" >&2; exit 1; }
 done
 home_obj=$(du -b "$work/down/$sys/home.tar.zst.age" | cut -f1)
@@ -144,7 +155,7 @@ read -r need index_region held need_age < <(python3 "$here/bench/frames.py" "$wo
 rm -f "$work/home.tar.zst"
 P=$(printf '%s\n' "${tp[@]}" | median); R=$(printf '%s\n' "${tr[@]}" | median)
 C=$(printf '%s\n' "${tc[@]}" | median); D=$(printf '%s\n' "${td[@]}" | median); T=$(printf '%s\n' "${tt[@]}" | median)
-S=$(printf '%s\n' "${rs[@]}" | median)
+S=$(printf '%s\n' "${rs[@]}" | median); PX=$(printf '%s\n' "${rp[@]}" | median); PA=$(printf '%s\n' "${rpa[@]}" | median)
 M=$(printf '%s\n' "${mp_[@]}" | median); MR=$(printf '%s\n' "${mp_r[@]}" | median); B=$(printf '%s\n' "${rd[@]}" | median)
 mib() { echo "$1" | awk '{printf "%.0f MiB", $1/1048576}'; }
 echo
@@ -159,6 +170,8 @@ printf '| whole system from the remote: restore / rclone copy down + age, zstd, 
 printf '| whole system from the remote: restore / rclone copy down alone (s) | %s | %s | %.2f |\n' "$C" "$D" "$(echo "$C / $D" | bc -l)"
 printf '| one small file: bytes the store sent (server count) | %s | | %.3f of the least it must fetch (%s: the age header and the 64 KiB chunks holding the index region of %s bytes and %s frame(s) of %s bytes in all); %.5f of the archive (%s) |\n' \
   "$S" "$(echo "$S / $need_age" | bc -l)" "$need_age" "$index_region" "$held" "$((need - index_region))" "$(echo "$S / $home_obj" | bc -l)" "$(mib "$home_obj")"
-printf '| one small file: bytes read (crossback count) | %s | | |\n' "$B"
+printf '| one small file: bytes the store sent through a counting proxy, all objects, headers included | %s | | %.3f of the least |\n' "$PX" "$(echo "$PX / $need_age" | bc -l)"
+printf '| … of which the home archive | %s | | %.3f of the least |\n' "$PA" "$(echo "$PA / $need_age" | bc -l)"
+printf '| one small file: bytes read (crossback count) | %s | | %.3f of the least |\n' "$B" "$(echo "$B / $need_age" | bc -l)"
 echo
-echo "runs: push ${tp[*]}; rclone up ${tr[*]}; restore ${tc[*]}; rclone down ${td[*]}; down + tools ${tt[*]}; push RSS KiB ${mp_[*]}; one file bytes, crossback ${rd[*]}, store ${rs[*]}"
+echo "runs: push ${tp[*]}; rclone up ${tr[*]}; restore ${tc[*]}; rclone down ${td[*]}; down + tools ${tt[*]}; push RSS KiB ${mp_[*]}; one file bytes, crossback ${rd[*]}, store ${rs[*]}, proxy ${rp[*]}, proxy home archive ${rpa[*]}"
