@@ -252,18 +252,8 @@ pub fn open_in(slot: &Slot, g: &Generation, system: &str) -> anyhow::Result<Syst
 pub fn find_remote(store: &Arc<Store>, key: &age::x25519::Identity, system: &str, seq: Option<u64>) -> anyhow::Result<SystemBackup> {
     let seal = crate::remote::SealKey::of(key);
     let keys = crossback_archive::crypt::Keys::new(vec![Box::new(key.clone())]);
-    let complete: Vec<u64> =
-        crate::remote::generations(store)?.into_iter().rev().filter(|(n, done)| *done && seq.is_none_or(|s| s == *n)).map(|(n, _)| n).collect();
-    for n in complete {
-        let (g, objects) = crate::remote::read_generation(store, n, Some(&seal)).map_err(|e| match seq {
-            Some(_) => e,
-            None => e.context(format!(
-                "the newest generation on remote {} ({n}) does not hold up, and an older one is not taken in its place unasked: \
-                 `crossback remote verify {}` shows what is there, `--generation N` reads an older one",
-                store.name, store.name
-            )),
-        })?;
-        let Some(record) = g.system(system).cloned() else { continue };
+    if let Some((g, objects)) = crate::remote::newest_sealed(store, &seal, seq, |g, _| g.system(system).is_some())? {
+        let (n, record) = (g.seq, g.system(system).cloned().context("found above")?);
         let mut b = SystemBackup {
             generation: g,
             record,

@@ -395,6 +395,15 @@ fn one_key(text: &[u8]) -> anyhow::Result<age::x25519::Identity> {
 
 /// A small record's text: decrypted with `keys` (`sealed` bytes read from
 /// a slot), at most `cap` bytes; damage and a wrong key each say so.
+/// `n` random bytes (the kernel's), in hex.
+pub fn random_hex(n: usize) -> anyhow::Result<String> {
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .map_err(|e| anyhow::anyhow!("reading /dev/urandom: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
 pub fn open_text(keys: &Keys, what: &str, sealed: &[u8], cap: u64) -> anyhow::Result<String> {
     let bytes = keys.decrypt_bytes(what, sealed, cap).map_err(|e| match e {
         crossback_archive::Error::Key(m) => refuse(Refusal::Key, m),

@@ -75,9 +75,7 @@ pub fn plan(slots: [&[GenEntry]; 2], new_generation: bool, discard_damaged: bool
 
 /// A new media id: 128 random bits, hex.
 pub fn new_media_id() -> anyhow::Result<String> {
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).context("reading /dev/urandom")?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::keys::random_hex(16)
 }
 
 #[cfg(test)]

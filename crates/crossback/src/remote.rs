@@ -505,6 +505,32 @@ pub fn generations(store: &Store) -> anyhow::Result<BTreeMap<u64, bool>> {
     Ok(out)
 }
 
+/// The first of the store's complete generations, newest first (or
+/// generation `wanted` alone), for which `take` says yes, read under
+/// `seal`. A generation whose seal does not hold is refused, not passed
+/// over for an older one; unasked, the refusal says how to read an older one.
+pub fn newest_sealed(
+    store: &Store,
+    seal: &SealKey,
+    wanted: Option<u64>,
+    mut take: impl FnMut(&Generation, &Objects) -> bool,
+) -> anyhow::Result<Option<(Generation, Objects)>> {
+    for (seq, _) in generations(store)?.into_iter().rev().filter(|(n, complete)| *complete && wanted.is_none_or(|w| w == *n)) {
+        let (g, objects) = read_generation(store, seq, Some(seal)).map_err(|e| match wanted {
+            Some(_) => e,
+            None => e.context(format!(
+                "the newest generation on remote {} ({seq}) does not hold up, and an older one is not taken in its place unasked: \
+                 `crossback remote verify {}` shows what is there, `--generation N` reads an older one",
+                store.name, store.name
+            )),
+        })?;
+        if take(&g, &objects) {
+            return Ok(Some((g, objects)));
+        }
+    }
+    Ok(None)
+}
+
 /// A complete generation's manifest and objects, as the store has them;
 /// with `seal`, refused unless its seal is the one `seal` makes of them.
 pub fn read_generation(store: &Store, seq: u64, seal: Option<&SealKey>) -> anyhow::Result<(Generation, Objects)> {
@@ -539,9 +565,9 @@ pub fn read_generation(store: &Store, seq: u64, seal: Option<&SealKey>) -> anyho
 pub fn read_config(store: &Store, key: &age::x25519::Identity) -> anyhow::Result<(String, u64)> {
     let seal = SealKey::of(key);
     let keys = crossback_archive::crypt::Keys::new(vec![Box::new(key.clone())]);
-    for (seq, _) in generations(store)?.into_iter().rev().filter(|(_, complete)| *complete) {
-        let (_, objects) = read_generation(store, seq, Some(&seal))?;
-        let Some(listed) = objects.list.iter().find(|o| o.path == layout::CONFIG_AGE) else { continue };
+    let carries = |_: &Generation, o: &Objects| o.list.iter().any(|o| o.path == layout::CONFIG_AGE);
+    if let Some((g, objects)) = newest_sealed(store, &seal, None, carries)? {
+        let (seq, listed) = (g.seq, objects.list.iter().find(|o| o.path == layout::CONFIG_AGE).context("found above")?);
         let rel = format!("{}/{}", GenName::dir(seq), layout::CONFIG_AGE);
         let shown = format!("remote {}: {rel}", store.name);
         let bytes = store.get(&rel, layout::CONFIG_CAP + (1 << 16))?.with_context(|| refuse(Refusal::RemoteDamaged, format!("{shown} is missing")))?;

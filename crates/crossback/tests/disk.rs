@@ -37,6 +37,19 @@ fn with_vfat(dev: &str, f: impl FnOnce(&Path)) {
     let _ = child.wait();
 }
 
+/// alpha's file on the restored disk's second partition and beta's on its
+/// third (subvolume @home), each mounted read-only for the read.
+fn systems_files(parts: &[String]) -> (String, String) {
+    let mnt = tempfile::tempdir().unwrap();
+    let read = |dev: &str, opts: &str, file: &str| {
+        run(Command::new("mount").args(["-o", opts]).arg(dev).arg(mnt.path()));
+        let text = std::fs::read_to_string(mnt.path().join(file));
+        run(Command::new("umount").arg(mnt.path()));
+        text.unwrap_or_else(|e| panic!("{file} on {dev}: {e}"))
+    };
+    (read(&parts[1], "ro", "root/alpha.txt"), read(&parts[2], "ro,subvol=@home", "beta.txt"))
+}
+
 struct Old {
     disk: LoopDisk,
     esp_uuid: String,
@@ -195,15 +208,8 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     assert_eq!(blkid(&parts[0], "UUID"), old.esp_uuid);
     assert_eq!(blkid(&parts[1], "UUID"), old.alpha_uuid);
     assert_eq!(blkid(&parts[2], "UUID"), old.beta_uuid);
+    assert_eq!(systems_files(&parts), ("alpha's file\n".to_string(), "beta's home\n".to_string()));
     let mnt = tempfile::tempdir().unwrap();
-    run(Command::new("mount").args(["-o", "ro"]).arg(&parts[1]).arg(mnt.path()));
-    let alpha = std::fs::read_to_string(mnt.path().join("root/alpha.txt"));
-    run(Command::new("umount").arg(mnt.path()));
-    assert_eq!(alpha.unwrap(), "alpha's file\n");
-    run(Command::new("mount").args(["-o", "ro,subvol=@home"]).arg(&parts[2]).arg(mnt.path()));
-    let beta = std::fs::read_to_string(mnt.path().join("beta.txt"));
-    run(Command::new("umount").arg(mnt.path()));
-    assert_eq!(beta.unwrap(), "beta's home\n");
     let mut loaders = Vec::new();
     with_vfat(&parts[0], |m| {
         for f in ["EFI/alpha/grubx64.efi", "EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grub.cfg"] {
@@ -347,15 +353,7 @@ fn root_a_dead_disk_comes_back_from_the_remote_alone() {
     assert_eq!(after["id"], before["id"]);
     let parts = new.parts();
     assert_eq!([blkid(&parts[0], "UUID"), blkid(&parts[1], "UUID"), blkid(&parts[2], "UUID")], [esp_uuid, alpha_uuid, beta_uuid]);
-    let mnt = tempfile::tempdir().unwrap();
-    run(Command::new("mount").args(["-o", "ro"]).arg(&parts[1]).arg(mnt.path()));
-    let alpha = std::fs::read_to_string(mnt.path().join("root/alpha.txt"));
-    run(Command::new("umount").arg(mnt.path()));
-    assert_eq!(alpha.unwrap(), "alpha's file\n");
-    run(Command::new("mount").args(["-o", "ro,subvol=@home"]).arg(&parts[2]).arg(mnt.path()));
-    let beta_file = std::fs::read_to_string(mnt.path().join("beta.txt"));
-    run(Command::new("umount").arg(mnt.path()));
-    assert_eq!(beta_file.unwrap(), "beta's home\n");
+    assert_eq!(systems_files(&parts), ("alpha's file\n".to_string(), "beta's home\n".to_string()));
     let mut loader = String::new();
     with_vfat(&parts[0], |m| loader = std::fs::read_to_string(m.join("EFI/alpha/grubx64.efi")).unwrap_or_default());
     assert_eq!(loader, "the first loader\n");

@@ -69,6 +69,11 @@ fn ready(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
     (require_root(test) && servers::available(test)).then(crossback_testkit::serial)
 }
 
+/// `mib` MiB that do not compress, at `path`.
+fn random_file(path: &Path, mib: u32) {
+    run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", path.display())).args(["bs=1M", &format!("count={mib}"), "status=none"]));
+}
+
 /// `remote add offsite` for SeaweedFS's S3 gateway as machine `desk`, with
 /// `credentials`, unlocked by `pass` when given.
 fn add_s3(cfg: &Path, pass: Option<&Path>, s3: &SeaweedFs, credentials: &Path) -> Command {
@@ -195,7 +200,7 @@ fn root_a_push_that_stopped_carries_on_through_a_server_restart_without_sending_
     let Setup { m: _m, dir, cfg, pass, .. } = backed_up(1, |m| {
         for fs in [&mut m.alpha_home, &mut m.alpha_root] {
             fs.mount(&[]);
-            run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", fs.path().join("big").display())).args(["bs=1M", "count=20", "status=none"]));
+            random_file(&fs.path().join("big"), 20);
             fs.unmount();
         }
     });
@@ -295,12 +300,10 @@ fn root_ls_and_restore_read_from_a_remote_only_what_they_need() {
     let mut s = backed_up(1, |m| {
         m.alpha_home.mount(&[]);
         for i in 0..4 {
-            let to = m.alpha_home.path().join(format!("big{i}"));
-            run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", to.display())).args(["bs=1M", "count=8", "status=none"]));
+            random_file(&m.alpha_home.path().join(format!("big{i}")), 8);
         }
         // Too large to sit in the index as small files do: it is in the frames.
-        let mid = m.alpha_home.path().join("ann/mid");
-        run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", mid.display())).args(["bs=1M", "count=2", "status=none"]));
+        random_file(&m.alpha_home.path().join("ann/mid"), 2);
         m.alpha_home.unmount();
     });
     let s3 = SeaweedFs::start();
@@ -664,11 +667,7 @@ fn root_a_full_store_is_a_clear_error_and_the_newest_complete_generation_stays()
     // store's 48 MiB filesystem, two do not.
     let s = backed_up(1, |m| {
         m.alpha_home.mount(&[]);
-        run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", m.alpha_home.path().join("big").display())).args([
-            "bs=1M",
-            "count=24",
-            "status=none",
-        ]));
+        random_file(&m.alpha_home.path().join("big"), 24);
         m.alpha_home.unmount();
     });
     let disk = crossback_testkit::LoopFs::new("ext4", 48);
@@ -708,11 +707,7 @@ fn root_limit_upload_holds_the_push_within_ten_percent_of_the_rate() {
     // 24 MiB that do not compress: six seconds at 4 MiB/s.
     let s = backed_up(1, |m| {
         m.alpha_home.mount(&[]);
-        run(Command::new("dd").arg("if=/dev/urandom").arg(format!("of={}", m.alpha_home.path().join("big").display())).args([
-            "bs=1M",
-            "count=24",
-            "status=none",
-        ]));
+        random_file(&m.alpha_home.path().join("big"), 24);
         m.alpha_home.unmount();
     });
     let s3 = SeaweedFs::start();

@@ -216,9 +216,7 @@ impl SeaweedFs {
 
     /// A credentials file as `remote add --credentials` takes it (mode 600).
     pub fn credentials_file(&self, at: &Path) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(at, format!("access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n", self.access_key, self.secret_key)).unwrap();
-        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600)).unwrap();
+        credentials_file(at, &self.access_key, &self.secret_key);
     }
 
     /// Every byte the store keeps on disk (volume servers and filer), to
@@ -342,9 +340,7 @@ impl RcloneS3 {
 
     /// A credentials file as `remote add --credentials` takes it (mode 600).
     pub fn credentials_file(&self, at: &Path) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(at, format!("access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n", self.access_key, self.secret_key)).unwrap();
-        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600)).unwrap();
+        credentials_file(at, &self.access_key, &self.secret_key);
     }
 }
 
@@ -352,4 +348,11 @@ impl Drop for RcloneS3 {
     fn drop(&mut self) {
         stop(&mut self.child);
     }
+}
+
+/// An S3 key pair in the file `remote add --credentials` takes (mode 600).
+fn credentials_file(at: &Path, access_key: &str, secret_key: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(at, format!("access_key_id = \"{access_key}\"\nsecret_access_key = \"{secret_key}\"\n")).unwrap();
+    std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

@@ -14,7 +14,7 @@ use crate::{keys, output, refuse, Outcome};
 pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> {
     // A new machine has no configuration yet: it adds the remote that holds
     // its backups, then takes the configuration from there (`init --remote`).
-    let cfg = if path.exists() { Config::load(path)? } else { Config { media: None, systems: Vec::new(), remotes: Vec::new() } };
+    let cfg = if path.exists() { Config::load(path)? } else { Config::default() };
     if !layout::valid_system_name(&a.name) {
         refuse!(Refusal::Usage, "{:?} is not a remote name (letters, digits, '-', '_', '.')", output::text(&a.name));
     }

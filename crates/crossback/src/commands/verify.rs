@@ -191,16 +191,7 @@ fn verify_remote(path: &Path, a: &VerifyGenArgs, name: &str) -> anyhow::Result<O
                     continue;
                 }
             };
-            for l in &b.mounts.luks {
-                tally.checked += 1;
-                match b.luks_header(l) {
-                    Ok(_) => println!("  {} LUKS header of {} ok ({})", rec.name, l.uuid, output::bytes(l.header_bytes)),
-                    Err(e) => {
-                        tally.damaged += 1;
-                        println!("  {} LUKS header of {} DAMAGED: {e:#}", rec.name, l.uuid);
-                    }
-                }
-            }
+            check_luks(&b, &mut tally);
             let source = source_of(&ctx, &rec.name, g.seq, rec.archives.len(), &mut tally)?;
             for ar in &rec.archives {
                 tally.checked += 1;
@@ -221,6 +212,20 @@ fn verify_remote(path: &Path, a: &VerifyGenArgs, name: &str) -> anyhow::Result<O
     }
     println!("{}", store.said_fetched());
     tally.summary(a)
+}
+
+/// The LUKS header copies kept beside a system's archives, each against its record.
+fn check_luks(b: &crate::backups::SystemBackup, tally: &mut Tally) {
+    for l in &b.mounts.luks {
+        tally.checked += 1;
+        match b.luks_header(l) {
+            Ok(_) => println!("  {} LUKS header of {} ok ({})", b.record.name, l.uuid, output::bytes(l.header_bytes)),
+            Err(e) => {
+                tally.damaged += 1;
+                println!("  {} LUKS header of {} DAMAGED: {e:#}", b.record.name, l.uuid);
+            }
+        }
+    }
 }
 
 /// One archive's line: ok, or what is damaged.
@@ -265,16 +270,7 @@ fn verify_generation(ctx: &Ctx, s: &slots::Slot, slot_dir: &Dir, generation: &Ge
         let source = source_of(ctx, &rec.name, generation.seq, rec.archives.len(), tally)?;
         // The LUKS headers kept beside the archives.
         if let Ok(b) = crate::backups::find(ctx.slot_list, &rec.name, Some(generation.seq)) {
-            for l in &b.mounts.luks {
-                tally.checked += 1;
-                match b.luks_header(l) {
-                    Ok(_) => println!("  {} LUKS header of {} ok ({})", rec.name, l.uuid, output::bytes(l.header_bytes)),
-                    Err(e) => {
-                        tally.damaged += 1;
-                        println!("  {} LUKS header of {} DAMAGED: {e:#}", rec.name, l.uuid);
-                    }
-                }
-            }
+            check_luks(&b, tally);
         }
         let sys_dir = slot_dir.dir(&GenName::dir(generation.seq)).and_then(|d| d.dir(&rec.name));
         for ar in &rec.archives {

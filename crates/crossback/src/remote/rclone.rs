@@ -8,7 +8,6 @@
 //! top-level directories are buckets): `rclone:gdrive:backups/crossback`
 //! serves `gdrive:backups` and keeps the machines under `crossback/`.
 
-use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -62,10 +61,7 @@ impl Server {
     /// (default: rclone's own), and waits until it listens.
     pub fn start(name: &str, target: &Target, config: Option<&Path>) -> anyhow::Result<Server> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).context("finding a free port for rclone")?.port();
-        let mut random = [0u8; 48];
-        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).context("reading /dev/urandom")?;
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        let (access_key, secret_key) = (hex(&random[..16]), hex(&random[16..]));
+        let (access_key, secret_key) = (crate::keys::random_hex(16)?, crate::keys::random_hex(32)?);
         // The bucket is a directory of the served path: made if it is not there.
         let bucket = if target.served.ends_with(':') { format!("{}{}", target.served, target.bucket) } else { format!("{}/{}", target.served, target.bucket) };
         let mut mkdir = crossback_host::tool::Tool::new("rclone");

@@ -333,21 +333,15 @@ fn remote_backups(
 ) -> anyhow::Result<(Vec<SystemBackup>, Vec<String>)> {
     let (store, key) = super::super::remote::open_read(cfg, remote, machine, &format!("restoring from remote {remote}"))?;
     let seal = crate::remote::SealKey::of(&key);
-    let newest = crate::remote::generations(&store)?.into_iter().rev().find(|(n, done)| *done && generation.is_none_or(|g| g == *n)).map(|(n, _)| n);
-    let Some(seq) = newest else {
+    let Some((g, _)) = crate::remote::newest_sealed(&store, &seal, generation, |_, _| true)? else {
         refuse!(
             Refusal::NoBackup,
-            "remote {remote} holds no complete generation{} of machine {} (`crossback verify --remote {remote}` lists what it has)",
+            "remote {remote} holds no complete generation{} of machine {} (`crossback remote verify {remote}` lists what it has)",
             generation.map(|n| format!(" {n}")).unwrap_or_default(),
             store.machine()
         );
     };
-    let (g, _) = crate::remote::read_generation(&store, seq, Some(&seal)).map_err(|e| match generation {
-        Some(_) => e,
-        None => e.context(format!(
-            "the newest generation on remote {remote} ({seq}) does not hold up, and an older one is not taken in its place unasked: `crossback verify --remote {remote}` shows what is there, `--generation N` restores an older one"
-        )),
-    })?;
+    let seq = g.seq;
     let names: Vec<String> = g.recorded.iter().map(|r| r.name.clone()).filter(|n| only.is_none_or(|o| o == n)).collect();
     if names.is_empty() {
         refuse!(Refusal::NoBackup, "generation {seq} on remote {remote} holds no backup of {}", only.unwrap_or("any system"));
