@@ -556,6 +556,11 @@ pub struct RemoteAddArgs {
     /// minimum storage duration, e.g. 30 for S3 Infrequent Access, 90 for Wasabi).
     #[arg(long, value_name = "DAYS", requires = "keep")]
     pub min_age_days: Option<u32>,
+    /// S3 Object Lock: lock every object pushed there for DAYS days (compliance mode:
+    /// nobody can delete it before then, this machine included). The bucket must
+    /// have been made with Object Lock.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub lock_days: Option<u32>,
     /// Push there at the end of every `crossback backup` (push = "after-backup").
     #[arg(long)]
     pub push_after_backup: bool,

@@ -64,6 +64,11 @@ pub struct RemoteConfig {
     /// provider's minimum storage duration: 30 for S3 Infrequent Access, 90 for Wasabi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_age_days: Option<u32>,
+    /// S3 Object Lock: every object pushed there is locked (compliance
+    /// mode) for this many days; nobody can delete it before then, this
+    /// machine included. The bucket must have Object Lock on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_days: Option<u32>,
     /// `"after-backup"`: every `crossback backup` pushes here once its
     /// generation is written (not a backup at reboot: no network then).
     #[serde(default, skip_serializing_if = "PushWhen::is_manual")]
@@ -89,7 +94,7 @@ impl PushWhen {
 impl RemoteConfig {
     /// What retention keeps, when the remote has retention.
     pub fn retention(&self) -> Option<crate::remote::retention::Policy> {
-        self.keep.map(|keep| crate::remote::retention::Policy { keep, min_age_days: self.min_age_days.unwrap_or(0) })
+        self.keep.map(|keep| crate::remote::retention::Policy { keep, min_age_days: self.min_age_days.unwrap_or(0), lock_days: self.lock_days.unwrap_or(0) })
     }
 }
 
@@ -315,6 +320,13 @@ impl Config {
             if r.min_age_days.is_some() && r.keep.is_none() {
                 bail!("{}: remote {}: min_age_days is for retention, which keep = N turns on; without keep nothing is deleted", origin.display(), r.name);
             }
+            match r.lock_days {
+                Some(0) | Some(36_501..) => bail!("{}: remote {}: lock_days is from 1 to 36500", origin.display(), r.name),
+                Some(_) if !r.url.starts_with("s3://") => {
+                    bail!("{}: remote {}: lock_days is S3 Object Lock, for an s3:// remote only", origin.display(), r.name)
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -458,7 +470,7 @@ fn remote_table(r: &RemoteConfig) -> Table {
     if r.push == PushWhen::AfterBackup {
         t["push"] = value("after-backup");
     }
-    for (k, v) in [("keep", r.keep), ("min_age_days", r.min_age_days)] {
+    for (k, v) in [("keep", r.keep), ("min_age_days", r.min_age_days), ("lock_days", r.lock_days)] {
         if let Some(v) = v {
             t[k] = value(i64::from(v));
         }

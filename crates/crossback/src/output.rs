@@ -144,7 +144,16 @@ pub fn utc(sec: i64) -> String {
 
 /// Now, in RFC 3339 (UTC, seconds).
 pub fn now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    stamp(now_secs())
+}
+
+/// Seconds since 1970, now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A time (seconds since 1970) in RFC 3339, UTC: what [`parse_time`] reads.
+pub fn stamp(secs: i64) -> String {
     utc(secs).replacen(' ', "T", 1) + "Z"
 }
 

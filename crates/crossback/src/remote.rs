@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::RemoteConfig;
 use crate::error::{refuse, Refusal};
 use crate::layout::{self, GenName, Generation};
+use crate::output;
 
+pub mod lock;
 pub mod rclone;
 pub mod retention;
 
@@ -114,6 +116,8 @@ pub struct Store {
     retried: std::sync::Arc<std::sync::Mutex<Retried>>,
     /// `--limit-upload`: what an upload may send, when.
     pacer: Option<std::sync::Mutex<Pacer>>,
+    /// An S3 bucket, for the Object Lock requests OpenDAL does not make.
+    bucket: Option<lock::Bucket>,
     /// An `rclone:` remote's server (last: stopped once the store is closed).
     _rclone: Option<rclone::Server>,
 }
@@ -252,6 +256,7 @@ impl Store {
         let url = Url::parse(&r.url).map_err(|e| refuse(Refusal::Config, format!("remote {}: {e}", r.name)))?;
         let sftp = matches!(url, Url::Sftp { .. });
         let mut server = None;
+        let mut bucket_api = None;
         let op = match url {
             Url::Rclone(target) => {
                 if r.endpoint.is_some() || r.region.is_some() {
@@ -274,10 +279,11 @@ impl Store {
                 Operator::new(b).map_err(bad_config)?
             }
             Url::S3 { bucket, prefix } => {
+                let region = r.region.as_deref().unwrap_or("us-east-1");
                 let mut b = opendal::services::S3::default()
                     .bucket(&bucket)
                     .root(&format!("/{prefix}"))
-                    .region(r.region.as_deref().unwrap_or("us-east-1"))
+                    .region(region)
                     // Only what the configuration says: no ~/.aws, no instance metadata service.
                     .disable_config_load()
                     .disable_ec2_metadata();
@@ -285,6 +291,8 @@ impl Store {
                     b = b.endpoint(e);
                 }
                 let (id, secret) = s3_credentials(r)?;
+                let endpoint = r.endpoint.clone().unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+                bucket_api = Some(lock::Bucket::new(&endpoint, region, &bucket, &prefix, &id, &secret));
                 Operator::new(b.access_key_id(&id).secret_access_key(&secret)).map_err(bad_config)?
             }
             Url::Sftp { user, host, port, path } => {
@@ -323,7 +331,18 @@ impl Store {
             crate::refuse!(Refusal::Usage, "{:?} is not a machine name (letters, digits, '-', '_', '.')", crate::output::text(machine));
         }
         let pacer = limit_upload.or(r.limit_upload).map(|bps| std::sync::Mutex::new(Pacer::new(bps)));
-        Ok(Store { name: r.name.clone(), op, rt, base: format!("{machine}/"), sftp, fetched: Default::default(), retried, pacer, _rclone: server })
+        Ok(Store {
+            name: r.name.clone(),
+            op,
+            rt,
+            base: format!("{machine}/"),
+            sftp,
+            fetched: Default::default(),
+            retried,
+            pacer,
+            bucket: bucket_api,
+            _rclone: server,
+        })
     }
 
     /// How much was read from the store, in a line.
@@ -402,6 +421,57 @@ impl Store {
     pub fn delete_all(&self, rel: &str) -> anyhow::Result<()> {
         let dir = self.at(&format!("{}/", rel.trim_end_matches('/')));
         self.rt.block_on(async { self.op.delete_with(&dir).recursive(true).await }).map_err(|e| self.fail(e, format_args!("deleting {rel}")))
+    }
+
+    /// The bucket's Object Lock requests: an S3 remote's only.
+    fn bucket(&self) -> anyhow::Result<&lock::Bucket> {
+        self.bucket.as_ref().with_context(|| refuse(Refusal::Config, format!("remote {}: Object Lock is S3's, and this is not an s3:// remote", self.name)))
+    }
+
+    /// Whether the bucket has S3 Object Lock on.
+    pub fn lock_enabled(&self) -> anyhow::Result<bool> {
+        let b = self.bucket()?;
+        self.rt.block_on(b.enabled()).with_context(|| format!("remote {}", self.name))
+    }
+
+    /// Locks the current version of `rel` until `until` (seconds since 1970).
+    pub fn lock(&self, rel: &str, until: i64) -> anyhow::Result<()> {
+        let b = self.bucket()?;
+        self.rt.block_on(b.lock(&self.at(rel), &output::stamp(until))).with_context(|| format!("remote {}", self.name))
+    }
+
+    /// Until when the current version of `rel` is locked (`None`: it is not).
+    pub fn locked_until(&self, rel: &str) -> anyhow::Result<Option<i64>> {
+        let b = self.bucket()?;
+        let until = self.rt.block_on(b.locked_until(&self.at(rel))).with_context(|| format!("remote {}", self.name))?;
+        until.map(|u| lock::parse_date(&u).with_context(|| format!("remote {}: {rel} is locked until {u:?}, which is not a date", self.name))).transpose()
+    }
+
+    /// Deletes every version of every object under `rel` (a directory),
+    /// delete markers too, those named `first` before the others: on a
+    /// versioned bucket a plain deletion only hides an object. `Ok(false)`
+    /// when the store refused a deletion (a version still locked).
+    pub fn delete_versions(&self, rel: &str, first: &str) -> anyhow::Result<bool> {
+        let dir = self.at(&format!("{}/", rel.trim_end_matches('/')));
+        let listed = self.rt.block_on(async { self.op.list_with(&dir).recursive(true).versions(true).deleted(true).await });
+        let mut versions: Vec<(String, String)> = match listed {
+            Ok(entries) => entries
+                .into_iter()
+                .filter(|e| !e.metadata().is_dir())
+                .filter_map(|e| Some((e.path().to_string(), e.metadata().version()?.to_string())))
+                .collect(),
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(self.fail(e, format_args!("listing the versions under {rel}"))),
+        };
+        versions.sort_by_key(|(path, _)| !path.ends_with(&format!("/{first}")));
+        for (path, version) in versions {
+            match self.rt.block_on(async { self.op.delete_with(&path).version(&version).await }) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => return Ok(false),
+                Err(e) => return Err(self.fail(e, format_args!("deleting {path} (version {version})"))),
+            }
+        }
+        Ok(true)
     }
 
     /// Whether any object is under `rel` (empty directories are nothing).

@@ -659,6 +659,96 @@ fn root_a_backup_pushes_after_itself_and_status_says_how_each_push_ended() {
     refused_as(&cbh(&elsewhere).arg("push").output().unwrap(), "slot-missing", "a push without the backup disk");
 }
 
+/// The retention date the store holds for `key` (under `locked/backups/desk/`), in seconds since 1970.
+fn retained_until(s3: &SeaweedFs, key: &str) -> i64 {
+    let (code, body) = s3.s3_request("GET", &format!("/locked/backups/desk/{key}?retention="));
+    assert_eq!(code, 200, "{key} has no retention: {body}");
+    assert!(body.contains("<Mode>COMPLIANCE</Mode>"), "{body}");
+    let date = body.split("<RetainUntilDate>").nth(1).and_then(|r| r.split('<').next()).unwrap();
+    let out = run(Command::new("date").args(["-u", "+%s", "-d", date]));
+    out.trim().parse().unwrap()
+}
+
+#[test]
+fn root_object_lock_keeps_what_was_pushed_from_everyone_holding_the_keys() {
+    let test = "root_object_lock_keeps_what_was_pushed_from_everyone_holding_the_keys";
+    let Some(_serial) = ready(test) else { return };
+    let s = backed_up(2, |_| {});
+    let s3 = SeaweedFs::start();
+    s3.make_bucket("locked", true);
+    let creds = s.dir.path().join("offsite.s3");
+    s3.credentials_file(&creds);
+    let add = |url: &str| {
+        let mut c = cb(&s.cfg);
+        c.arg("--passphrase-file").arg(&s.pass);
+        c.args(["remote", "add", "offsite", url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(&creds);
+        c
+    };
+    // Refused, nothing written: a bucket without Object Lock, a store that is not S3, no days.
+    let before = std::fs::read_to_string(&s.cfg).unwrap();
+    let o = add("s3://crossback/backups").args(["--lock-days", "1"]).output().unwrap();
+    refused_as(&o, "config", "a bucket without Object Lock");
+    assert!(text(&o).contains("no Object Lock") && text(&o).contains("-withLock"), "{}", text(&o));
+    refused_as(&add("sftp://cb@127.0.0.1:22/store").args(["--lock-days", "1"]).output().unwrap(), "usage", "Object Lock over SFTP");
+    refused_as(&add("rclone:here:/x/bucket").args(["--lock-days", "1"]).output().unwrap(), "usage", "Object Lock through rclone");
+    assert_eq!(add("s3://locked/backups").args(["--lock-days", "0"]).output().unwrap().status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&s.cfg).unwrap(), before, "a refused remote add changed the configuration");
+
+    let said = text(&ok(add("s3://locked/backups").args(["--lock-days", "1", "--keep", "1"])));
+    assert!(said.contains("locked for 1 days in compliance mode"), "{said}");
+    // A configuration that asks for it where it cannot be is refused.
+    let now_cfg = std::fs::read_to_string(&s.cfg).unwrap();
+    let key = now_cfg.lines().find(|l| l.starts_with("key = ")).unwrap();
+    let bad = s.dir.path().join("bad.toml");
+    std::fs::write(&bad, format!("{now_cfg}\n[[remote]]\nname = \"x\"\nurl = \"sftp://h/p\"\nmachine = \"desk\"\n{key}\nlock_days = 3\n")).unwrap();
+    let o = cb(&bad).args(["remote", "list"]).output().unwrap();
+    refused_as(&o, "config", "lock_days on an SFTP remote");
+    assert!(text(&o).contains("lock_days is S3 Object Lock"), "{}", text(&o));
+    assert!(text(&ok(cb(&s.cfg).args(["remote", "list"]))).contains("each object locked for 1 days"));
+    let said = text(&ok(cb(&s.cfg).arg("push")));
+    assert!(said.contains("generation 2 pushed") && said.contains("generation 2 locked until"), "{said}");
+    let day = 86_400;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    for key in [
+        "crossback-remote.toml",
+        "media-key.passphrase.age",
+        "gen-000002/generation.toml",
+        "gen-000002/objects.toml",
+        "gen-000002/seal",
+        "gen-000002/alpha/home.tar.zst.age",
+        "gen-000002/config.toml.age",
+    ] {
+        let until = retained_until(&s3, key);
+        assert!((now + day - 600..=now + day + 60).contains(&until), "{key} is locked until {until}, not a day from {now}");
+    }
+
+    // Someone holding the store's keys (this machine, compromised) can
+    // neither delete a locked version nor shorten its lock.
+    let (code, body) = s3.s3_request("GET", "/locked?prefix=backups%2Fdesk%2Fgen-000002%2Falpha%2Fhome.tar.zst.age&versions=");
+    assert_eq!(code, 200, "{body}");
+    let version = body.split("<VersionId>").nth(1).and_then(|r| r.split('<').next()).unwrap().to_string();
+    let archive = format!("/locked/backups/desk/gen-000002/alpha/home.tar.zst.age?versionId={version}");
+    let (code, body) = s3.s3_request("DELETE", &archive);
+    assert_eq!(code, 403, "a locked version was deleted: {body}");
+    let (code, body) = s3.s3_request("GET", &archive);
+    assert_eq!(code, 200, "the locked version is gone: {body}");
+    let home_until = retained_until(&s3, "gen-000002/alpha/home.tar.zst.age");
+
+    // Retention waits for the lock: generation 2 is past keep = 1 after the next push.
+    ok(cb(&s.cfg).arg("backup"));
+    let said = text(&ok(cb(&s.cfg).arg("push")));
+    assert!(said.contains("generation 3 pushed") && said.contains("generation 3 locked until"), "{said}");
+    assert!(said.contains("generation 2 stays: pushed") && said.contains("locked until at least"), "{said}");
+    assert!(!said.contains("generation 2 locked until"), "a locked generation was locked again: {said}");
+    assert_eq!(retained_until(&s3, "gen-000002/alpha/home.tar.zst.age"), home_until, "a later push moved generation 2's lock");
+    for key in ["gen-000002/alpha/home.tar.zst.age", "gen-000003/generation.toml"] {
+        assert_eq!(s3.s3_request("GET", &format!("/locked/backups/desk/{key}")).0, 200, "{key} is not served");
+    }
+    // What went up there verifies.
+    let v = ok(cb(&s.cfg).args(["remote", "verify", "offsite"]));
+    assert!(text(&v).contains("0 damaged"), "{}", text(&v));
+}
+
 #[test]
 fn root_a_full_store_is_a_clear_error_and_the_newest_complete_generation_stays() {
     let test = "root_a_full_store_is_a_clear_error_and_the_newest_complete_generation_stays";

@@ -157,9 +157,21 @@ impl SeaweedFs {
             filer: None,
         };
         w.start_filer();
+        let bucket = w.bucket.clone();
+        w.make_bucket(&bucket, false);
+        w
+    }
+
+    /// Makes another bucket; `lock`: with S3 Object Lock (and so versioning).
+    pub fn make_bucket(&self, name: &str, lock: bool) {
         let out = Command::new("bash")
             .arg("-c")
-            .arg(format!("echo 's3.bucket.create -name {}' | '{}' shell -master=127.0.0.1:{}", w.bucket, bin_dir().join("weed").display(), w.master_port))
+            .arg(format!(
+                "echo 's3.bucket.create -name {name}{}' | '{}' shell -master=127.0.0.1:{}",
+                if lock { " -withLock" } else { "" },
+                bin_dir().join("weed").display(),
+                self.master_port
+            ))
             .output()
             .unwrap();
         assert!(
@@ -168,7 +180,23 @@ impl SeaweedFs {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        w
+    }
+
+    /// An S3 request signed with the test's credentials, by curl (`--aws-sigv4`),
+    /// as anyone holding them can send it: `PATH` is `/BUCKET/KEY?QUERY`.
+    /// Returns the HTTP status and the body.
+    pub fn s3_request(&self, method: &str, path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-X", method, "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+            .arg(format!("{}:{}", self.access_key, self.secret_key))
+            .args(["-w", "\n%{http_code}"])
+            .arg(format!("{}{path}", self.endpoint()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap(), body.to_string())
     }
 
     /// Starts the filer and its S3 gateway (again, after [`SeaweedFs::stop_filer`]).

@@ -194,10 +194,13 @@ fn push_to(
     let mut pushed = 0;
     // The newest of this disk's generations there (not the store's word on its own).
     let mut newest = None;
+    // This disk's generations complete there.
+    let mut complete = Vec::new();
     for (slot, g) in sealed {
         if there.get(&g.seq) == Some(&true) {
             println!("remote {}: generation {} is there already", r.name, g.seq);
             newest = newest.max(Some(g.seq));
+            complete.push(g.seq);
             continue;
         }
         if let Some((policy, worth)) = &worth {
@@ -212,15 +215,48 @@ fn push_to(
         }
         push_generation(store, seal, slot, g, encrypt_to.as_ref())?;
         newest = newest.max(Some(g.seq));
+        complete.push(g.seq);
         pushed += 1;
     }
     if pushed == 0 {
         println!("remote {}: up to date", r.name);
     }
+    if let Some(days) = r.lock_days {
+        for seq in complete {
+            lock_generation(store, seal, seq, days)?;
+        }
+    }
     if let Some((policy, worth)) = worth {
         retention::prune(store, seal, policy, &worth)?;
     }
     Ok(newest)
+}
+
+/// S3 Object Lock: every object of generation `seq` (checked against its
+/// seal), its manifest last, and the machine's record and key files, are
+/// locked for `days` days from now — unless the manifest is locked
+/// already, which it is only once everything else is.
+fn lock_generation(store: &Store, seal: &remote::SealKey, seq: u64, days: u32) -> anyhow::Result<()> {
+    let dir = GenName::dir(seq);
+    if store.locked_until(&format!("{dir}/{}", layout::MANIFEST))?.is_some() {
+        return Ok(());
+    }
+    let (_, objects) = remote::read_generation(store, seq, Some(seal))?;
+    let until = output::now_secs() + i64::from(days) * 86_400;
+    for rel in [remote::RECORD, layout::KEY_BY_PASSPHRASE, layout::KEY_BY_RECIPIENTS] {
+        // A date earlier than the one there would be refused (lock_days made shorter).
+        if store.size(rel)?.is_some() && store.locked_until(rel)?.is_none_or(|u| u < until) {
+            store.lock(rel, until)?;
+        }
+    }
+    let files = objects.list.iter().map(|o| o.path.as_str()).chain([remote::OBJECTS, remote::SEAL, layout::MANIFEST]);
+    let mut n = 0;
+    for rel in files {
+        store.lock(&format!("{dir}/{rel}"), until)?;
+        n += 1;
+    }
+    println!("remote {}: generation {seq} locked until {} ({n} objects, S3 Object Lock)", store.name, output::utc(until));
+    Ok(())
 }
 
 /// What a file of the slot is called on the remote: a plain media's

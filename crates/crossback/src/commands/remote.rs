@@ -37,9 +37,26 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
         limit_upload: a.limit_upload,
         keep: a.keep,
         min_age_days: a.min_age_days,
+        lock_days: a.lock_days,
         push: if a.push_after_backup { config::PushWhen::AfterBackup } else { config::PushWhen::Manual },
     };
+    if r.lock_days.is_some() && !r.url.starts_with("s3://") {
+        refuse!(Refusal::Usage, "--lock-days is S3 Object Lock, for an s3:// remote; {} is not one; nothing was changed", r.url);
+    }
     let store = Store::open(&r, None, None)?;
+    if let Some(days) = r.lock_days {
+        if !store.lock_enabled()? {
+            refuse!(
+                Refusal::Config,
+                "remote {}: the bucket has no Object Lock, which S3 turns on only when a bucket is made (`aws s3api create-bucket --object-lock-enabled-for-bucket`, SeaweedFS `s3.bucket.create -withLock`): make one with it, or leave out --lock-days; nothing was changed",
+                r.name
+            );
+        }
+        println!(
+            "remote {}: every object pushed there is locked for {days} days in compliance mode: nobody can delete it before then, this machine and the store's owner included, and the store bills it for that time",
+            r.name
+        );
+    }
     let found = read_record(&store, &r.machine)?;
     // The secret key the copies are encrypted to, unlocked once here: the
     // seal key is derived from it (push holds no secret).
@@ -216,6 +233,10 @@ pub fn list(path: &std::path::Path, a: RemoteListArgs) -> anyhow::Result<Outcome
                 None => ", keeps every generation".into(),
             };
             let keep = if r.push == config::PushWhen::AfterBackup { format!("{keep}, pushed after every backup") } else { keep };
+            let keep = match r.lock_days {
+                Some(d) => format!("{keep}, each object locked for {d} days (S3 Object Lock)"),
+                None => keep,
+            };
             println!("{}: {}{endpoint}, machine {}, credentials {creds}, encrypted to {}{keep}", r.name, r.url, r.machine, r.key);
         }
     }

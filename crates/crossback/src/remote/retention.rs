@@ -10,6 +10,10 @@
 //! at the upload, under the seal. A generation's manifest is deleted
 //! first, so a deletion that stops leaves an incomplete generation, which
 //! the next push's retention finishes.
+//!
+//! With S3 Object Lock (`lock_days`) a generation is not deleted before its
+//! lock ends, and then every version of its objects goes: on a versioned
+//! bucket a plain deletion only hides an object.
 
 use std::collections::BTreeSet;
 
@@ -22,6 +26,8 @@ use crate::output;
 pub struct Policy {
     pub keep: u32,
     pub min_age_days: u32,
+    /// S3 Object Lock: each object is locked this many days after it went up.
+    pub lock_days: u32,
 }
 
 /// A generation on the store, as retention sees it.
@@ -53,8 +59,12 @@ pub fn plan(found: &[(u64, Found)], policy: Policy, local: &BTreeSet<u64>, now: 
     found.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
     let newest_sealed = found.iter().find(|(_, f)| matches!(f, Found::Sealed { .. })).map(|(seq, _)| *seq);
     let min_age = i64::from(policy.min_age_days) * 86_400;
-    // Deleted only once old enough; `None` when it is.
+    let locked = i64::from(policy.lock_days) * 86_400;
+    // Deleted only once old enough and no longer locked; `None` when it is.
     let too_young = |pushed: Option<i64>| match pushed {
+        Some(t) if t + locked > now && locked >= min_age => {
+            Some(format!("pushed {} ago, locked until at least {} (lock_days = {})", output::age(now - t), output::utc(t + locked), policy.lock_days))
+        }
         Some(t) if t + min_age > now => {
             Some(format!("pushed {} ago, kept until {} (min_age_days = {})", output::age(now - t), output::utc(t + min_age), policy.min_age_days))
         }
@@ -124,7 +134,7 @@ pub fn survey(store: &Store, seal: &SealKey) -> anyhow::Result<Vec<(u64, Found)>
 /// it did. Returns how many went.
 pub fn prune(store: &Store, seal: &SealKey, policy: Policy, local: &BTreeSet<u64>) -> anyhow::Result<usize> {
     let found = survey(store, seal)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = output::now_secs();
     let mut deleted = 0;
     for (seq, fate) in plan(&found, policy, local, now) {
         match fate {
@@ -132,9 +142,17 @@ pub fn prune(store: &Store, seal: &SealKey, policy: Policy, local: &BTreeSet<u64
             Fate::Stays(why) => println!("remote {}: generation {seq} stays: {why}", store.name),
             Fate::Delete(why) => {
                 let dir = GenName::dir(seq);
-                // The manifest first: from then on it is an incomplete generation.
-                store.delete(&format!("{dir}/{}", layout::MANIFEST))?;
-                store.delete_all(&dir)?;
+                if policy.lock_days > 0 {
+                    // Every version, the manifest's first; the store refuses while a lock holds.
+                    if !store.delete_versions(&dir, layout::MANIFEST)? {
+                        println!("remote {}: generation {seq} stays: the store refuses to delete it yet (a version of it is still locked)", store.name);
+                        continue;
+                    }
+                } else {
+                    // The manifest first: from then on it is an incomplete generation.
+                    store.delete(&format!("{dir}/{}", layout::MANIFEST))?;
+                    store.delete_all(&dir)?;
+                }
                 println!("remote {}: generation {seq} deleted: {why}", store.name);
                 deleted += 1;
             }
@@ -166,7 +184,7 @@ mod tests {
     #[test]
     fn the_newest_are_kept_and_the_older_go_once_old_enough() {
         let found = [(1, sealed(40)), (2, sealed(31)), (3, sealed(20)), (4, sealed(10)), (5, sealed(1))];
-        let p = |keep, min_age_days| plan(&found, Policy { keep, min_age_days }, &BTreeSet::new(), NOW);
+        let p = |keep, min_age_days| plan(&found, Policy { keep, min_age_days, lock_days: 0 }, &BTreeSet::new(), NOW);
         assert_eq!(deleted(&p(2, 0)), [3, 2, 1]);
         assert_eq!(deleted(&p(2, 30)), [2, 1], "3 was pushed 20 days ago");
         assert_eq!(deleted(&p(2, 90)), Vec::<u64>::new());
@@ -177,7 +195,7 @@ mod tests {
     fn the_newest_complete_generation_is_never_deleted() {
         // keep = 0 is refused by the configuration; here it still keeps one.
         let found = [(1, sealed(40)), (2, sealed(40)), (3, Found::Incomplete { pushed: Some(NOW - 40 * DAY) })];
-        let p = plan(&found, Policy { keep: 0, min_age_days: 0 }, &BTreeSet::new(), NOW);
+        let p = plan(&found, Policy { keep: 0, min_age_days: 0, lock_days: 0 }, &BTreeSet::new(), NOW);
         assert_eq!(deleted(&p), [1]);
         assert!(matches!(p[0], (3, Fate::Stays(_))), "the incomplete one is newer: a push is carrying it");
     }
@@ -186,7 +204,7 @@ mod tests {
     fn what_is_not_sealed_by_this_machine_neither_counts_nor_goes() {
         // A planted "generation 9" must not push the real ones out.
         let found = [(1, sealed(40)), (2, sealed(40)), (9, Found::NotOurs("seal differs".into()))];
-        let p = plan(&found, Policy { keep: 2, min_age_days: 0 }, &BTreeSet::new(), NOW);
+        let p = plan(&found, Policy { keep: 2, min_age_days: 0, lock_days: 0 }, &BTreeSet::new(), NOW);
         assert_eq!(deleted(&p), Vec::<u64>::new());
         assert!(matches!(&p[0], (9, Fate::Stays(why)) if why.contains("not sealed")));
     }
@@ -195,15 +213,15 @@ mod tests {
     fn an_incomplete_generation_goes_only_when_no_push_can_finish_it() {
         let found = [(1, Found::Incomplete { pushed: None }), (2, Found::Incomplete { pushed: Some(NOW - DAY) }), (3, sealed(5)), (4, sealed(1))];
         let local: BTreeSet<u64> = [2, 3, 4].into();
-        assert_eq!(deleted(&plan(&found, Policy { keep: 2, min_age_days: 0 }, &local, NOW)), [1]);
+        assert_eq!(deleted(&plan(&found, Policy { keep: 2, min_age_days: 0, lock_days: 0 }, &local, NOW)), [1]);
         let local: BTreeSet<u64> = [3, 4].into();
-        assert_eq!(deleted(&plan(&found, Policy { keep: 2, min_age_days: 0 }, &local, NOW)), [2, 1]);
-        assert_eq!(deleted(&plan(&found, Policy { keep: 2, min_age_days: 3 }, &local, NOW)), [1], "2's objects went up a day ago");
+        assert_eq!(deleted(&plan(&found, Policy { keep: 2, min_age_days: 0, lock_days: 0 }, &local, NOW)), [2, 1]);
+        assert_eq!(deleted(&plan(&found, Policy { keep: 2, min_age_days: 3, lock_days: 0 }, &local, NOW)), [1], "2's objects went up a day ago");
     }
 
     #[test]
     fn a_push_sends_only_what_retention_would_keep() {
-        let p = Policy { keep: 2, min_age_days: 0 };
+        let p = Policy { keep: 2, min_age_days: 0, lock_days: 0 };
         let local: BTreeSet<u64> = [2, 3].into();
         // The store has 1 and 4 (a newer backup disk's generation pushed before a rotation).
         let found = [(1, sealed(9)), (4, sealed(1))];
@@ -211,12 +229,22 @@ mod tests {
         // A planted generation does not push the real ones out.
         let found = [(8, Found::NotOurs("seal".into())), (9, Found::NotOurs("seal".into()))];
         assert_eq!(worth_pushing(&found, p, &local), [2, 3].into());
-        assert_eq!(worth_pushing(&[], Policy { keep: 1, min_age_days: 0 }, &local), [3].into());
+        assert_eq!(worth_pushing(&[], Policy { keep: 1, min_age_days: 0, lock_days: 0 }, &local), [3].into());
+    }
+
+    #[test]
+    fn nothing_goes_before_its_lock_ends() {
+        let found = [(1, sealed(40)), (2, sealed(20)), (3, sealed(10)), (4, sealed(1))];
+        let p = |min_age_days, lock_days| plan(&found, Policy { keep: 1, min_age_days, lock_days }, &BTreeSet::new(), NOW);
+        assert_eq!(deleted(&p(0, 30)), [1]);
+        assert_eq!(deleted(&p(30, 15)), [1], "the longer of the two holds");
+        assert_eq!(deleted(&p(0, 15)), [2, 1]);
+        assert!(matches!(&p(0, 30)[1], (3, Fate::Stays(why)) if why.contains("locked until")), "{:?}", p(0, 30));
     }
 
     #[test]
     fn a_generation_without_upload_times_is_kept() {
         let found = [(1, Found::Sealed { pushed: None }), (2, sealed(1))];
-        assert_eq!(deleted(&plan(&found, Policy { keep: 1, min_age_days: 0 }, &BTreeSet::new(), NOW)), Vec::<u64>::new());
+        assert_eq!(deleted(&plan(&found, Policy { keep: 1, min_age_days: 0, lock_days: 0 }, &BTreeSet::new(), NOW)), Vec::<u64>::new());
     }
 }
