@@ -649,6 +649,15 @@ pub struct FromRemote {
     /// --machines NAME` shows them).
     #[arg(long, requires = "remote")]
     pub machine: Option<String>,
+    /// Read the remote as it was at TIME (2026-12-01T18:00:00Z, UTC): each object's
+    /// version then, on an S3 store that keeps versions (one with Object Lock does),
+    /// whatever was deleted or written over since.
+    #[arg(long, value_name = "TIME", requires = "remote", value_parser = parse_as_of)]
+    pub as_of: Option<i64>,
+}
+
+fn parse_as_of(s: &str) -> Result<i64, String> {
+    crate::output::parse_time(s).ok_or_else(|| format!("{s:?} is not a time as 2026-12-01T18:00:00Z (UTC, to the second)"))
 }
 
 #[derive(Args, Debug)]

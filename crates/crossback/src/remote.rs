@@ -118,6 +118,9 @@ pub struct Store {
     pacer: Option<std::sync::Mutex<Pacer>>,
     /// An S3 bucket, for the Object Lock requests OpenDAL does not make.
     bucket: Option<lock::Bucket>,
+    /// `--as-of`: the version of each object (path, then version and
+    /// size) the store held then; reads take those, and nothing is written.
+    pinned: Option<BTreeMap<String, (String, u64)>>,
     /// An `rclone:` remote's server (last: stopped once the store is closed).
     _rclone: Option<rclone::Server>,
 }
@@ -292,7 +295,7 @@ impl Store {
                 }
                 let (id, secret) = s3_credentials(r)?;
                 let endpoint = r.endpoint.clone().unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-                bucket_api = Some(lock::Bucket::new(&endpoint, region, &bucket, &prefix, &id, &secret));
+                bucket_api = Some(lock::Bucket::new(&endpoint, region, &bucket, &prefix, &id, &secret)?);
                 Operator::new(b.access_key_id(&id).secret_access_key(&secret)).map_err(bad_config)?
             }
             Url::Sftp { user, host, port, path } => {
@@ -341,6 +344,7 @@ impl Store {
             retried,
             pacer,
             bucket: bucket_api,
+            pinned: None,
             _rclone: server,
         })
     }
@@ -367,6 +371,9 @@ impl Store {
 
     /// The size of an object, `None` when it is not there.
     pub fn size(&self, rel: &str) -> anyhow::Result<Option<u64>> {
+        if let Some(pinned) = &self.pinned {
+            return Ok(pinned.get(&self.at(rel)).map(|(_, len)| *len));
+        }
         match self.rt.block_on(self.op.stat(&self.at(rel))) {
             Ok(m) => Ok(Some(m.content_length())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -392,7 +399,13 @@ impl Store {
 
     /// Bytes `off..end` of an object, in one request.
     fn range(&self, rel: &str, off: u64, end: u64) -> Result<Vec<u8>, opendal::Error> {
-        let data = self.rt.block_on(async { self.op.read_with(&self.at(rel)).range(off..end).await })?.to_vec();
+        let path = self.at(rel);
+        let data = match self.pinned.as_ref().map(|p| p.get(&path)) {
+            None => self.rt.block_on(async { self.op.read_with(&path).range(off..end).await })?,
+            Some(Some((version, _))) => self.rt.block_on(async { self.op.read_with(&path).version(version).range(off..end).await })?,
+            Some(None) => return Err(opendal::Error::new(ErrorKind::NotFound, format!("{rel} was not on the store then (--as-of)"))),
+        }
+        .to_vec();
         self.fetched.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(data)
     }
@@ -408,17 +421,20 @@ impl Store {
     /// Writes a small object whole (records, keys, manifests), and returns
     /// once the store gives it back as written.
     pub fn put(&self, rel: &str, data: &[u8]) -> anyhow::Result<()> {
+        self.writable()?;
         self.rt.block_on(self.op.write(&self.at(rel), data.to_vec())).map_err(|e| self.fail(e, format_args!("writing {rel}")))?;
         let len = data.len() as u64;
         settled(&self.name, rel, SETTLE, || Ok(self.size(rel)? == Some(len) && self.first(rel, len)? == data))
     }
 
     pub fn delete(&self, rel: &str) -> anyhow::Result<()> {
+        self.writable()?;
         self.rt.block_on(self.op.delete(&self.at(rel))).map_err(|e| self.fail(e, format_args!("deleting {rel}")))
     }
 
     /// Deletes `rel` and everything under it.
     pub fn delete_all(&self, rel: &str) -> anyhow::Result<()> {
+        self.writable()?;
         let dir = self.at(&format!("{}/", rel.trim_end_matches('/')));
         self.rt.block_on(async { self.op.delete_with(&dir).recursive(true).await }).map_err(|e| self.fail(e, format_args!("deleting {rel}")))
     }
@@ -436,6 +452,7 @@ impl Store {
 
     /// Locks the current version of `rel` until `until` (seconds since 1970).
     pub fn lock(&self, rel: &str, until: i64) -> anyhow::Result<()> {
+        self.writable()?;
         let b = self.bucket()?;
         self.rt.block_on(b.lock(&self.at(rel), &output::stamp(until))).with_context(|| format!("remote {}", self.name))
     }
@@ -452,6 +469,7 @@ impl Store {
     /// versioned bucket a plain deletion only hides an object. `Ok(false)`
     /// when the store refused a deletion (a version still locked).
     pub fn delete_versions(&self, rel: &str, first: &str) -> anyhow::Result<bool> {
+        self.writable()?;
         let dir = self.at(&format!("{}/", rel.trim_end_matches('/')));
         let listed = self.rt.block_on(async { self.op.list_with(&dir).recursive(true).versions(true).deleted(true).await });
         let mut versions: Vec<(String, String)> = match listed {
@@ -474,9 +492,63 @@ impl Store {
         Ok(true)
     }
 
+    /// Reads the store as it was at `when` (seconds since 1970; `--as-of`):
+    /// each object's newest version then, none where that was a deletion.
+    /// S3 keeps older versions on a versioned bucket (Object Lock's are);
+    /// a store that keeps none is refused.
+    pub fn as_of(&mut self, when: i64) -> anyhow::Result<()> {
+        let base = self.base.clone();
+        let listed = self.rt.block_on(async { self.op.list_with(&base).recursive(true).versions(true).deleted(true).await });
+        let entries = match listed {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                crate::refuse!(Refusal::Usage, "remote {}: --as-of reads the versions an S3 store keeps; this one keeps none", self.name)
+            }
+            Err(e) => return Err(self.fail(e, "listing the store's versions")),
+        };
+        // Per object, the newest version then: (time, deleted, version, size).
+        // Times are to the second. Of two in the same second the later is
+        // the current one, else the first listed (S3 lists a key's
+        // versions newest first; OpenDAL its delete markers after them).
+        let mut newest: BTreeMap<String, (std::time::SystemTime, bool, String, u64)> = BTreeMap::new();
+        let then = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(when).unwrap_or(0));
+        for e in entries.iter().filter(|e| !e.metadata().is_dir()) {
+            let m = e.metadata();
+            let (Some(version), Some(at)) = (m.version(), m.last_modified().map(std::time::SystemTime::from)) else { continue };
+            let later = |t: &std::time::SystemTime| *t > at || (*t == at && m.is_current() != Some(true));
+            if at > then || newest.get(e.path()).is_some_and(|(t, ..)| later(t)) {
+                continue;
+            }
+            newest.insert(e.path().to_string(), (at, m.is_deleted(), version.to_string(), m.content_length()));
+        }
+        let pinned: BTreeMap<String, (String, u64)> =
+            newest.into_iter().filter(|(_, (_, deleted, ..))| !deleted).map(|(p, (_, _, v, len))| (p, (v, len))).collect();
+        if pinned.is_empty() {
+            crate::refuse!(
+                Refusal::NoBackup,
+                "remote {}: nothing of machine {} was on the store at {} (--as-of)",
+                self.name,
+                self.machine(),
+                output::stamp(when)
+            );
+        }
+        self.pinned = Some(pinned);
+        Ok(())
+    }
+
+    fn writable(&self) -> anyhow::Result<()> {
+        if self.pinned.is_some() {
+            crate::refuse!(Refusal::Usage, "remote {}: read as it was (--as-of), it is not written to", self.name);
+        }
+        Ok(())
+    }
+
     /// Whether any object is under `rel` (empty directories are nothing).
     pub fn holds_any(&self, rel: &str) -> anyhow::Result<bool> {
         let dir = self.at(&format!("{}/", rel.trim_end_matches('/')));
+        if let Some(pinned) = &self.pinned {
+            return Ok(pinned.range(dir.clone()..).next().is_some_and(|(p, _)| p.starts_with(&dir)));
+        }
         match self.rt.block_on(async { self.op.list_with(&dir).recursive(true).await }) {
             Ok(entries) => Ok(entries.iter().any(|e| !e.metadata().is_dir())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
@@ -488,6 +560,19 @@ impl Store {
     /// own), directories with a trailing `/`.
     pub fn list(&self, rel: &str) -> anyhow::Result<Vec<String>> {
         let dir = if rel.is_empty() { self.base.clone() } else { self.at(&format!("{}/", rel.trim_end_matches('/'))) };
+        if let Some(pinned) = &self.pinned {
+            // The names under `dir`, a directory once for all it holds.
+            let mut names: Vec<String> = pinned
+                .keys()
+                .filter_map(|p| p.strip_prefix(&dir))
+                .map(|rest| match rest.split_once('/') {
+                    Some((d, _)) => format!("{d}/"),
+                    None => rest.to_string(),
+                })
+                .collect();
+            names.dedup();
+            return Ok(names);
+        }
         let entries = match self.rt.block_on(self.op.list(&dir)) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -513,6 +598,7 @@ impl Store {
     /// it is), in parts of [`PART`] bytes, [`PARALLEL`] at a time; the
     /// object appears only once whole. Returns what was stored.
     pub fn upload(&self, rel: &str, src: &mut dyn Read, encrypt_to: Option<&age::x25519::Recipient>, progress: &dyn Fn(u64)) -> anyhow::Result<Object> {
+        self.writable()?;
         let path = self.at(rel);
         let writer = self
             .rt

@@ -747,6 +747,44 @@ fn root_object_lock_keeps_what_was_pushed_from_everyone_holding_the_keys() {
     // What went up there verifies.
     let v = ok(cb(&s.cfg).args(["remote", "verify", "offsite"]));
     assert!(text(&v).contains("0 damaged"), "{}", text(&v));
+
+    // The machine, compromised, hides generation 3 behind delete markers
+    // and writes over generation 2's archive: both allowed on a versioned
+    // bucket, and the locked versions stay. --as-of reads them.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let then = run(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])).trim().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for key in ["gen-000003/generation.toml", "gen-000003/alpha/home.tar.zst.age"] {
+        let (code, body) = s3.s3_request("DELETE", &format!("/locked/backups/desk/{key}"));
+        assert_eq!(code, 204, "{key}: {body}");
+    }
+    let junk = s.dir.path().join("junk");
+    std::fs::write(&junk, "not an archive").unwrap();
+    let put = Command::new("curl")
+        .args(["-sSf", "-T"])
+        .arg(&junk)
+        .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", &format!("{}:{}", s3.access_key, s3.secret_key)])
+        .arg(format!("{}/locked/backups/desk/gen-000002/alpha/home.tar.zst.age", s3.endpoint()))
+        .status()
+        .unwrap();
+    assert!(put.success());
+    let with_pass = |args: &[&str]| cb(&s.cfg).arg("--passphrase-file").arg(&s.pass).args(args).output().unwrap();
+    let canary = format!("/home/ann/{}", s.name);
+    let o = with_pass(&["ls", "alpha", "/home/ann", "--remote", "offsite"]);
+    assert!(!o.status.success() && !text(&o).contains(&s.name), "the store as it is now: {}", text(&o));
+    let o = with_pass(&["ls", "alpha", "/home/ann", "--remote", "offsite", "--as-of", &then]);
+    assert!(o.status.success() && text(&o).contains(&s.name) && text(&o).contains(&format!("read as it was at {then}")), "{}", text(&o));
+    for generation in ["3", "2"] {
+        let to = s.dir.path().join(format!("as-of-{generation}"));
+        let o = with_pass(&["restore", "alpha", &canary, "--to", to.to_str().unwrap(), "--remote", "offsite", "--as-of", &then, "--generation", generation]);
+        assert!(o.status.success(), "generation {generation}: {}", text(&o));
+        assert_eq!(std::fs::read_to_string(to.join("home/ann").join(&s.name)).unwrap(), format!("{}\n", s.content).repeat(100));
+    }
+    let v = with_pass(&["verify", "--remote", "offsite", "--as-of", &then]);
+    assert!(v.status.success(), "{}", text(&v));
+    // Before anything was pushed there, nothing is read; a time that is not one is refused.
+    refused_as(&with_pass(&["ls", "alpha", "/home/ann", "--remote", "offsite", "--as-of", "2001-01-01T00:00:00Z"]), "no-backup", "as of before the first push");
+    assert_eq!(with_pass(&["ls", "alpha", "/home/ann", "--remote", "offsite", "--as-of", "yesterday"]).status.code(), Some(2));
 }
 
 #[test]

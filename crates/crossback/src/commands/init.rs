@@ -172,7 +172,7 @@ fn from_remote(path: &Path, name: &str, yes: bool) -> anyhow::Result<Outcome> {
             path.display()
         );
     }
-    let (store, key) = super::remote::open_read(&here, name, None, &format!("taking the configuration from remote {name}"))?;
+    let (store, key) = super::remote::open_read(&here, name, None, None, &format!("taking the configuration from remote {name}"))?;
     let (text, seq) = crate::remote::read_config(&store, &key)?;
     let damaged = |e: anyhow::Error| {
         crate::error::refuse(crate::error::Refusal::RemoteDamaged, format!("remote {name}: the configuration of generation {seq} does not check: {e:#}"))

@@ -173,9 +173,20 @@ pub fn put_record(store: &Store, machine: &str, enc: &layout::Encryption, files:
 /// the store's record checked against the configuration for this
 /// machine's own, its key unlocked with what the user gives (`purpose`
 /// says what for when a passphrase is asked).
-pub fn open_read(cfg: &Config, name: &str, machine: Option<&str>, purpose: &str) -> anyhow::Result<(std::sync::Arc<Store>, age::x25519::Identity)> {
+pub fn open_read(
+    cfg: &Config,
+    name: &str,
+    machine: Option<&str>,
+    as_of: Option<i64>,
+    purpose: &str,
+) -> anyhow::Result<(std::sync::Arc<Store>, age::x25519::Identity)> {
     let r = configured(cfg, name)?;
-    let store = std::sync::Arc::new(Store::open(r, machine, None)?);
+    let mut store = Store::open(r, machine, None)?;
+    if let Some(when) = as_of {
+        store.as_of(when)?;
+        println!("remote {name}: read as it was at {}", output::stamp(when));
+    }
+    let store = std::sync::Arc::new(store);
     let Some((record, files)) = read_record(&store, store.machine())? else {
         refuse!(
             Refusal::NoBackup,

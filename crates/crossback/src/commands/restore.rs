@@ -70,7 +70,7 @@ pub(super) fn open(path: &Path, system: &str, generation: Option<u64>, write: bo
     }
     if let Some(name) = &from.remote {
         let cfg = Config::load(path)?;
-        let (store, key) = super::remote::open_read(&cfg, name, from.machine.as_deref(), &format!("reading {system}'s backup on remote {name}"))?;
+        let (store, key) = super::remote::open_read(&cfg, name, from.machine.as_deref(), from.as_of, &format!("reading {system}'s backup on remote {name}"))?;
         let source = Source::Remote(store, key);
         let backup = source.find(system, generation)?;
         let machine = if write { Some(Machine::scan(&[])?) } else { None };

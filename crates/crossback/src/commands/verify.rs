@@ -138,7 +138,7 @@ fn verify_remote(path: &Path, a: &VerifyGenArgs, name: &str) -> anyhow::Result<O
         crate::refuse!(Refusal::Usage, "--slot names a slot of the backup disk; with --remote there is none");
     }
     let cfg = crate::config::Config::load(path)?;
-    let (store, key) = super::remote::open_read(&cfg, name, a.from.machine.as_deref(), &format!("verifying the backups on remote {name}"))?;
+    let (store, key) = super::remote::open_read(&cfg, name, a.from.machine.as_deref(), a.from.as_of, &format!("verifying the backups on remote {name}"))?;
     let seal = crate::remote::SealKey::of(&key);
     let mut tally = Tally::default();
     let mut gens = Vec::new();

@@ -17,6 +17,8 @@ use base64::Engine;
 use md5::Digest;
 use serde::Deserialize;
 
+use crate::error::{refuse, Refusal};
+
 /// Characters left as they are in a key's path (S3's own set, and '/').
 const KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
 
@@ -55,15 +57,15 @@ struct Retention {
 }
 
 impl Bucket {
-    pub fn new(endpoint: &str, region: &str, bucket: &str, prefix: &str, id: &str, secret: &str) -> Bucket {
+    pub fn new(endpoint: &str, region: &str, bucket: &str, prefix: &str, id: &str, secret: &str) -> anyhow::Result<Bucket> {
         let signer = reqsign_core::Signer::new(
             reqsign_core::Context::new(),
             reqsign_aws_v4::StaticCredentialProvider::new(id, secret),
             reqsign_aws_v4::RequestSigner::new("s3", region),
         );
         let root = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
-        Bucket { base: format!("{}/{bucket}", endpoint.trim_end_matches('/')), root, signer, client }
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().context("an HTTP client for the store")?;
+        Ok(Bucket { base: format!("{}/{bucket}", endpoint.trim_end_matches('/')), root, signer, client })
     }
 
     /// One signed request: `key` under the prefix (`None`: the bucket),
@@ -87,9 +89,10 @@ impl Bucket {
         }
         let (mut parts, ()) = req.into_parts();
         self.signer.sign(&mut parts, None).await.map_err(|e| anyhow::anyhow!("signing the request: {e}"))?;
-        let answer = self.client.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await?;
+        let unreachable = |e: reqwest::Error| refuse(Refusal::RemoteUnreachable, format!("{e}; check the network and that the store is up"));
+        let answer = self.client.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await.map_err(unreachable)?;
         let status = answer.status();
-        Ok((status, answer.text().await?))
+        Ok((status, answer.text().await.map_err(unreachable)?))
     }
 
     /// Whether the bucket has Object Lock on.
@@ -142,10 +145,13 @@ fn error(body: &str) -> Option<S3Error> {
     quick_xml::de::from_str(body).ok()
 }
 
+/// The store's refusal: `remote-denied` when it refused the credentials or
+/// the request (a locked version), else `remote-failing`.
 fn failed(status: http::StatusCode, e: Option<S3Error>, what: &str) -> anyhow::Error {
+    let kind = if status == http::StatusCode::FORBIDDEN { Refusal::RemoteDenied } else { Refusal::RemoteFailing };
     match e {
-        Some(e) => anyhow::anyhow!("{what}: the store answered {status}, {}: {}", e.code, e.message),
-        None => anyhow::anyhow!("{what}: the store answered {status}"),
+        Some(e) => refuse(kind, format!("{what}: the store answered {status}, {}: {}", e.code, e.message)),
+        None => refuse(kind, format!("{what}: the store answered {status}")),
     }
 }
 

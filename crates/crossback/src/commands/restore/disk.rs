@@ -190,7 +190,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     };
     let (all, unbacked) = match (&view, &from.remote) {
         (Some(v), _) => newest_backups(&v.slots, &cfg, only, generation)?,
-        (None, Some(remote)) => remote_backups(&cfg, remote, from.machine.as_deref(), only, generation)?,
+        (None, Some(remote)) => remote_backups(&cfg, remote, from, only, generation)?,
         (None, None) => unreachable!("a view is opened when no remote is named"),
     };
     let table = recorded_table(&all)?;
@@ -327,11 +327,11 @@ fn newest_backups(slot_list: &[slots::Slot], cfg: &Config, only: Option<&str>, g
 fn remote_backups(
     cfg: &Config,
     remote: &str,
-    machine: Option<&str>,
+    from: &FromRemote,
     only: Option<&str>,
     generation: Option<u64>,
 ) -> anyhow::Result<(Vec<SystemBackup>, Vec<String>)> {
-    let (store, key) = super::super::remote::open_read(cfg, remote, machine, &format!("restoring from remote {remote}"))?;
+    let (store, key) = super::super::remote::open_read(cfg, remote, from.machine.as_deref(), from.as_of, &format!("restoring from remote {remote}"))?;
     let seal = crate::remote::SealKey::of(&key);
     let Some((g, _)) = crate::remote::newest_sealed(&store, &seal, generation, |_, _| true)? else {
         refuse!(
