@@ -326,6 +326,28 @@ pub enum MediaCommand {
     ///
     /// Example: crossback media trust            (asks the media's passphrase)
     Trust(TrustArgs),
+    /// Put a rescue system on a FAT partition (the backup disk's own, or a USB stick's)
+    /// that boots the machine, under Secure Boot too, into crossback.
+    ///
+    /// Made of this system's signed shim, GRUB and kernel and an initramfs holding
+    /// crossback and the tools a restore runs; no key and nothing of the backups.
+    ///
+    /// Example: crossback media rescue --device /dev/sdb1
+    Rescue(RescueArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RescueArgs {
+    /// The partition (at least 128 MiB) the rescue goes on; formatted as FAT unless it
+    /// holds a rescue already.
+    #[arg(long, value_name = "DEV")]
+    pub device: PathBuf,
+    /// Format the partition although it holds a filesystem.
+    #[arg(long)]
+    pub yes: bool,
+    /// Make it although the kernel is not signed: it then boots only with Secure Boot off.
+    #[arg(long)]
+    pub no_secure_boot: bool,
 }
 
 #[derive(Args, Debug)]

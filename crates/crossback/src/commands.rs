@@ -31,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Media(MediaCommand::AddKey(a)) => media::change_keys(&config, a, true),
         Command::Media(MediaCommand::RemoveKey(a)) => media::change_keys(&config, a, false),
         Command::Media(MediaCommand::Trust(a)) => media::trust(&config, a),
+        Command::Media(MediaCommand::Rescue(a)) => media::rescue(&config, a),
         Command::Backup(a) if a.at_reboot => at_reboot::arm(&config, &a),
         Command::Backup(a) => backup::run(&config, a),
         Command::Schedule(a) => schedule::run(&config, a),

@@ -24,6 +24,11 @@ impl Paths {
         Paths { root }
     }
 
+    /// The system's root (`/`, or a test's directory).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// True on the machine itself (units are started, the machine reboots).
     pub fn live(&self) -> bool {
         self.root == Path::new("/")

@@ -291,3 +291,41 @@ impl Drop for LoopDisk {
         let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
     }
 }
+
+/// A minimal 64-bit PE image (what an EFI kernel is), with an Authenticode
+/// certificate table when `signed` (its contents are not a signature: only
+/// its presence is looked at before a firmware looks at it).
+pub fn pe64(signed: bool) -> Vec<u8> {
+    let mut b = vec![0u8; 0x200];
+    b[0..2].copy_from_slice(b"MZ");
+    b[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+    b[0x40..0x44].copy_from_slice(b"PE\0\0");
+    let coff = 0x44;
+    b[coff..coff + 2].copy_from_slice(&0x8664u16.to_le_bytes());
+    b[coff + 16..coff + 18].copy_from_slice(&240u16.to_le_bytes()); // optional header: PE32+ and 16 directories
+    b[coff + 18..coff + 20].copy_from_slice(&0x0022u16.to_le_bytes());
+    let opt = coff + 20;
+    b[opt..opt + 2].copy_from_slice(&0x20bu16.to_le_bytes());
+    b[opt + 32..opt + 36].copy_from_slice(&0x1000u32.to_le_bytes()); // section alignment
+    b[opt + 36..opt + 40].copy_from_slice(&0x200u32.to_le_bytes()); // file alignment
+    b[opt + 56..opt + 60].copy_from_slice(&0x200u32.to_le_bytes()); // size of image
+    b[opt + 60..opt + 64].copy_from_slice(&0x200u32.to_le_bytes()); // size of headers
+    b[opt + 68..opt + 70].copy_from_slice(&10u16.to_le_bytes()); // EFI application
+    b[opt + 108..opt + 112].copy_from_slice(&16u32.to_le_bytes());
+    // One section, .text, empty.
+    b[coff + 2..coff + 4].copy_from_slice(&1u16.to_le_bytes());
+    let sec = opt + 240;
+    b[sec..sec + 5].copy_from_slice(b".text");
+    b[sec + 8..sec + 12].copy_from_slice(&0x10u32.to_le_bytes());
+    b[sec + 12..sec + 16].copy_from_slice(&0x1000u32.to_le_bytes());
+    b[sec + 36..sec + 40].copy_from_slice(&0x6000_0020u32.to_le_bytes());
+    if signed {
+        let cert = b"\x10\0\0\0\0\x02\x02\0certificate!";
+        let at = b.len() as u32;
+        b.extend_from_slice(cert);
+        let sec = opt + 112 + 4 * 8;
+        b[sec..sec + 4].copy_from_slice(&at.to_le_bytes());
+        b[sec + 4..sec + 8].copy_from_slice(&(cert.len() as u32).to_le_bytes());
+    }
+    b
+}

@@ -19,10 +19,12 @@ use crate::refuse;
 mod adopt;
 mod encryption;
 mod prepare;
+mod rescue;
 
 pub use adopt::adopt;
 pub use encryption::{change_keys, encrypt, trust};
 pub use prepare::prepare;
+pub use rescue::rescue;
 
 pub(super) fn device_for(m: &Machine, arg: &str) -> anyhow::Result<Device> {
     if arg.starts_with('/') {

@@ -1,0 +1,343 @@
+//! `crossback media rescue --device DEV`: a rescue system on a FAT
+//! partition (the backup disk's own, or a USB stick's) that boots on the
+//! machine, under Secure Boot too, into crossback.
+//!
+//! It is made of the distribution's own signed parts, never of anything
+//! crossback signs: the firmware starts the distribution's shim (signed by
+//! the firmware's CA), shim its GRUB (signed by the distribution), GRUB the
+//! running system's kernel (signed by the distribution, checked by shim),
+//! with an initramfs made by the distribution's own tool (initramfs-tools'
+//! `mkinitramfs`) that holds crossback and the tools a restore runs. An
+//! initramfs is not signed, and need not be; a kernel that is not signed
+//! would not boot under Secure Boot, and is refused unless the rescue is
+//! asked for machines without it (`--no-secure-boot`).
+//!
+//! What it holds of the backups: nothing. No key, no configuration; an
+//! encrypted media stays locked until its passphrase is typed in the
+//! rescue.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use crossback_host::offline::{self, FsMount};
+use crossback_host::tool::Tool;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::RescueArgs;
+use crate::error::Refusal;
+use crate::machine::{self, Machine};
+use crate::{output, refuse, Outcome};
+
+/// At most this much on the rescue partition.
+pub const LIMIT: u64 = 128 << 20;
+/// The FAT label `media rescue` gives the partition.
+pub const LABEL: &str = "CB-RESCUE";
+/// What the partition says of itself: `crossback/rescue.toml`.
+const RECORD: &str = "rescue.toml";
+
+/// The signed boot chain, as the distribution installs it (Debian's
+/// `shim-signed` and `grub-efi-amd64-signed`).
+struct Chain {
+    shim: PathBuf,
+    /// shim's MOK manager, which shim starts when a key is to be enrolled.
+    mok: Option<PathBuf>,
+    grub: PathBuf,
+}
+
+/// Where the distribution keeps its signed loaders.
+const SHIM: &str = "usr/lib/shim/shimx64.efi.signed";
+const MOK: &str = "usr/lib/shim/mmx64.efi.signed";
+const GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+
+/// The rescue's own record, on its partition.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub built: String,
+    pub crossback: String,
+    pub kernel: String,
+    /// Whether every part that Secure Boot checks is signed.
+    pub secure_boot: bool,
+    pub bytes: u64,
+}
+
+fn chain(root: &Path) -> anyhow::Result<Chain> {
+    let (shim, grub) = (root.join(SHIM), root.join(GRUB));
+    if !shim.is_file() || !grub.is_file() {
+        refuse!(
+            Refusal::Unsupported,
+            "the rescue boots through the distribution's signed shim and GRUB ({} and {}), which are not installed: `apt install shim-signed grub-efi-amd64-signed` (Debian, Ubuntu); nothing was written",
+            shim.display(),
+            grub.display()
+        );
+    }
+    // The rescue's shell and small tools: initramfs-tools takes them from busybox.
+    if !["usr/bin/busybox", "bin/busybox"].iter().any(|b| root.join(b).is_file()) {
+        refuse!(Refusal::Unsupported, "the rescue's shell and tools come from busybox, which is not installed: `apt install busybox`; nothing was written");
+    }
+    let mok = Some(root.join(MOK)).filter(|p| p.is_file());
+    Ok(Chain { shim, mok, grub })
+}
+
+/// The running system's kernel: its version and image.
+fn kernel(root: &Path) -> anyhow::Result<(String, PathBuf)> {
+    let release = rustix::system::uname().release().to_string_lossy().into_owned();
+    let image = root.join("boot").join(format!("vmlinuz-{release}"));
+    if !image.is_file() || !root.join("lib/modules").join(&release).is_dir() {
+        refuse!(
+            Refusal::Unsupported,
+            "the running kernel {release} has no image in /boot or no modules in /lib/modules (the rescue takes the running one); nothing was written"
+        );
+    }
+    Ok((release, image))
+}
+
+/// Whether a PE image (a kernel's EFI stub) carries an Authenticode
+/// signature: its certificate table is there and not empty. Whose
+/// signature it is, only the firmware and shim can tell.
+pub fn signed(image: &[u8]) -> anyhow::Result<bool> {
+    let pe = object::read::pe::PeFile64::parse(image).context("not a 64-bit PE image (an EFI kernel)")?;
+    let security = pe.data_directory(object::pe::IMAGE_DIRECTORY_ENTRY_SECURITY);
+    Ok(security.is_some_and(|d| d.size.get(object::LittleEndian) > 0))
+}
+
+/// The initramfs-tools configuration the rescue's initramfs is made with:
+/// every storage and filesystem module (the rescue boots on other
+/// hardware than it was made on), crossback and the restore's tools.
+fn initramfs_config(dir: &Path, crossback: &Path) -> anyhow::Result<()> {
+    for sub in ["hooks", "scripts/init-premount", "conf.d"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    std::fs::write(dir.join("initramfs.conf"), "MODULES=most\nBUSYBOX=y\nCOMPRESS=zstd\nFSTYPE=vfat,ext4,xfs,btrfs\nRESUME=none\n")?;
+    std::fs::write(dir.join("modules"), "vfat\nnls_cp437\nnls_ascii\nnls_utf8\next4\nxfs\nbtrfs\ndm_crypt\ndm_mod\nefivarfs\nusb_storage\nuas\n")?;
+    std::fs::copy(crossback, dir.join("crossback")).context("copying crossback into the rescue")?;
+    write_script(&dir.join("hooks/crossback"), include_str!("rescue/hook.sh"))?;
+    write_script(&dir.join("scripts/init-premount/crossback"), include_str!("rescue/premount.sh"))?;
+    Ok(())
+}
+
+fn write_script(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// GRUB's menu on the rescue: one entry, on the screen and the serial console.
+fn grub_cfg(kernel: &str) -> String {
+    format!(
+        "# Written by crossback media rescue.\n\
+         set timeout=3\n\
+         serial --unit=0 --speed=115200\n\
+         terminal_input console serial\n\
+         terminal_output console serial\n\
+         menuentry 'crossback rescue ({kernel})' {{\n\
+         \tlinux /crossback/vmlinuz crossback.rescue console=tty0 console=ttyS0,115200 panic=0\n\
+         \tinitrd /crossback/initrd.img\n\
+         }}\n"
+    )
+}
+
+/// What goes on the partition, by path on it.
+fn tree(chain: &Chain, kernel: &Path, initrd: &Path, release: &str) -> Vec<(String, Source)> {
+    let mut files = vec![
+        // The firmware's fallback path: no boot entry is needed.
+        ("EFI/BOOT/BOOTX64.EFI".to_string(), Source::File(chain.shim.clone())),
+        ("EFI/BOOT/grubx64.efi".into(), Source::File(chain.grub.clone())),
+        // Debian's signed GRUB reads its configuration from /EFI/debian.
+        ("EFI/debian/grub.cfg".into(), Source::Text(grub_cfg(release))),
+        ("EFI/BOOT/grub.cfg".into(), Source::Text(grub_cfg(release))),
+        ("crossback/vmlinuz".into(), Source::File(kernel.to_path_buf())),
+        ("crossback/initrd.img".into(), Source::File(initrd.to_path_buf())),
+    ];
+    if let Some(m) = &chain.mok {
+        files.push(("EFI/BOOT/mmx64.efi".into(), Source::File(m.clone())));
+    }
+    files
+}
+
+enum Source {
+    File(PathBuf),
+    Text(String),
+}
+
+/// The partition must be none of this machine's: not the running system,
+/// not a configured system's or the media's slots, not mounted.
+fn check_target(config: &Path, m: &Machine, dev: &crossback_host::blockdev::Device) -> anyhow::Result<()> {
+    if m.running_root().is_some_and(|(d, _)| d.path == dev.path) {
+        refuse!(Refusal::SystemRunning, "{} holds the running system; nothing was written", dev.path.display());
+    }
+    if config.exists() {
+        let cfg = crate::config::Config::load(config)?;
+        for s in machine::systems(m, &cfg)? {
+            if s.filesystems.iter().chain(s.swap.iter()).any(|f| f.device.as_ref() == Some(&dev.path)) {
+                refuse!(Refusal::TargetInUse, "{} is part of system {}; nothing was written", dev.path.display(), s.name);
+            }
+        }
+        if let Some(media) = &cfg.media {
+            if [media.slot_a.get_ref(), media.slot_b.get_ref()].contains(&&dev.uuid) {
+                refuse!(
+                    Refusal::TargetInUse,
+                    "{} is a slot of the backup media; the rescue goes on a partition of its own; nothing was written",
+                    dev.path.display()
+                );
+            }
+        }
+    }
+    if !m.mounts_of(dev).is_empty() {
+        refuse!(
+            Refusal::TargetInUse,
+            "{} is mounted at {}: unmount it first; nothing was written",
+            dev.path.display(),
+            m.mounts_of(dev).iter().map(|x| x.mountpoint.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn rescue(config: &Path, a: RescueArgs) -> anyhow::Result<Outcome> {
+    machine::require_root("media rescue")?;
+    let root = crate::local::Paths::new().root().to_path_buf();
+    let m = Machine::scan(&[])?;
+    let dev = super::device_for(&m, &a.device.to_string_lossy())?;
+    if dev.disk == dev.name {
+        refuse!(
+            Refusal::Usage,
+            "{} is a whole disk: give the partition the rescue goes on (a FAT partition of at least 128 MiB); nothing was written",
+            dev.path.display()
+        );
+    }
+    let ours = dev.fstype == "vfat" && dev.label == LABEL;
+    if !ours && !a.yes && !dev.fstype.is_empty() {
+        refuse!(
+            Refusal::TargetNotEmpty,
+            "{} holds a filesystem ({}{}): `--yes` makes the rescue there, erasing it; nothing was written",
+            dev.path.display(),
+            dev.fstype,
+            if dev.label.is_empty() { String::new() } else { format!(", labelled {:?}", output::text(&dev.label)) }
+        );
+    }
+    if dev.unreadable.is_some() && !a.yes {
+        refuse!(
+            Refusal::TargetNotEmpty,
+            "{} could not be read ({}): `--yes` makes the rescue there anyway; nothing was written",
+            dev.path.display(),
+            dev.unreadable.as_deref().unwrap_or("")
+        );
+    }
+    if dev.size < LIMIT {
+        refuse!(
+            Refusal::TargetTooSmall,
+            "{} is {}; the rescue needs a partition of at least {}; nothing was written",
+            dev.path.display(),
+            output::bytes(dev.size),
+            output::bytes(LIMIT)
+        );
+    }
+    check_target(config, &m, &dev)?;
+    let chain = chain(&root)?;
+    let (release, kernel) = kernel(&root)?;
+    let secure_boot =
+        signed(&std::fs::read(&kernel).with_context(|| format!("reading {}", kernel.display()))?).with_context(|| format!("{}", kernel.display()))?;
+    if !secure_boot && !a.no_secure_boot {
+        refuse!(
+            Refusal::Unsupported,
+            "the kernel {} is not signed: the rescue would not boot under Secure Boot; install the distribution's signed kernel, or give --no-secure-boot for machines without it; nothing was written",
+            kernel.display()
+        );
+    }
+
+    println!("building the rescue system from this system's kernel {release} and its signed boot loaders");
+    let started = Instant::now();
+    let work = tempfile::Builder::new().prefix("crossback-rescue.").tempdir_in("/var/tmp").context("a work directory in /var/tmp")?;
+    let conf = work.path().join("initramfs-tools");
+    let exe = std::env::current_exe().context("finding crossback's own binary")?;
+    initramfs_config(&conf, &exe)?;
+    let initrd = work.path().join("initrd.img");
+    machine::run_tool(Tool::new("mkinitramfs").arg("-d").arg(&conf).arg("-o").arg(&initrd).arg(&release))
+        .context("making the rescue's initramfs with initramfs-tools (`apt install initramfs-tools` if it is missing)")?;
+    let files = tree(&chain, &kernel, &initrd, &release);
+    let mut bytes = 0;
+    for (_, s) in &files {
+        bytes += match s {
+            Source::File(p) => std::fs::metadata(p)?.len(),
+            Source::Text(t) => t.len() as u64,
+        };
+    }
+    if bytes > LIMIT {
+        refuse!(
+            Refusal::TargetTooSmall,
+            "the rescue came to {}, more than the {} it may take; nothing was written to {}",
+            output::bytes(bytes),
+            output::bytes(LIMIT),
+            dev.path.display()
+        );
+    }
+    let built = started.elapsed();
+
+    if !ours {
+        machine::run_tool(Tool::new("mkfs.vfat").args(["-F", "32", "-n", LABEL]).arg(&dev.path))?;
+    }
+    crossback_host::ns::enter_private()?;
+    let at = work.path().join("partition");
+    std::fs::create_dir(&at)?;
+    let mut mounted = offline::Mounted::default();
+    let fs = FsMount { mountpoint: "rescue".into(), device: dev.path.clone(), fstype: "vfat".into(), subvol: None, options: vec![], view_of: None };
+    offline::mount_one(&fs, &at, true, false, &mut mounted).with_context(|| format!("mounting {}", dev.path.display()))?;
+    let written = (|| -> anyhow::Result<()> {
+        for (rel, s) in &files {
+            let to = at.join(rel);
+            std::fs::create_dir_all(to.parent().context("a file's directory")?)?;
+            // Written beside and renamed: a rescue cut short keeps its old files whole.
+            let part = to.with_extension("partial");
+            match s {
+                Source::File(p) => std::fs::copy(p, &part).map(drop)?,
+                Source::Text(t) => std::fs::write(&part, t)?,
+            }
+            std::fs::rename(&part, &to)?;
+        }
+        let record = Record { built: output::now(), crossback: env!("CARGO_PKG_VERSION").into(), kernel: release.clone(), secure_boot, bytes };
+        std::fs::write(at.join("crossback").join(RECORD), toml::to_string(&record)?)?;
+        rustix::fs::sync();
+        Ok(())
+    })();
+    let left = mounted.unmount();
+    written.with_context(|| format!("writing the rescue onto {}", dev.path.display()))?;
+    if let Some((p, e)) = left.first() {
+        anyhow::bail!("{} could not be unmounted: {e}", p.display());
+    }
+    println!(
+        "the rescue system is on {}: {} (kernel {release}{}), built in {:.1} s; boot the machine from this disk (the firmware's boot menu) to restore",
+        dev.path.display(),
+        output::bytes(bytes),
+        if secure_boot { ", signed: boots under Secure Boot" } else { ", not signed: only without Secure Boot" },
+        built.as_secs_f64()
+    );
+    Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_is_signed_when_its_certificate_table_is_there() {
+        assert!(signed(&crossback_testkit::pe64(true)).unwrap());
+        assert!(!signed(&crossback_testkit::pe64(false)).unwrap());
+        assert!(signed(b"not a PE image at all").is_err());
+    }
+
+    #[test]
+    fn the_rescue_boots_from_the_firmware_s_fallback_path_through_shim() {
+        let chain = Chain { shim: "/s".into(), mok: None, grub: "/g".into() };
+        let files = tree(&chain, Path::new("/k"), Path::new("/i"), "6.1.0-1");
+        let at = |p: &str| files.iter().find(|(n, _)| n == p).map(|(_, s)| s);
+        assert!(matches!(at("EFI/BOOT/BOOTX64.EFI"), Some(Source::File(p)) if p == Path::new("/s")));
+        assert!(matches!(at("EFI/BOOT/grubx64.efi"), Some(Source::File(p)) if p == Path::new("/g")));
+        // No fallback loader (fbx64.efi): shim would make boot entries from it.
+        assert!(at("EFI/BOOT/fbx64.efi").is_none());
+        let Some(Source::Text(cfg)) = at("EFI/debian/grub.cfg") else { panic!("no grub.cfg where Debian's signed GRUB reads it") };
+        assert!(cfg.contains("linux /crossback/vmlinuz crossback.rescue") && cfg.contains("initrd /crossback/initrd.img"), "{cfg}");
+    }
+}

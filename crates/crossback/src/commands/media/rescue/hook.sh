@@ -1,0 +1,19 @@
+#!/bin/sh
+# initramfs-tools hook of crossback's rescue system (written by
+# `crossback media rescue`): crossback and the tools a restore runs.
+PREREQ=""
+prereqs() { echo "$PREREQ"; }
+case "$1" in prereqs) prereqs; exit 0 ;; esac
+. /usr/share/initramfs-tools/hook-functions
+here=$(dirname "$0")/..
+copy_exec "$here/crossback" /usr/sbin/crossback
+for tool in sfdisk partx wipefs blkid blockdev mount umount losetup chroot \
+    mkfs.ext4 mke2fs e2fsck tune2fs dumpe2fs mkfs.xfs xfs_admin xfs_db xfs_repair \
+    mkfs.btrfs btrfs btrfstune mkfs.vfat fsck.vfat mkswap swaplabel \
+    efibootmgr cryptsetup lvm dmsetup setpriv unshare flock udevadm; do
+  p=$(command -v "$tool" 2>/dev/null) && copy_exec "$p"
+done
+# lvm's and cryptsetup's own libraries and configuration, when present.
+[ -e /etc/lvm/lvm.conf ] && mkdir -p "$DESTDIR/etc/lvm" && cp /etc/lvm/lvm.conf "$DESTDIR/etc/lvm/"
+manual_add_modules vfat nls_cp437 nls_ascii nls_utf8 ext4 xfs btrfs dm_crypt dm_mod efivarfs
+exit 0
