@@ -53,6 +53,15 @@
 #          --against-source finds no difference; without the backup disk,
 #          the restored disk boots into A and B, each as it was backed up
 #          (filesystems, swap, the changed files, dpkg --verify, machine-id).
+#   rescue the backup disk boots its own rescue system (issue 29): A gets
+#          the signed boot chain (shim-signed, grub-efi-amd64-signed) and
+#          busybox as a user installs them; `media rescue` refuses a slot
+#          and a partition holding a filesystem, then makes the rescue on
+#          the backup disk's rescue partition, and again over it; the backup
+#          disk alone boots into the rescue on firmware enforcing Secure
+#          Boot with Microsoft's keys (OVMF .ms, SMM) and on firmware
+#          without it; the same disk with the kernel's signature removed
+#          (sbattach --remove) is refused by the enforcing firmware's chain.
 #   boot   the dual-boot PC: A boots to multi-user from the firmware's first
 #          entry, sets BootNext to B and reboots; B boots to multi-user.
 # The last line is `lab: OK: …` or `lab: FAILED: …` with the reason.
@@ -96,14 +105,21 @@ job_done() { debugfs -R "stat $1" "$work/job.raw" 2>/dev/null | grep -q Inode; }
 # The backup disk: two ext4 partitions (their UUIDs in slot_a, slot_b); a
 # removable SCSI disk whose writes QEMU throttles to 80 MiB/s (a USB disk's
 # speed): backup_disk holds its QEMU arguments.
+# With backup_layout=rescue: a 160 MiB EFI system partition first, named
+# crossback-rescue, left empty for `media rescue`.
 make_backup_disk() {
-  local bdev
+  local bdev a=p1 b=p2
   truncate -s 2560M "$work/backup.raw"
-  printf 'label: gpt\nsize=1270MiB, type=L, name="slot-a"\ntype=L, name="slot-b"\n' | sfdisk -q "$work/backup.raw"
+  if [ "${backup_layout:-}" = rescue ]; then
+    printf 'label: gpt\nsize=160MiB, type=U, name="crossback-rescue"\nsize=1190MiB, type=L, name="slot-a"\ntype=L, name="slot-b"\n' | sfdisk -q "$work/backup.raw"
+    a=p2 b=p3
+  else
+    printf 'label: gpt\nsize=1270MiB, type=L, name="slot-a"\ntype=L, name="slot-b"\n' | sfdisk -q "$work/backup.raw"
+  fi
   bdev=$(losetup --find --show "$work/backup.raw")
   partx -a "$bdev"
-  mkfs.ext4 -q -F -L slot-a "${bdev}p1"; mkfs.ext4 -q -F -L slot-b "${bdev}p2"
-  slot_a=$(blkid -p -s UUID -o value "${bdev}p1"); slot_b=$(blkid -p -s UUID -o value "${bdev}p2")
+  mkfs.ext4 -q -F -L slot-a "${bdev}$a"; mkfs.ext4 -q -F -L slot-b "${bdev}$b"
+  slot_a=$(blkid -p -s UUID -o value "${bdev}$a"); slot_b=$(blkid -p -s UUID -o value "${bdev}$b")
   partx_d "$bdev"; losetup -d "$bdev"
 }
 # What a scenario that installs crossback needs: the tools, crossback's
@@ -411,6 +427,73 @@ case $scenario in
       for x in "${times[@]}"; do say "time: $x"; done
       echo "lab: OK: plug: the backup disk hot-plugged into A, B backed up by itself, the start and end in the journal ($(( $(date +%s) - t0 )) s in all)"
     fi
+    ;;
+  rescue)
+    # Issue 29: the backup disk boots its own rescue system under Secure
+    # Boot. A (Debian 12) gets the signed boot chain as a user installs it
+    # and makes the rescue on the backup disk's rescue partition
+    # (lab/jobs/rescue.sh); the backup disk alone then boots on firmware
+    # that enforces Secure Boot with Microsoft's keys (OVMF .ms, SMM) into
+    # crossback; the same rescue with its kernel's signature removed is
+    # refused by that firmware.
+    need_packages mtools sbsigntool
+    backup_layout=rescue run_setup
+    printf 'SLOT_A=%s\nSLOT_B=%s\n' "$slot_a" "$slot_b" > "$work/env"
+    mkdir -p "$work/debs"
+    (cd "$work/debs" && apt-get download -q shim-signed shim-signed-common shim-helpers-amd64-signed shim-unsigned mokutil \
+      grub-efi-amd64-signed libefivar1 libefiboot1 libkeyutils1 busybox >/dev/null 2>&1) || die "apt-get download of the signed boot chain failed"
+    for f in "$work"/debs/*.deb; do mv "$f" "$work/debs/sb-$(basename "$f")"; done
+    echo setup > "$work/phase"
+    job_disk "$(cat "$here/lab/jobs/rescue.sh")" "$here/lab/jobs/lib.sh" "$work/crossback.deb" "$work/env" "$work/phase" "$work"/debs/sb-*.deb
+    t=$(date +%s)
+    pc_once setup "$work/vars.fd" 900 -drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    job_done done-setup || phase_failed setup "A did not make the rescue system"
+    made=$(( $(date +%s) - t ))
+    # Boots DISK alone, on firmware that enforces Secure Boot with
+    # Microsoft's keys (or, with `plain`, on firmware without it), until the
+    # rescue says it is ready, GRUB refuses the kernel, or TIMEOUT: the
+    # console in LOG.console.
+    sb_boot() { # LOG DISK TIMEOUT [plain]
+      local log=$work/$1.console i code=/usr/share/OVMF/OVMF_CODE_4M.ms.fd vars=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
+      [ "${4:-}" = plain ] && code=$OVMF_CODE vars=$OVMF_VARS
+      cp "$vars" "$work/$1-vars.fd"
+      : > "$log"
+      timeout "$3" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -machine q35,smm=on \
+        -global driver=cfi.pflash01,property=secure,value=on \
+        -drive if=pflash,format=raw,readonly=on,file="$code" \
+        -drive if=pflash,format=raw,file="$work/$1-vars.fd" \
+        -display none -monitor none -serial "file:$log" \
+        -device virtio-scsi-pci,id=scsi0 -drive file="$2",if=none,id=bk,format=raw -device scsi-hd,drive=bk,bus=scsi0.0,removable=on &
+      local q=$!
+      for i in $(seq 1 "$3"); do
+        grep -aq "crossback rescue: ready\|bad shim signature" "$log" && break
+        kill -0 "$q" 2>/dev/null || break
+        sleep 1
+      done
+      kill "$q" 2>/dev/null; wait "$q" 2>/dev/null || true
+    }
+    t=$(date +%s)
+    sb_boot sb "$work/backup.raw" 600
+    booted=$(( $(date +%s) - t ))
+    grep -a "crossback rescue:" "$work/sb.console" | grep -av $'\e' >&2 || true
+    grep -aq "crossback rescue: ready" "$work/sb.console" || phase_failed sb "the backup disk did not boot into the rescue under Secure Boot"
+    grep -aq "crossback rescue: Secure Boot: on" "$work/sb.console" || phase_failed sb "the rescue did not run with Secure Boot enforced"
+    # The same disk on firmware without Secure Boot.
+    sb_boot plain "$work/backup.raw" 600 plain
+    grep -aq "crossback rescue: ready" "$work/plain.console" || phase_failed plain "the backup disk did not boot into the rescue without Secure Boot"
+    grep -aq "crossback rescue: Secure Boot: off" "$work/plain.console" || phase_failed plain "the rescue says Secure Boot is on, on firmware without it"
+    # The negative check: the kernel's signature removed, the firmware's chain refuses it.
+    start=$(sfdisk -J "$work/backup.raw" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"] * 512)')
+    cp --sparse=always "$work/backup.raw" "$work/unsigned.raw"
+    mcopy -n -i "$work/unsigned.raw@@$start" ::crossback/vmlinuz "$work/vmlinuz" || die "mcopy out of the rescue partition"
+    sbattach --remove "$work/vmlinuz" >/dev/null || die "sbattach --remove"
+    mcopy -o -i "$work/unsigned.raw@@$start" "$work/vmlinuz" ::crossback/vmlinuz || die "mcopy into the rescue partition"
+    sb_boot unsigned "$work/unsigned.raw" 240
+    grep -aq "crossback rescue: ready" "$work/unsigned.console" && phase_failed unsigned "an unsigned kernel booted under Secure Boot"
+    grep -aiq "bad shim signature\|Verification failed\|invalid signature\|Access Denied" "$work/unsigned.console" || phase_failed unsigned "no refusal of the unsigned kernel on the console"
+    say "time: A made the rescue (with setting up): $made s; power-on to the rescue's prompt under Secure Boot: $booted s"
+    say "$(grep -a "rescue: system-a: the rescue system is on" "$work/all-jobs.log" | head -1)"
+    echo "lab: OK: rescue: the backup disk booted its rescue under enforced Secure Boot and without it; an unsigned kernel was refused ($(( $(date +%s) - t0 )) s in all)"
     ;;
   *) die "no scenario $scenario (see scripts/lab.sh's header)" ;;
 esac

@@ -243,16 +243,23 @@ fn lock_generation(store: &Store, seal: &remote::SealKey, seq: u64, days: u32) -
     }
     let (_, objects) = remote::read_generation(store, seq, Some(seal))?;
     let until = output::now_secs() + i64::from(days) * 86_400;
+    // A date earlier than one there would be refused (a lock pass cut short
+    // before lock_days was made shorter): what is locked longer stays so.
+    let extend = |rel: &str| -> anyhow::Result<()> {
+        match store.locked_until(rel)? {
+            Some(u) if u >= until => Ok(()),
+            _ => store.lock(rel, until),
+        }
+    };
     for rel in [remote::RECORD, layout::KEY_BY_PASSPHRASE, layout::KEY_BY_RECIPIENTS] {
-        // A date earlier than the one there would be refused (lock_days made shorter).
-        if store.size(rel)?.is_some() && store.locked_until(rel)?.is_none_or(|u| u < until) {
-            store.lock(rel, until)?;
+        if store.size(rel)?.is_some() {
+            extend(rel)?;
         }
     }
     let files = objects.list.iter().map(|o| o.path.as_str()).chain([remote::OBJECTS, remote::SEAL, layout::MANIFEST]);
     let mut n = 0;
     for rel in files {
-        store.lock(&format!("{dir}/{rel}"), until)?;
+        extend(&format!("{dir}/{rel}"))?;
         n += 1;
     }
     println!("remote {}: generation {seq} locked until {} ({n} objects, S3 Object Lock)", store.name, output::utc(until));
