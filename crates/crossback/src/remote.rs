@@ -511,7 +511,8 @@ impl Store {
         // the current one, else the first listed (S3 lists a key's
         // versions newest first; OpenDAL its delete markers after them).
         let mut newest: BTreeMap<String, (std::time::SystemTime, bool, String, u64)> = BTreeMap::new();
-        let then = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(when).unwrap_or(0));
+        // A time before 1970 (a year 0001 typed) is 1970: nothing was there then either.
+        let then = std::time::UNIX_EPOCH + Duration::from_secs(when.max(0).unsigned_abs());
         for e in entries.iter().filter(|e| !e.metadata().is_dir()) {
             let m = e.metadata();
             let (Some(version), Some(at)) = (m.version(), m.last_modified().map(std::time::SystemTime::from)) else { continue };
