@@ -45,17 +45,7 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
     }
     let store = Store::open(&r, None, None)?;
     if let Some(days) = r.lock_days {
-        if !store.lock_enabled()? {
-            refuse!(
-                Refusal::Config,
-                "remote {}: the bucket has no Object Lock, which S3 turns on only when a bucket is made (`aws s3api create-bucket --object-lock-enabled-for-bucket`, SeaweedFS `s3.bucket.create -withLock`): make one with it, or leave out --lock-days; nothing was changed",
-                r.name
-            );
-        }
-        println!(
-            "remote {}: every object pushed there is locked for {days} days in compliance mode: nobody can delete it before then, this machine and the store's owner included, and the store bills it for that time",
-            r.name
-        );
+        check_lock(&store, days)?;
     }
     let found = read_record(&store, &r.machine)?;
     // The secret key the copies are encrypted to, unlocked once here: the
@@ -132,6 +122,22 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
         r.name, r.url, r.machine, r.key, r.name
     );
     Ok(Outcome::Ok)
+}
+
+/// `--lock-days`: the bucket must have Object Lock; what it means is said.
+fn check_lock(store: &Store, days: u32) -> anyhow::Result<()> {
+    if !store.lock_enabled()? {
+        refuse!(
+            Refusal::Config,
+            "remote {}: the bucket has no Object Lock, which S3 turns on only when a bucket is made (`aws s3api create-bucket --object-lock-enabled-for-bucket`, SeaweedFS `s3.bucket.create -withLock`): make one with it, or leave out --lock-days; nothing was changed",
+            store.name
+        );
+    }
+    println!(
+        "remote {}: every object pushed there is locked for {days} days in compliance mode: nobody can delete it before then, this machine and the store's owner included, and the store bills it for that time",
+        store.name
+    );
+    Ok(())
 }
 
 /// The store's record and key files for `machine`, when it has them; a

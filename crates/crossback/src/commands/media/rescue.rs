@@ -198,9 +198,25 @@ fn check_target(config: &Path, m: &Machine, dev: &crossback_host::blockdev::Devi
 
 pub fn rescue(config: &Path, a: RescueArgs) -> anyhow::Result<Outcome> {
     machine::require_root("media rescue")?;
-    let root = crate::local::Paths::new().root().to_path_buf();
     let m = Machine::scan(&[])?;
     let dev = super::device_for(&m, &a.device.to_string_lossy())?;
+    let ours = check_device(config, &m, &dev, a.yes)?;
+    let built = build(crate::local::Paths::new().root(), a.no_secure_boot, &dev.path)?;
+    write_onto(&dev.path, ours, &built)?;
+    println!(
+        "the rescue system is on {}: {} (kernel {}{}), built in {:.1} s; boot the machine from this disk (the firmware's boot menu) to restore",
+        dev.path.display(),
+        output::bytes(built.record.bytes),
+        built.record.kernel,
+        if built.record.secure_boot { ", signed: boots under Secure Boot" } else { ", not signed: only without Secure Boot" },
+        built.secs
+    );
+    Ok(Outcome::Ok)
+}
+
+/// The partition the rescue may go on; `true` when it holds a rescue
+/// already (made again there without a question).
+fn check_device(config: &Path, m: &Machine, dev: &crossback_host::blockdev::Device, yes: bool) -> anyhow::Result<bool> {
     if dev.disk == dev.name {
         refuse!(
             Refusal::Usage,
@@ -209,7 +225,7 @@ pub fn rescue(config: &Path, a: RescueArgs) -> anyhow::Result<Outcome> {
         );
     }
     let ours = dev.fstype == "vfat" && dev.label == LABEL;
-    if !ours && !a.yes && !dev.fstype.is_empty() {
+    if !ours && !yes && !dev.fstype.is_empty() {
         refuse!(
             Refusal::TargetNotEmpty,
             "{} holds a filesystem ({}{}): `--yes` makes the rescue there, erasing it; nothing was written",
@@ -218,13 +234,8 @@ pub fn rescue(config: &Path, a: RescueArgs) -> anyhow::Result<Outcome> {
             if dev.label.is_empty() { String::new() } else { format!(", labelled {:?}", output::text(&dev.label)) }
         );
     }
-    if dev.unreadable.is_some() && !a.yes {
-        refuse!(
-            Refusal::TargetNotEmpty,
-            "{} could not be read ({}): `--yes` makes the rescue there anyway; nothing was written",
-            dev.path.display(),
-            dev.unreadable.as_deref().unwrap_or("")
-        );
+    if let Some(why) = dev.unreadable.as_ref().filter(|_| !yes) {
+        refuse!(Refusal::TargetNotEmpty, "{} could not be read ({why}): `--yes` makes the rescue there anyway; nothing was written", dev.path.display());
     }
     if dev.size < LIMIT {
         refuse!(
@@ -235,25 +246,37 @@ pub fn rescue(config: &Path, a: RescueArgs) -> anyhow::Result<Outcome> {
             output::bytes(LIMIT)
         );
     }
-    check_target(config, &m, &dev)?;
-    let chain = chain(&root)?;
-    let (release, kernel) = kernel(&root)?;
+    check_target(config, m, dev)?;
+    Ok(ours)
+}
+
+/// The rescue's files, made in a work directory (kept while this lives).
+struct Built {
+    work: tempfile::TempDir,
+    files: Vec<(String, Source)>,
+    record: Record,
+    secs: f64,
+}
+
+/// Finds the signed chain and the kernel under `root`, makes the
+/// initramfs; refused when it would not fit. `target` is only named.
+fn build(root: &Path, no_secure_boot: bool, target: &Path) -> anyhow::Result<Built> {
+    let chain = chain(root)?;
+    let (release, kernel) = kernel(root)?;
     let secure_boot =
         signed(&std::fs::read(&kernel).with_context(|| format!("reading {}", kernel.display()))?).with_context(|| format!("{}", kernel.display()))?;
-    if !secure_boot && !a.no_secure_boot {
+    if !secure_boot && !no_secure_boot {
         refuse!(
             Refusal::Unsupported,
             "the kernel {} is not signed: the rescue would not boot under Secure Boot; install the distribution's signed kernel, or give --no-secure-boot for machines without it; nothing was written",
             kernel.display()
         );
     }
-
     println!("building the rescue system from this system's kernel {release} and its signed boot loaders");
     let started = Instant::now();
     let work = tempfile::Builder::new().prefix("crossback-rescue.").tempdir_in("/var/tmp").context("a work directory in /var/tmp")?;
     let conf = work.path().join("initramfs-tools");
-    let exe = std::env::current_exe().context("finding crossback's own binary")?;
-    initramfs_config(&conf, &exe)?;
+    initramfs_config(&conf, &std::env::current_exe().context("finding crossback's own binary")?)?;
     let initrd = work.path().join("initrd.img");
     machine::run_tool(Tool::new("mkinitramfs").arg("-d").arg(&conf).arg("-o").arg(&initrd).arg(&release))
         .context("making the rescue's initramfs with initramfs-tools (`apt install initramfs-tools` if it is missing)")?;
@@ -271,50 +294,47 @@ pub fn rescue(config: &Path, a: RescueArgs) -> anyhow::Result<Outcome> {
             "the rescue came to {}, more than the {} it may take; nothing was written to {}",
             output::bytes(bytes),
             output::bytes(LIMIT),
-            dev.path.display()
+            target.display()
         );
     }
-    let built = started.elapsed();
+    let record = Record { built: output::now(), crossback: env!("CARGO_PKG_VERSION").into(), kernel: release, secure_boot, bytes };
+    Ok(Built { work, files, record, secs: started.elapsed().as_secs_f64() })
+}
 
+/// Formats `dev` as the rescue's FAT (unless it is one already) and
+/// writes the files onto it, each beside its old one and renamed: a
+/// rescue made again and cut short keeps its old files whole.
+fn write_onto(dev: &Path, ours: bool, built: &Built) -> anyhow::Result<()> {
     if !ours {
-        machine::run_tool(Tool::new("mkfs.vfat").args(["-F", "32", "-n", LABEL]).arg(&dev.path))?;
+        machine::run_tool(Tool::new("mkfs.vfat").args(["-F", "32", "-n", LABEL]).arg(dev))?;
     }
     crossback_host::ns::enter_private()?;
-    let at = work.path().join("partition");
+    let at = built.work.path().join("partition");
     std::fs::create_dir(&at)?;
     let mut mounted = offline::Mounted::default();
-    let fs = FsMount { mountpoint: "rescue".into(), device: dev.path.clone(), fstype: "vfat".into(), subvol: None, options: vec![], view_of: None };
-    offline::mount_one(&fs, &at, true, false, &mut mounted).with_context(|| format!("mounting {}", dev.path.display()))?;
+    let fs = FsMount { mountpoint: "rescue".into(), device: dev.to_path_buf(), fstype: "vfat".into(), subvol: None, options: vec![], view_of: None };
+    offline::mount_one(&fs, &at, true, false, &mut mounted).with_context(|| format!("mounting {}", dev.display()))?;
     let written = (|| -> anyhow::Result<()> {
-        for (rel, s) in &files {
+        for (rel, s) in &built.files {
             let to = at.join(rel);
+            let part = at.join(format!("{rel}.partial"));
             std::fs::create_dir_all(to.parent().context("a file's directory")?)?;
-            // Written beside and renamed: a rescue cut short keeps its old files whole.
-            let part = to.with_extension("partial");
             match s {
                 Source::File(p) => std::fs::copy(p, &part).map(drop)?,
                 Source::Text(t) => std::fs::write(&part, t)?,
             }
             std::fs::rename(&part, &to)?;
         }
-        let record = Record { built: output::now(), crossback: env!("CARGO_PKG_VERSION").into(), kernel: release.clone(), secure_boot, bytes };
-        std::fs::write(at.join("crossback").join(RECORD), toml::to_string(&record)?)?;
+        std::fs::write(at.join("crossback").join(RECORD), toml::to_string(&built.record)?)?;
         rustix::fs::sync();
         Ok(())
     })();
     let left = mounted.unmount();
-    written.with_context(|| format!("writing the rescue onto {}", dev.path.display()))?;
+    written.with_context(|| format!("writing the rescue onto {}", dev.display()))?;
     if let Some((p, e)) = left.first() {
         anyhow::bail!("{} could not be unmounted: {e}", p.display());
     }
-    println!(
-        "the rescue system is on {}: {} (kernel {release}{}), built in {:.1} s; boot the machine from this disk (the firmware's boot menu) to restore",
-        dev.path.display(),
-        output::bytes(bytes),
-        if secure_boot { ", signed: boots under Secure Boot" } else { ", not signed: only without Secure Boot" },
-        built.as_secs_f64()
-    );
-    Ok(Outcome::Ok)
+    Ok(())
 }
 
 #[cfg(test)]
