@@ -11,38 +11,12 @@ use crate::layout::{self, GenName, KeyFiles};
 use crate::remote::{self, Record, Store};
 use crate::{keys, output, refuse, Outcome};
 
-pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> {
+pub fn add(path: &std::path::Path, mut a: RemoteAddArgs) -> anyhow::Result<Outcome> {
     // A new machine has no configuration yet: it adds the remote that holds
     // its backups, then takes the configuration from there (`init --remote`).
     let cfg = if path.exists() { Config::load(path)? } else { Config::default() };
-    if !layout::valid_system_name(&a.name) {
-        refuse!(Refusal::Usage, "{:?} is not a remote name (letters, digits, '-', '_', '.')", output::text(&a.name));
-    }
-    if cfg.remotes.iter().any(|r| r.name == a.name) {
-        refuse!(Refusal::Usage, "a remote named {} is already configured (`crossback remote list`); nothing was changed", a.name);
-    }
-    remote::Url::parse(&a.url).map_err(|e| refuse(Refusal::Usage, format!("{e:#}")))?;
-    let machine = match a.machine {
-        Some(m) => m,
-        None => host_name()?,
-    };
-    let mut r = RemoteConfig {
-        name: a.name,
-        url: a.url,
-        endpoint: a.endpoint,
-        region: a.region,
-        credentials: a.credentials,
-        machine,
-        key: String::new(),
-        limit_upload: a.limit_upload,
-        keep: a.keep,
-        min_age_days: a.min_age_days,
-        lock_days: a.lock_days,
-        push: if a.push_after_backup { config::PushWhen::AfterBackup } else { config::PushWhen::Manual },
-    };
-    if r.lock_days.is_some() && !r.url.starts_with("s3://") {
-        refuse!(Refusal::Usage, "--lock-days is S3 Object Lock, for an s3:// remote; {} is not one; nothing was changed", r.url);
-    }
+    let recipients = std::mem::take(&mut a.recipient);
+    let mut r = new_remote(&cfg, a)?;
     let store = Store::open(&r, None, None)?;
     if let Some(days) = r.lock_days {
         check_lock(&store, days)?;
@@ -103,7 +77,7 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
             (k, remote::SealKey::of(&key))
         }
         (Some(Sealing::Plain), None) => {
-            let recipients = keys::parse_recipients(&a.recipient)?;
+            let recipients = keys::parse_recipients(&recipients)?;
             let passphrase = if recipients.is_empty() || keys::passphrase_given() {
                 Some(keys::passphrase(&format!("the copies on remote {} (a new passphrase)", r.name), true)?)
             } else {
@@ -122,6 +96,39 @@ pub fn add(path: &std::path::Path, a: RemoteAddArgs) -> anyhow::Result<Outcome> 
         r.name, r.url, r.machine, r.key, r.name
     );
     Ok(Outcome::Ok)
+}
+
+/// The remote `remote add` was given, checked as far as it can be
+/// without the store; its key is set once the store was asked.
+fn new_remote(cfg: &Config, a: RemoteAddArgs) -> anyhow::Result<RemoteConfig> {
+    if !layout::valid_system_name(&a.name) {
+        refuse!(Refusal::Usage, "{:?} is not a remote name (letters, digits, '-', '_', '.')", output::text(&a.name));
+    }
+    if cfg.remotes.iter().any(|r| r.name == a.name) {
+        refuse!(Refusal::Usage, "a remote named {} is already configured (`crossback remote list`); nothing was changed", a.name);
+    }
+    remote::Url::parse(&a.url).map_err(|e| refuse(Refusal::Usage, format!("{e:#}")))?;
+    if a.lock_days.is_some() && !a.url.starts_with("s3://") {
+        refuse!(Refusal::Usage, "--lock-days is S3 Object Lock, for an s3:// remote; {} is not one; nothing was changed", a.url);
+    }
+    let machine = match a.machine {
+        Some(m) => m,
+        None => host_name()?,
+    };
+    Ok(RemoteConfig {
+        name: a.name,
+        url: a.url,
+        endpoint: a.endpoint,
+        region: a.region,
+        credentials: a.credentials,
+        machine,
+        key: String::new(),
+        limit_upload: a.limit_upload,
+        keep: a.keep,
+        min_age_days: a.min_age_days,
+        lock_days: a.lock_days,
+        push: if a.push_after_backup { config::PushWhen::AfterBackup } else { config::PushWhen::Manual },
+    })
 }
 
 /// `--lock-days`: the bucket must have Object Lock; what it means is said.
