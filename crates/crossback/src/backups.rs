@@ -117,7 +117,7 @@ impl SystemBackup {
         };
         let archive = archive.map_err(crate::error::from_archive)?;
         if let crossback_archive::archive::Layout::Indexed { footer, .. } = &archive.layout {
-            let hash: String = footer.data_hash.iter().map(|b| format!("{b:02x}")).collect();
+            let hash = crate::output::hex(&footer.data_hash);
             if !hash.eq_ignore_ascii_case(&a.hash) {
                 return Err(refuse(
                     Refusal::ArchiveMismatch,

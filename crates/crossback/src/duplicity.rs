@@ -197,7 +197,7 @@ pub fn verify(root: &Dir, set: &Set) -> Vec<String> {
         });
         match hashed {
             Ok(()) => {
-                let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                let got = crate::output::hex(&h.finalize());
                 if got != *want {
                     out.push(format!("volume {v} ({file}) does not match its SHA1 in the manifest: damaged"));
                 }

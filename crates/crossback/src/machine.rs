@@ -3,7 +3,7 @@
 //! Linux systems and slots on its filesystems.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use crossback_host::blockdev::{self, Device, Spec};
@@ -101,6 +101,12 @@ impl Machine {
         self.mounts.iter().filter(|m| m.devno == d.devno || same_btrfs(m)).collect()
     }
 
+    /// Where the device is mounted, for a refusal to name; `None` when it is not.
+    pub fn mounted_at(&self, d: &Device) -> Option<String> {
+        let at: Vec<&str> = self.mounts_of(d).iter().map(|x| x.mountpoint.as_str()).collect();
+        (!at.is_empty()).then(|| at.join(", "))
+    }
+
     /// True when the device is mounted writable anywhere crossback can see.
     pub fn mounted_rw(&self, d: &Device) -> bool {
         self.mounts_of(d).iter().any(|m| m.is_rw())
@@ -173,6 +179,11 @@ pub struct LayerState {
 }
 
 impl System {
+    /// Whether the device at `path` is one of its filesystems or its swap.
+    pub fn uses(&self, path: &Path) -> bool {
+        self.filesystems.iter().chain(self.swap.iter()).any(|f| f.device.as_deref() == Some(path))
+    }
+
     /// A container it sits in is locked (or not attached).
     pub fn locked(&self) -> bool {
         self.layers.iter().any(|l| l.kind == "luks" && l.state != "open" && l.state != "open read-only")

@@ -142,6 +142,11 @@ pub fn utc(sec: i64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// Bytes as lowercase hexadecimal (hashes as the manifests and stores write them).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Now, in RFC 3339 (UTC, seconds).
 pub fn now() -> String {
     stamp(now_secs())

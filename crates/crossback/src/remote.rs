@@ -74,23 +74,22 @@ impl Url {
         if let Some(rest) = text.strip_prefix("rclone:") {
             return rclone::parse(rest).map(Url::Rclone);
         }
-        let u = url::Url::parse(text).map_err(|e| {
-            anyhow::anyhow!("{:?} is not a URL ({e}): s3://BUCKET/PREFIX, sftp://USER@HOST/PATH or rclone:REMOTE:PATH", crate::output::text(text))
-        })?;
+        let u = url::Url::parse(text)
+            .map_err(|e| anyhow::anyhow!("{:?} is not a URL ({e}): s3://BUCKET/PREFIX, sftp://USER@HOST/PATH or rclone:REMOTE:PATH", output::text(text)))?;
         let host = u.host_str().filter(|h| !h.is_empty()).map(str::to_string);
         let path = u.path().trim_matches('/').to_string();
         // The parser resolves dot segments itself: they are refused as typed.
         let dots = text.split(['/', '?', '#']).any(|c| c == "." || c == "..") || text.to_ascii_lowercase().contains("%2e");
         if dots || u.query().is_some() || u.fragment().is_some() || u.password().is_some() {
-            anyhow::bail!("{:?}: no '..', query, fragment or password in a remote's URL (credentials go in a file: --credentials)", crate::output::text(text));
+            anyhow::bail!("{:?}: no '..', query, fragment or password in a remote's URL (credentials go in a file: --credentials)", output::text(text));
         }
         match (u.scheme(), host) {
             ("s3", Some(bucket)) if u.username().is_empty() && u.port().is_none() => Ok(Url::S3 { bucket, prefix: path }),
             ("sftp", Some(host)) if !path.is_empty() => {
                 Ok(Url::Sftp { user: Some(u.username().to_string()).filter(|s| !s.is_empty()), host, port: u.port(), path: format!("/{path}") })
             }
-            ("sftp", Some(_)) => anyhow::bail!("{:?}: give the directory on the server (sftp://HOST/PATH)", crate::output::text(text)),
-            _ => anyhow::bail!("{:?} is not an s3://BUCKET[/PREFIX] or sftp://[USER@]HOST[:PORT]/PATH URL", crate::output::text(text)),
+            ("sftp", Some(_)) => anyhow::bail!("{:?}: give the directory on the server (sftp://HOST/PATH)", output::text(text)),
+            _ => anyhow::bail!("{:?} is not an s3://BUCKET[/PREFIX] or sftp://[USER@]HOST[:PORT]/PATH URL", output::text(text)),
         }
     }
 }
@@ -331,7 +330,7 @@ impl Store {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the network runtime")?;
         let machine = machine.unwrap_or(&r.machine);
         if !crate::layout::valid_system_name(machine) {
-            crate::refuse!(Refusal::Usage, "{:?} is not a machine name (letters, digits, '-', '_', '.')", crate::output::text(machine));
+            crate::refuse!(Refusal::Usage, "{:?} is not a machine name (letters, digits, '-', '_', '.')", output::text(machine));
         }
         let pacer = limit_upload.or(r.limit_upload).map(|bps| std::sync::Mutex::new(Pacer::new(bps)));
         Ok(Store {
@@ -352,7 +351,7 @@ impl Store {
     /// How much was read from the store, in a line.
     pub fn said_fetched(&self) -> String {
         let n = self.fetched.load(std::sync::atomic::Ordering::Relaxed);
-        format!("read {} ({n} bytes) from remote {}", crate::output::bytes(n), self.name)
+        format!("read {} ({n} bytes) from remote {}", output::bytes(n), self.name)
     }
 
     /// The machine whose backups this store is opened on.
@@ -628,7 +627,7 @@ impl Store {
             crate::refuse!(Refusal::RemoteDamaged, "remote {}: {rel} was sent as {bytes} bytes, the store says it holds {}", self.name, meta.content_length());
         }
         settled(&self.name, rel, SETTLE, || Ok(self.size(rel)? == Some(bytes)))?;
-        Ok(Object { path: rel.to_string(), bytes, blake3: hash, head, pushed: Some(crate::output::now()) })
+        Ok(Object { path: rel.to_string(), bytes, blake3: hash, head, pushed: Some(output::now()) })
     }
 
     /// Reads an object through and hashes it (`remote verify`).

@@ -77,12 +77,16 @@ fn random_file(path: &Path, mib: u32) {
 /// `remote add offsite` for SeaweedFS's S3 gateway as machine `desk`, with
 /// `credentials`, unlocked by `pass` when given.
 fn add_s3(cfg: &Path, pass: Option<&Path>, s3: &SeaweedFs, credentials: &Path) -> Command {
+    add_s3_at(cfg, pass, s3, credentials, &format!("s3://{}/backups", s3.bucket))
+}
+
+/// As [`add_s3`], for the store's `url` (another bucket, or not S3 at all).
+fn add_s3_at(cfg: &Path, pass: Option<&Path>, s3: &SeaweedFs, credentials: &Path, url: &str) -> Command {
     let mut c = cb(cfg);
     if let Some(p) = pass {
         c.arg("--passphrase-file").arg(p);
     }
-    let url = format!("s3://{}/backups", s3.bucket);
-    c.args(["remote", "add", "offsite", &url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(credentials);
+    c.args(["remote", "add", "offsite", url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(credentials);
     c
 }
 
@@ -678,12 +682,7 @@ fn root_object_lock_keeps_what_was_pushed_from_everyone_holding_the_keys() {
     s3.make_bucket("locked", true);
     let creds = s.dir.path().join("offsite.s3");
     s3.credentials_file(&creds);
-    let add = |url: &str| {
-        let mut c = cb(&s.cfg);
-        c.arg("--passphrase-file").arg(&s.pass);
-        c.args(["remote", "add", "offsite", url, "--endpoint", &s3.endpoint(), "--machine", "desk", "--credentials"]).arg(&creds);
-        c
-    };
+    let add = |url: &str| add_s3_at(&s.cfg, Some(&s.pass), &s3, &creds, url);
     // Refused, nothing written: a bucket without Object Lock, a store that is not S3, no days.
     let before = std::fs::read_to_string(&s.cfg).unwrap();
     let o = add("s3://crossback/backups").args(["--lock-days", "1"]).output().unwrap();
@@ -760,14 +759,8 @@ fn root_object_lock_keeps_what_was_pushed_from_everyone_holding_the_keys() {
     }
     let junk = s.dir.path().join("junk");
     std::fs::write(&junk, "not an archive").unwrap();
-    let put = Command::new("curl")
-        .args(["-sSf", "-T"])
-        .arg(&junk)
-        .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", &format!("{}:{}", s3.access_key, s3.secret_key)])
-        .arg(format!("{}/locked/backups/desk/gen-000002/alpha/home.tar.zst.age", s3.endpoint()))
-        .status()
-        .unwrap();
-    assert!(put.success());
+    let (code, body) = s3.s3_upload("/locked/backups/desk/gen-000002/alpha/home.tar.zst.age", &junk);
+    assert_eq!(code, 200, "{body}");
     let with_pass = |args: &[&str]| cb(&s.cfg).arg("--passphrase-file").arg(&s.pass).args(args).output().unwrap();
     let canary = format!("/home/ann/{}", s.name);
     let o = with_pass(&["ls", "alpha", "/home/ann", "--remote", "offsite"]);

@@ -186,8 +186,19 @@ impl SeaweedFs {
     /// as anyone holding them can send it: `PATH` is `/BUCKET/KEY?QUERY`.
     /// Returns the HTTP status and the body.
     pub fn s3_request(&self, method: &str, path: &str) -> (u16, String) {
+        self.signed(path, &["-X", method])
+    }
+
+    /// As [`SeaweedFs::s3_request`], a PUT of the file `from` (a new version of the object).
+    pub fn s3_upload(&self, path: &str, from: &Path) -> (u16, String) {
+        self.signed(path, &["-T", &from.to_string_lossy()])
+    }
+
+    fn signed(&self, path: &str, args: &[&str]) -> (u16, String) {
         let out = Command::new("curl")
-            .args(["-s", "-X", method, "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+            .arg("-s")
+            .args(args)
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
             .arg(format!("{}:{}", self.access_key, self.secret_key))
             .args(["-w", "\n%{http_code}"])
             .arg(format!("{}{path}", self.endpoint()))

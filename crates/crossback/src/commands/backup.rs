@@ -325,7 +325,7 @@ fn archive_filesystem(
         mountpoint: f.mountpoint.clone(),
         file,
         bytes,
-        hash: report.footer.data_hash.iter().map(|b| format!("{b:02x}")).collect(),
+        hash: crate::output::hex(&report.footer.data_hash),
         entries: report.summary.entries,
         data_bytes: report.summary.data_bytes,
         unreadable: report.summary.errors,

@@ -444,7 +444,7 @@ fn check_one(dir: &Dir, rec: &ArchiveRecord, keys: Option<&crossback_archive::cr
 fn check_archive(archive: &Archive, rec: &ArchiveRecord) -> Vec<String> {
     let mut out = Vec::new();
     if let crossback_archive::archive::Layout::Indexed { footer, .. } = &archive.layout {
-        let h: String = footer.data_hash.iter().map(|b| format!("{b:02x}")).collect();
+        let h = crate::output::hex(&footer.data_hash);
         if h != rec.hash {
             out.push("its hash differs from the one recorded in generation.toml".into());
         }

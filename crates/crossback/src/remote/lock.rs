@@ -79,7 +79,7 @@ impl Bucket {
         let mut req = http::Request::builder()
             .method(method)
             .uri(&url)
-            .header("x-amz-content-sha256", hex(&sha2::Sha256::digest(&body)))
+            .header("x-amz-content-sha256", crate::output::hex(&sha2::Sha256::digest(&body)))
             .body(())
             .context("an S3 request")?;
         if !body.is_empty() {
@@ -153,10 +153,6 @@ fn failed(status: http::StatusCode, e: Option<S3Error>, what: &str) -> anyhow::E
         Some(e) => refuse(kind, format!("{what}: the store answered {status}, {}: {}", e.code, e.message)),
         None => refuse(kind, format!("{what}: the store answered {status}")),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A store's date (`2026-12-07T12:59:43Z`, or with milliseconds as AWS

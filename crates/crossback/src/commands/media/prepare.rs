@@ -105,16 +105,15 @@ fn check_candidates(m: &Machine, cfg: &Config, devs: &[Device; 2]) -> anyhow::Re
             refuse!(Refusal::SystemRunning, "{} (for slot {letter}) holds the running system: choose the backup disk's filesystems", d.path.display());
         }
         for s in &systems {
-            if s.filesystems.iter().chain(s.swap.iter()).any(|f| f.device.as_ref() == Some(&d.path)) {
+            if s.uses(&d.path) {
                 refuse!(Refusal::TargetInUse, "{} (for slot {letter}) is part of system {}: choose filesystems on the backup disk", d.path.display(), s.name);
             }
         }
-        if !m.mounts_of(d).is_empty() {
+        if let Some(at) = m.mounted_at(d) {
             refuse!(
                 Refusal::TargetInUse,
-                "{} (for slot {letter}) is mounted at {}: unmount it first (and turn off automounting of the backup disk)",
-                d.path.display(),
-                m.mounts_of(d).iter().map(|x| x.mountpoint.as_str()).collect::<Vec<_>>().join(", ")
+                "{} (for slot {letter}) is mounted at {at}: unmount it first (and turn off automounting of the backup disk)",
+                d.path.display()
             );
         }
     }

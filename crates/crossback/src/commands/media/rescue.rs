@@ -171,7 +171,7 @@ fn check_target(config: &Path, m: &Machine, dev: &crossback_host::blockdev::Devi
     if config.exists() {
         let cfg = crate::config::Config::load(config)?;
         for s in machine::systems(m, &cfg)? {
-            if s.filesystems.iter().chain(s.swap.iter()).any(|f| f.device.as_ref() == Some(&dev.path)) {
+            if s.uses(&dev.path) {
                 refuse!(Refusal::TargetInUse, "{} is part of system {}; nothing was written", dev.path.display(), s.name);
             }
         }
@@ -185,13 +185,8 @@ fn check_target(config: &Path, m: &Machine, dev: &crossback_host::blockdev::Devi
             }
         }
     }
-    if !m.mounts_of(dev).is_empty() {
-        refuse!(
-            Refusal::TargetInUse,
-            "{} is mounted at {}: unmount it first; nothing was written",
-            dev.path.display(),
-            m.mounts_of(dev).iter().map(|x| x.mountpoint.as_str()).collect::<Vec<_>>().join(", ")
-        );
+    if let Some(at) = m.mounted_at(dev) {
+        refuse!(Refusal::TargetInUse, "{} is mounted at {at}: unmount it first; nothing was written", dev.path.display());
     }
     Ok(())
 }

@@ -164,13 +164,8 @@ pub(super) fn check_targets(targets: &[Target], m: &Machine, cfg: &Config, new_u
                 d.path.display()
             );
         }
-        if !m.mounts_of(d).is_empty() {
-            refuse!(
-                Refusal::TargetInUse,
-                "{} is mounted at {}: unmount it first (nothing was written)",
-                d.path.display(),
-                m.mounts_of(d).iter().map(|x| x.mountpoint.as_str()).collect::<Vec<_>>().join(", ")
-            );
+        if let Some(at) = m.mounted_at(d) {
+            refuse!(Refusal::TargetInUse, "{} is mounted at {at}: unmount it first (nothing was written)", d.path.display());
         }
         // What the data needs: the bytes used on the old filesystem (once per
         // filesystem, whatever the number of subvolumes), plus what the new
