@@ -1,4 +1,6 @@
-//! What the user typed. The doc comments are the `--help` text.
+//! What the user typed. The doc comments are the `--help` text, written for
+//! a terminal, not for rustdoc.
+#![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 

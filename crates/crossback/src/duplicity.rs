@@ -5,6 +5,7 @@
 //! `multivol_snapshot/PATH/N` members are the pieces of a file split
 //! across members and volumes. The manifest holds each volume's SHA1.
 
+use crossback_host::tool::Tool;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -94,11 +95,12 @@ fn gpg_decrypt(file: std::fs::File, shown: &Path) -> anyhow::Result<Box<dyn Read
         bail!("{} is encrypted: set PASSPHRASE to the duplicity passphrase (as for duplicity itself) and run again", shown.display());
     };
     let home = tempfile::tempdir().context("creating a home for gpg")?;
-    let mut child = std::process::Command::new("gpg")
+    let mut child = Tool::new("gpg")
         .args(["--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--passphrase-fd", "0", "--homedir"])
         .arg(home.path())
         .arg("--decrypt")
         .arg(path)
+        .command()
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

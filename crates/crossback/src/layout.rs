@@ -1,6 +1,6 @@
 //! The slot's on-disk layout, and nothing else: every file crossback keeps
 //! on a slot has its type here, one file per type (after rustic_core's
-//! `repofile/`); [`classify`] is the one reading of what a slot holds
+//! `repofile/`); [`classify()`] is the one reading of what a slot holds
 //! that `status`, `backup`, `ls`, `restore` and `verify` all use, and
 //! [`SlotWriter`] the one writer (nothing else writes to a slot).
 //!

@@ -370,20 +370,7 @@ pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
     }
     sys.warnings.extend(fstab.warnings.iter().map(|w| format!("{name}'s /etc/fstab {w}")));
     sys.swap_files = fstab.swap_files.clone();
-    for e in &fstab.swap {
-        let dev = blockdev::find(&m.devices, &e.spec)?;
-        sys.swap.push(Filesystem {
-            mountpoint: "swap".into(),
-            fstype: dev.map(|d| d.fstype.clone()).unwrap_or_else(|| "swap".into()),
-            spec: e.spec.to_fstab(),
-            uuid: dev.map(|d| d.uuid.clone()).filter(|u| !u.is_empty()),
-            subvol: None,
-            options: e.options.clone(),
-            device: dev.map(|d| d.path.clone()),
-            found: dev.is_some(),
-            fstab_line: e.line.clone(),
-        });
-    }
+    sys.swap = swap_of(m, &fstab)?;
     // The root first, as the configuration names it.
     let root_fstype = root_dev.map(|d| d.fstype.clone()).unwrap_or_default();
     let root_entry = fstab.mounts.iter().find(|e| e.mountpoint == "/");
@@ -398,6 +385,35 @@ pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
         found: root_dev.is_some(),
         fstab_line: root_entry.map(|e| e.line.clone()).unwrap_or_default(),
     });
+    sys.filesystems.extend(fstab_filesystems(m, cfg, &fstab)?);
+    overridden(m, cfg, &mut sys)?;
+    Ok(sys)
+}
+
+/// The swap partitions the system's fstab names.
+fn swap_of(m: &Machine, fstab: &Fstab) -> anyhow::Result<Vec<Filesystem>> {
+    let mut swap = Vec::new();
+    for e in &fstab.swap {
+        let dev = blockdev::find(&m.devices, &e.spec)?;
+        swap.push(Filesystem {
+            mountpoint: "swap".into(),
+            fstype: dev.map(|d| d.fstype.clone()).unwrap_or_else(|| "swap".into()),
+            spec: e.spec.to_fstab(),
+            uuid: dev.map(|d| d.uuid.clone()).filter(|u| !u.is_empty()),
+            subvol: None,
+            options: e.options.clone(),
+            device: dev.map(|d| d.path.clone()),
+            found: dev.is_some(),
+            fstab_line: e.line.clone(),
+        });
+    }
+    Ok(swap)
+}
+
+/// The filesystems below the root the system's fstab mounts, with the
+/// configuration's overrides (skip, another UUID, type or options).
+fn fstab_filesystems(m: &Machine, cfg: &SystemConfig, fstab: &Fstab) -> anyhow::Result<Vec<Filesystem>> {
+    let mut out = Vec::new();
     for e in fstab.mounts.iter().filter(|e| e.mountpoint != "/") {
         let ov = cfg.mounts.iter().find(|o| o.mountpoint == e.mountpoint);
         if ov.is_some_and(|o| o.skip) {
@@ -420,7 +436,7 @@ pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
             Spec::Uuid(u) => Some(u.clone()),
             _ => dev.map(|d| d.uuid.clone()).filter(|u| !u.is_empty()),
         };
-        sys.filesystems.push(Filesystem {
+        out.push(Filesystem {
             mountpoint: e.mountpoint.clone(),
             fstype,
             spec: spec.to_fstab(),
@@ -432,7 +448,11 @@ pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
             fstab_line: e.line.clone(),
         });
     }
-    // Overrides for mount points fstab does not have add filesystems.
+    Ok(out)
+}
+
+/// Overrides for mount points the fstab does not have: filesystems added.
+fn overridden(m: &Machine, cfg: &SystemConfig, sys: &mut System) -> anyhow::Result<()> {
     let known: Vec<String> = sys.filesystems.iter().map(|f| f.mountpoint.clone()).collect();
     for o in cfg.mounts.iter().filter(|o| !o.skip && !known.contains(&o.mountpoint)) {
         let Some(u) = &o.uuid else {
@@ -452,7 +472,7 @@ pub fn resolve(m: &Machine, cfg: &SystemConfig) -> anyhow::Result<System> {
             fstab_line: String::new(),
         });
     }
-    Ok(sys)
+    Ok(())
 }
 
 /// The configured system called `name`, resolved.

@@ -5,7 +5,7 @@
 use crossback_host::offline::{self, FsMount};
 
 use crate::error::Refusal;
-use crate::machine::{Machine, System};
+use crate::machine::{Filesystem, Machine, System};
 use crate::refuse;
 
 /// What the user allowed explicitly.
@@ -40,84 +40,7 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
             sys.name
         );
     }
-    let mut out = Vec::new();
-    for f in &sys.filesystems {
-        let Some(dev) = &f.device else {
-            refuse!(
-                Refusal::SystemIncomplete,
-                "{}'s {} ({}) is not attached: attach its disk, or leave it out with a [[system.mount]] entry `mountpoint = {:?}` and `skip = true` in the configuration",
-                sys.name,
-                f.mountpoint,
-                f.spec,
-                f.mountpoint
-            );
-        };
-        let d = m.devices.iter().find(|d| &d.path == dev).expect("resolved from these devices");
-        let rw_at: Vec<String> = m.mounts_of(d).iter().filter(|mm| mm.is_rw()).map(|mm| mm.mountpoint.clone()).collect();
-        let mut view_of = None;
-        if !rw_at.is_empty() && !allow.mounted {
-            // A filesystem other than the root that the running system has
-            // mounted read-write (every dual boot's shared ESP at
-            // /boot/efi) is read through a read-only view of that mount.
-            view_of = if rw || !allow.view { None } else { read_only_view(m, sys, f, d) };
-            if view_of.is_none() {
-                refuse!(
-                    Refusal::SystemMounted,
-                    "{}'s {} ({}) is mounted read-write at {}: something may be writing to it, and a backup of it would come back inconsistent. Unmount it first{}",
-                    sys.name,
-                    f.mountpoint,
-                    dev.display(),
-                    rw_at.join(", "),
-                    allow.mounted_option.map(|o| format!(" (or pass {o} to use it as it is)")).unwrap_or_default()
-                );
-            }
-        }
-        if let Some(at) = &view_of {
-            eprintln!(
-                "note: {}'s {} ({}) is mounted read-write at {} by this system: it is read through a read-only view of that mount, and its device stays writable",
-                sys.name,
-                f.mountpoint,
-                dev.display(),
-                at.display()
-            );
-        }
-        if rw && !allow.mounted {
-            let at: Vec<String> = m.mounts_of(d).iter().map(|mm| mm.mountpoint.clone()).collect();
-            if !at.is_empty() {
-                refuse!(
-                    Refusal::SystemMounted,
-                    "{}'s {} ({}) is mounted at {}: it cannot be mounted read-write while it is; unmount it first",
-                    sys.name,
-                    f.mountpoint,
-                    dev.display(),
-                    at.join(", ")
-                );
-            }
-        }
-        if rw_at.is_empty() {
-            if let Some(why) = offline::dirty(dev, &f.fstype)? {
-                if rw || !allow.dirty {
-                    refuse!(
-                        Refusal::SystemDirty,
-                        "{}'s {} ({}): {why}. Boot {} and shut it down cleanly (or run fsck on it){}",
-                        sys.name,
-                        f.mountpoint,
-                        dev.display(),
-                        sys.name,
-                        if rw { String::new() } else { "; --allow-dirty reads it without replaying the journal (the last changes may be missing)".to_string() }
-                    );
-                }
-            }
-        }
-        out.push(FsMount {
-            mountpoint: f.mountpoint.clone(),
-            device: dev.clone(),
-            fstype: f.fstype.clone(),
-            subvol: f.subvol.clone(),
-            options: f.options.clone(),
-            view_of,
-        });
-    }
+    let out = sys.filesystems.iter().map(|f| check_fs(m, sys, f, allow, rw)).collect::<anyhow::Result<Vec<_>>>()?;
     for s in &sys.swap {
         if s.fstype == "swsuspend" && (rw || !allow.dirty) {
             refuse!(
@@ -131,6 +54,86 @@ pub fn check(m: &Machine, sys: &System, allow: Allow, rw: bool, purpose: &str) -
         }
     }
     Ok(out)
+}
+
+/// One filesystem of `sys`: attached, not mounted where it must not be,
+/// clean; read through a view of the running system's mount where allowed.
+fn check_fs(m: &Machine, sys: &System, f: &Filesystem, allow: Allow, rw: bool) -> anyhow::Result<FsMount> {
+    let Some(dev) = &f.device else {
+        refuse!(
+            Refusal::SystemIncomplete,
+            "{}'s {} ({}) is not attached: attach its disk, or leave it out with a [[system.mount]] entry `mountpoint = {:?}` and `skip = true` in the configuration",
+            sys.name,
+            f.mountpoint,
+            f.spec,
+            f.mountpoint
+        );
+    };
+    let d = m.devices.iter().find(|d| &d.path == dev).expect("resolved from these devices");
+    let rw_at: Vec<String> = m.mounts_of(d).iter().filter(|mm| mm.is_rw()).map(|mm| mm.mountpoint.clone()).collect();
+    let mut view_of = None;
+    if !rw_at.is_empty() && !allow.mounted {
+        // A filesystem other than the root that the running system has
+        // mounted read-write (every dual boot's shared ESP at
+        // /boot/efi) is read through a read-only view of that mount.
+        view_of = if rw || !allow.view { None } else { read_only_view(m, sys, f, d) };
+        if view_of.is_none() {
+            refuse!(
+                Refusal::SystemMounted,
+                "{}'s {} ({}) is mounted read-write at {}: something may be writing to it, and a backup of it would come back inconsistent. Unmount it first{}",
+                sys.name,
+                f.mountpoint,
+                dev.display(),
+                rw_at.join(", "),
+                allow.mounted_option.map(|o| format!(" (or pass {o} to use it as it is)")).unwrap_or_default()
+            );
+        }
+    }
+    if let Some(at) = &view_of {
+        eprintln!(
+            "note: {}'s {} ({}) is mounted read-write at {} by this system: it is read through a read-only view of that mount, and its device stays writable",
+            sys.name,
+            f.mountpoint,
+            dev.display(),
+            at.display()
+        );
+    }
+    if rw && !allow.mounted {
+        let at: Vec<String> = m.mounts_of(d).iter().map(|mm| mm.mountpoint.clone()).collect();
+        if !at.is_empty() {
+            refuse!(
+                Refusal::SystemMounted,
+                "{}'s {} ({}) is mounted at {}: it cannot be mounted read-write while it is; unmount it first",
+                sys.name,
+                f.mountpoint,
+                dev.display(),
+                at.join(", ")
+            );
+        }
+    }
+    if rw_at.is_empty() {
+        if let Some(why) = offline::dirty(dev, &f.fstype)? {
+            if rw || !allow.dirty {
+                refuse!(
+                    Refusal::SystemDirty,
+                    "{}'s {} ({}): {why}. Boot {} and shut it down cleanly (or run fsck on it){}",
+                    sys.name,
+                    f.mountpoint,
+                    dev.display(),
+                    sys.name,
+                    if rw { String::new() } else { "; --allow-dirty reads it without replaying the journal (the last changes may be missing)".to_string() }
+                );
+            }
+        }
+    }
+    Ok(FsMount {
+        mountpoint: f.mountpoint.clone(),
+        device: dev.clone(),
+        fstype: f.fstype.clone(),
+        subvol: f.subvol.clone(),
+        options: f.options.clone(),
+        view_of,
+    })
 }
 
 /// The running system, read-only from top to bottom: each of its

@@ -102,9 +102,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("crossback-writers-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("held");
-        let mut child = std::process::Command::new("sh")
+        let mut child = crate::tool::Tool::new("sh")
             .arg("-c")
             .arg(format!("exec 3>>'{}'; sleep 5", f.display()))
+            .command()
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::tool::Tool;
 
@@ -92,10 +92,10 @@ fn ext_dirty(dev: &Path) -> Result<Option<String>> {
 
 fn xfs_dirty(dev: &Path) -> Result<Option<String>> {
     // Only the first lines matter; the rest can be long.
-    let mut child = Command::new("xfs_logprint")
+    let mut child = Tool::new("xfs_logprint")
         .arg("-t")
         .arg(dev)
-        .env("LC_ALL", "C")
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -529,7 +529,6 @@ mod tests {
             std::fs::File::create(&p).unwrap().set_len(if n.starts_with("xfs") { 320 * MIB } else { 160 * MIB }).unwrap();
             p
         };
-        let run = |c: &mut Command| assert!(c.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success(), "{c:?}");
         for (ty, custom) in [
             ("vfat", vec!["-F", "32", "-s", "1"]),
             ("ext4", vec!["-q", "-F", "-I", "128", "-O", "^metadata_csum,^64bit"]),
@@ -537,7 +536,7 @@ mod tests {
             ("btrfs", vec!["-q", "-f", "-O", "^no-holes", "-n", "32768"]),
         ] {
             let a = img(&format!("{ty}-a"));
-            run(Command::new(format!("mkfs.{ty}")).args(&custom).arg(&a));
+            Tool::new(format!("mkfs.{ty}")).args(&custom).arg(&a).run().unwrap();
             let t = of(ty).unwrap();
             let p = t.params(&a).unwrap();
             let b = img(&format!("{ty}-b"));

@@ -15,7 +15,6 @@ use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::Command;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::mount::{MountFlags, UnmountFlags};
@@ -73,12 +72,13 @@ pub fn key_files(dev: &Device, mounted_elsewhere: bool) -> Result<Inspection> {
 
 fn run_child(dev: &Device, mounted_elsewhere: bool, keys: bool) -> Result<Inspection> {
     let exe = std::env::current_exe().map_err(crate::error::ctx(|| "finding crossback's own executable".into()))?;
-    let out = Command::new(exe)
+    let out = crate::tool::Tool::new(exe)
         .arg(CHILD_ARG)
         .arg(&dev.path)
         .arg(&dev.fstype)
         .arg(if mounted_elsewhere { "shared" } else { "exclusive" })
         .args(keys.then_some("keys"))
+        .command()
         .output()
         .map_err(crate::error::ctx(|| format!("starting the inspection of {}", dev.path.display())))?;
     if !out.status.success() {

@@ -11,7 +11,7 @@
 //! puts back what it recorded.
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 
 use rustix::mount::MountPropagationFlags;
@@ -44,9 +44,10 @@ pub fn start_guard() -> Result<()> {
         return Ok(());
     }
     let exe = std::env::current_exe().map_err(ctx(|| "finding crossback's own executable".into()))?;
-    let child = Command::new(exe)
+    let child = crate::tool::Tool::new(exe)
         .arg(GUARD_ARG)
         .arg(std::process::id().to_string())
+        .command()
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use rustix::mount::{MountFlags, UnmountFlags};
 
@@ -204,8 +204,8 @@ fn mount_with(m: &FsMount, at: &Path, rw: bool, set_ro: bool, replay: bool, into
             };
             // In the foreground, as crossback's child: it dies with crossback
             // (a daemon would keep the private namespace and its mounts alive).
-            let mut cmd = Command::new(driver);
-            cmd.arg("-f").arg(&m.device).arg(at).arg("-o").arg(if rw { "rw+" } else { "ro" }).stdout(Stdio::null()).stderr(Stdio::piped());
+            let mut cmd = crate::tool::Tool::new(driver).arg("-f").arg(&m.device).arg(at).arg("-o").arg(if rw { "rw+" } else { "ro" }).command();
+            cmd.stdout(Stdio::null()).stderr(Stdio::piped());
             if into.persistent {
                 // Detached from crossback: it must outlive it.
                 // SAFETY: only setsid between fork and exec.

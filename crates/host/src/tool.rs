@@ -127,11 +127,20 @@ impl Tool {
         Error::Tool { program: self.program(), args: shown_args(&self.args), status: out.status.code(), stderr: out.stderr_text() }
     }
 
+    /// The process to start, for what is not run to completion here (the
+    /// module's list above): the arguments, the environment given and
+    /// `LC_ALL=C`; the caller sets its streams, starts it and waits for it.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args).envs(self.env.iter().map(|(k, v)| (k, v))).env("LC_ALL", "C");
+        cmd
+    }
+
     /// Runs it and returns how it ended, whatever that was; only a
     /// program that cannot be started is an error.
     pub fn output(&self) -> Result<Output> {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args).envs(self.env.iter().map(|(k, v)| (k, v))).env("LC_ALL", "C").stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut cmd = self.command();
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.stdin(if self.input.is_some() { Stdio::piped() } else { Stdio::null() });
         let mut child = cmd.spawn().map_err(|e| Error::Tool {
             program: self.program(),

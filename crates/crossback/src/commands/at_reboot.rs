@@ -18,7 +18,6 @@
 use crossback_host::tool::Tool;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -270,9 +269,17 @@ fn backup_frozen(path: &Path, job: &AtReboot, p: &Paths) -> anyhow::Result<Strin
     let run_state = run_dir.join("state");
     std::fs::create_dir_all(&run_state)?;
     let _ = std::fs::copy(p.state_dir().join(local::HISTORY), run_state.join(local::HISTORY));
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--config").arg(path).args(["backup", "--frozen"]).args(&job.options).arg("--").args(&job.systems);
-    cmd.env("CROSSBACK_STATE_DIR", &run_state).env("CROSSBACK_PROGRESS_SECS", "10").stdin(std::process::Stdio::null());
+    let mut cmd = Tool::new(std::env::current_exe()?)
+        .arg("--config")
+        .arg(path)
+        .args(["backup", "--frozen"])
+        .args(&job.options)
+        .arg("--")
+        .args(&job.systems)
+        .env("CROSSBACK_STATE_DIR", &run_state)
+        .env("CROSSBACK_PROGRESS_SECS", "10")
+        .command();
+    cmd.stdin(std::process::Stdio::null());
     let status = cmd.status().context("starting crossback backup");
     thaw(&frozen);
     let _ = std::fs::remove_file(run_dir.join(FROZEN));

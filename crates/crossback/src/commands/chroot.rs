@@ -2,10 +2,10 @@
 //! arch-chroot's API mounts, in new mount and PID namespaces, so nothing
 //! outlives the command and nothing it started keeps a mount busy.
 
+use crossback_host::tool::Tool;
 use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::Context;
 use crossback_host::ns;
@@ -108,6 +108,23 @@ fn bind_over(host: &Path, fd: &rustix::fd::OwnedFd, mounted: &mut Vec<PathBuf>) 
     }
 }
 
+/// The kernel's filesystems a system's tools expect (/proc, /sys, /dev,
+/// /run…), where the system has the directory; the mount points, to unmount.
+fn mount_api(target: &Path, name: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let mut api: Vec<PathBuf> = Vec::new();
+    for (src, rel, fstype, flags, data) in api_mounts() {
+        let at = target.join(rel);
+        if !at.is_dir() {
+            eprintln!("note: {name} has no /{rel}; not mounted in the chroot");
+            continue;
+        }
+        let data = std::ffi::CString::new(data).context("a mount's options")?;
+        rustix::mount::mount(src, &at, fstype, flags, Some(data.as_c_str())).with_context(|| format!("mounting {fstype} at /{rel} in the chroot"))?;
+        api.push(at);
+    }
+    Ok(api)
+}
+
 pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     machine::require_root("chroot")?;
     let cfg = Config::load(config)?;
@@ -129,17 +146,7 @@ pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     ns::enter_private()?;
     let target = crossback_host::inspect::scratch_dir(&format!("crossback-chroot-{}", sys.name))?;
     let mut tree: Mounted = offline::mount_tree(&target, &fs, rw, !rw, false).with_context(|| format!("mounting {}", sys.name))?;
-    let mut api: Vec<PathBuf> = Vec::new();
-    for (src, rel, fstype, flags, data) in api_mounts() {
-        let at = target.join(rel);
-        if !at.is_dir() {
-            eprintln!("note: {} has no /{rel}; not mounted in the chroot", sys.name);
-            continue;
-        }
-        let data = std::ffi::CString::new(data).unwrap_or_default();
-        rustix::mount::mount(src, &at, fstype, flags, Some(data.as_c_str())).with_context(|| format!("mounting {fstype} at /{rel} in the chroot"))?;
-        api.push(at);
-    }
+    let mut api = mount_api(&target, &sys.name)?;
     if rw {
         bind_resolv_conf(&target, &mut api);
     }
@@ -160,10 +167,13 @@ pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }.context("creating a PID namespace")?;
     let proc_at = target.join("proc");
     let has_proc = proc_at.is_dir();
-    let root_c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).unwrap_or_default();
-    let proc_c = std::ffi::CString::new(proc_at.as_os_str().as_encoded_bytes()).unwrap_or_default();
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).env_clear().env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").env("HOME", "/root").env("SHELL", "/bin/sh");
+    // Paths crossback made: a NUL in them would be a bug.
+    let root_c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).context("the chroot's path")?;
+    let proc_c = std::ffi::CString::new(proc_at.as_os_str().as_encoded_bytes()).context("the chroot's /proc")?;
+    // The user's command, with their terminal and locale: nothing of
+    // crossback's environment but what is set here.
+    let mut cmd = Tool::new(&argv[0]).args(&argv[1..]).command();
+    cmd.env_clear().env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").env("HOME", "/root").env("SHELL", "/bin/sh");
     for k in ["TERM", "LANG", "LC_ALL"] {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);

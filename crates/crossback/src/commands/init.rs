@@ -8,7 +8,10 @@ use toml::Spanned;
 
 use crate::cli::InitArgs;
 use crate::config::{self, Config, SystemConfig};
-use crate::machine::{self, Machine};
+use crossback_host::blockdev::Device;
+use crossback_host::inspect::Inspection;
+
+use crate::machine::{self, Found, Machine};
 use crate::Outcome;
 
 fn spanned(s: &str) -> Spanned<String> {
@@ -38,8 +41,21 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     if found.is_empty() {
         bail!("no Linux system found on this machine's filesystems (a system is a filesystem with etc/os-release and an init)");
     }
+    print_found(&m, &found);
+    print_slots(&slots);
+    if !path.exists() && !a.ignore_media && take_from_media(path, &slots, &found)? {
+        return Ok(Outcome::Ok);
+    }
+    let cfg = new_config(&m, &found, path)?;
+    let text = config::render(&cfg);
+    Config::parse(&text, path).context("the configuration crossback made does not check (a bug)")?;
+    write_confirmed(path, &text, a.yes)
+}
+
+/// The systems found, each with its filesystems as the configuration will name them.
+fn print_found(m: &Machine, found: &[Found]) {
     println!("Linux systems found:");
-    for f in &found {
+    for f in found {
         println!(
             "  {:<12} {}{}",
             f.name,
@@ -72,11 +88,14 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             println!("      fstab {}", crate::output::text(w));
         }
     }
+}
+
+fn print_slots(slots: &[(Device, Inspection)]) {
     if slots.is_empty() {
         println!("Backup slots: none prepared yet (see `crossback media prepare`)");
     } else {
         println!("Backup slots found:");
-        for (d, i) in &slots {
+        for (d, i) in slots {
             let what = match crate::layout::slot_of(&i.extra) {
                 Some(Ok(v)) => format!("slot {} of media {}", v.marker.slot, crate::output::text(&v.marker.media_id)),
                 Some(Err(why)) => format!("a crossback slot that does not read: {why}"),
@@ -85,28 +104,40 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             println!("  {} UUID={} {what}", d.path.display(), d.uuid);
         }
     }
+}
 
-    if !path.exists() && !a.ignore_media {
-        if let Some((text, from)) = media_copy(&slots, path)? {
-            config::write(path, &text)?;
-            let cfg = Config::parse(&text, path)?;
-            let named: Vec<&str> = cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect();
-            // The running system (a rescue or live system restoring the
-            // others) is not news: it is what runs this.
-            let here: Vec<&str> = found
-                .iter()
-                .filter(|f| !f.running && !cfg.systems.iter().any(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid)))
-                .map(|f| f.name.as_str())
-                .collect();
-            println!("took the configuration from the backup media ({from}): systems {}; wrote {}", named.join(", "), path.display());
-            if !here.is_empty() {
-                println!("found here but not in it (not added): {}; `crossback init --ignore-media` makes a new configuration instead", here.join(", "));
-            }
-            return Ok(Outcome::Ok);
+/// No configuration yet: the one a slot carries (the systems' names as the
+/// backups know them), when one is there. True when it was taken.
+fn take_from_media(path: &Path, slots: &[(Device, Inspection)], found: &[Found]) -> anyhow::Result<bool> {
+    if let Some((text, from)) = media_copy(slots, path)? {
+        config::write(path, &text)?;
+        let cfg = Config::parse(&text, path)?;
+        let named: Vec<&str> = cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect();
+        // The running system (a rescue or live system restoring the
+        // others) is not news: it is what runs this.
+        let here: Vec<&str> = found
+            .iter()
+            .filter(|f| !f.running && !cfg.systems.iter().any(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid)))
+            .map(|f| f.name.as_str())
+            .collect();
+        println!("took the configuration from the backup media ({from}): systems {}; wrote {}", named.join(", "), path.display());
+        if !here.is_empty() {
+            println!("found here but not in it (not added): {}; `crossback init --ignore-media` makes a new configuration instead", here.join(", "));
         }
+        return Ok(true);
     }
-    // Keep what the user wrote before: the media, and per system (by root) excludes and overrides.
-    let old = if path.exists() { Config::load(path).ok() } else { None };
+    Ok(false)
+}
+
+/// The configuration of the systems found, keeping what the user wrote in
+/// the one there: the media, and per system (by root) excludes and mounts.
+fn new_config(m: &Machine, found: &[Found], path: &Path) -> anyhow::Result<Config> {
+    // One that does not read is not replaced unseen: what the user wrote in
+    // it (excludes, mounts, remotes) would be lost.
+    let old = match path.exists() {
+        true => Some(Config::load(path).with_context(|| format!("{} does not read; mend it, or move it away and run init again", path.display()))?),
+        false => None,
+    };
     let mut cfg = Config {
         media: old.as_ref().and_then(|o| o.media.as_ref()).map(|mm| config::Media {
             id: mm.id.clone(),
@@ -118,8 +149,8 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
         systems: Vec::new(),
         remotes: old.as_ref().map(|o| o.remotes.clone()).unwrap_or_default(),
     };
-    for f in &found {
-        let layers = system_layers(&m, f);
+    for f in found {
+        let layers = system_layers(m, f);
         let prev = old
             .as_ref()
             .and_then(|o| o.systems.iter().find(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid) && s.subvol.clone().unwrap_or_default() == f.subvol));
@@ -133,10 +164,13 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             lvm: layers.1,
         });
     }
-    let text = config::render(&cfg);
-    Config::parse(&text, path).context("the configuration crossback made does not check (a bug)")?;
-    if path.exists() && !a.yes {
-        if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
+    Ok(cfg)
+}
+
+/// Writes the configuration, asking first when it replaces another.
+fn write_confirmed(path: &Path, text: &str, yes: bool) -> anyhow::Result<Outcome> {
+    if path.exists() && !yes {
+        if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
             println!("{} is up to date", path.display());
             return Ok(Outcome::Ok);
         }
@@ -148,7 +182,7 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Ok);
         }
     }
-    config::write(path, &text)?;
+    config::write(path, text)?;
     println!("wrote {}", path.display());
     Ok(Outcome::Ok)
 }
@@ -199,7 +233,7 @@ fn from_remote(path: &Path, name: &str, yes: bool) -> anyhow::Result<Outcome> {
 /// newest generation, if both of the media's slots are attached and it checks.
 /// An encrypted copy is opened with the media key (asked for): a wrong key
 /// is an error, not a reason to make a new configuration.
-fn media_copy(slots: &[(crossback_host::blockdev::Device, crossback_host::inspect::Inspection)], path: &Path) -> anyhow::Result<Option<(String, String)>> {
+fn media_copy(slots: &[(Device, Inspection)], path: &Path) -> anyhow::Result<Option<(String, String)>> {
     let views: Vec<(&crossback_host::blockdev::Device, crate::layout::SlotView)> =
         slots.iter().filter_map(|(d, i)| crate::layout::slot_of(&i.extra).and_then(Result::ok).map(|v| (d, v))).collect();
     let Some((d, v)) = views.iter().filter(|(_, v)| v.config.is_some() || v.config_age.is_some()).max_by_key(|(_, v)| v.newest().map(|g| g.seq)) else {
@@ -226,7 +260,7 @@ fn media_copy(slots: &[(crossback_host::blockdev::Device, crossback_host::inspec
 
 /// The LUKS containers and volume groups below a found system's root and
 /// the other filesystems its fstab names, each once, in order.
-fn system_layers(m: &Machine, f: &machine::Found) -> (Vec<String>, Vec<String>) {
+fn system_layers(m: &Machine, f: &Found) -> (Vec<String>, Vec<String>) {
     let mut devices = vec![&f.device];
     devices.extend(f.fstab.mounts.iter().chain(f.fstab.swap.iter()).filter_map(|e| crossback_host::blockdev::find(&m.devices, &e.spec).ok().flatten()));
     let (mut luks, mut lvm) = (Vec::new(), Vec::new());

@@ -223,39 +223,7 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
     let mut slots = Vec::new();
     if let Some(media) = &cfg.media {
         for (id, uuid) in SlotId::BOTH.into_iter().zip([media.slot_a.get_ref(), media.slot_b.get_ref()]) {
-            let dev = m.by_uuid(uuid)?;
-            let mut s = SlotStatus {
-                letter: id.letter(),
-                problem: None,
-                encryption: None,
-                uuid: uuid.clone(),
-                found: dev.is_some(),
-                device: dev.map(|d| d.path.display().to_string()),
-                mounted: false,
-                mounted_rw: false,
-                size: None,
-                free: None,
-                generation: None,
-                leftovers: Vec::new(),
-                damaged: Vec::new(),
-            };
-            if let Some(d) = dev {
-                s.mounted = !m.mounts_of(d).is_empty();
-                s.mounted_rw = m.mounted_rw(d);
-                match m.inspect(d) {
-                    Ok(i) => {
-                        s.size = Some(i.size);
-                        s.free = Some(i.free);
-                        match crate::layout::slot_of(&i.extra) {
-                            Some(Ok(view)) => fill(&mut s, &view, id, media.id.get_ref()),
-                            Some(Err(why)) => s.problem = Some(why),
-                            None => s.problem = Some("no crossback marker: not prepared (run `crossback media prepare`)".into()),
-                        }
-                    }
-                    Err(e) => s.problem = Some(format!("cannot be read: {e:#}")),
-                }
-            }
-            slots.push(s);
+            slots.push(slot_status(&m, id, uuid, media.id.get_ref())?);
         }
     }
     let st = Status { config: path.display().to_string(), systems, slots, here: Here::read() };
@@ -265,8 +233,52 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     println!("configuration: {}", st.config);
+    print_systems(&st.systems);
+    print_slots(&st, now);
+    st.here.print(now, &cfg.remotes);
+    Ok(Outcome::Ok)
+}
+
+/// What one slot of the media holds and how it is attached.
+fn slot_status(m: &Machine, id: SlotId, uuid: &str, media_id: &str) -> anyhow::Result<SlotStatus> {
+    let dev = m.by_uuid(uuid)?;
+    let mut s = SlotStatus {
+        letter: id.letter(),
+        problem: None,
+        encryption: None,
+        uuid: uuid.to_string(),
+        found: dev.is_some(),
+        device: dev.map(|d| d.path.display().to_string()),
+        mounted: false,
+        mounted_rw: false,
+        size: None,
+        free: None,
+        generation: None,
+        leftovers: Vec::new(),
+        damaged: Vec::new(),
+    };
+    if let Some(d) = dev {
+        s.mounted = !m.mounts_of(d).is_empty();
+        s.mounted_rw = m.mounted_rw(d);
+        match m.inspect(d) {
+            Ok(i) => {
+                s.size = Some(i.size);
+                s.free = Some(i.free);
+                match crate::layout::slot_of(&i.extra) {
+                    Some(Ok(view)) => fill(&mut s, &view, id, media_id),
+                    Some(Err(why)) => s.problem = Some(why),
+                    None => s.problem = Some("no crossback marker: not prepared (run `crossback media prepare`)".into()),
+                }
+            }
+            Err(e) => s.problem = Some(format!("cannot be read: {e:#}")),
+        }
+    }
+    Ok(s)
+}
+
+fn print_systems(systems: &[System]) {
     println!("systems:");
-    for s in &st.systems {
+    for s in systems {
         let state = if s.running {
             "running now"
         } else if s.locked() && !s.filesystems.iter().all(|f| f.found) {
@@ -291,6 +303,9 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
             println!("      warning: {}", output::text(w));
         }
     }
+}
+
+fn print_slots(st: &Status, now: i64) {
     if st.slots.is_empty() {
         println!("slots: none configured (run `crossback media prepare SLOT_A SLOT_B`)");
     } else {
@@ -344,8 +359,6 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
                 println!("     damaged generation: {d}; `crossback verify` says what still reads, `backup --discard-damaged` lets a backup replace it");
             }
         }
-        advice(&st, now);
+        advice(st, now);
     }
-    st.here.print(now, &cfg.remotes);
-    Ok(Outcome::Ok)
 }

@@ -110,7 +110,7 @@ impl<'a> SlotWriter<'a> {
         write_record(&self.dir, super::CONFIG, super::CONFIG_AGE, text, self.encrypt_to)
     }
 
-    /// Carries this crossback binary (see [`carry_tool`]).
+    /// Carries this crossback binary (see the free function `carry_tool` below).
     pub fn carry_tool(&self) -> anyhow::Result<()> {
         carry_tool(&self.dir)
     }

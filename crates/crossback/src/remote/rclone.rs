@@ -10,7 +10,9 @@
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
+
+use crossback_host::tool::Tool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -73,13 +75,11 @@ impl Server {
             .run()
             .map_err(|e| refuse(Refusal::Config, format!("remote {name}: making {bucket}: {e} (an rclone: remote needs rclone 1.65 or newer installed)")))?;
         let log = tempfile::NamedTempFile::new().context("a file for rclone's messages")?;
-        let mut cmd = Command::new("rclone");
-        cmd.args(["serve", "s3", &target.served, "--addr", &format!("127.0.0.1:{port}"), "--auth-key", &format!("{access_key},{secret_key}")])
-            .args(["--log-level", "ERROR"])
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log.reopen().context("a file for rclone's messages")?);
+        let mut tool = Tool::new("rclone");
+        tool.args(["serve", "s3", &target.served, "--addr", &format!("127.0.0.1:{port}"), "--auth-key", &format!("{access_key},{secret_key}")])
+            .args(["--log-level", "ERROR"]);
+        let mut cmd = tool.command();
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log.reopen().context("a file for rclone's messages")?);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }

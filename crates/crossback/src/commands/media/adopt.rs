@@ -41,19 +41,7 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
     machine::require_root("media adopt")?;
     let cfg = Config::load(path)?;
     let m = Machine::scan(&[])?;
-    let devs = [device_for(&m, &a.slot_a)?, device_for(&m, &a.slot_b)?];
-    if devs[0].path == devs[1].path {
-        bail!("slot A and slot B are the same device ({})", devs[0].path.display());
-    }
-    let systems = machine::systems(&m, &cfg)?;
-    for d in &devs {
-        if systems.iter().any(|s| s.filesystems.iter().any(|f| f.device.as_ref() == Some(&d.path))) {
-            bail!("{} is part of a configured system: choose the backup disk's filesystems", d.path.display());
-        }
-        if !m.mounts_of(d).is_empty() {
-            bail!("{} is mounted: unmount it first (and turn off automounting of the backup disk)", d.path.display());
-        }
-    }
+    let devs = slot_devices(&m, &cfg, &a)?;
     for n in [&a.root_backup, &a.hidden_backup].into_iter().flatten() {
         if cfg.system(n).is_none() {
             bail!("no system called {n:?} in the configuration");
@@ -75,57 +63,14 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         offline::mount_one(&fm, &at, true, false, &mut mounted)?;
         roots.push(Dir::open(&at)?);
     }
-    // Which slot holds the duplicity backups, which is empty.
-    let names = |r: &Dir| -> anyhow::Result<Vec<String>> {
-        Ok(r.entries()?.into_iter().map(|(n, _)| n.to_string_lossy().into_owned()).filter(|n| n != "lost+found").collect())
-    };
-    let contents = [names(&roots[0])?, names(&roots[1])?];
-    let has_dup = |v: &[String]| v.iter().any(|n| n.starts_with("duplicity-"));
-    let (dup, empty) = match (has_dup(&contents[0]), has_dup(&contents[1])) {
-        (true, false) => (0, 1),
-        (false, true) => (1, 0),
-        (false, false) => bail!("neither filesystem holds a duplicity backup at its root: nothing to adopt (for an empty disk, use `crossback media prepare`)"),
-        (true, true) => bail!("both filesystems hold duplicity backups: the old scripts kept one complete set on one partition only; move one set away first"),
-    };
-    if !contents[empty].is_empty() {
-        bail!("slot {} ({}) should hold nothing but lost+found, and holds {}", SlotId::BOTH[empty], devs[empty].path.display(), contents[empty].join(", "));
-    }
-    let droot = &roots[dup];
-    let root_sets = crate::duplicity::find_sets(droot, "")?;
-    let hidden: Vec<&String> =
-        contents[dup].iter().filter(|n| n.starts_with('.') && droot.kind(n).ok().flatten() == Some(crossback_host::beneath::Kind::Dir)).collect();
-    let foreign: Vec<&String> = contents[dup].iter().filter(|n| !n.starts_with("duplicity-") && *n != "duplicity_empty" && !hidden.contains(n)).collect();
-    if !foreign.is_empty() {
-        bail!(
-            "slot {} also holds {}: not part of the duplicity backups; move them away, then adopt",
-            SlotId::BOTH[dup],
-            foreign.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        );
-    }
-    if hidden.len() != 1 {
-        bail!(
-            "the old layout has exactly one hidden directory holding the other system's backup; found {}",
-            if hidden.is_empty() { "none".to_string() } else { hidden.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") }
-        );
-    }
-    let hidden_sets = crate::duplicity::find_sets(droot, hidden[0])?;
-    let (Some(root_set), Some(hidden_set)) = (root_sets.iter().max_by_key(|s| s.time.clone()), hidden_sets.iter().max_by_key(|s| s.time.clone())) else {
-        bail!("the old layout needs a full duplicity backup at the root and one in {}; one is missing", hidden[0]);
-    };
-    for (what, set) in [("root", root_set), (hidden[0].as_str(), hidden_set)] {
-        let problems = crate::duplicity::verify(droot, set);
-        if !problems.is_empty() {
-            bail!("the duplicity backup in {what} is damaged: {}; not adopted", problems.join("; "));
-        }
-    }
-    if contents[dup].iter().any(|n| n == "duplicity_empty") {
-        println!("note: duplicity_empty is still there (the old script deletes it when it finishes); the backups' volumes check out, so they are adopted");
-    }
+    let old = OldLayout::read(&roots, &devs)?;
+    let (dup, empty, droot, hidden) = (old.dup, old.empty, &roots[old.dup], old.hidden.as_str());
+    let (root_set, hidden_set) = (&old.root_set, &old.hidden_set);
     let (Some(root_name), Some(hidden_name)) = (a.root_backup.clone(), a.hidden_backup.clone()) else {
         bail!(
             "which system is which? The backup at the root was {}, the one in {} was {}. Say it with --root-backup SYSTEM --hidden-backup SYSTEM (configured: {})",
             hostname_of(droot, root_set),
-            hidden[0],
+            hidden,
             hostname_of(droot, hidden_set),
             cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect::<Vec<_>>().join(", ")
         );
@@ -139,30 +84,7 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         .zip(&roots)
         .map(|(&letter, root)| SlotWriter::prepare(root, &Marker::new(&media_id, letter), None))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut legacy_files: Vec<String> = root_set.files.clone();
-    legacy_files.push(hidden[0].clone());
-    if contents[dup].iter().any(|n| n == "duplicity_empty") {
-        legacy_files.push("duplicity_empty".into());
-    }
-    let rec = |name: &str, set: &crate::duplicity::Set| layout::SystemRecord {
-        name: name.to_string(),
-        pretty_name: String::new(),
-        finished: dup_time(&set.time),
-        archives: vec![],
-        legacy: Some(set.clone()),
-        essentials: vec![],
-    };
-    let g = layout::Generation {
-        format: layout::FORMAT,
-        media_id: media_id.clone(),
-        seq: 0,
-        state: layout::State::Sealed,
-        started: dup_time(&root_set.time.clone().min(hidden_set.time.clone())),
-        sealed: Some(dup_time(&root_set.time.clone().max(hidden_set.time.clone()))),
-        systems: vec![root_name.clone(), hidden_name.clone()],
-        recorded: vec![rec(&root_name, root_set), rec(&hidden_name, hidden_set)],
-        legacy_files: legacy_files.clone(),
-    };
+    let g = generation_zero(&media_id, &old, [&root_name, &hidden_name]);
     g.check().context("the generation made of the duplicity backups does not check")?;
     writers[dup].adopt(&g)?;
     drop(writers);
@@ -175,8 +97,8 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
     println!(
         "adopted: slot {} holds generation 0 (duplicity: {root_name} from the root, {hidden_name} from {}), {} files; slot {} takes the first crossback generation",
         SlotId::BOTH[dup],
-        hidden[0],
-        legacy_files.len(),
+        hidden,
+        g.legacy_files.len(),
         SlotId::BOTH[empty]
     );
     println!(
@@ -185,4 +107,123 @@ pub fn adopt(path: &Path, a: crate::cli::AdoptArgs) -> anyhow::Result<Outcome> {
         SlotId::BOTH[dup]
     );
     Ok(Outcome::Ok)
+}
+
+/// The two devices named, checked: two of them, neither part of a
+/// configured system nor mounted.
+fn slot_devices(m: &Machine, cfg: &Config, a: &crate::cli::AdoptArgs) -> anyhow::Result<[crossback_host::blockdev::Device; 2]> {
+    let devs = [device_for(m, &a.slot_a)?, device_for(m, &a.slot_b)?];
+    if devs[0].path == devs[1].path {
+        bail!("slot A and slot B are the same device ({})", devs[0].path.display());
+    }
+    let systems = machine::systems(m, cfg)?;
+    for d in &devs {
+        if systems.iter().any(|s| s.filesystems.iter().any(|f| f.device.as_ref() == Some(&d.path))) {
+            bail!("{} is part of a configured system: choose the backup disk's filesystems", d.path.display());
+        }
+        if !m.mounts_of(d).is_empty() {
+            bail!("{} is mounted: unmount it first (and turn off automounting of the backup disk)", d.path.display());
+        }
+    }
+    Ok(devs)
+}
+
+/// What the old scripts left: which slot holds the duplicity backups (one
+/// set at its root, one in a hidden directory), which is empty.
+struct OldLayout {
+    dup: usize,
+    empty: usize,
+    /// What the duplicity slot holds at its root.
+    contents: Vec<String>,
+    hidden: String,
+    root_set: crate::duplicity::Set,
+    hidden_set: crate::duplicity::Set,
+}
+
+impl OldLayout {
+    /// Reads both slots and checks the duplicity backups' volumes; anything
+    /// that is not the old layout is refused.
+    fn read(roots: &[Dir], devs: &[crossback_host::blockdev::Device; 2]) -> anyhow::Result<OldLayout> {
+        let names = |r: &Dir| -> anyhow::Result<Vec<String>> {
+            Ok(r.entries()?.into_iter().map(|(n, _)| n.to_string_lossy().into_owned()).filter(|n| n != "lost+found").collect())
+        };
+        let contents = [names(&roots[0])?, names(&roots[1])?];
+        let has_dup = |v: &[String]| v.iter().any(|n| n.starts_with("duplicity-"));
+        let (dup, empty) = match (has_dup(&contents[0]), has_dup(&contents[1])) {
+            (true, false) => (0, 1),
+            (false, true) => (1, 0),
+            (false, false) => {
+                bail!("neither filesystem holds a duplicity backup at its root: nothing to adopt (for an empty disk, use `crossback media prepare`)")
+            }
+            (true, true) => {
+                bail!("both filesystems hold duplicity backups: the old scripts kept one complete set on one partition only; move one set away first")
+            }
+        };
+        if !contents[empty].is_empty() {
+            bail!("slot {} ({}) should hold nothing but lost+found, and holds {}", SlotId::BOTH[empty], devs[empty].path.display(), contents[empty].join(", "));
+        }
+        let droot = &roots[dup];
+        let root_sets = crate::duplicity::find_sets(droot, "")?;
+        let hidden: Vec<&String> =
+            contents[dup].iter().filter(|n| n.starts_with('.') && droot.kind(n).ok().flatten() == Some(crossback_host::beneath::Kind::Dir)).collect();
+        let foreign: Vec<&String> = contents[dup].iter().filter(|n| !n.starts_with("duplicity-") && *n != "duplicity_empty" && !hidden.contains(n)).collect();
+        if !foreign.is_empty() {
+            bail!(
+                "slot {} also holds {}: not part of the duplicity backups; move them away, then adopt",
+                SlotId::BOTH[dup],
+                foreign.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        if hidden.len() != 1 {
+            bail!(
+                "the old layout has exactly one hidden directory holding the other system's backup; found {}",
+                if hidden.is_empty() { "none".to_string() } else { hidden.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ") }
+            );
+        }
+        let hidden_sets = crate::duplicity::find_sets(droot, hidden[0])?;
+        let (Some(root_set), Some(hidden_set)) = (root_sets.iter().max_by_key(|s| s.time.clone()), hidden_sets.iter().max_by_key(|s| s.time.clone())) else {
+            bail!("the old layout needs a full duplicity backup at the root and one in {}; one is missing", hidden[0]);
+        };
+        for (what, set) in [("root", root_set), (hidden[0].as_str(), hidden_set)] {
+            let problems = crate::duplicity::verify(droot, set);
+            if !problems.is_empty() {
+                bail!("the duplicity backup in {what} is damaged: {}; not adopted", problems.join("; "));
+            }
+        }
+        if contents[dup].iter().any(|n| n == "duplicity_empty") {
+            println!("note: duplicity_empty is still there (the old script deletes it when it finishes); the backups' volumes check out, so they are adopted");
+        }
+        let (hidden, root_set, hidden_set) = (hidden[0].clone(), root_set.clone(), hidden_set.clone());
+        let [a, b] = contents;
+        Ok(OldLayout { dup, empty, contents: if dup == 0 { a } else { b }, hidden, root_set, hidden_set })
+    }
+}
+
+/// Generation 0, made of the two duplicity backups (root first, then hidden)
+/// as the systems `names` say, sealed as the old scripts left it.
+fn generation_zero(media_id: &str, old: &OldLayout, names: [&String; 2]) -> layout::Generation {
+    let mut legacy_files: Vec<String> = old.root_set.files.clone();
+    legacy_files.push(old.hidden.clone());
+    if old.contents.iter().any(|n| n == "duplicity_empty") {
+        legacy_files.push("duplicity_empty".into());
+    }
+    let rec = |name: &str, set: &crate::duplicity::Set| layout::SystemRecord {
+        name: name.to_string(),
+        pretty_name: String::new(),
+        finished: dup_time(&set.time),
+        archives: vec![],
+        legacy: Some(set.clone()),
+        essentials: vec![],
+    };
+    layout::Generation {
+        format: layout::FORMAT,
+        media_id: media_id.to_string(),
+        seq: 0,
+        state: layout::State::Sealed,
+        started: dup_time(&old.root_set.time.clone().min(old.hidden_set.time.clone())),
+        sealed: Some(dup_time(&old.root_set.time.clone().max(old.hidden_set.time.clone()))),
+        systems: vec![names[0].clone(), names[1].clone()],
+        recorded: vec![rec(names[0], &old.root_set), rec(names[1], &old.hidden_set)],
+        legacy_files,
+    }
 }

@@ -3,7 +3,6 @@
 
 use crossback_host::tool::Tool;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::Context;
 use crossback_host::beneath::Dir;
@@ -89,12 +88,12 @@ pub(super) fn repair_grub(path: &Path, system: &str, g: &GrubRepair, keys: &[Pat
     let exe = std::env::current_exe().context("finding crossback's own binary")?;
     for (step, shown) in steps.iter().zip(&shown) {
         // The chroot opens the system's containers: with the same keys.
-        let mut cmd = Command::new(&exe);
-        cmd.arg("--config").arg(path);
+        let mut tool = Tool::new(&exe);
+        tool.arg("--config").arg(path);
         for k in keys {
-            cmd.arg("--key-file").arg(k);
+            tool.arg("--key-file").arg(k);
         }
-        let status = cmd.args(["chroot", system, "--"]).args(step).status().context("running crossback chroot")?;
+        let status = tool.args(["chroot", system, "--"]).args(step).command().status().context("running crossback chroot")?;
         if !status.success() {
             refuse!(
                 Refusal::BootRepair,
