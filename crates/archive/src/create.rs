@@ -382,12 +382,36 @@ fn write_worker(out: Sink, rx: Receiver<Frame>, progress: Option<Arc<Progress>>,
     Ok((w, levels))
 }
 
-/// Archives the tree at `src` (one file system) into `out`, which must be
-/// empty and positioned at 0. The caller names, syncs and renames the file.
+/// The threads that read the files' data the walker found, in order.
+fn spawn_readers<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    opts: &'scope CreateOptions,
+    jobs: Receiver<Job>,
+    prepared: Sender<Prepared>,
+    budget: &Arc<Budget>,
+) -> Result<()> {
+    for i in 0..opts.readers.max(1) {
+        let (rx, tx, budget, skip) = (jobs.clone(), prepared.clone(), Arc::clone(budget), &opts.skip_inodes);
+        std::thread::Builder::new()
+            .name(format!("read-{i}"))
+            .spawn_scoped(s, move || {
+                for job in rx {
+                    if tx.send(prepare(job, &budget, skip)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(ctx(|| "starting a reader".into()))?;
+    }
+    Ok(())
+}
+
 /// What the writer thread hands back: the container, and the bytes written
 /// at each compression level.
 type Written<W> = (ContainerWriter<W>, BTreeMap<i32, u64>);
 
+/// Archives the tree at `src` (one file system) into `out`, which must be
+/// empty and positioned at 0. The caller names, syncs and renames the file.
 pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateReport> {
     let root =
         rustix::fs::open(src, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(ctx(|| format!("opening {}", src.display())))?;
@@ -419,21 +443,7 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
                 .spawn_scoped(s, move || walk(root, root_dev, excludes, &job_tx, &prob_tx, &window, &stop))
                 .map_err(ctx(|| "starting the walker".into()))?;
         }
-        for i in 0..opts.readers.max(1) {
-            let (rx, tx, budget, skip) = (job_rx.clone(), prep_tx.clone(), Arc::clone(&budget), &opts.skip_inodes);
-            std::thread::Builder::new()
-                .name(format!("read-{i}"))
-                .spawn_scoped(s, move || {
-                    for job in rx {
-                        if tx.send(prepare(job, &budget, skip)).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .map_err(ctx(|| "starting a reader".into()))?;
-        }
-        drop(job_rx);
-        drop(prep_tx);
+        spawn_readers(s, opts, job_rx, prep_tx, &budget)?;
         let mut compressors = Vec::new();
         for i in 0..opts.threads.max(1) {
             let (rx, tx, base, frame_size) = (chunk_rx.clone(), frame_tx.clone(), opts.level, opts.frame_size);
@@ -487,8 +497,13 @@ pub fn create(src: &Path, out: File, opts: &CreateOptions) -> Result<CreateRepor
         }
         Ok((end?, w))
     });
-    let (mut summary, (w, levels)) = result?;
-    let mut problems: Vec<Problem> = prob_rx.try_iter().collect();
+    let (summary, written) = result?;
+    conclude(summary, written, prob_rx.try_iter().collect(), index)
+}
+
+/// After the last member: the index and footer written, the archive synced,
+/// and what reading it back found.
+fn conclude(mut summary: Summary, (w, levels): Written<Sink>, mut problems: Vec<Problem>, index: IndexWriter<BufWriter<Spool>>) -> Result<CreateReport> {
     summary.errors = problems.len() as u64;
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     let count = index.count;

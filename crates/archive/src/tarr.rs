@@ -282,59 +282,70 @@ impl<R: Read> TarReader<R> {
             link = l;
         }
         let typeflag = h[156];
-        let kind = match typeflag {
-            b'0' | 0 | b'7' | b'S' => Kind::File,
-            b'1' => Kind::HardLink,
-            b'2' => Kind::Symlink,
-            b'3' => Kind::CharDev,
-            b'4' => Kind::BlockDev,
-            b'5' | b'D' => Kind::Dir,
-            b'6' => Kind::Fifo,
-            t => return Err(Error::Format(format!("unknown tar member type {:?} at byte {}", t as char, header_offset))),
-        };
-        let mut meta = Meta::new(Vec::new(), kind);
-        meta.mode = parse_num(&h[100..108])? as u32 & 0o7777;
-        meta.uid = parse_num(&h[108..116])?;
-        meta.gid = parse_num(&h[116..124])?;
-        let mtime = &h[136..148];
-        meta.mtime = if mtime[0] & 0x80 != 0 && mtime[0] & 0x40 != 0 {
-            // base-256 negative
-            let mut v: i64 = -1;
-            for &b in mtime {
-                v = (v << 8) | i64::from(b);
-            }
-            Time { sec: v, nsec: 0 }
-        } else {
-            Time { sec: parse_num(mtime)? as i64, nsec: 0 }
-        };
-        if matches!(kind, Kind::CharDev | Kind::BlockDev) {
-            meta.rdev_major = parse_num(&h[329..337])? as u32;
-            meta.rdev_minor = parse_num(&h[337..345])? as u32;
+        let (mut meta, kind) = header_meta(&h, header_offset)?;
+        let sparse = self.apply_pax(&mut meta, pax, &mut name, &mut link, &mut size)?;
+        let (mut real_size, mut sparse_nums) = (sparse.real_size, sparse.nums);
+        if let Some(n) = sparse.name {
+            name = n;
         }
 
-        let mut real_size: Option<u64> = None;
-        let mut sparse_name: Option<Vec<u8>> = None;
-        let mut sparse_nums: Vec<u64> = Vec::new();
-        let mut sparse_major = None;
+        // Hard links may carry data in some tars (POSIX allows it); skip it.
+        let data_size = match kind {
+            Kind::File | Kind::HardLink => size,
+            _ => 0,
+        };
+        self.remaining = data_size;
+        self.pad = padding(data_size);
+
+        if typeflag == b'S' {
+            (sparse_nums, real_size) = self.old_gnu_sparse(&h)?;
+        } else if sparse.major == Some(1) {
+            sparse_nums = self.pax1_sparse_map()?;
+        }
+        if !sparse_nums.is_empty() || real_size.is_some() {
+            let segs = parse_segments(&sparse_nums)?;
+            let stored: u64 = segs.iter().map(|s| s.len).sum();
+            if stored != self.remaining {
+                return Err(Error::Format(format!("sparse map says {} data bytes, member holds {}", stored, self.remaining)));
+            }
+            meta.size = real_size.unwrap_or_else(|| segs.last().map(|s| s.offset + s.len).unwrap_or(0));
+            meta.sparse = Some(segs);
+        } else if kind == Kind::File {
+            meta.size = size;
+        }
+
+        let norm = normalize_path(&name);
+        let link_norm = if kind == Kind::HardLink { normalize_path(&link) } else { Some(link.clone()) };
+        let path_ok = norm.is_some() && link_norm.is_some();
+        meta.path = norm.unwrap_or_default();
+        meta.link = link_norm.unwrap_or_default();
+        Ok(Member { meta, raw_path: name, path_ok, header_offset })
+    }
+
+    /// Applies the archive's global PAX records, then the member's own, to
+    /// what the header said; ACLs become their xattrs. The sparse records
+    /// are returned.
+    fn apply_pax(&self, meta: &mut Meta, pax: Vec<(Vec<u8>, Vec<u8>)>, name: &mut Vec<u8>, link: &mut Vec<u8>, size: &mut u64) -> Result<Sparse> {
+        let mut sparse = Sparse::default();
         let mut acl_text: Vec<(Vec<u8>, String)> = Vec::new();
         let all = self.global.clone().into_iter().chain(pax);
         for (key, value) in all {
             let num = || std::str::from_utf8(&value).ok().and_then(|s| s.trim().parse::<u64>().ok());
             match key.as_slice() {
-                b"path" => name = value.clone(),
-                b"linkpath" => link = value.clone(),
-                b"size" => size = num().ok_or_else(|| Error::Format("bad PAX size".into()))?,
+                b"path" => *name = value.clone(),
+                b"linkpath" => *link = value.clone(),
+                b"size" => *size = num().ok_or_else(|| Error::Format("bad PAX size".into()))?,
                 b"uid" => meta.uid = num().ok_or_else(|| Error::Format("bad PAX uid".into()))?,
                 b"gid" => meta.gid = num().ok_or_else(|| Error::Format("bad PAX gid".into()))?,
                 b"mtime" => meta.mtime = parse_time(&value).ok_or_else(|| Error::Format("bad PAX mtime".into()))?,
-                b"GNU.sparse.major" => sparse_major = num(),
-                b"GNU.sparse.name" => sparse_name = Some(value.clone()),
-                b"GNU.sparse.realsize" | b"GNU.sparse.size" => real_size = num(),
-                b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => sparse_nums.push(num().ok_or_else(|| Error::Format("bad GNU.sparse value".into()))?),
+                b"GNU.sparse.major" => sparse.major = num(),
+                b"GNU.sparse.name" => sparse.name = Some(value.clone()),
+                b"GNU.sparse.realsize" | b"GNU.sparse.size" => sparse.real_size = num(),
+                b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => sparse.nums.push(num().ok_or_else(|| Error::Format("bad GNU.sparse value".into()))?),
                 b"GNU.sparse.map" => {
                     for v in value.split(|&b| b == b',') {
                         let v = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::Format("bad GNU.sparse.map".into()))?;
-                        sparse_nums.push(v);
+                        sparse.nums.push(v);
                     }
                 }
                 b"SCHILY.acl.access" => acl_text.push((acl::ACCESS_XATTR.to_vec(), String::from_utf8_lossy(&value).into_owned())),
@@ -360,93 +371,110 @@ impl<R: Read> TarReader<R> {
                 meta.xattrs.push((xname, blob));
             }
         }
-        if let Some(n) = sparse_name {
-            name = n;
-        }
-
-        self.remaining = if matches!(kind, Kind::File) { size } else { 0 };
-        // Hard links may carry data in some tars (POSIX allows it); skip it.
-        let data_size = match kind {
-            Kind::File | Kind::HardLink => size,
-            _ => 0,
-        };
-        self.remaining = data_size;
-        self.pad = padding(data_size);
-
-        if typeflag == b'S' {
-            // Old GNU sparse: 4 entries in the header, more in extension blocks.
-            let mut nums = Vec::new();
-            let mut push = |block: &[u8], n: usize| -> Result<()> {
-                for i in 0..n {
-                    let e = &block[i * 24..i * 24 + 24];
-                    if e[0] == 0 {
-                        break;
-                    }
-                    nums.push(parse_num(&e[..12])?);
-                    nums.push(parse_num(&e[12..])?);
-                }
-                Ok(())
-            };
-            push(&h[386..482], 4)?;
-            let mut extended = h[482] != 0;
-            while extended {
-                let b = self.read_block()?.ok_or_else(|| Error::Format("archive ends in a sparse header".into()))?;
-                push(&b[..504], 21)?;
-                extended = b[504] != 0;
-            }
-            real_size = Some(parse_num(&h[483..495])?);
-            sparse_nums = nums;
-        } else if sparse_major == Some(1) {
-            // PAX 1.0: the map is text at the start of the data.
-            let mut map = Vec::new();
-            let mut nums: Vec<u64> = Vec::new();
-            let mut count: Option<u64> = None;
-            loop {
-                let mut blk = [0u8; BLOCK];
-                if self.remaining < BLOCK as u64 {
-                    return Err(Error::Format("sparse map larger than the member".into()));
-                }
-                self.read_exact_counted(&mut blk)?;
-                self.remaining -= BLOCK as u64;
-                map.extend_from_slice(&blk);
-                let lines: Vec<&[u8]> = map.split(|&b| b == b'\n').collect();
-                let complete = &lines[..lines.len() - 1];
-                if count.is_none() && !complete.is_empty() {
-                    count = std::str::from_utf8(complete[0]).ok().and_then(|s| s.parse().ok());
-                    if count.is_none() {
-                        return Err(Error::Format("bad sparse map".into()));
-                    }
-                }
-                if let Some(c) = count {
-                    if complete.len() as u64 > 2 * c {
-                        for l in &complete[1..1 + 2 * c as usize] {
-                            nums.push(std::str::from_utf8(l).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::Format("bad sparse map".into()))?);
-                        }
-                        break;
-                    }
-                }
-            }
-            sparse_nums = nums;
-        }
-        if !sparse_nums.is_empty() || real_size.is_some() {
-            let segs = parse_segments(&sparse_nums)?;
-            let stored: u64 = segs.iter().map(|s| s.len).sum();
-            if stored != self.remaining {
-                return Err(Error::Format(format!("sparse map says {} data bytes, member holds {}", stored, self.remaining)));
-            }
-            meta.size = real_size.unwrap_or_else(|| segs.last().map(|s| s.offset + s.len).unwrap_or(0));
-            meta.sparse = Some(segs);
-        } else if kind == Kind::File {
-            meta.size = size;
-        }
-
-        let norm = normalize_path(&name);
-        let link_norm = if kind == Kind::HardLink { normalize_path(&link) } else { Some(link.clone()) };
-        let path_ok = norm.is_some() && link_norm.is_some();
-        meta.path = norm.unwrap_or_default();
-        meta.link = link_norm.unwrap_or_default();
-        Ok(Member { meta, raw_path: name, path_ok, header_offset })
+        Ok(sparse)
     }
+
+    /// Old GNU sparse: 4 entries in the header, more in extension blocks;
+    /// the map's numbers and the file's real size.
+    fn old_gnu_sparse(&mut self, h: &[u8; BLOCK]) -> Result<(Vec<u64>, Option<u64>)> {
+        let mut nums = Vec::new();
+        let mut push = |block: &[u8], n: usize| -> Result<()> {
+            for i in 0..n {
+                let e = &block[i * 24..i * 24 + 24];
+                if e[0] == 0 {
+                    break;
+                }
+                nums.push(parse_num(&e[..12])?);
+                nums.push(parse_num(&e[12..])?);
+            }
+            Ok(())
+        };
+        push(&h[386..482], 4)?;
+        let mut extended = h[482] != 0;
+        while extended {
+            let b = self.read_block()?.ok_or_else(|| Error::Format("archive ends in a sparse header".into()))?;
+            push(&b[..504], 21)?;
+            extended = b[504] != 0;
+        }
+        Ok((nums, Some(parse_num(&h[483..495])?)))
+    }
+
+    /// PAX sparse 1.0: the map is text at the start of the data.
+    fn pax1_sparse_map(&mut self) -> Result<Vec<u64>> {
+        let mut map = Vec::new();
+        let mut nums: Vec<u64> = Vec::new();
+        let mut count: Option<u64> = None;
+        loop {
+            let mut blk = [0u8; BLOCK];
+            if self.remaining < BLOCK as u64 {
+                return Err(Error::Format("sparse map larger than the member".into()));
+            }
+            self.read_exact_counted(&mut blk)?;
+            self.remaining -= BLOCK as u64;
+            map.extend_from_slice(&blk);
+            let lines: Vec<&[u8]> = map.split(|&b| b == b'\n').collect();
+            let complete = &lines[..lines.len() - 1];
+            if count.is_none() && !complete.is_empty() {
+                count = std::str::from_utf8(complete[0]).ok().and_then(|s| s.parse().ok());
+                if count.is_none() {
+                    return Err(Error::Format("bad sparse map".into()));
+                }
+            }
+            if let Some(c) = count {
+                if complete.len() as u64 > 2 * c {
+                    for l in &complete[1..1 + 2 * c as usize] {
+                        nums.push(std::str::from_utf8(l).ok().and_then(|s| s.parse().ok()).ok_or_else(|| Error::Format("bad sparse map".into()))?);
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(nums)
+    }
+}
+
+/// A member's sparse records from PAX.
+#[derive(Default)]
+struct Sparse {
+    real_size: Option<u64>,
+    name: Option<Vec<u8>>,
+    nums: Vec<u64>,
+    major: Option<u64>,
+}
+
+/// What a tar header's fixed fields say: the type, mode, owner, time and
+/// device numbers.
+fn header_meta(h: &[u8; BLOCK], header_offset: u64) -> Result<(Meta, Kind)> {
+    let kind = match h[156] {
+        b'0' | 0 | b'7' | b'S' => Kind::File,
+        b'1' => Kind::HardLink,
+        b'2' => Kind::Symlink,
+        b'3' => Kind::CharDev,
+        b'4' => Kind::BlockDev,
+        b'5' | b'D' => Kind::Dir,
+        b'6' => Kind::Fifo,
+        t => return Err(Error::Format(format!("unknown tar member type {:?} at byte {}", t as char, header_offset))),
+    };
+    let mut meta = Meta::new(Vec::new(), kind);
+    meta.mode = parse_num(&h[100..108])? as u32 & 0o7777;
+    meta.uid = parse_num(&h[108..116])?;
+    meta.gid = parse_num(&h[116..124])?;
+    let mtime = &h[136..148];
+    meta.mtime = if mtime[0] & 0x80 != 0 && mtime[0] & 0x40 != 0 {
+        // base-256 negative
+        let mut v: i64 = -1;
+        for &b in mtime {
+            v = (v << 8) | i64::from(b);
+        }
+        Time { sec: v, nsec: 0 }
+    } else {
+        Time { sec: parse_num(mtime)? as i64, nsec: 0 }
+    };
+    if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+        meta.rdev_major = parse_num(&h[329..337])? as u32;
+        meta.rdev_minor = parse_num(&h[337..345])? as u32;
+    }
+    Ok((meta, kind))
 }
 
 #[cfg(test)]

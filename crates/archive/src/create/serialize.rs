@@ -94,6 +94,51 @@ impl Serializer {
         }
         Ok(problem)
     }
+
+    /// One member: its headers, the sparse map and its data. Returns where
+    /// its header and data start, the data's and the map's length, and the
+    /// hash of what was stored (none when reading the file failed).
+    fn member(&mut self, headers: &mut Vec<u8>, meta: &Meta, content: Content, problems: &Sender<Problem>) -> Result<Stored> {
+        headers.clear();
+        let header_offset = self.pos();
+        let data_len = tarw::write_headers(headers, meta);
+        self.put(headers)?;
+        // The sparse map is the first part of the member's data.
+        let map_len = meta.sparse.as_ref().map_or(0, |s| tarw::sparse_map(s).len() as u64);
+        let data_offset = self.pos() - map_len;
+        let mut hasher = blake3::Hasher::new();
+        if map_len > 0 {
+            hasher.update(&headers[headers.len() - map_len as usize..]);
+        }
+        let mut ok = true;
+        match content {
+            Content::Inline(d) => {
+                hasher.update(&d);
+                self.put(&d)?;
+                if let Some(pr) = &self.progress {
+                    pr.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Content::Stream(fd) => {
+                if let Some(problem) = self.stream_file(&fd, meta, &mut hasher)? {
+                    ok = false;
+                    let _ = problems.send(Problem { path: meta.path.clone(), what: problem });
+                }
+            }
+            Content::None => {}
+        }
+        self.end_member(data_len + map_len)?;
+        Ok(Stored { header_offset, data_offset, data_len, map_len, hash: ok.then(|| *hasher.finalize().as_bytes()) })
+    }
+}
+
+/// Where a member went in the archive, and the hash of its data.
+struct Stored {
+    header_offset: u64,
+    data_offset: u64,
+    data_len: u64,
+    map_len: u64,
+    hash: Option<[u8; 32]>,
 }
 
 pub(super) fn serialize(
@@ -147,35 +192,7 @@ pub(super) fn serialize(
                     links.insert((dev, ino), meta.path.clone());
                 }
             }
-            headers.clear();
-            let header_offset = ser.pos();
-            let data_len = tarw::write_headers(&mut headers, &meta);
-            ser.put(&headers)?;
-            // The sparse map is the first part of the member's data.
-            let map_len = meta.sparse.as_ref().map_or(0, |s| tarw::sparse_map(s).len() as u64);
-            let data_offset = ser.pos() - map_len;
-            let mut hasher = blake3::Hasher::new();
-            if map_len > 0 {
-                hasher.update(&headers[headers.len() - map_len as usize..]);
-            }
-            let mut ok = true;
-            match content {
-                Content::Inline(d) => {
-                    hasher.update(&d);
-                    ser.put(&d)?;
-                    if let Some(pr) = &ser.progress {
-                        pr.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
-                    }
-                }
-                Content::Stream(fd) => {
-                    if let Some(problem) = ser.stream_file(&fd, &meta, &mut hasher)? {
-                        ok = false;
-                        let _ = problems.send(Problem { path: meta.path.clone(), what: problem });
-                    }
-                }
-                Content::None => {}
-            }
-            ser.end_member(data_len + map_len)?;
+            let Stored { header_offset, data_offset, data_len, map_len, hash } = ser.member(&mut headers, &meta, content, problems)?;
             match meta.kind {
                 Kind::File => {
                     summary.files += 1;
@@ -195,7 +212,7 @@ pub(super) fn serialize(
                 header_offset,
                 data_offset,
                 stored_len: if has_data { data_len + map_len } else { 0 },
-                hash: (has_data && ok).then(|| *hasher.finalize().as_bytes()),
+                hash: if has_data { hash } else { None },
                 ..IndexEntry::of(meta)
             };
             index.push(&entry).map_err(ctx(|| "writing the index spool".into()))?;
