@@ -173,7 +173,7 @@ impl SystemBackup {
 
     /// A recorded LUKS container's header, read from beside the archives
     /// (decrypted on an encrypted media) and checked against its record.
-    pub fn luks_header(&self, l: &crate::layering::LuksRecord) -> anyhow::Result<Vec<u8>> {
+    pub fn luks_header(&self, l: &crate::stack::plan::LuksRecord) -> anyhow::Result<Vec<u8>> {
         let (shown, bytes) = self.read_small(&l.header, l.header_bytes + (1 << 20))?;
         let plain = match &self.keys {
             Some(k) => k.decrypt_bytes(&shown, &bytes, l.header_bytes).map_err(crate::error::from_archive)?,

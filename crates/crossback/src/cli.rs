@@ -155,6 +155,33 @@ pub enum ArchiveCommand {
     Verify(VerifyArgs),
 }
 
+/// How archives are compressed (`archive create`, `backup`).
+#[derive(Args, Debug)]
+pub struct Compression {
+    /// zstd compression level (1-19).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Let the level rise up to N while the disk written to, not the CPU,
+    /// is the bottleneck (a slow disk: a smaller archive in the same time);
+    /// frames that do not compress stay at --level. Default: fixed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub max_level: Option<i32>,
+    /// Compression threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl Compression {
+    /// The archive writer's options with these levels and threads.
+    pub fn options(&self) -> crossback_archive::CreateOptions {
+        let mut opts = crossback_archive::CreateOptions { level: self.level, max_level: self.max_level.unwrap_or(self.level), ..Default::default() };
+        if let Some(t) = self.threads {
+            opts.threads = t.max(1);
+        }
+        opts
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     /// The directory to archive (the archive stays on its file system).
@@ -162,17 +189,8 @@ pub struct CreateArgs {
     /// The archive file to write.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
-    /// zstd compression level (1-19).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
-    pub level: i32,
-    /// Let the level rise up to N while the disk, not the CPU, is the
-    /// bottleneck (a slow disk: a smaller archive in the same time);
-    /// frames that do not compress stay at --level. Default: fixed.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
-    pub max_level: Option<i32>,
-    /// Compression threads (default: one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub compression: Compression,
     /// Leave out paths matching this glob; without '/' it matches any name,
     /// with a leading '/' the path from SRC. Repeatable.
     /// Example: --exclude '*.tmp' --exclude /var/cache
@@ -434,16 +452,8 @@ pub struct BackupArgs {
     /// Read filesystems that were not cleanly unmounted, without replaying their journals.
     #[arg(long)]
     pub allow_dirty: bool,
-    /// zstd level.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
-    pub level: i32,
-    /// Let the level rise up to N while the backup disk, not the CPU, is
-    /// the bottleneck (see `archive create --max-level`). Default: fixed.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
-    pub max_level: Option<i32>,
-    /// Compression threads (default: one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub compression: Compression,
     /// Back up this system, offline: at the next boot, before anything else
     /// starts, its filesystems are made read-only and it is backed up (with the
     /// offline systems not yet in the open generation, or the named ones);

@@ -266,9 +266,12 @@ pub fn walk(root: &Dir, set: &Set, mut each: impl FnMut(Meta, &mut dyn Read) -> 
                 bail!("{}: a '..' in a duplicity path", crate::output::path(&raw));
             }
             let mut meta = m.meta;
-            meta.path = normalize_path(meta.path.strip_prefix(b"snapshot").unwrap_or(&meta.path)).unwrap_or_default();
+            let inside = |p: &[u8], prefix: &[u8]| {
+                normalize_path(p.strip_prefix(prefix).unwrap_or(p)).with_context(|| format!("{}: not a path inside the backup", crate::output::path(p)))
+            };
+            meta.path = inside(&meta.path, b"snapshot")?;
             if meta.kind == Kind::HardLink {
-                meta.link = normalize_path(meta.link.strip_prefix(b"snapshot/").unwrap_or(&meta.link)).unwrap_or_default();
+                meta.link = inside(&meta.link, b"snapshot/")?;
             }
             each(meta, &mut MemberData(&mut tr))?;
         }

@@ -11,7 +11,6 @@ pub mod config;
 mod duplicity;
 pub mod error;
 mod keys;
-mod layering;
 pub mod layout;
 mod local;
 mod machine;
@@ -21,8 +20,8 @@ mod offline;
 pub mod output;
 mod remote;
 mod slots;
+mod stack;
 mod units;
-mod unlock;
 
 use std::process::ExitCode;
 
@@ -57,7 +56,7 @@ impl Outcome {
 /// the user sees.
 pub fn run(cli: cli::Cli) -> ExitCode {
     keys::set_unlock(keys::Unlock { identity: cli.identity.clone(), passphrase_file: cli.passphrase_file.clone() });
-    unlock::set_key_files(cli.key_file.clone());
+    stack::open::set_key_files(cli.key_file.clone());
     match commands::run(cli) {
         Ok(outcome) => ExitCode::from(outcome.code()),
         Err(err) => {

@@ -241,6 +241,7 @@ pub fn symlink(target: &Path, link: &Path) -> anyhow::Result<()> {
 /// it (its root is read-only: the backup at reboot) says so and goes on.
 pub fn record_history(gens: &[&Generation], ran: &[String], how: &str) {
     let dir = std::env::var_os("CROSSBACK_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| Paths::new().state_dir());
+    // A note, not the backups: one that does not read is replaced by what the media holds now.
     let old: History = read(&dir, HISTORY).ok().flatten().unwrap_or_default();
     let new = History::from_generations(gens, &old, ran, how);
     if let Err(e) = write(&dir, HISTORY, &new) {

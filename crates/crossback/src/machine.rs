@@ -49,7 +49,7 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
         );
     }
     // Devices a killed crossback left read-only (its guard died too, say).
-    for said in crossback_host::unlock::close_leftovers()? {
+    for said in crossback_host::layers::mapping::close_leftovers()? {
         eprintln!("note: {said}");
     }
     for dev in crossback_host::rodev::restore_leftovers()? {
@@ -196,17 +196,24 @@ fn layer_states(m: &Machine, cfg: &SystemConfig) -> Vec<LayerState> {
     let mut out = Vec::new();
     for u in &cfg.luks {
         let dev = m.devices.iter().find(|d| d.fstype == "crypto_LUKS" && d.uuid.eq_ignore_ascii_case(u));
-        let state = match dev.map(crate::unlock::holders) {
+        let state = match dev.map(crate::stack::open::holders) {
             None => "not attached".to_string(),
             Some(h) if h.is_empty() => "locked".to_string(),
             Some(h) => if sys(&h[0], "ro") == "1" { "open read-only" } else { "open" }.to_string(),
         };
         out.push(LayerState { kind: "luks", name: u.clone(), device: dev.map(|d| d.path.clone()), state });
     }
-    let dms: Vec<String> = blockdev::kernel_names().unwrap_or_default().into_iter().filter(|n| n.starts_with("dm-")).collect();
+    let dms = blockdev::kernel_names().map(|n| n.into_iter().filter(|n| n.starts_with("dm-")).collect::<Vec<_>>());
     for vg in &cfg.lvm {
-        let active = dms.iter().any(|d| sys(d, "dm/uuid").starts_with("LVM-") && crate::unlock::vg_of_dm_name(&sys(d, "dm/name")).as_deref() == Some(vg));
-        out.push(LayerState { kind: "lvm", name: vg.clone(), device: None, state: if active { "active" } else { "inactive" }.into() });
+        let state = match &dms {
+            Ok(dms) => {
+                let active =
+                    dms.iter().any(|d| sys(d, "dm/uuid").starts_with("LVM-") && crate::stack::open::vg_of_dm_name(&sys(d, "dm/name")).as_deref() == Some(vg));
+                if active { "active" } else { "inactive" }.to_string()
+            }
+            Err(e) => format!("unknown ({e})"),
+        };
+        out.push(LayerState { kind: "lvm", name: vg.clone(), device: None, state });
     }
     out
 }
@@ -276,7 +283,7 @@ pub fn discover(m: &Machine) -> anyhow::Result<Discovered> {
     }
     // Encrypted and LVM volumes still closed: a system inside is not found.
     for d in m.devices.iter().filter(|d| matches!(d.fstype.as_str(), "crypto_LUKS" | "LVM2_member")) {
-        if !crate::unlock::holders(d).is_empty() {
+        if !crate::stack::open::holders(d).is_empty() {
             continue;
         }
         warnings.push(if d.fstype == "crypto_LUKS" {

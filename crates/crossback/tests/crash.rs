@@ -240,10 +240,9 @@ fn power_cut_copies(test: &str, media: Media) {
         drop(mounts);
         // The copies hold the slots' UUIDs: they must be gone before crossback looks again.
         for c in &copies {
-            for _ in 0..200 {
-                if run(Command::new("losetup").arg("-j").arg(c)).trim().is_empty() {
-                    break;
-                }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !run(Command::new("losetup").arg("-j").arg(c)).trim().is_empty() {
+                assert!(Instant::now() < deadline, "the loop device of {} is still there after 60 s", c.display());
                 std::thread::sleep(Duration::from_millis(25));
             }
         }

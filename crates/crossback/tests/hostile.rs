@@ -588,7 +588,12 @@ fn root_a_second_run_is_refused_and_names_the_holder() {
     let lock = format!("/run/crossback/lock/media-{media}.lock");
     std::fs::create_dir_all("/run/crossback/lock").unwrap();
     let mut holder = Command::new("flock").args(["-x", "-F", &lock, "sleep", "60"]).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Until flock holds it: a try of our own fails.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while Command::new("flock").args(["-n", "-x", &lock, "true"]).status().unwrap().success() {
+        assert!(std::time::Instant::now() < deadline, "flock did not take {lock} within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     std::fs::write(&lock, format!("{} backup\n", holder.id())).unwrap();
     let _ = std::fs::remove_dir("/tmp/crossback-never");
     let before = sha(&s.m.slot_b.image);

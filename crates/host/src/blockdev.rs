@@ -110,6 +110,7 @@ pub fn device(name: &str) -> Result<Option<Device>> {
             BTreeMap::new()
         }
     };
+    // What blkid does not report the device does not have (no label, …).
     d.fstype = probed.get("TYPE").cloned().unwrap_or_default();
     d.uuid = probed.get("UUID").cloned().unwrap_or_default();
     d.label = probed.get("LABEL").cloned().unwrap_or_default();

@@ -30,6 +30,7 @@ pub fn available() -> bool {
 /// Parses `efibootmgr -v`: entries with a `HD(…)` device path and a file.
 pub fn parse(text: &str) -> Vec<BootEntry> {
     let order: Vec<String> =
+        // No BootOrder variable: the firmware has no order set.
         text.lines().find_map(|l| l.strip_prefix("BootOrder:")).map(|o| o.trim().split(',').map(|s| s.trim().to_uppercase()).collect()).unwrap_or_default();
     let mut out = Vec::new();
     for line in text.lines() {

@@ -163,22 +163,32 @@ fn open_root(p: &Path) -> Result<OwnedFd> {
 
 /// Reads `path` inside the tree at `root` as if `root` were `/` (absolute
 /// symlinks such as `etc/os-release -> /usr/lib/os-release` stay inside).
-pub fn read_in_root(root: &OwnedFd, path: &str, limit: u64) -> Option<Vec<u8>> {
-    let fd = rustix::fs::openat2(
+/// None when there is no such file; a file that does not read, or is
+/// larger than `limit`, is an error (read as empty, a system's fstab
+/// would lose its filesystems from the backup unseen).
+pub fn read_in_root(root: &OwnedFd, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+    let what = || format!("reading {path} in the system's root");
+    let fd = match rustix::fs::openat2(
         root,
         path,
         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .ok()?;
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+        Err(e) => return Err(Error::Io { what: what(), source: e.into() }),
+    };
     let mut f = std::fs::File::from(fd);
-    if !f.metadata().ok()?.is_file() {
-        return None;
+    if !f.metadata().map_err(crate::error::ctx(what))?.is_file() {
+        return Ok(None);
     }
     let mut buf = Vec::new();
-    f.by_ref().take(limit).read_to_end(&mut buf).ok()?;
-    Some(buf)
+    f.by_ref().take(limit + 1).read_to_end(&mut buf).map_err(crate::error::ctx(what))?;
+    if buf.len() as u64 > limit {
+        return Err(Error::Parse(format!("{path} in the system's root is larger than {limit} bytes")));
+    }
+    Ok(Some(buf))
 }
 
 fn exists_in_root(root: &OwnedFd, path: &str) -> bool {
@@ -202,16 +212,21 @@ pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
 /// files its crypttab names.
 pub fn find_root(dir: &Path, subvol: &str, keys: bool) -> Result<Option<FoundRoot>> {
     let root = open_root(dir)?;
-    let os = read_in_root(&root, "etc/os-release", 1 << 16).or_else(|| read_in_root(&root, "usr/lib/os-release", 1 << 16));
+    let os = match read_in_root(&root, "etc/os-release", 1 << 16)? {
+        Some(os) => Some(os),
+        None => read_in_root(&root, "usr/lib/os-release", 1 << 16)?,
+    };
     let Some(os) = os else { return Ok(None) };
     let has_init = ["sbin/init", "usr/sbin/init", "lib/systemd/systemd", "usr/lib/systemd/systemd", "bin/init"].iter().any(|p| exists_in_root(&root, p));
-    let fstab = read_in_root(&root, "etc/fstab", 1 << 20).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let crypttab = read_in_root(&root, "etc/crypttab", 1 << 20).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    // A system without them mounts nothing but its root and opens nothing.
+    let text = |p: &str| -> Result<String> { Ok(read_in_root(&root, p, 1 << 20)?.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()) };
+    let (fstab, crypttab) = (text("etc/fstab")?, text("etc/crypttab")?);
     let mut found_keys = Vec::new();
     if keys {
         for e in crate::layers::parse_crypttab(&crypttab).entries {
             let Some(path) = e.keyfile.filter(|k| k.starts_with('/') && !k.starts_with("/dev/")) else { continue };
-            if let Some(bytes) = read_in_root(&root, path.trim_start_matches('/'), 64 << 10) {
+            // A key file that does not read is left out: the passphrase is asked instead.
+            if let Ok(Some(bytes)) = read_in_root(&root, path.trim_start_matches('/'), 64 << 10) {
                 found_keys.push((path, bytes));
             }
         }
@@ -224,8 +239,11 @@ fn look(mnt: &Path, fstype: &str, keys: bool) -> Result<Inspection> {
     if let Some(r) = find_root(mnt, "", keys)? {
         i.roots.push(r);
     }
-    let mut top: Vec<String> =
-        std::fs::read_dir(mnt).map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let mut top: Vec<String> = std::fs::read_dir(mnt)
+        .map_err(crate::error::ctx(|| format!("listing {}", mnt.display())))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .map_err(crate::error::ctx(|| format!("listing {}", mnt.display())))?;
     top.sort();
     if fstype == "btrfs" {
         // Subvolumes at the top level (their root inode is 256): @, @home, …

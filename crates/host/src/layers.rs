@@ -4,8 +4,10 @@
 //! --dump-json-metadata` (LUKS2) and lvm2's JSON reports (`pvs`, `vgs`,
 //! `lvs --reportformat json --units b --nosuffix`).
 //!
-//! Only reading and parsing lives here; opening and closing containers and
-//! volume groups is [`crate::unlock`]'s.
+//! Reading and parsing lives here; opening and closing containers and
+//! volume groups is [`mapping`]'s.
+
+pub mod mapping;
 
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +104,7 @@ pub fn parse_luks2_json(text: &str) -> Result<LuksInfo> {
     }
     let seg = crypt[0].1;
     let data_offset = num(seg.get("offset").unwrap_or(&serde_json::Value::Null), "segment offset")?;
+    // Shown to the user only; a container is made again from its header.
     let cipher = seg.get("encryption").and_then(|e| e.as_str()).unwrap_or_default().to_string();
     let sector_size = seg.get("sector_size").and_then(|s| s.as_u64()).unwrap_or(512) as u32;
     let mut slots: Vec<(u32, String)> = v
@@ -308,18 +311,23 @@ pub fn stack_of(sys: &std::path::Path, name: &str) -> Result<Vec<Layer>> {
             out.push(Layer { name: cur, dm_name: String::new(), kind: None });
             return Ok(out);
         }
-        let read = |f: &str| std::fs::read_to_string(dm.join(f)).map(|s| s.trim().to_string()).unwrap_or_default();
-        let mut slaves: Vec<String> =
-            std::fs::read_dir(dir.join("slaves")).map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        let read = |f: &str| {
+            std::fs::read_to_string(dm.join(f)).map(|s| s.trim().to_string()).map_err(crate::error::ctx(|| format!("reading {}", dm.join(f).display())))
+        };
+        let slaves_dir = dir.join("slaves");
+        let mut slaves: Vec<String> = std::fs::read_dir(&slaves_dir)
+            .and_then(|r| r.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+            .map_err(crate::error::ctx(|| format!("listing {}", slaves_dir.display())))?;
         slaves.sort();
-        out.push(Layer { name: cur.clone(), dm_name: read("name"), kind: Some(dm_kind(&read("uuid"))) });
+        let dm_name = read("name")?;
+        out.push(Layer { name: cur.clone(), dm_name: dm_name.clone(), kind: Some(dm_kind(&read("uuid")?)) });
         match slaves.as_slice() {
             [one] => cur = one.clone(),
-            [] => return Err(Error::Parse(format!("{cur} ({}) is built on no device", read("name")))),
+            [] => return Err(Error::Parse(format!("{cur} ({dm_name}) is built on no device"))),
             many => {
                 return Err(Error::Parse(format!(
                     "{cur} ({}) is built on {} devices ({}): volume groups over several disks and RAID are not handled",
-                    read("name"),
+                    dm_name,
                     many.len(),
                     many.join(", ")
                 )))

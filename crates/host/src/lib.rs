@@ -25,6 +25,5 @@ pub mod offline;
 pub mod partitions;
 pub mod rodev;
 pub mod tool;
-pub mod unlock;
 
 pub use error::{Error, Result};

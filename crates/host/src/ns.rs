@@ -81,7 +81,7 @@ pub fn serve_guard(args: &[String]) -> i32 {
     }
     // Volumes and containers crossback opened, then the read-only flags
     // (a flag may sit on a partition below a container).
-    let closed = crate::unlock::close_leftovers();
+    let closed = crate::layers::mapping::close_leftovers();
     let restored = crate::rodev::restore_leftovers();
     match (closed, restored) {
         (Ok(_), Ok(_)) => 0,

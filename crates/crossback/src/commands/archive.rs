@@ -91,17 +91,12 @@ pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
     let progress = Arc::new(Progress::default());
     let me = file.metadata().with_context(|| format!("reading {}", partial.display()))?;
     let mut opts = CreateOptions {
-        level: a.level,
         excludes: a.excludes.clone(),
         spool_dir: Some(dir.to_path_buf()),
         progress: Some(Arc::clone(&progress)),
         encrypt_to: crate::keys::parse_recipients(&a.recipient)?,
-        max_level: a.max_level.unwrap_or(a.level),
-        ..Default::default()
+        ..a.compression.options()
     };
-    if let Some(t) = a.threads {
-        opts.threads = t.max(1);
-    }
     if let Some(f) = a.frame_size {
         opts.frame_size = f.max(64 << 10);
     }

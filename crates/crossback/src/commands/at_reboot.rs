@@ -161,11 +161,12 @@ fn passed_on(a: &BackupArgs) -> Vec<String> {
             out.push(flag.to_string());
         }
     }
-    out.extend(["--level".to_string(), a.level.to_string()]);
-    if let Some(l) = a.max_level {
+    let c = &a.compression;
+    out.extend(["--level".to_string(), c.level.to_string()]);
+    if let Some(l) = c.max_level {
         out.extend(["--max-level".to_string(), l.to_string()]);
     }
-    if let Some(t) = a.threads {
+    if let Some(t) = c.threads {
         out.extend(["--threads".to_string(), t.to_string()]);
     }
     for s in &a.accept_shrunk {

@@ -262,19 +262,14 @@ fn archive_filesystem(
     let (pending, out) = w.archive(&f.mountpoint)?;
     let progress = Arc::new(Progress::default());
     let a = run.a;
-    let mut opts = CreateOptions {
-        level: a.level,
+    let opts = CreateOptions {
         excludes,
         spool_dir: Some(w.spool_dir()),
         progress: Some(Arc::clone(&progress)),
         encrypt_to: w.recipients(),
         read_back: !a.no_verify,
-        max_level: a.max_level.unwrap_or(a.level),
-        ..Default::default()
+        ..a.compression.options()
     };
-    if let Some(th) = a.threads {
-        opts.threads = th.max(1);
-    }
     let start = Instant::now();
     let bar = Bar::start(Arc::clone(&progress), used, "archiving");
     let made = crossback_archive::create(at, out, &opts);
@@ -339,7 +334,7 @@ fn archive_filesystem(
 fn record_layers(run: &Run, w: &SystemWriter, mounts_file: &mut MountsFile, record_devices: &[&std::path::Path]) -> anyhow::Result<()> {
     let devices: Vec<(&std::path::Path, &str, u64)> =
         mounts_file.filesystems.iter().zip(record_devices).map(|(r, d)| (*d, r.mountpoint.as_str(), r.used)).collect();
-    let layering = crate::unlock::record(run.m, &devices, run.encrypted)?;
+    let layering = crate::stack::open::record(run.m, &devices, run.encrypted)?;
     for (uuid, bytes) in &layering.headers {
         let l = layering.luks.iter().find(|l| &l.uuid == uuid).context("a header of a recorded container")?;
         w.put_header(&l.header, bytes)?;
@@ -442,8 +437,8 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     let _system_locks = wanted_cfg.iter().map(|s| slots::lock_system(s.name.get_ref(), s.root.get_ref())).collect::<anyhow::Result<Vec<_>>>()?;
     // Encrypted and LVM systems: their containers opened and volume groups
     // activated read-only (closed when this returns, or by the guard).
-    let access = if a.frozen { crate::unlock::Access::Frozen } else { crate::unlock::Access::Read };
-    let crate::unlock::Unlocked { opened: _opened, machine: m, failed: mut locked } = crate::unlock::open_for(&wanted_cfg, access)?;
+    let access = if a.frozen { crate::stack::open::Access::Frozen } else { crate::stack::open::Access::Read };
+    let crate::stack::open::Unlocked { opened: _opened, machine: m, failed: mut locked } = crate::stack::open::open_for(&wanted_cfg, access)?;
     let systems = machine::systems(&m, &cfg)?;
     let wanted: Vec<&System> = systems.iter().filter(|s| a.systems.is_empty() || a.systems.contains(&s.name)).collect();
     // A system named that cannot be opened, or nothing else to back up:

@@ -130,8 +130,8 @@ pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     let cfg = Config::load(config)?;
     let _lock = crate::slots::lock_configured(&cfg, &a.system)?;
     let rw = !a.read_only;
-    let access = if rw { crate::unlock::Access::Write } else { crate::unlock::Access::Read };
-    let (_opened, m) = crate::unlock::open_one(&cfg, &a.system, access)?;
+    let access = if rw { crate::stack::open::Access::Write } else { crate::stack::open::Access::Read };
+    let (_opened, m) = crate::stack::open::open_one(&cfg, &a.system, access)?;
     let sys = machine::system(&m, &cfg, &a.system)?;
     let fs = crate::offline::check(
         &m,

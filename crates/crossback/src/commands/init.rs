@@ -24,7 +24,7 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
         return from_remote(path, name, a.yes);
     }
     // Encrypted and LVM systems: opened read-only to be found, closed at the end.
-    let _opened = crate::unlock::open_all(&Machine::scan(&a.devices)?)?;
+    let _opened = crate::stack::open::open_all(&Machine::scan(&a.devices)?)?;
     let m = Machine::scan(&a.devices)?;
     let (mut found, slots, warnings) = machine::discover(&m)?;
     for w in &warnings {
@@ -150,7 +150,7 @@ fn new_config(m: &Machine, found: &[Found], path: &Path) -> anyhow::Result<Confi
         remotes: old.as_ref().map(|o| o.remotes.clone()).unwrap_or_default(),
     };
     for f in found {
-        let layers = system_layers(m, f);
+        let layers = system_layers(m, f)?;
         let prev = old
             .as_ref()
             .and_then(|o| o.systems.iter().find(|s| s.root.get_ref().eq_ignore_ascii_case(&f.device.uuid) && s.subvol.clone().unwrap_or_default() == f.subvol));
@@ -260,12 +260,12 @@ fn media_copy(slots: &[(Device, Inspection)], path: &Path) -> anyhow::Result<Opt
 
 /// The LUKS containers and volume groups below a found system's root and
 /// the other filesystems its fstab names, each once, in order.
-fn system_layers(m: &Machine, f: &Found) -> (Vec<String>, Vec<String>) {
+fn system_layers(m: &Machine, f: &Found) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let mut devices = vec![&f.device];
     devices.extend(f.fstab.mounts.iter().chain(f.fstab.swap.iter()).filter_map(|e| crossback_host::blockdev::find(&m.devices, &e.spec).ok().flatten()));
     let (mut luks, mut lvm) = (Vec::new(), Vec::new());
     for d in devices {
-        let (l, v) = crate::unlock::layers_of(d);
+        let (l, v) = crate::stack::open::layers_of(d)?;
         for x in l {
             if !luks.contains(&x) {
                 luks.push(x);
@@ -277,5 +277,5 @@ fn system_layers(m: &Machine, f: &Found) -> (Vec<String>, Vec<String>) {
             }
         }
     }
-    (luks, lvm)
+    Ok((luks, lvm))
 }

@@ -25,8 +25,8 @@ pub fn mount(config: &Path, a: MountArgs) -> anyhow::Result<Outcome> {
     if record(&a.system).exists() {
         bail!("{} is mounted already (see {}); run `crossback umount {}` first", a.system, record(&a.system).display(), a.system);
     }
-    let access = if a.rw { crate::unlock::Access::Write } else { crate::unlock::Access::Read };
-    let (opened, m) = crate::unlock::open_one(&cfg, &a.system, access)?;
+    let access = if a.rw { crate::stack::open::Access::Write } else { crate::stack::open::Access::Read };
+    let (opened, m) = crate::stack::open::open_one(&cfg, &a.system, access)?;
     let sys = machine::system(&m, &cfg, &a.system)?;
     let fs = crate::offline::check(&m, &sys, Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: false, frozen: false }, a.rw, "mount")?;
     let at = a.at.clone().unwrap_or_else(|| Path::new("/mnt/crossback").join(&sys.name));
@@ -57,6 +57,7 @@ fn holders(path: &Path) -> Vec<(u32, String, String)> {
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let base = e.path();
+        // The process may have ended meanwhile: then it holds nothing.
         let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default().trim().to_string();
         for what in ["cwd", "root", "exe"] {
             if std::fs::read_link(base.join(what)).is_ok_and(|p| under(&p)) {
@@ -105,7 +106,7 @@ pub fn umount(_config: &Path, a: UmountArgs) -> anyhow::Result<Outcome> {
     if busy.is_empty() {
         let _ = std::fs::remove_file(&rec);
         // The containers and volume groups `mount` opened for it.
-        for said in crossback_host::unlock::close_kept(&a.system)? {
+        for said in crossback_host::layers::mapping::close_kept(&a.system)? {
             println!("{said}");
         }
         return Ok(Outcome::Ok);

@@ -285,6 +285,7 @@ fn push_generation(store: &Store, seal: &remote::SealKey, slot: &Slot, g: &Gener
     let objects_at = format!("{dir}/{}", remote::OBJECTS);
     // What an earlier push of this generation finished, as the store has it.
     let stored = store.get(&objects_at, layout::MANIFEST_CAP)?.and_then(|b| String::from_utf8(b).ok());
+    // One that does not read is written anew: every object is sent again.
     let mut objects: Objects = stored.as_deref().and_then(|t| toml::from_str(t).ok()).unwrap_or_default();
     // objects.toml as the store holds it: sealed as it is, written again only when it changed.
     let mut written = stored.unwrap_or_default();

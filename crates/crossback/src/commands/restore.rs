@@ -26,7 +26,6 @@ use crate::{refuse, slots, Outcome};
 mod bare_metal;
 mod disk;
 mod grub;
-mod layers;
 
 /// What the slots' read-only view and the system's backup hold open.
 pub(super) struct Opened {
@@ -92,7 +91,7 @@ enum Mode {
     BareMetal { devices: Vec<(String, PathBuf)>, new_uuids: bool, yes: bool, boot_repair: bool },
     /// Recreate a disk's partition table, its filesystems, and restore
     /// every system (or the one named) that was on it; then the boot entries.
-    Disk { disk: PathBuf, system: Option<String>, yes: bool, boot_repair: bool, new_key: Option<disk::NewKey>, new_uuids: bool },
+    Disk { disk: PathBuf, system: Option<String>, yes: bool, boot_repair: bool, new_key: Option<crate::stack::recreate::NewKey>, new_uuids: bool },
 }
 
 fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
@@ -112,7 +111,7 @@ fn resolve(a: &RestoreArgs) -> anyhow::Result<Mode> {
             if !a.devices.is_empty() {
                 return usage("--disk makes the recorded partitions: it takes no --device (for a layout of your own, partition the disk and give --device MOUNTPOINT=DEV)".into());
             }
-            let new_key = a.new_luks_key.then(|| disk::NewKey { file: a.new_key_file.clone() });
+            let new_key = a.new_luks_key.then(|| crate::stack::recreate::NewKey { file: a.new_key_file.clone() });
             return Ok(Mode::Disk {
                 disk: disk.clone(),
                 system: a.system.clone(),

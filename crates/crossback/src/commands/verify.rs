@@ -116,12 +116,12 @@ fn sources(
     cfg: &crate::config::Config,
     a: &VerifyGenArgs,
     m: machine::Machine,
-) -> anyhow::Result<(Option<crossback_host::unlock::Opened>, machine::Machine, Vec<machine::System>)> {
+) -> anyhow::Result<(Option<crossback_host::layers::mapping::Opened>, machine::Machine, Vec<machine::System>)> {
     if !a.against_source {
         return Ok((None, m, Vec::new()));
     }
     let wanted: Vec<&crate::config::SystemConfig> = cfg.systems.iter().filter(|s| a.system.as_ref().is_none_or(|n| n == s.name.get_ref())).collect();
-    let u = crate::unlock::open_for(&wanted, crate::unlock::Access::Read)?;
+    let u = crate::stack::open::open_for(&wanted, crate::stack::open::Access::Read)?;
     for (name, e) in u.failed {
         println!("  {name}: its containers were not opened: {e:#}");
     }

@@ -6,7 +6,7 @@ use crossback_host::efi::BootEntry;
 use crossback_host::partitions::Table;
 use serde::{Deserialize, Serialize};
 
-use crate::layering::{LuksRecord, VgRecord};
+use crate::stack::plan::{LuksRecord, VgRecord};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct MountsFile {
@@ -86,7 +86,7 @@ impl MountsFile {
 
     /// What is stacked on the partition with this PARTUUID: its container
     /// and volume group.
-    pub fn stack_on(&self, partuuid: &str) -> crate::layering::Stack {
+    pub fn stack_on(&self, partuuid: &str) -> crate::stack::plan::Stack {
         let luks = self.luks.iter().find(|l| l.partuuid.eq_ignore_ascii_case(partuuid)).cloned();
         let vg = self
             .vgs
@@ -97,7 +97,7 @@ impl MountsFile {
                 _ => false,
             })
             .cloned();
-        crate::layering::Stack { luks, vg }
+        crate::stack::plan::Stack { luks, vg }
     }
 
     /// Checks what was read from a slot before anything is made from it.

@@ -28,6 +28,7 @@ fn dup_time(t: &str) -> String {
 fn hostname_of(root: &Dir, set: &crate::duplicity::Set) -> String {
     let name = format!("duplicity-full.{}.manifest", set.time);
     let rel = if set.dir.is_empty() { name } else { format!("{}/{name}", set.dir) };
+    // Only to help the user tell the two sets apart.
     let text = root.read_capped(&rel, 64 << 20).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap_or_default();
     format!("made on host {:?} from {:?}", get("Hostname "), get("Localdir "))

@@ -148,7 +148,7 @@ pub(super) fn check_targets(targets: &[Target], m: &Machine, cfg: &Config, new_u
                 );
             }
         }
-        let holders = crate::unlock::holders(d);
+        let holders = crate::stack::open::holders(d);
         if !holders.is_empty() {
             refuse!(
                 Refusal::TargetInUse,
@@ -407,7 +407,7 @@ pub(super) fn run(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], 
     let configured = crate::config::Config::load(path)?;
     let _layers = match configured.system(system) {
         Some(sc) if (!sc.luks.is_empty() || !sc.lvm.is_empty()) && explicit.is_empty() => {
-            Some(crate::unlock::open_one(&configured, system, crate::unlock::Access::Write)?.0)
+            Some(crate::stack::open::open_one(&configured, system, crate::stack::open::Access::Write)?.0)
         }
         _ => None,
     };
@@ -462,7 +462,7 @@ pub(super) fn run(path: &Path, a: &RestoreArgs, explicit: &[(String, PathBuf)], 
             println!("{} now names {system}'s new root UUID {}", path.display(), root.1);
         }
         match (&r.grub, boot_repair) {
-            (Some(g), true) => repair_grub(path, system, g, crate::unlock::key_files())?,
+            (Some(g), true) => repair_grub(path, system, g, crate::stack::open::key_files())?,
             (Some(_), false) => println!("boot: left as it is (--no-boot-repair): its bootloader still names the old UUIDs"),
             (None, _) => println!("next: `crossback chroot {system}` to make its bootloader find the new UUIDs (crossback repairs GRUB EFI only)"),
         }
@@ -532,6 +532,7 @@ fn find_mentions(root: &Dir, rel: &str, map: &[(String, String)], out: &mut Vec<
     if depth == 0 {
         return;
     }
+    // Only hints: a directory that does not read is not searched.
     for (name, kind) in dir.entries().unwrap_or_default() {
         let Some(name) = name.to_str() else { continue };
         let p = format!("{rel}/{name}");

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::error::{refuse, Refusal};
 use crate::layout::{FsRecord, MountsFile};
 use crate::machine::Machine;
+use crate::stack::recreate::NewKey;
 use crate::{output, refuse, slots, Outcome};
 
 /// The disk the systems were on, as the newest of their backups recorded it.
@@ -61,7 +62,7 @@ fn minimum(t: &Table, backups: &[SystemBackup], p: &Partition) -> Option<u64> {
     let stack = mounts.stack_on(&p.uuid);
     if stack.luks.is_some() || stack.vg.is_some() {
         let fs_min = crossback_host::fstype::of(&r.fstype).map_or(r.size, |ft| ft.needs(r.used, r.size));
-        return Some(super::layers::minimum(&stack, fs_min, t.sector_size));
+        return Some(crate::stack::recreate::minimum(&stack, fs_min, t.sector_size));
     }
     let recs: Vec<&FsRecord> = recs.into_iter().map(|(_, r)| r).collect();
     // A FAT filesystem (the ESP) keeps its size: its FAT type and cluster
@@ -149,12 +150,6 @@ fn check_identities(m: &Machine, disk: &str, table: &Table, backups: &[SystemBac
     Ok(())
 }
 
-/// `--new-luks-key`: where the new passphrase comes from (None: asked twice).
-#[derive(Debug)]
-pub struct NewKey {
-    pub file: Option<PathBuf>,
-}
-
 /// How the disk is made again.
 #[derive(Debug)]
 pub struct Options {
@@ -218,7 +213,7 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     }
     // Encrypted and LVM systems: their headers checked and their keys found
     // before anything is written; then what would be duplicated.
-    let prepared = super::layers::prepare(&backups, new_key.as_ref())?;
+    let prepared = crate::stack::recreate::prepare(&backups, new_key.as_ref())?;
     check_identities(m, &name, &table, &backups, new_uuids)?;
     for b in &backups {
         super::check_archives(b)?;
@@ -229,17 +224,17 @@ pub fn run(path: &Path, disk: &Path, only: Option<&str>, generation: Option<u64>
     let start = Instant::now();
     partitions::write(&disk, &new).with_context(|| format!("writing the partition table to {}", disk.display()))?;
     println!("wrote the partition table of disk {} to {}", table.id, disk.display());
-    let mut opened = crossback_host::unlock::Opened::default();
+    let mut opened = crossback_host::layers::mapping::Opened::default();
     let made = if prepared.is_empty() {
-        super::layers::Made { devices: Vec::new(), luks_uuids: Vec::new() }
+        crate::stack::recreate::Made { devices: Vec::new(), luks_uuids: Vec::new() }
     } else {
-        super::layers::make(&prepared, &disk, &new, &mut opened, new_uuids)?
+        crate::stack::recreate::make(&prepared, &disk, &new, &mut opened, new_uuids)?
     };
     let done = restore_systems(&cfg, &disk, &table, &backups, &made, new_uuids)?;
     // A new master key: the key files the restored systems' crypttab names
     // for their containers open them too (so their initramfs does).
     if !prepared.is_empty() {
-        super::layers::add_system_keys(&prepared, &backups, &disk, &new, &done.uuids)?;
+        crate::stack::recreate::add_system_keys(&prepared, &backups, &disk, &new, &done.uuids)?;
     }
     for (name, text) in &done.fstabs {
         check_fstab(name, text)?;
@@ -459,7 +454,14 @@ struct Done {
 /// layers made on them) and its backup restored onto them; a filesystem
 /// several systems share (the ESP) once, by the system whose backup of it
 /// is the newest, which goes first.
-fn restore_systems(cfg: &Config, disk: &Path, table: &Table, backups: &[SystemBackup], made: &super::layers::Made, new_uuids: bool) -> anyhow::Result<Done> {
+fn restore_systems(
+    cfg: &Config,
+    disk: &Path,
+    table: &Table,
+    backups: &[SystemBackup],
+    made: &crate::stack::recreate::Made,
+    new_uuids: bool,
+) -> anyhow::Result<Done> {
     let newest_of = |r: &FsRecord| {
         backups
             .iter()
@@ -534,7 +536,7 @@ fn new_identities(
         }
         println!("{} now names {name}'s new UUIDs", path.display());
     }
-    let mut keys: Vec<PathBuf> = crate::unlock::key_files().to_vec();
+    let mut keys: Vec<PathBuf> = crate::stack::open::key_files().to_vec();
     keys.extend(new_key.and_then(|k| k.file.clone()));
     for (name, grub) in repairs {
         match (grub, boot_repair) {
@@ -566,7 +568,14 @@ fn repair_boot(disk: &Path, table: &Table, backups: &[SystemBackup]) -> anyhow::
         );
         return Ok(());
     }
-    let existing = crossback_host::efi::entries().unwrap_or_default();
+    let existing = match crossback_host::efi::entries() {
+        Ok(e) => e,
+        // Made blind, entries could repeat: none are made, and that is said.
+        Err(e) => {
+            println!("boot: the firmware's entries do not read ({e}): none were made; the disk starts through the fallback loader, or make them from one of the restored systems");
+            return Ok(());
+        }
+    };
     // efibootmgr puts each new entry first: make them last to first.
     for e in recorded.iter().rev() {
         let Some(p) = table.partitions.iter().find(|p| p.uuid.eq_ignore_ascii_case(&e.partuuid)) else { continue };

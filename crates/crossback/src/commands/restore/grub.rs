@@ -38,6 +38,8 @@ pub(super) fn grub_of(dests: &[(String, PathBuf)], records: &[&FsRecord], root_p
     let old_boot = records.iter().find(|r| r.mountpoint == "/boot" && r.fstype != "vfat").map(|r| r.uuid.to_lowercase());
     let mut id = None;
     if let Ok(efi) = Dir::open(esp_at).and_then(|d| d.dir("EFI").or_else(|_| d.dir("efi"))) {
+        // A directory that does not read holds no GRUB found: the restore
+        // then says the boot was not repaired.
         for (name, _) in efi.entries().unwrap_or_default() {
             let Some(name) = name.to_str().map(str::to_string) else { continue };
             let Ok(dir) = efi.dir(&name) else { continue };

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 
 use age::secrecy::{ExposeSecret, SecretBox};
 use anyhow::Context;
+use crossback_host::layers::mapping::{self, OpenError, Opened};
 use crossback_host::partitions::{self, Table};
-use crossback_host::unlock::{self, OpenError, Opened};
 
 use crate::backups::SystemBackup;
 use crate::error::Refusal;
-use crate::layering::{self, LuksRecord, VgRecord};
+use crate::stack::plan::{self as layering, LuksRecord, VgRecord};
 use crate::{output, refuse};
 
 /// What was read and checked before anything is written.
@@ -38,10 +38,16 @@ impl Prepared {
     }
 }
 
+/// `--new-luks-key`: where the new passphrase comes from (None: asked twice).
+#[derive(Debug)]
+pub struct NewKey {
+    pub file: Option<PathBuf>,
+}
+
 /// Reads and checks every recorded container's header and finds its key;
 /// nothing is written. A header that does not match its record, or no
 /// key that opens it, is refused here.
-pub fn prepare(backups: &[SystemBackup], new_key: Option<&super::disk::NewKey>) -> anyhow::Result<Prepared> {
+pub fn prepare(backups: &[SystemBackup], new_key: Option<&NewKey>) -> anyhow::Result<Prepared> {
     let dir = tempfile::Builder::new().prefix("crossback-layers-").tempdir_in("/run").context("a private directory under /run for the LUKS headers")?;
     let mut p = Prepared { dir, luks: Vec::new(), vgs: Vec::new(), new_key: new_key.is_some() };
     let has_luks = backups.iter().any(|b| !b.mounts.luks.is_empty());
@@ -58,7 +64,7 @@ pub fn prepare(backups: &[SystemBackup], new_key: Option<&super::disk::NewKey>) 
             let bytes = b.luks_header(l)?;
             let file = p.dir.path().join(format!("{}.img", l.uuid));
             std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
-            let uuid = unlock::luks_uuid(&file).map_err(|e| {
+            let uuid = mapping::luks_uuid(&file).map_err(|e| {
                 crate::error::refuse(
                     Refusal::LayerMismatch,
                     format!("{}'s LUKS header backup for {} does not read as a LUKS header: {e}", b.record.name, l.uuid),
@@ -76,7 +82,7 @@ pub fn prepare(backups: &[SystemBackup], new_key: Option<&super::disk::NewKey>) 
             let key = match &new_pass {
                 Some(k) => SecretBox::new(Box::new(k.expose_secret().clone())),
                 None => {
-                    let ((), key) = crate::unlock::find_key(&what, |k| match unlock::test_key(&file, k) {
+                    let ((), key) = crate::stack::open::find_key(&what, |k| match mapping::test_key(&file, k) {
                         Ok(()) => Ok(Some(())),
                         Err(OpenError::WrongKey(_)) => Ok(None),
                         Err(OpenError::Other(e)) => Err(anyhow::Error::new(e).context(format!("checking the key of {what}"))),
@@ -109,17 +115,17 @@ pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened, new_uui
             refuse!(Refusal::Unsupported, "LUKS container {}: its partition {} is not on the recorded disk", l.uuid, l.partuuid);
         };
         let dev = partitions::partition_device(disk, x.number);
-        let want = if new_uuids { unlock::new_uuid()? } else { l.uuid.to_ascii_lowercase() };
+        let want = if new_uuids { mapping::new_uuid()? } else { l.uuid.to_ascii_lowercase() };
         if p.new_key {
-            unlock::luks_format(&dev, &want, l.data_offset / 512, key.expose_secret())
+            mapping::luks_format(&dev, &want, l.data_offset / 512, key.expose_secret())
                 .with_context(|| format!("making the LUKS container {} on {}", l.uuid, dev.display()))?;
         } else {
-            unlock::header_restore(file, &dev).with_context(|| format!("restoring the LUKS header of {} onto {}", l.uuid, dev.display()))?;
+            mapping::header_restore(file, &dev).with_context(|| format!("restoring the LUKS header of {} onto {}", l.uuid, dev.display()))?;
             if new_uuids {
-                unlock::set_luks_uuid(&dev, &want)?;
+                mapping::set_luks_uuid(&dev, &want)?;
             }
         }
-        let uuid = unlock::luks_uuid(&dev)?;
+        let uuid = mapping::luks_uuid(&dev)?;
         if uuid != want {
             refuse!(Refusal::LayerMismatch, "{} reads as container {uuid} after its header was made, not {want}", dev.display());
         }
@@ -128,7 +134,7 @@ pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened, new_uui
             luks_uuids.push((l.uuid.clone(), uuid.clone()));
         }
         let mapped = opened
-            .open_luks(&dev, &unlock::mapping_name(&l.uuid), key.expose_secret(), false)
+            .open_luks(&dev, &mapping::mapping_name(&l.uuid), key.expose_secret(), false)
             .map_err(|e| anyhow::anyhow!("opening the restored container {}: {e}", l.uuid))?;
         if p.new_key {
             println!("LUKS container {} on {}: made with a new master key and the new passphrase (its UUID as before), opened", l.uuid, dev.display());
@@ -156,13 +162,13 @@ pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened, new_uui
         if plan.iter().all(|lv| !lv.shrunk) {
             let meta = p.dir.path().join(format!("{}.vg", v.name));
             std::fs::write(&meta, &v.metadata).with_context(|| format!("writing {}", meta.display()))?;
-            unlock::pv_restore(&dev, &v.pv_uuid, &meta)?;
-            unlock::vg_restore(&v.name, &meta)?;
+            mapping::pv_restore(&dev, &v.pv_uuid, &meta)?;
+            mapping::vg_restore(&v.name, &meta)?;
             println!("volume group {} on {}: made again as recorded (names, UUIDs, sizes)", v.name, dev.display());
         } else {
-            unlock::vg_create(&v.name, &v.pv_uuid, v.extent_size, &dev)?;
+            mapping::vg_create(&v.name, &v.pv_uuid, v.extent_size, &dev)?;
             for lv in &plan {
-                unlock::lv_create(&v.name, &lv.name, lv.extents)?;
+                mapping::lv_create(&v.name, &lv.name, lv.extents)?;
             }
             let sizes: Vec<String> = plan
                 .iter()
@@ -178,7 +184,7 @@ pub fn make(p: &Prepared, disk: &Path, new: &Table, opened: &mut Opened, new_uui
         }
         opened.activate_vg(&v.name, false).with_context(|| format!("activating the restored volume group {}", v.name))?;
         for lv in &v.lvs {
-            made.push((format!("lv:{}/{}", v.name, lv.name), unlock::lv_device(&v.name, &lv.name)));
+            made.push((format!("lv:{}/{}", v.name, lv.name), mapping::lv_device(&v.name, &lv.name)));
         }
     }
     Ok(Made { devices: made, luks_uuids })
@@ -193,9 +199,9 @@ pub struct Made {
 
 /// The new passphrase of `--new-luks-key`: `--new-key-file`'s whole
 /// content, or asked twice on the terminal.
-fn new_passphrase(k: &super::disk::NewKey) -> anyhow::Result<SecretBox<Vec<u8>>> {
+fn new_passphrase(k: &NewKey) -> anyhow::Result<SecretBox<Vec<u8>>> {
     if let Some(f) = &k.file {
-        let key = crate::unlock::read_key(f, "--new-key-file")?;
+        let key = crate::stack::open::read_key(f, "--new-key-file")?;
         if key.expose_secret().is_empty() {
             refuse!(Refusal::ContainerKey, "--new-key-file {} is empty", f.display());
         }
@@ -239,7 +245,7 @@ pub fn add_system_keys(p: &Prepared, backups: &[SystemBackup], disk: &Path, new:
             for e in named {
                 let Some(path) = &e.keyfile else { continue };
                 let Some((_, bytes)) = found.keys.iter().find(|(k, _)| k == path) else { continue };
-                unlock::add_key(&part, key.expose_secret(), bytes).with_context(|| format!("adding the key file {path} to the new container {}", l.uuid))?;
+                mapping::add_key(&part, key.expose_secret(), bytes).with_context(|| format!("adding the key file {path} to the new container {}", l.uuid))?;
                 println!(
                     "LUKS container {}: the key file {path} that {}'s crypttab names opens it too (its initramfs unlocks it as before)",
                     l.uuid, b.record.name

@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use age::secrecy::{ExposeSecret, SecretBox};
 use anyhow::Context;
 use crossback_host::blockdev::{self, sys_text, Device};
+use crossback_host::layers::mapping::{self, OpenError, Opened};
 use crossback_host::layers::{self, DmKind};
-use crossback_host::unlock::{self, OpenError, Opened};
 
 use crate::config::SystemConfig;
 use crate::error::{refuse, Refusal};
-use crate::layering::{LuksRecord, LvRecord, VgRecord};
 use crate::machine::Machine;
 use crate::refuse;
+use crate::stack::plan::{LuksRecord, LvRecord, VgRecord};
 
 /// What the command will do with the systems.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,7 +172,7 @@ fn open_system(
             }
             let rw = access == Access::Write;
             if let Some((path, key)) = crypttab_key(m, s, dev) {
-                match opened.open_luks(&dev.path, &unlock::mapping_name(&uuid), key.expose_secret(), !rw) {
+                match opened.open_luks(&dev.path, &mapping::mapping_name(&uuid), key.expose_secret(), !rw) {
                     Ok(p) => {
                         println!(
                             "opened the LUKS container {} (UUID={uuid}){} with the key file {path} that {name}'s crypttab names",
@@ -201,12 +201,12 @@ fn open_system(
         if s.lvm.is_empty() {
             continue;
         }
-        let pvs = unlock::pvs()?;
+        let pvs = mapping::pvs()?;
         for vg in &s.lvm {
             if done.contains(vg) {
                 continue;
             }
-            let lvs = unlock::lvs(vg).unwrap_or_default();
+            let lvs = lvs_of(vg)?;
             if lvs.is_empty() {
                 if last {
                     eprintln!("warning: {name} sits in the volume group {vg}, which was not found (is its disk attached, its container open?)");
@@ -304,11 +304,11 @@ fn crypttab_key(m: &Machine, s: &SystemConfig, dev: &Device) -> Option<(String, 
 /// between (its volumes must be read-only when `read_only`).
 fn activate(opened: &mut Opened, vg: &str, read_only: bool) -> anyhow::Result<()> {
     for _ in 0..3 {
-        if unlock::lvs(vg)?.iter().any(|l| l.active()) {
-            unlock::deactivate(vg).with_context(|| format!("deactivating {vg}, which udev activated when its container was opened"))?;
+        if mapping::lvs(vg)?.iter().any(|l| l.active()) {
+            mapping::deactivate(vg).with_context(|| format!("deactivating {vg}, which udev activated when its container was opened"))?;
         }
         opened.activate_vg(vg, read_only)?;
-        let lvs = unlock::lvs(vg)?;
+        let lvs = mapping::lvs(vg)?;
         // lv_attr's permission: `r` a read-only volume, `R` one activated read-only.
         if !read_only || lvs.iter().filter(|l| l.active()).all(|l| matches!(l.attr.chars().nth(1), Some('r' | 'R'))) {
             println!("activated volume group {vg}{}", if read_only { " read-only" } else { "" });
@@ -318,9 +318,18 @@ fn activate(opened: &mut Opened, vg: &str, read_only: bool) -> anyhow::Result<()
     refuse!(Refusal::VolumeInUse, "volume group {vg} keeps being activated read-write by something else (lvm2's udev rules?): crossback did not read it")
 }
 
+/// The logical volumes of `vg`; none when no physical volume names it
+/// (not there, or its container is closed). A report that fails is an error.
+fn lvs_of(vg: &str) -> anyhow::Result<Vec<layers::Lv>> {
+    if !mapping::pvs()?.iter().any(|p| p.vg == vg) {
+        return Ok(Vec::new());
+    }
+    Ok(mapping::lvs(vg)?)
+}
+
 /// Refuses a volume group with a volume active read-write and in use.
 fn refuse_in_use(system: &str, vg: &str) -> anyhow::Result<()> {
-    let lvs = unlock::lvs(vg).unwrap_or_default();
+    let lvs = lvs_of(vg)?;
     if let Some(busy) = lvs.iter().find(|l| l.active() && l.open() && l.attr.chars().nth(1) == Some('w')) {
         refuse!(
             Refusal::VolumeInUse,
@@ -343,7 +352,7 @@ fn same_device(a: &str, b: &Path) -> bool {
 /// Opens one container with a key that opens it: each `--key-file`, else
 /// the passphrase asked (three tries). Nothing is opened with a wrong key.
 fn open_luks(opened: &mut Opened, dev: &Device, uuid: &str, system: &str, rw: bool) -> anyhow::Result<PathBuf> {
-    let name = unlock::mapping_name(uuid);
+    let name = mapping::mapping_name(uuid);
     let what = format!("the LUKS container {} (UUID={uuid}) that {system} sits in", dev.path.display());
     let (path, _) = find_key(&what, |key| match opened.open_luks(&dev.path, &name, key, !rw) {
         Ok(p) => Ok(Some(p)),
@@ -414,15 +423,26 @@ pub fn open_all(m: &Machine) -> anyhow::Result<Opened> {
             }
         }
     }
-    // No lvm2 tools: nothing more to activate.
-    let Ok(pvs) = unlock::pvs() else { return Ok(opened) };
-    let mut vgs: Vec<String> = pvs.iter().map(|p| p.vg.clone()).filter(|v| !v.is_empty()).collect();
-    vgs.sort();
-    vgs.dedup();
-    let Ok(lvs) = vgs.into_iter().map(|vg| unlock::lvs(&vg).map(|l| (vg, l))).collect::<Result<Vec<_>, _>>() else { return Ok(opened) };
+    // Finding systems goes on without the volume groups lvm2 cannot
+    // report (not installed, say): said, not hidden.
+    let lvm = || -> anyhow::Result<_> {
+        let pvs = mapping::pvs()?;
+        let mut vgs: Vec<String> = pvs.iter().map(|p| p.vg.clone()).filter(|v| !v.is_empty()).collect();
+        vgs.sort();
+        vgs.dedup();
+        let lvs = vgs.into_iter().map(|vg| mapping::lvs(&vg).map(|l| (vg, l))).collect::<Result<Vec<_>, _>>()?;
+        Ok((pvs, lvs))
+    };
+    let (pvs, lvs) = match lvm() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("warning: volume groups not activated, systems in them not found: {e:#}");
+            return Ok(opened);
+        }
+    };
     // Groups on the containers just opened (udev may have activated them
     // already), and groups nobody activated.
-    let ours: Vec<String> = pvs.into_iter().filter(|p| opened.mappings().iter().any(|m| same_device(&p.device, &unlock::dm_node(m)))).map(|p| p.vg).collect();
+    let ours: Vec<String> = pvs.into_iter().filter(|p| opened.mappings().iter().any(|m| same_device(&p.device, &mapping::dm_node(m)))).map(|p| p.vg).collect();
     for (vg, l) in lvs {
         if l.iter().any(|l| l.active()) && !ours.contains(&vg) {
             continue;
@@ -436,10 +456,10 @@ pub fn open_all(m: &Machine) -> anyhow::Result<Opened> {
 
 /// For `init`: the layers a system found on `dev` sits in, from sysfs
 /// (LUKS container UUIDs, volume group names), bottom last.
-pub fn layers_of(dev: &Device) -> (Vec<String>, Vec<String>) {
+pub fn layers_of(dev: &Device) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let mut luks = Vec::new();
     let mut lvm = Vec::new();
-    for l in layers::stack_of(Path::new("/sys"), &dev.name).unwrap_or_default() {
+    for l in layers::stack_of(Path::new("/sys"), &dev.name).with_context(|| format!("reading what {} sits on", dev.path.display()))? {
         match l.kind {
             Some(DmKind::Luks { uuid, .. }) => luks.push(uuid),
             Some(DmKind::Lv { .. }) => {
@@ -451,7 +471,7 @@ pub fn layers_of(dev: &Device) -> (Vec<String>, Vec<String>) {
             _ => {}
         }
     }
-    (luks, lvm)
+    Ok((luks, lvm))
 }
 
 /// lvm2's device-mapper name `VG-LV`, where a dash inside either name is
@@ -518,11 +538,16 @@ pub fn record(m: &Machine, devices: &[(&Path, &str, u64)], sealed: bool) -> anyh
                         let part = &bottom;
                         let pdev = m.devices.iter().find(|d| &d.path == part);
                         let header = header_bytes(part)?;
-                        let data_offset = unlock::luks_info(part).map(|i| i.data_offset).unwrap_or(header.len() as u64);
+                        // LUKS1 has no JSON metadata: its header ends where its data starts.
+                        let data_offset = match header.get(6..8) {
+                            Some([0, 1]) => header.len() as u64,
+                            _ => mapping::luks_info(part)?.data_offset,
+                        };
+                        let pdev = pdev.with_context(|| format!("{} is not among the machine's devices", part.display()))?;
                         out.luks.push(LuksRecord {
                             uuid: uuid.clone(),
-                            partuuid: pdev.map(|d| d.partuuid.clone()).unwrap_or_default(),
-                            size: pdev.map(|d| d.size).unwrap_or(0),
+                            partuuid: pdev.partuuid.clone(),
+                            size: pdev.size,
                             data_offset,
                             header: format!("luks-{uuid}.img{}", if sealed { ".age" } else { "" }),
                             header_bytes: header.len() as u64,
@@ -534,7 +559,7 @@ pub fn record(m: &Machine, devices: &[(&Path, &str, u64)], sealed: bool) -> anyh
                 Some(DmKind::Lv { lv_uuid, .. }) => {
                     let vg = vg_of_dm_name(&layer.dm_name)
                         .ok_or_else(|| unsupported(format!("{mountpoint}: {} is not named as lvm2 names volumes", layer.dm_name)))?;
-                    let lvs = unlock::lvs(&vg)?;
+                    let lvs = mapping::lvs(&vg)?;
                     let lv = lvs
                         .iter()
                         .find(|l| &l.uuid == lv_uuid)
@@ -579,18 +604,22 @@ pub fn record(m: &Machine, devices: &[(&Path, &str, u64)], sealed: bool) -> anyh
 fn header_bytes(part: &Path) -> anyhow::Result<Vec<u8>> {
     let dir = tempfile::Builder::new().prefix("crossback-luks-").tempdir_in("/run").context("a private directory under /run for the LUKS header")?;
     let file = dir.path().join("header");
-    unlock::header_backup(part, &file)?;
+    mapping::header_backup(part, &file)?;
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     Ok(bytes)
 }
 
 fn vg_record(vg: &str, pv_on: String, lvs: Vec<layers::Lv>) -> anyhow::Result<VgRecord> {
-    let pvs: Vec<layers::Pv> = unlock::pvs()?.into_iter().filter(|p| p.vg == vg).collect();
+    let pvs: Vec<layers::Pv> = mapping::pvs()?.into_iter().filter(|p| p.vg == vg).collect();
     let [pv] = pvs.as_slice() else {
         refuse!(Refusal::Unsupported, "volume group {vg} is on {} physical volumes: crossback makes volume groups on one only", pvs.len());
     };
-    let info = unlock::vgs(Some(vg))?.into_iter().next().with_context(|| format!("volume group {vg} is not in vgs's report"))?;
-    let pe_start = unlock::pe_starts()?.into_iter().find(|(u, _)| u == &pv.uuid).map(|(_, s)| s).unwrap_or(1 << 20);
+    let info = mapping::vgs(Some(vg))?.into_iter().next().with_context(|| format!("volume group {vg} is not in vgs's report"))?;
+    let pe_start = mapping::pe_starts()?
+        .into_iter()
+        .find(|(u, _)| u == &pv.uuid)
+        .map(|(_, s)| s)
+        .with_context(|| format!("lvm2 reports no data start for {vg}'s physical volume"))?;
     Ok(VgRecord {
         name: vg.to_string(),
         uuid: info.uuid,
@@ -599,7 +628,7 @@ fn vg_record(vg: &str, pv_on: String, lvs: Vec<layers::Lv>) -> anyhow::Result<Vg
         extent_size: info.extent_size,
         pe_start,
         lvs: lvs.into_iter().map(|l| LvRecord { name: l.name, uuid: l.uuid, size: l.size, mountpoint: String::new(), used: 0 }).collect(),
-        metadata: unlock::vg_metadata(vg)?,
+        metadata: mapping::vg_metadata(vg)?,
     })
 }
 

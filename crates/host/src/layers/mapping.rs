@@ -178,8 +178,14 @@ pub fn lvs(vg: &str) -> Result<Vec<layers::Lv>> {
 pub fn pe_starts() -> Result<Vec<(String, u64)>> {
     let text = lvm_report("pvs", "pv_uuid,pe_start", None)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Parse(format!("lvm2 report: {e}")))?;
-    let rows = v.pointer("/report/0/pv").and_then(|r| r.as_array()).cloned().unwrap_or_default();
-    Ok(rows.iter().filter_map(|r| Some((r.get("pv_uuid")?.as_str()?.to_string(), r.get("pe_start")?.as_str()?.parse().ok()?))).collect())
+    let rows = v.pointer("/report/0/pv").and_then(|r| r.as_array()).ok_or_else(|| Error::Parse("lvm2 report: no physical volumes' rows".into()))?;
+    rows.iter()
+        .map(|r| {
+            let field = |k: &str| r.get(k).and_then(|v| v.as_str()).ok_or_else(|| Error::Parse(format!("lvm2 report: a row without {k}")));
+            let start = field("pe_start")?.parse().map_err(|_| Error::Parse("lvm2 report: pe_start is not a number".into()))?;
+            Ok((field("pv_uuid")?.to_string(), start))
+        })
+        .collect()
 }
 
 /// The volume group's metadata as lvm2 writes it (`vgcfgbackup`), read
@@ -430,6 +436,7 @@ fn records() -> Vec<(PathBuf, What, String, String)> {
                 (_, Some(n)) => (What::Luks, n.to_string()),
                 _ => return None,
             };
+            // A record that does not read names no device: what is closed by name is closed all the same.
             let text = std::fs::read_to_string(&rec).unwrap_or_default().trim().to_string();
             Some((rec, what, name, text))
         })
