@@ -3,7 +3,7 @@
 # named in the issue, on cold caches, in the same run:
 #   create:  tar --xattrs --xattrs-include='*' --acls --sparse --numeric-owner -cf - . | zstd -T0 -3
 #   extract: zstd -dc | tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf -  (into an empty ext4)
-# and the cost of encryption (issue 14): the same commands with --recipient / --identity
+# and the cost of encryption: the same commands with --recipient / --identity
 # (age, to an X25519 key), against crossback's own plaintext runs.
 # Data: make-rootfs.sh's Debian root + make-tree.py --scale 1, on an ext4 loop fs.
 # Usage: sudo bench/archive.sh [RUNS=3]   (needs ../shared/bench; writes a report to stdout)

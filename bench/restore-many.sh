@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15: restoring many tiny files. `crossback archive extract` of an
+# Restoring many tiny files. `crossback archive extract` of an
 # archive of N tiny files (0-2 KiB, 1000 per directory) with the default
 # threads (one per core) and with --threads 1 (only the thread that reads
 # the archive), against `zstd -dc | tar -xpf -` of the same tree, in the

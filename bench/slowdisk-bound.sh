@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15: what this machine allows on a slow disk, whatever crossback does
+# What this machine allows on a slow disk, whatever crossback does
 # with it. On the data of bench/slowdisk.sh (the Debian root with
 # make-tree.py --scale 1 in /tree, on a fast ext4), cold caches:
 # 1. `crossback archive create` onto a fast ext4, its archive's length

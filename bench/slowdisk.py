@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""An image file served through FUSE no faster than a slow disk (issue 15).
+"""An image file served through FUSE no faster than a slow disk.
 
 usage: /usr/bin/python3 bench/slowdisk.py IMAGE DIR [--write-mibs 80] [--read-mibs 110]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15: crossback on an emulated slow USB disk (bench/slowdisk.py:
+# crossback on an emulated slow USB disk (bench/slowdisk.py:
 # 80 MiB/s written, 110 MiB/s read), against the peers in the same runs,
 # cold caches, each write timed up to its final sync:
 #   tar:        tar --xattrs --xattrs-include='*' --acls --sparse --numeric-owner -cf - . | zstd -T0 -3

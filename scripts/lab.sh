@@ -24,7 +24,7 @@
 #   plug   `crossback schedule` in A; A boots without the backup disk, which
 #          is then hot-plugged (QEMU monitor): B is backed up by itself, and
 #          the start and end are in the journal.
-#   luks   the encrypted PC (LAB_PC=luks, issue 13): B is Debian 13 on ext4
+#   luks   the encrypted PC (LAB_PC=luks): B is Debian 13 on ext4
 #          in LVM (vgb: root, swap) on LUKS2, unlocked at boot by a key file
 #          in its initramfs. From A: init opens the container read-only to
 #          find B; refused by kind, nothing written: a wrong passphrase, the
@@ -53,7 +53,7 @@
 #          --against-source finds no difference; without the backup disk,
 #          the restored disk boots into A and B, each as it was backed up
 #          (filesystems, swap, the changed files, dpkg --verify, machine-id).
-#   rescue the backup disk boots its own rescue system (issue 29): A gets
+#   rescue the backup disk boots its own rescue system: A gets
 #          the signed boot chain (shim-signed, grub-efi-amd64-signed) and
 #          busybox as a user installs them; `media rescue` refuses a slot
 #          and a partition holding a filesystem, then makes the rescue on
@@ -68,7 +68,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 scenario=${1:-dualboot}
-# The encrypted PC (issue 13) is another PC, cached apart.
+# The encrypted PC is another PC, cached apart.
 case $scenario in
   luks*) export LAB_PC=luks LAB_CACHE=${LAB_CACHE_LUKS:-/var/cache/crossback/lab-luks} ;;
   recovery) export LAB_PC=layout LAB_CACHE=${LAB_CACHE_LAYOUT:-/var/cache/crossback/lab-layout} ;;
@@ -349,7 +349,7 @@ case $scenario in
     echo "lab: OK: recovery: the READMEs' commands as written — A (/ on xfs, /home, swap) and B (ext4, /boot apart) backed up from each other twice, restored by a rescue system from the slot's own crossback onto a blank ${blank_mib} MiB disk, verified against it, booted as before ($(( $(date +%s) - t0 )) s in all)"
     ;;
   self|plug)
-    # Issue 16: system A backs itself up at reboot (self), or by itself when
+    # System A backs itself up at reboot (self), or by itself when
     # the backup disk is hot-plugged (plug); lab/jobs/unattended.sh is the
     # guest's side. A boots from the firmware's first entry.
     run_setup socat
@@ -429,7 +429,7 @@ case $scenario in
     fi
     ;;
   rescue)
-    # Issue 29: the backup disk boots its own rescue system under Secure
+    # The backup disk boots its own rescue system under Secure
     # Boot. A (Debian 12) gets the signed boot chain as a user installs it
     # and makes the rescue on the backup disk's rescue partition
     # (lab/jobs/rescue.sh); the backup disk alone then boots on firmware

@@ -3,7 +3,7 @@
 # on an ext4 loop file system, archived by crossback, then restored
 #  (1) by GNU tar from `zstd -dc` (F1: standard format), and
 #  (2) by crossback itself (F2: full fidelity, inode flags included),
-# and the same tree encrypted to an age key (issue 14), restored
+# and the same tree encrypted to an age key, restored
 #  (3) by the age tool + zstd + GNU tar, and (4) by crossback --identity,
 # each compared with ../shared/bench/treediff.py: 0 differences required.
 # Usage: scripts/oracle-check.sh [CROSSBACK_BINARY] [SCALE]

@@ -36,7 +36,7 @@ case "$phase:$me" in
       install_crossback
       state > state-before-system-a
       run crossback init --yes || fail "init"
-      # An encrypted media (issue 14): the passphrase only to prepare it;
+      # An encrypted media: the passphrase only to prepare it;
       # the backups below run with no key at all.
       run env CROSSBACK_PASSPHRASE_FILE="$pass" crossback media prepare "$SLOT_A" "$SLOT_B" --encrypt || fail "media prepare"
       run crossback backup || fail "backup in A"

@@ -1,4 +1,4 @@
-# The luks scenario's guest side (issue 13; run.sh on the job disk, run by
+# The luks scenario's guest side (run.sh on the job disk, run by
 # lab-job at multi-user in every system of the encrypted PC): what to do
 # depends on the phase the host wrote (file `phase`) and on which system
 # this is. Lines starting with "luks:" are the host's to check; files left
