@@ -44,13 +44,9 @@ impl Archive {
         Self::from_file_with(file, path, keys)
     }
 
-    /// An archive already open (beneath a directory, say); `path` names it in messages.
-    pub fn from_file(file: File, path: &Path) -> Result<Archive> {
-        Self::from_file_with(file, path, None)
-    }
-
-    /// As [`Archive::from_file`]; an encrypted archive is read with `keys`
-    /// (without them it is refused with [`Error::Key`]).
+    /// An archive already open as `file` (named `path` in messages); an
+    /// encrypted one is read with `keys` (without them it is refused with
+    /// [`Error::Key`]).
     pub fn from_file_with(file: File, path: &Path, keys: Option<&Keys>) -> Result<Archive> {
         let meta = file.metadata().map_err(ctx(|| format!("reading archive {}", path.display())))?;
         if !meta.is_file() {
@@ -107,7 +103,7 @@ impl Archive {
     }
 
     /// The whole tar stream from the start.
-    pub fn plain_stream(&self) -> Result<Box<dyn Read>> {
+    pub(crate) fn plain_stream(&self) -> Result<Box<dyn Read>> {
         let zstd = match &self.layout {
             Layout::Plain { zstd } => *zstd,
             Layout::Indexed { .. } => true,

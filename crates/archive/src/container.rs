@@ -122,7 +122,7 @@ impl Footer {
         })
     }
 
-    pub fn version_of(b: &[u8]) -> Option<u32> {
+    pub(crate) fn version_of(b: &[u8]) -> Option<u32> {
         (b.len() >= 20 && &b[8..16] == FOOTER_MAGIC).then(|| u32::from_le_bytes([b[16], b[17], b[18], b[19]]))
     }
 }
@@ -265,7 +265,7 @@ pub fn read_trailer(file: &Source) -> Result<Trailer> {
 }
 
 /// As [`read_trailer`], for a file that ends at `len`.
-pub fn read_trailer_at(file: &Source, len: u64) -> Result<Trailer> {
+pub(crate) fn read_trailer_at(file: &Source, len: u64) -> Result<Trailer> {
     // The file's start says what it is when it has no footer: read only
     // then (the footer says the same and more; from a remote, the start
     // is a request, and a decrypted chunk, of its own).
@@ -359,7 +359,7 @@ fn check_frames(table: &FrameTable, footer: &Footer) -> Result<()> {
 }
 
 /// The index's bytes, decompressed as a stream (memory stays small).
-pub fn index_reader<'a>(file: &'a Source, footer: &Footer) -> Result<Box<dyn Read + 'a>> {
+pub(crate) fn index_reader<'a>(file: &'a Source, footer: &Footer) -> Result<Box<dyn Read + 'a>> {
     let parts = SkippableParts { file, pos: footer.index_off, end: footer.index_off + footer.index_len, left: 0 };
     let dec = codec::decoder(io::BufReader::with_capacity(1 << 16, parts)).map_err(ctx(|| "starting the index decompressor".into()))?;
     Ok(Box::new(dec))
@@ -605,12 +605,12 @@ impl FrameStream {
     }
 
     /// The reader means to stop at tar offset `end` (see `stop_hint`).
-    pub fn stop_hint(&mut self, end: u64) {
+    pub(crate) fn stop_hint(&mut self, end: u64) {
         self.stop_hint = Some(end);
     }
 
     /// The frame holding tar offset `u`, or `None` past the end.
-    pub fn frame_of(&self, u: u64) -> Option<usize> {
+    pub(crate) fn frame_of(&self, u: u64) -> Option<usize> {
         let i = self.table.frames.partition_point(|f| f.u_off + f.u_len <= u);
         (i < self.table.frames.len()).then_some(i)
     }
@@ -704,7 +704,7 @@ impl Read for FrameStream {
 
 /// Opens any archive as a plain tar stream (zstd or not), for archives
 /// without a usable index.
-pub fn plain_stream(file: Arc<Source>, zstd: bool) -> Result<Box<dyn Read>> {
+pub(crate) fn plain_stream(file: Arc<Source>, zstd: bool) -> Result<Box<dyn Read>> {
     let bytes = SourceReader { src: file, pos: 0 };
     if zstd {
         let d = codec::decoder(io::BufReader::with_capacity(1 << 20, bytes)).map_err(ctx(|| "starting the decompressor".into()))?;

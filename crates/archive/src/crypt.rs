@@ -86,12 +86,6 @@ fn decrypt_error(what: &str, e: age::DecryptError) -> Error {
     }
 }
 
-/// True when `file` starts as an age file does.
-pub fn is_encrypted(file: &File) -> bool {
-    let mut head = [0u8; 22];
-    file.read_exact_at(&mut head, 0).is_ok() && head[..] == AGE_MAGIC[..]
-}
-
 /// Encrypts `data` (a small file) to `recipients`.
 pub fn encrypt_bytes(data: &[u8], recipients: &[age::x25519::Recipient]) -> Result<Vec<u8>> {
     let mut w = writer(Vec::new(), recipients).map_err(|e| Error::Io { what: "encrypting".into(), source: e })?;
@@ -231,7 +225,7 @@ impl Source {
     }
 
     /// As [`Source::open`], for any [`Bytes`] (an object in a store, say).
-    pub fn open_bytes(raw: Arc<dyn Bytes>, what: &str, keys: Option<&Keys>) -> Result<Source> {
+    pub(crate) fn open_bytes(raw: Arc<dyn Bytes>, what: &str, keys: Option<&Keys>) -> Result<Source> {
         if !starts_as_age(raw.as_ref()) {
             return Ok(Source::Plain(raw));
         }
@@ -245,10 +239,6 @@ impl Source {
 
     fn age_reader(raw: &Arc<dyn Bytes>, what: &str, keys: &Keys) -> Result<StreamReader<Cursor>> {
         keys.reader(what, Cursor { bytes: Arc::clone(raw), pos: 0 })
-    }
-
-    pub fn is_encrypted(&self) -> bool {
-        matches!(self, Source::Age { .. })
     }
 
     /// Length of the (plaintext) archive.

@@ -55,10 +55,6 @@ impl IndexEntry {
             hash: None,
         }
     }
-
-    pub fn end_offset(&self) -> u64 {
-        self.data_offset + self.stored_len + crate::tarw::padding(self.stored_len) as u64
-    }
 }
 
 /// Appends encoded records to a writer (a spool file while creating).

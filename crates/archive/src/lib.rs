@@ -2,8 +2,8 @@
 //! independent zstd frames, with an index of every member (offset, BLAKE3
 //! hash, inode flags) in skippable frames at the end.
 //!
-//! What it is: the writer ([`create`]), the reader and index ([`Archive`]),
-//! safe extraction ([`extract`]) and checking ([`verify`]).
+//! What it is: the writer ([`create()`]), the reader and index ([`Archive`]),
+//! safe extraction ([`extract()`]) and checking ([`verify`]).
 //! Optionally the whole file is encrypted in the age format ([`crypt`]),
 //! read back at any offset so that random access stays.
 //! What it is not: it knows nothing of systems, slots or generations.
@@ -12,17 +12,17 @@
 //! --numeric-owner -xpf -` restores what the archive holds without crossback
 //! (everything but inode flags, which tar has no field for).
 
-pub mod acl;
-pub mod codec;
+mod acl;
+mod codec;
 pub mod container;
 pub mod create;
 pub mod crypt;
 pub mod entry;
-pub mod error;
+mod error;
 pub mod index;
 pub mod member_file;
 pub mod members;
-pub mod readback;
+mod readback;
 mod sys;
 pub mod tarr;
 pub mod tarw;

@@ -100,7 +100,7 @@ pub fn parse_time(s: &[u8]) -> Option<Time> {
 }
 
 /// Splits PAX records by their length prefix (never by newlines: values are binary).
-pub fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub(crate) fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     while !data.is_empty() {
         if data.iter().all(|&b| b == 0) {
@@ -133,17 +133,12 @@ impl<R: Read> TarReader<R> {
     }
 
     /// Starts at stream offset `pos` (the reader is already positioned there).
-    pub fn at_offset(inner: R, pos: u64) -> Self {
+    pub(crate) fn at_offset(inner: R, pos: u64) -> Self {
         TarReader { inner, pos, remaining: 0, pad: 0, global: Vec::new(), ended: false }
     }
 
     pub fn position(&self) -> u64 {
         self.pos
-    }
-
-    /// Bytes of data of the current member not yet read.
-    pub fn remaining(&self) -> u64 {
-        self.remaining
     }
 
     fn read_exact_counted(&mut self, buf: &mut [u8]) -> Result<()> {
@@ -186,7 +181,7 @@ impl<R: Read> TarReader<R> {
     }
 
     /// Skips what is left of the current member.
-    pub fn skip_data(&mut self) -> Result<()> {
+    pub(crate) fn skip_data(&mut self) -> Result<()> {
         let mut buf = [0u8; 64 * 1024];
         while self.remaining > 0 {
             let n = self.remaining.min(buf.len() as u64) as usize;

@@ -12,7 +12,7 @@ use crate::entry::{Kind, Meta, Segment, Time};
 pub const BLOCK: usize = 512;
 
 /// Bytes needed to pad `len` to a whole block.
-pub fn padding(len: u64) -> usize {
+pub(crate) fn padding(len: u64) -> usize {
     ((BLOCK as u64 - len % BLOCK as u64) % BLOCK as u64) as usize
 }
 
@@ -100,7 +100,7 @@ fn pax_header(out: &mut Vec<u8>, name: &[u8], records: &[u8], typeflag: u8) {
 }
 
 /// The text map that starts a GNU.sparse 1.0 member's data, padded to a block.
-pub fn sparse_map(segments: &[Segment]) -> Vec<u8> {
+pub(crate) fn sparse_map(segments: &[Segment]) -> Vec<u8> {
     let mut map = format!("{}\n", segments.len());
     for s in segments {
         map.push_str(&format!("{}\n{}\n", s.offset, s.len));
@@ -123,7 +123,7 @@ fn tar_name(meta: &Meta) -> Vec<u8> {
 /// Appends the headers of one member to `out`; returns the size of the data
 /// that must follow (for a sparse file: its map, then its segments),
 /// before padding to a block.
-pub fn write_headers(out: &mut Vec<u8>, meta: &Meta) -> u64 {
+pub(crate) fn write_headers(out: &mut Vec<u8>, meta: &Meta) -> u64 {
     let name = tar_name(meta);
     let mut link = Vec::new();
     if matches!(meta.kind, Kind::Symlink | Kind::HardLink) {

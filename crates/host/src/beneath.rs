@@ -306,7 +306,7 @@ impl Dir {
     }
 
     /// Removes everything inside this directory.
-    pub fn remove_contents(&self) -> Result<()> {
+    pub(crate) fn remove_contents(&self) -> Result<()> {
         for (name, _) in self.entries()? {
             let n = name.to_str().map(str::to_string);
             match n {

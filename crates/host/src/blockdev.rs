@@ -42,7 +42,7 @@ impl Device {
 }
 
 /// Parses `blkid -o export` output.
-pub fn parse_export(text: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_export(text: &str) -> BTreeMap<String, String> {
     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 

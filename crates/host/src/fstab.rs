@@ -22,10 +22,6 @@ impl Entry {
     pub fn subvol(&self) -> Option<String> {
         self.options.iter().find_map(|o| o.strip_prefix("subvol=")).map(|s| s.trim_start_matches('/').to_string())
     }
-
-    pub fn subvolid(&self) -> Option<u64> {
-        self.options.iter().find_map(|o| o.strip_prefix("subvolid=")).and_then(|s| s.parse().ok())
-    }
 }
 
 /// What `parse` found.
@@ -43,7 +39,7 @@ pub struct Fstab {
 }
 
 /// `\040` and the other octal escapes fstab uses in its fields.
-pub fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

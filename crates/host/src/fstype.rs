@@ -509,7 +509,7 @@ impl FsType {
     }
 
     /// An installed FUSE driver for it, if any.
-    pub fn fuse_driver(&self) -> Option<&'static str> {
+    pub(crate) fn fuse_driver(&self) -> Option<&'static str> {
         self.fuse.iter().copied().find(|c| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(c).is_file())))
     }
 }

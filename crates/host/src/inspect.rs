@@ -166,7 +166,7 @@ fn open_root(p: &Path) -> Result<OwnedFd> {
 /// None when there is no such file; a file that does not read, or is
 /// larger than `limit`, is an error (read as empty, a system's fstab
 /// would lose its filesystems from the backup unseen).
-pub fn read_in_root(root: &OwnedFd, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_in_root(root: &OwnedFd, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
     let what = || format!("reading {path} in the system's root");
     let fd = match rustix::fs::openat2(
         root,
@@ -210,7 +210,7 @@ pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
 
 /// A system root inside `dir`, if there is one; with `keys`, the key
 /// files its crypttab names.
-pub fn find_root(dir: &Path, subvol: &str, keys: bool) -> Result<Option<FoundRoot>> {
+pub(crate) fn find_root(dir: &Path, subvol: &str, keys: bool) -> Result<Option<FoundRoot>> {
     let root = open_root(dir)?;
     let os = match read_in_root(&root, "etc/os-release", 1 << 16)? {
         Some(os) => Some(os),

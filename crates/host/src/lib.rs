@@ -12,7 +12,7 @@
 pub mod beneath;
 pub mod blockdev;
 pub mod efi;
-pub mod error;
+mod error;
 pub mod freeze;
 pub mod fstab;
 pub mod fstype;

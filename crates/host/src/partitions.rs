@@ -145,7 +145,7 @@ pub fn read(disk: &Path) -> Result<Option<Table>> {
 
 impl Table {
     /// The last sector a partition may use on a disk of `sectors`.
-    pub fn last_usable(&self, sectors: u64) -> u64 {
+    pub(crate) fn last_usable(&self, sectors: u64) -> u64 {
         // GPT keeps its backup header and entries (33 sectors) at the end.
         if self.label == "gpt" {
             sectors.saturating_sub(34)

@@ -51,11 +51,11 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn stdout_text(&self) -> String {
+    pub(crate) fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
-    pub fn stderr_text(&self) -> String {
+    pub(crate) fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr).trim().to_string()
     }
 }
@@ -88,7 +88,8 @@ impl Tool {
     }
 
     /// The arguments, as given.
-    pub fn get_args(&self) -> impl Iterator<Item = &OsStr> {
+    #[cfg(test)]
+    pub(crate) fn get_args(&self) -> impl Iterator<Item = &OsStr> {
         self.args.iter().map(OsString::as_os_str)
     }
 
@@ -114,7 +115,7 @@ impl Tool {
 
     /// As [`Tool::run`], where any of the exit codes `ok` is success (blkid's
     /// 2: nothing found).
-    pub fn output_checked_by(&self, ok: &[i32]) -> Result<String> {
+    pub(crate) fn output_checked_by(&self, ok: &[i32]) -> Result<String> {
         let out = self.output()?;
         if !out.status.code().is_some_and(|c| ok.contains(&c)) {
             return Err(self.failed(&out));
