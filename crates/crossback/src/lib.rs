@@ -16,7 +16,7 @@ mod local;
 mod machine;
 mod media;
 mod notify;
-mod offline;
+mod offline_rules;
 pub mod output;
 mod remote;
 mod slots;

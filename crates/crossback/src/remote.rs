@@ -33,7 +33,7 @@ use crate::error::{refuse, Refusal};
 use crate::layout::{self, GenName, Generation};
 use crate::output;
 
-pub mod lock;
+pub mod object_lock;
 pub mod rclone;
 pub mod retention;
 
@@ -116,7 +116,7 @@ pub struct Store {
     /// `--limit-upload`: what an upload may send, when.
     pacer: Option<std::sync::Mutex<Pacer>>,
     /// An S3 bucket, for the Object Lock requests OpenDAL does not make.
-    bucket: Option<lock::Bucket>,
+    bucket: Option<object_lock::Bucket>,
     /// `--as-of`: the version of each object (path, then version and
     /// size) the store held then; reads take those, and nothing is written.
     pinned: Option<BTreeMap<String, (String, u64)>>,
@@ -294,7 +294,7 @@ impl Store {
                 }
                 let (id, secret) = s3_credentials(r)?;
                 let endpoint = r.endpoint.clone().unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-                bucket_api = Some(lock::Bucket::new(&endpoint, region, &bucket, &prefix, &id, &secret)?);
+                bucket_api = Some(object_lock::Bucket::new(&endpoint, region, &bucket, &prefix, &id, &secret)?);
                 Operator::new(b.access_key_id(&id).secret_access_key(&secret)).map_err(bad_config)?
             }
             Url::Sftp { user, host, port, path } => {
@@ -439,7 +439,7 @@ impl Store {
     }
 
     /// The bucket's Object Lock requests: an S3 remote's only.
-    fn bucket(&self) -> anyhow::Result<&lock::Bucket> {
+    fn bucket(&self) -> anyhow::Result<&object_lock::Bucket> {
         self.bucket.as_ref().with_context(|| refuse(Refusal::Config, format!("remote {}: Object Lock is S3's, and this is not an s3:// remote", self.name)))
     }
 
@@ -460,7 +460,9 @@ impl Store {
     pub fn locked_until(&self, rel: &str) -> anyhow::Result<Option<i64>> {
         let b = self.bucket()?;
         let until = self.rt.block_on(b.locked_until(&self.at(rel))).with_context(|| format!("remote {}", self.name))?;
-        until.map(|u| lock::parse_date(&u).with_context(|| format!("remote {}: {rel} is locked until {u:?}, which is not a date", self.name))).transpose()
+        until
+            .map(|u| object_lock::parse_date(&u).with_context(|| format!("remote {}: {rel} is locked until {u:?}, which is not a date", self.name)))
+            .transpose()
     }
 
     /// Deletes every version of every object under `rel` (a directory),

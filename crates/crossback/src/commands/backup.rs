@@ -25,7 +25,7 @@ use crate::error::{refuse, Refusal};
 use crate::layout::{self, ArchiveRecord, FsRecord, GenEntry, GenWriter, Generation, MountsFile, SlotWriter, State, SystemRecord, SystemWriter};
 use crate::machine::{self, Machine, System};
 use crate::notify::{self, Urgency};
-use crate::offline::Allow;
+use crate::offline_rules::Allow;
 use crate::output::{self, Bar};
 use crate::{keys, local, media, slots, Outcome};
 use crossback_host::efi::BootEntry;
@@ -692,7 +692,7 @@ fn back_up_each(
             continue;
         }
         let allow = Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: true, frozen: a.frozen };
-        let fs = match crate::offline::check(run.m, s, allow, false, "back up") {
+        let fs = match crate::offline_rules::check(run.m, s, allow, false, "back up") {
             Ok(fs) => fs,
             Err(e) => {
                 eprintln!("{}: not backed up: {e:#}", s.name);

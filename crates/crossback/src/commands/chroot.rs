@@ -15,7 +15,7 @@ use rustix::mount::{MountFlags, UnmountFlags};
 use crate::cli::ChrootArgs;
 use crate::config::Config;
 use crate::machine;
-use crate::offline::Allow;
+use crate::offline_rules::Allow;
 use crate::Outcome;
 
 /// arch-chroot's set: (source, where, type, flags, data). Mounted after the
@@ -133,7 +133,7 @@ pub fn run(config: &Path, a: ChrootArgs) -> anyhow::Result<Outcome> {
     let access = if rw { crate::stack::open::Access::Write } else { crate::stack::open::Access::Read };
     let (_opened, m) = crate::stack::open::open_one(&cfg, &a.system, access)?;
     let sys = machine::system(&m, &cfg, &a.system)?;
-    let fs = crate::offline::check(
+    let fs = crate::offline_rules::check(
         &m,
         &sys,
         Allow { dirty: a.allow_dirty, mounted: a.allow_mounted, mounted_option: Some("--allow-mounted"), view: false, frozen: false },

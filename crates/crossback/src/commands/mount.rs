@@ -9,7 +9,7 @@ use crossback_host::offline;
 use crate::cli::{MountArgs, UmountArgs};
 use crate::config::Config;
 use crate::machine;
-use crate::offline::Allow;
+use crate::offline_rules::Allow;
 use crate::Outcome;
 
 const RECORDS: &str = "/run/crossback/mounts";
@@ -28,7 +28,8 @@ pub fn mount(config: &Path, a: MountArgs) -> anyhow::Result<Outcome> {
     let access = if a.rw { crate::stack::open::Access::Write } else { crate::stack::open::Access::Read };
     let (opened, m) = crate::stack::open::open_one(&cfg, &a.system, access)?;
     let sys = machine::system(&m, &cfg, &a.system)?;
-    let fs = crate::offline::check(&m, &sys, Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: false, frozen: false }, a.rw, "mount")?;
+    let fs =
+        crate::offline_rules::check(&m, &sys, Allow { dirty: a.allow_dirty, mounted: false, mounted_option: None, view: false, frozen: false }, a.rw, "mount")?;
     let at = a.at.clone().unwrap_or_else(|| Path::new("/mnt/crossback").join(&sys.name));
     std::fs::create_dir_all(&at).with_context(|| format!("creating {}", at.display()))?;
     let mounted = offline::mount_tree(&at, &fs, a.rw, false, true).with_context(|| format!("mounting {} at {}", sys.name, at.display()))?;

@@ -321,7 +321,7 @@ fn source_of(ctx: &Ctx, name: &str, seq: u64, archives: usize, tally: &mut Tally
         println!("  {name}: not in the configuration; NOT COMPARED");
         return Ok(None);
     };
-    let fs = match crate::offline::check(ctx.m, sys, crate::offline::Allow { view: true, ..Default::default() }, false, "compare against") {
+    let fs = match crate::offline_rules::check(ctx.m, sys, crate::offline_rules::Allow { view: true, ..Default::default() }, false, "compare against") {
         Ok(fs) => fs,
         Err(e) => {
             tally.not_compared += archives;

@@ -1,4 +1,4 @@
-//! The offline rules (DESIGN.md O1–O3) applied to one system before any
+//! The offline rules (O1–O3 in docs/design-rules.md) applied to one system before any
 //! of its filesystems is mounted: each refusal says what was found and
 //! what to do.
 
