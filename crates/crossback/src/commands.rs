@@ -14,6 +14,7 @@ mod remote;
 mod restore;
 mod schedule;
 mod status;
+mod umount;
 mod verify;
 
 use crate::cli::{ArchiveCommand, Cli, Command, MediaCommand, RemoteCommand};
@@ -57,7 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Restore(a) => restore::restore(&config, a),
         Command::Mount(a) => mount::mount(&config, a),
-        Command::Umount(a) => mount::umount(&config, a),
+        Command::Umount(a) => umount::umount(&config, a),
         Command::Archive(cmd) => match cmd {
             ArchiveCommand::Create(a) => archive::create(a),
             ArchiveCommand::Extract(a) => archive::extract(a),

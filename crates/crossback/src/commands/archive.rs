@@ -1,20 +1,24 @@
 //! `crossback archive create|extract|ls|verify`.
 
 use std::io::{IsTerminal, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{bail, Context};
-use crossback_archive::extract::ExtractOptions;
-use crossback_archive::{Archive, CreateOptions, Kind, Progress};
+use crossback_archive::Kind;
 
-use crate::cli::{CreateArgs, ExtractArgs, LsArgs, VerifyArgs};
-use crate::output::{self, Bar};
-use crate::Outcome;
+use crate::output;
+
+mod create;
+mod extract;
+mod ls;
+mod verify;
+
+pub use create::create;
+pub use extract::extract;
+pub use ls::ls;
+pub use verify::verify;
 
 /// Most problems listed one by one; the rest counted.
 const LIST_MAX: usize = 50;
@@ -75,112 +79,6 @@ fn expected_bytes(src: &Path) -> Arc<AtomicU64> {
         t.store(sum, Ordering::Relaxed);
     });
     total
-}
-
-pub fn create(a: CreateArgs) -> anyhow::Result<Outcome> {
-    let meta = std::fs::metadata(&a.src).with_context(|| format!("reading {}", a.src.display()))?;
-    if !meta.is_dir() {
-        bail!("{} is not a directory; give the root of the tree to archive", a.src.display());
-    }
-    if a.output.exists() && !a.force {
-        bail!("{} already exists; choose another name or pass --force to replace it", a.output.display());
-    }
-    let dir = a.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let partial = partial_path(&a.output);
-    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    let progress = Arc::new(Progress::default());
-    let me = file.metadata().with_context(|| format!("reading {}", partial.display()))?;
-    let mut opts = CreateOptions {
-        excludes: a.excludes.clone(),
-        spool_dir: Some(dir.to_path_buf()),
-        progress: Some(Arc::clone(&progress)),
-        encrypt_to: crate::keys::parse_recipients(&a.recipient)?,
-        ..a.compression.options()
-    };
-    if let Some(f) = a.frame_size {
-        opts.frame_size = f.max(64 << 10);
-    }
-    // The archive may be written inside the tree it archives: never into itself.
-    opts.skip_inodes.push((me.dev(), me.ino()));
-    let start = Instant::now();
-    let bar = Bar::start_with(Arc::clone(&progress), expected_bytes(&a.src), "archiving");
-    let result = crossback_archive::create(&a.src, file, &opts);
-    bar.finish();
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            let hint = if e.is_disk_full() {
-                "; the output disk is full: free space or write elsewhere (the partial archive was removed)"
-            } else {
-                "; the partial archive was removed"
-            };
-            return Err(anyhow::Error::new(e).context(format!("archiving {} into {}{hint}", a.src.display(), a.output.display())));
-        }
-    };
-    std::fs::rename(&partial, &a.output).with_context(|| format!("renaming {} to {}", partial.display(), a.output.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    let s = &report.summary;
-    let out_len = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
-    let ratio = if out_len > 0 { s.data_bytes as f64 / out_len as f64 } else { 0.0 };
-    eprintln!(
-        "archived {} entries ({} files, {} dirs, {} symlinks, {} hard links, {} special), {} in, {} out (ratio {:.2}), {}; skipped: {} sockets, {} unreadable",
-        s.entries,
-        s.files,
-        s.dirs,
-        s.symlinks,
-        s.hardlinks,
-        s.specials,
-        output::bytes(s.data_bytes),
-        output::bytes(out_len),
-        ratio,
-        output::elapsed(start),
-        s.sockets_skipped,
-        s.errors
-    );
-    if let Some(l) = output::levels(&report.levels) {
-        eprintln!("zstd levels: {l}");
-    }
-    let problems: Vec<(Vec<u8>, String)> = report.problems.iter().map(|p| (p.path.clone(), p.what.clone())).collect();
-    list("not archived as they are", &problems);
-    Ok(if problems.is_empty() { Outcome::Ok } else { Outcome::Partial })
-}
-
-pub fn extract(a: ExtractArgs) -> anyhow::Result<Outcome> {
-    let archive = Archive::open_with(&a.archive, crate::keys::identity_keys()?.as_ref()).map_err(crate::error::from_archive).context("reading the archive")?;
-    if !a.dir.exists() {
-        std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
-    } else if !a.force {
-        crossback_archive::restore::check_empty(&a.dir)?;
-    }
-    let progress = Arc::new(Progress::default());
-    let total = archive.summary().map(|s| s.data_bytes).unwrap_or(0);
-    let opts = ExtractOptions {
-        paths: a.paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
-        progress: Some(Arc::clone(&progress)),
-        threads: a.threads.map_or(0, |t| t.max(1)),
-    };
-    let start = Instant::now();
-    let bar = Bar::start(Arc::clone(&progress), if opts.paths.is_empty() { total } else { 0 }, "restoring");
-    let report = crossback_archive::extract(&archive, &a.dir, &opts);
-    bar.finish();
-    let report = report.with_context(|| format!("restoring {} into {}", a.archive.display(), a.dir.display()))?;
-    eprintln!("restored {}, {} of data, {}", output::count(report.entries, "entry", "entries"), output::bytes(report.bytes), output::elapsed(start));
-    if let Some(p) = &report.archive_problem {
-        eprintln!("archive: {p}");
-    }
-    list("warnings", &report.warnings);
-    list("damaged in the archive (the rest was restored)", &report.damaged);
-    list("not restored", &report.failed);
-    Ok(if !report.damaged.is_empty() || report.archive_problem.is_some() {
-        Outcome::Damaged
-    } else if !report.failed.is_empty() {
-        Outcome::Partial
-    } else {
-        Outcome::Ok
-    })
 }
 
 fn mode_string(kind: Kind, mode: u32) -> String {
@@ -245,62 +143,4 @@ pub fn write_entry(out: &mut dyn Write, e: &crossback_archive::IndexEntry, prefi
         };
         writeln!(out, "{} {:>5} {:>5} {:>12} {} {}{}", mode_string(e.kind, e.mode), e.uid, e.gid, size, output::utc(e.mtime.sec), shown(&e.path), link)
     }
-}
-
-pub fn ls(a: LsArgs) -> anyhow::Result<Outcome> {
-    let archive = Archive::open_with(&a.archive, crate::keys::identity_keys()?.as_ref()).map_err(crate::error::from_archive).context("reading the archive")?;
-    let prefix = match &a.path {
-        Some(p) => crossback_archive::entry::normalize_path(p.as_os_str().as_bytes()).with_context(|| format!("{} has a '..' component", p.display()))?,
-        None => Vec::new(),
-    };
-    let Some(index) = archive.index()? else {
-        bail!(
-            "{} has no crossback index ({}); use `crossback archive extract` or `tar -t` to read it",
-            a.archive.display(),
-            archive.trailer_problem.clone().unwrap_or_else(|| "not made by crossback".into())
-        );
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut found = false;
-    for e in index {
-        let e = e?;
-        if !crossback_archive::archive::under(&e.path, &prefix) {
-            continue;
-        }
-        found = true;
-        write_entry(&mut out, &e, "", a.json)?;
-    }
-    out.flush()?;
-    if !found {
-        bail!("{} is not in {}", output::path(&prefix), a.archive.display());
-    }
-    Ok(Outcome::Ok)
-}
-
-pub fn verify(a: VerifyArgs) -> anyhow::Result<Outcome> {
-    let archive = Archive::open_with(&a.archive, crate::keys::identity_keys()?.as_ref()).map_err(crate::error::from_archive).context("reading the archive")?;
-    let progress = Arc::new(Progress::default());
-    let total = archive.summary().map(|s| s.data_bytes).unwrap_or(0);
-    let start = Instant::now();
-    let bar = Bar::start(Arc::clone(&progress), total, "verifying");
-    let report = crossback_archive::verify::verify(&archive, a.against.as_deref(), Some(progress));
-    bar.finish();
-    let report = report.context("verifying the archive")?;
-    list("damaged", &report.damaged);
-    list("differences with the tree", &report.differences);
-    eprintln!(
-        "checked {} entries, {} of data, {}: {}",
-        report.entries,
-        output::bytes(report.bytes),
-        output::elapsed(start),
-        if report.damaged.is_empty() { "no damage" } else { "DAMAGED" }
-    );
-    Ok(if !report.damaged.is_empty() {
-        Outcome::Damaged
-    } else if !report.differences.is_empty() {
-        Outcome::Differs
-    } else {
-        Outcome::Ok
-    })
 }

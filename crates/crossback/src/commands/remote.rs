@@ -1,102 +1,21 @@
 //! `crossback remote add|list|remove|verify`: the off-site stores.
 
-use std::collections::BTreeMap;
-
-use anyhow::Context;
-
-use crate::cli::{RemoteAddArgs, RemoteListArgs, RemoteVerifyArgs};
-use crate::config::{self, Config, RemoteConfig, Sealing};
+use crate::cli::RemoteAddArgs;
+use crate::config::{self, Config, RemoteConfig};
 use crate::error::{refuse, Refusal};
-use crate::layout::{self, GenName, KeyFiles};
+use crate::layout::{self, KeyFiles};
 use crate::remote::{self, Record, Store};
-use crate::{keys, output, refuse, Outcome};
+use crate::{keys, output, refuse};
 
-pub fn add(path: &std::path::Path, mut a: RemoteAddArgs) -> anyhow::Result<Outcome> {
-    // A new machine has no configuration yet: it adds the remote that holds
-    // its backups, then takes the configuration from there (`init --remote`).
-    let cfg = if path.exists() { Config::load(path)? } else { Config::default() };
-    let recipients = std::mem::take(&mut a.recipient);
-    let mut r = new_remote(&cfg, a)?;
-    let store = Store::open(&r, None, None)?;
-    if let Some(days) = r.lock_days {
-        check_lock(&store, days)?;
-    }
-    let found = read_record(&store, &r.machine)?;
-    // The secret key the copies are encrypted to, unlocked once here: the
-    // seal key is derived from it (push holds no secret).
-    let sealing = cfg.media.as_ref().map(|m| m.sealing());
-    let (key, seal) = match (sealing, found) {
-        (None, None) => refuse!(
-            Refusal::NoBackup,
-            "no backup media in {} and remote {} holds no backups of machine {}: on a new machine, add the remote that holds them (--machine names whose); else run `crossback media prepare` first; nothing was changed",
-            path.display(),
-            r.name,
-            r.machine
-        ),
-        (Some(Sealing::Unknown), _) => refuse!(
-            Refusal::Config,
-            "this system's configuration does not say whether the backup media is encrypted: run `crossback media trust` first; nothing was changed"
-        ),
-        // The store already holds this machine's backups: its key is taken
-        // only when what unlocks it here opens it (a store, like a disk,
-        // is not believed on its word).
-        (sealing, Some((record, files))) => {
-            let key = keys::media_key(&record.encryption, &files, &format!("the backups of {} on remote {}", r.machine, r.name))?;
-            if let Some(Sealing::Encrypted(k)) = &sealing {
-                if *k != record.encryption.media_key {
-                    refuse!(
-                        Refusal::RemoteMismatch,
-                        "remote {} already holds backups of machine {} under another key ({}) than this media's ({k}): give another --machine; nothing was changed",
-                        r.name,
-                        r.machine,
-                        record.encryption.media_key
-                    );
-                }
-            }
-            println!("remote {} already holds backups of machine {}: they are unlocked by what you gave, and pushes carry on there", r.name, r.machine);
-            (key.to_public().to_string(), remote::SealKey::of(&key))
-        }
-        // An encrypted media's copies are its own archives: the key and its
-        // wrappings go up from the slots with the first push.
-        (Some(Sealing::Encrypted(k)), None) => {
-            let view = crate::slots::open_read_only(path, "remote-add")?;
-            let s = &view.slots.first().context("a prepared media has slots")?.view;
-            let enc = s
-                .marker
-                .encryption
-                .as_ref()
-                .with_context(|| refuse(Refusal::SlotDamaged, "the media is encrypted, but its slot's marker says nothing of it"))?;
-            if enc.media_key != k {
-                refuse!(
-                    Refusal::SlotDamaged,
-                    "the slot's marker names the media key {}, this system knows {k}: not this system's media; nothing was changed",
-                    enc.media_key
-                );
-            }
-            let key = keys::media_key(enc, &s.keys, &format!("sealing the copies on remote {}", r.name))?;
-            (k, remote::SealKey::of(&key))
-        }
-        (Some(Sealing::Plain), None) => {
-            let recipients = keys::parse_recipients(&recipients)?;
-            let passphrase = if recipients.is_empty() || keys::passphrase_given() {
-                Some(keys::passphrase(&format!("the copies on remote {} (a new passphrase)", r.name), true)?)
-            } else {
-                None
-            };
-            let (enc, files, key) = keys::new_media(passphrase.as_ref(), &recipients)?;
-            put_record(&store, &r.machine, &enc, &files)?;
-            (enc.media_key, remote::SealKey::of(&key))
-        }
-    };
-    r.key = key;
-    seal.save(path, &r.name)?;
-    config::add_remote(path, &r)?;
-    println!(
-        "added remote {}: {} (machine {}); everything pushed there is encrypted to {}. `crossback push {}` copies the sealed generations",
-        r.name, r.url, r.machine, r.key, r.name
-    );
-    Ok(Outcome::Ok)
-}
+mod add;
+mod list;
+mod remove;
+mod verify;
+
+pub use add::add;
+pub use list::list;
+pub use remove::remove;
+pub use verify::verify;
 
 /// The remote `remote add` was given, checked as far as it can be
 /// without the store; its key is set once the store was asked.
@@ -230,50 +149,6 @@ fn host_name() -> anyhow::Result<String> {
     Ok(name)
 }
 
-pub fn list(path: &std::path::Path, a: RemoteListArgs) -> anyhow::Result<Outcome> {
-    let cfg = Config::load(path)?;
-    if let Some(name) = &a.machines {
-        let store = Store::open(configured(&cfg, name)?, None, None)?;
-        for m in store.machines()? {
-            if a.json {
-                println!("{}", serde_json::json!({ "remote": name, "machine": m }));
-            } else {
-                println!("{m}");
-            }
-        }
-        return Ok(Outcome::Ok);
-    }
-    if cfg.remotes.is_empty() && !a.json {
-        println!("no remote is configured: `crossback remote add NAME URL` adds one");
-    }
-    for r in &cfg.remotes {
-        if a.json {
-            println!("{}", serde_json::to_string(r)?);
-        } else {
-            let creds = r.credentials.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "from the environment".into());
-            let endpoint = r.endpoint.as_ref().map(|e| format!(" at {e}")).unwrap_or_default();
-            let keep = match r.retention() {
-                Some(p) => format!(", keeps the newest {} generations (none deleted before {} days)", p.keep, p.min_age_days),
-                None => ", keeps every generation".into(),
-            };
-            let keep = if r.push == config::PushWhen::AfterBackup { format!("{keep}, pushed after every backup") } else { keep };
-            let keep = match r.lock_days {
-                Some(d) => format!("{keep}, each object locked for {d} days (S3 Object Lock)"),
-                None => keep,
-            };
-            println!("{}: {}{endpoint}, machine {}, credentials {creds}, encrypted to {}{keep}", r.name, r.url, r.machine, r.key);
-        }
-    }
-    Ok(Outcome::Ok)
-}
-
-pub fn remove(path: &std::path::Path, name: &str) -> anyhow::Result<Outcome> {
-    config::remove_remote(path, name)?;
-    crate::local::remove(&remote::SealKey::path(path, name))?;
-    println!("removed remote {name} from the configuration; what it holds is still there (delete it in the store if you want it gone)");
-    Ok(Outcome::Ok)
-}
-
 /// The configured remote `name`, or a refusal that lists them.
 pub fn configured<'a>(cfg: &'a Config, name: &str) -> anyhow::Result<&'a RemoteConfig> {
     cfg.remotes.iter().find(|r| r.name == name).ok_or_else(|| {
@@ -287,97 +162,6 @@ pub fn configured<'a>(cfg: &'a Config, name: &str) -> anyhow::Result<&'a RemoteC
             ),
         )
     })
-}
-
-pub fn verify(path: &std::path::Path, a: RemoteVerifyArgs) -> anyhow::Result<Outcome> {
-    let cfg = Config::load(path)?;
-    let r = configured(&cfg, &a.name)?;
-    let store = Store::open(r, a.machine.as_deref(), None)?;
-    // This machine's generations are checked against its seal; another's
-    // are sealed by a key only their key's holder derives.
-    let seal = match a.machine.as_deref() {
-        Some(m) if m != r.machine => {
-            println!(
-                "note: machine {m}'s seals are not checked here (its key makes them): `crossback restore … --remote {} --machine {m}` checks them",
-                r.name
-            );
-            None
-        }
-        _ => Some(remote::SealKey::load(path, &r.name)?),
-    };
-    let started = std::time::Instant::now();
-    let (mut checked, mut bytes, mut damaged) = (0u64, 0u64, Vec::new());
-    let gens = remote::generations(&store)?;
-    if gens.is_empty() {
-        refuse!(
-            Refusal::NoBackup,
-            "remote {} holds no generation of machine {} yet: `crossback push {}` copies them",
-            r.name,
-            a.machine.as_deref().unwrap_or(&r.machine),
-            r.name
-        );
-    }
-    for (&seq, &complete) in &gens {
-        if !complete {
-            println!("generation {seq}: incomplete (a push did not finish; the next one carries on)");
-            continue;
-        }
-        let (g, objects) = match remote::read_generation(&store, seq, seal.as_ref()) {
-            Ok(x) => x,
-            Err(e) => {
-                damaged.push(format!("generation {seq}: {e:#}"));
-                continue;
-            }
-        };
-        let listed: BTreeMap<&str, &remote::Object> = objects.list.iter().map(|o| (o.path.as_str(), o)).collect();
-        // Every archive the manifest names must have gone up.
-        for s in &g.recorded {
-            for ar in &s.archives {
-                let rel = format!("{}/{}", s.name, ar.file);
-                if !listed.contains_key(rel.as_str()) {
-                    damaged.push(format!("generation {seq}: {rel} is in the manifest but was never uploaded"));
-                }
-            }
-        }
-        let mut gen_damaged = 0;
-        for o in &objects.list {
-            if a.sample.is_some_and(|p| !sampled(&o.path, seq, p)) {
-                continue;
-            }
-            let rel = format!("{}/{}", GenName::dir(seq), o.path);
-            let problem = match store.size(&rel)? {
-                None => Some("missing".to_string()),
-                Some(n) if n != o.bytes => Some(format!("{n} bytes, {} were uploaded", o.bytes)),
-                Some(n) => match store.hash(&rel, n)? {
-                    (_, h) if h != o.blake3 => Some("its bytes differ from what was uploaded (BLAKE3)".to_string()),
-                    _ => None,
-                },
-            };
-            checked += 1;
-            bytes += o.bytes;
-            if let Some(p) = problem {
-                gen_damaged += 1;
-                damaged.push(format!("generation {seq}: {rel}: {p}"));
-            }
-        }
-        println!(
-            "generation {seq}: {} objects{}",
-            objects.list.len(),
-            if gen_damaged == 0 { ", all as uploaded".to_string() } else { format!(", {gen_damaged} damaged") }
-        );
-    }
-    for d in &damaged {
-        println!("damaged: {d}");
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "remote {}: {checked} objects read back ({}) in {secs:.1} s; {} damaged{}",
-        r.name,
-        output::bytes(bytes),
-        damaged.len(),
-        a.sample.map(|p| format!(" (a {p} % sample)")).unwrap_or_default()
-    );
-    Ok(if damaged.is_empty() { Outcome::Ok } else { Outcome::Damaged })
 }
 
 /// Whether an object is in a `percent` sample: random per run, so that
