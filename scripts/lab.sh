@@ -55,13 +55,18 @@
 #          (filesystems, swap, the changed files, dpkg --verify, machine-id).
 #   rescue the backup disk boots its own rescue system: A gets
 #          the signed boot chain (shim-signed, grub-efi-amd64-signed) and
-#          busybox as a user installs them; `media rescue` refuses a slot
-#          and a partition holding a filesystem, then makes the rescue on
-#          the backup disk's rescue partition, and again over it; the backup
-#          disk alone boots into the rescue on firmware enforcing Secure
-#          Boot with Microsoft's keys (OVMF .ms, SMM) and on firmware
-#          without it; the same disk with the kernel's signature removed
-#          (sbattach --remove) is refused by the enforcing firmware's chain.
+#          busybox as a user installs them, makes the backup disk the media
+#          with `media prepare --disk` (refused unasked while it holds
+#          filesystems; encrypted; the rescue made on it), `media rescue`
+#          refuses a slot and makes the rescue again over its own; A and B
+#          back each other up. Then a blank disk instead of the system disk,
+#          no firmware entries, Secure Boot enforced with Microsoft's keys
+#          (OVMF .ms, SMM): the backup disk boots into the guided restore
+#          (`crossback recover`), answered at the serial console as a
+#          person types (lab/console.py: the passphrase, a shell and back,
+#          all systems, the blank disk, yes); without the backup disk both
+#          systems boot and are as they were; the rescue also boots on
+#          firmware without Secure Boot, and not with its kernel unsigned.
 #   boot   the dual-boot PC: A boots to multi-user from the firmware's first
 #          entry, sets BootNext to B and reboots; B boots to multi-user.
 # The last line is `lab: OK: …` or `lab: FAILED: …` with the reason.
@@ -185,6 +190,17 @@ rescue_drives() { # DISK
     -drive file="$work/rescue.raw",format=raw,if=virtio -drive file="$1",format=raw,if=virtio
     -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}")
 }
+# virt-fw-vars (virt-firmware, from PyPI, cached): reads and edits OVMF's
+# variables on the host.
+pylib=/var/cache/crossback/pylib
+need_virt_firmware() {
+  PYTHONPATH=$pylib python3 -c 'import virt.firmware.vars' 2>/dev/null && return 0
+  local d; d=$(mktemp -d)
+  python3 -m pip download -q --no-deps --dest "$d" virt-firmware==26.10 >/dev/null 2>&1 || die "pip download virt-firmware failed"
+  mkdir -p "$pylib" && python3 -m zipfile -e "$d"/virt_firmware-*.whl "$pylib" || die "unpacking virt-firmware"
+  rm -rf "$d"
+}
+vfw() { PYTHONPATH=$pylib python3 -c 'import sys; from virt.firmware.vars import main; sys.exit(main())' "$@"; }
 phase_failed() { # LOG WHY: what the guests said and the console's end
   cat "$work/job.log" >&2; tail -30 "$work/$1.console" >&2 2>/dev/null; die "$2"
 }
@@ -429,71 +445,111 @@ case $scenario in
     fi
     ;;
   rescue)
-    # The backup disk boots its own rescue system under Secure
-    # Boot. A (Debian 12) gets the signed boot chain as a user installs it
-    # and makes the rescue on the backup disk's rescue partition
-    # (lab/jobs/rescue.sh); the backup disk alone then boots on firmware
-    # that enforces Secure Boot with Microsoft's keys (OVMF .ms, SMM) into
-    # crossback; the same rescue with its kernel's signature removed is
-    # refused by that firmware.
-    need_packages mtools sbsigntool
-    backup_layout=rescue run_setup
-    printf 'SLOT_A=%s\nSLOT_B=%s\n' "$slot_a" "$slot_b" > "$work/env"
+    # The backup disk boots its own rescue system under Secure Boot and
+    # restores the dead PC. A gets the signed boot chain as a user installs
+    # it, makes the backup disk the media with `media prepare --disk`
+    # (encrypted, the rescue made on it) and backs up B; B backs up A
+    # (lab/jobs/rescue.sh). Then the system disk is replaced by a blank one,
+    # the firmware has no boot entries and enforces Secure Boot with
+    # Microsoft's keys (OVMF .ms, SMM): the backup disk boots into the
+    # guided restore, answered at the serial console as a person types
+    # (lab/console.py), which restores both systems; without the backup
+    # disk both boot and check they are as they were. The same rescue on
+    # firmware without Secure Boot comes to its first question too; with
+    # its kernel's signature removed it is refused.
+    need_packages mtools sbsigntool python3-cryptography python3-pefile python3-yaml python3-requests python3-pip
+    need_virt_firmware
+    run_setup
+    blank_disk
+    pass="lab-passphrase-$RANDOM$RANDOM"
+    printf 'BACKUP=/dev/sda\nPASSPHRASE=%s\n' "$pass" > "$work/env"
     mkdir -p "$work/debs"
     (cd "$work/debs" && apt-get download -q shim-signed shim-signed-common shim-helpers-amd64-signed shim-unsigned mokutil \
       grub-efi-amd64-signed libefivar1 libefiboot1 libkeyutils1 busybox >/dev/null 2>&1) || die "apt-get download of the signed boot chain failed"
     for f in "$work"/debs/*.deb; do mv "$f" "$work/debs/sb-$(basename "$f")"; done
     echo setup > "$work/phase"
     job_disk "$(cat "$here/lab/jobs/rescue.sh")" "$here/lab/jobs/lib.sh" "$work/crossback.deb" "$work/env" "$work/phase" "$work"/debs/sb-*.deb
+    times=()
     t=$(date +%s)
-    pc_once setup "$work/vars.fd" 900 -drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
-    job_done done-setup || phase_failed setup "A did not make the rescue system"
-    made=$(( $(date +%s) - t ))
-    # Boots DISK alone, on firmware that enforces Secure Boot with
-    # Microsoft's keys (or, with `plain`, on firmware without it), until the
-    # rescue says it is ready, GRUB refuses the kernel, or TIMEOUT: the
-    # console in LOG.console.
-    sb_boot() { # LOG DISK TIMEOUT [plain]
-      local log=$work/$1.console i code=/usr/share/OVMF/OVMF_CODE_4M.ms.fd vars=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
-      [ "${4:-}" = plain ] && code=$OVMF_CODE vars=$OVMF_VARS
+    pcs rescue setup "$work/vars.fd" 1500 -drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
+    job_done done-setup || phase_failed setup "A and B did not make the media, its rescue and their backups"
+    times+=("A: the signed chain installed, media prepare --disk (with the rescue), media rescue again, a backup; B: a backup: $(( $(date +%s) - t )) s")
+    say "$(grep -a "rescue: system-a: the rescue system is on" "$work/all-jobs.log" | head -1)"
+    say "$(grep -a "rescue: system-b: rescue system:" "$work/all-jobs.log" | head -1)"
+    # Boots the firmware (Secure Boot enforced with Microsoft's keys; with
+    # MODE plain, none) and DRIVES, its console served for lab/console.py
+    # and kept in LOG.console; fresh variables in LOG-vars.fd. QEMU's pid in qpid.
+    sb_qemu() { # LOG MODE TIMEOUT DRIVES…
+      local log=$work/$1.console code=/usr/share/OVMF/OVMF_CODE_4M.ms.fd vars=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
+      [ "$2" = plain ] && code=$OVMF_CODE vars=$OVMF_VARS
       cp "$vars" "$work/$1-vars.fd"
       : > "$log"
+      rm -f "$work/$1.sock"
       timeout "$3" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -machine q35,smm=on \
         -global driver=cfi.pflash01,property=secure,value=on \
         -drive if=pflash,format=raw,readonly=on,file="$code" \
         -drive if=pflash,format=raw,file="$work/$1-vars.fd" \
-        -display none -monitor none -serial "file:$log" \
-        -device virtio-scsi-pci,id=scsi0 -drive file="$2",if=none,id=bk,format=raw -device scsi-hd,drive=bk,bus=scsi0.0,removable=on &
-      local q=$!
-      for i in $(seq 1 "$3"); do
-        grep -aq "crossback rescue: ready\|bad shim signature" "$log" && break
-        kill -0 "$q" 2>/dev/null || break
-        sleep 1
-      done
-      kill "$q" 2>/dev/null; wait "$q" 2>/dev/null || true
+        -display none -monitor none -no-reboot \
+        -chardev socket,id=con,path="$work/$1.sock",server=on,wait=off,logfile="$log" -serial chardev:con \
+        "${@:4}" &
+      qpid=$!
     }
+    backup_scsi=(-device virtio-scsi-pci,id=scsi0 -drive "$backup_drive" -device scsi-hd,drive=bk,bus=scsi0.0,removable=on)
+    console() { python3 "$here/lab/console.py" "$work/$1.sock" "$work/$1.typed" "$2" "${@:3}"; }
+    # The guided restore under Secure Boot, from the first question to the restart.
+    set_phase restored
     t=$(date +%s)
-    sb_boot sb "$work/backup.raw" 600
-    booted=$(( $(date +%s) - t ))
-    grep -a "crossback rescue:" "$work/sb.console" | grep -av $'\e' >&2 || true
-    grep -aq "crossback rescue: ready" "$work/sb.console" || phase_failed sb "the backup disk did not boot into the rescue under Secure Boot"
-    grep -aq "crossback rescue: Secure Boot: on" "$work/sb.console" || phase_failed sb "the rescue did not run with Secure Boot enforced"
-    # The same disk on firmware without Secure Boot.
-    sb_boot plain "$work/backup.raw" 600 plain
-    grep -aq "crossback rescue: ready" "$work/plain.console" || phase_failed plain "the backup disk did not boot into the rescue without Secure Boot"
-    grep -aq "crossback rescue: Secure Boot: off" "$work/plain.console" || phase_failed plain "the rescue says Secure Boot is on, on firmware without it"
+    sb_qemu sb secure 3000 "${backup_scsi[@]}" -drive file="$work/blank.raw",format=raw,if=virtio
+    console sb 2400 \
+      'Secure Boot: on=>{wait}' \
+      'Its passphrase: =>'"$pass" \
+      'took the configuration from the backup media=>{wait}' \
+      'Restore which generation\? Number \[1\] > =>!' \
+      "comes back to the question=>crossback --version" \
+      'crossback [0-9]+[.][0-9]+=>exit' \
+      'Restore which generation\? Number \[1\] > =>' \
+      'Restore which systems\?.*> =>all' \
+      'Restore onto which disk\?.*> =>{line:/dev/vda }' \
+      'Start the restore\? Type yes > =>yes' \
+      'Remove the backup disk and reboot[.]=>{wait}' \
+      'Press Enter to restart.*> =>' 2> "$work/console.times" || { cat "$work/console.times" >&2; kill "$qpid" 2>/dev/null; phase_failed sb "the guided restore under Secure Boot did not go through (console above)"; }
+    wait "$qpid" 2>/dev/null || true
+    cat "$work/console.times" >&2
+    grep -aq "Kernel is locked down from EFI Secure Boot" "$work/sb.console" || say "note: the kernel did not log its lockdown"
+    times+=("the guided restore under Secure Boot, power-on to restart: $(( $(date +%s) - t )) s")
+    first=$(sed -n 's/^console: +\([0-9.]*\) s: step 2: .*/\1/p' "$work/console.times")
+    times+=("power-on to the guided restore's first question (the passphrase): about ${first} s")
+    restored_in=$(grep -ao "restored in [^.]*" "$work/sb.console" | tail -1)
+    times+=("the restore itself, as the guide measured it: ${restored_in#restored in }")
+    # The entries crossback made, as the firmware keeps them; then the same
+    # variables with Secure Boot off (PK deleted: B's loader is not signed).
+    vfw -i "$work/sb-vars.fd" --print > "$work/sb-vars.txt" 2>&1 || die "virt-fw-vars could not read the variables"
+    grep -a "debian-a" "$work/sb-vars.txt" >/dev/null && grep -a "debian-b" "$work/sb-vars.txt" >/dev/null \
+      || { cat "$work/sb-vars.txt" >&2; die "the restore under Secure Boot made no firmware entries for A and B"; }
+    say "firmware entries after the restore: $(grep -ao 'debian-[ab]' "$work/sb-vars.txt" | sort -u | tr '\n' ' ')"
+    vfw -i "$work/sb-vars.fd" --delete PK -o "$work/restored-vars.fd" > /dev/null 2>&1 || die "virt-fw-vars could not turn Secure Boot off"
+    t=$(date +%s)
+    pcs rescue restored "$work/restored-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
+    job_done done-restored-b || phase_failed restored "the restored disk did not boot into A and then B as they were backed up"
+    times+=("the restored disk, the backup disk removed: A, then B, each checked: $(( $(date +%s) - t )) s")
+    # The same backup disk on firmware without Secure Boot: to the first question.
+    sb_qemu plain plain 600 "${backup_scsi[@]}"
+    console plain 540 'Secure Boot: off=>{wait}' 'Its passphrase: =>{wait}' 2> "$work/plain.times" \
+      || { kill "$qpid"; phase_failed plain "the backup disk did not boot into the guided restore without Secure Boot"; }
+    kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null || true
     # The negative check: the kernel's signature removed, the firmware's chain refuses it.
     start=$(sfdisk -J "$work/backup.raw" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"] * 512)')
     cp --sparse=always "$work/backup.raw" "$work/unsigned.raw"
     mcopy -n -i "$work/unsigned.raw@@$start" ::crossback/vmlinuz "$work/vmlinuz" || die "mcopy out of the rescue partition"
     sbattach --remove "$work/vmlinuz" >/dev/null || die "sbattach --remove"
     mcopy -o -i "$work/unsigned.raw@@$start" "$work/vmlinuz" ::crossback/vmlinuz || die "mcopy into the rescue partition"
-    sb_boot unsigned "$work/unsigned.raw" 240
+    sb_qemu unsigned secure 300 -device virtio-scsi-pci,id=scsi0 -drive file="$work/unsigned.raw",if=none,id=bk,format=raw -device scsi-hd,drive=bk,bus=scsi0.0,removable=on
+    console unsigned 240 'bad shim signature|Verification failed|invalid signature|Access Denied|Secure Boot: on=>{wait}' 2> /dev/null || true
+    kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null || true
     grep -aq "crossback rescue: ready" "$work/unsigned.console" && phase_failed unsigned "an unsigned kernel booted under Secure Boot"
     grep -aiq "bad shim signature\|Verification failed\|invalid signature\|Access Denied" "$work/unsigned.console" || phase_failed unsigned "no refusal of the unsigned kernel on the console"
-    say "time: A made the rescue (with setting up): $made s; power-on to the rescue's prompt under Secure Boot: $booted s"
-    say "$(grep -a "rescue: system-a: the rescue system is on" "$work/all-jobs.log" | head -1)"
-    echo "lab: OK: rescue: the backup disk booted its rescue under enforced Secure Boot and without it; an unsigned kernel was refused ($(( $(date +%s) - t0 )) s in all)"
+    for x in "${times[@]}"; do say "time: $x"; done
+    echo "lab: OK: rescue: the backup disk (made by media prepare --disk) booted its rescue under enforced Secure Boot; the guided restore, typed at the console, restored A and B onto a blank disk, and both booted as before; the rescue also boots without Secure Boot, and an unsigned kernel was refused ($(( $(date +%s) - t0 )) s in all)"
     ;;
   *) die "no scenario $scenario (see scripts/lab.sh's header)" ;;
 esac

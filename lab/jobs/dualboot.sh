@@ -6,24 +6,6 @@ JOB=dualboot
 . ./lib.sh                   # env: SLOT_A, SLOT_B (the backup disk's UUIDs), BLANK
 # What this boot wrote to the backup disk (the guest's own block counters).
 wrote() { [ -r /sys/block/sda/stat ] && say "wrote $(awk '{printf "%.1f", $7 * 512 / 1048576}' /sys/block/sda/stat) MiB to the backup disk in this boot"; }
-# The state a restore must bring back: failed units, dpkg --verify, the
-# fidelity data; kept per system on the job disk.
-state() {
-  echo "failed-units: $(systemctl --failed --no-legend --plain | awk '{print $1}' | grep -v '^lab-job' | sort | tr '\n' ' ')"
-  echo "dpkg-verify: $(dpkg --verify 2>&1 | sort | tr '\n' ' ')"
-  lab-data-state
-}
-check_restored() {
-  state > "state-after-$me-$phase"
-  if ! diff "state-before-$me" "state-after-$me-$phase" > "diff-$me-$phase"; then
-    cat "diff-$me-$phase"
-    fail "the restored system differs from the one backed up (see above)"
-  fi
-  # The machine-id is the one the system was built with.
-  grep -qx "$(head -1 /lab-data/expected)" "state-after-$me-$phase" || fail "machine-id changed"
-  say "restored and as before: $(systemctl is-system-running), same failed units, dpkg --verify, machine-id, xattr, capability, hard links"
-}
-
 # The encrypted media's passphrase (from the job's env), in memory only;
 # a cheap scrypt: TCG takes minutes for age's default.
 pass=/run/crossback-lab-pass

@@ -39,3 +39,20 @@ install_crossback() {
 }
 A=debian-bookworm
 B=debian-trixie
+# The state a restore must bring back: failed units, dpkg --verify, the
+# fidelity data; kept per system on the job disk.
+state() {
+  echo "failed-units: $(systemctl --failed --no-legend --plain | awk '{print $1}' | grep -v '^lab-job' | sort | tr '\n' ' ')"
+  echo "dpkg-verify: $(dpkg --verify 2>&1 | sort | tr '\n' ' ')"
+  lab-data-state
+}
+check_restored() {
+  state > "state-after-$me-$phase"
+  if ! diff "state-before-$me" "state-after-$me-$phase" > "diff-$me-$phase"; then
+    cat "diff-$me-$phase"
+    fail "the restored system differs from the one backed up (see above)"
+  fi
+  # The machine-id is the one the system was built with.
+  grep -qx "$(head -1 /lab-data/expected)" "state-after-$me-$phase" || fail "machine-id changed"
+  say "restored and as before: $(systemctl is-system-running), same failed units, dpkg --verify, machine-id, xattr, capability, hard links"
+}

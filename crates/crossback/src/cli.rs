@@ -108,6 +108,13 @@ pub enum Command {
     ///   crossback restore alpha --bare-metal --device /=/dev/sda2 --device /home=/dev/sda3
     ///   crossback restore --bare-metal --disk /dev/nvme0n1     (a new disk: every system that was on the old one)
     Restore(RestoreArgs),
+    /// The guided restore of a dead machine from its backup media: which
+    /// media, systems, generation and disk, asked one by one; then the
+    /// `restore --disk` command it prints, run. The rescue system on the
+    /// backup disk (`media rescue`) starts it on its console.
+    ///
+    /// Example: crossback recover
+    Recover(RecoverArgs),
     /// Off-site copies: the object stores (S3) and SFTP servers sealed generations are copied to.
     #[command(subcommand)]
     Remote(RemoteCommand),
@@ -415,15 +422,23 @@ pub struct AdoptArgs {
 
 #[derive(Args, Debug)]
 pub struct PrepareArgs {
-    pub slot_a: String,
-    pub slot_b: String,
+    #[arg(required_unless_present = "disk")]
+    pub slot_a: Option<String>,
+    #[arg(required_unless_present = "disk")]
+    pub slot_b: Option<String>,
+    /// A whole disk made the backup media: a FAT partition for the rescue
+    /// system (then made, when the signed boot chain is installed) and the
+    /// two slots, each half of the rest. Asks before erasing a disk that
+    /// holds anything (--yes answers for you).
+    #[arg(long, value_name = "DEV", conflicts_with_all = ["slot_a", "slot_b", "mkfs"])]
+    pub disk: Option<std::path::PathBuf>,
     /// Label the filesystems PREFIX-A and PREFIX-B.
     #[arg(long, value_name = "PREFIX")]
     pub label: Option<String>,
     /// Format both as ext4 first (destroys what is on them; asks, unless --yes).
     #[arg(long)]
     pub mkfs: bool,
-    /// With --mkfs: do not ask.
+    /// With --mkfs or --disk: do not ask.
     #[arg(long)]
     pub yes: bool,
     /// Encrypt everything written to the media (age): asks for a passphrase (or --passphrase-file), unless --recipient is given.
@@ -705,6 +720,13 @@ pub struct BrowseArgs {
     /// files allow, as on the original system); default: root only.
     #[arg(long)]
     pub allow_other: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RecoverArgs {
+    /// Started by the rescue system: ends by restarting the machine.
+    #[arg(long, hide = true)]
+    pub rescue: bool,
 }
 
 #[derive(Args, Debug)]

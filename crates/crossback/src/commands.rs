@@ -10,6 +10,7 @@ mod ls;
 mod media;
 mod mount;
 mod push;
+mod recover;
 mod remote;
 mod restore;
 mod schedule;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Restore(a) => restore::restore(&config, a),
+        Command::Recover(a) => recover::run(&config, a),
         Command::Mount(a) => mount::mount(&config, a),
         Command::Umount(a) => umount::umount(&config, a),
         Command::Archive(cmd) => match cmd {

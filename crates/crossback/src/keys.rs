@@ -45,6 +45,11 @@ fn unlock_options() -> Unlock {
     UNLOCK.get().cloned().unwrap_or_default()
 }
 
+/// `--identity`, as given.
+pub fn identity_file() -> Option<PathBuf> {
+    unlock_options().identity
+}
+
 /// The scrypt work factor of a new passphrase wrapping: 18, the age
 /// tool's (256 MiB, about a second here), unless
 /// `$CROSSBACK_SCRYPT_WORK_FACTOR` says less (tests; the lab's emulated PC
@@ -76,7 +81,7 @@ fn scrypt_factor(wrapped: &[u8]) -> Option<u8> {
 }
 
 /// The passphrase file given, if any: `--passphrase-file`, else `$CROSSBACK_PASSPHRASE_FILE`.
-fn passphrase_file() -> Option<PathBuf> {
+pub fn passphrase_file() -> Option<PathBuf> {
     unlock_options().passphrase_file.or_else(|| std::env::var_os("CROSSBACK_PASSPHRASE_FILE").map(PathBuf::from))
 }
 

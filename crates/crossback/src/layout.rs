@@ -29,6 +29,7 @@ mod generation;
 mod marker;
 mod mounts;
 mod readme;
+mod rescue;
 mod slot_id;
 mod writer;
 
@@ -36,6 +37,7 @@ pub use classify::{classify, GenEntry, SlotView};
 pub use generation::{archive_file, clean_relative, encrypted_archive_file, is_archive_file, ArchiveRecord, GenName, Generation, State, SystemRecord};
 pub use marker::{Encryption, KeyFiles, Marker, KEY_BY_PASSPHRASE, KEY_BY_RECIPIENTS, KEY_CAP};
 pub use mounts::{FsRecord, MountsFile};
+pub use rescue::{read_rescue, RescueRecord, RESCUE_RECORD, RESCUE_TOOL};
 pub use slot_id::SlotId;
 pub use writer::{GenWriter, SlotWriter, SystemWriter};
 
@@ -80,6 +82,10 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(dir: &crossback_host::beneath::
 /// slot's classification, when the filesystem at `root` holds `crossback/`.
 pub fn inspect_slot(root: &std::path::Path) -> Option<serde_json::Value> {
     let dir = crossback_host::beneath::Dir::open(root).ok()?;
+    // A rescue partition holds crossback/ too, and no marker: not a slot.
+    if let Some(r) = read_rescue(&dir) {
+        return Some(serde_json::json!({ "rescue": r }));
+    }
     let found: Result<SlotView, String> = match classify(&dir) {
         Ok(Ok(view)) => Ok(view),
         Ok(Err(_)) if dir.kind(DIR).ok().flatten().is_none() => return None,
@@ -91,7 +97,12 @@ pub fn inspect_slot(root: &std::path::Path) -> Option<serde_json::Value> {
 
 /// What [`inspect_slot`] found, read back from an inspection.
 pub fn slot_of(extra: &Option<serde_json::Value>) -> Option<Result<SlotView, String>> {
-    extra.as_ref().and_then(|v| serde::Deserialize::deserialize(v).ok())
+    extra.as_ref().filter(|v| v.get("rescue").is_none()).and_then(|v| serde::Deserialize::deserialize(v).ok())
+}
+
+/// The rescue partition's record, when [`inspect_slot`] found one.
+pub fn rescue_of(extra: &Option<serde_json::Value>) -> Option<Result<RescueRecord, String>> {
+    extra.as_ref().and_then(|v| v.get("rescue")).and_then(|v| serde::Deserialize::deserialize(v).ok())
 }
 
 #[cfg(test)]

@@ -358,3 +358,114 @@ fn root_a_dead_disk_comes_back_from_the_remote_alone() {
     with_vfat(&parts[0], |m| loader = std::fs::read_to_string(m.join("EFI/alpha/grubx64.efi")).unwrap_or_default());
     assert_eq!(loader, "the first loader\n");
 }
+
+/// A `crossback recover` session: its output read as it comes, each
+/// question (a line ending in " > ") answered by `reply`.
+fn recover_session(cfg: &Path, mut reply: impl FnMut(&str, &str) -> Option<String>) -> (std::process::ExitStatus, String) {
+    use std::io::{Read, Write};
+    // The shell '!' opens: one that ends at once (a person types `exit`).
+    let mut child = crossback(cfg).arg("recover").env("SHELL", "true").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let (mut said, mut asked_at) = (String::new(), 0);
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap() == 1 {
+        said.push(byte[0] as char);
+        if said.ends_with(" > ") {
+            let question = said[asked_at..].rsplit('\n').next().unwrap().to_string();
+            match (reply(&question, &said), stdin.as_mut()) {
+                (Some(a), Some(i)) => i.write_all(format!("{a}\n").as_bytes()).unwrap(),
+                _ => drop(stdin.take()),
+            }
+            asked_at = said.len();
+        }
+    }
+    let status = child.wait().unwrap();
+    (status, said + &err.join().unwrap())
+}
+
+/// The number `recover` gives the line naming `what` ("  3) /dev/loop7 …").
+fn number_of(listing: &str, what: &str) -> String {
+    let line = listing.lines().rev().find(|l| l.contains(&format!(") {what} "))).unwrap_or_else(|| panic!("{what} not listed:\n{listing}"));
+    line.trim().split(')').next().unwrap().to_string()
+}
+
+#[test]
+fn root_recover_asks_then_restores_onto_the_disk_chosen() {
+    if !require_root("root_recover_asks_then_restores_onto_the_disk_chosen") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let old = old_disk();
+    let mut slot_a = LoopFs::new("ext4", 160);
+    let mut slot_b = LoopFs::new("ext4", 160);
+    slot_a.unmount();
+    slot_b.unmount();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let devices = [old.disk.part(1), old.disk.part(2), old.disk.part(3), slot_a.device.clone(), slot_b.device.clone()].join(",");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &devices]));
+    ok(crossback(&cfg).args(["media", "prepare", &slot_a.device, &slot_b.device]));
+    ok(crossback(&cfg).arg("backup"));
+    let media = std::fs::read_to_string(&cfg).unwrap().lines().find_map(|l| l.strip_prefix("id = \"").map(|v| v.trim_end_matches('"').to_string())).unwrap();
+    drop(old.disk);
+    let new = LoopDisk::blank(340);
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious", &new.device]));
+    let media_answer = |said: &str| number_of(said, &format!("media {media} on"));
+
+    // Every question answered but the last: "no". Refused, nothing written;
+    // a wrong number and a shell ('!') on the way ask again.
+    let mut asked = Vec::new();
+    let (status, said) = recover_session(&cfg, |q, said| {
+        asked.push(q.to_string());
+        Some(match q {
+            q if q.starts_with("Restore from which media?") => media_answer(said),
+            q if q.starts_with("Restore which generation?") && !asked.iter().any(|a| a == "shell") => {
+                asked.push("shell".into());
+                "!".into()
+            }
+            q if q.starts_with("Restore which generation?") => String::new(),
+            q if q.starts_with("Restore which systems?") => "all".into(),
+            q if q.starts_with("Restore onto which disk?") && !asked.iter().any(|a| a == "99") => {
+                asked.push("99".into());
+                "99".into()
+            }
+            q if q.starts_with("Restore onto which disk?") => number_of(said, &new.device),
+            q if q.starts_with("Start the restore?") => "no".into(),
+            other => panic!("unexpected question {other:?}\n{said}"),
+        })
+    });
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("error[not-confirmed]") && said.contains("nothing was written"), "{said}");
+    assert!(said.contains("answer with a number from 1 to"), "{said}");
+    assert!(said.contains("A shell: crossback's commands are in it"), "{said}");
+    assert!(said.contains(&format!("{} 340.0 MiB: a filesystem on the whole disk (ext4)", new.device)), "{said}");
+    assert!(said.contains(&format!("command: crossback --config {} restore --bare-metal --disk {} --yes", cfg.display(), new.device)), "{said}");
+    assert!(!said.contains(&format!(") {} ", slot_a.device)), "the media's own disk is offered:\n{said}");
+    assert_eq!(blkid(&new.device, "LABEL"), "precious", "a refused recover touched the disk");
+
+    // The input ends at a question: refused, nothing written.
+    let (status, said) = recover_session(&cfg, |q, said| q.starts_with("Restore from which media?").then(|| media_answer(said)));
+    assert!(!status.success() && said.contains("error[not-confirmed]"), "{said}");
+    assert_eq!(blkid(&new.device, "LABEL"), "precious");
+
+    // Yes: the command it printed runs, both systems come back.
+    let (status, said) = recover_session(&cfg, |q, said| {
+        Some(match q {
+            q if q.starts_with("Restore from which media?") => media_answer(said),
+            q if q.starts_with("Restore onto which disk?") => number_of(said, &new.device),
+            q if q.starts_with("Start the restore?") => "yes".into(),
+            _ => String::new(),
+        })
+    });
+    assert!(status.success(), "{said}");
+    assert!(said.contains(&format!("$ crossback --config {} restore --bare-metal --disk {} --yes", cfg.display(), new.device)), "{said}");
+    assert!(said.contains("Remove the backup disk and reboot."), "{said}");
+    assert_eq!(systems_files(&new.parts()), ("alpha's file\n".to_string(), "beta's home\n".to_string()));
+}

@@ -87,3 +87,44 @@ fn root_media_rescue_refuses_by_kind_and_writes_nothing() {
     assert_eq!(on(&free), "", "a refused rescue wrote onto the free partition");
     assert_eq!(on(&small), "");
 }
+
+#[test]
+fn root_media_prepare_disk_lays_out_a_whole_disk_or_refuses_touching_nothing() {
+    if !require_root("root_media_prepare_disk_lays_out_a_whole_disk_or_refuses_touching_nothing") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let dir = scratch();
+    let cfg = dir.path().join("config.toml");
+    // No signed boot chain here: the media is made, its rescue partition left empty.
+    let root = dir.path().join("no-chain");
+    system_root(&root, false, true);
+    let prepare = |args: &[&str]| crossback(&cfg).env("CROSSBACK_SYSTEM_ROOT", &root).args(["media", "prepare"]).args(args).stdin(std::process::Stdio::null()).output().unwrap();
+
+    // Refused, nothing written: a partition, a disk too small, a disk holding
+    // something without --yes (no terminal to ask on).
+    let parted = LoopDisk::partitioned(1400, "label: gpt\ntype=L\n");
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious"]).arg(parted.part(1)));
+    refused(&prepare(&["--disk", &parted.part(1)]), "usage", "a partition");
+    refused(&prepare(&["--disk", &parted.device]), "target-not-empty", "a disk holding ext4");
+    assert_eq!(on(&parted.part(1)), "ext4 precious");
+    let small = LoopDisk::blank(900);
+    refused(&prepare(&["--disk", &small.device]), "target-too-small", "900 MiB");
+    assert!(run(Command::new("sh").arg("-c").arg(format!("sfdisk -d {} 2>/dev/null || true", small.device))).trim().is_empty(), "a refused prepare wrote a table");
+    assert!(!cfg.exists(), "a refused prepare wrote the configuration");
+
+    // With --yes: the rescue partition and two slots, prepared and recorded.
+    let out = prepare(&["--disk", &parted.device, "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let parts = parted.parts();
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    assert_eq!(on(&parts[0]), "vfat CB-RESCUE");
+    assert_eq!(on(&parts[1]), "ext4 crossback-A");
+    assert_eq!(on(&parts[2]), "ext4 crossback-B");
+    assert!(text(&out).contains("stays empty") && text(&out).contains("media rescue --device"), "{}", text(&out));
+    let config = std::fs::read_to_string(&cfg).unwrap();
+    for p in &parts[1..] {
+        let uuid = run(Command::new("blkid").args(["-p", "-s", "UUID", "-o", "value", p])).trim().to_string();
+        assert!(config.contains(&uuid), "slot {p} ({uuid}) not in the configuration:\n{config}");
+    }
+}

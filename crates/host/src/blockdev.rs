@@ -35,9 +35,9 @@ pub struct Device {
 }
 
 impl Device {
-    /// True for the filesystems a Linux root can live on.
+    /// True for the filesystems a Linux root can live on (the filesystem table's word).
     pub fn is_linux_fs(&self) -> bool {
-        matches!(self.fstype.as_str(), "ext2" | "ext3" | "ext4" | "xfs" | "btrfs" | "f2fs" | "jfs" | "reiserfs" | "bcachefs")
+        crate::fstype::linux(&self.fstype)
     }
 }
 

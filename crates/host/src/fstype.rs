@@ -461,6 +461,15 @@ pub static TYPES: &[FsType] = &[
 ];
 
 /// The row for `name` (blkid's name; `msdos` and `fat` are vfat).
+/// Linux filesystems the table has no row for: a system on one is found
+/// (and its backup refused as not supported), not passed over.
+const OTHER_LINUX: &[&str] = &["f2fs", "jfs", "reiserfs", "bcachefs"];
+
+/// True for the filesystems a Linux root can live on.
+pub fn linux(name: &str) -> bool {
+    of(name).is_some_and(|t| t.linux) || OTHER_LINUX.contains(&name)
+}
+
 pub fn of(name: &str) -> Option<&'static FsType> {
     let name = match name {
         "msdos" | "fat" => "vfat",

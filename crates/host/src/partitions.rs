@@ -253,10 +253,17 @@ impl Table {
 /// Writes `t` to `disk` (which must hold no table the caller has not
 /// agreed to lose) and waits for the kernel to show its partitions.
 pub fn write(disk: &Path, t: &Table) -> Result<()> {
-    Tool::new("sfdisk").args(["--quiet", "--wipe", "always", "--wipe-partitions", "always"]).arg(disk).input(t.script(disk).as_bytes()).run()?;
+    write_script(disk, &t.script(disk), &t.partitions.iter().map(|p| p.number).collect::<Vec<_>>())
+}
+
+/// Writes the table sfdisk's `script` describes to `disk` (which must hold
+/// no table the caller has not agreed to lose) and waits for the kernel to
+/// show the partitions `numbers`.
+pub fn write_script(disk: &Path, script: &str, numbers: &[u32]) -> Result<()> {
+    Tool::new("sfdisk").args(["--quiet", "--wipe", "always", "--wipe-partitions", "always"]).arg(disk).input(script.as_bytes()).run()?;
     // sfdisk asked the kernel to read the new table; a kernel without the
     // parser (or a loop device) needs partx to add the partitions.
-    let all_there = || t.partitions.iter().all(|p| partition_device(disk, p.number).exists());
+    let all_there = || numbers.iter().all(|n| partition_device(disk, *n).exists());
     let start = std::time::Instant::now();
     let mut tried_partx = false;
     while !all_there() {

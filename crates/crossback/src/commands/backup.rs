@@ -491,6 +491,8 @@ fn backup(path: &std::path::Path, a: &BackupArgs) -> anyhow::Result<(Outcome, St
     if !busy.is_empty() {
         eprintln!("warning: could not unmount a slot: {busy:?}");
     }
+    // A rescue system on the backup disk runs this crossback from now on.
+    super::media::refresh_rescue(&m, &devs.iter().map(|d| d.disk.clone()).collect::<Vec<_>>());
     let summary = format!(
         "generation {} in slot {}: {}{}",
         generation.seq,

@@ -91,6 +91,8 @@ struct Status {
     config: String,
     systems: Vec<System>,
     slots: Vec<SlotStatus>,
+    /// The rescue systems on the media's disks (`media rescue`).
+    rescue: Vec<RescueStatus>,
     /// What this system keeps: the backup at reboot, the schedule, the media as last seen.
     here: Here,
 }
@@ -226,7 +228,8 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
             slots.push(slot_status(&m, id, uuid, media.id.get_ref())?);
         }
     }
-    let st = Status { config: path.display().to_string(), systems, slots, here: Here::read() };
+    let rescue = rescue_status(&m, &slots);
+    let st = Status { config: path.display().to_string(), systems, slots, rescue, here: Here::read() };
     let now = output::parse_time(&output::now()).unwrap_or(0);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
@@ -235,8 +238,64 @@ pub fn run(path: &Path, a: StatusArgs) -> anyhow::Result<Outcome> {
     println!("configuration: {}", st.config);
     print_systems(&st.systems);
     print_slots(&st, now);
+    print_rescue(&st.rescue, now);
     st.here.print(now, &cfg.remotes);
     Ok(Outcome::Ok)
+}
+
+/// A rescue system on one of the media's disks.
+#[derive(Serialize)]
+struct RescueStatus {
+    device: String,
+    /// Its record, or why it does not read.
+    record: Result<crate::layout::RescueRecord, String>,
+}
+
+/// The rescue partitions (FAT, labelled as `media rescue` makes them) on
+/// the disks the media's slots are on.
+fn rescue_status(m: &Machine, slots: &[SlotStatus]) -> Vec<RescueStatus> {
+    let disks: Vec<&str> = slots
+        .iter()
+        .filter_map(|s| s.device.as_deref())
+        .filter_map(|p| m.devices.iter().find(|d| d.path.display().to_string() == p))
+        .map(|d| d.disk.as_str())
+        .collect();
+    m.devices
+        .iter()
+        .filter(|d| d.fstype == "vfat" && d.label == super::media::RESCUE_LABEL && disks.contains(&d.disk.as_str()))
+        .map(|d| {
+            let record = match m.inspect(d) {
+                Ok(i) => crate::layout::rescue_of(&i.extra).unwrap_or_else(|| Err("no crossback/rescue.toml on it".into())),
+                Err(e) => Err(format!("cannot be read: {e:#}")),
+            };
+            RescueStatus { device: d.path.display().to_string(), record }
+        })
+        .collect()
+}
+
+fn print_rescue(rescue: &[RescueStatus], now: i64) {
+    for r in rescue {
+        match &r.record {
+            Ok(rec) => {
+                let ago = |t: &str| output::parse_time(t).map(|x| format!(" ({} ago)", output::age(now - x))).unwrap_or_default();
+                println!(
+                    "rescue system: {}, built {}{} with kernel {}, runs crossback {}{}; {}",
+                    r.device,
+                    output::text(&rec.built),
+                    ago(&rec.built),
+                    output::text(&rec.kernel),
+                    output::text(&rec.crossback),
+                    rec.refreshed.as_deref().map(|t| format!(" (refreshed {}{})", output::text(t), ago(t))).unwrap_or_default(),
+                    if rec.secure_boot {
+                        "boots under Secure Boot (its kernel is signed)"
+                    } else {
+                        "does NOT boot under Secure Boot (made with --no-secure-boot)"
+                    }
+                );
+            }
+            Err(why) => println!("rescue system: {}: {}; `crossback media rescue --device {}` makes it again", r.device, output::text(why), r.device),
+        }
+    }
 }
 
 /// What one slot of the media holds and how it is attached.

@@ -1,12 +1,14 @@
 //! `crossback media prepare SLOT_A SLOT_B`: mark two filesystems as the
-//! slots of one backup media, and record them in the configuration.
+//! slots of one backup media, and record them in the configuration; with
+//! `--disk DEV`, a whole disk laid out first (a rescue partition and the
+//! two slots) and the rescue system made on it.
 
 use crossback_host::tool::Tool;
 use std::path::Path;
 
 use anyhow::bail;
 use crossback_host::blockdev::Device;
-use crossback_host::{ns, offline};
+use crossback_host::{ns, offline, partitions};
 
 use crate::cli::PrepareArgs;
 use crate::config::{self, Config, Media, Sealing};
@@ -22,8 +24,20 @@ use super::{device_for, new_encryption};
 pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     machine::require_root("media prepare")?;
     let cfg = if path.exists() { Config::load(path)? } else { Config::default() };
-    let m = Machine::scan(&[])?;
-    let mut devs = [device_for(&m, &a.slot_a)?, device_for(&m, &a.slot_b)?];
+    let mut m = Machine::scan(&[])?;
+    let rescue_part = match &a.disk {
+        Some(disk) => {
+            let part = lay_out(&m, &cfg, disk, a.yes)?;
+            m = Machine::scan(&[])?;
+            Some(part)
+        }
+        None => None,
+    };
+    let (slot_a, slot_b) = match &a.disk {
+        Some(disk) => (partitions::partition_device(disk, 2).display().to_string(), partitions::partition_device(disk, 3).display().to_string()),
+        None => (a.slot_a.clone().unwrap_or_default(), a.slot_b.clone().unwrap_or_default()),
+    };
+    let mut devs = [device_for(&m, &slot_a)?, device_for(&m, &slot_b)?];
     if devs[0].path == devs[1].path {
         refuse!(Refusal::Usage, "slot A and slot B are the same device ({}): give two filesystems", devs[0].path.display());
     }
@@ -92,7 +106,78 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     };
     config::set_media(path, &Media::with_sealing(&media_id, &devs[0].uuid, &devs[1].uuid, &sealing))?;
     println!("media {media_id} recorded in {}", path.display());
+    if let Some(part) = rescue_part {
+        super::rescue::onto_new_partition(&part)?;
+    }
     Ok(Outcome::Ok)
+}
+
+/// The rescue partition's share of a whole disk (`--disk`), and the least
+/// each slot gets.
+const RESCUE_MIB: u64 = 160;
+const SLOT_MIN_MIB: u64 = 512;
+
+/// `--disk`: the disk checked (whole, none of this machine's systems,
+/// nothing mounted, asked about when it holds anything), then laid out as
+/// a FAT rescue partition and two ext4 slots. Returns the rescue partition.
+fn lay_out(m: &Machine, cfg: &Config, disk: &Path, yes: bool) -> anyhow::Result<std::path::PathBuf> {
+    let d = device_for(m, &disk.display().to_string())?;
+    if d.disk != d.name {
+        refuse!(Refusal::Usage, "--disk {}: a partition; give the whole disk (or two filesystems: `media prepare SLOT_A SLOT_B`)", d.path.display());
+    }
+    let on_it: Vec<&Device> = m.devices.iter().filter(|p| p.disk == d.name).collect();
+    let systems = machine::systems(m, cfg)?;
+    for p in &on_it {
+        if m.running_root().is_some_and(|(r, _)| r.path == p.path) {
+            refuse!(Refusal::SystemRunning, "{} holds the running system; nothing was written", d.path.display());
+        }
+        if let Some(s) = systems.iter().find(|s| s.uses(&p.path)) {
+            refuse!(Refusal::TargetInUse, "{} holds system {}'s {}; nothing was written", d.path.display(), s.name, p.path.display());
+        }
+        if let Some(at) = m.mounted_at(p) {
+            refuse!(Refusal::TargetInUse, "{} is mounted at {at}: unmount it first; nothing was written", p.path.display());
+        }
+    }
+    let mib = d.size >> 20;
+    if mib < RESCUE_MIB + 2 * SLOT_MIN_MIB + 2 {
+        refuse!(
+            Refusal::TargetTooSmall,
+            "{} is {}: a backup disk needs at least {} MiB; nothing was written",
+            d.path.display(),
+            crate::output::bytes(d.size),
+            RESCUE_MIB + 2 * SLOT_MIN_MIB + 2
+        );
+    }
+    let held: Vec<String> = on_it.iter().filter(|p| !p.fstype.is_empty() || p.name != d.name).map(|p| describe(p)).collect();
+    let table = partitions::read(&d.path)?;
+    if (!held.is_empty() || table.is_some()) && !yes {
+        println!("{} holds: {}", d.path.display(), if held.is_empty() { "a partition table".to_string() } else { held.join(", ") });
+        if !crate::output::confirm(&format!("Erase {} and make it the backup disk?", d.path.display()))? {
+            refuse!(Refusal::TargetNotEmpty, "{} holds {}: pass --yes to erase it; nothing was written", d.path.display(), held.join(", "));
+        }
+    }
+    let half = (mib - RESCUE_MIB - 2) / 2;
+    let script = format!(
+        "label: gpt\nsize={RESCUE_MIB}MiB, type=U, name=\"crossback-rescue\"\nsize={half}MiB, type=L, name=\"crossback-A\"\ntype=L, name=\"crossback-B\"\n"
+    );
+    partitions::write_script(&d.path, &script, &[1, 2, 3])?;
+    let part = |n| partitions::partition_device(&d.path, n);
+    machine::run_tool(Tool::new("mkfs.vfat").args(["-F", "32", "-n", super::RESCUE_LABEL]).arg(part(1)))?;
+    for (n, letter) in [(2, SlotId::A), (3, SlotId::B)] {
+        machine::run_tool(Tool::new("mkfs.ext4").args(["-q", "-F", "-L", &format!("crossback-{letter}")]).arg(part(n)))?;
+    }
+    println!("{}: a rescue partition of {RESCUE_MIB} MiB and two slots of {} each", d.path.display(), crate::output::bytes(half << 20));
+    Ok(part(1))
+}
+
+/// A device as a refusal names it: path, type, label.
+fn describe(d: &Device) -> String {
+    format!(
+        "{} ({}{})",
+        d.path.display(),
+        if d.fstype.is_empty() { "no filesystem" } else { &d.fstype },
+        if d.label.is_empty() { String::new() } else { format!(" \"{}\"", crate::output::text(&d.label)) }
+    )
 }
 
 /// Neither slot may hold the running system, be part of a configured
@@ -123,17 +208,7 @@ fn check_candidates(m: &Machine, cfg: &Config, devs: &[Device; 2]) -> anyhow::Re
 /// `--mkfs`: both formatted as ext4 (after the user's yes); the devices
 /// as found again.
 fn format_slots(a: &PrepareArgs, devs: &[Device; 2]) -> anyhow::Result<[Device; 2]> {
-    let list: Vec<String> = devs
-        .iter()
-        .map(|d| {
-            format!(
-                "{} ({}{})",
-                d.path.display(),
-                if d.fstype.is_empty() { "no filesystem" } else { &d.fstype },
-                if d.label.is_empty() { String::new() } else { format!(" \"{}\"", d.label) }
-            )
-        })
-        .collect();
+    let list: Vec<String> = devs.iter().map(describe).collect();
     println!("--mkfs formats as ext4, destroying everything on: {}", list.join(", "));
     if !a.yes && !crate::output::confirm("Format them?")? {
         refuse!(Refusal::NotConfirmed, "not formatted: pass --yes with --mkfs to format without asking");

@@ -22,10 +22,10 @@ use std::time::Instant;
 use anyhow::Context;
 use crossback_host::offline::{self, FsMount};
 use crossback_host::tool::Tool;
-use serde::{Deserialize, Serialize};
 
 use crate::cli::RescueArgs;
 use crate::error::Refusal;
+use crate::layout::{RescueRecord, DIR, RESCUE_RECORD, RESCUE_TOOL};
 use crate::machine::{self, Machine};
 use crate::{output, refuse, Outcome};
 
@@ -33,8 +33,6 @@ use crate::{output, refuse, Outcome};
 pub const LIMIT: u64 = 128 << 20;
 /// The FAT label `media rescue` gives the partition.
 pub const LABEL: &str = "CB-RESCUE";
-/// What the partition says of itself: `crossback/rescue.toml`.
-const RECORD: &str = "rescue.toml";
 
 /// The signed boot chain, as the distribution installs it (Debian's
 /// `shim-signed` and `grub-efi-amd64-signed`).
@@ -49,18 +47,6 @@ struct Chain {
 const SHIM: &str = "usr/lib/shim/shimx64.efi.signed";
 const MOK: &str = "usr/lib/shim/mmx64.efi.signed";
 const GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
-
-/// The rescue's own record, on its partition.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    pub built: String,
-    pub crossback: String,
-    pub kernel: String,
-    /// Whether every part that Secure Boot checks is signed.
-    pub secure_boot: bool,
-    pub bytes: u64,
-}
 
 fn chain(root: &Path) -> anyhow::Result<Chain> {
     let (shim, grub) = (root.join(SHIM), root.join(GRUB));
@@ -198,15 +184,37 @@ pub fn rescue(config: &Path, a: RescueArgs) -> anyhow::Result<Outcome> {
     let ours = check_device(config, &m, &dev, a.yes)?;
     let built = build(crate::local::Paths::new().root(), a.no_secure_boot, &dev.path)?;
     write_onto(&dev.path, ours, &built)?;
+    made(&dev.path, &built);
+    Ok(Outcome::Ok)
+}
+
+fn made(dev: &Path, built: &Built) {
     println!(
         "the rescue system is on {}: {} (kernel {}{}), built in {:.1} s; boot the machine from this disk (the firmware's boot menu) to restore",
-        dev.path.display(),
+        dev.display(),
         output::bytes(built.record.bytes),
         built.record.kernel,
         if built.record.secure_boot { ", signed: boots under Secure Boot" } else { ", not signed: only without Secure Boot" },
         built.secs
     );
-    Ok(Outcome::Ok)
+}
+
+/// `media prepare --disk`: the rescue made on the FAT partition just laid
+/// out. When this system cannot make one (no signed boot chain, no
+/// busybox, an unsigned kernel) that is said with what to do, and the
+/// media stands.
+pub fn onto_new_partition(part: &Path) -> anyhow::Result<()> {
+    let built = match build(crate::local::Paths::new().root(), false, part) {
+        Ok(b) => b,
+        Err(e) if crate::error::kind_of(&e) == Some(Refusal::Unsupported) => {
+            println!("note: the rescue partition {} stays empty: {e:#}. Then: `crossback media rescue --device {}`", part.display(), part.display());
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    write_onto(part, true, &built)?;
+    made(part, &built);
+    Ok(())
 }
 
 /// The partition the rescue may go on; `true` when it holds a rescue
@@ -249,7 +257,7 @@ fn check_device(config: &Path, m: &Machine, dev: &crossback_host::blockdev::Devi
 struct Built {
     work: tempfile::TempDir,
     files: Vec<(String, Source)>,
-    record: Record,
+    record: RescueRecord,
     secs: f64,
 }
 
@@ -275,7 +283,10 @@ fn build(root: &Path, no_secure_boot: bool, target: &Path) -> anyhow::Result<Bui
     let initrd = work.path().join("initrd.img");
     machine::run_tool(Tool::new("mkinitramfs").arg("-d").arg(&conf).arg("-o").arg(&initrd).arg(&release))
         .context("making the rescue's initramfs with initramfs-tools (`apt install initramfs-tools` if it is missing)")?;
-    let files = tree(&chain, &kernel, &initrd, &release);
+    let exe = std::env::current_exe().context("finding crossback's own binary")?;
+    let mut files = tree(&chain, &kernel, &initrd, &release);
+    // Beside the initramfs's own: the one the rescue runs, kept current by every backup.
+    files.push((format!("{DIR}/{RESCUE_TOOL}"), Source::File(exe.clone())));
     let mut bytes = 0;
     for (_, s) in &files {
         bytes += match s {
@@ -292,7 +303,15 @@ fn build(root: &Path, no_secure_boot: bool, target: &Path) -> anyhow::Result<Bui
             target.display()
         );
     }
-    let record = Record { built: output::now(), crossback: env!("CARGO_PKG_VERSION").into(), kernel: release, secure_boot, bytes };
+    let record = RescueRecord {
+        built: output::now(),
+        crossback: env!("CARGO_PKG_VERSION").into(),
+        refreshed: None,
+        crossback_hash: file_hash(&exe)?,
+        kernel: release,
+        secure_boot,
+        bytes,
+    };
     Ok(Built { work, files, record, secs: started.elapsed().as_secs_f64() })
 }
 
@@ -320,7 +339,7 @@ fn write_onto(dev: &Path, ours: bool, built: &Built) -> anyhow::Result<()> {
             }
             std::fs::rename(&part, &to)?;
         }
-        std::fs::write(at.join("crossback").join(RECORD), toml::to_string(&built.record)?)?;
+        std::fs::write(at.join(DIR).join(RESCUE_RECORD), toml::to_string(&built.record)?)?;
         rustix::fs::sync();
         Ok(())
     })();
@@ -330,6 +349,64 @@ fn write_onto(dev: &Path, ours: bool, built: &Built) -> anyhow::Result<()> {
         anyhow::bail!("{} could not be unmounted: {e}", p.display());
     }
     Ok(())
+}
+
+/// The BLAKE3 hash of a file, hex.
+fn file_hash(p: &Path) -> anyhow::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// After a backup: the crossback on each rescue partition of the media's
+/// disks (`disks`: kernel names) replaced by this one when they differ.
+/// What fails is said, and the backup stands.
+pub fn refresh(m: &Machine, disks: &[String]) {
+    for dev in m.devices.iter().filter(|d| d.fstype == "vfat" && d.label == LABEL && disks.contains(&d.disk)) {
+        match refresh_on(dev) {
+            Ok(Some(v)) => println!("rescue: the rescue system on {} now runs crossback {v}", dev.path.display()),
+            Ok(None) => {}
+            Err(e) => eprintln!("warning: the rescue system on {} keeps its crossback: {e:#}", dev.path.display()),
+        }
+    }
+}
+
+fn refresh_on(dev: &crossback_host::blockdev::Device) -> anyhow::Result<Option<String>> {
+    let exe = std::env::current_exe().context("finding crossback's own binary")?;
+    let hash = file_hash(&exe)?;
+    crossback_host::ns::enter_private()?;
+    let at = tempfile::Builder::new().prefix("crossback-rescue.").tempdir_in("/run").context("a mount point in /run")?;
+    let mut mounted = offline::Mounted::default();
+    let fs = FsMount { mountpoint: "rescue".into(), device: dev.path.clone(), fstype: "vfat".into(), subvol: None, options: vec![], view_of: None };
+    offline::mount_one(&fs, at.path(), true, false, &mut mounted).with_context(|| format!("mounting {}", dev.path.display()))?;
+    let done = (|| -> anyhow::Result<Option<String>> {
+        let root = crossback_host::beneath::Dir::open(at.path())?;
+        let mut rec = match crate::layout::read_rescue(&root) {
+            Some(Ok(r)) => r,
+            Some(Err(why)) => anyhow::bail!("its record does not read ({why}): `crossback media rescue` makes it again"),
+            None => anyhow::bail!("it has no {DIR}/{RESCUE_RECORD}: not a rescue `crossback media rescue` made"),
+        };
+        if rec.crossback_hash == hash {
+            return Ok(None);
+        }
+        let dir = at.path().join(DIR);
+        let part = dir.join(format!("{RESCUE_TOOL}.partial"));
+        std::fs::copy(&exe, &part)?;
+        std::fs::rename(&part, dir.join(RESCUE_TOOL))?;
+        rec.crossback = env!("CARGO_PKG_VERSION").into();
+        rec.crossback_hash = hash;
+        rec.refreshed = Some(output::now());
+        let part = dir.join(format!("{RESCUE_RECORD}.partial"));
+        std::fs::write(&part, toml::to_string(&rec)?)?;
+        std::fs::rename(&part, dir.join(RESCUE_RECORD))?;
+        rustix::fs::sync();
+        Ok(Some(rec.crossback))
+    })();
+    let left = mounted.unmount();
+    if let Some((p, e)) = left.first() {
+        anyhow::bail!("{} could not be unmounted: {e}", p.display());
+    }
+    done
 }
 
 #[cfg(test)]

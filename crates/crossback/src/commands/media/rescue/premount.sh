@@ -8,6 +8,16 @@ grep -qw crossback.rescue /proc/cmdline || exit 0
 mkdir -p /tmp /var/tmp /mnt
 mount -t tmpfs -o mode=1777 tmpfs /tmp 2>/dev/null
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+# The crossback each backup keeps current on this partition, when it runs
+# here; else the one in the initramfs.
+modprobe -q vfat 2>/dev/null
+part=$(blkid -L CB-RESCUE 2>/dev/null)
+if [ -n "$part" ] && mkdir -p /run/crossback-rescue && mount -t vfat -o ro "$part" /run/crossback-rescue 2>/dev/null; then
+  if /run/crossback-rescue/crossback/crossback --version >/dev/null 2>&1; then
+    cp /run/crossback-rescue/crossback/crossback /usr/sbin/crossback.new && mv /usr/sbin/crossback.new /usr/sbin/crossback
+  fi
+  umount /run/crossback-rescue
+fi
 echo
 echo "crossback rescue: $(crossback --version)"
 # Secure Boot as the firmware says it (its variable's last byte), else as
@@ -25,6 +35,15 @@ else
   state="off (not started by UEFI firmware)"
 fi
 echo "crossback rescue: Secure Boot: $state"
-echo "crossback rescue: ready; a shell follows (crossback's commands are in it; 'reboot -f' to leave)"
-/bin/sh -i </dev/console >/dev/console 2>&1
-reboot -f
+echo "crossback rescue: ready"
+# The guided restore, then a shell, in turn, each with the console as its
+# terminal (setsid and cttyhack: job control, Ctrl-C, a passphrase read
+# from /dev/tty).
+on_console() {
+  if command -v cttyhack >/dev/null 2>&1; then setsid cttyhack "$@"; else busybox setsid busybox cttyhack "$@"; fi
+}
+while :; do
+  on_console crossback recover --rescue
+  echo "crossback rescue: a shell (crossback's commands are in it): 'exit' goes back to the guided restore, 'reboot -f' restarts the machine"
+  on_console sh -i
+done
