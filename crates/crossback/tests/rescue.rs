@@ -99,7 +99,9 @@ fn root_media_prepare_disk_lays_out_a_whole_disk_or_refuses_touching_nothing() {
     // No signed boot chain here: the media is made, its rescue partition left empty.
     let root = dir.path().join("no-chain");
     system_root(&root, false, true);
-    let prepare = |args: &[&str]| crossback(&cfg).env("CROSSBACK_SYSTEM_ROOT", &root).args(["media", "prepare"]).args(args).stdin(std::process::Stdio::null()).output().unwrap();
+    let prepare = |args: &[&str]| {
+        crossback(&cfg).env("CROSSBACK_SYSTEM_ROOT", &root).args(["media", "prepare"]).args(args).stdin(std::process::Stdio::null()).output().unwrap()
+    };
 
     // Refused, nothing written: a partition, a disk too small, a disk holding
     // something without --yes (no terminal to ask on).
@@ -110,7 +112,10 @@ fn root_media_prepare_disk_lays_out_a_whole_disk_or_refuses_touching_nothing() {
     assert_eq!(on(&parted.part(1)), "ext4 precious");
     let small = LoopDisk::blank(900);
     refused(&prepare(&["--disk", &small.device]), "target-too-small", "900 MiB");
-    assert!(run(Command::new("sh").arg("-c").arg(format!("sfdisk -d {} 2>/dev/null || true", small.device))).trim().is_empty(), "a refused prepare wrote a table");
+    assert!(
+        run(Command::new("sh").arg("-c").arg(format!("sfdisk -d {} 2>/dev/null || true", small.device))).trim().is_empty(),
+        "a refused prepare wrote a table"
+    );
     assert!(!cfg.exists(), "a refused prepare wrote the configuration");
 
     // With --yes: the rescue partition and two slots, prepared and recorded.

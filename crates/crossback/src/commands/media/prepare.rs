@@ -107,7 +107,7 @@ pub fn prepare(path: &Path, a: PrepareArgs) -> anyhow::Result<Outcome> {
     config::set_media(path, &Media::with_sealing(&media_id, &devs[0].uuid, &devs[1].uuid, &sealing))?;
     println!("media {media_id} recorded in {}", path.display());
     if let Some(part) = rescue_part {
-        super::rescue::onto_new_partition(&part)?;
+        super::rescue::onto_new_partition(path, &part)?;
     }
     Ok(Outcome::Ok)
 }

@@ -182,6 +182,7 @@ pub fn rescue(config: &Path, a: RescueArgs) -> anyhow::Result<Outcome> {
     let m = Machine::scan(&[])?;
     let dev = super::device_for(&m, &a.device.to_string_lossy())?;
     let ours = check_device(config, &m, &dev, a.yes)?;
+    tools_for(config, &m)?;
     let built = build(crate::local::Paths::new().root(), a.no_secure_boot, &dev.path)?;
     write_onto(&dev.path, ours, &built)?;
     made(&dev.path, &built);
@@ -203,8 +204,8 @@ fn made(dev: &Path, built: &Built) {
 /// out. When this system cannot make one (no signed boot chain, no
 /// busybox, an unsigned kernel) that is said with what to do, and the
 /// media stands.
-pub fn onto_new_partition(part: &Path) -> anyhow::Result<()> {
-    let built = match build(crate::local::Paths::new().root(), false, part) {
+pub fn onto_new_partition(config: &Path, part: &Path) -> anyhow::Result<()> {
+    let built = match tools_for(config, &Machine::scan(&[])?).and_then(|()| build(crate::local::Paths::new().root(), false, part)) {
         Ok(b) => b,
         Err(e) if crate::error::kind_of(&e) == Some(Refusal::Unsupported) => {
             println!("note: the rescue partition {} stays empty: {e:#}. Then: `crossback media rescue --device {}`", part.display(), part.display());
@@ -347,6 +348,41 @@ fn write_onto(dev: &Path, ours: bool, built: &Built) -> anyhow::Result<()> {
     written.with_context(|| format!("writing the rescue onto {}", dev.display()))?;
     if let Some((p, e)) = left.first() {
         anyhow::bail!("{} could not be unmounted: {e}", p.display());
+    }
+    Ok(())
+}
+
+/// The programs a restore of the configured systems runs to make their
+/// filesystems and layers again must be here: the rescue takes them from
+/// this system. Refused, naming what is missing, when one is not.
+fn tools_for(config: &Path, m: &Machine) -> anyhow::Result<()> {
+    if !config.exists() {
+        return Ok(());
+    }
+    let cfg = crate::config::Config::load(config)?;
+    let mut needed: Vec<(String, String)> = Vec::new();
+    for s in machine::systems(m, &cfg)? {
+        for f in s.filesystems.iter().chain(&s.swap) {
+            let program = match f.fstype.as_str() {
+                "swap" => Some("mkswap".to_string()),
+                t => crossback_host::fstype::of(t).and_then(|ty| ty.mkfs(Path::new("/dev/null"), None, "", &[])).map(|tool| tool.program()),
+            };
+            needed.extend(program.map(|p| (p, format!("{}'s {}", s.name, f.mountpoint))));
+        }
+        for l in &s.layers {
+            let program = if l.kind == "luks" { "cryptsetup" } else { "lvm" };
+            needed.push((program.into(), format!("{}'s {}", s.name, output::text(&l.name))));
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let missing: Vec<String> =
+        needed.iter().filter(|(p, _)| !std::env::split_paths(&path).any(|d| d.join(p).is_file())).map(|(p, what)| format!("{p} (for {what})")).collect();
+    if !missing.is_empty() {
+        refuse!(
+            Refusal::Unsupported,
+            "the rescue takes the tools a restore runs from this system, and {} not installed here: install them first; nothing was written",
+            if missing.len() == 1 { format!("{} is", missing[0]) } else { format!("{} are", missing.join(", ")) }
+        );
     }
     Ok(())
 }
