@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The lab's virtual dual-boot PC, built once and cached:
+# The lab's virtual dual-boot PC (issue 17), built once and cached:
 #   one GPT system disk: ESP (vfat), system A = Debian 12 on ext4 (/) + ext4
 #   (/home), system B = Debian 13 on btrfs (subvolumes @ and @home); each with
 #   Debian's cloud kernel, systemd, udev and GRUB EFI with its own boot entry.
@@ -9,7 +9,7 @@
 #
 # Usage (as root): lab/build-pc.sh      → $LAB_CACHE/pc.raw, $LAB_CACHE/vars.fd
 #
-# LAB_PC=luks (with its own LAB_CACHE): system B is Debian 13 on
+# LAB_PC=luks (issue 13; with its own LAB_CACHE): system B is Debian 13 on
 # ext4 in LVM (volume group vgb: root and swap) on LUKS2, with /boot on a
 # partition of its own; its initramfs unlocks it with a key file (the
 # passphrase in $LAB_CACHE/b.passphrase opens it too). A and the rescue

@@ -55,7 +55,7 @@ G
   ln -sf /etc/systemd/system/lab-job.service "$r/etc/systemd/system/multi-user.target.wants/lab-job.service"
 }
 
-# Files the restored system must bring back as they were (the
+# Files the restored system must bring back as they were (issue 17's
 # acceptance): an xattr, a file capability, a hard-link set; and their
 # expected state in /lab-data/expected, with the machine-id.
 lab_data() { # ROOT NAME
