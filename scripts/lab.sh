@@ -81,7 +81,9 @@ esac
 . "$here/lab/lib.sh"
 [ "$(id -u)" -eq 0 ] || die "run as root (loop devices, debootstrap)"
 t0=$(date +%s)
-"$here/lab/build-pc.sh"
+# One build of a cached PC at a time: CI's two lanes may both want it.
+mkdir -p "$LAB_CACHE"
+flock "$LAB_CACHE/.build.lock" "$here/lab/build-pc.sh"
 say "virtual PC ready in $(( $(date +%s) - t0 )) s"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/crossback-lab.XXXXXX")
 # The guests' and consoles' logs are kept (LAB_LOGS) when the disks go.

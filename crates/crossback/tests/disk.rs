@@ -446,7 +446,7 @@ fn root_recover_asks_then_restores_onto_the_disk_chosen() {
     assert!(said.contains("answer with a number from 1 to"), "{said}");
     assert!(said.contains("A shell: crossback's commands are in it"), "{said}");
     assert!(said.contains(&format!("{} 340.0 MiB: a filesystem on the whole disk (ext4)", new.device)), "{said}");
-    assert!(said.contains(&format!("command: crossback --config {} restore --bare-metal --disk {} --yes", cfg.display(), new.device)), "{said}");
+    assert!(said.contains(&format!("command: crossback --config {} restore --bare-metal --disk {} --generation ", cfg.display(), new.device)), "{said}");
     assert!(!said.contains(&format!(") {} ", slot_a.device)), "the media's own disk is offered:\n{said}");
     assert_eq!(blkid(&new.device, "LABEL"), "precious", "a refused recover touched the disk");
 
@@ -465,7 +465,7 @@ fn root_recover_asks_then_restores_onto_the_disk_chosen() {
         })
     });
     assert!(status.success(), "{said}");
-    assert!(said.contains(&format!("$ crossback --config {} restore --bare-metal --disk {} --yes", cfg.display(), new.device)), "{said}");
+    assert!(said.contains(&format!("$ crossback --config {} restore --bare-metal --disk {} --generation ", cfg.display(), new.device)), "{said}");
     assert!(said.contains("Remove the backup disk and reboot."), "{said}");
     assert_eq!(systems_files(&new.parts()), ("alpha's file\n".to_string(), "beta's home\n".to_string()));
 }

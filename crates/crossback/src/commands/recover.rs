@@ -67,10 +67,9 @@ pub fn run(path: &Path, a: RecoverArgs) -> anyhow::Result<Outcome> {
     let disk = choose_disk(&m, &media)?;
     let mut args: Vec<String> = vec!["restore".into(), "--bare-metal".into(), "--disk".into(), disk.path.display().to_string()];
     args.extend(systems.clone());
-    if generation != newest.seq {
-        args.extend(["--generation".into(), generation.to_string()]);
-    }
-    args.push("--yes".into());
+    // The generation chosen, said: without it each system would come from
+    // its newest backup, which an open generation may hold.
+    args.extend(["--generation".into(), generation.to_string(), "--yes".into()]);
     println!();
     println!("Summary:");
     println!("  from:    backup media {}, generation {generation}", output::text(&media.id));
