@@ -375,6 +375,10 @@ pub struct RescueArgs {
     /// Make it although the kernel is not signed: it then boots only with Secure Boot off.
     #[arg(long)]
     pub no_secure_boot: bool,
+    /// Keep the firmware files the kernel's drivers load (Wi-Fi, GPUs, some
+    /// disk controllers); without it the rescue holds none.
+    #[arg(long)]
+    pub firmware: bool,
 }
 
 #[derive(Args, Debug)]

@@ -91,13 +91,16 @@ pub fn signed(image: &[u8]) -> anyhow::Result<bool> {
 /// The initramfs-tools configuration the rescue's initramfs is made with:
 /// every storage and filesystem module (the rescue boots on other
 /// hardware than it was made on), crossback and the restore's tools.
-fn initramfs_config(dir: &Path, crossback: &Path) -> anyhow::Result<()> {
+fn initramfs_config(dir: &Path, crossback: &Path, firmware: bool) -> anyhow::Result<()> {
     for sub in ["hooks", "scripts/init-premount", "conf.d"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
     std::fs::write(dir.join("initramfs.conf"), "MODULES=most\nBUSYBOX=y\nCOMPRESS=zstd\nFSTYPE=vfat,ext4,xfs,btrfs\nRESUME=none\n")?;
     std::fs::write(dir.join("modules"), "vfat\nnls_cp437\nnls_ascii\nnls_utf8\next4\nxfs\nbtrfs\ndm_crypt\ndm_mod\nefivarfs\nusb_storage\nuas\n")?;
     std::fs::copy(crossback, dir.join("crossback")).context("copying crossback into the rescue")?;
+    if firmware {
+        std::fs::write(dir.join("keep-firmware"), "")?;
+    }
     write_script(&dir.join("hooks/crossback"), include_str!("rescue/hook.sh"))?;
     write_script(&dir.join("scripts/init-premount/crossback"), include_str!("rescue/premount.sh"))?;
     Ok(())
@@ -183,7 +186,7 @@ pub fn rescue(config: &Path, a: RescueArgs) -> anyhow::Result<Outcome> {
     let dev = super::device_for(&m, &a.device.to_string_lossy())?;
     let ours = check_device(config, &m, &dev, a.yes)?;
     tools_for(config, &m)?;
-    let built = build(crate::local::Paths::new().root(), a.no_secure_boot, &dev.path)?;
+    let built = build(crate::local::Paths::new().root(), a.no_secure_boot, a.firmware, &dev.path)?;
     write_onto(&dev.path, ours, &built)?;
     made(&dev.path, &built);
     Ok(Outcome::Ok)
@@ -205,7 +208,7 @@ fn made(dev: &Path, built: &Built) {
 /// busybox, an unsigned kernel) that is said with what to do, and the
 /// media stands.
 pub fn onto_new_partition(config: &Path, part: &Path) -> anyhow::Result<()> {
-    let built = match tools_for(config, &Machine::scan(&[])?).and_then(|()| build(crate::local::Paths::new().root(), false, part)) {
+    let built = match tools_for(config, &Machine::scan(&[])?).and_then(|()| build(crate::local::Paths::new().root(), false, false, part)) {
         Ok(b) => b,
         Err(e) if crate::error::kind_of(&e) == Some(Refusal::Unsupported) => {
             println!("note: the rescue partition {} stays empty: {e:#}. Then: `crossback media rescue --device {}`", part.display(), part.display());
@@ -264,7 +267,7 @@ struct Built {
 
 /// Finds the signed chain and the kernel under `root`, makes the
 /// initramfs; refused when it would not fit. `target` is only named.
-fn build(root: &Path, no_secure_boot: bool, target: &Path) -> anyhow::Result<Built> {
+fn build(root: &Path, no_secure_boot: bool, firmware: bool, target: &Path) -> anyhow::Result<Built> {
     let chain = chain(root)?;
     let (release, kernel) = kernel(root)?;
     let secure_boot =
@@ -280,7 +283,7 @@ fn build(root: &Path, no_secure_boot: bool, target: &Path) -> anyhow::Result<Bui
     let started = Instant::now();
     let work = tempfile::Builder::new().prefix("crossback-rescue.").tempdir_in("/var/tmp").context("a work directory in /var/tmp")?;
     let conf = work.path().join("initramfs-tools");
-    initramfs_config(&conf, &std::env::current_exe().context("finding crossback's own binary")?)?;
+    initramfs_config(&conf, &std::env::current_exe().context("finding crossback's own binary")?, firmware)?;
     let initrd = work.path().join("initrd.img");
     machine::run_tool(Tool::new("mkinitramfs").arg("-d").arg(&conf).arg("-o").arg(&initrd).arg(&release))
         .context("making the rescue's initramfs with initramfs-tools (`apt install initramfs-tools` if it is missing)")?;

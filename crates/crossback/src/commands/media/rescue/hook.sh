@@ -16,4 +16,9 @@ done
 # lvm's and cryptsetup's own libraries and configuration, when present.
 [ -e /etc/lvm/lvm.conf ] && mkdir -p "$DESTDIR/etc/lvm" && cp /etc/lvm/lvm.conf "$DESTDIR/etc/lvm/"
 manual_add_modules vfat nls_cp437 nls_ascii nls_utf8 ext4 xfs btrfs dm_crypt dm_mod efivarfs
+# Firmware only when asked (`media rescue --firmware`): this hook runs after
+# the distribution's, so what they added goes too.
+if [ ! -e "$here/keep-firmware" ]; then
+  rm -rf "$DESTDIR/usr/lib/firmware" "$DESTDIR/lib/firmware"
+fi
 exit 0
