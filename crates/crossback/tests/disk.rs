@@ -469,3 +469,48 @@ fn root_recover_asks_then_restores_onto_the_disk_chosen() {
     assert!(said.contains("Remove the backup disk and reboot."), "{said}");
     assert_eq!(systems_files(&new.parts()), ("alpha's file\n".to_string(), "beta's home\n".to_string()));
 }
+
+#[test]
+fn root_a_backup_keeps_the_rescue_s_crossback_current_and_status_shows_it() {
+    if !require_root("root_a_backup_keeps_the_rescue_s_crossback_current_and_status_shows_it") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let old = old_disk();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let devices = [old.disk.part(1), old.disk.part(2), old.disk.part(3)].join(",");
+    ok(crossback(&cfg).args(["init", "--yes", "--devices", &devices]));
+    // A whole backup disk; no signed boot chain here (an empty system root):
+    // its rescue partition is left empty, and given a rescue's record by hand.
+    let backup = LoopDisk::blank(1400);
+    let empty_root = tempfile::tempdir().unwrap();
+    let out = ok(crossback(&cfg).env("CROSSBACK_SYSTEM_ROOT", empty_root.path()).args(["media", "prepare", "--disk", &backup.device, "--yes"]));
+    assert!(text(&out).contains("stays empty"), "{}", text(&out));
+    let rescue = backup.part(1);
+    let record = "built = \"2026-01-01T00:00:00Z\"\ncrossback = \"0.0.1\"\ncrossback_hash = \"an older one\"\nkernel = \"6.1.0-test\"\nsecure_boot = true\nbytes = 1\n";
+    with_vfat(&rescue, |m| {
+        std::fs::create_dir_all(m.join("crossback")).unwrap();
+        std::fs::write(m.join("crossback/rescue.toml"), record).unwrap();
+    });
+    let out = ok(crossback(&cfg).arg("backup"));
+    assert!(text(&out).contains(&format!("the rescue system on {rescue} now runs crossback {}", env!("CARGO_PKG_VERSION"))), "{}", text(&out));
+    let exe = std::fs::read(env!("CARGO_BIN_EXE_crossback")).unwrap();
+    let (mut carried, mut now) = (Vec::new(), String::new());
+    with_vfat(&rescue, |m| {
+        carried = std::fs::read(m.join("crossback/crossback")).unwrap();
+        now = std::fs::read_to_string(m.join("crossback/rescue.toml")).unwrap();
+    });
+    assert!(carried == exe, "the rescue's crossback is not the one that ran the backup");
+    assert!(now.contains("refreshed = ") && now.contains(&format!("crossback_hash = \"{}\"", blake3::hash(&exe).to_hex())), "{now}");
+    // The next backup finds it current: nothing said, nothing written.
+    let out = ok(crossback(&cfg).args(["backup", "--new-generation"]));
+    assert!(!text(&out).contains("the rescue system on"), "{}", text(&out));
+    let out = ok(crossback(&cfg).arg("status"));
+    assert!(text(&out).contains(&format!("rescue system: {rescue}, built 2026-01-01T00:00:00Z")), "{}", text(&out));
+    assert!(text(&out).contains(&format!("runs crossback {}", env!("CARGO_PKG_VERSION"))) && text(&out).contains("boots under Secure Boot"), "{}", text(&out));
+    // A record planted with junk: said, and the backup stands.
+    with_vfat(&rescue, |m| std::fs::write(m.join("crossback/rescue.toml"), "crossback = [\"not\", \"a\", \"record\"]\n").unwrap());
+    let out = ok(crossback(&cfg).args(["backup", "--new-generation"]));
+    assert!(text(&out).contains("keeps its crossback") && text(&out).contains("does not read"), "{}", text(&out));
+}

@@ -18,8 +18,18 @@ if [ -n "$part" ] && mkdir -p /run/crossback-rescue && mount -t vfat -o ro "$par
   fi
   umount /run/crossback-rescue
 fi
-echo
-echo "crossback rescue: $(crossback --version)"
+# Every console the kernel writes to (the screen, a serial line): the
+# rescue speaks on each, and a person answers on one; the media's lock
+# keeps a second restore from starting.
+consoles=
+for c in $(cat /sys/class/tty/console/active 2>/dev/null); do
+  [ "$c" = tty0 ] && c=tty1
+  consoles="$consoles $c"
+done
+[ -n "$consoles" ] || consoles=console
+tell() { for c in $consoles; do echo "$*" > "/dev/$c"; done; }
+tell ""
+tell "crossback rescue: $(crossback --version)"
 # Secure Boot as the firmware says it (its variable's last byte), else as
 # the kernel logged it when it read that variable.
 modprobe -q efivarfs 2>/dev/null
@@ -34,16 +44,23 @@ elif [ -d /sys/firmware/efi ]; then
 else
   state="off (not started by UEFI firmware)"
 fi
-echo "crossback rescue: Secure Boot: $state"
-echo "crossback rescue: ready"
-# The guided restore, then a shell, in turn, each with the console as its
-# terminal (setsid and cttyhack: job control, Ctrl-C, a passphrase read
-# from /dev/tty).
-on_console() {
-  if command -v cttyhack >/dev/null 2>&1; then setsid cttyhack "$@"; else busybox setsid busybox cttyhack "$@"; fi
+tell "crossback rescue: Secure Boot: $state"
+tell "crossback rescue: ready"
+# The guided restore, then a shell, in turn, on TTY, each with it as the
+# controlling terminal (Ctrl-C; the passphrase read from /dev/tty).
+guide_on() { # TTY
+  [ -c "/dev/$1" ] || return 0
+  while sleep 1; do
+    setsid -c crossback recover --rescue <>"/dev/$1" >&0 2>&0
+    echo "crossback rescue: a shell (crossback's commands are in it): 'exit' goes back to the guided restore, 'reboot -f' restarts the machine" > "/dev/$1"
+    setsid -c sh -i <>"/dev/$1" >&0 2>&0
+  done
 }
-while :; do
-  on_console crossback recover --rescue
-  echo "crossback rescue: a shell (crossback's commands are in it): 'exit' goes back to the guided restore, 'reboot -f' restarts the machine"
-  on_console sh -i
+set -- $consoles
+while [ $# -gt 1 ]; do
+  guide_on "$1" &
+  shift
 done
+guide_on "$1"
+# That console gone: the others' guides go on.
+wait
