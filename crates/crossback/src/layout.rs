@@ -37,7 +37,7 @@ pub use classify::{classify, GenEntry, SlotView};
 pub use generation::{archive_file, clean_relative, encrypted_archive_file, is_archive_file, ArchiveRecord, GenName, Generation, State, SystemRecord};
 pub use marker::{Encryption, KeyFiles, Marker, KEY_BY_PASSPHRASE, KEY_BY_RECIPIENTS, KEY_CAP};
 pub use mounts::{FsRecord, MountsFile};
-pub use rescue::{read_rescue, RescueRecord, RESCUE_RECORD, RESCUE_TOOL};
+pub use rescue::{file_hash, read_rescue, refresh_rescue_tool, replace_file, RescueRecord, RESCUE_RECORD, RESCUE_TOOL, RESCUE_TOOL_CAP};
 pub use slot_id::SlotId;
 pub use writer::{GenWriter, SlotWriter, SystemWriter};
 
@@ -100,10 +100,6 @@ pub fn slot_of(extra: &Option<serde_json::Value>) -> Option<Result<SlotView, Str
     extra.as_ref().filter(|v| v.get("rescue").is_none()).and_then(|v| serde::Deserialize::deserialize(v).ok())
 }
 
-/// The rescue partition's record, when [`inspect_slot`] found one.
-pub fn rescue_of(extra: &Option<serde_json::Value>) -> Option<Result<RescueRecord, String>> {
-    extra.as_ref().and_then(|v| v.get("rescue")).and_then(|v| serde::Deserialize::deserialize(v).ok())
-}
 
 #[cfg(test)]
 mod tests {

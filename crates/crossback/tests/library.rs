@@ -50,3 +50,40 @@ fn a_configuration_naming_one_root_twice_is_refused_with_its_line() {
     assert_eq!(kind_of(&err), Some(Refusal::Config), "{err:#}");
     assert!(format!("{err:#}").contains("line 7"), "{err:#}");
 }
+
+#[test]
+fn the_rescue_s_crossback_is_replaced_only_when_it_differs_and_its_record_says_so() {
+    use crossback::layout::{read_rescue, refresh_rescue_tool};
+    let t = tempfile::tempdir().unwrap();
+    let part = t.path().join("partition");
+    std::fs::create_dir_all(part.join("crossback")).unwrap();
+    let old =
+        "built = \"2026-01-01T00:00:00Z\"\ncrossback = \"0.0.1\"\ncrossback_hash = \"an older one\"\nkernel = \"6.1.0-test\"\nsecure_boot = true\nbytes = 1\n";
+    std::fs::write(part.join("crossback/rescue.toml"), old).unwrap();
+    std::fs::write(part.join("crossback/crossback"), "the older crossback").unwrap();
+    let exe = t.path().join("crossback-new");
+    std::fs::write(&exe, "the newer crossback").unwrap();
+
+    assert_eq!(refresh_rescue_tool(&part, &exe, "9.9.9").unwrap().as_deref(), Some("9.9.9"));
+    assert_eq!(std::fs::read_to_string(part.join("crossback/crossback")).unwrap(), "the newer crossback");
+    let rec = read_rescue(&Dir::open(&part).unwrap()).unwrap().unwrap();
+    assert_eq!((rec.crossback.as_str(), rec.built.as_str(), rec.kernel.as_str()), ("9.9.9", "2026-01-01T00:00:00Z", "6.1.0-test"));
+    assert_eq!(rec.crossback_hash, blake3::hash(b"the newer crossback").to_hex().to_string());
+    assert!(rec.refreshed.is_some());
+    assert!(!part.join("crossback/crossback.partial").exists() && !part.join("crossback/rescue.toml.partial").exists());
+
+    // Current: nothing written.
+    std::fs::write(part.join("crossback/crossback"), "left as it is").unwrap();
+    assert_eq!(refresh_rescue_tool(&part, &exe, "9.9.9").unwrap(), None);
+    assert_eq!(std::fs::read_to_string(part.join("crossback/crossback")).unwrap(), "left as it is");
+
+    // A record that does not read, or none: refused, the binary untouched.
+    std::fs::write(part.join("crossback/rescue.toml"), "crossback = [1, 2]\n").unwrap();
+    std::fs::write(&exe, "a third crossback").unwrap();
+    let err = refresh_rescue_tool(&part, &exe, "9.9.10").unwrap_err();
+    assert!(format!("{err:#}").contains("does not read"), "{err:#}");
+    std::fs::remove_file(part.join("crossback/rescue.toml")).unwrap();
+    let err = refresh_rescue_tool(&part, &exe, "9.9.10").unwrap_err();
+    assert!(format!("{err:#}").contains("not a rescue"), "{err:#}");
+    assert_eq!(std::fs::read_to_string(part.join("crossback/crossback")).unwrap(), "left as it is");
+}

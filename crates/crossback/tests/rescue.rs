@@ -109,7 +109,7 @@ fn root_media_prepare_disk_lays_out_a_whole_disk_or_refuses_touching_nothing() {
     run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious"]).arg(parted.part(1)));
     refused(&prepare(&["--disk", &parted.part(1)]), "usage", "a partition");
     refused(&prepare(&["--disk", &parted.device]), "target-not-empty", "a disk holding ext4");
-    assert_eq!(on(&parted.part(1)), "ext4 precious");
+    assert_eq!(on(&parted.part(1)), "precious ext4");
     let small = LoopDisk::blank(900);
     refused(&prepare(&["--disk", &small.device]), "target-too-small", "900 MiB");
     assert!(
@@ -123,9 +123,9 @@ fn root_media_prepare_disk_lays_out_a_whole_disk_or_refuses_touching_nothing() {
     assert!(out.status.success(), "{}", text(&out));
     let parts = parted.parts();
     assert_eq!(parts.len(), 3, "{parts:?}");
-    assert_eq!(on(&parts[0]), "vfat CB-RESCUE");
-    assert_eq!(on(&parts[1]), "ext4 crossback-A");
-    assert_eq!(on(&parts[2]), "ext4 crossback-B");
+    assert_eq!(on(&parts[0]), "CB-RESCUE vfat");
+    assert_eq!(on(&parts[1]), "crossback-A ext4");
+    assert_eq!(on(&parts[2]), "crossback-B ext4");
     assert!(text(&out).contains("stays empty") && text(&out).contains("media rescue --device"), "{}", text(&out));
     let config = std::fs::read_to_string(&cfg).unwrap();
     for p in &parts[1..] {

@@ -24,7 +24,7 @@ mod rescue;
 pub use adopt::adopt;
 pub use encryption::{change_keys, encrypt, trust};
 pub use prepare::prepare;
-pub use rescue::{refresh as refresh_rescue, rescue, LABEL as RESCUE_LABEL};
+pub use rescue::{record_on as rescue_record, refresh as refresh_rescue, rescue, LABEL as RESCUE_LABEL};
 
 pub(super) fn device_for(m: &Machine, arg: &str) -> anyhow::Result<Device> {
     if arg.starts_with('/') {

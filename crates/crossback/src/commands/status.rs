@@ -263,13 +263,7 @@ fn rescue_status(m: &Machine, slots: &[SlotStatus]) -> Vec<RescueStatus> {
     m.devices
         .iter()
         .filter(|d| d.fstype == "vfat" && d.label == super::media::RESCUE_LABEL && disks.contains(&d.disk.as_str()))
-        .map(|d| {
-            let record = match m.inspect(d) {
-                Ok(i) => crate::layout::rescue_of(&i.extra).unwrap_or_else(|| Err("no crossback/rescue.toml on it".into())),
-                Err(e) => Err(format!("cannot be read: {e:#}")),
-            };
-            RescueStatus { device: d.path.display().to_string(), record }
-        })
+        .map(|d| RescueStatus { device: d.path.display().to_string(), record: super::media::rescue_record(&d.path) })
         .collect()
 }
 

@@ -311,7 +311,7 @@ fn build(root: &Path, no_secure_boot: bool, firmware: bool, target: &Path) -> an
         built: output::now(),
         crossback: env!("CARGO_PKG_VERSION").into(),
         refreshed: None,
-        crossback_hash: file_hash(&exe)?,
+        crossback_hash: crate::layout::file_hash(&exe)?,
         kernel: release,
         secure_boot,
         bytes,
@@ -334,14 +334,11 @@ fn write_onto(dev: &Path, ours: bool, built: &Built) -> anyhow::Result<()> {
     offline::mount_one(&fs, &at, true, false, &mut mounted).with_context(|| format!("mounting {}", dev.display()))?;
     let written = (|| -> anyhow::Result<()> {
         for (rel, s) in &built.files {
-            let to = at.join(rel);
-            let part = at.join(format!("{rel}.partial"));
-            std::fs::create_dir_all(to.parent().context("a file's directory")?)?;
-            match s {
-                Source::File(p) => std::fs::copy(p, &part).map(drop)?,
-                Source::Text(t) => std::fs::write(&part, t)?,
-            }
-            std::fs::rename(&part, &to)?;
+            std::fs::create_dir_all(at.join(rel).parent().context("a file's directory")?)?;
+            crate::layout::replace_file(&at, rel, |part| match s {
+                Source::File(p) => std::fs::copy(p, part).map(drop),
+                Source::Text(t) => std::fs::write(part, t),
+            })?;
         }
         std::fs::write(at.join(DIR).join(RESCUE_RECORD), toml::to_string(&built.record)?)?;
         rustix::fs::sync();
@@ -390,13 +387,6 @@ fn tools_for(config: &Path, m: &Machine) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The BLAKE3 hash of a file, hex.
-fn file_hash(p: &Path) -> anyhow::Result<String> {
-    let mut h = blake3::Hasher::new();
-    h.update_reader(std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?)?;
-    Ok(h.finalize().to_hex().to_string())
-}
-
 /// After a backup: the crossback on each rescue partition of the media's
 /// disks (`disks`: kernel names) replaced by this one when they differ.
 /// What fails is said, and the backup stands.
@@ -412,35 +402,29 @@ pub fn refresh(m: &Machine, disks: &[String]) {
 
 fn refresh_on(dev: &crossback_host::blockdev::Device) -> anyhow::Result<Option<String>> {
     let exe = std::env::current_exe().context("finding crossback's own binary")?;
-    let hash = file_hash(&exe)?;
+    on_rescue(&dev.path, true, |at| crate::layout::refresh_rescue_tool(at, &exe, env!("CARGO_PKG_VERSION")))
+}
+
+/// The record of the rescue partition `dev`, for `status`.
+pub fn record_on(dev: &Path) -> Result<RescueRecord, String> {
+    let read = on_rescue(dev, false, |at| Ok(crossback_host::beneath::Dir::open(at).map(|d| crate::layout::read_rescue(&d))?));
+    match read {
+        Ok(Some(r)) => r,
+        Ok(None) => Err(format!("no {DIR}/{RESCUE_RECORD} on it")),
+        Err(e) => Err(format!("cannot be read: {e:#}")),
+    }
+}
+
+/// Runs `f` on the FAT partition `dev` mounted (read-write with `rw`) in
+/// this process's private mount namespace, through FUSE where the kernel
+/// has no FAT driver; unmounted after.
+fn on_rescue<T>(dev: &Path, rw: bool, f: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
     crossback_host::ns::enter_private()?;
     let at = tempfile::Builder::new().prefix("crossback-rescue.").tempdir_in("/run").context("a mount point in /run")?;
     let mut mounted = offline::Mounted::default();
-    let fs = FsMount { mountpoint: "rescue".into(), device: dev.path.clone(), fstype: "vfat".into(), subvol: None, options: vec![], view_of: None };
-    offline::mount_one(&fs, at.path(), true, false, &mut mounted).with_context(|| format!("mounting {}", dev.path.display()))?;
-    let done = (|| -> anyhow::Result<Option<String>> {
-        let root = crossback_host::beneath::Dir::open(at.path())?;
-        let mut rec = match crate::layout::read_rescue(&root) {
-            Some(Ok(r)) => r,
-            Some(Err(why)) => anyhow::bail!("its record does not read ({why}): `crossback media rescue` makes it again"),
-            None => anyhow::bail!("it has no {DIR}/{RESCUE_RECORD}: not a rescue `crossback media rescue` made"),
-        };
-        if rec.crossback_hash == hash {
-            return Ok(None);
-        }
-        let dir = at.path().join(DIR);
-        let part = dir.join(format!("{RESCUE_TOOL}.partial"));
-        std::fs::copy(&exe, &part)?;
-        std::fs::rename(&part, dir.join(RESCUE_TOOL))?;
-        rec.crossback = env!("CARGO_PKG_VERSION").into();
-        rec.crossback_hash = hash;
-        rec.refreshed = Some(output::now());
-        let part = dir.join(format!("{RESCUE_RECORD}.partial"));
-        std::fs::write(&part, toml::to_string(&rec)?)?;
-        std::fs::rename(&part, dir.join(RESCUE_RECORD))?;
-        rustix::fs::sync();
-        Ok(Some(rec.crossback))
-    })();
+    let fs = FsMount { mountpoint: "rescue".into(), device: dev.to_path_buf(), fstype: "vfat".into(), subvol: None, options: vec![], view_of: None };
+    offline::mount_one(&fs, at.path(), rw, false, &mut mounted).with_context(|| format!("mounting {}", dev.display()))?;
+    let done = f(at.path());
     let left = mounted.unmount();
     if let Some((p, e)) = left.first() {
         anyhow::bail!("{} could not be unmounted: {e}", p.display());
