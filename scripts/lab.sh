@@ -58,8 +58,7 @@
 #          busybox as a user installs them, makes the backup disk the media
 #          with `media prepare --disk` (refused unasked while it holds
 #          filesystems; encrypted; the rescue made on it), `media rescue`
-#          refuses a slot and makes the rescue again over its own; A and B
-#          back each other up. Then a blank disk instead of the system disk,
+#          refuses a slot; A and B back each other up. Then a blank disk instead of the system disk,
 #          no firmware entries, Secure Boot enforced with Microsoft's keys
 #          (OVMF .ms, SMM): the backup disk boots into the guided restore
 #          (`crossback recover`), answered at the serial console as a
@@ -475,7 +474,7 @@ case $scenario in
     t=$(date +%s)
     pcs rescue setup "$work/vars.fd" 1500 -drive file="$work/pc.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio "${backup_disk[@]}"
     job_done done-setup || phase_failed setup "A and B did not make the media, its rescue and their backups"
-    times+=("A: the signed chain installed, media prepare --disk (with the rescue), media rescue again, a backup; B: a backup: $(( $(date +%s) - t )) s")
+    times+=("A: the signed chain installed, media prepare --disk (with the rescue), a backup; B: a backup: $(( $(date +%s) - t )) s")
     say "$(grep -a "rescue: system-a: the rescue system is on" "$work/all-jobs.log" | head -1)"
     say "$(grep -a "rescue: system-b: rescue system:" "$work/all-jobs.log" | head -1)"
     # Boots the firmware (Secure Boot enforced with Microsoft's keys; with

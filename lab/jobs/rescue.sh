@@ -32,11 +32,9 @@ case "$phase:$me" in
     say "$(grep -o 'the rescue system is on.*' prepare.out)"
     part=$(blkid -t LABEL=CB-RESCUE -o device | head -1)
     [ -b "$part" ] || fail "no rescue partition on the backup disk: $(blkid)"
-    # A slot of the media is refused for the rescue; made again over its
-    # own rescue without a question.
+    # A slot of the media is refused for the rescue.
     slot=$(blkid -t LABEL=crossback-A -o device | head -1)
     run crossback media rescue --device "$slot" --yes; [ $? -ne 0 ] || fail "the rescue was written onto slot A"
-    run crossback media rescue --device "$part" || fail "media rescue over its own rescue"
     run crossback backup || fail "backup in A"
     touch done-a
     boot_into debian-b ;;
