@@ -68,6 +68,9 @@ def main():
                 return found[-1]
 
             typed = re.sub(r"\{line:([^}]*)\}", line, answer).replace("\\n", "\n")
+            # A moment to read, as a person does (a prompt that turns echo
+            # off does so after it is printed).
+            time.sleep(0.5)
             # One character at a time, as a person types (a serial line
             # with no flow control loses a burst).
             for ch in typed + "\n":

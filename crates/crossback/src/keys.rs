@@ -355,7 +355,27 @@ fn by_identity(enc: &Encryption, files: &KeyFiles, path: &std::path::Path) -> an
     unwrap_key(&keys, wrapped, format!("the key in {} does not open this media: it is none of its recipients", path.display()))
 }
 
+/// Whether `p` opens the media key `view`'s slot keeps: a `key` refusal
+/// when it does not.
+pub fn passphrase_opens(view: &SlotView, p: &SecretString) -> anyhow::Result<()> {
+    let Some(enc) = &view.marker.encryption else { return Ok(()) };
+    let key = by_passphrase_with(enc, &view.keys, "the backup media", || Ok(p.clone()))?;
+    if key.to_public().to_string() != enc.media_key {
+        crate::refuse!(Refusal::SlotDamaged, "the media key kept on the slot is not the one its marker names: the slot was tampered with");
+    }
+    Ok(())
+}
+
 fn by_passphrase(enc: &Encryption, files: &KeyFiles, why: &str) -> anyhow::Result<age::x25519::Identity> {
+    by_passphrase_with(enc, files, why, || passphrase(why, false))
+}
+
+fn by_passphrase_with(
+    enc: &Encryption,
+    files: &KeyFiles,
+    why: &str,
+    ask: impl FnOnce() -> anyhow::Result<SecretString>,
+) -> anyhow::Result<age::x25519::Identity> {
     let Some(wrapped) = files.passphrase.as_ref().filter(|_| enc.passphrase) else {
         crate::refuse!(Refusal::Key, "{why}: this media has no passphrase; give --identity FILE with your age key (one of {})", enc.recipients.join(", "));
     };
@@ -374,7 +394,7 @@ fn by_passphrase(enc: &Encryption, files: &KeyFiles, why: &str) -> anyhow::Resul
             crate::layout::KEY_BY_PASSPHRASE
         ),
     }
-    let mut id = age::scrypt::Identity::new(passphrase(why, false)?);
+    let mut id = age::scrypt::Identity::new(ask()?);
     id.set_max_work_factor(MAX_WORK_FACTOR);
     unwrap_key(&Keys::new(vec![Box::new(id)]), wrapped, "wrong passphrase: it does not open this media's key (nothing was read or written)".to_string())
 }

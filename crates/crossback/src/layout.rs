@@ -100,7 +100,6 @@ pub fn slot_of(extra: &Option<serde_json::Value>) -> Option<Result<SlotView, Str
     extra.as_ref().filter(|v| v.get("rescue").is_none()).and_then(|v| serde::Deserialize::deserialize(v).ok())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,13 +38,17 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
         }
         found.retain(|f| a.only.contains(&f.name));
     }
-    if found.is_empty() {
-        bail!("no Linux system found on this machine's filesystems (a system is a filesystem with etc/os-release and an init)");
+    if !found.is_empty() {
+        print_found(&m, &found);
     }
-    print_found(&m, &found);
     print_slots(&slots);
+    // A rescue system restoring a dead disk finds no system: the media's
+    // configuration is all there is.
     if !path.exists() && !a.ignore_media && take_from_media(path, &slots, &found)? {
         return Ok(Outcome::Ok);
+    }
+    if found.is_empty() {
+        bail!("no Linux system found on this machine's filesystems (a system is a filesystem with etc/os-release and an init)");
     }
     let cfg = new_config(&m, &found, path)?;
     let text = config::render(&cfg);

@@ -124,19 +124,7 @@ fn choose_media(m: &Machine) -> anyhow::Result<Media> {
 
 fn init(global: &[String], pass: &Passphrase) -> anyhow::Result<()> {
     println!("No configuration here: crossback takes the one the backup media carries.");
-    loop {
-        match crossback(global, pass, &["init".to_string(), "--yes".to_string()]) {
-            Ok(()) => return Ok(()),
-            Err(e) if pass.file.is_some() && pass.asked => {
-                eprintln!("{e:#}");
-                if answer("Try the passphrase again? Type yes")? != "yes" {
-                    return Err(e);
-                }
-                pass.ask()?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    crossback(global, pass, &["init".to_string(), "--yes".to_string()])
 }
 
 fn choose_generation(sealed: &[&Generation]) -> anyhow::Result<u64> {
@@ -218,11 +206,12 @@ fn holds(m: &Machine, disk: &Device) -> String {
     }
 }
 
-/// The media's passphrase, asked once and handed to each command in a file
-/// only root can read, in memory (`/run`), removed at the end.
+/// The media's passphrase, asked (until it opens the media's key) once and
+/// handed to each command in a file only root can read, in memory (`/run`),
+/// removed at the end.
 struct Passphrase {
     file: Option<PathBuf>,
-    /// Asked here (not given with --passphrase-file): may be asked again.
+    /// Asked here (not given with --passphrase-file): the file is ours.
     asked: bool,
 }
 
@@ -231,25 +220,26 @@ impl Passphrase {
         if let Some(f) = keys::passphrase_file() {
             return Ok(Passphrase { file: Some(f), asked: false });
         }
-        if !media.slots.iter().any(|(_, v)| v.marker.encryption.as_ref().is_some_and(|e| e.passphrase)) {
+        let Some((_, view)) = media.slots.iter().find(|(_, v)| v.marker.encryption.as_ref().is_some_and(|e| e.passphrase)) else {
             if media.encrypted() {
                 println!("The media is encrypted for age keys only: give yours with --identity FILE.");
             }
             return Ok(Passphrase { file: None, asked: false });
-        }
+        };
+        let secret = loop {
+            let p = age::secrecy::SecretString::from(rpassword::prompt_password("The backup media is encrypted. Its passphrase: ")?);
+            match keys::passphrase_opens(view, &p) {
+                Ok(()) => break p,
+                Err(e) if crate::error::kind_of(&e) == Some(Refusal::Key) => println!("That passphrase does not open this media; again."),
+                Err(e) => return Err(e),
+            }
+        };
         let dir = Path::new("/run/crossback");
         std::fs::create_dir_all(dir)?;
-        let p = Passphrase { file: Some(dir.join(format!("recover-{}", std::process::id()))), asked: true };
-        p.ask()?;
-        Ok(p)
-    }
-
-    fn ask(&self) -> anyhow::Result<()> {
-        let Some(f) = &self.file else { return Ok(()) };
-        let secret = rpassword::prompt_password("The backup media is encrypted. Its passphrase: ")?;
-        let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(f)?;
-        out.write_all(secret.as_bytes())?;
-        Ok(())
+        let f = dir.join(format!("recover-{}", std::process::id()));
+        let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&f)?;
+        out.write_all(age::secrecy::ExposeSecret::expose_secret(&secret).as_bytes())?;
+        Ok(Passphrase { file: Some(f), asked: true })
     }
 }
 

@@ -123,7 +123,11 @@ const SLOT_MIN_MIB: u64 = 512;
 fn lay_out(m: &Machine, cfg: &Config, disk: &Path, yes: bool) -> anyhow::Result<std::path::PathBuf> {
     let d = device_for(m, &disk.display().to_string())?;
     if d.disk != d.name {
-        refuse!(Refusal::Usage, "--disk {}: a partition; give the whole disk (or two filesystems: `media prepare SLOT_A SLOT_B`); nothing was written", d.path.display());
+        refuse!(
+            Refusal::Usage,
+            "--disk {}: a partition; give the whole disk (or two filesystems: `media prepare SLOT_A SLOT_B`); nothing was written",
+            d.path.display()
+        );
     }
     let on_it: Vec<&Device> = m.devices.iter().filter(|p| p.disk == d.name).collect();
     let systems = machine::systems(m, cfg)?;
