@@ -7,10 +7,20 @@ case "$1" in prereqs) prereqs; exit 0 ;; esac
 . /usr/share/initramfs-tools/hook-functions
 here=$(dirname "$0")/..
 copy_exec "$here/crossback" /usr/sbin/crossback
-for tool in sfdisk partx wipefs blkid blockdev mount umount losetup chroot \
+# The system's own programs, not busybox's applets of the same names
+# (busybox's mkfs.ext4 is not there, its blkid and mkswap know less):
+# copy_exec keeps what is there already, so that goes first.
+for tool in sfdisk partx wipefs blkid blockdev losetup chroot \
     mkfs.ext4 mke2fs e2fsck tune2fs dumpe2fs mkfs.xfs xfs_admin xfs_db xfs_repair \
     mkfs.btrfs btrfs btrfstune mkfs.vfat fsck.vfat mkswap swaplabel \
     efibootmgr cryptsetup lvm dmsetup setpriv unshare flock udevadm; do
+  p=$(command -v "$tool" 2>/dev/null) || continue
+  rm -f "$DESTDIR$p"
+  copy_exec "$(readlink -f "$p")" "$p"
+done
+# mount and umount: the initramfs's own scripts use them; busybox's stay
+# when it has them.
+for tool in mount umount; do
   p=$(command -v "$tool" 2>/dev/null) && copy_exec "$p"
 done
 # lvm's and cryptsetup's own libraries and configuration, when present.
