@@ -78,14 +78,8 @@ case "$phase:$me" in
     say "booted with new UUIDs: / is UUID=$(findmnt -n -o UUID /), /boot/efi UUID=$(findmnt -n -o UUID /boot/efi)"
     touch done-newuuids-a
     sync; systemctl poweroff ;;
-  restored:system-a)
-    check_restored
-    touch done-restored-a
-    boot_into debian-b ;;
-  restored:system-b)
-    check_restored
-    touch done-restored-b
-    sync; systemctl poweroff ;;
+  restored:system-a|restored:system-b)
+    restored_phase ;;
   fallback:system-a)
     check_restored
     say "booted through the fallback loader; the firmware has no entry for a loader on a disk partition: $(efibootmgr | grep -c 'HD(') such entries"

@@ -56,3 +56,11 @@ check_restored() {
   grep -qx "$(head -1 /lab-data/expected)" "state-after-$me-$phase" || fail "machine-id changed"
   say "restored and as before: $(systemctl is-system-running), same failed units, dpkg --verify, machine-id, xattr, capability, hard links"
 }
+# The phase after a restore: each system checks it is as it was backed up
+# (the job's own check_restored); A then boots B, B powers off.
+restored_phase() {
+  check_restored
+  touch "done-$phase-${me#system-}"
+  [ "$me" = system-a ] && boot_into debian-b
+  sync; systemctl poweroff
+}

@@ -124,14 +124,8 @@ case "$phase:$me" in
     touch done-rescue
     say "restored as the slot's README.txt says"
     sync; systemctl poweroff ;;
-  restored:system-a)
-    check_restored
-    touch done-restored-a
-    boot_into debian-b ;;
-  restored:system-b)
-    check_restored
-    touch done-restored-b
-    sync; systemctl poweroff ;;
+  restored:system-a|restored:system-b)
+    restored_phase ;;
   *)
     fail "nothing to do in phase $phase" ;;
 esac

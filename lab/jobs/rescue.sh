@@ -48,14 +48,8 @@ case "$phase:$me" in
     say "$(grep '^rescue system:' status.out)"
     touch done-setup
     sync; systemctl poweroff ;;
-  restored:system-a)
-    check_restored
-    touch done-restored-a
-    boot_into debian-b ;;
-  restored:system-b)
-    check_restored
-    touch done-restored-b
-    sync; systemctl poweroff ;;
+  restored:system-a|restored:system-b)
+    restored_phase ;;
   *)
     fail "nothing to do in phase $phase" ;;
 esac

@@ -90,12 +90,9 @@ fn old_disk() -> Old {
     Old { disk, esp_uuid, alpha_uuid, beta_uuid }
 }
 
-#[test]
-fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
-    if !require_root("root_a_dead_disk_comes_back_on_a_smaller_blank_one") {
-        return;
-    }
-    let _serial = crossback_testkit::serial();
+/// The old disk, the media's two slots (unmounted) and a configuration
+/// (`config.toml` in the directory) with one generation of both systems.
+fn backed_up() -> (Old, LoopFs, LoopFs, tempfile::TempDir) {
     let old = old_disk();
     let mut slot_a = LoopFs::new("ext4", 160);
     let mut slot_b = LoopFs::new("ext4", 160);
@@ -107,6 +104,17 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     ok(crossback(&cfg).args(["init", "--yes", "--devices", &devices]));
     ok(crossback(&cfg).args(["media", "prepare", &slot_a.device, &slot_b.device]));
     ok(crossback(&cfg).arg("backup"));
+    (old, slot_a, slot_b, dir)
+}
+
+#[test]
+fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
+    if !require_root("root_a_dead_disk_comes_back_on_a_smaller_blank_one") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let (old, mut slot_a, mut slot_b, dir) = backed_up();
+    let cfg = dir.path().join("config.toml");
     // A generation made as from a dual boot, one system at a time; the ESP
     // changes between the two backups: the newest backup of it wins.
     let names: Vec<String> =
@@ -402,17 +410,8 @@ fn root_recover_asks_then_restores_onto_the_disk_chosen() {
         return;
     }
     let _serial = crossback_testkit::serial();
-    let old = old_disk();
-    let mut slot_a = LoopFs::new("ext4", 160);
-    let mut slot_b = LoopFs::new("ext4", 160);
-    slot_a.unmount();
-    slot_b.unmount();
-    let dir = tempfile::tempdir().unwrap();
+    let (old, slot_a, _slot_b, dir) = backed_up();
     let cfg = dir.path().join("config.toml");
-    let devices = [old.disk.part(1), old.disk.part(2), old.disk.part(3), slot_a.device.clone(), slot_b.device.clone()].join(",");
-    ok(crossback(&cfg).args(["init", "--yes", "--devices", &devices]));
-    ok(crossback(&cfg).args(["media", "prepare", &slot_a.device, &slot_b.device]));
-    ok(crossback(&cfg).arg("backup"));
     let media = std::fs::read_to_string(&cfg).unwrap().lines().find_map(|l| l.strip_prefix("id = \"").map(|v| v.trim_end_matches('"').to_string())).unwrap();
     drop(old.disk);
     let new = LoopDisk::blank(340);
