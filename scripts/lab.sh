@@ -495,12 +495,11 @@ case $scenario in
         "${@:4}" &
       qpid=$!
     }
-    backup_scsi=(-device virtio-scsi-pci,id=scsi0 -drive "$backup_drive" -device scsi-hd,drive=bk,bus=scsi0.0,removable=on)
     console() { python3 "$here/lab/console.py" "$work/$1.sock" "$work/$1.typed" "$2" "${@:3}"; }
     # The guided restore under Secure Boot, from the first question to the restart.
     set_phase restored
     t=$(date +%s)
-    sb_qemu sb secure 3000 "${backup_scsi[@]}" -drive file="$work/blank.raw",format=raw,if=virtio
+    sb_qemu sb secure 3000 "${backup_disk[@]}" -drive file="$work/blank.raw",format=raw,if=virtio
     console sb 2400 \
       'Secure Boot: on=>{wait}' \
       'Its passphrase: =>'"$pass" \
@@ -534,7 +533,7 @@ case $scenario in
     job_done done-restored-b || phase_failed restored "the restored disk did not boot into A and then B as they were backed up"
     times+=("the restored disk, the backup disk removed: A, then B, each checked: $(( $(date +%s) - t )) s")
     # The same backup disk on firmware without Secure Boot: to the first question.
-    sb_qemu plain plain 600 "${backup_scsi[@]}"
+    sb_qemu plain plain 600 "${backup_disk[@]}"
     console plain 540 'Secure Boot: off=>{wait}' 'Its passphrase: =>{wait}' 2> "$work/plain.times" \
       || { kill "$qpid"; phase_failed plain "the backup disk did not boot into the guided restore without Secure Boot"; }
     kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null || true

@@ -118,6 +118,14 @@ fn root_media_prepare_disk_lays_out_a_whole_disk_or_refuses_touching_nothing() {
     );
     assert!(!cfg.exists(), "a refused prepare wrote the configuration");
 
+    // Mounted, even with --yes.
+    let at = scratch();
+    run(Command::new("mount").arg(parted.part(1)).arg(at.path()));
+    let out = prepare(&["--disk", &parted.device, "--yes"]);
+    run(Command::new("umount").arg(at.path()));
+    refused(&out, "target-in-use", "a disk with a mounted partition");
+    assert_eq!(on(&parted.part(1)), "precious ext4");
+
     // With --yes: the rescue partition and two slots, prepared and recorded.
     let out = prepare(&["--disk", &parted.device, "--yes"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -85,3 +85,18 @@ pub(super) fn new_encryption(recipients: &[String]) -> anyhow::Result<(layout::E
     let (enc, files, _) = keys::new_media(pass.as_ref(), &recipients)?;
     Ok((enc, files))
 }
+
+/// `dev` may be written over: it does not hold the running system, is part
+/// of none of `systems`, and is not mounted.
+fn refuse_if_in_use(m: &Machine, systems: &[machine::System], dev: &Device) -> anyhow::Result<()> {
+    if m.running_root().is_some_and(|(d, _)| d.path == dev.path) {
+        refuse!(Refusal::SystemRunning, "{} holds the running system; nothing was written", dev.path.display());
+    }
+    if let Some(s) = systems.iter().find(|s| s.uses(&dev.path)) {
+        refuse!(Refusal::TargetInUse, "{} is part of system {}; nothing was written", dev.path.display(), s.name);
+    }
+    if let Some(at) = m.mounted_at(dev) {
+        refuse!(Refusal::TargetInUse, "{} is mounted at {at}: unmount it first; nothing was written", dev.path.display());
+    }
+    Ok(())
+}

@@ -132,15 +132,7 @@ fn lay_out(m: &Machine, cfg: &Config, disk: &Path, yes: bool) -> anyhow::Result<
     let on_it: Vec<&Device> = m.devices.iter().filter(|p| p.disk == d.name).collect();
     let systems = machine::systems(m, cfg)?;
     for p in &on_it {
-        if m.running_root().is_some_and(|(r, _)| r.path == p.path) {
-            refuse!(Refusal::SystemRunning, "{} holds the running system; nothing was written", d.path.display());
-        }
-        if let Some(s) = systems.iter().find(|s| s.uses(&p.path)) {
-            refuse!(Refusal::TargetInUse, "{} holds system {}'s {}; nothing was written", d.path.display(), s.name, p.path.display());
-        }
-        if let Some(at) = m.mounted_at(p) {
-            refuse!(Refusal::TargetInUse, "{} is mounted at {at}: unmount it first; nothing was written", p.path.display());
-        }
+        super::refuse_if_in_use(m, &systems, p)?;
     }
     let mib = d.size >> 20;
     if mib < RESCUE_MIB + 2 * SLOT_MIN_MIB + 2 {

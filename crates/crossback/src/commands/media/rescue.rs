@@ -154,16 +154,13 @@ enum Source {
 /// The partition must be none of this machine's: not the running system,
 /// not a configured system's or the media's slots, not mounted.
 fn check_target(config: &Path, m: &Machine, dev: &crossback_host::blockdev::Device) -> anyhow::Result<()> {
-    if m.running_root().is_some_and(|(d, _)| d.path == dev.path) {
-        refuse!(Refusal::SystemRunning, "{} holds the running system; nothing was written", dev.path.display());
-    }
-    if config.exists() {
-        let cfg = crate::config::Config::load(config)?;
-        for s in machine::systems(m, &cfg)? {
-            if s.uses(&dev.path) {
-                refuse!(Refusal::TargetInUse, "{} is part of system {}; nothing was written", dev.path.display(), s.name);
-            }
-        }
+    let cfg = if config.exists() { Some(crate::config::Config::load(config)?) } else { None };
+    let systems = match &cfg {
+        Some(c) => machine::systems(m, c)?,
+        None => Vec::new(),
+    };
+    super::refuse_if_in_use(m, &systems, dev)?;
+    if let Some(cfg) = &cfg {
         if let Some(media) = &cfg.media {
             if [media.slot_a.get_ref(), media.slot_b.get_ref()].contains(&&dev.uuid) {
                 refuse!(
@@ -173,9 +170,6 @@ fn check_target(config: &Path, m: &Machine, dev: &crossback_host::blockdev::Devi
                 );
             }
         }
-    }
-    if let Some(at) = m.mounted_at(dev) {
-        refuse!(Refusal::TargetInUse, "{} is mounted at {at}: unmount it first; nothing was written", dev.path.display());
     }
     Ok(())
 }
