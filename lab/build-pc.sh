@@ -197,6 +197,12 @@ run_qemu "$work/provision.log" 1500 \
   -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
   -append "root=UUID=$a_uuid rw init=/provision.sh console=ttyS0 panic=-1" -no-reboot
 grep -q "^provision: OK" "$work/provision.log" || { tail -30 "$work/provision.log" >&2; die "the provisioning boot did not finish"; }
+# What A's GRUB reads: its grub.cfg as the disk holds it, no journal replayed.
+dev=$(losetup --find --show --read-only "$disk"); loops=("$dev"); partx -a "$dev"
+mount -o ro,norecovery "$(blkid -t UUID="$a_uuid" -o device "$dev"p*)" "$m"; mounts+=("$m")
+[ -s "$m/boot/grub/grub.cfg" ] || die "A's /boot/grub/grub.cfg is not on the disk without its journal: GRUB would stop at its prompt"
+umount "$m"; mounts=("${mounts[@]:0:${#mounts[@]}-1}")
+partx_d "$dev"; losetup -d "$dev"; loops=()
 mv "$rescue" "$work/rescue-vmlinuz" "$work/rescue-initrd.img" "$work/rescue.uuid" "$LAB_CACHE/"
 mv "$disk" "$LAB_CACHE/pc.raw"; mv "$work/vars.fd" "$LAB_CACHE/vars.fd"; echo "$key" > "$LAB_CACHE/pc.key"
 say "built $LAB_CACHE/pc.raw ($(du -h --apparent-size "$LAB_CACHE/pc.raw" | cut -f1) apparent, $(du -h "$LAB_CACHE/pc.raw" | cut -f1) used)"

@@ -104,7 +104,11 @@ else
 fi
 umount /boot/efi
 rm -f /provision.env
+# A's root read-only before the power cut: its journal written back, so
+# GRUB (which replays no journal) finds grub.cfg where update-grub renamed it.
+udevadm control --exit 2>/dev/null || true
 sync
+mount -o remount,ro /
 trap - EXIT
 say "OK"
 echo o > /proc/sysrq-trigger
