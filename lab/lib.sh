@@ -73,8 +73,21 @@ lab_data() { # ROOT NAME
 # CPU: with two, multi-threaded TCG once crashed a guest kernel at boot
 # (an int3 Oops while the kernel patched its own code, seen in CI), and CI
 # runs two guests side by side on two cores anyway.
+# TCG now and then leaves the emulator running after the guest powered off
+# (seen in CI: "reboot: Power down", then nothing until the timeout): the
+# kernel's last line stops it, 30 s later.
 run_qemu() { # LOG TIMEOUT QEMU-ARGS…
-  local log=$1 t=$2; shift 2
+  local log=$1 t=$2 q; shift 2
   timeout "$t" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -machine q35 \
-    -display none -monitor none -serial "file:$log" "$@" || true
+    -display none -monitor none -serial "file:$log" "$@" &
+  q=$!
+  while kill -0 "$q" 2>/dev/null; do
+    if grep -aq "reboot: Power down" "$log" 2>/dev/null; then
+      for _ in $(seq 30); do kill -0 "$q" 2>/dev/null || break; sleep 1; done
+      kill "$q" 2>/dev/null || true
+      break
+    fi
+    sleep 2
+  done
+  wait "$q" || true
 }
