@@ -455,9 +455,10 @@ case $scenario in
     # Microsoft's keys (OVMF .ms, SMM): the backup disk boots into the
     # guided restore, answered at the serial console as a person types
     # (lab/console.py), which restores both systems; without the backup
-    # disk both boot and check they are as they were. The same rescue on
-    # firmware without Secure Boot comes to its first question too; with
-    # its kernel's signature removed it is refused.
+    # disk both boot and check they are as they were, and with fresh
+    # firmware variables A boots through the fallback loader. The same
+    # rescue on firmware without Secure Boot opens the media and lists its
+    # generations; with its kernel's signature removed it is refused.
     need_packages mtools sbsigntool python3-cryptography python3-pefile python3-yaml python3-requests python3-pip
     need_virt_firmware
     run_setup
@@ -532,9 +533,18 @@ case $scenario in
     pcs rescue restored "$work/restored-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
     job_done done-restored-b || phase_failed restored "the restored disk did not boot into A and then B as they were backed up"
     times+=("the restored disk, the backup disk removed: A, then B, each checked: $(( $(date +%s) - t )) s")
-    # The same backup disk on firmware without Secure Boot: to the first question.
+    # A new motherboard: fresh firmware variables, no entries, no Secure
+    # Boot; the fallback loader the restore made starts A.
+    set_phase fallback
+    cp "$OVMF_VARS" "$work/fresh-vars.fd"
+    t=$(date +%s)
+    pcs rescue fallback "$work/fresh-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
+    job_done done-fallback || phase_failed fallback "the restored disk did not boot through the fallback loader with fresh firmware variables"
+    times+=("the restored disk, fresh firmware variables: the fallback loader into A, checked: $(( $(date +%s) - t )) s")
+    # The same backup disk on firmware without Secure Boot: the guided
+    # restore opens the media with its passphrase and lists its generations.
     sb_qemu plain plain 600 "${backup_disk[@]}"
-    console plain 540 'Secure Boot: off=>{wait}' 'Its passphrase: =>{wait}' 2> "$work/plain.times" \
+    console plain 540 'Secure Boot: off=>{wait}' 'Its passphrase: =>'"$pass" 'Restore which generation\? Number \[1\] > =>{wait}' 2> "$work/plain.times" \
       || { kill "$qpid"; phase_failed plain "the backup disk did not boot into the guided restore without Secure Boot"; }
     kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null || true
     # The negative check: the kernel's signature removed, the firmware's chain refuses it.
@@ -549,7 +559,7 @@ case $scenario in
     grep -aq "crossback rescue: ready" "$work/unsigned.console" && phase_failed unsigned "an unsigned kernel booted under Secure Boot"
     grep -aiq "bad shim signature\|Verification failed\|invalid signature\|Access Denied" "$work/unsigned.console" || phase_failed unsigned "no refusal of the unsigned kernel on the console"
     for x in "${times[@]}"; do say "time: $x"; done
-    echo "lab: OK: rescue: the backup disk (made by media prepare --disk) booted its rescue under enforced Secure Boot; the guided restore, typed at the console, restored A and B onto a blank disk, and both booted as before; the rescue also boots without Secure Boot, and an unsigned kernel was refused ($(( $(date +%s) - t0 )) s in all)"
+    echo "lab: OK: rescue: the backup disk (made by media prepare --disk) booted its rescue under enforced Secure Boot; the guided restore, typed at the console, restored A and B onto a blank disk, and both booted as before (A also through the fallback loader with fresh firmware variables); the rescue also boots and opens the media without Secure Boot, and an unsigned kernel was refused ($(( $(date +%s) - t0 )) s in all)"
     ;;
   *) die "no scenario $scenario (see scripts/lab.sh's header)" ;;
 esac

@@ -5,7 +5,8 @@
 # no network), makes the blank backup disk the media with `media prepare
 # --disk` (encrypted; the rescue system made on it) and backs up B; B backs
 # up A. After the host's guided restore from the rescue, each restored
-# system checks it is as it was. Lines starting with "rescue:" are the
+# system checks it is as it was (A again when it boots through the
+# fallback loader). Lines starting with "rescue:" are the
 # host's to check.
 JOB=rescue
 . ./lib.sh                   # env: BACKUP (the backup disk), PASSPHRASE
@@ -50,6 +51,10 @@ case "$phase:$me" in
     sync; systemctl poweroff ;;
   restored:system-a|restored:system-b)
     restored_phase ;;
+  fallback:system-a)
+    check_restored
+    touch done-fallback
+    sync; systemctl poweroff ;;
   *)
     fail "nothing to do in phase $phase" ;;
 esac

@@ -93,6 +93,11 @@ fn old_disk() -> Old {
 /// The old disk, the media's two slots (unmounted) and a configuration
 /// (`config.toml` in the directory) with one generation of both systems.
 fn backed_up() -> (Old, LoopFs, LoopFs, tempfile::TempDir) {
+    backed_up_with(None)
+}
+
+/// As `backed_up`, the media encrypted with the passphrase in `pass` when given.
+fn backed_up_with(pass: Option<&Path>) -> (Old, LoopFs, LoopFs, tempfile::TempDir) {
     let old = old_disk();
     let mut slot_a = LoopFs::new("ext4", 160);
     let mut slot_b = LoopFs::new("ext4", 160);
@@ -102,7 +107,12 @@ fn backed_up() -> (Old, LoopFs, LoopFs, tempfile::TempDir) {
     let cfg = dir.path().join("config.toml");
     let devices = [old.disk.part(1), old.disk.part(2), old.disk.part(3), slot_a.device.clone(), slot_b.device.clone()].join(",");
     ok(crossback(&cfg).args(["init", "--yes", "--devices", &devices]));
-    ok(crossback(&cfg).args(["media", "prepare", &slot_a.device, &slot_b.device]));
+    let mut prepare = crossback(&cfg);
+    prepare.args(["media", "prepare", &slot_a.device, &slot_b.device]);
+    if let Some(p) = pass {
+        prepare.arg("--encrypt").env("CROSSBACK_PASSPHRASE_FILE", p).env("CROSSBACK_SCRYPT_WORK_FACTOR", "12");
+    }
+    ok(&mut prepare);
     ok(crossback(&cfg).arg("backup"));
     (old, slot_a, slot_b, dir)
 }
@@ -369,10 +379,16 @@ fn root_a_dead_disk_comes_back_from_the_remote_alone() {
 
 /// A `crossback recover` session: its output read as it comes, each
 /// question (a line ending in " > ") answered by `reply`.
-fn recover_session(cfg: &Path, mut reply: impl FnMut(&str, &str) -> Option<String>) -> (std::process::ExitStatus, String) {
-    use std::io::{Read, Write};
+fn recover_session(cfg: &Path, reply: impl FnMut(&str, &str) -> Option<String>) -> (std::process::ExitStatus, String) {
     // The shell '!' opens: one that ends at once (a person types `exit`).
-    let mut child = crossback(cfg).arg("recover").env("SHELL", "true").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    recover_in(crossback(cfg).arg("recover").env("SHELL", "true"), reply)
+}
+
+/// As `recover_session`, for the command `cmd` (one that runs recover on a
+/// terminal, too: the passphrase prompt counts as a question).
+fn recover_in(cmd: &mut Command, mut reply: impl FnMut(&str, &str) -> Option<String>) -> (std::process::ExitStatus, String) {
+    use std::io::{Read, Write};
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
@@ -385,7 +401,7 @@ fn recover_session(cfg: &Path, mut reply: impl FnMut(&str, &str) -> Option<Strin
     let mut byte = [0u8; 1];
     while stdout.read(&mut byte).unwrap() == 1 {
         said.push(byte[0] as char);
-        if said.ends_with(" > ") {
+        if said.ends_with(" > ") || said.ends_with("Its passphrase: ") {
             let question = said[asked_at..].rsplit('\n').next().unwrap().to_string();
             match (reply(&question, &said), stdin.as_mut()) {
                 (Some(a), Some(i)) => i.write_all(format!("{a}\n").as_bytes()).unwrap(),
@@ -467,6 +483,63 @@ fn root_recover_asks_then_restores_onto_the_disk_chosen() {
     assert!(said.contains(&format!("$ crossback --config {} restore --bare-metal --disk {} --generation ", cfg.display(), new.device)), "{said}");
     assert!(said.contains("Remove the backup disk and reboot."), "{said}");
     assert_eq!(systems_files(&new.parts()), ("alpha's file\n".to_string(), "beta's home\n".to_string()));
+}
+
+#[test]
+fn root_recover_checks_the_passphrase_before_any_question_and_asks_again_when_typed_wrong() {
+    if !require_root("root_recover_checks_the_passphrase_before_any_question_and_asks_again_when_typed_wrong") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let keys = tempfile::tempdir().unwrap();
+    let (right, wrong) = (keys.path().join("right"), keys.path().join("wrong"));
+    std::fs::write(&right, "the media's passphrase\n").unwrap();
+    std::fs::write(&wrong, "not the media's passphrase\n").unwrap();
+    let (old, _slot_a, _slot_b, dir) = backed_up_with(Some(&right));
+    let cfg = dir.path().join("config.toml");
+    let media = std::fs::read_to_string(&cfg).unwrap().lines().find_map(|l| l.strip_prefix("id = \"").map(|v| v.trim_end_matches('"').to_string())).unwrap();
+    drop(old.disk);
+    let new = LoopDisk::blank(340);
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious", &new.device]));
+    let media_answer = |said: &str| number_of(said, &format!("media {media} on"));
+
+    // A passphrase file that does not open the media: refused before any
+    // other question, nothing written.
+    let (status, said) = recover_in(crossback(&cfg).arg("recover").env("CROSSBACK_PASSPHRASE_FILE", &wrong), |q, said| {
+        q.starts_with("Restore from which media?").then(|| media_answer(said))
+    });
+    assert!(!status.success() && said.contains("error[key]"), "{said}");
+    assert!(said.contains(&format!("the passphrase in {} does not open media {media}", wrong.display())), "{said}");
+    assert!(!said.contains("Restore which generation?"), "asked on with a passphrase that does not open the media:\n{said}");
+    assert_eq!(blkid(&new.device, "LABEL"), "precious", "a refused recover touched the disk");
+
+    // No file and no terminal to ask on: refused, said how to give it.
+    let (status, said) = recover_in(crossback(&cfg).arg("recover"), |q, said| q.starts_with("Restore from which media?").then(|| media_answer(said)));
+    assert!(!status.success() && said.contains("error[key]") && said.contains("--passphrase-file"), "{said}");
+
+    // Typed on a terminal (script(1)'s): a wrong one is said and asked
+    // again, the right one goes on; "no" at the end writes nothing.
+    let line = format!("exec {} --config {} recover", env!("CARGO_BIN_EXE_crossback"), cfg.display());
+    let mut typed = Vec::new();
+    let (status, said) = recover_in(Command::new("script").args(["-qfec", &line, "/dev/null"]).env("SHELL", "sh"), |q, said| {
+        Some(match q {
+            q if q.ends_with("Its passphrase: ") => {
+                // Typed as a person does, once the prompt turned echo off.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                typed.push(q.to_string());
+                if typed.len() == 1 { "not the media's passphrase" } else { "the media's passphrase" }.to_string()
+            }
+            q if q.starts_with("Restore from which media?") => media_answer(said),
+            q if q.starts_with("Restore onto which disk?") => number_of(said, &new.device),
+            q if q.starts_with("Start the restore?") => "no".into(),
+            _ => String::new(),
+        })
+    });
+    assert_eq!(typed.len(), 2, "{said}");
+    assert!(said.contains("That passphrase does not open this media; again."), "{said}");
+    assert!(said.contains("Restore which generation?") && said.contains("error[not-confirmed]"), "{said}");
+    assert!(!status.success(), "{said}");
+    assert_eq!(blkid(&new.device, "LABEL"), "precious", "a refused recover touched the disk");
 }
 
 #[test]

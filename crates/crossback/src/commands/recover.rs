@@ -12,6 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::Context;
 use crossback_host::blockdev::Device;
 use crossback_host::tool::Tool;
 
@@ -217,15 +218,28 @@ struct Passphrase {
 
 impl Passphrase {
     fn new(media: &Media) -> anyhow::Result<Passphrase> {
+        let keyed = media.slots.iter().map(|(_, v)| v).find(|v| v.marker.encryption.as_ref().is_some_and(|e| e.passphrase));
         if let Some(f) = keys::passphrase_file() {
+            // Given in a file: checked now, not after the questions.
+            if let Some(view) = keyed {
+                keys::passphrase_opens(view, &keys::passphrase_from(Some(f.clone()), "the backup media", false)?)
+                    .with_context(|| format!("the passphrase in {} does not open media {}: nothing was written", f.display(), output::text(&media.id)))?;
+            }
             return Ok(Passphrase { file: Some(f), asked: false });
         }
-        let Some((_, view)) = media.slots.iter().find(|(_, v)| v.marker.encryption.as_ref().is_some_and(|e| e.passphrase)) else {
+        let Some(view) = keyed else {
             if media.encrypted() {
                 println!("The media is encrypted for age keys only: give yours with --identity FILE.");
             }
             return Ok(Passphrase { file: None, asked: false });
         };
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            refuse!(
+                Refusal::Key,
+                "media {} is encrypted and there is no terminal to ask its passphrase on: give --passphrase-file FILE (or $CROSSBACK_PASSPHRASE_FILE); nothing was written",
+                output::text(&media.id)
+            );
+        }
         let secret = loop {
             let p = age::secrecy::SecretString::from(rpassword::prompt_password("The backup media is encrypted. Its passphrase: ")?);
             match keys::passphrase_opens(view, &p) {
