@@ -78,6 +78,7 @@ lab_data() { # ROOT NAME
 # kernel's last line stops it, 30 s later.
 run_qemu() { # LOG TIMEOUT QEMU-ARGS…
   local log=$1 t=$2 q; shift 2
+  : > "$log"   # not the last boot's power-off, read before QEMU truncates it
   timeout "$t" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -machine q35 \
     -display none -monitor none -serial "file:$log" "$@" &
   q=$!
