@@ -269,11 +269,16 @@ pub struct InitArgs {
     /// then back up and restore exactly what the first one set up).
     #[arg(long)]
     pub ignore_media: bool,
+    /// The backup media whose configuration is taken (its ID, as `status` and
+    /// `recover` show it), when the slots of several are attached: without it
+    /// init takes none of them and says so.
+    #[arg(long, value_name = "ID", conflicts_with = "ignore_media")]
+    pub media: Option<String>,
     /// Take the configuration from this remote (as the newest generation pushed
     /// there carries it) instead of looking at this machine: a new machine with
     /// nothing but the remote's credentials and the passphrase can then restore.
     /// Add the remote first (`crossback remote add`).
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["only", "devices", "ignore_media"])]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["only", "devices", "ignore_media", "media"])]
     pub remote: Option<String>,
 }
 

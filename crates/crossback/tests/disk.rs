@@ -440,7 +440,7 @@ fn root_recover_asks_then_restores_onto_the_disk_chosen() {
     let (status, said) = recover_session(&cfg, |q, said| {
         asked.push(q.to_string());
         Some(match q {
-            q if q.starts_with("Restore from which media?") => media_answer(said),
+            q if q.starts_with("Restore from which media") => media_answer(said),
             q if q.starts_with("Restore which generation?") && !asked.iter().any(|a| a == "shell") => {
                 asked.push("shell".into());
                 "!".into()
@@ -466,14 +466,14 @@ fn root_recover_asks_then_restores_onto_the_disk_chosen() {
     assert_eq!(blkid(&new.device, "LABEL"), "precious", "a refused recover touched the disk");
 
     // The input ends at a question: refused, nothing written.
-    let (status, said) = recover_session(&cfg, |q, said| q.starts_with("Restore from which media?").then(|| media_answer(said)));
+    let (status, said) = recover_session(&cfg, |q, said| q.starts_with("Restore from which media").then(|| media_answer(said)));
     assert!(!status.success() && said.contains("error[not-confirmed]"), "{said}");
     assert_eq!(blkid(&new.device, "LABEL"), "precious");
 
     // Yes: the command it printed runs, both systems come back.
     let (status, said) = recover_session(&cfg, |q, said| {
         Some(match q {
-            q if q.starts_with("Restore from which media?") => media_answer(said),
+            q if q.starts_with("Restore from which media") => media_answer(said),
             q if q.starts_with("Restore onto which disk?") => number_of(said, &new.device),
             q if q.starts_with("Start the restore?") => "yes".into(),
             _ => String::new(),
@@ -483,6 +483,81 @@ fn root_recover_asks_then_restores_onto_the_disk_chosen() {
     assert!(said.contains(&format!("$ crossback --config {} restore --bare-metal --disk {} --generation ", cfg.display(), new.device)), "{said}");
     assert!(said.contains("Remove the backup disk and reboot."), "{said}");
     assert_eq!(systems_files(&new.parts()), ("alpha's file\n".to_string(), "beta's home\n".to_string()));
+}
+
+#[test]
+fn root_recover_asks_which_machine_when_the_disk_it_booted_from_holds_several() {
+    if !require_root("root_recover_asks_which_machine_when_the_disk_it_booted_from_holds_several") {
+        return;
+    }
+    let _serial = crossback_testkit::serial();
+    let old = old_disk();
+    // The backup disk: a rescue partition and two machines' slots; a
+    // second backup disk with a third machine's, not booted from.
+    let backup =
+        LoopDisk::partitioned(760, "label: gpt\nsize=40MiB, type=U, name=\"rescue\"\nsize=170MiB, type=L\nsize=170MiB, type=L\nsize=170MiB, type=L\ntype=L\n");
+    run(Command::new("mkfs.vfat").args(["-F", "32", "-n", "CB-RESCUE", &backup.part(1)]));
+    let other = LoopDisk::partitioned(360, "label: gpt\nsize=170MiB, type=L\ntype=L\n");
+    for p in backup.parts().iter().skip(1).chain(other.parts().iter()) {
+        run(Command::new("mkfs.ext4").args(["-q", "-F", p]));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let machine = |name: &str, a: String, b: String| {
+        let cfg = dir.path().join(format!("{name}.toml"));
+        let devices = [old.disk.part(1), old.disk.part(2), old.disk.part(3), a.clone(), b.clone()].join(",");
+        ok(crossback(&cfg).args(["init", "--yes", "--devices", &devices]));
+        ok(crossback(&cfg).args(["media", "prepare", &a, &b]));
+        ok(crossback(&cfg).arg("backup"));
+        let id = std::fs::read_to_string(&cfg).unwrap().lines().find_map(|l| l.strip_prefix("id = \"").map(|v| v.trim_end_matches('"').to_string())).unwrap();
+        (id, cfg)
+    };
+    let (one, cfg) = machine("one", backup.part(2), backup.part(3));
+    let (two, _) = machine("two", backup.part(4), backup.part(5));
+    let (three, _) = machine("three", other.part(1), other.part(2));
+    // init with no configuration yet takes no machine's by guess.
+    let fresh = dir.path().join("fresh.toml");
+    let o = crossback(&fresh).args(["init", "--yes"]).output().unwrap();
+    assert_eq!(kind(&o), "usage", "{}", text(&o));
+    assert!(text(&o).contains("give --media ID") && text(&o).contains(&one) && text(&o).contains(&three), "{}", text(&o));
+    assert!(!fresh.exists(), "a refused init wrote a configuration");
+    drop(old.disk);
+    let new = LoopDisk::blank(340);
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious", &new.device]));
+
+    let (status, said) = recover_session(&cfg, |q, said| {
+        Some(match q {
+            q if q.starts_with("Restore from which media (which machine)?") => number_of(said, &format!("media {two} on")),
+            q if q.starts_with("Restore onto which disk?") => number_of(said, &new.device),
+            q if q.starts_with("Start the restore?") => "no".into(),
+            _ => String::new(),
+        })
+    });
+    assert!(!status.success() && said.contains("error[not-confirmed]"), "{said}");
+    assert!(said.contains("The backup disk holds the backups of several machines:"), "{said}");
+    for id in [&one, &two] {
+        assert!(
+            said.contains(&format!(") media {id} on {}: alphaos, betaos (newest complete generation 1, sealed ", backup.device)),
+            "{id} not listed:\n{said}"
+        );
+    }
+    assert!(!said.contains(&format!("media {three}")), "a media on a disk it did not boot from is offered:\n{said}");
+    assert!(said.contains(&format!("from:    backup media {two}, generation 1")), "{said}");
+    for media_disk in [&backup.device, &other.device] {
+        assert!(!said.contains(&format!(") {media_disk} ")), "a backup disk is offered to restore onto:\n{said}");
+    }
+    // A rescue with no configuration: the one of the machine chosen is taken.
+    let (status, said) = recover_session(&fresh, |q, said| {
+        Some(match q {
+            q if q.starts_with("Restore from which media (which machine)?") => number_of(said, &format!("media {two} on")),
+            q if q.starts_with("Restore onto which disk?") => number_of(said, &new.device),
+            q if q.starts_with("Start the restore?") => "no".into(),
+            _ => String::new(),
+        })
+    });
+    assert!(!status.success() && said.contains("error[not-confirmed]"), "{said}");
+    assert!(said.contains(&format!("$ crossback --config {} init --yes --media {two}", fresh.display())), "{said}");
+    assert!(std::fs::read_to_string(&fresh).unwrap().contains(&format!("id = \"{two}\"")), "{said}");
+    assert_eq!(blkid(&new.device, "LABEL"), "precious", "a refused recover touched the disk");
 }
 
 #[test]
@@ -506,7 +581,7 @@ fn root_recover_checks_the_passphrase_before_any_question_and_asks_again_when_ty
     // A passphrase file that does not open the media: refused before any
     // other question, nothing written.
     let (status, said) = recover_in(crossback(&cfg).arg("recover").env("CROSSBACK_PASSPHRASE_FILE", &wrong), |q, said| {
-        q.starts_with("Restore from which media?").then(|| media_answer(said))
+        q.starts_with("Restore from which media").then(|| media_answer(said))
     });
     assert!(!status.success() && said.contains("error[key]"), "{said}");
     assert!(said.contains(&format!("the passphrase in {} does not open media {media}", wrong.display())), "{said}");
@@ -514,7 +589,7 @@ fn root_recover_checks_the_passphrase_before_any_question_and_asks_again_when_ty
     assert_eq!(blkid(&new.device, "LABEL"), "precious", "a refused recover touched the disk");
 
     // No file and no terminal to ask on: refused, said how to give it.
-    let (status, said) = recover_in(crossback(&cfg).arg("recover"), |q, said| q.starts_with("Restore from which media?").then(|| media_answer(said)));
+    let (status, said) = recover_in(crossback(&cfg).arg("recover"), |q, said| q.starts_with("Restore from which media").then(|| media_answer(said)));
     assert!(!status.success() && said.contains("error[key]") && said.contains("--passphrase-file"), "{said}");
 
     // Typed on a terminal (script(1)'s): a wrong one is said and asked
@@ -529,7 +604,7 @@ fn root_recover_checks_the_passphrase_before_any_question_and_asks_again_when_ty
                 typed.push(q.to_string());
                 if typed.len() == 1 { "not the media's passphrase" } else { "the media's passphrase" }.to_string()
             }
-            q if q.starts_with("Restore from which media?") => media_answer(said),
+            q if q.starts_with("Restore from which media") => media_answer(said),
             q if q.starts_with("Restore onto which disk?") => number_of(said, &new.device),
             q if q.starts_with("Start the restore?") => "no".into(),
             _ => String::new(),

@@ -82,6 +82,8 @@ fn root_an_encrypted_media_gives_nothing_away_and_opens_with_each_of_its_keys() 
     crossback_testkit::tree::build(&m.alpha_root.path().join("srv/edge"));
     m.alpha_root.unmount();
     let (dir, cfg, pass) = configured(&m, "correct horse battery staple");
+    // The trees restored below carry immutable and append-only files.
+    let _flags = crossback_testkit::tree::FlagsCleared(dir.path().to_path_buf());
     let user = user_key(dir.path(), "user.key");
     let out = ok(cb(&cfg).arg("--passphrase-file").arg(&pass).args([
         "media",

@@ -202,3 +202,14 @@ pub fn build(root: &Path) {
 pub fn clear_flags(root: &Path) {
     let _ = std::process::Command::new("chattr").args(["-R", "-i", "-a"]).arg(root).stderr(std::process::Stdio::null()).status();
 }
+
+/// Clears the flags under its directory when dropped: declared after the
+/// directory, it goes first, and the directory can then be deleted — also
+/// when the test fails.
+pub struct FlagsCleared(pub PathBuf);
+
+impl Drop for FlagsCleared {
+    fn drop(&mut self) {
+        clear_flags(&self.0);
+    }
+}

@@ -11,8 +11,9 @@ use crate::config::{self, Config, SystemConfig};
 use crossback_host::blockdev::Device;
 use crossback_host::inspect::Inspection;
 
+use crate::error::Refusal;
 use crate::machine::{self, Found, Machine};
-use crate::Outcome;
+use crate::{refuse, Outcome};
 
 fn spanned(s: &str) -> Spanned<String> {
     Spanned::new(0..0, s.to_string())
@@ -44,7 +45,7 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     print_slots(&slots);
     // A rescue system restoring a dead disk finds no system: the media's
     // configuration is all there is.
-    if !path.exists() && !a.ignore_media && take_from_media(path, &slots, &found)? {
+    if !path.exists() && !a.ignore_media && take_from_media(path, &slots, &found, a.media.as_deref())? {
         return Ok(Outcome::Ok);
     }
     if found.is_empty() {
@@ -112,8 +113,8 @@ fn print_slots(slots: &[(Device, Inspection)]) {
 
 /// No configuration yet: the one a slot carries (the systems' names as the
 /// backups know them), when one is there. True when it was taken.
-fn take_from_media(path: &Path, slots: &[(Device, Inspection)], found: &[Found]) -> anyhow::Result<bool> {
-    if let Some((text, from)) = media_copy(slots, path)? {
+fn take_from_media(path: &Path, slots: &[(Device, Inspection)], found: &[Found], media: Option<&str>) -> anyhow::Result<bool> {
+    if let Some((text, from)) = media_copy(slots, path, media)? {
         config::write(path, &text)?;
         let cfg = Config::parse(&text, path)?;
         let named: Vec<&str> = cfg.systems.iter().map(|s| s.name.get_ref().as_str()).collect();
@@ -233,13 +234,32 @@ fn from_remote(path: &Path, name: &str, yes: bool) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// The configuration a backup left on the media, from the slot with the
-/// newest generation, if both of the media's slots are attached and it checks.
-/// An encrypted copy is opened with the media key (asked for): a wrong key
-/// is an error, not a reason to make a new configuration.
-fn media_copy(slots: &[(Device, Inspection)], path: &Path) -> anyhow::Result<Option<(String, String)>> {
-    let views: Vec<(&crossback_host::blockdev::Device, crate::layout::SlotView)> =
-        slots.iter().filter_map(|(d, i)| crate::layout::slot_of(&i.extra).and_then(Result::ok).map(|v| (d, v))).collect();
+/// The configuration a backup left on the media (the one named, else the
+/// only one attached that carries one), from the slot with the newest
+/// generation, if both of the media's slots are attached and it checks.
+/// Several media carrying one and none named is refused: which machine's
+/// configuration to take is not guessed. An encrypted copy is opened with
+/// the media key (asked for): a wrong key is an error, not a reason to make
+/// a new configuration.
+fn media_copy(slots: &[(Device, Inspection)], path: &Path, media: Option<&str>) -> anyhow::Result<Option<(String, String)>> {
+    let views: Vec<(&crossback_host::blockdev::Device, crate::layout::SlotView)> = slots
+        .iter()
+        .filter_map(|(d, i)| crate::layout::slot_of(&i.extra).and_then(Result::ok).map(|v| (d, v)))
+        .filter(|(_, v)| media.is_none_or(|m| v.marker.media_id == m))
+        .collect();
+    if let (Some(m), true) = (media, views.is_empty()) {
+        refuse!(Refusal::SlotMissing, "no slot of media {} is attached: attach its backup disk; nothing was written", crate::output::text(m));
+    }
+    let mut carrying: Vec<&str> = views.iter().filter(|(_, v)| v.config.is_some() || v.config_age.is_some()).map(|(_, v)| v.marker.media_id.as_str()).collect();
+    carrying.sort_unstable();
+    carrying.dedup();
+    if carrying.len() > 1 {
+        refuse!(
+            Refusal::Usage,
+            "the slots of several backup media are attached, each with its machine's configuration ({}): give --media ID for the one to take (or --ignore-media); nothing was written",
+            carrying.iter().map(|m| crate::output::text(m)).collect::<Vec<_>>().join(", ")
+        );
+    }
     let Some((d, v)) = views.iter().filter(|(_, v)| v.config.is_some() || v.config_age.is_some()).max_by_key(|(_, v)| v.newest().map(|g| g.seq)) else {
         return Ok(None);
     };

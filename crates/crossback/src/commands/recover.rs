@@ -34,7 +34,24 @@ impl Media {
     }
 
     fn disks(&self) -> Vec<&str> {
-        self.slots.iter().map(|(d, _)| d.disk.as_str()).collect()
+        let mut d: Vec<&str> = self.slots.iter().map(|(d, _)| d.disk.as_str()).collect();
+        d.sort_unstable();
+        d.dedup();
+        d
+    }
+
+    /// What tells one machine's media from another's: the systems of its
+    /// newest complete generation, and when it was sealed.
+    fn summary(&self) -> String {
+        match self.sealed().first() {
+            Some(g) => format!(
+                "{} (newest complete generation {}, sealed {})",
+                g.systems.iter().map(|s| output::text(s)).collect::<Vec<_>>().join(", "),
+                g.seq,
+                output::text(g.sealed.as_deref().unwrap_or(&g.started))
+            ),
+            None => "no complete generation".into(),
+        }
     }
 
     /// Its sealed generations, newest first.
@@ -50,14 +67,14 @@ pub fn run(path: &Path, a: RecoverArgs) -> anyhow::Result<Outcome> {
     machine::require_root("recover")?;
     println!("crossback recover: the guided restore. At any question, '!' opens a shell (type 'exit' to come back here).");
     let m = Machine::scan(&[])?;
-    let media = choose_media(&m)?;
+    let (media, media_disks) = choose_media(&m)?;
     let pass = Passphrase::new(&media)?;
     let mut global: Vec<String> = Vec::new();
     if path != crate::config::path(None) {
         global.extend(["--config".into(), path.display().to_string()]);
     }
     if !path.exists() {
-        init(&global, &pass)?;
+        init(&global, &pass, &media.id)?;
     }
     let sealed = media.sealed();
     let Some(newest) = sealed.first() else {
@@ -65,7 +82,7 @@ pub fn run(path: &Path, a: RecoverArgs) -> anyhow::Result<Outcome> {
     };
     let generation = choose_generation(&sealed)?;
     let systems = choose_systems(sealed.iter().find(|g| g.seq == generation).unwrap_or(newest))?;
-    let disk = choose_disk(&m, &media)?;
+    let disk = choose_disk(&m, &media_disks)?;
     let mut args: Vec<String> = vec!["restore".into(), "--bare-metal".into(), "--disk".into(), disk.path.display().to_string()];
     args.extend(systems.clone());
     // The generation chosen, said: without it each system would come from
@@ -93,8 +110,10 @@ pub fn run(path: &Path, a: RecoverArgs) -> anyhow::Result<Outcome> {
 }
 
 /// The media to restore from: the one the rescue booted from, else the only
-/// one attached, else the user's choice.
-fn choose_media(m: &Machine) -> anyhow::Result<Media> {
+/// one attached, else the user's choice — among those on the disk it booted
+/// from when that disk holds several (one per machine). With it, the disks
+/// of every media found: none is a disk to restore onto.
+fn choose_media(m: &Machine) -> anyhow::Result<(Media, Vec<String>)> {
     let (_, found, _) = machine::discover(m)?;
     let mut all: Vec<Media> = Vec::new();
     for (d, i) in found {
@@ -104,28 +123,31 @@ fn choose_media(m: &Machine) -> anyhow::Result<Media> {
             None => all.push(Media { id: view.marker.media_id.clone(), slots: vec![(d, view)] }),
         }
     }
+    let media_disks: Vec<String> = all.iter().flat_map(|x| x.disks()).map(str::to_string).collect();
     let booted: Vec<&str> = m.devices.iter().filter(|d| d.fstype == "vfat" && d.label == super::media::RESCUE_LABEL).map(|d| d.disk.as_str()).collect();
-    if let Some(i) = all.iter().position(|x| x.disks().iter().any(|d| booted.contains(d))) {
-        return Ok(all.swap_remove(i));
-    }
-    match all.len() {
-        0 => {
+    let (on_booted, elsewhere): (Vec<Media>, Vec<Media>) = all.into_iter().partition(|x| x.disks().iter().any(|d| booted.contains(d)));
+    let (mut choice, question) = match (on_booted.is_empty(), elsewhere.len()) {
+        (false, _) => (on_booted, "The backup disk holds the backups of several machines:"),
+        (true, 0) => {
             refuse!(Refusal::SlotMissing, "no backup media found: attach the backup disk (both of its slots), wait a moment and run `crossback recover` again")
         }
-        1 => return Ok(all.remove(0)),
-        _ => {}
+        (true, _) => (elsewhere, "Backup media attached (one per machine):"),
+    };
+    if choice.len() == 1 {
+        return Ok((choice.remove(0), media_disks));
     }
-    println!("Backup media attached:");
-    for (n, x) in all.iter().enumerate() {
-        println!("  {}) media {} on {}", n + 1, output::text(&x.id), x.disks().join(", "));
+    println!("{question}");
+    for (n, x) in choice.iter().enumerate() {
+        let disks: Vec<String> = x.disks().iter().map(|d| format!("/dev/{d}")).collect();
+        println!("  {}) media {} on {}: {}", n + 1, output::text(&x.id), disks.join(", "), x.summary());
     }
-    let i = pick("Restore from which media? Number", all.len(), None)?;
-    Ok(all.swap_remove(i))
+    let i = pick("Restore from which media (which machine)? Number", choice.len(), None)?;
+    Ok((choice.swap_remove(i), media_disks))
 }
 
-fn init(global: &[String], pass: &Passphrase) -> anyhow::Result<()> {
+fn init(global: &[String], pass: &Passphrase, media: &str) -> anyhow::Result<()> {
     println!("No configuration here: crossback takes the one the backup media carries.");
-    crossback(global, pass, &["init".to_string(), "--yes".to_string()])
+    crossback(global, pass, &["init".to_string(), "--yes".to_string(), "--media".to_string(), media.to_string()])
 }
 
 fn choose_generation(sealed: &[&Generation]) -> anyhow::Result<u64> {
@@ -164,14 +186,13 @@ fn choose_systems(g: &Generation) -> anyhow::Result<Vec<String>> {
     }
 }
 
-/// The disk to restore onto, from the whole disks that are neither the
-/// backup media's nor mounted, each shown with what it holds.
-fn choose_disk(m: &Machine, media: &Media) -> anyhow::Result<Device> {
-    let skip = media.disks();
+/// The disk to restore onto, from the whole disks that hold no backup
+/// media and are not mounted, each shown with what it holds.
+fn choose_disk(m: &Machine, skip: &[String]) -> anyhow::Result<Device> {
     let disks: Vec<&Device> = m
         .devices
         .iter()
-        .filter(|d| d.disk == d.name && d.size > 0 && !d.read_only && !skip.contains(&d.name.as_str()))
+        .filter(|d| d.disk == d.name && d.size > 0 && !d.read_only && !skip.contains(&d.name))
         .filter(|d| !["ram", "zram", "sr", "fd", "dm-", "md"].iter().any(|p| d.name.starts_with(p)))
         .filter(|d| !m.devices.iter().any(|p| p.disk == d.name && !m.mounts_of(p).is_empty()))
         .collect();
