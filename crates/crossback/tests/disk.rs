@@ -164,8 +164,7 @@ fn root_a_dead_disk_comes_back_on_a_smaller_blank_one() {
     assert_eq!(kind(&out), "usage", "{}", text(&out));
     assert_eq!(slots_before, (blkid(&slot_a.device, "UUID"), blkid(&slot_b.device, "UUID")));
     // A disk that holds something, without --yes: listed, and not touched.
-    let new = LoopDisk::blank(340);
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious", &new.device]));
+    let new = precious_disk();
     let out = crossback(&cfg).args(["restore", "--bare-metal", "--disk", &new.device]).stdin(Stdio::null()).output().unwrap();
     assert_eq!(kind(&out), "not-confirmed", "{}", text(&out));
     assert!(text(&out).contains("NOT blank") && text(&out).contains("precious"), "{}", text(&out));
@@ -414,6 +413,19 @@ fn recover_in(cmd: &mut Command, mut reply: impl FnMut(&str, &str) -> Option<Str
     (status, said + &err.join().unwrap())
 }
 
+/// The media's ID, as the configuration names it.
+fn media_id(cfg: &Path) -> String {
+    std::fs::read_to_string(cfg).unwrap().lines().find_map(|l| l.strip_prefix("id = \"").map(|v| v.trim_end_matches('"').to_string())).unwrap()
+}
+
+/// A disk to restore onto, holding a filesystem labelled "precious": a
+/// refusal that wrote nothing leaves the label.
+fn precious_disk() -> LoopDisk {
+    let new = LoopDisk::blank(340);
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious", &new.device]));
+    new
+}
+
 /// The number `recover` gives the line naming `what` ("  3) /dev/loop7 …").
 fn number_of(listing: &str, what: &str) -> String {
     let line = listing.lines().rev().find(|l| l.contains(&format!(") {what} "))).unwrap_or_else(|| panic!("{what} not listed:\n{listing}"));
@@ -428,10 +440,9 @@ fn root_recover_asks_then_restores_onto_the_disk_chosen() {
     let _serial = crossback_testkit::serial();
     let (old, slot_a, _slot_b, dir) = backed_up();
     let cfg = dir.path().join("config.toml");
-    let media = std::fs::read_to_string(&cfg).unwrap().lines().find_map(|l| l.strip_prefix("id = \"").map(|v| v.trim_end_matches('"').to_string())).unwrap();
+    let media = media_id(&cfg);
     drop(old.disk);
-    let new = LoopDisk::blank(340);
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious", &new.device]));
+    let new = precious_disk();
     let media_answer = |said: &str| number_of(said, &format!("media {media} on"));
 
     // Every question answered but the last: "no". Refused, nothing written;
@@ -508,7 +519,7 @@ fn root_recover_asks_which_machine_when_the_disk_it_booted_from_holds_several() 
         ok(crossback(&cfg).args(["init", "--yes", "--devices", &devices]));
         ok(crossback(&cfg).args(["media", "prepare", &a, &b]));
         ok(crossback(&cfg).arg("backup"));
-        let id = std::fs::read_to_string(&cfg).unwrap().lines().find_map(|l| l.strip_prefix("id = \"").map(|v| v.trim_end_matches('"').to_string())).unwrap();
+        let id = media_id(&cfg);
         (id, cfg)
     };
     let (one, cfg) = machine("one", backup.part(2), backup.part(3));
@@ -521,18 +532,22 @@ fn root_recover_asks_which_machine_when_the_disk_it_booted_from_holds_several() 
     assert!(text(&o).contains("give --media ID") && text(&o).contains(&one) && text(&o).contains(&three), "{}", text(&o));
     assert!(!fresh.exists(), "a refused init wrote a configuration");
     drop(old.disk);
-    let new = LoopDisk::blank(340);
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious", &new.device]));
+    let new = precious_disk();
 
-    let (status, said) = recover_session(&cfg, |q, said| {
-        Some(match q {
-            q if q.starts_with("Restore from which media (which machine)?") => number_of(said, &format!("media {two} on")),
-            q if q.starts_with("Restore onto which disk?") => number_of(said, &new.device),
-            q if q.starts_with("Start the restore?") => "no".into(),
-            _ => String::new(),
-        })
-    });
-    assert!(!status.success() && said.contains("error[not-confirmed]"), "{said}");
+    // Machine two chosen, the new disk, and "no" at the end.
+    let choose_two = |cfg: &Path| {
+        let (status, said) = recover_session(cfg, |q, said| {
+            Some(match q {
+                q if q.starts_with("Restore from which media (which machine)?") => number_of(said, &format!("media {two} on")),
+                q if q.starts_with("Restore onto which disk?") => number_of(said, &new.device),
+                q if q.starts_with("Start the restore?") => "no".into(),
+                _ => String::new(),
+            })
+        });
+        assert!(!status.success() && said.contains("error[not-confirmed]"), "{said}");
+        said
+    };
+    let said = choose_two(&cfg);
     assert!(said.contains("The backup disk holds the backups of several machines:"), "{said}");
     for id in [&one, &two] {
         assert!(
@@ -546,15 +561,7 @@ fn root_recover_asks_which_machine_when_the_disk_it_booted_from_holds_several() 
         assert!(!said.contains(&format!(") {media_disk} ")), "a backup disk is offered to restore onto:\n{said}");
     }
     // A rescue with no configuration: the one of the machine chosen is taken.
-    let (status, said) = recover_session(&fresh, |q, said| {
-        Some(match q {
-            q if q.starts_with("Restore from which media (which machine)?") => number_of(said, &format!("media {two} on")),
-            q if q.starts_with("Restore onto which disk?") => number_of(said, &new.device),
-            q if q.starts_with("Start the restore?") => "no".into(),
-            _ => String::new(),
-        })
-    });
-    assert!(!status.success() && said.contains("error[not-confirmed]"), "{said}");
+    let said = choose_two(&fresh);
     assert!(said.contains(&format!("$ crossback --config {} init --yes --media {two}", fresh.display())), "{said}");
     assert!(std::fs::read_to_string(&fresh).unwrap().contains(&format!("id = \"{two}\"")), "{said}");
     assert_eq!(blkid(&new.device, "LABEL"), "precious", "a refused recover touched the disk");
@@ -572,10 +579,9 @@ fn root_recover_checks_the_passphrase_before_any_question_and_asks_again_when_ty
     std::fs::write(&wrong, "not the media's passphrase\n").unwrap();
     let (old, _slot_a, _slot_b, dir) = backed_up_with(Some(&right));
     let cfg = dir.path().join("config.toml");
-    let media = std::fs::read_to_string(&cfg).unwrap().lines().find_map(|l| l.strip_prefix("id = \"").map(|v| v.trim_end_matches('"').to_string())).unwrap();
+    let media = media_id(&cfg);
     drop(old.disk);
-    let new = LoopDisk::blank(340);
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "precious", &new.device]));
+    let new = precious_disk();
     let media_answer = |said: &str| number_of(said, &format!("media {media} on"));
 
     // A passphrase file that does not open the media: refused before any
