@@ -531,6 +531,14 @@ fn root_recover_asks_which_machine_when_the_disk_it_booted_from_holds_several() 
     assert_eq!(kind(&o), "usage", "{}", text(&o));
     assert!(text(&o).contains("give --media ID") && text(&o).contains(&one) && text(&o).contains(&three), "{}", text(&o));
     assert!(!fresh.exists(), "a refused init wrote a configuration");
+    // --media names no attached media, or a configuration is there already: refused.
+    let o = crossback(&fresh).args(["init", "--yes", "--media", "0123456789abcdef0123456789abcdef"]).output().unwrap();
+    assert_eq!(kind(&o), "slot-missing", "{}", text(&o));
+    assert!(!fresh.exists(), "a refused init wrote a configuration");
+    let before = std::fs::read_to_string(&cfg).unwrap();
+    let o = crossback(&cfg).args(["init", "--yes", "--media", &two]).output().unwrap();
+    assert_eq!(kind(&o), "usage", "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), before, "a refused init changed the configuration");
     drop(old.disk);
     let new = precious_disk();
 

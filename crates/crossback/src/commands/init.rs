@@ -45,6 +45,14 @@ pub fn run(path: &Path, a: InitArgs) -> anyhow::Result<Outcome> {
     print_slots(&slots);
     // A rescue system restoring a dead disk finds no system: the media's
     // configuration is all there is.
+    if let (Some(m), true) = (&a.media, path.exists()) {
+        refuse!(
+            Refusal::Usage,
+            "--media takes a media's configuration where there is none yet, and {} exists: move it away first to take media {}'s; nothing was written",
+            path.display(),
+            crate::output::text(m)
+        );
+    }
     if !path.exists() && !a.ignore_media && take_from_media(path, &slots, &found, a.media.as_deref())? {
         return Ok(Outcome::Ok);
     }
@@ -130,6 +138,13 @@ fn take_from_media(path: &Path, slots: &[(Device, Inspection)], found: &[Found],
             println!("found here but not in it (not added): {}; `crossback init --ignore-media` makes a new configuration instead", here.join(", "));
         }
         return Ok(true);
+    }
+    if let Some(m) = media {
+        refuse!(
+            Refusal::NoBackup,
+            "media {} carries no configuration to take (a backup writes it; both of the media's slots must be attached); nothing was written",
+            crate::output::text(m)
+        );
     }
     Ok(false)
 }
