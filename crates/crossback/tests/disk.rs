@@ -513,20 +513,34 @@ fn root_recover_asks_which_machine_when_the_disk_it_booted_from_holds_several() 
         run(Command::new("mkfs.ext4").args(["-q", "-F", p]));
     }
     let dir = tempfile::tempdir().unwrap();
-    let machine = |name: &str, a: String, b: String| {
+    // A machine's media on slots a and b (encrypted with `pass` when given), no backup yet.
+    let machine = |name: &str, a: String, b: String, pass: Option<&Path>| {
         let cfg = dir.path().join(format!("{name}.toml"));
         let devices = [old.disk.part(1), old.disk.part(2), old.disk.part(3), a.clone(), b.clone()].join(",");
         ok(crossback(&cfg).args(["init", "--yes", "--devices", &devices]));
-        ok(crossback(&cfg).args(["media", "prepare", &a, &b]));
-        ok(crossback(&cfg).arg("backup"));
-        let id = media_id(&cfg);
-        (id, cfg)
+        let mut prepare = crossback(&cfg);
+        prepare.args(["media", "prepare", &a, &b]);
+        if let Some(p) = pass {
+            prepare.arg("--encrypt").env("CROSSBACK_PASSPHRASE_FILE", p).env("CROSSBACK_SCRYPT_WORK_FACTOR", "12");
+        }
+        ok(&mut prepare);
+        (media_id(&cfg), cfg)
     };
-    let (one, cfg) = machine("one", backup.part(2), backup.part(3));
-    let (two, _) = machine("two", backup.part(4), backup.part(5));
-    let (three, _) = machine("three", other.part(1), other.part(2));
-    // init with no configuration yet takes no machine's by guess.
+    let pass = dir.path().join("three's passphrase");
+    std::fs::write(&pass, "three's passphrase\n").unwrap();
+    let (one, cfg) = machine("one", backup.part(2), backup.part(3), None);
+    let (two, cfg_two) = machine("two", backup.part(4), backup.part(5), None);
+    let (three, cfg_three) = machine("three", other.part(1), other.part(2), Some(&pass));
+    // --media naming a media that carries no configuration yet: refused.
     let fresh = dir.path().join("fresh.toml");
+    let o = crossback(&fresh).args(["init", "--yes", "--media", &three]).output().unwrap();
+    assert_eq!(kind(&o), "no-backup", "{}", text(&o));
+    assert!(!fresh.exists(), "a refused init wrote a configuration");
+    for c in [&cfg, &cfg_two, &cfg_three] {
+        ok(crossback(c).arg("backup"));
+    }
+    // init with no configuration yet takes no machine's by guess (three's
+    // copy is encrypted: it counts all the same).
     let o = crossback(&fresh).args(["init", "--yes"]).output().unwrap();
     assert_eq!(kind(&o), "usage", "{}", text(&o));
     assert!(text(&o).contains("give --media ID") && text(&o).contains(&one) && text(&o).contains(&three), "{}", text(&o));

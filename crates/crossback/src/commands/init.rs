@@ -257,7 +257,7 @@ fn from_remote(path: &Path, name: &str, yes: bool) -> anyhow::Result<Outcome> {
 /// the media key (asked for): a wrong key is an error, not a reason to make
 /// a new configuration.
 fn media_copy(slots: &[(Device, Inspection)], path: &Path, media: Option<&str>) -> anyhow::Result<Option<(String, String)>> {
-    let views: Vec<(&crossback_host::blockdev::Device, crate::layout::SlotView)> = slots
+    let views: Vec<(&Device, crate::layout::SlotView)> = slots
         .iter()
         .filter_map(|(d, i)| crate::layout::slot_of(&i.extra).and_then(Result::ok).map(|v| (d, v)))
         .filter(|(_, v)| media.is_none_or(|m| v.marker.media_id == m))
@@ -265,17 +265,18 @@ fn media_copy(slots: &[(Device, Inspection)], path: &Path, media: Option<&str>) 
     if let (Some(m), true) = (media, views.is_empty()) {
         refuse!(Refusal::SlotMissing, "no slot of media {} is attached: attach its backup disk; nothing was written", crate::output::text(m));
     }
-    let mut carrying: Vec<&str> = views.iter().filter(|(_, v)| v.config.is_some() || v.config_age.is_some()).map(|(_, v)| v.marker.media_id.as_str()).collect();
-    carrying.sort_unstable();
-    carrying.dedup();
-    if carrying.len() > 1 {
+    let carrying: Vec<&(&Device, crate::layout::SlotView)> = views.iter().filter(|(_, v)| v.config.is_some() || v.config_age.is_some()).collect();
+    let mut ids: Vec<&str> = carrying.iter().map(|(_, v)| v.marker.media_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() > 1 {
         refuse!(
             Refusal::Usage,
             "the slots of several backup media are attached, each with its machine's configuration ({}): give --media ID for the one to take (or --ignore-media); nothing was written",
-            carrying.iter().map(|m| crate::output::text(m)).collect::<Vec<_>>().join(", ")
+            ids.iter().map(|m| crate::output::text(m)).collect::<Vec<_>>().join(", ")
         );
     }
-    let Some((d, v)) = views.iter().filter(|(_, v)| v.config.is_some() || v.config_age.is_some()).max_by_key(|(_, v)| v.newest().map(|g| g.seq)) else {
+    let Some((d, v)) = carrying.into_iter().max_by_key(|(_, v)| v.newest().map(|g| g.seq)) else {
         return Ok(None);
     };
     let text = match (&v.config_age, &v.config) {
