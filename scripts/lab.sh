@@ -202,6 +202,17 @@ need_virt_firmware() {
   rm -rf "$d"
 }
 vfw() { PYTHONPATH=$pylib python3 -c 'import sys; from virt.firmware.vars import main; sys.exit(main())' "$@"; }
+# A new motherboard: the restored disk (blank.raw) with fresh firmware
+# variables, no entries, no Secure Boot; the fallback loader the restore
+# made starts A, which checks itself (the job's fallback_phase).
+fallback_boot() { # JOB
+  set_phase fallback
+  cp "$OVMF_VARS" "$work/fresh-vars.fd"
+  local t; t=$(date +%s)
+  pcs "$1" fallback "$work/fresh-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
+  job_done done-fallback || phase_failed fallback "the restored disk did not boot through the fallback loader with fresh firmware variables"
+  times+=("the restored disk, fresh firmware variables: the fallback loader into A, checked: $(( $(date +%s) - t )) s")
+}
 phase_failed() { # LOG WHY: what the guests said and the console's end
   cat "$work/job.log" >&2; tail -30 "$work/$1.console" >&2 2>/dev/null; die "$2"
 }
@@ -280,12 +291,7 @@ case $scenario in
     job_done done-restored-b || phase_failed restored "the restored disk did not boot into A and then B from crossback's boot entries"
     times+=("restored disk: A, then B, from crossback's entries: $(( $(date +%s) - t )) s")
 
-    set_phase fallback
-    cp "$OVMF_VARS" "$work/fresh-vars.fd"
-    t=$(date +%s)
-    pc fallback "$work/fresh-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
-    job_done done-fallback || phase_failed fallback "the restored disk did not boot through the fallback loader with fresh firmware variables"
-    times+=("restored disk, fresh firmware variables, fallback loader into A: $(( $(date +%s) - t )) s")
+    fallback_boot dualboot
 
     # A layout made by hand and new UUIDs: GRUB repaired in a chroot.
     set_phase newuuids
@@ -536,14 +542,7 @@ case $scenario in
     pcs rescue restored "$work/restored-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
     job_done done-restored-b || phase_failed restored "the restored disk did not boot into A and then B as they were backed up"
     times+=("the restored disk, the backup disk removed: A, then B, each checked: $(( $(date +%s) - t )) s")
-    # A new motherboard: fresh firmware variables, no entries, no Secure
-    # Boot; the fallback loader the restore made starts A.
-    set_phase fallback
-    cp "$OVMF_VARS" "$work/fresh-vars.fd"
-    t=$(date +%s)
-    pcs rescue fallback "$work/fresh-vars.fd" 900 -drive file="$work/blank.raw",format=raw,if=virtio -drive file="$work/job.raw",format=raw,if=virtio
-    job_done done-fallback || phase_failed fallback "the restored disk did not boot through the fallback loader with fresh firmware variables"
-    times+=("the restored disk, fresh firmware variables: the fallback loader into A, checked: $(( $(date +%s) - t )) s")
+    fallback_boot rescue
     # The same backup disk on firmware without Secure Boot: the guided
     # restore opens the media with its passphrase and lists its generations.
     sb_qemu plain plain 600 "${backup_disk[@]}"

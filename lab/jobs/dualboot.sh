@@ -81,10 +81,7 @@ case "$phase:$me" in
   restored:system-a|restored:system-b)
     restored_phase ;;
   fallback:system-a)
-    check_restored
-    say "booted through the fallback loader; the firmware has no entry for a loader on a disk partition: $(efibootmgr | grep -c 'HD(') such entries"
-    touch done-fallback
-    sync; systemctl poweroff ;;
+    fallback_phase ;;
   *)
     fail "nothing to do in phase $phase" ;;
 esac

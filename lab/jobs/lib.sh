@@ -64,3 +64,11 @@ restored_phase() {
   [ "$me" = system-a ] && boot_into debian-b
   sync; systemctl poweroff
 }
+# The phase after a boot with fresh firmware variables: A, started by the
+# fallback loader the restore made, checks it is as it was.
+fallback_phase() {
+  check_restored
+  say "booted through the fallback loader; the firmware has no entry for a loader on a disk partition: $(efibootmgr | grep -c 'HD(') such entries"
+  touch done-fallback
+  sync; systemctl poweroff
+}

@@ -52,9 +52,7 @@ case "$phase:$me" in
   restored:system-a|restored:system-b)
     restored_phase ;;
   fallback:system-a)
-    check_restored
-    touch done-fallback
-    sync; systemctl poweroff ;;
+    fallback_phase ;;
   *)
     fail "nothing to do in phase $phase" ;;
 esac
